@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what hotpath needs on a Debian machine that has Node/npm: Bun (from the npm `bun`
+# package) and the project's dependencies. Debian libraries for later transports are listed in
+# APT_PACKAGES; they are installed with apt when running as root, otherwise we say what to install.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=()
+
+if ! command -v bun >/dev/null 2>&1; then
+  echo "setup: installing Bun from npm (npm i -g bun)" >&2
+  npm i -g bun >&2
+  hash -r
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian packages: ${missing[*]}" >&2
+    apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+  else
+    echo "setup: missing Debian packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
+  fi
+fi
+
+if [ ! -d node_modules ] || [ package.json -nt node_modules ]; then
+  bun install >&2
+  touch node_modules
+fi

@@ -1,0 +1,127 @@
+/**
+ * hotpath's error types: one base (`HotpathError`, with a stable `code`) and subclasses by
+ * blast radius. Every layer imports from here, so this file imports nothing.
+ *
+ * - UsageError: the caller broke an API rule (bad argument, second reply). Fix the caller.
+ * - NativeError: a native call failed; carries the operation and errno / status.
+ * - TransportClosedError: the connection is gone; every pending call on it rejects with it.
+ * - ProtocolError: the peer sent a malformed or oversized frame; that connection is aborted.
+ * - RemoteError: the remote handler threw; carries the remote error's name and message.
+ * - TimeoutError: a deadline passed (connect, request).
+ * - CancelledError: the caller aborted a request through its AbortSignal.
+ * - TransportUnavailableError (and per-transport subclasses): the transport cannot run here.
+ *
+ * Example:
+ *   try { await client.request(1, data, { timeoutMs: 50 }) }
+ *   catch (e) { if (e instanceof TimeoutError) retry() }
+ */
+
+export class HotpathError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+  override get name(): string {
+    return this.constructor.name;
+  }
+}
+
+export class UsageError extends HotpathError {
+  constructor(message: string) {
+    super("E_USAGE", message);
+  }
+}
+
+export class NativeError extends HotpathError {
+  readonly operation: string;
+  readonly errno: number;
+  constructor(operation: string, errno: number, detail: string) {
+    super("E_NATIVE", `${operation} failed: ${detail} (errno ${errno})`);
+    this.operation = operation;
+    this.errno = errno;
+  }
+}
+
+export class TransportClosedError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_CLOSED", message, options);
+  }
+}
+
+export class ProtocolError extends HotpathError {
+  constructor(message: string) {
+    super("E_PROTOCOL", message);
+  }
+}
+
+export class TimeoutError extends HotpathError {
+  constructor(message: string) {
+    super("E_TIMEOUT", message);
+  }
+}
+
+export class CancelledError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_CANCELLED", message, options);
+  }
+}
+
+export class ConnectError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_CONNECT", message, options);
+  }
+}
+
+export class TransportUnavailableError extends HotpathError {
+  readonly transport: string;
+  constructor(transport: string, reason: string) {
+    super("E_UNAVAILABLE", `${transport} transport unavailable: ${reason}`);
+    this.transport = transport;
+  }
+}
+
+export class UcxUnavailableError extends TransportUnavailableError {
+  constructor(reason: string) {
+    super("ucx", reason);
+  }
+}
+
+export class RdmaUnavailableError extends TransportUnavailableError {
+  constructor(reason: string) {
+    super("rdma", reason);
+  }
+}
+
+/**
+ * Error names a remote peer may report. The wire carries a name string; it is looked up here,
+ * in an object with a null prototype, so a name such as "constructor" or "__proto__" can never
+ * reach an inherited property. Unknown names come back as "Error".
+ */
+const REMOTE_NAMES: Record<string, string> = Object.assign(Object.create(null), {
+  Error: "Error",
+  TypeError: "TypeError",
+  RangeError: "RangeError",
+  SyntaxError: "SyntaxError",
+  ReferenceError: "ReferenceError",
+  HotpathError: "HotpathError",
+  UsageError: "UsageError",
+  TimeoutError: "TimeoutError",
+  CancelledError: "CancelledError",
+  UnknownMethodError: "UnknownMethodError",
+  DecodeError: "DecodeError",
+});
+
+export function allowedRemoteName(name: string): string {
+  return REMOTE_NAMES[name] ?? "Error";
+}
+
+export class RemoteError extends HotpathError {
+  /** The remote error's class name, passed through the allow-list above. */
+  readonly remoteName: string;
+  constructor(remoteName: string, message: string) {
+    const name = allowedRemoteName(remoteName);
+    super(name === "UnknownMethodError" ? "E_UNKNOWN_METHOD" : "E_REMOTE", `${name}: ${message}`);
+    this.remoteName = name;
+  }
+}

@@ -1,0 +1,429 @@
+/**
+ * RPC client: two APIs over one engine and one fixed slot table (the in-flight window).
+ *
+ * Hot path, allocation-free on the client side:
+ *   client.onResponse = (userData, data, error) => { ... };   // data valid during the callback only
+ *   if (client.call(METHOD_ECHO, bytes, userData) === SEND_FULL) { client.poll(); ... }
+ *   client.poll();      // delivers completions, invoking onResponse inline
+ *   await client.wait(10) // event-driven transports: lets responses arrive
+ *
+ * Convenient:
+ *   const reply = await client.request(METHOD_ECHO, bytes, { timeoutMs: 100, signal });
+ *
+ * Every call gets a call id = (slot, generation). A response is matched only to the slot's
+ * current generation while the call is outstanding; a late response (after a timeout or
+ * cancellation) or a duplicate is dropped and counted in `lateResponses`; a response for a
+ * call id never issued aborts the connection with ProtocolError. Closing either side fails
+ * every outstanding call: promises reject, hot-path calls complete with the error.
+ *
+ * Threading: a Client belongs to the thread that created it.
+ */
+
+import { EMPTY_BYTES } from "../bytes.ts";
+import { CancelledError, HotpathError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError } from "../errors.ts";
+import { SEND_CLOSED, SEND_FULL, SEND_OK, type Connection, type RxMessage, type SendStatus } from "../transport/transport.ts";
+import {
+  KIND_CANCEL,
+  KIND_ERROR,
+  KIND_ONEWAY,
+  KIND_REQUEST,
+  KIND_RESPONSE,
+  MAX_APP_HEADER_BYTES,
+  WIRE_HEADER_BYTES,
+  checkWireHeader,
+  decodeErrorBody,
+  wireCallGen,
+  wireCallSlot,
+  writeWireHeader,
+} from "./wire.ts";
+
+export interface ClientOptions {
+  /** Calls in flight at most (slots). Default 256. */
+  window?: number;
+  /** Deadline for request() when the call gives none. Default 30000; 0 means none. */
+  timeoutMs?: number;
+}
+
+export interface RequestOptions {
+  /** Rejects with TimeoutError after this long (and tells the server to cancel). 0: no deadline. */
+  timeoutMs?: number;
+  /** Aborting rejects with CancelledError and sends a cancel to the server. */
+  signal?: AbortSignal;
+  /** Fixed application header sent apart from the data. */
+  appHeader?: Uint8Array;
+}
+
+/** Hot-path completion: `data` is valid only during the call; `error` is set for failed calls. */
+export type OnResponse<U> = (userData: U, data: Uint8Array, error: HotpathError | null) => void;
+
+export const DEFAULT_WINDOW = 256;
+/** Slot indexes travel as u32, but the server indexes per-slot state by them: keep it modest. */
+export const MAX_WINDOW = 1 << 16;
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
+const SLOT_FREE = 0;
+const SLOT_CALLBACK = 1;
+const SLOT_PROMISE = 2;
+/** Completed, waiting in the completion queue for poll(). */
+const SLOT_DONE = 3;
+
+class PendingRequest {
+  slot = -1;
+  done = false;
+  timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  onAbort: (() => void) | undefined = undefined;
+  constructor(
+    readonly method: number,
+    readonly data: Uint8Array,
+    readonly appHeader: Uint8Array | undefined,
+    readonly signal: AbortSignal | undefined,
+    readonly resolve: (v: Uint8Array) => void,
+    readonly reject: (e: Error) => void,
+  ) {}
+}
+
+export class Client<U = unknown> implements Disposable {
+  readonly conn: Connection;
+  readonly window: number;
+  /** Invoked inline by poll() for every hot-path call that completed. */
+  onResponse: OnResponse<U> | null = null;
+  /** Responses dropped because their call had already timed out, been cancelled or completed. */
+  lateResponses = 0;
+
+  private readonly defaultTimeoutMs: number;
+  private readonly gen: Uint32Array;
+  private readonly state: Uint8Array;
+  private readonly userData: (U | undefined)[];
+  private readonly pending: (PendingRequest | undefined)[];
+  private readonly freeSlots: Int32Array;
+  private freeTop: number;
+  // Completion ring for hot-path calls: at most one entry per slot, so `window` entries suffice.
+  private readonly compSlot: Int32Array;
+  private readonly compMsg: (RxMessage | null)[];
+  private readonly compErr: (HotpathError | null)[];
+  private compHead = 0;
+  private compCount = 0;
+  private readonly waiting: PendingRequest[] = [];
+  private pumpScheduled = false;
+  private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);
+  private readonly head24 = this.headBuf.subarray(0, WIRE_HEADER_BYTES);
+  private closeErr: HotpathError | null = null;
+
+  constructor(conn: Connection, opts: ClientOptions = {}) {
+    const window = opts.window ?? DEFAULT_WINDOW;
+    if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW) {
+      throw new UsageError(`client window ${window} must be an integer in 1..${MAX_WINDOW}`);
+    }
+    this.conn = conn;
+    this.window = window;
+    this.defaultTimeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.gen = new Uint32Array(window);
+    this.state = new Uint8Array(window);
+    this.userData = new Array(window).fill(undefined);
+    this.pending = new Array(window).fill(undefined);
+    this.freeSlots = new Int32Array(window);
+    for (let i = 0; i < window; i++) this.freeSlots[i] = window - 1 - i;
+    this.freeTop = window;
+    this.compSlot = new Int32Array(window);
+    this.compMsg = new Array(window).fill(null);
+    this.compErr = new Array(window).fill(null);
+    conn.setReceiver({ onMessage: (m) => this.onMessage(m), onClose: (e) => this.onClose(e) });
+  }
+
+  /** Calls in flight (sent, not yet delivered). */
+  get inFlight(): number {
+    return this.window - this.freeTop;
+  }
+
+  get closed(): boolean {
+    return this.closeErr !== null;
+  }
+
+  /**
+   * Hot path: sends a request and remembers `userData` in a slot. Returns SEND_OK, SEND_FULL
+   * (window or transport full: poll and retry) or SEND_CLOSED. Never allocates, never throws
+   * for transport conditions; throws UsageError for caller bugs (no onResponse, oversized data).
+   * `data` is copied (or, for a buffer from conn.allocBuffer, handed over) before it returns.
+   */
+  call(method: number, data: Uint8Array, userData: U, appHeader?: Uint8Array): SendStatus {
+    if (this.onResponse === null) throw new UsageError("client.call: set client.onResponse before the first call");
+    if (this.closeErr !== null) return SEND_CLOSED;
+    const slot = this.allocSlot();
+    if (slot < 0) return SEND_FULL;
+    const status = this.sendFrame(KIND_REQUEST, method, slot, this.gen[slot]!, data, appHeader);
+    if (status !== SEND_OK) {
+      this.freeSlot(slot);
+      return status;
+    }
+    this.state[slot] = SLOT_CALLBACK;
+    this.userData[slot] = userData;
+    return SEND_OK;
+  }
+
+  /** One-way message: no slot, no response. Same statuses as call(). */
+  send(method: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
+    if (this.closeErr !== null) return SEND_CLOSED;
+    return this.sendFrame(KIND_ONEWAY, method, 0, 0, data, appHeader);
+  }
+
+  /** Pushes queued sends and delivers completed hot-path calls to onResponse. Returns how many. */
+  poll(): number {
+    this.conn.poll();
+    let n = 0;
+    while (this.compCount > 0) {
+      const i = this.compHead;
+      const slot = this.compSlot[i]!;
+      const msg = this.compMsg[i]!;
+      const err = this.compErr[i]!;
+      this.compMsg[i] = null;
+      this.compErr[i] = null;
+      this.compHead = i + 1 === this.window ? 0 : i + 1;
+      this.compCount--;
+      const ud = this.userData[slot] as U;
+      this.freeSlot(slot);
+      try {
+        this.onResponse!(ud, msg === null ? EMPTY_BYTES : msg.body, err);
+      } finally {
+        if (msg !== null) msg.release();
+      }
+      n++;
+    }
+    return n;
+  }
+
+  /** Resolves true when completions are ready or input may have arrived, false after timeoutMs. */
+  wait(timeoutMs: number): Promise<boolean> {
+    if (this.compCount > 0) return Promise.resolve(true);
+    if (this.closeErr !== null) return Promise.resolve(false);
+    return this.conn.wait(timeoutMs);
+  }
+
+  /**
+   * Convenient path: resolves with the response data (the caller owns it), or rejects with
+   * TimeoutError, CancelledError, RemoteError, ProtocolError or TransportClosedError. When the
+   * window or the transport is full it waits for room, within the deadline.
+   */
+  request(method: number, data: Uint8Array = EMPTY_BYTES, opts?: RequestOptions): Promise<Uint8Array> {
+    const signal = opts?.signal;
+    if (signal?.aborted) {
+      return Promise.reject(new CancelledError(`request for method ${method} aborted before it was sent`, { cause: signal.reason }));
+    }
+    if (this.closeErr !== null) return Promise.reject(this.closeErr);
+    const appHeader = opts?.appHeader;
+    this.checkSizes(data, appHeader);
+    const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
+    return new Promise<Uint8Array>((resolve, reject) => {
+      const p = new PendingRequest(method, data, appHeader, signal, resolve, reject);
+      if (timeoutMs > 0) {
+        p.timer = setTimeout(
+          () => this.abandon(p, new TimeoutError(`request for method ${method} timed out after ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      }
+      if (signal) {
+        p.onAbort = () => this.abandon(p, new CancelledError(`request for method ${method} aborted`, { cause: signal.reason }));
+        signal.addEventListener("abort", p.onAbort, { once: true });
+      }
+      if (this.waiting.length > 0 || !this.tryStart(p)) this.waiting.push(p);
+    });
+  }
+
+  close(): void {
+    this.conn.close();
+    if (this.closeErr === null) this.onClose(null);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // ---- engine ----
+
+  private checkSizes(data: Uint8Array, appHeader: Uint8Array | undefined): void {
+    if (data.length > this.conn.caps.maxMessageBytes) {
+      throw new UsageError(`rpc: ${data.length} bytes of data exceed maxMessageBytes ${this.conn.caps.maxMessageBytes}`);
+    }
+    if (appHeader && appHeader.length > MAX_APP_HEADER_BYTES) {
+      throw new UsageError(`rpc: application header of ${appHeader.length} bytes exceeds ${MAX_APP_HEADER_BYTES}`);
+    }
+  }
+
+  private sendFrame(kind: number, method: number, slot: number, gen: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
+    const appLen = appHeader ? appHeader.length : 0;
+    if (appLen > MAX_APP_HEADER_BYTES || data.length > this.conn.caps.maxMessageBytes) this.checkSizes(data, appHeader);
+    writeWireHeader(this.headBuf, kind, method >>> 0, slot, gen, appLen, data.length);
+    let head = this.head24;
+    if (appLen > 0) {
+      this.headBuf.set(appHeader!, WIRE_HEADER_BYTES);
+      head = this.headBuf.subarray(0, WIRE_HEADER_BYTES + appLen);
+    }
+    return this.conn.trySend(head, data);
+  }
+
+  private allocSlot(): number {
+    if (this.freeTop === 0) return -1;
+    const slot = this.freeSlots[--this.freeTop]!;
+    // Generations start at 1; 0 is never issued, so a response with generation 0 is bogus.
+    this.gen[slot] = (this.gen[slot]! + 1) >>> 0 || 1;
+    return slot;
+  }
+
+  private freeSlot(slot: number): void {
+    this.state[slot] = SLOT_FREE;
+    this.userData[slot] = undefined;
+    this.pending[slot] = undefined;
+    this.freeSlots[this.freeTop++] = slot;
+    if (this.waiting.length > 0) this.schedulePump();
+  }
+
+  /** Sends a waiting request if a slot and transport room are there. */
+  private tryStart(p: PendingRequest): boolean {
+    const slot = this.allocSlot();
+    if (slot < 0) return false;
+    const status = this.sendFrame(KIND_REQUEST, p.method, slot, this.gen[slot]!, p.data, p.appHeader);
+    if (status === SEND_OK) {
+      this.state[slot] = SLOT_PROMISE;
+      this.pending[slot] = p;
+      p.slot = slot;
+      return true;
+    }
+    this.freeSlots[this.freeTop++] = slot;
+    if (status === SEND_CLOSED) {
+      this.settle(p, null, this.closeErr ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} is closed`));
+      return true;
+    }
+    // Transport full: retry once it drains or input arrives.
+    if (!this.pumpScheduled) {
+      this.pumpScheduled = true;
+      this.conn.wait(1000).then(() => {
+        this.pumpScheduled = false;
+        this.pump();
+      });
+    }
+    return false;
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    queueMicrotask(() => {
+      this.pumpScheduled = false;
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.waiting.length > 0) {
+      const p = this.waiting[0]!;
+      if (!p.done && !this.tryStart(p)) return;
+      this.waiting.shift();
+    }
+  }
+
+  /** Timeout or abort: reject, give the slot back, tell the server (best effort). */
+  private abandon(p: PendingRequest, error: HotpathError): void {
+    if (p.done) return;
+    const slot = p.slot;
+    if (slot >= 0 && this.pending[slot] === p) {
+      if (this.closeErr === null) this.sendFrame(KIND_CANCEL, p.method, slot, this.gen[slot]!, EMPTY_BYTES);
+      this.freeSlot(slot);
+    }
+    this.settle(p, null, error);
+  }
+
+  private settle(p: PendingRequest, value: Uint8Array | null, error: Error | null): void {
+    if (p.done) return;
+    p.done = true;
+    if (p.timer !== undefined) clearTimeout(p.timer);
+    if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
+    if (error) p.reject(error);
+    else p.resolve(value!);
+  }
+
+  private onMessage(msg: RxMessage): void {
+    let kind: number;
+    try {
+      kind = checkWireHeader(msg.head, msg.body);
+      if (kind !== KIND_RESPONSE && kind !== KIND_ERROR) throw new ProtocolError(`rpc client: received message kind ${kind}, expected a response`);
+    } catch (e) {
+      return this.protocolAbort(e, msg);
+    }
+    const slot = wireCallSlot(msg.head);
+    const gen = wireCallGen(msg.head);
+    if (slot >= this.window || gen === 0) {
+      return this.protocolAbort(new ProtocolError(`rpc client: response for call ${slot}/${gen}, which was never issued (window ${this.window})`), msg);
+    }
+    const state = this.state[slot]!;
+    const cur = this.gen[slot]!;
+    if (gen !== cur || (state !== SLOT_CALLBACK && state !== SLOT_PROMISE)) {
+      // Older generation or already finished: a late or duplicated response. A newer one was never issued.
+      if (((cur - gen) >>> 0) >= 0x80000000 || cur === 0) {
+        return this.protocolAbort(new ProtocolError(`rpc client: response for call ${slot}/${gen}, which was never issued`), msg);
+      }
+      this.lateResponses++;
+      msg.release();
+      return;
+    }
+    let error: HotpathError | null = null;
+    if (kind === KIND_ERROR) {
+      try {
+        const { name, message } = decodeErrorBody(msg.body);
+        error = new RemoteError(name, message);
+      } catch (e) {
+        return this.protocolAbort(e, msg);
+      }
+    }
+    if (state === SLOT_CALLBACK) {
+      this.state[slot] = SLOT_DONE;
+      this.enqueueCompletion(slot, error === null ? msg : null, error);
+      if (error !== null) msg.release();
+      return;
+    }
+    const p = this.pending[slot]!;
+    this.freeSlot(slot);
+    if (error !== null) {
+      msg.release();
+      this.settle(p, null, error);
+      return;
+    }
+    const body = msg.body;
+    // Hand out memory the caller owns: copy out of transport memory, and copy small bodies
+    // rather than pin a whole read buffer.
+    const out = this.conn.caps.zeroCopy || body.byteLength * 2 < body.buffer.byteLength ? body.slice() : body;
+    msg.release();
+    this.settle(p, out, null);
+  }
+
+  private enqueueCompletion(slot: number, msg: RxMessage | null, error: HotpathError | null): void {
+    let i = this.compHead + this.compCount;
+    if (i >= this.window) i -= this.window;
+    this.compSlot[i] = slot;
+    this.compMsg[i] = msg;
+    this.compErr[i] = error;
+    this.compCount++;
+  }
+
+  private protocolAbort(e: unknown, msg: RxMessage): void {
+    msg.release();
+    if (!(e instanceof HotpathError)) throw e;
+    this.conn.abort(e);
+  }
+
+  private onClose(error: HotpathError | null): void {
+    if (this.closeErr !== null) return;
+    const err = error ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} closed locally`);
+    this.closeErr = err;
+    for (let slot = 0; slot < this.window; slot++) {
+      const state = this.state[slot];
+      if (state === SLOT_PROMISE) {
+        const p = this.pending[slot]!;
+        this.freeSlot(slot);
+        this.settle(p, null, err);
+      } else if (state === SLOT_CALLBACK) {
+        this.state[slot] = SLOT_DONE;
+        this.enqueueCompletion(slot, null, err);
+      }
+    }
+    for (const p of this.waiting.splice(0)) this.settle(p, null, err);
+  }
+}

@@ -1,0 +1,113 @@
+/**
+ * The RPC wire header: one layout for every transport, fixed size, little-endian. It travels
+ * as the start of a message's head; the optional application header follows it in the head;
+ * the bulk data is the message body.
+ *
+ *   offset  size  field
+ *   0       u8    kind          REQUEST, RESPONSE, ERROR, CANCEL, ONEWAY
+ *   1       u8    version       WIRE_VERSION
+ *   2       u16   appHeaderLen  bytes of application header after this header
+ *   4       u32   methodId      (echoed in responses)
+ *   8       u32   callSlot      client slot index   } call id: a late or duplicated response
+ *   12      u32   callGen       slot generation     } can never complete a different call
+ *   16      u32   dataLen       body bytes (must equal the body the transport delivered)
+ *   20      u32   reserved      0
+ *   24      -     WIRE_HEADER_BYTES
+ *
+ * ERROR bodies are UTF-8 JSON `{"name": string, "message": string}`.
+ */
+
+import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
+import { ProtocolError } from "../errors.ts";
+
+export const KIND_REQUEST = 1;
+export const KIND_RESPONSE = 2;
+export const KIND_ERROR = 3;
+export const KIND_CANCEL = 4;
+export const KIND_ONEWAY = 5;
+
+export const WIRE_VERSION = 1;
+
+export const WIRE_KIND_OFFSET = 0;
+export const WIRE_VERSION_OFFSET = WIRE_KIND_OFFSET + 1;
+export const WIRE_APP_HEADER_LEN_OFFSET = WIRE_VERSION_OFFSET + 1;
+export const WIRE_METHOD_OFFSET = WIRE_APP_HEADER_LEN_OFFSET + 2;
+export const WIRE_CALL_SLOT_OFFSET = WIRE_METHOD_OFFSET + 4;
+export const WIRE_CALL_GEN_OFFSET = WIRE_CALL_SLOT_OFFSET + 4;
+export const WIRE_DATA_LEN_OFFSET = WIRE_CALL_GEN_OFFSET + 4;
+export const WIRE_RESERVED_OFFSET = WIRE_DATA_LEN_OFFSET + 4;
+export const WIRE_HEADER_BYTES = WIRE_RESERVED_OFFSET + 4;
+
+/** The application header must fit the u16 field and the transports' smallest head limit. */
+export const MAX_APP_HEADER_BYTES = 1024;
+
+if (WIRE_HEADER_BYTES !== 24) throw new Error(`wire header layout drifted: ${WIRE_HEADER_BYTES} bytes`);
+
+/** Writes a wire header at the start of `head`. */
+export function writeWireHeader(
+  head: Uint8Array,
+  kind: number,
+  methodId: number,
+  callSlot: number,
+  callGen: number,
+  appHeaderLen: number,
+  dataLen: number,
+): void {
+  head[WIRE_KIND_OFFSET] = kind;
+  head[WIRE_VERSION_OFFSET] = WIRE_VERSION;
+  writeU16(head, WIRE_APP_HEADER_LEN_OFFSET, appHeaderLen);
+  writeU32(head, WIRE_METHOD_OFFSET, methodId);
+  writeU32(head, WIRE_CALL_SLOT_OFFSET, callSlot);
+  writeU32(head, WIRE_CALL_GEN_OFFSET, callGen);
+  writeU32(head, WIRE_DATA_LEN_OFFSET, dataLen);
+  writeU32(head, WIRE_RESERVED_OFFSET, 0);
+}
+
+export const wireKind = (head: Uint8Array): number => head[WIRE_KIND_OFFSET]!;
+export const wireMethod = (head: Uint8Array): number => readU32(head, WIRE_METHOD_OFFSET);
+export const wireCallSlot = (head: Uint8Array): number => readU32(head, WIRE_CALL_SLOT_OFFSET);
+export const wireCallGen = (head: Uint8Array): number => readU32(head, WIRE_CALL_GEN_OFFSET);
+export const wireAppHeaderLen = (head: Uint8Array): number => readU16(head, WIRE_APP_HEADER_LEN_OFFSET);
+
+/**
+ * Checks a received head/body pair against the header's own fields. Returns the kind; throws
+ * ProtocolError when the lengths disagree or a field is out of range.
+ */
+export function checkWireHeader(head: Uint8Array, body: Uint8Array): number {
+  if (head.length < WIRE_HEADER_BYTES) {
+    throw new ProtocolError(`rpc: head of ${head.length} bytes is shorter than the ${WIRE_HEADER_BYTES}-byte wire header`);
+  }
+  const kind = head[WIRE_KIND_OFFSET]!;
+  if (kind < KIND_REQUEST || kind > KIND_ONEWAY) throw new ProtocolError(`rpc: unknown message kind ${kind}`);
+  const version = head[WIRE_VERSION_OFFSET]!;
+  if (version !== WIRE_VERSION) throw new ProtocolError(`rpc: wire version ${version}, expected ${WIRE_VERSION}`);
+  const appLen = readU16(head, WIRE_APP_HEADER_LEN_OFFSET);
+  if (head.length !== WIRE_HEADER_BYTES + appLen) {
+    throw new ProtocolError(`rpc: header says ${appLen} bytes of application header, head has ${head.length - WIRE_HEADER_BYTES}`);
+  }
+  const dataLen = readU32(head, WIRE_DATA_LEN_OFFSET);
+  if (dataLen !== body.length) throw new ProtocolError(`rpc: header says ${dataLen} data bytes, message has ${body.length}`);
+  if (readU32(head, WIRE_RESERVED_OFFSET) !== 0) throw new ProtocolError("rpc: reserved header field is not zero");
+  return kind;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+export function encodeErrorBody(name: string, message: string): Uint8Array {
+  return encoder.encode(JSON.stringify({ name, message }));
+}
+
+export function decodeErrorBody(body: Uint8Array): { name: string; message: string } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(decoder.decode(body));
+  } catch {
+    throw new ProtocolError("rpc: error response body is not UTF-8 JSON");
+  }
+  const p = parsed as { name?: unknown; message?: unknown } | null;
+  if (p === null || typeof p !== "object" || typeof p.name !== "string" || typeof p.message !== "string") {
+    throw new ProtocolError("rpc: error response body lacks string name and message");
+  }
+  return { name: p.name, message: p.message };
+}

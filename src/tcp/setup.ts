@@ -1,0 +1,150 @@
+/**
+ * TCP control path: `tcp://host:port` listeners and connects on Bun sockets.
+ *
+ * listen() accepts port 0 and reports the chosen port in `listener.url`. connect() fails with
+ * ConnectError when the peer refuses or `connectTimeoutMs` passes (a socket that connects after
+ * the deadline is closed at once). Each accepted socket becomes a TcpConnection handed to the
+ * listener's onConnection callback before any of its data is parsed.
+ */
+
+import type { Socket, TCPSocketListener } from "bun";
+import { ConnectError, UsageError } from "../errors.ts";
+import {
+  DEFAULT_CONNECT_TIMEOUT_MS,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  type ConnectOptions,
+  type Connection,
+  type Listener,
+  type ListenOptions,
+  type TransportFactory,
+} from "../transport/transport.ts";
+import { TcpConnection } from "./connection.ts";
+
+function hostPort(url: URL, forListen: boolean): { hostname: string; port: number } {
+  const hostname = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  if (!hostname) throw new UsageError(`tcp url "${url.href}": missing host`);
+  if (url.port === "" && !forListen) throw new UsageError(`tcp url "${url.href}": missing port`);
+  const port = url.port === "" ? 0 : Number(url.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new UsageError(`tcp url "${url.href}": port must be 0..65535`);
+  }
+  return { hostname, port };
+}
+
+const handlers = {
+  data(s: Socket<TcpConnection>, chunk: Uint8Array) {
+    s.data.onData(chunk);
+  },
+  drain(s: Socket<TcpConnection>) {
+    s.data.onDrain();
+  },
+  close(s: Socket<TcpConnection>, error?: Error) {
+    s.data?.onSocketClosed(error);
+  },
+  error(s: Socket<TcpConnection>, error: Error) {
+    s.data?.onSocketClosed(error);
+  },
+};
+
+export async function tcpConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
+  const { hostname, port } = hostPort(url, false);
+  const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const maxMessageBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const peer = `tcp://${url.host}`;
+  let timedOut = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const connecting = Bun.connect<TcpConnection>({
+    hostname,
+    port,
+    socket: {
+      ...handlers,
+      open(s) {
+        s.data = new TcpConnection(s, { maxMessageBytes, peer });
+        if (timedOut) s.data.close();
+      },
+    },
+  });
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      timedOut = true;
+      reject(new ConnectError(`tcp connect ${peer}: no connection after ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+  try {
+    const socket = await Promise.race([connecting, deadline]);
+    return socket.data;
+  } catch (e) {
+    if (e instanceof ConnectError) throw e;
+    const reason = e instanceof Error ? e.message : String(e);
+    throw new ConnectError(`tcp connect ${peer}: ${reason}`, { cause: e });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+class TcpListener implements Listener {
+  readonly transport = "tcp";
+  readonly url: string;
+  private callback: ((c: Connection) => void) | null = null;
+  private readonly pending: Connection[] = [];
+  private readonly conns = new Set<TcpConnection>();
+  private server: TCPSocketListener<TcpConnection> | null = null;
+
+  constructor(hostname: string, port: number, maxMessageBytes: number) {
+    this.server = Bun.listen<TcpConnection>({
+      hostname,
+      port,
+      socket: {
+        ...handlers,
+        open: (s) => {
+          const conn = new TcpConnection(s, { maxMessageBytes, peer: `tcp://${s.remoteAddress}` });
+          s.data = conn;
+          this.conns.add(conn);
+          if (this.callback) this.callback(conn);
+          else this.pending.push(conn);
+        },
+        close: (s, error) => {
+          if (!s.data) return;
+          this.conns.delete(s.data);
+          s.data.onSocketClosed(error);
+        },
+      },
+    });
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    this.url = `tcp://${host}:${this.server.port}`;
+  }
+
+  onConnection(cb: (conn: Connection) => void): void {
+    this.callback = cb;
+    for (const c of this.pending.splice(0)) cb(c);
+  }
+
+  close(closeConnections = false): void {
+    if (this.server === null) return;
+    this.server.stop(closeConnections);
+    this.server = null;
+    if (closeConnections) for (const c of this.conns) c.close();
+    this.conns.clear();
+  }
+
+  [Symbol.dispose](): void {
+    this.close(true);
+  }
+}
+
+export async function tcpListen(url: URL, opts: ListenOptions): Promise<Listener> {
+  const { hostname, port } = hostPort(url, true);
+  try {
+    return new TcpListener(hostname, port, opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
+  } catch (e) {
+    const reason = e instanceof Error ? e.message : String(e);
+    throw new ConnectError(`tcp listen ${url.host}: ${reason}`, { cause: e });
+  }
+}
+
+export const tcpTransport: TransportFactory = {
+  scheme: "tcp",
+  unavailableReason: () => null,
+  connect: tcpConnect,
+  listen: tcpListen,
+};

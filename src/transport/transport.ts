@@ -1,0 +1,157 @@
+/**
+ * The Transport contract. Every transport folder (`tcp/`, later `shm/`, `inproc/`, `ucx/`,
+ * `rdma/`) implements it, and `test/conformance/` checks every numbered item against each one.
+ *
+ * A transport moves messages. A message is two parts, both opaque to the transport: a `head`
+ * (small, at most `caps.maxHeadBytes`; the RPC layer puts its wire header there) and a `body`
+ * (the bulk data, at most `caps.maxMessageBytes`). Transports that can send them apart (UCX AM
+ * header + data, RDMA write-with-immediate) do so; others frame them together.
+ *
+ * 1. `connect(url)` and `listen(url)` return a Connection / Listener or fail with a typed error
+ *    that says what failed and why (`ConnectError`, `TransportUnavailableError`, `UsageError`
+ *    for a bad URL), never a hang: every connect has a timeout (`connectTimeoutMs`).
+ * 2. Messages arrive whole, in order, exactly once, or the connection reports closed.
+ * 3. A sender can ask the transport for a writable buffer in transport memory (`allocBuffer`:
+ *    shm slab slot, registered RDMA memory, heap for TCP) and send it without another copy
+ *    (`trySendBuffer`).
+ * 4. A received message is a view into transport memory, valid until released; the slot is
+ *    not reused while the view is held. Release is explicit (`msg.release()`) and idempotent.
+ * 5. Sending never throws on the hot path: `trySend` returns Ok, Full (backpressure) or
+ *    Closed. Full means "try again after poll()/wait()", never that the message was dropped.
+ * 6. Capabilities are declared, not guessed: `maxInlineBytes`, `maxMessageBytes`,
+ *    `maxHeadBytes`, `zeroCopy`, `rma`, `sameHostOnly`.
+ * 7. Closing either side fails every pending operation on the other side with
+ *    `TransportClosedError` promptly: the receiver's `onClose` runs once, `closed` turns true,
+ *    and every later send returns Closed.
+ * 8. A malformed or oversized frame from the peer aborts that connection with `ProtocolError`
+ *    (passed to `onClose`); the listener and other connections keep working, and no memory is
+ *    allocated for a length the peer merely claims.
+ * 9. Waiting for input does not burn a core forever: `wait()` spins for at most
+ *    `WaitPolicy.spinNs`, then parks until the peer rings (futex / event loop) or
+ *    `timeoutMs` passes. Both are configurable per connection (`setWaitPolicy`).
+ *
+ * Threading: a Connection belongs to the thread that created it; none of its methods may be
+ * called from another thread.
+ *
+ * Example:
+ *   const conn = await connect("tcp://127.0.0.1:7000");
+ *   conn.setReceiver({ onMessage(m) { use(m.head, m.body); m.release() }, onClose(e) {} });
+ *   if (conn.trySend(head, body) === SEND_FULL) await conn.wait(10);
+ */
+
+import type { HotpathError } from "../errors.ts";
+
+/** Result of a send. Plain numbers so the hot path compares integers. */
+export const SEND_OK = 0;
+export const SEND_FULL = 1;
+export const SEND_CLOSED = 2;
+export type SendStatus = typeof SEND_OK | typeof SEND_FULL | typeof SEND_CLOSED;
+
+export interface Capabilities {
+  /** Largest body carried without a separate buffer (inline in a descriptor / one frame). */
+  readonly maxInlineBytes: number;
+  /** Largest body this connection accepts; larger sends are refused, larger receives abort. */
+  readonly maxMessageBytes: number;
+  /** Largest head. */
+  readonly maxHeadBytes: number;
+  /** allocBuffer() returns transport memory that is sent without another copy. */
+  readonly zeroCopy: boolean;
+  /** One-sided get/put/cas on registered regions. */
+  readonly rma: boolean;
+  /** Both peers must be on one host. */
+  readonly sameHostOnly: boolean;
+}
+
+/** A received message. `head` and `body` are views into transport memory, valid until release(). */
+export interface RxMessage {
+  readonly head: Uint8Array;
+  readonly body: Uint8Array;
+  /** Hands the memory back to the transport. Idempotent. */
+  release(): void;
+}
+
+export interface Receiver {
+  /** Called inline (from poll(), or from the event loop for event-driven transports). */
+  onMessage(msg: RxMessage): void;
+  /** Called once when the connection closes; `error` says why (null for a local close()). */
+  onClose(error: HotpathError | null): void;
+}
+
+export interface WaitPolicy {
+  /** How long wait() busy-polls before it parks. 0 parks at once. */
+  spinNs: number;
+}
+
+export interface Connection extends Disposable {
+  readonly transport: string;
+  readonly caps: Capabilities;
+  /** URL of the peer as this side sees it. */
+  readonly peer: string;
+  readonly closed: boolean;
+  /** Why the connection closed (null while open, or after a clean local close). */
+  readonly closeError: HotpathError | null;
+
+  /** Installs the receiver. Messages that arrived before are delivered to it in order. */
+  setReceiver(receiver: Receiver): void;
+  /** Copies head and body into transport memory and queues them. Never throws. */
+  trySend(head: Uint8Array, body?: Uint8Array | null): SendStatus;
+  /**
+   * A writable buffer of `lenBytes` in transport memory, or null when none is free now (Full)
+   * or the connection is closed. The caller owns it until it passes it to trySendBuffer().
+   */
+  allocBuffer(lenBytes: number): Uint8Array | null;
+  /** Sends a buffer from allocBuffer(); the transport owns it from then on (even on Full/Closed). */
+  trySendBuffer(head: Uint8Array, buffer: Uint8Array): SendStatus;
+  /** Non-blocking progress: delivers arrived messages, pushes queued sends. Returns messages delivered. */
+  poll(): number;
+  /**
+   * Resolves when input may be there (true) or after `timeoutMs` (false) or at close (false).
+   * Spins at most `spinNs` of the wait policy before it parks.
+   */
+  wait(timeoutMs: number): Promise<boolean>;
+  setWaitPolicy(policy: Partial<WaitPolicy>): void;
+  /** Closes this side; the peer sees TransportClosedError. Idempotent. */
+  close(): void;
+  /**
+   * Closes at once without flushing, reporting `error` (a ProtocolError found by a layer above)
+   * to this side's receiver; the peer sees TransportClosedError. Idempotent.
+   */
+  abort(error: HotpathError): void;
+}
+
+export interface Listener extends Disposable {
+  readonly transport: string;
+  /** The URL clients connect to, with the chosen port when the request said port 0. */
+  readonly url: string;
+  /** Called for every accepted connection, before any of its messages is delivered. */
+  onConnection(cb: (conn: Connection) => void): void;
+  /** Stops accepting. Open connections stay open unless `closeConnections` is true. */
+  close(closeConnections?: boolean): void;
+}
+
+export interface ConnectOptions {
+  /** Fail with ConnectError after this long. Default 5000. */
+  connectTimeoutMs?: number;
+  /** Largest body this side accepts from the peer and sends. Default 64 MiB. */
+  maxMessageBytes?: number;
+  /** Transports to try after the URL's own, in order: scheme names or whole URLs. */
+  fallback?: string[];
+}
+
+export interface ListenOptions {
+  maxMessageBytes?: number;
+}
+
+/** What a transport module registers with the URL registry. */
+export interface TransportFactory {
+  readonly scheme: string;
+  /** Null when the transport can run here, else the reason it cannot. */
+  unavailableReason(): string | null;
+  connect(url: URL, opts: ConnectOptions): Promise<Connection>;
+  listen(url: URL, opts: ListenOptions): Promise<Listener>;
+}
+
+export const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 << 20;
+/** Heads carry the RPC wire header plus the application header. */
+export const DEFAULT_MAX_HEAD_BYTES = 4096;
