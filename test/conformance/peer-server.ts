@@ -1,0 +1,62 @@
+/**
+ * Conformance peer: serves the test service (methods.ts) on the URL given as argv[2] in its
+ * own process, prints {"url": ...} when listening, and exits when its stdin closes.
+ */
+
+import { serve } from "../../src/index.ts";
+import { exitWhenParentGoes } from "../helpers/peer.ts";
+import * as m from "./methods.ts";
+
+const reversing: Array<() => void> = [];
+let cancels = 0;
+let recordCount = 0;
+let recordBytes = 0;
+
+const serving = await serve(process.argv[2]!, {
+  [m.M_ECHO]: (h) => h.data,
+  // Replies even when the client cancelled, as a slow server that never looks would.
+  [m.M_DELAY_ECHO]: async (h) => {
+    await Bun.sleep(m.readU32(h.data));
+    h.reply(h.data);
+  },
+  [m.M_THROW]: (h) => {
+    throw new TypeError(new TextDecoder().decode(h.data));
+  },
+  [m.M_REVERSE]: (h) =>
+    new Promise<Uint8Array>((resolve) => {
+      reversing.push(() => resolve(h.data));
+      if (reversing.length >= h.data[0]!) for (const r of reversing.splice(0).reverse()) r();
+    }),
+  [m.M_WAIT_CANCEL]: (h) =>
+    new Promise<Uint8Array>((resolve) => {
+      h.signal.addEventListener("abort", () => {
+        cancels++;
+        resolve(new Uint8Array(0));
+      });
+    }),
+  [m.M_CANCEL_COUNT]: () => m.u32(cancels),
+  [m.M_APP_HEADER]: (h) => h.appHeader.slice(),
+  [m.M_RECORD]: (h) => {
+    recordCount++;
+    recordBytes += h.data.length;
+  },
+  [m.M_RECORD_COUNT]: () => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setUint32(0, recordCount, true);
+    new DataView(b.buffer).setUint32(4, recordBytes, true);
+    return b;
+  },
+  [m.M_CLOSE_SESSION]: (h) => {
+    h.drop();
+    h.session.conn.close();
+  },
+  [m.M_DIGEST]: (h) => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setUint32(0, h.data.length, true);
+    new DataView(b.buffer).setUint32(4, m.checksum(h.data), true);
+    return b;
+  },
+});
+
+console.log(JSON.stringify({ url: serving.url, pid: process.pid }));
+exitWhenParentGoes(() => serving.close());

@@ -1,0 +1,79 @@
+/**
+ * Spawns a test peer as a real process (Bun.spawn) and reads the one JSON line it prints when
+ * ready. The peer exits when its stdin closes, so a dead test runner never leaks it; tests
+ * also kill it by pid in cleanup.
+ */
+
+import type { Subprocess } from "bun";
+
+export interface Peer {
+  proc: Subprocess<"pipe", "pipe", "inherit">;
+  ready: Record<string, any>;
+  /** Later stdout lines (the peer's reports), in order. */
+  lines: string[];
+  nextLine(timeoutMs?: number): Promise<string>;
+  kill(signal?: number): Promise<void>;
+}
+
+export async function spawnPeer(script: string, args: string[], env: Record<string, string> = {}, timeoutMs = 15000): Promise<Peer> {
+  const proc = Bun.spawn(["bun", script, ...args], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+    env: { ...process.env, ...env },
+  });
+  const lines: string[] = [];
+  const waiters: Array<() => void> = [];
+  (async () => {
+    const decoder = new TextDecoder();
+    let buf = "";
+    for await (const chunk of proc.stdout) {
+      buf += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        lines.push(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        for (const w of waiters.splice(0)) w();
+      }
+    }
+    for (const w of waiters.splice(0)) w();
+  })();
+  const nextLine = async (ms = timeoutMs): Promise<string> => {
+    const deadline = Date.now() + ms;
+    while (lines.length === 0) {
+      if (proc.exitCode !== null && lines.length === 0) throw new Error(`peer ${script} exited with ${proc.exitCode}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`peer ${script}: no output within ${ms} ms`);
+      await Promise.race([new Promise<void>((r) => waiters.push(r)), Bun.sleep(Math.min(left, 100))]);
+    }
+    return lines.shift()!;
+  };
+  let ready: Record<string, any>;
+  try {
+    ready = JSON.parse(await nextLine());
+  } catch (e) {
+    proc.kill(9);
+    throw e;
+  }
+  return {
+    proc,
+    ready,
+    lines,
+    nextLine,
+    async kill(signal = 9) {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      await proc.exited;
+    },
+  };
+}
+
+/** Exits this (peer) process when the parent closes our stdin. */
+export function exitWhenParentGoes(cleanup: () => void = () => {}): void {
+  (async () => {
+    for await (const _ of Bun.stdin.stream()) {
+      // input is ignored; only EOF matters
+    }
+    cleanup();
+    process.exit(0);
+  })();
+}
