@@ -30,7 +30,7 @@ import {
   KIND_RESPONSE,
   MAX_APP_HEADER_BYTES,
   WIRE_HEADER_BYTES,
-  checkWireHeader,
+  checkMessage,
   decodeErrorBody,
   wireCallGen,
   wireCallSlot,
@@ -343,13 +343,13 @@ export class Client<U = unknown> implements Disposable {
   private onMessage(msg: RxMessage): void {
     let kind: number;
     try {
-      kind = checkWireHeader(msg.head, msg.body);
+      kind = checkMessage(msg);
       if (kind !== KIND_RESPONSE && kind !== KIND_ERROR) throw new ProtocolError(`rpc client: received message kind ${kind}, expected a response`);
     } catch (e) {
       return this.protocolAbort(e, msg);
     }
-    const slot = wireCallSlot(msg.head);
-    const gen = wireCallGen(msg.head);
+    const slot = wireCallSlot(msg.headBuf, msg.headOffset);
+    const gen = wireCallGen(msg.headBuf, msg.headOffset);
     if (slot >= this.window || gen === 0) {
       return this.protocolAbort(new ProtocolError(`rpc client: response for call ${slot}/${gen}, which was never issued (window ${this.window})`), msg);
     }

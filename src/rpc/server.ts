@@ -39,7 +39,7 @@ import {
   KIND_REQUEST,
   KIND_RESPONSE,
   WIRE_HEADER_BYTES,
-  checkWireHeader,
+  checkMessage,
   encodeErrorBody,
   wireAppHeaderLen,
   wireCallGen,
@@ -74,8 +74,10 @@ export class RequestHandle {
   /** The fixed application header (empty when the request had none); same lifetime as data. */
   get appHeader(): Uint8Array {
     if (this.msg === null) throw new UsageError("request handle already consumed");
-    const len = wireAppHeaderLen(this.msg.head);
-    return len === 0 ? EMPTY_BYTES : this.msg.head.subarray(WIRE_HEADER_BYTES, WIRE_HEADER_BYTES + len);
+    const { headBuf, headOffset } = this.msg;
+    const len = wireAppHeaderLen(headBuf, headOffset);
+    const at = headOffset + WIRE_HEADER_BYTES;
+    return len === 0 ? EMPTY_BYTES : headBuf.subarray(at, at + len);
   }
 
   get consumed(): boolean {
@@ -154,7 +156,7 @@ export class ServerSession {
   onMessage(msg: RxMessage): void {
     let kind: number;
     try {
-      kind = checkWireHeader(msg.head, msg.body);
+      kind = checkMessage(msg);
       if (kind === KIND_RESPONSE || kind === KIND_ERROR) throw new ProtocolError(`rpc server: received a response (kind ${kind})`);
     } catch (e) {
       msg.release();
@@ -162,8 +164,10 @@ export class ServerSession {
       this.conn.abort(e);
       return;
     }
-    const slot = wireCallSlot(msg.head);
-    const gen = wireCallGen(msg.head);
+    const hb = msg.headBuf;
+    const ho = msg.headOffset;
+    const slot = wireCallSlot(hb, ho);
+    const gen = wireCallGen(hb, ho);
     if (kind !== KIND_ONEWAY && slot >= MAX_WINDOW) {
       msg.release();
       this.conn.abort(new ProtocolError(`rpc server: call slot ${slot} exceeds the largest window ${MAX_WINDOW}`));
@@ -175,7 +179,7 @@ export class ServerSession {
       if (h !== undefined && h.callGen === gen) h.cancel();
       return;
     }
-    const h = new RequestHandle(this, wireMethod(msg.head), slot, gen, kind === KIND_ONEWAY, msg);
+    const h = new RequestHandle(this, wireMethod(hb, ho), slot, gen, kind === KIND_ONEWAY, msg);
     if (kind === KIND_REQUEST) this.held[slot] = h;
     this.server.deliver(h);
   }

@@ -63,32 +63,40 @@ export function writeWireHeader(
   writeU32(head, WIRE_RESERVED_OFFSET, 0);
 }
 
-export const wireKind = (head: Uint8Array): number => head[WIRE_KIND_OFFSET]!;
-export const wireMethod = (head: Uint8Array): number => readU32(head, WIRE_METHOD_OFFSET);
-export const wireCallSlot = (head: Uint8Array): number => readU32(head, WIRE_CALL_SLOT_OFFSET);
-export const wireCallGen = (head: Uint8Array): number => readU32(head, WIRE_CALL_GEN_OFFSET);
-export const wireAppHeaderLen = (head: Uint8Array): number => readU16(head, WIRE_APP_HEADER_LEN_OFFSET);
+// Field readers take the buffer and the header's offset in it (`at`), so a received head is
+// read in place (RxMessage.headBuf / headOffset) without a view per message.
+export const wireKind = (b: Uint8Array, at = 0): number => b[at + WIRE_KIND_OFFSET]!;
+export const wireMethod = (b: Uint8Array, at = 0): number => readU32(b, at + WIRE_METHOD_OFFSET);
+export const wireCallSlot = (b: Uint8Array, at = 0): number => readU32(b, at + WIRE_CALL_SLOT_OFFSET);
+export const wireCallGen = (b: Uint8Array, at = 0): number => readU32(b, at + WIRE_CALL_GEN_OFFSET);
+export const wireAppHeaderLen = (b: Uint8Array, at = 0): number => readU16(b, at + WIRE_APP_HEADER_LEN_OFFSET);
 
 /**
- * Checks a received head/body pair against the header's own fields. Returns the kind; throws
- * ProtocolError when the lengths disagree or a field is out of range.
+ * Checks a received message's head (at `b[at .. at + headLen)`) against its own fields and the
+ * body length the transport delivered. Returns the kind; throws ProtocolError when the lengths
+ * disagree or a field is out of range.
  */
-export function checkWireHeader(head: Uint8Array, body: Uint8Array): number {
-  if (head.length < WIRE_HEADER_BYTES) {
-    throw new ProtocolError(`rpc: head of ${head.length} bytes is shorter than the ${WIRE_HEADER_BYTES}-byte wire header`);
+export function checkWireHeader(b: Uint8Array, at: number, headLen: number, bodyLen: number): number {
+  if (headLen < WIRE_HEADER_BYTES) {
+    throw new ProtocolError(`rpc: head of ${headLen} bytes is shorter than the ${WIRE_HEADER_BYTES}-byte wire header`);
   }
-  const kind = head[WIRE_KIND_OFFSET]!;
+  const kind = b[at + WIRE_KIND_OFFSET]!;
   if (kind < KIND_REQUEST || kind > KIND_ONEWAY) throw new ProtocolError(`rpc: unknown message kind ${kind}`);
-  const version = head[WIRE_VERSION_OFFSET]!;
+  const version = b[at + WIRE_VERSION_OFFSET]!;
   if (version !== WIRE_VERSION) throw new ProtocolError(`rpc: wire version ${version}, expected ${WIRE_VERSION}`);
-  const appLen = readU16(head, WIRE_APP_HEADER_LEN_OFFSET);
-  if (head.length !== WIRE_HEADER_BYTES + appLen) {
-    throw new ProtocolError(`rpc: header says ${appLen} bytes of application header, head has ${head.length - WIRE_HEADER_BYTES}`);
+  const appLen = readU16(b, at + WIRE_APP_HEADER_LEN_OFFSET);
+  if (headLen !== WIRE_HEADER_BYTES + appLen) {
+    throw new ProtocolError(`rpc: header says ${appLen} bytes of application header, head has ${headLen - WIRE_HEADER_BYTES}`);
   }
-  const dataLen = readU32(head, WIRE_DATA_LEN_OFFSET);
-  if (dataLen !== body.length) throw new ProtocolError(`rpc: header says ${dataLen} data bytes, message has ${body.length}`);
-  if (readU32(head, WIRE_RESERVED_OFFSET) !== 0) throw new ProtocolError("rpc: reserved header field is not zero");
+  const dataLen = readU32(b, at + WIRE_DATA_LEN_OFFSET);
+  if (dataLen !== bodyLen) throw new ProtocolError(`rpc: header says ${dataLen} data bytes, message has ${bodyLen}`);
+  if (readU32(b, at + WIRE_RESERVED_OFFSET) !== 0) throw new ProtocolError("rpc: reserved header field is not zero");
   return kind;
+}
+
+/** checkWireHeader() for a received message. */
+export function checkMessage(msg: { headBuf: Uint8Array; headOffset: number; headLength: number; bodyLength: number }): number {
+  return checkWireHeader(msg.headBuf, msg.headOffset, msg.headLength, msg.bodyLength);
 }
 
 const encoder = new TextEncoder();

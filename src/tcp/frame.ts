@@ -23,13 +23,30 @@ export const FRAME_PREFIX_BYTES = 8;
 /** First allocation for a frame split across reads; it doubles as bytes arrive. */
 const ASSEMBLY_MIN_BYTES = 64 << 10;
 
-/** A received TCP message. The bytes are heap memory owned by the message, so release() only marks it. */
+/**
+ * A received TCP message: head and body lie back to back in `headBuf` (the read chunk, or the
+ * buffer a split frame was assembled in). Views are made on first use only. The bytes are heap
+ * memory nobody reuses, so release() only marks the message.
+ */
 export class TcpRxMessage implements RxMessage {
   released = false;
+  private bodyView: Uint8Array | null = null;
   constructor(
-    readonly head: Uint8Array,
-    readonly body: Uint8Array,
+    readonly headBuf: Uint8Array,
+    readonly headOffset: number,
+    readonly headLength: number,
+    readonly bodyLength: number,
   ) {}
+  get head(): Uint8Array {
+    return this.headBuf.subarray(this.headOffset, this.headOffset + this.headLength);
+  }
+  get body(): Uint8Array {
+    if (this.bodyView === null) {
+      const at = this.headOffset + this.headLength;
+      this.bodyView = this.bodyLength === 0 ? EMPTY : this.headBuf.subarray(at, at + this.bodyLength);
+    }
+    return this.bodyView;
+  }
   release(): void {
     this.released = true;
   }
@@ -80,10 +97,7 @@ export class FrameParser {
         this.beginFrame(headLen, bodyLen, chunk.subarray(start, n));
         return;
       }
-      const msg = new TcpRxMessage(
-        chunk.subarray(start, start + headLen),
-        bodyLen === 0 ? EMPTY : chunk.subarray(start + headLen, end),
-      );
+      const msg = new TcpRxMessage(chunk, start, headLen, bodyLen);
       p = end;
       if (!this.deliver(msg)) return;
     }
@@ -123,7 +137,7 @@ export class FrameParser {
       const bodyLen = readU32(this.prefix, FRAME_BODY_LEN_OFFSET);
       this.check(headLen, bodyLen);
       if (headLen + bodyLen === 0) {
-        return this.deliver(new TcpRxMessage(EMPTY, EMPTY)) ? p : -1;
+        return this.deliver(new TcpRxMessage(EMPTY, 0, 0, 0)) ? p : -1;
       }
       this.beginFrame(headLen, bodyLen, EMPTY);
     }
@@ -140,7 +154,7 @@ export class FrameParser {
     if (this.frameFill < this.frameLen) return -1;
     this.frame = null;
     const h = this.frameHeadLen;
-    const msg = new TcpRxMessage(frame.subarray(0, h), frame.length === h ? EMPTY : frame.subarray(h));
+    const msg = new TcpRxMessage(frame, 0, h, this.frameLen - h);
     return this.deliver(msg) ? p : -1;
   }
 }

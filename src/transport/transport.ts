@@ -62,10 +62,18 @@ export interface Capabilities {
   readonly sameHostOnly: boolean;
 }
 
-/** A received message. `head` and `body` are views into transport memory, valid until release(). */
+/**
+ * A received message. `head` and `body` are views into transport memory, valid until release().
+ * The head's bytes can also be read in place, at `headBuf[headOffset .. headOffset + headLength)`,
+ * which lets a layer above parse its header without creating a view per message.
+ */
 export interface RxMessage {
   readonly head: Uint8Array;
   readonly body: Uint8Array;
+  readonly headBuf: Uint8Array;
+  readonly headOffset: number;
+  readonly headLength: number;
+  readonly bodyLength: number;
   /** Hands the memory back to the transport. Idempotent. */
   release(): void;
 }

@@ -354,7 +354,7 @@ export function runConformance(fx: Fixture): void {
           conn.setReceiver({
             onMessage(msg) {
               const h = new Uint8Array(wire.WIRE_HEADER_BYTES);
-              wire.writeWireHeader(h, wire.KIND_RESPONSE, m.M_ECHO, wire.wireCallSlot(msg.head), wire.wireCallGen(msg.head), 0, 100);
+              wire.writeWireHeader(h, wire.KIND_RESPONSE, m.M_ECHO, wire.wireCallSlot(msg.headBuf, msg.headOffset), wire.wireCallGen(msg.headBuf, msg.headOffset), 0, 100);
               msg.release();
               conn.trySend(h, new Uint8Array(3));
             },

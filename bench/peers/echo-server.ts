@@ -1,0 +1,93 @@
+/**
+ * Echo server for the benchmarks, one process per server:
+ *   bun bench/peers/echo-server.ts hotpath URL      hotpath serve(), method 1 echoes its data
+ *   bun bench/peers/echo-server.ts raw-tcp HOST     raw Bun socket: writes back every byte it reads
+ *   bun bench/peers/echo-server.ts raw-framed HOST  raw Bun socket, u32-length-prefixed messages,
+ *                                                    one write() per response (a hand-rolled server)
+ * Prints {"url": ...} when ready; exits when stdin closes.
+ */
+
+import type { Socket } from "bun";
+import { serve } from "../../src/index.ts";
+
+import { ECHO_METHOD } from "./methods.ts";
+
+const [mode, where] = process.argv.slice(2);
+let close: () => void;
+let url: string;
+
+if (mode === "hotpath") {
+  const s = await serve(where!, { [ECHO_METHOD]: (h) => h.data });
+  url = s.url;
+  close = () => s.close();
+} else if (mode === "raw-tcp" || mode === "raw-framed") {
+  const framed = mode === "raw-framed";
+  // Pending output per socket: Bun's write() takes what the kernel accepts and returns the count.
+  const pending = new Map<Socket<unknown>, Uint8Array[]>();
+  const flush = (s: Socket<unknown>) => {
+    const q = pending.get(s);
+    while (q && q.length > 0) {
+      const chunk = q[0]!;
+      const n = s.write(chunk);
+      if (n < chunk.length) {
+        q[0] = chunk.subarray(Math.max(n, 0));
+        return;
+      }
+      q.shift();
+    }
+  };
+  const write = (s: Socket<unknown>, d: Uint8Array) => {
+    const q = pending.get(s)!;
+    if (q.length > 0) q.push(d);
+    else {
+      const n = s.write(d);
+      if (n < d.length) q.push(d.subarray(Math.max(n, 0)));
+    }
+  };
+  // Framed mode: split the stream into [u32 len][payload] messages and answer each with its own write.
+  const partial = new Map<Socket<unknown>, Uint8Array>();
+  const frames = (s: Socket<unknown>, chunk: Uint8Array) => {
+    const prev = partial.get(s);
+    let buf = prev ? Buffer.concat([prev, chunk]) : chunk;
+    let p = 0;
+    while (buf.length - p >= 4) {
+      const len = buf[p]! | (buf[p + 1]! << 8) | (buf[p + 2]! << 16) | (buf[p + 3]! << 24);
+      if (buf.length - p < 4 + len) break;
+      write(s, buf.slice(p, p + 4 + len));
+      p += 4 + len;
+    }
+    if (p < buf.length) partial.set(s, buf.slice(p));
+    else partial.delete(s);
+  };
+  const l = Bun.listen({
+    hostname: where!,
+    port: 0,
+    socket: {
+      open(s) {
+        s.setNoDelay(true);
+        pending.set(s, []);
+      },
+      data(s, d) {
+        if (framed) return frames(s, d);
+        write(s, d);
+      },
+      drain: flush,
+      close(s) {
+        pending.delete(s);
+      },
+    },
+  });
+  url = `tcp://${where}:${l.port}`;
+  close = () => l.stop(true);
+} else {
+  throw new Error(`echo-server: unknown mode "${mode}" (hotpath | raw-tcp)`);
+}
+
+console.log(JSON.stringify({ url, pid: process.pid }));
+(async () => {
+  for await (const _ of Bun.stdin.stream()) {
+    // ignored: EOF means the benchmark ended
+  }
+  close();
+  process.exit(0);
+})();

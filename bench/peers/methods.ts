@@ -1,0 +1,2 @@
+/** Method ids the benchmark peers serve. */
+export const ECHO_METHOD = 1;

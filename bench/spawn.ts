@@ -1,0 +1,37 @@
+/** Starts a benchmark peer process and reads its ready line; the peer exits when our stdin pipe closes. */
+
+import type { Subprocess } from "bun";
+
+export interface BenchPeer {
+  url: string;
+  proc: Subprocess;
+  stop(): Promise<void>;
+}
+
+export async function startPeer(args: string[], env: Record<string, string> = {}): Promise<BenchPeer> {
+  const proc = Bun.spawn(["bun", ...args], { stdin: "pipe", stdout: "pipe", stderr: "inherit", env: { ...process.env, ...env } });
+  const reader = proc.stdout.getReader();
+  let text = "";
+  const deadline = Date.now() + 20_000;
+  while (!text.includes("\n")) {
+    if (Date.now() > deadline) {
+      proc.kill(9);
+      throw new Error(`peer ${args.join(" ")} did not start within 20 s`);
+    }
+    const { value, done } = await reader.read();
+    if (done) throw new Error(`peer ${args.join(" ")} exited before it was ready (code ${proc.exitCode})`);
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  const ready = JSON.parse(text.slice(0, text.indexOf("\n")));
+  return {
+    url: ready.url,
+    proc,
+    async stop() {
+      proc.stdin.end();
+      const t = setTimeout(() => proc.kill(9), 2000);
+      await proc.exited;
+      clearTimeout(t);
+    },
+  };
+}
