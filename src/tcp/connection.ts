@@ -2,8 +2,8 @@
  * TcpConnection: the Transport contract over one Bun TCP socket (data path).
  *
  * Sends append a frame to one output buffer; the buffer is written once per tick (a microtask
- * scheduled by the first send of the tick), so every frame queued in one synchronous run goes
- * out in one write. A short write keeps the rest and waits for `drain`; while the buffer holds
+ * scheduled by the first send of the tick, or at once at the end of a read's handling or in
+ * poll()), so every frame queued in one synchronous run goes out in one write. A short write keeps the rest and waits for `drain`; while the buffer holds
  * more than `sendBufferBytes`, trySend returns Full. Reads are parsed by FrameParser and each
  * whole message is handed to the receiver inline, from the event loop.
  *
@@ -26,6 +26,7 @@ import {
   type WaitPolicy,
 } from "../transport/transport.ts";
 import { writeU32 } from "../bytes.ts";
+import { WaitList } from "../waitlist.ts";
 import { FRAME_PREFIX_BYTES, FrameParser, type TcpRxMessage } from "./frame.ts";
 
 /** Output buffered before trySend reports Full: a few socket buffers' worth. */
@@ -56,7 +57,8 @@ export class TcpConnection implements Connection {
   private readonly sendBufferBytes: number;
   private flushScheduled = false;
   private awaitingDrain = false;
-  private waiters: Array<(ready: boolean) => void> = [];
+  private inData = false;
+  private readonly waiters = new WaitList();
   private readonly flushTask = () => {
     this.flushScheduled = false;
     this.flush();
@@ -108,7 +110,8 @@ export class TcpConnection implements Connection {
     out.set(head, at + FRAME_PREFIX_BYTES);
     if (body && bodyLen > 0) out.set(body, at + FRAME_PREFIX_BYTES + head.length);
     this.outLen = at + frameLen;
-    if (!this.flushScheduled && !this.awaitingDrain) {
+    // Inside onData the read's handler flushes at its end; elsewhere a microtask does.
+    if (!this.flushScheduled && !this.awaitingDrain && !this.inData) {
       this.flushScheduled = true;
       queueMicrotask(this.flushTask);
     }
@@ -136,18 +139,7 @@ export class TcpConnection implements Connection {
 
   wait(timeoutMs: number): Promise<boolean> {
     if (this.closed) return Promise.resolve(false);
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        const i = this.waiters.indexOf(done);
-        if (i >= 0) this.waiters.splice(i, 1);
-        resolve(false);
-      }, timeoutMs);
-      const done = (ready: boolean) => {
-        clearTimeout(timer);
-        resolve(ready);
-      };
-      this.waiters.push(done);
-    });
+    return this.waiters.wait(timeoutMs);
   }
 
   /** The event loop parks TCP waits; there is nothing to spin on. */
@@ -168,6 +160,7 @@ export class TcpConnection implements Connection {
 
   onData(chunk: Uint8Array): void {
     if (this.closed) return;
+    this.inData = true;
     try {
       this.parser.push(chunk);
     } catch (e) {
@@ -176,7 +169,11 @@ export class TcpConnection implements Connection {
         return;
       }
       throw e;
+    } finally {
+      this.inData = false;
     }
+    // Replies produced while this read was parsed go out now, in one write with each other.
+    if (this.outLen > 0 && !this.awaitingDrain) this.flush();
     this.wakeWaiters(true);
   }
 
@@ -245,9 +242,6 @@ export class TcpConnection implements Connection {
   }
 
   private wakeWaiters(ready: boolean): void {
-    if (this.waiters.length === 0) return;
-    const ws = this.waiters;
-    this.waiters = [];
-    for (const w of ws) w(ready);
+    this.waiters.wake(ready);
   }
 }

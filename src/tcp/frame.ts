@@ -9,8 +9,9 @@
  * chunk is delivered before it returns, frames wholly inside one chunk are views into that
  * chunk (Bun hands each read a fresh buffer, so nothing is overwritten while a view is held),
  * and a frame split across reads is assembled into a buffer that grows with the bytes that
- * actually arrived (at most twice them, capped at the frame's size), after its lengths passed
- * the limits: a claimed length, however large, allocates nothing by itself.
+ * actually arrived (1 MiB to start, then at most twice what arrived, never past the frame's
+ * size), after its lengths passed the limits: a claimed length, however large, costs at most
+ * 1 MiB until its bytes really come.
  */
 
 import { EMPTY_BYTES as EMPTY, readU32 } from "../bytes.ts";
@@ -20,8 +21,12 @@ import type { RxMessage } from "../transport/transport.ts";
 export const FRAME_HEAD_LEN_OFFSET = 0;
 export const FRAME_BODY_LEN_OFFSET = 4;
 export const FRAME_PREFIX_BYTES = 8;
-/** First allocation for a frame split across reads; it doubles as bytes arrive. */
-const ASSEMBLY_MIN_BYTES = 64 << 10;
+/**
+ * First allocation for a frame split across reads (capped at the frame's size); beyond it the
+ * buffer doubles as bytes arrive. 1 MiB: typical large messages need no regrowth, and a
+ * hostile claim costs at most this much per connection.
+ */
+const ASSEMBLY_MIN_BYTES = 1 << 20;
 
 /**
  * A received TCP message: head and body lie back to back in `headBuf` (the read chunk, or the
