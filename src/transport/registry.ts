@@ -11,6 +11,7 @@
  */
 
 import { ConnectError, HotpathError, TransportUnavailableError, UsageError } from "../errors.ts";
+import { shmTransport } from "../shm/setup.ts";
 import { tcpTransport } from "../tcp/setup.ts";
 import type { ConnectOptions, Connection, Listener, ListenOptions, TransportFactory } from "./transport.ts";
 
@@ -22,6 +23,7 @@ export function registerTransport(factory: TransportFactory): void {
 }
 
 registerTransport(tcpTransport);
+registerTransport(shmTransport);
 
 export interface SkippedTransport {
   url: string;
