@@ -427,6 +427,7 @@ export class SegmentConnection implements Connection {
       this.scheduleFollowUp();
       return;
     }
+    if (this.peerClosed()) return this.onPeerGone("closed by the peer");
     this.armEventLoop();
   }
 

@@ -11,6 +11,7 @@
  */
 
 import { ConnectError, HotpathError, TransportUnavailableError, UsageError } from "../errors.ts";
+import { inprocTransport } from "../inproc/setup.ts";
 import { shmTransport } from "../shm/setup.ts";
 import { tcpTransport } from "../tcp/setup.ts";
 import type { ConnectOptions, Connection, Listener, ListenOptions, TransportFactory } from "./transport.ts";
@@ -24,6 +25,7 @@ export function registerTransport(factory: TransportFactory): void {
 
 registerTransport(tcpTransport);
 registerTransport(shmTransport);
+registerTransport(inprocTransport);
 
 export interface SkippedTransport {
   url: string;

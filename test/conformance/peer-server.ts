@@ -1,18 +1,21 @@
 /**
- * Conformance peer: serves the test service (methods.ts) on the URL given as argv[2] in its
- * own process, prints {"url": ...} when listening, and exits when its stdin closes.
+ * The conformance test service (methods.ts). `startTestService(url)` serves it in the calling
+ * thread; run as a script it serves argv[2] in its own process, prints {"url": ...} when
+ * listening, and exits when its stdin closes; peer-worker.ts does the same in a Worker.
  */
 
-import { serve } from "../../src/index.ts";
+import { serve, type Serving } from "../../src/index.ts";
 import { exitWhenParentGoes } from "../helpers/peer.ts";
 import * as m from "./methods.ts";
+
+export async function startTestService(url: string): Promise<Serving> {
 
 const reversing: Array<() => void> = [];
 let cancels = 0;
 let recordCount = 0;
 let recordBytes = 0;
 
-const serving = await serve(process.argv[2]!, {
+return serve(url, {
   [m.M_ECHO]: (h) => h.data,
   // Replies even when the client cancelled, as a slow server that never looks would.
   [m.M_DELAY_ECHO]: async (h) => {
@@ -57,6 +60,10 @@ const serving = await serve(process.argv[2]!, {
     return b;
   },
 });
+}
 
-console.log(JSON.stringify({ url: serving.url, pid: process.pid }));
-exitWhenParentGoes(() => serving.close());
+if (import.meta.main) {
+  const serving = await startTestService(process.argv[2]!);
+  console.log(JSON.stringify({ url: serving.url, pid: process.pid }));
+  exitWhenParentGoes(() => serving.close());
+}

@@ -45,6 +45,8 @@ export interface Fixture {
   refusedUrl(): Promise<string>;
   /** A URL whose connect never completes, and how to tear it down. */
   blackhole(): Promise<{ url: string; close(): void }>;
+  /** Starts the test service on `url` somewhere else: another process (default) or a Worker. */
+  spawnServer?(url: string): Promise<Peer>;
 }
 
 const PEER_SERVER = new URL("./peer-server.ts", import.meta.url).pathname;
@@ -96,8 +98,9 @@ export function runConformance(fx: Fixture): void {
     let peer: Peer;
     const open: Array<{ close(): void }> = [];
 
+    const startServer = (url: string) => (fx.spawnServer ? fx.spawnServer(url) : spawnPeer(PEER_SERVER, [url], fx.env));
     beforeAll(async () => {
-      peer = await spawnPeer(PEER_SERVER, [fx.listenUrl()], fx.env);
+      peer = await startServer(fx.listenUrl());
     });
     afterAll(async () => {
       for (const o of open.splice(0)) o.close();
@@ -298,13 +301,13 @@ export function runConformance(fx: Fixture): void {
         expect(errors.every((e) => e instanceof TransportClosedError)).toBe(true);
         expect(c.inFlight).toBe(0);
       });
-      test("the server process dies: pending requests reject with TransportClosedError", async () => {
-        const own = await spawnPeer(PEER_SERVER, [fx.listenUrl()], fx.env);
+      test("the server's process (or Worker) dies: pending requests reject with TransportClosedError", async () => {
+        const own = await startServer(fx.listenUrl());
         try {
           const c = await rpcConnect(own.ready.url);
           const pending = Array.from({ length: 16 }, () => c.request(m.M_DELAY_ECHO, m.u32(10000)).catch((e) => e));
           await Bun.sleep(50);
-          own.proc.kill(9);
+          await own.kill(9);
           for (const e of await Promise.all(pending)) expect(e).toBeInstanceOf(TransportClosedError);
           c.close();
         } finally {

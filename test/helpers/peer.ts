@@ -77,3 +77,29 @@ export function exitWhenParentGoes(cleanup: () => void = () => {}): void {
     process.exit(0);
   })();
 }
+
+/** The same peer shape, hosted in a Worker of this process (for inproc). */
+export async function spawnWorkerPeer(script: string, url: string, timeoutMs = 15000): Promise<Peer> {
+  const worker = new Worker(script);
+  const ready = await new Promise<Record<string, any>>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`worker ${script}: not ready within ${timeoutMs} ms`)), timeoutMs);
+    worker.onmessage = (e) => {
+      clearTimeout(t);
+      resolve(e.data);
+    };
+    worker.onerror = (e) => {
+      clearTimeout(t);
+      reject(new Error(`worker ${script}: ${e.message}`));
+    };
+    worker.postMessage({ url });
+  });
+  return {
+    proc: null as never,
+    ready,
+    lines: [],
+    nextLine: () => Promise.reject(new Error("worker peers report through messages")),
+    async kill() {
+      worker.terminate();
+    },
+  };
+}
