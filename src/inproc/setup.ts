@@ -72,6 +72,8 @@ function signalsFor(buffer: SharedArrayBuffer): Signals {
 class Control {
   conn: SegmentConnection | null = null;
   text = "";
+  /** Drops a client that never completes the handshake; cleared once it does (or leaves). */
+  handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined;
 }
 
 function makeConnection(side: "A" | "B", sab: SharedArrayBuffer, socket: Socket<Control>, peer: string, opts: InprocOptions) {
@@ -182,7 +184,7 @@ class InprocListener implements Listener {
       socket: {
         open: (s) => {
           s.data = new Control();
-          setTimeout(() => {
+          s.data.handshakeTimer = setTimeout(() => {
             if (!s.data.conn && s.readyState > 0) s.terminate();
           }, HANDSHAKE_TIMEOUT_MS);
         },
@@ -207,6 +209,7 @@ class InprocListener implements Listener {
         },
         close: (s) => {
           const c = s.data;
+          clearTimeout(c?.handshakeTimer);
           if (c?.conn) {
             this.conns.delete(c.conn);
             c.conn.onPeerGone("the client side closed (or its Worker ended)");
@@ -240,6 +243,7 @@ class InprocListener implements Listener {
     }
     s.data.conn = conn;
     this.conns.add(conn);
+    clearTimeout(s.data.handshakeTimer);
     s.write(`${JSON.stringify({ ok: true })}\n`);
     if (this.callback) this.callback(conn);
     else this.pending.push(conn);

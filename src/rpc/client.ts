@@ -108,6 +108,7 @@ export class Client<U = unknown> implements Disposable {
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);
   private readonly head24 = this.headBuf.subarray(0, WIRE_HEADER_BYTES);
   private closeErr: HotpathError | null = null;
+  private readonly appHeaderLimit: number;
 
   constructor(conn: Connection, opts: ClientOptions = {}) {
     const window = opts.window ?? DEFAULT_WINDOW;
@@ -117,6 +118,7 @@ export class Client<U = unknown> implements Disposable {
     this.conn = conn;
     this.window = window;
     this.defaultTimeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.appHeaderLimit = Math.min(MAX_APP_HEADER_BYTES, conn.caps.maxHeadBytes - WIRE_HEADER_BYTES);
     this.gen = new Uint32Array(window);
     this.state = new Uint8Array(window);
     this.userData = new Array(window).fill(undefined);
@@ -210,7 +212,11 @@ export class Client<U = unknown> implements Disposable {
     }
     if (this.closeErr !== null) return Promise.reject(this.closeErr);
     const appHeader = opts?.appHeader;
-    this.checkSizes(data, appHeader);
+    try {
+      this.checkSizes(data, appHeader);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
     return new Promise<Uint8Array>((resolve, reject) => {
       const p = new PendingRequest(method, data, appHeader, signal, resolve, reject);
@@ -243,14 +249,14 @@ export class Client<U = unknown> implements Disposable {
     if (data.length > this.conn.caps.maxMessageBytes) {
       throw new UsageError(`rpc: ${data.length} bytes of data exceed maxMessageBytes ${this.conn.caps.maxMessageBytes}`);
     }
-    if (appHeader && appHeader.length > MAX_APP_HEADER_BYTES) {
-      throw new UsageError(`rpc: application header of ${appHeader.length} bytes exceeds ${MAX_APP_HEADER_BYTES}`);
+    if (appHeader && appHeader.length > this.appHeaderLimit) {
+      throw new UsageError(`rpc: application header of ${appHeader.length} bytes exceeds ${this.appHeaderLimit} on ${this.conn.transport}`);
     }
   }
 
   private sendFrame(kind: number, method: number, slot: number, gen: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
     const appLen = appHeader ? appHeader.length : 0;
-    if (appLen > MAX_APP_HEADER_BYTES || data.length > this.conn.caps.maxMessageBytes) this.checkSizes(data, appHeader);
+    if (appLen > this.appHeaderLimit || data.length > this.conn.caps.maxMessageBytes) this.checkSizes(data, appHeader);
     writeWireHeader(this.headBuf, kind, method >>> 0, slot, gen, appLen, data.length);
     let head = this.head24;
     if (appLen > 0) {

@@ -50,6 +50,8 @@ const socketPath = (name: string) => `\0hotpath-shm-${name}`;
 class Control {
   conn: SegmentConnection | null = null;
   text = "";
+  /** Drops a client that never completes the handshake; cleared once it does (or leaves). */
+  handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   constructor(public mapping: ShmMapping | null) {}
 }
 
@@ -188,7 +190,7 @@ class ShmListener implements Listener {
       socket: {
         open: (s) => {
           s.data = new Control(null);
-          setTimeout(() => {
+          s.data.handshakeTimer = setTimeout(() => {
             if (!s.data.conn && s.readyState > 0) s.terminate();
           }, HANDSHAKE_TIMEOUT_MS);
         },
@@ -206,6 +208,7 @@ class ShmListener implements Listener {
         },
         close: (s) => {
           const c = s.data;
+          clearTimeout(c?.handshakeTimer);
           if (c?.conn) {
             this.conns.delete(c.conn);
             c.conn.onPeerGone("the client closed the session (or its process exited)");
@@ -250,6 +253,7 @@ class ShmListener implements Listener {
       mapping.close();
       return refuse((e as Error).message);
     }
+    clearTimeout(s.data.handshakeTimer);
     s.write(`${JSON.stringify({ ok: true })}\n`);
     if (this.callback) this.callback(s.data.conn!);
     else this.pending.push(s.data.conn!);

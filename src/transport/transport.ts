@@ -40,6 +40,8 @@
  */
 
 import type { HotpathError } from "../errors.ts";
+import type { SegmentWaitPolicy } from "../shm/connection.ts";
+import type { SegmentConfig } from "../shm/layout.ts";
 
 /** Result of a send. Plain numbers so the hot path compares integers. */
 export const SEND_OK = 0;
@@ -144,10 +146,16 @@ export interface ConnectOptions {
   maxMessageBytes?: number;
   /** Transports to try after the URL's own, in order: scheme names or whole URLs. */
   fallback?: string[];
+  /** shm / inproc: the session segment's shape (ring size, slab size classes). Others ignore it. */
+  segment?: Partial<SegmentConfig>;
+  /** shm / inproc: the connection's initial wait policy. Others ignore it. */
+  wait?: Partial<SegmentWaitPolicy>;
 }
 
 export interface ListenOptions {
   maxMessageBytes?: number;
+  /** shm / inproc: the initial wait policy of accepted connections. Others ignore it. */
+  wait?: Partial<SegmentWaitPolicy>;
 }
 
 /** What a transport module registers with the URL registry. */
