@@ -162,6 +162,31 @@ export class Client<U = unknown> implements Disposable {
     return SEND_OK;
   }
 
+  /**
+   * A writable buffer in transport memory (a shm slab slot) for callBuffer(), or null when none
+   * is free. TCP hands out heap memory. The caller owns it until callBuffer() returns Ok.
+   */
+  allocBuffer(lenBytes: number): Uint8Array | null {
+    return this.conn.allocBuffer(lenBytes);
+  }
+
+  /** call() with a buffer from allocBuffer(): sent without a copy. On Ok the transport owns it. */
+  callBuffer(method: number, buffer: Uint8Array, userData: U): SendStatus {
+    if (this.onResponse === null) throw new UsageError("client.callBuffer: set client.onResponse before the first call");
+    if (this.closeErr !== null) return SEND_CLOSED;
+    const slot = this.allocSlot();
+    if (slot < 0) return SEND_FULL;
+    writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, buffer.length);
+    const status = this.conn.trySendBuffer(this.head24, buffer);
+    if (status !== SEND_OK) {
+      this.freeSlot(slot);
+      return status;
+    }
+    this.state[slot] = SLOT_CALLBACK;
+    this.userData[slot] = userData;
+    return SEND_OK;
+  }
+
   /** One-way message: no slot, no response. Same statuses as call(). */
   send(method: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
     if (this.closeErr !== null) return SEND_CLOSED;

@@ -98,6 +98,19 @@ export class RequestHandle {
     return this.respond(KIND_RESPONSE, data);
   }
 
+  /** A writable response buffer in transport memory (a shm slot), or null when none is free now. */
+  allocReply(lenBytes: number): Uint8Array | null {
+    return this.session.conn.allocBuffer(lenBytes);
+  }
+
+  /** reply() with a buffer from allocReply(): sent without a copy. */
+  replyBuffer(buffer: Uint8Array): SendStatus {
+    if (this.msg === null) throw new UsageError(`request handle for method ${this.method} already replied to`);
+    const status = this.oneWay ? SEND_OK : this.session.sendBuffer(this.method, this.callSlot, this.callGen, buffer);
+    if (status !== SEND_FULL) this.finish();
+    return status;
+  }
+
   /** Sends an error response; the client's call rejects with RemoteError(name, message). */
   replyError(name: string, message: string): SendStatus {
     return this.respond(KIND_ERROR, encodeErrorBody(name, message));
@@ -147,6 +160,11 @@ export class ServerSession {
   send(kind: number, method: number, slot: number, gen: number, data: Uint8Array): SendStatus {
     writeWireHeader(this.headBuf, kind, method, slot, gen, 0, data.length);
     return this.conn.trySend(this.headBuf, data);
+  }
+
+  sendBuffer(method: number, slot: number, gen: number, buffer: Uint8Array): SendStatus {
+    writeWireHeader(this.headBuf, KIND_RESPONSE, method, slot, gen, 0, buffer.length);
+    return this.conn.trySendBuffer(this.headBuf, buffer);
   }
 
   forget(h: RequestHandle): void {
