@@ -19,8 +19,9 @@
  *   - "async": messages are delivered from the event loop: after a send or a delivery the
  *     connection spins up to spinNs for more, then arms its doorbell and sleeps until the peer
  *     rings (no busy core while idle).
- *   - "adaptive" (default): "async" whose spin budget halves each time spinning found nothing
- *     and doubles (up to spinNs) each time it paid, so it only spins while the peer answers.
+ *   - "adaptive" (default): "async", except that speculative spins (after a delivery, with
+ *     nothing sent) get a budget that halves each time spinning found nothing and doubles (up
+ *     to spinNs) each time it paid; a spin after a send always gets spinNs, a reply being due.
  * The peer rings only when this side is armed: a send costs a wake syscall only after the
  * receiver parked.
  *
@@ -157,6 +158,8 @@ export class SegmentConnection implements Connection {
   private microQueued = false;
   private immediateQueued = false;
   private pumping = false;
+  /** A send happened since the last pump: spin the full budget (a reply is likely on its way). */
+  private sentSincePump = false;
   private armedFor: number = ARMED_AWAKE;
   private readonly onLocalClose: (() => void) | undefined;
   private readonly microTask = () => {
@@ -301,7 +304,11 @@ export class SegmentConnection implements Connection {
     // consistent; the consumer stores `armed` and then re-reads tail before it parks, so either
     // it sees the message or we see it armed (and ring exactly once per park).
     this.ringPeer();
-    if (this.autoPumps()) this.schedulePump();
+    if (this.autoPumps()) {
+      // An answer usually follows a send: the next pump spins the whole budget for it.
+      this.sentSincePump = true;
+      this.schedulePump();
+    }
   }
 
   /** Rings the peer if it is parked (armed), once per park. */
@@ -408,14 +415,19 @@ export class SegmentConnection implements Connection {
   private pump(): void {
     if (this.closed || this.pumping || this.receiver === null || !this.autoPumps()) return;
     this.pumping = true;
+    // Read before poll(): sends made while delivering belong to the next pump.
+    const expectReply = this.sentSincePump;
+    this.sentSincePump = false;
     let n = 0;
     try {
       this.disarm();
       n = this.poll();
       if (n === 0 && !this.closed) {
-        const budget = this.policy.mode === "adaptive" ? this.spinBudgetNs : this.policy.spinNs;
-        const paid = this.spin(budget);
-        if (this.policy.mode === "adaptive") this.adapt(paid);
+        // Speculative spins (nothing sent, just delivered or woken) adapt; spins after a send
+        // always get the whole budget.
+        const speculative = this.policy.mode === "adaptive" && !expectReply;
+        const paid = this.spin(speculative ? this.spinBudgetNs : this.policy.spinNs);
+        if (speculative) this.adapt(paid);
         if (paid) n = this.poll();
       }
     } finally {
