@@ -23,8 +23,10 @@ export async function startSegmentServer(url: string, mode: "spin" | "async"): P
     while (running) {
       const end = Bun.nanoseconds() + 2e6;
       while (Bun.nanoseconds() < end) {
-        server.poll();
-        for (let h = server.recv(); h !== null; h = server.recv()) h.reply(h.data);
+        for (let i = 0; i < 64; i++) {
+          server.poll();
+          for (let h = server.recv(); h !== null; h = server.recv()) h.reply(h.data);
+        }
       }
       await new Promise((r) => setImmediate(r));
     }

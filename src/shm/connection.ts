@@ -173,6 +173,9 @@ export class SegmentConnection implements Connection {
   private readonly rxSpaceIdx: number;
   private readonly txSpaceIdx: number;
   private readonly rxMaxBytes: number;
+  private readonly inlineViewCache: (Uint8Array | undefined)[];
+  private readonly slotViewCache: (Uint8Array | undefined)[];
+  private readonly ringMask: number;
 
   constructor(o: SegmentConnectionOptions) {
     this.transport = o.transport;
@@ -204,6 +207,9 @@ export class SegmentConnection implements Connection {
       sameHostOnly: true,
     };
     this.rxMaxBytes = Math.min(o.maxMessageBytes ?? Infinity, this.rxSlab.maxSlotBytes);
+    this.ringMask = l.ringSlots - 1;
+    this.inlineViewCache = new Array(l.ringSlots).fill(undefined);
+    this.slotViewCache = new Array(this.rxSlab.layout.totalSlots).fill(undefined);
     if (o.policy) this.setWaitPolicy(o.policy);
   }
 
@@ -313,6 +319,8 @@ export class SegmentConnection implements Connection {
 
   /** Rings the peer if it is parked (armed), once per park. */
   private ringPeer(): void {
+    // A plain Atomics.load first: the locked exchange is paid only when the peer is parked.
+    if (Atomics.load(this.words, this.txArmedIdx) === ARMED_AWAKE) return;
     const armed = Atomics.exchange(this.words, this.txArmedIdx, ARMED_AWAKE);
     if (armed !== ARMED_AWAKE) this.ring(armed);
   }
@@ -358,11 +366,28 @@ export class SegmentConnection implements Connection {
     return n;
   }
 
-  /** @internal the body view of a message (inline after the head, or the slot's view). */
+  /**
+   * @internal the body view of a message (inline after the head, or the slot's view). Views
+   * are cached per descriptor / slot and reused when the next message there has the same
+   * place and length: a view is only valid until its message is released, and a descriptor
+   * or slot is not reused before that, so no live view is ever shared.
+   */
   bodyView(m: SegmentRxMessage): Uint8Array {
-    if (m.slot >= 0) return this.rxSlab.views[m.slot]!.subarray(0, m.bodyLength);
+    const len = m.bodyLength;
+    if (m.slot >= 0) {
+      const cached = this.slotViewCache[m.slot];
+      if (cached !== undefined && cached.length === len) return cached;
+      const v = this.rxSlab.views[m.slot]!.subarray(0, len);
+      this.slotViewCache[m.slot] = v;
+      return v;
+    }
     const at = m.headOffset + m.headLength;
-    return this.bytes.subarray(at, at + m.bodyLength);
+    const k = m.index & this.ringMask;
+    const cached = this.inlineViewCache[k];
+    if (cached !== undefined && cached.byteOffset === at && cached.length === len) return cached;
+    const v = this.bytes.subarray(at, at + len);
+    this.inlineViewCache[k] = v;
+    return v;
   }
 
   /** @internal */
@@ -402,7 +427,8 @@ export class SegmentConnection implements Connection {
     if (budgetNs <= 0) return false;
     const end = Bun.nanoseconds() + budgetNs;
     do {
-      if (this.rx.available() > 0) return true;
+      // Read the clock every 16 looks: a clock read costs more than a look at the ring.
+      for (let i = 0; i < 16; i++) if (this.rx.available() > 0) return true;
     } while (Bun.nanoseconds() < end);
     return false;
   }
