@@ -6,10 +6,16 @@
 
 import { os } from "./os.ts";
 import { formatTcpTable, runTcpBench } from "./rpc.bench.ts";
+import { formatShmTables, runShmBench } from "./shm.bench.ts";
 
 const quick = process.argv.includes("--quick");
 console.log(`hotpath bench${quick ? " --quick" : ""}: ${os()}`);
-console.log("tcp echo: client in this process, each server in its own process; core placement left to the OS\n");
-const tcp = await runTcpBench(quick, (s) => console.log(`  … ${s}`));
+console.log("clients run in this process; servers in their own processes (inproc: a Worker); core placement left to the OS\n");
+const log = (s: string) => console.log(`  … ${s}`);
+const tcp = await runTcpBench(quick, log);
+const shm = await runShmBench(quick, log);
 console.log(`\ntcp echo (ratios are against references measured in this run)`);
 console.log(formatTcpTable(tcp));
+console.log(`\nshared memory: shm (separate processes) and inproc (a Worker)`);
+console.log(formatShmTables(shm));
+process.exit(0);
