@@ -15,31 +15,12 @@
  */
 
 import type { Socket, UnixSocketListener } from "bun";
-import { ConnectError, HotpathError, ProtocolError, UsageError } from "../errors.ts";
-import { SegmentConnection, type SegmentWaitPolicy, type Signals } from "../shm/connection.ts";
-import { computeLayout, DEFAULT_SEGMENT_CONFIG, readHeader, SEGMENT_VERSION, writeHeader, type SegmentConfig } from "../shm/layout.ts";
-import {
-  DEFAULT_CONNECT_TIMEOUT_MS,
-  type ConnectOptions,
-  type Connection,
-  type Listener,
-  type ListenOptions,
-  type TransportFactory,
-} from "../transport/transport.ts";
-
-export interface InprocOptions extends ConnectOptions {
-  segment?: Partial<SegmentConfig>;
-  wait?: Partial<SegmentWaitPolicy>;
-}
-
-const NAME_RE = /^[A-Za-z0-9._-]{1,100}$/;
-const HANDSHAKE_TIMEOUT_MS = 5000;
-
-function inprocName(url: URL): string {
-  const name = decodeURIComponent(url.host + url.pathname).replace(/\/+$/, "");
-  if (!NAME_RE.test(name)) throw new UsageError(`inproc url "${url.href}": name must match ${NAME_RE}`);
-  return name;
-}
+import { ConnectError, HotpathError, ProtocolError } from "../errors.ts";
+import { ListenerBase } from "../listener-base.ts";
+import { SegmentConnection, type Signals } from "../shm/connection.ts";
+import { Handshake, HANDSHAKE_TIMEOUT_MS, listenError, segmentConfig, sessionName } from "../shm/handshake.ts";
+import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "../shm/layout.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 
 const channelName = (name: string) => `hotpath-inproc-${process.pid}-${name}`;
 
@@ -69,19 +50,11 @@ function signalsFor(buffer: SharedArrayBuffer): Signals {
   };
 }
 
-class Control {
-  conn: SegmentConnection | null = null;
-  text = "";
-  /** Drops a client that never completes the handshake; cleared once it does (or leaves). */
-  handshakeTimer: ReturnType<typeof setTimeout> | undefined = undefined;
-}
-
-function makeConnection(side: "A" | "B", sab: SharedArrayBuffer, socket: Socket<Control>, peer: string, opts: InprocOptions) {
-  const layout = readHeader(new Uint32Array(sab, 0, 32), `inproc segment for ${peer}`, sab.byteLength);
+function makeConnection(side: "A" | "B", sab: SharedArrayBuffer, socket: Socket<Handshake>, peer: string, opts: ConnectOptions | ListenOptions) {
   return new SegmentConnection({
     transport: "inproc",
     buffer: sab,
-    layout,
+    layout: readHeader(new Uint32Array(sab, 0, 32), `inproc segment for ${peer}`, sab.byteLength),
     side,
     signals: signalsFor(sab),
     peer,
@@ -91,42 +64,28 @@ function makeConnection(side: "A" | "B", sab: SharedArrayBuffer, socket: Socket<
   });
 }
 
-function lineOf(c: Control, chunk: Uint8Array): string | null {
-  c.text += Buffer.from(chunk).toString("latin1");
-  const nl = c.text.indexOf("\n");
-  if (nl < 0) return c.text.length > 4096 ? "" : null;
-  const line = c.text.slice(0, nl);
-  c.text = c.text.slice(nl + 1);
-  return line;
-}
-
-export async function inprocConnect(url: URL, opts: InprocOptions): Promise<Connection> {
-  const name = inprocName(url);
+export async function inprocConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
+  const name = sessionName(url);
   const peer = `inproc://${name}`;
   const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
-  const cfg: SegmentConfig = { ...DEFAULT_SEGMENT_CONFIG, ...opts.segment };
-  if (opts.maxMessageBytes !== undefined) {
-    cfg.sizeClasses = cfg.sizeClasses.filter((c, i) => i === 0 || cfg.sizeClasses[i - 1]!.slotBytes < opts.maxMessageBytes!);
-  }
-  const layout = computeLayout(cfg);
+  const layout = computeLayout(segmentConfig(opts));
   const sab = new SharedArrayBuffer(layout.totalBytes);
   writeHeader(new Uint32Array(sab, 0, 32), layout, (Math.random() * 0xffffffff) >>> 0);
   const id = crypto.randomUUID();
 
   let settle!: (e: HotpathError | null) => void;
-  const handshake = new Promise<HotpathError | null>((r) => (settle = r));
+  const done = new Promise<HotpathError | null>((r) => (settle = r));
   const timer = setTimeout(() => settle(new ConnectError(`inproc connect ${peer}: no handshake within ${timeoutMs} ms`)), timeoutMs);
-  const control = new Control();
-  let socket: Socket<Control>;
+  const hs = new Handshake();
+  let socket: Socket<Handshake>;
   try {
-    socket = await Bun.connect<Control>({
+    socket = await Bun.connect<Handshake>({
       unix: `\0${channelName(name)}`,
-      data: control,
+      data: hs,
       socket: {
         data(s, chunk) {
-          const c = s.data;
-          if (c.conn) return; // doorbells travel through Atomics, not the socket
-          const line = lineOf(c, chunk);
+          if (hs.conn) return; // doorbells travel through Atomics, not the socket
+          const line = hs.line(chunk);
           if (line === null) return;
           let reply: { ok?: boolean; error?: string };
           try {
@@ -135,11 +94,11 @@ export async function inprocConnect(url: URL, opts: InprocOptions): Promise<Conn
             return settle(new ProtocolError(`inproc connect ${peer}: handshake reply is not JSON`));
           }
           if (reply.ok !== true) return settle(new ConnectError(`inproc connect ${peer}: listener refused: ${reply.error ?? "no reason given"}`));
-          c.conn = makeConnection("A", sab, s, peer, opts);
+          hs.conn = makeConnection("A", sab, s, peer, opts);
           settle(null);
         },
-        close(s) {
-          if (s.data.conn) s.data.conn.onPeerGone("the listener side closed (or its Worker ended)");
+        close() {
+          if (hs.conn) hs.conn.onPeerGone("the listener side closed (or its Worker ended)");
           else settle(new ConnectError(`inproc connect ${peer}: the listener closed the socket during the handshake`));
         },
       },
@@ -151,46 +110,44 @@ export async function inprocConnect(url: URL, opts: InprocOptions): Promise<Conn
   const bc = new BroadcastChannel(channelName(name));
   bc.postMessage({ id, sab });
   socket.write(`${JSON.stringify({ hello: "hotpath-inproc", version: SEGMENT_VERSION, id })}\n`);
-  const err = await handshake;
+  const err = await done;
   clearTimeout(timer);
   bc.close();
   if (err !== null) {
-    control.conn?.close();
+    hs.conn?.close();
     socket.terminate();
     throw err;
   }
-  return control.conn!;
+  return hs.conn!;
 }
 
-class InprocListener implements Listener {
+class InprocListener extends ListenerBase<SegmentConnection> {
   readonly transport = "inproc";
   readonly url: string;
-  private callback: ((c: Connection) => void) | null = null;
-  private readonly pending: Connection[] = [];
-  private readonly conns = new Set<SegmentConnection>();
   /** Segments posted on the channel, by id, waiting for their socket line (or the reverse). */
   private readonly segments = new Map<string, SharedArrayBuffer>();
-  private readonly waitingSockets = new Map<string, Socket<Control>>();
-  private server: UnixSocketListener<Control> | null;
+  private readonly waitingSockets = new Map<string, Socket<Handshake>>();
+  private readonly server: UnixSocketListener<Handshake>;
   private readonly bc: BroadcastChannel;
 
   constructor(
     readonly name: string,
-    private readonly opts: InprocOptions,
+    private readonly opts: ListenOptions,
   ) {
+    super();
     this.url = `inproc://${name}`;
-    this.server = Bun.listen<Control>({
+    this.server = Bun.listen<Handshake>({
       unix: `\0${channelName(name)}`,
       socket: {
         open: (s) => {
-          s.data = new Control();
-          s.data.handshakeTimer = setTimeout(() => {
+          s.data = new Handshake();
+          s.data.timer = setTimeout(() => {
             if (!s.data.conn && s.readyState > 0) s.terminate();
           }, HANDSHAKE_TIMEOUT_MS);
         },
         data: (s, chunk) => {
           if (s.data.conn) return;
-          const line = lineOf(s.data, chunk);
+          const line = s.data.line(chunk);
           if (line === null) return;
           let hello: { hello?: string; version?: number; id?: string };
           try {
@@ -208,11 +165,11 @@ class InprocListener implements Listener {
           else this.waitingSockets.set(hello.id, s);
         },
         close: (s) => {
-          const c = s.data;
-          clearTimeout(c?.handshakeTimer);
-          if (c?.conn) {
-            this.conns.delete(c.conn);
-            c.conn.onPeerGone("the client side closed (or its Worker ended)");
+          const hs = s.data;
+          clearTimeout(hs?.timer);
+          if (hs?.conn) {
+            this.forget(hs.conn);
+            hs.conn.onPeerGone("the client side closed (or its Worker ended)");
           }
         },
       },
@@ -230,7 +187,12 @@ class InprocListener implements Listener {
     };
   }
 
-  private accept(s: Socket<Control>, id: string, sab: SharedArrayBuffer): void {
+  protected stop(closeActive: boolean): void {
+    this.server.stop(closeActive);
+    this.bc.close();
+  }
+
+  private accept(s: Socket<Handshake>, id: string, sab: SharedArrayBuffer): void {
     this.segments.delete(id);
     this.waitingSockets.delete(id);
     let conn: SegmentConnection;
@@ -242,39 +204,18 @@ class InprocListener implements Listener {
       return;
     }
     s.data.conn = conn;
-    this.conns.add(conn);
-    clearTimeout(s.data.handshakeTimer);
+    clearTimeout(s.data.timer);
     s.write(`${JSON.stringify({ ok: true })}\n`);
-    if (this.callback) this.callback(conn);
-    else this.pending.push(conn);
-  }
-
-  onConnection(cb: (conn: Connection) => void): void {
-    this.callback = cb;
-    for (const c of this.pending.splice(0)) cb(c);
-  }
-
-  close(closeConnections = false): void {
-    if (this.server === null) return;
-    this.server.stop(closeConnections);
-    this.server = null;
-    this.bc.close();
-    if (closeConnections) for (const c of this.conns) c.close();
-    this.conns.clear();
-  }
-
-  [Symbol.dispose](): void {
-    this.close(true);
+    this.accepted(conn);
   }
 }
 
-export async function inprocListen(url: URL, opts: InprocOptions & ListenOptions): Promise<Listener> {
-  const name = inprocName(url);
+export async function inprocListen(url: URL, opts: ListenOptions): Promise<Listener> {
+  const name = sessionName(url);
   try {
     return new InprocListener(name, opts);
   } catch (e) {
-    const inUse = String((e as Error).message).includes("EADDRINUSE");
-    throw new ConnectError(`inproc listen "${name}": ${inUse ? "a listener with this name already exists in this process" : (e as Error).message}`, { cause: e });
+    throw listenError("inproc", name, e, "in this process");
   }
 }
 

@@ -148,18 +148,9 @@ export class Client<U = unknown> implements Disposable {
    * `data` is copied (or, for a buffer from conn.allocBuffer, handed over) before it returns.
    */
   call(method: number, data: Uint8Array, userData: U, appHeader?: Uint8Array): SendStatus {
-    if (this.onResponse === null) throw new UsageError("client.call: set client.onResponse before the first call");
-    if (this.closeErr !== null) return SEND_CLOSED;
-    const slot = this.allocSlot();
-    if (slot < 0) return SEND_FULL;
-    const status = this.sendFrame(KIND_REQUEST, method, slot, this.gen[slot]!, data, appHeader);
-    if (status !== SEND_OK) {
-      this.freeSlot(slot);
-      return status;
-    }
-    this.state[slot] = SLOT_CALLBACK;
-    this.userData[slot] = userData;
-    return SEND_OK;
+    const slot = this.callSlot();
+    if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
+    return this.called(slot, this.sendFrame(KIND_REQUEST, method, slot, this.gen[slot]!, data, appHeader), userData);
   }
 
   /**
@@ -172,12 +163,21 @@ export class Client<U = unknown> implements Disposable {
 
   /** call() with a buffer from allocBuffer(): sent without a copy. On Ok the transport owns it. */
   callBuffer(method: number, buffer: Uint8Array, userData: U): SendStatus {
-    if (this.onResponse === null) throw new UsageError("client.callBuffer: set client.onResponse before the first call");
-    if (this.closeErr !== null) return SEND_CLOSED;
-    const slot = this.allocSlot();
-    if (slot < 0) return SEND_FULL;
+    const slot = this.callSlot();
+    if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
     writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, buffer.length);
-    const status = this.conn.trySendBuffer(this.head24, buffer);
+    return this.called(slot, this.conn.trySendBuffer(this.head24, buffer), userData);
+  }
+
+  /** A slot for a hot-path call: its index, -1 when the window is full, -2 when closed. */
+  private callSlot(): number {
+    if (this.onResponse === null) throw new UsageError("client.call: set client.onResponse before the first call");
+    if (this.closeErr !== null) return -2;
+    return this.allocSlot();
+  }
+
+  /** Records a hot-path call that was sent (or gives its slot back when it was not). */
+  private called(slot: number, status: SendStatus, userData: U): SendStatus {
     if (status !== SEND_OK) {
       this.freeSlot(slot);
       return status;

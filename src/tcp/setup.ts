@@ -18,6 +18,7 @@ import {
   type ListenOptions,
   type TransportFactory,
 } from "../transport/transport.ts";
+import { ListenerBase } from "../listener-base.ts";
 import { TcpConnection } from "./connection.ts";
 
 function hostPort(url: URL, forListen: boolean): { hostname: string; port: number } {
@@ -82,30 +83,25 @@ export async function tcpConnect(url: URL, opts: ConnectOptions): Promise<Connec
   }
 }
 
-class TcpListener implements Listener {
+class TcpListener extends ListenerBase<TcpConnection> {
   readonly transport = "tcp";
   readonly url: string;
-  private callback: ((c: Connection) => void) | null = null;
-  private readonly pending: Connection[] = [];
-  private readonly conns = new Set<TcpConnection>();
-  private server: TCPSocketListener<TcpConnection> | null = null;
+  private readonly server: TCPSocketListener<TcpConnection>;
 
   constructor(hostname: string, port: number, maxMessageBytes: number) {
+    super();
     this.server = Bun.listen<TcpConnection>({
       hostname,
       port,
       socket: {
         ...handlers,
         open: (s) => {
-          const conn = new TcpConnection(s, { maxMessageBytes, peer: `tcp://${s.remoteAddress}` });
-          s.data = conn;
-          this.conns.add(conn);
-          if (this.callback) this.callback(conn);
-          else this.pending.push(conn);
+          s.data = new TcpConnection(s, { maxMessageBytes, peer: `tcp://${s.remoteAddress}` });
+          this.accepted(s.data);
         },
         close: (s, error) => {
           if (!s.data) return;
-          this.conns.delete(s.data);
+          this.forget(s.data);
           s.data.onSocketClosed(error);
         },
       },
@@ -114,21 +110,8 @@ class TcpListener implements Listener {
     this.url = `tcp://${host}:${this.server.port}`;
   }
 
-  onConnection(cb: (conn: Connection) => void): void {
-    this.callback = cb;
-    for (const c of this.pending.splice(0)) cb(c);
-  }
-
-  close(closeConnections = false): void {
-    if (this.server === null) return;
-    this.server.stop(closeConnections);
-    this.server = null;
-    if (closeConnections) for (const c of this.conns) c.close();
-    this.conns.clear();
-  }
-
-  [Symbol.dispose](): void {
-    this.close(true);
+  protected stop(closeActive: boolean): void {
+    this.server.stop(closeActive);
   }
 }
 

@@ -583,6 +583,38 @@ export function runConformance(fx: Fixture): void {
           server.close();
         }
       });
+      test("callBuffer / replyBuffer: transport buffers sent without a copy, bytes intact", async () => {
+        const listener: Listener = await listen(fx.listenUrl());
+        const server = new Server();
+        server.attach(listener);
+        const c = await rpcConnect(listener.url);
+        try {
+          const got: Uint8Array[] = [];
+          c.onResponse = (_u, data, err) => {
+            expect(err).toBeNull();
+            got.push(data.slice());
+          };
+          const buf = c.allocBuffer(5000)!;
+          for (let i = 0; i < 5000; i++) buf[i] = i & 0xff;
+          expect(c.callBuffer(m.M_ECHO, buf, 1)).toBe(SEND_OK);
+          let h = null;
+          while ((h = server.recv()) === null) {
+            server.poll();
+            await server.wait(100);
+          }
+          expect(m.checksum(h.data)).toBe(m.checksum(Uint8Array.from({ length: 5000 }, (_, i) => i & 0xff)));
+          const out = h.allocReply(3000)!;
+          out.fill(0xab);
+          expect(h.replyBuffer(out)).toBe(SEND_OK);
+          expect(() => h!.replyBuffer(out)).toThrow(UsageError);
+          while (got.length === 0) if (c.poll() === 0) await c.wait(100);
+          expect(got[0]!.length).toBe(3000);
+          expect(got[0]!.every((x) => x === 0xab)).toBe(true);
+        } finally {
+          c.close();
+          server.close();
+        }
+      });
     });
   });
 }

@@ -6,7 +6,7 @@ import { join, relative } from "node:path";
 const SRC = new URL("../../src", import.meta.url).pathname;
 // Rank of each top-level folder: a file may import (at runtime) only from its own or a lower rank.
 const RANK: Record<string, number> = {
-  "errors.ts": 0, "bytes.ts": 0, "waitlist.ts": 0, ffi: 1,
+  "errors.ts": 0, "bytes.ts": 0, "waitlist.ts": 0, "listener-base.ts": 0, ffi: 1,
   inproc: 2, shm: 2, tcp: 2, ucx: 2, rdma: 2,
   transport: 3, rpc: 4, pool: 5, kv: 5, cli: 6, "index.ts": 6,
 };
