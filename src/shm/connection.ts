@@ -3,8 +3,9 @@
  * `shm` (a mapped POSIX shm object, peers in two processes) and `inproc` (a SharedArrayBuffer,
  * peers in two Workers); only the doorbells differ (`Signals`).
  *
- * Send: heads (≤ 112 bytes with the body when it fits) travel inline in the descriptor;
- * larger bodies go in a slab slot the sender allocates and the receiver frees on release.
+ * Send: a message whose head and body fit in 56 bytes travels inline in its descriptor (one
+ * cache line); otherwise the head (≤ 48 bytes) rides in the descriptor and the body in a slab
+ * slot the sender allocates and the receiver frees on release.
  * allocBuffer() hands out a slot view to fill in place, trySendBuffer() sends it without a copy.
  * Ring or slab exhaustion is Full, never an error.
  *
@@ -54,6 +55,8 @@ import {
   DESC_LEN_FLAGS,
   DESC_SLOT,
   DESC_SLOT_GEN,
+  DESC_SLOT_HEAD,
+  DESC_SLOT_HEAD_BYTES,
   HDR_CLOSED,
   RING_ARMED,
   RING_DOORBELL,
@@ -201,7 +204,7 @@ export class SegmentConnection implements Connection {
     this.caps = {
       maxInlineBytes: DESC_INLINE_BYTES,
       maxMessageBytes: this.txSlab.maxSlotBytes,
-      maxHeadBytes: DESC_INLINE_BYTES,
+      maxHeadBytes: DESC_SLOT_HEAD_BYTES,
       zeroCopy: true,
       rma: false,
       sameHostOnly: true,
@@ -242,21 +245,22 @@ export class SegmentConnection implements Connection {
     if (this.closed) return SEND_CLOSED;
     const hl = head.length;
     const bl = body ? body.length : 0;
-    if (hl > DESC_INLINE_BYTES || bl > this.caps.maxMessageBytes) {
-      throw new UsageError(`${this.transport} send: head ${hl} bytes (max ${DESC_INLINE_BYTES}), body ${bl} bytes (max ${this.caps.maxMessageBytes}); larger messages are refused, not split`);
+    if (hl > DESC_SLOT_HEAD_BYTES || bl > this.caps.maxMessageBytes) {
+      throw new UsageError(`${this.transport} send: head ${hl} bytes (max ${DESC_SLOT_HEAD_BYTES}), body ${bl} bytes (max ${this.caps.maxMessageBytes}); larger messages are refused, not split`);
     }
     const d = this.tx.reserve();
     if (d < 0) return this.full();
     const bytes = this.bytes;
-    bytes.set(head, d + DESC_INLINE);
-    let slot = -1;
     if (hl + bl <= DESC_INLINE_BYTES) {
+      bytes.set(head, d + DESC_INLINE);
       if (bl > 0) bytes.set(body!, d + DESC_INLINE + hl);
-    } else {
-      slot = this.txSlab.alloc(bl);
-      if (slot < 0) return this.full();
-      this.txSlab.views[slot]!.set(body!, 0);
+      this.publish(d, hl, bl, -1);
+      return SEND_OK;
     }
+    const slot = this.txSlab.alloc(bl);
+    if (slot < 0) return this.full();
+    this.txSlab.views[slot]!.set(body!, 0);
+    bytes.set(head, d + DESC_SLOT_HEAD);
     this.publish(d, hl, bl, slot);
     return SEND_OK;
   }
@@ -280,10 +284,10 @@ export class SegmentConnection implements Connection {
     if (slot < 0 || !this.txSlab.isAllocated(slot) || buffer.byteOffset !== this.txSlab.views[slot]!.byteOffset) {
       throw new UsageError(`${this.transport} trySendBuffer: the buffer is not one from this connection's allocBuffer() (or it was sent already)`);
     }
-    if (head.length > DESC_INLINE_BYTES) throw new UsageError(`${this.transport} send: head ${head.length} bytes exceeds ${DESC_INLINE_BYTES}`);
+    if (head.length > DESC_SLOT_HEAD_BYTES) throw new UsageError(`${this.transport} send: head ${head.length} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
     const d = this.tx.reserve();
     if (d < 0) return this.full();
-    this.bytes.set(head, d + DESC_INLINE);
+    this.bytes.set(head, d + DESC_SLOT_HEAD);
     this.publish(d, head.length, buffer.length, slot);
     return SEND_OK;
   }
@@ -346,12 +350,14 @@ export class SegmentConnection implements Connection {
       const flags = lf >>> 16;
       const bl = w[(d + DESC_BODY_LEN) >> 2]! >>> 0;
       let slot = -1;
+      let at = d + DESC_INLINE;
       try {
-        if (hl > DESC_INLINE_BYTES) throw new ProtocolError(`${this.transport}: descriptor head of ${hl} bytes exceeds ${DESC_INLINE_BYTES}`);
         if (bl > this.rxMaxBytes) throw new ProtocolError(`${this.transport}: message body of ${bl} bytes exceeds maxMessageBytes ${this.rxMaxBytes}`);
         if (flags & DESC_FLAG_SLOT) {
+          if (hl > DESC_SLOT_HEAD_BYTES) throw new ProtocolError(`${this.transport}: descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
           slot = w[(d + DESC_SLOT) >> 2]! >>> 0;
           this.rxSlab.check(slot, w[(d + DESC_SLOT_GEN) >> 2]!, bl);
+          at = d + DESC_SLOT_HEAD;
         } else if (hl + bl > DESC_INLINE_BYTES) {
           throw new ProtocolError(`${this.transport}: inline message of ${hl}+${bl} bytes exceeds ${DESC_INLINE_BYTES}`);
         }
@@ -359,7 +365,7 @@ export class SegmentConnection implements Connection {
         this.abort(e as HotpathError);
         return n;
       }
-      r.onMessage(new SegmentRxMessage(this, index, this.bytes, d + DESC_INLINE, hl, bl, slot));
+      r.onMessage(new SegmentRxMessage(this, index, this.bytes, at, hl, bl, slot));
       n++;
       if (this.closed) break;
     }

@@ -36,16 +36,17 @@
  *   136 space wanted (producer found the ring/slab full; the consumer rings it when it frees)
  *   192 descriptors: ringSlots × DESC_BYTES
  *
- * Descriptor (byte offsets):
- *   0 headLen u16 | flags u16   4 bodyLen   8 slot index   12 slot generation
- *   16 inline bytes (DESC_INLINE_BYTES): the head, then the body when it fits
+ * Descriptor (one 64-byte cache line, so a small message moves one line each way):
+ *   0 headLen u16 | flags u16   4 bodyLen
+ *   inline message (no DESC_FLAG_SLOT): 8 head, then body; together at most 56 bytes
+ *   slot message (DESC_FLAG_SLOT): 8 slot index   12 slot generation   16 head, at most 48 bytes
  */
 
 import { UsageError } from "../errors.ts";
 
 /** The bytes "HPSM" at offset 0, read as a little-endian u32. */
 export const SEGMENT_MAGIC = 0x4d535048;
-export const SEGMENT_VERSION = 1;
+export const SEGMENT_VERSION = 2;
 export const CACHE_LINE = 64;
 
 export const HDR_MAGIC = 0;
@@ -80,20 +81,28 @@ export const ARMED_AWAKE = 0;
 export const ARMED_FUTEX = 1;
 export const ARMED_EVENT_LOOP = 2;
 
-export const DESC_BYTES = 128;
+export const DESC_BYTES = CACHE_LINE;
 export const DESC_LEN_FLAGS = 0;
 export const DESC_BODY_LEN = 4;
+/** Inline messages: head and body from here to the end of the descriptor. */
+export const DESC_INLINE = 8;
+export const DESC_INLINE_BYTES = DESC_BYTES - DESC_INLINE; // 56
+/** Slot messages: the slot reference, then the head. */
 export const DESC_SLOT = 8;
 export const DESC_SLOT_GEN = 12;
-export const DESC_INLINE = 16;
-export const DESC_INLINE_BYTES = DESC_BYTES - DESC_INLINE; // 112
+export const DESC_SLOT_HEAD = 16;
+export const DESC_SLOT_HEAD_BYTES = DESC_BYTES - DESC_SLOT_HEAD; // 48
 export const DESC_FLAG_SLOT = 1;
 
 export const SLOT_FREE = 0;
 export const SLOT_ALLOCATED = 1;
 export const SLOT_SENT = 2;
 
-if (DESC_INLINE_BYTES !== 112 || RING_DESCS !== 192 || HEADER_BYTES !== 128) throw new Error("shm layout constants drifted");
+// A 24-byte RPC wire header and a 32-byte body travel inline; a 24-byte application header fits
+// beside the wire header of a slot message.
+if (DESC_INLINE_BYTES !== 56 || DESC_SLOT_HEAD_BYTES !== 48 || RING_DESCS !== 192 || HEADER_BYTES !== 128) {
+  throw new Error("shm layout constants drifted");
+}
 
 export interface SizeClass {
   slotBytes: number;

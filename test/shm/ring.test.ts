@@ -7,7 +7,7 @@
 import { describe, expect, test } from "bun:test";
 import { SEND_FULL, SEND_OK, UsageError, type RxMessage } from "../../src/index.ts";
 import { SegmentConnection, type Signals } from "../../src/shm/connection.ts";
-import { computeLayout, DESC_INLINE_BYTES, writeHeader, type SegmentConfig } from "../../src/shm/layout.ts";
+import { computeLayout, DESC_INLINE_BYTES, DESC_SLOT_HEAD_BYTES, writeHeader, type SegmentConfig } from "../../src/shm/layout.ts";
 import { RingConsumer, RingProducer } from "../../src/shm/ring.ts";
 
 const quiet: Signals = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
@@ -49,12 +49,16 @@ describe("shm ring", () => {
     const slotFull = new Uint8Array(4096).fill(9);
     expect(a.trySend(head(2), slotFull)).toBe(SEND_OK);
     expect(() => a.trySend(head(3), new Uint8Array(4097))).toThrow(UsageError);
-    expect(() => a.trySend(new Uint8Array(DESC_INLINE_BYTES + 1))).toThrow(UsageError);
+    expect(() => a.trySend(new Uint8Array(DESC_SLOT_HEAD_BYTES + 1))).toThrow(UsageError);
+    expect(a.trySend(new Uint8Array(DESC_SLOT_HEAD_BYTES).fill(3), new Uint8Array(100).fill(4))).toBe(SEND_OK);
     b.poll();
     expect(got[0]!.body.length).toBe(DESC_INLINE_BYTES - 4);
     expect(got[0]!.body.every((x) => x === 7)).toBe(true);
     expect(got[1]!.body.length).toBe(4096);
     expect(got[1]!.body.every((x) => x === 9)).toBe(true);
+    expect(got[2]!.head.length).toBe(DESC_SLOT_HEAD_BYTES);
+    expect(got[2]!.head.every((x) => x === 3)).toBe(true);
+    expect(got[2]!.body.every((x) => x === 4)).toBe(true);
   });
 
   test("full: the ring and each slab class report Full, and room comes back on release", () => {
@@ -136,7 +140,7 @@ describe("shm ring", () => {
     for (let step = 0; step < 20_000; step++) {
       const op = rnd(10);
       if (op < 5) {
-        const len = [0, 3, 50, 108, 200, 256, 1000, 2048][rnd(8)]!;
+        const len = [0, 3, 50, 52, 53, 200, 256, 1000, 2048][rnd(9)]!;
         const body = new Uint8Array(len);
         for (let i = 0; i < len; i++) body[i] = (sent + i * 31) & 0xff;
         const st = a.trySend(head(sent & 0xff), body);
