@@ -16,6 +16,8 @@ const conn = new SegmentConnection({ transport: "shm", buffer: mapping.buffer, l
 conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
 
 const count = Number(countArg);
+/** The producer stops by itself after this long, whatever the consumer does. */
+const deadline = Bun.nanoseconds() + 60e9;
 const head = new Uint8Array(8);
 const hv = new DataView(head.buffer);
 const small = new Uint8Array(16);
@@ -31,8 +33,13 @@ for (let seq = 0; seq < count; seq++) {
   } else {
     for (let i = 0; i < 4; i++) sv.setUint32(i * 4, seq, true);
   }
+  let spins = 0;
   while (conn.trySend(head, body) !== SEND_OK) {
-    // ring or slab full: the consumer is behind
+    // Ring or slab full: the consumer is behind. Give up (and exit) if it stays gone.
+    if (++spins % 1_000_000 === 0 && Bun.nanoseconds() > deadline) {
+      console.error(`stress producer: consumer stalled at message ${seq}`);
+      process.exit(1);
+    }
   }
 }
 console.log(JSON.stringify({ sent: count }));

@@ -4,7 +4,7 @@
  * which is the ordering the rings rely on (plain stores published by Atomics.store(tail)).
  */
 
-import { expect, test } from "bun:test";
+import { afterAll, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { ShmMapping, shmUnlink } from "../../src/ffi/libc.ts";
 import { SegmentConnection } from "../../src/shm/connection.ts";
@@ -12,6 +12,10 @@ import { computeLayout, writeHeader } from "../../src/shm/layout.ts";
 
 const PRODUCER = new URL("./stress-producer.ts", import.meta.url).pathname;
 const COUNT = 2_000_000;
+const children: Array<{ kill(sig?: number): void }> = [];
+afterAll(() => {
+  for (const c of children) c.kill(9);
+});
 
 test(`two processes, ${COUNT} messages: every descriptor whole and in order`, async () => {
   const layout = computeLayout({ ringSlots: 256, sizeClasses: [{ slotBytes: 4096, slotCount: 32 }] });
@@ -47,6 +51,7 @@ test(`two processes, ${COUNT} messages: every descriptor whole and in order`, as
     onClose() {},
   });
   const child = Bun.spawn(["bun", PRODUCER, name, String(layout.totalBytes), String(COUNT)], { stdout: "pipe", stderr: "inherit" });
+  children.push(child);
   try {
     let idle = 0;
     while (expected < COUNT) {
