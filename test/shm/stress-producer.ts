@@ -14,6 +14,8 @@ const layout = readHeader(new Uint32Array(mapping.buffer, 0, 32), name!, mapping
 const quiet = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
 const conn = new SegmentConnection({ transport: "shm", buffer: mapping.buffer, layout, side: "A", signals: quiet, peer: "consumer", policy: { mode: "spin", spinNs: 0 } });
 conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+// Mapped: the parent may unlink the name now, so nothing is left in /dev/shm whatever happens.
+console.log(JSON.stringify({ mapped: true }));
 
 const count = Number(countArg);
 /** The producer stops by itself after this long, whatever the consumer does. */
@@ -42,4 +44,4 @@ for (let seq = 0; seq < count; seq++) {
     }
   }
 }
-console.log(JSON.stringify({ sent: count }));
+console.error(`stress producer: sent ${count}`);

@@ -53,6 +53,10 @@ test(`two processes, ${COUNT} messages: every descriptor whole and in order`, as
   const child = Bun.spawn(["bun", PRODUCER, name, String(layout.totalBytes), String(COUNT)], { stdout: "pipe", stderr: "inherit" });
   children.push(child);
   try {
+    const reader = child.stdout.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toContain('"mapped":true');
+    shmUnlink(name); // both processes have it mapped
     let idle = 0;
     while (expected < COUNT) {
       if (conn.poll() === 0) {
