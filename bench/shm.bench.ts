@@ -124,9 +124,11 @@ function spinFigures(c: SpinEcho, quick: boolean): Promise<SpinFigures> {
 export interface AsyncFigures {
   backToBackUs: number;
   idleWokenUs: number;
+  /** 8 concurrent callers exchanging 256 KiB messages: echoes per second (slab backpressure). */
+  big8PerSec: number;
 }
 
-async function asyncFigures(call: () => Promise<unknown>, quick: boolean): Promise<AsyncFigures> {
+async function asyncFigures(call: (data?: Uint8Array) => Promise<unknown>, quick: boolean): Promise<AsyncFigures> {
   for (let i = 0; i < 2000; i++) await call();
   const b2b = await measure(async () => void (await call()), { min_cpu_time: (quick ? 100 : 1000) * 1e6 });
   const idle: number[] = [];
@@ -137,7 +139,15 @@ async function asyncFigures(call: () => Promise<unknown>, quick: boolean): Promi
     idle.push(Bun.nanoseconds() - t0);
   }
   idle.sort((a, b) => a - b);
-  return { backToBackUs: b2b.p50 / 1e3, idleWokenUs: idle[idle.length >> 1]! / 1e3 };
+  // Eight callers, 256 KiB each way, on a slab whose 256 KiB class has fewer slots than that.
+  const big = new Uint8Array(256 << 10).fill(7);
+  const rounds = quick ? 20 : 200;
+  const t0 = Bun.nanoseconds();
+  await Promise.all(Array.from({ length: 8 }, async () => {
+    for (let r = 0; r < rounds; r++) await call(big);
+  }));
+  const big8PerSec = (8 * rounds) / ((Bun.nanoseconds() - t0) / 1e9);
+  return { backToBackUs: b2b.p50 / 1e3, idleWokenUs: idle[idle.length >> 1]! / 1e3, big8PerSec };
 }
 
 function workerStart(url: string, mode: "spin" | "async"): Promise<{ url: string; worker: Worker }> {
@@ -185,11 +195,17 @@ export async function runShmBench(quick: boolean, log: (s: string) => void = () 
   const small = new Uint8Array(32).fill(1);
   log("Worker postMessage (reference)");
   const ew = new Worker(ECHO_WORKER);
+  // One message in flight at a time per caller; concurrent callers queue behind one handler.
+  let chain: Promise<unknown> = Promise.resolve();
   out.worker = await asyncFigures(
-    () => new Promise((resolve) => {
-      ew.onmessage = resolve;
-      ew.postMessage(small);
-    }),
+    (data = small) =>
+      (chain = chain.then(
+        () =>
+          new Promise((resolve) => {
+            ew.onmessage = resolve;
+            ew.postMessage(data);
+          }),
+      )),
     quick,
   );
   ew.terminate();
@@ -197,21 +213,21 @@ export async function runShmBench(quick: boolean, log: (s: string) => void = () 
   log("shm, async mode");
   const as = await startPeer([SEGMENT_SERVER, `shm://bench-async-${tag}`, "async"]);
   const ac = new Client(await connect(as.url));
-  out.shmAsync = await asyncFigures(() => ac.request(ECHO_METHOD, small), quick);
+  out.shmAsync = await asyncFigures((data = small) => ac.request(ECHO_METHOD, data), quick);
   ac.close();
   await as.stop();
 
   log("inproc, async mode (server in a Worker)");
   const aw = await workerStart(`inproc://bench-async-${tag}`, "async");
   const aic = new Client(await connect(aw.url));
-  out.inprocAsync = await asyncFigures(() => aic.request(ECHO_METHOD, small), quick);
+  out.inprocAsync = await asyncFigures((data = small) => aic.request(ECHO_METHOD, data), quick);
   aic.close();
   aw.worker.terminate();
   return out as ShmBenchResult;
 }
 
 const f2 = (v: number) => v.toFixed(2);
-const fc = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : `${(v / 1e3).toFixed(0)}k`);
+const fc = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e4 ? `${(v / 1e3).toFixed(0)}k` : v.toFixed(0));
 
 export function formatShmTables(r: ShmBenchResult): string {
   const rows = [
@@ -224,6 +240,7 @@ export function formatShmTables(r: ShmBenchResult): string {
     ["async mode (event loop, 32 B)", "Worker postMessage (ref)", "shm", "shm/ref", "inproc", "inproc/ref"],
     ["back-to-back await p50 (µs)", f2(r.worker.backToBackUs), f2(r.shmAsync.backToBackUs), `${f2(r.shmAsync.backToBackUs / r.worker.backToBackUs)}x`, f2(r.inprocAsync.backToBackUs), `${f2(r.inprocAsync.backToBackUs / r.worker.backToBackUs)}x`],
     ["idle-to-woken call p50 (µs)", f2(r.worker.idleWokenUs), f2(r.shmAsync.idleWokenUs), `${f2(r.shmAsync.idleWokenUs / r.worker.idleWokenUs)}x`, f2(r.inprocAsync.idleWokenUs), `${f2(r.inprocAsync.idleWokenUs / r.worker.idleWokenUs)}x`],
+    ["8 callers × 256 KiB echoes/s", fc(r.worker.big8PerSec), fc(r.shmAsync.big8PerSec), `${f2(r.shmAsync.big8PerSec / r.worker.big8PerSec)}x`, fc(r.inprocAsync.big8PerSec), `${f2(r.inprocAsync.big8PerSec / r.worker.big8PerSec)}x`],
   ];
   const widths = [0, 1, 2, 3, 4, 5].map((i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
   return rows.map((r) => (r.length === 0 ? "" : r.map((c, i) => c.padEnd(widths[i]!)).join("  "))).join("\n");
