@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=()
+# libucx0: the ucx transport (libucp); libucx-dev: the headers its layout test compiles against;
+# ucx-utils: ucx_perftest, the benchmark reference.
+APT_PACKAGES=(libucx0 libucx-dev ucx-utils)
 
 if ! command -v bun >/dev/null 2>&1; then
   echo "setup: installing Bun from npm (npm i -g bun)" >&2

@@ -28,6 +28,7 @@ const lib = dlopen("libc.so.6", {
   munmap: { args: [FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
   close: { args: [FFIType.i32], returns: FFIType.i32 },
   eventfd: { args: [FFIType.u32, FFIType.i32], returns: FFIType.i32 },
+  poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
   syscall: { args: [FFIType.i64, FFIType.ptr, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
   __errno_location: { args: [], returns: FFIType.ptr },
   strerror: { args: [FFIType.i32], returns: FFIType.cstring },
@@ -200,4 +201,20 @@ export function eventfdCreate(): number {
 
 export function closeFd(fd: number): void {
   if (C.close(fd) !== 0) fail(`close(${fd})`);
+}
+
+const pollfd = new Int32Array(2); // struct pollfd { int fd; short events; short revents; }
+const pollfdPtr = ptr(pollfd);
+const POLLIN = 1;
+
+/** Blocks the calling thread until `fd` is readable (true) or `timeoutMs` passes (false). */
+export function pollReadable(fd: number, timeoutMs: number): boolean {
+  pollfd[0] = fd;
+  pollfd[1] = POLLIN; // events = POLLIN, revents = 0
+  const r = C.poll(pollfdPtr, 1, timeoutMs);
+  if (r < 0) {
+    if (errno() === EINTR) return false;
+    fail(`poll(fd ${fd})`);
+  }
+  return r > 0;
 }

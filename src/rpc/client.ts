@@ -150,7 +150,8 @@ export class Client<U = unknown> implements Disposable {
   call(method: number, data: Uint8Array, userData: U, appHeader?: Uint8Array): SendStatus {
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
-    return this.called(slot, this.sendFrame(KIND_REQUEST, method, slot, this.gen[slot]!, data, appHeader), userData);
+    this.issue(slot, userData);
+    return this.called(slot, this.sendFrame(KIND_REQUEST, method, slot, this.gen[slot]!, data, appHeader));
   }
 
   /**
@@ -166,7 +167,8 @@ export class Client<U = unknown> implements Disposable {
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
     writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, buffer.length);
-    return this.called(slot, this.conn.trySendBuffer(this.head24, buffer), userData);
+    this.issue(slot, userData);
+    return this.called(slot, this.conn.trySendBuffer(this.head24, buffer));
   }
 
   /** A slot for a hot-path call: its index, -1 when the window is full, -2 when closed. */
@@ -176,14 +178,23 @@ export class Client<U = unknown> implements Disposable {
     return this.allocSlot();
   }
 
-  /** Records a hot-path call that was sent (or gives its slot back when it was not). */
-  private called(slot: number, status: SendStatus, userData: U): SendStatus {
-    if (status !== SEND_OK) {
+  /**
+   * Marks a hot-path call outstanding before its request is sent: a transport may deliver the
+   * response (or the connection's close) inside the send itself (UCX's self transport does).
+   */
+  private issue(slot: number, userData: U): void {
+    this.state[slot] = SLOT_CALLBACK;
+    this.userData[slot] = userData;
+  }
+
+  /** After the send: gives the slot back when nothing was sent (Full, or Closed before it). */
+  private called(slot: number, status: SendStatus): SendStatus {
+    if (status === SEND_OK) return SEND_OK;
+    if (this.state[slot] === SLOT_CALLBACK) {
       this.freeSlot(slot);
       return status;
     }
-    this.state[slot] = SLOT_CALLBACK;
-    this.userData[slot] = userData;
+    // Already completed inside the send (the close's error is queued for poll()).
     return SEND_OK;
   }
 
@@ -311,13 +322,15 @@ export class Client<U = unknown> implements Disposable {
   private tryStart(p: PendingRequest): boolean {
     const slot = this.allocSlot();
     if (slot < 0) return false;
+    // Outstanding before the send: the response (or a close) may arrive inside it.
+    this.state[slot] = SLOT_PROMISE;
+    this.pending[slot] = p;
+    p.slot = slot;
     const status = this.sendFrame(KIND_REQUEST, p.method, slot, this.gen[slot]!, p.data, p.appHeader);
-    if (status === SEND_OK) {
-      this.state[slot] = SLOT_PROMISE;
-      this.pending[slot] = p;
-      p.slot = slot;
-      return true;
-    }
+    if (status === SEND_OK || p.done) return true;
+    p.slot = -1;
+    this.state[slot] = SLOT_FREE;
+    this.pending[slot] = undefined;
     this.freeSlots[this.freeTop++] = slot;
     if (status === SEND_CLOSED) {
       this.settle(p, null, this.closeErr ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} is closed`));

@@ -14,6 +14,7 @@ import { ConnectError, HotpathError, TransportUnavailableError, UsageError } fro
 import { inprocTransport } from "../inproc/setup.ts";
 import { shmTransport } from "../shm/setup.ts";
 import { tcpTransport } from "../tcp/setup.ts";
+import { ucxTransport } from "../ucx/setup.ts";
 import type { ConnectOptions, Connection, Listener, ListenOptions, TransportFactory } from "./transport.ts";
 
 const factories = new Map<string, TransportFactory>();
@@ -26,6 +27,7 @@ export function registerTransport(factory: TransportFactory): void {
 registerTransport(tcpTransport);
 registerTransport(shmTransport);
 registerTransport(inprocTransport);
+registerTransport(ucxTransport);
 
 export interface SkippedTransport {
   url: string;

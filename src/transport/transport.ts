@@ -148,8 +148,10 @@ export interface ConnectOptions {
   fallback?: string[];
   /** shm / inproc: the session segment's shape (ring size, slab size classes). Others ignore it. */
   segment?: Partial<SegmentConfig>;
-  /** shm / inproc: the connection's initial wait policy. Others ignore it. */
+  /** shm / inproc / ucx: the connection's initial wait policy. Others ignore it. */
   wait?: Partial<SegmentWaitPolicy>;
+  /** ucx: ask for UCP_ERR_HANDLING_MODE_PEER (gives up shared memory in UCX 1.13). */
+  ucx?: { peerErrors?: boolean };
 }
 
 export interface ListenOptions {

@@ -36,7 +36,10 @@ import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import * as m from "./methods.ts";
 
 export interface Fixture {
+  /** The URL scheme. */
   name: string;
+  /** How the describe block is titled (default: the scheme). */
+  label?: string;
   /** A URL to listen on; each call gives one no other test uses. */
   listenUrl(): string;
   /** Environment for peer processes (e.g. UCX_TLS). */
@@ -94,12 +97,14 @@ const te = new TextEncoder();
 const head = (s: string) => te.encode(s);
 
 export function runConformance(fx: Fixture): void {
-  describe(`conformance: ${fx.name}`, () => {
+  describe(`conformance: ${fx.label ?? fx.name}`, () => {
     let peer: Peer;
     const open: Array<{ close(): void }> = [];
 
     const startServer = (url: string) => (fx.spawnServer ? fx.spawnServer(url) : spawnPeer(PEER_SERVER, [url], fx.env));
     beforeAll(async () => {
+      // Settings this process's own transport reads from the environment (e.g. UCX_TLS).
+      if (fx.env) Object.assign(process.env, fx.env);
       peer = await startServer(fx.listenUrl());
     });
     afterAll(async () => {

@@ -1,0 +1,638 @@
+/**
+ * libucp (UCX 1.13, Debian `libucx0`) through bun:ffi. The only file that names UCP functions.
+ *
+ * A symbol table, then thin owners: UcpContext → UcpWorker → UcpListener / UcpEndpoint /
+ * UcpMemory / UcpRkey. Parents close their children first; close() twice is safe. Every
+ * `ucs_status_t` return is declared `i8` (a 1-byte enum); status pointers come back as
+ * `i64_fast` with errors in -1…-100. A failing call throws UcxError naming the operation and
+ * UCX's own message (`ucs_status_string`). Every JSCallback is kept in its owner and closed
+ * with it. Callbacks run inside `progress()`, on the JS thread that owns the worker.
+ *
+ * Missing library: `ucpUnavailableReason()` says why (and names the Debian package);
+ * `loadUcp()` throws UcxUnavailableError. HOTPATH_LIBUCP / HOTPATH_LIBUCS override the paths.
+ */
+
+import { dlopen, FFIType, JSCallback, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
+import { NativeError, UcxUnavailableError } from "../errors.ts";
+import { off, size, UCP } from "./ucp-layout.ts";
+
+const P = FFIType.ptr;
+const S = FFIType.i8; // ucs_status_t
+const SP = FFIType.i64_fast; // ucs_status_ptr_t
+const U64 = FFIType.u64;
+
+const ucpSymbols = {
+  ucp_config_read: { args: [P, P, P], returns: S },
+  ucp_config_release: { args: [P], returns: FFIType.void },
+  ucp_init_version: { args: [FFIType.u32, FFIType.u32, P, P, P], returns: S },
+  ucp_cleanup: { args: [P], returns: FFIType.void },
+  ucp_worker_create: { args: [P, P, P], returns: S },
+  ucp_worker_destroy: { args: [P], returns: FFIType.void },
+  ucp_worker_progress: { args: [P], returns: FFIType.u32 },
+  ucp_worker_get_efd: { args: [P, P], returns: S },
+  ucp_worker_arm: { args: [P], returns: S },
+  ucp_worker_set_am_recv_handler: { args: [P, P], returns: S },
+  ucp_listener_create: { args: [P, P, P], returns: S },
+  ucp_listener_query: { args: [P, P], returns: S },
+  ucp_listener_destroy: { args: [P], returns: FFIType.void },
+  ucp_listener_reject: { args: [P, P], returns: S },
+  ucp_ep_create: { args: [P, P, P], returns: S },
+  ucp_ep_close_nbx: { args: [P, P], returns: SP },
+  ucp_request_check_status: { args: [P], returns: S },
+  ucp_request_free: { args: [P], returns: FFIType.void },
+  ucp_am_send_nbx: { args: [P, FFIType.u32, P, U64, P, U64, P], returns: SP },
+  ucp_am_recv_data_nbx: { args: [P, P, P, U64, P], returns: SP },
+  ucp_am_data_release: { args: [P, P], returns: FFIType.void },
+  ucp_mem_map: { args: [P, P, P], returns: S },
+  ucp_mem_unmap: { args: [P, P], returns: S },
+  ucp_mem_query: { args: [P, P], returns: S },
+  ucp_rkey_pack: { args: [P, P, P, P], returns: S },
+  ucp_rkey_buffer_release: { args: [P], returns: FFIType.void },
+  ucp_ep_rkey_unpack: { args: [P, P, P], returns: S },
+  ucp_rkey_destroy: { args: [P], returns: FFIType.void },
+  ucp_put_nbx: { args: [P, P, U64, U64, P, P], returns: SP },
+  ucp_get_nbx: { args: [P, P, U64, U64, P, P], returns: SP },
+  ucp_atomic_op_nbx: { args: [P, FFIType.i32, P, U64, U64, P, P], returns: SP },
+} as const;
+
+type UcpSyms = ReturnType<typeof dlopen<typeof ucpSymbols>>["symbols"];
+let C: UcpSyms | null = null;
+let statusString: ((s: number) => string) | null = null;
+let unavailable: string | null | undefined;
+
+/** Null when libucp loads, else why not. Loads once. */
+export function ucpUnavailableReason(): string | null {
+  if (unavailable !== undefined) return unavailable;
+  const ucpPath = process.env.HOTPATH_LIBUCP || "libucp.so.0";
+  const ucsPath = process.env.HOTPATH_LIBUCS || "libucs.so.0";
+  try {
+    C = dlopen(ucpPath, ucpSymbols).symbols;
+    const ucs = dlopen(ucsPath, { ucs_status_string: { args: [S], returns: FFIType.cstring } }).symbols;
+    statusString = (s) => String(ucs.ucs_status_string(s));
+    unavailable = null;
+  } catch (e) {
+    unavailable = `cannot load ${ucpPath} (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); install the Debian package libucx0`;
+  }
+  return unavailable;
+}
+
+function lib(): UcpSyms {
+  const why = ucpUnavailableReason();
+  if (why !== null) throw new UcxUnavailableError(why);
+  return C!;
+}
+
+export class UcxError extends NativeError {
+  readonly status: number;
+  constructor(operation: string, status: number) {
+    super(operation, status, `${statusString ? statusString(status) : "UCX error"} (ucs_status ${status})`);
+    this.status = status;
+  }
+}
+
+function check(operation: string, status: number): void {
+  if (status !== UCP.UCS_OK) throw new UcxError(operation, status);
+}
+
+const EMPTY = new Uint8Array(0);
+
+/** Copies `len` bytes at native address `p` (UCX memory valid during a callback) into a new array. */
+export function copyOut(p: number, len: number): Uint8Array {
+  if (len === 0) return EMPTY;
+  return new Uint8Array(toArrayBuffer(p as Pointer, 0, len)).slice();
+}
+
+/** A status pointer: 0 done, a negative status, or a request address. */
+export const isStatusError = (sp: number) => sp < 0 && sp >= -100;
+
+/** A reusable zeroed struct in JS memory, handed to C by pointer. */
+class Struct {
+  readonly bytes: Uint8Array;
+  readonly dv: DataView;
+  readonly p: Pointer;
+  constructor(sizeBytes: number) {
+    this.bytes = new Uint8Array(sizeBytes);
+    this.dv = new DataView(this.bytes.buffer);
+    this.p = ptr(this.bytes);
+  }
+  clear(): this {
+    this.bytes.fill(0);
+    return this;
+  }
+  u64(at: number, v: number | bigint): this {
+    this.dv.setBigUint64(at, BigInt(v), true);
+    return this;
+  }
+  u32(at: number, v: number): this {
+    this.dv.setUint32(at, v >>> 0, true);
+    return this;
+  }
+  ptrAt(at: number, p: number | Pointer | null): this {
+    this.dv.setBigUint64(at, BigInt(p ?? 0), true);
+    return this;
+  }
+}
+
+/** One out-pointer slot (`T**` arguments). */
+class Out {
+  private readonly cell = new BigUint64Array(1);
+  readonly p: Pointer = ptr(this.cell);
+  get value(): number {
+    return Number(this.cell[0]);
+  }
+}
+
+/** Builds a sockaddr_in for an IPv4 host and port. */
+export function sockaddrIn(host: string, port: number): Uint8Array {
+  const parts = host.split(".").map(Number);
+  if (parts.length !== 4 || parts.some((x) => !(x >= 0 && x <= 255))) {
+    throw new NativeError("sockaddr", 0, `"${host}" is not an IPv4 address (ucx needs a numeric IPv4 host)`);
+  }
+  const sa = new Uint8Array(size("struct sockaddr_in"));
+  const dv = new DataView(sa.buffer);
+  dv.setUint16(off("struct sockaddr_in.sin_family"), 2, true); // AF_INET
+  dv.setUint16(off("struct sockaddr_in.sin_port"), port, false); // network order
+  sa.set(parts, off("struct sockaddr_in.sin_addr"));
+  return sa;
+}
+
+export class UcpContext {
+  handle: number;
+  private readonly workers = new Set<UcpWorker>();
+
+  private constructor(handle: number) {
+    this.handle = handle;
+  }
+
+  /** Context with Active Messages, RMA, 64-bit atomics and wakeup (event fd). Reads UCX_* environment config. */
+  static create(): UcpContext {
+    const c = lib();
+    const config = new Out();
+    check("ucp_config_read", c.ucp_config_read(null, null, config.p));
+    const params = new Struct(size("ucp_params_t"))
+      .u64(off("ucp_params_t.field_mask"), UCP.UCP_PARAM_FIELD_FEATURES)
+      .u64(off("ucp_params_t.features"), UCP.UCP_FEATURE_AM | UCP.UCP_FEATURE_RMA | UCP.UCP_FEATURE_AMO64 | UCP.UCP_FEATURE_WAKEUP);
+    const ctx = new Out();
+    const st = c.ucp_init_version(UCP.UCP_API_MAJOR, UCP.UCP_API_MINOR, params.p, config.value as Pointer, ctx.p);
+    c.ucp_config_release(config.value as Pointer);
+    check("ucp_init_version", st);
+    return new UcpContext(ctx.value);
+  }
+
+  createWorker(): UcpWorker {
+    const params = new Struct(size("ucp_worker_params_t"))
+      .u64(off("ucp_worker_params_t.field_mask"), UCP.UCP_WORKER_PARAM_FIELD_THREAD_MODE)
+      .u32(off("ucp_worker_params_t.thread_mode"), UCP.UCS_THREAD_MODE_SINGLE);
+    const out = new Out();
+    check("ucp_worker_create", lib().ucp_worker_create(this.handle as Pointer, params.p, out.p));
+    const w = new UcpWorker(this, out.value);
+    this.workers.add(w);
+    return w;
+  }
+
+  /** Allocates and registers `lenBytes` for remote access; `view` is the memory itself. */
+  memMap(lenBytes: number): UcpMemory {
+    const params = new Struct(size("ucp_mem_map_params_t"))
+      .u64(off("ucp_mem_map_params_t.field_mask"), UCP.UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP.UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP.UCP_MEM_MAP_PARAM_FIELD_FLAGS)
+      .ptrAt(off("ucp_mem_map_params_t.address"), null)
+      .u64(off("ucp_mem_map_params_t.length"), lenBytes)
+      .u32(off("ucp_mem_map_params_t.flags"), UCP.UCP_MEM_MAP_ALLOCATE);
+    const memh = new Out();
+    check("ucp_mem_map", lib().ucp_mem_map(this.handle as Pointer, params.p, memh.p));
+    const attr = new Struct(size("ucp_mem_attr_t")).u64(off("ucp_mem_attr_t.field_mask"), UCP.UCP_MEM_ATTR_FIELD_ADDRESS | UCP.UCP_MEM_ATTR_FIELD_LENGTH);
+    check("ucp_mem_query", lib().ucp_mem_query(memh.value as Pointer, attr.p));
+    const address = Number(attr.dv.getBigUint64(off("ucp_mem_attr_t.address"), true));
+    return new UcpMemory(this, memh.value, address, lenBytes);
+  }
+
+  close(): void {
+    if (this.handle === 0) return;
+    let clean = true;
+    for (const w of this.workers) clean = w.close() && clean;
+    if (!clean) return; // a worker UCX could not let go of keeps the context too
+    lib().ucp_cleanup(this.handle as Pointer);
+    this.handle = 0;
+  }
+}
+
+export class UcpMemory {
+  /** The registered bytes. Valid until close(); do not keep views past it. */
+  readonly view: Uint8Array;
+  private memh: number;
+
+  constructor(
+    private readonly ctx: UcpContext,
+    memh: number,
+    readonly address: number,
+    readonly lenBytes: number,
+  ) {
+    this.memh = memh;
+    this.view = new Uint8Array(toArrayBuffer(address as Pointer, 0, lenBytes));
+  }
+
+  /** The packed remote key a peer needs to reach this memory. */
+  packRkey(): Uint8Array {
+    const buf = new Out();
+    const len = new Out();
+    check("ucp_rkey_pack", lib().ucp_rkey_pack(this.ctx.handle as Pointer, this.memh as Pointer, buf.p, len.p));
+    const out = new Uint8Array(toArrayBuffer(buf.value as Pointer, 0, len.value)).slice();
+    lib().ucp_rkey_buffer_release(buf.value as Pointer);
+    return out;
+  }
+
+  close(): void {
+    if (this.memh === 0) return;
+    check("ucp_mem_unmap", lib().ucp_mem_unmap(this.ctx.handle as Pointer, this.memh as Pointer));
+    this.memh = 0;
+  }
+}
+
+/** Called for each Active Message: header and data point into UCX memory during the call only. */
+export type AmHandler = (header: number, headerLength: number, data: number, length: number, recvAttr: number, replyEp: number) => number;
+
+export class UcpWorker {
+  handle: number;
+  private readonly callbacks: JSCallback[] = [];
+  private readonly children = new Set<{ close(): void }>();
+  /** Completion callbacks of in-flight requests, by the id passed as user_data. */
+  private readonly pending = new Map<number, (status: number, length: number) => void>();
+  /**
+   * Memory UCX reads or writes until a request completes, by request id. Held here, as data:
+   * a closure that merely mentions a buffer does not reliably keep it alive (measured: JSC
+   * collected buffers referenced only as `void buf` inside a pending callback).
+   */
+  private readonly retained = new Map<number, unknown>();
+  /** Requests UCX returned, by id: freed once their callback ran (never before: a freed
+   * request gets no callback). */
+  private readonly requests = new Map<number, number>();
+  private readonly finished: number[] = [];
+  private nextId = 1;
+  private readonly sendCb: JSCallback;
+  private readonly recvCb: JSCallback;
+  /**
+   * Request-param structs: UCX may run callbacks (an AM handler that sends, a completion)
+   * inside an *_nbx call, so a struct is taken per call and given back after it returns.
+   */
+  private readonly params: Struct[] = [];
+  private readonly out = new Out();
+  /** One error callback for every endpoint; err_handler.arg says whose. */
+  private readonly errCb: JSCallback;
+  private readonly errHandlers = new Map<number, (status: number) => void>();
+  private nextErrId = 1;
+
+  constructor(
+    readonly ctx: UcpContext,
+    handle: number,
+  ) {
+    this.handle = handle;
+    this.sendCb = this.keep(
+      new JSCallback((_req: number, status: number, userData: number) => this.complete(userData, status, 0), {
+        args: [P, S, P],
+        returns: FFIType.void,
+      }),
+    );
+    this.errCb = this.keep(
+      new JSCallback((arg: number, _ep: number, status: number) => this.errHandlers.get(arg)?.(status), { args: [P, P, S], returns: FFIType.void }),
+    );
+    this.recvCb = this.keep(
+      new JSCallback((_req: number, status: number, length: number, userData: number) => this.complete(userData, status, length), {
+        args: [P, S, FFIType.u64_fast, P],
+        returns: FFIType.void,
+      }),
+    );
+  }
+
+  private keep(cb: JSCallback): JSCallback {
+    this.callbacks.push(cb);
+    return cb;
+  }
+
+  private complete(id: number, status: number, length: number): void {
+    const done = this.pending.get(id);
+    if (done === undefined) return;
+    this.pending.delete(id);
+    this.retained.delete(id);
+    const req = this.requests.get(id);
+    if (req !== undefined) {
+      this.requests.delete(id);
+      this.finished.push(req);
+    }
+    done(status, length);
+  }
+
+  /** Requests still in flight. */
+  get inFlight(): number {
+    return this.pending.size;
+  }
+
+  /** Drives UCX; callbacks run inside. Returns the number of events processed. */
+  progress(): number {
+    const n = lib().ucp_worker_progress(this.handle as Pointer);
+    if (this.finished.length > 0) this.freeFinished();
+    if (this.closing.size > 0) this.reapCloses();
+    return n;
+  }
+
+  /** Endpoint close requests still in progress. */
+  readonly closing = new Set<number>();
+
+  private reapCloses(): void {
+    const c = lib();
+    for (const req of this.closing) {
+      if (c.ucp_request_check_status(req as Pointer) !== UCP.UCS_INPROGRESS) {
+        c.ucp_request_free(req as Pointer);
+        this.closing.delete(req);
+      }
+    }
+  }
+
+  private freeFinished(): void {
+    const c = lib();
+    for (const req of this.finished) c.ucp_request_free(req as Pointer);
+    this.finished.length = 0;
+  }
+
+  /** The worker's event fd (readable when armed and an event arrives). */
+  eventFd(): number {
+    const fd = new Int32Array(1);
+    check("ucp_worker_get_efd", lib().ucp_worker_get_efd(this.handle as Pointer, ptr(fd)));
+    return fd[0]!;
+  }
+
+  /** Arms the event fd; false means events are pending (progress again before sleeping). */
+  arm(): boolean {
+    const st = lib().ucp_worker_arm(this.handle as Pointer);
+    if (st === UCP.UCS_OK) return true;
+    if (st === UCP.UCS_ERR_BUSY) return false;
+    throw new UcxError("ucp_worker_arm", st);
+  }
+
+  setAmHandler(id: number, handler: AmHandler): void {
+    const cb = this.keep(
+      new JSCallback(
+        (_arg: number, header: number, hlen: number, data: number, len: number, param: number) =>
+          handler(header, hlen, data, len, read.u32(param as Pointer, off("ucp_am_recv_param_t.recv_attr")), Number(read.ptr(param as Pointer, off("ucp_am_recv_param_t.reply_ep")))),
+        { args: [P, P, FFIType.u64_fast, P, FFIType.u64_fast, P], returns: S },
+      ),
+    );
+    const p = new Struct(size("ucp_am_handler_param_t"))
+      .u64(off("ucp_am_handler_param_t.field_mask"), UCP.UCP_AM_HANDLER_PARAM_FIELD_ID | UCP.UCP_AM_HANDLER_PARAM_FIELD_FLAGS | UCP.UCP_AM_HANDLER_PARAM_FIELD_CB)
+      .u32(off("ucp_am_handler_param_t.id"), id)
+      .u32(off("ucp_am_handler_param_t.flags"), UCP.UCP_AM_FLAG_WHOLE_MSG)
+      .ptrAt(off("ucp_am_handler_param_t.cb"), cb.ptr);
+    check("ucp_worker_set_am_recv_handler", lib().ucp_worker_set_am_recv_handler(this.handle as Pointer, p.p));
+  }
+
+  /** Listens on host:port (0: any free port); `onConnRequest` gets each connection request. */
+  listen(host: string, port: number, onConnRequest: (connRequest: number) => void): UcpListener {
+    const cb = this.keep(new JSCallback((req: number) => onConnRequest(req), { args: [P, P], returns: FFIType.void }));
+    const sa = sockaddrIn(host, port);
+    const params = new Struct(size("ucp_listener_params_t"))
+      .u64(off("ucp_listener_params_t.field_mask"), UCP.UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP.UCP_LISTENER_PARAM_FIELD_CONN_HANDLER)
+      .ptrAt(off("ucp_listener_params_t.sockaddr.addr"), ptr(sa))
+      .u32(off("ucp_listener_params_t.sockaddr.addrlen"), sa.length)
+      .ptrAt(off("ucp_listener_params_t.conn_handler.cb"), cb.ptr);
+    const out = new Out();
+    check(`ucp_listener_create(${host}:${port})`, lib().ucp_listener_create(this.handle as Pointer, params.p, out.p));
+    const attr = new Struct(size("ucp_listener_attr_t")).u64(off("ucp_listener_attr_t.field_mask"), UCP.UCP_LISTENER_ATTR_FIELD_SOCKADDR);
+    check("ucp_listener_query", lib().ucp_listener_query(out.value as Pointer, attr.p));
+    const boundPort = attr.dv.getUint16(off("ucp_listener_attr_t.sockaddr") + off("struct sockaddr_in.sin_port"), false);
+    const l = new UcpListener(this, out.value, boundPort);
+    this.children.add(l);
+    return l;
+  }
+
+  /**
+   * An endpoint: to `host:port` (client side), or for `connRequest` (server side). `onError`
+   * runs (inside progress) when UCX reports the peer failed; `peerErrors` asks UCX for peer
+   * failure detection (UCP_ERR_HANDLING_MODE_PEER, which in UCX 1.13 gives up shared memory).
+   */
+  connect(target: { host: string; port: number } | { connRequest: number }, peerErrors: boolean, onError: (status: number) => void): UcpEndpoint {
+    const errId = this.nextErrId++;
+    this.errHandlers.set(errId, onError);
+    const p = new Struct(size("ucp_ep_params_t"));
+    let mask = UCP.UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP.UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+    p.u32(off("ucp_ep_params_t.err_mode"), peerErrors ? UCP.UCP_ERR_HANDLING_MODE_PEER : UCP.UCP_ERR_HANDLING_MODE_NONE);
+    p.ptrAt(off("ucp_ep_params_t.err_handler.cb"), this.errCb.ptr);
+    p.ptrAt(off("ucp_ep_params_t.err_handler.arg"), errId);
+    let sa: Uint8Array | null = null;
+    if ("connRequest" in target) {
+      mask |= UCP.UCP_EP_PARAM_FIELD_CONN_REQUEST;
+      p.ptrAt(off("ucp_ep_params_t.conn_request"), target.connRequest);
+    } else {
+      sa = sockaddrIn(target.host, target.port);
+      mask |= UCP.UCP_EP_PARAM_FIELD_FLAGS | UCP.UCP_EP_PARAM_FIELD_SOCK_ADDR;
+      p.u32(off("ucp_ep_params_t.flags"), UCP.UCP_EP_PARAMS_FLAGS_CLIENT_SERVER);
+      p.ptrAt(off("ucp_ep_params_t.sockaddr.addr"), ptr(sa));
+      p.u32(off("ucp_ep_params_t.sockaddr.addrlen"), sa.length);
+    }
+    p.u64(off("ucp_ep_params_t.field_mask"), mask);
+    const st = lib().ucp_ep_create(this.handle as Pointer, p.p, this.out.p);
+    if (st !== UCP.UCS_OK) this.errHandlers.delete(errId);
+    check("ucp_ep_create", st);
+    const ep = new UcpEndpoint(this, this.out.value, errId);
+    this.children.add(ep);
+    return ep;
+  }
+
+  /**
+   * @internal registers a completion and the memory the request uses (kept alive until the
+   * completion runs); returns the id to pass as user_data.
+   */
+  track(done: (status: number, length: number) => void, ...memory: unknown[]): number {
+    const id = this.nextId++;
+    if (this.nextId > 0x7fffffff) this.nextId = 1;
+    this.pending.set(id, done);
+    if (memory.length > 0) this.retained.set(id, memory);
+    return id;
+  }
+
+  /** @internal a request param; give it back with putParams() once the call returned. */
+  takeParams(): Struct {
+    return (this.params.pop() ?? new Struct(size("ucp_request_param_t"))).clear();
+  }
+
+  /** @internal */
+  putParams(p: Struct): void {
+    this.params.push(p);
+  }
+
+  /** @internal a request param with the send callback and `id` as user data. */
+  sendParams(id: number, flags: number): Struct {
+    return this.takeParams()
+      .u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_CALLBACK | UCP.UCP_OP_ATTR_FIELD_USER_DATA | UCP.UCP_OP_ATTR_FIELD_FLAGS)
+      .u32(off("ucp_request_param_t.flags"), flags)
+      .ptrAt(off("ucp_request_param_t.cb"), this.sendCb.ptr)
+      .ptrAt(off("ucp_request_param_t.user_data"), id);
+  }
+
+  /**
+   * Rendezvous receive of an AM's data (`dataDesc` from the handler) into `buffer`, which must
+   * stay alive until `done` runs. Call from inside the AM handler.
+   */
+  amRecvData(dataDesc: number, buffer: Uint8Array, done: (status: number) => void): void {
+    const id = this.track((st) => done(st), buffer);
+    const p = this.takeParams()
+      .u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_CALLBACK | UCP.UCP_OP_ATTR_FIELD_USER_DATA)
+      .ptrAt(off("ucp_request_param_t.cb"), this.recvCb.ptr)
+      .ptrAt(off("ucp_request_param_t.user_data"), id);
+    const sp = lib().ucp_am_recv_data_nbx(this.handle as Pointer, dataDesc as Pointer, ptr(buffer), buffer.length, p.p);
+    this.putParams(p);
+    this.settle(Number(sp), id);
+  }
+
+  /** @internal after an *_nbx call: immediate completion, error, or a request to free. */
+  settle(sp: number, id: number): void {
+    if (sp === 0) return this.complete(id, UCP.UCS_OK, 0);
+    if (isStatusError(sp)) return this.complete(id, sp, 0);
+    // In flight: the callback runs when it completes; the request is freed after that.
+    this.requests.set(id, sp);
+  }
+
+  releaseAmData(data: number): void {
+    lib().ucp_am_data_release(this.handle as Pointer, data as Pointer);
+  }
+
+  /** @internal */
+  forget(child: { close(): void }, errId = 0): void {
+    this.children.delete(child);
+    if (errId !== 0) this.errHandlers.delete(errId);
+  }
+
+  /**
+   * Closes the endpoints and listeners, lets their closes finish (bounded by `graceMs`), and
+   * destroys the worker. Returns false when UCX still had endpoint closes in flight after the
+   * grace period: the worker is then left alive (destroying it would abort the process inside
+   * UCX), with its callbacks kept.
+   */
+  close(graceMs = 2000): boolean {
+    if (this.handle === 0) return true;
+    for (const c of [...this.children]) c.close();
+    const deadline = performance.now() + graceMs;
+    while (this.closing.size > 0 && performance.now() < deadline) this.progress();
+    for (const [id] of this.pending) this.complete(id, UCP.UCS_ERR_CANCELED, 0);
+    this.freeFinished();
+    if (this.closing.size > 0) return false;
+    lib().ucp_worker_destroy(this.handle as Pointer);
+    this.handle = 0;
+    for (const cb of this.callbacks.splice(0)) cb.close();
+    return true;
+  }
+}
+
+export class UcpListener {
+  private handle: number;
+  constructor(
+    private readonly worker: UcpWorker,
+    handle: number,
+    readonly port: number,
+  ) {
+    this.handle = handle;
+  }
+  close(): void {
+    if (this.handle === 0) return;
+    lib().ucp_listener_destroy(this.handle as Pointer);
+    this.handle = 0;
+    this.worker.forget(this);
+  }
+}
+
+export class UcpRkey {
+  constructor(private handle: number) {}
+  get ptr(): number {
+    return this.handle;
+  }
+  close(): void {
+    if (this.handle === 0) return;
+    lib().ucp_rkey_destroy(this.handle as Pointer);
+    this.handle = 0;
+  }
+}
+
+export class UcpEndpoint {
+  handle: number;
+  private readonly rkeys = new Set<UcpRkey>();
+
+  constructor(
+    readonly worker: UcpWorker,
+    handle: number,
+    private readonly errId: number,
+  ) {
+    this.handle = handle;
+  }
+
+  /**
+   * Sends an Active Message. `header` and `data` must stay untouched until `done` runs (it
+   * runs at once when UCX completed the send inside the call).
+   */
+  amSend(id: number, header: Uint8Array, data: Uint8Array | null, done: (status: number) => void): void {
+    const w = this.worker;
+    // header and data stay retained until UCX is done with them (it may replay a send queued
+    // during wire-up long after this call returned).
+    const rid = w.track((st) => done(st), header, data);
+    const p = w.sendParams(rid, UCP.UCP_AM_SEND_FLAG_REPLY);
+    const sp = lib().ucp_am_send_nbx(this.handle as Pointer, id, ptr(header), header.length, data && data.length > 0 ? ptr(data) : null, data ? data.length : 0, p.p);
+    w.putParams(p);
+    w.settle(Number(sp), rid);
+  }
+
+  rkeyUnpack(packed: Uint8Array): UcpRkey {
+    const out = new Out();
+    check("ucp_ep_rkey_unpack", lib().ucp_ep_rkey_unpack(this.handle as Pointer, ptr(packed), out.p));
+    const k = new UcpRkey(out.value);
+    this.rkeys.add(k);
+    return k;
+  }
+
+  /** One-sided write of `buffer` to `remoteAddr`; `buffer` must stay untouched until `done`. */
+  put(buffer: Uint8Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
+    const w = this.worker;
+    const id = w.track((st) => done(st), buffer);
+    const p = w.sendParams(id, 0);
+    const sp = lib().ucp_put_nbx(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
+    w.putParams(p);
+    w.settle(Number(sp), id);
+  }
+
+  /** One-sided read into `buffer` from `remoteAddr`. */
+  get(buffer: Uint8Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
+    const w = this.worker;
+    const id = w.track((st) => done(st), buffer);
+    const p = w.sendParams(id, 0);
+    const sp = lib().ucp_get_nbx(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
+    w.putParams(p);
+    w.settle(Number(sp), id);
+  }
+
+  /**
+   * 64-bit compare-and-swap at `remoteAddr`: `swap` is written if the word equals the
+   * compare value in `result[0]`; `result[0]` receives the old value. Both arrays must stay
+   * untouched until `done`.
+   */
+  cas(swap: BigUint64Array, result: BigUint64Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
+    const w = this.worker;
+    const id = w.track((st) => done(st), swap, result);
+    const p = w.sendParams(id, 0);
+    const mask = UCP.UCP_OP_ATTR_FIELD_CALLBACK | UCP.UCP_OP_ATTR_FIELD_USER_DATA | UCP.UCP_OP_ATTR_FIELD_DATATYPE | UCP.UCP_OP_ATTR_FIELD_REPLY_BUFFER;
+    p.u32(off("ucp_request_param_t.op_attr_mask"), mask)
+      .u64(off("ucp_request_param_t.datatype"), (8 << UCP.UCP_DATATYPE_SHIFT) | UCP.UCP_DATATYPE_CONTIG)
+      .ptrAt(off("ucp_request_param_t.reply_buffer"), ptr(result));
+    const sp = lib().ucp_atomic_op_nbx(this.handle as Pointer, UCP.UCP_ATOMIC_OP_CSWAP, ptr(swap), 1, remoteAddr, rkey.ptr as Pointer, p.p);
+    w.putParams(p);
+    w.settle(Number(sp), id);
+  }
+
+  /** Closes the endpoint (flushing unless `force`), progressing the worker until UCX is done. */
+  close(force = true): void {
+    if (this.handle === 0) return;
+    for (const k of this.rkeys) k.close();
+    this.rkeys.clear();
+    const p = this.worker.takeParams().u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_FLAGS).u32(off("ucp_request_param_t.flags"), force ? UCP.UCP_EP_CLOSE_FLAG_FORCE : 0);
+    const sp = Number(lib().ucp_ep_close_nbx(this.handle as Pointer, p.p));
+    this.worker.putParams(p);
+    this.handle = 0;
+    // In progress: the worker finishes it (and frees the request) as it progresses.
+    if (sp !== 0 && !isStatusError(sp)) this.worker.closing.add(sp);
+    this.worker.forget(this, this.errId);
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * One-sided memory access over UCX (the `rma` capability).
+ *
+ * The owner registers a region (`conn.registerMemory(len)`), sends its `descriptor()` to the
+ * peer over the RPC channel, and keeps it alive; the peer attaches (`conn.attachRegion(desc)`)
+ * and then reads, writes and compare-and-swaps without involving the owner's CPU:
+ *
+ *   const remote = conn.attachRegion(await client.request(GET_REGION));
+ *   await remote.put(0, bytes);  const back = await remote.get(0, bytes.length);
+ *   const { swapped, value } = await remote.cas(64, 0n, 42n);
+ *
+ * Every access is checked against the advertised length before it reaches UCX (UsageError),
+ * CAS needs an 8-byte aligned offset. Descriptor layout: u64 address, u64 length, u32 rkey
+ * length, packed rkey bytes (little-endian).
+ */
+
+import { ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
+import { UCP } from "../ffi/ucp-layout.ts";
+import { UcxError, type UcpMemory, type UcpRkey } from "../ffi/ucp.ts";
+import type { UcxConnection } from "./connection.ts";
+import type { UcxRuntime } from "./runtime.ts";
+
+const DESC_FIXED = 20;
+
+export class LocalRegion {
+  private mem: UcpMemory | null;
+  /** The registered bytes; the peer reads and writes them one-sided. */
+  readonly view: Uint8Array;
+  readonly lenBytes: number;
+
+  constructor(rt: UcxRuntime, lenBytes: number) {
+    if (!Number.isInteger(lenBytes) || lenBytes <= 0) throw new UsageError(`ucx registerMemory: length ${lenBytes} must be a positive integer`);
+    this.mem = rt.ctx.memMap(lenBytes);
+    this.view = this.mem.view;
+    this.lenBytes = lenBytes;
+  }
+
+  /** Bytes a peer passes to attachRegion(). */
+  descriptor(): Uint8Array {
+    if (this.mem === null) throw new UsageError("ucx region is closed");
+    const rkey = this.mem.packRkey();
+    const out = new Uint8Array(DESC_FIXED + rkey.length);
+    const dv = new DataView(out.buffer);
+    dv.setBigUint64(0, BigInt(this.mem.address), true);
+    dv.setBigUint64(8, BigInt(this.lenBytes), true);
+    dv.setUint32(16, rkey.length, true);
+    out.set(rkey, DESC_FIXED);
+    return out;
+  }
+
+  close(): void {
+    this.mem?.close();
+    this.mem = null;
+  }
+}
+
+export interface CasResult {
+  /** The swap happened (the word held the compare value). */
+  swapped: boolean;
+  /** The word's value before the operation. */
+  value: bigint;
+}
+
+export class RemoteRegion {
+  readonly address: number;
+  readonly lenBytes: number;
+  private rkey: UcpRkey | null;
+
+  constructor(
+    private readonly conn: UcxConnection,
+    descriptor: Uint8Array,
+  ) {
+    if (descriptor.length < DESC_FIXED) throw new ProtocolError(`ucx region descriptor of ${descriptor.length} bytes is too short`);
+    const dv = new DataView(descriptor.buffer, descriptor.byteOffset, descriptor.byteLength);
+    this.address = Number(dv.getBigUint64(0, true));
+    this.lenBytes = Number(dv.getBigUint64(8, true));
+    const rkeyLen = dv.getUint32(16, true);
+    if (DESC_FIXED + rkeyLen !== descriptor.length) throw new ProtocolError(`ucx region descriptor: rkey of ${rkeyLen} bytes, descriptor has ${descriptor.length - DESC_FIXED}`);
+    this.rkey = conn.ep.rkeyUnpack(descriptor.subarray(DESC_FIXED));
+  }
+
+  private check(op: string, offset: number, len: number): UcpRkey {
+    if (this.rkey === null || this.conn.closed) throw new TransportClosedError(`ucx ${op}: the connection to ${this.conn.peer} is closed`);
+    if (!Number.isInteger(offset) || !Number.isInteger(len) || offset < 0 || len < 0 || offset + len > this.lenBytes) {
+      throw new UsageError(`ucx ${op}: bytes [${offset}, ${offset + len}) are outside the remote region of ${this.lenBytes} bytes`);
+    }
+    return this.rkey;
+  }
+
+  private run(op: string, start: (done: (status: number) => void) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      start((status) => {
+        if (status === UCP.UCS_OK) resolve();
+        else reject(this.conn.closed ? new TransportClosedError(`ucx ${op}: the connection to ${this.conn.peer} closed`) : new UcxError(`ucx ${op}`, status));
+      });
+      this.conn.rt.sent();
+    });
+  }
+
+  /** Reads `len` bytes at `offset` of the remote region. */
+  async get(offset: number, len: number): Promise<Uint8Array> {
+    const rkey = this.check("get", offset, len);
+    const buf = new Uint8Array(len);
+    await this.run("get", (done) => this.conn.ep.get(buf, this.address + offset, rkey, done));
+    return buf;
+  }
+
+  /** Writes `bytes` at `offset` of the remote region (copied before it returns). */
+  put(offset: number, bytes: Uint8Array): Promise<void> {
+    let rkey: UcpRkey;
+    try {
+      rkey = this.check("put", offset, bytes.length);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const own = bytes.slice();
+    return this.run("put", (done) => this.conn.ep.put(own, this.address + offset, rkey, done));
+  }
+
+  /** 64-bit compare-and-swap of the word at `offset` (8-byte aligned). */
+  async cas(offset: number, compare: bigint, swap: bigint): Promise<CasResult> {
+    const rkey = this.check("cas", offset, 8);
+    if (offset % 8 !== 0) throw new UsageError(`ucx cas: offset ${offset} is not 8-byte aligned`);
+    const swapBuf = new BigUint64Array([BigInt.asUintN(64, swap)]);
+    const result = new BigUint64Array([BigInt.asUintN(64, compare)]);
+    await this.run("cas", (done) => this.conn.ep.cas(swapBuf, result, this.address + offset, rkey, done));
+    return { swapped: result[0] === BigInt.asUintN(64, compare), value: result[0]! };
+  }
+
+  close(): void {
+    this.rkey?.close();
+    this.rkey = null;
+  }
+}
