@@ -605,19 +605,19 @@ export class UcpEndpoint {
   }
 
   /**
-   * 64-bit compare-and-swap at `remoteAddr`: `swap` is written if the word equals the
-   * compare value in `result[0]`; `result[0]` receives the old value. Both arrays must stay
-   * untouched until `done`.
+   * 64-bit compare-and-swap at `remoteAddr` (UCX's CSWAP: Result=Y; if X==Y then Y=Z, with X
+   * in `compare[0]`, Z in `swapIn[0]`, and the old value Y written back into `swapIn[0]`).
+   * Both arrays must stay untouched until `done`.
    */
-  cas(swap: BigUint64Array, result: BigUint64Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
+  cas(compare: BigUint64Array, swapIn: BigUint64Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
     const w = this.worker;
-    const id = w.track((st) => done(st), swap, result);
+    const id = w.track((st) => done(st), compare, swapIn);
     const p = w.sendParams(id, 0);
     const mask = UCP.UCP_OP_ATTR_FIELD_CALLBACK | UCP.UCP_OP_ATTR_FIELD_USER_DATA | UCP.UCP_OP_ATTR_FIELD_DATATYPE | UCP.UCP_OP_ATTR_FIELD_REPLY_BUFFER;
     p.u32(off("ucp_request_param_t.op_attr_mask"), mask)
       .u64(off("ucp_request_param_t.datatype"), (8 << UCP.UCP_DATATYPE_SHIFT) | UCP.UCP_DATATYPE_CONTIG)
-      .ptrAt(off("ucp_request_param_t.reply_buffer"), ptr(result));
-    const sp = lib().ucp_atomic_op_nbx(this.handle as Pointer, UCP.UCP_ATOMIC_OP_CSWAP, ptr(swap), 1, remoteAddr, rkey.ptr as Pointer, p.p);
+      .ptrAt(off("ucp_request_param_t.reply_buffer"), ptr(swapIn));
+    const sp = lib().ucp_atomic_op_nbx(this.handle as Pointer, UCP.UCP_ATOMIC_OP_CSWAP, ptr(compare), 1, remoteAddr, rkey.ptr as Pointer, p.p);
     w.putParams(p);
     w.settle(Number(sp), id);
   }

@@ -79,6 +79,10 @@ function candidates(url: string, fallback: string[]): string[] {
   return out;
 }
 
+function unavailableError(factory: TransportFactory, reason: string): HotpathError {
+  return factory.unavailableError ? factory.unavailableError(reason) : new TransportUnavailableError(factory.scheme, reason);
+}
+
 export async function connect(url: string, opts: ConnectOptions = {}): Promise<ChosenConnection> {
   const skipped: SkippedTransport[] = [];
   for (const candidate of candidates(url, opts.fallback ?? [])) {
@@ -86,7 +90,7 @@ export async function connect(url: string, opts: ConnectOptions = {}): Promise<C
     const factory = factoryFor(u);
     const unavailable = factory.unavailableReason();
     if (unavailable !== null) {
-      skipped.push({ url: candidate, reason: unavailable, error: new TransportUnavailableError(factory.scheme, unavailable) });
+      skipped.push({ url: candidate, reason: unavailable, error: unavailableError(factory, unavailable) });
       continue;
     }
     try {
@@ -106,6 +110,6 @@ export async function listen(url: string, opts: ListenOptions = {}): Promise<Lis
   const u = parseUrl(url);
   const factory = factoryFor(u);
   const unavailable = factory.unavailableReason();
-  if (unavailable !== null) throw new TransportUnavailableError(factory.scheme, unavailable);
+  if (unavailable !== null) throw unavailableError(factory, unavailable);
   return factory.listen(u, opts);
 }

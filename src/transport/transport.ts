@@ -165,6 +165,8 @@ export interface TransportFactory {
   readonly scheme: string;
   /** Null when the transport can run here, else the reason it cannot. */
   unavailableReason(): string | null;
+  /** The typed error for that reason (default: TransportUnavailableError). */
+  unavailableError?(reason: string): HotpathError;
   connect(url: URL, opts: ConnectOptions): Promise<Connection>;
   listen(url: URL, opts: ListenOptions): Promise<Listener>;
 }

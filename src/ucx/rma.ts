@@ -121,10 +121,11 @@ export class RemoteRegion {
   async cas(offset: number, compare: bigint, swap: bigint): Promise<CasResult> {
     const rkey = this.check("cas", offset, 8);
     if (offset % 8 !== 0) throw new UsageError(`ucx cas: offset ${offset} is not 8-byte aligned`);
-    const swapBuf = new BigUint64Array([BigInt.asUintN(64, swap)]);
-    const result = new BigUint64Array([BigInt.asUintN(64, compare)]);
-    await this.run("cas", (done) => this.conn.ep.cas(swapBuf, result, this.address + offset, rkey, done));
-    return { swapped: result[0] === BigInt.asUintN(64, compare), value: result[0]! };
+    const cmp = new BigUint64Array([BigInt.asUintN(64, compare)]);
+    const swapInOldOut = new BigUint64Array([BigInt.asUintN(64, swap)]);
+    await this.run("cas", (done) => this.conn.ep.cas(cmp, swapInOldOut, this.address + offset, rkey, done));
+    const old = swapInOldOut[0]!;
+    return { swapped: old === cmp[0], value: old };
   }
 
   close(): void {

@@ -135,6 +135,7 @@ export async function ucxListen(url: URL, opts: ListenOptions): Promise<Listener
 export const ucxTransport: TransportFactory = {
   scheme: "ucx",
   unavailableReason: () => UcxRuntime.unavailableReason(),
+  unavailableError: (reason) => new UcxUnavailableError(reason),
   connect: ucxConnect,
   listen: ucxListen,
 };
