@@ -1,5 +1,5 @@
 /**
- * Echo servers for the shm / inproc benchmarks (method 1 echoes its data):
+ * Echo servers for the shm / inproc / ucx benchmarks (method 1 echoes its data):
  *   spin:  the hot-path server (poll / recv / reply) busy-polling in spin mode, yielding to the
  *          event loop every 2 ms so new connections are accepted;
  *   async: serve() with the default adaptive wait policy (event-loop delivery).
@@ -7,8 +7,24 @@
  * As a Worker: post {url, mode}; it posts {url} back when listening.
  */
 
-import { listen, serve, Server } from "../../src/index.ts";
+import { listen, serve, Server, type Connection } from "../../src/index.ts";
 import { ECHO_METHOD } from "./methods.ts";
+
+/** Method 2 (ucx only): the descriptor of a 4 KiB region registered for one-sided reads. */
+export const REGION_METHOD = 2;
+const regions = new WeakMap<object, Uint8Array>();
+function regionDescriptor(conn: Connection): Uint8Array {
+  let d = regions.get(conn);
+  if (d === undefined) {
+    const c = conn as Connection & { registerMemory?: (n: number) => { view: Uint8Array; descriptor(): Uint8Array } };
+    if (!c.registerMemory) return new Uint8Array(0);
+    const r = c.registerMemory(4096);
+    r.view.fill(7);
+    d = r.descriptor();
+    regions.set(conn, d);
+  }
+  return d;
+}
 
 export async function startSegmentServer(url: string, mode: "spin" | "async"): Promise<{ url: string; close(): void }> {
   if (mode === "async") {
@@ -25,7 +41,10 @@ export async function startSegmentServer(url: string, mode: "spin" | "async"): P
       while (Bun.nanoseconds() < end) {
         for (let i = 0; i < 64; i++) {
           server.poll();
-          for (let h = server.recv(); h !== null; h = server.recv()) h.reply(h.data);
+          for (let h = server.recv(); h !== null; h = server.recv()) {
+            if (h.method === REGION_METHOD) h.reply(regionDescriptor(h.session.conn));
+            else h.reply(h.data);
+          }
         }
       }
       await new Promise((r) => setImmediate(r));
