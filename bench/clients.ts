@@ -72,20 +72,21 @@ export async function rawTcpClient(url: string, framed = false): Promise<EchoCli
       out.shift();
     }
   };
-  sock = await Bun.connect({
-    hostname: u.hostname,
-    port: Number(u.port),
-    socket: {
-      data(_s, d) {
+  const handlers = {
+      data(_s: Socket<unknown>, d: Uint8Array) {
         received += d.length;
         const w = wake;
         wake = null;
         w?.();
       },
       drain: flush,
-    },
-  });
-  sock.setNoDelay(true);
+  };
+  if (u.protocol === "unix:") {
+    sock = await Bun.connect({ unix: `\0hotpath-bench-${u.host}`, socket: handlers });
+  } else {
+    sock = await Bun.connect({ hostname: u.hostname, port: Number(u.port), socket: handlers });
+    sock.setNoDelay(true);
+  }
   const send = (buf: Uint8Array) => {
     if (out.length > 0) out.push(buf);
     else {

@@ -21,13 +21,13 @@ const RAW_SHM = new URL("./peers/raw-shm.ts", import.meta.url).pathname;
 const ECHO_WORKER = new URL("./peers/echo-worker.ts", import.meta.url).href;
 
 /** A synchronous echo client (spin mode: no promise on the path). */
-interface SpinEcho {
+export interface SpinEcho {
   roundTrip(data: Uint8Array): void;
   burst(n: number, inFlight: number, data: Uint8Array): void;
   close(): void;
 }
 
-function rawShmClient(name: string): SpinEcho {
+export function rawShmClient(name: string): SpinEcho {
   const m = ShmMapping.open(name, TOTAL_BYTES);
   shmUnlink(name); // both sides have it mapped
   const w = new Int32Array(m.buffer);
@@ -68,7 +68,7 @@ function rawShmClient(name: string): SpinEcho {
   };
 }
 
-async function hotpathSpinClient(url: string): Promise<SpinEcho> {
+export async function hotpathSpinClient(url: string): Promise<SpinEcho> {
   const conn = await connect(url, { wait: { mode: "spin", spinNs: 0 } });
   const c = new Client<number>(conn, { window: 256 });
   let done = 0;
@@ -150,7 +150,7 @@ async function asyncFigures(call: (data?: Uint8Array) => Promise<unknown>, quick
   return { backToBackUs: b2b.p50 / 1e3, idleWokenUs: idle[idle.length >> 1]! / 1e3, big8PerSec };
 }
 
-function workerStart(url: string, mode: "spin" | "async"): Promise<{ url: string; worker: Worker }> {
+export function workerServer(url: string, mode: "spin" | "async"): Promise<{ url: string; worker: Worker }> {
   const worker = new Worker(SEGMENT_SERVER);
   return new Promise((resolve) => {
     worker.onmessage = (e) => resolve({ url: e.data.url, worker });
@@ -186,7 +186,7 @@ export async function runShmBench(quick: boolean, log: (s: string) => void = () 
   await spin.stop();
 
   log("inproc, spin mode (server in a Worker)");
-  const iw = await workerStart(`inproc://bench-spin-${tag}`, "spin");
+  const iw = await workerServer(`inproc://bench-spin-${tag}`, "spin");
   const ic = await hotpathSpinClient(iw.url);
   out.inprocSpin = await spinFigures(ic, quick);
   ic.close();
@@ -218,7 +218,7 @@ export async function runShmBench(quick: boolean, log: (s: string) => void = () 
   await as.stop();
 
   log("inproc, async mode (server in a Worker)");
-  const aw = await workerStart(`inproc://bench-async-${tag}`, "async");
+  const aw = await workerServer(`inproc://bench-async-${tag}`, "async");
   const aic = new Client(await connect(aw.url));
   out.inprocAsync = await asyncFigures((data = small) => aic.request(ECHO_METHOD, data), quick);
   aic.close();

@@ -27,7 +27,7 @@ export interface UcxFigures {
 }
 
 /** ucx_perftest am_lat round trip (2 × its one-way p50), or null when it is not installed. */
-async function perftest(tls: string, quick: boolean): Promise<number | null> {
+export async function perftestRtt(tls: string, quick: boolean): Promise<number | null> {
   if (Bun.which("ucx_perftest") === null) return null;
   const port = String(20000 + (process.pid % 20000));
   const env = { ...process.env, UCX_TLS: tls };
@@ -51,7 +51,7 @@ export async function runUcxBench(quick: boolean, log: (s: string) => void = () 
   const out: UcxFigures[] = [];
   for (const [label, tls] of [["tcp", "tcp,self"], ["shm", "shm,self"]] as const) {
     log(`ucx over ${label}: ucx_perftest reference`);
-    const perftestRttUs = await perftest(tls, quick);
+    const perftestRttUs = await perftestRtt(tls, quick);
     log(`ucx over ${label}: hotpath`);
     process.env.UCX_TLS = tls === "shm,self" ? "shm,self,tcp" : tls; // tcp for the connection manager
     const server = await startPeer([SEGMENT_SERVER, "ucx://127.0.0.1:0", "spin"], { UCX_TLS: process.env.UCX_TLS });

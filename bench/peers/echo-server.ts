@@ -4,6 +4,8 @@
  *   bun bench/peers/echo-server.ts raw-tcp HOST     raw Bun socket: writes back every byte it reads
  *   bun bench/peers/echo-server.ts raw-framed HOST  raw Bun socket, u32-length-prefixed messages,
  *                                                    one write() per response (a hand-rolled server)
+ *   bun bench/peers/echo-server.ts raw-framed-fixed HOST:PORT   the same on a fixed port (across nodes)
+ * For the raw modes HOST may be `unix:NAME`: an abstract Unix socket instead of TCP.
  * Prints {"url": ...} when ready; exits when stdin closes.
  */
 
@@ -20,8 +22,8 @@ if (mode === "hotpath") {
   const s = await serve(where!, { [ECHO_METHOD]: (h) => h.data });
   url = s.url;
   close = () => s.close();
-} else if (mode === "raw-tcp" || mode === "raw-framed") {
-  const framed = mode === "raw-framed";
+} else if (mode === "raw-tcp" || mode === "raw-framed" || mode === "raw-framed-fixed") {
+  const framed = mode !== "raw-tcp";
   // Pending output per socket: Bun's write() takes what the kernel accepts and returns the count.
   const pending = new Map<Socket<unknown>, Uint8Array[]>();
   const flush = (s: Socket<unknown>) => {
@@ -59,26 +61,32 @@ if (mode === "hotpath") {
     if (p < buf.length) partial.set(s, buf.slice(p));
     else partial.delete(s);
   };
-  const l = Bun.listen({
-    hostname: where!,
-    port: 0,
-    socket: {
-      open(s) {
-        s.setNoDelay(true);
+  const unixName = where!.startsWith("unix:") ? where!.slice(5) : null;
+  const handlers = {
+      open(s: Socket<unknown>) {
+        if (unixName === null) s.setNoDelay(true);
         pending.set(s, []);
       },
-      data(s, d) {
+      data(s: Socket<unknown>, d: Uint8Array) {
         if (framed) return frames(s, d);
         write(s, d);
       },
       drain: flush,
-      close(s) {
+      close(s: Socket<unknown>) {
         pending.delete(s);
       },
-    },
-  });
-  url = `tcp://${where}:${l.port}`;
-  close = () => l.stop(true);
+  };
+  if (unixName !== null) {
+    const l = Bun.listen({ unix: `\0hotpath-bench-${unixName}`, socket: handlers });
+    url = `unix://${unixName}`;
+    close = () => l.stop(true);
+  } else {
+    // raw-framed-fixed takes HOST:PORT (across nodes); the others pick a free port.
+    const [hostname, fixedPort] = mode === "raw-framed-fixed" ? where!.split(":") : [where!, "0"];
+    const l = Bun.listen({ hostname: hostname!, port: Number(fixedPort), socket: handlers });
+    url = `tcp://${hostname}:${l.port}`;
+    close = () => l.stop(true);
+  }
 } else {
   throw new Error(`echo-server: unknown mode "${mode}" (hotpath | raw-tcp)`);
 }
