@@ -54,7 +54,7 @@ export function table(report: Report): string {
       r.label,
       fmtUs(r.p50Us),
       Number.isFinite(r.p99Us) ? fmtUs(r.p99Us) : "-",
-      r.reference === r.id ? "(itself)" : (ref?.label ?? r.reference),
+      r.reference === r.id ? "(itself)" : (ref?.label ?? `${r.reference} (not run)`),
       refP50 ? `${(r.p50Us / refP50).toFixed(2)}x` : "-",
       ...report.options.sizes.filter((s) => s !== 32).map((s) => (r.sizes[s] !== undefined ? fmtUs(r.sizes[s]!) : "-")),
       ...report.options.inflight.map((n) => (r.inflight[n] !== undefined ? fmtRate(r.inflight[n]!) : "-")),
