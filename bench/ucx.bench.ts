@@ -26,22 +26,54 @@ export interface UcxFigures {
   rmaGetUs: number;
 }
 
-/** ucx_perftest am_lat round trip (2 × its one-way p50), or null when it is not installed. */
+/** A TCP port nothing listens on right now. */
+function freePort(): number {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = l.port;
+  l.stop(true);
+  return port;
+}
+
+/**
+ * ucx_perftest am_lat round trip (2 × its one-way p50), or null when it is not installed or
+ * does not finish within 30 s (both processes are killed then).
+ */
 export async function perftestRtt(tls: string, quick: boolean): Promise<number | null> {
   if (Bun.which("ucx_perftest") === null) return null;
-  const port = String(20000 + (process.pid % 20000));
+  const port = String(freePort());
   const env = { ...process.env, UCX_TLS: tls };
-  const server = Bun.spawn(["ucx_perftest", "-t", "ucp_am_lat", "-p", port], { env, stdout: "pipe", stderr: "pipe" });
+  // stdbuf -oL: perftest's stdout is a pipe here, and its "Waiting for connection" line must
+  // arrive before the client starts rather than at exit.
+  const lineBuffered = Bun.which("stdbuf") ? ["stdbuf", "-oL"] : [];
+  const server = Bun.spawn([...lineBuffered, "ucx_perftest", "-t", "ucp_am_lat", "-p", port], { env, stdout: "pipe", stderr: "ignore" });
+  let client: ReturnType<typeof Bun.spawn> | null = null;
+  const watchdog = setTimeout(() => {
+    server.kill(9);
+    client?.kill(9);
+  }, 30_000);
   try {
-    await Bun.sleep(300);
-    const client = Bun.spawn(["ucx_perftest", "127.0.0.1", "-t", "ucp_am_lat", "-p", port, "-s", "32", "-n", quick ? "20000" : "200000"], { env, stdout: "pipe", stderr: "pipe" });
-    const text = await new Response(client.stdout).text();
+    // Wait for "Waiting for connection..." so the client does not race the server's bind.
+    const reader = server.stdout.getReader();
+    let text = "";
+    if (lineBuffered.length === 0) await Bun.sleep(500);
+    while (lineBuffered.length > 0 && !text.includes("Waiting for connection")) {
+      const { value, done } = await reader.read();
+      if (done) return null;
+      text += new TextDecoder().decode(value);
+    }
+    // Keep draining the server's output so it never blocks on a full pipe.
+    void (async () => {
+      while (!(await reader.read()).done) {
+        // discard
+      }
+    })().catch(() => {});
+    client = Bun.spawn(["ucx_perftest", "127.0.0.1", "-t", "ucp_am_lat", "-p", port, "-s", "32", "-n", quick ? "20000" : "200000"], { env, stdout: "pipe", stderr: "ignore" });
+    const out = await new Response(client.stdout as ReadableStream).text();
     await client.exited;
-    const final = text.split("\n").find((l) => l.startsWith("Final:"));
-    if (!final) return null;
-    const oneWayP50 = Number(final.trim().split(/\s+/)[2]);
-    return 2 * oneWayP50;
+    const final = out.split("\n").find((l) => l.startsWith("Final:"));
+    return final ? 2 * Number(final.trim().split(/\s+/)[2]) : null;
   } finally {
+    clearTimeout(watchdog);
     server.kill(9);
     await server.exited;
   }
