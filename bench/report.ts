@@ -70,7 +70,8 @@ export function table(report: Report): string {
 
 // ---------------------------------------------------------------- charts
 
-const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5"];
+/** Twenty distinct colours: every row of a full run gets its own. */
+const PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#000000", "#aec7e8", "#ff9896", "#98df8a", "#c5b0d5", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"];
 
 interface Series {
   name: string;
@@ -124,8 +125,8 @@ function chart(title: string, xLabel: string, yLabel: string, series: Series[], 
     const pts = s.points.filter((p) => p[1] > 0).sort((a, b) => a[0] - b[0]);
     if (pts.length === 0) return;
     const d = pts.map((p) => `${px(p[0]).toFixed(1)},${py(p[1]).toFixed(1)}`).join(" ");
-    parts.push(`<polyline points="${d}" fill="none" stroke="${color}" stroke-width="2.2"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`);
-    for (const p of pts) parts.push(`<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="3" fill="${color}"/>`);
+    parts.push(`<polyline points="${d}" fill="none" stroke="${color}" stroke-width="${s.dashed ? 1.8 : 3}"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`);
+    for (const p of pts) parts.push(`<circle cx="${px(p[0]).toFixed(1)}" cy="${py(p[1]).toFixed(1)}" r="${pts.length === 1 ? 5 : 3}" fill="${color}"/>`);
     const ly = T + 8 + i * 22;
     parts.push(`<line x1="${W - R + 16}" x2="${W - R + 46}" y1="${ly}" y2="${ly}" stroke="${color}" stroke-width="2.5"${s.dashed ? ' stroke-dasharray="6 4"' : ""}/>`);
     parts.push(`<text x="${W - R + 52}" y="${ly + 4}" font-size="12">${esc(s.name)}</text>`);
@@ -140,7 +141,7 @@ const tickUs = (v: number) => (v >= 1000 ? `${trim(v / 1000)} ms` : `${trim(v)} 
 const tickRate = (v: number) => (v >= 1e6 ? `${trim(v / 1e6)}M` : v >= 1e3 ? `${trim(v / 1e3)}k` : trim(v));
 
 export function charts(report: Report): { latency: string; throughput: string } {
-  const sub = `${report.machine.cpu}, ${report.machine.cores} cores, Bun ${report.machine.bun}, ${report.date.slice(0, 10)}. Dashed: references and other tools. Log scales.`;
+  const sub = `${report.machine.cpu}, ${report.machine.cores} cores, Bun ${report.machine.bun}, ${report.date.slice(0, 10)}. Solid: hotpath; dashed: references and other tools. Log scales.`;
   const series = (pick: (r: RowResult) => Array<[number, number]>) => report.rows.map((r) => ({ name: r.label, points: pick(r), dashed: r.kind !== "hotpath" }));
   const latency = chart(
     "Round-trip latency (p50) vs payload size — lower is better",
