@@ -33,7 +33,8 @@ export function machine(): Report["machine"] {
   let ucx: string | null = null;
   if (Bun.which("ucx_info")) {
     const r = Bun.spawnSync(["ucx_info", "-v"]);
-    ucx = r.stdout.toString().split("\n")[0]?.replace(/^#\s*/, "").trim() || null;
+    const v = r.stdout.toString().split("\n")[0]?.replace(/^#\s*(Version\s*)?/, "").trim();
+    ucx = v ? `UCX ${v}` : null;
   }
   return { cpu: c[0]?.model ?? "unknown", cores: c.length, kernel: `Linux ${release()}`, bun: Bun.version, ucx };
 }
