@@ -18,7 +18,7 @@ import type { Socket, UnixSocketListener } from "bun";
 import { ConnectError, HotpathError, ProtocolError } from "../errors.ts";
 import { ListenerBase } from "../listener-base.ts";
 import { SegmentConnection, type Signals } from "../shm/connection.ts";
-import { Handshake, HANDSHAKE_TIMEOUT_MS, listenError, segmentConfig, sessionName } from "../shm/handshake.ts";
+import { acceptHandshake, Handshake, HANDSHAKE_TIMEOUT_MS, listenError, openHandshake, refuseHandshake, segmentConfig, sessionName } from "../shm/handshake.ts";
 import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "../shm/layout.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 
@@ -139,12 +139,7 @@ class InprocListener extends ListenerBase<SegmentConnection> {
     this.server = Bun.listen<Handshake>({
       unix: `\0${channelName(name)}`,
       socket: {
-        open: (s) => {
-          s.data = new Handshake();
-          s.data.timer = setTimeout(() => {
-            if (!s.data.conn && s.readyState > 0) s.terminate();
-          }, HANDSHAKE_TIMEOUT_MS);
-        },
+        open: openHandshake,
         data: (s, chunk) => {
           if (s.data.conn) return;
           const line = s.data.line(chunk);
@@ -156,10 +151,7 @@ class InprocListener extends ListenerBase<SegmentConnection> {
             return void s.terminate();
           }
           if (hello.hello !== "hotpath-inproc" || typeof hello.id !== "string") return void s.terminate();
-          if (hello.version !== SEGMENT_VERSION) {
-            s.write(`${JSON.stringify({ error: `segment version ${hello.version}, this listener speaks ${SEGMENT_VERSION}` })}\n`);
-            return void s.end();
-          }
+          if (hello.version !== SEGMENT_VERSION) return refuseHandshake(s, `segment version ${hello.version}, this listener speaks ${SEGMENT_VERSION}`);
           const sab = this.segments.get(hello.id);
           if (sab) this.accept(s, hello.id, sab);
           else this.waitingSockets.set(hello.id, s);
@@ -199,13 +191,9 @@ class InprocListener extends ListenerBase<SegmentConnection> {
     try {
       conn = makeConnection("B", sab, s, `${this.url} (client)`, this.opts);
     } catch (e) {
-      s.write(`${JSON.stringify({ error: (e as Error).message })}\n`);
-      s.end();
-      return;
+      return refuseHandshake(s, (e as Error).message);
     }
-    s.data.conn = conn;
-    clearTimeout(s.data.timer);
-    s.write(`${JSON.stringify({ ok: true })}\n`);
+    acceptHandshake(s, conn);
     this.accepted(conn);
   }
 }

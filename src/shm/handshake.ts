@@ -3,6 +3,7 @@
  * a connect asks for, the per-socket handshake state, and line framing of the JSON handshake.
  */
 
+import type { Socket } from "bun";
 import { ConnectError, UsageError } from "../errors.ts";
 import type { ConnectOptions } from "../transport/transport.ts";
 import type { SegmentConnection } from "./connection.ts";
@@ -51,4 +52,25 @@ export function listenError(scheme: string, name: string, e: unknown, scope: str
   const msg = e instanceof Error ? e.message : String(e);
   const inUse = msg.includes("EADDRINUSE") || (e as { code?: string }).code === "EADDRINUSE";
   return new ConnectError(`${scheme} listen "${name}": ${inUse ? `a listener with this name already exists ${scope}` : msg}`, { cause: e });
+}
+
+/** Listener side: a new control socket gets its handshake state and a deadline to finish it. */
+export function openHandshake(s: Socket<Handshake>): void {
+  s.data = new Handshake();
+  s.data.timer = setTimeout(() => {
+    if (!s.data.conn && s.readyState > 0) s.terminate();
+  }, HANDSHAKE_TIMEOUT_MS);
+}
+
+/** Listener side: the session is set up; tell the client. */
+export function acceptHandshake(s: Socket<Handshake>, conn: SegmentConnection): void {
+  s.data.conn = conn;
+  clearTimeout(s.data.timer);
+  s.write(`${JSON.stringify({ ok: true })}\n`);
+}
+
+/** Listener side: refuse with a reason the client reports in its ConnectError. */
+export function refuseHandshake(s: Socket<Handshake>, why: string): void {
+  s.write(`${JSON.stringify({ error: why })}\n`);
+  s.end();
 }

@@ -20,7 +20,7 @@ import { futexWait, futexWake, shmUnlink, ShmMapping } from "../ffi/libc.ts";
 import { ListenerBase } from "../listener-base.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 import { SegmentConnection, type Signals } from "./connection.ts";
-import { Handshake, HANDSHAKE_TIMEOUT_MS, listenError, segmentConfig, sessionName } from "./handshake.ts";
+import { acceptHandshake, Handshake, listenError, openHandshake, refuseHandshake, segmentConfig, sessionName } from "./handshake.ts";
 import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "./layout.ts";
 
 const DOORBELL = new Uint8Array([1]);
@@ -137,12 +137,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
     this.server = Bun.listen<Handshake>({
       unix: socketPath(name),
       socket: {
-        open: (s) => {
-          s.data = new Handshake();
-          s.data.timer = setTimeout(() => {
-            if (!s.data.conn && s.readyState > 0) s.terminate();
-          }, HANDSHAKE_TIMEOUT_MS);
-        },
+        open: openHandshake,
         data: (s, chunk) => {
           const hs = s.data;
           if (hs.conn) return hs.conn.onDoorbell();
@@ -168,10 +163,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
   }
 
   private accept(s: Socket<Handshake>, line: string): void {
-    const refuse = (why: string) => {
-      s.write(`${JSON.stringify({ error: why })}\n`);
-      s.end();
-    };
+    const refuse = (why: string) => refuseHandshake(s, why);
     let hello: { hello?: string; version?: number; segment?: string; bytes?: number };
     try {
       hello = JSON.parse(line);
@@ -199,9 +191,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
       mapping.close();
       return refuse((e as Error).message);
     }
-    s.data.conn = conn;
-    clearTimeout(s.data.timer);
-    s.write(`${JSON.stringify({ ok: true })}\n`);
+    acceptHandshake(s, conn);
     this.accepted(conn);
   }
 }
