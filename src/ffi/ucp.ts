@@ -99,8 +99,23 @@ const EMPTY = new Uint8Array(0);
 /** Copies `len` bytes at native address `p` (UCX memory valid during a callback) into a new array. */
 export function copyOut(p: number, len: number): Uint8Array {
   if (len === 0) return EMPTY;
-  return new Uint8Array(toArrayBuffer(p as Pointer, 0, len)).slice();
+  if (len > SMALL_COPY_BYTES) return new Uint8Array(toArrayBuffer(p as Pointer, 0, len)).slice();
+  // Small: word reads are ~4x cheaper than making an external ArrayBuffer (measured: 45 vs 190 ns for 24 bytes).
+  const out = new Uint8Array(len);
+  const words = len & ~3;
+  for (let i = 0; i < words; i += 4) {
+    const w = read.u32(p as Pointer, i);
+    out[i] = w;
+    out[i + 1] = w >>> 8;
+    out[i + 2] = w >>> 16;
+    out[i + 3] = w >>> 24;
+  }
+  for (let i = words; i < len; i++) out[i] = read.u8(p as Pointer, i);
+  return out;
 }
+
+/** Up to this many bytes, copyOut reads words instead of wrapping the memory in an ArrayBuffer. */
+const SMALL_COPY_BYTES = 64;
 
 /** A status pointer: 0 done, a negative status, or a request address. */
 export const isStatusError = (sp: number) => sp < 0 && sp >= -100;
@@ -119,8 +134,13 @@ class Struct {
     this.bytes.fill(0);
     return this;
   }
+  /** A 64-bit field from a number below 2^53 (no BigInt on the hot path) or a bigint. */
   u64(at: number, v: number | bigint): this {
-    this.dv.setBigUint64(at, BigInt(v), true);
+    if (typeof v === "bigint") this.dv.setBigUint64(at, v, true);
+    else {
+      this.dv.setUint32(at, v % 0x100000000, true);
+      this.dv.setUint32(at + 4, Math.floor(v / 0x100000000), true);
+    }
     return this;
   }
   u32(at: number, v: number): this {
@@ -128,8 +148,7 @@ class Struct {
     return this;
   }
   ptrAt(at: number, p: number | Pointer | null): this {
-    this.dv.setBigUint64(at, BigInt(p ?? 0), true);
-    return this;
+    return this.u64(at, Number(p ?? 0));
   }
 }
 
@@ -309,7 +328,10 @@ export class UcpWorker {
 
   private complete(id: number, status: number, length: number): void {
     const done = this.pending.get(id);
-    if (done === undefined) return;
+    if (done === undefined) {
+      if (id === this.reserved) this.earlyStatus = status;
+      return;
+    }
     this.pending.delete(id);
     this.retained.delete(id);
     const req = this.requests.get(id);
@@ -327,7 +349,7 @@ export class UcpWorker {
 
   /** Drives UCX; callbacks run inside. Returns the number of events processed. */
   progress(): number {
-    const n = lib().ucp_worker_progress(this.handle as Pointer);
+    const n = C!.ucp_worker_progress(this.handle as Pointer);
     if (this.finished.length > 0) this.freeFinished();
     if (this.closing.size > 0) this.reapCloses();
     return n;
@@ -347,7 +369,7 @@ export class UcpWorker {
   }
 
   private freeFinished(): void {
-    const c = lib();
+    const c = C!;
     for (const req of this.finished) c.ucp_request_free(req as Pointer);
     this.finished.length = 0;
   }
@@ -445,6 +467,55 @@ export class UcpWorker {
     this.pending.set(id, done);
     if (memory.length > 0) this.retained.set(id, memory);
     return id;
+  }
+
+  private readonly amParams: Struct[] = [];
+  /** The id whose *_nbx call is running, and a completion that arrived inside it. */
+  private reserved = 0;
+  private earlyStatus: number | null = null;
+
+  /** @internal an id for a request whose completion is registered only if it goes in flight. */
+  reserveId(): number {
+    const id = this.nextId++;
+    if (this.nextId > 0x7fffffff) this.nextId = 1;
+    this.reserved = id;
+    this.earlyStatus = null;
+    return id;
+  }
+
+  /** @internal an AM send param (callback, user data, REPLY flag), pre-filled; only user_data changes. */
+  amSendParams(id: number): Struct {
+    let p = this.amParams.pop();
+    if (p === undefined) {
+      p = new Struct(size("ucp_request_param_t"))
+        .u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_CALLBACK | UCP.UCP_OP_ATTR_FIELD_USER_DATA | UCP.UCP_OP_ATTR_FIELD_FLAGS)
+        .u32(off("ucp_request_param_t.flags"), UCP.UCP_AM_SEND_FLAG_REPLY)
+        .ptrAt(off("ucp_request_param_t.cb"), this.sendCb.ptr);
+    }
+    p.dv.setUint32(off("ucp_request_param_t.user_data"), id, true);
+    return p;
+  }
+
+  /** @internal */
+  putAmSendParams(p: Struct): void {
+    this.amParams.push(p);
+  }
+
+  /** @internal after an *_nbx call made with a reserved id. */
+  settleReserved(sp: number, id: number, done: (status: number) => void, ...memory: unknown[]): void {
+    this.reserved = 0;
+    if (sp === 0) return done(UCP.UCS_OK);
+    if (isStatusError(sp)) return done(sp);
+    if (this.earlyStatus !== null) {
+      // The callback ran inside the call: the request is done; free it.
+      const st = this.earlyStatus;
+      this.earlyStatus = null;
+      this.finished.push(sp);
+      return done(st);
+    }
+    this.pending.set(id, (st) => done(st));
+    this.retained.set(id, memory);
+    this.requests.set(id, sp);
   }
 
   /** @internal a request param; give it back with putParams() once the call returned. */
@@ -567,13 +638,14 @@ export class UcpEndpoint {
    */
   amSend(id: number, header: Uint8Array, data: Uint8Array | null, done: (status: number) => void): void {
     const w = this.worker;
-    // header and data stay retained until UCX is done with them (it may replay a send queued
-    // during wire-up long after this call returned).
-    const rid = w.track((st) => done(st), header, data);
-    const p = w.sendParams(rid, UCP.UCP_AM_SEND_FLAG_REPLY);
-    const sp = lib().ucp_am_send_nbx(this.handle as Pointer, id, ptr(header), header.length, data && data.length > 0 ? ptr(data) : null, data ? data.length : 0, p.p);
-    w.putParams(p);
-    w.settle(Number(sp), rid);
+    const rid = w.reserveId();
+    const p = w.amSendParams(rid);
+    const sp = Number(C!.ucp_am_send_nbx(this.handle as Pointer, id, ptr(header), header.length, data && data.length > 0 ? ptr(data) : null, data ? data.length : 0, p.p));
+    w.putAmSendParams(p);
+    // Completed inside the call (the usual eager case): nothing to register. In flight: header
+    // and data stay retained until UCX is done with them (it may replay a send queued during
+    // wire-up long after this call returned).
+    w.settleReserved(sp, rid, done, header, data);
   }
 
   rkeyUnpack(packed: Uint8Array): UcpRkey {
