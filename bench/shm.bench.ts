@@ -33,7 +33,6 @@ export function rawShmClient(name: string): SpinEcho {
   const w = new Int32Array(m.buffer);
   const b = new Uint8Array(m.buffer);
   const reqRing = RING_AT;
-  const respRing = RING_AT + RING_SLOTS * 32;
   let ping = 0;
   let tail = 0;
   let respHead = 0;

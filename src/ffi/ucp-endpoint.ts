@@ -1,0 +1,112 @@
+/**
+ * UCP endpoints and unpacked remote keys: Active Message sends, one-sided put / get / CSWAP,
+ * close. Created by UcpWorker (ucp.ts); every operation's completion and the memory it uses are
+ * tracked by the worker.
+ */
+
+import { ptr, type Pointer } from "bun:ffi";
+import { C, check, isStatusError, lib, Out } from "./ucp-lib.ts";
+import { off, UCP } from "./ucp-layout.ts";
+import type { UcpWorker } from "./ucp.ts";
+
+export class UcpRkey {
+  constructor(private handle: number) {}
+  get ptr(): number {
+    return this.handle;
+  }
+  close(): void {
+    if (this.handle === 0) return;
+    lib().ucp_rkey_destroy(this.handle as Pointer);
+    this.handle = 0;
+  }
+}
+
+export class UcpEndpoint {
+  handle: number;
+  private readonly rkeys = new Set<UcpRkey>();
+
+  constructor(
+    readonly worker: UcpWorker,
+    handle: number,
+    private readonly errId: number,
+  ) {
+    this.handle = handle;
+  }
+
+  /**
+   * Sends an Active Message. `header` and `data` must stay untouched until `done` runs (it
+   * runs at once when UCX completed the send inside the call).
+   */
+  amSend(id: number, header: Uint8Array, data: Uint8Array | null, done: (status: number) => void): void {
+    const w = this.worker;
+    const rid = w.reserveId();
+    const p = w.amSendParams(rid);
+    const sp = Number(C!.ucp_am_send_nbx(this.handle as Pointer, id, ptr(header), header.length, data && data.length > 0 ? ptr(data) : null, data ? data.length : 0, p.p));
+    w.putAmSendParams(p);
+    // Completed inside the call (the usual eager case): nothing to register. In flight: header
+    // and data stay retained until UCX is done with them (it may replay a send queued during
+    // wire-up long after this call returned).
+    w.settleReserved(sp, rid, done, header, data);
+  }
+
+  rkeyUnpack(packed: Uint8Array): UcpRkey {
+    const out = new Out();
+    check("ucp_ep_rkey_unpack", lib().ucp_ep_rkey_unpack(this.handle as Pointer, ptr(packed), out.p));
+    const k = new UcpRkey(out.value);
+    this.rkeys.add(k);
+    return k;
+  }
+
+  /** One-sided write of `buffer` to `remoteAddr`; `buffer` must stay untouched until `done`. */
+  put(buffer: Uint8Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
+    const w = this.worker;
+    const id = w.track((st) => done(st), buffer);
+    const p = w.sendParams(id, 0);
+    const sp = lib().ucp_put_nbx(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
+    w.putParams(p);
+    w.settle(Number(sp), id);
+  }
+
+  /** One-sided read into `buffer` from `remoteAddr`. */
+  get(buffer: Uint8Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
+    const w = this.worker;
+    const id = w.track((st) => done(st), buffer);
+    const p = w.sendParams(id, 0);
+    const sp = lib().ucp_get_nbx(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
+    w.putParams(p);
+    w.settle(Number(sp), id);
+  }
+
+  /**
+   * 64-bit compare-and-swap at `remoteAddr` (UCX's CSWAP: Result=Y; if X==Y then Y=Z, with X
+   * in `compare[0]`, Z in `swapIn[0]`, and the old value Y written back into `swapIn[0]`).
+   * Both arrays must stay untouched until `done`.
+   */
+  cas(compare: BigUint64Array, swapIn: BigUint64Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
+    const w = this.worker;
+    const id = w.track((st) => done(st), compare, swapIn);
+    const p = w.sendParams(id, 0);
+    const mask = UCP.UCP_OP_ATTR_FIELD_CALLBACK | UCP.UCP_OP_ATTR_FIELD_USER_DATA | UCP.UCP_OP_ATTR_FIELD_DATATYPE | UCP.UCP_OP_ATTR_FIELD_REPLY_BUFFER;
+    p.u32(off("ucp_request_param_t.op_attr_mask"), mask)
+      .u64(off("ucp_request_param_t.datatype"), (8 << UCP.UCP_DATATYPE_SHIFT) | UCP.UCP_DATATYPE_CONTIG)
+      .ptrAt(off("ucp_request_param_t.reply_buffer"), ptr(swapIn));
+    const sp = lib().ucp_atomic_op_nbx(this.handle as Pointer, UCP.UCP_ATOMIC_OP_CSWAP, ptr(compare), 1, remoteAddr, rkey.ptr as Pointer, p.p);
+    w.putParams(p);
+    w.settle(Number(sp), id);
+  }
+
+  /** Closes the endpoint (flushing unless `force`), progressing the worker until UCX is done. */
+  close(force = true): void {
+    if (this.handle === 0) return;
+    for (const k of this.rkeys) k.close();
+    this.rkeys.clear();
+    const p = this.worker.takeParams().u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_FLAGS).u32(off("ucp_request_param_t.flags"), force ? UCP.UCP_EP_CLOSE_FLAG_FORCE : 0);
+    const sp = Number(lib().ucp_ep_close_nbx(this.handle as Pointer, p.p));
+    this.worker.putParams(p);
+    this.handle = 0;
+    // In progress: the worker finishes it (and frees the request) as it progresses.
+    if (sp !== 0 && !isStatusError(sp)) this.worker.closing.add(sp);
+    this.worker.forget(this, this.errId);
+  }
+}
+
