@@ -74,8 +74,8 @@ class PendingRequest {
   onAbort: (() => void) | undefined = undefined;
   constructor(
     readonly method: number,
-    readonly data: Uint8Array,
-    readonly appHeader: Uint8Array | undefined,
+    public data: Uint8Array,
+    public appHeader: Uint8Array | undefined,
     readonly signal: AbortSignal | undefined,
     readonly resolve: (v: Uint8Array) => void,
     readonly reject: (e: Error) => void,
@@ -148,6 +148,9 @@ export class Client<U = unknown> implements Disposable {
    * `data` is copied (or, for a buffer from conn.allocBuffer, handed over) before it returns.
    */
   call(method: number, data: Uint8Array, userData: U, appHeader?: Uint8Array): SendStatus {
+    if (data.length > this.conn.caps.maxMessageBytes || (appHeader !== undefined && appHeader.length > this.appHeaderLimit)) {
+      this.checkSizes(data, appHeader); // throws UsageError before a slot is taken
+    }
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
     this.issue(slot, userData);
@@ -162,13 +165,28 @@ export class Client<U = unknown> implements Disposable {
     return this.conn.allocBuffer(lenBytes);
   }
 
-  /** call() with a buffer from allocBuffer(): sent without a copy. On Ok the transport owns it. */
+  /** Gives back a buffer from allocBuffer() that will not be sent (e.g. after Full). */
+  releaseBuffer(buffer: Uint8Array): void {
+    this.conn.releaseBuffer(buffer);
+  }
+
+  /**
+   * call() with a buffer from allocBuffer(): sent without a copy. Ok: the transport owns it;
+   * Full: the caller keeps it (retry, or releaseBuffer()).
+   */
   callBuffer(method: number, buffer: Uint8Array, userData: U): SendStatus {
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
     writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, buffer.length);
     this.issue(slot, userData);
-    return this.called(slot, this.conn.trySendBuffer(this.head24, buffer));
+    let status: SendStatus;
+    try {
+      status = this.conn.trySendBuffer(this.head24, buffer);
+    } catch (e) {
+      if (this.state[slot] === SLOT_CALLBACK) this.freeSlot(slot); // a refused buffer takes no slot
+      throw e;
+    }
+    return this.called(slot, status);
   }
 
   /** A slot for a hot-path call: its index, -1 when the window is full, -2 when closed. */
@@ -266,7 +284,13 @@ export class Client<U = unknown> implements Disposable {
         p.onAbort = () => this.abandon(p, new CancelledError(`request for method ${method} aborted`, { cause: signal.reason }));
         signal.addEventListener("abort", p.onAbort, { once: true });
       }
-      if (this.waiting.length > 0 || !this.tryStart(p)) this.waiting.push(p);
+      if (this.waiting.length > 0 || !this.tryStart(p)) {
+        if (this.closeErr !== null) return this.settle(p, null, this.closeErr);
+        // Queued for later: keep a copy, the caller may reuse its buffer once request() returned.
+        p.data = data.slice();
+        if (appHeader) p.appHeader = appHeader.slice();
+        this.waiting.push(p);
+      }
     });
   }
 
@@ -336,13 +360,16 @@ export class Client<U = unknown> implements Disposable {
       this.settle(p, null, this.closeErr ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} is closed`));
       return true;
     }
-    // Transport full: retry once it drains or input arrives.
+    // Transport full: retry once it drains or input arrives. The wait starts on a clean stack:
+    // some transports deliver (or close) inside wait(), which must not re-enter request().
     if (!this.pumpScheduled) {
       this.pumpScheduled = true;
-      this.conn.wait(1000).then(() => {
-        this.pumpScheduled = false;
-        this.pump();
-      });
+      queueMicrotask(() =>
+        this.conn.wait(1000).then(() => {
+          this.pumpScheduled = false;
+          this.pump();
+        }),
+      );
     }
     return false;
   }
@@ -369,8 +396,12 @@ export class Client<U = unknown> implements Disposable {
     if (p.done) return;
     const slot = p.slot;
     if (slot >= 0 && this.pending[slot] === p) {
-      if (this.closeErr === null) this.sendFrame(KIND_CANCEL, p.method, slot, this.gen[slot]!, EMPTY_BYTES);
+      const gen = this.gen[slot]!;
+      // Free first: the cancel's send may deliver the response or a close re-entrantly.
       this.freeSlot(slot);
+      this.settle(p, null, error);
+      if (this.closeErr === null) this.sendFrame(KIND_CANCEL, p.method, slot, gen, EMPTY_BYTES);
+      return;
     }
     this.settle(p, null, error);
   }

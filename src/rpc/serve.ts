@@ -40,7 +40,15 @@ function sendReply(h: RequestHandle, data: Uint8Array | null, err: { name: strin
     h.drop();
     return;
   }
-  const status = err === null ? h.reply(data!) : h.replyError(err.name, err.message);
+  let status;
+  try {
+    status = err === null ? h.reply(data!) : h.replyError(err.name, err.message);
+  } catch (e) {
+    // A reply the transport refuses (larger than maxMessageBytes) becomes an error response:
+    // the caller learns why, and the session goes on.
+    if (err !== null || h.consumed) throw e;
+    return sendReply(h, null, errorParts(e));
+  }
   if (status === SEND_FULL) {
     h.session.conn.wait(REPLY_RETRY_WAIT_MS).then(() => sendReply(h, data, err));
   }

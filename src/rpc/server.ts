@@ -103,9 +103,15 @@ export class RequestHandle {
     return this.session.conn.allocBuffer(lenBytes);
   }
 
+  /** Gives back a buffer from allocReply() that will not be sent. */
+  releaseReply(buffer: Uint8Array): void {
+    this.session.conn.releaseBuffer(buffer);
+  }
+
   /** reply() with a buffer from allocReply(): sent without a copy. */
   replyBuffer(buffer: Uint8Array): SendStatus {
     if (this.msg === null) throw new UsageError(`request handle for method ${this.method} already replied to`);
+    if (this.oneWay) this.session.conn.releaseBuffer(buffer); // nobody to answer: give the memory back
     const status = this.oneWay ? SEND_OK : this.session.sendBuffer(this.method, this.callSlot, this.callGen, buffer);
     if (status !== SEND_FULL) this.finish();
     return status;

@@ -176,6 +176,8 @@ export class SegmentConnection implements Connection {
   private readonly rxSpaceIdx: number;
   private readonly txSpaceIdx: number;
   private readonly rxMaxBytes: number;
+  /** A send met Full and asked the receiver for room (spaceWanted) since the last send. */
+  private wantingSpace = false;
   private readonly inlineViewCache: (Uint8Array | undefined)[];
   private readonly slotViewCache: (Uint8Array | undefined)[];
   private readonly ringMask: number;
@@ -248,8 +250,8 @@ export class SegmentConnection implements Connection {
     if (hl > DESC_SLOT_HEAD_BYTES || bl > this.caps.maxMessageBytes) {
       throw new UsageError(`${this.transport} send: head ${hl} bytes (max ${DESC_SLOT_HEAD_BYTES}), body ${bl} bytes (max ${this.caps.maxMessageBytes}); larger messages are refused, not split`);
     }
-    const d = this.tx.reserve();
-    if (d < 0) return this.full();
+    let d = this.tx.reserve();
+    if (d < 0 && (d = this.retryReserve()) < 0) return SEND_FULL;
     const bytes = this.bytes;
     if (hl + bl <= DESC_INLINE_BYTES) {
       bytes.set(head, d + DESC_INLINE);
@@ -257,8 +259,8 @@ export class SegmentConnection implements Connection {
       this.publish(d, hl, bl, -1);
       return SEND_OK;
     }
-    const slot = this.txSlab.alloc(bl);
-    if (slot < 0) return this.full();
+    const slot = this.allocSlot(bl);
+    if (slot < 0) return SEND_FULL;
     this.txSlab.views[slot]!.set(body!, 0);
     bytes.set(head, d + DESC_SLOT_HEAD);
     this.publish(d, hl, bl, slot);
@@ -270,12 +272,8 @@ export class SegmentConnection implements Connection {
     if (!(lenBytes >= 0) || lenBytes > this.caps.maxMessageBytes) {
       throw new UsageError(`${this.transport} allocBuffer: ${lenBytes} bytes is outside 0..${this.caps.maxMessageBytes}`);
     }
-    const slot = this.txSlab.alloc(lenBytes);
-    if (slot < 0) {
-      this.full();
-      return null;
-    }
-    return this.txSlab.views[slot]!.subarray(0, lenBytes);
+    const slot = this.allocSlot(lenBytes);
+    return slot < 0 ? null : this.txSlab.views[slot]!.subarray(0, lenBytes);
   }
 
   trySendBuffer(head: Uint8Array, buffer: Uint8Array): SendStatus {
@@ -285,22 +283,49 @@ export class SegmentConnection implements Connection {
       throw new UsageError(`${this.transport} trySendBuffer: the buffer is not one from this connection's allocBuffer() (or it was sent already)`);
     }
     if (head.length > DESC_SLOT_HEAD_BYTES) throw new UsageError(`${this.transport} send: head ${head.length} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
-    const d = this.tx.reserve();
-    if (d < 0) return this.full();
+    let d = this.tx.reserve();
+    if (d < 0 && (d = this.retryReserve()) < 0) return SEND_FULL;
     this.bytes.set(head, d + DESC_SLOT_HEAD);
     this.publish(d, head.length, buffer.length, slot);
     return SEND_OK;
   }
 
-  /** Ring or slab full: ask the receiver to ring us when it frees something, report Full. */
-  private full(): SendStatus {
-    // SYNC: pairs with Atomics.exchange(spaceWanted) in releaseMessage() on the receiving side.
+  /**
+   * Ring or slab full: ask the receiver to ring us when it frees something, then look once
+   * more. SYNC: the flag store here and the receiver's free (head / slot state store) followed
+   * by its load of the flag in releaseMessage() are all sequentially consistent, so either the
+   * second look finds the room or the receiver sees the flag and rings.
+   */
+  private wantSpace(): void {
+    this.wantingSpace = true;
     Atomics.store(this.words, this.txSpaceIdx, 1);
-    return SEND_FULL;
+  }
+
+  private retryReserve(): number {
+    this.wantSpace();
+    return this.tx.reserve();
+  }
+
+  private allocSlot(lenBytes: number): number {
+    const slot = this.txSlab.alloc(lenBytes);
+    if (slot >= 0) return slot;
+    this.wantSpace();
+    return this.txSlab.alloc(lenBytes);
+  }
+
+  /**
+   * Gives back a buffer from allocBuffer() that will not be sent (after Full, or never used).
+   * Idempotent; a buffer already sent is left alone.
+   */
+  releaseBuffer(buffer: Uint8Array): void {
+    if (buffer.buffer !== this.bytes.buffer) return;
+    const slot = this.txSlab.slotOfView(buffer);
+    if (slot >= 0 && this.txSlab.isAllocated(slot)) this.txSlab.unalloc(slot);
   }
 
   private publish(d: number, hl: number, bl: number, slot: number): void {
     const w = this.words;
+    this.wantingSpace = false;
     const i = d >> 2;
     w[i + DESC_LEN_FLAGS / 4] = hl | ((slot >= 0 ? DESC_FLAG_SLOT : 0) << 16);
     w[i + DESC_BODY_LEN / 4] = bl;
@@ -400,10 +425,14 @@ export class SegmentConnection implements Connection {
   releaseMessage(index: number, slot: number): void {
     if (slot >= 0) this.rxSlab.free(slot);
     this.rx.release(index);
-    // The sender found the ring or slab full and waits for room: wake it.
-    // SYNC: pairs with Atomics.store(spaceWanted) in the sender's full().
+    // The sender found the ring or slab full and waits for room: wake it however it waits (it
+    // may not have parked yet, so "armed" cannot be trusted here; this is the rare path).
+    // SYNC: pairs with Atomics.store(spaceWanted) in the sender's wantSpace().
     if (Atomics.load(this.words, this.rxSpaceIdx) !== 0 && Atomics.exchange(this.words, this.rxSpaceIdx, 0) !== 0 && !this.closed) {
-      this.ringPeer();
+      Atomics.exchange(this.words, this.txArmedIdx, ARMED_AWAKE);
+      Atomics.add(this.words, this.txDoorbell >> 2, 1);
+      this.signals.wakeBlocking(this.txDoorbell);
+      this.signals.wakeEventLoop(this.txDoorbell);
     }
   }
 
@@ -435,6 +464,17 @@ export class SegmentConnection implements Connection {
     do {
       // Read the clock every 16 looks: a clock read costs more than a look at the ring.
       for (let i = 0; i < 16; i++) if (this.rx.available() > 0) return true;
+    } while (Bun.nanoseconds() < end);
+    return false;
+  }
+
+  /** spin-mode wait(): input, or (after a Full) the receiver freeing room, or the timeout. */
+  private spinForInputOrRoom(budgetNs: number): boolean {
+    const end = Bun.nanoseconds() + budgetNs;
+    do {
+      if (this.rx.available() > 0) return true;
+      // SYNC: the receiver clears spaceWanted after it freed room (releaseMessage).
+      if (this.wantingSpace && Atomics.load(this.words, this.txSpaceIdx) === 0) return true;
     } while (Bun.nanoseconds() < end);
     return false;
   }
@@ -515,7 +555,7 @@ export class SegmentConnection implements Connection {
       if (this.autoPumps()) this.poll();
       return Promise.resolve(true);
     }
-    if (mode === "spin") return Promise.resolve(this.spin(timeoutMs * 1e6));
+    if (mode === "spin") return Promise.resolve(this.spinForInputOrRoom(timeoutMs * 1e6));
     if (mode === "blocking") return Promise.resolve(this.spin(this.policy.spinNs) || this.waitBlocking(timeoutMs));
     // async / adaptive: park in the event loop; the pump or the doorbell wakes us. The pump
     // runs first (a microtask) and spins, so a reply that is on its way is not missed.
@@ -538,6 +578,12 @@ export class SegmentConnection implements Connection {
       const left = end - Bun.nanoseconds();
       if (left <= 0) break;
       this.signals.waitBlocking(this.rxDoorbell, seq, Math.min(left, BLOCK_SLICE_NS));
+      // The doorbell moved: input, or room freed for a sender that met Full. Either way the
+      // caller should look again.
+      if (Atomics.load(this.words, this.rxDoorbell >> 2) !== seq) {
+        this.disarm();
+        return true;
+      }
     }
     this.disarm();
     if (this.rx.available() > 0) return true;

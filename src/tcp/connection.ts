@@ -31,6 +31,8 @@ import { FRAME_PREFIX_BYTES, FrameParser, type TcpRxMessage } from "./frame.ts";
 
 /** Output buffered before trySend reports Full: a few socket buffers' worth. */
 export const DEFAULT_SEND_BUFFER_BYTES = 4 << 20;
+/** How long a closed connection keeps trying to hand queued output to a slow peer. */
+const CLOSE_LINGER_MS = 5000;
 /** Starting size of the output buffer; it grows by doubling for large messages. */
 const INITIAL_OUT_BYTES = 64 << 10;
 
@@ -58,6 +60,9 @@ export class TcpConnection implements Connection {
   private flushScheduled = false;
   private awaitingDrain = false;
   private inData = false;
+  /** close() with output still queued: the socket ends once it drained. */
+  private lingering = false;
+  private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   private readonly waiters = new WaitList();
   private readonly flushTask = () => {
     this.flushScheduled = false;
@@ -131,6 +136,9 @@ export class TcpConnection implements Connection {
     return this.trySend(head, buffer);
   }
 
+  /** Heap memory: nothing to give back. */
+  releaseBuffer(_buffer: Uint8Array): void {}
+
   /** Messages arrive from the event loop; poll() pushes queued output now and delivers nothing. */
   poll(): number {
     if (this.outLen > 0 && !this.awaitingDrain && !this.closed) this.flush();
@@ -145,11 +153,20 @@ export class TcpConnection implements Connection {
   /** The event loop parks TCP waits; there is nothing to spin on. */
   setWaitPolicy(_policy: Partial<WaitPolicy>): void {}
 
+  /**
+   * Closes this side. Output already queued still goes out: if the socket cannot take it all
+   * now, the socket ends once it drained (at most CLOSE_LINGER_MS later, then it is cut).
+   */
   close(): void {
     if (this.closed) return;
     if (this.outLen > 0 && !this.awaitingDrain) this.flush();
     this.finish(null);
-    this.socket.end();
+    if (this.outLen === 0) {
+      this.socket.end();
+      return;
+    }
+    this.lingering = true;
+    this.lingerTimer = setTimeout(() => this.socket.terminate(), CLOSE_LINGER_MS);
   }
 
   [Symbol.dispose](): void {
@@ -164,11 +181,11 @@ export class TcpConnection implements Connection {
     try {
       this.parser.push(chunk);
     } catch (e) {
-      if (e instanceof ProtocolError) {
-        this.abort(e);
-        return;
-      }
-      throw e;
+      // A malformed frame, or a receiver that threw: the stream's framing can no longer be
+      // trusted, so the connection ends here (the peer sees it closed) instead of limping on.
+      const err = e instanceof HotpathError ? e : new ProtocolError(`tcp connection to ${this.peer}: receiver failed: ${e instanceof Error ? e.message : String(e)}`);
+      this.abort(err);
+      return;
     } finally {
       this.inData = false;
     }
@@ -179,11 +196,20 @@ export class TcpConnection implements Connection {
 
   onDrain(): void {
     this.awaitingDrain = false;
+    if (this.lingering) {
+      this.flushOut();
+      if (this.outLen === 0) {
+        clearTimeout(this.lingerTimer);
+        this.socket.end();
+      }
+      return;
+    }
     if (this.outLen > 0) this.flush();
     if (!this.awaitingDrain) this.wakeWaiters(true);
   }
 
   onSocketClosed(cause?: unknown): void {
+    clearTimeout(this.lingerTimer);
     if (this.closed) return;
     this.finish(new TransportClosedError(`tcp connection to ${this.peer} closed by the peer`, { cause }));
   }
@@ -209,6 +235,13 @@ export class TcpConnection implements Connection {
 
   private flush(): void {
     if (this.closed || this.outLen === 0) return;
+    this.flushOut();
+    // Everything went: a sender that met Full may go on.
+    if (this.outLen === 0 && this.waiters.size > 0) this.wakeWaiters(true);
+  }
+
+  /** Writes what the socket takes; the rest waits for drain. */
+  private flushOut(): void {
     const written = this.socket.write(this.out.subarray(0, this.outLen));
     if (written < 0) {
       this.onSocketClosed();

@@ -43,7 +43,10 @@ const handlers = {
     s.data?.onSocketClosed(error);
   },
   error(s: Socket<TcpConnection>, error: Error) {
+    // Bun reports socket errors and exceptions thrown by a handler here: end the socket too,
+    // so the peer learns the connection is gone.
     s.data?.onSocketClosed(error);
+    s.terminate();
   },
 };
 

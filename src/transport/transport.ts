@@ -110,8 +110,14 @@ export interface Connection extends Disposable {
    * or the connection is closed. The caller owns it until it passes it to trySendBuffer().
    */
   allocBuffer(lenBytes: number): Uint8Array | null;
-  /** Sends a buffer from allocBuffer(); the transport owns it from then on (even on Full/Closed). */
+  /**
+   * Sends a buffer from allocBuffer() (or a prefix view of it). Ok: the transport owns it from
+   * then on. Full: the caller still owns it and may retry, or give it back with releaseBuffer().
+   * Closed: it is gone with the connection.
+   */
   trySendBuffer(head: Uint8Array, buffer: Uint8Array): SendStatus;
+  /** Gives back a buffer from allocBuffer() that will not be sent. Idempotent. */
+  releaseBuffer(buffer: Uint8Array): void;
   /** Non-blocking progress: delivers arrived messages, pushes queued sends. Returns messages delivered. */
   poll(): number;
   /**

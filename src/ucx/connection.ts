@@ -150,6 +150,9 @@ export class UcxConnection implements Connection, AmSink {
     return this.send(head.slice(), buffer.length > 0 ? buffer : null);
   }
 
+  /** Heap memory: nothing to give back. */
+  releaseBuffer(_buffer: Uint8Array): void {}
+
   private checkSize(hl: number, bl: number): void {
     if (hl > this.caps.maxHeadBytes || bl > this.caps.maxMessageBytes) {
       throw new UsageError(`ucx send: head ${hl} bytes (max ${this.caps.maxHeadBytes}), body ${bl} bytes (max ${this.caps.maxMessageBytes})`);
