@@ -59,20 +59,25 @@ export class UcpEndpoint {
 
   /** One-sided write of `buffer` to `remoteAddr`; `buffer` must stay untouched until `done`. */
   put(buffer: Uint8Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
-    const w = this.worker;
-    const id = w.track((st) => done(st), buffer);
-    const p = w.sendParams(id, 0);
-    const sp = lib().ucp_put_nbx(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
-    w.putParams(p);
-    w.settle(Number(sp), id);
+    this.rma(C!.ucp_put_nbx, buffer, remoteAddr, rkey, done);
   }
 
   /** One-sided read into `buffer` from `remoteAddr`. */
   get(buffer: Uint8Array, remoteAddr: number, rkey: UcpRkey, done: (status: number) => void): void {
+    this.rma(C!.ucp_get_nbx, buffer, remoteAddr, rkey, done);
+  }
+
+  private rma(
+    op: (ep: Pointer, buf: Pointer, len: number, remote: number, rkey: Pointer, param: Pointer) => number | bigint,
+    buffer: Uint8Array,
+    remoteAddr: number,
+    rkey: UcpRkey,
+    done: (status: number) => void,
+  ): void {
     const w = this.worker;
     const id = w.track((st) => done(st), buffer);
     const p = w.sendParams(id, 0);
-    const sp = lib().ucp_get_nbx(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
+    const sp = op(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
     w.putParams(p);
     w.settle(Number(sp), id);
   }
