@@ -31,6 +31,7 @@ import {
   type SendStatus,
 } from "../transport/transport.ts";
 import { MAX_WINDOW } from "./client.ts";
+import { WaitList } from "../waitlist.ts";
 import { Fifo } from "./fifo.ts";
 import {
   KIND_CANCEL,
@@ -221,6 +222,7 @@ export interface ServerOptions {
 
 export class Server implements Disposable {
   private readonly inbox = new Fifo<RequestHandle>();
+  private readonly arrivals = new WaitList();
   private readonly listeners: Listener[] = [];
   readonly sessions = new Set<ServerSession>();
   private readonly onRequest: ((h: RequestHandle) => void) | undefined;
@@ -252,8 +254,9 @@ export class Server implements Disposable {
   }
 
   deliver(h: RequestHandle): void {
-    if (this.onRequest) this.onRequest(h);
-    else this.inbox.push(h);
+    if (this.onRequest) return this.onRequest(h);
+    this.inbox.push(h);
+    this.arrivals.wake(true);
   }
 
   /** Makes progress on every session. Returns requests waiting for recv(). */
@@ -267,15 +270,17 @@ export class Server implements Disposable {
     return this.inbox.shift() ?? null;
   }
 
-  /** Resolves when a request is waiting (true) or after timeoutMs (false). */
-  async wait(timeoutMs: number): Promise<boolean> {
-    if (this.inbox.length > 0) return true;
-    if (this.sessions.size === 0) {
-      await Bun.sleep(Math.min(timeoutMs, 1));
-      return this.inbox.length > 0;
-    }
-    await Promise.race([...this.sessions].map((s) => s.conn.wait(timeoutMs)));
-    return this.inbox.length > 0;
+  /**
+   * Resolves true when a request waits for recv(), false after timeoutMs. Requests arrive from
+   * the event loop (tcp, and shm / inproc / ucx in their default modes); connections in spin or
+   * blocking mode bring them in only through poll(), so a loop over those calls poll().
+   * One wait list for the whole server: waiting costs the same with one session or many.
+   */
+  wait(timeoutMs: number): Promise<boolean> {
+    if (this.inbox.length > 0) return Promise.resolve(true);
+    this.poll();
+    if (this.inbox.length > 0) return Promise.resolve(true);
+    return this.arrivals.wait(timeoutMs);
   }
 
   /** Stops listening and closes every session. Idempotent. */
@@ -283,6 +288,7 @@ export class Server implements Disposable {
     for (const l of this.listeners.splice(0)) l.close(true);
     for (const s of this.sessions) s.conn.close();
     this.sessions.clear();
+    this.arrivals.wake(false);
   }
 
   [Symbol.dispose](): void {

@@ -70,3 +70,24 @@ test("tcp close(): output queued before close is still delivered", async () => {
   expect(bytes).toBe(sent * (1 << 20));
   l.close(true);
 });
+
+test("Server.wait(): one wait covers every session, including one that connects during the wait", async () => {
+  const { Server } = await import("../../src/index.ts");
+  const l = await listen("tcp://127.0.0.1:0");
+  const server = new Server();
+  server.attach(l);
+  try {
+    const waiting = server.wait(5000);
+    const c = await rpcConnect(l.url);
+    const reply = c.request(1, new Uint8Array([5]), { timeoutMs: 5000 });
+    expect(await waiting).toBe(true);
+    const h = server.recv()!;
+    expect([...h.data]).toEqual([5]);
+    h.reply(h.data);
+    expect(await reply).toEqual(new Uint8Array([5]));
+    expect(await server.wait(20)).toBe(false);
+    c.close();
+  } finally {
+    server.close();
+  }
+});
