@@ -4,7 +4,7 @@
  *
  *   --quick               short samples (under a minute; the CI smoke run)
  *   --transports a,b      only these rows (ids: raw-tcp raw-shm inproc shm-spin shm-async tcp
- *                         ucx-tcp ucx-shm rdma raw-unix ipc worker http ws grpc)
+ *                         ucx-tcp ucx-shm ucx-rc ucx-ud ucx-dc rdma raw-unix ipc worker http ws grpc)
  *   --sizes 32,1024,...   payload sweep in bytes (32 is always measured)
  *   --duration S          seconds of samples per measurement (default 0.5; --quick 0.03)
  *   --json PATH           report path (default bench/results/latest.json; charts beside it)
@@ -153,10 +153,10 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
     }
   }
   // ucx_perftest references for the ucx rows that ran (latency only: perftest measures one size).
-  for (const tl of ["tcp", "shm"] as const) {
+  for (const tl of ["tcp", "shm", "rc", "ud", "dc"] as const) {
     if (!report.rows.some((r) => r.id === `ucx-${tl}`) || o.connect) continue;
     print(`ucx_perftest over ${tl} (reference)`);
-    const rtt = await perftestRtt(tl === "tcp" ? "tcp,self" : "shm,self", o.quick);
+    const rtt = await perftestRtt(`${tl},self`, o.quick);
     if (rtt === null) report.skipped.push({ id: `ucx-perftest-${tl}`, label: `ucx_perftest ${tl}`, reason: "ucx_perftest not installed (Debian ucx-utils)" });
     else report.rows.push({ id: `ucx-perftest-${tl}`, label: `ucx_perftest am_lat (${tl}, 32 B only)`, kind: "reference", reference: `ucx-perftest-${tl}`, p50Us: rtt, p99Us: NaN, sizes: { 32: rtt }, inflight: {} });
   }

@@ -165,6 +165,29 @@ function reasonFor(scheme: string): string | null {
   return t === undefined ? `no ${scheme} transport registered` : t.unavailableReason;
 }
 const ucxReason = () => reasonFor("ucx");
+
+/** UCX transport families this machine offers, from `ucx_info -d` (tcp and shm when it is missing). */
+function ucxFamilies(): Set<string> {
+  const found = new Set<string>();
+  if (Bun.which("ucx_info") === null) return new Set(["tcp", "shm"]);
+  const out = Bun.spawnSync(["ucx_info", "-d"]).stdout.toString();
+  for (const m of out.matchAll(/Transport:\s*(\S+)/g)) {
+    const tl = m[1]!;
+    if (tl === "tcp") found.add("tcp");
+    else if (tl === "posix" || tl === "sysv" || tl === "xpmem") found.add("shm");
+    else if (tl.startsWith("rc")) found.add("rc");
+    else if (tl.startsWith("ud")) found.add("ud");
+    else if (tl.startsWith("dc")) found.add("dc");
+  }
+  return found;
+}
+let families: Set<string> | null = null;
+const ucxFamilyReason = (tl: string) => {
+  const why = ucxReason();
+  if (why !== null) return why;
+  families ??= ucxFamilies();
+  return families.has(tl) ? null : `UCX offers no ${tl} transport on this machine (ucx_info -d)`;
+};
 const remoteOr = (w: Where, id: string) => w.remote?.[id];
 
 /** The raw shm reference and hotpath's spin clients live with the shared-memory bench. */
@@ -241,15 +264,17 @@ export const TARGETS: Target[] = [
       return withPeer([ECHO, "hotpath", `tcp://${w.host}:0`], (p) => hotpathClient(p.url));
     },
   },
-  ...(["tcp", "shm"] as const).map(
+  // One row per UCX transport family the machine offers; the sockaddr wire-up needs tcp beside
+  // the others. rc / ud / dc appear only where an RDMA device is.
+  ...(["tcp", "shm", "rc", "ud", "dc"] as const).map(
     (tl): Target => ({
       id: `ucx-${tl}`,
       label: `hotpath ucx (${tl}, spin)`,
       kind: "hotpath",
       reference: `ucx-perftest-${tl}`,
-      unavailable: () => ucxReason(),
+      unavailable: () => ucxFamilyReason(tl),
       start: async (w) => {
-        const tls = tl === "tcp" ? "tcp,self" : "shm,self,tcp";
+        const tls = tl === "tcp" ? "tcp,self" : `${tl},self,tcp`;
         process.env.UCX_TLS = tls;
         const { hotpathSpinClient } = await spinClients();
         const url = remoteOr(w, `ucx-${tl}`);
