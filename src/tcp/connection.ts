@@ -31,6 +31,8 @@ import { FRAME_PREFIX_BYTES, FrameParser, type TcpRxMessage } from "./frame.ts";
 
 /** Output buffered before trySend reports Full: a few socket buffers' worth. */
 export const DEFAULT_SEND_BUFFER_BYTES = 4 << 20;
+/** Bodies at least this large go to the socket without a copy when nothing is queued ahead. */
+const DIRECT_WRITE_BYTES = 64 << 10;
 /** How long a closed connection keeps trying to hand queued output to a slow peer. */
 const CLOSE_LINGER_MS = 5000;
 /** Starting size of the output buffer; it grows by doubling for large messages. */
@@ -105,6 +107,7 @@ export class TcpConnection implements Connection {
       );
     }
     const frameLen = FRAME_PREFIX_BYTES + head.length + bodyLen;
+    if (bodyLen >= DIRECT_WRITE_BYTES && this.outLen === 0 && !this.awaitingDrain) return this.writeDirect(head, body!);
     // A frame bigger than the whole budget still goes when the buffer is empty.
     if (this.outLen > 0 && this.outLen + frameLen > this.sendBufferBytes) return SEND_FULL;
     if (this.outLen + frameLen > this.out.length) this.grow(this.outLen + frameLen);
@@ -120,6 +123,33 @@ export class TcpConnection implements Connection {
       this.flushScheduled = true;
       queueMicrotask(this.flushTask);
     }
+    return SEND_OK;
+  }
+
+  /**
+   * A large body with nothing queued ahead of it: hand it to the socket straight from the
+   * caller's memory (no copy into the output buffer); only what the socket did not take is
+   * copied (trySend's contract: the caller may reuse its buffer once this returns).
+   */
+  private writeDirect(head: Uint8Array, body: Uint8Array): SendStatus {
+    const prefix = new Uint8Array(FRAME_PREFIX_BYTES + head.length);
+    writeU32(prefix, 0, head.length);
+    writeU32(prefix, 4, body.length);
+    prefix.set(head, FRAME_PREFIX_BYTES);
+    const w1 = this.socket.write(prefix);
+    if (w1 < 0) {
+      this.onSocketClosed();
+      return SEND_CLOSED;
+    }
+    const w2 = w1 === prefix.length ? this.socket.write(body) : 0;
+    const restPrefix = prefix.subarray(w1);
+    const restBody = body.subarray(Math.max(w2, 0));
+    if (restPrefix.length + restBody.length === 0) return SEND_OK;
+    if (restPrefix.length + restBody.length > this.out.length) this.grow(restPrefix.length + restBody.length);
+    this.out.set(restPrefix, 0);
+    this.out.set(restBody, restPrefix.length);
+    this.outLen = restPrefix.length + restBody.length;
+    this.awaitingDrain = true;
     return SEND_OK;
   }
 
