@@ -7,6 +7,7 @@
 import type { Socket } from "bun";
 import { Client, SEND_OK, connect } from "../src/index.ts";
 import { ECHO_METHOD } from "./peers/methods.ts";
+import { WriteQueue } from "./write-queue.ts";
 
 export interface EchoClient {
   roundTrip(data: Uint8Array): Promise<void>;
@@ -59,19 +60,8 @@ export async function rawTcpClient(url: string, framed = false): Promise<EchoCli
   const u = new URL(url);
   let received = 0;
   let wake: (() => void) | null = null;
-  const out: Uint8Array[] = [];
   let sock!: Socket<unknown>;
-  const flush = () => {
-    while (out.length > 0) {
-      const chunk = out[0]!;
-      const n = sock.write(chunk);
-      if (n < chunk.length) {
-        out[0] = chunk.subarray(Math.max(n, 0));
-        return;
-      }
-      out.shift();
-    }
-  };
+  let queue!: WriteQueue;
   const handlers = {
       data(_s: Socket<unknown>, d: Uint8Array) {
         received += d.length;
@@ -79,7 +69,7 @@ export async function rawTcpClient(url: string, framed = false): Promise<EchoCli
         wake = null;
         w?.();
       },
-      drain: flush,
+      drain: () => queue.flush(),
   };
   if (u.protocol === "unix:") {
     sock = await Bun.connect({ unix: `\0hotpath-bench-${u.host}`, socket: handlers });
@@ -87,13 +77,8 @@ export async function rawTcpClient(url: string, framed = false): Promise<EchoCli
     sock = await Bun.connect({ hostname: u.hostname, port: Number(u.port), socket: handlers });
     sock.setNoDelay(true);
   }
-  const send = (buf: Uint8Array) => {
-    if (out.length > 0) out.push(buf);
-    else {
-      const n = sock.write(buf);
-      if (n < buf.length) out.push(buf.subarray(Math.max(n, 0)));
-    }
-  };
+  queue = new WriteQueue(sock);
+  const send = (buf: Uint8Array) => queue.write(buf);
   const waitData = () => new Promise<void>((r) => (wake = r));
   const frame = (data: Uint8Array) => {
     if (!framed) return data;

@@ -12,6 +12,7 @@
 import type { Socket } from "bun";
 import { serve } from "../../src/index.ts";
 
+import { WriteQueue } from "../write-queue.ts";
 import { ECHO_METHOD } from "./methods.ts";
 
 const [mode, where] = process.argv.slice(2);
@@ -24,28 +25,9 @@ if (mode === "hotpath") {
   close = () => s.close();
 } else if (mode === "raw-tcp" || mode === "raw-framed" || mode === "raw-framed-fixed") {
   const framed = mode !== "raw-tcp";
-  // Pending output per socket: Bun's write() takes what the kernel accepts and returns the count.
-  const pending = new Map<Socket<unknown>, Uint8Array[]>();
-  const flush = (s: Socket<unknown>) => {
-    const q = pending.get(s);
-    while (q && q.length > 0) {
-      const chunk = q[0]!;
-      const n = s.write(chunk);
-      if (n < chunk.length) {
-        q[0] = chunk.subarray(Math.max(n, 0));
-        return;
-      }
-      q.shift();
-    }
-  };
-  const write = (s: Socket<unknown>, d: Uint8Array) => {
-    const q = pending.get(s)!;
-    if (q.length > 0) q.push(d);
-    else {
-      const n = s.write(d);
-      if (n < d.length) q.push(d.subarray(Math.max(n, 0)));
-    }
-  };
+  // Pending output per socket (Bun's write() takes what the kernel accepts).
+  const queues = new Map<Socket<unknown>, WriteQueue>();
+  const write = (s: Socket<unknown>, d: Uint8Array) => queues.get(s)!.write(d);
   // Framed mode: split the stream into [u32 len][payload] messages and answer each with its own write.
   const partial = new Map<Socket<unknown>, Uint8Array>();
   const frames = (s: Socket<unknown>, chunk: Uint8Array) => {
@@ -65,15 +47,15 @@ if (mode === "hotpath") {
   const handlers = {
       open(s: Socket<unknown>) {
         if (unixName === null) s.setNoDelay(true);
-        pending.set(s, []);
+        queues.set(s, new WriteQueue(s));
       },
       data(s: Socket<unknown>, d: Uint8Array) {
         if (framed) return frames(s, d);
         write(s, d);
       },
-      drain: flush,
+      drain: (s: Socket<unknown>) => queues.get(s)?.flush(),
       close(s: Socket<unknown>) {
-        pending.delete(s);
+        queues.delete(s);
       },
   };
   if (unixName !== null) {
