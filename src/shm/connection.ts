@@ -206,6 +206,7 @@ export class SegmentConnection implements Connection {
     this.caps = {
       maxInlineBytes: DESC_INLINE_BYTES,
       maxMessageBytes: this.txSlab.maxSlotBytes,
+      peerMaxMessageBytes: this.txSlab.maxSlotBytes,
       maxHeadBytes: DESC_SLOT_HEAD_BYTES,
       zeroCopy: true,
       rma: false,

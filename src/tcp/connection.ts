@@ -78,6 +78,7 @@ export class TcpConnection implements Connection {
     this.caps = {
       maxInlineBytes: opts.maxMessageBytes,
       maxMessageBytes: opts.maxMessageBytes,
+      peerMaxMessageBytes: opts.maxMessageBytes,
       maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
       zeroCopy: false,
       rma: false,

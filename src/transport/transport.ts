@@ -19,13 +19,21 @@
  * 5. Sending never throws on the hot path: `trySend` returns Ok, Full (backpressure) or
  *    Closed. Full means "try again after poll()/wait()", never that the message was dropped.
  * 6. Capabilities are declared, not guessed: `maxInlineBytes`, `maxMessageBytes`,
- *    `maxHeadBytes`, `zeroCopy`, `rma`, `sameHostOnly`.
+ *    `peerMaxMessageBytes`, `maxHeadBytes`, `zeroCopy`, `rma`, `sameHostOnly`. Limits are
+ *    exchanged at connection setup: `peerMaxMessageBytes` is the largest body the peer said it
+ *    accepts, and a send larger than `min(maxMessageBytes, peerMaxMessageBytes)` is refused
+ *    locally with a UsageError that names both limits.
  * 7. Closing either side fails every pending operation on the other side with
  *    `TransportClosedError` promptly: the receiver's `onClose` runs once, `closed` turns true,
  *    and every later send returns Closed.
- * 8. A malformed or oversized frame from the peer aborts that connection with `ProtocolError`
- *    (passed to `onClose`); the listener and other connections keep working, and no memory is
- *    allocated for a length the peer merely claims.
+ * 8. A malformed frame from the peer aborts that connection with `ProtocolError` (passed to
+ *    `onClose`); the listener and other connections keep working, and no memory is allocated
+ *    for a length the peer merely claims. An oversized message that the transport can skip
+ *    (its head is whole and within `maxHeadBytes`, only the body is too large) is skipped and
+ *    reported to `Receiver.onOversized` when the receiver has that hook, so the layer above can
+ *    fail just that call; without the hook, or for a frame it cannot skip, the connection aborts.
+ *    An exception thrown by the receiver's `onMessage` closes that connection with the error
+ *    (it never wedges the transport or escapes into the event loop).
  * 9. Waiting for input does not burn a core forever: `wait()` spins for at most
  *    `WaitPolicy.spinNs`, then parks until the peer rings (futex / event loop) or
  *    `timeoutMs` passes. Both are configurable per connection (`setWaitPolicy`).
@@ -52,8 +60,14 @@ export type SendStatus = typeof SEND_OK | typeof SEND_FULL | typeof SEND_CLOSED;
 export interface Capabilities {
   /** Largest body carried without a separate buffer (inline in a descriptor / one frame). */
   readonly maxInlineBytes: number;
-  /** Largest body this connection accepts; larger sends are refused, larger receives abort. */
+  /** Largest body this side accepts from the peer (larger receives are skipped or abort, see item 8). */
   readonly maxMessageBytes: number;
+  /**
+   * Largest body the peer declared it accepts, learned at connection setup (equal to
+   * maxMessageBytes where the transport has no way to learn it). Sends above
+   * min(maxMessageBytes, peerMaxMessageBytes) are refused locally with UsageError.
+   */
+  readonly peerMaxMessageBytes: number;
   /** Largest head. */
   readonly maxHeadBytes: number;
   /** allocBuffer() returns transport memory that is sent without another copy. */
@@ -85,6 +99,22 @@ export interface Receiver {
   onMessage(msg: RxMessage): void;
   /** Called once when the connection closes; `error` says why (null for a local close()). */
   onClose(error: HotpathError | null): void;
+  /**
+   * Optional: a message whose body (`bodyLength` bytes) exceeds this side's maxMessageBytes
+   * arrived and was skipped (contract item 8). `head` is a view valid during the call only.
+   * Without this hook the connection aborts with ProtocolError instead.
+   */
+  onOversized?(head: Uint8Array, bodyLength: number): void;
+}
+
+/** The largest body a connection may send: its own limit and the peer's, whichever is smaller. */
+export function sendLimit(caps: Capabilities): number {
+  return Math.min(caps.maxMessageBytes, caps.peerMaxMessageBytes);
+}
+
+/** The UsageError for a body above sendLimit(caps), naming both limits. */
+export function oversizedSendMessage(transport: string, bodyBytes: number, caps: Capabilities): string {
+  return `${transport} send: body of ${bodyBytes} bytes exceeds the limit of ${sendLimit(caps)} bytes (this side's maxMessageBytes ${caps.maxMessageBytes}, the peer's ${caps.peerMaxMessageBytes})`;
 }
 
 export interface WaitPolicy {

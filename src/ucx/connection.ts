@@ -92,6 +92,7 @@ export class UcxConnection implements Connection, AmSink {
     this.caps = {
       maxInlineBytes: 0,
       maxMessageBytes: opts.maxMessageBytes,
+      peerMaxMessageBytes: opts.maxMessageBytes,
       maxHeadBytes: opts.maxHeadBytes,
       zeroCopy: false,
       rma: true,
