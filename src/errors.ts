@@ -110,6 +110,8 @@ const REMOTE_NAMES: Record<string, string> = Object.assign(Object.create(null), 
   CancelledError: "CancelledError",
   UnknownMethodError: "UnknownMethodError",
   DecodeError: "DecodeError",
+  HandlerReturnError: "HandlerReturnError",
+  MessageTooLargeError: "MessageTooLargeError",
 });
 
 export function allowedRemoteName(name: string): string {

@@ -21,7 +21,7 @@
 
 import { EMPTY_BYTES } from "../bytes.ts";
 import { CancelledError, HotpathError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError } from "../errors.ts";
-import { SEND_CLOSED, SEND_FULL, SEND_OK, type Connection, type RxMessage, type SendStatus } from "../transport/transport.ts";
+import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../transport/transport.ts";
 import {
   KIND_CANCEL,
   KIND_ERROR,
@@ -34,18 +34,22 @@ import {
   decodeErrorBody,
   wireCallGen,
   wireCallSlot,
+  wireKind,
   writeWireHeader,
 } from "./wire.ts";
 
 export interface ClientOptions {
   /** Calls in flight at most (slots). Default 256. */
   window?: number;
-  /** Deadline for request() when the call gives none. Default 30000; 0 means none. */
+  /** Deadline for request() when the call gives none, in ms ≥ 0. Default 30000; 0 or Infinity means none. */
   timeoutMs?: number;
 }
 
 export interface RequestOptions {
-  /** Rejects with TimeoutError after this long (and tells the server to cancel). 0: no deadline. */
+  /**
+   * Rejects with TimeoutError after this long (and tells the server to cancel): ms ≥ 0, any
+   * length (long deadlines re-arm their timer). 0 or Infinity: no deadline.
+   */
   timeoutMs?: number;
   /** Aborting rejects with CancelledError and sends a cancel to the server. */
   signal?: AbortSignal;
@@ -60,6 +64,44 @@ export const DEFAULT_WINDOW = 256;
 /** Slot indexes travel as u32, but the server indexes per-slot state by them: keep it modest. */
 export const MAX_WINDOW = 1 << 16;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+/** setTimeout's largest delay (a signed 32-bit ms count); longer deadlines re-arm. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+/** How long a request blocked by a full transport waits before it looks again (bounded, so a blocking-mode wait never holds the thread long). */
+const FULL_RETRY_WAIT_MS = 10;
+
+/** UsageError unless `method` is an integer method id in 0..2^32-1. */
+export function checkMethod(method: number, what: string): void {
+  if (typeof method !== "number" || method >>> 0 !== method) {
+    throw new UsageError(`${what}: method ${String(method)} is not an integer in 0..${2 ** 32 - 1}`);
+  }
+}
+
+/** UsageError unless `data` is a Uint8Array (a Buffer is one). */
+export function checkBytes(data: unknown, what: string): void {
+  if (!(data instanceof Uint8Array)) throw new UsageError(`${what}: data must be a Uint8Array, got ${describeValue(data)}`);
+}
+
+/** A short description of a value for error messages: its type, and its constructor for objects. */
+export function describeValue(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "an array";
+  if (typeof v !== "object") return `a ${typeof v}`;
+  let ctor: string | undefined;
+  try {
+    ctor = Object.getPrototypeOf(v)?.constructor?.name;
+  } catch {
+    ctor = undefined;
+  }
+  return ctor ? `an object (${ctor})` : "an object with a null prototype";
+}
+
+/** The deadline in ms (0: none); UsageError for anything but a number ≥ 0. */
+function checkTimeout(timeoutMs: unknown, what: string): number {
+  if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) {
+    throw new UsageError(`${what}: timeoutMs ${String(timeoutMs)} must be a number ≥ 0 (0 or Infinity: no deadline)`);
+  }
+  return timeoutMs === Infinity ? 0 : timeoutMs;
+}
 
 const SLOT_FREE = 0;
 const SLOT_CALLBACK = 1;
@@ -117,7 +159,7 @@ export class Client<U = unknown> implements Disposable {
     }
     this.conn = conn;
     this.window = window;
-    this.defaultTimeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.defaultTimeoutMs = checkTimeout(opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, "client options");
     this.appHeaderLimit = Math.min(MAX_APP_HEADER_BYTES, conn.caps.maxHeadBytes - WIRE_HEADER_BYTES);
     this.gen = new Uint32Array(window);
     this.state = new Uint8Array(window);
@@ -129,7 +171,11 @@ export class Client<U = unknown> implements Disposable {
     this.compSlot = new Int32Array(window);
     this.compMsg = new Array(window).fill(null);
     this.compErr = new Array(window).fill(null);
-    conn.setReceiver({ onMessage: (m) => this.onMessage(m), onClose: (e) => this.onClose(e) });
+    conn.setReceiver({
+      onMessage: (m) => this.onMessage(m),
+      onClose: (e) => this.onClose(e),
+      onOversized: (head, bodyLength) => this.onOversized(head, bodyLength),
+    });
   }
 
   /** Calls in flight (sent, not yet delivered). */
@@ -148,7 +194,8 @@ export class Client<U = unknown> implements Disposable {
    * `data` is copied (or, for a buffer from conn.allocBuffer, handed over) before it returns.
    */
   call(method: number, data: Uint8Array, userData: U, appHeader?: Uint8Array): SendStatus {
-    if (data.length > this.conn.caps.maxMessageBytes || (appHeader !== undefined && appHeader.length > this.appHeaderLimit)) {
+    if (method >>> 0 !== method || !(data instanceof Uint8Array)) this.checkArgs(method, data, appHeader, "client.call");
+    if (data.length > sendLimit(this.conn.caps) || (appHeader !== undefined && appHeader.length > this.appHeaderLimit)) {
       this.checkSizes(data, appHeader); // throws UsageError before a slot is taken
     }
     const slot = this.callSlot();
@@ -175,6 +222,7 @@ export class Client<U = unknown> implements Disposable {
    * Full: the caller keeps it (retry, or releaseBuffer()).
    */
   callBuffer(method: number, buffer: Uint8Array, userData: U): SendStatus {
+    if (method >>> 0 !== method || !(buffer instanceof Uint8Array)) this.checkArgs(method, buffer, undefined, "client.callBuffer");
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
     writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, buffer.length);
@@ -218,6 +266,7 @@ export class Client<U = unknown> implements Disposable {
 
   /** One-way message: no slot, no response. Same statuses as call(). */
   send(method: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
+    if (method >>> 0 !== method || !(data instanceof Uint8Array)) this.checkArgs(method, data, appHeader, "client.send");
     if (this.closeErr !== null) return SEND_CLOSED;
     return this.sendFrame(KIND_ONEWAY, method, 0, 0, data, appHeader);
   }
@@ -264,22 +313,20 @@ export class Client<U = unknown> implements Disposable {
     if (signal?.aborted) {
       return Promise.reject(new CancelledError(`request for method ${method} aborted before it was sent`, { cause: signal.reason }));
     }
-    if (this.closeErr !== null) return Promise.reject(this.closeErr);
     const appHeader = opts?.appHeader;
+    let timeoutMs: number;
     try {
+      this.checkArgs(method, data, appHeader, "client.request");
+      if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError(`client.request: signal must be an AbortSignal, got ${describeValue(signal)}`);
+      timeoutMs = opts?.timeoutMs === undefined ? this.defaultTimeoutMs : checkTimeout(opts.timeoutMs, "client.request");
       this.checkSizes(data, appHeader);
     } catch (e) {
       return Promise.reject(e);
     }
-    const timeoutMs = opts?.timeoutMs ?? this.defaultTimeoutMs;
+    if (this.closeErr !== null) return Promise.reject(this.closeErr);
     return new Promise<Uint8Array>((resolve, reject) => {
       const p = new PendingRequest(method, data, appHeader, signal, resolve, reject);
-      if (timeoutMs > 0) {
-        p.timer = setTimeout(
-          () => this.abandon(p, new TimeoutError(`request for method ${method} timed out after ${timeoutMs} ms`)),
-          timeoutMs,
-        );
-      }
+      if (timeoutMs > 0) this.armDeadline(p, performance.now() + timeoutMs, timeoutMs);
       if (signal) {
         p.onAbort = () => this.abandon(p, new CancelledError(`request for method ${method} aborted`, { cause: signal.reason }));
         signal.addEventListener("abort", p.onAbort, { once: true });
@@ -305,9 +352,28 @@ export class Client<U = unknown> implements Disposable {
 
   // ---- engine ----
 
+  /** A deadline timer; one longer than setTimeout allows fires early and re-arms for the rest. */
+  private armDeadline(p: PendingRequest, at: number, timeoutMs: number): void {
+    const left = at - performance.now();
+    p.timer = setTimeout(() => {
+      if (p.done) return;
+      if (at - performance.now() > 1) return this.armDeadline(p, at, timeoutMs);
+      this.abandon(p, new TimeoutError(`request for method ${p.method} to ${this.conn.peer} timed out after ${timeoutMs} ms`));
+    }, Math.min(Math.max(0, left), MAX_TIMER_MS));
+  }
+
+  private checkArgs(method: number, data: unknown, appHeader: unknown, what: string): void {
+    checkMethod(method, what);
+    checkBytes(data, what);
+    if (appHeader !== undefined && !(appHeader instanceof Uint8Array)) throw new UsageError(`${what}: appHeader must be a Uint8Array, got ${describeValue(appHeader)}`);
+  }
+
   private checkSizes(data: Uint8Array, appHeader: Uint8Array | undefined): void {
-    if (data.length > this.conn.caps.maxMessageBytes) {
-      throw new UsageError(`rpc: ${data.length} bytes of data exceed maxMessageBytes ${this.conn.caps.maxMessageBytes}`);
+    const caps = this.conn.caps;
+    if (data.length > sendLimit(caps)) {
+      throw new UsageError(
+        `rpc: ${data.length} bytes of data exceed the limit of ${sendLimit(caps)} bytes on ${this.conn.transport} (this side's maxMessageBytes ${caps.maxMessageBytes}, the peer's ${caps.peerMaxMessageBytes})`,
+      );
     }
     if (appHeader && appHeader.length > this.appHeaderLimit) {
       throw new UsageError(`rpc: application header of ${appHeader.length} bytes exceeds ${this.appHeaderLimit} on ${this.conn.transport}`);
@@ -316,7 +382,7 @@ export class Client<U = unknown> implements Disposable {
 
   private sendFrame(kind: number, method: number, slot: number, gen: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
     const appLen = appHeader ? appHeader.length : 0;
-    if (appLen > this.appHeaderLimit || data.length > this.conn.caps.maxMessageBytes) this.checkSizes(data, appHeader);
+    if (appLen > this.appHeaderLimit || data.length > sendLimit(this.conn.caps)) this.checkSizes(data, appHeader);
     writeWireHeader(this.headBuf, kind, method >>> 0, slot, gen, appLen, data.length);
     let head = this.head24;
     if (appLen > 0) {
@@ -365,7 +431,7 @@ export class Client<U = unknown> implements Disposable {
     if (!this.pumpScheduled) {
       this.pumpScheduled = true;
       queueMicrotask(() =>
-        this.conn.wait(1000).then(() => {
+        this.conn.wait(FULL_RETRY_WAIT_MS).then(() => {
           this.pumpScheduled = false;
           this.pump();
         }),
@@ -467,6 +533,40 @@ export class Client<U = unknown> implements Disposable {
     const out = this.conn.caps.zeroCopy || body.byteLength * 2 < body.buffer.byteLength ? body.slice() : body;
     msg.release();
     this.settle(p, out, null);
+  }
+
+  /**
+   * The transport skipped a response larger than this side accepts: fail that call (if it is
+   * outstanding) with ProtocolError and keep the connection; other calls are unaffected.
+   */
+  private onOversized(head: Uint8Array, bodyLength: number): void {
+    if (head.length < WIRE_HEADER_BYTES) {
+      this.conn.abort(new ProtocolError(`rpc client: an oversized message with a ${head.length}-byte head`));
+      return;
+    }
+    const kind = wireKind(head);
+    const slot = wireCallSlot(head);
+    const gen = wireCallGen(head);
+    if ((kind !== KIND_RESPONSE && kind !== KIND_ERROR) || slot >= this.window) {
+      this.conn.abort(new ProtocolError(`rpc client: an oversized message of kind ${kind} for call ${slot}/${gen}`));
+      return;
+    }
+    const state = this.state[slot]!;
+    if (gen !== this.gen[slot] || (state !== SLOT_CALLBACK && state !== SLOT_PROMISE)) {
+      this.lateResponses++;
+      return;
+    }
+    const error = new ProtocolError(
+      `rpc client: the response for call ${slot}/${gen} has ${bodyLength} bytes, more than this side's maxMessageBytes ${this.conn.caps.maxMessageBytes}; it was skipped`,
+    );
+    if (state === SLOT_CALLBACK) {
+      this.state[slot] = SLOT_DONE;
+      this.enqueueCompletion(slot, null, error);
+      return;
+    }
+    const p = this.pending[slot]!;
+    this.freeSlot(slot);
+    this.settle(p, null, error);
   }
 
   private enqueueCompletion(slot: number, msg: RxMessage | null, error: HotpathError | null): void {

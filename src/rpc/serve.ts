@@ -2,10 +2,14 @@
  * The convenient server and client entry points.
  *
  * `serve(url, handlers)` listens on `url` and answers every request with its handler's bytes.
- * A handler that throws (or rejects) becomes an error response, so the caller's request
- * rejects with RemoteError carrying the error's name and message; a method without a handler
- * gets an UnknownMethodError response; neither stops the server. A reply that meets transport
- * backpressure is retried when the connection drains, never dropped.
+ * A handler that throws (or rejects) anything becomes an error response, so the caller's request
+ * rejects with RemoteError carrying the error's name and message (a value that is not an Error,
+ * or whose getters throw, still gets one); a handler returning something other than bytes fails
+ * that call with a HandlerReturnError and is reported on the server (onError); a method without
+ * a handler gets an UnknownMethodError response; none of it stops the server. A handler that
+ * does not finish synchronously has its request detached from transport memory, so it never
+ * holds the receive ring. A reply that meets transport backpressure waits in the session's
+ * backlog and goes out when the connection drains, never dropped.
  *
  * `rpcConnect(url, { service })` connects (with fallback, through the URL registry) and wraps
  * the connection in a Client, with `client.svc` typed from the service definition.
@@ -13,14 +17,13 @@
 
 
 import { connect, listen, type ConnectionVia } from "../transport/registry.ts";
-import { SEND_FULL, type ConnectOptions, type ListenOptions, type Listener } from "../transport/transport.ts";
-import { Client, type ClientOptions } from "./client.ts";
+import { EMPTY_BYTES } from "../bytes.ts";
+import { UsageError } from "../errors.ts";
+import { type ConnectOptions, type ListenOptions, type Listener } from "../transport/transport.ts";
+import { Client, describeValue, type ClientOptions } from "./client.ts";
 import { DecodeError } from "./codec.ts";
-import { RequestHandle, Server, type ServerOptions } from "./server.ts";
+import { RequestHandle, Server, safeMessage, type ErrorReply, type ServerOptions } from "./server.ts";
 import { bindService, type Handlers, type RawHandler, type ServiceClient, type ServiceDef } from "./service.ts";
-
-/** How long a reply waits for a full transport before it checks again. */
-const REPLY_RETRY_WAIT_MS = 50;
 
 export interface Serving extends Disposable {
   readonly url: string;
@@ -29,57 +32,70 @@ export interface Serving extends Disposable {
   close(): void;
 }
 
-function errorParts(e: unknown): { name: string; message: string } {
-  if (e instanceof Error) return { name: e instanceof DecodeError ? "DecodeError" : e.name, message: e.message };
-  return { name: "Error", message: String(e) };
-}
-
-function sendReply(h: RequestHandle, data: Uint8Array | null, err: { name: string; message: string } | null): void {
-  if (h.consumed) return;
-  if (h.cancelled) {
-    h.drop();
-    return;
-  }
-  let status;
-  try {
-    status = err === null ? h.reply(data!) : h.replyError(err.name, err.message);
-  } catch (e) {
-    // A reply the transport refuses (larger than maxMessageBytes) becomes an error response:
-    // the caller learns why, and the session goes on.
-    if (err !== null || h.consumed) throw e;
-    return sendReply(h, null, errorParts(e));
-  }
-  if (status === SEND_FULL) {
-    h.session.conn.wait(REPLY_RETRY_WAIT_MS).then(() => sendReply(h, data, err));
-  }
-}
-
 /** Dispatches each request to its handler by method id (the engine behind serve()). */
 export function dispatcher(handlers: Handlers): (h: RequestHandle) => void {
   const table = new Map<number, RawHandler>();
-  for (const [id, fn] of Object.entries(handlers)) table.set(Number(id), fn);
+  // `async function` handlers get their request out of transport memory before they run, so a
+  // view of h.data they keep across an await stays valid; others are detached if they return
+  // a Promise (a non-async handler must not keep views of h.data past its return).
+  const early = new Set<number>();
+  for (const [key, fn] of Object.entries(handlers)) {
+    const id = Number(key);
+    if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new UsageError(`serve: method id "${key}" is not an integer in 0..${0xffffffff}`);
+    if (typeof fn !== "function") throw new UsageError(`serve: the handler for method ${id} is ${describeValue(fn)}, not a function`);
+    table.set(id, fn);
+    if (fn.constructor?.name === "AsyncFunction") early.add(id);
+  }
   return (h) => {
     const fn = table.get(h.method);
     if (fn === undefined) {
-      sendReply(h, null, { name: "UnknownMethodError", message: `no handler for method ${h.method}` });
+      h.respond(null, { name: "UnknownMethodError", message: `no handler for method ${h.method}` });
       return;
     }
-    let out: Uint8Array | void | Promise<Uint8Array | void>;
+    if (early.has(h.method)) h.detach();
+    let out: unknown;
     try {
       out = fn(h);
     } catch (e) {
-      sendReply(h, null, errorParts(e));
+      fail(h, e);
       return;
     }
-    if (out instanceof Promise) {
-      out.then(
-        (v) => sendReply(h, v ?? new Uint8Array(0), null),
-        (e) => sendReply(h, null, errorParts(e)),
+    if (out instanceof Promise || (out !== null && typeof out === "object" && typeof (out as PromiseLike<unknown>).then === "function")) {
+      h.detach();
+      Promise.resolve(out as PromiseLike<unknown>).then(
+        (v) => finish(h, v),
+        (e) => fail(h, e),
       );
     } else {
-      sendReply(h, out ?? new Uint8Array(0), null);
+      finish(h, out);
     }
   };
+}
+
+/** A handler's result: bytes (or nothing) become the response; anything else fails the call. */
+function finish(h: RequestHandle, v: unknown): void {
+  if (v instanceof Uint8Array) return h.respond(v);
+  if (v === undefined || v === null) return h.respond(EMPTY_BYTES);
+  const message = `the handler for method ${h.method} returned ${describeValue(v)}; a handler returns a Uint8Array (or nothing)`;
+  h.session.server.report(new TypeError(message), "return", h);
+  h.respond(null, { name: "HandlerReturnError", message });
+}
+
+/** A handler threw or rejected: an error response with its name and message, whatever was thrown. */
+function fail(h: RequestHandle, e: unknown): void {
+  h.session.server.report(e, "handler", h);
+  h.respond(null, errorParts(e));
+}
+
+function errorParts(e: unknown): ErrorReply {
+  let name = "Error";
+  try {
+    if (e instanceof DecodeError) name = "DecodeError";
+    else if (e instanceof Error) name = String(e.name);
+  } catch {
+    name = "Error";
+  }
+  return { name, message: safeMessage(e) };
 }
 
 export async function serve(

@@ -12,6 +12,16 @@
  * reply that finds the transport full returns SEND_FULL and leaves the handle usable, so the
  * caller can retry after poll(); Ok and Closed consume it.
  *
+ * A handle that will be answered later (after an await) should be detach()ed: its request is
+ * copied out of transport memory (where the transport lends it: shm / inproc slots) and the
+ * transport's slot and descriptor go back at once, so one slow handler never holds the ring
+ * and stalls the calls behind it. `serve()` does this for every handler that does not finish
+ * synchronously. Views of `data` taken before detach() are transport memory and must not be
+ * used after it; read `data` again.
+ *
+ * respond() is the convenient reply: one that meets a full transport waits in the session's
+ * backlog and is retried from a clean stack (never by waiting inside a delivery callback).
+ *
  * Each accepted connection is a session. A malformed message aborts only that session with
  * ProtocolError; the server and its other sessions keep running. Cancel messages from the
  * client mark the matching handle `cancelled` (and abort its `signal`, for async handlers).
@@ -30,7 +40,7 @@ import {
   type RxMessage,
   type SendStatus,
 } from "../transport/transport.ts";
-import { MAX_WINDOW } from "./client.ts";
+import { MAX_WINDOW, describeValue } from "./client.ts";
 import { WaitList } from "../waitlist.ts";
 import { Fifo } from "./fifo.ts";
 import {
@@ -45,12 +55,29 @@ import {
   wireAppHeaderLen,
   wireCallGen,
   wireCallSlot,
+  wireKind,
   wireMethod,
   writeWireHeader,
 } from "./wire.ts";
 
+/** How long a backlogged reply waits for room before it looks again. */
+const REPLY_RETRY_WAIT_MS = 50;
+
+/** An error response: the caller's request rejects with RemoteError(name, message). */
+export interface ErrorReply {
+  name: string;
+  message: string;
+}
+
+/** Where a server-side failure came from (see ServerOptions.onError). */
+export type ServerErrorSource = "handler" | "return" | "onRequest";
+
 export class RequestHandle {
   private msg: RxMessage | null;
+  /** After detach(): the request's own copies; the transport message is released. */
+  private ownData: Uint8Array | null = null;
+  private ownAppHeader: Uint8Array | null = null;
+  private done = false;
   private abortCtl: AbortController | null = null;
   /** True once the client cancelled this call (timeout or abort on its side). */
   cancelled = false;
@@ -66,15 +93,16 @@ export class RequestHandle {
     this.msg = msg;
   }
 
-  /** Request data: a view into transport memory, valid until the handle is consumed. */
+  /** Request data: a view into transport memory (or the detached copy), valid until the handle is consumed. */
   get data(): Uint8Array {
-    if (this.msg === null) throw new UsageError("request handle already consumed");
-    return this.msg.body;
+    if (this.done) throw new UsageError("request handle already consumed");
+    return this.msg === null ? this.ownData! : this.msg.body;
   }
 
   /** The fixed application header (empty when the request had none); same lifetime as data. */
   get appHeader(): Uint8Array {
-    if (this.msg === null) throw new UsageError("request handle already consumed");
+    if (this.done) throw new UsageError("request handle already consumed");
+    if (this.msg === null) return this.ownAppHeader!;
     const { headBuf, headOffset } = this.msg;
     const len = wireAppHeaderLen(headBuf, headOffset);
     const at = headOffset + WIRE_HEADER_BYTES;
@@ -82,7 +110,32 @@ export class RequestHandle {
   }
 
   get consumed(): boolean {
-    return this.msg === null;
+    return this.done;
+  }
+
+  /** True once the request lives in its own memory (detach()), not the transport's. */
+  get detached(): boolean {
+    return !this.done && this.msg === null;
+  }
+
+  /**
+   * Moves the request out of transport memory and gives the transport its slot back, so the
+   * handle may be kept (answered later) without holding the receive ring. Copies only where
+   * the transport lends its memory (zeroCopy); elsewhere the message's bytes are already its
+   * own. Idempotent; the main thread that owns the server only.
+   */
+  detach(): void {
+    const msg = this.msg;
+    if (msg === null) return;
+    const copy = this.session.conn.caps.zeroCopy;
+    const body = msg.body;
+    this.ownData = copy && body.length > 0 ? body.slice() : body;
+    const { headBuf, headOffset } = msg;
+    const len = wireAppHeaderLen(headBuf, headOffset);
+    const at = headOffset + WIRE_HEADER_BYTES;
+    this.ownAppHeader = len === 0 ? EMPTY_BYTES : headBuf.slice(at, at + len);
+    this.msg = null;
+    msg.release();
   }
 
   /** Aborted when the client cancels. Created on first use. */
@@ -96,7 +149,18 @@ export class RequestHandle {
 
   /** Sends the response and consumes the handle (see the module comment for SEND_FULL). */
   reply(data: Uint8Array): SendStatus {
-    return this.respond(KIND_RESPONSE, data);
+    if (!(data instanceof Uint8Array)) throw new UsageError(`reply to method ${this.method}: data must be a Uint8Array, got ${describeValue(data)}`);
+    return this.send(KIND_RESPONSE, data);
+  }
+
+  /**
+   * The convenient reply (what serve() uses): sends `data` or `error` now, or, when the
+   * transport is full, keeps it in the session's backlog and sends it once there is room, in
+   * order. A cancelled or already consumed handle is dropped. Never waits, never throws for
+   * transport conditions; a reply the transport refuses (too large) becomes an error response.
+   */
+  respond(data: Uint8Array | null, error: ErrorReply | null = null): void {
+    this.session.respond(this, data, error);
   }
 
   /** A writable response buffer in transport memory (a shm slot), or null when none is free now. */
@@ -111,7 +175,7 @@ export class RequestHandle {
 
   /** reply() with a buffer from allocReply(): sent without a copy. */
   replyBuffer(buffer: Uint8Array): SendStatus {
-    if (this.msg === null) throw new UsageError(`request handle for method ${this.method} already replied to`);
+    if (this.done) throw new UsageError(`request handle for method ${this.method} already replied to`);
     if (this.oneWay) this.session.conn.releaseBuffer(buffer); // nobody to answer: give the memory back
     const status = this.oneWay ? SEND_OK : this.session.sendBuffer(this.method, this.callSlot, this.callGen, buffer);
     if (status !== SEND_FULL) this.finish();
@@ -120,12 +184,12 @@ export class RequestHandle {
 
   /** Sends an error response; the client's call rejects with RemoteError(name, message). */
   replyError(name: string, message: string): SendStatus {
-    return this.respond(KIND_ERROR, encodeErrorBody(name, message));
+    return this.send(KIND_ERROR, encodeErrorBody(name, message));
   }
 
   /** Consumes the handle without a response (e.g. after a cancel). */
   drop(): void {
-    if (this.msg === null) return;
+    if (this.done) return;
     this.finish();
   }
 
@@ -135,8 +199,8 @@ export class RequestHandle {
     this.abortCtl?.abort();
   }
 
-  private respond(kind: number, data: Uint8Array): SendStatus {
-    if (this.msg === null) throw new UsageError(`request handle for method ${this.method} already replied to`);
+  private send(kind: number, data: Uint8Array): SendStatus {
+    if (this.done) throw new UsageError(`request handle for method ${this.method} already replied to`);
     if (this.oneWay) {
       this.finish();
       return SEND_OK;
@@ -147,10 +211,20 @@ export class RequestHandle {
   }
 
   private finish(): void {
-    this.msg!.release();
+    this.done = true;
+    this.msg?.release();
     this.msg = null;
+    this.ownData = null;
+    this.ownAppHeader = null;
     this.session.forget(this);
   }
+}
+
+/** A convenient reply waiting in a session's backlog for room in the transport. */
+interface QueuedReply {
+  h: RequestHandle;
+  data: Uint8Array | null;
+  error: ErrorReply | null;
 }
 
 /** One accepted connection. */
@@ -158,11 +232,104 @@ export class ServerSession {
   /** Handles the application still holds, by client slot, so a cancel finds its call. */
   private readonly held: (RequestHandle | undefined)[] = [];
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES);
+  /** Convenient replies that met a full transport, oldest first (see respond()). */
+  private readonly backlog = new Fifo<QueuedReply>();
+  private flushScheduled = false;
+  private readonly flushTask = () => {
+    this.flushScheduled = false;
+    this.flushBacklog();
+    if (this.backlog.length > 0 && !this.conn.closed) {
+      this.flushScheduled = true;
+      this.conn.wait(REPLY_RETRY_WAIT_MS).then(this.flushTask);
+    }
+  };
 
   constructor(
     readonly server: Server,
     readonly conn: Connection,
   ) {}
+
+  /** Replies waiting for room in the transport. */
+  get backlogLength(): number {
+    return this.backlog.length;
+  }
+
+  /** See RequestHandle.respond(). */
+  respond(h: RequestHandle, data: Uint8Array | null, error: ErrorReply | null): void {
+    if (h.consumed) return;
+    if (h.cancelled || this.conn.closed) return h.drop();
+    if (this.backlog.length > 0) {
+      // Behind replies already waiting: keep their order, and the transport is full anyway.
+      h.detach();
+      this.queue(h, data, error);
+      return;
+    }
+    if (this.trySendReply(h, data, error) === SEND_FULL) {
+      h.detach();
+      this.queue(h, data, error);
+    }
+  }
+
+  /** Sends what the backlog holds, in order, until the transport is full again. */
+  flushBacklog(): void {
+    while (this.backlog.length > 0) {
+      const q = this.backlog.peek()!;
+      if (q.h.consumed || q.h.cancelled || this.conn.closed) q.h.drop();
+      else if (this.trySendReply(q.h, q.data, q.error) === SEND_FULL) return;
+      this.backlog.shift();
+    }
+  }
+
+  private queue(h: RequestHandle, data: Uint8Array | null, error: ErrorReply | null): void {
+    // A client has at most MAX_WINDOW calls outstanding: more replies waiting than that means
+    // the peer sends requests without reading responses.
+    if (this.backlog.length >= MAX_WINDOW) {
+      h.drop();
+      this.conn.abort(new ProtocolError(`rpc server: more than ${MAX_WINDOW} responses wait for ${this.conn.peer} to read them`));
+      return;
+    }
+    this.backlog.push({ h, data, error });
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      // A clean stack: never wait inside the delivery callback that produced the reply.
+      setImmediate(this.flushTask);
+    }
+  }
+
+  private trySendReply(h: RequestHandle, data: Uint8Array | null, error: ErrorReply | null): SendStatus {
+    try {
+      return error === null ? h.reply(data!) : h.replyError(error.name, error.message);
+    } catch (e) {
+      // A reply the transport refuses (larger than the limits) becomes an error response: the
+      // caller learns why, and the session goes on.
+      if (error !== null || h.consumed) {
+        h.drop();
+        return SEND_CLOSED;
+      }
+      return this.trySendReply(h, null, { name: "Error", message: safeMessage(e) });
+    }
+  }
+
+  /** Called when the connection ends: replies still waiting go with it. */
+  closed(): void {
+    while (this.backlog.length > 0) this.backlog.shift()!.h.drop();
+  }
+
+  /** The transport skipped a request larger than this side accepts: answer that call with an error. */
+  onOversized(head: Uint8Array, bodyLength: number): void {
+    const kind = head.length >= WIRE_HEADER_BYTES ? wireKind(head) : -1;
+    if (kind === KIND_ONEWAY) return;
+    const slot = kind === KIND_REQUEST ? wireCallSlot(head) : MAX_WINDOW;
+    if (slot >= MAX_WINDOW) {
+      this.conn.abort(new ProtocolError(`rpc server: an oversized message (kind ${kind}, ${head.length}-byte head) that is not a request`));
+      return;
+    }
+    const message = `request for method ${wireMethod(head)} has ${bodyLength} bytes, more than this server's maxMessageBytes ${this.conn.caps.maxMessageBytes}`;
+    const body = encodeErrorBody("MessageTooLargeError", message);
+    writeWireHeader(this.headBuf, KIND_ERROR, wireMethod(head), slot, wireCallGen(head), 0, body.length);
+    // Best effort, like a cancel: a full transport drops it and the caller's deadline reports it.
+    this.conn.trySend(this.headBuf, body);
+  }
 
   send(kind: number, method: number, slot: number, gen: number, data: Uint8Array): SendStatus {
     writeWireHeader(this.headBuf, kind, method, slot, gen, 0, data.length);
@@ -210,6 +377,20 @@ export class ServerSession {
   }
 }
 
+/** A message for any thrown value; never throws itself (null prototypes, throwing getters). */
+export function safeMessage(e: unknown): string {
+  try {
+    if (e instanceof Error) return String(e.message);
+    return String(e);
+  } catch {
+    try {
+      return Object.prototype.toString.call(e);
+    } catch {
+      return "(a value that cannot be described)";
+    }
+  }
+}
+
 export interface ServerOptions {
   /**
    * Called for each request as it arrives (the convenient path installs one). Without it,
@@ -218,6 +399,13 @@ export interface ServerOptions {
   onRequest?: (h: RequestHandle) => void;
   /** Called when a session ends; `error` is its ProtocolError / TransportClosedError, null on a clean close. */
   onSessionClose?: (session: ServerSession, error: HotpathError | null) => void;
+  /**
+   * Server-side report of a failure the caller only sees as an error response: a handler that
+   * threw ("handler"), returned something that is not bytes ("return"), or an onRequest that
+   * threw ("onRequest"). Default: "return" and "onRequest" are printed with console.error
+   * (they are server bugs); handler throws are the application's business and stay silent.
+   */
+  onError?: (error: unknown, context: { method: number; source: ServerErrorSource; session: ServerSession }) => void;
 }
 
 export class Server implements Disposable {
@@ -227,10 +415,22 @@ export class Server implements Disposable {
   readonly sessions = new Set<ServerSession>();
   private readonly onRequest: ((h: RequestHandle) => void) | undefined;
   private readonly onSessionClose: ServerOptions["onSessionClose"];
+  private readonly onError: ServerOptions["onError"];
 
   constructor(opts: ServerOptions = {}) {
     this.onRequest = opts.onRequest;
     this.onSessionClose = opts.onSessionClose;
+    this.onError = opts.onError;
+  }
+
+  /** Reports a failure (ServerOptions.onError); a throwing onError is itself only printed. */
+  report(error: unknown, source: ServerErrorSource, h: RequestHandle): void {
+    try {
+      if (this.onError) this.onError(error, { method: h.method, source, session: h.session });
+      else if (source !== "handler") console.error(`hotpath server: method ${h.method}: ${safeMessage(error)}`);
+    } catch (e) {
+      console.error(`hotpath server: onError threw: ${safeMessage(e)}`);
+    }
   }
 
   /** Serves every connection the listener accepts. The server closes it on close(). */
@@ -247,21 +447,35 @@ export class Server implements Disposable {
       onMessage: (m) => s.onMessage(m),
       onClose: (e) => {
         this.sessions.delete(s);
+        s.closed();
         this.onSessionClose?.(s, e);
       },
+      onOversized: (head, bodyLength) => s.onOversized(head, bodyLength),
     });
     return s;
   }
 
   deliver(h: RequestHandle): void {
-    if (this.onRequest) return this.onRequest(h);
+    if (this.onRequest) {
+      try {
+        this.onRequest(h);
+      } catch (e) {
+        // One request's failure is that call's error response, never the session's or the server's.
+        this.report(e, "onRequest", h);
+        h.respond(null, { name: "Error", message: `the server failed on this request: ${safeMessage(e)}` });
+      }
+      return;
+    }
     this.inbox.push(h);
     this.arrivals.wake(true);
   }
 
-  /** Makes progress on every session. Returns requests waiting for recv(). */
+  /** Makes progress on every session (and sends replies waiting for room). Returns requests waiting for recv(). */
   poll(): number {
-    for (const s of this.sessions) s.conn.poll();
+    for (const s of this.sessions) {
+      s.conn.poll();
+      if (s.backlogLength > 0) s.flushBacklog();
+    }
     return this.inbox.length;
   }
 

@@ -21,6 +21,12 @@ export const M_RECORD_COUNT = 9;
 export const M_CLOSE_SESSION = 10;
 /** Replies with the request's data length as u32 and a checksum u32 (large message checks). */
 export const M_DIGEST = 11;
+/** Never replies and ignores cancels (a handler that hangs forever). */
+export const M_NEVER = 12;
+/** Misbehaves as data[0] says (one of the MISBEHAVE_* cases below). */
+export const M_MISBEHAVE = 13;
+/** Replies with the u32 count of reports the server's onError received. */
+export const M_ERROR_COUNT = 14;
 /** Not served: unknown. */
 export const M_UNKNOWN = 999;
 
@@ -40,3 +46,17 @@ export function checksum(b: Uint8Array): number {
   for (let i = 0; i < b.length; i++) h = Math.imul(h ^ b[i]!, 16777619);
   return h >>> 0;
 }
+
+/** How M_MISBEHAVE misbehaves, by data[0]; each must reach the caller as a RemoteError. */
+export const MISBEHAVE_CASES = [
+  "throw a null-prototype object",
+  "reject with a null-prototype object",
+  "throw an Error whose name getter throws",
+  "reject with an Error whose name getter throws",
+  "return a string",
+  "return a number",
+  "return a plain object",
+  "return an array",
+  "resolve to a string",
+  "throw an Error whose message getter throws",
+] as const;

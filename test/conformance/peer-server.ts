@@ -14,8 +14,31 @@ const reversing: Array<() => void> = [];
 let cancels = 0;
 let recordCount = 0;
 let recordBytes = 0;
+let errorReports = 0;
+
+const hostileError = (part: "name" | "message") => {
+  const e = new Error("hostile");
+  Object.defineProperty(e, part, { get: () => { throw new Error(`${part} getter throws`); } });
+  return e;
+};
+/** Values a misbehaving handler throws, rejects with or returns, by M_MISBEHAVE case (methods.ts). */
+const misbehave: Array<() => unknown> = [
+  () => { throw Object.create(null); },
+  () => Promise.reject(Object.create(null)),
+  () => { throw hostileError("name"); },
+  () => Promise.reject(hostileError("name")),
+  () => "a string",
+  () => 12345,
+  () => ({}),
+  () => [1, 2, 3],
+  async () => "a string",
+  () => { throw hostileError("message"); },
+];
 
 return serve(url, {
+  [m.M_NEVER]: () => new Promise<Uint8Array>(() => {}),
+  [m.M_MISBEHAVE]: (h) => misbehave[h.data[0]!]!() as Uint8Array,
+  [m.M_ERROR_COUNT]: () => m.u32(errorReports),
   [m.M_ECHO]: (h) => h.data,
   // Replies even when the client cancelled, as a slow server that never looks would.
   [m.M_DELAY_ECHO]: async (h) => {
@@ -59,7 +82,7 @@ return serve(url, {
     new DataView(b.buffer).setUint32(4, m.checksum(h.data), true);
     return b;
   },
-});
+}, { onError: () => void errorReports++ });
 }
 
 if (import.meta.main) {

@@ -34,6 +34,7 @@ import {
 } from "../../src/index.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import * as m from "./methods.ts";
+import { runRobustness } from "./robust.ts";
 
 export interface Fixture {
   /** The URL scheme. */
@@ -621,5 +622,7 @@ export function runConformance(fx: Fixture): void {
         }
       });
     });
+
+    runRobustness({ name: fx.name, listenUrl: fx.listenUrl, peer: () => peer });
   });
 }
