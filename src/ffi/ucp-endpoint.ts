@@ -100,18 +100,29 @@ export class UcpEndpoint {
     w.settle(Number(sp), id);
   }
 
-  /** Closes the endpoint (flushing unless `force`), progressing the worker until UCX is done. */
+  /**
+   * Closes the endpoint: flushing, or with `force` dropping what is queued (UCX completes the
+   * endpoint's outstanding requests with UCS_ERR_CANCELED). UCX accepts force only for an
+   * endpoint in UCP_ERR_HANDLING_MODE_PEER (else it refuses with UCS_ERR_INVALID_PARAM and
+   * closes nothing), so the other endpoints get the flushing close, which a failed endpoint
+   * finishes at once. The request, when UCX returns one, is finished and freed by the worker as
+   * it progresses. Never call it from inside a UCX callback. Twice is safe.
+   */
   close(force = true): void {
     if (this.handle === 0) return;
     for (const k of this.rkeys) k.close();
     this.rkeys.clear();
-    const p = this.worker.takeParams().u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_FLAGS).u32(off("ucp_request_param_t.flags"), force ? UCP.UCP_EP_CLOSE_FLAG_FORCE : 0);
-    const sp = Number(lib().ucp_ep_close_nbx(this.handle as Pointer, p.p));
-    this.worker.putParams(p);
+    let sp = this.closeNbx(force);
+    if (force && sp === UCP.UCS_ERR_INVALID_PARAM) sp = this.closeNbx(false);
     this.handle = 0;
-    // In progress: the worker finishes it (and frees the request) as it progresses.
     if (sp !== 0 && !isStatusError(sp)) this.worker.closing.add(sp);
     this.worker.forget(this, this.errId);
   }
-}
 
+  private closeNbx(force: boolean): number {
+    const p = this.worker.takeParams().u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_FLAGS).u32(off("ucp_request_param_t.flags"), force ? UCP.UCP_EP_CLOSE_FLAG_FORCE : 0);
+    const sp = Number(lib().ucp_ep_close_nbx(this.handle as Pointer, p.p));
+    this.worker.putParams(p);
+    return sp;
+  }
+}

@@ -135,6 +135,7 @@ export const UCP = {
   UCS_ERR_NOT_CONNECTED: -24,
   UCS_ERR_IO_ERROR: -3,
   UCS_ERR_BUSY: -15,
+  UCS_ERR_INVALID_PARAM: -5,
   UCP_EP_CLOSE_FLAG_FORCE: 1,
 } as const;
 

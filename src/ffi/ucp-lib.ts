@@ -16,6 +16,7 @@ const U64 = FFIType.u64;
 const ucpSymbols = {
   ucp_config_read: { args: [P, P, P], returns: S },
   ucp_config_release: { args: [P], returns: FFIType.void },
+  ucp_config_modify: { args: [P, P, P], returns: S },
   ucp_init_version: { args: [FFIType.u32, FFIType.u32, P, P, P], returns: S },
   ucp_cleanup: { args: [P], returns: FFIType.void },
   ucp_worker_create: { args: [P, P, P], returns: S },
@@ -152,6 +153,11 @@ export class Out {
   get value(): number {
     return Number(this.cell[0]);
   }
+}
+
+/** A NUL-terminated copy of `s` for a `const char *` argument (keep it alive during the call). */
+export function cString(s: string): Uint8Array {
+  return new TextEncoder().encode(s + "\0");
 }
 
 /** Builds a sockaddr_in for an IPv4 host and port. */

@@ -14,7 +14,7 @@
 
 
 import { FFIType, JSCallback, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
-import { C, check, isStatusError, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
+import { C, check, cString, isStatusError, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
 import { off, size, UCP } from "./ucp-layout.ts";
 import { UcpEndpoint } from "./ucp-endpoint.ts";
 
@@ -29,19 +29,30 @@ export class UcpContext {
     this.handle = handle;
   }
 
-  /** Context with Active Messages, RMA, 64-bit atomics and wakeup (event fd). Reads UCX_* environment config. */
+  /**
+   * Context with Active Messages, RMA, 64-bit atomics and wakeup (event fd). Reads UCX_*
+   * environment config. Indirect protocol ids are turned on unless UCX_PROTO_INDIRECT_ID says
+   * otherwise: only then does UCX track an endpoint's in-flight requests (rendezvous sends and
+   * receives) and complete them with an error when the endpoint fails; without it (the default
+   * in UCP_ERR_HANDLING_MODE_NONE) a dead peer's requests stay pending forever.
+   */
   static create(): UcpContext {
     const c = lib();
     const config = new Out();
     check("ucp_config_read", c.ucp_config_read(null, null, config.p));
-    const params = new Struct(size("ucp_params_t"))
-      .u64(off("ucp_params_t.field_mask"), UCP.UCP_PARAM_FIELD_FEATURES)
-      .u64(off("ucp_params_t.features"), UCP.UCP_FEATURE_AM | UCP.UCP_FEATURE_RMA | UCP.UCP_FEATURE_AMO64 | UCP.UCP_FEATURE_WAKEUP);
-    const ctx = new Out();
-    const st = c.ucp_init_version(UCP.UCP_API_MAJOR, UCP.UCP_API_MINOR, params.p, config.value as Pointer, ctx.p);
-    c.ucp_config_release(config.value as Pointer);
-    check("ucp_init_version", st);
-    return new UcpContext(ctx.value);
+    try {
+      if (process.env.UCX_PROTO_INDIRECT_ID === undefined) {
+        check("ucp_config_modify(PROTO_INDIRECT_ID)", c.ucp_config_modify(config.value as Pointer, ptr(cString("PROTO_INDIRECT_ID")), ptr(cString("on"))));
+      }
+      const params = new Struct(size("ucp_params_t"))
+        .u64(off("ucp_params_t.field_mask"), UCP.UCP_PARAM_FIELD_FEATURES)
+        .u64(off("ucp_params_t.features"), UCP.UCP_FEATURE_AM | UCP.UCP_FEATURE_RMA | UCP.UCP_FEATURE_AMO64 | UCP.UCP_FEATURE_WAKEUP);
+      const ctx = new Out();
+      check("ucp_init_version", c.ucp_init_version(UCP.UCP_API_MAJOR, UCP.UCP_API_MINOR, params.p, config.value as Pointer, ctx.p));
+      return new UcpContext(ctx.value);
+    } finally {
+      c.ucp_config_release(config.value as Pointer);
+    }
   }
 
   createWorker(): UcpWorker {
@@ -55,19 +66,24 @@ export class UcpContext {
     return w;
   }
 
-  /** Allocates and registers `lenBytes` for remote access; `view` is the memory itself. */
+  /**
+   * Allocates `lenBytes` of JS memory and registers it for remote access; `view` is the memory.
+   * UCX never frees it (ucp_mem_map without UCP_MEM_MAP_ALLOCATE): unmapping only deregisters,
+   * so a view that outlives the registration stays valid memory, freed by the GC when the last
+   * view goes. The memory is an ArrayBuffer of its own (a small typed array's storage could
+   * move) and starts on a page boundary (registration pins whole pages).
+   */
   memMap(lenBytes: number): UcpMemory {
+    const backing = new ArrayBuffer(lenBytes + PAGE_BYTES);
+    const start = (PAGE_BYTES - (Number(ptr(new Uint8Array(backing))) % PAGE_BYTES)) % PAGE_BYTES;
+    const view = new Uint8Array(backing, start, lenBytes);
     const params = new Struct(size("ucp_mem_map_params_t"))
-      .u64(off("ucp_mem_map_params_t.field_mask"), UCP.UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP.UCP_MEM_MAP_PARAM_FIELD_LENGTH | UCP.UCP_MEM_MAP_PARAM_FIELD_FLAGS)
-      .ptrAt(off("ucp_mem_map_params_t.address"), null)
-      .u64(off("ucp_mem_map_params_t.length"), lenBytes)
-      .u32(off("ucp_mem_map_params_t.flags"), UCP.UCP_MEM_MAP_ALLOCATE);
+      .u64(off("ucp_mem_map_params_t.field_mask"), UCP.UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP.UCP_MEM_MAP_PARAM_FIELD_LENGTH)
+      .ptrAt(off("ucp_mem_map_params_t.address"), ptr(view))
+      .u64(off("ucp_mem_map_params_t.length"), lenBytes);
     const memh = new Out();
     check("ucp_mem_map", lib().ucp_mem_map(this.handle as Pointer, params.p, memh.p));
-    const attr = new Struct(size("ucp_mem_attr_t")).u64(off("ucp_mem_attr_t.field_mask"), UCP.UCP_MEM_ATTR_FIELD_ADDRESS | UCP.UCP_MEM_ATTR_FIELD_LENGTH);
-    check("ucp_mem_query", lib().ucp_mem_query(memh.value as Pointer, attr.p));
-    const address = Number(attr.dv.getBigUint64(off("ucp_mem_attr_t.address"), true));
-    return new UcpMemory(this, memh.value, address, lenBytes);
+    return new UcpMemory(this, memh.value, view);
   }
 
   close(): void {
@@ -80,23 +96,32 @@ export class UcpContext {
   }
 }
 
+const PAGE_BYTES = 4096;
+
+/** Registered memory (UcpContext.memMap). `view` is valid for as long as JS holds it, after close() too. */
 export class UcpMemory {
-  /** The registered bytes. Valid until close(); do not keep views past it. */
-  readonly view: Uint8Array;
   private memh: number;
+  readonly address: number;
+  readonly lenBytes: number;
 
   constructor(
     private readonly ctx: UcpContext,
     memh: number,
-    readonly address: number,
-    readonly lenBytes: number,
+    /** The registered bytes: the caller's memory, never freed by UCX. */
+    readonly view: Uint8Array,
   ) {
     this.memh = memh;
-    this.view = new Uint8Array(toArrayBuffer(address as Pointer, 0, lenBytes));
+    this.address = Number(ptr(view));
+    this.lenBytes = view.length;
+  }
+
+  get closed(): boolean {
+    return this.memh === 0;
   }
 
   /** The packed remote key a peer needs to reach this memory. */
   packRkey(): Uint8Array {
+    if (this.memh === 0) throw new UcxError("ucp_rkey_pack (memory already unmapped)", UCP.UCS_ERR_INVALID_PARAM);
     const buf = new Out();
     const len = new Out();
     check("ucp_rkey_pack", lib().ucp_rkey_pack(this.ctx.handle as Pointer, this.memh as Pointer, buf.p, len.p));
@@ -105,10 +130,12 @@ export class UcpMemory {
     return out;
   }
 
+  /** Deregisters the memory (peers lose access); `view` stays valid. Twice is safe. */
   close(): void {
     if (this.memh === 0) return;
-    check("ucp_mem_unmap", lib().ucp_mem_unmap(this.ctx.handle as Pointer, this.memh as Pointer));
+    const memh = this.memh;
     this.memh = 0;
+    check("ucp_mem_unmap", lib().ucp_mem_unmap(this.ctx.handle as Pointer, memh as Pointer));
   }
 }
 
@@ -145,31 +172,66 @@ export class UcpWorker {
   private readonly errHandlers = new Map<number, (status: number) => void>();
   private nextErrId = 1;
 
+  /**
+   * The first exception a callback threw while UCX was calling it. A JS exception must never
+   * unwind through UCX (the call it came from would return garbage and UCX's later callbacks
+   * in that progress would be skipped), so every callback catches; progress() rethrows it once
+   * UCX has returned.
+   */
+  private callbackError: { error: unknown } | null = null;
+  /** True while ucp_worker_progress runs (UCX forbids calling it from inside itself). */
+  private progressing = false;
+
   constructor(
     readonly ctx: UcpContext,
     handle: number,
   ) {
     this.handle = handle;
     this.sendCb = this.keep(
-      new JSCallback((_req: number, status: number, userData: number) => this.complete(userData, status, 0), {
-        args: [P, S, P],
-        returns: FFIType.void,
-      }),
+      new JSCallback(
+        (_req: number, status: number, userData: number) => {
+          try {
+            this.complete(userData, status, 0);
+          } catch (e) {
+            this.caught(e);
+          }
+        },
+        { args: [P, S, P], returns: FFIType.void },
+      ),
     );
     this.errCb = this.keep(
-      new JSCallback((arg: number, _ep: number, status: number) => this.errHandlers.get(arg)?.(status), { args: [P, P, S], returns: FFIType.void }),
+      new JSCallback(
+        (arg: number, _ep: number, status: number) => {
+          try {
+            this.errHandlers.get(arg)?.(status);
+          } catch (e) {
+            this.caught(e);
+          }
+        },
+        { args: [P, P, S], returns: FFIType.void },
+      ),
     );
     this.recvCb = this.keep(
-      new JSCallback((_req: number, status: number, length: number, userData: number) => this.complete(userData, status, length), {
-        args: [P, S, FFIType.u64_fast, P],
-        returns: FFIType.void,
-      }),
+      new JSCallback(
+        (_req: number, status: number, length: number, userData: number) => {
+          try {
+            this.complete(userData, status, length);
+          } catch (e) {
+            this.caught(e);
+          }
+        },
+        { args: [P, S, FFIType.u64_fast, P], returns: FFIType.void },
+      ),
     );
   }
 
   private keep(cb: JSCallback): JSCallback {
     this.callbacks.push(cb);
     return cb;
+  }
+
+  private caught(e: unknown): void {
+    if (this.callbackError === null) this.callbackError = { error: e };
   }
 
   private complete(id: number, status: number, length: number): void {
@@ -193,11 +255,37 @@ export class UcpWorker {
     return this.pending.size;
   }
 
-  /** Drives UCX; callbacks run inside. Returns the number of events processed. */
+  /** True while progress() runs, i.e. inside any callback it invokes. */
+  get inProgress(): boolean {
+    return this.progressing;
+  }
+
+  /** Debug counters: requests in flight, buffers retained for them, endpoint closes pending, live endpoints and listeners. */
+  stats(): { inFlight: number; retained: number; requests: number; closing: number; children: number; errHandlers: number } {
+    return { inFlight: this.pending.size, retained: this.retained.size, requests: this.requests.size, closing: this.closing.size, children: this.children.size, errHandlers: this.errHandlers.size };
+  }
+
+  /**
+   * Drives UCX; callbacks run inside. Returns the number of events processed. Called from
+   * inside one of those callbacks it does nothing and returns 0 (UCX forbids re-entering
+   * ucp_worker_progress). Rethrows the first exception a callback threw, after UCX returned.
+   */
   progress(): number {
-    const n = C!.ucp_worker_progress(this.handle as Pointer);
+    if (this.progressing || this.handle === 0) return 0;
+    this.progressing = true;
+    let n: number;
+    try {
+      n = C!.ucp_worker_progress(this.handle as Pointer);
+    } finally {
+      this.progressing = false;
+    }
     if (this.finished.length > 0) this.freeFinished();
     if (this.closing.size > 0) this.reapCloses();
+    if (this.callbackError !== null) {
+      const { error } = this.callbackError;
+      this.callbackError = null;
+      throw error;
+    }
     return n;
   }
 
@@ -235,11 +323,22 @@ export class UcpWorker {
     throw new UcxError("ucp_worker_arm", st);
   }
 
+  /**
+   * Installs the handler for AM `id` (whole messages; data valid during the call only). The
+   * handler's return is the ucs_status UCX gets; if it throws, UCX gets UCS_OK (the data is
+   * dropped) and progress() rethrows.
+   */
   setAmHandler(id: number, handler: AmHandler): void {
     const cb = this.keep(
       new JSCallback(
-        (_arg: number, header: number, hlen: number, data: number, len: number, param: number) =>
-          handler(header, hlen, data, len, read.u32(param as Pointer, off("ucp_am_recv_param_t.recv_attr")), Number(read.ptr(param as Pointer, off("ucp_am_recv_param_t.reply_ep")))),
+        (_arg: number, header: number, hlen: number, data: number, len: number, param: number) => {
+          try {
+            return handler(header, hlen, data, len, read.u32(param as Pointer, off("ucp_am_recv_param_t.recv_attr")), Number(read.ptr(param as Pointer, off("ucp_am_recv_param_t.reply_ep"))));
+          } catch (e) {
+            this.caught(e);
+            return UCP.UCS_OK;
+          }
+        },
         { args: [P, P, FFIType.u64_fast, P, FFIType.u64_fast, P], returns: S },
       ),
     );
@@ -253,7 +352,18 @@ export class UcpWorker {
 
   /** Listens on host:port (0: any free port); `onConnRequest` gets each connection request. */
   listen(host: string, port: number, onConnRequest: (connRequest: number) => void): UcpListener {
-    const cb = this.keep(new JSCallback((req: number) => onConnRequest(req), { args: [P, P], returns: FFIType.void }));
+    const cb = this.keep(
+      new JSCallback(
+        (req: number) => {
+          try {
+            onConnRequest(req);
+          } catch (e) {
+            this.caught(e);
+          }
+        },
+        { args: [P, P], returns: FFIType.void },
+      ),
+    );
     const sa = sockaddrIn(host, port);
     const params = new Struct(size("ucp_listener_params_t"))
       .u64(off("ucp_listener_params_t.field_mask"), UCP.UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP.UCP_LISTENER_PARAM_FIELD_CONN_HANDLER)
@@ -274,13 +384,18 @@ export class UcpWorker {
    * An endpoint: to `host:port` (client side), or for `connRequest` (server side). `onError`
    * runs (inside progress) when UCX reports the peer failed; `peerErrors` asks UCX for peer
    * failure detection (UCP_ERR_HANDLING_MODE_PEER, which in UCX 1.13 gives up shared memory).
+   * `peerErrors` null (server side) takes the mode the client chose: UCX refuses an accepted
+   * endpoint whose mode differs from its client's.
    */
-  connect(target: { host: string; port: number } | { connRequest: number }, peerErrors: boolean, onError: (status: number) => void): UcpEndpoint {
+  connect(target: { host: string; port: number } | { connRequest: number }, peerErrors: boolean | null, onError: (status: number) => void): UcpEndpoint {
     const errId = this.nextErrId++;
     this.errHandlers.set(errId, onError);
     const p = new Struct(size("ucp_ep_params_t"));
-    let mask = UCP.UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP.UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
-    p.u32(off("ucp_ep_params_t.err_mode"), peerErrors ? UCP.UCP_ERR_HANDLING_MODE_PEER : UCP.UCP_ERR_HANDLING_MODE_NONE);
+    let mask = UCP.UCP_EP_PARAM_FIELD_ERR_HANDLER;
+    if (peerErrors !== null) {
+      mask |= UCP.UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+      p.u32(off("ucp_ep_params_t.err_mode"), peerErrors ? UCP.UCP_ERR_HANDLING_MODE_PEER : UCP.UCP_ERR_HANDLING_MODE_NONE);
+    }
     p.ptrAt(off("ucp_ep_params_t.err_handler.cb"), this.errCb.ptr);
     p.ptrAt(off("ucp_ep_params_t.err_handler.arg"), errId);
     let sa: Uint8Array | null = null;

@@ -22,9 +22,16 @@ import type { UcxRuntime } from "./runtime.ts";
 
 const DESC_FIXED = 20;
 
+/**
+ * Memory this process registers for one-sided access by its peer. Owned by the connection that
+ * made it: closed with it (or earlier by close()). The bytes are JS memory that UCX only
+ * registers (UcpContext.memMap), so `view` stays valid memory for as long as any JS code
+ * holds it, after close() too (a stale view reads what was last written; the GC frees the
+ * memory when the last view goes). Thread: the connection's.
+ */
 export class LocalRegion {
   private mem: UcpMemory | null;
-  /** The registered bytes; the peer reads and writes them one-sided. */
+  /** The registered bytes; the peer reads and writes them one-sided while the region is open. */
   readonly view: Uint8Array;
   readonly lenBytes: number;
 
@@ -33,6 +40,11 @@ export class LocalRegion {
     this.mem = rt.ctx.memMap(lenBytes);
     this.view = this.mem.view;
     this.lenBytes = lenBytes;
+  }
+
+  /** True once closed (the peer can no longer reach the memory). */
+  get closed(): boolean {
+    return this.mem === null;
   }
 
   /** Bytes a peer passes to attachRegion(). */
@@ -48,9 +60,11 @@ export class LocalRegion {
     return out;
   }
 
+  /** Deregisters the memory; `view` stays readable and writable. Twice is safe. */
   close(): void {
-    this.mem?.close();
+    const mem = this.mem;
     this.mem = null;
+    mem?.close();
   }
 }
 
