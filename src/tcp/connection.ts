@@ -1,62 +1,103 @@
 /**
  * TcpConnection: the Transport contract over one Bun TCP socket (data path).
  *
+ * A connection starts in its handshake: it writes its hello (hello.ts) at once and reads the
+ * peer's before anything else; `onHandshake` reports the outcome, and only then is the
+ * connection handed out, with `caps.peerMaxMessageBytes` from the peer's hello.
+ *
  * Sends append a frame to one output buffer; the buffer is written once per tick (a microtask
  * scheduled by the first send of the tick, or at once at the end of a read's handling or in
- * poll()), so every frame queued in one synchronous run goes out in one write. A short write keeps the rest and waits for `drain`; while the buffer holds
- * more than `sendBufferBytes`, trySend returns Full. Reads are parsed by FrameParser and each
- * whole message is handed to the receiver inline, from the event loop.
+ * poll()), so every frame queued in one synchronous run goes out in one write. A short write
+ * keeps the rest and waits for `drain`; while the buffer holds more than `sendBufferBytes`,
+ * trySend returns Full. Reads are parsed by FrameParser and each whole message is handed to the
+ * receiver inline, from the event loop.
+ *
+ * Limits (limits.ts): a split frame larger than `connectionBufferBytes` reserves its size from
+ * the listener's BufferPool first, and reading pauses until it gets it; on an accepted
+ * connection reading also pauses while half the output budget waits for the peer to read, and
+ * a peer that stays so for `slowConsumerMs` is cut off; the sweeper enforces the handshake,
+ * frame and idle timeouts. Closing for any reason still hands output already queued to the
+ * socket (at most CLOSE_LINGER_MS), so replies queued before a protocol violation go out.
  *
  * Ownership: the socket belongs to this object; close() ends it. Call from the thread that
  * created the connection only.
  */
 
 import type { Socket } from "bun";
-import { HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
+import { ConnectError, HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
 import {
   DEFAULT_MAX_HEAD_BYTES,
   SEND_CLOSED,
   SEND_FULL,
   SEND_OK,
+  oversizedSendMessage,
+  sendLimit,
   type Capabilities,
   type Connection,
   type Receiver,
-  type RxMessage,
   type SendStatus,
   type WaitPolicy,
 } from "../transport/transport.ts";
-import { writeU32 } from "../bytes.ts";
+import { EMPTY_BYTES, writeU32 } from "../bytes.ts";
 import { WaitList } from "../waitlist.ts";
-import { FRAME_PREFIX_BYTES, FrameParser, type TcpRxMessage } from "./frame.ts";
+import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage, type RxOwner } from "./frame.ts";
+import { HELLO_BYTES, HELLO_OK, decodeHello, encodeHello } from "./hello.ts";
+import type { BufferPool, PoolWaiter, Sweepable, Sweeper, TcpLimits } from "./limits.ts";
 
-/** Output buffered before trySend reports Full: a few socket buffers' worth. */
-export const DEFAULT_SEND_BUFFER_BYTES = 4 << 20;
+export { DEFAULT_SEND_BUFFER_BYTES } from "./limits.ts";
 /** Bodies at least this large go to the socket without a copy when nothing is queued ahead. */
 const DIRECT_WRITE_BYTES = 64 << 10;
 /** How long a closed connection keeps trying to hand queued output to a slow peer. */
 const CLOSE_LINGER_MS = 5000;
-/** Starting size of the output buffer; it grows by doubling for large messages. */
+/** First size of the output buffer; it doubles for large bursts and drops back once sent. */
 const INITIAL_OUT_BYTES = 64 << 10;
 
+/** Why reading is paused (bits): the socket reads again when none is left. */
+const PAUSE_RESERVE = 1;
+const PAUSE_OUTPUT = 2;
+const PAUSE_NO_RECEIVER = 4;
+const PAUSE_CLOSED = 8;
+
 export interface TcpConnectionOptions {
-  maxMessageBytes: number;
-  sendBufferBytes?: number;
   peer: string;
+  maxMessageBytes: number;
+  limits: TcpLimits;
+  /** "connect": handshake failures are ConnectErrors for the caller; "accept": the peer is dropped. */
+  role: "connect" | "accept";
+  /** The listener's budget for large split frames; null: a frame is never kept waiting. */
+  pool: BufferPool | null;
+  /** The deadline checker this connection joins until it closes; null when no time limit is on. */
+  sweeper: Sweeper | null;
+  /** Called once: the peer's hello passed (error null) or the handshake failed. */
+  onHandshake(conn: TcpConnection, error: HotpathError | null): void;
 }
 
-export class TcpConnection implements Connection {
+/** A skipped oversized message that arrived before setReceiver(). */
+interface EarlyOversized {
+  head: Uint8Array;
+  bodyLen: number;
+}
+
+export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable {
   readonly transport = "tcp";
-  readonly caps: Capabilities;
+  caps: Capabilities;
   readonly peer: string;
   closed = false;
   closeError: HotpathError | null = null;
+  /** True until the peer's hello arrived and passed. */
+  handshaking = true;
 
   private readonly socket: Socket<TcpConnection>;
+  private readonly opts: TcpConnectionOptions;
+  private readonly limits: TcpLimits;
   private readonly parser: FrameParser;
   private receiver: Receiver | null = null;
-  /** Messages that arrived before setReceiver(). */
-  private early: TcpRxMessage[] = [];
-  private out = new Uint8Array(INITIAL_OUT_BYTES);
+  /** Messages (and skipped oversized ones) that arrived before setReceiver(). */
+  private early: Array<TcpRxMessage | EarlyOversized> = [];
+  private earlyBytes = 0;
+  private readonly hello = new Uint8Array(HELLO_BYTES);
+  private helloFill = 0;
+  private out: Uint8Array = EMPTY_BYTES;
   private outLen = 0;
   private readonly sendBufferBytes: number;
   private flushScheduled = false;
@@ -65,48 +106,82 @@ export class TcpConnection implements Connection {
   /** close() with output still queued: the socket ends once it drained. */
   private lingering = false;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private pauseMask = 0;
+  /** Pool bytes held for the frame being assembled, and granted for the one waiting. */
+  private reservedBytes = 0;
+  private grantedBytes = 0;
+  private waitingBytes = 0;
+  /** Delivered messages not yet released (in flight for the idle rule). */
+  private unreleased = 0;
+  /** A whole frame moved since the last sweep. */
+  private activity = false;
+  private readonly openedAt = performance.now();
+  private idleSince = this.openedAt;
+  /** When the frame now arriving began (after the last whole one), or -1. */
+  private partialSince = -1;
+  /** When reading paused for unread output. */
+  private overSince = 0;
   private readonly waiters = new WaitList();
   private readonly flushTask = () => {
     this.flushScheduled = false;
     this.flush();
   };
+  private readonly resumeTask = () => this.resumeGranted();
 
   constructor(socket: Socket<TcpConnection>, opts: TcpConnectionOptions) {
     this.socket = socket;
+    this.opts = opts;
+    this.limits = opts.limits;
     this.peer = opts.peer;
-    this.sendBufferBytes = opts.sendBufferBytes ?? DEFAULT_SEND_BUFFER_BYTES;
-    this.caps = {
-      maxInlineBytes: opts.maxMessageBytes,
-      maxMessageBytes: opts.maxMessageBytes,
-      peerMaxMessageBytes: opts.maxMessageBytes,
-      maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
-      zeroCopy: false,
-      rma: false,
-      sameHostOnly: false,
-    };
-    this.parser = new FrameParser(DEFAULT_MAX_HEAD_BYTES, opts.maxMessageBytes, (msg) => this.deliver(msg));
+    this.sendBufferBytes = opts.limits.sendBufferBytes;
+    this.caps = this.capsWith(opts.maxMessageBytes, DEFAULT_MAX_HEAD_BYTES);
+    this.parser = new FrameParser(DEFAULT_MAX_HEAD_BYTES, opts.maxMessageBytes, (msg) => this.deliver(msg), {
+      owner: this,
+      reserve: (n) => this.reserve(n),
+      unreserve: () => this.unreserve(),
+      canSkip: () => this.receiver === null || typeof this.receiver.onOversized === "function",
+      onOversized: (head, bodyLen) => this.oversized(head, bodyLen),
+    });
     socket.setNoDelay(true);
+    opts.sweeper?.add(this);
+    const hello = encodeHello(HELLO_OK, opts.maxMessageBytes, DEFAULT_MAX_HEAD_BYTES);
+    const w = socket.write(hello);
+    if (w >= 0 && w < hello.length) {
+      this.grow(hello.length - w);
+      this.out.set(hello.subarray(w), 0);
+      this.outLen = hello.length - w;
+      this.awaitingDrain = true;
+    }
   }
 
   setReceiver(receiver: Receiver): void {
+    // A close before this had no receiver to tell; one during the early deliveries tells it itself.
+    const closedBefore = this.closed;
     this.receiver = receiver;
     const early = this.early;
     this.early = [];
-    for (const msg of early) {
-      if (this.closed) break;
-      receiver.onMessage(msg);
+    this.earlyBytes = 0;
+    this.setPause(PAUSE_NO_RECEIVER, false);
+    try {
+      for (const e of early) {
+        if (this.closed) break;
+        if (e instanceof TcpRxMessage) receiver.onMessage(e);
+        else if (receiver.onOversized) receiver.onOversized(e.head, e.bodyLen);
+        else {
+          this.abort(new ProtocolError(`tcp frame: body of ${e.bodyLen} bytes exceeds maxMessageBytes ${this.caps.maxMessageBytes}`));
+        }
+      }
+    } catch (e) {
+      this.receiverFailed(e);
     }
-    if (this.closed) receiver.onClose(this.closeError);
+    if (closedBefore) receiver.onClose(this.closeError);
   }
 
   trySend(head: Uint8Array, body?: Uint8Array | null): SendStatus {
     if (this.closed) return SEND_CLOSED;
     const bodyLen = body ? body.length : 0;
-    if (bodyLen > this.caps.maxMessageBytes || head.length > this.caps.maxHeadBytes) {
-      throw new UsageError(
-        `tcp send: message of ${head.length}+${bodyLen} bytes exceeds limits (head ${this.caps.maxHeadBytes}, body ${this.caps.maxMessageBytes})`,
-      );
-    }
+    const caps = this.caps;
+    if (bodyLen > caps.maxMessageBytes || bodyLen > caps.peerMaxMessageBytes || head.length > caps.maxHeadBytes) this.sizeError(head.length, bodyLen);
     const frameLen = FRAME_PREFIX_BYTES + head.length + bodyLen;
     if (bodyLen >= DIRECT_WRITE_BYTES && this.outLen === 0 && !this.awaitingDrain) return this.writeDirect(head, body!);
     // A frame bigger than the whole budget still goes when the buffer is empty.
@@ -127,38 +202,12 @@ export class TcpConnection implements Connection {
     return SEND_OK;
   }
 
-  /**
-   * A large body with nothing queued ahead of it: hand it to the socket straight from the
-   * caller's memory (no copy into the output buffer); only what the socket did not take is
-   * copied (trySend's contract: the caller may reuse its buffer once this returns).
-   */
-  private writeDirect(head: Uint8Array, body: Uint8Array): SendStatus {
-    const prefix = new Uint8Array(FRAME_PREFIX_BYTES + head.length);
-    writeU32(prefix, 0, head.length);
-    writeU32(prefix, 4, body.length);
-    prefix.set(head, FRAME_PREFIX_BYTES);
-    const w1 = this.socket.write(prefix);
-    if (w1 < 0) {
-      this.onSocketClosed();
-      return SEND_CLOSED;
-    }
-    const w2 = w1 === prefix.length ? this.socket.write(body) : 0;
-    const restPrefix = prefix.subarray(w1);
-    const restBody = body.subarray(Math.max(w2, 0));
-    if (restPrefix.length + restBody.length === 0) return SEND_OK;
-    if (restPrefix.length + restBody.length > this.out.length) this.grow(restPrefix.length + restBody.length);
-    this.out.set(restPrefix, 0);
-    this.out.set(restBody, restPrefix.length);
-    this.outLen = restPrefix.length + restBody.length;
-    this.awaitingDrain = true;
-    return SEND_OK;
-  }
-
   /** TCP has no transport memory: a heap buffer, copied into the socket on send. */
   allocBuffer(lenBytes: number): Uint8Array | null {
     if (this.closed) return null;
-    if (lenBytes < 0 || lenBytes > this.caps.maxMessageBytes) {
-      throw new UsageError(`tcp allocBuffer: ${lenBytes} bytes is outside 0..${this.caps.maxMessageBytes}`);
+    const limit = sendLimit(this.caps);
+    if (!(lenBytes >= 0) || lenBytes > limit) {
+      throw new UsageError(`tcp allocBuffer: ${lenBytes} bytes is outside 0..${limit} (this side's maxMessageBytes ${this.caps.maxMessageBytes}, the peer's ${this.caps.peerMaxMessageBytes})`);
     }
     return new Uint8Array(lenBytes);
   }
@@ -189,40 +238,32 @@ export class TcpConnection implements Connection {
    * now, the socket ends once it drained (at most CLOSE_LINGER_MS later, then it is cut).
    */
   close(): void {
-    if (this.closed) return;
-    if (this.outLen > 0 && !this.awaitingDrain) this.flush();
-    this.finish(null);
-    if (this.outLen === 0) {
-      this.socket.end();
-      return;
-    }
-    this.lingering = true;
-    this.lingerTimer = setTimeout(() => this.socket.terminate(), CLOSE_LINGER_MS);
+    this.shut(null);
+  }
+
+  /**
+   * Closes at once for a protocol violation: the receiver sees `error`, nothing more is read or
+   * accepted for sending, and output queued before the violation (replies to valid requests)
+   * is still handed to the socket as close() does.
+   */
+  abort(error: HotpathError): void {
+    this.shut(error);
   }
 
   [Symbol.dispose](): void {
     this.close();
   }
 
-  // ---- called by the socket handlers in setup.ts ----
+  // ---- called by the socket handlers and the listener in setup.ts ----
 
   onData(chunk: Uint8Array): void {
     if (this.closed) return;
-    this.inData = true;
-    try {
-      this.parser.push(chunk);
-    } catch (e) {
-      // A malformed frame, or a receiver that threw: the stream's framing can no longer be
-      // trusted, so the connection ends here (the peer sees it closed) instead of limping on.
-      const err = e instanceof HotpathError ? e : new ProtocolError(`tcp connection to ${this.peer}: receiver failed: ${e instanceof Error ? e.message : String(e)}`);
-      this.abort(err);
-      return;
-    } finally {
-      this.inData = false;
+    if (this.handshaking) {
+      const at = this.takeHello(chunk);
+      if (at < 0 || at === chunk.length || this.closed) return;
+      chunk = chunk.subarray(at);
     }
-    // Replies produced while this read was parsed go out now, in one write with each other.
-    if (this.outLen > 0 && !this.awaitingDrain) this.flush();
-    this.wakeWaiters(true);
+    this.parse(chunk);
   }
 
   onDrain(): void {
@@ -236,32 +277,254 @@ export class TcpConnection implements Connection {
       return;
     }
     if (this.outLen > 0) this.flush();
+    else this.checkOutput();
     if (!this.awaitingDrain) this.wakeWaiters(true);
   }
 
   onSocketClosed(cause?: unknown): void {
     clearTimeout(this.lingerTimer);
+    if (this.handshaking) {
+      this.failHandshake("closed the connection before its hello arrived");
+      return;
+    }
     if (this.closed) return;
     this.finish(new TransportClosedError(`tcp connection to ${this.peer} closed by the peer`, { cause }));
   }
 
-  /** Aborts the connection at once (a protocol violation): no flush, socket terminated. */
-  abort(error: HotpathError): void {
+  /** Drops a connection still in its handshake (listener closing, connect timed out). */
+  drop(reason: string): void {
+    if (this.handshaking) this.failHandshake(reason);
+    else this.abort(new TransportClosedError(`tcp connection to ${this.peer}: ${reason}`));
+  }
+
+  /** RxOwner: a delivered message was released. */
+  onRxReleased(): void {
+    this.unreleased--;
+  }
+
+  /** PoolWaiter: the reservation this connection queued for is held now (called from release()). */
+  granted(): void {
+    this.grantedBytes = this.waitingBytes;
+    this.waitingBytes = 0;
+    // Resumes outside the releasing connection's call stack.
+    queueMicrotask(this.resumeTask);
+  }
+
+  /** Sweepable: enforces the handshake, slow-consumer, frame and idle limits. */
+  sweep(now: number): void {
+    const l = this.limits;
+    if (this.handshaking) {
+      if (l.handshakeTimeoutMs > 0 && now - this.openedAt >= l.handshakeTimeoutMs) {
+        this.failHandshake(`sent no hello within handshakeTimeoutMs ${l.handshakeTimeoutMs}`);
+      }
+      return;
+    }
     if (this.closed) return;
-    this.outLen = 0;
-    this.finish(error);
-    this.socket.terminate();
+    if (l.slowConsumerMs > 0 && (this.pauseMask & PAUSE_OUTPUT) !== 0 && now - this.overSince >= l.slowConsumerMs) {
+      return this.cut(new TransportClosedError(`tcp connection to ${this.peer}: the peer left ${this.outLen} bytes of output unread for slowConsumerMs ${l.slowConsumerMs}; disconnected`));
+    }
+    if (l.frameTimeoutMs > 0 && this.partialSince >= 0 && !this.parser.stalledForReserve && now - this.partialSince >= l.frameTimeoutMs) {
+      return this.abort(new ProtocolError(`tcp connection to ${this.peer}: a frame was still incomplete after frameTimeoutMs ${l.frameTimeoutMs}`));
+    }
+    if (l.idleTimeoutMs > 0) {
+      if (this.activity || this.unreleased > 0 || this.outLen > 0 || this.parser.partial) {
+        this.activity = false;
+        this.idleSince = now;
+      } else if (now - this.idleSince >= l.idleTimeoutMs) {
+        this.shut(new TransportClosedError(`tcp connection to ${this.peer}: idle for idleTimeoutMs ${l.idleTimeoutMs}; closed`));
+      }
+    }
   }
 
   // ---- internals ----
 
+  private capsWith(peerMaxMessageBytes: number, peerMaxHeadBytes: number): Capabilities {
+    const max = this.opts.maxMessageBytes;
+    return {
+      maxInlineBytes: max,
+      maxMessageBytes: max,
+      peerMaxMessageBytes,
+      maxHeadBytes: Math.min(DEFAULT_MAX_HEAD_BYTES, peerMaxHeadBytes),
+      zeroCopy: false,
+      rma: false,
+      sameHostOnly: false,
+    };
+  }
+
+  private sizeError(headLen: number, bodyLen: number): never {
+    if (bodyLen > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage("tcp", bodyLen, this.caps));
+    throw new UsageError(`tcp send: head of ${headLen} bytes exceeds maxHeadBytes ${this.caps.maxHeadBytes}`);
+  }
+
+  /** Reads hello bytes from the chunk; returns where frames begin, or -1 (more hello to come, or failed). */
+  private takeHello(chunk: Uint8Array): number {
+    const take = Math.min(HELLO_BYTES - this.helloFill, chunk.length);
+    this.hello.set(chunk.subarray(0, take), this.helloFill);
+    this.helloFill += take;
+    if (this.helloFill < HELLO_BYTES) return -1;
+    const h = decodeHello(this.hello);
+    if ("error" in h) {
+      this.failHandshake(h.error);
+      return -1;
+    }
+    this.caps = this.capsWith(h.maxMessageBytes, h.maxHeadBytes);
+    this.handshaking = false;
+    this.idleSince = performance.now();
+    this.opts.onHandshake(this, null);
+    return take;
+  }
+
+  private failHandshake(reason: string): void {
+    if (!this.handshaking) return;
+    this.handshaking = false;
+    const err =
+      this.opts.role === "connect"
+        ? new ConnectError(`tcp connect ${this.peer}: the peer ${reason}`)
+        : new ConnectError(`tcp listener: client ${this.peer} ${reason}; dropped`);
+    this.closed = true;
+    this.closeError = err;
+    this.opts.sweeper?.delete(this);
+    this.socket.terminate();
+    this.opts.onHandshake(this, err);
+  }
+
+  /** Parses a chunk of frames; any exception (a bad frame, a receiver that threw) closes the connection. */
+  private parse(chunk: Uint8Array | null): void {
+    this.inData = true;
+    const before = this.parser.completed;
+    try {
+      if (chunk === null) this.parser.resume();
+      else this.parser.push(chunk);
+    } catch (e) {
+      this.receiverFailed(e);
+      return;
+    } finally {
+      this.inData = false;
+    }
+    if (this.closed) return;
+    if (this.parser.completed !== before) this.activity = true;
+    if (!this.parser.partial) this.partialSince = -1;
+    else if (this.partialSince < 0 || this.parser.completed !== before) this.partialSince = performance.now();
+    // Replies produced while this read was parsed go out now, in one write with each other.
+    if (this.outLen > 0 && !this.awaitingDrain) this.flush();
+    this.wakeWaiters(true);
+  }
+
+  /**
+   * A malformed frame, or a receiver that threw: the stream's framing can no longer be trusted,
+   * so the connection ends here (the peer sees it closed) instead of limping on.
+   */
+  private receiverFailed(e: unknown): void {
+    const err = e instanceof HotpathError ? e : new ProtocolError(`tcp connection to ${this.peer}: receiver failed: ${describeThrown(e)}`);
+    this.abort(err);
+  }
+
   private deliver(msg: TcpRxMessage): boolean {
+    this.unreleased++;
     if (this.receiver === null) {
       this.early.push(msg);
+      this.earlyBytes += msg.headLength + msg.bodyLength;
+      if (this.earlyBytes > this.limits.connectionBufferBytes) this.setPause(PAUSE_NO_RECEIVER, true);
       return true;
     }
-    this.receiver.onMessage(msg as RxMessage);
+    this.receiver.onMessage(msg);
     return !this.closed;
+  }
+
+  private oversized(head: Uint8Array, bodyLen: number): boolean {
+    if (this.receiver === null) {
+      this.early.push({ head: head.slice(), bodyLen });
+      return true;
+    }
+    this.receiver.onOversized!(head, bodyLen);
+    return !this.closed;
+  }
+
+  /** FrameParser hook: may a split frame of `n` bytes be assembled now? */
+  private reserve(n: number): boolean {
+    if (this.opts.pool === null || n <= this.limits.connectionBufferBytes) return true;
+    if (this.grantedBytes > 0) {
+      this.reservedBytes = this.grantedBytes;
+      this.grantedBytes = 0;
+      return true;
+    }
+    if (this.opts.pool.tryReserve(n)) {
+      this.reservedBytes = n;
+      return true;
+    }
+    this.waitingBytes = n;
+    this.opts.pool.enqueue(this, n);
+    this.setPause(PAUSE_RESERVE, true);
+    return false;
+  }
+
+  private unreserve(): void {
+    if (this.reservedBytes === 0) return;
+    const n = this.reservedBytes;
+    this.reservedBytes = 0;
+    this.opts.pool!.release(n);
+  }
+
+  private resumeGranted(): void {
+    if (this.closed) return this.releasePool();
+    this.parse(null);
+    if (this.closed) return;
+    if (this.partialSince >= 0) this.partialSince = performance.now();
+    if (!this.parser.stalledForReserve) this.setPause(PAUSE_RESERVE, false);
+  }
+
+  private releasePool(): void {
+    const pool = this.opts.pool;
+    if (pool === null) return;
+    if (this.waitingBytes > 0) pool.cancel(this);
+    const held = this.reservedBytes + this.grantedBytes;
+    this.waitingBytes = this.reservedBytes = this.grantedBytes = 0;
+    if (held > 0) pool.release(held);
+  }
+
+  private setPause(bit: number, on: boolean): void {
+    const before = this.pauseMask;
+    this.pauseMask = on ? before | bit : before & ~bit;
+    if (before === 0 && this.pauseMask !== 0) this.socket.pause();
+    else if (before !== 0 && this.pauseMask === 0) this.socket.resume();
+  }
+
+  /** Accepted side: read no more requests while half the output budget waits for the peer. */
+  private checkOutput(): void {
+    if (this.opts.role !== "accept" || this.closed) return;
+    const over = this.awaitingDrain && 2 * this.outLen >= this.sendBufferBytes;
+    if (over === ((this.pauseMask & PAUSE_OUTPUT) !== 0)) return;
+    if (over) this.overSince = performance.now();
+    this.setPause(PAUSE_OUTPUT, over);
+  }
+
+  /**
+   * A large body with nothing queued ahead of it: hand it to the socket straight from the
+   * caller's memory (no copy into the output buffer); only what the socket did not take is
+   * copied (trySend's contract: the caller may reuse its buffer once this returns).
+   */
+  private writeDirect(head: Uint8Array, body: Uint8Array): SendStatus {
+    const prefix = new Uint8Array(FRAME_PREFIX_BYTES + head.length);
+    writeU32(prefix, 0, head.length);
+    writeU32(prefix, 4, body.length);
+    prefix.set(head, FRAME_PREFIX_BYTES);
+    const w1 = this.socket.write(prefix);
+    if (w1 < 0) {
+      this.onSocketClosed();
+      return SEND_CLOSED;
+    }
+    const w2 = w1 === prefix.length ? this.socket.write(body) : 0;
+    this.activity = true;
+    const restPrefix = prefix.subarray(w1);
+    const restBody = body.subarray(Math.max(w2, 0));
+    if (restPrefix.length + restBody.length === 0) return SEND_OK;
+    if (restPrefix.length + restBody.length > this.out.length) this.grow(restPrefix.length + restBody.length);
+    this.out.set(restPrefix, 0);
+    this.out.set(restBody, restPrefix.length);
+    this.outLen = restPrefix.length + restBody.length;
+    this.awaitingDrain = true;
+    this.checkOutput();
+    return SEND_OK;
   }
 
   private flush(): void {
@@ -278,28 +541,56 @@ export class TcpConnection implements Connection {
       this.onSocketClosed();
       return;
     }
+    if (written > 0) this.activity = true;
     if (written === this.outLen) {
       this.outLen = 0;
-      // A buffer grown for one large message goes back to its usual size.
-      if (this.out.length > this.sendBufferBytes) this.out = new Uint8Array(INITIAL_OUT_BYTES);
-      return;
+      // A buffer grown for a burst or a large message is let go; the next send starts small.
+      if (this.out.length > INITIAL_OUT_BYTES) this.out = EMPTY_BYTES;
+    } else {
+      this.out.copyWithin(0, written, this.outLen);
+      this.outLen -= written;
+      this.awaitingDrain = true;
     }
-    this.out.copyWithin(0, written, this.outLen);
-    this.outLen -= written;
-    this.awaitingDrain = true;
+    this.checkOutput();
   }
 
   private grow(need: number): void {
-    let size = this.out.length;
+    let size = Math.max(this.out.length, INITIAL_OUT_BYTES);
     while (size < need) size *= 2;
     const next = new Uint8Array(size);
     next.set(this.out.subarray(0, this.outLen));
     this.out = next;
   }
 
+  /** close() / abort() / idle: report `error`, stop reading, hand queued output over, then end. */
+  private shut(error: HotpathError | null): void {
+    if (this.closed) return;
+    if (this.handshaking) return this.failHandshake("closed locally during the handshake");
+    if (this.outLen > 0 && !this.awaitingDrain) this.flushOut();
+    if (this.closed) return; // the write found the socket gone
+    this.finish(error);
+    this.setPause(PAUSE_CLOSED, true);
+    if (this.outLen === 0) {
+      this.socket.end();
+      return;
+    }
+    this.lingering = true;
+    this.lingerTimer = setTimeout(() => this.socket.terminate(), CLOSE_LINGER_MS);
+  }
+
+  /** Slow consumer: nothing queued will be read, so the socket is cut at once. */
+  private cut(error: HotpathError): void {
+    this.outLen = 0;
+    this.finish(error);
+    this.socket.terminate();
+  }
+
   private finish(error: HotpathError | null): void {
     this.closed = true;
     this.closeError = error;
+    this.opts.sweeper?.delete(this);
+    this.releasePool();
+    this.early = [];
     this.wakeWaiters(false);
     const r = this.receiver;
     if (r) r.onClose(error);
@@ -307,5 +598,15 @@ export class TcpConnection implements Connection {
 
   private wakeWaiters(ready: boolean): void {
     this.waiters.wake(ready);
+  }
+}
+
+/** A thrown value as text, whatever it is (a throwing getter or a null prototype included). */
+function describeThrown(e: unknown): string {
+  try {
+    if (e instanceof Error) return e.message;
+    return String(e);
+  } catch {
+    return "(an exception that cannot be shown)";
   }
 }

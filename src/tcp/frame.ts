@@ -1,8 +1,8 @@
 /**
- * TCP framing (data path). One frame per message:
+ * TCP framing (data path). One frame per message, after the hello (hello.ts):
  *
  *   offset 0  u32 LE  headLen   (≤ maxHeadBytes)
- *   offset 4  u32 LE  bodyLen   (≤ maxMessageBytes)
+ *   offset 4  u32 LE  bodyLen   (≤ maxMessageBytes, or skipped: see below)
  *   offset 8  head bytes, then body bytes
  *
  * `FrameParser` turns the chunks a socket reads into whole messages: every complete frame of a
@@ -12,6 +12,17 @@
  * actually arrived (1 MiB to start, then at most twice what arrived, never past the frame's
  * size), after its lengths passed the limits: a claimed length, however large, costs at most
  * 1 MiB until its bytes really come.
+ *
+ * Before a split frame is assembled the parser asks `hooks.reserve(frameLen)`; false stalls it
+ * (the chunks not yet parsed are kept, nothing else is allocated) until `resume()`. A frame whose
+ * head is within maxHeadBytes but whose body is over maxMessageBytes is skippable when
+ * `hooks.canSkip()` says so: its head is read whole (at most maxHeadBytes), handed to
+ * `hooks.onOversized`, and its body bytes are discarded as they arrive, never buffered. Any
+ * other frame over the limits throws ProtocolError: the stream cannot be trusted past it.
+ *
+ * Example:
+ *   const p = new FrameParser(4096, 1 << 20, (m) => { use(m); m.release(); return true });
+ *   socket.data = (chunk) => p.push(chunk);
  */
 
 import { EMPTY_BYTES as EMPTY, readU32 } from "../bytes.ts";
@@ -28,10 +39,15 @@ export const FRAME_PREFIX_BYTES = 8;
  */
 const ASSEMBLY_MIN_BYTES = 1 << 20;
 
+/** Who learns that a received message was released (the connection counts what is in flight). */
+export interface RxOwner {
+  onRxReleased(): void;
+}
+
 /**
  * A received TCP message: head and body lie back to back in `headBuf` (the read chunk, or the
  * buffer a split frame was assembled in). Views are made on first use only. The bytes are heap
- * memory nobody reuses, so release() only marks the message.
+ * memory nobody reuses, so release() only marks the message (and tells its owner, once).
  */
 export class TcpRxMessage implements RxMessage {
   released = false;
@@ -41,6 +57,7 @@ export class TcpRxMessage implements RxMessage {
     readonly headOffset: number,
     readonly headLength: number,
     readonly bodyLength: number,
+    private readonly owner: RxOwner | null = null,
   ) {}
   get head(): Uint8Array {
     return this.headBuf.subarray(this.headOffset, this.headOffset + this.headLength);
@@ -53,37 +70,83 @@ export class TcpRxMessage implements RxMessage {
     return this.bodyView;
   }
   release(): void {
+    if (this.released) return;
     this.released = true;
+    this.owner?.onRxReleased();
   }
+}
+
+/** What the connection decides for the parser (every hook is optional; see the module comment). */
+export interface FrameHooks {
+  /** Owner of delivered messages (told when each is released). */
+  owner?: RxOwner;
+  /** May a split frame of `frameLen` bytes be assembled now? false: stall until resume(). */
+  reserve?(frameLen: number): boolean;
+  /** A frame that reserve() admitted is complete (or dropped): its memory is no longer held. */
+  unreserve?(frameLen: number): void;
+  /** May a frame whose body is over maxMessageBytes be skipped? Absent or false: ProtocolError. */
+  canSkip?(): boolean;
+  /** A skipped frame's head (a view valid during the call) and its body's claimed length. false: stop. */
+  onOversized?(head: Uint8Array, bodyLen: number): boolean;
 }
 
 export class FrameParser {
   /** Prefix bytes of a frame whose prefix was split across reads. */
   private readonly prefix = new Uint8Array(FRAME_PREFIX_BYTES);
   private prefixFill = 0;
-  /** The frame being assembled across reads (head + body), or null. */
+  /** The frame being assembled across reads (head + body, or only the head of a skipped frame). */
   private frame: Uint8Array | null = null;
   private frameLen = 0;
   private frameHeadLen = 0;
   private frameFill = 0;
+  /** Body bytes to discard after the head being assembled (a skipped frame), else -1. */
+  private skipAfter = -1;
+  /** Body bytes of a skipped frame still to discard. */
+  private skipLeft = 0;
+  /** A split frame waiting for reserve(): its lengths, and the chunks after its prefix. */
+  private waitHead = -1;
+  private waitBody = 0;
+  private stalled: Uint8Array[] = [];
+  /** Frames delivered or skipped so far (the connection tells idle from busy by it). */
+  completed = 0;
+  /** A delivery said stop (the connection closed): nothing more is parsed. */
+  private halted = false;
 
   constructor(
     private readonly maxHeadBytes: number,
     private readonly maxBodyBytes: number,
     /** Receives each whole message; returns false to stop parsing (the connection closed). */
     private readonly deliver: (msg: TcpRxMessage) => boolean,
+    private readonly hooks: FrameHooks = {},
   ) {}
 
   /** Bytes held for a frame not yet complete (for tests and accounting). */
   get pendingBytes(): number {
-    return this.prefixFill + (this.frame ? this.frame.length : 0);
+    let n = this.prefixFill + (this.frame ? this.frame.length : 0);
+    for (const c of this.stalled) n += c.length;
+    return n;
+  }
+
+  /** True while a frame has begun arriving and is not complete (or waits for its reservation). */
+  get partial(): boolean {
+    return this.prefixFill > 0 || this.frame !== null || this.skipLeft > 0 || this.waitHead >= 0;
+  }
+
+  /** True while a split frame waits for reserve() to admit it. */
+  get stalledForReserve(): boolean {
+    return this.waitHead >= 0;
   }
 
   /** Parses one chunk. Throws ProtocolError on a frame that breaks the limits. */
   push(chunk: Uint8Array): void {
+    if (this.halted) return;
+    if (this.waitHead >= 0) {
+      this.stalled.push(chunk);
+      return;
+    }
     let p = 0;
     const n = chunk.length;
-    if (this.prefixFill > 0 || this.frame !== null) {
+    if (this.prefixFill > 0 || this.frame !== null || this.skipLeft > 0) {
       p = this.continuePartial(chunk);
       if (p < 0) return;
     }
@@ -95,39 +158,103 @@ export class FrameParser {
       }
       const headLen = readU32(chunk, p);
       const bodyLen = readU32(chunk, p + FRAME_BODY_LEN_OFFSET);
-      this.check(headLen, bodyLen);
       const start = p + FRAME_PREFIX_BYTES;
+      if (this.oversized(headLen, bodyLen)) {
+        p = this.beginSkip(headLen, bodyLen, chunk, start);
+        if (p < 0) return;
+        continue;
+      }
       const end = start + headLen + bodyLen;
       if (end > n) {
         this.beginFrame(headLen, bodyLen, chunk.subarray(start, n));
         return;
       }
-      const msg = new TcpRxMessage(chunk, start, headLen, bodyLen);
+      const msg = new TcpRxMessage(chunk, start, headLen, bodyLen, this.hooks.owner ?? null);
       p = end;
-      if (!this.deliver(msg)) return;
+      this.completed++;
+      if (!this.deliver(msg)) return this.halt();
     }
   }
 
-  private check(headLen: number, bodyLen: number): void {
+  /** Goes on after reserve() refused: asks again and, when admitted, parses what was kept. */
+  resume(): void {
+    if (this.waitHead < 0) return;
+    const headLen = this.waitHead;
+    const bodyLen = this.waitBody;
+    const chunks = this.stalled;
+    this.waitHead = -1;
+    this.stalled = [];
+    this.beginFrame(headLen, bodyLen, EMPTY);
+    // Chunks go back through push() in order; one that stalls again keeps the rest queued.
+    for (const c of chunks) this.push(c);
+  }
+
+  /** Checks a prefix's lengths: false for a normal frame, true for a skippable one; throws otherwise. */
+  private oversized(headLen: number, bodyLen: number): boolean {
     if (headLen > this.maxHeadBytes) {
       throw new ProtocolError(`tcp frame: head of ${headLen} bytes exceeds maxHeadBytes ${this.maxHeadBytes}`);
     }
-    if (bodyLen > this.maxBodyBytes) {
-      throw new ProtocolError(`tcp frame: body of ${bodyLen} bytes exceeds maxMessageBytes ${this.maxBodyBytes}`);
+    if (bodyLen <= this.maxBodyBytes) return false;
+    if (this.hooks.canSkip?.() === true) return true;
+    throw new ProtocolError(`tcp frame: body of ${bodyLen} bytes exceeds maxMessageBytes ${this.maxBodyBytes}`);
+  }
+
+  /**
+   * Starts skipping a frame whose head begins at `at` of `chunk`: delivers its head if whole and
+   * discards what body the chunk holds. Returns where parsing resumes in the chunk, or -1.
+   */
+  private beginSkip(headLen: number, bodyLen: number, chunk: Uint8Array, at: number): number {
+    const n = chunk.length;
+    if (at + headLen > n) {
+      this.frame = new Uint8Array(headLen);
+      this.frame.set(chunk.subarray(at, n), 0);
+      this.frameFill = n - at;
+      this.frameLen = headLen;
+      this.frameHeadLen = headLen;
+      this.skipAfter = bodyLen;
+      return -1;
     }
+    if (!this.skipped(chunk.subarray(at, at + headLen), bodyLen)) return -1;
+    return this.discard(chunk, at + headLen);
+  }
+
+  /** Reports a skipped frame; the body is then discarded. Returns false to stop. */
+  private skipped(head: Uint8Array, bodyLen: number): boolean {
+    this.skipLeft = bodyLen;
+    this.completed++;
+    if (!this.hooks.onOversized || this.hooks.onOversized(head, bodyLen)) return true;
+    this.halt();
+    return false;
+  }
+
+  /** Discards skipped body bytes from `p`; returns where parsing resumes, or -1 (chunk used up). */
+  private discard(chunk: Uint8Array, p: number): number {
+    const take = Math.min(this.skipLeft, chunk.length - p);
+    this.skipLeft -= take;
+    p += take;
+    return this.skipLeft > 0 ? -1 : p;
   }
 
   private beginFrame(headLen: number, bodyLen: number, first: Uint8Array): void {
-    this.frameLen = headLen + bodyLen;
+    const frameLen = headLen + bodyLen;
+    if (this.hooks.reserve && !this.hooks.reserve(frameLen)) {
+      this.waitHead = headLen;
+      this.waitBody = bodyLen;
+      if (first.length > 0) this.stalled.push(first);
+      return;
+    }
+    this.frameLen = frameLen;
     this.frameHeadLen = headLen;
-    this.frame = new Uint8Array(Math.min(this.frameLen, Math.max(ASSEMBLY_MIN_BYTES, 2 * first.length)));
+    this.skipAfter = -1;
+    this.frame = new Uint8Array(Math.min(frameLen, Math.max(ASSEMBLY_MIN_BYTES, 2 * first.length)));
     this.frame.set(first, 0);
     this.frameFill = first.length;
   }
 
-  /** Feeds a chunk to a split prefix or frame; returns where whole-frame parsing resumes, or -1. */
+  /** Feeds a chunk to a split prefix, frame or skip; returns where whole-frame parsing resumes, or -1. */
   private continuePartial(chunk: Uint8Array): number {
     let p = 0;
+    if (this.skipLeft > 0) return this.discard(chunk, 0);
     if (this.frame === null) {
       const need = FRAME_PREFIX_BYTES - this.prefixFill;
       if (chunk.length < need) {
@@ -140,11 +267,18 @@ export class FrameParser {
       p = need;
       const headLen = readU32(this.prefix, 0);
       const bodyLen = readU32(this.prefix, FRAME_BODY_LEN_OFFSET);
-      this.check(headLen, bodyLen);
+      if (this.oversized(headLen, bodyLen)) return this.beginSkip(headLen, bodyLen, chunk, p);
       if (headLen + bodyLen === 0) {
-        return this.deliver(new TcpRxMessage(EMPTY, 0, 0, 0)) ? p : -1;
+        this.completed++;
+        if (this.deliver(new TcpRxMessage(EMPTY, 0, 0, 0, this.hooks.owner ?? null))) return p;
+        this.halt();
+        return -1;
       }
       this.beginFrame(headLen, bodyLen, EMPTY);
+      if (this.waitHead >= 0) {
+        if (p < chunk.length) this.stalled.push(chunk.subarray(p));
+        return -1;
+      }
     }
     const take = Math.min(this.frameLen - this.frameFill, chunk.length - p);
     if (this.frameFill + take > this.frame!.length) {
@@ -158,8 +292,22 @@ export class FrameParser {
     p += take;
     if (this.frameFill < this.frameLen) return -1;
     this.frame = null;
+    if (this.skipAfter >= 0) {
+      const bodyLen = this.skipAfter;
+      this.skipAfter = -1;
+      if (!this.skipped(frame, bodyLen)) return -1;
+      return this.discard(chunk, p);
+    }
+    this.hooks.unreserve?.(this.frameLen);
     const h = this.frameHeadLen;
-    const msg = new TcpRxMessage(frame, 0, h, this.frameLen - h);
-    return this.deliver(msg) ? p : -1;
+    const msg = new TcpRxMessage(frame, 0, h, this.frameLen - h, this.hooks.owner ?? null);
+    this.completed++;
+    if (this.deliver(msg)) return p;
+    this.halt();
+    return -1;
+  }
+
+  private halt(): void {
+    this.halted = true;
   }
 }

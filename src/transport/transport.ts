@@ -188,12 +188,43 @@ export interface ConnectOptions {
   wait?: Partial<SegmentWaitPolicy>;
   /** ucx: ask for UCP_ERR_HANDLING_MODE_PEER (gives up shared memory in UCX 1.13). */
   ucx?: { peerErrors?: boolean };
+  /** tcp: the dialled connection's buffer and time limits (0 turns a timeout off). Others ignore it. */
+  tcp?: {
+    /** Output queued before trySend reports Full. Default 4 MiB. */
+    sendBufferBytes?: number;
+    /** Close the connection when no whole frame moved either way for this long and nothing is in flight. Default 0 (never). */
+    idleTimeoutMs?: number;
+    /** Abort with ProtocolError when a frame that began arriving is still incomplete after this long. Default 0 (never). */
+    frameTimeoutMs?: number;
+  };
 }
 
 export interface ListenOptions {
   maxMessageBytes?: number;
   /** shm / inproc: the initial wait policy of accepted connections. Others ignore it. */
   wait?: Partial<SegmentWaitPolicy>;
+  /**
+   * tcp: the listener's connection, memory and time limits (0 turns a timeout off). Others ignore
+   * it. The defaults bound what the tcp layer holds for a listener's peers (see src/tcp/limits.ts).
+   */
+  tcp?: {
+    /** Connections open or in their handshake at once; a client beyond it is refused with a busy hello. Default 1024. */
+    maxConnections?: number;
+    /** Bytes of a frame split across reads that one connection assembles on its own; a larger frame waits for a share of serverBufferBytes. Default 256 KiB. */
+    connectionBufferBytes?: number;
+    /** Bytes of large split frames all connections together may hold; a connection waiting for its share stops reading. Default 256 MiB. */
+    serverBufferBytes?: number;
+    /** Output queued before trySend reports Full; from half of it, reading from that connection pauses until it drains. Default 4 MiB. */
+    sendBufferBytes?: number;
+    /** Disconnect a peer that leaves its connection's output over budget (not reading its replies) for this long. Default 30000. */
+    slowConsumerMs?: number;
+    /** Close a connection when no whole frame moved either way for this long and nothing is in flight. Default 300000. */
+    idleTimeoutMs?: number;
+    /** Drop a connection whose hello has not arrived this long after it was accepted. Default 10000. */
+    handshakeTimeoutMs?: number;
+    /** Abort with ProtocolError when a frame that began arriving is still incomplete after this long (slowloris). Default 30000. */
+    frameTimeoutMs?: number;
+  };
 }
 
 /** What a transport module registers with the URL registry. */
