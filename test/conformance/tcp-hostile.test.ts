@@ -1,68 +1,32 @@
 /**
- * A scripted hostile peer on raw sockets against the TCP transport: garbage, truncated frames,
- * a 4 GiB length prefix, a header whose lengths disagree, a response never asked for. Each
- * aborts only the offending connection; the server keeps serving other clients.
+ * A scripted hostile peer on raw sockets against the TCP transport: no hello, a wrong magic or
+ * version, garbage, truncated frames, 4 GiB length claims, a header whose lengths disagree, a
+ * response never asked for. Each aborts only the offending connection (or, for an oversized
+ * body behind a sound head, only that call); the server keeps serving other clients. Raw peers
+ * speak the hello first, as the protocol requires.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Socket } from "bun";
-import { ProtocolError, rpcConnect, wire } from "../../src/index.ts";
+import { ConnectError, ProtocolError, rpcConnect, wire } from "../../src/index.ts";
+import { HELLO_BUSY, TCP_PROTOCOL_VERSION } from "../../src/tcp/hello.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { frame, hello, rawSession, requestHead, rssBytes } from "../tcp/raw.ts";
 import * as m from "./methods.ts";
 
-const PEER_SERVER = new URL("./peer-server.ts", import.meta.url).pathname;
+const SERVER = new URL("../tcp/server.ts", import.meta.url).pathname;
+/** Short enough for a test, long enough that a normal client is never caught by it. */
+const HANDSHAKE_TIMEOUT_MS = 300;
 
-function frame(head: Uint8Array, body: Uint8Array = new Uint8Array(0), claimHead = head.length, claimBody = body.length): Uint8Array {
-  const out = new Uint8Array(8 + head.length + body.length);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, claimHead, true);
-  dv.setUint32(4, claimBody, true);
-  out.set(head, 8);
-  out.set(body, 8 + head.length);
-  return out;
-}
-
-function requestHead(dataLen: number, slot = 0, gen = 1): Uint8Array {
-  const h = new Uint8Array(wire.WIRE_HEADER_BYTES);
-  wire.writeWireHeader(h, wire.KIND_REQUEST, m.M_ECHO, slot, gen, 0, dataLen);
-  return h;
-}
-
-/** Connects a raw socket, writes the script, and resolves with what came back when the server closed it. */
-async function rawSession(port: number, script: Uint8Array[], opts: { endAfter?: boolean } = {}) {
-  const received: Uint8Array[] = [];
-  let resolveClosed!: () => void;
-  const closed = new Promise<void>((r) => (resolveClosed = r));
-  const sock: Socket = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      data(_s, d) {
-        received.push(d.slice());
-      },
-      close() {
-        resolveClosed();
-      },
-      error() {
-        resolveClosed();
-      },
-    },
-  });
-  for (const chunk of script) {
-    sock.write(chunk);
-    await Bun.sleep(5);
-  }
-  if (opts.endAfter) sock.end();
-  const outcome = await Promise.race([closed.then(() => "closed" as const), Bun.sleep(3000).then(() => "open" as const)]);
-  sock.terminate();
-  return { outcome, received };
+/** A raw listener (a hostile or foreign server) with the given open and data handlers. */
+function evilServer(onOpen: (s: import("bun").Socket) => void, onData: (s: import("bun").Socket, d: Uint8Array) => void = () => {}) {
+  return Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: onOpen, data: onData } });
 }
 
 describe("tcp: hostile peer", () => {
   let peer: Peer;
   let port: number;
   beforeAll(async () => {
-    peer = await spawnPeer(PEER_SERVER, ["tcp://127.0.0.1:0"]);
+    peer = await spawnPeer(SERVER, ["tcp://127.0.0.1:0", JSON.stringify({ tcp: { handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS } })]);
     port = Number(new URL(peer.ready.url).port);
   });
   afterAll(async () => {
@@ -79,15 +43,56 @@ describe("tcp: hostile peer", () => {
     expect(peer.proc.exitCode).toBeNull();
   }
 
-  test("garbage bytes: the server drops the connection and keeps serving", async () => {
-    const r = await rawSession(port, [new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n")]);
+  test("the server's hello comes first: magic, version, its limits", async () => {
+    const r = await rawSession(port, [], { waitMs: 50 });
+    expect([...r.serverHello]).toEqual([...hello()]);
+  });
+
+  test("a peer that never sends a hello is dropped after handshakeTimeoutMs", async () => {
+    const r = await rawSession(port, [], { sendHello: false, waitMs: 5000 });
     expect(r.outcome).toBe("closed");
-    expect(r.received.length).toBe(0);
+    expect(r.after.length).toBe(0);
     await stillServes();
   });
 
-  test("a 4 GiB length prefix: dropped at once, before any body arrives", async () => {
-    const r = await rawSession(port, [frame(requestHead(0), new Uint8Array(0), wire.WIRE_HEADER_BYTES, 0xffffffff)]);
+  test("a frame without a hello (a peer of another protocol) is dropped at once, unanswered", async () => {
+    const r = await rawSession(port, [frame(requestHead(3), new Uint8Array(3))], { sendHello: false, waitMs: HANDSHAKE_TIMEOUT_MS / 2 });
+    expect(r.outcome).toBe("closed");
+    expect(r.after.length).toBe(0);
+    await stillServes();
+  });
+
+  test("a hello with the wrong magic or another version is dropped, unanswered", async () => {
+    for (const bad of [hello({ magic: 0x12345678 }), hello({ version: TCP_PROTOCOL_VERSION + 1 })]) {
+      const r = await rawSession(port, [bad, frame(requestHead(3), new Uint8Array(3))], { sendHello: false, waitMs: HANDSHAKE_TIMEOUT_MS / 2 });
+      expect(r.outcome).toBe("closed");
+      expect(r.after.length).toBe(0);
+    }
+    await stillServes();
+  });
+
+  test("garbage bytes: the server drops the connection and keeps serving", async () => {
+    const r = await rawSession(port, [new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n")]);
+    expect(r.outcome).toBe("closed");
+    expect(r.after.length).toBe(0);
+    await stillServes();
+  });
+
+  test("a 4 GiB body claim behind a sound head: that call gets an error, no memory is held for it, the session goes on", async () => {
+    const before = rssBytes(peer.proc.pid);
+    const claim = frame(requestHead(0xffffffff, 5, 1), new Uint8Array(0), wire.WIRE_HEADER_BYTES, 0xffffffff);
+    // 64 MiB of the claimed body: discarded as it arrives, never buffered (read buffers are
+    // garbage at once; the bound leaves room for the collector to be late).
+    const r = await rawSession(port, [claim, ...Array.from({ length: 64 }, () => new Uint8Array(1 << 20))], { waitMs: 300 });
+    expect(r.outcome).toBe("open");
+    expect(r.after[8]).toBe(wire.KIND_ERROR);
+    console.log(`server RSS growth after a skipped 64 MiB body: ${((rssBytes(peer.proc.pid) - before) / 2 ** 20).toFixed(1)} MiB`);
+    expect(rssBytes(peer.proc.pid) - before).toBeLessThan(32 << 20);
+    await stillServes();
+  });
+
+  test("a 4 GiB length prefix behind a head over maxHeadBytes: dropped at once, before any body arrives", async () => {
+    const r = await rawSession(port, [frame(requestHead(0), new Uint8Array(0), 1 << 30, 0xffffffff)]);
     expect(r.outcome).toBe("closed");
     await stillServes();
   });
@@ -101,7 +106,18 @@ describe("tcp: hostile peer", () => {
   test("a header whose lengths disagree with the frame: dropped, no reply", async () => {
     const r = await rawSession(port, [frame(requestHead(50), new Uint8Array(10))]);
     expect(r.outcome).toBe("closed");
-    expect(r.received.length).toBe(0);
+    expect(r.after.length).toBe(0);
+    await stillServes();
+  });
+
+  test("a valid request then a malformed one in the same write: the valid one is answered before the drop", async () => {
+    const good = frame(requestHead(3, 1, 1), new Uint8Array([1, 2, 3]));
+    const bad = frame(requestHead(50, 2, 1), new Uint8Array(10));
+    const r = await rawSession(port, [new Uint8Array([...good, ...bad])]);
+    expect(r.outcome).toBe("closed");
+    expect(r.after.length).toBe(8 + wire.WIRE_HEADER_BYTES + 3);
+    expect(r.after[8]).toBe(wire.KIND_RESPONSE);
+    expect([...r.after.subarray(8 + wire.WIRE_HEADER_BYTES)]).toEqual([1, 2, 3]);
     await stillServes();
   });
 
@@ -123,39 +139,36 @@ describe("tcp: hostile peer", () => {
     const full = frame(requestHead(100), new Uint8Array(100));
     const r = await rawSession(port, [full.subarray(0, 3), full.subarray(3, 40)], { endAfter: true });
     expect(r.outcome).toBe("closed");
-    expect(r.received.length).toBe(0);
+    expect(r.after.length).toBe(0);
     await stillServes();
   });
 
-  test("a valid frame split byte by byte is answered", async () => {
-    const full = frame(requestHead(3), new Uint8Array([7, 8, 9]));
-    const pieces = [...full].map((b) => new Uint8Array([b]));
+  test("a valid frame split byte by byte (hello included) is answered", async () => {
+    const full = new Uint8Array([...hello(), ...frame(requestHead(3), new Uint8Array([7, 8, 9]))]);
     const received: Uint8Array[] = [];
     const sock = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data: (_s, d) => void received.push(d.slice()) } });
-    for (const p of pieces) {
-      sock.write(p);
+    for (const b of full) {
+      sock.write(new Uint8Array([b]));
       await Bun.sleep(1);
     }
-    for (let i = 0; i < 300 && received.reduce((n, r) => n + r.length, 0) < 8 + 24 + 3; i++) await Bun.sleep(5);
+    const want = 16 + 8 + wire.WIRE_HEADER_BYTES + 3;
+    for (let i = 0; i < 300 && received.reduce((n, r) => n + r.length, 0) < want; i++) await Bun.sleep(5);
     sock.end();
-    const all = Buffer.concat(received);
-    expect(all.length).toBe(8 + 24 + 3);
+    const all = Buffer.concat(received).subarray(16);
+    expect(all.length).toBe(want - 16);
     expect(all[8]).toBe(wire.KIND_RESPONSE);
-    expect([...all.subarray(32)]).toEqual([7, 8, 9]);
+    expect([...all.subarray(8 + wire.WIRE_HEADER_BYTES)]).toEqual([7, 8, 9]);
   });
 
   test("a hostile server answering a call never issued: the client aborts with ProtocolError", async () => {
-    const evil = Bun.listen({
-      hostname: "127.0.0.1",
-      port: 0,
-      socket: {
-        data(s) {
-          const h = new Uint8Array(wire.WIRE_HEADER_BYTES);
-          wire.writeWireHeader(h, wire.KIND_RESPONSE, m.M_ECHO, 40, 999, 0, 0);
-          s.write(frame(h));
-        },
+    const evil = evilServer(
+      (s) => void s.write(hello()),
+      (s) => {
+        const h = new Uint8Array(wire.WIRE_HEADER_BYTES);
+        wire.writeWireHeader(h, wire.KIND_RESPONSE, m.M_ECHO, 40, 999, 0, 0);
+        s.write(frame(h));
       },
-    });
+    );
     try {
       const c = await rpcConnect(`tcp://127.0.0.1:${evil.port}`);
       const e = await c.request(m.M_ECHO, new Uint8Array(1), { timeoutMs: 5000 }).catch((x) => x);
@@ -166,16 +179,11 @@ describe("tcp: hostile peer", () => {
     }
   });
 
-  test("a hostile server sending garbage: the client aborts with ProtocolError", async () => {
-    const evil = Bun.listen({
-      hostname: "127.0.0.1",
-      port: 0,
-      socket: {
-        data(s) {
-          s.write(new Uint8Array(64).fill(0xff));
-        },
-      },
-    });
+  test("a hostile server sending garbage after its hello: the client aborts with ProtocolError", async () => {
+    const evil = evilServer(
+      (s) => void s.write(hello()),
+      (s) => void s.write(new Uint8Array(64).fill(0xff)),
+    );
     try {
       const c = await rpcConnect(`tcp://127.0.0.1:${evil.port}`);
       const e = await c.request(m.M_ECHO, new Uint8Array(1), { timeoutMs: 5000 }).catch((x) => x);
@@ -185,4 +193,72 @@ describe("tcp: hostile peer", () => {
       evil.stop(true);
     }
   });
+
+  test("a server of another protocol, or another version, or at its limit: connect fails with a ConnectError that says so", async () => {
+    const cases: Array<[Uint8Array, string]> = [
+      [new TextEncoder().encode("HTTP/1.1 400 Bad Request\r\n\r\n"), "does not speak the hotpath tcp protocol"],
+      [hello({ version: 7 }), `version 7, this side speaks version ${TCP_PROTOCOL_VERSION}`],
+      [hello({ status: HELLO_BUSY }), "connection limit"],
+    ];
+    for (const [first, says] of cases) {
+      const evil = evilServer((s) => void s.write(first));
+      try {
+        const e = await rpcConnect(`tcp://127.0.0.1:${evil.port}`, { connectTimeoutMs: 5000 }).catch((x) => x);
+        expect(e).toBeInstanceOf(ConnectError);
+        expect(e.message).toContain(says);
+      } finally {
+        evil.stop(true);
+      }
+    }
+  });
+
+  test("a server that accepts but never sends its hello: ConnectError after connectTimeoutMs", async () => {
+    const evil = evilServer(() => {});
+    try {
+      const e = await rpcConnect(`tcp://127.0.0.1:${evil.port}`, { connectTimeoutMs: 200 }).catch((x) => x);
+      expect(e).toBeInstanceOf(ConnectError);
+      expect(e.message).toContain("no hello");
+    } finally {
+      evil.stop(true);
+    }
+  });
+
+  test("an oversized reply from a server that ignores the client's limit fails that call only", async () => {
+    // Echoes M_ECHO requests; answers M_DIGEST with 4 KiB, over the client's 1 KiB limit.
+    let buf = new Uint8Array(0);
+    const evil = evilServer(
+      (s) => void s.write(hello()),
+      (s, d) => {
+        buf = new Uint8Array([...buf, ...d]);
+        if (buf.length >= 16 && buf[0] === hello()[0]) buf = buf.subarray(16);
+        while (buf.length >= 8) {
+          const dv = new DataView(buf.buffer, buf.byteOffset);
+          const len = 8 + dv.getUint32(0, true) + dv.getUint32(4, true);
+          if (buf.length < len) return;
+          const head = buf.subarray(8, 8 + wire.WIRE_HEADER_BYTES);
+          const body = buf.subarray(8 + wire.WIRE_HEADER_BYTES, len);
+          const method = wire.wireMethod(head);
+          const reply = method === m.M_DIGEST ? new Uint8Array(4096) : body.slice();
+          const h = new Uint8Array(wire.WIRE_HEADER_BYTES);
+          wire.writeWireHeader(h, wire.KIND_RESPONSE, method, wire.wireCallSlot(head), wire.wireCallGen(head), 0, reply.length);
+          s.write(frame(h, reply));
+          buf = buf.subarray(len);
+        }
+      },
+    );
+    try {
+      const c = await rpcConnect(`tcp://127.0.0.1:${evil.port}`, { maxMessageBytes: 1024 });
+      const echo = c.request(m.M_ECHO, new Uint8Array([1]), { timeoutMs: 5000 });
+      const e = await c.request(m.M_DIGEST, new Uint8Array(1), { timeoutMs: 5000 }).catch((x) => x);
+      expect(e).toBeInstanceOf(ProtocolError);
+      expect(e.message).toContain("4096");
+      expect(await echo).toEqual(new Uint8Array([1]));
+      expect(c.closed).toBe(false);
+      expect(await c.request(m.M_ECHO, new Uint8Array([2]), { timeoutMs: 5000 })).toEqual(new Uint8Array([2]));
+      c.close();
+    } finally {
+      evil.stop(true);
+    }
+  });
 });
+
