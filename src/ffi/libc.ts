@@ -3,8 +3,9 @@
  * these C functions. Every wrapper checks the return value and turns errno into a NativeError
  * that names the operation, its arguments and the errno.
  *
- * Ownership: `ShmMapping` owns its fd and mapping; close() closes the fd at once and the mapping
- * goes when no view of it is left (see close()); twice is safe.
+ * Ownership: `ShmMapping` owns its fd and mapping; close() closes the fd and drops the shared
+ * pages at once (anonymous zero pages take their place), and the address range is unmapped when
+ * no view of it is left (see close()); twice is safe.
  * Views over a mapping are made once, when it is mapped (`mapping.buffer`), never per message.
  * Thread: any; futexWait blocks the calling thread (never call it on an event-loop thread that
  * must stay responsive, except through a bounded timeout).
@@ -40,6 +41,9 @@ const O_CREAT = 0o100;
 const O_EXCL = 0o200;
 const PROT_READ_WRITE = 0x1 | 0x2;
 const MAP_SHARED = 0x1;
+const MAP_PRIVATE = 0x2;
+const MAP_FIXED = 0x10;
+const MAP_ANONYMOUS = 0x20;
 const SYS_FUTEX = 202;
 const FUTEX_WAIT = 0;
 const FUTEX_WAKE = 1;
@@ -141,14 +145,21 @@ export class ShmMapping {
   }
 
   /**
-   * Closes the fd. The mapping itself is removed (munmap) only once `buffer` and every view of
-   * it have been garbage-collected, so a view a caller still holds can never touch unmapped
-   * memory (it would crash the process, not throw). Idempotent.
+   * Closes the fd and lets go of the shared pages at once: private anonymous pages are mapped
+   * over the whole range (MAP_FIXED), so the shm object's memory is freed as soon as the peer
+   * lets go too (a reconnect loop cannot fill /dev/shm waiting for the garbage collector), and
+   * a view a caller still holds reads zeros instead of the peer's data. The range itself is
+   * unmapped only once `buffer` and every view of it have been garbage-collected, so no view
+   * can ever touch unmapped memory (that would crash the process, not throw). Idempotent.
+   * Call it only when no other thread of this process uses the mapping.
    */
   close(): void {
     if (this.fd < 0) return;
     C.close(this.fd);
     this.fd = -1;
+    // MAP_FIXED over our own range fails only when the kernel is out of mappings or memory; the
+    // shared pages then stay until the unmap at collection (the old behaviour), nothing worse.
+    C.mmap(this.address as Pointer, this.lenBytes, PROT_READ_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1, 0);
   }
 }
 
@@ -206,6 +217,24 @@ export function closeFd(fd: number): void {
 const pollfd = new Int32Array(2); // struct pollfd { int fd; short events; short revents; }
 const pollfdPtr = ptr(pollfd);
 const POLLIN = 1;
+const POLLERR = 0x8;
+const POLLHUP = 0x10;
+const POLLNVAL = 0x20;
+const POLLRDHUP = 0x2000;
+
+/**
+ * Whether the peer of socket `fd` is gone (it closed, shut down its sending side, or its
+ * process died): poll(2) with timeout 0 for POLLRDHUP / POLLHUP / POLLERR; an fd that is no
+ * longer open (POLLNVAL) counts as gone too. Never blocks; reads nothing from the socket, so
+ * bytes queued on it stay for the event loop. Thread: any.
+ */
+export function fdPeerGone(fd: number): boolean {
+  pollfd[0] = fd;
+  pollfd[1] = POLLRDHUP; // events = POLLRDHUP, revents = 0 (POLLHUP/POLLERR/POLLNVAL always reported)
+  const r = C.poll(pollfdPtr, 1, 0);
+  if (r <= 0) return false; // nothing to report, or EINTR: look again next time
+  return ((pollfd[1]! >>> 16) & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) !== 0;
+}
 
 /** Blocks the calling thread until `fd` is readable (true) or `timeoutMs` passes (false). */
 export function pollReadable(fd: number, timeoutMs: number): boolean {

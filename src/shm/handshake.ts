@@ -5,9 +5,9 @@
 
 import type { Socket } from "bun";
 import { ConnectError, UsageError } from "../errors.ts";
-import type { ConnectOptions } from "../transport/transport.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions } from "../transport/transport.ts";
 import type { SegmentConnection } from "./connection.ts";
-import { DEFAULT_SEGMENT_CONFIG, type SegmentConfig } from "./layout.ts";
+import { DEFAULT_SEGMENT_CONFIG, type SegmentConfig, type SegmentLayout } from "./layout.ts";
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,100}$/;
 /** A peer that connects but does not finish the handshake within this long is dropped. */
@@ -28,6 +28,29 @@ export function segmentConfig(opts: ConnectOptions): SegmentConfig {
   const max = opts.maxMessageBytes;
   if (max !== undefined) cfg.sizeClasses = cfg.sizeClasses.filter((c, i) => i === 0 || cfg.sizeClasses[i - 1]!.slotBytes < max);
   return cfg;
+}
+
+/** The largest body a connecting side accepts (its hello's maxMessageBytes): its option, within the segment's largest class. */
+export function ownLimit(opts: ConnectOptions, layout: SegmentLayout): number {
+  return Math.min(opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES, layout.sizeClasses[layout.sizeClasses.length - 1]!.slotBytes);
+}
+
+/**
+ * The peer's maxMessageBytes from its handshake line: undefined when it sent none (the segment's
+ * largest class applies), null when the value is not a whole number ≥ 0 (a malformed handshake).
+ */
+export function peerLimit(v: unknown): number | undefined | null {
+  if (v === undefined) return undefined;
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0 ? v : null;
+}
+
+/**
+ * The fd of a Unix socket (Bun sets `fd` on listener, accepted and dialled sockets; the typings
+ * omit it), or -1. Liveness probes poll it; the socket stays owned by Bun.
+ */
+export function socketFd(s: Socket<Handshake>): number {
+  const fd = (s as unknown as { fd?: unknown }).fd;
+  return typeof fd === "number" ? fd : -1;
 }
 
 /** Per-socket state of a session's control channel. */
@@ -62,11 +85,11 @@ export function openHandshake(s: Socket<Handshake>): void {
   }, HANDSHAKE_TIMEOUT_MS);
 }
 
-/** Listener side: the session is set up; tell the client. */
+/** Listener side: the session is set up; tell the client, with the largest body this side accepts. */
 export function acceptHandshake(s: Socket<Handshake>, conn: SegmentConnection): void {
   s.data.conn = conn;
   clearTimeout(s.data.timer);
-  s.write(`${JSON.stringify({ ok: true })}\n`);
+  s.write(`${JSON.stringify({ ok: true, maxMessageBytes: conn.caps.maxMessageBytes })}\n`);
 }
 
 /** Listener side: refuse with a reason the client reports in its ConnectError. */

@@ -8,25 +8,33 @@
  * unlinks the name (both sides have it mapped now, so a crash leaves nothing in /dev/shm) and
  * answers `{"ok":true}` or `{"error":…}`. The client unlinks the name too on any failure.
  *
+ * Both lines carry the side's maxMessageBytes, so each side learns the largest body the other
+ * accepts (caps.peerMaxMessageBytes) and refuses a larger send locally.
+ *
  * After the handshake the socket stays open for two jobs: its close tells each side the other
- * is gone (a killed process closes it too), and single bytes on it are the event-loop doorbell
- * (measured here against a helper Worker parked in futex that wakes the main thread through
- * Atomics.waitAsync: ~10 µs vs ~30 µs p50 to wake an idle process).
+ * is gone (a killed process closes it too; spin and blocking loops, which never return to the
+ * event loop, ask poll(2) about its fd instead), and single bytes on it are the event-loop
+ * doorbell (measured here against a helper Worker parked in futex that wakes the main thread
+ * through Atomics.waitAsync: ~10 µs vs ~30 µs p50 to wake an idle process).
+ *
+ * On close the segment's shared pages are dropped at once (ShmMapping.close), as soon as no
+ * received message is held any more.
  */
 
 import type { Socket, UnixSocketListener } from "bun";
 import { ConnectError, HotpathError, ProtocolError } from "../errors.ts";
-import { futexWait, futexWake, shmUnlink, ShmMapping } from "../ffi/libc.ts";
+import { fdPeerGone, futexWait, futexWake, shmUnlink, ShmMapping } from "../ffi/libc.ts";
 import { ListenerBase } from "../listener-base.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 import { SegmentConnection, type Signals } from "./connection.ts";
-import { acceptHandshake, Handshake, listenError, openHandshake, refuseHandshake, segmentConfig, sessionName } from "./handshake.ts";
+import { acceptHandshake, Handshake, listenError, openHandshake, ownLimit, peerLimit, refuseHandshake, segmentConfig, sessionName, socketFd } from "./handshake.ts";
 import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "./layout.ts";
 
 const DOORBELL = new Uint8Array([1]);
 const socketPath = (name: string) => `\0hotpath-shm-${name}`;
 
 function signalsFor(mapping: ShmMapping, socket: Socket<Handshake>): Signals {
+  const fd = socketFd(socket);
   return {
     wakeBlocking: (off) => void futexWake(mapping, off, 1),
     wakeEventLoop: () => {
@@ -34,10 +42,18 @@ function signalsFor(mapping: ShmMapping, socket: Socket<Handshake>): Signals {
     },
     waitBlocking: (off, expected, ns) => void futexWait(mapping, off, expected, ns),
     armEventLoop: () => {},
+    peerGone: () => fd >= 0 && fdPeerGone(fd),
   };
 }
 
-function makeConnection(side: "A" | "B", mapping: ShmMapping, socket: Socket<Handshake>, peer: string, opts: ConnectOptions | ListenOptions) {
+function makeConnection(
+  side: "A" | "B",
+  mapping: ShmMapping,
+  socket: Socket<Handshake>,
+  peer: string,
+  opts: ConnectOptions | ListenOptions,
+  peerMaxMessageBytes: number | undefined,
+) {
   return new SegmentConnection({
     transport: "shm",
     buffer: mapping.buffer,
@@ -47,10 +63,9 @@ function makeConnection(side: "A" | "B", mapping: ShmMapping, socket: Socket<Han
     peer,
     policy: opts.wait,
     maxMessageBytes: opts.maxMessageBytes,
-    onLocalClose: () => {
-      socket.end();
-      mapping.close();
-    },
+    peerMaxMessageBytes,
+    onLocalClose: () => socket.end(),
+    onUnused: () => mapping.close(),
   });
 }
 
@@ -81,14 +96,20 @@ export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connec
           if (hs.conn) return hs.conn.onDoorbell();
           const line = hs.line(chunk);
           if (line === null) return;
-          let reply: { ok?: boolean; error?: string };
+          let reply: { ok?: boolean; error?: string; maxMessageBytes?: unknown };
           try {
             reply = JSON.parse(line);
           } catch {
             return settle(new ProtocolError(`shm connect ${peer}: handshake reply is not JSON`));
           }
           if (reply.ok !== true) return settle(new ConnectError(`shm connect ${peer}: server refused: ${reply.error ?? "no reason given"}`));
-          hs.conn = makeConnection("A", mapping, s, peer, opts);
+          const peerMax = peerLimit(reply.maxMessageBytes);
+          if (peerMax === null) return settle(new ProtocolError(`shm connect ${peer}: handshake reply has maxMessageBytes ${String(reply.maxMessageBytes)}`));
+          try {
+            hs.conn = makeConnection("A", mapping, s, peer, opts, peerMax);
+          } catch (e) {
+            return settle(e instanceof HotpathError ? e : new ConnectError(`shm connect ${peer}: ${(e as Error).message}`));
+          }
           settle(null);
           if (hs.text.length > 0) hs.conn.onDoorbell();
         },
@@ -109,7 +130,8 @@ export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connec
     const why = code === "ECONNREFUSED" || code === "ENOENT" ? `no shm listener named "${name}"` : (e as Error).message;
     throw new ConnectError(`shm connect ${peer}: ${why}`, { cause: e });
   }
-  socket.write(`${JSON.stringify({ hello: "hotpath-shm", version: SEGMENT_VERSION, segment: segName, bytes: layout.totalBytes, pid: process.pid })}\n`);
+  const hello = { hello: "hotpath-shm", version: SEGMENT_VERSION, segment: segName, bytes: layout.totalBytes, pid: process.pid, maxMessageBytes: ownLimit(opts, layout) };
+  socket.write(`${JSON.stringify(hello)}\n`);
   const err = await done;
   clearTimeout(timer);
   // The server unlinks after mapping; unlinking again is harmless and covers every failure path.
@@ -164,7 +186,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
 
   private accept(s: Socket<Handshake>, line: string): void {
     const refuse = (why: string) => refuseHandshake(s, why);
-    let hello: { hello?: string; version?: number; segment?: string; bytes?: number };
+    let hello: { hello?: string; version?: number; segment?: string; bytes?: number; maxMessageBytes?: unknown };
     try {
       hello = JSON.parse(line);
     } catch {
@@ -177,6 +199,8 @@ class ShmListener extends ListenerBase<SegmentConnection> {
     if (hello.version !== SEGMENT_VERSION) {
       return refuse(`shm listen "${this.name}": client speaks segment version ${hello.version}, this server ${SEGMENT_VERSION}`);
     }
+    const peerMax = peerLimit(hello.maxMessageBytes);
+    if (peerMax === null) return refuse(`malformed handshake: maxMessageBytes ${String(hello.maxMessageBytes)}`);
     let mapping: ShmMapping;
     try {
       mapping = ShmMapping.open(seg, hello.bytes);
@@ -186,7 +210,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
     let conn: SegmentConnection;
     try {
       shmUnlink(seg);
-      conn = makeConnection("B", mapping, s, `shm://${this.name} (client)`, this.opts);
+      conn = makeConnection("B", mapping, s, `shm://${this.name} (client)`, this.opts, peerMax);
     } catch (e) {
       mapping.close();
       return refuse((e as Error).message);

@@ -32,6 +32,7 @@ import {
   type Listener,
   type RxMessage,
 } from "../../src/index.ts";
+import type { ConnectOptions } from "../../src/transport/transport.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import * as m from "./methods.ts";
 import { runRobustness } from "./robust.ts";
@@ -51,15 +52,17 @@ export interface Fixture {
   blackhole(): Promise<{ url: string; close(): void }>;
   /** Starts the test service on `url` somewhere else: another process (default) or a Worker. */
   spawnServer?(url: string): Promise<Peer>;
+  /** shm / inproc: the wait policy of in-process pairs and clients (the suite runs once per mode). */
+  wait?: ConnectOptions["wait"];
 }
 
 const PEER_SERVER = new URL("./peer-server.ts", import.meta.url).pathname;
 
 /** A connected pair inside this process: `a` dialled, `b` accepted. */
 async function pair(fx: Fixture, opts: { maxMessageBytes?: number; listenMax?: number } = {}) {
-  const listener = await listen(fx.listenUrl(), { maxMessageBytes: opts.listenMax });
+  const listener = await listen(fx.listenUrl(), { maxMessageBytes: opts.listenMax, wait: fx.wait });
   const accepted = new Promise<Connection>((resolve) => listener.onConnection(resolve));
-  const a = await connect(listener.url, { maxMessageBytes: opts.maxMessageBytes });
+  const a = await connect(listener.url, { maxMessageBytes: opts.maxMessageBytes, wait: fx.wait });
   const b = await accepted;
   return { listener, a, b };
 }
@@ -114,7 +117,7 @@ export function runConformance(fx: Fixture): void {
     });
 
     async function client(window = 64): Promise<Client<any>> {
-      const c = await rpcConnect(peer.ready.url, { window });
+      const c = await rpcConnect(peer.ready.url, { window, wait: fx.wait });
       open.push(c);
       return c;
     }
@@ -257,12 +260,44 @@ export function runConformance(fx: Fixture): void {
         a.close();
         listener.close(true);
       });
-      test("a receiver with a smaller maxMessageBytes aborts on an oversized message", async () => {
+      test("limits are exchanged: a send above the peer's maxMessageBytes is refused locally, naming both limits", async () => {
+        const { listener, a, b } = await pair(fx, { listenMax: 1000, maxMessageBytes: 1 << 20 });
+        const atB = collect(b);
+        collect(a);
+        expect(a.caps.peerMaxMessageBytes).toBe(1000);
+        expect(b.caps.peerMaxMessageBytes).toBe(1 << 20);
+        const e = (() => {
+          try {
+            return a.trySend(head("big"), new Uint8Array(1001));
+          } catch (x) {
+            return x as Error;
+          }
+        })();
+        expect(e).toBeInstanceOf(UsageError);
+        expect((e as Error).message).toContain("1000");
+        expect((e as Error).message).toContain(String(1 << 20));
+        expect(a.trySend(head("ok"), new Uint8Array(1000))).toBe(SEND_OK);
+        await until(() => atB.got.length === 1, "the message within the limit", 10000, a);
+        expect(a.closed).toBe(false);
+        a.close();
+        listener.close(true);
+      });
+      test("a receiver without onOversized aborts on an oversized message from a peer that ignores the limit", async () => {
         const { listener, a, b } = await pair(fx, { listenMax: 1000 });
         const atB = collect(b);
         const atA = collect(a);
+        // A peer that ignores the limit it was told (transports that cannot send past it skip this).
+        Object.defineProperty(a, "caps", { value: { ...a.caps, peerMaxMessageBytes: a.caps.maxMessageBytes } });
         expect(a.trySend(head("ok"), new Uint8Array(1000))).toBe(SEND_OK);
-        expect(a.trySend(head("big"), new Uint8Array(1001))).toBe(SEND_OK);
+        let sent: number;
+        try {
+          sent = a.trySend(head("big"), new Uint8Array(1001));
+        } catch {
+          a.close();
+          listener.close(true);
+          return;
+        }
+        expect(sent).toBe(SEND_OK);
         await until(() => atB.closed !== undefined, "receiver abort", 10000, a);
         expect(atB.got.length).toBe(1);
         expect(atB.closed).toBeInstanceOf(ProtocolError);

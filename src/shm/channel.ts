@@ -1,0 +1,529 @@
+/**
+ * SegmentChannel: the data path of one session segment, shared by `shm` (a mapped POSIX shm
+ * object, peers in two processes) and `inproc` (a SharedArrayBuffer, peers in two Workers):
+ * send, receive, release, close. How a side waits lives in SegmentConnection (connection.ts),
+ * which is the class setup builds.
+ *
+ * Send: a message whose head and body fit in 56 bytes travels inline in its descriptor (one
+ * cache line); otherwise the head (≤ 48 bytes) rides in the descriptor and the body in a slab
+ * slot the sender allocates and the receiver frees on release. Bodies above sendLimit(caps)
+ * (this side's and the peer's maxMessageBytes, exchanged at setup) are refused with UsageError.
+ * allocBuffer() hands out a slot view to fill in place, trySendBuffer() sends it without a copy;
+ * a view is bound to its allocation, so a stale one is refused. Ring or slab exhaustion is Full.
+ *
+ * Receive: poll() hands each descriptor to the receiver as a message whose views point into
+ * the segment; release() frees its slot and, once every older message was released too, its
+ * descriptor. A body above maxMessageBytes is skipped and reported to onOversized; a receiver
+ * that throws closes the connection with that error.
+ *
+ * The peer rings only when this side is armed: a send costs a wake syscall only after the
+ * receiver parked.
+ *
+ * Threading: a connection belongs to the thread that created it.
+ */
+
+import { HotpathError, ProtocolError, UsageError } from "../errors.ts";
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  oversizedSendMessage,
+  sendLimit,
+  SEND_CLOSED,
+  SEND_FULL,
+  SEND_OK,
+  type Capabilities,
+  type Connection,
+  type Receiver,
+  type RxMessage,
+  type SendStatus,
+} from "../transport/transport.ts";
+import {
+  ARMED_AWAKE,
+  ARMED_FUTEX,
+  CLOSED_A,
+  CLOSED_B,
+  DESC_BODY_LEN,
+  DESC_FLAG_SLOT,
+  DESC_INLINE,
+  DESC_INLINE_BYTES,
+  DESC_LEN_FLAGS,
+  DESC_SLOT,
+  DESC_SLOT_GEN,
+  DESC_SLOT_HEAD,
+  DESC_SLOT_HEAD_BYTES,
+  HDR_CLOSED,
+  RING_ARMED,
+  RING_DOORBELL,
+  RING_SPACE_WANTED,
+  type SegmentLayout,
+} from "./layout.ts";
+import { RingConsumer, RingProducer } from "./ring.ts";
+import { Slab } from "./slab.ts";
+import type { SegmentWaitPolicy, Signals } from "./waiting.ts";
+
+export interface SegmentConnectionOptions {
+  transport: "shm" | "inproc";
+  buffer: ArrayBufferLike;
+  layout: SegmentLayout;
+  /** "A" is the client (sends on ring A→B), "B" the server. */
+  side: "A" | "B";
+  signals: Signals;
+  peer: string;
+  /** Called once when the connection ends, however it ends (setup closes its control socket). */
+  onLocalClose?: () => void;
+  /**
+   * Called once after the connection ended and no received message is held any more: setup
+   * lets go of the segment's memory (shm drops its shared pages).
+   */
+  onUnused?: () => void;
+  policy?: Partial<SegmentWaitPolicy>;
+  /** Largest body accepted from the peer and sent (default 64 MiB; never above the largest slab class). */
+  maxMessageBytes?: number;
+  /** Largest body the peer said it accepts, from the handshake (default: the largest slab class). */
+  peerMaxMessageBytes?: number;
+}
+
+class SegmentRxMessage implements RxMessage {
+  private done = false;
+  constructor(
+    private readonly conn: SegmentChannel,
+    readonly index: number,
+    readonly headBuf: Uint8Array,
+    readonly headOffset: number,
+    readonly headLength: number,
+    readonly bodyLength: number,
+    /** Slab slot of the body, or -1 when the body is inline after the head. */
+    readonly slot: number,
+  ) {}
+  get head(): Uint8Array {
+    return this.headBuf.subarray(this.headOffset, this.headOffset + this.headLength);
+  }
+  get body(): Uint8Array {
+    return this.conn.bodyView(this);
+  }
+  release(): void {
+    if (this.done) return;
+    this.done = true;
+    this.conn.releaseMessage(this.index, this.slot);
+  }
+}
+
+/** What a throwing receiver becomes: its own HotpathError, or a ProtocolError naming what it threw. */
+function receiverFailed(what: string, thrown: unknown): HotpathError {
+  let why: string;
+  try {
+    if (thrown instanceof HotpathError) return thrown;
+    why = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
+  } catch {
+    why = "a value that cannot be described";
+  }
+  return new ProtocolError(`${what}: the receiver threw ${why}`);
+}
+
+export abstract class SegmentChannel implements Connection {
+  readonly transport: string;
+  readonly caps: Capabilities;
+  readonly peer: string;
+  closed = false;
+  closeError: HotpathError | null = null;
+
+  protected readonly words: Int32Array;
+  private readonly bytes: Uint8Array;
+  private readonly tx: RingProducer;
+  protected readonly rx: RingConsumer;
+  private readonly txSlab: Slab;
+  private readonly rxSlab: Slab;
+  protected readonly signals: Signals;
+  private readonly myClosedBit: number;
+  private readonly peerClosedBit: number;
+  protected readonly rxDoorbell: number;
+  protected readonly rxArmedIdx: number;
+  private readonly txDoorbell: number;
+  private readonly txArmedIdx: number;
+  private readonly rxSpaceIdx: number;
+  protected readonly txSpaceIdx: number;
+  private readonly rxMaxBytes: number;
+  protected receiver: Receiver | null = null;
+  /** A send met Full and asked the receiver for room (spaceWanted) since the last send. */
+  protected wantingSpace = false;
+  private memoryReleased = false;
+  private readonly onLocalClose: (() => void) | undefined;
+  private readonly onUnused: (() => void) | undefined;
+  private readonly inlineViewCache: (Uint8Array | undefined)[];
+  private readonly slotViewCache: (Uint8Array | undefined)[];
+  /** Per tx slot: the view allocBuffer() handed out for its current allocation (until sent or released). */
+  private readonly handedOut: (Uint8Array | undefined)[];
+  /** Views that were sent or released: a stale one never passes for the slot's next owner. */
+  private readonly retired = new WeakSet<Uint8Array>();
+  private readonly ringMask: number;
+
+  abstract wait(timeoutMs: number): Promise<boolean>;
+  abstract setWaitPolicy(policy: Partial<SegmentWaitPolicy>): void;
+  /** The receiver is set (deliver what waits, in event-loop modes). */
+  protected abstract onReceiverSet(): void;
+  /** A message was published (event-loop modes pump for the reply). */
+  protected abstract onSent(): void;
+  /** poll() found nothing: look for a closed or dead peer. */
+  protected abstract onIdlePoll(): void;
+  /** The connection is closing: let go of waiters and armed waits. */
+  protected abstract onShutdown(): void;
+
+  constructor(o: SegmentConnectionOptions) {
+    this.transport = o.transport;
+    this.peer = o.peer;
+    this.signals = o.signals;
+    this.onLocalClose = o.onLocalClose;
+    this.onUnused = o.onUnused;
+    this.words = new Int32Array(o.buffer, 0, o.layout.totalBytes >> 2);
+    this.bytes = new Uint8Array(o.buffer, 0, o.layout.totalBytes);
+    const [txDir, rxDir] = o.side === "A" ? [0, 1] : [1, 0];
+    const l = o.layout;
+    this.tx = new RingProducer(this.words, l.rings[txDir]!, l.ringSlots);
+    this.rx = new RingConsumer(this.words, l.rings[rxDir]!, l.ringSlots);
+    this.txSlab = new Slab(this.words, this.bytes, l.slabs[txDir]!);
+    this.rxSlab = new Slab(this.words, this.bytes, l.slabs[rxDir]!);
+    this.rxDoorbell = l.rings[rxDir]! + RING_DOORBELL;
+    this.rxArmedIdx = (l.rings[rxDir]! + RING_ARMED) >> 2;
+    this.txDoorbell = l.rings[txDir]! + RING_DOORBELL;
+    this.txArmedIdx = (l.rings[txDir]! + RING_ARMED) >> 2;
+    this.rxSpaceIdx = (l.rings[rxDir]! + RING_SPACE_WANTED) >> 2;
+    this.txSpaceIdx = (l.rings[txDir]! + RING_SPACE_WANTED) >> 2;
+    this.myClosedBit = o.side === "A" ? CLOSED_A : CLOSED_B;
+    this.peerClosedBit = o.side === "A" ? CLOSED_B : CLOSED_A;
+    const own = Math.min(o.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES, this.rxSlab.maxSlotBytes);
+    const peerMax = Math.min(o.peerMaxMessageBytes ?? this.txSlab.maxSlotBytes, this.txSlab.maxSlotBytes);
+    this.caps = {
+      maxInlineBytes: DESC_INLINE_BYTES,
+      maxMessageBytes: own,
+      peerMaxMessageBytes: peerMax,
+      maxHeadBytes: DESC_SLOT_HEAD_BYTES,
+      zeroCopy: true,
+      rma: false,
+      sameHostOnly: true,
+    };
+    this.rxMaxBytes = own;
+    this.ringMask = l.ringSlots - 1;
+    this.inlineViewCache = new Array(l.ringSlots).fill(undefined);
+    this.slotViewCache = new Array(this.rxSlab.layout.totalSlots).fill(undefined);
+    this.handedOut = new Array(this.txSlab.layout.totalSlots).fill(undefined);
+  }
+
+  setReceiver(receiver: Receiver): void {
+    this.receiver = receiver;
+    if (this.closed) {
+      receiver.onClose(this.closeError);
+      return;
+    }
+    this.onReceiverSet();
+  }
+
+  // ---------------------------------------------------------------- send
+
+  trySend(head: Uint8Array, body?: Uint8Array | null): SendStatus {
+    if (this.closed) return SEND_CLOSED;
+    const hl = head.length;
+    const bl = body ? body.length : 0;
+    if (hl > DESC_SLOT_HEAD_BYTES) throw new UsageError(`${this.transport} send: head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
+    if (bl > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage(this.transport, bl, this.caps));
+    let d = this.tx.reserve();
+    if (d < 0 && (d = this.retryReserve()) < 0) return SEND_FULL;
+    const bytes = this.bytes;
+    if (hl + bl <= DESC_INLINE_BYTES) {
+      bytes.set(head, d + DESC_INLINE);
+      if (bl > 0) bytes.set(body!, d + DESC_INLINE + hl);
+      this.publish(d, hl, bl, -1);
+      return SEND_OK;
+    }
+    const slot = this.allocSlot(bl);
+    if (slot < 0) return SEND_FULL;
+    this.txSlab.views[slot]!.set(body!, 0);
+    bytes.set(head, d + DESC_SLOT_HEAD);
+    this.publish(d, hl, bl, slot);
+    return SEND_OK;
+  }
+
+  /** A slot view of `lenBytes` to fill and pass to trySendBuffer() (or releaseBuffer()); null when Full or closed. */
+  allocBuffer(lenBytes: number): Uint8Array | null {
+    if (!Number.isInteger(lenBytes) || lenBytes < 0) throw new UsageError(`${this.transport} allocBuffer: length ${String(lenBytes)} must be an integer ≥ 0`);
+    if (lenBytes > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage(this.transport, lenBytes, this.caps));
+    if (this.closed) return null;
+    const slot = this.allocSlot(lenBytes);
+    if (slot < 0) return null;
+    const view = this.txSlab.views[slot]!.subarray(0, lenBytes);
+    this.handedOut[slot] = view;
+    return view;
+  }
+
+  /**
+   * The tx slot `buffer` belongs to, when it is the view allocBuffer() handed out for the slot's
+   * current allocation or a prefix view of it; -1 otherwise (not ours, sent, released, or a view
+   * of an earlier allocation of the same slot).
+   */
+  private handedSlot(buffer: Uint8Array): number {
+    if (buffer.buffer !== this.bytes.buffer) return -1;
+    const slot = this.txSlab.slotOfView(buffer);
+    if (slot < 0) return -1;
+    const view = this.handedOut[slot];
+    if (view === undefined) return -1;
+    if (view === buffer) return slot;
+    return buffer.byteOffset === view.byteOffset && buffer.length <= view.length && !this.retired.has(buffer) ? slot : -1;
+  }
+
+  private retire(slot: number, buffer: Uint8Array): void {
+    const view = this.handedOut[slot]!;
+    this.handedOut[slot] = undefined;
+    this.retired.add(view);
+    if (buffer !== view) this.retired.add(buffer);
+  }
+
+  trySendBuffer(head: Uint8Array, buffer: Uint8Array): SendStatus {
+    if (this.closed) return SEND_CLOSED;
+    const slot = this.handedSlot(buffer);
+    if (slot < 0) {
+      throw new UsageError(`${this.transport} trySendBuffer: the buffer is not one this connection's allocBuffer() handed out (or it was sent or released already)`);
+    }
+    if (head.length > DESC_SLOT_HEAD_BYTES) throw new UsageError(`${this.transport} send: head of ${head.length} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
+    let d = this.tx.reserve();
+    if (d < 0 && (d = this.retryReserve()) < 0) return SEND_FULL;
+    this.retire(slot, buffer);
+    this.bytes.set(head, d + DESC_SLOT_HEAD);
+    this.publish(d, head.length, buffer.length, slot);
+    return SEND_OK;
+  }
+
+  /**
+   * Gives back a buffer from allocBuffer() that will not be sent (after Full, or never used).
+   * Idempotent; a buffer already sent, or a view of an earlier allocation, is left alone.
+   */
+  releaseBuffer(buffer: Uint8Array): void {
+    const slot = this.handedSlot(buffer);
+    if (slot < 0) return;
+    this.retire(slot, buffer);
+    this.txSlab.unalloc(slot);
+  }
+
+  /**
+   * Ring or slab full: ask the receiver to ring us when it frees something, then look once
+   * more. SYNC: the flag store here and the receiver's free (head / slot state store) followed
+   * by its load of the flag in releaseMessage() are all sequentially consistent, so either the
+   * second look finds the room or the receiver sees the flag and rings.
+   */
+  private wantSpace(): void {
+    this.wantingSpace = true;
+    Atomics.store(this.words, this.txSpaceIdx, 1);
+  }
+
+  private retryReserve(): number {
+    this.wantSpace();
+    return this.tx.reserve();
+  }
+
+  private allocSlot(lenBytes: number): number {
+    const slot = this.txSlab.alloc(lenBytes);
+    if (slot >= 0) return slot;
+    this.wantSpace();
+    return this.txSlab.alloc(lenBytes);
+  }
+
+  private publish(d: number, hl: number, bl: number, slot: number): void {
+    const w = this.words;
+    this.wantingSpace = false;
+    const i = d >> 2;
+    w[i + DESC_LEN_FLAGS / 4] = hl | ((slot >= 0 ? DESC_FLAG_SLOT : 0) << 16);
+    w[i + DESC_BODY_LEN / 4] = bl;
+    if (slot >= 0) {
+      w[i + DESC_SLOT / 4] = slot;
+      w[i + DESC_SLOT_GEN / 4] = this.txSlab.generation(slot);
+      this.txSlab.markSent(slot);
+    }
+    this.tx.publish();
+    // SYNC: the publish above (Atomics.store of tail) and this exchange are both sequentially
+    // consistent; the consumer stores `armed` and then re-reads tail before it parks, so either
+    // it sees the message or we see it armed (and ring exactly once per park).
+    this.ringPeer();
+    this.onSent();
+  }
+
+  /** Rings the peer if it is parked (armed), once per park. */
+  private ringPeer(): void {
+    // A plain Atomics.load first: the locked exchange is paid only when the peer is parked.
+    if (Atomics.load(this.words, this.txArmedIdx) === ARMED_AWAKE) return;
+    const armed = Atomics.exchange(this.words, this.txArmedIdx, ARMED_AWAKE);
+    if (armed !== ARMED_AWAKE) this.ring(armed);
+  }
+
+  private ring(armed: number): void {
+    Atomics.add(this.words, this.txDoorbell >> 2, 1);
+    if (armed === ARMED_FUTEX) this.signals.wakeBlocking(this.txDoorbell);
+    else this.signals.wakeEventLoop(this.txDoorbell);
+  }
+
+  // ---------------------------------------------------------------- receive
+
+  /** Non-blocking: delivers what arrived to the receiver, inline. Returns messages delivered. */
+  poll(): number {
+    const r = this.receiver;
+    if (r === null || this.closed) return 0;
+    let n = 0;
+    const w = this.words;
+    while (this.rx.available() > 0) {
+      const index = this.rx.take();
+      const d = this.rx.descOffset(index);
+      const lf = w[(d + DESC_LEN_FLAGS) >> 2]!;
+      const hl = lf & 0xffff;
+      const bl = w[(d + DESC_BODY_LEN) >> 2]! >>> 0;
+      let slot = -1;
+      let at = d + DESC_INLINE;
+      try {
+        if ((lf >>> 16) & DESC_FLAG_SLOT) {
+          if (hl > DESC_SLOT_HEAD_BYTES) throw new ProtocolError(`${this.transport}: descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
+          slot = w[(d + DESC_SLOT) >> 2]! >>> 0;
+          this.rxSlab.check(slot, w[(d + DESC_SLOT_GEN) >> 2]!, bl);
+          at = d + DESC_SLOT_HEAD;
+        } else if (hl + bl > DESC_INLINE_BYTES) {
+          throw new ProtocolError(`${this.transport}: inline message of ${hl}+${bl} bytes exceeds ${DESC_INLINE_BYTES}`);
+        }
+      } catch (e) {
+        this.abort(e as HotpathError);
+        return n;
+      }
+      if (bl > this.rxMaxBytes) {
+        if (!this.skipOversized(r, index, at, hl, bl, slot)) return n;
+        continue;
+      }
+      const msg = new SegmentRxMessage(this, index, this.bytes, at, hl, bl, slot);
+      try {
+        r.onMessage(msg);
+      } catch (e) {
+        // Item 8: a receiver that throws closes the connection; its message goes back first.
+        msg.release();
+        this.abort(receiverFailed(`${this.transport} connection to ${this.peer}`, e));
+        return n;
+      }
+      n++;
+      if (this.closed) return n;
+    }
+    if (n === 0) this.onIdlePoll();
+    return n;
+  }
+
+  /**
+   * Item 8: a whole message whose body is above maxMessageBytes. Frees it and tells the
+   * receiver's onOversized (the head is a view valid during the call); without the hook the
+   * connection aborts with ProtocolError. Returns whether the connection is still open.
+   */
+  private skipOversized(r: Receiver, index: number, at: number, hl: number, bl: number, slot: number): boolean {
+    if (r.onOversized === undefined) {
+      this.releaseMessage(index, slot);
+      this.abort(new ProtocolError(`${this.transport}: message body of ${bl} bytes exceeds maxMessageBytes ${this.rxMaxBytes}`));
+      return false;
+    }
+    try {
+      r.onOversized(this.bytes.subarray(at, at + hl), bl);
+    } catch (e) {
+      this.releaseMessage(index, slot);
+      this.abort(receiverFailed(`${this.transport} connection to ${this.peer}`, e));
+      return false;
+    }
+    this.releaseMessage(index, slot);
+    return !this.closed;
+  }
+
+  /**
+   * @internal the body view of a message (inline after the head, or the slot's view). Views
+   * are cached per descriptor / slot and reused when the next message there has the same
+   * place and length: a view is only valid until its message is released, and a descriptor
+   * or slot is not reused before that, so no live view is ever shared.
+   */
+  bodyView(m: SegmentRxMessage): Uint8Array {
+    const len = m.bodyLength;
+    if (m.slot >= 0) {
+      const cached = this.slotViewCache[m.slot];
+      if (cached !== undefined && cached.length === len) return cached;
+      const v = this.rxSlab.views[m.slot]!.subarray(0, len);
+      this.slotViewCache[m.slot] = v;
+      return v;
+    }
+    const at = m.headOffset + m.headLength;
+    const k = m.index & this.ringMask;
+    const cached = this.inlineViewCache[k];
+    if (cached !== undefined && cached.byteOffset === at && cached.length === len) return cached;
+    const v = this.bytes.subarray(at, at + len);
+    this.inlineViewCache[k] = v;
+    return v;
+  }
+
+  /** @internal */
+  releaseMessage(index: number, slot: number): void {
+    if (slot >= 0) this.rxSlab.free(slot);
+    this.rx.release(index);
+    if (this.closed) {
+      // The last view of a closed connection is gone: its memory can go too.
+      if (this.rx.held() === 0) this.releaseMemory();
+      return;
+    }
+    // The sender found the ring or slab full and waits for room: wake it however it waits (it
+    // may not have parked yet, so "armed" cannot be trusted here; this is the rare path).
+    // SYNC: pairs with Atomics.store(spaceWanted) in the sender's wantSpace().
+    if (Atomics.load(this.words, this.rxSpaceIdx) !== 0 && Atomics.exchange(this.words, this.rxSpaceIdx, 0) !== 0) {
+      Atomics.exchange(this.words, this.txArmedIdx, ARMED_AWAKE);
+      Atomics.add(this.words, this.txDoorbell >> 2, 1);
+      this.signals.wakeBlocking(this.txDoorbell);
+      this.signals.wakeEventLoop(this.txDoorbell);
+    }
+  }
+
+  /** Whether the peer set its closed flag. */
+  protected peerClosed(): boolean {
+    // SYNC: pairs with Atomics.or(closed) in the peer's shutdown(), which follows its last publish.
+    return (Atomics.load(this.words, HDR_CLOSED >> 2) & this.peerClosedBit) !== 0;
+  }
+
+  // ---------------------------------------------------------------- closing
+
+  close(): void {
+    if (this.closed) return;
+    this.shutdown(null, true);
+  }
+
+  abort(error: HotpathError): void {
+    if (this.closed) return;
+    this.shutdown(error, true);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  /** Slab slots this side has sent that the peer has not freed (tests, accounting). */
+  txSlotsInUse(): number {
+    return this.txSlab.used();
+  }
+
+  /**
+   * Ends the connection: the closed flag for a peer that is still there (and a ring however it
+   * sleeps), waiters and any armed event-loop wait let go, setup's socket closed, the memory
+   * released unless a received message is still held, and the receiver told last (so a
+   * throwing onClose cannot leave anything open).
+   */
+  protected shutdown(error: HotpathError | null, tellPeer: boolean): void {
+    if (tellPeer) {
+      // SYNC: pairs with the peer's peerClosed() load; follows every publish of ours.
+      Atomics.or(this.words, HDR_CLOSED >> 2, this.myClosedBit);
+      Atomics.add(this.words, this.txDoorbell >> 2, 1);
+      this.signals.wakeBlocking(this.txDoorbell);
+      this.signals.wakeEventLoop(this.txDoorbell);
+    }
+    this.closed = true;
+    this.closeError = error;
+    this.onShutdown();
+    this.onLocalClose?.();
+    if (this.rx.held() === 0) this.releaseMemory();
+    this.receiver?.onClose(error);
+  }
+
+  private releaseMemory(): void {
+    if (this.memoryReleased) return;
+    this.memoryReleased = true;
+    this.onUnused?.();
+  }
+}
