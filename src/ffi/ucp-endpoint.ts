@@ -46,7 +46,7 @@ export class UcpEndpoint {
     // Completed inside the call (the usual eager case): nothing to register. In flight: header
     // and data stay retained until UCX is done with them (it may replay a send queued during
     // wire-up long after this call returned).
-    w.settleReserved(sp, rid, done, header, data);
+    w.settleReserved(sp, rid, this, done, header, data);
   }
 
   rkeyUnpack(packed: Uint8Array): UcpRkey {
@@ -79,7 +79,7 @@ export class UcpEndpoint {
     const p = w.sendParams(id, 0);
     const sp = op(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
     w.putParams(p);
-    w.settle(Number(sp), id);
+    w.settle(Number(sp), id, this);
   }
 
   /**
@@ -97,7 +97,7 @@ export class UcpEndpoint {
       .ptrAt(off("ucp_request_param_t.reply_buffer"), ptr(swapIn));
     const sp = lib().ucp_atomic_op_nbx(this.handle as Pointer, UCP.UCP_ATOMIC_OP_CSWAP, ptr(compare), 1, remoteAddr, rkey.ptr as Pointer, p.p);
     w.putParams(p);
-    w.settle(Number(sp), id);
+    w.settle(Number(sp), id, this);
   }
 
   /**

@@ -157,6 +157,8 @@ export class UcpWorker {
   /** Requests UCX returned, by id: freed once their callback ran (never before: a freed
    * request gets no callback). */
   private readonly requests = new Map<number, number>();
+  /** The endpoint each request in `requests` belongs to (see abandon()). */
+  private readonly owners = new Map<number, UcpEndpoint>();
   private readonly finished: number[] = [];
   private nextId = 1;
   private readonly sendCb: JSCallback;
@@ -245,10 +247,39 @@ export class UcpWorker {
     const req = this.requests.get(id);
     if (req !== undefined) {
       this.requests.delete(id);
+      this.owners.delete(id);
       this.finished.push(req);
     }
     done(status, length);
   }
+
+  /**
+   * Gives up on the requests of `ep` that are still in flight: each completes now with
+   * UCS_ERR_CANCELED and its request goes back to UCX (ucp_request_free: UCX finishes or drops
+   * it internally and calls nobody back); the memory it retained is let go. For an endpoint
+   * whose peer failed and whose close is done, after a grace period: UCX 1.13 never completes
+   * some of them (a shared-memory lane to a dead peer whose FIFO is full never flushes, so the
+   * endpoint's requests are never purged). Returns how many were given up.
+   */
+  abandon(ep: UcpEndpoint): number {
+    const ids: number[] = [];
+    for (const [id, owner] of this.owners) if (owner === ep) ids.push(id);
+    for (const id of ids) {
+      const req = this.requests.get(id)!;
+      this.requests.delete(id);
+      this.owners.delete(id);
+      lib().ucp_request_free(req as Pointer);
+      const done = this.pending.get(id);
+      this.pending.delete(id);
+      this.retained.delete(id);
+      done?.(UCP.UCS_ERR_CANCELED, 0);
+    }
+    this.abandoned += ids.length;
+    return ids.length;
+  }
+
+  /** Requests given up by abandon() so far. */
+  private abandoned = 0;
 
   /** Requests still in flight. */
   get inFlight(): number {
@@ -261,8 +292,8 @@ export class UcpWorker {
   }
 
   /** Debug counters: requests in flight, buffers retained for them, endpoint closes pending, live endpoints and listeners. */
-  stats(): { inFlight: number; retained: number; requests: number; closing: number; children: number; errHandlers: number } {
-    return { inFlight: this.pending.size, retained: this.retained.size, requests: this.requests.size, closing: this.closing.size, children: this.children.size, errHandlers: this.errHandlers.size };
+  stats(): { inFlight: number; retained: number; requests: number; closing: number; children: number; errHandlers: number; abandoned: number } {
+    return { inFlight: this.pending.size, retained: this.retained.size, requests: this.requests.size, closing: this.closing.size, children: this.children.size, errHandlers: this.errHandlers.size, abandoned: this.abandoned };
   }
 
   /**
@@ -463,7 +494,7 @@ export class UcpWorker {
   }
 
   /** @internal after an *_nbx call made with a reserved id. */
-  settleReserved(sp: number, id: number, done: (status: number) => void, ...memory: unknown[]): void {
+  settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number) => void, ...memory: unknown[]): void {
     this.reserved = 0;
     if (sp === 0) return done(UCP.UCS_OK);
     if (isStatusError(sp)) return done(sp);
@@ -474,9 +505,10 @@ export class UcpWorker {
       this.finished.push(sp);
       return done(st);
     }
-    this.pending.set(id, (st) => done(st));
+    this.pending.set(id, done);
     this.retained.set(id, memory);
     this.requests.set(id, sp);
+    this.owners.set(id, owner);
   }
 
   /** @internal a request param; give it back with putParams() once the call returned. */
@@ -500,9 +532,10 @@ export class UcpWorker {
 
   /**
    * Rendezvous receive of an AM's data (`dataDesc` from the handler) into `buffer`, which must
-   * stay alive until `done` runs. Call from inside the AM handler.
+   * stay alive until `done` runs. Call from inside the AM handler; `owner` is the endpoint the
+   * message came through.
    */
-  amRecvData(dataDesc: number, buffer: Uint8Array, done: (status: number) => void): void {
+  amRecvData(dataDesc: number, buffer: Uint8Array, owner: UcpEndpoint, done: (status: number) => void): void {
     const id = this.track((st) => done(st), buffer);
     const p = this.takeParams()
       .u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_CALLBACK | UCP.UCP_OP_ATTR_FIELD_USER_DATA)
@@ -510,15 +543,16 @@ export class UcpWorker {
       .ptrAt(off("ucp_request_param_t.user_data"), id);
     const sp = lib().ucp_am_recv_data_nbx(this.handle as Pointer, dataDesc as Pointer, ptr(buffer), buffer.length, p.p);
     this.putParams(p);
-    this.settle(Number(sp), id);
+    this.settle(Number(sp), id, owner);
   }
 
   /** @internal after an *_nbx call: immediate completion, error, or a request to free. */
-  settle(sp: number, id: number): void {
+  settle(sp: number, id: number, owner: UcpEndpoint): void {
     if (sp === 0) return this.complete(id, UCP.UCS_OK, 0);
     if (isStatusError(sp)) return this.complete(id, sp, 0);
     // In flight: the callback runs when it completes; the request is freed after that.
     this.requests.set(id, sp);
+    this.owners.set(id, owner);
   }
 
   releaseAmData(data: number): void {

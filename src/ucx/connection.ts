@@ -5,30 +5,40 @@
  * rendezvous. UCX reads both until the send completes, so trySend() copies them into buffers
  * the connection keeps until then; allocBuffer() + trySendBuffer() hand a buffer over without
  * that copy. Backpressure: while more than `maxInFlightBytes` (or `maxInFlightSends`) are not
- * yet completed, sends report Full.
+ * yet completed, sends report Full. Limits: the handshake (hello.ts) tells each side what the
+ * other accepts; a body above sendLimit(caps) or a head above the peer's maxHeadBytes is
+ * refused with UsageError before anything is sent.
  *
  * Receive: eager data is copied out of UCX's buffer during the AM callback (UCX reuses it);
  * rendezvous data is received (ucp_am_recv_data_nbx) straight into a buffer the transport
  * allocates and the message owns. Messages are delivered in arrival order, a rendezvous message
- * holding back those behind it until its data is in.
+ * holding back those behind it until its data is in. A body above this side's maxMessageBytes
+ * whose head is within maxHeadBytes is skipped (eager: never copied; rendezvous: never
+ * received, which completes the peer's send) and reported, in order, to
+ * `Receiver.onOversized`; without that hook, or with an oversized head, the connection aborts
+ * with ProtocolError. An exception thrown by the receiver closes the connection with it.
  *
  * Failure: UCX reports a dead or departed peer through the endpoint's error callback (its
  * connection manager notices the socket close even in UCP_ERR_HANDLING_MODE_NONE, which keeps
  * shared memory for same-host peers); every pending operation then fails with
  * TransportClosedError.
+ *
+ * Threading: the thread that made the connection (its runtime's). Callbacks from UCX run
+ * inside the worker's progress on that thread.
  */
 
 import { HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import { copyOut, type UcpEndpoint } from "../ffi/ucp.ts";
-import { SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../transport/transport.ts";
-import { AM_DATA, AM_HELLO, AM_HELLO_ACK, type AmSink, type UcxRuntime } from "./runtime.ts";
-
-/** The hello header: "HPUX" and the protocol version, little-endian. */
-export const HELLO_BYTES = new Uint8Array([0x48, 0x50, 0x55, 0x58, 1, 0, 0, 0]);
+import { oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../transport/transport.ts";
+import { decodeHello, encodeHello, HELLO_FLAG_PEER_ERRORS, type Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";
+import { AM_DATA, AM_HELLO, AM_HELLO_ACK, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
 
 export type UcxWaitMode = "spin" | "async" | "adaptive";
+
+/** A failed endpoint's requests still in flight this long after its close are given up: UCX completes what it can within a few progress rounds. */
+const ABANDON_AFTER_MS = 2000;
 
 class UcxRxMessage implements RxMessage {
   constructor(
@@ -51,6 +61,23 @@ class UcxRxMessage implements RxMessage {
   release(): void {}
 }
 
+/** A message skipped for its size, waiting in the queue for its turn to be reported. */
+class Oversized {
+  constructor(
+    readonly head: Uint8Array,
+    readonly bodyLength: number,
+  ) {}
+}
+
+/** What was thrown, in words, without trusting it (getters may throw, prototypes may be null). */
+function describe(e: unknown): string {
+  try {
+    if (e instanceof Error) return `${String(e.name)}: ${String(e.message)}`;
+    return String(e);
+  } catch {
+    return "a value that cannot be printed";
+  }
+}
 
 export interface UcxConnectionOptions {
   maxMessageBytes: number;
@@ -61,6 +88,8 @@ export interface UcxConnectionOptions {
   onClosed?: () => void;
 }
 
+type MutableCaps = { -readonly [K in keyof Capabilities]: Capabilities[K] };
+
 export class UcxConnection implements Connection, AmSink {
   readonly transport = "ucx";
   readonly caps: Capabilities;
@@ -70,14 +99,16 @@ export class UcxConnection implements Connection, AmSink {
 
   private receiver: Receiver | null = null;
   /** Arrived messages in order; null marks a rendezvous still receiving. */
-  private readonly queue: Array<RxMessage | null> = [];
+  private readonly queue: Array<RxMessage | Oversized | null> = [];
   private queueHead = 0;
   private mode: UcxWaitMode = "adaptive";
-  private spinNs: number;
+  private spinNs = DEFAULT_UCX_SPIN_NS;
   private inFlightBytes = 0;
   private inFlightSends = 0;
   private readonly maxInFlightBytes: number;
   private readonly maxInFlightSends: number;
+  /** The largest head the peer accepts (its hello); until then this side's own limit. */
+  private peerMaxHeadBytes: number;
   private readonly regions = new Set<LocalRegion | RemoteRegion>();
 
   constructor(
@@ -86,9 +117,9 @@ export class UcxConnection implements Connection, AmSink {
     private readonly opts: UcxConnectionOptions,
   ) {
     this.peer = opts.peer;
-    this.spinNs = rt.spinNs;
     this.maxInFlightBytes = opts.maxInFlightBytes ?? 64 << 20;
     this.maxInFlightSends = opts.maxInFlightSends ?? 4096;
+    this.peerMaxHeadBytes = opts.maxHeadBytes;
     this.caps = {
       maxInlineBytes: 0,
       maxMessageBytes: opts.maxMessageBytes,
@@ -97,7 +128,7 @@ export class UcxConnection implements Connection, AmSink {
       zeroCopy: false,
       rma: true,
       sameHostOnly: false,
-    };
+    } satisfies MutableCaps;
     rt.sinks.set(ep.handle, this);
   }
 
@@ -112,6 +143,7 @@ export class UcxConnection implements Connection, AmSink {
     if (this.wantsProgress) this.rt.schedule();
   }
 
+  /** This connection's policy only (the runtime's other connections keep theirs). */
   setWaitPolicy(policy: Partial<WaitPolicy & { mode: UcxWaitMode }>): void {
     if (policy.mode !== undefined) {
       if (!["spin", "async", "adaptive"].includes(policy.mode)) throw new UsageError(`ucx wait mode "${policy.mode}" is not spin, async or adaptive`);
@@ -120,10 +152,35 @@ export class UcxConnection implements Connection, AmSink {
     if (policy.spinNs !== undefined) {
       if (!(policy.spinNs >= 0)) throw new UsageError(`spinNs ${policy.spinNs} must be ≥ 0`);
       this.spinNs = policy.spinNs;
-      this.rt.spinNs = policy.spinNs;
     }
     if (this.wantsProgress) this.rt.schedule();
   }
+
+  /** This connection's wait policy. */
+  get waitPolicy(): { mode: UcxWaitMode; spinNs: number } {
+    return { mode: this.mode, spinNs: this.spinNs };
+  }
+
+  // ---------------------------------------------------------------- handshake (setup.ts)
+
+  /** @internal this side's hello (or hello-ack). */
+  hello(peerErrors: boolean): Uint8Array {
+    return encodeHello({ maxMessageBytes: this.caps.maxMessageBytes, maxHeadBytes: this.caps.maxHeadBytes, flags: peerErrors ? HELLO_FLAG_PEER_ERRORS : 0 });
+  }
+
+  private learnPeer(h: Hello): void {
+    (this.caps as MutableCaps).peerMaxMessageBytes = h.maxMessageBytes;
+    this.peerMaxHeadBytes = h.maxHeadBytes;
+  }
+
+  /** @internal the listener's hook for the client's hello (server side). */
+  onHello: ((conn: UcxConnection) => void) | null = null;
+  /** @internal the server accepted this (client) connection. */
+  helloAcked = false;
+  /** @internal the server answered with something that is not a hello-ack. */
+  helloError: ProtocolError | null = null;
+  /** @internal the peer's hello arrived (server side) or was acknowledged (client side). */
+  private established = false;
 
   // ---------------------------------------------------------------- send
 
@@ -138,8 +195,8 @@ export class UcxConnection implements Connection, AmSink {
   /** Heap memory the transport takes over in trySendBuffer (UCX reads it until the send completes). */
   allocBuffer(lenBytes: number): Uint8Array | null {
     if (this.closed) return null;
-    if (!(lenBytes >= 0) || lenBytes > this.caps.maxMessageBytes) {
-      throw new UsageError(`ucx allocBuffer: ${lenBytes} bytes is outside 0..${this.caps.maxMessageBytes}`);
+    if (!(lenBytes >= 0) || lenBytes > sendLimit(this.caps)) {
+      throw new UsageError(`ucx allocBuffer: ${lenBytes} bytes is outside 0..${sendLimit(this.caps)} (this side's maxMessageBytes ${this.caps.maxMessageBytes}, the peer's ${this.caps.peerMaxMessageBytes})`);
     }
     return new Uint8Array(lenBytes);
   }
@@ -155,9 +212,9 @@ export class UcxConnection implements Connection, AmSink {
   releaseBuffer(_buffer: Uint8Array): void {}
 
   private checkSize(hl: number, bl: number): void {
-    if (hl > this.caps.maxHeadBytes || bl > this.caps.maxMessageBytes) {
-      throw new UsageError(`ucx send: head ${hl} bytes (max ${this.caps.maxHeadBytes}), body ${bl} bytes (max ${this.caps.maxMessageBytes})`);
-    }
+    if (bl > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage("ucx", bl, this.caps));
+    const maxHead = Math.min(this.caps.maxHeadBytes, this.peerMaxHeadBytes);
+    if (hl > maxHead) throw new UsageError(`ucx send: head of ${hl} bytes exceeds the limit of ${maxHead} bytes (this side's maxHeadBytes ${this.caps.maxHeadBytes}, the peer's ${this.peerMaxHeadBytes})`);
   }
 
   private isFull(bl: number): boolean {
@@ -178,8 +235,13 @@ export class UcxConnection implements Connection, AmSink {
         this.rt.waiters.wake(true);
       }
     });
-    if (!this.closed && this.mode !== "spin") this.rt.sent();
+    this.sent();
     return SEND_OK;
+  }
+
+  /** @internal an operation of this connection went to UCX: let the runtime progress it. */
+  sent(): void {
+    if (!this.closed && this.mode !== "spin") this.rt.sent(this.spinNs);
   }
 
   // ---------------------------------------------------------------- receive
@@ -187,29 +249,56 @@ export class UcxConnection implements Connection, AmSink {
   /** @internal an AM for this endpoint (inside worker progress). */
   onAm(id: number, header: number, hlen: number, data: number, len: number, recvAttr: number): number {
     if (this.closed) return UCP.UCS_OK;
-    if (id === AM_HELLO) {
-      this.ep.amSend(AM_HELLO_ACK, HELLO_BYTES.slice(), null, () => {});
-      this.onHello?.(this);
+    if (id === AM_DATA && this.established) return this.onData(header, hlen, data, len, recvAttr);
+    if (id === AM_HELLO && this.onHello !== null) {
+      const h = decodeHello(copyOut(header, hlen));
+      if (h === null) {
+        this.abort(new ProtocolError(`ucx connection from ${this.peer}: a HELLO of ${hlen} bytes that is not a hotpath hello of this version`));
+        return UCP.UCS_OK;
+      }
+      this.learnPeer(h);
+      this.established = true;
+      this.ep.amSend(AM_HELLO_ACK, this.hello((h.flags & HELLO_FLAG_PEER_ERRORS) !== 0), null, () => {});
+      const accept = this.onHello;
       this.onHello = null;
+      accept(this);
       return UCP.UCS_OK;
     }
-    if (id === AM_HELLO_ACK) {
-      this.helloAcked = true;
+    if (id === AM_HELLO_ACK && !this.established && this.onHello === null) {
+      const h = decodeHello(copyOut(header, hlen));
+      if (h === null) this.helloError = new ProtocolError(`ucx connect ${this.peer}: the server answered with a HELLO_ACK of ${hlen} bytes that is not a hotpath hello of this version`);
+      else {
+        this.learnPeer(h);
+        this.established = true;
+        this.helloAcked = true;
+      }
       return UCP.UCS_OK;
     }
-    if (id !== AM_DATA) return UCP.UCS_OK;
-    if (hlen > this.caps.maxHeadBytes || len > this.caps.maxMessageBytes) {
-      this.abort(new ProtocolError(`ucx: message of ${hlen}+${len} bytes exceeds limits (head ${this.caps.maxHeadBytes}, body ${this.caps.maxMessageBytes})`));
+    this.abort(new ProtocolError(`ucx connection to ${this.peer}: unexpected Active Message ${id} (${this.established ? "after" : "before"} the handshake)`));
+    return UCP.UCS_OK;
+  }
+
+  private onData(header: number, hlen: number, data: number, len: number, recvAttr: number): number {
+    if (hlen > this.caps.maxHeadBytes) {
+      this.abort(new ProtocolError(`ucx connection to ${this.peer}: message head of ${hlen} bytes exceeds maxHeadBytes ${this.caps.maxHeadBytes}`));
       return UCP.UCS_OK;
     }
     const head = copyOut(header, hlen);
+    if (len > this.caps.maxMessageBytes) {
+      // Skipped: eager data is not copied, rendezvous data not received (returning UCS_OK
+      // without ucp_am_recv_data_nbx drops it, and the sender's send completes).
+      this.queue.push(new Oversized(head, len));
+      this.deliver();
+      return UCP.UCS_OK;
+    }
     if (recvAttr & UCP.UCP_AM_RECV_ATTR_FLAG_RNDV) {
       const at = this.queue.length;
       this.queue.push(null);
       const buf = new Uint8Array(len);
-      this.rt.worker.amRecvData(data, buf, (status) => {
+      this.rt.worker.amRecvData(data, buf, this.ep, (status) => {
+        if (this.closed) return;
         if (status !== UCP.UCS_OK) {
-          if (!this.closed) this.fail(new TransportClosedError(`ucx connection to ${this.peer}: rendezvous receive failed (ucs_status ${status})`));
+          this.fail(new TransportClosedError(`ucx connection to ${this.peer}: rendezvous receive failed (ucs_status ${status})`));
           return;
         }
         this.queue[at] = new UcxRxMessage(head, buf);
@@ -230,7 +319,13 @@ export class UcxConnection implements Connection, AmSink {
       const m = this.queue[this.queueHead];
       if (m === null || m === undefined) break;
       this.queue[this.queueHead++] = null;
-      r.onMessage(m);
+      try {
+        if (m instanceof Oversized) this.reportOversized(r, m);
+        else r.onMessage(m);
+      } catch (e) {
+        this.abort(e instanceof HotpathError ? e : new ProtocolError(`ucx connection to ${this.peer}: receiver failed: ${describe(e)}`));
+        break;
+      }
       n++;
     }
     if (this.queueHead === this.queue.length) {
@@ -240,15 +335,33 @@ export class UcxConnection implements Connection, AmSink {
     return n;
   }
 
+  private reportOversized(r: Receiver, m: Oversized): void {
+    if (r.onOversized === undefined) {
+      this.abort(new ProtocolError(`ucx connection to ${this.peer}: message body of ${m.bodyLength} bytes exceeds maxMessageBytes ${this.caps.maxMessageBytes}`));
+      return;
+    }
+    r.onOversized(m.head, m.bodyLength);
+  }
+
+  /** Progresses the worker (not from inside a UCX callback: there it returns 0). */
   poll(): number {
     if (this.closed) return 0;
     return this.rt.progress();
   }
 
+  /**
+   * Spins up to this connection's spinNs (spin mode: up to timeoutMs), then parks. Called from
+   * inside a UCX callback (a layer above replying from its delivery callback), it resolves true
+   * on a clean stack without touching the worker: the caller retries once UCX has returned.
+   */
   wait(timeoutMs: number): Promise<boolean> {
     if (this.closed) return Promise.resolve(false);
-    if (this.mode === "spin") return Promise.resolve(this.rt.spin(timeoutMs * 1e6) > 0);
-    if (this.rt.spin(this.spinNs) > 0) return Promise.resolve(true);
+    if (this.rt.inProgress) return Promise.resolve(true);
+    if (this.mode === "spin") {
+      const n = this.rt.spin(timeoutMs * 1e6, () => this.closed);
+      return Promise.resolve(n > 0 && !this.closed);
+    }
+    if (this.rt.spin(this.spinNs, () => this.closed) > 0 || this.closed) return Promise.resolve(!this.closed);
     const p = this.rt.waiters.wait(timeoutMs);
     this.rt.schedule();
     return p;
@@ -296,26 +409,28 @@ export class UcxConnection implements Connection, AmSink {
 
   /**
    * `force` false closes the endpoint gracefully, which tells the peer (its error callback
-   * fires with UCS_ERR_CONNECTION_RESET); true drops it locally (the peer is already gone).
+   * fires with UCS_ERR_CONNECTION_RESET); true drops it locally (the peer is already gone;
+   * UCX completes the endpoint's requests with errors).
    */
   private finish(error: HotpathError | null, force: boolean): void {
     this.closed = true;
     this.closeError = error;
     this.rt.sinks.delete(this.ep.handle);
-    this.rt.waiters.wake(false);
-    this.receiver?.onClose(error);
-    // Native teardown progresses the worker, which must not happen inside a UCX callback
-    // (finish may run from the error callback or an AM handler): do it on a clean stack.
+    this.queue.length = 0;
+    this.queueHead = 0;
+    // Native teardown must not run inside a UCX callback (finish may run from the error
+    // callback or an AM handler): it goes on a clean stack, queued first so that it happens
+    // whatever the receiver's onClose does.
     queueMicrotask(() => {
       for (const r of this.regions) r.close();
       this.regions.clear();
       this.ep.close(force);
       this.opts.onClosed?.();
+      // The peer is gone: what UCX has not completed of this endpoint's requests by then, it
+      // never will (see UcpWorker.abandon).
+      if (force) setTimeout(() => this.rt.worker.abandon(this.ep), ABANDON_AFTER_MS).unref();
     });
+    this.rt.waiters.wake(false);
+    this.receiver?.onClose(error);
   }
-
-  /** @internal the listener's hook for the client's hello. */
-  onHello: ((conn: UcxConnection) => void) | null = null;
-  /** @internal set when the server acknowledged this (client) connection. */
-  helloAcked = false;
 }

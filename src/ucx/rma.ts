@@ -107,7 +107,7 @@ export class RemoteRegion {
         if (status === UCP.UCS_OK) resolve();
         else reject(this.conn.closed ? new TransportClosedError(`ucx ${op}: the connection to ${this.conn.peer} closed`) : new UcxError(`ucx ${op}`, status));
       });
-      this.conn.rt.sent();
+      this.conn.sent();
     });
   }
 

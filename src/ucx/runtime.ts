@@ -10,10 +10,23 @@
  * Progress (WaitPolicy.mode, as for shm):
  *   - "spin": nothing runs by itself; poll() progresses the worker, wait() spins.
  *   - "async" / "adaptive" (default): the worker progresses from the event loop: after a send
- *     (a microtask that spins up to spinNs for the answer), after a delivery (setImmediate),
- *     and when the worker's event fd fires. Idle, the fd is armed (ucp_worker_arm) and a
- *     helper Worker blocks in poll() on it and wakes this thread (Atomics.notify →
- *     Atomics.waitAsync): no busy core while idle.
+ *     (a microtask that spins up to the sender's spinNs for the answer), after a delivery
+ *     (setImmediate), and when the worker's event fd fires. Idle, the fd is armed
+ *     (ucp_worker_arm) and a helper Worker blocks in poll() on it and wakes this thread
+ *     (Atomics.notify → Atomics.waitAsync): no busy core while idle. Requests in flight keep
+ *     the pump going only while UCX makes progress on them; after IDLE_BUSY_NS without an
+ *     event it parks too, re-checking every IN_FLIGHT_RECHECK_MS. When UCX will not arm but
+ *     has nothing to do (wedged by a dead shared-memory peer), it progresses on a timer.
+ *
+ * Re-entrancy: UCX forbids ucp_worker_progress inside its own callbacks, and every message is
+ * delivered from one. So progress(), spin() and the pump do nothing while the worker
+ * progresses (UcpWorker.inProgress), and a connection's wait() called from a callback
+ * resolves on a clean stack instead of progressing (see UcxConnection.wait).
+ *
+ * Lifetime: while a listener or connection uses the runtime (users > 0) a timer holds the
+ * process open, as an open socket does; the last release() lets it exit.
+ *
+ * Threading: a runtime belongs to the thread that acquired it.
  */
 
 import { ucpUnavailableReason, UcpContext, type UcpWorker } from "../ffi/ucp.ts";
@@ -24,7 +37,16 @@ export const AM_DATA = 1;
 export const AM_HELLO = 2;
 export const AM_HELLO_ACK = 3;
 
+/** Spin after a send for the answer: about three same-host ucx round trips. */
 export const DEFAULT_UCX_SPIN_NS = 20_000;
+/** Nothing happening for this long with requests in flight (or UCX refusing to arm): stop spinning (a slow, stalled or dead peer must not cost a core). */
+const IDLE_BUSY_NS = 1_000_000;
+/** Parked with requests in flight: progress at least this often, for transports whose completions raise no fd event. */
+const IN_FLIGHT_RECHECK_MS = 10;
+/** Wedged UCX (see pump): the longest gap between progress rounds; bounds the extra latency of a message that arrives then. */
+const WEDGED_RECHECK_MAX_MS = 8;
+/** The keep-alive timer's period: it never needs to fire, only to exist (below setTimeout's 2^31 ms limit). */
+const KEEP_ALIVE_MS = 1 << 30;
 
 /** What the runtime needs from a connection. */
 export interface AmSink {
@@ -44,25 +66,32 @@ export class UcxRuntime {
   /** AMs for endpoints not (yet) known: a server endpoint's HELLO before its handler exists. */
   onUnknownAm: ((id: number, header: number, hlen: number, data: number, len: number, attr: number, replyEp: number) => number) | null = null;
   readonly waiters = new WaitList();
-  spinNs = DEFAULT_UCX_SPIN_NS;
-  /** Connections and listeners using this runtime; the last release() closes it. */
-  users = 0;
+  /** Connections and listeners using this runtime; the last release() lets the process exit. */
+  private users = 0;
   private microQueued = false;
   private immediateQueued = false;
   private pumping = false;
-  private sentSincePump = false;
+  /** The largest spin budget a send asked for since the last pump (each connection has its own). */
+  private pendingSpinNs = 0;
   private delivered = 0;
+  /** Worker events (progress() > 0) so far: tells a pump that moved requests from an idle one. */
+  private events = 0;
+  /** Since when the pump has seen no event (0: it saw one last time). */
+  private idleSince = 0;
+  /** The current gap between timed progress rounds while UCX will not arm (0: not in that state). */
+  private recheckMs = 0;
+  private recheckTimer: ReturnType<typeof setTimeout> | null = null;
+  private keepAlive: ReturnType<typeof setInterval> | null = null;
   private efdCtl: Int32Array | null = null;
   private efdWorker: Worker | null = null;
   private efdWaiting = false;
-  /** Never set today (the worker lives as long as the thread); kept for the pump's checks. */
-  private readonly closed = false;
 
   private static readonly runtimes = new Map<string, UcxRuntime>();
 
   /**
    * The thread's runtime for the UCX configuration in the environment now (UCX_* variables,
-   * read by ucp_config_read when the context is made), created on first use.
+   * read by ucp_config_read when the context is made), created on first use. The caller is a
+   * user until it calls release().
    */
   static acquire(): UcxRuntime {
     const key = Object.keys(process.env)
@@ -75,7 +104,7 @@ export class UcxRuntime {
       rt = new UcxRuntime();
       UcxRuntime.runtimes.set(key, rt);
     }
-    rt.users++;
+    rt.retain();
     return rt;
   }
 
@@ -98,16 +127,25 @@ export class UcxRuntime {
     }
   }
 
+  /** One more user (a connection or listener); the first holds the process open. */
+  retain(): void {
+    if (this.users++ === 0 && this.keepAlive === null) this.keepAlive = setInterval(() => {}, KEEP_ALIVE_MS);
+  }
+
   /**
-   * Drops one user; the last one stops the helper thread so the process can exit. The worker
-   * and context stay for the thread's lifetime and are reused by the next acquire():
-   * ucp_worker_destroy in UCX 1.13 aborts the process when an endpoint whose wire-up failed
-   * still has a queued send ("pending request ... should have been flushed"), which a refused
-   * or timed-out connect leaves behind.
+   * Drops one user; the last one stops the helper thread and the keep-alive so the process can
+   * exit. The worker and context stay for the thread's lifetime and are reused by the next
+   * acquire(): ucp_worker_destroy in UCX 1.13 aborts the process when an endpoint whose
+   * wire-up failed still has a queued send ("pending request ... should have been flushed"),
+   * which a refused or timed-out connect leaves behind.
    */
   release(): void {
     if (--this.users > 0) return;
     this.users = 0;
+    if (this.keepAlive !== null) clearInterval(this.keepAlive);
+    this.keepAlive = null;
+    if (this.recheckTimer !== null) clearTimeout(this.recheckTimer);
+    this.recheckTimer = null;
     if (this.efdCtl) {
       Atomics.store(this.efdCtl, 0, EFD_STOP);
       Atomics.notify(this.efdCtl, 0);
@@ -118,11 +156,26 @@ export class UcxRuntime {
     this.waiters.wake(false);
   }
 
-  /** Progresses until the worker reports no more events (bounded); returns messages delivered. */
+  /** True inside a UCX callback (where nothing may progress the worker). */
+  get inProgress(): boolean {
+    return this.worker.inProgress;
+  }
+
+  /** Debug counters: the worker's (requests in flight, retained buffers, closes pending, endpoints) and the runtime's users and connections. */
+  stats(): ReturnType<UcpWorker["stats"]> & { users: number; sinks: number } {
+    return { ...this.worker.stats(), users: this.users, sinks: this.sinks.size };
+  }
+
+  /**
+   * Progresses until the worker reports no more events (bounded); returns messages delivered.
+   * Inside a UCX callback it does nothing (returns 0).
+   */
   progress(): number {
     const before = this.delivered;
-    for (let i = 0; i < 64 && this.worker.progress() > 0; i++) {
-      // keep going while UCX has work
+    for (let i = 0; i < 64; i++) {
+      const e = this.worker.progress();
+      if (e === 0) break;
+      this.events += e;
     }
     return this.delivered - before;
   }
@@ -132,14 +185,14 @@ export class UcxRuntime {
     return false;
   }
 
-  /** After a send: progress soon, spinning up to spinNs for the answer. */
-  sent(): void {
-    this.sentSincePump = true;
+  /** After a send: progress soon, spinning up to `spinNs` (the sender's budget) for the answer. */
+  sent(spinNs: number): void {
+    if (spinNs > this.pendingSpinNs) this.pendingSpinNs = spinNs;
     this.schedule();
   }
 
   schedule(): void {
-    if (this.microQueued || this.closed) return;
+    if (this.microQueued) return;
     this.microQueued = true;
     queueMicrotask(() => {
       this.microQueued = false;
@@ -148,7 +201,7 @@ export class UcxRuntime {
   }
 
   private followUp(): void {
-    if (this.immediateQueued || this.closed) return;
+    if (this.immediateQueued) return;
     this.immediateQueued = true;
     setImmediate(() => {
       this.immediateQueued = false;
@@ -156,46 +209,73 @@ export class UcxRuntime {
     });
   }
 
-  /** Spins the worker until a message is delivered or `budgetNs` passes. */
-  spin(budgetNs: number): number {
+  /**
+   * Spins the worker until a message is delivered, `stop()` says so, or `budgetNs` passes.
+   * Returns messages delivered; 0 at once inside a UCX callback.
+   */
+  spin(budgetNs: number, stop?: () => boolean): number {
+    if (this.worker.inProgress) return 0;
     let n = this.progress();
     if (n > 0 || budgetNs <= 0) return n;
     const end = Bun.nanoseconds() + budgetNs;
     while (Bun.nanoseconds() < end) {
       n = this.progress();
-      if (n > 0) return n;
+      if (n > 0 || (stop !== undefined && stop())) return n;
     }
     return 0;
   }
 
   private pump(): void {
-    if (this.closed || this.pumping || !this.anyWantsProgress()) return;
+    if (this.pumping || !this.anyWantsProgress()) return;
+    if (this.worker.inProgress) return this.followUp(); // never from inside UCX
     this.pumping = true;
-    const expectReply = this.sentSincePump;
-    this.sentSincePump = false;
+    const spinNs = this.pendingSpinNs;
+    this.pendingSpinNs = 0;
+    const eventsBefore = this.events;
     let n = 0;
     try {
-      n = this.spin(expectReply ? this.spinNs : 0);
+      n = this.spin(spinNs);
     } finally {
       this.pumping = false;
     }
-    if (this.closed) return;
-    if (n > 0 || this.worker.inFlight > 0) {
-      if (n > 0) this.waiters.wake(true);
+    if (n > 0) this.waiters.wake(true);
+    if (n > 0 || this.events !== eventsBefore) {
+      this.idleSince = 0;
+      this.recheckMs = 0;
       this.followUp();
       return;
     }
-    this.park();
-  }
-
-  /** Arms the event fd and sleeps until it fires (helper Worker + Atomics.waitAsync). */
-  private park(): void {
-    if (this.closed) return;
-    // Re-arm before every sleep: progress may have consumed the previous arming.
-    if (!this.worker.arm()) {
-      this.followUp(); // events pending: progress before sleeping
+    // Nothing happened. Requests in flight may still complete without an fd event; keep
+    // progressing for a while, then park.
+    const now = Bun.nanoseconds();
+    if (this.idleSince === 0) this.idleSince = now;
+    const idleLong = now - this.idleSince >= IDLE_BUSY_NS;
+    if (this.worker.inFlight > 0 && !idleLong) return this.followUp();
+    if (this.worker.arm()) {
+      this.recheckMs = 0;
+      if (this.worker.inFlight > 0) this.recheck(IN_FLIGHT_RECHECK_MS);
+      this.park();
       return;
     }
+    // UCX says events are pending (ucp_worker_arm: BUSY), yet progress finds none. Briefly
+    // that is ordinary; when it lasts, UCX is wedged (a shared-memory lane to a dead peer whose
+    // FIFO is full never drains, and its interface then never arms): progress on a timer,
+    // backing off, instead of burning a core.
+    if (!idleLong) return this.followUp();
+    this.recheckMs = Math.min(Math.max(1, this.recheckMs * 2), WEDGED_RECHECK_MAX_MS);
+    this.recheck(this.recheckMs);
+  }
+
+  private recheck(ms: number): void {
+    if (this.recheckTimer !== null) return;
+    this.recheckTimer = setTimeout(() => {
+      this.recheckTimer = null;
+      this.pump();
+    }, ms);
+  }
+
+  /** Sleeps until the (armed) event fd fires: helper Worker + Atomics.waitAsync. */
+  private park(): void {
     if (this.efdWaiting) return; // the helper is already polling the fd
     if (this.efdCtl === null) {
       this.efdCtl = new Int32Array(new SharedArrayBuffer(8));

@@ -3,24 +3,44 @@
  * "localhost"; port 0 on listen picks a free port, reported in `listener.url`).
  *
  * Connect: a client-server endpoint to the listener's sockaddr, then a HELLO Active Message
- * that the server answers with HELLO_ACK; no answer within connectTimeoutMs, or an endpoint
- * error first, is a ConnectError. The server's endpoint (made from the connection request)
- * becomes a connection when its HELLO arrives.
+ * (hello.ts: version and this side's limits) that the server answers with HELLO_ACK (its
+ * limits); no answer within connectTimeoutMs, a malformed answer, or an endpoint error first,
+ * is a ConnectError. The server's endpoint (made from the connection request) becomes a
+ * connection when its HELLO arrives; one whose HELLO does not arrive within the listener's
+ * handshake timeout is closed.
  *
  * Error mode: UCP_ERR_HANDLING_MODE_NONE by default. In UCX 1.13 asking for PEER mode drops the
  * shared-memory transports (about 7 µs instead of under 1 µs between processes of one host),
  * while the connection manager still reports a peer that closed or died through the endpoint's
  * error callback in NONE mode (tested over tcp and shm). So hotpath keeps shared memory and
  * relies on that; `ucx: { peerErrors: true }` asks for PEER mode (failures of in-flight
- * operations reported individually, e.g. for links that can fail without the peer dying).
+ * operations reported individually, e.g. for links that can fail without the peer dying). The
+ * server's endpoint takes whichever mode its client chose (UCX refuses a mismatch).
+ *
+ * Lifetime: an open listener or connection keeps the process alive (runtime.ts), as a socket
+ * does; close it to let the process exit.
  */
 
-import { ConnectError, TransportClosedError, UcxUnavailableError, UsageError } from "../errors.ts";
+import { ConnectError, ProtocolError, TransportClosedError, UcxUnavailableError, UsageError } from "../errors.ts";
 import { ListenerBase } from "../listener-base.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 import type { UcpListener } from "../ffi/ucp.ts";
-import { HELLO_BYTES, UcxConnection } from "./connection.ts";
+import { UcxConnection } from "./connection.ts";
 import { AM_HELLO, UcxRuntime } from "./runtime.ts";
+
+/** Listener options of ucx beyond the common ones. */
+export interface UcxListenOptions extends ListenOptions {
+  ucx?: {
+    /**
+     * Close an accepted endpoint whose HELLO has not arrived this long after it connected.
+     * Default DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS.
+     */
+    handshakeTimeoutMs?: number;
+  };
+}
+
+/** A client gives up after its connect timeout; an endpoint silent for longer is no client of ours. */
+export const DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS = 2 * DEFAULT_CONNECT_TIMEOUT_MS;
 
 function hostPort(url: URL, forListen: boolean): { host: string; port: number } {
   let host = url.hostname.replace(/^\[(.*)\]$/, "$1");
@@ -42,12 +62,13 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
   const { host, port } = hostPort(url, false);
   const peer = `ucx://${host}:${port}`;
   const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+  const peerErrors = opts.ucx?.peerErrors === true;
   const rt = acquire();
   let failed: number | null = null;
   let conn: UcxConnection | null = null;
   let ep;
   try {
-    ep = rt.worker.connect({ host, port }, opts.ucx?.peerErrors === true, (status) => {
+    ep = rt.worker.connect({ host, port }, peerErrors, (status) => {
       if (conn !== null && conn.helloAcked) conn.fail(new TransportClosedError(`ucx connection to ${peer}: the peer closed or failed (ucs_status ${status})`));
       else failed = status;
     });
@@ -62,14 +83,21 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
     onClosed: () => rt.release(),
   });
   if (opts.wait) conn.setWaitPolicy(opts.wait as never);
-  ep.amSend(AM_HELLO, HELLO_BYTES.slice(), null, () => {});
+  ep.amSend(AM_HELLO, conn.hello(peerErrors), null, () => {});
   const deadline = performance.now() + timeoutMs;
-  while (!conn.helloAcked && failed === null && performance.now() < deadline) {
+  while (!conn.helloAcked && conn.helloError === null && failed === null && !conn.closed && performance.now() < deadline) {
     rt.progress();
     if (!conn.helloAcked && failed === null) await Bun.sleep(0);
   }
-  if (conn.helloAcked) return conn;
-  const why = failed !== null ? `the endpoint failed (ucs_status ${failed}; nothing listening?)` : `no answer within ${timeoutMs} ms`;
+  if (conn.helloAcked && !conn.closed) return conn;
+  const why =
+    conn.helloError !== null
+      ? conn.helloError.message
+      : conn.closeError !== null
+        ? conn.closeError.message
+        : failed !== null
+          ? `the endpoint failed (ucs_status ${failed}; nothing listening?)`
+          : `no answer within ${timeoutMs} ms`;
   conn.close();
   throw new ConnectError(`ucx connect ${peer}: ${why}`);
 }
@@ -79,14 +107,20 @@ class UcxListener extends ListenerBase<UcxConnection> {
   readonly url: string;
   private readonly listener: UcpListener;
   private readonly progressHook = { onAm: () => 0, wantsProgress: true };
+  /** Accepted endpoints whose HELLO has not arrived yet, with their reaping timers. */
+  private readonly handshaking = new Map<UcxConnection, ReturnType<typeof setTimeout>>();
+  private readonly handshakeTimeoutMs: number;
 
   constructor(
     private readonly rt: UcxRuntime,
     host: string,
     port: number,
-    private readonly opts: ListenOptions,
+    private readonly opts: UcxListenOptions,
   ) {
     super();
+    const t = opts.ucx?.handshakeTimeoutMs ?? DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS;
+    if (!(t > 0) || !Number.isFinite(t)) throw new UsageError(`ucx listen: handshakeTimeoutMs ${t} must be a positive number of milliseconds`);
+    this.handshakeTimeoutMs = t;
     this.listener = rt.worker.listen(host, port, (req) => this.onRequest(req));
     this.url = `ucx://${host}:${this.listener.port}`;
     // The listener itself needs the worker to progress (connection requests arrive there).
@@ -94,40 +128,75 @@ class UcxListener extends ListenerBase<UcxConnection> {
     rt.schedule();
   }
 
+  /** Inside worker progress: a client's endpoint arrived. Nothing here may throw into UCX. */
   private onRequest(connRequest: number): void {
     const peer = `${this.url} (client)`;
     let conn: UcxConnection | null = null;
-    const ep = this.rt.worker.connect({ connRequest }, false, (status) => {
-      conn?.fail(new TransportClosedError(`ucx connection from a client of ${this.url}: the peer closed or failed (ucs_status ${status})`));
-    });
-    this.rt.users++;
-    conn = new UcxConnection(this.rt, ep, {
+    let ep;
+    try {
+      // The client's error mode, whichever it chose (null: UCX takes it from the request).
+      ep = this.rt.worker.connect({ connRequest }, null, (status) => {
+        conn?.fail(new TransportClosedError(`ucx connection from a client of ${this.url}: the peer closed or failed (ucs_status ${status})`));
+      });
+    } catch {
+      return; // UCX refused the request (and let go of it); the client sees its connect fail
+    }
+    this.rt.retain();
+    const c = new UcxConnection(this.rt, ep, {
       maxMessageBytes: this.opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
       maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
       peer,
       onClosed: () => {
-        this.forget(conn!);
+        this.forget(c);
         this.rt.release();
       },
     });
-    if (this.opts.wait) conn.setWaitPolicy(this.opts.wait as never);
-    conn.onHello = (c) => this.accepted(c);
+    conn = c;
+    if (this.opts.wait) c.setWaitPolicy(this.opts.wait as never);
+    const timer = setTimeout(() => {
+      this.handshaking.delete(c);
+      c.abort(new ProtocolError(`ucx connection from a client of ${this.url}: no HELLO within ${this.handshakeTimeoutMs} ms`));
+    }, this.handshakeTimeoutMs);
+    this.handshaking.set(c, timer);
+    c.onHello = () => {
+      clearTimeout(timer);
+      this.handshaking.delete(c);
+      try {
+        this.accepted(c);
+      } catch (e) {
+        c.abort(e instanceof ProtocolError ? e : new ProtocolError(`ucx listener ${this.url}: the connection callback failed: ${e instanceof Error ? e.message : "a non-Error value"}`));
+      }
+    };
+  }
+
+  protected override forget(conn: UcxConnection): void {
+    const timer = this.handshaking.get(conn);
+    if (timer !== undefined) clearTimeout(timer);
+    this.handshaking.delete(conn);
+    super.forget(conn);
   }
 
   protected stop(): void {
     this.rt.sinks.delete(-this.listener.port);
     this.listener.close();
+    // Endpoints still in their handshake belong to nobody else: they go with the listener.
+    for (const [c, timer] of this.handshaking) {
+      clearTimeout(timer);
+      c.close();
+    }
+    this.handshaking.clear();
     this.rt.release();
   }
 }
 
-export async function ucxListen(url: URL, opts: ListenOptions): Promise<Listener> {
+export async function ucxListen(url: URL, opts: UcxListenOptions): Promise<Listener> {
   const { host, port } = hostPort(url, true);
   const rt = acquire();
   try {
     return new UcxListener(rt, host, port, opts);
   } catch (e) {
     rt.release();
+    if (e instanceof UsageError) throw e;
     throw new ConnectError(`ucx listen ${host}:${port}: ${(e as Error).message}`, { cause: e });
   }
 }
