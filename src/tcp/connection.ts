@@ -111,8 +111,9 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
   private reservedBytes = 0;
   private grantedBytes = 0;
   private waitingBytes = 0;
-  /** Delivered messages not yet released (in flight for the idle rule). */
+  /** Delivered messages not yet released, and frames sent (in flight for the idle rule). */
   private unreleased = 0;
+  private framesSent = 0;
   /** A whole frame moved since the last sweep. */
   private activity = false;
   private readonly openedAt = performance.now();
@@ -185,7 +186,10 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     const frameLen = FRAME_PREFIX_BYTES + head.length + bodyLen;
     if (bodyLen >= DIRECT_WRITE_BYTES && this.outLen === 0 && !this.awaitingDrain) return this.writeDirect(head, body!);
     // A frame bigger than the whole budget still goes when the buffer is empty.
-    if (this.outLen > 0 && this.outLen + frameLen > this.sendBufferBytes) return SEND_FULL;
+    if (this.outLen > 0 && this.outLen + frameLen > this.sendBufferBytes) {
+      this.checkOutput();
+      return SEND_FULL;
+    }
     if (this.outLen + frameLen > this.out.length) this.grow(this.outLen + frameLen);
     const out = this.out;
     const at = this.outLen;
@@ -194,8 +198,12 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     out.set(head, at + FRAME_PREFIX_BYTES);
     if (body && bodyLen > 0) out.set(body, at + FRAME_PREFIX_BYTES + head.length);
     this.outLen = at + frameLen;
-    // Inside onData the read's handler flushes at its end; elsewhere a microtask does.
-    if (!this.flushScheduled && !this.awaitingDrain && !this.inData) {
+    this.framesSent++;
+    if (this.awaitingDrain) {
+      // Queued behind unread output: past half the budget, stop taking in more work.
+      if ((this.pauseMask & PAUSE_OUTPUT) === 0 && 2 * this.outLen >= this.sendBufferBytes) this.checkOutput();
+    } else if (!this.flushScheduled && !this.inData) {
+      // Inside onData the read's handler flushes at its end; elsewhere a microtask does.
       this.flushScheduled = true;
       queueMicrotask(this.flushTask);
     }
@@ -327,7 +335,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
       return this.abort(new ProtocolError(`tcp connection to ${this.peer}: a frame was still incomplete after frameTimeoutMs ${l.frameTimeoutMs}`));
     }
     if (l.idleTimeoutMs > 0) {
-      if (this.activity || this.unreleased > 0 || this.outLen > 0 || this.parser.partial) {
+      if (this.activity || this.busy()) {
         this.activity = false;
         this.idleSince = now;
       } else if (now - this.idleSince >= l.idleTimeoutMs) {
@@ -337,6 +345,16 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
   }
 
   // ---- internals ----
+
+  /**
+   * Something is in flight: a message held by the receiver, output not yet written, a frame
+   * half arrived, or, on an accepted connection, more messages received than sent (a call not
+   * answered yet, even by a handler that let go of its request's memory).
+   */
+  private busy(): boolean {
+    if (this.unreleased > 0 || this.outLen > 0 || this.parser.partial) return true;
+    return this.opts.role === "accept" && this.parser.completed > this.framesSent;
+  }
 
   private capsWith(peerMaxMessageBytes: number, peerMaxHeadBytes: number): Capabilities {
     const max = this.opts.maxMessageBytes;
@@ -515,6 +533,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     }
     const w2 = w1 === prefix.length ? this.socket.write(body) : 0;
     this.activity = true;
+    this.framesSent++;
     const restPrefix = prefix.subarray(w1);
     const restBody = body.subarray(Math.max(w2, 0));
     if (restPrefix.length + restBody.length === 0) return SEND_OK;

@@ -14,7 +14,9 @@
  * 1 MiB until its bytes really come.
  *
  * Before a split frame is assembled the parser asks `hooks.reserve(frameLen)`; false stalls it
- * (the chunks not yet parsed are kept, nothing else is allocated) until `resume()`. A frame whose
+ * (the chunks not yet parsed are kept, nothing else is allocated) until `resume()`; true gives
+ * the frame its whole buffer at once (the reservation accounts for it, and the pages of a large
+ * buffer cost memory only as the bytes that arrive are written into them). A frame whose
  * head is within maxHeadBytes but whose body is over maxMessageBytes is skippable when
  * `hooks.canSkip()` says so: its head is read whole (at most maxHeadBytes), handed to
  * `hooks.onOversized`, and its body bytes are discarded as they arrive, never buffered. Any
@@ -246,7 +248,10 @@ export class FrameParser {
     this.frameLen = frameLen;
     this.frameHeadLen = headLen;
     this.skipAfter = -1;
-    this.frame = new Uint8Array(Math.min(frameLen, Math.max(ASSEMBLY_MIN_BYTES, 2 * first.length)));
+    // Admitted by reserve(): the whole buffer at once, so growing leaves no garbage copies
+    // behind (pages nothing has written yet cost no memory). Otherwise it grows with the bytes.
+    const size = this.hooks.reserve ? frameLen : Math.min(frameLen, Math.max(ASSEMBLY_MIN_BYTES, 2 * first.length));
+    this.frame = new Uint8Array(size);
     this.frame.set(first, 0);
     this.frameFill = first.length;
   }
