@@ -26,6 +26,8 @@ const CLIENT = new URL("./churn-client.ts", import.meta.url).pathname;
 const CLIENTS = Number(process.env.CHURN_CLIENTS ?? 100);
 /** Diagnosis: CHURN_ONLY=kill or CHURN_ONLY=close ends every client that way (default: alternate). */
 const ONLY = process.env.CHURN_ONLY;
+/** CHURN_VERBOSE=1 prints how long each batch took to start and to end. */
+const VERBOSE = process.env.CHURN_VERBOSE === "1";
 /** Clients alive at once: several sessions overlap, within what 2 cores start quickly. */
 const BATCH = 10;
 /** Warm-up clients before the baseline (half killed, half closed). */
@@ -65,6 +67,7 @@ const fixtures: Fixture[] = [
 class Control {
   private next = 0;
   private readonly waiting = new Map<number, (v: any) => void>();
+  private exited = false;
   constructor(readonly peer: Peer) {
     (async () => {
       for (;;) {
@@ -83,6 +86,7 @@ class Control {
         this.waiting.get(msg.id)?.(msg);
         this.waiting.delete(msg.id);
       }
+      this.exited = true;
       for (const w of this.waiting.values()) w({ error: `server exited (${peer.proc.exitCode ?? peer.proc.signalCode})` });
       this.waiting.clear();
     })();
@@ -90,6 +94,7 @@ class Control {
 
   ask(cmd: Record<string, unknown>, timeoutMs = COMMAND_MS): Promise<any> {
     const id = this.next++;
+    if (this.exited) return Promise.reject(new Error(`churn server: ${JSON.stringify(cmd)}: server exited (${this.peer.proc.exitCode ?? this.peer.proc.signalCode})`));
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         this.waiting.delete(id);
@@ -163,19 +168,22 @@ for (const fx of fixtures) {
 
         const churn = async (count: number) => {
           for (let first = 0; first < count; first += BATCH) {
+            const t0 = performance.now();
             const idx = Array.from({ length: Math.min(BATCH, count - first) }, (_, i) => first + i);
             const clients = await Promise.all(idx.map(() => startClient(fx, ctl, url)));
+            const t1 = performance.now();
             await Promise.all(
               clients.map(async (c, i) => {
                 if (ONLY === undefined ? idx[i]! % 2 === 0 : ONLY === "kill") await c.kill();
                 else reports.push(await c.close());
               }),
             );
+            if (VERBOSE) console.log(`churn ${fx.name}: clients ${first}..${first + idx.length - 1}: started in ${(t1 - t0).toFixed(0)} ms, ended in ${(performance.now() - t1).toFixed(0)} ms`);
           }
         };
 
         await churn(WARMUP);
-        await Bun.sleep(SETTLE_MS);
+        await Bun.sleep(SETTLE_MS / 2);
         const before = await ctl.ask({ cmd: "figures", gc: true });
         const idleBefore = (await ctl.ask({ cmd: "idle", ms: 1000 })).cpuPercent as number;
 

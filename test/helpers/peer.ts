@@ -50,7 +50,16 @@ export async function spawnPeer(script: string, args: string[], env: Record<stri
   };
   let ready: Record<string, any>;
   try {
-    ready = JSON.parse(await nextLine());
+    // The first JSON line; native libraries may log to stdout first (UCX does): pass those on.
+    for (;;) {
+      const line = await nextLine();
+      try {
+        ready = JSON.parse(line);
+        break;
+      } catch {
+        process.stderr.write(`[${script}] ${line}\n`);
+      }
+    }
   } catch (e) {
     proc.kill(9);
     throw e;
