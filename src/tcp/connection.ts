@@ -44,7 +44,6 @@ import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage, type RxOwner } from "./f
 import { HELLO_BYTES, HELLO_OK, decodeHello, encodeHello } from "./hello.ts";
 import type { BufferPool, PoolWaiter, Sweepable, Sweeper, TcpLimits } from "./limits.ts";
 
-export { DEFAULT_SEND_BUFFER_BYTES } from "./limits.ts";
 /** Bodies at least this large go to the socket without a copy when nothing is queued ahead. */
 const DIRECT_WRITE_BYTES = 64 << 10;
 /** How long a closed connection keeps trying to hand queued output to a slow peer. */

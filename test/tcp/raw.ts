@@ -9,6 +9,9 @@ import { wire } from "../../src/index.ts";
 import { HELLO_BYTES, HELLO_MAGIC, HELLO_OK, TCP_PROTOCOL_VERSION } from "../../src/tcp/hello.ts";
 import * as m from "../conformance/methods.ts";
 
+/** test/tcp/server.ts: runs Bun.gc(true) and replies with nothing. */
+export const M_GC = 90;
+
 export function hello(o: { magic?: number; version?: number; status?: number; maxMessageBytes?: number; maxHeadBytes?: number } = {}): Uint8Array {
   const b = new Uint8Array(HELLO_BYTES);
   const dv = new DataView(b.buffer);

@@ -2,12 +2,14 @@
  * A tcp RPC server in its own process for the limit tests: `bun server.ts URL [LISTEN_OPTIONS_JSON]`
  * serves the conformance methods it needs through serve() (so replies go through the RPC
  * layer's backpressure path), prints {"url", "pid"} when listening, reports every session close
- * as a line {"closed": error name, "message"}, and exits when its stdin closes.
+ * as a line {"closed": error name, "message"}, and exits when its stdin closes. Method M_GC runs
+ * a full collection, so a test can tell memory held from garbage not yet collected.
  */
 
 import { serve } from "../../src/index.ts";
 import { exitWhenParentGoes } from "../helpers/peer.ts";
 import * as m from "../conformance/methods.ts";
+import { M_GC } from "./raw.ts";
 
 const url = process.argv[2]!;
 const opts = process.argv[3] ? JSON.parse(process.argv[3]) : {};
@@ -16,6 +18,9 @@ const serving = await serve(
   url,
   {
     [m.M_ECHO]: (h) => h.data,
+    [M_GC]: () => {
+      Bun.gc(true);
+    },
     [m.M_DELAY_ECHO]: async (h) => {
       const data = h.data.slice();
       await Bun.sleep(m.readU32(data));
