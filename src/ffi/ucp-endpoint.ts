@@ -41,7 +41,9 @@ export class UcpEndpoint {
     const w = this.worker;
     const rid = w.reserveId();
     const p = w.amSendParams(rid);
+    w.depth++; // callbacks may run inside (a send to this very worker is delivered in the call)
     const sp = Number(C!.ucp_am_send_nbx(this.handle as Pointer, id, ptr(header), header.length, data && data.length > 0 ? ptr(data) : null, data ? data.length : 0, p.p));
+    w.depth--;
     w.putAmSendParams(p);
     // Completed inside the call (the usual eager case): nothing to register. In flight: header
     // and data stay retained until UCX is done with them (it may replay a send queued during
@@ -77,7 +79,9 @@ export class UcpEndpoint {
     const w = this.worker;
     const id = w.track((st) => done(st), buffer);
     const p = w.sendParams(id, 0);
+    w.depth++;
     const sp = op(this.handle as Pointer, ptr(buffer), buffer.length, remoteAddr, rkey.ptr as Pointer, p.p);
+    w.depth--;
     w.putParams(p);
     w.settle(Number(sp), id, this);
   }
@@ -95,7 +99,9 @@ export class UcpEndpoint {
     p.u32(off("ucp_request_param_t.op_attr_mask"), mask)
       .u64(off("ucp_request_param_t.datatype"), (8 << UCP.UCP_DATATYPE_SHIFT) | UCP.UCP_DATATYPE_CONTIG)
       .ptrAt(off("ucp_request_param_t.reply_buffer"), ptr(swapIn));
+    w.depth++;
     const sp = lib().ucp_atomic_op_nbx(this.handle as Pointer, UCP.UCP_ATOMIC_OP_CSWAP, ptr(compare), 1, remoteAddr, rkey.ptr as Pointer, p.p);
+    w.depth--;
     w.putParams(p);
     w.settle(Number(sp), id, this);
   }
@@ -121,7 +127,9 @@ export class UcpEndpoint {
 
   private closeNbx(force: boolean): number {
     const p = this.worker.takeParams().u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_FLAGS).u32(off("ucp_request_param_t.flags"), force ? UCP.UCP_EP_CLOSE_FLAG_FORCE : 0);
+    this.worker.depth++; // a forced close completes requests (their callbacks run inside)
     const sp = Number(lib().ucp_ep_close_nbx(this.handle as Pointer, p.p));
+    this.worker.depth--;
     this.worker.putParams(p);
     return sp;
   }

@@ -181,8 +181,12 @@ export class UcpWorker {
    * UCX has returned.
    */
   private callbackError: { error: unknown } | null = null;
-  /** True while ucp_worker_progress runs (UCX forbids calling it from inside itself). */
-  private progressing = false;
+  /**
+   * @internal UCX calls under way that may run callbacks (progress, and the *_nbx calls: a
+   * send to this very worker is delivered inside the send). UCX forbids progressing the worker
+   * from inside them.
+   */
+  depth = 0;
 
   constructor(
     readonly ctx: UcpContext,
@@ -286,9 +290,9 @@ export class UcpWorker {
     return this.pending.size;
   }
 
-  /** True while progress() runs, i.e. inside any callback it invokes. */
-  get inProgress(): boolean {
-    return this.progressing;
+  /** True inside a UCX call, i.e. inside any callback UCX invokes. */
+  get insideUcx(): boolean {
+    return this.depth > 0;
   }
 
   /** Debug counters: requests in flight, buffers retained for them, endpoint closes pending, live endpoints and listeners. */
@@ -298,17 +302,17 @@ export class UcpWorker {
 
   /**
    * Drives UCX; callbacks run inside. Returns the number of events processed. Called from
-   * inside one of those callbacks it does nothing and returns 0 (UCX forbids re-entering
-   * ucp_worker_progress). Rethrows the first exception a callback threw, after UCX returned.
+   * inside one of those callbacks (or any UCX call) it does nothing and returns 0 (UCX forbids
+   * re-entering ucp_worker_progress). Rethrows the first exception a callback threw, after UCX returned.
    */
   progress(): number {
-    if (this.progressing || this.handle === 0) return 0;
-    this.progressing = true;
+    if (this.depth > 0 || this.handle === 0) return 0;
+    this.depth++;
     let n: number;
     try {
       n = C!.ucp_worker_progress(this.handle as Pointer);
     } finally {
-      this.progressing = false;
+      this.depth--;
     }
     if (this.finished.length > 0) this.freeFinished();
     if (this.closing.size > 0) this.reapCloses();
@@ -541,7 +545,9 @@ export class UcpWorker {
       .u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_CALLBACK | UCP.UCP_OP_ATTR_FIELD_USER_DATA)
       .ptrAt(off("ucp_request_param_t.cb"), this.recvCb.ptr)
       .ptrAt(off("ucp_request_param_t.user_data"), id);
+    this.depth++;
     const sp = lib().ucp_am_recv_data_nbx(this.handle as Pointer, dataDesc as Pointer, ptr(buffer), buffer.length, p.p);
+    this.depth--;
     this.putParams(p);
     this.settle(Number(sp), id, owner);
   }

@@ -101,6 +101,7 @@ export class UcxConnection implements Connection, AmSink {
   /** Arrived messages in order; null marks a rendezvous still receiving. */
   private readonly queue: Array<RxMessage | Oversized | null> = [];
   private queueHead = 0;
+  private delivering = false;
   private mode: UcxWaitMode = "adaptive";
   private spinNs = DEFAULT_UCX_SPIN_NS;
   private inFlightBytes = 0;
@@ -313,7 +314,18 @@ export class UcxConnection implements Connection, AmSink {
 
   private deliver(): number {
     const r = this.receiver;
-    if (r === null) return 0;
+    // One delivery loop at a time: a receiver that polls from its callback gets what arrives
+    // meanwhile from this loop, after it returns, never from a nested one.
+    if (r === null || this.delivering) return 0;
+    this.delivering = true;
+    try {
+      return this.deliverFrom(r);
+    } finally {
+      this.delivering = false;
+    }
+  }
+
+  private deliverFrom(r: Receiver): number {
     let n = 0;
     while (this.queueHead < this.queue.length && !this.closed) {
       const m = this.queue[this.queueHead];
@@ -356,7 +368,7 @@ export class UcxConnection implements Connection, AmSink {
    */
   wait(timeoutMs: number): Promise<boolean> {
     if (this.closed) return Promise.resolve(false);
-    if (this.rt.inProgress) return Promise.resolve(true);
+    if (this.rt.insideUcx) return Promise.resolve(true);
     if (this.mode === "spin") {
       const n = this.rt.spin(timeoutMs * 1e6, () => this.closed);
       return Promise.resolve(n > 0 && !this.closed);

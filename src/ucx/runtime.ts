@@ -20,7 +20,7 @@
  *
  * Re-entrancy: UCX forbids ucp_worker_progress inside its own callbacks, and every message is
  * delivered from one. So progress(), spin() and the pump do nothing while the worker
- * progresses (UcpWorker.inProgress), and a connection's wait() called from a callback
+ * progresses or any UCX call runs (UcpWorker.insideUcx), and a connection's wait() called from a callback
  * resolves on a clean stack instead of progressing (see UcxConnection.wait).
  *
  * Lifetime: while a listener or connection uses the runtime (users > 0) a timer holds the
@@ -157,8 +157,8 @@ export class UcxRuntime {
   }
 
   /** True inside a UCX callback (where nothing may progress the worker). */
-  get inProgress(): boolean {
-    return this.worker.inProgress;
+  get insideUcx(): boolean {
+    return this.worker.insideUcx;
   }
 
   /** Debug counters: the worker's (requests in flight, retained buffers, closes pending, endpoints) and the runtime's users and connections. */
@@ -214,7 +214,7 @@ export class UcxRuntime {
    * Returns messages delivered; 0 at once inside a UCX callback.
    */
   spin(budgetNs: number, stop?: () => boolean): number {
-    if (this.worker.inProgress) return 0;
+    if (this.worker.insideUcx) return 0;
     let n = this.progress();
     if (n > 0 || budgetNs <= 0) return n;
     const end = Bun.nanoseconds() + budgetNs;
@@ -227,7 +227,7 @@ export class UcxRuntime {
 
   private pump(): void {
     if (this.pumping || !this.anyWantsProgress()) return;
-    if (this.worker.inProgress) return this.followUp(); // never from inside UCX
+    if (this.worker.insideUcx) return this.followUp(); // never from inside UCX
     this.pumping = true;
     const spinNs = this.pendingSpinNs;
     this.pendingSpinNs = 0;
