@@ -527,7 +527,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     prefix.set(head, FRAME_PREFIX_BYTES);
     const w1 = this.socket.write(prefix);
     if (w1 < 0) {
-      this.onSocketClosed();
+      this.writeFailed();
       return SEND_CLOSED;
     }
     const w2 = w1 === prefix.length ? this.socket.write(body) : 0;
@@ -556,7 +556,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
   private flushOut(): void {
     const written = this.socket.write(this.out.subarray(0, this.outLen));
     if (written < 0) {
-      this.onSocketClosed();
+      this.writeFailed();
       return;
     }
     if (written > 0) this.activity = true;
@@ -570,6 +570,16 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
       this.awaitingDrain = true;
     }
     this.checkOutput();
+  }
+
+  /**
+   * The socket refused a write (closed or shutting down) before Bun reported its close, which a
+   * paused socket may never do: close this side and cut the socket, so its fd goes now.
+   */
+  private writeFailed(): void {
+    this.onSocketClosed();
+    this.outLen = 0;
+    this.socket.terminate();
   }
 
   private grow(need: number): void {

@@ -8,6 +8,7 @@
 
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
+import { readdirSync } from "node:fs";
 import { ConnectError, rpcConnect, wire, type Client } from "../../src/index.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import * as m from "../conformance/methods.ts";
@@ -77,6 +78,17 @@ class RawPeer {
   close(): void {
     this.queue = [];
     this.sock.terminate();
+  }
+
+  /** A clean close: FIN after what was written. */
+  end(): void {
+    this.queue = [];
+    this.sock.end();
+  }
+
+  /** Starts reading (after open({ read: false })). */
+  resume(): void {
+    this.sock.resume();
   }
 }
 
@@ -285,4 +297,28 @@ describe("tcp limits: the mechanisms, with short configured values", () => {
     expect(await echoes(again, 10)).toBeGreaterThan(0);
     expect(await echoes(c, 10)).toBeGreaterThan(0);
   });
+});
+
+describe("tcp limits: connections paused for unread output still end", () => {
+  test("clients that flood, leave their replies unread and then go (closed or killed) leave no socket behind", async () => {
+    const { peer, port, url } = await server();
+    const fds = () => readdirSync(`/proc/${peer.proc.pid}/fd`).length;
+    const c = await client(url);
+    await echoes(c, 10);
+    const base = fds();
+    const data = new Uint8Array(4096);
+    for (let round = 0; round < 4; round++) {
+      const floods = await Promise.all(Array.from({ length: 10 }, () => raw(port, { read: false })));
+      for (const f of floods) for (let i = 0; i < 4000; i++) f.send(request(data, i % 64, 1));
+      await Bun.sleep(300);
+      // Some read what has arrived and close cleanly (their FIN reaches a server that is not
+      // reading from them), some are cut.
+      for (const f of floods) f.resume();
+      await Bun.sleep(2);
+      floods.forEach((f, i) => (i % 3 === 2 ? f.close() : f.end()));
+    }
+    // Well before slowConsumerMs (30 s) would cut them.
+    await until(() => fds() <= base, `server fds back to ${base} (now ${fds()})`, 10_000);
+    expect(await echoes(c, 10)).toBeGreaterThan(0);
+  }, 30_000);
 });
