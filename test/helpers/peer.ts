@@ -41,7 +41,7 @@ export async function spawnPeer(script: string, args: string[], env: Record<stri
   const nextLine = async (ms = timeoutMs): Promise<string> => {
     const deadline = Date.now() + ms;
     while (lines.length === 0) {
-      if (proc.exitCode !== null && lines.length === 0) throw new Error(`peer ${script} exited with ${proc.exitCode}`);
+      if ((proc.exitCode !== null || proc.signalCode !== null) && lines.length === 0) throw new Error(`peer ${script} exited with ${proc.exitCode ?? proc.signalCode}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`peer ${script}: no output within ${ms} ms`);
       await Promise.race([new Promise<void>((r) => waiters.push(r)), Bun.sleep(Math.min(left, 100))]);
