@@ -42,7 +42,8 @@ import { EMPTY_BYTES, writeU32 } from "../bytes.ts";
 import { WaitList } from "../waitlist.ts";
 import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage, type RxOwner } from "./frame.ts";
 import { HELLO_BYTES, HELLO_OK, decodeHello, encodeHello } from "./hello.ts";
-import type { BufferPool, PoolWaiter, Sweepable, Sweeper, TcpLimits } from "./limits.ts";
+import type { BufferPool, Sweepable, Sweeper, TcpLimits } from "./limits.ts";
+import { PAUSE_CLOSED, PAUSE_NO_RECEIVER, PAUSE_OUTPUT, PAUSE_RESERVE, ReadGate } from "./read-gate.ts";
 
 /** Bodies at least this large go to the socket without a copy when nothing is queued ahead. */
 const DIRECT_WRITE_BYTES = 64 << 10;
@@ -51,11 +52,6 @@ const CLOSE_LINGER_MS = 5000;
 /** First size of the output buffer; it doubles for large bursts and drops back once sent. */
 const INITIAL_OUT_BYTES = 64 << 10;
 
-/** Why reading is paused (bits): the socket reads again when none is left. */
-const PAUSE_RESERVE = 1;
-const PAUSE_OUTPUT = 2;
-const PAUSE_NO_RECEIVER = 4;
-const PAUSE_CLOSED = 8;
 
 export interface TcpConnectionOptions {
   peer: string;
@@ -77,7 +73,7 @@ interface EarlyOversized {
   bodyLen: number;
 }
 
-export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable {
+export class TcpConnection implements Connection, RxOwner, Sweepable {
   readonly transport = "tcp";
   caps: Capabilities;
   readonly peer: string;
@@ -105,11 +101,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
   /** close() with output still queued: the socket ends once it drained. */
   private lingering = false;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined;
-  private pauseMask = 0;
-  /** Pool bytes held for the frame being assembled, and granted for the one waiting. */
-  private reservedBytes = 0;
-  private grantedBytes = 0;
-  private waitingBytes = 0;
+  private readonly gate: ReadGate;
   /** Delivered messages not yet released, and frames sent (in flight for the idle rule). */
   private unreleased = 0;
   private framesSent = 0;
@@ -126,7 +118,6 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     this.flushScheduled = false;
     this.flush();
   };
-  private readonly resumeTask = () => this.resumeGranted();
 
   constructor(socket: Socket<TcpConnection>, opts: TcpConnectionOptions) {
     this.socket = socket;
@@ -135,10 +126,11 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     this.peer = opts.peer;
     this.sendBufferBytes = opts.limits.sendBufferBytes;
     this.caps = this.capsWith(opts.maxMessageBytes, DEFAULT_MAX_HEAD_BYTES);
+    this.gate = new ReadGate(socket, opts.pool, opts.limits.connectionBufferBytes, () => this.resumeGranted());
     this.parser = new FrameParser(DEFAULT_MAX_HEAD_BYTES, opts.maxMessageBytes, (msg) => this.deliver(msg), {
       owner: this,
-      reserve: (n) => this.reserve(n),
-      unreserve: () => this.unreserve(),
+      reserve: (n) => this.gate.reserve(n),
+      unreserve: () => this.gate.unreserve(),
       canSkip: () => this.receiver === null || typeof this.receiver.onOversized === "function",
       onOversized: (head, bodyLen) => this.oversized(head, bodyLen),
     });
@@ -161,7 +153,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     const early = this.early;
     this.early = [];
     this.earlyBytes = 0;
-    this.setPause(PAUSE_NO_RECEIVER, false);
+    this.gate.set(PAUSE_NO_RECEIVER, false);
     try {
       for (const e of early) {
         if (this.closed) break;
@@ -200,7 +192,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     this.framesSent++;
     if (this.awaitingDrain) {
       // Queued behind unread output: past half the budget, stop taking in more work.
-      if ((this.pauseMask & PAUSE_OUTPUT) === 0 && 2 * this.outLen >= this.sendBufferBytes) this.checkOutput();
+      if (!this.gate.has(PAUSE_OUTPUT) && 2 * this.outLen >= this.sendBufferBytes) this.checkOutput();
     } else if (!this.flushScheduled && !this.inData) {
       // Inside onData the read's handler flushes at its end; elsewhere a microtask does.
       this.flushScheduled = true;
@@ -309,14 +301,6 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     this.unreleased--;
   }
 
-  /** PoolWaiter: the reservation this connection queued for is held now (called from release()). */
-  granted(): void {
-    this.grantedBytes = this.waitingBytes;
-    this.waitingBytes = 0;
-    // Resumes outside the releasing connection's call stack.
-    queueMicrotask(this.resumeTask);
-  }
-
   /** Sweepable: enforces the handshake, slow-consumer, frame and idle limits. */
   sweep(now: number): void {
     const l = this.limits;
@@ -327,7 +311,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
       return;
     }
     if (this.closed) return;
-    if (l.slowConsumerMs > 0 && (this.pauseMask & PAUSE_OUTPUT) !== 0 && now - this.overSince >= l.slowConsumerMs) {
+    if (l.slowConsumerMs > 0 && this.gate.has(PAUSE_OUTPUT) && now - this.overSince >= l.slowConsumerMs) {
       return this.cut(new TransportClosedError(`tcp connection to ${this.peer}: the peer left ${this.outLen} bytes of output unread for slowConsumerMs ${l.slowConsumerMs}; disconnected`));
     }
     if (l.frameTimeoutMs > 0 && this.partialSince >= 0 && !this.parser.stalledForReserve && now - this.partialSince >= l.frameTimeoutMs) {
@@ -441,7 +425,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     if (this.receiver === null) {
       this.early.push(msg);
       this.earlyBytes += msg.headLength + msg.bodyLength;
-      if (this.earlyBytes > this.limits.connectionBufferBytes) this.setPause(PAUSE_NO_RECEIVER, true);
+      if (this.earlyBytes > this.limits.connectionBufferBytes) this.gate.set(PAUSE_NO_RECEIVER, true);
       return true;
     }
     this.receiver.onMessage(msg);
@@ -457,62 +441,21 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     return !this.closed;
   }
 
-  /** FrameParser hook: may a split frame of `n` bytes be assembled now? */
-  private reserve(n: number): boolean {
-    if (this.opts.pool === null || n <= this.limits.connectionBufferBytes) return true;
-    if (this.grantedBytes > 0) {
-      this.reservedBytes = this.grantedBytes;
-      this.grantedBytes = 0;
-      return true;
-    }
-    if (this.opts.pool.tryReserve(n)) {
-      this.reservedBytes = n;
-      return true;
-    }
-    this.waitingBytes = n;
-    this.opts.pool.enqueue(this, n);
-    this.setPause(PAUSE_RESERVE, true);
-    return false;
-  }
-
-  private unreserve(): void {
-    if (this.reservedBytes === 0) return;
-    const n = this.reservedBytes;
-    this.reservedBytes = 0;
-    this.opts.pool!.release(n);
-  }
-
   private resumeGranted(): void {
-    if (this.closed) return this.releasePool();
+    if (this.closed) return this.gate.releaseAll();
     this.parse(null);
     if (this.closed) return;
     if (this.partialSince >= 0) this.partialSince = performance.now();
-    if (!this.parser.stalledForReserve) this.setPause(PAUSE_RESERVE, false);
-  }
-
-  private releasePool(): void {
-    const pool = this.opts.pool;
-    if (pool === null) return;
-    if (this.waitingBytes > 0) pool.cancel(this);
-    const held = this.reservedBytes + this.grantedBytes;
-    this.waitingBytes = this.reservedBytes = this.grantedBytes = 0;
-    if (held > 0) pool.release(held);
-  }
-
-  private setPause(bit: number, on: boolean): void {
-    const before = this.pauseMask;
-    this.pauseMask = on ? before | bit : before & ~bit;
-    if (before === 0 && this.pauseMask !== 0) this.socket.pause();
-    else if (before !== 0 && this.pauseMask === 0) this.socket.resume();
+    if (!this.parser.stalledForReserve) this.gate.set(PAUSE_RESERVE, false);
   }
 
   /** Accepted side: read no more requests while half the output budget waits for the peer. */
   private checkOutput(): void {
     if (this.opts.role !== "accept" || this.closed) return;
     const over = this.awaitingDrain && 2 * this.outLen >= this.sendBufferBytes;
-    if (over === ((this.pauseMask & PAUSE_OUTPUT) !== 0)) return;
+    if (over === this.gate.has(PAUSE_OUTPUT)) return;
     if (over) this.overSince = performance.now();
-    this.setPause(PAUSE_OUTPUT, over);
+    this.gate.set(PAUSE_OUTPUT, over);
   }
 
   /**
@@ -597,7 +540,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     if (this.outLen > 0 && !this.awaitingDrain) this.flushOut();
     if (this.closed) return; // the write found the socket gone
     this.finish(error);
-    this.setPause(PAUSE_CLOSED, true);
+    this.gate.set(PAUSE_CLOSED, true);
     if (this.outLen === 0) {
       this.socket.end();
       return;
@@ -617,7 +560,7 @@ export class TcpConnection implements Connection, RxOwner, PoolWaiter, Sweepable
     this.closed = true;
     this.closeError = error;
     this.opts.sweeper?.delete(this);
-    this.releasePool();
+    this.gate.releaseAll();
     this.early = [];
     this.wakeWaiters(false);
     const r = this.receiver;
