@@ -242,7 +242,7 @@ describe("tcp limits: the mechanisms, with short configured values", () => {
 
   test("idle connections are closed after idleTimeoutMs; a connection in use or with a call in flight is not", async () => {
     const { port, url } = await server({ tcp: { idleTimeoutMs: 300 } });
-    const idle = await Promise.all(Array.from({ length: 50 }, () => raw(port)));
+    const idle = await Promise.all(Array.from({ length: 500 }, () => raw(port)));
     const idleClient = await client(url);
     await echoes(idleClient, 10);
     const busy = await client(url);
