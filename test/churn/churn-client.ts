@@ -17,7 +17,7 @@ import { M_ECHO, M_SLOW_ECHO } from "./methods.ts";
 /** Calls kept in flight: the 64, enough to hold slab slots and ring entries. */
 const IN_FLIGHT = 64;
 /** Completed calls before the client reports ready (and may be killed). */
-const READY_CALLS = 48;
+const READY_CALLS = 16;
 
 export interface ClientReport {
   ok: number;

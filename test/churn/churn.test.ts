@@ -40,7 +40,7 @@ const RSS_BOUND_MIB = 16;
 const IDLE_CPU_PERCENT = 5;
 /** How long peers get to notice deaths and closes before the server is measured. */
 const SETTLE_MS = 1000;
-/** Watchdog for one control command (a start waits for a client's first 48 calls). */
+/** Watchdog for one control command (a start waits for a client's first calls). */
 const COMMAND_MS = 30_000;
 
 interface Fixture {
@@ -132,7 +132,7 @@ async function startClient(fx: Fixture, ctl: Control, url: string): Promise<Chur
       close: async () => (await ctl.ask({ cmd: "close", client })).report,
     };
   }
-  const p = await spawnPeer(CLIENT, [url], fx.env, COMMAND_MS); // ready: 48 calls answered
+  const p = await spawnPeer(CLIENT, [url], fx.env, COMMAND_MS); // ready: its first calls answered, 64 in flight
   alive.push(p);
   return {
     kill: () => p.kill(9),
