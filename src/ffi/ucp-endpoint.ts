@@ -5,7 +5,7 @@
  */
 
 import { ptr, type Pointer } from "bun:ffi";
-import { C, check, isStatusError, lib, Out } from "./ucp-lib.ts";
+import { C, check, isStatusError, lib, Out, withUcxLogsQuiet } from "./ucp-lib.ts";
 import { off, UCP } from "./ucp-layout.ts";
 import type { UcpWorker } from "./ucp.ts";
 
@@ -119,7 +119,9 @@ export class UcpEndpoint {
     for (const k of this.rkeys) k.close();
     this.rkeys.clear();
     let sp = this.closeNbx(force);
-    if (force && sp === UCP.UCS_ERR_INVALID_PARAM) sp = this.closeNbx(false);
+    // Forced because the peer failed: the flush of its failed lanes can only fail, which UCX
+    // reports as ERROR lines; the failure is known and handled, so keep them out of the log.
+    if (force && sp === UCP.UCS_ERR_INVALID_PARAM) sp = withUcxLogsQuiet(() => this.closeNbx(false));
     this.handle = 0;
     if (sp !== 0 && !isStatusError(sp)) this.worker.closing.add(sp);
     this.worker.forget(this, this.errId);

@@ -52,6 +52,7 @@ export type UcpSyms = ReturnType<typeof dlopen<typeof ucpSymbols>>["symbols"];
 /** The loaded symbols; set once ucpUnavailableReason() succeeded (owners exist only after that). */
 export let C: UcpSyms | null = null;
 let statusString: ((s: number) => string) | null = null;
+let globalOpts: { get: (name: Pointer, value: Pointer, max: number) => number; set: (name: Pointer, value: Pointer) => number } | null = null;
 let unavailable: string | null | undefined;
 
 /** Null when libucp loads, else why not. Loads once. */
@@ -61,8 +62,13 @@ export function ucpUnavailableReason(): string | null {
   const ucsPath = process.env.HOTPATH_LIBUCS || "libucs.so.0";
   try {
     C = dlopen(ucpPath, ucpSymbols).symbols;
-    const ucs = dlopen(ucsPath, { ucs_status_string: { args: [S], returns: FFIType.cstring } }).symbols;
+    const ucs = dlopen(ucsPath, {
+      ucs_status_string: { args: [S], returns: FFIType.cstring },
+      ucs_global_opts_get_value: { args: [P, P, FFIType.u64], returns: S },
+      ucs_global_opts_set_value: { args: [P, P], returns: S },
+    }).symbols;
     statusString = (s) => String(ucs.ucs_status_string(s));
+    globalOpts = { get: ucs.ucs_global_opts_get_value, set: ucs.ucs_global_opts_set_value };
     unavailable = null;
   } catch (e) {
     unavailable = `cannot load ${ucpPath} (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); install the Debian package libucx0`;
@@ -86,6 +92,27 @@ export class UcxError extends NativeError {
 
 export function check(operation: string, status: number): void {
   if (status !== UCP.UCS_OK) throw new UcxError(operation, status);
+}
+
+const LOG_LEVEL = cString("LOG_LEVEL");
+const LOG_FATAL = cString("fatal");
+
+/**
+ * Runs `fn` with UCX's log level at "fatal", then restores it. For calls whose errors are
+ * expected and handled by the caller, which UCX would otherwise print as ERROR lines (closing
+ * the endpoint of a dead peer in UCP_ERR_HANDLING_MODE_NONE flushes lanes that can only fail).
+ * Thread: the worker's; the level is process-wide for the duration of the call.
+ */
+export function withUcxLogsQuiet<T>(fn: () => T): T {
+  const g = globalOpts;
+  if (g === null) return fn();
+  const saved = new Uint8Array(32);
+  if (g.get(ptr(LOG_LEVEL), ptr(saved), saved.length) !== 0 || g.set(ptr(LOG_LEVEL), ptr(LOG_FATAL)) !== 0) return fn();
+  try {
+    return fn();
+  } finally {
+    g.set(ptr(LOG_LEVEL), ptr(saved));
+  }
 }
 
 const EMPTY = new Uint8Array(0);

@@ -6,20 +6,25 @@
  * `ucs_status_t` return is declared `i8` (a 1-byte enum); status pointers come back as
  * `i64_fast` with errors in -1…-100. A failing call throws UcxError naming the operation and
  * UCX's own message (`ucs_status_string`). Every JSCallback is kept in its owner and closed
- * with it. Callbacks run inside `progress()`, on the JS thread that owns the worker.
+ * with it. Callbacks run inside `progress()` (or inside the *_nbx call, for a send to this very
+ * worker), on the JS thread that owns the worker; nothing progresses the worker from inside
+ * them (UCX forbids it), and an exception they throw never unwinds through UCX: progress()
+ * rethrows it once UCX has returned.
  *
  * Missing library: `ucpUnavailableReason()` says why (and names the Debian package);
  * `loadUcp()` throws UcxUnavailableError. HOTPATH_LIBUCP / HOTPATH_LIBUCS override the paths.
  */
 
 
-import { FFIType, JSCallback, ptr, read, toArrayBuffer, type Pointer } from "bun:ffi";
+import { FFIType, JSCallback, ptr, read, type Pointer } from "bun:ffi";
 import { C, check, cString, isStatusError, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
 import { off, size, UCP } from "./ucp-layout.ts";
 import { UcpEndpoint } from "./ucp-endpoint.ts";
+import { UcpMemory } from "./ucp-memory.ts";
 
 export { copyOut, isStatusError, sockaddrIn, ucpUnavailableReason, UcxError } from "./ucp-lib.ts";
 export { UcpEndpoint, UcpRkey } from "./ucp-endpoint.ts";
+export { UcpMemory } from "./ucp-memory.ts";
 
 export class UcpContext {
   handle: number;
@@ -68,22 +73,11 @@ export class UcpContext {
 
   /**
    * Allocates `lenBytes` of JS memory and registers it for remote access; `view` is the memory.
-   * UCX never frees it (ucp_mem_map without UCP_MEM_MAP_ALLOCATE): unmapping only deregisters,
-   * so a view that outlives the registration stays valid memory, freed by the GC when the last
-   * view goes. The memory is an ArrayBuffer of its own (a small typed array's storage could
-   * move) and starts on a page boundary (registration pins whole pages).
+   * UCX never frees it: unmapping only deregisters, so a view that outlives the registration
+   * stays valid memory, freed by the GC when the last view goes (see ucp-memory.ts).
    */
   memMap(lenBytes: number): UcpMemory {
-    const backing = new ArrayBuffer(lenBytes + PAGE_BYTES);
-    const start = (PAGE_BYTES - (Number(ptr(new Uint8Array(backing))) % PAGE_BYTES)) % PAGE_BYTES;
-    const view = new Uint8Array(backing, start, lenBytes);
-    const params = new Struct(size("ucp_mem_map_params_t"))
-      .u64(off("ucp_mem_map_params_t.field_mask"), UCP.UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP.UCP_MEM_MAP_PARAM_FIELD_LENGTH)
-      .ptrAt(off("ucp_mem_map_params_t.address"), ptr(view))
-      .u64(off("ucp_mem_map_params_t.length"), lenBytes);
-    const memh = new Out();
-    check("ucp_mem_map", lib().ucp_mem_map(this.handle as Pointer, params.p, memh.p));
-    return new UcpMemory(this, memh.value, view);
+    return UcpMemory.map(this.handle, lenBytes);
   }
 
   close(): void {
@@ -93,49 +87,6 @@ export class UcpContext {
     if (!clean) return; // a worker UCX could not let go of keeps the context too
     lib().ucp_cleanup(this.handle as Pointer);
     this.handle = 0;
-  }
-}
-
-const PAGE_BYTES = 4096;
-
-/** Registered memory (UcpContext.memMap). `view` is valid for as long as JS holds it, after close() too. */
-export class UcpMemory {
-  private memh: number;
-  readonly address: number;
-  readonly lenBytes: number;
-
-  constructor(
-    private readonly ctx: UcpContext,
-    memh: number,
-    /** The registered bytes: the caller's memory, never freed by UCX. */
-    readonly view: Uint8Array,
-  ) {
-    this.memh = memh;
-    this.address = Number(ptr(view));
-    this.lenBytes = view.length;
-  }
-
-  get closed(): boolean {
-    return this.memh === 0;
-  }
-
-  /** The packed remote key a peer needs to reach this memory. */
-  packRkey(): Uint8Array {
-    if (this.memh === 0) throw new UcxError("ucp_rkey_pack (memory already unmapped)", UCP.UCS_ERR_INVALID_PARAM);
-    const buf = new Out();
-    const len = new Out();
-    check("ucp_rkey_pack", lib().ucp_rkey_pack(this.ctx.handle as Pointer, this.memh as Pointer, buf.p, len.p));
-    const out = new Uint8Array(toArrayBuffer(buf.value as Pointer, 0, len.value)).slice();
-    lib().ucp_rkey_buffer_release(buf.value as Pointer);
-    return out;
-  }
-
-  /** Deregisters the memory (peers lose access); `view` stays valid. Twice is safe. */
-  close(): void {
-    if (this.memh === 0) return;
-    const memh = this.memh;
-    this.memh = 0;
-    check("ucp_mem_unmap", lib().ucp_mem_unmap(this.ctx.handle as Pointer, memh as Pointer));
   }
 }
 
