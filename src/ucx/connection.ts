@@ -144,16 +144,17 @@ export class UcxConnection implements Connection, AmSink {
     if (this.wantsProgress) this.rt.schedule();
   }
 
+  /** Throws UsageError for a policy ucx cannot follow (before anything is set up with it). */
+  static checkWaitPolicy(policy: Partial<WaitPolicy & { mode: string }>): void {
+    if (policy.mode !== undefined && !["spin", "async", "adaptive"].includes(policy.mode)) throw new UsageError(`ucx wait mode "${policy.mode}" is not spin, async or adaptive`);
+    if (policy.spinNs !== undefined && !(policy.spinNs >= 0 && policy.spinNs <= Number.MAX_SAFE_INTEGER)) throw new UsageError(`ucx spinNs ${policy.spinNs} must be a number of nanoseconds ≥ 0`);
+  }
+
   /** This connection's policy only (the runtime's other connections keep theirs). */
   setWaitPolicy(policy: Partial<WaitPolicy & { mode: UcxWaitMode }>): void {
-    if (policy.mode !== undefined) {
-      if (!["spin", "async", "adaptive"].includes(policy.mode)) throw new UsageError(`ucx wait mode "${policy.mode}" is not spin, async or adaptive`);
-      this.mode = policy.mode;
-    }
-    if (policy.spinNs !== undefined) {
-      if (!(policy.spinNs >= 0)) throw new UsageError(`spinNs ${policy.spinNs} must be ≥ 0`);
-      this.spinNs = policy.spinNs;
-    }
+    UcxConnection.checkWaitPolicy(policy);
+    if (policy.mode !== undefined) this.mode = policy.mode;
+    if (policy.spinNs !== undefined) this.spinNs = policy.spinNs;
     if (this.wantsProgress) this.rt.schedule();
   }
 
@@ -443,6 +444,14 @@ export class UcxConnection implements Connection, AmSink {
       if (force) setTimeout(() => this.rt.worker.abandon(this.ep), ABANDON_AFTER_MS).unref();
     });
     this.rt.waiters.wake(false);
-    this.receiver?.onClose(error);
+    try {
+      this.receiver?.onClose(error);
+    } catch (e) {
+      // The receiver's own bug: it surfaces as an uncaught error, but on a clean stack, never
+      // through UCX (finish may run inside a UCX callback).
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
   }
 }

@@ -63,6 +63,7 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
   const peer = `ucx://${host}:${port}`;
   const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const peerErrors = opts.ucx?.peerErrors === true;
+  if (opts.wait) UcxConnection.checkWaitPolicy(opts.wait);
   const rt = acquire();
   let failed: number | null = null;
   let conn: UcxConnection | null = null;
@@ -121,6 +122,7 @@ class UcxListener extends ListenerBase<UcxConnection> {
     const t = opts.ucx?.handshakeTimeoutMs ?? DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS;
     if (!(t > 0) || !Number.isFinite(t)) throw new UsageError(`ucx listen: handshakeTimeoutMs ${t} must be a positive number of milliseconds`);
     this.handshakeTimeoutMs = t;
+    if (opts.wait) UcxConnection.checkWaitPolicy(opts.wait);
     this.listener = rt.worker.listen(host, port, (req) => this.onRequest(req));
     this.url = `ucx://${host}:${this.listener.port}`;
     // The listener itself needs the worker to progress (connection requests arrive there).
