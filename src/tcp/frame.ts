@@ -8,10 +8,10 @@
  * `FrameParser` turns the chunks a socket reads into whole messages: every complete frame of a
  * chunk is delivered before it returns, frames wholly inside one chunk are views into that
  * chunk (Bun hands each read a fresh buffer, so nothing is overwritten while a view is held),
- * and a frame split across reads is assembled into a buffer that grows with the bytes that
- * actually arrived (1 MiB to start, then at most twice what arrived, never past the frame's
- * size), after its lengths passed the limits: a claimed length, however large, costs at most
- * 1 MiB until its bytes really come.
+ * and a frame split across reads is assembled into one buffer after its lengths passed the
+ * limits. Without a reserve hook that buffer grows with the bytes that actually arrived (1 MiB
+ * to start, then at most twice what arrived, never past the frame's size), so a claimed
+ * length, however large, costs at most 1 MiB until its bytes really come.
  *
  * Before a split frame is assembled the parser asks `hooks.reserve(frameLen)`; false stalls it
  * (the chunks not yet parsed are kept, nothing else is allocated) until `resume()`; true gives

@@ -37,7 +37,7 @@ export const DEFAULT_SLOW_CONSUMER_MS = 30_000;
 export const DEFAULT_IDLE_TIMEOUT_MS = 300_000;
 /** A real client sends its hello with its first packet; ten seconds covers a slow network. */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
-/** A 64 MiB frame needs ~20 MB/s to finish in time: a dribbling (slowloris) peer does not. */
+/** A 64 MiB frame needs ~2.2 MB/s to finish in time; a dribbling (slowloris) peer does not. */
 export const DEFAULT_FRAME_TIMEOUT_MS = 30_000;
 /** The sweeper runs at a quarter of the shortest timeout, between these bounds. */
 const SWEEP_MIN_MS = 5;

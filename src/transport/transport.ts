@@ -218,7 +218,7 @@ export interface ListenOptions {
     sendBufferBytes?: number;
     /** Disconnect a peer that leaves its connection's output over budget (not reading its replies) for this long. Default 30000. */
     slowConsumerMs?: number;
-    /** Close a connection when no whole frame moved either way for this long and nothing is in flight. Default 300000. */
+    /** Close a connection when no whole frame moved either way for this long and nothing is in flight (a request not yet answered counts). Default 300000. */
     idleTimeoutMs?: number;
     /** Drop a connection whose hello has not arrived this long after it was accepted. Default 10000. */
     handshakeTimeoutMs?: number;
