@@ -173,8 +173,9 @@ export function shmUnlink(name: string): void {
   if (C.shm_unlink(cstr(name)) !== 0 && errno() !== ENOENT) fail(`shm_unlink("${name}")`);
 }
 
-const timespec = new BigInt64Array(2);
-const timespecPtr = ptr(timespec);
+// Out-parameters live in ArrayBuffers of their own, and their address is taken at each call:
+// an address cached from a small typed array went stale (poll(2) then read another fd).
+const timespec = new BigInt64Array(new ArrayBuffer(16));
 
 /**
  * FUTEX_WAIT (shared, not private: the waker is another process) on the 32-bit word at
@@ -184,7 +185,7 @@ const timespecPtr = ptr(timespec);
 export function futexWait(m: ShmMapping, offset: number, expected: number, timeoutNs: number): "woken" | "changed" | "timeout" {
   timespec[0] = BigInt(Math.floor(timeoutNs / 1e9));
   timespec[1] = BigInt(Math.floor(timeoutNs % 1e9));
-  const r = C.syscall(SYS_FUTEX, m.addressOf(offset) as Pointer, FUTEX_WAIT, expected, timespecPtr, null, 0);
+  const r = C.syscall(SYS_FUTEX, m.addressOf(offset) as Pointer, FUTEX_WAIT, expected, ptr(timespec), null, 0);
   if (r === 0) return "woken";
   const e = errno();
   if (e === EAGAIN) return "changed";
@@ -214,8 +215,7 @@ export function closeFd(fd: number): void {
   if (C.close(fd) !== 0) fail(`close(${fd})`);
 }
 
-const pollfd = new Int32Array(2); // struct pollfd { int fd; short events; short revents; }
-const pollfdPtr = ptr(pollfd);
+const pollfd = new Int32Array(new ArrayBuffer(8)); // struct pollfd { int fd; short events; short revents; }
 const POLLIN = 1;
 const POLLERR = 0x8;
 const POLLHUP = 0x10;
@@ -231,7 +231,7 @@ const POLLRDHUP = 0x2000;
 export function fdPeerGone(fd: number): boolean {
   pollfd[0] = fd;
   pollfd[1] = POLLRDHUP; // events = POLLRDHUP, revents = 0 (POLLHUP/POLLERR/POLLNVAL always reported)
-  const r = C.poll(pollfdPtr, 1, 0);
+  const r = C.poll(ptr(pollfd), 1, 0);
   if (r <= 0) return false; // nothing to report, or EINTR: look again next time
   return ((pollfd[1]! >>> 16) & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) !== 0;
 }
@@ -240,7 +240,7 @@ export function fdPeerGone(fd: number): boolean {
 export function pollReadable(fd: number, timeoutMs: number): boolean {
   pollfd[0] = fd;
   pollfd[1] = POLLIN; // events = POLLIN, revents = 0
-  const r = C.poll(pollfdPtr, 1, timeoutMs);
+  const r = C.poll(ptr(pollfd), 1, timeoutMs);
   if (r < 0) {
     if (errno() === EINTR) return false;
     fail(`poll(fd ${fd})`);

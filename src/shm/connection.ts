@@ -214,6 +214,8 @@ export class SegmentConnection extends SegmentChannel {
       this.schedulePump();
       return;
     }
+    // Room freed before the doorbell's sequence was read rings no more: tell the waiters now.
+    if (this.waiters.size > 0 && this.roomFreed()) this.waiters.wake(true);
     this.signals.armEventLoop(this.rxDoorbell, seq, this.onDoorbellCb);
   }
 
@@ -250,6 +252,7 @@ export class SegmentConnection extends SegmentChannel {
       this.poll();
       return Promise.resolve(true);
     }
+    if (this.roomFreed()) return Promise.resolve(true);
     // async / adaptive: park in the event loop; the pump or the doorbell wakes us. The pump
     // runs first (a microtask) and spins, so a reply that is on its way is not missed.
     const p = this.waiters.wait(ms);
@@ -279,18 +282,21 @@ export class SegmentConnection extends SegmentChannel {
     }
   }
 
+  /** Room came back after a Full (the receiver cleared spaceWanted): true once per Full. */
+  private roomFreed(): boolean {
+    // SYNC: as in ready().
+    if (!this.wantingSpace || Atomics.load(this.words, this.txSpaceIdx) !== 0) return false;
+    this.wantingSpace = false;
+    return true;
+  }
+
   /**
    * What a spin or blocking wait reports: false once closed (a peer whose close flag was seen is
    * closed here), true for input, or for room after a Full (reported once), else `woken`.
    */
   private waitResult(woken: boolean): boolean {
     if (this.closed) return false;
-    if (this.rx.available() > 0) return true;
-    // SYNC: as in ready().
-    if (this.wantingSpace && Atomics.load(this.words, this.txSpaceIdx) === 0) {
-      this.wantingSpace = false;
-      return true;
-    }
+    if (this.rx.available() > 0 || this.roomFreed()) return true;
     if (this.peerClosed()) {
       this.onPeerGone("closed by the peer");
       return false;

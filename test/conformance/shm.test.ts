@@ -1,11 +1,15 @@
 import { afterAll } from "bun:test";
 import { readdirSync } from "node:fs";
-import { runConformance } from "./suite.ts";
+import { spawnPeer } from "../helpers/peer.ts";
+import { runWaitModeMatrix } from "../shm/matrix.ts";
+import { runConformance, type Fixture } from "./suite.ts";
 
 let n = 0;
 const unique = () => `conf-${process.pid}-${n++}`;
+const SEGMENT_PEER = new URL("../shm/segment-peer.ts", import.meta.url).pathname;
+const PEER_SERVER = new URL("./peer-server.ts", import.meta.url).pathname;
 
-runConformance({
+const fixture: Fixture = {
   name: "shm",
   listenUrl: () => `shm://${unique()}`,
   async refusedUrl() {
@@ -17,6 +21,17 @@ runConformance({
     const l = Bun.listen({ unix: `\0hotpath-shm-${name}`, socket: { data() {} } });
     return { url: `shm://${name}`, close: () => l.stop(true) };
   },
+};
+
+// The whole suite in the default (adaptive) mode and in async mode; spin and blocking modes,
+// where nothing moves unless the caller polls, run the transport-level matrix below.
+runConformance(fixture);
+runConformance({ ...fixture, label: "shm (async)", wait: { mode: "async" } });
+runWaitModeMatrix({
+  name: "shm",
+  url: () => `shm://${unique()}`,
+  spawnPeer: (args) => spawnPeer(SEGMENT_PEER, args),
+  spawnRpcServer: (url) => spawnPeer(PEER_SERVER, [url]),
 });
 
 afterAll(() => {
