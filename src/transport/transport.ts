@@ -159,8 +159,11 @@ export interface Connection extends Disposable {
   /** Closes this side; the peer sees TransportClosedError. Idempotent. */
   close(): void;
   /**
-   * Closes at once without flushing, reporting `error` (a ProtocolError found by a layer above)
-   * to this side's receiver; the peer sees TransportClosedError. Idempotent.
+   * Closes at once, reporting `error` (a ProtocolError found by a layer above) to this side's
+   * receiver: nothing more is delivered or accepted for sending. Output queued before the abort
+   * may still reach the peer (tcp hands it to the socket, bounded by a linger time), so replies
+   * to valid requests that came before a violation are not lost. The peer sees
+   * TransportClosedError. Idempotent.
    */
   abort(error: HotpathError): void;
 }
