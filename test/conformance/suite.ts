@@ -222,6 +222,40 @@ export function runConformance(fx: Fixture): void {
         a.close();
         listener.close(true);
       });
+      test("held views keep their bytes while descriptors and slots are reused around them", async () => {
+        const { listener, a, b } = await pair(fx);
+        collect(a);
+        // Far more messages than a ring or slab holds, while up to 64 views stay held and are
+        // released in a seeded random order (the oldest once it falls 128 behind).
+        const N = 1500;
+        const held: Array<{ i: number; msg: RxMessage }> = [];
+        let seed = 4242;
+        const rand = (k: number) => (seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) % k;
+        let checked = 0;
+        let wrong = 0;
+        const check = (h: { i: number; msg: RxMessage }) => {
+          if (m.readU32(h.msg.head) !== h.i || h.msg.body.length !== 8 + (h.i % 700) || !h.msg.body.every((x) => x === (h.i & 0xff))) wrong++;
+          checked++;
+          h.msg.release();
+          h.msg.release();
+        };
+        b.setReceiver({
+          onMessage(msg) {
+            held.push({ i: m.readU32(msg.head), msg });
+            if (held.length > 64) check(held.splice(held[0]!.i < held[held.length - 1]!.i - 128 ? 0 : rand(held.length), 1)[0]!);
+          },
+          onClose() {},
+        });
+        for (let i = 0; i < N; i++) {
+          while (a.trySend(m.u32(i), new Uint8Array(8 + (i % 700)).fill(i & 0xff)) === SEND_FULL) await a.wait(10);
+        }
+        await until(() => checked + held.length === N, `${N} messages`, 20000, a);
+        for (const h of held.splice(0)) check(h);
+        expect(checked).toBe(N);
+        expect(wrong).toBe(0);
+        a.close();
+        listener.close(true);
+      });
     });
 
     describe("5: sending never throws for transport conditions: Ok, Full or Closed", () => {

@@ -9,6 +9,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { connect, listen, SEND_FULL, type Connection, type RxMessage } from "../../src/index.ts";
+import type { SegmentConnection } from "../../src/shm/connection.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 
 const SEGMENT_PEER = new URL("./segment-peer.ts", import.meta.url).pathname;
@@ -53,7 +54,7 @@ test("100 reconnects with 256 KiB each way: fds, segment mappings and shared mem
     const b = accepted.pop()!;
     await send(a, new Uint8Array(8), body);
     await send(b, new Uint8Array(8), body);
-    await until(() => got === 1 && b.txSlotsInUse() === 0, "both messages");
+    await until(() => got === 1 && (b as SegmentConnection).txSlotsInUse() === 0, "both messages");
     // Either side closes first; the other learns it from the segment or the socket.
     (i % 2 === 0 ? a : b).close();
     await until(() => a.closed && b.closed, "both sides closed");
