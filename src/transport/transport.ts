@@ -228,6 +228,8 @@ export interface ListenOptions {
     /** Abort with ProtocolError when a frame that began arriving is still incomplete after this long (slowloris). Default 30000. */
     frameTimeoutMs?: number;
   };
+  /** ucx: close an accepted endpoint whose HELLO has not arrived this long after it connected. Default 10000. */
+  ucx?: { handshakeTimeoutMs?: number };
 }
 
 /** What a transport module registers with the URL registry. */

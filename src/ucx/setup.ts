@@ -28,16 +28,8 @@ import type { UcpListener } from "../ffi/ucp.ts";
 import { UcxConnection } from "./connection.ts";
 import { AM_HELLO, UcxRuntime } from "./runtime.ts";
 
-/** Listener options of ucx beyond the common ones. */
-export interface UcxListenOptions extends ListenOptions {
-  ucx?: {
-    /**
-     * Close an accepted endpoint whose HELLO has not arrived this long after it connected.
-     * Default DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS.
-     */
-    handshakeTimeoutMs?: number;
-  };
-}
+/** Listener options of ucx: the common ones (its own group is `ListenOptions.ucx`). */
+export type UcxListenOptions = ListenOptions;
 
 /** A client gives up after its connect timeout; an endpoint silent for longer is no client of ours. */
 export const DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS = 2 * DEFAULT_CONNECT_TIMEOUT_MS;

@@ -10,7 +10,6 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { connect, listen, rpcConnect, type Connection, type Listener } from "../../src/index.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
 import { UcxRuntime } from "../../src/ucx/runtime.ts";
-import type { UcxListenOptions } from "../../src/ucx/setup.ts";
 
 const INDEX = new URL("../../src/index.ts", import.meta.url).pathname;
 
@@ -72,7 +71,7 @@ describe("ucx lifecycle (UCX_TLS=tcp,self)", () => {
   }, 60_000);
 
   test("an endpoint that never sends HELLO is closed after the handshake timeout; the listener keeps serving", async () => {
-    const listener = await listen("ucx://127.0.0.1:0", { ucx: { handshakeTimeoutMs: 300 } } as UcxListenOptions);
+    const listener = await listen("ucx://127.0.0.1:0", { ucx: { handshakeTimeoutMs: 300 } });
     const accepted: Connection[] = [];
     listener.onConnection((c) => accepted.push(c));
     const rt = UcxRuntime.acquire();
