@@ -119,6 +119,10 @@ function receiverFailed(what: string, thrown: unknown): HotpathError {
   return new ProtocolError(`${what}: the receiver threw ${why}`);
 }
 
+/**
+ * The data path of a segment connection; SegmentConnection (connection.ts) adds the waits.
+ * Owns no memory: setup owns the segment and lets go of it in onUnused.
+ */
 export abstract class SegmentChannel implements Connection {
   readonly transport: string;
   readonly caps: Capabilities;
@@ -146,6 +150,8 @@ export abstract class SegmentChannel implements Connection {
   /** A send met Full and asked the receiver for room (spaceWanted) since the last send. */
   protected wantingSpace = false;
   private memoryReleased = false;
+  /** poll() is delivering: a nested poll() returns 0. */
+  private delivering = false;
   private readonly onLocalClose: (() => void) | undefined;
   private readonly onUnused: (() => void) | undefined;
   private readonly inlineViewCache: (Uint8Array | undefined)[];
@@ -362,7 +368,21 @@ export abstract class SegmentChannel implements Connection {
   /** Non-blocking: delivers what arrived to the receiver, inline. Returns messages delivered. */
   poll(): number {
     const r = this.receiver;
-    if (r === null || this.closed) return 0;
+    // Not re-entrant: a poll (or wait) from inside a delivery callback delivers nothing, so
+    // deliveries never nest and the stack never grows with the backlog.
+    if (r === null || this.closed || this.delivering) return 0;
+    this.delivering = true;
+    let n: number;
+    try {
+      n = this.deliver(r);
+    } finally {
+      this.delivering = false;
+    }
+    if (n === 0) this.onIdlePoll();
+    return n;
+  }
+
+  private deliver(r: Receiver): number {
     let n = 0;
     const w = this.words;
     while (this.rx.available() > 0) {
@@ -402,7 +422,6 @@ export abstract class SegmentChannel implements Connection {
       n++;
       if (this.closed) return n;
     }
-    if (n === 0) this.onIdlePoll();
     return n;
   }
 

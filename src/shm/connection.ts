@@ -34,6 +34,10 @@ export { DEFAULT_SPIN_NS, type SegmentWaitPolicy, type Signals, type WaitMode } 
 
 const MODES: readonly string[] = ["spin", "blocking", "async", "adaptive"];
 
+/**
+ * The connection setup hands out for a session segment (shm and inproc). Belongs to the thread
+ * that created it; wait() in spin and blocking modes blocks that thread for at most its timeout.
+ */
 export class SegmentConnection extends SegmentChannel {
   private readonly waiters = new WaitList();
   private policy: SegmentWaitPolicy = { mode: "adaptive", spinNs: DEFAULT_SPIN_NS };

@@ -109,3 +109,26 @@ test("an onOversized that throws closes the connection with that error; the slot
   expect(closes[0]!.message).toContain("hook bug");
   expect(a.txSlotsInUse()).toBe(0);
 });
+
+test("poll() from inside a delivery delivers nothing: deliveries never nest", () => {
+  const { a, b } = pair({ ringSlots: 8, sizeClasses: [{ slotBytes: 4096, slotCount: 4 }] });
+  const order: number[] = [];
+  let depth = 0;
+  let deepest = 0;
+  let nested = 0;
+  b.setReceiver({
+    onMessage(m) {
+      deepest = Math.max(deepest, ++depth);
+      order.push(m.head[0]!);
+      m.release();
+      nested += b.poll();
+      depth--;
+    },
+    onClose() {},
+  });
+  for (let i = 0; i < 5; i++) expect(a.trySend(new Uint8Array([i]))).toBe(SEND_OK);
+  expect(b.poll()).toBe(5);
+  expect(order).toEqual([0, 1, 2, 3, 4]);
+  expect(nested).toBe(0);
+  expect(deepest).toBe(1);
+});
