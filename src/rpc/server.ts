@@ -156,8 +156,9 @@ export class RequestHandle {
   /**
    * The convenient reply (what serve() uses): sends `data` or `error` now, or, when the
    * transport is full, keeps it in the session's backlog and sends it once there is room, in
-   * order. A cancelled or already consumed handle is dropped. Never waits, never throws for
-   * transport conditions; a reply the transport refuses (too large) becomes an error response.
+   * order. A cancelled or already consumed handle is dropped. `data` is copied before it
+   * returns (it may be a view of the request itself). Never waits, never throws for transport
+   * conditions; a reply the transport refuses (too large) becomes an error response.
    */
   respond(data: Uint8Array | null, error: ErrorReply | null = null): void {
     this.session.respond(this, data, error);
@@ -258,16 +259,13 @@ export class ServerSession {
   respond(h: RequestHandle, data: Uint8Array | null, error: ErrorReply | null): void {
     if (h.consumed) return;
     if (h.cancelled || this.conn.closed) return h.drop();
-    if (this.backlog.length > 0) {
-      // Behind replies already waiting: keep their order, and the transport is full anyway.
-      h.detach();
-      this.queue(h, data, error);
-      return;
-    }
-    if (this.trySendReply(h, data, error) === SEND_FULL) {
-      h.detach();
-      this.queue(h, data, error);
-    }
+    // Behind replies already waiting: keep their order (the transport is full anyway).
+    if (this.backlog.length === 0 && this.trySendReply(h, data, error) !== SEND_FULL) return;
+    // The reply waits: it gets its own copy (the caller may reuse its buffer, and `data` may be
+    // a view of the request itself, whose transport memory detach() hands back).
+    const own = data === null ? null : data.slice();
+    h.detach();
+    this.queue(h, own, error);
   }
 
   /** Sends what the backlog holds, in order, until the transport is full again. */

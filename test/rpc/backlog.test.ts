@@ -10,6 +10,8 @@ import { describe, expect, test } from "bun:test";
 import { Client, Server, connect, dispatcher, listen, type Connection, type Receiver } from "../../src/index.ts";
 
 const M_BIG = 1;
+/** Echoes the request's own view: a queued reply must not point into the released request slot. */
+const M_ECHO = 2;
 const REPLY_BYTES = 6000;
 const CALLS = 400;
 
@@ -67,6 +69,7 @@ describe("replies that meet Full wait in the backlog, never inside a delivery", 
             out[1] = h.data[1]!;
             return out;
           },
+          [M_ECHO]: (h) => h.data,
         }),
       });
       let watch!: ReturnType<typeof watchReentrancy>;
@@ -89,8 +92,55 @@ describe("replies that meet Full wait in the backlog, never inside a delivery", 
           expect(r[1]).toBe(i >> 8);
           expect(r[REPLY_BYTES - 1]).toBe(i & 0xff);
         });
+        // Echoes of the request's own view, queued behind Full: each must come back as sent,
+        // though the request's slot was reused by later requests while the reply waited.
+        const sent = Array.from({ length: CALLS }, (_, i) => new Uint8Array(REPLY_BYTES).fill(i % 251));
+        const echoes = await Promise.all(sent.map((d) => c.request(M_ECHO, d, { timeoutMs: 20_000 })));
+        echoes.forEach((r, i) => expect(Buffer.from(r).equals(Buffer.from(sent[i]!))).toBe(true));
         expect(watch.nested).toBe(0);
         expect(watch.maxDepth).toBe(1);
+      } finally {
+        c.close();
+        server.close();
+      }
+    }, 30_000);
+  }
+});
+
+describe("respond() owns what it queues", () => {
+  for (const name of ["shm", "inproc"]) {
+    test(`${name}: a reply queued behind Full keeps its bytes though the caller reuses its buffer`, async () => {
+      const listener = await listen(urls[name]!());
+      const server = new Server({
+        onRequest: (h) => {
+          const out = new Uint8Array(REPLY_BYTES).fill(h.data[0]!);
+          h.respond(out);
+          out.fill(0); // the caller's buffer is its own again once respond() returned
+        },
+      });
+      server.attach(listener);
+      // A client in spin mode delivers nothing until it polls, so the server's replies fill the
+      // ring and queue in its backlog.
+      const conn = await connect(listener.url, { wait: { mode: "spin" }, segment: { ringSlots: 8, sizeClasses: [{ slotBytes: 8 << 10, slotCount: 4 }] } });
+      const c = new Client<number>(conn, { window: 64 });
+      const got = new Map<number, Uint8Array>();
+      c.onResponse = (i, data, err) => {
+        if (err) throw err;
+        got.set(i, data.slice());
+      };
+      try {
+        const N = 40;
+        let next = 0;
+        for (let spins = 0; got.size < N; spins++) {
+          while (next < N && c.call(M_BIG, new Uint8Array(3000).fill(next + 1), next) === 0) next++;
+          if (spins % 8 === 7) c.poll(); // let replies pile up between polls
+          await Bun.sleep(1);
+        }
+        for (let i = 0; i < N; i++) {
+          const r = got.get(i)!;
+          expect(r.length).toBe(REPLY_BYTES);
+          expect(r.every((b) => b === i + 1)).toBe(true);
+        }
       } finally {
         c.close();
         server.close();
