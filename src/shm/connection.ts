@@ -60,7 +60,7 @@ export class SegmentConnection extends SegmentChannel {
     // A chain of microtask pumps (send → pump → delivery → continuation → send …) never returns
     // to the event loop by itself: once the follow-up immediate has waited EVENT_LOOP_YIELD_NS,
     // the pump is left to it, so timers and I/O run in between.
-    if (this.immediateQueued && Bun.nanoseconds() - this.immediateSinceNs > EVENT_LOOP_YIELD_NS) return;
+    if (this.yieldDue()) return;
     this.pump();
   };
   private readonly immediateTask = () => {
@@ -154,6 +154,11 @@ export class SegmentConnection extends SegmentChannel {
     this.immediateQueued = true;
     this.immediateSinceNs = Bun.nanoseconds();
     setImmediate(this.immediateTask);
+  }
+
+  /** Deliveries made outside the event loop have kept the follow-up immediate waiting too long. */
+  private yieldDue(): boolean {
+    return this.immediateQueued && Bun.nanoseconds() - this.immediateSinceNs > EVENT_LOOP_YIELD_NS;
   }
 
   /** Spins until input or `budgetNs`; returns true when input is there. */
@@ -252,11 +257,14 @@ export class SegmentConnection extends SegmentChannel {
       const seq = Atomics.load(this.words, this.rxDoorbell >> 2);
       return Promise.resolve(this.spinReady(this.policy.spinNs) ? this.waitResult(true) : this.waitBlocking(ms, seq));
     }
-    if (this.rx.available() > 0) {
-      this.poll();
+    // Input or room is there: say so at once, unless this microtask chain has kept the event
+    // loop waiting past EVENT_LOOP_YIELD_NS; then park, and the pending immediate's pump wakes us.
+    const input = this.rx.available() > 0;
+    if ((input || this.roomReady()) && !this.yieldDue()) {
+      if (!input) this.wantingSpace = false;
+      else if (this.poll() > 0) this.scheduleFollowUp();
       return Promise.resolve(true);
     }
-    if (this.roomFreed()) return Promise.resolve(true);
     // async / adaptive: park in the event loop; the pump or the doorbell wakes us. The pump
     // runs first (a microtask) and spins, so a reply that is on its way is not missed.
     const p = this.waiters.wait(ms);
@@ -286,10 +294,15 @@ export class SegmentConnection extends SegmentChannel {
     }
   }
 
-  /** Room came back after a Full (the receiver cleared spaceWanted): true once per Full. */
+  /** Room came back after a Full: the receiver cleared spaceWanted. */
+  private roomReady(): boolean {
+    // SYNC: the receiver clears spaceWanted after it freed room (releaseMessage).
+    return this.wantingSpace && Atomics.load(this.words, this.txSpaceIdx) === 0;
+  }
+
+  /** roomReady(), reported once per Full. */
   private roomFreed(): boolean {
-    // SYNC: as in ready().
-    if (!this.wantingSpace || Atomics.load(this.words, this.txSpaceIdx) !== 0) return false;
+    if (!this.roomReady()) return false;
     this.wantingSpace = false;
     return true;
   }
