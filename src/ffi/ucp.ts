@@ -26,6 +26,19 @@ export { copyOut, isStatusError, sockaddrIn, ucpUnavailableReason, UcxError } fr
 export { UcpEndpoint, UcpRkey } from "./ucp-endpoint.ts";
 export { UcpMemory } from "./ucp-memory.ts";
 
+/**
+ * UCX settings hotpath changes from UCX's defaults, each unless the user's environment sets it:
+ * - PROTO_INDIRECT_ID=on: a failed endpoint's requests complete (see UcpContext.create()).
+ * - TCP_PUT_ENABLE=n: UCX 1.13's tcp transport aborts the process (tcp_ep.c assertion
+ *   `UCT_TCP_EP_FLAG_PUT_TX_WAITING_ACK`) when peers die or leave during rendezvous puts; with
+ *   puts off, rendezvous over tcp lanes uses its get/AM protocols instead.
+ */
+const DEFAULT_UCX_CONFIG: ReadonlyArray<{ env: string; key: string; value: string }> = [
+  { env: "UCX_PROTO_INDIRECT_ID", key: "PROTO_INDIRECT_ID", value: "on" },
+  // A transport setting goes to ucp_config_modify by its name inside the transport's table.
+  { env: "UCX_TCP_PUT_ENABLE", key: "PUT_ENABLE", value: "n" },
+];
+
 export class UcpContext {
   handle: number;
   private readonly workers = new Set<UcpWorker>();
@@ -39,15 +52,18 @@ export class UcpContext {
    * environment config. Indirect protocol ids are turned on unless UCX_PROTO_INDIRECT_ID says
    * otherwise: only then does UCX track an endpoint's in-flight requests (rendezvous sends and
    * receives) and complete them with an error when the endpoint fails; without it (the default
-   * in UCP_ERR_HANDLING_MODE_NONE) a dead peer's requests stay pending forever.
+   * in UCP_ERR_HANDLING_MODE_NONE) a dead peer's requests stay pending forever. The rest of
+   * DEFAULT_UCX_CONFIG applies the same way (a UCX_* variable the user set wins).
    */
   static create(): UcpContext {
     const c = lib();
     const config = new Out();
     check("ucp_config_read", c.ucp_config_read(null, null, config.p));
     try {
-      if (process.env.UCX_PROTO_INDIRECT_ID === undefined) {
-        check("ucp_config_modify(PROTO_INDIRECT_ID)", c.ucp_config_modify(config.value as Pointer, ptr(cString("PROTO_INDIRECT_ID")), ptr(cString("on"))));
+      for (const { env, key, value } of DEFAULT_UCX_CONFIG) {
+        if (process.env[env] === undefined) {
+          check(`ucp_config_modify(${key})`, c.ucp_config_modify(config.value as Pointer, ptr(cString(key)), ptr(cString(value))));
+        }
       }
       const params = new Struct(size("ucp_params_t"))
         .u64(off("ucp_params_t.field_mask"), UCP.UCP_PARAM_FIELD_FEATURES)
