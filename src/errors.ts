@@ -127,3 +127,21 @@ export class RemoteError extends HotpathError {
     this.remoteName = name;
   }
 }
+
+/**
+ * A short text for any thrown value, for error messages; never throws itself (values that are
+ * not Errors, null-prototype objects, Errors whose name or message getters throw, Proxies).
+ * `withName` puts the error's name first ("TypeError: ...").
+ */
+export function describeThrown(e: unknown, withName = false): string {
+  try {
+    if (e instanceof Error) return withName ? `${String(e.name)}: ${String(e.message)}` : String(e.message);
+    return String(e);
+  } catch {
+    try {
+      return Object.prototype.toString.call(e);
+    } catch {
+      return "(a value that cannot be described)";
+    }
+  }
+}

@@ -18,11 +18,11 @@
 
 import { connect, listen, type ConnectionVia } from "../transport/registry.ts";
 import { EMPTY_BYTES } from "../bytes.ts";
-import { UsageError } from "../errors.ts";
+import { UsageError, describeThrown } from "../errors.ts";
 import { type ConnectOptions, type ListenOptions, type Listener } from "../transport/transport.ts";
 import { Client, describeValue, type ClientOptions } from "./client.ts";
 import { DecodeError } from "./codec.ts";
-import { RequestHandle, Server, safeMessage, type ErrorReply, type ServerOptions } from "./server.ts";
+import { RequestHandle, Server, type ErrorReply, type ServerOptions } from "./server.ts";
 import { bindService, type Handlers, type RawHandler, type ServiceClient, type ServiceDef } from "./service.ts";
 
 export interface Serving extends Disposable {
@@ -95,7 +95,7 @@ function errorParts(e: unknown): ErrorReply {
   } catch {
     name = "Error";
   }
-  return { name, message: safeMessage(e) };
+  return { name, message: describeThrown(e) };
 }
 
 export async function serve(

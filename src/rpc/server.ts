@@ -30,7 +30,7 @@
  */
 
 import { EMPTY_BYTES } from "../bytes.ts";
-import { HotpathError, ProtocolError, UsageError } from "../errors.ts";
+import { HotpathError, ProtocolError, UsageError, describeThrown } from "../errors.ts";
 import {
   SEND_CLOSED,
   SEND_FULL,
@@ -304,7 +304,7 @@ export class ServerSession {
         h.drop();
         return SEND_CLOSED;
       }
-      return this.trySendReply(h, null, { name: "Error", message: safeMessage(e) });
+      return this.trySendReply(h, null, { name: "Error", message: describeThrown(e) });
     }
   }
 
@@ -375,19 +375,6 @@ export class ServerSession {
   }
 }
 
-/** A message for any thrown value; never throws itself (null prototypes, throwing getters). */
-export function safeMessage(e: unknown): string {
-  try {
-    if (e instanceof Error) return String(e.message);
-    return String(e);
-  } catch {
-    try {
-      return Object.prototype.toString.call(e);
-    } catch {
-      return "(a value that cannot be described)";
-    }
-  }
-}
 
 export interface ServerOptions {
   /**
@@ -425,9 +412,9 @@ export class Server implements Disposable {
   report(error: unknown, source: ServerErrorSource, h: RequestHandle): void {
     try {
       if (this.onError) this.onError(error, { method: h.method, source, session: h.session });
-      else if (source !== "handler") console.error(`hotpath server: method ${h.method}: ${safeMessage(error)}`);
+      else if (source !== "handler") console.error(`hotpath server: method ${h.method}: ${describeThrown(error)}`);
     } catch (e) {
-      console.error(`hotpath server: onError threw: ${safeMessage(e)}`);
+      console.error(`hotpath server: onError threw: ${describeThrown(e)}`);
     }
   }
 
@@ -460,7 +447,7 @@ export class Server implements Disposable {
       } catch (e) {
         // One request's failure is that call's error response, never the session's or the server's.
         this.report(e, "onRequest", h);
-        h.respond(null, { name: "Error", message: `the server failed on this request: ${safeMessage(e)}` });
+        h.respond(null, { name: "Error", message: `the server failed on this request: ${describeThrown(e)}` });
       }
       return;
     }
