@@ -66,7 +66,7 @@ export const MAX_WINDOW = 1 << 16;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** setTimeout's largest delay (a signed 32-bit ms count); longer deadlines re-arm. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-/** How long a request blocked by a full transport waits before it looks again (bounded, so a blocking-mode wait never holds the thread long). */
+/** How long a request blocked by a full transport waits (event-loop modes) or sleeps (spin / blocking: a timer) before it looks again. */
 const FULL_RETRY_WAIT_MS = 10;
 
 /** UsageError unless `method` is an integer method id in 0..2^32-1. */
@@ -274,6 +274,8 @@ export class Client<U = unknown> implements Disposable {
   /** Pushes queued sends and delivers completed hot-path calls to onResponse. Returns how many. */
   poll(): number {
     this.conn.poll();
+    // Requests waiting for room go out from here too (spin / blocking modes have no other driver).
+    if (this.waiting.length > 0 && this.closeErr === null) this.pump();
     let n = 0;
     while (this.compCount > 0) {
       const i = this.compHead;
@@ -428,17 +430,24 @@ export class Client<U = unknown> implements Disposable {
     }
     // Transport full: retry once it drains or input arrives. The wait starts on a clean stack:
     // some transports deliver (or close) inside wait(), which must not re-enter request().
+    // Where wait() would hold the thread (spin / blocking), a timer retries instead, and the
+    // application's own poll() loop sends waiting requests too: the event loop never freezes.
     if (!this.pumpScheduled) {
       this.pumpScheduled = true;
-      queueMicrotask(() =>
-        this.conn.wait(FULL_RETRY_WAIT_MS).then(() => {
-          this.pumpScheduled = false;
-          this.pump();
-        }),
-      );
+      if (this.conn.waitsOnEventLoop) queueMicrotask(this.waitThenPump);
+      else setTimeout(this.retryPump, FULL_RETRY_WAIT_MS);
     }
     return false;
   }
+
+  private readonly retryPump = () => {
+    this.pumpScheduled = false;
+    this.pump();
+  };
+
+  private readonly waitThenPump = () => {
+    this.conn.wait(FULL_RETRY_WAIT_MS).then(this.retryPump);
+  };
 
   private schedulePump(): void {
     if (this.pumpScheduled) return;

@@ -62,6 +62,8 @@ import {
 
 /** How long a backlogged reply waits for room before it looks again. */
 const REPLY_RETRY_WAIT_MS = 50;
+/** Spin / blocking connections: the timer that retries a backlog (a wait there would hold the thread). */
+const BLOCKING_RETRY_MS = 5;
 
 /** An error response: the caller's request rejects with RemoteError(name, message). */
 export interface ErrorReply {
@@ -241,7 +243,10 @@ export class ServerSession {
     this.flushBacklog();
     if (this.backlog.length > 0 && !this.conn.closed) {
       this.flushScheduled = true;
-      this.conn.wait(REPLY_RETRY_WAIT_MS).then(this.flushTask);
+      // Where wait() would hold the thread (spin / blocking), a timer looks again instead and
+      // the application's Server.poll() loop flushes too: one slow reader never freezes the loop.
+      if (this.conn.waitsOnEventLoop) this.conn.wait(REPLY_RETRY_WAIT_MS).then(this.flushTask);
+      else setTimeout(this.flushTask, BLOCKING_RETRY_MS);
     }
   };
 

@@ -163,6 +163,7 @@ export abstract class SegmentChannel implements Connection {
   private readonly ringMask: number;
 
   abstract wait(timeoutMs: number): Promise<boolean>;
+  abstract readonly waitsOnEventLoop: boolean;
   abstract setWaitPolicy(policy: Partial<SegmentWaitPolicy>): void;
   /** The receiver is set (deliver what waits, in event-loop modes). */
   protected abstract onReceiverSet(): void;

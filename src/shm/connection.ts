@@ -83,6 +83,11 @@ export class SegmentConnection extends SegmentChannel {
     if (this.autoPumps() && this.receiver !== null) this.schedulePump();
   }
 
+  /** True in async / adaptive modes: wait() parks on the event loop. Spin and blocking waits hold the thread. */
+  get waitsOnEventLoop(): boolean {
+    return this.autoPumps();
+  }
+
   get waitPolicy(): Readonly<SegmentWaitPolicy> {
     return this.policy;
   }

@@ -156,6 +156,13 @@ export interface Connection extends Disposable {
    */
   wait(timeoutMs: number): Promise<boolean>;
   setWaitPolicy(policy: Partial<WaitPolicy>): void;
+  /**
+   * True when wait() parks on the event loop and never holds the thread (tcp; shm / inproc /
+   * ucx in their event-loop modes); false where it spins or parks the thread (spin, blocking),
+   * so a layer above that must not freeze the event loop retries from a timer instead and
+   * leaves waiting to the application's own poll()/wait() loop.
+   */
+  readonly waitsOnEventLoop: boolean;
   /** Closes this side; the peer sees TransportClosedError. Idempotent. */
   close(): void;
   /**

@@ -148,3 +148,41 @@ describe("respond() owns what it queues", () => {
     }, 30_000);
   }
 });
+
+describe("a backlog never freezes the event loop where wait() holds the thread", () => {
+  for (const mode of ["spin", "blocking"] as const) {
+    test(`shm server in ${mode} mode, a client that stops reading: timers still fire, replies arrive later`, async () => {
+      const listener = await listen(urls.shm!(), { wait: { mode } });
+      const server = new Server({ onRequest: dispatcher({ [M_BIG]: (h) => new Uint8Array(REPLY_BYTES).fill(h.data[0]!) }) });
+      server.attach(listener);
+      const conn = await connect(listener.url, { wait: { mode: "spin" }, segment: { ringSlots: 8, sizeClasses: [{ slotBytes: 8 << 10, slotCount: 4 }] } });
+      const c = new Client<number>(conn, { window: 64 });
+      const got = new Map<number, number>();
+      c.onResponse = (i, data) => void got.set(i, data[0]!);
+      try {
+        const N = 8;
+        for (let i = 0; i < N; i++) expect(c.call(M_BIG, new Uint8Array([i + 1]), i)).toBe(0);
+        // The server's own loop, as a spin / blocking server runs it; the client reads nothing.
+        let ticks = 0;
+        const timer = setInterval(() => ticks++, 10);
+        const until = performance.now() + 300;
+        while (performance.now() < until) {
+          server.poll();
+          await Bun.sleep(1);
+        }
+        clearInterval(timer);
+        expect(ticks).toBeGreaterThan(0);
+        // Now the client reads: every reply arrives, with its own bytes.
+        while (got.size < N) {
+          c.poll();
+          server.poll();
+          await Bun.sleep(1);
+        }
+        for (let i = 0; i < N; i++) expect(got.get(i)).toBe(i + 1);
+      } finally {
+        c.close();
+        server.close();
+      }
+    }, 20_000);
+  }
+});
