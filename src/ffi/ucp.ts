@@ -126,6 +126,22 @@ export class UcpWorker {
   private readonly requests = new Map<number, number>();
   /** The endpoint each request in `requests` belongs to (see abandon()). */
   private readonly owners = new Map<number, UcpEndpoint>();
+  /**
+   * Requests given up on (abandon(), close()) that UCX has not completed, by id: the request
+   * and the memory it uses. UCX may still read or write that memory: ucp_request_free on an
+   * incomplete request lets the operation go on internally with no callback ("communications
+   * operations associated with this request will make progress internally", ucp.h), and a send
+   * cannot be cancelled (ucp_request_cancel covers tag receives only). So a given-up request is
+   * not freed and its memory stays reachable here until UCX completes it (its callback frees
+   * both), or until the worker is destroyed. Bounded: what one failed endpoint had in flight (a
+   * connection's maxInFlightBytes / maxInFlightSends of sends, plus the rendezvous receives it
+   * had started), kept for as long as UCX keeps the request; UCX 1.13 keeps some for good (a
+   * send queued on a shared-memory lane to a dead peer whose FIFO stays full), and then this
+   * memory is held until the worker goes, the price of never letting UCX touch freed memory.
+   */
+  private readonly detached = new Map<number, { req: number; memory: unknown }>();
+  /** Bytes of the memory in `detached` (typed arrays' byteLength). */
+  private detachedBytes = 0;
   private readonly finished: number[] = [];
   private nextId = 1;
   private readonly sendCb: JSCallback;
@@ -211,6 +227,7 @@ export class UcpWorker {
     const done = this.pending.get(id);
     if (done === undefined) {
       if (id === this.reserved) this.earlyStatus = status;
+      else this.reattach(id);
       return;
     }
     this.pending.delete(id);
@@ -224,29 +241,46 @@ export class UcpWorker {
     done(status, length);
   }
 
+  /** A given-up request's callback ran: UCX is done with it and its memory. */
+  private reattach(id: number): void {
+    const d = this.detached.get(id);
+    if (d === undefined) return;
+    this.detached.delete(id);
+    this.detachedBytes -= bytesOf(d.memory);
+    this.finished.push(d.req);
+  }
+
   /**
-   * Gives up on the requests of `ep` that are still in flight: each completes now with
-   * UCS_ERR_CANCELED and its request goes back to UCX (ucp_request_free: UCX finishes or drops
-   * it internally and calls nobody back); the memory it retained is let go. For an endpoint
-   * whose peer failed and whose close is done, after a grace period: UCX 1.13 never completes
-   * some of them (a shared-memory lane to a dead peer whose FIFO is full never flushes, so the
-   * endpoint's requests are never purged). Returns how many were given up.
+   * Gives up on the requests of `ep` that are still in flight: each completes now, for its
+   * owner, with UCS_ERR_CANCELED; the request itself stays with UCX, and the memory it uses
+   * stays reachable (see `detached`), until UCX completes it. For an endpoint whose peer failed
+   * and whose close is done, after a grace period: UCX 1.13 never completes some of them (a
+   * shared-memory lane to a dead peer whose FIFO is full never flushes, so the endpoint's
+   * requests are never purged), and their owners must not wait for ever. Returns how many were
+   * given up. JS thread of the worker, outside UCX callbacks.
    */
   abandon(ep: UcpEndpoint): number {
     const ids: number[] = [];
     for (const [id, owner] of this.owners) if (owner === ep) ids.push(id);
-    for (const id of ids) {
-      const req = this.requests.get(id)!;
-      this.requests.delete(id);
-      this.owners.delete(id);
-      lib().ucp_request_free(req as Pointer);
-      const done = this.pending.get(id);
-      this.pending.delete(id);
-      this.retained.delete(id);
-      done?.(UCP.UCS_ERR_CANCELED, 0);
-    }
+    for (const id of ids) this.detach(id);
     this.abandoned += ids.length;
     return ids.length;
+  }
+
+  /** Completes request `id` for its owner with UCS_ERR_CANCELED and keeps it, and its memory, in `detached`. */
+  private detach(id: number): void {
+    const req = this.requests.get(id);
+    const memory = this.retained.get(id);
+    const done = this.pending.get(id);
+    this.requests.delete(id);
+    this.owners.delete(id);
+    this.pending.delete(id);
+    this.retained.delete(id);
+    if (req !== undefined) {
+      this.detached.set(id, { req, memory });
+      this.detachedBytes += bytesOf(memory);
+    }
+    done?.(UCP.UCS_ERR_CANCELED, 0);
   }
 
   /** Requests given up by abandon() so far. */
@@ -262,9 +296,23 @@ export class UcpWorker {
     return this.depth > 0;
   }
 
-  /** Debug counters: requests in flight, buffers retained for them, endpoint closes pending, live endpoints and listeners. */
-  stats(): { inFlight: number; retained: number; requests: number; closing: number; children: number; errHandlers: number; abandoned: number } {
-    return { inFlight: this.pending.size, retained: this.retained.size, requests: this.requests.size, closing: this.closing.size, children: this.children.size, errHandlers: this.errHandlers.size, abandoned: this.abandoned };
+  /**
+   * Debug counters: requests in flight, buffers retained for them, endpoint closes pending, live
+   * endpoints and listeners, requests given up so far, and those given up that UCX has not
+   * completed yet with the bytes they hold (`detached`, `detachedBytes`).
+   */
+  stats(): { inFlight: number; retained: number; requests: number; closing: number; children: number; errHandlers: number; abandoned: number; detached: number; detachedBytes: number } {
+    return {
+      inFlight: this.pending.size,
+      retained: this.retained.size,
+      requests: this.requests.size,
+      closing: this.closing.size,
+      children: this.children.size,
+      errHandlers: this.errHandlers.size,
+      abandoned: this.abandoned,
+      detached: this.detached.size,
+      detachedBytes: this.detachedBytes,
+    };
   }
 
   /**
@@ -425,10 +473,19 @@ export class UcpWorker {
    * completion runs); returns the id to pass as user_data.
    */
   track(done: (status: number, length: number) => void, ...memory: unknown[]): number {
-    const id = this.nextId++;
-    if (this.nextId > 0x7fffffff) this.nextId = 1;
+    const id = this.freshId();
     this.pending.set(id, done);
     if (memory.length > 0) this.retained.set(id, memory);
+    return id;
+  }
+
+  /** The next request id (user_data) that no request in flight or given up still has. */
+  private freshId(): number {
+    let id: number;
+    do {
+      id = this.nextId++;
+      if (this.nextId > 0x7fffffff) this.nextId = 1;
+    } while (this.pending.has(id) || this.detached.has(id));
     return id;
   }
 
@@ -439,8 +496,7 @@ export class UcpWorker {
 
   /** @internal an id for a request whose completion is registered only if it goes in flight. */
   reserveId(): number {
-    const id = this.nextId++;
-    if (this.nextId > 0x7fffffff) this.nextId = 1;
+    const id = this.freshId();
     this.reserved = id;
     this.earlyStatus = null;
     return id;
@@ -540,23 +596,40 @@ export class UcpWorker {
 
   /**
    * Closes the endpoints and listeners, lets their closes finish (bounded by `graceMs`), and
-   * destroys the worker. Returns false when UCX still had endpoint closes in flight after the
-   * grace period: the worker is then left alive (destroying it would abort the process inside
-   * UCX), with its callbacks kept.
+   * destroys the worker. Requests still in flight complete for their owners with
+   * UCS_ERR_CANCELED; their memory stays reachable until UCX is done with it, which a destroyed
+   * worker is. Returns false when UCX still had endpoint closes in flight after the grace
+   * period: the worker is then left alive (destroying it would abort the process inside UCX),
+   * with its callbacks and given-up requests kept. JS thread of the worker, outside UCX callbacks.
    */
   close(graceMs = 2000): boolean {
     if (this.handle === 0) return true;
     for (const c of [...this.children]) c.close();
     const deadline = performance.now() + graceMs;
     while (this.closing.size > 0 && performance.now() < deadline) this.progress();
-    for (const [id] of this.pending) this.complete(id, UCP.UCS_ERR_CANCELED, 0);
+    for (const id of [...this.pending.keys()]) this.detach(id);
     this.freeFinished();
     if (this.closing.size > 0) return false;
-    lib().ucp_worker_destroy(this.handle as Pointer);
+    // Back to UCX before the worker goes (no callback follows a free); the memory is held until
+    // ucp_worker_destroy has returned, after which nothing of this worker runs.
+    const c = lib();
+    for (const { req } of this.detached.values()) c.ucp_request_free(req as Pointer);
+    c.ucp_worker_destroy(this.handle as Pointer);
     this.handle = 0;
+    this.detached.clear();
+    this.detachedBytes = 0;
     for (const cb of this.callbacks.splice(0)) cb.close();
     return true;
   }
+}
+
+/** Bytes of the typed arrays in a request's retained memory (a list of them, or one). */
+function bytesOf(memory: unknown): number {
+  if (ArrayBuffer.isView(memory)) return memory.byteLength;
+  if (!Array.isArray(memory)) return 0;
+  let n = 0;
+  for (const m of memory) if (ArrayBuffer.isView(m)) n += m.byteLength;
+  return n;
 }
 
 export class UcpListener {
