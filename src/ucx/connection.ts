@@ -27,7 +27,7 @@
  * inside the worker's progress on that thread.
  */
 
-import { HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
+import { describeThrown, HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import { copyOut, type UcpEndpoint } from "../ffi/ucp.ts";
 import { oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../transport/transport.ts";
@@ -67,16 +67,6 @@ class Oversized {
     readonly head: Uint8Array,
     readonly bodyLength: number,
   ) {}
-}
-
-/** What was thrown, in words, without trusting it (getters may throw, prototypes may be null). */
-function describe(e: unknown): string {
-  try {
-    if (e instanceof Error) return `${String(e.name)}: ${String(e.message)}`;
-    return String(e);
-  } catch {
-    return "a value that cannot be printed";
-  }
 }
 
 export interface UcxConnectionOptions {
@@ -163,6 +153,16 @@ export class UcxConnection implements Connection, AmSink {
     return { mode: this.mode, spinNs: this.spinNs };
   }
 
+  /**
+   * True unless this connection's wait mode is "spin": in "async" / "adaptive" wait() spins at
+   * most spinNs and then parks on the event loop (the runtime's pump and event fd), while in
+   * "spin" it spins the thread for its whole timeout and the worker progresses only from
+   * poll() / wait(). Follows setWaitPolicy(); read it on the connection's thread.
+   */
+  get waitsOnEventLoop(): boolean {
+    return this.mode !== "spin";
+  }
+
   // ---------------------------------------------------------------- handshake (setup.ts)
 
   /** @internal this side's hello (or hello-ack). */
@@ -197,9 +197,8 @@ export class UcxConnection implements Connection, AmSink {
   /** Heap memory the transport takes over in trySendBuffer (UCX reads it until the send completes). */
   allocBuffer(lenBytes: number): Uint8Array | null {
     if (this.closed) return null;
-    if (!(lenBytes >= 0) || lenBytes > sendLimit(this.caps)) {
-      throw new UsageError(`ucx allocBuffer: ${lenBytes} bytes is outside 0..${sendLimit(this.caps)} (this side's maxMessageBytes ${this.caps.maxMessageBytes}, the peer's ${this.caps.peerMaxMessageBytes})`);
-    }
+    if (!(lenBytes >= 0) || !Number.isSafeInteger(lenBytes)) throw new UsageError(`ucx allocBuffer: ${lenBytes} is not a number of bytes (an integer ≥ 0)`);
+    if (lenBytes > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage("ucx", lenBytes, this.caps));
     return new Uint8Array(lenBytes);
   }
 
@@ -336,7 +335,7 @@ export class UcxConnection implements Connection, AmSink {
         if (m instanceof Oversized) this.reportOversized(r, m);
         else r.onMessage(m);
       } catch (e) {
-        this.abort(e instanceof HotpathError ? e : new ProtocolError(`ucx connection to ${this.peer}: receiver failed: ${describe(e)}`));
+        this.abort(e instanceof HotpathError ? e : new ProtocolError(`ucx connection to ${this.peer}: receiver failed: ${describeThrown(e, true)}`));
         break;
       }
       n++;

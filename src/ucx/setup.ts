@@ -21,7 +21,7 @@
  * does; close it to let the process exit.
  */
 
-import { ConnectError, ProtocolError, TransportClosedError, UcxUnavailableError, UsageError } from "../errors.ts";
+import { ConnectError, describeThrown, ProtocolError, TransportClosedError, UcxUnavailableError, UsageError } from "../errors.ts";
 import { ListenerBase } from "../listener-base.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 import type { UcpListener } from "../ffi/ucp.ts";
@@ -67,7 +67,7 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
     });
   } catch (e) {
     rt.release();
-    throw new ConnectError(`ucx connect ${peer}: ${(e as Error).message}`, { cause: e });
+    throw new ConnectError(`ucx connect ${peer}: ${describeThrown(e)}`, { cause: e });
   }
   conn = new UcxConnection(rt, ep, {
     maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
@@ -158,7 +158,7 @@ class UcxListener extends ListenerBase<UcxConnection> {
       try {
         this.accepted(c);
       } catch (e) {
-        c.abort(e instanceof ProtocolError ? e : new ProtocolError(`ucx listener ${this.url}: the connection callback failed: ${e instanceof Error ? e.message : "a non-Error value"}`));
+        c.abort(e instanceof ProtocolError ? e : new ProtocolError(`ucx listener ${this.url}: the connection callback failed: ${describeThrown(e, true)}`));
       }
     };
   }
@@ -191,7 +191,7 @@ export async function ucxListen(url: URL, opts: UcxListenOptions): Promise<Liste
   } catch (e) {
     rt.release();
     if (e instanceof UsageError) throw e;
-    throw new ConnectError(`ucx listen ${host}:${port}: ${(e as Error).message}`, { cause: e });
+    throw new ConnectError(`ucx listen ${host}:${port}: ${describeThrown(e)}`, { cause: e });
   }
 }
 
