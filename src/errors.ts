@@ -55,6 +55,16 @@ export class ProtocolError extends HotpathError {
   }
 }
 
+/**
+ * A message larger than the receiving side accepts: it was skipped and only its call failed
+ * (the connection goes on). A server's refusal arrives as RemoteError("MessageTooLargeError").
+ */
+export class MessageTooLargeError extends HotpathError {
+  constructor(message: string) {
+    super("E_TOO_LARGE", message);
+  }
+}
+
 export class TimeoutError extends HotpathError {
   constructor(message: string) {
     super("E_TIMEOUT", message);

@@ -20,7 +20,7 @@
  */
 
 import { EMPTY_BYTES } from "../bytes.ts";
-import { CancelledError, HotpathError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError } from "../errors.ts";
+import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError } from "../errors.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../transport/transport.ts";
 import {
   KIND_CANCEL,
@@ -84,7 +84,11 @@ export function checkBytes(data: unknown, what: string): void {
 /** A short description of a value for error messages: its type, and its constructor for objects. */
 export function describeValue(v: unknown): string {
   if (v === null) return "null";
-  if (Array.isArray(v)) return "an array";
+  try {
+    if (Array.isArray(v)) return "an array";
+  } catch {
+    return "a value that cannot be inspected"; // a revoked Proxy
+  }
   if (typeof v !== "object") return `a ${typeof v}`;
   let ctor: string | undefined;
   try {
@@ -546,7 +550,7 @@ export class Client<U = unknown> implements Disposable {
 
   /**
    * The transport skipped a response larger than this side accepts: fail that call (if it is
-   * outstanding) with ProtocolError and keep the connection; other calls are unaffected.
+   * outstanding) with MessageTooLargeError and keep the connection; other calls are unaffected.
    */
   private onOversized(head: Uint8Array, bodyLength: number): void {
     if (head.length < WIRE_HEADER_BYTES) {
@@ -565,7 +569,7 @@ export class Client<U = unknown> implements Disposable {
       this.lateResponses++;
       return;
     }
-    const error = new ProtocolError(
+    const error = new MessageTooLargeError(
       `rpc client: the response for call ${slot}/${gen} has ${bodyLength} bytes, more than this side's maxMessageBytes ${this.conn.caps.maxMessageBytes}; it was skipped`,
     );
     if (state === SLOT_CALLBACK) {

@@ -22,7 +22,7 @@ import { UsageError, describeThrown } from "../errors.ts";
 import { type ConnectOptions, type ListenOptions, type Listener } from "../transport/transport.ts";
 import { Client, describeValue, type ClientOptions } from "./client.ts";
 import { DecodeError } from "./codec.ts";
-import { RequestHandle, Server, type ErrorReply, type ServerOptions } from "./server.ts";
+import { RequestHandle, Server, wantsDetachFirst, type ErrorReply, type ServerOptions } from "./server.ts";
 import { bindService, type Handlers, type RawHandler, type ServiceClient, type ServiceDef } from "./service.ts";
 
 export interface Serving extends Disposable {
@@ -44,7 +44,7 @@ export function dispatcher(handlers: Handlers): (h: RequestHandle) => void {
     if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) throw new UsageError(`serve: method id "${key}" is not an integer in 0..${0xffffffff}`);
     if (typeof fn !== "function") throw new UsageError(`serve: the handler for method ${id} is ${describeValue(fn)}, not a function`);
     table.set(id, fn);
-    if (fn.constructor?.name === "AsyncFunction") early.add(id);
+    if (wantsDetachFirst(fn)) early.add(id);
   }
   return (h) => {
     const fn = table.get(h.method);
@@ -60,23 +60,42 @@ export function dispatcher(handlers: Handlers): (h: RequestHandle) => void {
       fail(h, e);
       return;
     }
-    if (out instanceof Promise || (out !== null && typeof out === "object" && typeof (out as PromiseLike<unknown>).then === "function")) {
-      h.detach();
-      Promise.resolve(out as PromiseLike<unknown>).then(
-        (v) => finish(h, v),
-        (e) => fail(h, e),
-      );
-    } else {
-      finish(h, out);
+    let thenable: boolean;
+    try {
+      thenable = out instanceof Promise || (out !== null && typeof out === "object" && typeof (out as PromiseLike<unknown>).then === "function");
+    } catch {
+      return badReturn(h, "a value that cannot be inspected"); // e.g. a Proxy whose traps throw
     }
+    if (!thenable) return finish(h, out);
+    h.detach();
+    let settled: Promise<unknown>;
+    try {
+      settled = Promise.resolve(out as PromiseLike<unknown>);
+    } catch (e) {
+      return fail(h, e);
+    }
+    settled.then(
+      (v) => finish(h, v),
+      (e) => fail(h, e),
+    );
   };
 }
 
-/** A handler's result: bytes (or nothing) become the response; anything else fails the call. */
+/** A handler's result: bytes (or nothing) become the response; anything else fails the call. Never throws. */
 function finish(h: RequestHandle, v: unknown): void {
-  if (v instanceof Uint8Array) return h.respond(v);
+  let bytes: boolean;
+  try {
+    bytes = v instanceof Uint8Array;
+  } catch {
+    return badReturn(h, "a value that cannot be inspected");
+  }
+  if (bytes) return h.respond(v as Uint8Array);
   if (v === undefined || v === null) return h.respond(EMPTY_BYTES);
-  const message = `the handler for method ${h.method} returned ${describeValue(v)}; a handler returns a Uint8Array (or nothing)`;
+  badReturn(h, describeValue(v));
+}
+
+function badReturn(h: RequestHandle, what: string): void {
+  const message = `the handler for method ${h.method} returned ${what}; a handler returns a Uint8Array (or nothing)`;
   h.session.server.report(new TypeError(message), "return", h);
   h.respond(null, { name: "HandlerReturnError", message });
 }

@@ -223,6 +223,34 @@ export class RequestHandle {
   }
 }
 
+const DETACH_FIRST = Symbol("hotpath.detachFirst");
+
+/**
+ * Marks a handler whose request must leave transport memory before it runs (it keeps views of
+ * `h.data` across an await). serve() treats `async function` handlers this way by itself; a
+ * wrapper around one (as implement() makes) marks itself with this.
+ */
+export function detachFirst<F extends Function>(fn: F): F {
+  (fn as unknown as Record<symbol, boolean>)[DETACH_FIRST] = true;
+  return fn;
+}
+
+/** True for `async function`s and for handlers marked with detachFirst(). */
+export function wantsDetachFirst(fn: Function): boolean {
+  return fn.constructor?.name === "AsyncFunction" || (fn as unknown as Record<symbol, boolean>)[DETACH_FIRST] === true;
+}
+
+/** The request of a handle made for a message the transport skipped (onOversized): no bytes. */
+const SKIPPED_REQUEST: RxMessage = {
+  head: EMPTY_BYTES,
+  body: EMPTY_BYTES,
+  headBuf: new Uint8Array(WIRE_HEADER_BYTES),
+  headOffset: 0,
+  headLength: 0,
+  bodyLength: 0,
+  release() {},
+};
+
 /** A convenient reply waiting in a session's backlog for room in the transport. */
 interface QueuedReply {
   h: RequestHandle;
@@ -327,11 +355,13 @@ export class ServerSession {
       this.conn.abort(new ProtocolError(`rpc server: an oversized message (kind ${kind}, ${head.length}-byte head) that is not a request`));
       return;
     }
-    const message = `request for method ${wireMethod(head)} has ${bodyLength} bytes, more than this server's maxMessageBytes ${this.conn.caps.maxMessageBytes}`;
-    const body = encodeErrorBody("MessageTooLargeError", message);
-    writeWireHeader(this.headBuf, KIND_ERROR, wireMethod(head), slot, wireCallGen(head), 0, body.length);
-    // Best effort, like a cancel: a full transport drops it and the caller's deadline reports it.
-    this.conn.trySend(this.headBuf, body);
+    const method = wireMethod(head);
+    const message = `request for method ${method} has ${bodyLength} bytes, more than this server's maxMessageBytes ${this.conn.caps.maxMessageBytes}`;
+    // A handle with no request bytes, so the error goes through respond(): a full transport
+    // queues it in the backlog like any reply instead of dropping it.
+    const h = new RequestHandle(this, method, slot, wireCallGen(head), false, SKIPPED_REQUEST);
+    this.held[slot] = h;
+    h.respond(null, { name: "MessageTooLargeError", message });
   }
 
   send(kind: number, method: number, slot: number, gen: number, data: Uint8Array): SendStatus {

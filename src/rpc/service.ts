@@ -13,7 +13,7 @@
 import { UsageError } from "../errors.ts";
 import type { Client, RequestOptions } from "./client.ts";
 import { raw, type Codec } from "./codec.ts";
-import type { RequestHandle } from "./server.ts";
+import { detachFirst, wantsDetachFirst, type RequestHandle } from "./server.ts";
 
 export interface MethodDef<Req = Uint8Array, Res = Uint8Array> {
   readonly id: number;
@@ -67,10 +67,12 @@ export function implement<S extends ServiceDef>(def: S, impl: ServiceImpl<S>): H
     if (typeof fn !== "function") throw new UsageError(`implement: no function for method "${name}"`);
     const req = (m.request ?? raw) as Codec<unknown>;
     const res = (m.response ?? raw) as Codec<unknown>;
-    handlers[m.id] = (h) => {
+    const handler: RawHandler = (h) => {
       const out = fn(req.decode(h.data), h);
       return out instanceof Promise ? out.then((v) => res.encode(v)) : res.encode(out);
     };
+    // An async implementation keeps its decoded request (a view, for raw) across awaits.
+    handlers[m.id] = wantsDetachFirst(fn) ? detachFirst(handler) : handler;
   }
   return handlers;
 }

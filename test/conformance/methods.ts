@@ -27,6 +27,10 @@ export const M_NEVER = 12;
 export const M_MISBEHAVE = 13;
 /** Replies with the u32 count of reports the server's onError received. */
 export const M_ERROR_COUNT = 14;
+/** Holds the call until M_OPEN_GATE is called, then echoes (a slow handler with no clock in it). */
+export const M_GATE = 15;
+/** Releases every call held by M_GATE; replies with how many (u32). */
+export const M_OPEN_GATE = 16;
 /** Not served: unknown. */
 export const M_UNKNOWN = 999;
 
@@ -59,4 +63,6 @@ export const MISBEHAVE_CASES = [
   "return an array",
   "resolve to a string",
   "throw an Error whose message getter throws",
+  "return a Proxy whose traps throw",
+  "resolve to a Proxy whose traps throw",
 ] as const;

@@ -21,6 +21,13 @@ const hostileError = (part: "name" | "message") => {
   Object.defineProperty(e, part, { get: () => { throw new Error(`${part} getter throws`); } });
   return e;
 };
+/** An object every inspection of which throws (instanceof, typeof .then, Array.isArray of a revoked one). */
+function hostileProxy(): unknown {
+  const trap = () => {
+    throw new Error("trap");
+  };
+  return new Proxy({}, { get: trap, getPrototypeOf: trap, has: trap, ownKeys: trap, getOwnPropertyDescriptor: trap });
+}
 /** Values a misbehaving handler throws, rejects with or returns, by M_MISBEHAVE case (methods.ts). */
 const misbehave: Array<() => unknown> = [
   () => { throw Object.create(null); },
@@ -33,12 +40,21 @@ const misbehave: Array<() => unknown> = [
   () => [1, 2, 3],
   async () => "a string",
   () => { throw hostileError("message"); },
+  () => hostileProxy(),
+  async () => hostileProxy(),
 ];
+const gated: Array<() => void> = [];
 
 return serve(url, {
   [m.M_NEVER]: () => new Promise<Uint8Array>(() => {}),
   [m.M_MISBEHAVE]: (h) => misbehave[h.data[0]!]!() as Uint8Array,
   [m.M_ERROR_COUNT]: () => m.u32(errorReports),
+  [m.M_GATE]: (h) => new Promise<Uint8Array>((resolve) => gated.push(() => resolve(h.data))),
+  [m.M_OPEN_GATE]: () => {
+    const n = gated.length;
+    for (const open of gated.splice(0)) open();
+    return m.u32(n);
+  },
   [m.M_ECHO]: (h) => h.data,
   // Replies even when the client cancelled, as a slow server that never looks would.
   [m.M_DELAY_ECHO]: async (h) => {

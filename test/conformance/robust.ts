@@ -13,8 +13,11 @@ import {
   TimeoutError,
   UsageError,
   connect,
+  defineService,
   dispatcher,
+  implement,
   listen,
+  serve,
   rpcConnect,
   type Connection,
   type Listener,
@@ -67,16 +70,18 @@ export function runRobustness(fx: RobustFixture): void {
   };
 
   describe("robustness: handlers never stall other calls", () => {
-    test("a slow handler beside fast calls: the fast calls all complete first", async () => {
+    test("a slow handler beside fast calls: the fast calls all complete while it is held", async () => {
       const c = await connectClient();
       try {
+        // M_GATE holds its call until M_OPEN_GATE: no clock decides who finishes first.
         let slowDone = false;
-        const slow = c.request(m.M_DELAY_ECHO, m.u32(4000), { timeoutMs: 30_000 }).then((b) => {
+        const slow = c.request(m.M_GATE, m.u32(4000), { timeoutMs: 60_000 }).then((b) => {
           slowDone = true;
           return b;
         });
         expect(await echoes(c, 600)).toBe(600);
         expect(slowDone).toBe(false);
+        expect(m.readU32(await c.request(m.M_OPEN_GATE))).toBeGreaterThanOrEqual(1);
         expect(m.readU32(await slow)).toBe(4000);
       } finally {
         closeClients();
@@ -173,6 +178,69 @@ export function runRobustness(fx: RobustFixture): void {
       expect((await Promise.all(inFlight)).map((b) => m.readU32(b))).toEqual([20, 40, 60, 80]);
       expect(s.c.closed).toBe(false);
     });
+
+    test("async typed-service handlers (implement) keep their own request bytes across awaits", async () => {
+      const Echo = defineService({ ping: { id: 1 } });
+      const serving = await serve(
+        fx.listenUrl(),
+        implement(Echo, {
+          ping: async (b: Uint8Array) => {
+            await Bun.sleep(b[1]! % 3 === 0 ? 15 : 1);
+            return b.slice();
+          },
+        }),
+      );
+      // A small slab (shm / inproc) so request slots are reused while handlers sleep.
+      const c = await rpcConnect(serving.url, { service: Echo, window: 64, segment: { ringSlots: 64, sizeClasses: [{ slotBytes: 4 << 10, slotCount: 16 }] } });
+      try {
+        const sent = Array.from({ length: 400 }, (_, i) => new Uint8Array(3000).fill(i % 251, 2).fill(i & 0xff, 0, 1).fill(i % 7, 1, 2));
+        let next = 0;
+        const worker = async () => {
+          while (next < sent.length) {
+            const d = sent[next++]!;
+            const got = await c.svc.ping(d, { timeoutMs: 20_000 });
+            expect(Buffer.from(got).equals(Buffer.from(d))).toBe(true);
+          }
+        };
+        await Promise.all(Array.from({ length: 32 }, worker));
+      } finally {
+        c.close();
+        serving.close();
+      }
+    }, 30_000);
+
+    test("error responses for oversized requests wait for room like any reply (none is dropped)", async () => {
+      const LIMIT = 64 << 10;
+      const listener: Listener = await listen(fx.listenUrl(), { maxMessageBytes: LIMIT });
+      const server = new Server({ onRequest: dispatcher({ [m.M_ECHO]: (h) => h.data }) });
+      server.attach(listener);
+      // A client that delivers nothing until it polls, on a small segment (shm / inproc): the
+      // error responses fill its ring and must wait in the server's backlog.
+      const conn = await connect(listener.url, { wait: { mode: "spin" }, segment: { ringSlots: 8, sizeClasses: [{ slotBytes: 256 << 10, slotCount: 4 }] } });
+      ignorePeerLimit(conn);
+      const c = new Client<number>(conn, { window: 64 });
+      const errors = new Map<number, unknown>();
+      c.onResponse = (i, _d, e) => void errors.set(i, e);
+      try {
+        if (conn.caps.maxMessageBytes <= LIMIT) return; // cannot send past the peer's limit at all
+        const N = 16;
+        const big = new Uint8Array(2 * LIMIT);
+        let sent = 0;
+        for (let spins = 0; errors.size < N; spins++) {
+          while (sent < N && c.call(m.M_ECHO, big, sent) === 0) sent++;
+          if (spins > 20) c.poll(); // first let the errors pile up unread
+          server.poll();
+          await Bun.sleep(1);
+        }
+        for (let i = 0; i < N; i++) {
+          expect(errors.get(i)).toBeInstanceOf(RemoteError);
+          expect((errors.get(i) as RemoteError).remoteName).toBe("MessageTooLargeError");
+        }
+      } finally {
+        c.close();
+        server.close();
+      }
+    }, 30_000);
 
     test("a peer that ignores the limit: the oversized call gets an error response, the others complete", async () => {
       const LIMIT = 64 << 10;

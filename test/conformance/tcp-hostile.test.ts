@@ -7,7 +7,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { ConnectError, ProtocolError, rpcConnect, wire } from "../../src/index.ts";
+import { ConnectError, MessageTooLargeError, ProtocolError, rpcConnect, wire } from "../../src/index.ts";
 import { HELLO_BUSY, TCP_PROTOCOL_VERSION } from "../../src/tcp/hello.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import { frame, hello, rawSession, requestHead, rssBytes } from "../tcp/raw.ts";
@@ -250,7 +250,7 @@ describe("tcp: hostile peer", () => {
       const c = await rpcConnect(`tcp://127.0.0.1:${evil.port}`, { maxMessageBytes: 1024 });
       const echo = c.request(m.M_ECHO, new Uint8Array([1]), { timeoutMs: 5000 });
       const e = await c.request(m.M_DIGEST, new Uint8Array(1), { timeoutMs: 5000 }).catch((x) => x);
-      expect(e).toBeInstanceOf(ProtocolError);
+      expect(e).toBeInstanceOf(MessageTooLargeError);
       expect(e.message).toContain("4096");
       expect(await echo).toEqual(new Uint8Array([1]));
       expect(c.closed).toBe(false);
