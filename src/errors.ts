@@ -122,6 +122,7 @@ const REMOTE_NAMES: Record<string, string> = Object.assign(Object.create(null), 
   DecodeError: "DecodeError",
   HandlerReturnError: "HandlerReturnError",
   MessageTooLargeError: "MessageTooLargeError",
+  ServerBusyError: "ServerBusyError",
 });
 
 export function allowedRemoteName(name: string): string {

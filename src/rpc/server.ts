@@ -83,6 +83,8 @@ export class RequestHandle {
   private abortCtl: AbortController | null = null;
   /** True once the client cancelled this call (timeout or abort on its side). */
   cancelled = false;
+  /** @internal bytes this handle counts against the server's maxPendingBytes. */
+  charged = 0;
 
   constructor(
     readonly session: ServerSession,
@@ -297,6 +299,10 @@ export class ServerSession {
     // The reply waits: it gets its own copy (the caller may reuse its buffer, and `data` may be
     // a view of the request itself, whose transport memory detach() hands back).
     const own = data === null ? null : data.slice();
+    if (own !== null) {
+      h.charged += own.length;
+      this.server.pendingBytes += own.length;
+    }
     h.detach();
     this.queue(h, own, error);
   }
@@ -376,6 +382,8 @@ export class ServerSession {
 
   forget(h: RequestHandle): void {
     if (!h.oneWay && this.held[h.callSlot] === h) this.held[h.callSlot] = undefined;
+    this.server.pendingBytes -= h.charged;
+    h.charged = 0;
   }
 
   onMessage(msg: RxMessage): void {
@@ -404,7 +412,21 @@ export class ServerSession {
       if (h !== undefined && h.callGen === gen) h.cancel();
       return;
     }
-    const h = new RequestHandle(this, wireMethod(hb, ho), slot, gen, kind === KIND_ONEWAY, msg);
+    const method = wireMethod(hb, ho);
+    const bytes = msg.bodyLength + msg.headLength;
+    if (this.server.pendingBytes + bytes > this.server.maxPendingBytes) {
+      // Requests not yet answered hold this much already: refuse this one rather than grow.
+      msg.release();
+      this.server.busyRefusals++;
+      if (kind === KIND_ONEWAY) return;
+      const busy = new RequestHandle(this, method, slot, gen, false, SKIPPED_REQUEST);
+      this.held[slot] = busy;
+      busy.respond(null, { name: "ServerBusyError", message: `the server holds ${this.server.pendingBytes} bytes of requests not yet answered (maxPendingBytes ${this.server.maxPendingBytes}); try again later` });
+      return;
+    }
+    const h = new RequestHandle(this, method, slot, gen, kind === KIND_ONEWAY, msg);
+    h.charged = bytes;
+    this.server.pendingBytes += bytes;
     if (kind === KIND_REQUEST) this.held[slot] = h;
     this.server.deliver(h);
   }
@@ -426,7 +448,16 @@ export interface ServerOptions {
    * (they are server bugs); handler throws are the application's business and stay silent.
    */
   onError?: (error: unknown, context: { method: number; source: ServerErrorSource; session: ServerSession }) => void;
+  /**
+   * Bytes of requests delivered but not yet answered (and of replies waiting for room), over
+   * every session, beyond which a new request is answered at once with a ServerBusyError
+   * (one-way messages are dropped): handlers that hold requests cannot grow the server without
+   * bound. Default 256 MiB.
+   */
+  maxPendingBytes?: number;
 }
+
+export const DEFAULT_MAX_PENDING_BYTES = 256 << 20;
 
 export class Server implements Disposable {
   private readonly inbox = new Fifo<RequestHandle>();
@@ -436,11 +467,19 @@ export class Server implements Disposable {
   private readonly onRequest: ((h: RequestHandle) => void) | undefined;
   private readonly onSessionClose: ServerOptions["onSessionClose"];
   private readonly onError: ServerOptions["onError"];
+  /** Bytes counted against maxPendingBytes now. */
+  pendingBytes = 0;
+  readonly maxPendingBytes: number;
+  /** Requests refused (ServerBusyError) or one-way messages dropped because of maxPendingBytes. */
+  busyRefusals = 0;
 
   constructor(opts: ServerOptions = {}) {
     this.onRequest = opts.onRequest;
     this.onSessionClose = opts.onSessionClose;
     this.onError = opts.onError;
+    const max = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
+    if (typeof max !== "number" || !(max > 0)) throw new UsageError(`server: maxPendingBytes ${String(max)} must be a number > 0`);
+    this.maxPendingBytes = max;
   }
 
   /** Reports a failure (ServerOptions.onError); a throwing onError is itself only printed. */

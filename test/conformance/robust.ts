@@ -209,6 +209,31 @@ export function runRobustness(fx: RobustFixture): void {
       }
     }, 30_000);
 
+    test("requests held by handlers are bounded (maxPendingBytes): past it a call gets ServerBusyError, and room comes back", async () => {
+      const held: Array<() => void> = [];
+      using s = await inProcess({
+        maxPendingBytes: 64 << 10,
+        onRequest: dispatcher({
+          [m.M_GATE]: (h) => new Promise<Uint8Array>((resolve) => held.push(() => resolve(m.u32(h.data.length)))),
+          [m.M_ECHO]: (h) => h.data,
+        }),
+      });
+      const calls = Array.from({ length: 10 }, () => s.c.request(m.M_GATE, new Uint8Array(16 << 10), { timeoutMs: 20_000 }).catch((e) => e));
+      // The server answers busy calls at once; wait until it holds the rest.
+      while (held.length < 3) await Bun.sleep(1);
+      await Bun.sleep(20);
+      expect(held.length).toBeLessThanOrEqual(4);
+      for (const open of held.splice(0)) open();
+      const results = await Promise.all(calls);
+      const busy = results.filter((r) => r instanceof RemoteError && r.remoteName === "ServerBusyError");
+      const ok = results.filter((r) => r instanceof Uint8Array);
+      expect(busy.length + ok.length).toBe(10);
+      expect(busy.length).toBeGreaterThanOrEqual(6);
+      for (const r of ok) expect(m.readU32(r as Uint8Array)).toBe(16 << 10);
+      expect(s.server.pendingBytes).toBe(0);
+      expect(m.readU32(await s.c.request(m.M_ECHO, m.u32(5)))).toBe(5);
+    });
+
     test("error responses for oversized requests wait for room like any reply (none is dropped)", async () => {
       const LIMIT = 64 << 10;
       const listener: Listener = await listen(fx.listenUrl(), { maxMessageBytes: LIMIT });
