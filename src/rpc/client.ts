@@ -222,18 +222,19 @@ export class Client<U = unknown> implements Disposable {
   }
 
   /**
-   * call() with a buffer from allocBuffer(): sent without a copy. Ok: the transport owns it;
-   * Full: the caller keeps it (retry, or releaseBuffer()).
+   * call() with a buffer from allocBuffer() (the view it returned), of which the first
+   * `lenBytes` (default: all) are sent without a copy. Ok: the transport owns it; Full: the
+   * caller keeps it (retry, or releaseBuffer()).
    */
-  callBuffer(method: number, buffer: Uint8Array, userData: U): SendStatus {
+  callBuffer(method: number, buffer: Uint8Array, userData: U, lenBytes: number = buffer.length): SendStatus {
     if (method >>> 0 !== method || !(buffer instanceof Uint8Array)) this.checkArgs(method, buffer, undefined, "client.callBuffer");
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
-    writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, buffer.length);
+    writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, lenBytes);
     this.issue(slot, userData);
     let status: SendStatus;
     try {
-      status = this.conn.trySendBuffer(this.head24, buffer);
+      status = this.conn.trySendBuffer(this.head24, buffer, lenBytes);
     } catch (e) {
       if (this.state[slot] === SLOT_CALLBACK) this.freeSlot(slot); // a refused buffer takes no slot
       throw e;

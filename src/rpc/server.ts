@@ -178,11 +178,11 @@ export class RequestHandle {
     this.session.conn.releaseBuffer(buffer);
   }
 
-  /** reply() with a buffer from allocReply(): sent without a copy. */
-  replyBuffer(buffer: Uint8Array): SendStatus {
+  /** reply() with a buffer from allocReply() (the view it returned), its first `lenBytes` (default: all) sent without a copy. */
+  replyBuffer(buffer: Uint8Array, lenBytes: number = buffer.length): SendStatus {
     if (this.done) throw new UsageError(`request handle for method ${this.method} already replied to`);
     if (this.oneWay) this.session.conn.releaseBuffer(buffer); // nobody to answer: give the memory back
-    const status = this.oneWay ? SEND_OK : this.session.sendBuffer(this.method, this.callSlot, this.callGen, buffer);
+    const status = this.oneWay ? SEND_OK : this.session.sendBuffer(this.method, this.callSlot, this.callGen, buffer, lenBytes);
     if (status !== SEND_FULL) this.finish();
     return status;
   }
@@ -375,9 +375,9 @@ export class ServerSession {
     return this.conn.trySend(this.headBuf, data);
   }
 
-  sendBuffer(method: number, slot: number, gen: number, buffer: Uint8Array): SendStatus {
-    writeWireHeader(this.headBuf, KIND_RESPONSE, method, slot, gen, 0, buffer.length);
-    return this.conn.trySendBuffer(this.headBuf, buffer);
+  sendBuffer(method: number, slot: number, gen: number, buffer: Uint8Array, lenBytes: number): SendStatus {
+    writeWireHeader(this.headBuf, KIND_RESPONSE, method, slot, gen, 0, lenBytes);
+    return this.conn.trySendBuffer(this.headBuf, buffer, lenBytes);
   }
 
   forget(h: RequestHandle): void {

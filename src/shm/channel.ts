@@ -159,7 +159,6 @@ export abstract class SegmentChannel implements Connection {
   /** Per tx slot: the view allocBuffer() handed out for its current allocation (until sent or released). */
   private readonly handedOut: (Uint8Array | undefined)[];
   /** Views that were sent or released: a stale one never passes for the slot's next owner. */
-  private readonly retired = new WeakSet<Uint8Array>();
   private readonly ringMask: number;
 
   abstract wait(timeoutMs: number): Promise<boolean>;
@@ -261,39 +260,35 @@ export abstract class SegmentChannel implements Connection {
   }
 
   /**
-   * The tx slot `buffer` belongs to, when it is the view allocBuffer() handed out for the slot's
-   * current allocation or a prefix view of it; -1 otherwise (not ours, sent, released, or a view
-   * of an earlier allocation of the same slot).
+   * The tx slot `buffer` belongs to when it is the very view allocBuffer() handed out for the
+   * slot's current allocation; -1 otherwise (not ours, a subarray, sent, released, or a view of
+   * an earlier allocation of the same slot: identity binds a view to its allocation).
    */
   private handedSlot(buffer: Uint8Array): number {
     if (buffer.buffer !== this.bytes.buffer) return -1;
     const slot = this.txSlab.slotOfView(buffer);
-    if (slot < 0) return -1;
-    const view = this.handedOut[slot];
-    if (view === undefined) return -1;
-    if (view === buffer) return slot;
-    return buffer.byteOffset === view.byteOffset && buffer.length <= view.length && !this.retired.has(buffer) ? slot : -1;
+    return slot >= 0 && this.handedOut[slot] === buffer ? slot : -1;
   }
 
-  private retire(slot: number, buffer: Uint8Array): void {
-    const view = this.handedOut[slot]!;
+  private retire(slot: number): void {
     this.handedOut[slot] = undefined;
-    this.retired.add(view);
-    if (buffer !== view) this.retired.add(buffer);
   }
 
-  trySendBuffer(head: Uint8Array, buffer: Uint8Array): SendStatus {
+  trySendBuffer(head: Uint8Array, buffer: Uint8Array, lenBytes: number = buffer.length): SendStatus {
     if (this.closed) return SEND_CLOSED;
     const slot = this.handedSlot(buffer);
     if (slot < 0) {
-      throw new UsageError(`${this.transport} trySendBuffer: the buffer is not one this connection's allocBuffer() handed out (or it was sent or released already)`);
+      throw new UsageError(`${this.transport} trySendBuffer: the buffer is not the view this connection's allocBuffer() handed out (a subarray, or one sent or released already); pass lenBytes to send a prefix`);
+    }
+    if (!Number.isInteger(lenBytes) || lenBytes < 0 || lenBytes > buffer.length) {
+      throw new UsageError(`${this.transport} trySendBuffer: lenBytes ${String(lenBytes)} must be an integer in 0..${buffer.length}`);
     }
     if (head.length > DESC_SLOT_HEAD_BYTES) throw new UsageError(`${this.transport} send: head of ${head.length} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
     let d = this.tx.reserve();
     if (d < 0 && (d = this.retryReserve()) < 0) return SEND_FULL;
-    this.retire(slot, buffer);
+    this.retire(slot);
     this.bytes.set(head, d + DESC_SLOT_HEAD);
-    this.publish(d, head.length, buffer.length, slot);
+    this.publish(d, head.length, lenBytes, slot);
     return SEND_OK;
   }
 
@@ -304,7 +299,7 @@ export abstract class SegmentChannel implements Connection {
   releaseBuffer(buffer: Uint8Array): void {
     const slot = this.handedSlot(buffer);
     if (slot < 0) return;
-    this.retire(slot, buffer);
+    this.retire(slot);
     this.txSlab.unalloc(slot);
   }
 

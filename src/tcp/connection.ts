@@ -30,6 +30,7 @@ import {
   SEND_CLOSED,
   SEND_FULL,
   SEND_OK,
+  bufferPrefix,
   oversizedSendMessage,
   sendLimit,
   type Capabilities,
@@ -211,8 +212,8 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
     return new Uint8Array(lenBytes);
   }
 
-  trySendBuffer(head: Uint8Array, buffer: Uint8Array): SendStatus {
-    return this.trySend(head, buffer);
+  trySendBuffer(head: Uint8Array, buffer: Uint8Array, lenBytes: number = buffer.length): SendStatus {
+    return this.trySend(head, bufferPrefix("tcp", buffer, lenBytes));
   }
 
   /** Heap memory: nothing to give back. */

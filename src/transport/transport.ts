@@ -47,7 +47,7 @@
  *   if (conn.trySend(head, body) === SEND_FULL) await conn.wait(10);
  */
 
-import type { HotpathError } from "../errors.ts";
+import { UsageError, type HotpathError } from "../errors.ts";
 import type { SegmentWaitPolicy } from "../shm/connection.ts";
 import type { SegmentConfig } from "../shm/layout.ts";
 
@@ -107,6 +107,18 @@ export interface Receiver {
   onOversized?(head: Uint8Array, bodyLength: number): void;
 }
 
+/**
+ * The first `lenBytes` of a buffer given to trySendBuffer() (the buffer itself when that is all
+ * of it); UsageError unless lenBytes is an integer in 0..buffer.length.
+ */
+export function bufferPrefix(transport: string, buffer: Uint8Array, lenBytes: number): Uint8Array {
+  if (lenBytes === buffer.length) return buffer;
+  if (!Number.isInteger(lenBytes) || lenBytes < 0 || lenBytes > buffer.length) {
+    throw new UsageError(`${transport} trySendBuffer: lenBytes ${String(lenBytes)} must be an integer in 0..${buffer.length}`);
+  }
+  return buffer.subarray(0, lenBytes);
+}
+
 /** The largest body a connection may send: its own limit and the peer's, whichever is smaller. */
 export function sendLimit(caps: Capabilities): number {
   return Math.min(caps.maxMessageBytes, caps.peerMaxMessageBytes);
@@ -141,12 +153,14 @@ export interface Connection extends Disposable {
    */
   allocBuffer(lenBytes: number): Uint8Array | null;
   /**
-   * Sends a buffer from allocBuffer() (or a prefix view of it). Ok: the transport owns it from
-   * then on. Full: the caller still owns it and may retry, or give it back with releaseBuffer().
-   * Closed: it is gone with the connection.
+   * Sends the first `lenBytes` (default: all) of a buffer from allocBuffer(): the very view it
+   * returned, which binds the buffer to that allocation (a subarray of it, or a view kept from
+   * an earlier allocation of the same memory, is refused with UsageError where the transport
+   * lends its memory). Ok: the transport owns it from then on. Full: the caller still owns it
+   * and may retry, or give it back with releaseBuffer(). Closed: it is gone with the connection.
    */
-  trySendBuffer(head: Uint8Array, buffer: Uint8Array): SendStatus;
-  /** Gives back a buffer from allocBuffer() that will not be sent. Idempotent. */
+  trySendBuffer(head: Uint8Array, buffer: Uint8Array, lenBytes?: number): SendStatus;
+  /** Gives back a buffer from allocBuffer() (the view it returned) that will not be sent. Idempotent; anything else is ignored. */
   releaseBuffer(buffer: Uint8Array): void;
   /** Non-blocking progress: delivers arrived messages, pushes queued sends. Returns messages delivered. */
   poll(): number;

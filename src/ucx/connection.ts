@@ -30,7 +30,7 @@
 import { describeThrown, HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import { copyOut, type UcpEndpoint } from "../ffi/ucp.ts";
-import { oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../transport/transport.ts";
+import { bufferPrefix, oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../transport/transport.ts";
 import { decodeHello, encodeHello, HELLO_FLAG_PEER_ERRORS, type Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";
 import { AM_DATA, AM_HELLO, AM_HELLO_ACK, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
@@ -202,8 +202,9 @@ export class UcxConnection implements Connection, AmSink {
     return new Uint8Array(lenBytes);
   }
 
-  trySendBuffer(head: Uint8Array, buffer: Uint8Array): SendStatus {
+  trySendBuffer(head: Uint8Array, whole: Uint8Array, lenBytes: number = whole.length): SendStatus {
     if (this.closed) return SEND_CLOSED;
+    const buffer = bufferPrefix("ucx", whole, lenBytes);
     this.checkSize(head.length, buffer.length);
     if (this.isFull(buffer.length)) return SEND_FULL;
     return this.send(head.slice(), buffer.length > 0 ? buffer : null);

@@ -49,24 +49,31 @@ describe("allocBuffer views are bound to their allocation", () => {
     m.release();
   });
 
-  test("a released view is stale too, and so is a prefix view that was sent", () => {
+  test("a released view is stale too; a prefix goes by lenBytes, never as a subarray (a fresh subarray of a stale view is refused)", () => {
     const { a, b, got } = pair(oneSlot);
     const first = a.allocBuffer(100)!;
     a.releaseBuffer(first);
     const second = a.allocBuffer(100)!;
     expect(() => a.trySendBuffer(head, first)).toThrow(UsageError);
-    const prefix = second.subarray(0, 10);
-    expect(a.trySendBuffer(head, prefix)).toBe(SEND_OK);
+    expect(() => a.trySendBuffer(head, second.subarray(0, 10))).toThrow(UsageError);
+    expect(() => a.trySendBuffer(head, second, 101)).toThrow(UsageError);
+    second.fill(5);
+    expect(a.trySendBuffer(head, second, 10)).toBe(SEND_OK);
     b.poll();
     expect(got[0]!.body.length).toBe(10);
     got.shift()!.release();
     const third = a.allocBuffer(100)!;
-    expect(() => a.trySendBuffer(head, prefix)).toThrow(UsageError);
+    third.fill(3);
+    expect(third.byteOffset).toBe(second.byteOffset); // the same slot, a new owner
+    // Views made now from the stale `second` look exactly like the new owner's memory.
+    expect(() => a.trySendBuffer(head, second.subarray(0, 50))).toThrow(UsageError);
     expect(() => a.trySendBuffer(head, second)).toThrow(UsageError);
     a.releaseBuffer(second);
-    a.releaseBuffer(prefix);
+    a.releaseBuffer(second.subarray(0, 10));
     expect(a.txSlotsInUse()).toBe(1); // still the third allocation's
     expect(a.trySendBuffer(head, third)).toBe(SEND_OK);
+    b.poll();
+    expect(got[0]!.body.every((x) => x === 3)).toBe(true);
   });
 });
 
