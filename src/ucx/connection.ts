@@ -39,6 +39,14 @@ export type UcxWaitMode = "spin" | "async" | "adaptive";
 
 /** A failed endpoint's requests still in flight this long after its close are given up: UCX completes what it can within a few progress rounds. */
 const ABANDON_AFTER_MS = 2000;
+/**
+ * Bytes of sends in flight before sends report Full: several 1 MiB rendezvous messages of
+ * headroom at any latency. Also the most a failed connection's given-up sends can leave held
+ * for UCX (UcpWorker `detached`).
+ */
+export const DEFAULT_UCX_MAX_IN_FLIGHT_BYTES = 64 << 20;
+/** Sends in flight before Full: bounds the worker's request tables per connection. */
+const DEFAULT_UCX_MAX_IN_FLIGHT_SENDS = 4096;
 
 class UcxRxMessage implements RxMessage {
   constructor(
@@ -108,8 +116,8 @@ export class UcxConnection implements Connection, AmSink {
     private readonly opts: UcxConnectionOptions,
   ) {
     this.peer = opts.peer;
-    this.maxInFlightBytes = opts.maxInFlightBytes ?? 64 << 20;
-    this.maxInFlightSends = opts.maxInFlightSends ?? 4096;
+    this.maxInFlightBytes = opts.maxInFlightBytes ?? DEFAULT_UCX_MAX_IN_FLIGHT_BYTES;
+    this.maxInFlightSends = opts.maxInFlightSends ?? DEFAULT_UCX_MAX_IN_FLIGHT_SENDS;
     this.peerMaxHeadBytes = opts.maxHeadBytes;
     this.caps = {
       maxInlineBytes: 0,
@@ -440,7 +448,8 @@ export class UcxConnection implements Connection, AmSink {
       this.ep.close(force);
       this.opts.onClosed?.();
       // The peer is gone: what UCX has not completed of this endpoint's requests by then, it
-      // never will (see UcpWorker.abandon).
+      // may never complete; their owners hear UCS_ERR_CANCELED, while the memory stays held
+      // for UCX until it does (see UcpWorker.abandon).
       if (force) setTimeout(() => this.rt.worker.abandon(this.ep), ABANDON_AFTER_MS).unref();
     });
     this.rt.waiters.wake(false);

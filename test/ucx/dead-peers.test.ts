@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { rpcConnect, TransportClosedError } from "../../src/index.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { DEFAULT_UCX_MAX_IN_FLIGHT_BYTES } from "../../src/ucx/connection.ts";
 
 const SERVER = new URL("./stats-server.ts", import.meta.url).pathname;
 const INDEX = new URL("../../src/index.ts", import.meta.url).pathname;
@@ -88,6 +89,9 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
       expect(after.inFlight).toBe(before.inFlight);
       expect(after.stats.requests).toBe(before.stats.requests);
       expect(after.stats.retained).toBe(before.stats.retained);
+      // Requests given up on that UCX never completed (sends queued on a shared-memory lane to
+      // a dead peer) keep their memory for UCX: at most what each connection had in flight.
+      expect(after.stats.detachedBytes).toBeLessThanOrEqual(KILLS * DEFAULT_UCX_MAX_IN_FLIGHT_BYTES);
       expect(after.stats.sinks).toBe(before.stats.sinks);
       expect(after.stats.users).toBe(before.stats.users);
       expect(after.sessions).toBe(before.sessions);
