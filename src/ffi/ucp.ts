@@ -2,9 +2,10 @@
  * libucp (UCX 1.13, Debian `libucx0`) through bun:ffi. The only file that names UCP functions.
  *
  * A symbol table, then thin owners: UcpContext → UcpWorker → UcpListener / UcpEndpoint /
- * UcpMemory / UcpRkey. Parents close their children first; close() twice is safe. Every
- * `ucs_status_t` return is declared `i8` (a 1-byte enum); status pointers come back as
- * `i64_fast` with errors in -1…-100. A failing call throws UcxError naming the operation and
+ * UcpMemory / UcpRkey (a worker's request bookkeeping is ucp-requests.ts: memory UCX uses
+ * stays reachable until UCX completes the request). Parents close their children first;
+ * close() twice is safe. Every `ucs_status_t` return is declared `i8` (a 1-byte enum); status
+ * pointers come back as `i64_fast` with errors in -1…-100. A failing call throws UcxError naming the operation and
  * UCX's own message (`ucs_status_string`). Every JSCallback is kept in its owner and closed
  * with it. Callbacks run inside `progress()` (or inside the *_nbx call, for a send to this very
  * worker), on the JS thread that owns the worker; nothing progresses the worker from inside
@@ -17,10 +18,11 @@
 
 
 import { FFIType, JSCallback, ptr, read, type Pointer } from "bun:ffi";
-import { C, check, cString, isStatusError, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
+import { C, check, cString, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
 import { off, size, UCP } from "./ucp-layout.ts";
 import { UcpEndpoint } from "./ucp-endpoint.ts";
 import { UcpMemory } from "./ucp-memory.ts";
+import { RequestTable } from "./ucp-requests.ts";
 
 export { copyOut, isStatusError, sockaddrIn, ucpUnavailableReason, UcxError } from "./ucp-lib.ts";
 export { UcpEndpoint, UcpRkey } from "./ucp-endpoint.ts";
@@ -113,37 +115,8 @@ export class UcpWorker {
   handle: number;
   private readonly callbacks: JSCallback[] = [];
   private readonly children = new Set<{ close(): void }>();
-  /** Completion callbacks of in-flight requests, by the id passed as user_data. */
-  private readonly pending = new Map<number, (status: number, length: number) => void>();
-  /**
-   * Memory UCX reads or writes until a request completes, by request id. Held here, as data:
-   * a closure that merely mentions a buffer does not reliably keep it alive (measured: JSC
-   * collected buffers referenced only as `void buf` inside a pending callback).
-   */
-  private readonly retained = new Map<number, unknown>();
-  /** Requests UCX returned, by id: freed once their callback ran (never before: a freed
-   * request gets no callback). */
-  private readonly requests = new Map<number, number>();
-  /** The endpoint each request in `requests` belongs to (see abandon()). */
-  private readonly owners = new Map<number, UcpEndpoint>();
-  /**
-   * Requests given up on (abandon(), close()) that UCX has not completed, by id: the request
-   * and the memory it uses. UCX may still read or write that memory: ucp_request_free on an
-   * incomplete request lets the operation go on internally with no callback ("communications
-   * operations associated with this request will make progress internally", ucp.h), and a send
-   * cannot be cancelled (ucp_request_cancel covers tag receives only). So a given-up request is
-   * not freed and its memory stays reachable here until UCX completes it (its callback frees
-   * both), or until the worker is destroyed. Bounded: what one failed endpoint had in flight (a
-   * connection's maxInFlightBytes / maxInFlightSends of sends, plus the rendezvous receives it
-   * had started), kept for as long as UCX keeps the request; UCX 1.13 keeps some for good (a
-   * send queued on a shared-memory lane to a dead peer whose FIFO stays full), and then this
-   * memory is held until the worker goes, the price of never letting UCX touch freed memory.
-   */
-  private readonly detached = new Map<number, { req: number; memory: unknown }>();
-  /** Bytes of the memory in `detached` (typed arrays' byteLength). */
-  private detachedBytes = 0;
-  private readonly finished: number[] = [];
-  private nextId = 1;
+  /** Completions, retained memory and given-up requests (ucp-requests.ts). */
+  private readonly table = new RequestTable();
   private readonly sendCb: JSCallback;
   private readonly recvCb: JSCallback;
   /**
@@ -180,7 +153,7 @@ export class UcpWorker {
       new JSCallback(
         (_req: number, status: number, userData: number) => {
           try {
-            this.complete(userData, status, 0);
+            this.table.complete(userData, status, 0);
           } catch (e) {
             this.caught(e);
           }
@@ -204,7 +177,7 @@ export class UcpWorker {
       new JSCallback(
         (_req: number, status: number, length: number, userData: number) => {
           try {
-            this.complete(userData, status, length);
+            this.table.complete(userData, status, length);
           } catch (e) {
             this.caught(e);
           }
@@ -223,72 +196,22 @@ export class UcpWorker {
     if (this.callbackError === null) this.callbackError = { error: e };
   }
 
-  private complete(id: number, status: number, length: number): void {
-    const done = this.pending.get(id);
-    if (done === undefined) {
-      if (id === this.reserved) this.earlyStatus = status;
-      else this.reattach(id);
-      return;
-    }
-    this.pending.delete(id);
-    this.retained.delete(id);
-    const req = this.requests.get(id);
-    if (req !== undefined) {
-      this.requests.delete(id);
-      this.owners.delete(id);
-      this.finished.push(req);
-    }
-    done(status, length);
-  }
-
-  /** A given-up request's callback ran: UCX is done with it and its memory. */
-  private reattach(id: number): void {
-    const d = this.detached.get(id);
-    if (d === undefined) return;
-    this.detached.delete(id);
-    this.detachedBytes -= bytesOf(d.memory);
-    this.finished.push(d.req);
-  }
-
   /**
    * Gives up on the requests of `ep` that are still in flight: each completes now, for its
    * owner, with UCS_ERR_CANCELED; the request itself stays with UCX, and the memory it uses
-   * stays reachable (see `detached`), until UCX completes it. For an endpoint whose peer failed
-   * and whose close is done, after a grace period: UCX 1.13 never completes some of them (a
-   * shared-memory lane to a dead peer whose FIFO is full never flushes, so the endpoint's
-   * requests are never purged), and their owners must not wait for ever. Returns how many were
-   * given up. JS thread of the worker, outside UCX callbacks.
+   * stays reachable (RequestTable `detached`), until UCX completes it. For an endpoint whose
+   * peer failed and whose close is done, after a grace period: UCX 1.13 never completes some of
+   * them (a shared-memory lane to a dead peer whose FIFO is full never flushes, so the
+   * endpoint's requests are never purged), and their owners must not wait for ever. Returns how
+   * many were given up. JS thread of the worker, outside UCX callbacks.
    */
   abandon(ep: UcpEndpoint): number {
-    const ids: number[] = [];
-    for (const [id, owner] of this.owners) if (owner === ep) ids.push(id);
-    for (const id of ids) this.detach(id);
-    this.abandoned += ids.length;
-    return ids.length;
+    return this.table.abandon(ep);
   }
-
-  /** Completes request `id` for its owner with UCS_ERR_CANCELED and keeps it, and its memory, in `detached`. */
-  private detach(id: number): void {
-    const req = this.requests.get(id);
-    const memory = this.retained.get(id);
-    const done = this.pending.get(id);
-    this.requests.delete(id);
-    this.owners.delete(id);
-    this.pending.delete(id);
-    this.retained.delete(id);
-    if (req !== undefined) {
-      this.detached.set(id, { req, memory });
-      this.detachedBytes += bytesOf(memory);
-    }
-    done?.(UCP.UCS_ERR_CANCELED, 0);
-  }
-
-  /** Requests given up by abandon() so far. */
-  private abandoned = 0;
 
   /** Requests still in flight. */
   get inFlight(): number {
-    return this.pending.size;
+    return this.table.inFlight;
   }
 
   /** True inside a UCX call, i.e. inside any callback UCX invokes. */
@@ -302,17 +225,7 @@ export class UcpWorker {
    * completed yet with the bytes they hold (`detached`, `detachedBytes`).
    */
   stats(): { inFlight: number; retained: number; requests: number; closing: number; children: number; errHandlers: number; abandoned: number; detached: number; detachedBytes: number } {
-    return {
-      inFlight: this.pending.size,
-      retained: this.retained.size,
-      requests: this.requests.size,
-      closing: this.closing.size,
-      children: this.children.size,
-      errHandlers: this.errHandlers.size,
-      abandoned: this.abandoned,
-      detached: this.detached.size,
-      detachedBytes: this.detachedBytes,
-    };
+    return { ...this.table.stats(), closing: this.closing.size, children: this.children.size, errHandlers: this.errHandlers.size };
   }
 
   /**
@@ -329,7 +242,7 @@ export class UcpWorker {
     } finally {
       this.depth--;
     }
-    if (this.finished.length > 0) this.freeFinished();
+    if (this.table.finished.length > 0) this.freeFinished();
     if (this.closing.size > 0) this.reapCloses();
     if (this.callbackError !== null) {
       const { error } = this.callbackError;
@@ -354,8 +267,9 @@ export class UcpWorker {
 
   private freeFinished(): void {
     const c = C!;
-    for (const req of this.finished) c.ucp_request_free(req as Pointer);
-    this.finished.length = 0;
+    const finished = this.table.finished;
+    for (const req of finished) c.ucp_request_free(req as Pointer);
+    finished.length = 0;
   }
 
   /** The worker's event fd (readable when armed and an event arrives). */
@@ -469,37 +383,18 @@ export class UcpWorker {
   }
 
   /**
-   * @internal registers a completion and the memory the request uses (kept alive until the
-   * completion runs); returns the id to pass as user_data.
+   * @internal registers a completion and the memory the request uses (kept alive until UCX
+   * completed the request); returns the id to pass as user_data.
    */
   track(done: (status: number, length: number) => void, ...memory: unknown[]): number {
-    const id = this.freshId();
-    this.pending.set(id, done);
-    if (memory.length > 0) this.retained.set(id, memory);
-    return id;
-  }
-
-  /** The next request id (user_data) that no request in flight or given up still has. */
-  private freshId(): number {
-    let id: number;
-    do {
-      id = this.nextId++;
-      if (this.nextId > 0x7fffffff) this.nextId = 1;
-    } while (this.pending.has(id) || this.detached.has(id));
-    return id;
+    return this.table.track(done, memory);
   }
 
   private readonly amParams: Struct[] = [];
-  /** The id whose *_nbx call is running, and a completion that arrived inside it. */
-  private reserved = 0;
-  private earlyStatus: number | null = null;
 
   /** @internal an id for a request whose completion is registered only if it goes in flight. */
   reserveId(): number {
-    const id = this.freshId();
-    this.reserved = id;
-    this.earlyStatus = null;
-    return id;
+    return this.table.reserveId();
   }
 
   /** @internal an AM send param (callback, user data, REPLY flag), pre-filled; only user_data changes. */
@@ -520,22 +415,9 @@ export class UcpWorker {
     this.amParams.push(p);
   }
 
-  /** @internal after an *_nbx call made with a reserved id. */
+  /** @internal after an *_nbx call made with a reserved id: `memory` stays retained while the request is in flight. */
   settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number) => void, ...memory: unknown[]): void {
-    this.reserved = 0;
-    if (sp === 0) return done(UCP.UCS_OK);
-    if (isStatusError(sp)) return done(sp);
-    if (this.earlyStatus !== null) {
-      // The callback ran inside the call: the request is done; free it.
-      const st = this.earlyStatus;
-      this.earlyStatus = null;
-      this.finished.push(sp);
-      return done(st);
-    }
-    this.pending.set(id, done);
-    this.retained.set(id, memory);
-    this.requests.set(id, sp);
-    this.owners.set(id, owner);
+    this.table.settleReserved(sp, id, owner, done, memory);
   }
 
   /** @internal a request param; give it back with putParams() once the call returned. */
@@ -577,11 +459,7 @@ export class UcpWorker {
 
   /** @internal after an *_nbx call: immediate completion, error, or a request to free. */
   settle(sp: number, id: number, owner: UcpEndpoint): void {
-    if (sp === 0) return this.complete(id, UCP.UCS_OK, 0);
-    if (isStatusError(sp)) return this.complete(id, sp, 0);
-    // In flight: the callback runs when it completes; the request is freed after that.
-    this.requests.set(id, sp);
-    this.owners.set(id, owner);
+    this.table.settle(sp, id, owner);
   }
 
   releaseAmData(data: number): void {
@@ -607,29 +485,19 @@ export class UcpWorker {
     for (const c of [...this.children]) c.close();
     const deadline = performance.now() + graceMs;
     while (this.closing.size > 0 && performance.now() < deadline) this.progress();
-    for (const id of [...this.pending.keys()]) this.detach(id);
+    this.table.detachAll();
     this.freeFinished();
     if (this.closing.size > 0) return false;
     // Back to UCX before the worker goes (no callback follows a free); the memory is held until
     // ucp_worker_destroy has returned, after which nothing of this worker runs.
     const c = lib();
-    for (const { req } of this.detached.values()) c.ucp_request_free(req as Pointer);
+    for (const req of this.table.detachedRequests()) c.ucp_request_free(req as Pointer);
     c.ucp_worker_destroy(this.handle as Pointer);
     this.handle = 0;
-    this.detached.clear();
-    this.detachedBytes = 0;
+    this.table.dropDetached();
     for (const cb of this.callbacks.splice(0)) cb.close();
     return true;
   }
-}
-
-/** Bytes of the typed arrays in a request's retained memory (a list of them, or one). */
-function bytesOf(memory: unknown): number {
-  if (ArrayBuffer.isView(memory)) return memory.byteLength;
-  if (!Array.isArray(memory)) return 0;
-  let n = 0;
-  for (const m of memory) if (ArrayBuffer.isView(m)) n += m.byteLength;
-  return n;
 }
 
 export class UcpListener {
