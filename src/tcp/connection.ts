@@ -16,15 +16,18 @@
  * the listener's BufferPool first, and reading pauses until it gets it; on an accepted
  * connection reading also pauses while half the output budget waits for the peer to read, and
  * a peer that stays so for `slowConsumerMs` is cut off; the sweeper enforces the handshake,
- * frame and idle timeouts. Closing for any reason still hands output already queued to the
- * socket (at most CLOSE_LINGER_MS), so replies queued before a protocol violation go out.
+ * frame and idle timeouts. Idle is inactivity alone: no whole frame received or queued for
+ * sending for `idleTimeoutMs` closes the connection, whatever it still waits for (a call
+ * running longer than that with nothing else moving is cut). Closing for any reason still
+ * hands output already queued to the socket (at most CLOSE_LINGER_MS, without keeping the
+ * process alive), so replies queued before a protocol violation go out.
  *
  * Ownership: the socket belongs to this object; close() ends it. Call from the thread that
  * created the connection only.
  */
 
 import type { Socket } from "bun";
-import { ConnectError, HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
+import { ConnectError, HotpathError, ProtocolError, TransportClosedError, UsageError, describeThrown } from "../errors.ts";
 import {
   DEFAULT_MAX_HEAD_BYTES,
   SEND_CLOSED,
@@ -41,7 +44,7 @@ import {
 } from "../transport/transport.ts";
 import { EMPTY_BYTES, writeU32 } from "../bytes.ts";
 import { WaitList } from "../waitlist.ts";
-import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage, type RxOwner } from "./frame.ts";
+import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage } from "./frame.ts";
 import { HELLO_BYTES, HELLO_OK, decodeHello, encodeHello } from "./hello.ts";
 import type { BufferPool, Sweepable, Sweeper, TcpLimits } from "./limits.ts";
 import { PAUSE_CLOSED, PAUSE_NO_RECEIVER, PAUSE_OUTPUT, PAUSE_RESERVE, ReadGate } from "./read-gate.ts";
@@ -50,9 +53,12 @@ import { PAUSE_CLOSED, PAUSE_NO_RECEIVER, PAUSE_OUTPUT, PAUSE_RESERVE, ReadGate 
 const DIRECT_WRITE_BYTES = 64 << 10;
 /** How long a closed connection keeps trying to hand queued output to a slow peer. */
 const CLOSE_LINGER_MS = 5000;
-/** First size of the output buffer; it doubles for large bursts and drops back once sent. */
+/**
+ * First size of the output buffer: one tick's replies at moderate load. It doubles for larger
+ * bursts up to sendBufferBytes and is kept there (no allocation per busy tick); only a buffer
+ * grown past the budget (one frame larger than it) is dropped once sent.
+ */
 const INITIAL_OUT_BYTES = 64 << 10;
-
 
 export interface TcpConnectionOptions {
   peer: string;
@@ -74,8 +80,10 @@ interface EarlyOversized {
   bodyLen: number;
 }
 
-export class TcpConnection implements Connection, RxOwner, Sweepable {
+export class TcpConnection implements Connection, Sweepable {
   readonly transport = "tcp";
+  /** wait() parks on the event loop, never blocks the thread. */
+  readonly waitsOnEventLoop = true;
   caps: Capabilities;
   readonly peer: string;
   closed = false;
@@ -103,10 +111,7 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
   private lingering = false;
   private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   private readonly gate: ReadGate;
-  /** Delivered messages not yet released, and frames sent (in flight for the idle rule). */
-  private unreleased = 0;
-  private framesSent = 0;
-  /** A whole frame moved since the last sweep. */
+  /** A whole frame arrived or was queued for sending since the last sweep (the idle rule). */
   private activity = false;
   private readonly openedAt = performance.now();
   private idleSince = this.openedAt;
@@ -129,7 +134,6 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
     this.caps = this.capsWith(opts.maxMessageBytes, DEFAULT_MAX_HEAD_BYTES);
     this.gate = new ReadGate(socket, opts.pool, opts.limits.connectionBufferBytes, () => this.resumeGranted());
     this.parser = new FrameParser(DEFAULT_MAX_HEAD_BYTES, opts.maxMessageBytes, (msg) => this.deliver(msg), {
-      owner: this,
       reserve: (n) => this.gate.reserve(n),
       unreserve: () => this.gate.unreserve(),
       canSkip: () => this.receiver === null || typeof this.receiver.onOversized === "function",
@@ -190,7 +194,7 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
     out.set(head, at + FRAME_PREFIX_BYTES);
     if (body && bodyLen > 0) out.set(body, at + FRAME_PREFIX_BYTES + head.length);
     this.outLen = at + frameLen;
-    this.framesSent++;
+    this.activity = true;
     if (this.awaitingDrain) {
       // Queued behind unread output: past half the budget, stop taking in more work.
       if (!this.gate.has(PAUSE_OUTPUT) && 2 * this.outLen >= this.sendBufferBytes) this.checkOutput();
@@ -297,11 +301,6 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
     else this.abort(new TransportClosedError(`tcp connection to ${this.peer}: ${reason}`));
   }
 
-  /** RxOwner: a delivered message was released. */
-  onRxReleased(): void {
-    this.unreleased--;
-  }
-
   /** Sweepable: enforces the handshake, slow-consumer, frame and idle limits. */
   sweep(now: number): void {
     const l = this.limits;
@@ -319,7 +318,7 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
       return this.abort(new ProtocolError(`tcp connection to ${this.peer}: a frame was still incomplete after frameTimeoutMs ${l.frameTimeoutMs}`));
     }
     if (l.idleTimeoutMs > 0) {
-      if (this.activity || this.busy()) {
+      if (this.activity) {
         this.activity = false;
         this.idleSince = now;
       } else if (now - this.idleSince >= l.idleTimeoutMs) {
@@ -329,16 +328,6 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
   }
 
   // ---- internals ----
-
-  /**
-   * Something is in flight: a message held by the receiver, output not yet written, a frame
-   * half arrived, or, on an accepted connection, more messages received than sent (a call not
-   * answered yet, even by a handler that let go of its request's memory).
-   */
-  private busy(): boolean {
-    if (this.unreleased > 0 || this.outLen > 0 || this.parser.partial) return true;
-    return this.opts.role === "accept" && this.parser.completed > this.framesSent;
-  }
 
   private capsWith(peerMaxMessageBytes: number, peerMaxHeadBytes: number): Capabilities {
     const max = this.opts.maxMessageBytes;
@@ -422,7 +411,6 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
   }
 
   private deliver(msg: TcpRxMessage): boolean {
-    this.unreleased++;
     if (this.receiver === null) {
       this.early.push(msg);
       this.earlyBytes += msg.headLength + msg.bodyLength;
@@ -476,7 +464,6 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
     }
     const w2 = w1 === prefix.length ? this.socket.write(body) : 0;
     this.activity = true;
-    this.framesSent++;
     const restPrefix = prefix.subarray(w1);
     const restBody = body.subarray(Math.max(w2, 0));
     if (restPrefix.length + restBody.length === 0) return SEND_OK;
@@ -503,11 +490,10 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
       this.writeFailed();
       return;
     }
-    if (written > 0) this.activity = true;
     if (written === this.outLen) {
       this.outLen = 0;
-      // A buffer grown for a burst or a large message is let go; the next send starts small.
-      if (this.out.length > INITIAL_OUT_BYTES) this.out = EMPTY_BYTES;
+      // Only a buffer grown past the budget for one large frame is let go.
+      if (this.out.length > this.sendBufferBytes) this.out = EMPTY_BYTES;
     } else {
       this.out.copyWithin(0, written, this.outLen);
       this.outLen -= written;
@@ -526,9 +512,12 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
     this.socket.terminate();
   }
 
+  /** Grows the output buffer to hold `need` bytes: doubling, capped at the budget unless one frame needs more. */
   private grow(need: number): void {
-    let size = Math.max(this.out.length, INITIAL_OUT_BYTES);
+    const cap = Math.max(need, this.sendBufferBytes);
+    let size = Math.max(this.out.length, Math.min(INITIAL_OUT_BYTES, cap));
     while (size < need) size *= 2;
+    size = Math.min(size, cap);
     const next = new Uint8Array(size);
     next.set(this.out.subarray(0, this.outLen));
     this.out = next;
@@ -548,6 +537,9 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
     }
     this.lingering = true;
     this.lingerTimer = setTimeout(() => this.socket.terminate(), CLOSE_LINGER_MS);
+    // The linger is best effort: neither it nor the socket keeps a process that is done alive.
+    this.lingerTimer.unref();
+    this.socket.unref();
   }
 
   /** Slow consumer: nothing queued will be read, so the socket is cut at once. */
@@ -570,15 +562,5 @@ export class TcpConnection implements Connection, RxOwner, Sweepable {
 
   private wakeWaiters(ready: boolean): void {
     this.waiters.wake(ready);
-  }
-}
-
-/** A thrown value as text, whatever it is (a throwing getter or a null prototype included). */
-function describeThrown(e: unknown): string {
-  try {
-    if (e instanceof Error) return e.message;
-    return String(e);
-  } catch {
-    return "(an exception that cannot be shown)";
   }
 }

@@ -12,7 +12,8 @@
  *   from half of it the connection stops reading, so a peer that does not read its replies
  *   cannot queue more work, and it is disconnected after `slowConsumerMs`.
  * - time: a hello within `handshakeTimeoutMs`, a begun frame complete within `frameTimeoutMs`,
- *   and a connection with nothing moving closed after `idleTimeoutMs`.
+ *   and a connection where no whole frame moved either way closed after `idleTimeoutMs`
+ *   (whatever is in flight: raise it for calls that run longer).
  *
  * Example:
  *   const limits = listenLimits(opts.tcp);

@@ -216,7 +216,11 @@ export interface ConnectOptions {
   tcp?: {
     /** Output queued before trySend reports Full. Default 4 MiB. */
     sendBufferBytes?: number;
-    /** Close the connection when no whole frame moved either way for this long and nothing is in flight. Default 0 (never). */
+    /**
+     * Close the connection when no whole frame moved either way for this long, whatever is in
+     * flight: a call running longer than this with nothing else moving is cut, so raise it for
+     * long calls. Default 0 (never).
+     */
     idleTimeoutMs?: number;
     /** Abort with ProtocolError when a frame that began arriving is still incomplete after this long. Default 0 (never). */
     frameTimeoutMs?: number;
@@ -242,7 +246,11 @@ export interface ListenOptions {
     sendBufferBytes?: number;
     /** Disconnect a peer that leaves its connection's output over budget (not reading its replies) for this long. Default 30000. */
     slowConsumerMs?: number;
-    /** Close a connection when no whole frame moved either way for this long and nothing is in flight (a request not yet answered counts). Default 300000. */
+    /**
+     * Close a connection when no whole frame moved either way for this long, whatever is in
+     * flight (an unanswered request, a one-way message, a cancelled call): a call running longer
+     * than this with nothing else moving is cut, so raise it for long calls. Default 300000.
+     */
     idleTimeoutMs?: number;
     /** Drop a connection whose hello has not arrived this long after it was accepted. Default 10000. */
     handshakeTimeoutMs?: number;

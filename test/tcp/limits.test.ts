@@ -9,7 +9,7 @@
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { readdirSync } from "node:fs";
-import { ConnectError, rpcConnect, wire, type Client } from "../../src/index.ts";
+import { ConnectError, SEND_OK, TimeoutError, TransportClosedError, rpcConnect, wire, type Client } from "../../src/index.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import * as m from "../conformance/methods.ts";
 import { M_GC, frame, hello, request, requestHead, rssBytes, until } from "./raw.ts";
@@ -240,14 +240,14 @@ describe("tcp limits: the mechanisms, with short configured values", () => {
     expect(await echoes(c, 100)).toBeGreaterThan(0);
   }, 30_000);
 
-  test("idle connections are closed after idleTimeoutMs; a connection in use or with a call in flight is not", async () => {
+  test("idle connections are closed after idleTimeoutMs; a connection in use is not; a call running longer with nothing else moving is cut", async () => {
     const { port, url } = await server({ tcp: { idleTimeoutMs: 300 } });
     const idle = await Promise.all(Array.from({ length: 500 }, () => raw(port)));
     const idleClient = await client(url);
     await echoes(idleClient, 10);
     const busy = await client(url);
     const slow = await client(url);
-    const slowCall = slow.request(m.M_DELAY_ECHO, m.u32(1500), { timeoutMs: 10_000 });
+    const slowCall = slow.request(m.M_DELAY_ECHO, m.u32(1500), { timeoutMs: 10_000 }).catch((e) => e);
     const t0 = Date.now();
     while (Date.now() - t0 < 1200) {
       await busy.request(m.M_ECHO, m.u32(1));
@@ -255,8 +255,31 @@ describe("tcp limits: the mechanisms, with short configured values", () => {
     }
     await until(() => idle.every((p) => p.closed) && idleClient.closed, "idle connections closed", 5000);
     expect(busy.closed).toBe(false);
-    expect(m.readU32(await slowCall)).toBe(1500);
-    expect(slow.closed).toBe(false);
+    // Idle is inactivity alone (documented on tcp.idleTimeoutMs): the 1.5 s call is cut at ~0.3 s.
+    expect(await slowCall).toBeInstanceOf(TransportClosedError);
+    expect(slow.closed).toBe(true);
+  }, 30_000);
+
+  test("a connection whose last frame was a one-way message is closed after idleTimeoutMs", async () => {
+    const { peer, url } = await server({ tcp: { idleTimeoutMs: 300 } });
+    const c = await client(url);
+    await echoes(c, 10);
+    expect(c.send(m.M_ECHO, m.u32(7))).toBe(SEND_OK);
+    // The one-way message is never answered; the server must not count it as in flight forever.
+    await until(() => c.closed, "the connection closed for idleness", 10_000);
+    expect((await closeReport(peer, "idleTimeoutMs")).closed).toBe("TransportClosedError");
+  }, 30_000);
+
+  test("a connection whose last call timed out (request and cancel never answered) is closed after idleTimeoutMs", async () => {
+    const { peer, url } = await server({ tcp: { idleTimeoutMs: 300 } });
+    const c = await client(url);
+    await echoes(c, 10);
+    // The handler would answer after 100 ms; the call times out at 20 ms and is cancelled, so
+    // its reply is dropped: two frames in, none out.
+    const e = await c.request(m.M_DELAY_ECHO, m.u32(100), { timeoutMs: 20 }).catch((x) => x);
+    expect(e).toBeInstanceOf(TimeoutError);
+    await until(() => c.closed, "the connection closed for idleness", 10_000);
+    expect((await closeReport(peer, "idleTimeoutMs")).closed).toBe("TransportClosedError");
   }, 30_000);
 
   test("slowloris: 100 connections writing one byte every 50 ms are closed after frameTimeoutMs", async () => {
