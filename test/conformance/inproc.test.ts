@@ -8,30 +8,7 @@ const WORKER = new URL("./peer-worker.ts", import.meta.url).href;
 const SEGMENT_PEER = new URL("../shm/segment-peer.ts", import.meta.url).href;
 
 /** segment-peer.ts in a Worker: sent {args}, posts its ready object; killing it terminates the Worker. */
-async function spawnSegmentWorker(args: string[]): Promise<Peer> {
-  const worker = new Worker(SEGMENT_PEER);
-  const ready = await new Promise<Record<string, any>>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`segment-peer worker ${args.join(" ")}: not ready`)), 15_000);
-    worker.onmessage = (e) => {
-      clearTimeout(t);
-      resolve(e.data);
-    };
-    worker.onerror = (e) => {
-      clearTimeout(t);
-      reject(new Error(`segment-peer worker: ${e.message}`));
-    };
-    worker.postMessage({ args });
-  });
-  return {
-    proc: null as never,
-    ready,
-    lines: [],
-    nextLine: () => Promise.reject(new Error("worker peers report through messages")),
-    async kill() {
-      worker.terminate();
-    },
-  };
-}
+const spawnSegmentWorker = (args: string[]): Promise<Peer> => spawnWorkerPeer(SEGMENT_PEER, { args });
 
 const fixture: Fixture = {
   name: "inproc",

@@ -87,8 +87,11 @@ export function exitWhenParentGoes(cleanup: () => void = () => {}): void {
   })();
 }
 
-/** The same peer shape, hosted in a Worker of this process (for inproc). */
-export async function spawnWorkerPeer(script: string, url: string, timeoutMs = 15000): Promise<Peer> {
+/**
+ * The same peer shape, hosted in a Worker of this process (for inproc). The Worker is sent
+ * `{ url }` (or `init` itself when it is an object) and posts its ready object back.
+ */
+export async function spawnWorkerPeer(script: string, init: string | Record<string, unknown>, timeoutMs = 15000): Promise<Peer> {
   const worker = new Worker(script);
   const ready = await new Promise<Record<string, any>>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`worker ${script}: not ready within ${timeoutMs} ms`)), timeoutMs);
@@ -100,7 +103,7 @@ export async function spawnWorkerPeer(script: string, url: string, timeoutMs = 1
       clearTimeout(t);
       reject(new Error(`worker ${script}: ${e.message}`));
     };
-    worker.postMessage({ url });
+    worker.postMessage(typeof init === "string" ? { url: init } : init);
   });
   return {
     proc: null as never,
