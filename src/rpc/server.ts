@@ -40,7 +40,8 @@ import {
   type RxMessage,
   type SendStatus,
 } from "../transport/transport.ts";
-import { MAX_WINDOW, describeValue } from "./client.ts";
+import { MAX_WINDOW } from "./client.ts";
+import { describeValue } from "./validate.ts";
 import { WaitList } from "../waitlist.ts";
 import { Fifo } from "./fifo.ts";
 import {

@@ -43,6 +43,7 @@
  */
 
 import { UsageError } from "../errors.ts";
+import type { SegmentConfig, SizeClass } from "../transport/transport.ts";
 
 /** The bytes "HPSM" at offset 0, read as a little-endian u32. */
 export const SEGMENT_MAGIC = 0x4d535048;
@@ -104,17 +105,8 @@ if (DESC_INLINE_BYTES !== 56 || DESC_SLOT_HEAD_BYTES !== 48 || RING_DESCS !== 19
   throw new Error("shm layout constants drifted");
 }
 
-export interface SizeClass {
-  slotBytes: number;
-  slotCount: number;
-}
-
-export interface SegmentConfig {
-  /** Descriptors per ring (a power of two): the most messages in flight one way. */
-  ringSlots: number;
-  /** Slab size classes per direction, smallest first. The largest bounds maxMessageBytes. */
-  sizeClasses: SizeClass[];
-}
+// The segment's shape is part of the contract (connect options name it): declared there.
+export type { SegmentConfig, SizeClass };
 
 /**
  * Defaults: 256 descriptors each way; slab classes sized so 8 callers with 256 KiB messages

@@ -22,13 +22,9 @@
  * Threading: a Signals object belongs to its connection's thread.
  */
 
-import type { WaitPolicy } from "../transport/transport.ts";
-
-export type WaitMode = "spin" | "blocking" | "async" | "adaptive";
-
-export interface SegmentWaitPolicy extends WaitPolicy {
-  mode: WaitMode;
-}
+// The wait modes are part of the contract (connect options name them): declared there.
+import type { SegmentWaitPolicy, WaitMode } from "../transport/transport.ts";
+export type { SegmentWaitPolicy, WaitMode };
 
 /** How a side sleeps and how it wakes its peer; byte offsets name futex words in the segment. */
 export interface Signals {

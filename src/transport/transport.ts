@@ -48,8 +48,6 @@
  */
 
 import { UsageError, type HotpathError } from "../errors.ts";
-import type { SegmentWaitPolicy } from "../shm/connection.ts";
-import type { SegmentConfig } from "../shm/layout.ts";
 
 /** Result of a send. Plain numbers so the hot path compares integers. */
 export const SEND_OK = 0;
@@ -132,6 +130,31 @@ export function oversizedSendMessage(transport: string, bodyBytes: number, caps:
 export interface WaitPolicy {
   /** How long wait() busy-polls before it parks. 0 parks at once. */
   spinNs: number;
+}
+
+/**
+ * How a connection waits: "spin" (busy-poll), "blocking" (spin, then park the thread),
+ * "async" (event-loop delivery), "adaptive" (async whose speculative spins back off). shm and
+ * inproc offer all four, ucx all but "blocking"; tcp always waits on the event loop.
+ */
+export type WaitMode = "spin" | "blocking" | "async" | "adaptive";
+
+export interface SegmentWaitPolicy extends WaitPolicy {
+  mode: WaitMode;
+}
+
+/** One slab size class of a shared-memory session segment. */
+export interface SizeClass {
+  slotBytes: number;
+  slotCount: number;
+}
+
+/** The shape of a shared-memory session segment (shm / inproc), chosen by the connecting side. */
+export interface SegmentConfig {
+  /** Descriptors per ring (a power of two): the most messages in flight one way. */
+  ringSlots: number;
+  /** Slab size classes per direction, smallest first. The largest bounds maxMessageBytes. */
+  sizeClasses: SizeClass[];
 }
 
 export interface Connection extends Disposable {
