@@ -86,6 +86,23 @@ function record(conn: Connection, keep = false) {
   return { got, closes };
 }
 
+/** A timer every `everyMs`; stop() returns the longest time between two of its runs (or since the last). */
+function watchTimerGaps(everyMs: number): { stop(): number } {
+  let last = performance.now();
+  let worst = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+  }, everyMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return Math.max(worst, performance.now() - last);
+    },
+  };
+}
+
 export function runWaitModeMatrix(fx: MatrixFixture): void {
   let echo: Peer;
   let rpcUrl: string;
@@ -366,17 +383,10 @@ export function runWaitModeMatrix(fx: MatrixFixture): void {
             },
             onClose() {},
           });
-          let last = performance.now();
-          let worstGapMs = 0;
-          const timer = setInterval(() => {
-            const now = performance.now();
-            worstGapMs = Math.max(worstGapMs, now - last);
-            last = now;
-          }, 20);
+          const gaps = watchTimerGaps(20);
           for (let i = 0; i < 16; i++) a.trySend(h);
           while (running) await Bun.sleep(5);
-          clearInterval(timer);
-          worstGapMs = Math.max(worstGapMs, performance.now() - last);
+          const worstGapMs = gaps.stop();
           console.log(`${fx.name} ${mode}: ${trips} in-process round trips in 1 s, worst gap of a 20 ms timer ${worstGapMs.toFixed(1)} ms`);
           expect(trips).toBeGreaterThan(0);
           // A guard against starvation (the whole second), not a performance bound.
@@ -386,13 +396,7 @@ export function runWaitModeMatrix(fx: MatrixFixture): void {
 
         it("the event loop keeps running while 64 calls stay in flight (timers are never starved)", async () => {
           const c = await rpcConnect(rpcUrl, { window: 64, wait });
-          let last = performance.now();
-          let worstGapMs = 0;
-          const timer = setInterval(() => {
-            const now = performance.now();
-            worstGapMs = Math.max(worstGapMs, now - last);
-            last = now;
-          }, 20);
+          const gaps = watchTimerGaps(20);
           const end = performance.now() + 1000;
           let calls = 0;
           const data = new Uint8Array(64);
@@ -404,8 +408,7 @@ export function runWaitModeMatrix(fx: MatrixFixture): void {
               }
             }),
           );
-          clearInterval(timer);
-          worstGapMs = Math.max(worstGapMs, performance.now() - last);
+          const worstGapMs = gaps.stop();
           c.close();
           console.log(`${fx.name} ${mode}: ${calls} calls in 1 s at 64 in flight, worst gap of a 20 ms timer ${worstGapMs.toFixed(1)} ms`);
           expect(calls).toBeGreaterThan(0);

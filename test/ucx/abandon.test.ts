@@ -11,6 +11,7 @@
  * completed the request the worker lets go of it (nothing detached is left).
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { useEnv } from "../helpers/env.ts";
 import { UCP } from "../../src/ffi/ucp-layout.ts";
 import { UcpContext, ucpUnavailableReason, type UcpEndpoint, type UcpWorker } from "../../src/ffi/ucp.ts";
 
@@ -41,12 +42,10 @@ const unavailable = ucpUnavailableReason();
 
 for (const tls of ["tcp,self", "shm,self,tcp"]) {
   describe.skipIf(unavailable !== null)(`ucx: a given-up request keeps its memory (UCX_TLS=${tls})`, () => {
-    const saved = process.env.UCX_TLS;
+    useEnv({ UCX_TLS: tls });
     let ctx: UcpContext | null = null;
     afterAll(() => {
       ctx?.close();
-      if (saved === undefined) delete process.env.UCX_TLS;
-      else process.env.UCX_TLS = saved;
     });
 
     test("abandon() of an incomplete rendezvous send: its buffer stays alive and B receives the bytes A sent", () => {

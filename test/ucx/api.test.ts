@@ -8,8 +8,9 @@
  *   - allocBuffer above the exchanged limit is a UsageError naming both limits (defect 8);
  *   - waitsOnEventLoop follows the connection's wait mode: false only in "spin".
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { ConnectError, connect, listen, ProtocolError, SEND_OK, UsageError, type Connection, type HotpathError } from "../../src/index.ts";
+import { useEnv } from "../helpers/env.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
 
 /** Watchdog for each wait (a hang fails the test with this reason). */
@@ -31,14 +32,7 @@ const throwing = (prop: "message" | "name") =>
   });
 
 describe("ucx API edges (UCX_TLS=tcp,self)", () => {
-  const saved = process.env.UCX_TLS;
-  beforeAll(() => {
-    process.env.UCX_TLS = "tcp,self";
-  });
-  afterAll(() => {
-    if (saved === undefined) delete process.env.UCX_TLS;
-    else process.env.UCX_TLS = saved;
-  });
+  useEnv({ UCX_TLS: "tcp,self" });
 
   for (const [what, thrown] of [
     ["an Error whose message getter throws", () => throwing("message")],

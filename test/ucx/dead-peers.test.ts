@@ -10,6 +10,7 @@
  * the server's death as TransportClosedError.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { useEnv } from "../helpers/env.ts";
 import { readFileSync } from "node:fs";
 import { rpcConnect, TransportClosedError } from "../../src/index.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
@@ -56,15 +57,12 @@ async function figures(url: string) {
 for (const tls of ["tcp,self", "shm,self,tcp"]) {
   describe(`ucx dead peers (UCX_TLS=${tls})`, () => {
     let peer: Peer;
-    const saved = process.env.UCX_TLS;
+    useEnv({ UCX_TLS: tls });
     beforeAll(async () => {
-      process.env.UCX_TLS = tls;
       peer = await spawnPeer(SERVER, ["ucx://127.0.0.1:0"], { UCX_TLS: tls });
     });
     afterAll(async () => {
       await peer.kill();
-      if (saved === undefined) delete process.env.UCX_TLS;
-      else process.env.UCX_TLS = saved;
     });
 
     test(`${KILLS} clients killed with replies in flight: the server goes idle, nothing stays in flight`, async () => {

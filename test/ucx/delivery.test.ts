@@ -11,6 +11,7 @@
  *     and the connection keeps working.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { useEnv } from "../helpers/env.ts";
 import { listen, ProtocolError, type Connection, type HotpathError, type Listener } from "../../src/index.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 
@@ -30,17 +31,14 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
     let listener: Listener;
     const accepted: Connection[] = [];
     const peers: Peer[] = [];
-    const saved = process.env.UCX_TLS;
+    useEnv({ UCX_TLS: tls });
     beforeAll(async () => {
-      process.env.UCX_TLS = tls;
       listener = await listen("ucx://127.0.0.1:0", { maxMessageBytes: 4096 });
       listener.onConnection((c) => accepted.push(c));
     });
     afterAll(async () => {
       for (const p of peers) await p.kill();
       listener.close(true);
-      if (saved === undefined) delete process.env.UCX_TLS;
-      else process.env.UCX_TLS = saved;
     });
 
     async function peerConnection(...args: string[]): Promise<{ peer: Peer; conn: Connection }> {

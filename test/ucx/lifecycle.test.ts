@@ -6,8 +6,9 @@
  *     handshake timeout (its side sees the endpoint fail), and the listener keeps serving;
  *   - setWaitPolicy on one connection leaves the others' policies alone.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { connect, listen, rpcConnect, type Connection, type Listener } from "../../src/index.ts";
+import { useEnv } from "../helpers/env.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
 import { UcxRuntime } from "../../src/ucx/runtime.ts";
 
@@ -30,14 +31,7 @@ async function firstLine(proc: { stdout: ReadableStream<Uint8Array> }, ms: numbe
 }
 
 describe("ucx lifecycle (UCX_TLS=tcp,self)", () => {
-  const saved = process.env.UCX_TLS;
-  beforeAll(() => {
-    process.env.UCX_TLS = "tcp,self";
-  });
-  afterAll(() => {
-    if (saved === undefined) delete process.env.UCX_TLS;
-    else process.env.UCX_TLS = saved;
-  });
+  useEnv({ UCX_TLS: "tcp,self" });
 
   test("a process that only serves ucx:// stays alive and serving while it listens", async () => {
     const proc = Bun.spawn(["bun", "-e", ONLY_SERVES], { stdin: "ignore", stdout: "pipe", env: { ...process.env } });

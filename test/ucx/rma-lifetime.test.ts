@@ -5,6 +5,7 @@
  * a child process, so a segfault fails the test instead of killing the runner.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { useEnv } from "../helpers/env.ts";
 import { rpcConnect } from "../../src/index.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
@@ -28,15 +29,12 @@ function readStats(b: Uint8Array) {
 for (const tls of ["tcp,self", "shm,self,tcp"]) {
   describe(`ucx regions after their connection goes (UCX_TLS=${tls})`, () => {
     let peer: Peer;
-    const saved = process.env.UCX_TLS;
+    useEnv({ UCX_TLS: tls });
     beforeAll(async () => {
-      process.env.UCX_TLS = tls;
       peer = await spawnPeer(KEEPER, ["ucx://127.0.0.1:0"], { UCX_TLS: tls });
     });
     afterAll(async () => {
       await peer.kill();
-      if (saved === undefined) delete process.env.UCX_TLS;
-      else process.env.UCX_TLS = saved;
     });
 
     test("a client closes, another is killed: the server reads their stale views and keeps serving", async () => {
