@@ -10,6 +10,8 @@
  * - TimeoutError: a deadline passed (connect, request).
  * - CancelledError: the caller aborted a request through its AbortSignal.
  * - TransportUnavailableError (and per-transport subclasses): the transport cannot run here.
+ * - AuthError (a ConnectError): the peer was refused for who it is (wrong or missing token, a
+ *   uid the listener does not admit, a server that is not the expected uid or cannot prove the token).
  *
  * Example:
  *   try { await client.request(1, data, { timeoutMs: 50 }) }
@@ -78,8 +80,20 @@ export class CancelledError extends HotpathError {
 }
 
 export class ConnectError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }, code = "E_CONNECT") {
+    super(code, message, options);
+  }
+}
+
+/**
+ * A connection refused for who the peer is, on either side: a wrong or missing token, a uid or
+ * gid the listener does not admit, a listener that runs as another uid than `expectUid`, or a
+ * server that could not prove it knows the token. A listener reports its own refusals as
+ * AuthError through `Listener.onRefused` and counts them in `stats.refusedAuth`.
+ */
+export class AuthError extends ConnectError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super("E_CONNECT", message, options);
+    super(message, options, "E_AUTH");
   }
 }
 

@@ -1,11 +1,15 @@
 /**
  * What every Listener shares: the set of accepted connections, the onConnection callback (with
- * connections accepted before it was set handed over in order), and close() / dispose. A
- * transport's listener extends it, calls `accepted(conn)` for each new connection and
- * `forget(conn)` when one ends, and implements `stop()` for its own server socket.
+ * connections accepted before it was set handed over in order), the refusal counters and
+ * callback, and close() / dispose. A transport's listener extends it, calls `accepted(conn)`
+ * for each new connection, `refused(error, reason)` for each peer it turns away, `forget(conn)`
+ * when one ends, and implements `stop()` for its own server socket.
  */
 
-import type { Connection, Listener } from "./transport/transport.ts";
+import { describeThrown, type HotpathError } from "./errors.ts";
+import type { Connection, Listener, ListenerStats, RefusalReason } from "./transport/transport.ts";
+
+const STAT_OF: Record<RefusalReason, keyof ListenerStats> = { auth: "refusedAuth", protocol: "refusedProtocol", busy: "refusedBusy" };
 
 export abstract class ListenerBase<C extends Connection> implements Listener {
   abstract readonly transport: string;
@@ -14,11 +18,14 @@ export abstract class ListenerBase<C extends Connection> implements Listener {
   private callback: ((c: Connection) => void) | null = null;
   private readonly pending: C[] = [];
   private stopped = false;
+  private refusedCallback: ((error: HotpathError, reason: RefusalReason) => void) | null = null;
+  readonly stats: ListenerStats = { accepted: 0, refusedAuth: 0, refusedProtocol: 0, refusedBusy: 0 };
 
   /** Stops the transport's server socket; `closeActive` asks it to drop open sockets too. */
   protected abstract stop(closeActive: boolean): void;
 
   protected accepted(conn: C): void {
+    this.stats.accepted++;
     this.conns.add(conn);
     if (this.callback) this.callback(conn);
     else this.pending.push(conn);
@@ -26,6 +33,21 @@ export abstract class ListenerBase<C extends Connection> implements Listener {
 
   protected forget(conn: C): void {
     this.conns.delete(conn);
+  }
+
+  /** Counts a refused peer and reports it to onRefused (a throwing callback is printed, never propagated). */
+  protected refused(error: HotpathError, reason: RefusalReason): void {
+    this.stats[STAT_OF[reason]]++;
+    if (!this.refusedCallback) return;
+    try {
+      this.refusedCallback(error, reason);
+    } catch (e) {
+      console.error(`hotpath ${this.transport} listener ${this.url}: onRefused threw: ${describeThrown(e)}`);
+    }
+  }
+
+  onRefused(cb: (error: HotpathError, reason: RefusalReason) => void): void {
+    this.refusedCallback = cb;
   }
 
   onConnection(cb: (conn: Connection) => void): void {

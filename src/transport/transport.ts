@@ -162,6 +162,12 @@ export interface Connection extends Disposable {
   readonly caps: Capabilities;
   /** URL of the peer as this side sees it. */
   readonly peer: string;
+  /**
+   * Who the peer process is, from the kernel (SO_PEERCRED on the handshake socket) where the
+   * transport can know it (shm, inproc); undefined elsewhere (tcp, ucx: the network says nothing
+   * trustworthy about the peer; use `auth`).
+   */
+  readonly peerCredentials?: PeerCredentials;
   readonly closed: boolean;
   /** Why the connection closed (null while open, or after a clean local close). */
   readonly closeError: HotpathError | null;
@@ -212,19 +218,89 @@ export interface Connection extends Disposable {
   abort(error: HotpathError): void;
 }
 
+/** A peer process as the kernel reports it (SO_PEERCRED). */
+export interface PeerCredentials {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** What a listener refused, by cause, and what it accepted. Counters only grow. */
+export interface ListenerStats {
+  /** Connections handed to onConnection. */
+  accepted: number;
+  /** Peers refused for who they are: a wrong or missing token, a uid or gid not allowed (AuthError). */
+  refusedAuth: number;
+  /** Peers refused for what they sent: not hotpath, another version, a malformed or late handshake. */
+  refusedProtocol: number;
+  /** Peers refused because the listener was at its connection limit. */
+  refusedBusy: number;
+}
+
+/** Why a listener refused a peer, as `Listener.onRefused` reports it. */
+export type RefusalReason = "auth" | "protocol" | "busy";
+
 export interface Listener extends Disposable {
   readonly transport: string;
   /** The URL clients connect to, with the chosen port when the request said port 0. */
   readonly url: string;
+  /** Accepted and refused peers so far. */
+  readonly stats: Readonly<ListenerStats>;
   /** Called for every accepted connection, before any of its messages is delivered. */
   onConnection(cb: (conn: Connection) => void): void;
+  /**
+   * Called for every refused peer, with the typed error that says why (AuthError for "auth",
+   * ProtocolError for "protocol", ConnectError for "busy"). Without a callback refusals are only
+   * counted. A throwing callback is printed and ignored.
+   */
+  onRefused(cb: (error: HotpathError, reason: RefusalReason) => void): void;
   /** Stops accepting. Open connections stay open unless `closeConnections` is true. */
   close(closeConnections?: boolean): void;
+}
+
+/** Shared-secret authentication (tcp, ucx): an HMAC-SHA256 challenge-response; the token never travels. */
+export interface AuthOptions {
+  /** The shared secret: at least 16 bytes (a string is taken as UTF-8). */
+  token: string | Uint8Array;
+}
+
+/** TLS on a listener (`tcps://` or `tls://`, or `tls` on a `tcp://` listen): PEM text or bytes. */
+export interface TlsListenOptions {
+  cert: string | Uint8Array;
+  key: string | Uint8Array;
+  /** CA certificates to trust beyond the system's (for client certificates; optional). */
+  ca?: string | Uint8Array | Array<string | Uint8Array>;
+}
+
+/** TLS on a connect (`tcps://` or `tls://` URLs, or `tls` on a `tcp://` connect). */
+export interface TlsConnectOptions {
+  /** CA certificates to trust beyond the system's (a self-made CA). */
+  ca?: string | Uint8Array | Array<string | Uint8Array>;
+  /** The name the server's certificate must carry. Default: the URL's host. */
+  serverName?: string;
+}
+
+/** Local transports (shm, inproc): who besides the listener's own uid may connect. */
+export interface AllowOptions {
+  /** Uids admitted besides the listener's own (root is not admitted unless listed). */
+  uids?: number[];
+  /** Gids whose members (by the peer's primary gid, from SO_PEERCRED) are admitted. */
+  gids?: number[];
 }
 
 export interface ConnectOptions {
   /** Fail with ConnectError after this long. Default 5000. */
   connectTimeoutMs?: number;
+  /** tcp / ucx: prove the shared token (and make the server prove it). A server without auth is refused with AuthError. */
+  auth?: AuthOptions;
+  /** tcp: TLS (implied by `tcps://` and `tls://` URLs). */
+  tls?: TlsConnectOptions;
+  /**
+   * shm / inproc: the uid the listener must run as (SO_PEERCRED), and whose socket directory
+   * the name is looked up in. Default: this process's own uid. A listener of another uid is
+   * refused with AuthError.
+   */
+  expectUid?: number;
   /** Largest body this side accepts from the peer and sends. Default 64 MiB. */
   maxMessageBytes?: number;
   /** Transports to try after the URL's own, in order: scheme names or whole URLs. */
@@ -252,6 +328,12 @@ export interface ConnectOptions {
 
 export interface ListenOptions {
   maxMessageBytes?: number;
+  /** tcp / ucx: admit only peers that prove the shared token (AuthError otherwise, counted in stats.refusedAuth). */
+  auth?: AuthOptions;
+  /** tcp: TLS (required for `tcps://` and `tls://` URLs). */
+  tls?: TlsListenOptions;
+  /** shm / inproc: admit these uids / gids besides the listener's own uid (SO_PEERCRED). */
+  allow?: AllowOptions;
   /** shm / inproc: the initial wait policy of accepted connections. Others ignore it. */
   wait?: Partial<SegmentWaitPolicy>;
   /**
