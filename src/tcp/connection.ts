@@ -1,9 +1,11 @@
 /**
  * TcpConnection: the Transport contract over one Bun TCP socket (data path).
  *
- * A connection starts in its handshake: it writes its hello (hello.ts) at once and reads the
- * peer's before anything else; `onHandshake` reports the outcome, and only then is the
- * connection handed out, with `caps.peerMaxMessageBytes` from the peer's hello.
+ * A connection starts in its handshake (handshake.ts): it writes its hello once the socket is
+ * open (a TLS socket: once its TLS handshake passed, so the hello and the token proofs travel
+ * inside TLS) and reads the peer's, then the token proofs when auth is on, before anything
+ * else; `onHandshake` reports the outcome, and only then is the connection handed out, with
+ * `caps.peerMaxMessageBytes` from the peer's hello.
  *
  * Sends append a frame to one output buffer; the buffer is written once per tick (a microtask
  * scheduled by the first send of the tick, or at once at the end of a read's handling or in
@@ -27,7 +29,7 @@
  */
 
 import type { Socket } from "bun";
-import { ConnectError, HotpathError, ProtocolError, TransportClosedError, UsageError, describeThrown } from "../errors.ts";
+import { HotpathError, ProtocolError, TransportClosedError, UsageError, describeThrown } from "../errors.ts";
 import {
   DEFAULT_MAX_HEAD_BYTES,
   SEND_CLOSED,
@@ -39,13 +41,14 @@ import {
   type Capabilities,
   type Connection,
   type Receiver,
+  type RefusalReason,
   type SendStatus,
   type WaitPolicy,
 } from "../transport/transport.ts";
 import { EMPTY_BYTES, writeU32 } from "../bytes.ts";
 import { WaitList } from "../waitlist.ts";
 import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage } from "./frame.ts";
-import { HELLO_BYTES, HELLO_OK, decodeHello, encodeHello } from "./hello.ts";
+import { TcpHandshake, handshakeError, type HandshakeFailure } from "./handshake.ts";
 import type { BufferPool, Sweepable, Sweeper, TcpLimits } from "./limits.ts";
 import { PAUSE_CLOSED, PAUSE_NO_RECEIVER, PAUSE_OUTPUT, PAUSE_RESERVE, ReadGate } from "./read-gate.ts";
 
@@ -64,14 +67,24 @@ export interface TcpConnectionOptions {
   peer: string;
   maxMessageBytes: number;
   limits: TcpLimits;
-  /** "connect": handshake failures are ConnectErrors for the caller; "accept": the peer is dropped. */
+  /** "connect": handshake failures are ConnectErrors (AuthErrors) for the caller; "accept": the peer is refused. */
   role: "connect" | "accept";
+  /** The listener's URL, for an accepted connection's messages. */
+  local?: string;
+  /** The shared token's bytes (authKey), or null: no authentication. */
+  key: Uint8Array | null;
+  /** A TLS socket: the hello waits for onTlsHandshake. */
+  tls: boolean;
   /** The listener's budget for large split frames; null: a frame is never kept waiting. */
   pool: BufferPool | null;
   /** The deadline checker this connection joins until it closes; null when no time limit is on. */
   sweeper: Sweeper | null;
-  /** Called once: the peer's hello passed (error null) or the handshake failed. */
-  onHandshake(conn: TcpConnection, error: HotpathError | null): void;
+  /**
+   * Called once: the handshake passed (error null), or failed for `reason` (AuthError for
+   * "auth", else ConnectError on a client, ProtocolError on a listener), or was given up by
+   * this side (drop(): reason null).
+   */
+  onHandshake(conn: TcpConnection, error: HotpathError | null, reason: RefusalReason | null): void;
 }
 
 /** A skipped oversized message that arrived before setReceiver(). */
@@ -88,8 +101,12 @@ export class TcpConnection implements Connection, Sweepable {
   readonly peer: string;
   closed = false;
   closeError: HotpathError | null = null;
-  /** True until the peer's hello arrived and passed. */
+  /** True until the handshake passed (or failed). */
   handshaking = true;
+  /** The peer's hello arrived and passed (the handshake may still wait for token proofs). */
+  get peerHelloArrived(): boolean {
+    return this.hs.peer !== null;
+  }
 
   private readonly socket: Socket<TcpConnection>;
   private readonly opts: TcpConnectionOptions;
@@ -99,8 +116,7 @@ export class TcpConnection implements Connection, Sweepable {
   /** Messages (and skipped oversized ones) that arrived before setReceiver(). */
   private early: Array<TcpRxMessage | EarlyOversized> = [];
   private earlyBytes = 0;
-  private readonly hello = new Uint8Array(HELLO_BYTES);
-  private helloFill = 0;
+  private readonly hs: TcpHandshake;
   private out: Uint8Array = EMPTY_BYTES;
   private outLen = 0;
   private readonly sendBufferBytes: number;
@@ -141,14 +157,8 @@ export class TcpConnection implements Connection, Sweepable {
     });
     socket.setNoDelay(true);
     opts.sweeper?.add(this);
-    const hello = encodeHello(HELLO_OK, opts.maxMessageBytes, DEFAULT_MAX_HEAD_BYTES);
-    const w = socket.write(hello);
-    if (w >= 0 && w < hello.length) {
-      this.grow(hello.length - w);
-      this.out.set(hello.subarray(w), 0);
-      this.outLen = hello.length - w;
-      this.awaitingDrain = true;
-    }
+    this.hs = new TcpHandshake(opts.role, opts.key, opts.maxMessageBytes, (b) => this.writeControl(b));
+    if (!opts.tls) this.writeControl(this.hs.hello);
   }
 
   setReceiver(receiver: Receiver): void {
@@ -263,11 +273,21 @@ export class TcpConnection implements Connection, Sweepable {
   onData(chunk: Uint8Array): void {
     if (this.closed) return;
     if (this.handshaking) {
-      const at = this.takeHello(chunk);
-      if (at < 0 || at === chunk.length || this.closed) return;
+      const at = this.hs.push(chunk);
+      if (this.hs.failure) return this.failHandshake(this.hs.failure);
+      if (at < 0) return;
+      this.passHandshake();
+      if (at === chunk.length || this.closed) return;
       chunk = chunk.subarray(at);
     }
     this.parse(chunk);
+  }
+
+  /** A TLS socket's handshake ended: the hello goes now, inside TLS, or the connection fails. */
+  onTlsHandshake(ok: boolean, failureText: string): void {
+    if (!this.handshaking || this.closed) return;
+    if (ok) this.writeControl(this.hs.hello);
+    else this.failHandshake(this.hs.abandon(failureText));
   }
 
   onDrain(): void {
@@ -288,16 +308,16 @@ export class TcpConnection implements Connection, Sweepable {
   onSocketClosed(cause?: unknown): void {
     clearTimeout(this.lingerTimer);
     if (this.handshaking) {
-      this.failHandshake("closed the connection before its hello arrived");
+      this.failHandshake(this.hs.abandon(this.hs.closedText()));
       return;
     }
     if (this.closed) return;
     this.finish(new TransportClosedError(`tcp connection to ${this.peer} closed by the peer`, { cause }));
   }
 
-  /** Drops a connection still in its handshake (listener closing, connect timed out). */
+  /** Drops a connection still in its handshake (listener closing, connect timed out); not a refusal. */
   drop(reason: string): void {
-    if (this.handshaking) this.failHandshake(reason);
+    if (this.handshaking) this.failHandshake(this.hs.abandon(reason), false);
     else this.abort(new TransportClosedError(`tcp connection to ${this.peer}: ${reason}`));
   }
 
@@ -306,7 +326,8 @@ export class TcpConnection implements Connection, Sweepable {
     const l = this.limits;
     if (this.handshaking) {
       if (l.handshakeTimeoutMs > 0 && now - this.openedAt >= l.handshakeTimeoutMs) {
-        this.failHandshake(`sent no hello within handshakeTimeoutMs ${l.handshakeTimeoutMs}`);
+        const what = this.hs.receivedBytes === 0 ? "sent no hello" : "did not finish its handshake";
+        this.failHandshake(this.hs.abandon(`${what} within handshakeTimeoutMs ${l.handshakeTimeoutMs}`));
       }
       return;
     }
@@ -347,36 +368,39 @@ export class TcpConnection implements Connection, Sweepable {
     throw new UsageError(`tcp send: head of ${headLen} bytes exceeds maxHeadBytes ${this.caps.maxHeadBytes}`);
   }
 
-  /** Reads hello bytes from the chunk; returns where frames begin, or -1 (more hello to come, or failed). */
-  private takeHello(chunk: Uint8Array): number {
-    const take = Math.min(HELLO_BYTES - this.helloFill, chunk.length);
-    this.hello.set(chunk.subarray(0, take), this.helloFill);
-    this.helloFill += take;
-    if (this.helloFill < HELLO_BYTES) return -1;
-    const h = decodeHello(this.hello);
-    if ("error" in h) {
-      this.failHandshake(h.error);
-      return -1;
-    }
+  /** The handshake passed on this side: the peer's limits apply, and the connection is handed out. */
+  private passHandshake(): void {
+    const h = this.hs.peer!;
     this.caps = this.capsWith(h.maxMessageBytes, h.maxHeadBytes);
     this.handshaking = false;
     this.idleSince = performance.now();
-    this.opts.onHandshake(this, null);
-    return take;
+    this.opts.onHandshake(this, null, null);
   }
 
-  private failHandshake(reason: string): void {
+  /** Ends a failed handshake: the typed error for it, the peer's farewell (if any), the socket closed. */
+  private failHandshake(f: HandshakeFailure, refusal = true): void {
     if (!this.handshaking) return;
     this.handshaking = false;
-    const err =
-      this.opts.role === "connect"
-        ? new ConnectError(`tcp connect ${this.peer}: the peer ${reason}`)
-        : new ConnectError(`tcp listener: client ${this.peer} ${reason}; dropped`);
+    const err = handshakeError(this.opts.role, this.peer, this.opts.local ?? "", f);
     this.closed = true;
     this.closeError = err;
     this.opts.sweeper?.delete(this);
-    this.socket.terminate();
-    this.opts.onHandshake(this, err);
+    if (f.farewell !== null && this.outLen === 0) this.socket.end(f.farewell);
+    else this.socket.terminate();
+    this.opts.onHandshake(this, err, refusal ? f.reason : null);
+  }
+
+  /** Writes handshake bytes; what the socket does not take now waits in the output buffer for drain. */
+  private writeControl(b: Uint8Array): void {
+    if (this.outLen === 0 && !this.awaitingDrain) {
+      const w = this.socket.write(b);
+      if (w < 0 || w === b.length) return; // w < 0: the socket is gone; its close handler reports it
+      b = b.subarray(w);
+    }
+    if (this.outLen + b.length > this.out.length) this.grow(this.outLen + b.length);
+    this.out.set(b, this.outLen);
+    this.outLen += b.length;
+    this.awaitingDrain = true;
   }
 
   /** Parses a chunk of frames; any exception (a bad frame, a receiver that threw) closes the connection. */
@@ -526,7 +550,7 @@ export class TcpConnection implements Connection, Sweepable {
   /** close() / abort() / idle: report `error`, stop reading, hand queued output over, then end. */
   private shut(error: HotpathError | null): void {
     if (this.closed) return;
-    if (this.handshaking) return this.failHandshake("closed locally during the handshake");
+    if (this.handshaking) return this.failHandshake(this.hs.abandon("closed locally during the handshake"), false);
     if (this.outLen > 0 && !this.awaitingDrain) this.flushOut();
     if (this.closed) return; // the write found the socket gone
     this.finish(error);

@@ -1,20 +1,29 @@
 /**
- * TCP control path: `tcp://host:port` listeners and connects on Bun sockets.
+ * TCP control path: `tcp://host:port` listeners and connects on Bun sockets, and their TLS
+ * forms `tcps://` and `tls://` (tls.ts: Bun's TLS; `tls` options on a `tcp://` URL mean TLS too).
  *
- * Both sides write a hello (hello.ts) as soon as the socket opens. connect() resolves only once
- * the listener's hello arrived and passed, so `caps.peerMaxMessageBytes` is known before the
- * first send; it fails with ConnectError when the peer refuses, is not a hotpath tcp listener,
- * speaks another protocol version, is at its connection limit, or `connectTimeoutMs` passes
- * (for the TCP connect and the hello together). A listener hands a connection to onConnection
- * only after the client's hello passed, before any of its messages is delivered; a client that
- * sends something else, or nothing within `tcp.handshakeTimeoutMs`, is dropped. Beyond
- * `tcp.maxConnections` (handshakes included) a client gets a busy hello and is closed.
+ * Both sides run the handshake (handshake.ts) as soon as the socket opens, or its TLS handshake
+ * passed: hellos with limits, then token proofs when `auth` is on. connect() resolves only once
+ * the handshake passed, so `caps.peerMaxMessageBytes` is known before the first send; it fails
+ * with AuthError for a wrong or missing token or a listener that cannot prove the token (one
+ * without auth included), and ConnectError when the peer refuses, is not a hotpath tcp
+ * listener, speaks another protocol version, is at its connection limit, fails TLS, or
+ * `connectTimeoutMs` passes (for the TCP connect, TLS and the handshake together). A listener
+ * hands a connection to onConnection only after the client's handshake passed, before any of
+ * its messages is delivered. Every peer it turns away is counted in `stats` and reported to
+ * onRefused: "auth" (AuthError), "protocol" (ProtocolError: not hotpath, another version, a
+ * failed TLS handshake, nothing within `tcp.handshakeTimeoutMs`, closed mid-handshake) and
+ * "busy" (ConnectError: beyond `tcp.maxConnections`, handshakes included, a plain client gets a
+ * busy hello; a TLS client is closed at once, before the server spends a TLS handshake on it).
  *
- * listen() accepts port 0 and reports the chosen port in `listener.url`.
+ * listen() accepts port 0 and reports the chosen port in `listener.url`, with the scheme it was
+ * given. Listening on an address other than loopback with neither auth nor TLS prints one
+ * warning (console.warn) naming the URL.
  */
 
 import type { Socket, TCPSocketListener } from "bun";
-import { ConnectError, HotpathError, UsageError } from "../errors.ts";
+import { ConnectError, HotpathError, UsageError, describeThrown } from "../errors.ts";
+import { authKey } from "../transport/auth.ts";
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_MAX_HEAD_BYTES,
@@ -28,6 +37,7 @@ import {
 import { ListenerBase } from "../listener-base.ts";
 import { TcpConnection } from "./connection.ts";
 import { HELLO_BUSY, encodeHello } from "./hello.ts";
+import { TCP_SCHEMES, connectTls, isPemError, listenTls, tlsFailureText } from "./tls.ts";
 import { BufferPool, Sweeper, checkMaxMessageBytes, connectLimits, listenLimits, sweepPeriodMs, type TcpLimits } from "./limits.ts";
 
 function hostPort(url: URL, forListen: boolean): { hostname: string; port: number } {
@@ -71,10 +81,15 @@ const handlers = {
 
 export async function tcpConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
   const { hostname, port } = hostPort(url, false);
-  const peer = `tcp://${url.host}`;
-  const timeoutMs = checkTimeout(`tcp connect ${peer}`, opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
-  const maxMessageBytes = checkMaxMessageBytes(`tcp connect ${peer}`, opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
+  const scheme = url.protocol.slice(0, -1);
+  const peer = `${scheme}://${url.host}`;
+  const where = `tcp connect ${peer}`;
+  const timeoutMs = checkTimeout(where, opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS);
+  const maxMessageBytes = checkMaxMessageBytes(where, opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
   const limits = connectLimits(opts.tcp);
+  const key = authKey(where, opts.auth);
+  const tls = connectTls(url, opts.tls);
+  const serverName = tls?.serverName ?? hostname;
   const period = sweepPeriodMs(limits);
   return new Promise<Connection>((resolve, reject) => {
     let settled = false;
@@ -88,12 +103,16 @@ export async function tcpConnect(url: URL, opts: ConnectOptions): Promise<Connec
       return true;
     };
     const timer = setTimeout(() => {
-      const what = conn === null ? "no connection" : "connected, but no hello from the peer (is it a hotpath tcp listener?)";
-      if (settle(new ConnectError(`tcp connect ${peer}: ${what} after ${timeoutMs} ms`))) conn?.drop("gave up waiting for the hello");
+      const what =
+        conn === null ? "no connection"
+        : conn.peerHelloArrived ? "connected, but the listener never answered this client's token proof"
+        : `connected, but no hello from the peer (is it a hotpath ${tls ? "TLS " : ""}tcp listener?)`;
+      if (settle(new ConnectError(`${where}: ${what} after ${timeoutMs} ms`))) conn?.drop("gave up waiting for the handshake");
     }, timeoutMs);
     Bun.connect<TcpConnection>({
       hostname,
       port,
+      ...(tls ? { tls } : {}),
       socket: {
         ...handlers,
         open(s) {
@@ -106,32 +125,41 @@ export async function tcpConnect(url: URL, opts: ConnectOptions): Promise<Connec
             maxMessageBytes,
             limits,
             role: "connect",
+            key,
+            tls: tls !== null,
             pool: null,
             sweeper: period > 0 ? new Sweeper(period) : null,
             onHandshake(c, err) {
-              // A hello after the deadline: the caller has its ConnectError already.
+              // A handshake that passed after the deadline: the caller has its ConnectError already.
               if (!settle(err) && err === null) c.close();
             },
           });
           s.data = conn;
         },
+        handshake(s, ok, error) {
+          const passed = ok && error === null;
+          s.data?.onTlsHandshake(passed, passed ? "" : tlsFailureText("connect", error, serverName));
+        },
       },
     }).catch((e) => {
-      settle(new ConnectError(`tcp connect ${peer}: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+      const msg = `${where}: ${describeThrown(e)}`;
+      settle(isPemError(e) ? new UsageError(`${msg} (tls.ca could not be loaded)`) : new ConnectError(msg, { cause: e }));
     });
   });
 }
+
+type BunTls = NonNullable<ReturnType<typeof listenTls>>;
 
 class TcpListener extends ListenerBase<TcpConnection> {
   readonly transport = "tcp";
   readonly url: string;
   private readonly server: TCPSocketListener<TcpConnection>;
-  /** Accepted sockets whose hello has not arrived yet. */
+  /** Accepted sockets whose handshake has not passed yet. */
   private readonly handshaking = new Set<TcpConnection>();
   private readonly pool: BufferPool;
   private readonly sweeper: Sweeper | null;
 
-  constructor(hostname: string, port: number, maxMessageBytes: number, limits: TcpLimits) {
+  constructor(scheme: string, hostname: string, port: number, maxMessageBytes: number, limits: TcpLimits, key: Uint8Array | null, tls: BunTls | null) {
     super();
     this.pool = new BufferPool(limits.serverBufferBytes);
     const period = sweepPeriodMs(limits);
@@ -139,27 +167,39 @@ class TcpListener extends ListenerBase<TcpConnection> {
     this.server = Bun.listen<TcpConnection>({
       hostname,
       port,
+      ...(tls ? { tls } : {}),
       socket: {
         ...handlers,
         open: (s) => {
+          const peer = `${scheme}://${s.remoteAddress}`;
           if (this.conns.size + this.handshaking.size >= limits.maxConnections) {
-            s.end(encodeHello(HELLO_BUSY, 0, DEFAULT_MAX_HEAD_BYTES));
+            this.refused(new ConnectError(`tcp listener ${this.url}: client ${peer} refused: the listener is at its connection limit (tcp.maxConnections ${limits.maxConnections})`), "busy");
+            if (tls) s.terminate();
+            else s.end(encodeHello(HELLO_BUSY, 0, DEFAULT_MAX_HEAD_BYTES));
             return;
           }
           const conn = new TcpConnection(s, {
-            peer: `tcp://${s.remoteAddress}`,
+            peer,
+            local: this.url,
             maxMessageBytes,
             limits,
             role: "accept",
+            key,
+            tls: tls !== null,
             pool: this.pool,
             sweeper: this.sweeper,
-            onHandshake: (c, err) => {
+            onHandshake: (c, err, reason) => {
               this.handshaking.delete(c);
               if (err === null) this.accepted(c);
+              else if (reason !== null) this.refused(err, reason);
             },
           });
           s.data = conn;
           if (conn.handshaking) this.handshaking.add(conn);
+        },
+        handshake: (s, ok, error) => {
+          // Client certificates are not requested: `error` (no client certificate) is expected.
+          s.data?.onTlsHandshake(ok, ok ? "" : tlsFailureText("accept", error, ""));
         },
         close: (s, error) => {
           if (!s.data) return;
@@ -170,7 +210,7 @@ class TcpListener extends ListenerBase<TcpConnection> {
       },
     });
     const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-    this.url = `tcp://${host}:${this.server.port}`;
+    this.url = `${scheme}://${host}:${this.server.port}`;
   }
 
   /** Connections open now, handshakes included (for tests and metrics). */
@@ -186,21 +226,43 @@ class TcpListener extends ListenerBase<TcpConnection> {
   }
 }
 
-export async function tcpListen(url: URL, opts: ListenOptions): Promise<Listener> {
-  const { hostname, port } = hostPort(url, true);
-  const maxMessageBytes = checkMaxMessageBytes(`tcp listen ${url.host}`, opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
-  const limits = listenLimits(opts.tcp);
-  try {
-    return new TcpListener(hostname, port, maxMessageBytes, limits);
-  } catch (e) {
-    const reason = e instanceof Error ? e.message : String(e);
-    throw new ConnectError(`tcp listen ${url.host}: ${reason}`, { cause: e });
-  }
+/** Loopback addresses: only this host can reach a listener bound to one. */
+export function isLoopbackHost(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h) || /^(0+:){7}0*1$/.test(h);
 }
 
-export const tcpTransport: TransportFactory = {
-  scheme: "tcp",
-  unavailableReason: () => null,
-  connect: tcpConnect,
-  listen: tcpListen,
-};
+export async function tcpListen(url: URL, opts: ListenOptions): Promise<Listener> {
+  const { hostname, port } = hostPort(url, true);
+  const where = `tcp listen ${url.href}`;
+  const maxMessageBytes = checkMaxMessageBytes(where, opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES);
+  const limits = listenLimits(opts.tcp);
+  const key = authKey(where, opts.auth);
+  const tls = listenTls(url, opts.tls);
+  let listener: TcpListener;
+  try {
+    listener = new TcpListener(url.protocol.slice(0, -1), hostname, port, maxMessageBytes, limits, key, tls);
+  } catch (e) {
+    const msg = `${where}: ${describeThrown(e)}`;
+    if (isPemError(e)) throw new UsageError(`${msg} (tls.cert or tls.key could not be loaded)`);
+    throw new ConnectError(msg, { cause: e });
+  }
+  if (key === null && tls === null && !isLoopbackHost(hostname)) {
+    console.warn(
+      `hotpath: tcp listener ${listener.url} is reachable from the network with neither authentication nor TLS: ` +
+        `anyone who can reach it can call every method and read the traffic. Pass { auth: { token } } (a shared secret of 16+ bytes) ` +
+        `and/or TLS (a tcps:// URL with { tls: { cert, key } }), or listen on 127.0.0.1.`,
+    );
+  }
+  return listener;
+}
+
+function tcpFactory(scheme: (typeof TCP_SCHEMES)[number]): TransportFactory {
+  return { scheme, unavailableReason: () => null, connect: tcpConnect, listen: tcpListen };
+}
+
+/** `tcp://`: plain, or TLS when `tls` options are given. */
+export const tcpTransport: TransportFactory = tcpFactory("tcp");
+/** `tcps://` and `tls://`: the same transport, always over TLS. */
+export const tcpsTransport: TransportFactory = tcpFactory("tcps");
+export const tlsTransport: TransportFactory = tcpFactory("tls");

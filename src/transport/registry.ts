@@ -13,7 +13,7 @@
 import { ConnectError, HotpathError, TransportUnavailableError, UsageError } from "../errors.ts";
 import { inprocTransport } from "../inproc/setup.ts";
 import { shmTransport } from "../shm/setup.ts";
-import { tcpTransport } from "../tcp/setup.ts";
+import { tcpTransport, tcpsTransport, tlsTransport } from "../tcp/setup.ts";
 import { ucxTransport } from "../ucx/setup.ts";
 import type { ConnectOptions, Connection, Listener, ListenOptions, TransportFactory } from "./transport.ts";
 
@@ -25,6 +25,8 @@ export function registerTransport(factory: TransportFactory): void {
 }
 
 registerTransport(tcpTransport);
+registerTransport(tcpsTransport);
+registerTransport(tlsTransport);
 registerTransport(shmTransport);
 registerTransport(inprocTransport);
 registerTransport(ucxTransport);

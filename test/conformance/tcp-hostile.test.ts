@@ -8,7 +8,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { ConnectError, MessageTooLargeError, ProtocolError, rpcConnect, wire } from "../../src/index.ts";
-import { HELLO_BUSY, TCP_PROTOCOL_VERSION } from "../../src/tcp/hello.ts";
+import { HELLO_BUSY, HELLO_BYTES, TCP_PROTOCOL_VERSION } from "../../src/tcp/hello.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import { frame, hello, rawSession, requestHead, rssBytes } from "../tcp/raw.ts";
 import * as m from "./methods.ts";
@@ -151,11 +151,11 @@ describe("tcp: hostile peer", () => {
       sock.write(new Uint8Array([b]));
       await Bun.sleep(1);
     }
-    const want = 16 + 8 + wire.WIRE_HEADER_BYTES + 3;
+    const want = HELLO_BYTES + 8 + wire.WIRE_HEADER_BYTES + 3;
     for (let i = 0; i < 300 && received.reduce((n, r) => n + r.length, 0) < want; i++) await Bun.sleep(5);
     sock.end();
-    const all = Buffer.concat(received).subarray(16);
-    expect(all.length).toBe(want - 16);
+    const all = Buffer.concat(received).subarray(HELLO_BYTES);
+    expect(all.length).toBe(want - HELLO_BYTES);
     expect(all[8]).toBe(wire.KIND_RESPONSE);
     expect([...all.subarray(8 + wire.WIRE_HEADER_BYTES)]).toEqual([7, 8, 9]);
   });
@@ -196,7 +196,7 @@ describe("tcp: hostile peer", () => {
 
   test("a server of another protocol, or another version, or at its limit: connect fails with a ConnectError that says so", async () => {
     const cases: Array<[Uint8Array, string]> = [
-      [new TextEncoder().encode("HTTP/1.1 400 Bad Request\r\n\r\n"), "does not speak the hotpath tcp protocol"],
+      [new TextEncoder().encode("HTTP/1.1 400 Bad Request\r\n\r\n"), "not a hotpath server: got 'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'"],
       [hello({ version: 7 }), `version 7, this side speaks version ${TCP_PROTOCOL_VERSION}`],
       [hello({ status: HELLO_BUSY }), "connection limit"],
     ];
@@ -230,7 +230,7 @@ describe("tcp: hostile peer", () => {
       (s) => void s.write(hello()),
       (s, d) => {
         buf = new Uint8Array([...buf, ...d]);
-        if (buf.length >= 16 && buf[0] === hello()[0]) buf = buf.subarray(16);
+        if (buf.length >= HELLO_BYTES && buf[0] === hello()[0]) buf = buf.subarray(HELLO_BYTES);
         while (buf.length >= 8) {
           const dv = new DataView(buf.buffer, buf.byteOffset);
           const len = 8 + dv.getUint32(0, true) + dv.getUint32(4, true);

@@ -12,7 +12,7 @@ import * as m from "../conformance/methods.ts";
 /** test/tcp/server.ts: runs Bun.gc(true) and replies with nothing. */
 export const M_GC = 90;
 
-export function hello(o: { magic?: number; version?: number; status?: number; maxMessageBytes?: number; maxHeadBytes?: number } = {}): Uint8Array {
+export function hello(o: { magic?: number; version?: number; status?: number; maxMessageBytes?: number; maxHeadBytes?: number; flags?: number; nonce?: Uint8Array } = {}): Uint8Array {
   const b = new Uint8Array(HELLO_BYTES);
   const dv = new DataView(b.buffer);
   dv.setUint32(0, o.magic ?? HELLO_MAGIC, true);
@@ -20,6 +20,8 @@ export function hello(o: { magic?: number; version?: number; status?: number; ma
   dv.setUint16(6, o.status ?? HELLO_OK, true);
   dv.setUint32(8, o.maxMessageBytes ?? 64 << 20, true);
   dv.setUint32(12, o.maxHeadBytes ?? 4096, true);
+  dv.setUint32(16, o.flags ?? 0, true);
+  if (o.nonce) b.set(o.nonce, 20);
   return b;
 }
 
