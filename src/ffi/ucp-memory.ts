@@ -27,6 +27,7 @@ export class UcpMemory {
   private constructor(
     private readonly ctxHandle: number,
     memh: number,
+    private readonly registrations: { live: number },
     /** The registered bytes. */
     readonly view: Uint8Array,
   ) {
@@ -37,9 +38,10 @@ export class UcpMemory {
 
   /**
    * Allocates `lenBytes` of JS memory (an ArrayBuffer of its own: a small typed array's storage
-   * could move) starting on a page boundary, and registers it with the context `ctxHandle`.
+   * could move) starting on a page boundary, and registers it with the context `ctxHandle`;
+   * `registrations.live` counts it until close().
    */
-  static map(ctxHandle: number, lenBytes: number): UcpMemory {
+  static map(ctxHandle: number, lenBytes: number, registrations: { live: number }): UcpMemory {
     const backing = new ArrayBuffer(lenBytes + PAGE_BYTES);
     const start = (PAGE_BYTES - (Number(ptr(new Uint8Array(backing))) % PAGE_BYTES)) % PAGE_BYTES;
     const view = new Uint8Array(backing, start, lenBytes);
@@ -49,7 +51,8 @@ export class UcpMemory {
       .u64(off("ucp_mem_map_params_t.length"), lenBytes);
     const memh = new Out();
     check("ucp_mem_map", lib().ucp_mem_map(ctxHandle as Pointer, params.p, memh.p));
-    return new UcpMemory(ctxHandle, memh.value, view);
+    registrations.live++;
+    return new UcpMemory(ctxHandle, memh.value, registrations, view);
   }
 
   get closed(): boolean {
@@ -72,6 +75,7 @@ export class UcpMemory {
     if (this.memh === 0) return;
     const memh = this.memh;
     this.memh = 0;
+    this.registrations.live--;
     check("ucp_mem_unmap", lib().ucp_mem_unmap(this.ctxHandle as Pointer, memh as Pointer));
   }
 }

@@ -44,20 +44,31 @@ const DEFAULT_UCX_CONFIG: ReadonlyArray<{ env: string; key: string; value: strin
 export class UcpContext {
   handle: number;
   private readonly workers = new Set<UcpWorker>();
+  /** Memory registrations of this context not yet unmapped (UcpMemory counts them). */
+  readonly registrations = { live: 0 };
 
-  private constructor(handle: number) {
+  private constructor(
+    handle: number,
+    /** Whether the context has UCP_FEATURE_RMA and AMO64 (see create()). */
+    readonly rma: boolean,
+  ) {
     this.handle = handle;
   }
 
   /**
-   * Context with Active Messages, RMA, 64-bit atomics and wakeup (event fd). Reads UCX_*
+   * Context with Active Messages and wakeup (event fd), and with `rma` also RMA and 64-bit
+   * atomics. Without them UCX installs no handlers for its software RMA / atomic emulation
+   * (the PUT, GET and ATOMIC Active Messages it uses where a lane has no hardware RMA: its tcp
+   * transport, and atomics over shared memory), which write and read whatever address the peer
+   * names, registered or not: a context with `rma` lets every peer of its workers reach all of
+   * this process's memory over those transports. Reads UCX_*
    * environment config. Indirect protocol ids are turned on unless UCX_PROTO_INDIRECT_ID says
    * otherwise: only then does UCX track an endpoint's in-flight requests (rendezvous sends and
    * receives) and complete them with an error when the endpoint fails; without it (the default
    * in UCP_ERR_HANDLING_MODE_NONE) a dead peer's requests stay pending forever. The rest of
    * DEFAULT_UCX_CONFIG applies the same way (a UCX_* variable the user set wins).
    */
-  static create(): UcpContext {
+  static create(opts: { rma: boolean }): UcpContext {
     const c = lib();
     const config = new Out();
     check("ucp_config_read", c.ucp_config_read(null, null, config.p));
@@ -69,10 +80,10 @@ export class UcpContext {
       }
       const params = new Struct(size("ucp_params_t"))
         .u64(off("ucp_params_t.field_mask"), UCP.UCP_PARAM_FIELD_FEATURES)
-        .u64(off("ucp_params_t.features"), UCP.UCP_FEATURE_AM | UCP.UCP_FEATURE_RMA | UCP.UCP_FEATURE_AMO64 | UCP.UCP_FEATURE_WAKEUP);
+        .u64(off("ucp_params_t.features"), UCP.UCP_FEATURE_AM | UCP.UCP_FEATURE_WAKEUP | (opts.rma ? UCP.UCP_FEATURE_RMA | UCP.UCP_FEATURE_AMO64 : 0));
       const ctx = new Out();
       check("ucp_init_version", c.ucp_init_version(UCP.UCP_API_MAJOR, UCP.UCP_API_MINOR, params.p, config.value as Pointer, ctx.p));
-      return new UcpContext(ctx.value);
+      return new UcpContext(ctx.value, opts.rma);
     } finally {
       c.ucp_config_release(config.value as Pointer);
     }
@@ -95,7 +106,8 @@ export class UcpContext {
    * stays valid memory, freed by the GC when the last view goes (see ucp-memory.ts).
    */
   memMap(lenBytes: number): UcpMemory {
-    return UcpMemory.map(this.handle, lenBytes);
+    if (!this.rma) throw new UcxError("ucp_mem_map (this context was made without RMA)", UCP.UCS_ERR_INVALID_PARAM);
+    return UcpMemory.map(this.handle, lenBytes, this.registrations);
   }
 
   close(): void {

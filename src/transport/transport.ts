@@ -309,8 +309,13 @@ export interface ConnectOptions {
   segment?: Partial<SegmentConfig>;
   /** shm / inproc / ucx: the connection's initial wait policy. Others ignore it. */
   wait?: Partial<SegmentWaitPolicy>;
-  /** ucx: ask for UCP_ERR_HANDLING_MODE_PEER (gives up shared memory in UCX 1.13). */
-  ucx?: { peerErrors?: boolean };
+  /**
+   * ucx: `peerErrors` asks for UCP_ERR_HANDLING_MODE_PEER (gives up shared memory in UCX 1.13);
+   * `rma` gives the connection UCX's RMA and atomics (caps.rma; registerMemory / attachRegion).
+   * Off by default: with it, the server can read and write any of this process's memory over
+   * UCX's tcp and shared-memory transports (their software RMA checks no registration).
+   */
+  ucx?: { peerErrors?: boolean; rma?: boolean };
   /** tcp: the dialled connection's buffer and time limits (0 turns a timeout off). Others ignore it. */
   tcp?: {
     /** Output queued before trySend reports Full. Default 4 MiB. */
@@ -362,8 +367,14 @@ export interface ListenOptions {
     /** Abort with ProtocolError when a frame that began arriving is still incomplete after this long (slowloris). Default 30000. */
     frameTimeoutMs?: number;
   };
-  /** ucx: close an accepted endpoint whose HELLO has not arrived this long after it connected. Default 10000. */
-  ucx?: { handshakeTimeoutMs?: number };
+  /**
+   * ucx: `handshakeTimeoutMs`: close an accepted endpoint whose handshake has not completed this
+   * long after it connected (default 10000). `rma`: the listener's connections get UCX's RMA and
+   * atomics (caps.rma; registerMemory / attachRegion). Off by default: with it, every peer that
+   * reaches the listener, authenticated or not, can read and write any of this process's memory
+   * over UCX's tcp and shared-memory transports (their software RMA checks no registration).
+   */
+  ucx?: { handshakeTimeoutMs?: number; rma?: boolean };
 }
 
 /** What a transport module registers with the URL registry. */

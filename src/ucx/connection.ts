@@ -18,6 +18,12 @@
  * `Receiver.onOversized`; without that hook, or with an oversized head, the connection aborts
  * with ProtocolError. An exception thrown by the receiver closes the connection with it.
  *
+ * Handshake (handshake.ts): until it passed, nothing is delivered and nothing may be sent; a
+ * message from the peer before then is a ProtocolError (the server refuses that endpoint).
+ *
+ * RMA: only a connection whose runtime has RMA (`ucx: { rma: true }`) offers it (`caps.rma`);
+ * see rma.ts for what a registered region does and does not protect.
+ *
  * Failure: UCX reports a dead or departed peer through the endpoint's error callback (its
  * connection manager notices the socket close even in UCP_ERR_HANDLING_MODE_NONE, which keeps
  * shared memory for same-host peers); every pending operation then fails with
@@ -31,9 +37,10 @@ import { describeThrown, HotpathError, ProtocolError, TransportClosedError, Usag
 import { UCP } from "../ffi/ucp-layout.ts";
 import { copyOut, type UcpEndpoint } from "../ffi/ucp.ts";
 import { bufferPrefix, oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../transport/transport.ts";
-import { decodeHello, encodeHello, HELLO_FLAG_PEER_ERRORS, type Hello } from "./hello.ts";
+import { MAX_HANDSHAKE_BYTES, type ClientHandshake, type ServerHandshake } from "./handshake.ts";
+import type { Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";
-import { AM_DATA, AM_HELLO, AM_HELLO_ACK, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
+import { AM_DATA, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
 
 export type UcxWaitMode = "spin" | "async" | "adaptive";
 
@@ -125,14 +132,14 @@ export class UcxConnection implements Connection, AmSink {
       peerMaxMessageBytes: opts.maxMessageBytes,
       maxHeadBytes: opts.maxHeadBytes,
       zeroCopy: false,
-      rma: true,
+      rma: rt.rma,
       sameHostOnly: false,
     } satisfies MutableCaps;
     rt.sinks.set(ep.handle, this);
   }
 
   get wantsProgress(): boolean {
-    return !this.closed && this.receiver !== null && this.mode !== "spin";
+    return !this.closed && (this.receiver !== null || this.lingerTimer !== null) && this.mode !== "spin";
   }
 
   setReceiver(receiver: Receiver): void {
@@ -173,29 +180,44 @@ export class UcxConnection implements Connection, AmSink {
 
   // ---------------------------------------------------------------- handshake (setup.ts)
 
-  /** @internal this side's hello (or hello-ack). */
-  hello(peerErrors: boolean): Uint8Array {
-    return encodeHello({ maxMessageBytes: this.caps.maxMessageBytes, maxHeadBytes: this.caps.maxHeadBytes, flags: peerErrors ? HELLO_FLAG_PEER_ERRORS : 0 });
-  }
+  /** @internal the handshake under way (handshake.ts); null once it passed or failed. */
+  handshake: ServerHandshake | ClientHandshake | null = null;
+  /** @internal the handshake passed: messages flow both ways. */
+  established = false;
+  /** Set while the connection waits for its peer to close after a refusal (lingerClose). */
+  private lingerTimer: ReturnType<typeof setTimeout> | null = null;
 
-  private learnPeer(h: Hello): void {
+  /** @internal the handshake passed: learn the peer's limits (its hello) and open the data path. */
+  establish(h: Hello): void {
     (this.caps as MutableCaps).peerMaxMessageBytes = h.maxMessageBytes;
     this.peerMaxHeadBytes = h.maxHeadBytes;
+    this.established = true;
+    this.handshake = null;
   }
 
-  /** @internal the listener's hook for the client's hello (server side). */
-  onHello: ((conn: UcxConnection) => void) | null = null;
-  /** @internal the server accepted this (client) connection. */
-  helloAcked = false;
-  /** @internal the server answered with something that is not a hello-ack. */
-  helloError: ProtocolError | null = null;
-  /** @internal the peer's hello arrived (server side) or was acknowledged (client side). */
-  private established = false;
+  /** @internal sends a handshake message (hello.ts); UCX holds `bytes` until the send completes. */
+  sendControl(id: number, bytes: Uint8Array): void {
+    if (this.closed) return;
+    this.ep.amSend(id, bytes, null, () => {});
+    this.sent();
+  }
+
+  /**
+   * @internal after a refusal this side sent: nothing more is delivered or handled, and the
+   * endpoint closes when the peer closes it (its error callback) or after `ms`, so the peer
+   * reads the refusal before it sees the disconnect. Idempotent.
+   */
+  lingerClose(ms: number): void {
+    if (this.closed || this.lingerTimer !== null) return;
+    this.handshake = null;
+    this.lingerTimer = setTimeout(() => this.close(), ms);
+    if (this.wantsProgress) this.rt.schedule();
+  }
 
   // ---------------------------------------------------------------- send
 
   trySend(head: Uint8Array, body?: Uint8Array | null): SendStatus {
-    if (this.closed) return SEND_CLOSED;
+    if (this.closed || !this.established) return SEND_CLOSED;
     const bl = body ? body.length : 0;
     this.checkSize(head.length, bl);
     if (this.isFull(bl)) return SEND_FULL;
@@ -204,14 +226,14 @@ export class UcxConnection implements Connection, AmSink {
 
   /** Heap memory the transport takes over in trySendBuffer (UCX reads it until the send completes). */
   allocBuffer(lenBytes: number): Uint8Array | null {
-    if (this.closed) return null;
+    if (this.closed || !this.established) return null;
     if (!(lenBytes >= 0) || !Number.isSafeInteger(lenBytes)) throw new UsageError(`ucx allocBuffer: ${lenBytes} is not a number of bytes (an integer ≥ 0)`);
     if (lenBytes > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage("ucx", lenBytes, this.caps));
     return new Uint8Array(lenBytes);
   }
 
   trySendBuffer(head: Uint8Array, whole: Uint8Array, lenBytes: number = whole.length): SendStatus {
-    if (this.closed) return SEND_CLOSED;
+    if (this.closed || !this.established) return SEND_CLOSED;
     const buffer = bufferPrefix("ucx", whole, lenBytes);
     this.checkSize(head.length, buffer.length);
     if (this.isFull(buffer.length)) return SEND_FULL;
@@ -258,30 +280,12 @@ export class UcxConnection implements Connection, AmSink {
 
   /** @internal an AM for this endpoint (inside worker progress). */
   onAm(id: number, header: number, hlen: number, data: number, len: number, recvAttr: number): number {
-    if (this.closed) return UCP.UCS_OK;
+    if (this.closed || this.lingerTimer !== null) return UCP.UCS_OK; // a refused peer: dropped
     if (id === AM_DATA && this.established) return this.onData(header, hlen, data, len, recvAttr);
-    if (id === AM_HELLO && this.onHello !== null) {
-      const h = decodeHello(copyOut(header, hlen));
-      if (h === null) {
-        this.abort(new ProtocolError(`ucx connection from ${this.peer}: a HELLO of ${hlen} bytes that is not a hotpath hello of this version`));
-        return UCP.UCS_OK;
-      }
-      this.learnPeer(h);
-      this.established = true;
-      this.ep.amSend(AM_HELLO_ACK, this.hello((h.flags & HELLO_FLAG_PEER_ERRORS) !== 0), null, () => {});
-      const accept = this.onHello;
-      this.onHello = null;
-      accept(this);
-      return UCP.UCS_OK;
-    }
-    if (id === AM_HELLO_ACK && !this.established && this.onHello === null) {
-      const h = decodeHello(copyOut(header, hlen));
-      if (h === null) this.helloError = new ProtocolError(`ucx connect ${this.peer}: the server answered with a HELLO_ACK of ${hlen} bytes that is not a hotpath hello of this version`);
-      else {
-        this.learnPeer(h);
-        this.established = true;
-        this.helloAcked = true;
-      }
+    const hs = this.handshake;
+    if (hs !== null) {
+      // Returning UCS_OK without receiving drops a rendezvous message's data too.
+      hs.onAm(id, id === AM_DATA || hlen > MAX_HANDSHAKE_BYTES ? null : copyOut(header, hlen));
       return UCP.UCS_OK;
     }
     this.abort(new ProtocolError(`ucx connection to ${this.peer}: unexpected Active Message ${id} (${this.established ? "after" : "before"} the handshake)`));
@@ -392,7 +396,7 @@ export class UcxConnection implements Connection, AmSink {
 
   /** Registers `lenBytes` of local memory the peer may read and write one-sided. */
   registerMemory(lenBytes: number): LocalRegion {
-    if (this.closed) throw new TransportClosedError(`ucx connection to ${this.peer} is closed`);
+    this.checkRma("registerMemory");
     const r = new LocalRegion(this.rt, lenBytes);
     this.regions.add(r);
     return r;
@@ -400,10 +404,15 @@ export class UcxConnection implements Connection, AmSink {
 
   /** Attaches to a region the peer registered (its `descriptor()` bytes, received over RPC). */
   attachRegion(descriptor: Uint8Array): RemoteRegion {
-    if (this.closed) throw new TransportClosedError(`ucx connection to ${this.peer} is closed`);
+    this.checkRma("attachRegion");
     const r = new RemoteRegion(this, descriptor);
     this.regions.add(r);
     return r;
+  }
+
+  private checkRma(op: string): void {
+    if (!this.rt.rma) throw new UsageError(`ucx ${op}: this connection has no RMA (connect / listen with ucx: { rma: true } to offer it)`);
+    if (this.closed) throw new TransportClosedError(`ucx connection to ${this.peer} is closed`);
   }
 
   // ---------------------------------------------------------------- closing
@@ -436,6 +445,9 @@ export class UcxConnection implements Connection, AmSink {
   private finish(error: HotpathError | null, force: boolean): void {
     this.closed = true;
     this.closeError = error;
+    this.handshake = null;
+    if (this.lingerTimer !== null) clearTimeout(this.lingerTimer);
+    this.lingerTimer = null;
     this.rt.sinks.delete(this.ep.handle);
     this.queue.length = 0;
     this.queueHead = 0;

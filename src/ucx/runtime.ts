@@ -3,7 +3,8 @@
  * listener of that thread, and the driver that makes the worker progress.
  *
  * Active Messages: AM_DATA carries a message (the RPC head as the AM header, the body as AM
- * data); AM_HELLO / AM_HELLO_ACK complete a connect. Every send asks UCX for a reply endpoint
+ * data); AM_HELLO / AM_HELLO_ACK, and with a token AM_AUTH / AM_VERDICT, complete a connect
+ * (hello.ts, handshake.ts). Every send asks UCX for a reply endpoint
  * (UCP_AM_SEND_FLAG_REPLY), so an arriving message names the local endpoint it came through
  * and is routed to that connection.
  *
@@ -23,6 +24,11 @@
  * progresses or any UCX call runs (UcpWorker.insideUcx), and a connection's wait() called from a callback
  * resolves on a clean stack instead of progressing (see UcxConnection.wait).
  *
+ * RMA: a runtime is made with or without UCX's RMA and atomics (`acquire({ rma })`), and the
+ * two kinds never share a worker: with RMA, UCX's software emulation lets every peer of the
+ * worker read and write any address of this process over its tcp and shared-memory transports
+ * (see UcpContext.create), so only connections and listeners that ask for RMA get it.
+ *
  * Lifetime: while a listener or connection uses the runtime (users > 0) a timer holds the
  * process open, as an open socket does; the last release() lets it exit.
  *
@@ -36,6 +42,8 @@ import { EFD_ARMED, EFD_IDLE, EFD_STOP } from "./efd-waiter.ts";
 export const AM_DATA = 1;
 export const AM_HELLO = 2;
 export const AM_HELLO_ACK = 3;
+export const AM_AUTH = 4;
+export const AM_VERDICT = 5;
 
 /** Spin after a send for the answer: about three same-host ucx round trips. */
 export const DEFAULT_UCX_SPIN_NS = 20_000;
@@ -45,6 +53,8 @@ const IDLE_BUSY_NS = 1_000_000;
 const IN_FLIGHT_RECHECK_MS = 10;
 /** Wedged UCX (see pump): the longest gap between progress rounds; bounds the extra latency of a message that arrives then. */
 const WEDGED_RECHECK_MAX_MS = 8;
+/** No users left, endpoint closes pending: the longest gap between the progress rounds that take them to the peer (backing off from 1 ms; a close UCX never finishes costs one timer this often). */
+const CLOSE_DRAIN_MAX_MS = 100;
 /** The keep-alive timer's period: it never needs to fire, only to exist (below setTimeout's 2^31 ms limit). */
 const KEEP_ALIVE_MS = 1 << 30;
 
@@ -81,6 +91,7 @@ export class UcxRuntime {
   /** The current gap between timed progress rounds while UCX will not arm (0: not in that state). */
   private recheckMs = 0;
   private recheckTimer: ReturnType<typeof setTimeout> | null = null;
+  private drainTimer: ReturnType<typeof setTimeout> | null = null;
   private keepAlive: ReturnType<typeof setInterval> | null = null;
   private efdCtl: Int32Array | null = null;
   private efdWorker: Worker | null = null;
@@ -90,18 +101,21 @@ export class UcxRuntime {
 
   /**
    * The thread's runtime for the UCX configuration in the environment now (UCX_* variables,
-   * read by ucp_config_read when the context is made), created on first use. The caller is a
-   * user until it calls release().
+   * read by ucp_config_read when the context is made) and `rma` (default false: a context
+   * without RMA and atomics), created on first use. The caller is a user until it calls release().
    */
-  static acquire(): UcxRuntime {
-    const key = Object.keys(process.env)
-      .filter((k) => k.startsWith("UCX_"))
-      .sort()
-      .map((k) => `${k}=${process.env[k]}`)
-      .join(" ");
+  static acquire(opts: { rma?: boolean } = {}): UcxRuntime {
+    const rma = opts.rma === true;
+    const key =
+      (rma ? "rma " : "") +
+      Object.keys(process.env)
+        .filter((k) => k.startsWith("UCX_"))
+        .sort()
+        .map((k) => `${k}=${process.env[k]}`)
+        .join(" ");
     let rt = UcxRuntime.runtimes.get(key);
     if (rt === undefined) {
-      rt = new UcxRuntime();
+      rt = new UcxRuntime(rma);
       UcxRuntime.runtimes.set(key, rt);
     }
     rt.retain();
@@ -112,10 +126,10 @@ export class UcxRuntime {
     return ucpUnavailableReason();
   }
 
-  private constructor() {
-    this.ctx = UcpContext.create();
+  private constructor(readonly rma: boolean) {
+    this.ctx = UcpContext.create({ rma });
     this.worker = this.ctx.createWorker();
-    for (const id of [AM_DATA, AM_HELLO, AM_HELLO_ACK]) {
+    for (const id of [AM_DATA, AM_HELLO, AM_HELLO_ACK, AM_AUTH, AM_VERDICT]) {
       this.worker.setAmHandler(id, (header, hlen, data, len, attr, replyEp) => {
         const sink = this.sinks.get(replyEp);
         if (sink !== undefined) {
@@ -154,6 +168,25 @@ export class UcxRuntime {
       this.efdWaiting = false;
     }
     this.waiters.wake(false);
+    this.drainCloses(1);
+  }
+
+  /**
+   * With no users left, endpoint closes still under way need the worker to progress, or the
+   * peer never hears of them (a client that closed its last connection and lives on would
+   * leave the server's side, and whatever it registered for that peer, open for ever). They
+   * progress on an unref'd timer (it never holds the process), backing off, until UCX has
+   * finished them or a user is back (whose pump takes over).
+   */
+  private drainCloses(ms: number): void {
+    if (this.drainTimer !== null || this.users > 0 || this.worker.closing.size === 0) return;
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = null;
+      if (this.users > 0) return;
+      this.progress();
+      this.drainCloses(Math.min(ms * 2, CLOSE_DRAIN_MAX_MS));
+    }, ms);
+    this.drainTimer.unref();
   }
 
   /** True inside a UCX callback (where nothing may progress the worker). */
@@ -161,9 +194,9 @@ export class UcxRuntime {
     return this.worker.insideUcx;
   }
 
-  /** Debug counters: the worker's (requests in flight, retained buffers, closes pending, endpoints) and the runtime's users and connections. */
-  stats(): ReturnType<UcpWorker["stats"]> & { users: number; sinks: number } {
-    return { ...this.worker.stats(), users: this.users, sinks: this.sinks.size };
+  /** Debug counters: the worker's (requests in flight, retained buffers, closes pending, endpoints), the context's live memory registrations, and the runtime's users and connections. */
+  stats(): ReturnType<UcpWorker["stats"]> & { registrations: number; users: number; sinks: number } {
+    return { ...this.worker.stats(), registrations: this.ctx.registrations.live, users: this.users, sinks: this.sinks.size };
   }
 
   /**

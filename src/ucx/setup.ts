@@ -2,12 +2,20 @@
  * ucx control path: `ucx://host:port` listeners and connects (host: a numeric IPv4 address or
  * "localhost"; port 0 on listen picks a free port, reported in `listener.url`).
  *
- * Connect: a client-server endpoint to the listener's sockaddr, then a HELLO Active Message
- * (hello.ts: version and this side's limits) that the server answers with HELLO_ACK (its
- * limits); no answer within connectTimeoutMs, a malformed answer, or an endpoint error first,
- * is a ConnectError. The server's endpoint (made from the connection request) becomes a
- * connection when its HELLO arrives; one whose HELLO does not arrive within the listener's
- * handshake timeout is closed.
+ * Connect: a client-server endpoint to the listener's sockaddr, then the handshake
+ * (handshake.ts): a HELLO Active Message (hello.ts: version and this side's limits) that the
+ * server answers with HELLO_ACK (its limits), and with `auth: { token }` the HMAC
+ * challenge-response that follows. connect() resolves once the server admitted it; no answer
+ * within connectTimeoutMs, a malformed answer, or an endpoint error first, is a ConnectError;
+ * a refusal for who either side is (a wrong or missing token, a server that cannot prove the
+ * token or has none), an AuthError. The server's endpoint (made from the connection request)
+ * becomes a connection (onConnection) when its handshake passed; one refused is counted and
+ * reported (Listener.stats, onRefused: "auth" or "protocol"), and one that does not finish its
+ * handshake within the listener's handshake timeout is closed and counted "protocol".
+ *
+ * RMA: `ucx: { rma: true }` on connect / listen gives the connection (and every connection of
+ * the listener) UCX's RMA and atomics, on a runtime of its own (runtime.ts); without it
+ * registerMemory / attachRegion throw UsageError and no peer can reach this process's memory.
  *
  * Error mode: UCP_ERR_HANDLING_MODE_NONE by default. In UCX 1.13 asking for PEER mode drops the
  * shared-memory transports (about 7 µs instead of under 1 µs between processes of one host),
@@ -21,11 +29,13 @@
  * does; close it to let the process exit.
  */
 
-import { ConnectError, describeThrown, ProtocolError, TransportClosedError, UcxUnavailableError, UsageError } from "../errors.ts";
+import { AuthError, ConnectError, describeThrown, ProtocolError, TransportClosedError, UcxUnavailableError, UsageError, type HotpathError } from "../errors.ts";
 import { ListenerBase } from "../listener-base.ts";
-import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
+import { authKey } from "../transport/auth.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions, type Connection, type Listener, type ListenOptions, type RefusalReason, type TransportFactory } from "../transport/transport.ts";
 import type { UcpListener } from "../ffi/ucp.ts";
 import { UcxConnection } from "./connection.ts";
+import { ClientHandshake, REFUSAL_LINGER_MS, ServerHandshake } from "./handshake.ts";
 import { AM_HELLO, UcxRuntime } from "./runtime.ts";
 
 /** Listener options of ucx: the common ones (its own group is `ListenOptions.ucx`). */
@@ -44,10 +54,10 @@ function hostPort(url: URL, forListen: boolean): { host: string; port: number } 
   return { host, port };
 }
 
-function acquire(): UcxRuntime {
+function acquire(rma: boolean): UcxRuntime {
   const why = UcxRuntime.unavailableReason();
   if (why !== null) throw new UcxUnavailableError(why);
-  return UcxRuntime.acquire();
+  return UcxRuntime.acquire({ rma });
 }
 
 export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
@@ -56,13 +66,16 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
   const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const peerErrors = opts.ucx?.peerErrors === true;
   if (opts.wait) UcxConnection.checkWaitPolicy(opts.wait);
-  const rt = acquire();
+  const key = authKey(`ucx connect ${peer}`, opts.auth);
+  const rt = acquire(opts.ucx?.rma === true);
   let failed: number | null = null;
+  /** connect() returned or threw: from then on the error callback closes the connection. */
+  let settled = false;
   let conn: UcxConnection | null = null;
   let ep;
   try {
     ep = rt.worker.connect({ host, port }, peerErrors, (status) => {
-      if (conn !== null && conn.helloAcked) conn.fail(new TransportClosedError(`ucx connection to ${peer}: the peer closed or failed (ucs_status ${status})`));
+      if (settled) conn?.fail(new TransportClosedError(`ucx connection to ${peer}: the peer closed or failed (ucs_status ${status})`));
       else failed = status;
     });
   } catch (e) {
@@ -76,21 +89,29 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
     onClosed: () => rt.release(),
   });
   if (opts.wait) conn.setWaitPolicy(opts.wait as never);
-  ep.amSend(AM_HELLO, conn.hello(peerErrors), null, () => {});
+  const hs = new ClientHandshake(conn, key);
+  conn.handshake = hs;
+  ep.amSend(AM_HELLO, hs.hello(peerErrors), null, () => {});
   const deadline = performance.now() + timeoutMs;
-  while (!conn.helloAcked && conn.helloError === null && failed === null && !conn.closed && performance.now() < deadline) {
+  while (!conn.established && hs.error === null && failed === null && !conn.closed && performance.now() < deadline) {
     rt.progress();
-    if (!conn.helloAcked && failed === null) await Bun.sleep(0);
+    if (!conn.established && hs.error === null && failed === null) await Bun.sleep(0);
   }
-  if (conn.helloAcked && !conn.closed) return conn;
+  settled = true;
+  if (conn.established && !conn.closed) return conn;
+  if (hs.error !== null) {
+    // This side refused the server and told it so: the endpoint stays until the server closes it.
+    if (hs.lingerOnFailure && failed === null) conn.lingerClose(REFUSAL_LINGER_MS);
+    else conn.close();
+    const msg = `ucx connect ${peer}: ${hs.error.message}`;
+    throw hs.error instanceof AuthError ? new AuthError(msg) : new ConnectError(msg, { cause: hs.error });
+  }
   const why =
-    conn.helloError !== null
-      ? conn.helloError.message
-      : conn.closeError !== null
-        ? conn.closeError.message
-        : failed !== null
-          ? `the endpoint failed (ucs_status ${failed}; nothing listening?)`
-          : `no answer within ${timeoutMs} ms`;
+    conn.closeError !== null
+      ? conn.closeError.message
+      : failed !== null
+        ? `the endpoint failed (ucs_status ${failed}; nothing listening?)`
+        : `no answer within ${timeoutMs} ms`;
   conn.close();
   throw new ConnectError(`ucx connect ${peer}: ${why}`);
 }
@@ -100,7 +121,7 @@ class UcxListener extends ListenerBase<UcxConnection> {
   readonly url: string;
   private readonly listener: UcpListener;
   private readonly progressHook = { onAm: () => 0, wantsProgress: true };
-  /** Accepted endpoints whose HELLO has not arrived yet, with their reaping timers. */
+  /** Endpoints whose handshake is under way, with their reaping timers. */
   private readonly handshaking = new Map<UcxConnection, ReturnType<typeof setTimeout>>();
   private readonly handshakeTimeoutMs: number;
 
@@ -109,6 +130,8 @@ class UcxListener extends ListenerBase<UcxConnection> {
     host: string,
     port: number,
     private readonly opts: UcxListenOptions,
+    /** The token's key bytes, or null when the listener admits anyone. */
+    private readonly key: Uint8Array | null,
   ) {
     super();
     const t = opts.ucx?.handshakeTimeoutMs ?? DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS;
@@ -147,26 +170,43 @@ class UcxListener extends ListenerBase<UcxConnection> {
     });
     conn = c;
     if (this.opts.wait) c.setWaitPolicy(this.opts.wait as never);
+    const hs = new ServerHandshake(c, this.key, {
+      accept: () => {
+        this.endHandshake(c);
+        try {
+          this.accepted(c);
+        } catch (e) {
+          c.abort(e instanceof ProtocolError ? e : new ProtocolError(`ucx listener ${this.url}: the connection callback failed: ${describeThrown(e, true)}`));
+        }
+      },
+      refuse: (error, reason, linger) => this.refuse(c, error, reason, linger),
+    });
+    c.handshake = hs;
     const timer = setTimeout(() => {
-      this.handshaking.delete(c);
-      c.abort(new ProtocolError(`ucx connection from a client of ${this.url}: no HELLO within ${this.handshakeTimeoutMs} ms`));
+      this.refuse(c, new ProtocolError(`ucx connection from a client of ${this.url}: no ${hs.waitingFor} within ${this.handshakeTimeoutMs} ms`), "protocol", false);
     }, this.handshakeTimeoutMs);
     this.handshaking.set(c, timer);
-    c.onHello = () => {
-      clearTimeout(timer);
-      this.handshaking.delete(c);
-      try {
-        this.accepted(c);
-      } catch (e) {
-        c.abort(e instanceof ProtocolError ? e : new ProtocolError(`ucx listener ${this.url}: the connection callback failed: ${describeThrown(e, true)}`));
-      }
-    };
+  }
+
+  private endHandshake(c: UcxConnection): void {
+    const timer = this.handshaking.get(c);
+    if (timer !== undefined) clearTimeout(timer);
+    this.handshaking.delete(c);
+  }
+
+  /** Turns away an endpoint in its handshake: counted and reported once, then closed (after the peer read the refusal, with `linger`). */
+  private refuse(c: UcxConnection, error: HotpathError, reason: RefusalReason, linger: boolean): void {
+    if (!this.handshaking.has(c)) return;
+    this.endHandshake(c);
+    this.refused(error, reason);
+    if (linger) c.lingerClose(REFUSAL_LINGER_MS);
+    else c.abort(error);
   }
 
   protected override forget(conn: UcxConnection): void {
-    const timer = this.handshaking.get(conn);
-    if (timer !== undefined) clearTimeout(timer);
-    this.handshaking.delete(conn);
+    // Closed in its handshake: the client left (or failed) before it passed.
+    const why = conn.closeError?.message ?? "closed";
+    this.refuse(conn, new ProtocolError(`ucx connection from a client of ${this.url}: the client left during its handshake (${why})`), "protocol", false);
     super.forget(conn);
   }
 
@@ -185,9 +225,10 @@ class UcxListener extends ListenerBase<UcxConnection> {
 
 export async function ucxListen(url: URL, opts: UcxListenOptions): Promise<Listener> {
   const { host, port } = hostPort(url, true);
-  const rt = acquire();
+  const key = authKey(`ucx listen ${host}:${port}`, opts.auth);
+  const rt = acquire(opts.ucx?.rma === true);
   try {
-    return new UcxListener(rt, host, port, opts);
+    return new UcxListener(rt, host, port, opts, key);
   } catch (e) {
     rt.release();
     if (e instanceof UsageError) throw e;

@@ -1,5 +1,5 @@
 /**
- * Test peer for regions that outlive their connection: serves over ucx (argv[2]) and keeps
+ * Test peer for regions that outlive their connection: serves over ucx (argv[2], with RMA) and keeps
  * every region it registers, in a list that never forgets, as a server with per-client
  * regions might.
  *   1: registers a region of 1 MiB for the calling connection, fills it with the request's
@@ -38,6 +38,6 @@ const serving = await serve(process.argv[2]!, {
     });
     return out;
   },
-});
+}, { ucx: { rma: true } });
 console.log(JSON.stringify({ url: serving.url }));
 exitWhenParentGoes(() => serving.close());

@@ -13,7 +13,7 @@ import { spawnPeer, type Peer } from "../helpers/peer.ts";
 const KEEPER = new URL("./region-keeper.ts", import.meta.url).pathname;
 const CLIENT = `
 import { rpcConnect } from "${new URL("../../src/index.ts", import.meta.url).pathname}";
-const c = await rpcConnect(process.argv[1]);
+const c = await rpcConnect(process.argv[1], { ucx: { rma: true } });
 const remote = c.conn.attachRegion(await c.request(1, new Uint8Array([9])));
 await remote.put(0, new Uint8Array(4096).fill(5));
 console.log("ready");
@@ -39,7 +39,7 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
 
     test("a client closes, another is killed: the server reads their stale views and keeps serving", async () => {
       // One client closes cleanly after a one-sided write into its region.
-      const a = await rpcConnect(peer.ready.url);
+      const a = await rpcConnect(peer.ready.url, { ucx: { rma: true } });
       const remote = (a.conn as UcxConnection).attachRegion(await a.request(1, new Uint8Array([7])));
       await remote.put(0, new Uint8Array(4096).fill(3));
       a.close();

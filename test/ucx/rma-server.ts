@@ -1,5 +1,5 @@
 /**
- * RMA test peer: serves over ucx (argv[2]) a 4096-byte registered region per connection.
+ * RMA test peer: serves over ucx (argv[2]), with RMA, a 4096-byte registered region per connection.
  *   1: the region's descriptor (for attachRegion)
  *   2: the region's bytes [offset u32, len u32] as this process sees them (proves one-sided
  *      writes landed in this process's memory)
@@ -27,6 +27,6 @@ const serving = await serve(process.argv[2]!, {
     const r = regions.get(h.session.conn)!;
     return r.view.slice(dv.getUint32(0, true), dv.getUint32(0, true) + dv.getUint32(4, true));
   },
-});
+}, { ucx: { rma: true } });
 console.log(JSON.stringify({ url: serving.url }));
 exitWhenParentGoes(() => serving.close());

@@ -29,7 +29,7 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
     });
 
     test("put, get, compare-and-swap on the peer's registered memory", async () => {
-      const client = await rpcConnect(peer.ready.url);
+      const client = await rpcConnect(peer.ready.url, { ucx: { rma: true } });
       try {
         const conn = client.conn as UcxConnection;
         expect(conn.caps.rma).toBe(true);
@@ -55,7 +55,7 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
     });
 
     test("out-of-bounds and misaligned access is refused before UCX", async () => {
-      const client = await rpcConnect(peer.ready.url);
+      const client = await rpcConnect(peer.ready.url, { ucx: { rma: true } });
       try {
         const remote = (client.conn as UcxConnection).attachRegion(await client.request(1));
         await expect(remote.get(4090, 10)).rejects.toBeInstanceOf(UsageError);
