@@ -308,7 +308,8 @@ export class TcpConnection implements Connection, Sweepable {
   onSocketClosed(cause?: unknown): void {
     clearTimeout(this.lingerTimer);
     if (this.handshaking) {
-      this.failHandshake(this.hs.abandon(this.hs.closedText()));
+      const tlsHint = this.opts.tls && this.opts.role === "accept" && this.hs.receivedBytes === 0 ? " (over TLS: a client that does not trust this listener's certificate closes so)" : "";
+      this.failHandshake(this.hs.abandon(this.hs.closedText() + tlsHint));
       return;
     }
     if (this.closed) return;

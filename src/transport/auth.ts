@@ -30,7 +30,8 @@ const DOMAIN = "hotpath-auth-v1";
 /** The key bytes of `auth` (a copy), or null when `auth` is undefined. Throws UsageError for a bad token. */
 export function authKey(where: string, auth: AuthOptions | undefined): Uint8Array | null {
   if (auth === undefined) return null;
-  const t = auth?.token;
+  if (typeof auth !== "object" || auth === null) throw new UsageError(`${where}: auth must be { token }, got ${auth === null ? "null" : typeof auth}`);
+  const t = auth.token;
   let key: Uint8Array;
   if (typeof t === "string") key = Buffer.from(t, "utf8");
   else if (t instanceof Uint8Array) key = Uint8Array.from(t);
