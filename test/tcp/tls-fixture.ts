@@ -2,13 +2,16 @@
  * Test fixtures for tcp TLS and authentication: a self-made CA and a server certificate
  * generated with the openssl CLI into a fresh temporary directory (SAN IP:127.0.0.1 and
  * DNS:localhost), a second unrelated CA, and a recording TCP proxy that forwards bytes both ways
- * and keeps what passed, so a test can read the wire (or replay it).
+ * and keeps what passed, so a test can read the wire (or replay it); and a fixture transport
+ * that fills those certificates into tcps:// listens and connects (useFixtureTls).
  */
 
 import type { Socket, TCPSocketListener } from "bun";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { registerTransport } from "../../src/index.ts";
+import { tcpsTransport } from "../../src/tcp/setup.ts";
 
 export interface TestCerts {
   dir: string;
@@ -127,4 +130,24 @@ export function joined(chunks: Uint8Array[]): Uint8Array {
 /** Whether `needle` occurs in `hay`. */
 export function contains(hay: Uint8Array, needle: Uint8Array): boolean {
   return Buffer.from(hay.buffer, hay.byteOffset, hay.length).indexOf(Buffer.from(needle)) >= 0;
+}
+
+/**
+ * Makes `tcps://` the TLS transport with this fixture's certificates filled in (listeners get
+ * cert and key, connects trust the CA) unless the caller gives its own `tls`, so code written
+ * without TLS options (the conformance suite) runs over real TLS. Returns the undo.
+ */
+export function useFixtureTls(c: Pick<TestCerts, "ca" | "cert" | "key">): () => void {
+  registerTransport({
+    ...tcpsTransport,
+    connect: (url, opts) => tcpsTransport.connect(url, { tls: { ca: c.ca }, ...opts }),
+    listen: (url, opts) => tcpsTransport.listen(url, { tls: { cert: c.cert, key: c.key }, ...opts }),
+  });
+  return () => registerTransport(tcpsTransport);
+}
+
+/** The certificates of a fixture directory made by makeCerts() (for a peer process). */
+export function readCerts(dir: string): Pick<TestCerts, "ca" | "cert" | "key"> {
+  const read = (f: string) => readFileSync(join(dir, f), "utf8");
+  return { ca: read("ca.pem"), cert: read("server.pem"), key: read("server.key") };
 }

@@ -11,7 +11,7 @@ import { MIN_TOKEN_BYTES, NONCE_BYTES, PROOF_BYTES, authKey, authProof, newNonce
 const te = new TextEncoder();
 const TOKEN = "0123456789abcdef-unit";
 
-async function webCryptoHmac(key: Uint8Array, data: Uint8Array): Promise<Uint8Array> {
+async function webCryptoHmac(key: Uint8Array<ArrayBuffer>, data: Uint8Array<ArrayBuffer>): Promise<Uint8Array> {
   const k = await crypto.subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
   return new Uint8Array(await crypto.subtle.sign("HMAC", k, data));
 }
@@ -47,7 +47,7 @@ describe("auth helpers", () => {
     const sn = new Uint8Array(NONCE_BYTES).fill(1);
     const cn = new Uint8Array(NONCE_BYTES).fill(2);
     for (const role of ["client", "server"] as const) {
-      const want = await webCryptoHmac(key, new Uint8Array([...te.encode(`hotpath-auth-v1\0${role}\0`), ...sn, ...cn]));
+      const want = await webCryptoHmac(new Uint8Array(key), new Uint8Array([...te.encode(`hotpath-auth-v1\0${role}\0`), ...sn, ...cn]));
       const got = authProof(key, role, sn, cn);
       expect(got.length).toBe(PROOF_BYTES);
       expect([...got]).toEqual([...want]);
