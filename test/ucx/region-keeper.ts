@@ -6,11 +6,13 @@
  *      first byte, returns its descriptor
  *   2: reads every region ever registered (closed ones too) through its view and returns
  *      [regions u32, closed u32, then per region: sum of its bytes u32]
+ *   3: the registrations UCX holds for this process's listener runtime, as [u32]
  * Prints {"url"} when listening; exits when stdin closes.
  */
 import { serve } from "../../src/index.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
 import type { LocalRegion } from "../../src/ucx/rma.ts";
+import type { UcxRuntime } from "../../src/ucx/runtime.ts";
 import { exitWhenParentGoes } from "../helpers/peer.ts";
 
 const REGION_BYTES = 1 << 20;
@@ -38,6 +40,7 @@ const serving = await serve(process.argv[2]!, {
     });
     return out;
   },
+  3: () => new Uint8Array(new Uint32Array([(serving.listener as unknown as { rt: UcxRuntime }).rt.stats().registrations]).buffer),
 }, { ucx: { rma: true } });
 console.log(JSON.stringify({ url: serving.url }));
 exitWhenParentGoes(() => serving.close());
