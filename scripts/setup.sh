@@ -9,8 +9,8 @@ cd "$(dirname "$0")/.."
 # libucx0: the ucx transport (libucp); libucx-dev: the headers its layout test compiles against;
 # ucx-utils: ucx_perftest, the benchmark reference.
 # fonts-dejavu-core: text in the benchmark's PNG charts; iproute2: the across-nodes test's
-# network namespaces.
-APT_PACKAGES=(libucx0 libucx-dev ucx-utils fonts-dejavu-core iproute2)
+# network namespaces; openssl: the CLI the tcp TLS tests make their CA and certificates with.
+APT_PACKAGES=(libucx0 libucx-dev ucx-utils fonts-dejavu-core iproute2 openssl)
 
 if ! command -v bun >/dev/null 2>&1; then
   echo "setup: installing Bun from npm (npm i -g bun)" >&2

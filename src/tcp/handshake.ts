@@ -77,6 +77,7 @@ export interface HandshakeFailure {
   readonly farewell: Uint8Array | null;
 }
 
+/** One connection's handshake, on either side (see the module comment). */
 export class TcpHandshake {
   /** This side's hello: written first (inside TLS when the connection has it). */
   readonly hello: Uint8Array;
@@ -105,10 +106,6 @@ export class TcpHandshake {
     this.nonce = key === null ? new Uint8Array(NONCE_BYTES) : newNonce();
     const flags = key === null ? 0 : role === "accept" ? HELLO_AUTH_REQUIRED : HELLO_AUTH_OFFERED;
     this.hello = encodeHello(HELLO_OK, maxMessageBytes, DEFAULT_MAX_HEAD_BYTES, flags, this.nonce);
-  }
-
-  get passed(): boolean {
-    return this.state === S_DONE;
   }
 
   /**

@@ -60,7 +60,7 @@ export interface PeerHello {
   readonly nonce: Uint8Array;
 }
 
-/** A fresh hello; `nonce` (NONCE_BYTES) defaults to zeros. */
+/** A fresh hello (the caller owns it); `nonce` (NONCE_BYTES) defaults to zeros. Pure: any thread. */
 export function encodeHello(status: number, maxMessageBytes: number, maxHeadBytes: number, flags = 0, nonce?: Uint8Array): Uint8Array {
   const b = new Uint8Array(HELLO_BYTES);
   writeU32(b, HELLO_MAGIC_OFFSET, HELLO_MAGIC);
@@ -76,6 +76,7 @@ export function encodeHello(status: number, maxMessageBytes: number, maxHeadByte
 /**
  * Checks the first HELLO_PREFIX_BYTES of the peer's hello (magic already matched): null when
  * they pass, else what is wrong (another version, a refusal), phrased to follow "the peer ".
+ * Reads `b` only; any thread.
  */
 export function checkHelloPrefix(b: Uint8Array): string | null {
   const version = readU16(b, HELLO_VERSION_OFFSET);
@@ -88,7 +89,7 @@ export function checkHelloPrefix(b: Uint8Array): string | null {
   return null;
 }
 
-/** The peer's whole hello (HELLO_BYTES, prefix checked): its limits, flags and nonce. */
+/** The peer's whole hello (HELLO_BYTES, prefix checked): its limits, flags and a nonce view into `b` (copy it to keep it). */
 export function decodeHello(b: Uint8Array): PeerHello {
   return {
     status: readU16(b, HELLO_STATUS_OFFSET),
@@ -99,13 +100,16 @@ export function decodeHello(b: Uint8Array): PeerHello {
   };
 }
 
-/** How many bytes of `b` a quote of them shows. */
+/** Bytes a quote shows: an HTTP status line or a banner fits, and the message stays one line. */
 const QUOTE_BYTES = 64;
+/** Below this share of printable bytes a quote is hex: text with a stray byte still reads as text. */
+const TEXT_SHARE = 0.75;
 
 /**
  * What a peer that is not hotpath sent, for an error message: printable ASCII quoted with
  * control characters escaped ('HTTP/1.1 400 Bad Request\r\n…'), hex where it is binary, and a
  * note when it is a TLS record (a TLS peer on a plain connection). At most QUOTE_BYTES shown.
+ * Reads `b` only; any thread.
  */
 export function describeForeignBytes(b: Uint8Array): string {
   const shown = b.subarray(0, QUOTE_BYTES);
@@ -115,7 +119,7 @@ export function describeForeignBytes(b: Uint8Array): string {
   }
   let printable = 0;
   for (const x of shown) if ((x >= 0x20 && x < 0x7f) || x === 0x0a || x === 0x0d || x === 0x09) printable++;
-  if (printable < shown.length * 0.75) return `${b.length} binary bytes (${hex(shown.subarray(0, 16))}${b.length > 16 ? " …" : ""})`;
+  if (printable < shown.length * TEXT_SHARE) return `${b.length} binary bytes (${hex(shown.subarray(0, 16))}${b.length > 16 ? " …" : ""})`;
   let s = "";
   for (const x of shown) {
     if (x === 0x0a) s += "\\n";

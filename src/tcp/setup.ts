@@ -79,6 +79,10 @@ const handlers = {
   },
 };
 
+/**
+ * Dials a tcp / tcps / tls URL and resolves once the handshake passed (see the module comment
+ * for the errors). The connection belongs to the calling thread; close() it when done.
+ */
 export async function tcpConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
   const { hostname, port } = hostPort(url, false);
   const scheme = url.protocol.slice(0, -1);
@@ -226,12 +230,16 @@ class TcpListener extends ListenerBase<TcpConnection> {
   }
 }
 
-/** Loopback addresses: only this host can reach a listener bound to one. */
+/** Loopback addresses: only this host can reach a listener bound to one. Pure: any thread. */
 export function isLoopbackHost(hostname: string): boolean {
   const h = hostname.toLowerCase();
   return h === "localhost" || h === "::1" || /^127\.\d+\.\d+\.\d+$/.test(h) || /^::ffff:127\./.test(h) || /^(0+:){7}0*1$/.test(h);
 }
 
+/**
+ * Listens on a tcp / tcps / tls URL (UsageError for bad options, ConnectError when the address
+ * cannot be bound). The listener and its connections belong to the calling thread; close() it.
+ */
 export async function tcpListen(url: URL, opts: ListenOptions): Promise<Listener> {
   const { hostname, port } = hostPort(url, true);
   const where = `tcp listen ${url.href}`;

@@ -10,6 +10,8 @@
  * against `tls.serverName` (default: the URL's host; an IP address is matched against the
  * certificate's IP SANs). The hotpath hello and the token proofs travel inside TLS.
  *
+ * Every function here is pure (options in, options or text out): any thread.
+ *
  * Example:
  *   const tls = listenTls(url, opts.tls);        // null for a plain listener; UsageError if incomplete
  *   Bun.listen({ hostname, port, tls: tls ?? undefined, socket });
@@ -21,6 +23,7 @@ import type { TlsConnectOptions, TlsListenOptions } from "../transport/transport
 /** The schemes the tcp transport registers; every one but "tcp" means TLS. */
 export const TCP_SCHEMES = ["tcp", "tcps", "tls"] as const;
 
+/** Whether the URL's scheme alone asks for TLS (`tcps:` or `tls:`). */
 export function isTlsScheme(url: URL): boolean {
   return url.protocol !== "tcp:";
 }
@@ -43,7 +46,10 @@ function checkObject(where: string, v: unknown): Record<string, unknown> {
   return v as Record<string, unknown>;
 }
 
-/** Bun's TLS options for a listener, or null for a plain one; UsageError for a TLS URL without cert and key. */
+/**
+ * Bun's TLS options for a listener, or null for a plain one; UsageError for a TLS URL without
+ * cert and key, or mistyped options. The PEM values are passed on as given (not copied).
+ */
 export function listenTls(url: URL, tls: TlsListenOptions | undefined): { cert: Pem; key: Pem; ca?: Pem | Pem[] } | null {
   const where = `tcp listen ${url.href}`;
   if (tls === undefined) {
@@ -55,7 +61,7 @@ export function listenTls(url: URL, tls: TlsListenOptions | undefined): { cert: 
   return { cert: pem(where, "cert", o.cert, true)!, key: pem(where, "key", o.key, true)!, ...(ca === undefined ? {} : { ca }) };
 }
 
-/** Bun's TLS options for a connect, or null for a plain one. */
+/** Bun's TLS options for a connect (verification always on), or null for a plain one; UsageError for mistyped options. */
 export function connectTls(url: URL, tls: TlsConnectOptions | undefined): { ca?: Pem | Pem[]; serverName?: string; rejectUnauthorized: true } | null {
   if (tls === undefined && !isTlsScheme(url)) return null;
   const where = `tcp connect ${url.href}`;

@@ -242,3 +242,18 @@ describe("tcp TLS: limits and backpressure on a TLS socket", () => {
     expect(await first.request(m.M_ECHO, new Uint8Array([5]), { timeoutMs: 5000 })).toEqual(new Uint8Array([5]));
   });
 });
+
+describe("tcp TLS: a client that never starts TLS", () => {
+  test("a raw TCP client that sends nothing to a TLS listener is refused after handshakeTimeoutMs (protocol)", async () => {
+    const listener = await listen("tcps://127.0.0.1:0", { tls: { cert: certs.cert, key: certs.key }, tcp: { handshakeTimeoutMs: 200 } });
+    open.push({ close: () => listener.close(true) });
+    const refusals: HotpathError[] = [];
+    listener.onRefused((e) => void refusals.push(e));
+    let closed = false;
+    const s = await Bun.connect({ hostname: "127.0.0.1", port: Number(new URL(listener.url).port), socket: { data() {}, close: () => void (closed = true) } });
+    open.push({ close: () => s.terminate() });
+    await until(() => closed && refusals.length === 1, "the silent client dropped");
+    expect(refusals[0]!.message).toContain("sent no hello within handshakeTimeoutMs 200");
+    expect(listener.stats.refusedProtocol).toBe(1);
+  });
+});
