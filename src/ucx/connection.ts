@@ -394,7 +394,10 @@ export class UcxConnection implements Connection, AmSink {
 
   // ---------------------------------------------------------------- RMA
 
-  /** Registers `lenBytes` of local memory the peer may read and write one-sided. */
+  /**
+   * Registers `lenBytes` of local memory the peer may read and write one-sided, deregistered
+   * when this connection closes (rma.ts). UsageError without RMA (`ucx: { rma: true }`).
+   */
   registerMemory(lenBytes: number): LocalRegion {
     this.checkRma("registerMemory");
     const r = new LocalRegion(this.rt, lenBytes);
@@ -402,7 +405,7 @@ export class UcxConnection implements Connection, AmSink {
     return r;
   }
 
-  /** Attaches to a region the peer registered (its `descriptor()` bytes, received over RPC). */
+  /** Attaches to a region the peer registered (its `descriptor()` bytes, received over RPC). UsageError without RMA. */
   attachRegion(descriptor: Uint8Array): RemoteRegion {
     this.checkRma("attachRegion");
     const r = new RemoteRegion(this, descriptor);

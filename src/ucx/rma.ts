@@ -12,6 +12,16 @@
  * Every access is checked against the advertised length before it reaches UCX (UsageError),
  * CAS needs an 8-byte aligned offset. Descriptor layout: u64 address, u64 length, u32 rkey
  * length, packed rkey bytes (little-endian).
+ *
+ * Only connections with RMA have regions (`ucx: { rma: true }` on both sides; otherwise
+ * registerMemory / attachRegion throw UsageError). A region belongs to the connection that
+ * registered it and is deregistered (ucp_mem_unmap) when that connection closes, whether it
+ * closed itself, its peer closed, or its peer died. What that protects depends on the UCX
+ * transport: a NIC that enforces memory keys (InfiniBand / RoCE) refuses an rkey once its
+ * memory is deregistered, but UCX's tcp and shared-memory transports check nothing (software
+ * RMA writes and reads the address a peer names; CMA reaches any address of a process of the
+ * same uid): there a descriptor is a bearer capability that outlives deregistration, and every
+ * peer of an RMA runtime can reach every address of this process, registered or not.
  */
 
 import { ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
@@ -24,7 +34,8 @@ const DESC_FIXED = 20;
 
 /**
  * Memory this process registers for one-sided access by its peer. Owned by the connection that
- * made it: closed with it (or earlier by close()). The bytes are JS memory that UCX only
+ * made it: closed with it, when its peer closes or dies too (or earlier by close()); see the
+ * module comment for what deregistration revokes on which UCX transport. The bytes are JS memory that UCX only
  * registers (UcpContext.memMap), so `view` stays valid memory for as long as any JS code
  * holds it, after close() too (a stale view reads what was last written; the GC frees the
  * memory when the last view goes). Thread: the connection's.

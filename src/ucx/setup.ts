@@ -69,13 +69,13 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
   const key = authKey(`ucx connect ${peer}`, opts.auth);
   const rt = acquire(opts.ucx?.rma === true);
   let failed: number | null = null;
-  /** connect() returned or threw: from then on the error callback closes the connection. */
+  /** connect() returned or threw: from then on the error callback closes the connection (as it does once the handshake passed). */
   let settled = false;
   let conn: UcxConnection | null = null;
   let ep;
   try {
     ep = rt.worker.connect({ host, port }, peerErrors, (status) => {
-      if (settled) conn?.fail(new TransportClosedError(`ucx connection to ${peer}: the peer closed or failed (ucs_status ${status})`));
+      if (settled || conn?.established === true) conn?.fail(new TransportClosedError(`ucx connection to ${peer}: the peer closed or failed (ucs_status ${status})`));
       else failed = status;
     });
   } catch (e) {
