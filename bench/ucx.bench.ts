@@ -88,7 +88,7 @@ export async function runUcxBench(quick: boolean, log: (s: string) => void = () 
     process.env.UCX_TLS = tls === "shm,self" ? "shm,self,tcp" : tls; // tcp for the connection manager
     const server = await startPeer([SEGMENT_SERVER, "ucx://127.0.0.1:0", "spin"], { UCX_TLS: process.env.UCX_TLS });
     try {
-      const conn = (await connect(server.url, { wait: { mode: "spin", spinNs: 0 } })) as unknown as UcxConnection;
+      const conn = (await connect(server.url, { wait: { mode: "spin", spinNs: 0 }, ucx: { rma: true } })) as unknown as UcxConnection;
       const c = new Client<number>(conn, { window: 256 });
       let done = 0;
       c.onResponse = () => void done++;

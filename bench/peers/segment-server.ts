@@ -31,7 +31,8 @@ export async function startSegmentServer(url: string, mode: "spin" | "async"): P
     const s = await serve(url, { [ECHO_METHOD]: (h) => h.data });
     return { url: s.url, close: () => s.close() };
   }
-  const listener = await listen(url, { wait: { mode: "spin", spinNs: 0 } });
+  // ucx: the one-sided read of REGION_METHOD needs RMA, which a ucx listener offers only when asked (others ignore it).
+  const listener = await listen(url, { wait: { mode: "spin", spinNs: 0 }, ucx: { rma: true } });
   const server = new Server();
   server.attach(listener);
   let running = true;
