@@ -1,20 +1,22 @@
 /**
- * libc through bun:ffi: POSIX shared memory, mmap, futex and eventfd. The only file that names
- * these C functions. Every wrapper checks the return value and turns errno into a NativeError
- * that names the operation, its arguments and the errno.
+ * libc through bun:ffi: shared memory (sealed memfds, and POSIX shm names for benchmarks and
+ * tests), mmap, futex, eventfd, poll, a Unix socket's peer credentials (SO_PEERCRED) and
+ * pidfds. The only file that names these C functions. Every wrapper checks the return value and
+ * turns errno into a NativeError that names the operation, its arguments and the errno.
  *
  * Ownership: `ShmMapping` owns its fd and mapping; close() closes the fd and drops the shared
  * pages at once (anonymous zero pages take their place), and the address range is unmapped when
- * no view of it is left (see close()); twice is safe.
+ * no view of it is left (see close()); twice is safe. Functions that return an fd hand it to the
+ * caller, who closes it (closeFd).
  * Views over a mapping are made once, when it is mapped (`mapping.buffer`), never per message.
  * Thread: any; futexWait blocks the calling thread (never call it on an event-loop thread that
  * must stay responsive, except through a bounded timeout).
  *
  * Example:
- *   const m = ShmMapping.create("/hotpath-x", 1 << 20);   // O_CREAT|O_EXCL, mode 0600
+ *   const m = ShmMapping.createSealed("hotpath-x", 1 << 20);  // memfd: no name anywhere, size sealed
  *   const words = new Int32Array(m.buffer);
  *   futexWake(m, 0, 1);
- *   m.close(); shmUnlink("/hotpath-x");
+ *   m.close();
  */
 
 import { dlopen, FFIType, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
@@ -31,6 +33,11 @@ const lib = dlopen("libc.so.6", {
   eventfd: { args: [FFIType.u32, FFIType.i32], returns: FFIType.i32 },
   poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
   syscall: { args: [FFIType.i64, FFIType.ptr, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+  memfd_create: { args: [FFIType.cstring, FFIType.u32], returns: FFIType.i32 },
+  // fcntl and open are variadic; every argument passed here is an int, which the ABI carries alike.
+  fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+  open: { args: [FFIType.cstring, FFIType.i32, FFIType.u32], returns: FFIType.i32 },
+  getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
   __errno_location: { args: [], returns: FFIType.ptr },
   strerror: { args: [FFIType.i32], returns: FFIType.cstring },
 });
@@ -50,7 +57,32 @@ const FUTEX_WAKE = 1;
 /** MAP_FAILED is (void*)-1. */
 const MAP_FAILED = 0xffffffffffffffff;
 
+/** Linux values (x86-64 and aarch64 alike); test/shm/access-layout.test.ts checks them against the C headers. */
+export const LINUX = {
+  O_PATH: 0o10000000,
+  O_CLOEXEC: 0o2000000,
+  O_NOCTTY: 0o400,
+  MFD_CLOEXEC: 0x1,
+  MFD_ALLOW_SEALING: 0x2,
+  F_ADD_SEALS: 1033,
+  F_GET_SEALS: 1034,
+  F_SEAL_SEAL: 0x1,
+  F_SEAL_SHRINK: 0x2,
+  F_SEAL_GROW: 0x4,
+  F_SEAL_WRITE: 0x8,
+  SOL_SOCKET: 1,
+  SO_PEERCRED: 17,
+  SO_PEERPIDFD: 77,
+  SYS_pidfd_open: 434,
+  /** sizeof(struct ucred): pid, uid, gid, each 32 bits. */
+  UCRED_BYTES: 12,
+} as const;
+
 export const EAGAIN = 11;
+export const EPERM = 1;
+export const EACCES = 13;
+export const EINVAL = 22;
+export const ENOPROTOOPT = 92;
 export const EINTR = 4;
 export const ENOENT = 2;
 export const EEXIST = 17;
@@ -78,7 +110,7 @@ export class ShmMapping {
   /** The whole mapping as one ArrayBuffer (cross-process Atomics work on it; wait/notify do not). */
   readonly buffer: ArrayBuffer;
   private readonly address: number;
-  private fd: number;
+  private fd_: number;
 
   private constructor(
     readonly name: string,
@@ -86,13 +118,31 @@ export class ShmMapping {
     address: number,
     readonly lenBytes: number,
   ) {
-    this.fd = fd;
+    this.fd_ = fd;
     this.address = address;
     this.buffer = toArrayBuffer(address as Pointer, 0, lenBytes);
     unmapWhenUnreachable.register(this.buffer, { address, lenBytes });
   }
 
-  /** Creates `name` (must not exist), sizes it and maps it read-write. Mode 0600. */
+  /** The fd behind the mapping (-1 once closed): a peer process reopens it as /proc/<pid>/fd/<fd>. */
+  get fd(): number {
+    return this.fd_;
+  }
+
+  /**
+   * A new anonymous segment: memfdCreate(label, lenBytes, seal = true), mapped read-write. It
+   * has no name anywhere (nothing to unlink, nothing left after a crash) and its size is sealed.
+   */
+  static createSealed(label: string, lenBytes: number): ShmMapping {
+    return ShmMapping.fromFd(`memfd:${label}`, memfdCreate(label, lenBytes, true), lenBytes);
+  }
+
+  /** Maps `lenBytes` of an open file, read-write and shared. Takes ownership of `fd` (closed on failure too). */
+  static fromFd(name: string, fd: number, lenBytes: number): ShmMapping {
+    return ShmMapping.map(name, fd, lenBytes, false);
+  }
+
+  /** Creates the POSIX shm object `name` (must not exist), sizes it and maps it read-write. Mode 0600. For benchmarks and tests; sessions use createSealed. */
   static create(name: string, lenBytes: number): ShmMapping {
     const fd = C.shm_open(cstr(name), O_RDWR | O_CREAT | O_EXCL, 0o600);
     if (fd < 0) fail(`shm_open("${name}", O_CREAT|O_EXCL)`, errno() === EEXIST ? "a segment with this name exists" : undefined);
@@ -141,7 +191,7 @@ export class ShmMapping {
   }
 
   get closed(): boolean {
-    return this.fd < 0;
+    return this.fd_ < 0;
   }
 
   /**
@@ -154,9 +204,9 @@ export class ShmMapping {
    * Call it only when no other thread of this process uses the mapping.
    */
   close(): void {
-    if (this.fd < 0) return;
-    C.close(this.fd);
-    this.fd = -1;
+    if (this.fd_ < 0) return;
+    C.close(this.fd_);
+    this.fd_ = -1;
     // MAP_FIXED over our own range fails only when the kernel is out of mappings or memory; the
     // shared pages then stay until the unmap at collection (the old behaviour), nothing worse.
     C.mmap(this.address as Pointer, this.lenBytes, PROT_READ_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1, 0);
@@ -246,4 +296,109 @@ export function pollReadable(fd: number, timeoutMs: number): boolean {
     fail(`poll(fd ${fd})`);
   }
   return r > 0;
+}
+
+// ------------------------------------------------------------------ sealed segments, peers
+
+/**
+ * A new memfd of `lenBytes` (MFD_CLOEXEC | MFD_ALLOW_SEALING; `label` shows in /proc/<pid>/maps
+ * as "/memfd:<label>"). With `seal`, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL are added before
+ * it is returned: from then on nobody (its creator included) can change its size, so a process
+ * that maps it can never be made to fault (SIGBUS) by a truncation. The caller owns the fd.
+ */
+export function memfdCreate(label: string, lenBytes: number, seal: boolean): number {
+  const fd = C.memfd_create(cstr(label), LINUX.MFD_CLOEXEC | LINUX.MFD_ALLOW_SEALING);
+  if (fd < 0) fail(`memfd_create("${label}")`);
+  const undo = (operation: string): never => {
+    const err = errno();
+    C.close(fd);
+    errnoView[0] = err;
+    fail(operation);
+  };
+  if (C.ftruncate(fd, lenBytes) !== 0) undo(`ftruncate(memfd "${label}", ${lenBytes})`);
+  if (seal && C.fcntl(fd, LINUX.F_ADD_SEALS, LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW | LINUX.F_SEAL_SEAL) !== 0) {
+    undo(`fcntl(memfd "${label}", F_ADD_SEALS)`);
+  }
+  return fd;
+}
+
+/** The seals of `fd` (F_GET_SEALS, a mask of LINUX.F_SEAL_*). NativeError EINVAL: a file that cannot be sealed (not a memfd). */
+export function fileSeals(fd: number): number {
+  const r = C.fcntl(fd, LINUX.F_GET_SEALS, 0);
+  if (r < 0) fail(`fcntl(${fd}, F_GET_SEALS)`);
+  return r;
+}
+
+/**
+ * open(2) of `path`: "path" opens an O_PATH handle (no read, no write, no driver open: safe on
+ * any file, good for fstat), "rdwr" opens it O_RDWR | O_NOCTTY. Both O_CLOEXEC. The caller owns
+ * the fd. NativeError with the errno on failure (EACCES / EPERM for /proc/<pid>/fd of a process
+ * the caller may not inspect).
+ */
+export function openFile(path: string, access: "path" | "rdwr"): number {
+  const flags = access === "path" ? LINUX.O_PATH | LINUX.O_CLOEXEC : O_RDWR | LINUX.O_NOCTTY | LINUX.O_CLOEXEC;
+  const fd = C.open(cstr(path), flags, 0);
+  if (fd < 0) fail(`open("${path}", ${access === "path" ? "O_PATH" : "O_RDWR"})`);
+  return fd;
+}
+
+/** ftruncate(2) of an open fd (tests use it to try to shrink a sealed segment: EPERM). */
+export function truncateFd(fd: number, lenBytes: number): void {
+  if (C.ftruncate(fd, lenBytes) !== 0) fail(`ftruncate(${fd}, ${lenBytes})`);
+}
+
+/** A socket peer as the kernel saw it when the connection was made. */
+export interface Ucred {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+const ucred = new Int32Array(new ArrayBuffer(LINUX.UCRED_BYTES));
+const optLen = new Uint32Array(new ArrayBuffer(4));
+const intOpt = new Int32Array(new ArrayBuffer(4));
+
+/**
+ * getsockopt(fd, SOL_SOCKET, SO_PEERCRED) of a connected Unix socket: the peer's pid, effective
+ * uid and gid at connect (or listen) time, from the kernel, so a peer cannot lie about them.
+ * A pid of 0 means the peer is in a pid namespace this process cannot see. Thread: any.
+ */
+export function peerCredentials(fd: number): Ucred {
+  optLen[0] = LINUX.UCRED_BYTES;
+  if (C.getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERCRED, ptr(ucred), ptr(optLen)) !== 0) fail(`getsockopt(${fd}, SO_PEERCRED)`);
+  if (optLen[0] !== LINUX.UCRED_BYTES) throw new NativeError(`getsockopt(${fd}, SO_PEERCRED)`, 0, `returned ${optLen[0]} bytes, expected ${LINUX.UCRED_BYTES}`);
+  return { pid: ucred[0]!, uid: ucred[1]! >>> 0, gid: ucred[2]! >>> 0 };
+}
+
+/**
+ * A pidfd of the peer process of connected Unix socket `fd`, or -1 where none can be had. The
+ * kernel's SO_PEERPIDFD (Linux 6.5+) names exactly the process that connected (no pid-reuse
+ * race); older kernels fall back to pidfd_open(`pid`) (Linux 5.3+). The caller owns the fd.
+ */
+export function peerPidfd(fd: number, pid: number): number {
+  optLen[0] = 4;
+  if (C.getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERPIDFD, ptr(intOpt), ptr(optLen)) === 0 && intOpt[0]! >= 0) return intOpt[0]!;
+  if (pid <= 0) return -1;
+  // syscall(2)'s second argument is declared a pointer for futex; a pid travels in the same register.
+  const r = C.syscall(LINUX.SYS_pidfd_open, pid as unknown as Pointer, 0, 0, null, null, 0);
+  return r >= 0 ? r : -1;
+}
+
+const pollfds2 = new Int32Array(new ArrayBuffer(16)); // two struct pollfd
+
+/**
+ * fdPeerGone(socketFd) and, in the same poll(2), whether the process behind `pidfd` exited
+ * (POLLIN on a pidfd); a pidfd of -1 is skipped. Never blocks. Thread: any.
+ */
+export function peerGone(socketFd: number, pidfd: number): boolean {
+  if (pidfd < 0) return socketFd >= 0 && fdPeerGone(socketFd);
+  pollfds2[0] = socketFd;
+  pollfds2[1] = POLLRDHUP;
+  pollfds2[2] = pidfd;
+  pollfds2[3] = POLLIN;
+  const r = C.poll(ptr(pollfds2), 2, 0);
+  if (r <= 0) return false;
+  const sock = (pollfds2[1]! >>> 16) & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
+  const proc = (pollfds2[3]! >>> 16) & (POLLIN | POLLHUP | POLLERR | POLLNVAL);
+  return (socketFd >= 0 && sock !== 0) || proc !== 0;
 }

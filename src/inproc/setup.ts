@@ -2,11 +2,15 @@
  * inproc: the shm session code over a SharedArrayBuffer, between threads (Bun Workers) of one
  * process. `inproc://name`.
  *
- * Rendezvous: the listener holds the abstract Unix socket `@hotpath-inproc-<pid>-<name>` (a
- * second listener of the same name in this process fails with EADDRINUSE; a connect with no
- * listener is refused at once) and a BroadcastChannel of the same name. A client builds the
- * segment in a SharedArrayBuffer, posts it on the channel with a random id, and sends the id
- * on the socket; the listener pairs the two, checks the header and answers `{"ok":true}`.
+ * Rendezvous: the listener holds the Unix socket `/tmp/hotpath-<uid>/inproc-<pid>-<name>.sock`
+ * (in the per-user directory of shm, socket-dir.ts: checked, the name bound so that a second
+ * listener of the same name is told who holds it) and a BroadcastChannel named after it. Both
+ * sides read the other's credentials from the kernel (SO_PEERCRED): the listener admits only a
+ * client in this very process, and a client only a listener in this very process, since inproc
+ * peers are threads of one process (`allow` does not apply; `expectUid` may only be this
+ * process's uid). A client builds the segment in a SharedArrayBuffer, posts it on the channel
+ * with a random id, and sends the id on the socket; the listener pairs the two, checks the
+ * header and answers `{"ok":true}`.
  *
  * Both handshake lines carry the side's maxMessageBytes (caps.peerMaxMessageBytes on the other).
  *
@@ -19,12 +23,30 @@
  */
 
 import type { Socket, UnixSocketListener } from "bun";
-import { ConnectError, HotpathError, ProtocolError } from "../errors.ts";
-import { fdPeerGone } from "../ffi/libc.ts";
+import { AuthError, ConnectError, describeThrown, HotpathError, ProtocolError, UsageError } from "../errors.ts";
+import { fdPeerGone, type Ucred } from "../ffi/libc.ts";
 import { ListenerBase } from "../listener-base.ts";
-import { SegmentConnection, type Signals } from "../shm/connection.ts";
-import { acceptHandshake, Handshake, HANDSHAKE_TIMEOUT_MS, listenError, openHandshake, ownLimit, peerLimit, refuseHandshake, segmentConfig, sessionName, socketFd } from "../shm/handshake.ts";
+import type { SegmentConnection, Signals } from "../shm/connection.ts";
+import {
+  acceptHandshake,
+  checkListener,
+  Handshake,
+  HANDSHAKE_TIMEOUT_MS,
+  openHandshake,
+  ownLimit,
+  ownUid,
+  parseHello,
+  peerLimit,
+  refusalError,
+  refuseHandshake,
+  segmentConfig,
+  SessionConnection,
+  sessionName,
+  socketFd,
+  socketPeer,
+} from "../shm/handshake.ts";
 import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "../shm/layout.ts";
+import { bindSocket, processExists, removeStaleSockets, socketDir, type BoundSocket } from "../shm/socket-dir.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 
 const channelName = (name: string) => `hotpath-inproc-${process.pid}-${name}`;
@@ -69,72 +91,117 @@ function makeConnection(
   peer: string,
   opts: ConnectOptions | ListenOptions,
   peerMaxMessageBytes: number | undefined,
-) {
-  return new SegmentConnection({
-    transport: "inproc",
-    buffer: sab,
-    layout: readHeader(new Uint32Array(sab, 0, 32), `inproc segment for ${peer}`, sab.byteLength),
-    side,
-    signals: signalsFor(sab, socket),
-    peer,
-    policy: opts.wait,
-    maxMessageBytes: opts.maxMessageBytes,
-    peerMaxMessageBytes,
-    onLocalClose: () => socket.end(),
+  creds: Ucred,
+): SessionConnection {
+  return new SessionConnection(
+    {
+      transport: "inproc",
+      buffer: sab,
+      layout: readHeader(new Uint32Array(sab, 0, 32), `inproc segment for ${peer}`, sab.byteLength),
+      side,
+      signals: signalsFor(sab, socket),
+      peer,
+      policy: opts.wait,
+      maxMessageBytes: opts.maxMessageBytes,
+      peerMaxMessageBytes,
+      onLocalClose: () => socket.end(),
+    },
+    creds,
+  );
+}
+
+const INPROC_NAME_RE = /^inproc-(\d+)-/;
+
+/** The rendezvous socket of listener `name` of this process, in this uid's checked directory (null: no directory). */
+function socketPath(where: string, name: string, side: "listen" | "connect"): string | null {
+  const dir = side === "listen" ? socketDir(where, ownUid(), "listen") : socketDir(where, ownUid(), "connect");
+  return dir === null ? null : `${dir}/inproc-${process.pid}-${name}.sock`;
+}
+
+/**
+ * Inproc socket files whose listener is gone: those of processes that no longer exist (killed),
+ * and those of this process that refuse connections (a terminated Worker's). Names carry their
+ * process's pid, so no later listen would ever replace them.
+ */
+function removeGoneInprocSockets(path: string): Promise<string[]> {
+  return removeStaleSockets(path.slice(0, path.lastIndexOf("/")), (n) => {
+    const m = INPROC_NAME_RE.exec(n);
+    if (m === null) return false;
+    const pid = Number(m[1]);
+    return pid === process.pid || !processExists(pid);
   });
 }
 
 export async function inprocConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
   const name = sessionName(url);
   const peer = `inproc://${name}`;
+  const where = `inproc connect ${peer}`;
+  if (opts.expectUid !== undefined && opts.expectUid !== ownUid()) {
+    throw new UsageError(`${where}: expectUid ${String(opts.expectUid)} is not this process's uid ${ownUid()}: inproc peers are threads of one process`);
+  }
   const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const layout = computeLayout(segmentConfig(opts));
+  const path = socketPath(where, name, "connect");
+  const noListener = `${where}: no inproc listener named "${name}" in this process`;
+  if (path === null) throw new ConnectError(noListener);
   const sab = new SharedArrayBuffer(layout.totalBytes);
   writeHeader(new Uint32Array(sab, 0, 32), layout, (Math.random() * 0xffffffff) >>> 0);
   const id = crypto.randomUUID();
 
   let settle!: (e: HotpathError | null) => void;
   const done = new Promise<HotpathError | null>((r) => (settle = r));
-  const timer = setTimeout(() => settle(new ConnectError(`inproc connect ${peer}: no handshake within ${timeoutMs} ms`)), timeoutMs);
+  const timer = setTimeout(() => settle(new ConnectError(`${where}: no handshake within ${timeoutMs} ms`)), timeoutMs);
   const hs = new Handshake();
   let socket: Socket<Handshake>;
   try {
     socket = await Bun.connect<Handshake>({
-      unix: `\0${channelName(name)}`,
+      unix: path,
       data: hs,
       socket: {
+        open(s) {
+          // Only a listener in this very process is an inproc peer; anyone else learns nothing.
+          const refused = checkListener(where, s, ownUid(), process.pid);
+          if (refused === null) return;
+          hs.refused = true;
+          settle(refused);
+          s.terminate();
+        },
         data(s, chunk) {
-          if (hs.conn) return; // doorbells travel through Atomics, not the socket
+          if (hs.refused || hs.conn) return; // doorbells travel through Atomics, not the socket
           const line = hs.line(chunk);
           if (line === null) return;
-          let reply: { ok?: boolean; error?: string; maxMessageBytes?: unknown };
+          let reply: { ok?: unknown; error?: unknown; refused?: unknown; maxMessageBytes?: unknown } | null;
           try {
             reply = JSON.parse(line);
           } catch {
-            return settle(new ProtocolError(`inproc connect ${peer}: handshake reply is not JSON`));
+            return settle(new ProtocolError(`${where}: handshake reply is not JSON`));
           }
-          if (reply.ok !== true) return settle(new ConnectError(`inproc connect ${peer}: listener refused: ${reply.error ?? "no reason given"}`));
+          if (reply === null || typeof reply !== "object") return settle(new ProtocolError(`${where}: handshake reply is not an object`));
+          if (reply.ok !== true) return settle(refusalError(where, reply));
           const peerMax = peerLimit(reply.maxMessageBytes);
-          if (peerMax === null) return settle(new ProtocolError(`inproc connect ${peer}: handshake reply has maxMessageBytes ${String(reply.maxMessageBytes)}`));
-          hs.conn = makeConnection("A", sab, s, peer, opts, peerMax);
+          if (peerMax === null) return settle(new ProtocolError(`${where}: handshake reply has maxMessageBytes ${String(reply.maxMessageBytes)}`));
+          hs.conn = makeConnection("A", sab, s, peer, opts, peerMax, hs.creds!);
           settle(null);
         },
         close() {
           if (hs.conn) hs.conn.onPeerGone("the listener side closed (or its Worker ended)");
-          else settle(new ConnectError(`inproc connect ${peer}: the listener closed the socket during the handshake`));
+          else settle(new ConnectError(`${where}: the listener closed the socket during the handshake`));
         },
       },
     });
   } catch (e) {
     clearTimeout(timer);
-    throw new ConnectError(`inproc connect ${peer}: no inproc listener named "${name}" in this process`, { cause: e });
+    throw new ConnectError(noListener, { cause: e });
   }
-  const bc = new BroadcastChannel(channelName(name));
-  bc.postMessage({ id, sab });
-  socket.write(`${JSON.stringify({ hello: "hotpath-inproc", version: SEGMENT_VERSION, id, maxMessageBytes: ownLimit(opts, layout) })}\n`);
+  let bc: BroadcastChannel | null = null;
+  if (!hs.refused) {
+    bc = new BroadcastChannel(channelName(name));
+    bc.postMessage({ id, sab });
+    socket.write(`${JSON.stringify({ hello: "hotpath-inproc", version: SEGMENT_VERSION, id, maxMessageBytes: ownLimit(opts, layout) })}\n`);
+  }
   const err = await done;
   clearTimeout(timer);
-  bc.close();
+  bc?.close();
   if (err !== null) {
     hs.conn?.close();
     socket.terminate();
@@ -146,11 +213,12 @@ export async function inprocConnect(url: URL, opts: ConnectOptions): Promise<Con
 class InprocListener extends ListenerBase<SegmentConnection> {
   readonly transport = "inproc";
   readonly url: string;
+  private readonly where: string;
   /** Segments posted on the channel, by id, waiting for their socket line (or the reverse). */
   private readonly segments = new Map<string, SharedArrayBuffer>();
   private readonly waitingSockets = new Map<string, { socket: Socket<Handshake>; peerMax: number | undefined }>();
-  private readonly server: UnixSocketListener<Handshake>;
-  private readonly bc: BroadcastChannel;
+  private bound: BoundSocket<UnixSocketListener<Handshake>> | null = null;
+  private bc: BroadcastChannel | null = null;
 
   constructor(
     readonly name: string,
@@ -158,41 +226,13 @@ class InprocListener extends ListenerBase<SegmentConnection> {
   ) {
     super();
     this.url = `inproc://${name}`;
-    this.server = Bun.listen<Handshake>({
-      unix: `\0${channelName(name)}`,
-      socket: {
-        open: openHandshake,
-        data: (s, chunk) => {
-          if (s.data.conn) return;
-          const line = s.data.line(chunk);
-          if (line === null) return;
-          let hello: { hello?: string; version?: number; id?: string; maxMessageBytes?: unknown };
-          try {
-            hello = JSON.parse(line);
-          } catch {
-            return void s.terminate();
-          }
-          if (hello.hello !== "hotpath-inproc" || typeof hello.id !== "string") return void s.terminate();
-          if (hello.version !== SEGMENT_VERSION) return refuseHandshake(s, `segment version ${hello.version}, this listener speaks ${SEGMENT_VERSION}`);
-          const peerMax = peerLimit(hello.maxMessageBytes);
-          if (peerMax === null) return refuseHandshake(s, `malformed handshake: maxMessageBytes ${String(hello.maxMessageBytes)}`);
-          const sab = this.segments.get(hello.id);
-          if (sab) this.accept(s, hello.id, sab, peerMax);
-          else this.waitingSockets.set(hello.id, { socket: s, peerMax });
-        },
-        close: (s) => {
-          const hs = s.data;
-          clearTimeout(hs?.timer);
-          if (hs?.conn) {
-            this.forget(hs.conn);
-            hs.conn.onPeerGone("the client side closed (or its Worker ended)");
-          } else {
-            for (const [id, w] of this.waitingSockets) if (w.socket === s) this.waitingSockets.delete(id);
-          }
-        },
-      },
-    });
-    this.bc = new BroadcastChannel(channelName(name));
+    this.where = `inproc listen "${name}"`;
+  }
+
+  /** Binds the rendezvous socket and opens the channel; ConnectError when the name is held. */
+  async bind(): Promise<void> {
+    // The channel first: a client may post its segment as soon as the socket answers.
+    this.bc = new BroadcastChannel(channelName(this.name));
     this.bc.onmessage = (e) => {
       const { id, sab } = (e.data ?? {}) as { id?: unknown; sab?: unknown };
       if (typeof id !== "string" || !(sab instanceof SharedArrayBuffer)) return;
@@ -203,21 +243,80 @@ class InprocListener extends ListenerBase<SegmentConnection> {
         setTimeout(() => this.segments.delete(id), HANDSHAKE_TIMEOUT_MS);
       }
     };
+    try {
+      const path = socketPath(this.where, this.name, "listen")!;
+      await removeGoneInprocSockets(path);
+      this.bound = await bindSocket(this.where, path, (unix) =>
+        Bun.listen<Handshake>({
+          unix,
+          socket: {
+            open: (s) => this.opened(s),
+            data: (s, chunk) => {
+              if (s.data.refused || s.data.conn) return;
+              const line = s.data.line(chunk);
+              if (line === null) return;
+              this.hello(s, line);
+            },
+            close: (s) => {
+              const hs = s.data;
+              clearTimeout(hs?.timer);
+              if (hs?.conn) {
+                this.forget(hs.conn);
+                hs.conn.onPeerGone("the client side closed (or its Worker ended)");
+              } else {
+                for (const [id, w] of this.waitingSockets) if (w.socket === s) this.waitingSockets.delete(id);
+              }
+            },
+          },
+        }),
+      );
+    } catch (e) {
+      this.bc.close();
+      throw e;
+    }
   }
 
   protected stop(closeActive: boolean): void {
-    this.server.stop(closeActive);
-    this.bc.close();
+    this.bound?.close(closeActive);
+    this.bc?.close();
+  }
+
+  /** A client connected: only a thread of this process is admitted. */
+  private opened(s: Socket<Handshake>): void {
+    openHandshake(s, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
+    const creds = socketPeer(s);
+    if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`));
+    if (creds.pid !== process.pid) {
+      return this.refuse(s, new AuthError(`${this.where}: the client is process ${creds.pid} (uid ${creds.uid}), not this process (${process.pid}): inproc admits only threads of its own process`));
+    }
+    s.data.creds = creds;
+  }
+
+  private refuse(s: Socket<Handshake>, error: HotpathError): void {
+    refuseHandshake(s, error);
+    this.refused(error, error instanceof AuthError ? "auth" : "protocol");
+  }
+
+  private hello(s: Socket<Handshake>, line: string): void {
+    const hello = parseHello(this.where, line, "hotpath-inproc");
+    if (hello instanceof ProtocolError) return this.refuse(s, hello);
+    if (typeof hello.id !== "string") return this.refuse(s, new ProtocolError(`${this.where}: malformed handshake: id ${String(hello.id)}`));
+    if (hello.version !== SEGMENT_VERSION) return this.refuse(s, new ProtocolError(`${this.where}: segment version ${String(hello.version)}, this listener speaks ${SEGMENT_VERSION}`));
+    const peerMax = peerLimit(hello.maxMessageBytes);
+    if (peerMax === null) return this.refuse(s, new ProtocolError(`${this.where}: malformed handshake: maxMessageBytes ${String(hello.maxMessageBytes)}`));
+    const sab = this.segments.get(hello.id);
+    if (sab) this.accept(s, hello.id, sab, peerMax);
+    else this.waitingSockets.set(hello.id, { socket: s, peerMax });
   }
 
   private accept(s: Socket<Handshake>, id: string, sab: SharedArrayBuffer, peerMax: number | undefined): void {
     this.segments.delete(id);
     this.waitingSockets.delete(id);
-    let conn: SegmentConnection;
+    let conn: SessionConnection;
     try {
-      conn = makeConnection("B", sab, s, `${this.url} (client)`, this.opts, peerMax);
+      conn = makeConnection("B", sab, s, `${this.url} (client)`, this.opts, peerMax, s.data.creds!);
     } catch (e) {
-      return refuseHandshake(s, (e as Error).message);
+      return this.refuse(s, new ProtocolError(`${this.where}: ${describeThrown(e)}`));
     }
     acceptHandshake(s, conn);
     this.accepted(conn);
@@ -225,17 +324,14 @@ class InprocListener extends ListenerBase<SegmentConnection> {
 }
 
 export async function inprocListen(url: URL, opts: ListenOptions): Promise<Listener> {
-  const name = sessionName(url);
-  try {
-    return new InprocListener(name, opts);
-  } catch (e) {
-    throw listenError("inproc", name, e, "in this process");
-  }
+  const listener = new InprocListener(sessionName(url), opts);
+  await listener.bind();
+  return listener;
 }
 
 export const inprocTransport: TransportFactory = {
   scheme: "inproc",
-  unavailableReason: () => (process.platform === "linux" ? null : "inproc's rendezvous uses abstract Unix sockets (Linux)"),
+  unavailableReason: () => (process.platform === "linux" ? null : "inproc's rendezvous needs Linux (SO_PEERCRED on Unix sockets)"),
   connect: inprocConnect,
   listen: inprocListen,
 };

@@ -1,24 +1,41 @@
 /**
- * Control-path pieces shared by `shm` and `inproc`: session names from URLs, the segment shape
- * a connect asks for, the per-socket handshake state, and line framing of the JSON handshake.
+ * Control-path pieces shared by `shm` and `inproc`: session names from URLs and the socket file
+ * each names, the segment shape a connect asks for, the per-socket handshake state, line framing
+ * of the JSON handshake, and who may talk to whom.
+ *
+ * Admission (contract: ListenOptions.allow, ConnectOptions.expectUid): both sides read the
+ * other's credentials from the kernel (SO_PEERCRED) on the handshake socket, before anything else
+ * is said. A listener admits its own effective uid, and the uids and (primary) gids of
+ * `allow`; root is not admitted unless listed. A refused peer gets one JSON line
+ * `{"error":why,"refused":"auth"}` (its AuthError) and the listener reports the refusal
+ * (Listener.onRefused / stats). A client checks first that the listener runs as `expectUid`
+ * (default: its own effective uid) and closes at once otherwise, having sent nothing.
+ *
+ * Example (listener side):
+ *   const admit = admission(`shm listen "x"`, opts.allow);
+ *   const why = admit(creds);            // null: admitted; else the refusal text
  */
 
 import type { Socket } from "bun";
-import { ConnectError, UsageError } from "../errors.ts";
-import { DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions } from "../transport/transport.ts";
-import type { SegmentConnection } from "./connection.ts";
+import { AuthError, ConnectError, describeThrown, ProtocolError, UsageError, type HotpathError } from "../errors.ts";
+import { peerCredentials, type Ucred } from "../ffi/libc.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, type AllowOptions, type ConnectOptions, type PeerCredentials } from "../transport/transport.ts";
+import { SegmentConnection, type SegmentConnectionOptions } from "./connection.ts";
 import { DEFAULT_SEGMENT_CONFIG, type SegmentConfig, type SegmentLayout } from "./layout.ts";
+import { MAX_NAME_CHARS } from "./socket-dir.ts";
 
-const NAME_RE = /^[A-Za-z0-9._-]{1,100}$/;
+const NAME_RE = new RegExp(`^[A-Za-z0-9._-]{1,${MAX_NAME_CHARS}}$`);
 /** A peer that connects but does not finish the handshake within this long is dropped. */
 export const HANDSHAKE_TIMEOUT_MS = 5000;
 /** A handshake line longer than this is garbage. */
 const MAX_LINE = 4096;
 
-/** The listener name in `scheme://name`. */
+/** The listener name in `scheme://name`: letters, digits, `.`, `_`, `-`, at most MAX_NAME_CHARS (its socket path must fit in sun_path). */
 export function sessionName(url: URL): string {
   const name = decodeURIComponent(url.host + url.pathname).replace(/\/+$/, "");
-  if (!NAME_RE.test(name)) throw new UsageError(`${url.protocol}// url "${url.href}": name must match ${NAME_RE} (letters, digits, . _ -)`);
+  if (!NAME_RE.test(name)) {
+    throw new UsageError(`${url.protocol}// url "${url.href}": name must be 1 to ${MAX_NAME_CHARS} letters, digits, . _ - (its socket path must fit in the 108 bytes of sun_path)`);
+  }
   return name;
 }
 
@@ -53,10 +70,99 @@ export function socketFd(s: Socket<Handshake>): number {
   return typeof fd === "number" ? fd : -1;
 }
 
+/** The kernel's credentials of the socket's peer (SO_PEERCRED), or null when they cannot be read. */
+export function socketPeer(s: Socket<Handshake>): Ucred | null {
+  const fd = socketFd(s);
+  if (fd < 0) return null;
+  try {
+    return peerCredentials(fd);
+  } catch {
+    return null;
+  }
+}
+
+/** This process's effective uid: what SO_PEERCRED reports to its peers. */
+export const ownUid = (): number => process.geteuid?.() ?? 0;
+
+function shown(v: unknown): string {
+  try {
+    return JSON.stringify(v) ?? String(v);
+  } catch {
+    return describeThrown(v);
+  }
+}
+
+function idList(where: string, what: string, v: unknown): number[] {
+  if (v === undefined) return [];
+  if (!Array.isArray(v) || !v.every((x) => Number.isSafeInteger(x) && x >= 0 && x <= 0xffffffff)) {
+    throw new UsageError(`${where}: allow.${what} must be an array of ${what.slice(0, -1)} numbers (whole numbers 0..4294967295), got ${shown(v)}`);
+  }
+  return v as number[];
+}
+
+/**
+ * The admission rule of a listener: a function of the peer's credentials that returns null for
+ * a peer it admits, else the reason (for the peer's AuthError). UsageError for a malformed `allow`.
+ */
+export function admission(where: string, allow: AllowOptions | undefined): (peer: Ucred) => string | null {
+  if (allow !== undefined && (allow === null || typeof allow !== "object")) throw new UsageError(`${where}: allow must be an object { uids?, gids? }`);
+  const uids = new Set(idList(where, "uids", allow?.uids));
+  const gids = new Set(idList(where, "gids", allow?.gids));
+  const own = ownUid();
+  return (peer) => {
+    if (peer.uid === own || uids.has(peer.uid) || gids.has(peer.gid)) return null;
+    const widen = peer.uid === 0 ? "root is not admitted unless listed" : "the listener may admit it";
+    return `${where}: uid ${peer.uid} (gid ${peer.gid}, pid ${peer.pid}) is not admitted: this listener runs as uid ${own} (${widen} with listen(url, { allow: { uids: [${peer.uid}] } }) or allow.gids)`;
+  };
+}
+
+/** The uid a connect expects its listener to run as (opts.expectUid, default this process's), checked. */
+export function expectedUid(where: string, opts: ConnectOptions): number {
+  const uid = opts.expectUid ?? ownUid();
+  if (!Number.isSafeInteger(uid) || uid < 0 || uid > 0xffffffff) throw new UsageError(`${where}: expectUid ${String(uid)} must be a uid (a whole number 0..4294967295)`);
+  return uid;
+}
+
+/** Client side: why the listener behind `s` is not the one expected (an AuthError), or null when it is. */
+export function checkListener(where: string, s: Socket<Handshake>, expectUid: number, expectPid?: number): HotpathError | null {
+  const peer = socketPeer(s);
+  if (peer === null) return new ConnectError(`${where}: cannot read the listener's credentials (SO_PEERCRED)`);
+  s.data.creds = peer;
+  if (peer.uid !== expectUid) {
+    return new AuthError(`${where}: the listener runs as uid ${peer.uid} (pid ${peer.pid}), expected uid ${expectUid}: pass expectUid to connect to another user's server`);
+  }
+  if (expectPid !== undefined && peer.pid !== expectPid) {
+    return new AuthError(`${where}: the listener is process ${peer.pid}, not this process (${expectPid}): inproc peers are threads of one process`);
+  }
+  return null;
+}
+
+/** Client side: the error for a listener's refusal line: AuthError when it refused who we are, else ConnectError. */
+export function refusalError(where: string, reply: { error?: unknown; refused?: unknown }): HotpathError {
+  const why = typeof reply.error === "string" ? reply.error : "no reason given";
+  return reply.refused === "auth" ? new AuthError(`${where}: refused by the listener: ${why}`) : new ConnectError(`${where}: server refused: ${why}`);
+}
+
+/**
+ * A session connection that knows its peer's credentials (Connection.peerCredentials): what the
+ * shm and inproc setups hand out. Belongs to the thread that created it, like SegmentConnection.
+ */
+export class SessionConnection extends SegmentConnection {
+  readonly peerCredentials: PeerCredentials;
+  constructor(o: SegmentConnectionOptions, peer: Ucred) {
+    super(o);
+    this.peerCredentials = Object.freeze({ pid: peer.pid, uid: peer.uid, gid: peer.gid });
+  }
+}
+
 /** Per-socket state of a session's control channel. */
 export class Handshake {
   conn: SegmentConnection | null = null;
   text = "";
+  /** The peer's credentials, read when the socket opened. */
+  creds: Ucred | null = null;
+  /** This side refused the peer (or the peer's listener): nothing more is read. */
+  refused = false;
   /** Drops a peer that never completes the handshake; cleared once it does (or leaves). */
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
 
@@ -71,17 +177,14 @@ export class Handshake {
   }
 }
 
-export function listenError(scheme: string, name: string, e: unknown, scope: string): ConnectError {
-  const msg = e instanceof Error ? e.message : String(e);
-  const inUse = msg.includes("EADDRINUSE") || (e as { code?: string }).code === "EADDRINUSE";
-  return new ConnectError(`${scheme} listen "${name}": ${inUse ? `a listener with this name already exists ${scope}` : msg}`, { cause: e });
-}
-
-/** Listener side: a new control socket gets its handshake state and a deadline to finish it. */
-export function openHandshake(s: Socket<Handshake>): void {
+/**
+ * Listener side: a new control socket gets its handshake state and a deadline to finish it;
+ * `onLate` runs if it does not (the listener refuses it as a protocol error).
+ */
+export function openHandshake(s: Socket<Handshake>, onLate: () => void): void {
   s.data = new Handshake();
   s.data.timer = setTimeout(() => {
-    if (!s.data.conn && s.readyState > 0) s.terminate();
+    if (!s.data.conn && !s.data.refused && s.readyState > 0) onLate();
   }, HANDSHAKE_TIMEOUT_MS);
 }
 
@@ -92,8 +195,27 @@ export function acceptHandshake(s: Socket<Handshake>, conn: SegmentConnection): 
   s.write(`${JSON.stringify({ ok: true, maxMessageBytes: conn.caps.maxMessageBytes })}\n`);
 }
 
-/** Listener side: refuse with a reason the client reports in its ConnectError. */
-export function refuseHandshake(s: Socket<Handshake>, why: string): void {
-  s.write(`${JSON.stringify({ error: why })}\n`);
+/**
+ * Listener side: refuse with the error's message, which the client reports (as AuthError when
+ * `error` is one), and close. Nothing the peer sends afterwards is read.
+ */
+export function refuseHandshake(s: Socket<Handshake>, error: HotpathError): void {
+  s.data.refused = true;
+  clearTimeout(s.data.timer);
+  s.write(`${JSON.stringify({ error: error.message, refused: error instanceof AuthError ? "auth" : "protocol" })}\n`);
   s.end();
+}
+
+/** The ProtocolError for a handshake line that is not what `kind` sends ("hotpath-shm" / "hotpath-inproc"). */
+export function parseHello(where: string, line: string, kind: string): Record<string, unknown> | ProtocolError {
+  let hello: unknown;
+  try {
+    hello = JSON.parse(line);
+  } catch {
+    return new ProtocolError(`${where}: the handshake is not JSON (${JSON.stringify(line.slice(0, 40))})`);
+  }
+  if (hello === null || typeof hello !== "object" || (hello as { hello?: unknown }).hello !== kind) {
+    return new ProtocolError(`${where}: the handshake is not a ${kind} hello`);
+  }
+  return hello as Record<string, unknown>;
 }

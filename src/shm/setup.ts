@@ -1,39 +1,80 @@
 /**
  * shm control path: `shm://name` listeners and connects.
  *
- * The listener is an abstract Unix socket `@hotpath-shm-<name>` (no file to clean up; a second
- * listener of the same name fails with EADDRINUSE). Each client creates its own session
- * segment `/hotpath-<name>-<pid>-<random>` (O_CREAT|O_EXCL, mode 0600), writes its header,
- * and sends one JSON line naming it; the server maps it, checks magic, version and layout,
- * unlinks the name (both sides have it mapped now, so a crash leaves nothing in /dev/shm) and
- * answers `{"ok":true}` or `{"error":…}`. The client unlinks the name too on any failure.
+ * The listener is the Unix socket `/tmp/hotpath-<uid>/shm-<name>.sock` (socket-dir.ts: the
+ * per-user directory, checked on every listen and connect; a second listener of the same name is
+ * told the pid and uid of the first). On every accepted socket it reads the client's credentials
+ * from the kernel (SO_PEERCRED) and refuses a uid it does not admit (handshake.ts); the client
+ * checks the same way that the listener runs as the uid it expects, before it sends anything.
+ *
+ * Each client creates its own session segment as a memfd, sizes it, seals it against shrinking
+ * and growing (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) and writes its header, then sends one
+ * JSON line with the segment's fd number. The server opens `/proc/<pid>/fd/<fd>` with the pid
+ * the kernel reported for the socket (never a pid from the hello), and maps it only if it is a
+ * regular file owned by the client's uid, sealed against resizing, and exactly the size the hello
+ * claims; then it checks magic, version and layout and answers `{"ok":true}` or refuses.
+ *
+ * Why this is stronger than named segments created O_EXCL 0600: a name can be guessed, squatted,
+ * pre-created or swapped, and whoever may open it may also ftruncate it, so a client could shrink
+ * the segment under the server and kill it with SIGBUS; a server that unlinked names from a
+ * hello could be made to delete files it never created. A memfd has no name at all: nothing in
+ * /dev/shm to squat, remove or leave behind after a crash, nothing for the server to unlink, and
+ * the seals make a truncation fail with EPERM for everyone, its creator included. Reaching it
+ * takes /proc/<pid>/fd of the creating process, which the kernel allows only to processes that
+ * may inspect it (same uid, or root): the ptrace access rule. That rule also means a server that
+ * is not root cannot open the segment of a client of another uid even when `allow` admits it; it
+ * refuses such a client with an AuthError that says so. A root server admitting a user works.
  *
  * Both lines carry the side's maxMessageBytes, so each side learns the largest body the other
  * accepts (caps.peerMaxMessageBytes) and refuses a larger send locally.
  *
  * After the handshake the socket stays open for two jobs: its close tells each side the other
  * is gone (a killed process closes it too; spin and blocking loops, which never return to the
- * event loop, ask poll(2) about its fd instead), and single bytes on it are the event-loop
- * doorbell (measured here against a helper Worker parked in futex that wakes the main thread
- * through Atomics.waitAsync: ~10 µs vs ~30 µs p50 to wake an idle process).
+ * event loop, ask poll(2) about its fd and about a pidfd of the peer process instead), and single
+ * bytes on it are the event-loop doorbell (measured here against a helper Worker parked in futex
+ * that wakes the main thread through Atomics.waitAsync: ~10 µs vs ~30 µs p50 to wake an idle
+ * process).
  *
  * On close the segment's shared pages are dropped at once (ShmMapping.close), as soon as no
  * received message is held any more.
  */
 
 import type { Socket, UnixSocketListener } from "bun";
-import { ConnectError, HotpathError, ProtocolError } from "../errors.ts";
-import { fdPeerGone, futexWait, futexWake, shmUnlink, ShmMapping } from "../ffi/libc.ts";
+import { fstatSync, type Stats } from "node:fs";
+import { AuthError, ConnectError, describeThrown, HotpathError, NativeError, ProtocolError } from "../errors.ts";
+import { closeFd, EACCES, EINVAL, ENOENT, EPERM, fileSeals, futexWait, futexWake, LINUX, openFile, peerGone, peerPidfd, ShmMapping, type Ucred } from "../ffi/libc.ts";
 import { ListenerBase } from "../listener-base.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
-import { SegmentConnection, type Signals } from "./connection.ts";
-import { acceptHandshake, Handshake, listenError, openHandshake, ownLimit, peerLimit, refuseHandshake, segmentConfig, sessionName, socketFd } from "./handshake.ts";
+import type { SegmentConnection, Signals } from "./connection.ts";
+import {
+  acceptHandshake,
+  admission,
+  checkListener,
+  expectedUid,
+  Handshake,
+  HANDSHAKE_TIMEOUT_MS,
+  openHandshake,
+  ownLimit,
+  ownUid,
+  parseHello,
+  peerLimit,
+  refusalError,
+  refuseHandshake,
+  segmentConfig,
+  SessionConnection,
+  sessionName,
+  socketFd,
+  socketPeer,
+} from "./handshake.ts";
 import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "./layout.ts";
+import { bindSocket, socketDir, socketDirOf, type BoundSocket } from "./socket-dir.ts";
 
 const DOORBELL = new Uint8Array([1]);
-const socketPath = (name: string) => `\0hotpath-shm-${name}`;
+const socketFile = (dir: string, name: string) => `${dir}/shm-${name}.sock`;
+/** The seals a segment must carry: without them its creator could truncate it under the server (SIGBUS). */
+const REQUIRED_SEALS = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
 
-function signalsFor(mapping: ShmMapping, socket: Socket<Handshake>): Signals {
+function signalsFor(mapping: ShmMapping, socket: Socket<Handshake>, pidfd: () => number): Signals {
   const fd = socketFd(socket);
   return {
     wakeBlocking: (off) => void futexWake(mapping, off, 1),
@@ -42,10 +83,11 @@ function signalsFor(mapping: ShmMapping, socket: Socket<Handshake>): Signals {
     },
     waitBlocking: (off, expected, ns) => void futexWait(mapping, off, expected, ns),
     armEventLoop: () => {},
-    peerGone: () => fd >= 0 && fdPeerGone(fd),
+    peerGone: () => peerGone(fd, pidfd()),
   };
 }
 
+/** A session over `mapping`; a pidfd of the peer process joins the liveness probe and is closed with the connection. */
 function makeConnection(
   side: "A" | "B",
   mapping: ShmMapping,
@@ -53,89 +95,126 @@ function makeConnection(
   peer: string,
   opts: ConnectOptions | ListenOptions,
   peerMaxMessageBytes: number | undefined,
-) {
-  return new SegmentConnection({
-    transport: "shm",
-    buffer: mapping.buffer,
-    layout: readHeader(new Uint32Array(mapping.buffer, 0, 32), `shm segment ${mapping.name}`, mapping.lenBytes),
-    side,
-    signals: signalsFor(mapping, socket),
-    peer,
-    policy: opts.wait,
-    maxMessageBytes: opts.maxMessageBytes,
-    peerMaxMessageBytes,
-    onLocalClose: () => socket.end(),
-    onUnused: () => mapping.close(),
-  });
-}
-
-function randomHex(bytes: number): string {
-  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+  creds: Ucred,
+): SessionConnection {
+  let pidfd = peerPidfd(socketFd(socket), creds.pid);
+  const dropPidfd = () => {
+    if (pidfd < 0) return;
+    const fd = pidfd;
+    pidfd = -1;
+    try {
+      closeFd(fd);
+    } catch {
+      // already gone: nothing to release
+    }
+  };
+  try {
+    return new SessionConnection(
+      {
+        transport: "shm",
+        buffer: mapping.buffer,
+        layout: readHeader(new Uint32Array(mapping.buffer, 0, 32), `shm segment ${mapping.name}`, mapping.lenBytes),
+        side,
+        signals: signalsFor(mapping, socket, () => pidfd),
+        peer,
+        policy: opts.wait,
+        maxMessageBytes: opts.maxMessageBytes,
+        peerMaxMessageBytes,
+        onLocalClose: () => {
+          socket.end();
+          dropPidfd();
+        },
+        onUnused: () => mapping.close(),
+      },
+      creds,
+    );
+  } catch (e) {
+    dropPidfd();
+    throw e;
+  }
 }
 
 export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
   const name = sessionName(url);
   const peer = `shm://${name}`;
+  const where = `shm connect ${peer}`;
+  const expectUid = expectedUid(where, opts);
   const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const layout = computeLayout(segmentConfig(opts));
-  const segName = `/hotpath-${name}-${process.pid}-${randomHex(4)}`;
-  const mapping = ShmMapping.create(segName, layout.totalBytes);
+  const dir = socketDir(where, expectUid, "connect");
+  if (dir === null) throw new ConnectError(`${where}: no shm listener named "${name}" (there is no socket directory ${socketDirOf(expectUid)})`);
+  const path = socketFile(dir, name);
+  const mapping = ShmMapping.createSealed(`hotpath-${name}`, layout.totalBytes);
   writeHeader(new Uint32Array(mapping.buffer, 0, 32), layout, (Math.random() * 0xffffffff) >>> 0);
 
   let settle!: (e: HotpathError | null) => void;
   const done = new Promise<HotpathError | null>((r) => (settle = r));
   const hs = new Handshake();
-  const timer = setTimeout(() => settle(new ConnectError(`shm connect ${peer}: no handshake within ${timeoutMs} ms`)), timeoutMs);
+  const timer = setTimeout(() => settle(new ConnectError(`${where}: no handshake within ${timeoutMs} ms`)), timeoutMs);
   let socket: Socket<Handshake>;
   try {
     socket = await Bun.connect<Handshake>({
-      unix: socketPath(name),
+      unix: path,
       data: hs,
       socket: {
+        open(s) {
+          // Who listens is checked before anything is sent: a squatter learns nothing.
+          const refused = checkListener(where, s, expectUid);
+          if (refused === null) return;
+          hs.refused = true;
+          settle(refused);
+          s.terminate();
+        },
         data(s, chunk) {
+          if (hs.refused) return;
           if (hs.conn) return hs.conn.onDoorbell();
           const line = hs.line(chunk);
           if (line === null) return;
-          let reply: { ok?: boolean; error?: string; maxMessageBytes?: unknown };
+          let reply: { ok?: unknown; error?: unknown; refused?: unknown; maxMessageBytes?: unknown } | null;
           try {
             reply = JSON.parse(line);
           } catch {
-            return settle(new ProtocolError(`shm connect ${peer}: handshake reply is not JSON`));
+            return settle(new ProtocolError(`${where}: handshake reply is not JSON`));
           }
-          if (reply.ok !== true) return settle(new ConnectError(`shm connect ${peer}: server refused: ${reply.error ?? "no reason given"}`));
+          if (reply === null || typeof reply !== "object") return settle(new ProtocolError(`${where}: handshake reply is not an object`));
+          if (reply.ok !== true) return settle(refusalError(where, reply));
           const peerMax = peerLimit(reply.maxMessageBytes);
-          if (peerMax === null) return settle(new ProtocolError(`shm connect ${peer}: handshake reply has maxMessageBytes ${String(reply.maxMessageBytes)}`));
+          if (peerMax === null) return settle(new ProtocolError(`${where}: handshake reply has maxMessageBytes ${String(reply.maxMessageBytes)}`));
           try {
-            hs.conn = makeConnection("A", mapping, s, peer, opts, peerMax);
+            hs.conn = makeConnection("A", mapping, s, peer, opts, peerMax, hs.creds!);
           } catch (e) {
-            return settle(e instanceof HotpathError ? e : new ConnectError(`shm connect ${peer}: ${(e as Error).message}`));
+            return settle(e instanceof HotpathError ? e : new ConnectError(`${where}: ${describeThrown(e)}`));
           }
           settle(null);
           if (hs.text.length > 0) hs.conn.onDoorbell();
         },
         close() {
           if (hs.conn) hs.conn.onPeerGone("the server closed the session (or its process exited)");
-          else settle(new ConnectError(`shm connect ${peer}: the server closed the control socket during the handshake`));
+          else settle(new ConnectError(`${where}: the server closed the control socket during the handshake`));
         },
         error(_s, e) {
-          if (!hs.conn) settle(new ConnectError(`shm connect ${peer}: ${e.message}`));
+          if (!hs.conn) settle(new ConnectError(`${where}: ${e.message}`));
         },
       },
     });
   } catch (e) {
     clearTimeout(timer);
     mapping.close();
-    shmUnlink(segName);
     const code = (e as { code?: string }).code;
-    const why = code === "ECONNREFUSED" || code === "ENOENT" ? `no shm listener named "${name}"` : (e as Error).message;
-    throw new ConnectError(`shm connect ${peer}: ${why}`, { cause: e });
+    const why =
+      code === "ECONNREFUSED" || code === "ENOENT"
+        ? `no shm listener named "${name}"`
+        : code === "EACCES"
+          ? `permission denied on ${path} (the socket directory or file does not let uid ${ownUid()} in)`
+          : describeThrown(e);
+    throw new ConnectError(`${where}: ${why}`, { cause: e });
   }
-  const hello = { hello: "hotpath-shm", version: SEGMENT_VERSION, segment: segName, bytes: layout.totalBytes, pid: process.pid, maxMessageBytes: ownLimit(opts, layout) };
-  socket.write(`${JSON.stringify(hello)}\n`);
+  if (!hs.refused) {
+    const hello = { hello: "hotpath-shm", version: SEGMENT_VERSION, fd: mapping.fd, bytes: layout.totalBytes, maxMessageBytes: ownLimit(opts, layout) };
+    socket.write(`${JSON.stringify(hello)}\n`);
+  }
   const err = await done;
   clearTimeout(timer);
-  // The server unlinks after mapping; unlinking again is harmless and covers every failure path.
-  shmUnlink(segName);
   if (err !== null) {
     hs.conn?.close();
     socket.terminate();
@@ -145,10 +224,78 @@ export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connec
   return hs.conn!;
 }
 
+const isFdNumber = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0x7fffffff;
+const isByteCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v > 0;
+
+/** Why /proc/<pid>/fd/<fd> of a client could not be opened, as the error the client gets. */
+function cannotOpen(where: string, path: string, peer: Ucred, fd: number, e: unknown): HotpathError {
+  const errno = e instanceof NativeError ? e.errno : 0;
+  if (errno === EACCES || errno === EPERM) {
+    const why =
+      ownUid() !== 0 && peer.uid !== ownUid()
+        ? `a server that is not root cannot open the memory of a process of another uid (the kernel's ptrace access rule for /proc/<pid>/fd); run the server as root, or the client as uid ${ownUid()}`
+        : "the client process does not let others inspect it (it is not dumpable)";
+    return new AuthError(`${where}: cannot open the segment of client pid ${peer.pid} (uid ${peer.uid}) at ${path}: ${why}`);
+  }
+  if (errno === ENOENT) return new ProtocolError(`${where}: the hello names fd ${fd}, which client pid ${peer.pid} does not have open`);
+  return new ProtocolError(`${where}: cannot open the segment of client pid ${peer.pid} at ${path}: ${describeThrown(e)}`);
+}
+
+const fileKind = (st: Stats) => (st.isSocket() ? "a socket" : st.isFIFO() ? "a pipe" : st.isDirectory() ? "a directory" : st.isCharacterDevice() || st.isBlockDevice() ? "a device" : "not a regular file");
+
+/**
+ * Opens and maps the segment a client's hello names: fd `fd` of the process the kernel says is
+ * on the socket. Refused (the error thrown) unless it is a regular file owned by the client's uid,
+ * sealed against shrinking and growing, of exactly `bytes` bytes. The fd is first opened O_PATH,
+ * so nothing but a regular file is ever opened for reading and writing (no device's open runs).
+ */
+function openClientSegment(where: string, peer: Ucred, fd: number, bytes: number): ShmMapping {
+  if (peer.pid <= 0) throw new ProtocolError(`${where}: the client's pid is not visible from here (another pid namespace): its segment cannot be opened`);
+  const path = `/proc/${peer.pid}/fd/${fd}`;
+  const what = `the segment at fd ${fd} of client pid ${peer.pid}`;
+  let handle: number;
+  try {
+    handle = openFile(path, "path");
+  } catch (e) {
+    throw cannotOpen(where, path, peer, fd, e);
+  }
+  let rw = -1;
+  try {
+    const st = fstatSync(handle);
+    if (!st.isFile()) throw new ProtocolError(`${where}: ${what} is ${fileKind(st)}, not a memory segment`);
+    if (st.uid !== peer.uid) throw new ProtocolError(`${where}: ${what} is owned by uid ${st.uid}, but the client runs as uid ${peer.uid}`);
+    try {
+      rw = openFile(`/proc/self/fd/${handle}`, "rdwr");
+    } catch (e) {
+      throw cannotOpen(where, path, peer, fd, e);
+    }
+    let seals: number;
+    try {
+      seals = fileSeals(rw);
+    } catch (e) {
+      if (e instanceof NativeError && e.errno === EINVAL) throw new ProtocolError(`${where}: ${what} cannot be sealed (not a memfd), so its size is not fixed`);
+      throw e;
+    }
+    if ((seals & REQUIRED_SEALS) !== REQUIRED_SEALS) {
+      throw new ProtocolError(`${where}: ${what} is not sealed against resizing (seals 0x${seals.toString(16)}, F_SEAL_SHRINK and F_SEAL_GROW are required): it could be truncated under the server`);
+    }
+    const size = fstatSync(rw).size; // fixed from here on: the seals forbid any change
+    if (size !== bytes) throw new ProtocolError(`${where}: ${what} has ${size} bytes, the hello says ${bytes}`);
+    const owned = rw;
+    rw = -1;
+    return ShmMapping.fromFd(`${path} (client pid ${peer.pid})`, owned, bytes);
+  } finally {
+    closeFd(handle);
+    if (rw >= 0) closeFd(rw);
+  }
+}
+
 class ShmListener extends ListenerBase<SegmentConnection> {
   readonly transport = "shm";
   readonly url: string;
-  private readonly server: UnixSocketListener<Handshake>;
+  private readonly where: string;
+  private readonly admit: (peer: Ucred) => string | null;
+  private bound: BoundSocket<UnixSocketListener<Handshake>> | null = null;
 
   constructor(
     readonly name: string,
@@ -156,64 +303,82 @@ class ShmListener extends ListenerBase<SegmentConnection> {
   ) {
     super();
     this.url = `shm://${name}`;
-    this.server = Bun.listen<Handshake>({
-      unix: socketPath(name),
-      socket: {
-        open: openHandshake,
-        data: (s, chunk) => {
-          const hs = s.data;
-          if (hs.conn) return hs.conn.onDoorbell();
-          const line = hs.line(chunk);
-          if (line === null) return;
-          this.accept(s, line);
-          if (hs.conn && hs.text.length > 0) (hs.conn as SegmentConnection).onDoorbell();
+    this.where = `shm listen "${name}"`;
+    this.admit = admission(this.where, opts.allow);
+  }
+
+  /** Binds the listener's socket name; ConnectError when it cannot (held, untrusted directory). */
+  async bind(): Promise<void> {
+    const dir = socketDir(this.where, ownUid(), "listen");
+    this.bound = await bindSocket(this.where, socketFile(dir, this.name), (unix) =>
+      Bun.listen<Handshake>({
+        unix,
+        socket: {
+          open: (s) => this.opened(s),
+          data: (s, chunk) => {
+            const hs = s.data;
+            if (hs.refused) return;
+            if (hs.conn) return hs.conn.onDoorbell();
+            const line = hs.line(chunk);
+            if (line === null) return;
+            this.accept(s, line);
+            if (hs.conn && hs.text.length > 0) (hs.conn as SegmentConnection).onDoorbell();
+          },
+          close: (s) => {
+            const hs = s.data;
+            clearTimeout(hs?.timer);
+            if (hs?.conn) {
+              this.forget(hs.conn);
+              hs.conn.onPeerGone("the client closed the session (or its process exited)");
+            }
+          },
         },
-        close: (s) => {
-          const hs = s.data;
-          clearTimeout(hs?.timer);
-          if (hs?.conn) {
-            this.forget(hs.conn);
-            hs.conn.onPeerGone("the client closed the session (or its process exited)");
-          }
-        },
-      },
-    });
+      }),
+    );
   }
 
   protected stop(closeActive: boolean): void {
-    this.server.stop(closeActive);
+    this.bound?.close(closeActive);
+  }
+
+  /** A client connected: who is it? Refused at once unless admitted. */
+  private opened(s: Socket<Handshake>): void {
+    openHandshake(s, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
+    const creds = socketPeer(s);
+    if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`));
+    const why = this.admit(creds);
+    if (why !== null) return this.refuse(s, new AuthError(why));
+    s.data.creds = creds;
+  }
+
+  private refuse(s: Socket<Handshake>, error: HotpathError): void {
+    refuseHandshake(s, error);
+    this.refused(error, error instanceof AuthError ? "auth" : "protocol");
   }
 
   private accept(s: Socket<Handshake>, line: string): void {
-    const refuse = (why: string) => refuseHandshake(s, why);
-    let hello: { hello?: string; version?: number; segment?: string; bytes?: number; maxMessageBytes?: unknown };
-    try {
-      hello = JSON.parse(line);
-    } catch {
-      return void s.terminate();
-    }
-    const seg = hello.segment;
-    if (hello.hello !== "hotpath-shm" || typeof seg !== "string" || !seg.startsWith(`/hotpath-${this.name}-`) || typeof hello.bytes !== "number") {
-      return refuse("malformed handshake");
-    }
+    const hello = parseHello(this.where, line, "hotpath-shm");
+    if (hello instanceof ProtocolError) return this.refuse(s, hello);
     if (hello.version !== SEGMENT_VERSION) {
-      return refuse(`shm listen "${this.name}": client speaks segment version ${hello.version}, this server ${SEGMENT_VERSION}`);
+      return this.refuse(s, new ProtocolError(`${this.where}: client speaks segment version ${String(hello.version)}, this server ${SEGMENT_VERSION}`));
     }
+    const { fd, bytes } = hello;
+    if (!isFdNumber(fd) || !isByteCount(bytes)) return this.refuse(s, new ProtocolError(`${this.where}: malformed handshake: fd ${String(fd)}, bytes ${String(bytes)}`));
     const peerMax = peerLimit(hello.maxMessageBytes);
-    if (peerMax === null) return refuse(`malformed handshake: maxMessageBytes ${String(hello.maxMessageBytes)}`);
+    if (peerMax === null) return this.refuse(s, new ProtocolError(`${this.where}: malformed handshake: maxMessageBytes ${String(hello.maxMessageBytes)}`));
+    const creds = s.data.creds!;
     let mapping: ShmMapping;
     try {
-      mapping = ShmMapping.open(seg, hello.bytes);
+      mapping = openClientSegment(this.where, creds, fd, bytes);
     } catch (e) {
-      return refuse((e as Error).message);
+      return this.refuse(s, e instanceof HotpathError && !(e instanceof NativeError) ? e : new ProtocolError(`${this.where}: ${describeThrown(e)}`));
     }
-    let conn: SegmentConnection;
+    let conn: SessionConnection;
     try {
-      shmUnlink(seg);
-      conn = makeConnection("B", mapping, s, `shm://${this.name} (client)`, this.opts, peerMax);
+      conn = makeConnection("B", mapping, s, `shm://${this.name} (client)`, this.opts, peerMax, creds);
     } catch (e) {
       mapping.close();
-      return refuse((e as Error).message);
+      return this.refuse(s, new ProtocolError(`${this.where}: ${describeThrown(e)}`));
     }
     acceptHandshake(s, conn);
     this.accepted(conn);
@@ -221,17 +386,14 @@ class ShmListener extends ListenerBase<SegmentConnection> {
 }
 
 export async function shmListen(url: URL, opts: ListenOptions): Promise<Listener> {
-  const name = sessionName(url);
-  try {
-    return new ShmListener(name, opts);
-  } catch (e) {
-    throw listenError("shm", name, e, "on this host");
-  }
+  const listener = new ShmListener(sessionName(url), opts);
+  await listener.bind();
+  return listener;
 }
 
 export const shmTransport: TransportFactory = {
   scheme: "shm",
-  unavailableReason: () => (process.platform === "linux" ? null : "shm needs Linux (futex, abstract Unix sockets)"),
+  unavailableReason: () => (process.platform === "linux" ? null : "shm needs Linux (futex, memfd seals, SO_PEERCRED)"),
   connect: shmConnect,
   listen: shmListen,
 };

@@ -1,3 +1,4 @@
+import { socketDir } from "../../src/shm/socket-dir.ts";
 import { spawnWorkerPeer, type Peer } from "../helpers/peer.ts";
 import { runWaitModeMatrix } from "../shm/matrix.ts";
 import { runConformance, type Fixture } from "./suite.ts";
@@ -19,7 +20,7 @@ const fixture: Fixture = {
   async blackhole() {
     // A rendezvous socket that accepts and never answers the handshake.
     const name = unique();
-    const l = Bun.listen({ unix: `\0hotpath-inproc-${process.pid}-${name}`, socket: { data() {} } });
+    const l = Bun.listen({ unix: `${socketDir("blackhole", process.geteuid!(), "listen")}/inproc-${process.pid}-${name}.sock`, socket: { data() {} } });
     return { url: `inproc://${name}`, close: () => l.stop(true) };
   },
   spawnServer: (url) => spawnWorkerPeer(WORKER, url),

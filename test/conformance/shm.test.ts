@@ -1,5 +1,6 @@
 import { afterAll } from "bun:test";
 import { readdirSync } from "node:fs";
+import { socketDir } from "../../src/shm/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import { runWaitModeMatrix } from "../shm/matrix.ts";
 import { runConformance, type Fixture } from "./suite.ts";
@@ -18,7 +19,7 @@ const fixture: Fixture = {
   async blackhole() {
     // A listener socket that accepts and never answers the handshake.
     const name = unique();
-    const l = Bun.listen({ unix: `\0hotpath-shm-${name}`, socket: { data() {} } });
+    const l = Bun.listen({ unix: `${socketDir("blackhole", process.geteuid!(), "listen")}/shm-${name}.sock`, socket: { data() {} } });
     return { url: `shm://${name}`, close: () => l.stop(true) };
   },
 };

@@ -1,0 +1,146 @@
+/**
+ * A peer process for the access tests (possibly run as another Unix user): prints one JSON line
+ * with what it saw, and (for `listen`) keeps serving until its stdin closes. Errors are reported
+ * as {error: {name, code, message}}, never thrown.
+ *
+ *   rpc <url> [expectUid]            rpcConnect, one echo call (method 1): {echo, creds}
+ *   listen <url> [allowUid] [allowGid]
+ *                                    serve(url, {1: echo}, {allow}): {url, pid}; its refusals are
+ *                                    printed as further lines {refused: {reason, name, message}}
+ *   listen-connect <url>             tries listen(url), then connect(url): {listen, connect}
+ *   raw <socketPath> <helloJSON> <segment>
+ *                                    a hand-made handshake: connects, sends helloJSON with `fd`
+ *                                    (and `bytes`) filled in from <segment>, prints every reply
+ *                                    line: {lines, closed}. <segment> is one of
+ *                                      none          nothing filled in
+ *                                      sealed        a sealed memfd with a valid header
+ *                                      unsealed      the same, without seals
+ *                                      size:<delta>  sealed, but the hello claims size + delta
+ *                                      fd:<n>        fd n as it is (inherited, or not open)
+ *                                      file:<path>   an fd of the file at path, opened here
+ *   truncate <url>                   connects, one echo call, then ftruncates its own session
+ *                                    segment to 0 bytes and reports {truncate: "EPERM" | "done"
+ *                                    | ...}, then exits without closing anything
+ */
+
+import { openSync } from "node:fs";
+import { connect, listen, rpcConnect, serve, type HotpathError } from "../../src/index.ts";
+import { NativeError } from "../../src/errors.ts";
+import { memfdCreate, ShmMapping, truncateFd } from "../../src/ffi/libc.ts";
+import { computeLayout, DEFAULT_SEGMENT_CONFIG, SEGMENT_VERSION, writeHeader } from "../../src/shm/layout.ts";
+
+const out = (v: unknown) => console.log(JSON.stringify(v));
+const described = (e: unknown) => ({ name: (e as Error)?.name, code: (e as HotpathError)?.code, message: (e as Error)?.message ?? String(e) });
+const echo = { 1: (h: { data: Uint8Array }) => h.data };
+
+function exitWhenStdinCloses(cleanup: () => void): void {
+  (async () => {
+    for await (const _ of Bun.stdin.stream()) {
+      // only EOF matters
+    }
+    cleanup();
+    process.exit(0);
+  })();
+}
+
+/** The fd and size a raw hello names for `spec` (see the module comment); keeps what it made alive. */
+function segmentFor(spec: string): { fd?: number; bytes?: number; keep?: unknown } {
+  const layout = computeLayout(DEFAULT_SEGMENT_CONFIG);
+  if (spec === "none") return {};
+  if (spec === "sealed" || spec === "unsealed" || spec.startsWith("size:")) {
+    const fd = memfdCreate("hotpath-access-peer", layout.totalBytes, spec !== "unsealed");
+    const m = ShmMapping.fromFd("access-peer", fd, layout.totalBytes);
+    writeHeader(new Uint32Array(m.buffer, 0, 32), layout, 1);
+    const delta = spec.startsWith("size:") ? Number(spec.slice(5)) : 0;
+    return { fd: m.fd, bytes: layout.totalBytes + delta, keep: m };
+  }
+  if (spec.startsWith("fd:")) return { fd: Number(spec.slice(3)), bytes: layout.totalBytes };
+  if (spec.startsWith("file:")) return { fd: openSync(spec.slice(5), "r+"), bytes: 4096 };
+  throw new Error(`access-peer: unknown segment spec ${spec}`);
+}
+
+async function raw(path: string, helloJson: string, spec: string): Promise<unknown> {
+  const seg = segmentFor(spec);
+  const hello = { ...JSON.parse(helloJson), version: SEGMENT_VERSION };
+  if (seg.fd !== undefined) hello.fd = seg.fd;
+  if (seg.bytes !== undefined && hello.bytes === undefined) hello.bytes = seg.bytes;
+  let text = "";
+  const closed = new Promise<void>((resolve, reject) => {
+    Bun.connect({
+      unix: path,
+      socket: {
+        open: (s) => void s.write(`${JSON.stringify(hello)}\n`),
+        data: (s, d) => {
+          text += Buffer.from(d).toString();
+          if (text.startsWith('{"ok":true') && text.includes("\n")) {
+            s.end(); // admitted: that is all this peer wanted to know
+            resolve();
+          }
+        },
+        close: () => resolve(),
+        error: (_s, e) => reject(e),
+      },
+    }).catch(reject);
+  });
+  const watchdog = Bun.sleep(8000).then(() => "open");
+  const how = await Promise.race([closed.then(() => "closed"), watchdog]);
+  void seg.keep;
+  return { lines: text.split("\n").filter((l) => l.length > 0).map((l) => JSON.parse(l)), closed: how === "closed" };
+}
+
+/** This process's own session segment fd (its link names the memfd, or a /dev/shm file before memfds). */
+async function ownSegmentFd(): Promise<number> {
+  const { readdirSync, readlinkSync } = await import("node:fs");
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).includes("hotpath-")) return Number(fd);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  throw new Error("no session segment fd found");
+}
+
+const [cmd, a, b, c] = process.argv.slice(2);
+try {
+  if (cmd === "rpc") {
+    const client = await rpcConnect(a!, b === undefined ? {} : { expectUid: Number(b) });
+    const got = await client.request(1, new Uint8Array([1, 2, 3]));
+    out({ echo: [...got], creds: client.conn.peerCredentials });
+    client.close();
+  } else if (cmd === "listen") {
+    const allow = { uids: b ? [Number(b)] : [], gids: c ? [Number(c)] : [] };
+    const s = await serve(a!, echo, { allow });
+    s.listener.onRefused((e, reason) => out({ refused: { reason, ...described(e) } }));
+    out({ url: s.url, pid: process.pid });
+    exitWhenStdinCloses(() => s.close());
+  } else if (cmd === "listen-connect") {
+    const l = await listen(a!).then(
+      (x) => (x.close(true), null),
+      (e) => described(e),
+    );
+    const k = await connect(a!).then(
+      (x) => (x.close(), null),
+      (e) => described(e),
+    );
+    out({ listen: l, connect: k });
+  } else if (cmd === "raw") {
+    out(await raw(a!, b!, c!));
+  } else if (cmd === "truncate") {
+    const client = await rpcConnect(a!);
+    await client.request(1, new Uint8Array([9]));
+    const fd = await ownSegmentFd();
+    let result = "done";
+    try {
+      truncateFd(fd, 0);
+    } catch (e) {
+      result = e instanceof NativeError && e.errno === 1 ? "EPERM" : String(e);
+    }
+    out({ truncate: result });
+    process.exit(0); // no close: the server finds out from the socket
+  } else {
+    throw new Error(`access-peer: unknown command ${cmd}`);
+  }
+} catch (e) {
+  out({ error: described(e) });
+}
