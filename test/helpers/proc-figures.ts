@@ -1,6 +1,7 @@
 /**
  * Resource figures of a process, read from /proc (Linux): open fds, mappings of hotpath shm
- * segments, /dev/shm entries named hotpath-*, VmRSS, threads and CPU time. Used by the churn
+ * segments (memfds named hotpath-*), /dev/shm entries named hotpath-* (sessions make none; a
+ * stray one is a leak), VmRSS, threads and CPU time. Used by the churn
  * test and the soak to show that what peers leave behind returns to baseline.
  *
  *   const before = procFigures();          // this process
@@ -14,9 +15,9 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 export interface ProcFigures {
   /** Entries of /proc/<pid>/fd. */
   fds: number;
-  /** What the fds are, by kind ("socket", "anon_inode:[eventfd]", "/dev/shm/…" …), counted. */
+  /** What the fds are, by kind ("socket", "anon_inode:[eventfd]", "memfd:hotpath", "/dev/shm" …), counted. */
   fdKinds: Record<string, number>;
-  /** Lines of /proc/<pid>/maps that map a /dev/shm/hotpath-* segment (deleted names included). */
+  /** Lines of /proc/<pid>/maps that map a hotpath session segment (/memfd:hotpath-*, or a /dev/shm/hotpath-* object). */
   hotpathMaps: number;
   /** Lines of /proc/<pid>/maps that map any other /dev/shm object (e.g. UCX's own segments). */
   otherShmMaps: number;
@@ -36,6 +37,7 @@ function fdKind(link: string): string {
   if (link.startsWith("socket:")) return "socket";
   if (link.startsWith("pipe:")) return "pipe";
   if (link.startsWith("/dev/shm/")) return "/dev/shm";
+  if (link.startsWith("/memfd:")) return link.startsWith("/memfd:hotpath-") ? "memfd:hotpath" : "memfd";
   return link.replace(/\d+/g, "N");
 }
 
@@ -57,6 +59,10 @@ export function procFigures(pid: number | "self" = "self"): ProcFigures {
   let hotpathMaps = 0;
   let otherShmMaps = 0;
   for (const line of readFileSync(`${base}/maps`, "utf8").split("\n")) {
+    if (line.includes("/memfd:hotpath-")) {
+      hotpathMaps++;
+      continue;
+    }
     const at = line.indexOf("/dev/shm/");
     if (at < 0) continue;
     if (line.startsWith("/dev/shm/hotpath-", at)) hotpathMaps++;

@@ -1,30 +1,38 @@
 /**
  * Crash tests with real processes: kill -9 the server with 64 calls in flight; kill -9 a
  * client and check the server frees its session (and its memory) and keeps serving. After
- * every test no hotpath entry remains in /dev/shm.
+ * every test no hotpath entry remains in /dev/shm, nor a socket file of these tests in the
+ * socket directory (a killed server leaves its socket file: the next listen of the name replaces
+ * it, which the first test checks).
  */
 
 import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
-import { rpcConnect, serve, TransportClosedError, type HotpathError, type RequestHandle } from "../../src/index.ts";
+import { existsSync, lstatSync } from "node:fs";
+import { listen, rpcConnect, serve, TransportClosedError, type HotpathError, type RequestHandle } from "../../src/index.ts";
+import { socketDirOf } from "../../src/shm/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import * as m from "../conformance/methods.ts";
 
 const PEER_SERVER = new URL("../conformance/peer-server.ts", import.meta.url).pathname;
 const CLIENT = new URL("./client-proc.ts", import.meta.url).pathname;
 let n = 0;
-const unique = () => `crash-${process.pid}-${n++}`;
+const prefix = `crash-${process.pid}-`;
+const unique = () => `${prefix}${n++}`;
+const socketDir = socketDirOf(process.geteuid!());
 
 const shmEntries = () => readdirSync("/dev/shm").filter((f) => f.startsWith("hotpath-"));
-const mappedSegments = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/dev/shm/hotpath-")).length;
+const mappedSegments = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:hotpath-")).length;
 
 afterEach(() => {
   expect(shmEntries()).toEqual([]);
+  expect(readdirSync(socketDir).filter((f) => f.includes(prefix))).toEqual([]);
 });
 
 describe("shm crashes", () => {
-  test("kill -9 the server with 64 calls in flight: every call rejects with TransportClosedError", async () => {
-    const server = await spawnPeer(PEER_SERVER, [`shm://${unique()}`]);
+  test("kill -9 the server with 64 calls in flight: every call rejects with TransportClosedError; the next listen of the name replaces its stale socket", async () => {
+    const url = `shm://${unique()}`;
+    const server = await spawnPeer(PEER_SERVER, [url]);
     const c = await rpcConnect(server.ready.url, { timeoutMs: 0 });
     const pending = Array.from({ length: 64 }, () => c.request(m.M_DELAY_ECHO, m.u32(60_000)).catch((e) => e));
     await Bun.sleep(100);
@@ -35,6 +43,15 @@ describe("shm crashes", () => {
     expect(errors.every((e) => e instanceof TransportClosedError)).toBe(true);
     console.log(`shm: 64 pending calls rejected ${ms.toFixed(2)} ms after kill -9 of the server`);
     await server.kill();
+    // The killed server's socket file is left; a new listener of the name takes it over.
+    const path = `${socketDir}/${url.replace("shm://", "shm-")}.sock`;
+    const staleIno = lstatSync(path).ino;
+    const again = await listen(url);
+    expect(lstatSync(path).ino).not.toBe(staleIno);
+    const c2 = await rpcConnect(url);
+    c2.close();
+    again.close(true);
+    expect(existsSync(path)).toBe(false);
   });
 
   test("kill -9 a client: the server frees its session and memory and keeps serving", async () => {

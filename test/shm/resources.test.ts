@@ -17,7 +17,7 @@ let n = 0;
 const unique = () => `res-${process.pid}-${n++}`;
 
 const fds = () => readdirSync("/proc/self/fd").length;
-const segmentMaps = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/dev/shm/hotpath-")).length;
+const segmentMaps = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:hotpath-")).length;
 const statusKiB = (field: string) => Number(readFileSync("/proc/self/status", "utf8").match(new RegExp(`${field}:\\s+(\\d+)`))![1]);
 const shmEntries = () => readdirSync("/dev/shm").filter((f) => f.startsWith("hotpath-"));
 

@@ -1,20 +1,20 @@
 /**
- * Stress producer: maps the segment named argv[2] (argv[3] bytes) as side A and sends argv[4]
+ * Stress producer: maps the segment at path argv[2] (the consumer's memfd, as
+ * /proc/<pid>/fd/<fd>; argv[3] bytes) as side A and sends argv[4]
  * messages as fast as the ring allows: head = u32 seq, u32 ~seq; body = 16 bytes of seq
  * (inline), and every 64th message a 3000-byte body in a slab slot, filled with a pattern of seq.
  */
 import { SEND_OK } from "../../src/index.ts";
-import { ShmMapping } from "../../src/ffi/libc.ts";
+import { openFile, ShmMapping } from "../../src/ffi/libc.ts";
 import { SegmentConnection } from "../../src/shm/connection.ts";
 import { readHeader } from "../../src/shm/layout.ts";
 
 const [name, bytes, countArg] = process.argv.slice(2);
-const mapping = ShmMapping.open(name!, Number(bytes));
+const mapping = ShmMapping.fromFd(name!, openFile(name!, "rdwr"), Number(bytes));
 const layout = readHeader(new Uint32Array(mapping.buffer, 0, 32), name!, mapping.lenBytes);
 const quiet = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
 const conn = new SegmentConnection({ transport: "shm", buffer: mapping.buffer, layout, side: "A", signals: quiet, peer: "consumer", policy: { mode: "spin", spinNs: 0 } });
 conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
-// Mapped: the parent may unlink the name now, so nothing is left in /dev/shm whatever happens.
 console.log(JSON.stringify({ mapped: true }));
 
 const count = Number(countArg);

@@ -6,7 +6,7 @@
 
 import { afterAll, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
-import { ShmMapping, shmUnlink } from "../../src/ffi/libc.ts";
+import { ShmMapping } from "../../src/ffi/libc.ts";
 import { SegmentConnection } from "../../src/shm/connection.ts";
 import { computeLayout, writeHeader } from "../../src/shm/layout.ts";
 
@@ -19,8 +19,8 @@ afterAll(() => {
 
 test(`two processes, ${COUNT} messages: every descriptor whole and in order`, async () => {
   const layout = computeLayout({ ringSlots: 256, sizeClasses: [{ slotBytes: 4096, slotCount: 32 }] });
-  const name = `/hotpath-stress-${process.pid}`;
-  const mapping = ShmMapping.create(name, layout.totalBytes);
+  // A sealed memfd, as sessions use: the producer maps it through /proc/<our pid>/fd/<fd>.
+  const mapping = ShmMapping.createSealed("hotpath-stress", layout.totalBytes);
   writeHeader(new Uint32Array(mapping.buffer, 0, 32), layout, 7);
   const quiet = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
   const conn = new SegmentConnection({ transport: "shm", buffer: mapping.buffer, layout, side: "B", signals: quiet, peer: "producer", policy: { mode: "spin", spinNs: 0 } });
@@ -50,13 +50,12 @@ test(`two processes, ${COUNT} messages: every descriptor whole and in order`, as
     },
     onClose() {},
   });
-  const child = Bun.spawn(["bun", PRODUCER, name, String(layout.totalBytes), String(COUNT)], { stdout: "pipe", stderr: "inherit" });
+  const child = Bun.spawn(["bun", PRODUCER, `/proc/${process.pid}/fd/${mapping.fd}`, String(layout.totalBytes), String(COUNT)], { stdout: "pipe", stderr: "inherit" });
   children.push(child);
   try {
     const reader = child.stdout.getReader();
     const first = await reader.read();
     expect(new TextDecoder().decode(first.value)).toContain('"mapped":true');
-    shmUnlink(name); // both processes have it mapped
     let idle = 0;
     while (expected < COUNT) {
       if (conn.poll() === 0) {
@@ -73,7 +72,6 @@ test(`two processes, ${COUNT} messages: every descriptor whole and in order`, as
   } finally {
     child.kill(9);
     mapping.close();
-    shmUnlink(name);
   }
   expect(readdirSync("/dev/shm").filter((f) => f.startsWith("hotpath-"))).toEqual([]);
 }, 120_000);
