@@ -19,6 +19,17 @@
  * The peer rings only when this side is armed: a send costs a wake syscall only after the
  * receiver parked.
  *
+ * A hostile peer can write anything into the segment, at any time. Every value this side reads
+ * from it is read once into a local and checked before use: ring indexes (ring.ts), descriptor
+ * flags, lengths, slot references and generations (here and in slab.ts). A violation aborts
+ * this session only, with a ProtocolError naming the fault and its values ("shm session
+ * shm://x (client): ring tail 2147483648 is 2147483392 ahead of head 256 (ring size 256)"),
+ * through the usual close: pending calls fail, the memory goes once no message is held, the
+ * peer is told. Words that cannot hurt this side are left unchecked: doorbell sequences and
+ * armed / space-wanted flags at worst cost a spurious wake; nothing re-reads the header after
+ * setup except the closed flags. One poll() delivers at most one ring's worth of messages, so
+ * a peer that keeps publishing cannot hold the caller's thread (and its event loop) forever.
+ *
  * Threading: a connection belongs to the thread that created it.
  */
 
@@ -56,7 +67,7 @@ import {
   RING_SPACE_WANTED,
   type SegmentLayout,
 } from "./layout.ts";
-import { RingConsumer, RingProducer } from "./ring.ts";
+import { RING_FAULT, RING_FULL, RingConsumer, RingProducer } from "./ring.ts";
 import { Slab } from "./slab.ts";
 import type { SegmentWaitPolicy, Signals } from "./waiting.ts";
 
@@ -158,8 +169,12 @@ export abstract class SegmentChannel implements Connection {
   private readonly slotViewCache: (Uint8Array | undefined)[];
   /** Per tx slot: the view allocBuffer() handed out for its current allocation (until sent or released). */
   private readonly handedOut: (Uint8Array | undefined)[];
-  /** Views that were sent or released: a stale one never passes for the slot's next owner. */
   private readonly ringMask: number;
+  private readonly ringSlots: number;
+  /** "shm session shm://x (client)": how this side's ProtocolErrors name the session. */
+  private readonly session: string;
+  private readonly layout: SegmentLayout;
+  private readonly side: "A" | "B";
 
   abstract wait(timeoutMs: number): Promise<boolean>;
   abstract readonly waitsOnEventLoop: boolean;
@@ -185,6 +200,8 @@ export abstract class SegmentChannel implements Connection {
     const l = o.layout;
     this.tx = new RingProducer(this.words, l.rings[txDir]!, l.ringSlots);
     this.rx = new RingConsumer(this.words, l.rings[rxDir]!, l.ringSlots);
+    this.session = `${o.transport} session ${o.peer}`;
+    if (this.tx.fault !== null) throw new ProtocolError(`${this.session}: ${this.tx.fault}`);
     this.txSlab = new Slab(this.words, this.bytes, l.slabs[txDir]!);
     this.rxSlab = new Slab(this.words, this.bytes, l.slabs[rxDir]!);
     this.rxDoorbell = l.rings[rxDir]! + RING_DOORBELL;
@@ -208,9 +225,26 @@ export abstract class SegmentChannel implements Connection {
     };
     this.rxMaxBytes = own;
     this.ringMask = l.ringSlots - 1;
+    this.ringSlots = l.ringSlots;
     this.inlineViewCache = new Array(l.ringSlots).fill(undefined);
     this.slotViewCache = new Array(this.rxSlab.layout.totalSlots).fill(undefined);
     this.handedOut = new Array(this.txSlab.layout.totalSlots).fill(undefined);
+    this.layout = l;
+    this.side = o.side;
+  }
+
+  /**
+   * @internal the segment as this side maps it, for the scripted hostile peer of the tests
+   * (test/helpers/hostile-shm.ts), which writes into it what a hostile peer could; `ring()`
+   * rings the peer however it sleeps, as a close does. Same thread as the connection.
+   */
+  segmentForTests(): { bytes: Uint8Array; words: Int32Array; layout: SegmentLayout; side: "A" | "B"; ring(): void } {
+    const ring = () => {
+      Atomics.add(this.words, this.txDoorbell >> 2, 1);
+      this.signals.wakeBlocking(this.txDoorbell);
+      this.signals.wakeEventLoop(this.txDoorbell);
+    };
+    return { bytes: this.bytes, words: this.words, layout: this.layout, side: this.side, ring };
   }
 
   setReceiver(receiver: Receiver): void {
@@ -231,7 +265,7 @@ export abstract class SegmentChannel implements Connection {
     if (hl > DESC_SLOT_HEAD_BYTES) throw new UsageError(`${this.transport} send: head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
     if (bl > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage(this.transport, bl, this.caps));
     let d = this.tx.reserve();
-    if (d < 0 && (d = this.retryReserve()) < 0) return SEND_FULL;
+    if (d < 0 && (d = this.retryReserve(d)) < 0) return this.noRoom(d);
     const bytes = this.bytes;
     if (hl + bl <= DESC_INLINE_BYTES) {
       bytes.set(head, d + DESC_INLINE);
@@ -285,7 +319,7 @@ export abstract class SegmentChannel implements Connection {
     }
     if (head.length > DESC_SLOT_HEAD_BYTES) throw new UsageError(`${this.transport} send: head of ${head.length} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
     let d = this.tx.reserve();
-    if (d < 0 && (d = this.retryReserve()) < 0) return SEND_FULL;
+    if (d < 0 && (d = this.retryReserve(d)) < 0) return this.noRoom(d);
     this.retire(slot);
     this.bytes.set(head, d + DESC_SLOT_HEAD);
     this.publish(d, head.length, lenBytes, slot);
@@ -314,9 +348,17 @@ export abstract class SegmentChannel implements Connection {
     Atomics.store(this.words, this.txSpaceIdx, 1);
   }
 
-  private retryReserve(): number {
+  private retryReserve(first: number): number {
+    if (first === RING_FAULT) return first;
     this.wantSpace();
     return this.tx.reserve();
+  }
+
+  /** reserve() found no descriptor: Full, or (the peer's head was impossible) the session aborts: Closed. */
+  private noRoom(d: number): SendStatus {
+    if (d === RING_FULL) return SEND_FULL;
+    this.peerFault(this.tx.fault!);
+    return SEND_CLOSED;
   }
 
   private allocSlot(lenBytes: number): number {
@@ -381,26 +423,27 @@ export abstract class SegmentChannel implements Connection {
   private deliver(r: Receiver): number {
     let n = 0;
     const w = this.words;
-    while (this.rx.available() > 0) {
+    let avail = 0;
+    for (let budget = this.ringSlots; budget > 0 && (avail = this.rx.available()) > 0; budget--) {
       const index = this.rx.take();
       const d = this.rx.descOffset(index);
+      // Each word the peer wrote is read once; the checks and the message use these locals.
       const lf = w[(d + DESC_LEN_FLAGS) >> 2]!;
       const hl = lf & 0xffff;
+      const flags = lf >>> 16;
       const bl = w[(d + DESC_BODY_LEN) >> 2]! >>> 0;
       let slot = -1;
       let at = d + DESC_INLINE;
-      try {
-        if ((lf >>> 16) & DESC_FLAG_SLOT) {
-          if (hl > DESC_SLOT_HEAD_BYTES) throw new ProtocolError(`${this.transport}: descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
-          slot = w[(d + DESC_SLOT) >> 2]! >>> 0;
-          this.rxSlab.check(slot, w[(d + DESC_SLOT_GEN) >> 2]!, bl);
-          at = d + DESC_SLOT_HEAD;
-        } else if (hl + bl > DESC_INLINE_BYTES) {
-          throw new ProtocolError(`${this.transport}: inline message of ${hl}+${bl} bytes exceeds ${DESC_INLINE_BYTES}`);
-        }
-      } catch (e) {
-        this.abort(e as HotpathError);
-        return n;
+      if (flags === DESC_FLAG_SLOT) {
+        if (hl > DESC_SLOT_HEAD_BYTES) return this.badDescriptor(index, n, `descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
+        slot = w[(d + DESC_SLOT) >> 2]! >>> 0;
+        const bad = this.rxSlab.take(slot, w[(d + DESC_SLOT_GEN) >> 2]!, bl);
+        if (bad !== null) return this.badDescriptor(index, n, bad);
+        at = d + DESC_SLOT_HEAD;
+      } else if (flags !== 0) {
+        return this.badDescriptor(index, n, `descriptor flags 0x${flags.toString(16)} are not known (0x${DESC_FLAG_SLOT.toString(16)}: a slot message, 0: inline)`);
+      } else if (hl + bl > DESC_INLINE_BYTES) {
+        return this.badDescriptor(index, n, `inline message of ${hl}+${bl} bytes exceeds ${DESC_INLINE_BYTES}`);
       }
       if (bl > this.rxMaxBytes) {
         if (!this.skipOversized(r, index, at, hl, bl, slot)) return n;
@@ -418,7 +461,20 @@ export abstract class SegmentChannel implements Connection {
       n++;
       if (this.closed) return n;
     }
+    if (avail < 0) this.peerFault(this.rx.fault!);
     return n;
+  }
+
+  /** A descriptor the peer wrote is impossible: its ring entry goes back (it names no slot of ours), the session aborts. */
+  private badDescriptor(index: number, delivered: number, why: string): number {
+    this.rx.release(index);
+    this.peerFault(why);
+    return delivered;
+  }
+
+  /** The peer wrote something impossible into the segment: this session ends with a ProtocolError saying what. */
+  private peerFault(why: string): void {
+    this.abort(new ProtocolError(`${this.session}: ${why}`));
   }
 
   /**

@@ -166,14 +166,17 @@ export class SegmentConnection extends SegmentChannel {
     return this.immediateQueued && Bun.nanoseconds() - this.immediateSinceNs > EVENT_LOOP_YIELD_NS;
   }
 
+  // rx.available() !== 0 below means "poll() has something to look at": input, or a peer index
+  // that is impossible (RING_FAULT), which the poll() that follows turns into the abort.
+
   /** Spins until input or `budgetNs`; returns true when input is there. */
   private spin(budgetNs: number): boolean {
-    if (this.rx.available() > 0) return true;
+    if (this.rx.available() !== 0) return true;
     if (budgetNs <= 0) return false;
     const end = Bun.nanoseconds() + budgetNs;
     do {
       // Read the clock every 16 looks: a clock read costs more than a look at the ring.
-      for (let i = 0; i < 16; i++) if (this.rx.available() > 0) return true;
+      for (let i = 0; i < 16; i++) if (this.rx.available() !== 0) return true;
     } while (Bun.nanoseconds() < end);
     return false;
   }
@@ -223,7 +226,7 @@ export class SegmentConnection extends SegmentChannel {
     // SYNC: pairs with Atomics.exchange(armed) in the peer's publish(): store armed, then re-check.
     Atomics.store(this.words, this.rxArmedIdx, ARMED_EVENT_LOOP);
     this.armedFor = ARMED_EVENT_LOOP;
-    if (this.rx.available() > 0) {
+    if (this.rx.available() !== 0) {
       this.disarm();
       this.schedulePump();
       return;
@@ -264,11 +267,11 @@ export class SegmentConnection extends SegmentChannel {
     }
     // Input or room is there: say so at once, unless this microtask chain has kept the event
     // loop waiting past EVENT_LOOP_YIELD_NS; then park, and the pending immediate's pump wakes us.
-    const input = this.rx.available() > 0;
+    const input = this.rx.available() !== 0;
     if ((input || this.roomReady()) && !this.yieldDue()) {
       if (!input) this.wantingSpace = false;
       else if (this.poll() > 0) this.scheduleFollowUp();
-      return Promise.resolve(true);
+      return Promise.resolve(!this.closed);
     }
     // async / adaptive: park in the event loop; the pump or the doorbell wakes us. The pump
     // runs first (a microtask) and spins, so a reply that is on its way is not missed.
@@ -280,7 +283,7 @@ export class SegmentConnection extends SegmentChannel {
 
   /** Something for a waiter: input, room after a Full (the receiver cleared spaceWanted), or the peer's close. */
   private ready(): boolean {
-    if (this.rx.available() > 0) return true;
+    if (this.rx.available() !== 0) return true;
     // SYNC: the receiver clears spaceWanted after it freed room (releaseMessage).
     if (this.wantingSpace && Atomics.load(this.words, this.txSpaceIdx) === 0) return true;
     return this.peerClosed();
@@ -318,7 +321,7 @@ export class SegmentConnection extends SegmentChannel {
    */
   private waitResult(woken: boolean): boolean {
     if (this.closed) return false;
-    if (this.rx.available() > 0 || this.roomFreed()) return true;
+    if (this.rx.available() !== 0 || this.roomFreed()) return true;
     if (this.peerClosed()) {
       this.onPeerGone("closed by the peer");
       return false;

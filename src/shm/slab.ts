@@ -7,9 +7,14 @@
  *
  * Views over every slot are made once, at setup; alloc() hands out those views.
  * Exhaustion is backpressure: alloc() returns -1 and the sender reports Full.
+ *
+ * The peer writes the shared state and generation words too, so neither side trusts them alone:
+ * the sender keeps its own record of the slots it allocated and of their generations (a peer
+ * that marks one of them FREE cannot make alloc() hand it out twice), and the receiver keeps its
+ * own record of the slots it holds and of the generation it last took from each (a descriptor
+ * naming a slot still held, or replaying a generation taken already, is refused).
  */
 
-import { ProtocolError } from "../errors.ts";
 import { SLOT_ALLOCATED, SLOT_FREE, SLOT_SENT, type SlabLayout } from "./layout.ts";
 
 export class Slab {
@@ -21,6 +26,10 @@ export class Slab {
   private readonly genBase: number;
   /** Allocation cursor per class (sender side). */
   private readonly cursor: Int32Array;
+  /** Per slot, local: sender side 1 while allocated and unsent; receiver side 1 while a message holds it. */
+  private readonly mine: Uint8Array;
+  /** Per slot, local: sender side the generation of its latest allocation; receiver side the last one taken. */
+  private readonly gens: Int32Array;
   readonly maxSlotBytes: number;
 
   constructor(
@@ -32,6 +41,8 @@ export class Slab {
     this.genBase = layout.gensOffset >> 2;
     this.classOf = new Uint8Array(layout.totalSlots);
     this.cursor = new Int32Array(layout.classes.length);
+    this.mine = new Uint8Array(layout.totalSlots);
+    this.gens = new Int32Array(layout.totalSlots);
     layout.classes.forEach((c, ci) => {
       for (let i = 0; i < c.slotCount; i++) {
         const at = c.offset + i * c.slotBytes;
@@ -56,10 +67,13 @@ export class Slab {
         const slot = c.firstSlot + i;
         i = i + 1 === n ? 0 : i + 1;
         // SYNC: pairs with Atomics.store(state, FREE) in free() on the receiving side.
-        if (Atomics.load(this.words, this.stateBase + slot) === SLOT_FREE) {
+        if (this.mine[slot] === 0 && Atomics.load(this.words, this.stateBase + slot) === SLOT_FREE) {
           this.cursor[ci] = i;
+          this.mine[slot] = 1;
+          const gen = (this.gens[slot]! + 1) | 0;
+          this.gens[slot] = gen;
+          this.words[this.genBase + slot] = gen;
           Atomics.store(this.words, this.stateBase + slot, SLOT_ALLOCATED);
-          this.words[this.genBase + slot] = (this.words[this.genBase + slot]! + 1) | 0;
           return slot;
         }
       }
@@ -67,19 +81,21 @@ export class Slab {
     return -1;
   }
 
-  /** The slot's generation (sender side, after alloc). */
+  /** The slot's generation (sender side, after alloc): this side's record, not the shared word. */
   generation(slot: number): number {
-    return this.words[this.genBase + slot]!;
+    return this.gens[slot]!;
   }
 
   /** Hands the slot to the receiver; call before publishing its descriptor. */
   markSent(slot: number): void {
-    // SYNC: pairs with Atomics.load(state) in check() on the receiving side.
+    this.mine[slot] = 0;
+    // SYNC: pairs with Atomics.load(state) in take() on the receiving side.
     Atomics.store(this.words, this.stateBase + slot, SLOT_SENT);
   }
 
   /** Returns an allocated, unsent slot (a send that failed). */
   unalloc(slot: number): void {
+    this.mine[slot] = 0;
     Atomics.store(this.words, this.stateBase + slot, SLOT_FREE);
   }
 
@@ -97,25 +113,35 @@ export class Slab {
     return -1;
   }
 
-  isAllocated(slot: number): boolean {
-    return Atomics.load(this.words, this.stateBase + slot) === SLOT_ALLOCATED;
-  }
-
   // ---- receiver side ----
 
-  /** Throws ProtocolError unless `slot` is a sent slot of generation `gen` able to hold `len` bytes. */
-  check(slot: number, gen: number, len: number): void {
-    if (slot >= this.layout.totalSlots) throw new ProtocolError(`shm: descriptor names slot ${slot}, slab has ${this.layout.totalSlots}`);
-    // SYNC: pairs with Atomics.store(state, SENT) in markSent().
+  /**
+   * Takes `slot` for a received message of `len` bytes whose descriptor names generation `gen`
+   * (values the peer wrote, each read once by the caller). Returns null when the slot is in
+   * range, not held by an earlier message, a generation not taken before, sent and of that
+   * generation in the slab, and at least `len` bytes long; else what is wrong, with the values.
+   * A taken slot is held until free().
+   */
+  take(slot: number, gen: number, len: number): string | null {
+    if (slot >= this.layout.totalSlots) return `descriptor names slot ${slot}, the slab has ${this.layout.totalSlots}`;
+    if (this.mine[slot] !== 0) return `descriptor names slot ${slot}, which a message not yet released holds (a descriptor reused)`;
+    if (this.gens[slot] === gen) return `slot ${slot} generation ${gen >>> 0} is stale: that message was delivered already`;
+    // SYNC: pairs with Atomics.store(state, SENT) in markSent(); the generation word is stored before it.
     const state = Atomics.load(this.words, this.stateBase + slot);
-    if (state !== SLOT_SENT || this.words[this.genBase + slot] !== gen) {
-      throw new ProtocolError(`shm: descriptor names slot ${slot} generation ${gen >>> 0}, slot is in state ${state} generation ${this.words[this.genBase + slot]! >>> 0}`);
+    const slabGen = this.words[this.genBase + slot]!;
+    if (state !== SLOT_SENT || slabGen !== gen) {
+      return `descriptor names slot ${slot} generation ${gen >>> 0}, slot is in state ${state} generation ${slabGen >>> 0}`;
     }
-    if (len > this.views[slot]!.length) throw new ProtocolError(`shm: ${len} bytes do not fit slot ${slot} of ${this.views[slot]!.length}`);
+    const room = this.views[slot]!.length;
+    if (len > room) return `${len} bytes do not fit slot ${slot} of ${room}`;
+    this.mine[slot] = 1;
+    this.gens[slot] = gen;
+    return null;
   }
 
-  /** Gives the slot back to the sender. */
+  /** Gives a taken slot back to the sender. */
   free(slot: number): void {
+    this.mine[slot] = 0;
     // SYNC: pairs with Atomics.load(state) in alloc() on the sending side.
     Atomics.store(this.words, this.stateBase + slot, SLOT_FREE);
   }
