@@ -42,7 +42,7 @@
  *   slot message (DESC_FLAG_SLOT): 8 slot index   12 slot generation   16 head, at most 48 bytes
  */
 
-import { UsageError } from "../errors.ts";
+import { ProtocolError, UsageError } from "../errors.ts";
 import type { SegmentConfig, SizeClass } from "../transport/transport.ts";
 
 /** The bytes "HPSM" at offset 0, read as a little-endian u32. */
@@ -65,6 +65,8 @@ export const HDR_SLAB_BA = 44;
 export const HDR_SLAB_BYTES = 48;
 export const HDR_CLASSES = 64;
 export const MAX_CLASSES = 8;
+/** Slots per direction at most: each gets a view and table entries at setup, so a peer's header cannot make setup build millions. */
+export const MAX_SLOTS = 1 << 16;
 export const HEADER_BYTES = HDR_CLASSES + MAX_CLASSES * 8; // 128
 
 export const CLOSED_A = 1;
@@ -178,6 +180,8 @@ export function validateConfig(cfg: SegmentConfig): void {
     if (!Number.isInteger(c.slotCount) || c.slotCount < 1) throw new UsageError(`shm size class ${c.slotBytes}: slotCount must be ≥ 1`);
     prev = c.slotBytes;
   }
+  const slots = sizeClasses.reduce((n, c) => n + c.slotCount, 0);
+  if (slots > MAX_SLOTS) throw new UsageError(`shm size classes have ${slots} slots, at most ${MAX_SLOTS} per direction`);
 }
 
 export function computeLayout(cfg: SegmentConfig): SegmentLayout {
@@ -216,22 +220,31 @@ export function writeHeader(words: Uint32Array, l: SegmentLayout, generation: nu
 }
 
 /**
- * Reads and checks the header of a segment made by the peer: magic, version, and that every
- * derived offset matches what this side computes from the same sizes. Throws UsageError with
- * the mismatching values.
+ * Reads and checks the header of a segment made by the peer: magic, version, sizes within the
+ * bounds validateConfig() sets (ring size a power of two in 2..65536, 1..8 classes growing in
+ * multiples of 64 bytes, at most MAX_SLOTS slots, the whole under 4 GiB and within the `lenBytes`
+ * mapped), and every offset equal to what this side derives from those sizes (so regions lie
+ * in order, inside the mapping, never overlapping). Each word is read once: the peer may still
+ * be writing it. Nothing re-reads the header afterwards; the returned layout is this side's.
+ * Throws ProtocolError naming the value.
  */
 export function readHeader(words: Uint32Array, what: string, lenBytes: number): SegmentLayout {
   const magic = words[HDR_MAGIC / 4]!;
-  if (magic !== SEGMENT_MAGIC) throw new UsageError(`${what}: bad magic 0x${magic.toString(16)}, not a hotpath segment`);
+  if (magic !== SEGMENT_MAGIC) throw new ProtocolError(`${what}: bad magic 0x${magic.toString(16)}, not a hotpath segment`);
   const version = words[HDR_VERSION / 4]!;
-  if (version !== SEGMENT_VERSION) throw new UsageError(`${what}: segment has version ${version}, expected ${SEGMENT_VERSION}`);
+  if (version !== SEGMENT_VERSION) throw new ProtocolError(`${what}: segment has version ${version}, expected ${SEGMENT_VERSION}`);
   const count = words[HDR_CLASS_COUNT / 4]!;
-  if (count < 1 || count > MAX_CLASSES) throw new UsageError(`${what}: ${count} size classes`);
+  if (count < 1 || count > MAX_CLASSES) throw new ProtocolError(`${what}: ${count} size classes`);
   const sizeClasses: SizeClass[] = [];
   for (let i = 0; i < count; i++) {
     sizeClasses.push({ slotBytes: words[HDR_CLASSES / 4 + 2 * i]!, slotCount: words[HDR_CLASSES / 4 + 2 * i + 1]! });
   }
-  const l = computeLayout({ ringSlots: words[HDR_RING_SLOTS / 4]!, sizeClasses });
+  let l: SegmentLayout;
+  try {
+    l = computeLayout({ ringSlots: words[HDR_RING_SLOTS / 4]!, sizeClasses });
+  } catch (e) {
+    throw new ProtocolError(`${what}: header: ${(e as Error).message}`);
+  }
   const checks: Array<[string, number, number]> = [
     ["totalBytes", words[HDR_TOTAL_BYTES / 4]!, l.totalBytes],
     ["descBytes", words[HDR_DESC_BYTES / 4]!, DESC_BYTES],
@@ -241,8 +254,8 @@ export function readHeader(words: Uint32Array, what: string, lenBytes: number): 
     ["slab B→A offset", words[HDR_SLAB_BA / 4]!, l.slabs[1].offset],
   ];
   for (const [name, got, want] of checks) {
-    if (got !== want) throw new UsageError(`${what}: header ${name} is ${got}, expected ${want}`);
+    if (got !== want) throw new ProtocolError(`${what}: header ${name} is ${got}, expected ${want}`);
   }
-  if (l.totalBytes > lenBytes) throw new UsageError(`${what}: layout needs ${l.totalBytes} bytes, segment has ${lenBytes}`);
+  if (l.totalBytes > lenBytes) throw new ProtocolError(`${what}: layout needs ${l.totalBytes} bytes, segment has ${lenBytes}`);
   return l;
 }
