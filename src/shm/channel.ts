@@ -142,7 +142,7 @@ export abstract class SegmentChannel implements Connection {
   closeError: HotpathError | null = null;
 
   protected readonly words: Int32Array;
-  private readonly bytes: Uint8Array;
+  protected readonly bytes: Uint8Array;
   private readonly tx: RingProducer;
   protected readonly rx: RingConsumer;
   private readonly txSlab: Slab;
@@ -173,8 +173,6 @@ export abstract class SegmentChannel implements Connection {
   private readonly ringSlots: number;
   /** "shm session shm://x (client)": how this side's ProtocolErrors name the session. */
   private readonly session: string;
-  private readonly layout: SegmentLayout;
-  private readonly side: "A" | "B";
 
   abstract wait(timeoutMs: number): Promise<boolean>;
   abstract readonly waitsOnEventLoop: boolean;
@@ -229,22 +227,6 @@ export abstract class SegmentChannel implements Connection {
     this.inlineViewCache = new Array(l.ringSlots).fill(undefined);
     this.slotViewCache = new Array(this.rxSlab.layout.totalSlots).fill(undefined);
     this.handedOut = new Array(this.txSlab.layout.totalSlots).fill(undefined);
-    this.layout = l;
-    this.side = o.side;
-  }
-
-  /**
-   * @internal the segment as this side maps it, for the scripted hostile peer of the tests
-   * (test/helpers/hostile-shm.ts), which writes into it what a hostile peer could; `ring()`
-   * rings the peer however it sleeps, as a close does. Same thread as the connection.
-   */
-  segmentForTests(): { bytes: Uint8Array; words: Int32Array; layout: SegmentLayout; side: "A" | "B"; ring(): void } {
-    const ring = () => {
-      Atomics.add(this.words, this.txDoorbell >> 2, 1);
-      this.signals.wakeBlocking(this.txDoorbell);
-      this.signals.wakeEventLoop(this.txDoorbell);
-    };
-    return { bytes: this.bytes, words: this.words, layout: this.layout, side: this.side, ring };
   }
 
   setReceiver(receiver: Receiver): void {
@@ -537,10 +519,15 @@ export abstract class SegmentChannel implements Connection {
     // SYNC: pairs with Atomics.store(spaceWanted) in the sender's wantSpace().
     if (Atomics.load(this.words, this.rxSpaceIdx) !== 0 && Atomics.exchange(this.words, this.rxSpaceIdx, 0) !== 0) {
       Atomics.exchange(this.words, this.txArmedIdx, ARMED_AWAKE);
-      Atomics.add(this.words, this.txDoorbell >> 2, 1);
-      this.signals.wakeBlocking(this.txDoorbell);
-      this.signals.wakeEventLoop(this.txDoorbell);
+      this.wakePeer();
     }
+  }
+
+  /** Rings the peer however it sleeps (it may not have parked yet, so "armed" is not consulted). */
+  protected wakePeer(): void {
+    Atomics.add(this.words, this.txDoorbell >> 2, 1);
+    this.signals.wakeBlocking(this.txDoorbell);
+    this.signals.wakeEventLoop(this.txDoorbell);
   }
 
   /** Whether the peer set its closed flag. */
@@ -580,9 +567,7 @@ export abstract class SegmentChannel implements Connection {
     if (tellPeer) {
       // SYNC: pairs with the peer's peerClosed() load; follows every publish of ours.
       Atomics.or(this.words, HDR_CLOSED >> 2, this.myClosedBit);
-      Atomics.add(this.words, this.txDoorbell >> 2, 1);
-      this.signals.wakeBlocking(this.txDoorbell);
-      this.signals.wakeEventLoop(this.txDoorbell);
+      this.wakePeer();
     }
     this.closed = true;
     this.closeError = error;

@@ -16,7 +16,7 @@
 import { TransportClosedError, UsageError } from "../errors.ts";
 import { WaitList } from "../waitlist.ts";
 import { SegmentChannel, type SegmentConnectionOptions } from "./channel.ts";
-import { ARMED_AWAKE, ARMED_EVENT_LOOP, ARMED_FUTEX } from "./layout.ts";
+import { ARMED_AWAKE, ARMED_EVENT_LOOP, ARMED_FUTEX, type SegmentLayout } from "./layout.ts";
 import {
   BLOCK_SLICE_NS,
   DEFAULT_SPIN_NS,
@@ -68,9 +68,21 @@ export class SegmentConnection extends SegmentChannel {
     this.pump();
   };
 
+  private readonly segment: { layout: SegmentLayout; side: "A" | "B" };
+
   constructor(o: SegmentConnectionOptions) {
     super(o);
+    this.segment = { layout: o.layout, side: o.side };
     if (o.policy) this.setWaitPolicy(o.policy);
+  }
+
+  /**
+   * @internal the segment as this side maps it, for the scripted hostile peer of the tests
+   * (test/helpers/hostile-shm.ts), which writes into it what a hostile peer could; `ring()`
+   * rings the peer however it sleeps. Same thread as the connection.
+   */
+  segmentForTests(): { bytes: Uint8Array; words: Int32Array; layout: SegmentLayout; side: "A" | "B"; ring(): void } {
+    return { bytes: this.bytes, words: this.words, ...this.segment, ring: () => this.wakePeer() };
   }
 
   setWaitPolicy(policy: Partial<SegmentWaitPolicy>): void {
