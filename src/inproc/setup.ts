@@ -38,6 +38,7 @@ import {
   parseHello,
   peerLimit,
   refusalError,
+  refusedData,
   refuseHandshake,
   segmentConfig,
   SessionConnection,
@@ -252,7 +253,8 @@ class InprocListener extends ListenerBase<SegmentConnection> {
           socket: {
             open: (s) => this.opened(s),
             data: (s, chunk) => {
-              if (s.data.refused || s.data.conn) return;
+              if (s.data.refused) return refusedData(s);
+            if (s.data.conn) return;
               const line = s.data.line(chunk);
               if (line === null) return;
               this.hello(s, line);
@@ -285,15 +287,15 @@ class InprocListener extends ListenerBase<SegmentConnection> {
   private opened(s: Socket<Handshake>): void {
     openHandshake(s, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
     const creds = socketPeer(s);
-    if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`));
+    if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`), true);
     if (creds.pid !== process.pid) {
-      return this.refuse(s, new AuthError(`${this.where}: the client is process ${creds.pid} (uid ${creds.uid}), not this process (${process.pid}): inproc admits only threads of its own process`));
+      return this.refuse(s, new AuthError(`${this.where}: the client is process ${creds.pid} (uid ${creds.uid}), not this process (${process.pid}): inproc admits only threads of its own process`), true);
     }
     s.data.creds = creds;
   }
 
-  private refuse(s: Socket<Handshake>, error: HotpathError): void {
-    refuseHandshake(s, error);
+  private refuse(s: Socket<Handshake>, error: HotpathError, atOpen = false): void {
+    refuseHandshake(s, error, atOpen);
     this.refused(error, error instanceof AuthError ? "auth" : "protocol");
   }
 

@@ -27,6 +27,12 @@ import { MAX_NAME_CHARS } from "./socket-dir.ts";
 const NAME_RE = new RegExp(`^[A-Za-z0-9._-]{1,${MAX_NAME_CHARS}}$`);
 /** A peer that connects but does not finish the handshake within this long is dropped. */
 export const HANDSHAKE_TIMEOUT_MS = 5000;
+/**
+ * A peer refused as soon as it connected keeps its socket this long, or until it sends its hello:
+ * closing at once can reach the client before its connect completed, and it would see
+ * ECONNRESET instead of the reason.
+ */
+export const REFUSAL_LINGER_MS = 2000;
 /** A handshake line longer than this is garbage. */
 const MAX_LINE = 4096;
 
@@ -197,12 +203,21 @@ export function acceptHandshake(s: Socket<Handshake>, conn: SegmentConnection): 
 
 /**
  * Listener side: refuse with the error's message, which the client reports (as AuthError when
- * `error` is one), and close. Nothing the peer sends afterwards is read.
+ * `error` is one), and close: at once after the peer's hello, else (`atOpen`, refused for who it
+ * is before it said anything) when its hello comes or REFUSAL_LINGER_MS later, whichever is
+ * first (see refusedData). Nothing the peer sends afterwards is read.
  */
-export function refuseHandshake(s: Socket<Handshake>, error: HotpathError): void {
+export function refuseHandshake(s: Socket<Handshake>, error: HotpathError, atOpen = false): void {
   s.data.refused = true;
   clearTimeout(s.data.timer);
   s.write(`${JSON.stringify({ error: error.message, refused: error instanceof AuthError ? "auth" : "protocol" })}\n`);
+  if (atOpen) s.data.timer = setTimeout(() => s.end(), REFUSAL_LINGER_MS);
+  else s.end();
+}
+
+/** Listener side: a refused peer sent something (its hello): its connect completed, close now. */
+export function refusedData(s: Socket<Handshake>): void {
+  clearTimeout(s.data.timer);
   s.end();
 }
 

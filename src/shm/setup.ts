@@ -59,6 +59,7 @@ import {
   parseHello,
   peerLimit,
   refusalError,
+  refusedData,
   refuseHandshake,
   segmentConfig,
   SessionConnection,
@@ -317,7 +318,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
           open: (s) => this.opened(s),
           data: (s, chunk) => {
             const hs = s.data;
-            if (hs.refused) return;
+            if (hs.refused) return refusedData(s);
             if (hs.conn) return hs.conn.onDoorbell();
             const line = hs.line(chunk);
             if (line === null) return;
@@ -345,14 +346,14 @@ class ShmListener extends ListenerBase<SegmentConnection> {
   private opened(s: Socket<Handshake>): void {
     openHandshake(s, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
     const creds = socketPeer(s);
-    if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`));
+    if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`), true);
     const why = this.admit(creds);
-    if (why !== null) return this.refuse(s, new AuthError(why));
+    if (why !== null) return this.refuse(s, new AuthError(why), true);
     s.data.creds = creds;
   }
 
-  private refuse(s: Socket<Handshake>, error: HotpathError): void {
-    refuseHandshake(s, error);
+  private refuse(s: Socket<Handshake>, error: HotpathError, atOpen = false): void {
+    refuseHandshake(s, error, atOpen);
     this.refused(error, error instanceof AuthError ? "auth" : "protocol");
   }
 

@@ -8,6 +8,8 @@
  *                                    serve(url, {1: echo}, {allow}): {url, pid}; its refusals are
  *                                    printed as further lines {refused: {reason, name, message}}
  *   listen-connect <url>             tries listen(url), then connect(url): {listen, connect}
+ * One-shot commands exit once they have printed.
+ *
  *   raw <socketPath> <helloJSON> <segment>
  *                                    a hand-made handshake: connects, sends helloJSON with `fd`
  *                                    (and `bytes`) filled in from <segment>, prints every reply
@@ -144,3 +146,4 @@ try {
 } catch (e) {
   out({ error: described(e) });
 }
+if (cmd !== "listen") process.exit(0); // one-shot: leave no timer or socket waiting
