@@ -1,4 +1,6 @@
-import { socketDir } from "../../src/shm/socket-dir.ts";
+import { afterAll } from "bun:test";
+import { readdirSync } from "node:fs";
+import { removeStaleSockets, socketDir, socketDirOf } from "../../src/shm/socket-dir.ts";
 import { spawnWorkerPeer, type Peer } from "../helpers/peer.ts";
 import { runWaitModeMatrix } from "../shm/matrix.ts";
 import { runConformance, type Fixture } from "./suite.ts";
@@ -35,4 +37,19 @@ runWaitModeMatrix({
   url: () => `inproc://${unique()}`,
   spawnPeer: spawnSegmentWorker,
   spawnRpcServer: (url) => spawnWorkerPeer(WORKER, url),
+});
+
+afterAll(async () => {
+  // Listeners in terminated Workers close their sockets but leave the files: remove those
+  // (a Worker terminated just now may take a moment to close its socket).
+  const dir = socketDirOf(process.geteuid!());
+  const ours = (f: string) => f.startsWith(`inproc-${process.pid}-conf-`);
+  let left: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    await removeStaleSockets(dir, ours);
+    left = readdirSync(dir).filter(ours);
+    if (left.length === 0) break;
+    await Bun.sleep(100);
+  }
+  if (left.length > 0) throw new Error(`listeners left in ${dir}: ${left.join(", ")}`);
 });

@@ -1,6 +1,6 @@
 import { afterAll } from "bun:test";
 import { readdirSync } from "node:fs";
-import { socketDir } from "../../src/shm/socket-dir.ts";
+import { removeStaleSockets, socketDir, socketDirOf } from "../../src/shm/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import { runWaitModeMatrix } from "../shm/matrix.ts";
 import { runConformance, type Fixture } from "./suite.ts";
@@ -35,7 +35,18 @@ runWaitModeMatrix({
   spawnRpcServer: (url) => spawnPeer(PEER_SERVER, [url]),
 });
 
-afterAll(() => {
+afterAll(async () => {
   const left = readdirSync("/dev/shm").filter((f) => f.startsWith("hotpath-"));
   if (left.length > 0) throw new Error(`segments left in /dev/shm: ${left.join(", ")}`);
+  // Servers killed with SIGKILL leave their socket files: remove those (nobody listens on them).
+  const dir = socketDirOf(process.geteuid!());
+  const ours = (f: string) => f.includes(`conf-${process.pid}-`);
+  let sockets: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    await removeStaleSockets(dir, ours);
+    sockets = readdirSync(dir).filter(ours);
+    if (sockets.length === 0) break;
+    await Bun.sleep(100); // a peer killed just now
+  }
+  if (sockets.length > 0) throw new Error(`listeners left in ${dir}: ${sockets.join(", ")}`);
 });
