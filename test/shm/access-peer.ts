@@ -20,6 +20,9 @@
  *                                      size:<delta>  sealed, but the hello claims size + delta
  *                                      fd:<n>        fd n as it is (inherited, or not open)
  *                                      file:<path>   an fd of the file at path, opened here
+ *   hold-socket <url>                connects (transport level), then starts `sleep 60` holding a
+ *                                    copy of its control socket, so the socket outlives this
+ *                                    process: {pid, holder}; exits when stdin closes
  *   truncate <url>                   connects, one echo call, then ftruncates its own session
  *                                    segment to 0 bytes and reports {truncate: "EPERM" | "done"
  *                                    | ...}, then exits without closing anything
@@ -128,6 +131,22 @@ try {
     out({ listen: l, connect: k });
   } else if (cmd === "raw") {
     out(await raw(a!, b!, c!));
+  } else if (cmd === "hold-socket") {
+    const conn = await connect(a!);
+    conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+    const { readdirSync, readlinkSync } = await import("node:fs");
+    const sockets = readdirSync("/proc/self/fd").filter((fd) => {
+      if (Number(fd) <= 2) return false; // stdio may be socketpairs too
+      try {
+        return readlinkSync(`/proc/self/fd/${fd}`).startsWith("socket:");
+      } catch {
+        return false;
+      }
+    });
+    if (sockets.length !== 1) throw new Error(`expected one socket, found fds ${sockets.join(", ")}`);
+    const holder = Bun.spawn(["sleep", "60"], { stdio: ["ignore", "ignore", "ignore", Number(sockets[0])] });
+    out({ pid: process.pid, holder: holder.pid });
+    exitWhenStdinCloses(() => holder.kill(9));
   } else if (cmd === "truncate") {
     const client = await rpcConnect(a!);
     await client.request(1, new Uint8Array([9]));
@@ -146,4 +165,4 @@ try {
 } catch (e) {
   out({ error: described(e) });
 }
-if (cmd !== "listen") process.exit(0); // one-shot: leave no timer or socket waiting
+if (cmd !== "listen" && cmd !== "hold-socket") process.exit(0); // one-shot: leave no timer or socket waiting
