@@ -48,7 +48,7 @@ function segment(c: SegmentConfig) {
   return { layout, buffer, words: new Int32Array(buffer) };
 }
 
-function pair(c: SegmentConfig, mode: "spin" | "blocking" = "spin") {
+function pair(c: SegmentConfig, mode: "spin" | "blocking" | "async" = "spin") {
   const { layout, buffer, words } = segment(c);
   let unused = 0;
   const policy = { mode, spinNs: 0 };
@@ -144,6 +144,14 @@ describe("a hostile peer's segment writes", () => {
       expect(closes[0]!.message).toBe("shm session shm://a (client): ring tail 2147483648 is 2147483648 ahead of head 0 (ring size 8)");
     });
   }
+
+  test("async mode: wait() on a ring whose tail the peer moved 2^31 ahead aborts the session and resolves false (closed)", async () => {
+    const { b, closes, layout, words } = pair(cfg, "async");
+    Atomics.store(words, tailAB(layout), 2 ** 31);
+    expect(await b.wait(1000)).toBe(false);
+    expect(b.closed).toBe(true);
+    expect(closes[0]).toBeInstanceOf(ProtocolError);
+  });
 });
 
 describe("readHeader: the peer's header", () => {
