@@ -133,6 +133,11 @@ function removeGoneInprocSockets(path: string): Promise<string[]> {
   });
 }
 
+/**
+ * Connects to listener `inproc://name` of this process (any of its threads). AuthError when the
+ * socket's listener is another process; ConnectError when there is none. The connection belongs
+ * to the calling thread.
+ */
 export async function inprocConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
   const name = sessionName(url);
   const peer = `inproc://${name}`;
@@ -325,6 +330,10 @@ class InprocListener extends ListenerBase<SegmentConnection> {
   }
 }
 
+/**
+ * Listens on `inproc://name` for threads of this process. ConnectError when this process already
+ * has a listener of that name. The listener belongs to the calling thread.
+ */
 export async function inprocListen(url: URL, opts: ListenOptions): Promise<Listener> {
   const listener = new InprocListener(sessionName(url), opts);
   await listener.bind();

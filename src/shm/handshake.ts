@@ -14,6 +14,9 @@
  * Example (listener side):
  *   const admit = admission(`shm listen "x"`, opts.allow);
  *   const why = admit(creds);            // null: admitted; else the refusal text
+ *
+ * Threading: everything here runs on the thread of the listener or connect that uses it (its
+ * event loop); sockets stay owned by Bun.
  */
 
 import type { Socket } from "bun";

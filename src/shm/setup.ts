@@ -135,6 +135,12 @@ function makeConnection(
   }
 }
 
+/**
+ * Connects to `shm://name` in the socket directory of opts.expectUid (default: this process's
+ * effective uid). AuthError when the listener runs as another uid, its directory cannot be
+ * trusted, or it refuses who we are; ConnectError when nobody listens or the handshake fails. The
+ * connection owns the segment and belongs to the calling thread.
+ */
 export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
   const name = sessionName(url);
   const peer = `shm://${name}`;
@@ -386,6 +392,11 @@ class ShmListener extends ListenerBase<SegmentConnection> {
   }
 }
 
+/**
+ * Listens on `shm://name` in this uid's socket directory, admitting opts.allow besides its own
+ * uid. ConnectError when another listener holds the name (its pid and uid named) or the directory
+ * cannot be trusted. The listener and its connections belong to the calling thread.
+ */
 export async function shmListen(url: URL, opts: ListenOptions): Promise<Listener> {
   const listener = new ShmListener(sessionName(url), opts);
   await listener.bind();
