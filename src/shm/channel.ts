@@ -417,15 +417,13 @@ export abstract class SegmentChannel implements Connection {
       let slot = -1;
       let at = d + DESC_INLINE;
       if (flags === DESC_FLAG_SLOT) {
-        if (hl > DESC_SLOT_HEAD_BYTES) return this.badDescriptor(index, n, `descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`);
+        if (hl > DESC_SLOT_HEAD_BYTES) return this.badDescriptor(index, n, lf, bl, null);
         slot = w[(d + DESC_SLOT) >> 2]! >>> 0;
         const bad = this.rxSlab.take(slot, w[(d + DESC_SLOT_GEN) >> 2]!, bl);
-        if (bad !== null) return this.badDescriptor(index, n, bad);
+        if (bad !== null) return this.badDescriptor(index, n, lf, bl, bad);
         at = d + DESC_SLOT_HEAD;
-      } else if (flags !== 0) {
-        return this.badDescriptor(index, n, `descriptor flags 0x${flags.toString(16)} are not known (0x${DESC_FLAG_SLOT.toString(16)}: a slot message, 0: inline)`);
-      } else if (hl + bl > DESC_INLINE_BYTES) {
-        return this.badDescriptor(index, n, `inline message of ${hl}+${bl} bytes exceeds ${DESC_INLINE_BYTES}`);
+      } else if (flags !== 0 || hl + bl > DESC_INLINE_BYTES) {
+        return this.badDescriptor(index, n, lf, bl, null);
       }
       if (bl > this.rxMaxBytes) {
         if (!this.skipOversized(r, index, at, hl, bl, slot)) return n;
@@ -447,8 +445,19 @@ export abstract class SegmentChannel implements Connection {
     return n;
   }
 
-  /** A descriptor the peer wrote is impossible: its ring entry goes back (it names no slot of ours), the session aborts. */
-  private badDescriptor(index: number, delivered: number, why: string): number {
+  /**
+   * A descriptor the peer wrote is impossible (its words as read: `lf`, `bl`; `slotFault` when
+   * the slab refused its slot): its ring entry goes back (it names no slot of ours), the session
+   * aborts. Kept out of deliver() so the hot loop stays small.
+   */
+  private badDescriptor(index: number, delivered: number, lf: number, bl: number, slotFault: string | null): number {
+    const hl = lf & 0xffff;
+    const flags = lf >>> 16;
+    let why: string;
+    if (slotFault !== null) why = slotFault;
+    else if (flags === DESC_FLAG_SLOT) why = `descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`;
+    else if (flags !== 0) why = `descriptor flags 0x${flags.toString(16)} are not known (0x${DESC_FLAG_SLOT.toString(16)}: a slot message, 0: inline)`;
+    else why = `inline message of ${hl}+${bl} bytes exceeds ${DESC_INLINE_BYTES}`;
     this.rx.release(index);
     this.peerFault(why);
     return delivered;

@@ -126,7 +126,8 @@ export class RingConsumer {
     if (this.tailCache === this.next) {
       // SYNC: pairs with Atomics.store(tail) in RingProducer.publish().
       const t = Atomics.load(this.words, this.tailIdx);
-      if (((t - this.head) >>> 0) > this.slots || ((t - this.next) | 0) < 0) return this.tailFault(t);
+      // Valid: next <= t <= head + slots, i.e. 0 <= t - next <= slots - (next - head) (one unsigned compare).
+      if (((t - this.next) >>> 0) > this.slots - ((this.next - this.head) | 0)) return this.tailFault(t);
       this.tailCache = t;
     }
     return (this.tailCache - this.next) | 0;
