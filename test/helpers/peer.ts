@@ -1,10 +1,18 @@
 /**
  * Spawns a test peer as a real process (Bun.spawn) and reads the one JSON line it prints when
  * ready. The peer exits when its stdin closes, so a dead test runner never leaks it; tests
- * also kill it by pid in cleanup.
+ * also kill it by pid in cleanup. A killed peer cannot remove its shm / inproc socket files, so
+ * kill() removes the stale ones (files nobody listens on any more) from this uid's socket
+ * directory once the peer has exited.
  */
 
 import type { Subprocess } from "bun";
+import { removeStaleSockets, socketDirOf } from "../../src/shm/socket-dir.ts";
+
+/** Removes socket files in this uid's socket directory that no listener holds any more. */
+export async function removeStaleSocketFiles(): Promise<string[]> {
+  return removeStaleSockets(socketDirOf(process.geteuid!()), () => true);
+}
 
 export interface Peer {
   proc: Subprocess<"pipe", "pipe", "inherit">;
@@ -72,6 +80,7 @@ export async function spawnPeer(script: string, args: string[], env: Record<stri
     async kill(signal = 9) {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       await proc.exited;
+      await removeStaleSocketFiles();
     },
   };
 }
