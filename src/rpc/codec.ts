@@ -5,7 +5,15 @@
  *   request handle (server) or the response (client) they came from.
  * - `struct({...})`: a fixed little-endian layout, fields in declaration order, no padding:
  *   u8 u16 u32 i32 f64 → number, u64 i64 → bigint, `bytes(n)` → Uint8Array of exactly n.
- * - `msgpack<T>()`: any msgpack-encodable value, through `msgpackr`.
+ *   encode() checks every value first: one its field cannot hold exactly (out of range, not an
+ *   integer, a bigint for a number field or back, a string, missing) is a UsageError naming the
+ *   field and the value, never a truncated byte. f64 takes any number (NaN and ±Infinity are
+ *   f64 values). decode() of a buffer that is not exactly `size` bytes is a DecodeError.
+ * - `msgpack<T>()`: any msgpack-encodable value, through `msgpackr`; a value it cannot encode
+ *   is a UsageError.
+ *
+ * Encode errors are the caller's (UsageError); decode errors are the peer's bytes (DecodeError).
+ * Codecs keep no state between calls: any thread may use one.
  *
  * Example:
  *   const Point = struct({ x: "f64", y: "f64", id: "u64", tag: bytes(4) });
@@ -13,7 +21,8 @@
  */
 
 import { Packr } from "msgpackr";
-import { HotpathError } from "../errors.ts";
+import { HotpathError, UsageError, describeThrown } from "../errors.ts";
+import { describeValue } from "./validate.ts";
 
 export interface Codec<T> {
   encode(value: T): Uint8Array;
@@ -38,8 +47,9 @@ export interface BytesField {
 }
 export type FieldType = ScalarType | BytesField;
 
+/** A fixed-length bytes field of a struct: exactly `n` bytes (UsageError unless n is an integer ≥ 0). */
 export function bytes(n: number): BytesField {
-  if (!Number.isInteger(n) || n < 0) throw new HotpathError("E_USAGE", `bytes(${n}): length must be a non-negative integer`);
+  if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`bytes(${String(n)}): length must be an integer ≥ 0`);
   return { bytes: n };
 }
 
@@ -47,6 +57,17 @@ type FieldValue<F> = F extends "u64" | "i64" ? bigint : F extends BytesField ? U
 export type StructValue<L extends Record<string, FieldType>> = { [K in keyof L]: FieldValue<L[K]> };
 
 const SCALAR_SIZE: Record<ScalarType, number> = { u8: 1, u16: 2, u32: 4, i32: 4, f64: 8, u64: 8, i64: 8 };
+/** Inclusive ranges of the integer fields. */
+const INT_RANGE: Record<"u8" | "u16" | "u32" | "i32", readonly [number, number]> = {
+  u8: [0, 0xff],
+  u16: [0, 0xffff],
+  u32: [0, 0xffffffff],
+  i32: [-0x80000000, 0x7fffffff],
+};
+const BIGINT_RANGE: Record<"u64" | "i64", readonly [bigint, bigint]> = {
+  u64: [0n, (1n << 64n) - 1n],
+  i64: [-(1n << 63n), (1n << 63n) - 1n],
+};
 
 export interface StructCodec<L extends Record<string, FieldType>> extends Codec<StructValue<L>> {
   /** Encoded size in bytes. */
@@ -55,11 +76,59 @@ export interface StructCodec<L extends Record<string, FieldType>> extends Codec<
   readonly offsets: Readonly<Record<keyof L, number>>;
 }
 
+/** A value as an error message shows it: numbers and bigints as written, strings quoted, else its type. */
+function shown(x: unknown): string {
+  if (typeof x === "number") return Object.is(x, -0) ? "-0" : String(x);
+  if (typeof x === "bigint") return `${x}n`;
+  if (typeof x === "string") return JSON.stringify(x.length > 40 ? x.slice(0, 40) + "…" : x);
+  if (x === undefined) return "undefined";
+  if (x instanceof Uint8Array) return `a Uint8Array of ${x.length} bytes`;
+  return describeValue(x);
+}
+
+/** UsageError unless `x` is a value field `f` holds exactly. */
+function checkField(name: string, type: FieldType, x: unknown): void {
+  const bad = (why: string) => new UsageError(`struct field "${name}" (${typeof type === "string" ? type : `bytes(${type.bytes})`}): ${shown(x)} ${why}`);
+  switch (type) {
+    case "u8":
+    case "u16":
+    case "u32":
+    case "i32": {
+      const [lo, hi] = INT_RANGE[type];
+      if (typeof x !== "number") throw bad(`is not a number (an integer in ${lo}..${hi})`);
+      if (!Number.isInteger(x)) throw bad(`is not an integer (${lo}..${hi})`);
+      if (x < lo || x > hi) throw bad(`is out of range ${lo}..${hi}`);
+      return;
+    }
+    case "f64":
+      if (typeof x !== "number") throw bad("is not a number");
+      return;
+    case "u64":
+    case "i64": {
+      const [lo, hi] = BIGINT_RANGE[type];
+      if (typeof x !== "bigint") throw bad(`is not a bigint (${type} fields take bigints in ${lo}..${hi})`);
+      if (x < lo || x > hi) throw bad(`is out of range ${lo}..${hi}`);
+      return;
+    }
+    default:
+      if (!(x instanceof Uint8Array)) throw bad(`is not a Uint8Array of ${type.bytes} bytes`);
+      if (x.length !== type.bytes) throw bad(`has the wrong length: the field is exactly ${type.bytes} bytes`);
+  }
+}
+
+/** A fixed-layout codec (see the module comment). UsageError for a field type it does not know. */
 export function struct<const L extends Record<string, FieldType>>(layout: L): StructCodec<L> {
   const fields = Object.entries(layout).map(([name, type]) => ({ name, type }));
-  const offsets: Record<string, number> = {};
+  const offsets: Record<string, number> = Object.create(null);
   let size = 0;
   for (const f of fields) {
+    // Decoded values are plain objects: a field by this name would set their prototype.
+    if (f.name === "__proto__") throw new UsageError('struct: a field cannot be named "__proto__"');
+    const t = f.type as unknown;
+    const known = typeof t === "string" ? Object.hasOwn(SCALAR_SIZE, t) : t !== null && typeof t === "object" && Number.isSafeInteger((t as BytesField).bytes) && (t as BytesField).bytes >= 0;
+    if (!known) {
+      throw new UsageError(`struct field "${f.name}": type ${typeof t === "string" ? JSON.stringify(t) : describeValue(t)} is not one of ${Object.keys(SCALAR_SIZE).join(" ")} or bytes(n)`);
+    }
     offsets[f.name] = size;
     size += typeof f.type === "string" ? SCALAR_SIZE[f.type] : f.type.bytes;
   }
@@ -67,9 +136,12 @@ export function struct<const L extends Record<string, FieldType>>(layout: L): St
     size,
     offsets: offsets as Record<keyof L, number>,
     encode(value) {
+      if (value === null || typeof value !== "object") throw new UsageError(`struct encode: the value is ${describeValue(value)}, not an object with the layout's fields`);
+      const v = value as Record<string, unknown>;
+      // Every field is checked before anything is written: a bad value never yields bytes.
+      for (const f of fields) checkField(f.name, f.type, v[f.name]);
       const out = new Uint8Array(size);
       const dv = new DataView(out.buffer);
-      const v = value as Record<string, unknown>;
       for (const f of fields) {
         const at = offsets[f.name]!;
         const x = v[f.name];
@@ -81,19 +153,14 @@ export function struct<const L extends Record<string, FieldType>>(layout: L): St
           case "f64": dv.setFloat64(at, x as number, true); break;
           case "u64": dv.setBigUint64(at, x as bigint, true); break;
           case "i64": dv.setBigInt64(at, x as bigint, true); break;
-          default: {
-            const b = x as Uint8Array;
-            if (!(b instanceof Uint8Array) || b.length !== f.type.bytes) {
-              throw new DecodeError(`struct field "${f.name}": expected ${f.type.bytes} bytes`);
-            }
-            out.set(b, at);
-          }
+          default: out.set(x as Uint8Array, at);
         }
       }
       return out;
     },
     decode(b) {
-      if (b.length !== size) throw new DecodeError(`struct: ${b.length} bytes, layout is ${size}`);
+      if (!(b instanceof Uint8Array)) throw new DecodeError(`struct decode: ${describeValue(b)}, not a Uint8Array`);
+      if (b.length !== size) throw new DecodeError(`struct decode: ${b.length} bytes, the layout is exactly ${size}`);
       const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
       const v: Record<string, unknown> = {};
       for (const f of fields) {
@@ -116,9 +183,16 @@ export function struct<const L extends Record<string, FieldType>>(layout: L): St
 
 const packr = new Packr({ useRecords: false, moreTypes: false });
 
+/** A msgpack codec for `T` (see the module comment). */
 export function msgpack<T>(): Codec<T> {
   return {
-    encode: (v) => packr.pack(v),
+    encode(v) {
+      try {
+        return packr.pack(v);
+      } catch (e) {
+        throw new UsageError(`msgpack encode: ${describeThrown(e)}`);
+      }
+    },
     decode(b) {
       try {
         return packr.unpack(b) as T;

@@ -38,6 +38,7 @@ export type ServiceImpl<S extends ServiceDef> = {
 export type RawHandler = (handle: RequestHandle) => Uint8Array | void | Promise<Uint8Array | void>;
 export type Handlers = Record<number, RawHandler>;
 
+/** Checks a service definition (UsageError for an id that is not a u32, or one used twice) and returns it, typed. */
 export function defineService<const S extends ServiceDef>(def: S): S {
   const seen = new Map<number, string>();
   for (const [name, m] of Object.entries(def)) {
@@ -49,17 +50,36 @@ export function defineService<const S extends ServiceDef>(def: S): S {
   return def;
 }
 
+/**
+ * Typed methods over `client`: each encodes its request, calls request() and decodes the
+ * response. Every failure, a request that does not encode included (UsageError naming the
+ * field), is a rejected promise, never a synchronous throw; nothing is sent for a request that
+ * does not encode. The methods belong to the client's thread.
+ */
 export function bindService<S extends ServiceDef>(client: Client<any>, def: S): ServiceClient<S> {
   const out: Record<string, (req: unknown, opts?: RequestOptions) => Promise<unknown>> = {};
   for (const [name, m] of Object.entries(def)) {
     const req = (m.request ?? raw) as Codec<unknown>;
     const res = (m.response ?? raw) as Codec<unknown>;
-    out[name] = (value, opts) => client.request(m.id, req.encode(value), opts).then((b) => res.decode(b));
+    out[name] = (value, opts) => {
+      let data: Uint8Array;
+      try {
+        data = req.encode(value);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return client.request(m.id, data, opts).then((b) => res.decode(b));
+    };
   }
   return out as ServiceClient<S>;
 }
 
-/** Turns a typed implementation into handlers for serve(). */
+/**
+ * Turns a typed implementation into handlers for serve(): each decodes the request (a
+ * DecodeError reaches the caller as RemoteError("DecodeError")) and encodes what the function
+ * returns (a value that does not encode reaches the caller as RemoteError("UsageError") and is
+ * reported on the server). Runs on the server's thread.
+ */
 export function implement<S extends ServiceDef>(def: S, impl: ServiceImpl<S>): Handlers {
   const handlers: Handlers = {};
   for (const [name, m] of Object.entries(def)) {
