@@ -6,7 +6,8 @@
  * - NativeError: a native call failed; carries the operation and errno / status.
  * - TransportClosedError: the connection is gone; every pending call on it rejects with it.
  * - ProtocolError: the peer sent a malformed or oversized frame; that connection is aborted.
- * - RemoteError: the remote handler threw; carries the remote error's name and message.
+ * - RemoteError: the remote handler threw; carries the remote error's name and message. A name
+ *   registered with registerError() is rebuilt as the application's own class on the caller.
  * - TimeoutError: a deadline passed (connect, request).
  * - CancelledError: the caller aborted a request through its AbortSignal.
  * - TransportUnavailableError (and per-transport subclasses): the transport cannot run here.
@@ -120,7 +121,7 @@ export class RdmaUnavailableError extends TransportUnavailableError {
 /**
  * Error names a remote peer may report. The wire carries a name string; it is looked up here,
  * in an object with a null prototype, so a name such as "constructor" or "__proto__" can never
- * reach an inherited property. Unknown names come back as "Error".
+ * reach an inherited property. Unknown names come back as "Error". registerError() adds names.
  */
 const REMOTE_NAMES: Record<string, string> = Object.assign(Object.create(null), {
   Error: "Error",
@@ -138,19 +139,148 @@ const REMOTE_NAMES: Record<string, string> = Object.assign(Object.create(null), 
   MessageTooLargeError: "MessageTooLargeError",
   ServerBusyError: "ServerBusyError",
 });
+const BUILT_IN_NAMES = new Set(Object.keys(REMOTE_NAMES));
+
+/** The name as it may be registered: an identifier, short enough to read in a log line. */
+const REGISTERED_NAME = /^[A-Za-z_$][A-Za-z0-9_$]{0,127}$/;
+
+type ErrorClass = abstract new (...args: any[]) => Error;
+
+interface Registration {
+  readonly name: string;
+  readonly cls: ErrorClass;
+  readonly rebuild: ((message: string) => Error) | undefined;
+}
+
+const registeredByName = new Map<string, Registration>();
+const registeredByClass = new Map<Function, Registration>();
+/** Errors built by rebuildRemoteError(): RemoteError's instanceof admits them. */
+const rebuilt = new WeakSet<object>();
 
 export function allowedRemoteName(name: string): string {
   return REMOTE_NAMES[name] ?? "Error";
 }
 
+export interface RegisterErrorOptions {
+  /** The name it travels under. Default: the class's name (set this where a bundler renames classes). */
+  name?: string;
+  /** Builds the caller's instance from the remote message. Default: `new cls(message)`. */
+  rebuild?: (message: string) => Error;
+}
+
+/**
+ * Registers an application error class, so that a remote handler's `throw new MyError(msg)`
+ * rejects the caller's request() (and typed service methods) with an instance of MyError:
+ * `e instanceof MyError`, `e.message` the remote message, `e.remoteName` "MyError", `e.cause`
+ * the RemoteError, and `e instanceof RemoteError` still true. Only the caller needs to register;
+ * a server sends its error's name (its class name when `name` is the inherited "Error"), and a
+ * server that registers the class sends the registered name. The wire carries only the name and
+ * the message: fields a constructor sets from other arguments are not carried (give `rebuild`
+ * for a constructor that does not take the message first). Registering the same class again is
+ * harmless; UsageError for a class that does not extend Error, a name already taken by another
+ * class or a built-in one, or a name that is not an identifier. Process-wide; call at startup,
+ * from any thread (each thread has its own registry).
+ */
+export function registerError(cls: ErrorClass, opts: RegisterErrorOptions = {}): void {
+  if (typeof cls !== "function" || !(cls.prototype instanceof Error)) {
+    throw new UsageError(`registerError: ${typeof cls === "function" ? `class ${cls.name || "(anonymous)"}` : `a ${typeof cls}`} does not extend Error`);
+  }
+  const name = opts.name ?? cls.name;
+  if (typeof name !== "string" || !REGISTERED_NAME.test(name) || name in Object.prototype) {
+    throw new UsageError(`registerError: name ${JSON.stringify(name)} must be an identifier of 1 to 128 characters (and not an Object property)`);
+  }
+  if (opts.rebuild !== undefined && typeof opts.rebuild !== "function") throw new UsageError("registerError: rebuild must be a function (message) => Error");
+  if (BUILT_IN_NAMES.has(name)) throw new UsageError(`registerError: "${name}" is a built-in error name`);
+  const known = registeredByName.get(name);
+  if (known !== undefined && known.cls !== cls) throw new UsageError(`registerError: "${name}" is already registered for another class`);
+  const old = registeredByClass.get(cls);
+  if (old !== undefined && old.name !== name) unregisterError(cls);
+  const reg: Registration = { name, cls, rebuild: opts.rebuild };
+  registeredByName.set(name, reg);
+  registeredByClass.set(cls, reg);
+  REMOTE_NAMES[name] = name;
+}
+
+/** Undoes registerError() (for tests and plugins); true when the class was registered. Same thread rule. */
+export function unregisterError(cls: ErrorClass): boolean {
+  const reg = registeredByClass.get(cls);
+  if (reg === undefined) return false;
+  registeredByClass.delete(cls);
+  registeredByName.delete(reg.name);
+  delete REMOTE_NAMES[reg.name];
+  return true;
+}
+
+/**
+ * The name a server sends for a thrown value: the registered name of its class, else its
+ * `name`, else (when `name` is the inherited "Error") its class name; "Error" for values that
+ * are not Errors or cannot be inspected. Never throws.
+ */
+export function errorNameOf(e: unknown): string {
+  try {
+    if (!(e instanceof Error)) return "Error";
+    const ctor = (e as { constructor?: unknown }).constructor;
+    const reg = typeof ctor === "function" ? registeredByClass.get(ctor) : undefined;
+    if (reg !== undefined) return reg.name;
+    const name = String(e.name);
+    if (name !== "Error") return name;
+    const ctorName = typeof ctor === "function" ? ctor.name : "";
+    return typeof ctorName === "string" && ctorName !== "" ? ctorName : name;
+  } catch {
+    return "Error";
+  }
+}
+
 export class RemoteError extends HotpathError {
   /** The remote error's class name, passed through the allow-list above. */
   readonly remoteName: string;
+  /** The remote error's message as it was thrown (`message` is prefixed with the name). */
+  readonly remoteMessage: string;
   constructor(remoteName: string, message: string) {
     const name = allowedRemoteName(remoteName);
     super(name === "UnknownMethodError" ? "E_UNKNOWN_METHOD" : "E_REMOTE", `${name}: ${message}`);
     this.remoteName = name;
+    this.remoteMessage = message;
   }
+
+  /** Also true for an error rebuilt as a registered class (see registerError()). */
+  static override [Symbol.hasInstance](v: unknown): boolean {
+    return Function.prototype[Symbol.hasInstance].call(this, v) || (this === RemoteError && v !== null && typeof v === "object" && rebuilt.has(v));
+  }
+}
+
+/**
+ * The error a caller's promise rejects with for `e`: an instance of the registered class for
+ * its remoteName (see registerError()), else `e` itself. A rebuild that throws or returns
+ * something that is not an instance of the class falls back to an instance made without its
+ * constructor. Never throws.
+ */
+export function rebuildRemoteError(e: RemoteError): Error {
+  const reg = registeredByName.get(e.remoteName);
+  if (reg === undefined) return e;
+  let out: Error | null = null;
+  try {
+    const made = reg.rebuild ? reg.rebuild(e.remoteMessage) : Reflect.construct(reg.cls, [e.remoteMessage]);
+    if (made instanceof reg.cls) out = made as Error;
+  } catch {
+    out = null;
+  }
+  if (out === null) {
+    out = Object.create(reg.cls.prototype) as Error;
+    Error.captureStackTrace(out, rebuildRemoteError);
+  }
+  const own = (key: string, value: unknown) => Object.defineProperty(out, key, { value, writable: true, configurable: true, enumerable: false });
+  try {
+    own("message", e.remoteMessage);
+    own("remoteName", e.remoteName);
+    own("remoteMessage", e.remoteMessage);
+    own("cause", e);
+    if (!("code" in out)) own("code", e.code);
+  } catch {
+    return e; // a frozen or exotic instance: the RemoteError says it all
+  }
+  rebuilt.add(out);
+  return out;
 }
 
 /**

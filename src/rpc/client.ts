@@ -20,7 +20,7 @@
  */
 
 import { EMPTY_BYTES } from "../bytes.ts";
-import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError } from "../errors.ts";
+import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../transport/transport.ts";
 import {
   KIND_CANCEL,
@@ -275,8 +275,9 @@ export class Client<U = unknown> implements Disposable {
 
   /**
    * Convenient path: resolves with the response data (the caller owns it), or rejects with
-   * TimeoutError, CancelledError, RemoteError, ProtocolError or TransportClosedError. When the
-   * window or the transport is full it waits for room, within the deadline.
+   * TimeoutError, CancelledError, RemoteError (or the application's own class for a name
+   * registered with registerError()), ProtocolError or TransportClosedError. When the window or
+   * the transport is full it waits for room, within the deadline.
    */
   request(method: number, data: Uint8Array = EMPTY_BYTES, opts?: RequestOptions): Promise<Uint8Array> {
     const signal = opts?.signal;
@@ -501,7 +502,8 @@ export class Client<U = unknown> implements Disposable {
     this.freeSlot(slot);
     if (error !== null) {
       msg.release();
-      this.settle(p, null, error);
+      // A registered application error class comes back as itself (registerError()).
+      this.settle(p, null, rebuildRemoteError(error as RemoteError));
       return;
     }
     const body = msg.body;

@@ -18,7 +18,7 @@
 
 import { connect, listen, type ConnectionVia } from "../transport/registry.ts";
 import { EMPTY_BYTES } from "../bytes.ts";
-import { UsageError, describeThrown } from "../errors.ts";
+import { UsageError, describeThrown, errorNameOf } from "../errors.ts";
 import { type ConnectOptions, type ListenOptions, type Listener } from "../transport/transport.ts";
 import { Client, type ClientOptions } from "./client.ts";
 import { describeValue } from "./validate.ts";
@@ -107,11 +107,11 @@ function fail(h: RequestHandle, e: unknown): void {
   h.respond(null, errorParts(e));
 }
 
+/** What an error response carries for a thrown value: its name (see errorNameOf()) and message. Never throws. */
 function errorParts(e: unknown): ErrorReply {
-  let name = "Error";
+  let name: string;
   try {
-    if (e instanceof DecodeError) name = "DecodeError";
-    else if (e instanceof Error) name = String(e.name);
+    name = e instanceof DecodeError ? "DecodeError" : errorNameOf(e);
   } catch {
     name = "Error";
   }
