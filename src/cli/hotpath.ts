@@ -15,7 +15,17 @@ const [cmd, ...rest] = process.argv.slice(2);
 
 switch (cmd) {
   case "bench": {
+    // bench/ sits beside src/ and dist/ in a clone; the installed package does not ship it.
     const runner = new URL("../../bench/run.ts", import.meta.url).pathname;
+    if (!(await Bun.file(runner).exists())) {
+      console.error(
+        "hotpath bench: the benchmarks are not part of the installed package (they start peer servers, compare\n" +
+          "with gRPC and other clients, and write their results beside themselves). Run them from a clone of\n" +
+          "the hotpath repository:\n  bun install && bun run bench\n" +
+          "(`hotpath transports` lists which transports can run on this machine.)",
+      );
+      process.exit(1);
+    }
     const proc = Bun.spawn(["bun", runner, ...rest], { stdio: ["inherit", "inherit", "inherit"] });
     process.exit(await proc.exited);
   }
