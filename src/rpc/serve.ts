@@ -118,13 +118,24 @@ function errorParts(e: unknown): ErrorReply {
   return { name, message: describeThrown(e) };
 }
 
+/**
+ * Listens on `url` and serves `handlers` (method id → handler) until close(). `opts` holds the
+ * listener's options and the server's (maxPendingBytes, onSessionClose, and onError, which sees
+ * every handler failure, every session that ends with an error and every peer the listener
+ * refuses; without it each is one rate-limited line on stderr). UsageError for a bad handler
+ * table or option; the transport's error when it cannot listen. Runs on the calling thread's
+ * event loop; the returned Serving belongs to that thread.
+ */
 export async function serve(
   url: string,
   handlers: Handlers,
   opts: ListenOptions & Omit<ServerOptions, "onRequest"> = {},
 ): Promise<Serving> {
-  const listener = await listen(url, opts);
+  // Handlers and options are checked before anything listens: a UsageError leaves nothing open.
   const server = new Server({ ...opts, onRequest: dispatcher(handlers) });
+  const listener = await listen(url, opts);
+  // The listener is serve()'s own: its refusals are the server's to report (onError "refused").
+  listener.onRefused((error, reason) => server.reportFailure(error, { source: "refused", method: null, session: null, reason, listener }));
   server.attach(listener);
   const close = () => server.close();
   return { url: listener.url, server, listener, close, [Symbol.dispose]: close };

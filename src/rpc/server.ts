@@ -30,7 +30,7 @@
  */
 
 import { EMPTY_BYTES } from "../bytes.ts";
-import { HotpathError, ProtocolError, UsageError, describeThrown } from "../errors.ts";
+import { HotpathError, ProtocolError, TransportClosedError, UsageError, describeThrown } from "../errors.ts";
 import {
   SEND_CLOSED,
   SEND_FULL,
@@ -44,6 +44,7 @@ import { MAX_WINDOW } from "./client.ts";
 import { describeValue } from "./validate.ts";
 import { WaitList } from "../waitlist.ts";
 import { Fifo } from "./fifo.ts";
+import { RateLimitedLog, describeFailure, type ServerErrorContext } from "./report.ts";
 import {
   KIND_CANCEL,
   KIND_ERROR,
@@ -72,8 +73,7 @@ export interface ErrorReply {
   message: string;
 }
 
-/** Where a server-side failure came from (see ServerOptions.onError). */
-export type ServerErrorSource = "handler" | "return" | "onRequest";
+export type { ServerErrorContext, ServerErrorSource } from "./report.ts";
 
 export class RequestHandle {
   private msg: RxMessage | null;
@@ -443,12 +443,15 @@ export interface ServerOptions {
   /** Called when a session ends; `error` is its ProtocolError / TransportClosedError, null on a clean close. */
   onSessionClose?: (session: ServerSession, error: HotpathError | null) => void;
   /**
-   * Server-side report of a failure the caller only sees as an error response: a handler that
-   * threw ("handler"), returned something that is not bytes ("return"), or an onRequest that
-   * threw ("onRequest"). Default: "return" and "onRequest" are printed with console.error
-   * (they are server bugs); handler throws are the application's business and stay silent.
+   * Sees every failure on the server side (src/rpc/report.ts has the contexts): a handler that
+   * threw ("handler"), returned something that is not bytes ("return"), an onRequest that threw
+   * ("onRequest"), a session that ended with an error other than the peer going away
+   * ("session"), and, for serve(), a peer its listener refused ("refused"). Narrow on
+   * `ctx.source`: `method` is null and `session` may be null for the last two. Default: one
+   * line each to stderr, at most REPORT_LINES_PER_WINDOW a second, then a count of the rest.
+   * Runs on the server's thread, inline; what it throws is printed and ignored.
    */
-  onError?: (error: unknown, context: { method: number; source: ServerErrorSource; session: ServerSession }) => void;
+  onError?(error: unknown, context: ServerErrorContext): void;
   /**
    * Bytes of requests delivered but not yet answered (and of replies waiting for room), over
    * every session, beyond which a new request is answered at once with a ServerBusyError
@@ -467,7 +470,9 @@ export class Server implements Disposable {
   readonly sessions = new Set<ServerSession>();
   private readonly onRequest: ((h: RequestHandle) => void) | undefined;
   private readonly onSessionClose: ServerOptions["onSessionClose"];
-  private readonly onError: ServerOptions["onError"];
+  private readonly onError: ((error: unknown, context: ServerErrorContext) => void) | undefined;
+  /** The default report (no onError): rate-limited lines to stderr. */
+  private readonly log = new RateLimitedLog();
   /** Bytes counted against maxPendingBytes now. */
   pendingBytes = 0;
   readonly maxPendingBytes: number;
@@ -477,19 +482,27 @@ export class Server implements Disposable {
   constructor(opts: ServerOptions = {}) {
     this.onRequest = opts.onRequest;
     this.onSessionClose = opts.onSessionClose;
-    this.onError = opts.onError;
+    this.onError = opts.onError?.bind(opts);
     const max = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     if (typeof max !== "number" || !(max > 0)) throw new UsageError(`server: maxPendingBytes ${String(max)} must be a number > 0`);
     this.maxPendingBytes = max;
   }
 
-  /** Reports a failure (ServerOptions.onError); a throwing onError is itself only printed. */
-  report(error: unknown, source: ServerErrorSource, h: RequestHandle): void {
+  /** Reports one request's failure (see ServerOptions.onError). Never throws. */
+  report(error: unknown, source: "handler" | "return" | "onRequest", h: RequestHandle): void {
+    this.reportFailure(error, { source, method: h.method, session: h.session });
+  }
+
+  /**
+   * Hands a failure to onError, or prints it (rate-limited) without one; a throwing onError
+   * is itself printed the same way. Never throws. The server's thread only.
+   */
+  reportFailure(error: unknown, context: ServerErrorContext): void {
     try {
-      if (this.onError) this.onError(error, { method: h.method, source, session: h.session });
-      else if (source !== "handler") console.error(`hotpath server: method ${h.method}: ${describeThrown(error)}`);
+      if (this.onError) return this.onError(error, context);
+      this.log.line(describeFailure(error, context));
     } catch (e) {
-      console.error(`hotpath server: onError threw: ${describeThrown(e)}`);
+      this.log.line(`hotpath server: onError threw ${describeThrown(e, true)} (reporting ${context.source})`);
     }
   }
 
@@ -508,6 +521,8 @@ export class Server implements Disposable {
       onClose: (e) => {
         this.sessions.delete(s);
         s.closed();
+        // The peer leaving (or a configured limit closing the session) is no failure.
+        if (e !== null && !(e instanceof TransportClosedError)) this.reportFailure(e, { source: "session", method: null, session: s });
         this.onSessionClose?.(s, e);
       },
       onOversized: (head, bodyLength) => s.onOversized(head, bodyLength),
@@ -557,12 +572,13 @@ export class Server implements Disposable {
     return this.arrivals.wait(timeoutMs);
   }
 
-  /** Stops listening and closes every session. Idempotent. */
+  /** Stops listening and closes every session (and prints the count of report lines left out). Idempotent. */
   close(): void {
     for (const l of this.listeners.splice(0)) l.close(true);
     for (const s of this.sessions) s.conn.close();
     this.sessions.clear();
     this.arrivals.wake(false);
+    this.log.flush();
   }
 
   [Symbol.dispose](): void {
