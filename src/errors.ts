@@ -157,6 +157,7 @@ const registeredByClass = new Map<Function, Registration>();
 /** Errors built by rebuildRemoteError(): RemoteError's instanceof admits them. */
 const rebuilt = new WeakSet<object>();
 
+/** A name from the wire as RemoteError carries it: a built-in or registered name, else "Error". Any thread. */
 export function allowedRemoteName(name: string): string {
   return REMOTE_NAMES[name] ?? "Error";
 }
@@ -251,9 +252,10 @@ export class RemoteError extends HotpathError {
 
 /**
  * The error a caller's promise rejects with for `e`: an instance of the registered class for
- * its remoteName (see registerError()), else `e` itself. A rebuild that throws or returns
- * something that is not an instance of the class falls back to an instance made without its
- * constructor. Never throws.
+ * its remoteName (see registerError()), else `e` itself. request() applies it; a hot-path
+ * onResponse gets the RemoteError and may call it. A rebuild that throws or returns something
+ * that is not an instance of the class falls back to an instance made without its
+ * constructor. Never throws; a new instance each call.
  */
 export function rebuildRemoteError(e: RemoteError): Error {
   const reg = registeredByName.get(e.remoteName);

@@ -143,6 +143,11 @@ export async function serve(
 
 export type RpcClient<S extends ServiceDef> = Client<any> & { readonly svc: ServiceClient<S>; readonly via: ConnectionVia };
 
+/**
+ * Connects to `url` (with `opts.fallback`, through the URL registry: see connect()) and wraps
+ * the connection in a Client; `svc` holds the typed methods of `opts.service`, `via` says which
+ * candidate connected and why the others were skipped. The client belongs to the calling thread.
+ */
 export async function rpcConnect<S extends ServiceDef = {}>(
   url: string,
   opts: ConnectOptions & ClientOptions & { service?: S } = {},

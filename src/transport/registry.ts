@@ -1,9 +1,10 @@
 /**
  * URL registry: `connect(url)` / `listen(url)` dispatch on the URL's scheme to a registered
  * TransportFactory. `connect(url, { fallback })` tries the URL's own transport, then each
- * fallback in order (a scheme name reuses the URL's host and port; a whole URL is used as
- * given), skipping unavailable transports and failed connects with their reasons recorded in
- * `connection.via.skipped`.
+ * fallback in order (a scheme name reuses the URL's host and port, or its name; a whole URL is
+ * used as given), skipping unavailable transports, failed connects and URLs formed from a
+ * scheme name that do not fit that transport (`shm://name` gives no host:port for ucx or tcp),
+ * each once, with its reason, in `connection.via.skipped`. Nothing is printed.
  *
  * Example:
  *   const conn = await connect("ucx://10.0.0.2:7000", { fallback: ["tcp"] });
@@ -46,6 +47,7 @@ export interface ConnectionVia {
 
 export type ChosenConnection = Connection & { readonly via: ConnectionVia };
 
+/** Parses a transport URL; UsageError for text that is not one. Pure: any thread. */
 export function parseUrl(url: string): URL {
   let parsed: URL;
   try {

@@ -69,6 +69,8 @@ describe("connect() fallback chains", () => {
     const e = await connect(tcp.url, { fallback: ["tpc"] }).catch((x) => x);
     expect(e).toBeInstanceOf(UsageError);
     expect(e.message).toContain('"tpc"');
+    // A string is not a list of fallbacks (it used to be tried letter by letter).
+    await expect(connect(tcp.url, { fallback: "tcp" as never })).rejects.toBeInstanceOf(UsageError);
   });
 
   test("a derived candidate for a scheme-name fallback that is unavailable is skipped as unavailable", async () => {
@@ -88,14 +90,16 @@ describe("connect() fallback chains", () => {
   });
 
   test("the connecting process prints nothing for the candidates it skipped", async () => {
-    const proc = Bun.spawn(["bun", CHILD, `shm://${unique()}`, JSON.stringify(["ucx", "tcp", tcp.url])], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+    // Formless candidates (ucx, tcp), and ones that fail to connect (nothing listens on those names).
+    const chain = ["ucx", "tcp", "inproc", `shm://${unique()}`, tcp.url];
+    const proc = Bun.spawn(["bun", CHILD, `shm://${unique()}`, JSON.stringify(chain)], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
     const watchdog = setTimeout(() => proc.kill(9), 30_000);
     const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
     clearTimeout(watchdog);
     expect(code).toBe(0);
     const via = JSON.parse(out.trim());
     expect(via.chosen).toBe(tcp.url);
-    expect(via.skipped.length).toBe(3);
+    expect(via.skipped.length).toBe(5);
     expect(err).toBe("");
   });
 });
