@@ -110,6 +110,26 @@ describe("registered error classes are rebuilt on the caller", () => {
     expect((got as RemoteError).remoteName).toBe("OrderNotFound");
   });
 
+  test("a class whose constructor throws is still rebuilt (without running it)", async () => {
+    class StrictCtor extends Error {
+      constructor(code: unknown) {
+        if (typeof code !== "number") throw new TypeError("StrictCtor wants a number");
+        super(`code ${code}`);
+      }
+    }
+    registerError(StrictCtor);
+    try {
+      // Method 5 throws an Error named by the request's text.
+      const e = await c.request(5, te.encode("StrictCtor")).catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(StrictCtor);
+      expect(e).toBeInstanceOf(RemoteError);
+      expect((e as Error).message).toBe("named by the caller");
+      expect(typeof (e as Error).stack).toBe("string");
+    } finally {
+      unregisterError(StrictCtor);
+    }
+  });
+
   test("hostile names from the wire never reach an inherited property", async () => {
     for (const name of ["constructor", "__proto__", "toString", "hasOwnProperty", "valueOf", "__defineGetter__", "prototype", "Object"]) {
       const e = await c.request(5, te.encode(name)).catch((x: unknown) => x);
