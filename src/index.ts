@@ -16,6 +16,7 @@ export { Client, DEFAULT_WINDOW, MAX_WINDOW } from "./rpc/client.ts";
 export type { ClientOptions, OnResponse, RequestOptions } from "./rpc/client.ts";
 export { Server, ServerSession, RequestHandle } from "./rpc/server.ts";
 export type { ServerOptions } from "./rpc/server.ts";
+export type { ServerErrorContext, ServerErrorSource, RequestErrorContext, SessionErrorContext, RefusedErrorContext } from "./rpc/report.ts";
 export { serve, rpcConnect, dispatcher } from "./rpc/serve.ts";
 export type { Serving, RpcClient } from "./rpc/serve.ts";
 export { defineService, bindService, implement } from "./rpc/service.ts";
