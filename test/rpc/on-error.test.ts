@@ -17,8 +17,9 @@ import {
   rpcConnect,
   serve,
   wire,
+  type ServerErrorContext,
 } from "../../src/index.ts";
-import { REPORT_LINES_PER_WINDOW, REPORT_WINDOW_MS, RateLimitedLog, type ServerErrorContext } from "../../src/rpc/report.ts";
+import { REPORT_LINES_PER_WINDOW, REPORT_WINDOW_MS, RateLimitedLog } from "../../src/rpc/report.ts";
 
 const TOKEN = "a-token-of-more-than-16-bytes";
 const FLOOD = 10_000;
