@@ -28,7 +28,11 @@ if (process.argv[2] === "serve") {
   server.close();
 } else {
   const name = `echo-example-${process.pid}`;
-  const child = Bun.spawn(["bun", import.meta.path, "serve", name], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const child = Bun.spawn(["bun", import.meta.path, "serve", name], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+  });
   try {
     const url = await listeningUrl(child.stdout);
     const client = await rpcConnect(url);

@@ -17,7 +17,7 @@
  */
 
 import assert from "node:assert/strict";
-import { rpcConnect, serve, SEND_CLOSED, SEND_OK, type HotpathError, type RpcClient } from "hotpath";
+import { rpcConnect, serve, SEND_CLOSED, SEND_OK, type RpcClient } from "hotpath";
 
 const ECHO = 1;
 const CALLS = 50_000;
@@ -34,7 +34,11 @@ if (process.argv[2] === "serve") {
   }
   server.close();
 } else {
-  const child = Bun.spawn(["bun", import.meta.path, "serve", `spin-example-${process.pid}`], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const child = Bun.spawn(["bun", import.meta.path, "serve", `spin-example-${process.pid}`], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+  });
   try {
     const client = await rpcConnect(await listeningUrl(child.stdout), { wait: { mode: "spin" } });
     try {
@@ -52,12 +56,12 @@ if (process.argv[2] === "serve") {
 async function hotPath(client: RpcClient<{}>): Promise<void> {
   const deadline = performance.now() + DEADLINE_MS;
   let completed = 0;
-  let failure: HotpathError | null = null;
+  let failure: Error | null = null;
   // Runs inside poll(); `data` is a view valid only during this call (copy what you keep).
   client.onResponse = (callNo: number, data, error) => {
-    if (error !== null) failure ??= error;
-    else if (data.length !== 32 || data[0] !== (callNo & 0xff)) failure ??= new Error(`call ${callNo}: wrong reply`) as HotpathError;
     completed++;
+    if (error !== null) failure ??= error;
+    else if (data.length !== 32 || data[0] !== (callNo & 0xff)) failure ??= new Error(`call ${callNo}: wrong reply`);
   };
   const payload = new Uint8Array(32);
   let sent = 0;

@@ -6,7 +6,8 @@
  * without codecs takes and returns raw bytes. `implement(def, impl)` turns typed functions into
  * handlers for `serve()` (a function may be async), and `rpcConnect(url, { service })` gives
  * `client.svc`, whose methods take and return the decoded types. A handler that throws becomes
- * a `RemoteError` on the caller with the error's name and message; a deadline that passes is a
+ * a `RemoteError` on the caller with the error's name and message (and is reported to the
+ * server's `onError`); a deadline that passes is a
  * `TimeoutError` (the server is told to cancel). The same definition works over every
  * transport: only the URL changes.
  *
@@ -48,6 +49,8 @@ const server = await serve(
       return new Uint8Array(0);
     },
   }),
+  // The server's side of a failure (without onError: one line on stderr, rate-limited).
+  { onError: (error, ctx) => console.log(`server: ${ctx.source} failure in method ${ctx.method}: ${error}`) },
 );
 const client = await rpcConnect(server.url, { service: Inventory });
 try {

@@ -7,9 +7,10 @@
  * e.g. `UCX_TLS=tcp bun examples/ucx-echo.ts`). This file is both ends: it starts itself again
  * as the server (`Bun.spawn` with `serve`), reads the server's "listening" line, sends a small
  * and a 4 MiB message (UCX sends the large one by rendezvous), then closes the server's stdin,
- * which ends it (killed by pid if it does not exit). Without libucp, `serve` and `rpcConnect` fail with
- * `UcxUnavailableError` naming the package to install. Across nodes, listen on an address the
- * other node reaches and keep to trusted networks (see the README's Security section).
+ * which ends it (killed by pid if it does not exit). Without libucp, `serve` and `rpcConnect`
+ * fail with `UcxUnavailableError` naming the package to install. Across nodes, listen on an
+ * address the other node reaches and keep to trusted networks (see the README's Security
+ * section).
  *
  * Run: bun examples/ucx-echo.ts
  */
@@ -27,7 +28,11 @@ if (process.argv[2] === "serve") {
   }
   server.close();
 } else {
-  const child = Bun.spawn(["bun", import.meta.path, "serve"], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+  const child = Bun.spawn(["bun", import.meta.path, "serve"], {
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "inherit",
+  });
   try {
     const url = await listeningUrl(child.stdout);
     const client = await rpcConnect(url);
