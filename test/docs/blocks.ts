@@ -7,8 +7,13 @@
  * as what it is (`sh`, `text`), never as a JavaScript or TypeScript dialect that would be
  * silently left out.
  *
+ * A block shows what it prints with a comment after the call: `console.log(value); // v7`. Those
+ * comments are checked (outputProblems): each must match a line of the block's output, in
+ * order, where `<...>` (e.g. `<port>`) stands for any text. So a block that exits 0 without
+ * printing what it says (a callback that never ran) fails too.
+ *
  * Example:
- *   for (const b of codeBlocks(readFileSync("README.md", "utf8"))) if (b.runs) check(b.code, b.line);
+ *   for (const b of codeBlocks(readFileSync("README.md", "utf8"))) if (b.runs) check(b.code, b.fenceLine);
  */
 
 export interface CodeBlock {
@@ -58,4 +63,35 @@ export function fenceProblems(blocks: CodeBlock[]): string[] {
     else if (REFUSED_LANGS.has(b.lang)) out.push(`line ${b.fenceLine}: a ${b.lang} block would not be run; fence TypeScript as ts`);
   }
   return out;
+}
+
+/** The output a block's comments promise: the text after `console.log(...); //`, line by line. */
+export function expectedOutput(code: string): string[] {
+  const out: string[] = [];
+  for (const line of code.split("\n")) {
+    const m = /^\s*console\.log\(.*\);\s*\/\/\s*(.+?)\s*$/.exec(line);
+    if (m) out.push(m[1]!);
+  }
+  return out;
+}
+
+/** Promised lines that `stdout` lacks (in order; `<...>` matches any text); empty when all are there. */
+export function outputProblems(expected: string[], stdout: string): string[] {
+  const lines = stdout.split("\n").map((l) => l.trimEnd());
+  const missing: string[] = [];
+  let at = 0;
+  for (const want of expected) {
+    const parts = want.split(/<[^<>]*>/).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    const pattern = new RegExp(`^${parts.join(".*?")}$`);
+    let found = -1;
+    for (let i = at; i < lines.length; i++) {
+      if (pattern.test(lines[i]!)) {
+        found = i;
+        break;
+      }
+    }
+    if (found < 0) missing.push(want);
+    else at = found + 1;
+  }
+  return missing;
 }

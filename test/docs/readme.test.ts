@@ -4,7 +4,8 @@
  * strict tsconfig) and run with bun; each must exit 0 by itself, so a block is a whole program
  * that closes its servers and clients. A watchdog kills a program that has not exited after
  * RUN_TIMEOUT_MS and fails its test (a hang, e.g. a poll loop that never sees its response, or
- * a server left open); nothing here asserts a runtime.
+ * a server left open); nothing here asserts a runtime. A block's `console.log(x); // text`
+ * comments must match its output, in order (blocks.ts).
  *
  * How "hotpath" resolves: the blocks and copies of the examples are written to a temporary
  * directory whose tsconfig.json extends the repo's and maps "hotpath" to src/index.ts (a `paths`
@@ -21,7 +22,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { transports } from "../../src/index.ts";
-import { codeBlocks, fenceProblems } from "./blocks.ts";
+import { codeBlocks, expectedOutput, fenceProblems, outputProblems } from "./blocks.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 /** The docs pages whose ts blocks run. */
@@ -47,6 +48,8 @@ interface Program {
   /** The file bun runs (in `work`) and tsc checks. */
   file: string;
   needsUcx: boolean;
+  /** Lines its `console.log(...); // text` comments promise (blocks; examples check themselves). */
+  prints: string[];
 }
 
 const work = mkdtempSync(join(tmpdir(), "hotpath-docs-"));
@@ -64,13 +67,13 @@ for (const { page, blocks } of pageBlocks) {
     // Padding puts the code on the page's own lines; `export {}` makes every block a module (top-level await, own names).
     writeFileSync(file, "\n".repeat(b.fenceLine) + b.code + "export {};\n");
     blockPages.set(file, page);
-    programs.push({ label: `${page}:${b.fenceLine + 1}`, file, needsUcx: /\bucx:\/\//.test(b.code) });
+    programs.push({ label: `${page}:${b.fenceLine + 1}`, file, needsUcx: /\bucx:\/\//.test(b.code), prints: expectedOutput(b.code) });
   }
 }
 for (const ex of EXAMPLES) {
   const code = readFileSync(join(ROOT, ex), "utf8");
   writeFileSync(join(work, ex), code);
-  programs.push({ label: ex, file: join(work, ex), needsUcx: /\bucx:\/\//.test(code) });
+  programs.push({ label: ex, file: join(work, ex), needsUcx: /\bucx:\/\//.test(code), prints: [] });
 }
 // Read by tsc (-p) and by bun (the nearest tsconfig.json of every file here).
 writeFileSync(
@@ -90,6 +93,8 @@ writeFileSync(
 interface Outcome {
   exitCode: number | null;
   timedOut: boolean;
+  stdout: string;
+  /** stdout and stderr, for failure messages. */
   output: string;
 }
 
@@ -105,7 +110,7 @@ async function run(argv: string[], cwd: string, timeoutMs: number): Promise<Outc
   const exitCode = await proc.exited;
   clearTimeout(watchdog);
   const [out, err] = (await Promise.race([texts, Bun.sleep(DRAIN_MS).then(() => ["(output still open)", ""])])) as string[];
-  return { exitCode, timedOut, output: `${out}${err}`.trim() };
+  return { exitCode, timedOut, stdout: out!, output: `${out}${err}`.trim() };
 }
 
 describe("docs pages", () => {
@@ -151,6 +156,8 @@ describe("docs programs run and exit 0", () => {
           const why = r.timedOut ? `did not exit within ${RUN_TIMEOUT_MS} ms (killed; a block must close its servers and clients)` : `exited with ${r.exitCode}`;
           throw new Error(`${p.label} ${why}; its output:\n${r.output}`);
         }
+        const missing = outputProblems(p.prints, r.stdout);
+        if (missing.length > 0) throw new Error(`${p.label} did not print ${JSON.stringify(missing)}; its output:\n${r.output}`);
       },
       RUN_TIMEOUT_MS + DRAIN_MS + 5000,
     );
