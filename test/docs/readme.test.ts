@@ -17,10 +17,10 @@
  * starts with blank lines, so tsc's line numbers are the page's own.
  */
 
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { transports } from "../../src/index.ts";
 import { codeBlocks, expectedOutput, fenceProblems, outputProblems } from "./blocks.ts";
 
@@ -45,50 +45,59 @@ const skipUcx = ucxReason !== null && !process.env.CI;
 interface Program {
   /** What a failure names: "README.md:120" or "examples/tcp-echo.ts". */
   label: string;
-  /** The file bun runs (in `work`) and tsc checks. */
-  file: string;
+  /** Its file's path inside the work directory (bun runs it, tsc checks it). */
+  name: string;
+  /** What is written there. */
+  source: string;
   needsUcx: boolean;
   /** Lines its `console.log(...); // text` comments promise (blocks; examples check themselves). */
   prints: string[];
 }
 
-const work = mkdtempSync(join(tmpdir(), "hotpath-docs-"));
-mkdirSync(join(work, "examples"));
-afterAll(() => rmSync(work, { recursive: true, force: true }));
-
 const pageBlocks = PAGES.map((page) => ({ page, blocks: codeBlocks(readFileSync(join(ROOT, page), "utf8")) }));
 const programs: Program[] = [];
-/** Block file → page, to put tsc's messages back on the page. */
-const blockPages = new Map<string, string>();
 for (const { page, blocks } of pageBlocks) {
   for (const b of blocks) {
     if (!b.runs) continue;
-    const file = join(work, `${page.replaceAll("/", "_")}.L${b.fenceLine}.ts`);
-    // Padding puts the code on the page's own lines; `export {}` makes every block a module (top-level await, own names).
-    writeFileSync(file, "\n".repeat(b.fenceLine) + b.code + "export {};\n");
-    blockPages.set(file, page);
-    programs.push({ label: `${page}:${b.fenceLine + 1}`, file, needsUcx: /\bucx:\/\//.test(b.code), prints: expectedOutput(b.code) });
+    programs.push({
+      label: `${page}:${b.fenceLine + 1}`,
+      name: `${page.replaceAll("/", "_")}.L${b.fenceLine}.ts`,
+      // Padding puts the code on the page's own lines; `export {}` makes every block a module (top-level await, own names).
+      source: "\n".repeat(b.fenceLine) + b.code + "export {};\n",
+      needsUcx: /\bucx:\/\//.test(b.code),
+      prints: expectedOutput(b.code),
+    });
   }
 }
 for (const ex of EXAMPLES) {
   const code = readFileSync(join(ROOT, ex), "utf8");
-  writeFileSync(join(work, ex), code);
-  programs.push({ label: ex, file: join(work, ex), needsUcx: /\bucx:\/\//.test(code), prints: [] });
+  programs.push({ label: ex, name: ex, source: code, needsUcx: /\bucx:\/\//.test(code), prints: [] });
 }
-// Read by tsc (-p) and by bun (the nearest tsconfig.json of every file here).
-writeFileSync(
-  join(work, "tsconfig.json"),
-  JSON.stringify({
-    extends: join(ROOT, "tsconfig.json"),
-    compilerOptions: {
-      noEmit: true,
-      paths: { hotpath: [join(ROOT, "src/index.ts")] },
-      typeRoots: [join(ROOT, "node_modules/@types")],
-    },
-    include: [],
-    files: programs.map((p) => p.file),
-  }),
-);
+
+/** The work directory: made before the first test and removed after the last (never when no test runs). */
+let work = "";
+beforeAll(() => {
+  work = mkdtempSync(join(tmpdir(), "hotpath-docs-"));
+  mkdirSync(join(work, "examples"));
+  for (const p of programs) writeFileSync(join(work, p.name), p.source);
+  // Read by tsc (-p) and by bun (the nearest tsconfig.json of every file here).
+  writeFileSync(
+    join(work, "tsconfig.json"),
+    JSON.stringify({
+      extends: join(ROOT, "tsconfig.json"),
+      compilerOptions: {
+        noEmit: true,
+        paths: { hotpath: [join(ROOT, "src/index.ts")] },
+        typeRoots: [join(ROOT, "node_modules/@types")],
+      },
+      include: [],
+      files: programs.map((p) => p.name),
+    }),
+  );
+});
+afterAll(() => {
+  if (work !== "") rmSync(work, { recursive: true, force: true });
+});
 
 interface Outcome {
   exitCode: number | null;
@@ -135,7 +144,7 @@ describe("docs pages", () => {
       const r = await run([process.execPath, tsc, "-p", work, "--pretty", "false"], work, TSC_TIMEOUT_MS);
       // Paths print relative to `work`: examples/x.ts as they are, blocks as their page.
       let report = r.output;
-      for (const [file, page] of blockPages) report = report.replaceAll(relative(work, file), page);
+      for (const p of programs) if (p.name !== p.label) report = report.replaceAll(p.name, p.label.slice(0, p.label.lastIndexOf(":")));
       expect(r.timedOut).toBe(false);
       expect(report).toBe("");
       expect(r.exitCode).toBe(0);
@@ -151,7 +160,7 @@ describe("docs programs run and exit 0", () => {
     test.skipIf(skip)(
       p.label,
       async () => {
-        const r = await run([process.execPath, p.file], work, RUN_TIMEOUT_MS);
+        const r = await run([process.execPath, join(work, p.name)], work, RUN_TIMEOUT_MS);
         if (r.timedOut || r.exitCode !== 0) {
           const why = r.timedOut ? `did not exit within ${RUN_TIMEOUT_MS} ms (killed; a block must close its servers and clients)` : `exited with ${r.exitCode}`;
           throw new Error(`${p.label} ${why}; its output:\n${r.output}`);
