@@ -70,6 +70,7 @@ export function ucpUnavailableReason(): string | null {
     statusString = (s) => String(ucs.ucs_status_string(s));
     globalOpts = { get: ucs.ucs_global_opts_get_value, set: ucs.ucs_global_opts_set_value };
     unavailable = null;
+    applyUcxLogLevel();
   } catch (e) {
     unavailable = `cannot load ${ucpPath} (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); install the Debian package libucx0`;
   }
@@ -96,6 +97,38 @@ export function check(operation: string, status: number): void {
 
 const LOG_LEVEL = cString("LOG_LEVEL");
 const LOG_FATAL = cString("fatal");
+
+/**
+ * UCX's log level when the user sets no UCX_LOG_LEVEL: "fatal". UCX's default ("warn") prints
+ * ERROR lines (to stdout, UCX_LOG_FILE's default) for failures hotpath reports itself as typed
+ * errors, e.g. a ucx candidate of a fallback chain whose connect fails. Silenced rather than
+ * routed: ucs_log_push_handler's callback gets a printf format and a va_list, which JS cannot
+ * expand, and UCX logs from its async thread too, where a JSCallback must not run.
+ */
+const DEFAULT_UCX_LOG_LEVEL = "fatal";
+
+/**
+ * Sets UCX's process-wide log level (ucs_global_opts LOG_LEVEL, which libucs reads from the
+ * environment only once, when it loads): the user's UCX_LOG_LEVEL as is when set (also one set
+ * through process.env after libucs loaded, which UCX's getenv does not see), else
+ * DEFAULT_UCX_LOG_LEVEL. A value UCX refuses leaves the level it had. Called when libucp loads
+ * and before each context reads its config. Thread: any JS thread; the level is process-wide.
+ */
+export function applyUcxLogLevel(): void {
+  const g = globalOpts;
+  if (g === null) return;
+  const level = cString(process.env.UCX_LOG_LEVEL ?? DEFAULT_UCX_LOG_LEVEL); // alive across the call
+  g.set(ptr(LOG_LEVEL), ptr(level));
+}
+
+/** UCX's current log level (ucs_global_opts LOG_LEVEL, e.g. "fatal"), or null when libucs is not loaded. */
+export function ucxLogLevel(): string | null {
+  const g = globalOpts;
+  if (g === null) return null;
+  const out = new Uint8Array(32);
+  if (g.get(ptr(LOG_LEVEL), ptr(out), out.length) !== 0) return null;
+  return new TextDecoder().decode(out.subarray(0, out.indexOf(0)));
+}
 
 /**
  * Runs `fn` with UCX's log level at "fatal", then restores it. For calls whose errors are

@@ -18,13 +18,13 @@
 
 
 import { FFIType, JSCallback, ptr, read, type Pointer } from "bun:ffi";
-import { C, check, cString, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
+import { applyUcxLogLevel, C, check, cString, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
 import { off, size, UCP } from "./ucp-layout.ts";
 import { UcpEndpoint } from "./ucp-endpoint.ts";
 import { UcpMemory } from "./ucp-memory.ts";
 import { RequestTable } from "./ucp-requests.ts";
 
-export { copyOut, isStatusError, sockaddrIn, ucpUnavailableReason, UcxError } from "./ucp-lib.ts";
+export { copyOut, isStatusError, sockaddrIn, ucpUnavailableReason, ucxLogLevel, UcxError } from "./ucp-lib.ts";
 export { UcpEndpoint, UcpRkey } from "./ucp-endpoint.ts";
 export { UcpMemory } from "./ucp-memory.ts";
 
@@ -66,10 +66,12 @@ export class UcpContext {
    * otherwise: only then does UCX track an endpoint's in-flight requests (rendezvous sends and
    * receives) and complete them with an error when the endpoint fails; without it (the default
    * in UCP_ERR_HANDLING_MODE_NONE) a dead peer's requests stay pending forever. The rest of
-   * DEFAULT_UCX_CONFIG applies the same way (a UCX_* variable the user set wins).
+   * DEFAULT_UCX_CONFIG applies the same way (a UCX_* variable the user set wins). UCX's log
+   * level is set first (applyUcxLogLevel: UCX_LOG_LEVEL if the user set it, else quiet).
    */
   static create(opts: { rma: boolean }): UcpContext {
     const c = lib();
+    applyUcxLogLevel();
     const config = new Out();
     check("ucp_config_read", c.ucp_config_read(null, null, config.p));
     try {
