@@ -6,21 +6,28 @@
  *   const s = await serve("tcp://127.0.0.1:0", { 1: (h) => h.data });
  *   const c = await rpcConnect(s.url);
  *   await c.request(1, new Uint8Array([1, 2, 3]));
+ *
+ * This file is the package's public export list ("hotpath" resolves to its build, dist/index.js,
+ * and its declarations): every type a README example or a typical service uses is exported here.
  */
 
 export * from "./errors.ts";
 export * from "./transport/transport.ts";
 export { connect, listen, registerTransport, transports, parseUrl } from "./transport/registry.ts";
 export type { ChosenConnection, ConnectionVia, SkippedTransport } from "./transport/registry.ts";
-export { Client, DEFAULT_WINDOW, MAX_WINDOW } from "./rpc/client.ts";
+export { Client, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_WINDOW, MAX_WINDOW } from "./rpc/client.ts";
 export type { ClientOptions, OnResponse, RequestOptions } from "./rpc/client.ts";
-export { Server, ServerSession, RequestHandle } from "./rpc/server.ts";
-export type { ServerOptions } from "./rpc/server.ts";
+export { Server, ServerSession, RequestHandle, DEFAULT_MAX_PENDING_BYTES } from "./rpc/server.ts";
+export type { ErrorReply, ServerOptions } from "./rpc/server.ts";
 export type { ServerErrorContext, ServerErrorSource, RequestErrorContext, SessionErrorContext, RefusedErrorContext } from "./rpc/report.ts";
 export { serve, rpcConnect, dispatcher } from "./rpc/serve.ts";
 export type { Serving, RpcClient } from "./rpc/serve.ts";
 export { defineService, bindService, implement } from "./rpc/service.ts";
 export type { MethodDef, ServiceDef, ServiceClient, ServiceImpl, Handlers, RawHandler } from "./rpc/service.ts";
 export { raw, struct, bytes, msgpack, DecodeError } from "./rpc/codec.ts";
-export type { Codec, StructCodec, StructValue } from "./rpc/codec.ts";
+export type { BytesField, Codec, FieldType, StructCodec, StructValue } from "./rpc/codec.ts";
+// ucx connections and their RMA regions (types only). A connection
+// made with `ucx: { rma: true }` is a UcxConnection: `(conn as UcxConnection).registerMemory(len)`.
+export type { UcxConnection } from "./ucx/connection.ts";
+export type { CasResult, LocalRegion, RemoteRegion } from "./ucx/rma.ts";
 export * as wire from "./rpc/wire.ts";
