@@ -1,7 +1,8 @@
 /**
  * libc through bun:ffi: shared memory (sealed memfds, and POSIX shm names for benchmarks and
- * tests), mmap, futex, eventfd, poll, a Unix socket's peer credentials (SO_PEERCRED) and
- * pidfds. The only file that names these C functions. Every wrapper checks the return value and
+ * tests), mmap, futex, eventfd, poll, a Unix socket's peer credentials (SO_PEERCRED), pidfds
+ * (SO_PEERPIDFD, pidfd_open, pidfd_getfd), statx, and file leases (tests play hostile peers with
+ * them). The only file that names these C functions. Every wrapper checks the return value and
  * turns errno into a NativeError that names the operation, its arguments and the errno.
  *
  * Ownership: `ShmMapping` owns its fd and mapping; close() closes the fd and drops the shared
@@ -38,6 +39,7 @@ const lib = dlopen("libc.so.6", {
   fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
   open: { args: [FFIType.cstring, FFIType.i32, FFIType.u32], returns: FFIType.i32 },
   getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  statx: { args: [FFIType.i32, FFIType.cstring, FFIType.i32, FFIType.u32, FFIType.ptr], returns: FFIType.i32 },
   __errno_location: { args: [], returns: FFIType.ptr },
   strerror: { args: [FFIType.i32], returns: FFIType.cstring },
 });
@@ -60,6 +62,7 @@ const MAP_FAILED = 0xffffffffffffffff;
 /** Linux values (x86-64 and aarch64 alike); test/shm/access-layout.test.ts checks them against the C headers. */
 export const LINUX = {
   O_PATH: 0o10000000,
+  O_NONBLOCK: 0o4000,
   O_CLOEXEC: 0o2000000,
   O_NOCTTY: 0o400,
   MFD_CLOEXEC: 0x1,
@@ -70,16 +73,45 @@ export const LINUX = {
   F_SEAL_SHRINK: 0x2,
   F_SEAL_GROW: 0x4,
   F_SEAL_WRITE: 0x8,
+  F_SETSIG: 10,
+  F_SETLEASE: 1024,
+  F_GETLEASE: 1025,
+  F_RDLCK: 0,
+  F_WRLCK: 1,
+  F_UNLCK: 2,
+  AT_EMPTY_PATH: 0x1000,
+  AT_STATX_DONT_SYNC: 0x4000,
+  STATX_TYPE: 0x1,
+  STATX_MODE: 0x2,
+  STATX_UID: 0x8,
+  STATX_SIZE: 0x200,
   SOL_SOCKET: 1,
   SO_PEERCRED: 17,
   SO_PEERPIDFD: 77,
   SYS_pidfd_open: 434,
+  SYS_pidfd_getfd: 438,
   /** sizeof(struct ucred): pid, uid, gid, each 32 bits. */
   UCRED_BYTES: 12,
 } as const;
 
+/** struct statx (linux/stat.h): its size and the byte offsets of the fields fileStatus() reads; checked by the same test. */
+export const STATX = {
+  BYTES: 256,
+  UID: 20,
+  MODE: 28,
+  SIZE: 40,
+  DEV_MAJOR: 136,
+  DEV_MINOR: 140,
+} as const;
+if (STATX.DEV_MINOR + 4 > STATX.BYTES || STATX.SIZE % 8 !== 0) throw new Error("libc: struct statx layout drifted");
+
 export const EAGAIN = 11;
+/** EWOULDBLOCK is EAGAIN on Linux. */
+export const EWOULDBLOCK = EAGAIN;
 export const EPERM = 1;
+export const ESRCH = 3;
+export const EBADF = 9;
+export const ENOSYS = 38;
 export const EACCES = 13;
 export const EINVAL = 22;
 export const ENOPROTOOPT = 92;
@@ -137,7 +169,10 @@ export class ShmMapping {
     return ShmMapping.fromFd(`memfd:${label}`, memfdCreate(label, lenBytes, true), lenBytes);
   }
 
-  /** Maps `lenBytes` of an open file, read-write and shared. Takes ownership of `fd` (closed on failure too). */
+  /**
+   * Maps `lenBytes` of an open file, read-write and shared. Takes ownership of `fd`: on failure
+   * (mmap refused, or a range too large for an ArrayBuffer) the fd is closed and nothing stays mapped.
+   */
   static fromFd(name: string, fd: number, lenBytes: number): ShmMapping {
     return ShmMapping.map(name, fd, lenBytes, false);
   }
@@ -182,7 +217,16 @@ export class ShmMapping {
       errnoView[0] = err;
       fail(`mmap("${name}", ${lenBytes})`);
     }
-    return new ShmMapping(name, fd, Number(addr), lenBytes);
+    try {
+      return new ShmMapping(name, fd, Number(addr), lenBytes);
+    } catch (e) {
+      // toArrayBuffer refuses ranges it cannot represent ("Out of memory" above 4 GiB in Bun
+      // 1.4.5): nothing may stay behind, neither the range nor the fd.
+      C.munmap(addr, lenBytes);
+      C.close(fd);
+      if (created) C.shm_unlink(cstr(name));
+      throw new NativeError(`mmap("${name}", ${lenBytes})`, 0, `mapped, but the range cannot become an ArrayBuffer (${(e as Error)?.message ?? String(e)}); unmapped and closed`);
+    }
   }
 
   /** Address of byte `offset` of the mapping (for futex). */
@@ -331,15 +375,110 @@ export function fileSeals(fd: number): number {
 
 /**
  * open(2) of `path`: "path" opens an O_PATH handle (no read, no write, no driver open: safe on
- * any file, good for fstat), "rdwr" opens it O_RDWR | O_NOCTTY. Both O_CLOEXEC. The caller owns
- * the fd. NativeError with the errno on failure (EACCES / EPERM for /proc/<pid>/fd of a process
- * the caller may not inspect).
+ * any file, good for fstat), "rdwr" opens it O_RDWR | O_NOCTTY | O_NONBLOCK: a file someone holds
+ * a lease on fails at once with EWOULDBLOCK instead of blocking the thread until the holder lets
+ * go or lease-break-time (45 s by default) passes; on a regular file O_NONBLOCK changes nothing
+ * else. Both O_CLOEXEC. The caller owns the fd. NativeError with the errno on failure (EACCES /
+ * EPERM for /proc/<pid>/fd of a process the caller may not inspect). Thread: any.
  */
 export function openFile(path: string, access: "path" | "rdwr"): number {
-  const flags = access === "path" ? LINUX.O_PATH | LINUX.O_CLOEXEC : O_RDWR | LINUX.O_NOCTTY | LINUX.O_CLOEXEC;
+  const flags = access === "path" ? LINUX.O_PATH | LINUX.O_CLOEXEC : O_RDWR | LINUX.O_NOCTTY | LINUX.O_NONBLOCK | LINUX.O_CLOEXEC;
   const fd = C.open(cstr(path), flags, 0);
-  if (fd < 0) fail(`open("${path}", ${access === "path" ? "O_PATH" : "O_RDWR"})`);
+  if (fd < 0) fail(`open("${path}", ${access === "path" ? "O_PATH" : "O_RDWR|O_NONBLOCK"})`);
   return fd;
+}
+
+/** What fileStatus() reports of an open file. */
+export interface FileStatus {
+  /** The device of the file system it lives on, "major:minor". */
+  dev: string;
+  /** st_mode: type and permission bits. */
+  mode: number;
+  uid: number;
+  /** Size in bytes (exact below 2^53; anything larger is far past every limit here). */
+  size: number;
+}
+
+const statxBuf = new ArrayBuffer(STATX.BYTES);
+const statxWords = new Uint32Array(statxBuf);
+const statxView = new DataView(statxBuf);
+const EMPTY_PATH = cstr("");
+
+/**
+ * statx(2) of open fd `fd` (O_PATH fds too) with AT_STATX_DONT_SYNC: what the kernel has at hand,
+ * never a round trip to a FUSE daemon or an NFS server (either could make a plain fstat block for
+ * as long as it likes). On a local file system the values are exact. Thread: any.
+ */
+export function fileStatus(fd: number): FileStatus {
+  const mask = LINUX.STATX_TYPE | LINUX.STATX_MODE | LINUX.STATX_UID | LINUX.STATX_SIZE;
+  if (C.statx(fd, EMPTY_PATH, LINUX.AT_EMPTY_PATH | LINUX.AT_STATX_DONT_SYNC, mask, ptr(statxBuf)) !== 0) fail(`statx(${fd})`);
+  return {
+    dev: `${statxWords[STATX.DEV_MAJOR / 4]}:${statxWords[STATX.DEV_MINOR / 4]}`,
+    mode: statxView.getUint16(STATX.MODE, true),
+    uid: statxWords[STATX.UID / 4]!,
+    size: Number(statxView.getBigUint64(STATX.SIZE, true)),
+  };
+}
+
+let memfdDev: string | null = null;
+
+/**
+ * The device every memfd of this kernel lives on (the internal shmem mount), learned once from a
+ * memfd made and closed here. A file on any other device (a FUSE or NFS file, a /dev/shm or /tmp
+ * file) is not a memfd. Thread: any.
+ */
+export function memfdDevice(): string {
+  if (memfdDev === null) {
+    const fd = memfdCreate("hotpath-device-probe", 0, false);
+    try {
+      memfdDev = fileStatus(fd).dev;
+    } finally {
+      C.close(fd);
+    }
+  }
+  return memfdDev;
+}
+
+/**
+ * pidfd_getfd(2) (Linux 5.6+): a duplicate, in this process, of fd `targetFd` of the process
+ * behind `pidfd`, O_CLOEXEC. No open(2) runs (so no lease is broken and no file system is asked)
+ * and the pidfd pins the very process, so a reused pid cannot be mistaken for it. The kernel
+ * requires that the caller may ptrace-attach to that process (PTRACE_MODE_ATTACH_REALCREDS: the
+ * same real uid and a dumpable process, or CAP_SYS_PTRACE; Yama's ptrace_scope may narrow it).
+ * The caller owns the fd. NativeError: ENOSYS (kernel too old), EPERM (not allowed), EBADF (no
+ * such fd there), ESRCH (the process has exited). Thread: any.
+ */
+export function pidfdGetfd(pidfd: number, targetFd: number): number {
+  // syscall(2)'s second argument is declared a pointer for futex; a pidfd travels in the same register.
+  const r = C.syscall(LINUX.SYS_pidfd_getfd, pidfd as unknown as Pointer, targetFd, 0, null, null, 0);
+  if (r < 0) fail(`pidfd_getfd(${pidfd}, ${targetFd})`);
+  return r;
+}
+
+/** Whether the process behind `pidfd` has exited (poll(2) POLLIN, timeout 0). Never blocks. Thread: any. */
+export function processExited(pidfd: number): boolean {
+  pollfd[0] = pidfd;
+  pollfd[1] = POLLIN;
+  return C.poll(ptr(pollfd), 1, 0) > 0;
+}
+
+const LEASES = { read: LINUX.F_RDLCK, write: LINUX.F_WRLCK, none: LINUX.F_UNLCK } as const;
+
+/**
+ * fcntl(F_SETSIG, signal) then fcntl(F_SETLEASE): takes (or with "none" drops) a lease on `fd`;
+ * a signal the process ignores keeps a lease break from killing it (SIGIO's default). Tests use it
+ * to play a client that would stall any open(2) of its segment. Thread: any.
+ */
+export function setLease(fd: number, kind: keyof typeof LEASES, signal: number): void {
+  if (C.fcntl(fd, LINUX.F_SETSIG, signal) !== 0) fail(`fcntl(${fd}, F_SETSIG, ${signal})`);
+  if (C.fcntl(fd, LINUX.F_SETLEASE, LEASES[kind]) !== 0) fail(`fcntl(${fd}, F_SETLEASE, ${kind})`);
+}
+
+/** The lease on `fd` (fcntl F_GETLEASE). Thread: any. */
+export function getLease(fd: number): keyof typeof LEASES {
+  const r = C.fcntl(fd, LINUX.F_GETLEASE, 0);
+  if (r < 0) fail(`fcntl(${fd}, F_GETLEASE)`);
+  return r === LINUX.F_RDLCK ? "read" : r === LINUX.F_WRLCK ? "write" : "none";
 }
 
 /** ftruncate(2) of an open fd (tests use it to try to shrink a sealed segment: EPERM). */
@@ -373,11 +512,22 @@ export function peerCredentials(fd: number): Ucred {
 /**
  * A pidfd of the peer process of connected Unix socket `fd`, or -1 where none can be had. The
  * kernel's SO_PEERPIDFD (Linux 6.5+) names exactly the process that connected (no pid-reuse
- * race); older kernels fall back to pidfd_open(`pid`) (Linux 5.3+). The caller owns the fd.
+ * race; if it has exited, the pidfd says so). Only a kernel that does not know SO_PEERPIDFD
+ * falls back to pidfd_open(`pid`) (Linux 5.3+), which can name a process that took over a reused
+ * pid. The caller owns the fd. Thread: any.
  */
 export function peerPidfd(fd: number, pid: number): number {
   optLen[0] = 4;
-  if (C.getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERPIDFD, ptr(intOpt), ptr(optLen)) === 0 && intOpt[0]! >= 0) return intOpt[0]!;
+  if (C.getsockopt(fd, LINUX.SOL_SOCKET, LINUX.SO_PEERPIDFD, ptr(intOpt), ptr(optLen)) === 0) return intOpt[0]! >= 0 ? intOpt[0]! : -1;
+  return errno() === ENOPROTOOPT ? pidfdOpen(pid) : -1;
+}
+
+/**
+ * pidfd_open(`pid`) (Linux 5.3+), or -1 where it fails (no such process, kernel too old). Whoever
+ * holds `pid` now: prefer a pidfd from the kernel's own record (peerPidfd). The caller owns the fd.
+ * Thread: any.
+ */
+export function pidfdOpen(pid: number): number {
   if (pid <= 0) return -1;
   // syscall(2)'s second argument is declared a pointer for futex; a pid travels in the same register.
   const r = C.syscall(LINUX.SYS_pidfd_open, pid as unknown as Pointer, 0, 0, null, null, 0);

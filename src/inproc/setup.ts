@@ -31,6 +31,7 @@ import {
   acceptHandshake,
   checkListener,
   Handshake,
+  HandshakeBudget,
   HANDSHAKE_TIMEOUT_MS,
   openHandshake,
   ownLimit,
@@ -225,6 +226,8 @@ class InprocListener extends ListenerBase<SegmentConnection> {
   private readonly waitingSockets = new Map<string, { socket: Socket<Handshake>; peerMax: number | undefined }>();
   private bound: BoundSocket<UnixSocketListener<Handshake>> | null = null;
   private bc: BroadcastChannel | null = null;
+  /** Any uid can connect to the socket (and is then refused): the same cap as shm's. */
+  private readonly budget: HandshakeBudget;
 
   constructor(
     readonly name: string,
@@ -233,6 +236,7 @@ class InprocListener extends ListenerBase<SegmentConnection> {
     super();
     this.url = `inproc://${name}`;
     this.where = `inproc listen "${name}"`;
+    this.budget = new HandshakeBudget(this.where);
   }
 
   /** Binds the rendezvous socket and opens the channel; ConnectError when the name is held. */
@@ -259,7 +263,7 @@ class InprocListener extends ListenerBase<SegmentConnection> {
             open: (s) => this.opened(s),
             data: (s, chunk) => {
               if (s.data.refused) return refusedData(s);
-            if (s.data.conn) return;
+              if (s.data.conn) return;
               const line = s.data.line(chunk);
               if (line === null) return;
               this.hello(s, line);
@@ -267,6 +271,7 @@ class InprocListener extends ListenerBase<SegmentConnection> {
             close: (s) => {
               const hs = s.data;
               clearTimeout(hs?.timer);
+              hs?.release();
               if (hs?.conn) {
                 this.forget(hs.conn);
                 hs.conn.onPeerGone("the client side closed (or its Worker ended)");
@@ -288,10 +293,11 @@ class InprocListener extends ListenerBase<SegmentConnection> {
     this.bc?.close();
   }
 
-  /** A client connected: only a thread of this process is admitted. */
+  /** A client connected: closed at once beyond the budget; only a thread of this process is admitted. */
   private opened(s: Socket<Handshake>): void {
-    openHandshake(s, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
     const creds = socketPeer(s);
+    const busy = openHandshake(s, this.budget, creds, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
+    if (busy !== null) return this.refused(busy, "busy");
     if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`), true);
     if (creds.pid !== process.pid) {
       return this.refuse(s, new AuthError(`${this.where}: the client is process ${creds.pid} (uid ${creds.uid}), not this process (${process.pid}): inproc admits only threads of its own process`), true);

@@ -9,7 +9,15 @@
  * `allow`; root is not admitted unless listed. A refused peer gets one JSON line
  * `{"error":why,"refused":"auth"}` (its AuthError) and the listener reports the refusal
  * (Listener.onRefused / stats). A client checks first that the listener runs as `expectUid`
- * (default: its own effective uid) and closes at once otherwise, having sent nothing.
+ * (default: its own effective uid) and closes at once otherwise, having sent nothing. A
+ * listener's refusal text reaches the client's error quoted, escaped and capped (refusalError):
+ * it is the listener's word, not ours.
+ *
+ * Budget (HandshakeBudget): anyone may connect to the socket, admitted or not, so the sockets a
+ * listener holds before a session exists (waiting for a hello, or refused and lingering so the
+ * peer can read why) are capped, in all and per uid; beyond the cap a socket is closed at once
+ * and counted as refused "busy". Without it a local user holding a few hundred connections ran
+ * a server out of fds (EMFILE), and Bun's accept loop then spun on the listening socket.
  *
  * Example (listener side):
  *   const admit = admission(`shm listen "x"`, opts.allow);
@@ -38,6 +46,17 @@ export const HANDSHAKE_TIMEOUT_MS = 5000;
 export const REFUSAL_LINGER_MS = 2000;
 /** A handshake line longer than this is garbage. */
 const MAX_LINE = 4096;
+/**
+ * Sockets of one listener before their session exists (in their handshake, or refused and
+ * lingering): far more than honest clients connecting at once, far below the usual fd limit
+ * (1024), so a flood cannot starve the process of fds. A fixed constant; see HandshakeBudget.
+ */
+export const MAX_PENDING_HANDSHAKES = 256;
+/** One uid's share of MAX_PENDING_HANDSHAKES: a quarter, so a flooding uid leaves room for the others. */
+export const MAX_PENDING_PER_UID = 64;
+/** Characters of a listener's refusal text a client keeps (its own messages fit in a few hundred). */
+export const MAX_REFUSAL_CHARS = 512;
+if (MAX_PENDING_PER_UID * 4 > MAX_PENDING_HANDSHAKES || MAX_REFUSAL_CHARS > MAX_LINE) throw new Error("handshake limits drifted");
 
 /** The listener name in `scheme://name`: letters, digits, `.`, `_`, `-`, at most MAX_NAME_CHARS (its socket path must fit in sun_path). */
 export function sessionName(url: URL): string {
@@ -146,10 +165,63 @@ export function checkListener(where: string, s: Socket<Handshake>, expectUid: nu
   return null;
 }
 
-/** Client side: the error for a listener's refusal line: AuthError when it refused who we are, else ConnectError. */
+// C0 and C1 controls, and the Unicode marks that reorder or break displayed text.
+const UNSAFE_CHARS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** A peer's text made safe to show inside our message: controls escaped as \uXXXX, at most MAX_REFUSAL_CHARS kept. */
+export function peerText(text: string): string {
+  const kept = text.length > MAX_REFUSAL_CHARS ? `${text.slice(0, MAX_REFUSAL_CHARS)}… (${text.length - MAX_REFUSAL_CHARS} more characters)` : text;
+  return kept.replace(UNSAFE_CHARS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}
+
+/**
+ * Client side: the error for a listener's refusal line: AuthError when it refused who we are,
+ * else ConnectError. The listener's text is quoted as its own (peerText): a hostile listener
+ * cannot forge terminal escapes, log lines or a message of unbounded length.
+ */
 export function refusalError(where: string, reply: { error?: unknown; refused?: unknown }): HotpathError {
-  const why = typeof reply.error === "string" ? reply.error : "no reason given";
-  return reply.refused === "auth" ? new AuthError(`${where}: refused by the listener: ${why}`) : new ConnectError(`${where}: server refused: ${why}`);
+  const said = typeof reply.error === "string" ? `the listener said: "${peerText(reply.error)}"` : "the listener gave no reason";
+  return reply.refused === "auth" ? new AuthError(`${where}: refused by the listener (${said})`) : new ConnectError(`${where}: the listener refused (${said})`);
+}
+
+/**
+ * The sockets a listener holds before their session exists, counted in all and per uid (see the
+ * module comment). Belongs to its listener's thread.
+ */
+export class HandshakeBudget {
+  private total = 0;
+  private readonly byUid = new Map<number, number>();
+
+  constructor(
+    private readonly where: string,
+    private readonly maxTotal = MAX_PENDING_HANDSHAKES,
+    private readonly maxPerUid = MAX_PENDING_PER_UID,
+  ) {}
+
+  /** Counts `hs` under `uid` (-1: unknown) and returns null, or returns why not (nothing counted). */
+  take(hs: Handshake, uid: number): ConnectError | null {
+    const mine = this.byUid.get(uid) ?? 0;
+    if (this.total >= this.maxTotal || mine >= this.maxPerUid) {
+      return new ConnectError(
+        `${this.where}: too many connections in their handshake (${mine} of uid ${uid}, ${this.total} in all; at most ${this.maxPerUid} per uid and ${this.maxTotal} in all): closed at once`,
+      );
+    }
+    this.total++;
+    this.byUid.set(uid, mine + 1);
+    hs.budget = this;
+    hs.budgetUid = uid;
+    return null;
+  }
+
+  /** Gives back what `hs` took, if anything; idempotent. */
+  release(hs: Handshake): void {
+    if (hs.budget !== this) return;
+    hs.budget = null;
+    this.total--;
+    const left = (this.byUid.get(hs.budgetUid) ?? 1) - 1;
+    if (left > 0) this.byUid.set(hs.budgetUid, left);
+    else this.byUid.delete(hs.budgetUid);
+  }
 }
 
 /**
@@ -174,10 +246,20 @@ export class Handshake {
   refused = false;
   /** Drops a peer that never completes the handshake; cleared once it does (or leaves). */
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** The listener's budget this socket counts against until its session exists or it closes (release()). */
+  budget: HandshakeBudget | null = null;
+  budgetUid = -1;
+  // UTF-8 across chunk boundaries: a character split between two reads stays whole.
+  private readonly decoder = new TextDecoder();
+
+  /** Listener side: the socket no longer counts against its listener's budget; idempotent. */
+  release(): void {
+    this.budget?.release(this);
+  }
 
   /** Appends a chunk; returns the first complete line, "" for an over-long one, null for none yet. */
   line(chunk: Uint8Array): string | null {
-    this.text += Buffer.from(chunk).toString("latin1");
+    this.text += this.decoder.decode(chunk, { stream: true });
     const nl = this.text.indexOf("\n");
     if (nl < 0) return this.text.length > MAX_LINE ? "" : null;
     const line = this.text.slice(0, nl);
@@ -187,19 +269,30 @@ export class Handshake {
 }
 
 /**
- * Listener side: a new control socket gets its handshake state and a deadline to finish it;
- * `onLate` runs if it does not (the listener refuses it as a protocol error).
+ * Listener side: a new control socket of a peer with credentials `creds` (null: unknown) gets its
+ * handshake state, a place in `budget` and a deadline to finish; `onLate` runs if it does not
+ * (the listener refuses it as a protocol error). Over budget the socket is closed at once and
+ * the error returned, for the listener to count as refused "busy"; else null. The listener's
+ * close handler calls `s.data.release()`.
  */
-export function openHandshake(s: Socket<Handshake>, onLate: () => void): void {
+export function openHandshake(s: Socket<Handshake>, budget: HandshakeBudget, creds: Ucred | null, onLate: () => void): ConnectError | null {
   s.data = new Handshake();
+  const busy = budget.take(s.data, creds?.uid ?? -1);
+  if (busy !== null) {
+    s.data.refused = true;
+    s.terminate();
+    return busy;
+  }
   s.data.timer = setTimeout(() => {
     if (!s.data.conn && !s.data.refused && s.readyState > 0) onLate();
   }, HANDSHAKE_TIMEOUT_MS);
+  return null;
 }
 
 /** Listener side: the session is set up; tell the client, with the largest body this side accepts. */
 export function acceptHandshake(s: Socket<Handshake>, conn: SegmentConnection): void {
   s.data.conn = conn;
+  s.data.release();
   clearTimeout(s.data.timer);
   s.write(`${JSON.stringify({ ok: true, maxMessageBytes: conn.caps.maxMessageBytes })}\n`);
 }

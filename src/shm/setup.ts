@@ -9,21 +9,31 @@
  *
  * Each client creates its own session segment as a memfd, sizes it, seals it against shrinking
  * and growing (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) and writes its header, then sends one
- * JSON line with the segment's fd number. The server opens `/proc/<pid>/fd/<fd>` with the pid
- * the kernel reported for the socket (never a pid from the hello), and maps it only if it is a
- * regular file owned by the client's uid, sealed against resizing, and exactly the size the hello
- * claims; then it checks magic, version and layout and answers `{"ok":true}` or refuses.
+ * JSON line with the segment's fd number. The server takes that fd out of the very process the
+ * kernel says is on the socket: pidfd_getfd(2) on its SO_PEERPIDFD pidfd (never a pid from the
+ * hello, never a pid looked up again later: a pid can be reused, a pidfd cannot). No open(2) of
+ * the client's file runs, so nothing the client controls can block the server's thread (a lease
+ * on the file, a FUSE or NFS file whose open never returns). The fd is mapped only if it is a
+ * memfd (its device is the one every memfd lives on: no FUSE, NFS or tmpfs file gets further),
+ * a regular file owned by the client's uid, sealed against resizing, exactly the size the hello
+ * claims, at most MAX_SEGMENT_BYTES, and exactly the size its header describes; then it checks
+ * magic, version and layout and answers `{"ok":true}` or refuses. Kernels without pidfd_getfd
+ * (before 5.6), or where it is refused (Yama ptrace_scope), fall back to opening
+ * `/proc/<pid>/fd/<fd>` O_PATH, checking the device before anything else, then reopening it
+ * O_NONBLOCK (a leased file fails at once with EWOULDBLOCK) and checking through the pidfd that
+ * the client is still the process behind that pid.
  *
  * Why this is stronger than named segments created O_EXCL 0600: a name can be guessed, squatted,
  * pre-created or swapped, and whoever may open it may also ftruncate it, so a client could shrink
  * the segment under the server and kill it with SIGBUS; a server that unlinked names from a
  * hello could be made to delete files it never created. A memfd has no name at all: nothing in
  * /dev/shm to squat, remove or leave behind after a crash, nothing for the server to unlink, and
- * the seals make a truncation fail with EPERM for everyone, its creator included. Reaching it
- * takes /proc/<pid>/fd of the creating process, which the kernel allows only to processes that
- * may inspect it (same uid, or root): the ptrace access rule. That rule also means a server that
- * is not root cannot open the segment of a client of another uid even when `allow` admits it; it
- * refuses such a client with an AuthError that says so. A root server admitting a user works.
+ * the seals make a truncation fail with EPERM for everyone, its creator included. Taking it
+ * needs the kernel's ptrace access rule: pidfd_getfd asks that the server may ptrace-attach to
+ * the client (PTRACE_MODE_ATTACH_REALCREDS: the same real uid and a dumpable client, or root;
+ * the /proc fallback needs the weaker "may inspect"). So a server that is not root cannot take
+ * the segment of a client of another uid even when `allow` admits it; it refuses such a client
+ * with an AuthError that says so. A root server admitting a user works.
  *
  * Both lines carry the side's maxMessageBytes, so each side learns the largest body the other
  * accepts (caps.peerMaxMessageBytes) and refuses a larger send locally.
@@ -40,9 +50,32 @@
  */
 
 import type { Socket, UnixSocketListener } from "bun";
-import { fstatSync, type Stats } from "node:fs";
 import { AuthError, ConnectError, describeThrown, HotpathError, NativeError, ProtocolError } from "../errors.ts";
-import { closeFd, EACCES, EINVAL, ENOENT, EPERM, fileSeals, futexWait, futexWake, LINUX, openFile, peerGone, peerPidfd, ShmMapping, type Ucred } from "../ffi/libc.ts";
+import {
+  closeFd,
+  EACCES,
+  EBADF,
+  EINVAL,
+  ENOENT,
+  ENOSYS,
+  EPERM,
+  ESRCH,
+  EWOULDBLOCK,
+  fileSeals,
+  fileStatus,
+  futexWait,
+  futexWake,
+  LINUX,
+  memfdDevice,
+  openFile,
+  peerGone,
+  peerPidfd,
+  pidfdGetfd,
+  processExited,
+  ShmMapping,
+  type FileStatus,
+  type Ucred,
+} from "../ffi/libc.ts";
 import { ListenerBase } from "../listener-base.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 import type { SegmentConnection, Signals } from "./connection.ts";
@@ -52,6 +85,7 @@ import {
   checkListener,
   expectedUid,
   Handshake,
+  HandshakeBudget,
   HANDSHAKE_TIMEOUT_MS,
   openHandshake,
   ownLimit,
@@ -67,13 +101,19 @@ import {
   socketFd,
   socketPeer,
 } from "./handshake.ts";
-import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "./layout.ts";
+import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader, type SegmentLayout } from "./layout.ts";
 import { bindSocket, socketDir, socketDirOf, type BoundSocket } from "./socket-dir.ts";
 
 const DOORBELL = new Uint8Array([1]);
 const socketFile = (dir: string, name: string) => `${dir}/shm-${name}.sock`;
 /** The seals a segment must carry: without them its creator could truncate it under the server (SIGBUS). */
 const REQUIRED_SEALS = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
+/**
+ * The largest segment a hello may name: the header's totalBytes is one u32 word and computeLayout
+ * refuses more; a larger file is refused before it is mapped (a sparse 1 TiB memfd costs its
+ * creator nothing and would cost the server its address space).
+ */
+export const MAX_SEGMENT_BYTES = 0xffffffff;
 
 function signalsFor(mapping: ShmMapping, socket: Socket<Handshake>, pidfd: () => number): Signals {
   const fd = socketFd(socket);
@@ -88,17 +128,23 @@ function signalsFor(mapping: ShmMapping, socket: Socket<Handshake>, pidfd: () =>
   };
 }
 
-/** A session over `mapping`; a pidfd of the peer process joins the liveness probe and is closed with the connection. */
+/**
+ * A session over `mapping` laid out as `layout` (read once, and checked, by whoever made or took
+ * the segment). `pidfd` (of the peer process, -1: none) joins the liveness probe; the connection
+ * owns it from here and closes it with itself (on failure too).
+ */
 function makeConnection(
   side: "A" | "B",
   mapping: ShmMapping,
+  layout: SegmentLayout,
   socket: Socket<Handshake>,
   peer: string,
   opts: ConnectOptions | ListenOptions,
   peerMaxMessageBytes: number | undefined,
   creds: Ucred,
+  peerPidfdIn: number,
 ): SessionConnection {
-  let pidfd = peerPidfd(socketFd(socket), creds.pid);
+  let pidfd = peerPidfdIn;
   const dropPidfd = () => {
     if (pidfd < 0) return;
     const fd = pidfd;
@@ -114,7 +160,7 @@ function makeConnection(
       {
         transport: "shm",
         buffer: mapping.buffer,
-        layout: readHeader(new Uint32Array(mapping.buffer, 0, 32), `shm segment ${mapping.name}`, mapping.lenBytes),
+        layout,
         side,
         signals: signalsFor(mapping, socket, () => pidfd),
         peer,
@@ -188,7 +234,7 @@ export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connec
           const peerMax = peerLimit(reply.maxMessageBytes);
           if (peerMax === null) return settle(new ProtocolError(`${where}: handshake reply has maxMessageBytes ${String(reply.maxMessageBytes)}`));
           try {
-            hs.conn = makeConnection("A", mapping, s, peer, opts, peerMax, hs.creds!);
+            hs.conn = makeConnection("A", mapping, layout, s, peer, opts, peerMax, hs.creds!, peerPidfd(socketFd(s), hs.creds!.pid));
           } catch (e) {
             return settle(e instanceof HotpathError ? e : new ConnectError(`${where}: ${describeThrown(e)}`));
           }
@@ -234,51 +280,106 @@ export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connec
 const isFdNumber = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0x7fffffff;
 const isByteCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v > 0;
 
-/** Why /proc/<pid>/fd/<fd> of a client could not be opened, as the error the client gets. */
-function cannotOpen(where: string, path: string, peer: Ucred, fd: number, e: unknown): HotpathError {
+/** Why the client's fd could not be had (pidfd_getfd, or open through /proc), as the error the client gets. */
+function cannotTake(where: string, how: string, peer: Ucred, fd: number, e: unknown): HotpathError {
   const errno = e instanceof NativeError ? e.errno : 0;
   if (errno === EACCES || errno === EPERM) {
     const why =
       ownUid() !== 0 && peer.uid !== ownUid()
-        ? `a server that is not root cannot open the memory of a process of another uid (the kernel's ptrace access rule for /proc/<pid>/fd); run the server as root, or the client as uid ${ownUid()}`
-        : "the client process does not let others inspect it (it is not dumpable)";
-    return new AuthError(`${where}: cannot open the segment of client pid ${peer.pid} (uid ${peer.uid}) at ${path}: ${why}`);
+        ? `a server that is not root cannot take the memory of a process of another uid (the kernel's ptrace access rule: pidfd_getfd needs the right to ptrace-attach, /proc/<pid>/fd the right to inspect); run the server as root, or the client as uid ${ownUid()}`
+        : "the kernel does not let this server attach to or inspect the client (it is not dumpable, or Yama or another security module forbids it)";
+    return new AuthError(`${where}: cannot take the segment of client pid ${peer.pid} (uid ${peer.uid}) through ${how}: ${why}`);
   }
-  if (errno === ENOENT) return new ProtocolError(`${where}: the hello names fd ${fd}, which client pid ${peer.pid} does not have open`);
-  return new ProtocolError(`${where}: cannot open the segment of client pid ${peer.pid} at ${path}: ${describeThrown(e)}`);
+  if (errno === ENOENT || errno === EBADF) return new ProtocolError(`${where}: the hello names fd ${fd}, which client pid ${peer.pid} does not have open`);
+  if (errno === ESRCH) return new ProtocolError(`${where}: client pid ${peer.pid} has exited before its segment could be taken`);
+  if (errno === EWOULDBLOCK) return new ProtocolError(`${where}: the segment at fd ${fd} of client pid ${peer.pid}: someone holds a lease on it (open(2): EWOULDBLOCK), it is not a segment to map`);
+  return new ProtocolError(`${where}: cannot take the segment at fd ${fd} of client pid ${peer.pid} through ${how}: ${describeThrown(e)}`);
 }
 
-const fileKind = (st: Stats) => (st.isSocket() ? "a socket" : st.isFIFO() ? "a pipe" : st.isDirectory() ? "a directory" : st.isCharacterDevice() || st.isBlockDevice() ? "a device" : "not a regular file");
+const S_IFMT = 0o170000;
+const fileKind = (mode: number): string =>
+  ({ 0o140000: "a socket", 0o010000: "a pipe", 0o040000: "a directory", 0o020000: "a device", 0o060000: "a device", 0o120000: "a symbolic link" })[mode & S_IFMT] ?? "not a regular file";
+const isRegular = (st: FileStatus) => (st.mode & S_IFMT) === 0o100000;
+
+/** Refused (the error thrown) unless `st` is a memfd: on the memfd device, a regular file. Only statx has run on it so far. */
+function requireMemfd(where: string, what: string, st: FileStatus): void {
+  if (st.dev !== memfdDevice()) {
+    throw new ProtocolError(`${where}: ${what} is not a memfd (it lives on device ${st.dev}, memfds on ${memfdDevice()}): only a sealed memfd is mapped`);
+  }
+  if (!isRegular(st)) throw new ProtocolError(`${where}: ${what} is ${fileKind(st.mode)}, not a memory segment`);
+}
 
 /**
- * Opens and maps the segment a client's hello names: fd `fd` of the process the kernel says is
- * on the socket. Refused (the error thrown) unless it is a regular file owned by the client's uid,
- * sealed against shrinking and growing, of exactly `bytes` bytes. The fd is first opened O_PATH,
- * so nothing but a regular file is ever opened for reading and writing (no device's open runs).
+ * The fallback where pidfd_getfd is missing or refused: fd `fd` of client `peer` through
+ * /proc/<pid>/fd. Opened O_PATH first (no driver or file system open runs) and refused unless it
+ * is a memfd (requireMemfd) before it is reopened O_RDWR | O_NONBLOCK (a leased file fails at once
+ * with EWOULDBLOCK instead of blocking this thread); the pid is checked afterwards to be still
+ * the client's: its `pidfd` (-1: none to check with) must not report an exit. Returns the
+ * O_RDWR fd, owned by the caller; the error for the client otherwise. Thread: the listener's.
  */
-function openClientSegment(where: string, peer: Ucred, fd: number, bytes: number): ShmMapping {
-  if (peer.pid <= 0) throw new ProtocolError(`${where}: the client's pid is not visible from here (another pid namespace): its segment cannot be opened`);
+export function reopenThroughProc(where: string, peer: Ucred, pidfd: number, fd: number): number {
+  if (peer.pid <= 0) throw new ProtocolError(`${where}: the client's pid is not visible from here (another pid namespace): its segment cannot be taken`);
   const path = `/proc/${peer.pid}/fd/${fd}`;
-  const what = `the segment at fd ${fd} of client pid ${peer.pid}`;
   let handle: number;
   try {
     handle = openFile(path, "path");
   } catch (e) {
-    throw cannotOpen(where, path, peer, fd, e);
+    throw cannotTake(where, path, peer, fd, e);
   }
-  let rw = -1;
   try {
-    const st = fstatSync(handle);
-    if (!st.isFile()) throw new ProtocolError(`${where}: ${what} is ${fileKind(st)}, not a memory segment`);
-    if (st.uid !== peer.uid) throw new ProtocolError(`${where}: ${what} is owned by uid ${st.uid}, but the client runs as uid ${peer.uid}`);
+    requireMemfd(where, `the segment at fd ${fd} of client pid ${peer.pid}`, fileStatus(handle));
+    let rw: number;
     try {
       rw = openFile(`/proc/self/fd/${handle}`, "rdwr");
     } catch (e) {
-      throw cannotOpen(where, path, peer, fd, e);
+      throw cannotTake(where, path, peer, fd, e);
     }
+    if (pidfd >= 0 && processExited(pidfd)) {
+      closeFd(rw);
+      throw new ProtocolError(`${where}: client pid ${peer.pid} has exited before its segment could be taken (the pid may belong to another process now)`);
+    }
+    return rw;
+  } finally {
+    closeFd(handle);
+  }
+}
+
+/** fd `fd` of the client as an fd of this process (owned by the caller): pidfd_getfd, else reopenThroughProc. */
+function takeClientFd(where: string, peer: Ucred, pidfd: number, fd: number): number {
+  if (pidfd >= 0) {
+    try {
+      return pidfdGetfd(pidfd, fd);
+    } catch (e) {
+      const errno = e instanceof NativeError ? e.errno : 0;
+      // ENOSYS: a kernel before 5.6. EPERM: attaching is refused (Yama, an LSM, another uid),
+      // while inspecting may still be allowed; the fallback names the rule if it is not.
+      if (errno !== ENOSYS && errno !== EPERM) throw cannotTake(where, "pidfd_getfd", peer, fd, e);
+    }
+  }
+  return reopenThroughProc(where, peer, pidfd, fd);
+}
+
+/**
+ * Takes and maps the segment a client's hello names: fd `fd` of the process behind `pidfd` (the
+ * client on the socket, `peer` its credentials). Refused (the error thrown, nothing left open or
+ * mapped) unless `bytes` is at most MAX_SEGMENT_BYTES and the fd is a memfd owned by the
+ * client's uid, sealed against shrinking and growing, of exactly `bytes` bytes, whose header
+ * describes exactly that many. Returns the mapping (owned by the caller) and the layout read
+ * from its header, once. Thread: the listener's.
+ */
+export function openClientSegment(where: string, peer: Ucred, pidfd: number, fd: number, bytes: number): { mapping: ShmMapping; layout: SegmentLayout } {
+  if (bytes > MAX_SEGMENT_BYTES) {
+    throw new ProtocolError(`${where}: the hello says ${bytes} bytes, more than a segment can have (at most ${MAX_SEGMENT_BYTES} bytes): refused before mapping`);
+  }
+  const what = `the segment at fd ${fd} of client pid ${peer.pid}`;
+  let own = takeClientFd(where, peer, pidfd, fd);
+  try {
+    const st = fileStatus(own); // exact from here on: a memfd, and the seals forbid any change of size
+    requireMemfd(where, what, st);
+    if (st.uid !== peer.uid) throw new ProtocolError(`${where}: ${what} is owned by uid ${st.uid}, but the client runs as uid ${peer.uid}`);
     let seals: number;
     try {
-      seals = fileSeals(rw);
+      seals = fileSeals(own);
     } catch (e) {
       if (e instanceof NativeError && e.errno === EINVAL) throw new ProtocolError(`${where}: ${what} cannot be sealed (not a memfd), so its size is not fixed`);
       throw e;
@@ -286,14 +387,20 @@ function openClientSegment(where: string, peer: Ucred, fd: number, bytes: number
     if ((seals & REQUIRED_SEALS) !== REQUIRED_SEALS) {
       throw new ProtocolError(`${where}: ${what} is not sealed against resizing (seals 0x${seals.toString(16)}, F_SEAL_SHRINK and F_SEAL_GROW are required): it could be truncated under the server`);
     }
-    const size = fstatSync(rw).size; // fixed from here on: the seals forbid any change
-    if (size !== bytes) throw new ProtocolError(`${where}: ${what} has ${size} bytes, the hello says ${bytes}`);
-    const owned = rw;
-    rw = -1;
-    return ShmMapping.fromFd(`${path} (client pid ${peer.pid})`, owned, bytes);
+    if (st.size !== bytes) throw new ProtocolError(`${where}: ${what} has ${st.size} bytes, the hello says ${bytes}`);
+    const fdOfMapping = own;
+    own = -1;
+    const mapping = ShmMapping.fromFd(`${what} (client uid ${peer.uid})`, fdOfMapping, bytes);
+    try {
+      const layout = readHeader(new Uint32Array(mapping.buffer, 0, 32), `shm segment of client pid ${peer.pid}`, bytes);
+      if (layout.totalBytes !== bytes) throw new ProtocolError(`${where}: ${what} has ${bytes} bytes, but its header describes a layout of ${layout.totalBytes} bytes`);
+      return { mapping, layout };
+    } catch (e) {
+      mapping.close();
+      throw e;
+    }
   } finally {
-    closeFd(handle);
-    if (rw >= 0) closeFd(rw);
+    if (own >= 0) closeFd(own);
   }
 }
 
@@ -302,6 +409,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
   readonly url: string;
   private readonly where: string;
   private readonly admit: (peer: Ucred) => string | null;
+  private readonly budget: HandshakeBudget;
   private bound: BoundSocket<UnixSocketListener<Handshake>> | null = null;
 
   constructor(
@@ -312,6 +420,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
     this.url = `shm://${name}`;
     this.where = `shm listen "${name}"`;
     this.admit = admission(this.where, opts.allow);
+    this.budget = new HandshakeBudget(this.where);
   }
 
   /** Binds the listener's socket name; ConnectError when it cannot (held, untrusted directory). */
@@ -334,6 +443,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
           close: (s) => {
             const hs = s.data;
             clearTimeout(hs?.timer);
+            hs?.release();
             if (hs?.conn) {
               this.forget(hs.conn);
               hs.conn.onPeerGone("the client closed the session (or its process exited)");
@@ -348,10 +458,11 @@ class ShmListener extends ListenerBase<SegmentConnection> {
     this.bound?.close(closeActive);
   }
 
-  /** A client connected: who is it? Refused at once unless admitted. */
+  /** A client connected: who is it? Closed at once beyond the budget, refused at once unless admitted. */
   private opened(s: Socket<Handshake>): void {
-    openHandshake(s, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
     const creds = socketPeer(s);
+    const busy = openHandshake(s, this.budget, creds, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
+    if (busy !== null) return this.refused(busy, "busy");
     if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`), true);
     const why = this.admit(creds);
     if (why !== null) return this.refuse(s, new AuthError(why), true);
@@ -374,17 +485,19 @@ class ShmListener extends ListenerBase<SegmentConnection> {
     const peerMax = peerLimit(hello.maxMessageBytes);
     if (peerMax === null) return this.refuse(s, new ProtocolError(`${this.where}: malformed handshake: maxMessageBytes ${String(hello.maxMessageBytes)}`));
     const creds = s.data.creds!;
-    let mapping: ShmMapping;
+    const pidfd = peerPidfd(socketFd(s), creds.pid);
+    let segment: { mapping: ShmMapping; layout: SegmentLayout };
     try {
-      mapping = openClientSegment(this.where, creds, fd, bytes);
+      segment = openClientSegment(this.where, creds, pidfd, fd, bytes);
     } catch (e) {
+      if (pidfd >= 0) closeFd(pidfd);
       return this.refuse(s, e instanceof HotpathError && !(e instanceof NativeError) ? e : new ProtocolError(`${this.where}: ${describeThrown(e)}`));
     }
     let conn: SessionConnection;
     try {
-      conn = makeConnection("B", mapping, s, `shm://${this.name} (client)`, this.opts, peerMax, creds);
+      conn = makeConnection("B", segment.mapping, segment.layout, s, `shm://${this.name} (client)`, this.opts, peerMax, creds, pidfd);
     } catch (e) {
-      mapping.close();
+      segment.mapping.close();
       return this.refuse(s, new ProtocolError(`${this.where}: ${describeThrown(e)}`));
     }
     acceptHandshake(s, conn);

@@ -83,7 +83,7 @@ describe("hostile shm hellos are refused; the server keeps serving", () => {
       const before = serving.listener.stats.refusedProtocol;
       // Old servers opened "segment" by name and unlinked it when its magic was bad.
       const got = await peer(["raw", socketPath(), JSON.stringify({ hello: "hotpath-shm", segment: `/${decoyName}`, bytes: 4096, pid: 1 }), `file:${decoy}`]);
-      expectRefused(got, "protocol", /is not sealed against resizing/);
+      expectRefused(got, "protocol", /is not a memfd \(it lives on device \d+:\d+, memfds on \d+:\d+\): only a sealed memfd is mapped/);
       expect(serving.listener.stats.refusedProtocol).toBe(before + 1);
       expect(existsSync(decoy)).toBe(true);
       expect(new Uint8Array(readFileSync(decoy))).toEqual(bytes);
@@ -106,7 +106,7 @@ describe("hostile shm hellos are refused; the server keeps serving", () => {
           }
         });
       expect(victimFd).toBeDefined();
-      // The server opens /proc/<pid the kernel reports>/fd/<fd>: the hostile process's own fd table.
+      // The server takes fd <fd> of the process the kernel reports (its pidfd): the hostile process's own fd table.
       const got = await peer(["raw", socketPath(), JSON.stringify({ hello: "hotpath-shm", pid: process.pid }), `fd:${victimFd}`]);
       expect(got.lines[0]?.refused).toBe("protocol");
       expect(got.lines[0].error).not.toContain(`pid ${process.pid}`);

@@ -16,8 +16,12 @@
  *                                    line: {lines, closed}. <segment> is one of
  *                                      none          nothing filled in
  *                                      sealed        a sealed memfd with a valid header
+ *                                      leased        the same, with a read lease on it (see lease)
  *                                      unsealed      the same, without seals
  *                                      size:<delta>  sealed, but the hello claims size + delta
+ *                                      sparse:<n>    a sealed memfd of n bytes (sparse: only the
+ *                                                    header page is ever written) whose header
+ *                                                    describes the default layout; bytes n
  *                                      fd:<n>        fd n as it is (inherited, or not open)
  *                                      file:<path>   an fd of the file at path, opened here
  *   hold-socket <url>                connects (transport level), then starts `sleep 60` holding a
@@ -26,12 +30,26 @@
  *   truncate <url>                   connects, one echo call, then ftruncates its own session
  *                                    segment to 0 bytes and reports {truncate: "EPERM" | "done"
  *                                    | ...}, then exits without closing anything
+ *   lease <socketPath>               a raw hello with a valid sealed segment on which it holds a
+ *                                    read lease (F_SETSIG to SIGURG, which is ignored, so a lease
+ *                                    break cannot kill it): an open(2) of that file by anyone
+ *                                    else blocks until lease-break-time. Prints {sent, lease} as
+ *                                    it writes the hello, then {lines, closed, lease} (the lease it
+ *                                    still holds after the reply: "none" once someone broke it)
+ *   hello-exit <socketPath>          a raw hello with a valid sealed segment, then exits at once
+ *                                    (the hello stays queued on the socket): {pid, fd}
+ *   flood <socketPath> <count>       opens count connections and sends nothing; once all have
+ *                                    settled prints {opened, closed, errors} (closed: by the
+ *                                    server so far) and holds the rest open until stdin closes
+ *   reopen <pid> <fd>                the /proc fallback of the server's segment open
+ *                                    (reopenThroughProc) on fd of process pid: {ok, ms} or
+ *                                    {error, ms}
  */
 
 import { openSync } from "node:fs";
 import { connect, listen, rpcConnect, serve, type HotpathError } from "../../src/index.ts";
 import { NativeError } from "../../src/errors.ts";
-import { memfdCreate, ShmMapping, truncateFd } from "../../src/ffi/libc.ts";
+import { getLease, memfdCreate, pidfdOpen, setLease, ShmMapping, truncateFd } from "../../src/ffi/libc.ts";
 import { computeLayout, DEFAULT_SEGMENT_CONFIG, SEGMENT_VERSION, writeHeader } from "../../src/shm/layout.ts";
 
 const out = (v: unknown) => console.log(JSON.stringify(v));
@@ -48,23 +66,34 @@ function exitWhenStdinCloses(cleanup: () => void): void {
   })();
 }
 
+/** SIGURG: ignored by default, so the lease-break signal it replaces SIGIO with is harmless. */
+const SIGURG = 23;
+
 /** The fd and size a raw hello names for `spec` (see the module comment); keeps what it made alive. */
 function segmentFor(spec: string): { fd?: number; bytes?: number; keep?: unknown } {
   const layout = computeLayout(DEFAULT_SEGMENT_CONFIG);
   if (spec === "none") return {};
-  if (spec === "sealed" || spec === "unsealed" || spec.startsWith("size:")) {
+  if (spec === "sealed" || spec === "unsealed" || spec === "leased" || spec.startsWith("size:")) {
     const fd = memfdCreate("hotpath-access-peer", layout.totalBytes, spec !== "unsealed");
     const m = ShmMapping.fromFd("access-peer", fd, layout.totalBytes);
     writeHeader(new Uint32Array(m.buffer, 0, 32), layout, 1);
+    if (spec === "leased") setLease(m.fd, "read", SIGURG);
     const delta = spec.startsWith("size:") ? Number(spec.slice(5)) : 0;
     return { fd: m.fd, bytes: layout.totalBytes + delta, keep: m };
+  }
+  if (spec.startsWith("sparse:")) {
+    const bytes = Number(spec.slice(7));
+    const fd = memfdCreate("hotpath-access-sparse", bytes, true);
+    const m = ShmMapping.fromFd("access-peer-sparse", fd, 4096); // only the header page is touched
+    writeHeader(new Uint32Array(m.buffer, 0, 32), layout, 1);
+    return { fd: m.fd, bytes, keep: m };
   }
   if (spec.startsWith("fd:")) return { fd: Number(spec.slice(3)), bytes: layout.totalBytes };
   if (spec.startsWith("file:")) return { fd: openSync(spec.slice(5), "r+"), bytes: 4096 };
   throw new Error(`access-peer: unknown segment spec ${spec}`);
 }
 
-async function raw(path: string, helloJson: string, spec: string): Promise<unknown> {
+async function raw(path: string, helloJson: string, spec: string, onSending: (seg: { fd?: number }) => void = () => {}): Promise<{ lines: unknown[]; closed: boolean }> {
   const seg = segmentFor(spec);
   const hello = { ...JSON.parse(helloJson), version: SEGMENT_VERSION };
   if (seg.fd !== undefined) hello.fd = seg.fd;
@@ -74,7 +103,10 @@ async function raw(path: string, helloJson: string, spec: string): Promise<unkno
     Bun.connect({
       unix: path,
       socket: {
-        open: (s) => void s.write(`${JSON.stringify(hello)}\n`),
+        open: (s) => {
+          onSending(seg);
+          s.write(`${JSON.stringify(hello)}\n`);
+        },
         data: (s, d) => {
           text += Buffer.from(d).toString();
           if (text.startsWith('{"ok":true') && text.includes("\n")) {
@@ -131,6 +163,54 @@ try {
     out({ listen: l, connect: k });
   } else if (cmd === "raw") {
     out(await raw(a!, b!, c!));
+  } else if (cmd === "lease") {
+    let leased = -1;
+    const got = await raw(a!, JSON.stringify({ hello: "hotpath-shm" }), "leased", (seg) => {
+      leased = seg.fd!;
+      out({ sent: true, lease: getLease(leased) });
+    });
+    out({ ...got, lease: leased >= 0 ? getLease(leased) : null });
+  } else if (cmd === "hello-exit") {
+    const seg = segmentFor("sealed");
+    await Bun.connect({
+      unix: a!,
+      socket: {
+        open: (s) => {
+          s.write(`${JSON.stringify({ hello: "hotpath-shm", version: SEGMENT_VERSION, fd: seg.fd, bytes: seg.bytes })}\n`);
+          out({ pid: process.pid, fd: seg.fd });
+          process.exit(0);
+        },
+        data: () => {},
+      },
+    });
+  } else if (cmd === "flood") {
+    const count = Number(b);
+    let opened = 0;
+    let closed = 0;
+    const errors: string[] = [];
+    const held: Array<{ end(): void }> = [];
+    await Promise.all(
+      Array.from({ length: count }, () =>
+        Bun.connect({ unix: a!, socket: { open: () => void opened++, data: () => {}, close: () => void closed++ } }).then(
+          (s) => void held.push(s),
+          (e) => void errors.push(String((e as { code?: string }).code ?? e)),
+        ),
+      ),
+    );
+    await Bun.sleep(300); // closes the server made at once have arrived
+    out({ opened, closed, errors: errors.length, firstError: errors[0] ?? null });
+    exitWhenStdinCloses(() => held.forEach((s) => s.end()));
+  } else if (cmd === "reopen") {
+    const { reopenThroughProc } = await import("../../src/shm/setup.ts");
+    const pid = Number(a);
+    const pidfd = pidfdOpen(pid);
+    const t0 = performance.now();
+    try {
+      const fd = reopenThroughProc("access-peer reopen", { pid, uid: process.geteuid!(), gid: process.getegid!() }, pidfd, Number(b));
+      out({ ok: fd >= 0, ms: performance.now() - t0 });
+    } catch (e) {
+      out({ error: described(e), ms: performance.now() - t0 });
+    }
   } else if (cmd === "hold-socket") {
     const conn = await connect(a!);
     conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
@@ -165,4 +245,4 @@ try {
 } catch (e) {
   out({ error: described(e) });
 }
-if (cmd !== "listen" && cmd !== "hold-socket") process.exit(0); // one-shot: leave no timer or socket waiting
+if (cmd !== "listen" && cmd !== "hold-socket" && cmd !== "flood") process.exit(0); // one-shot: leave no timer or socket waiting

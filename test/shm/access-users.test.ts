@@ -9,12 +9,13 @@
  * Cases: a client of another uid is refused by default (AuthError on the client, refusedAuth and
  * onRefused on the server), admitted with allow.uids or allow.gids and its calls work (a root
  * server); root is not admitted implicitly by a user's server, and a user's server that admits
- * root cannot open root's segment (the ptrace rule) and says so; a segment owned by another uid
+ * root cannot take root's segment (the ptrace rule) and says so; a segment owned by another uid
  * is refused; a directory squatted by another uid is reported on the listen and the connect side;
  * a listener of another uid on a name in the user's own directory is refused by the user's client
  * before it sends anything, and by a root client that expects the user; a live listener of the
- * user holding a name is reported with its pid and uid. Every user, directory, file and process
- * made here is removed.
+ * user holding a name is reported with its pid and uid; a user flooding a root server's socket
+ * (which has an fd limit of 400) gets only its share of the handshake budget, so root keeps
+ * connecting. Every user, directory, file and process made here is removed.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -23,13 +24,17 @@ import { join } from "node:path";
 import { AuthError, connect, rpcConnect, serve, type HotpathError, type RefusalReason, type Serving } from "../../src/index.ts";
 import { ShmMapping } from "../../src/ffi/libc.ts";
 import { computeLayout, DEFAULT_SEGMENT_CONFIG, writeHeader } from "../../src/shm/layout.ts";
+import { MAX_PENDING_PER_UID } from "../../src/shm/handshake.ts";
 import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { childServer } from "./access-child.ts";
 
 const isRoot = process.geteuid?.() === 0;
 const REPO = new URL("../../", import.meta.url).pathname;
 const prefix = `usr-${process.pid}-`;
 let n = 0;
 const unique = () => `${prefix}${n++}`;
+/** More connections than the root server's fd limit (400) leaves room for. */
+const FLOOD_SOCKETS = 500;
 /** Watchdog for one user process. */
 const PEER_MS = 20_000;
 
@@ -205,7 +210,7 @@ describe.skipIf(!isRoot)(isRoot ? "shm between two Unix users (a second user mad
     }
   }, 60_000);
 
-  test("the user's server refuses root unless listed, and when it lists root it cannot open root's segment (ptrace rule) and says so", async () => {
+  test("the user's server refuses root unless listed, and when it lists root it cannot take root's segment (ptrace rule) and says so", async () => {
     const plain = asUser(["listen", `shm://${unique()}`]);
     const admitsRoot = asUser(["listen", `shm://${unique()}`, "0"]);
     try {
@@ -219,7 +224,7 @@ describe.skipIf(!isRoot)(isRoot ? "shm between two Unix users (a second user mad
       expect((await plain.line(1)).refused.reason).toBe("auth");
       const e2 = await rpcConnect(b.url, { expectUid: userUid }).catch((x) => x);
       expect(e2).toBeInstanceOf(AuthError);
-      expect(e2.message).toContain("a server that is not root cannot open the memory of a process of another uid (the kernel's ptrace access rule");
+      expect(e2.message).toContain("a server that is not root cannot take the memory of a process of another uid (the kernel's ptrace access rule: pidfd_getfd needs the right to ptrace-attach");
       const r2 = (await admitsRoot.line(1)).refused;
       expect(r2.reason).toBe("auth");
       expect(r2.name).toBe("AuthError");
@@ -287,5 +292,30 @@ describe.skipIf(!isRoot)(isRoot ? "shm between two Unix users (a second user mad
       rmSync(userDir, { recursive: true, force: true });
     }
     expect(existsSync(path)).toBe(false);
+  }, 60_000);
+
+  test(`a user holding ${FLOOD_SOCKETS} connections to a root server limited to 400 fds gets only its share (${MAX_PENDING_PER_UID}): root's fresh connects and calls keep working`, async () => {
+    const server = await childServer(`shm://${unique()}`, { nofile: 400 });
+    const path = `${socketDirOf(0)}/${server.url.replace("shm://", "shm-")}.sock`;
+    const baseline = server.fds();
+    const flood = asUser(["flood", path, String(FLOOD_SOCKETS)]);
+    try {
+      const f = await flood.first();
+      // The user's refused sockets linger (REFUSAL_LINGER_MS) while root connects.
+      for (let i = 0; i < 5; i++) {
+        const c = await rpcConnect(server.url, { connectTimeoutMs: 3000 });
+        expect(await c.request(1, new Uint8Array([i]), { timeoutMs: 3000 })).toEqual(new Uint8Array([i]));
+        c.close();
+      }
+      const held = server.fds() - baseline;
+      console.log(`shm users flood: the user's ${FLOOD_SOCKETS} connections: ${f.closed} closed at once, ${f.errors} failed; server fds +${held} while root connected 5 times; busy ${server.refusals("busy")}, auth ${server.refusals("auth")}`);
+      expect(held).toBeGreaterThanOrEqual(MAX_PENDING_PER_UID / 2); // the user's share was still held meanwhile
+      expect(server.refusals("auth")).toBeLessThanOrEqual(MAX_PENDING_PER_UID);
+      expect(server.refusals("busy")).toBeGreaterThanOrEqual(FLOOD_SOCKETS - MAX_PENDING_PER_UID);
+      expect(server.refused.find((r) => r.reason === "busy")!.message).toContain(`of uid ${userUid}`);
+    } finally {
+      await flood.stop();
+      await server.stop();
+    }
   }, 60_000);
 });
