@@ -193,6 +193,7 @@ export class UcxConnection implements Connection, AmSink {
     this.peerMaxHeadBytes = h.maxHeadBytes;
     this.established = true;
     this.handshake = null;
+    this.rt.waiters.wake(true); // a connect() sleeping until its handshake ends (setup.ts)
   }
 
   /** @internal sends a handshake message (hello.ts); UCX holds `bytes` until the send completes. */

@@ -6,10 +6,18 @@
  *
  *   client → server  HELLO      limits, flags; with a token HELLO_FLAG_AUTH + clientNonce
  *   server → client  HELLO_ACK  limits; with a token HELLO_FLAG_AUTH + serverNonce (fresh per
- *                               endpoint) + serverProof = HMAC(token, "server", sn, cn)
- *   client → server  AUTH       AUTH_PROOF + clientProof = HMAC(token, "client", sn, cn), or
- *                               AUTH_REFUSE when the server's proof was wrong
- *   server → client  VERDICT    VERDICT_ACCEPTED, or VERDICT_WRONG_PROOF
+ *                               endpoint), and nothing that depends on the token
+ *   client → server  AUTH       clientProof = HMAC(token, "client", sn, cn)
+ *   server → client  VERDICT    VERDICT_ACCEPTED + serverProof = HMAC(token, "server", sn, cn),
+ *                               or VERDICT_WRONG_PROOF (no proof)
+ *
+ * The client proves first (as tcp does): a peer that does not know the token never receives a
+ * proof made with it, so it has nothing to guess the token against offline. The server's proof
+ * comes only in the VERDICT that accepts a correct client proof; the client checks it before
+ * connect() resolves and refuses a server whose proof is wrong or missing (an impostor, or a
+ * replayed answer: the proof covers the client's fresh nonce). The other direction is inherent
+ * to proving first: a client that connects to an impostor hands it one client proof, which the
+ * impostor can test guesses against offline; a token of random bytes defeats that.
  *
  * Without a token on either side HELLO and HELLO_ACK are the whole handshake. A listener with
  * a token answers a HELLO without one with VERDICT_TOKEN_REQUIRED; a listener without a token
@@ -17,10 +25,14 @@
  * a server that does not authenticate: it could be anybody). The server admits the connection
  * (Listener.onConnection) only once the client's proof matched, and delivers nothing the client
  * sent before: a message before that is a ProtocolError for that endpoint. The client's
- * connect() resolves only on VERDICT_ACCEPTED (or the plain HELLO_ACK without a token), after
- * it checked the server's proof. The side that refuses sends its refusal and lingers until the
- * other side, having read it, closes the endpoint (REFUSAL_LINGER_MS at most), so a refusal
- * always arrives before the disconnect.
+ * connect() resolves only on a VERDICT_ACCEPTED whose proof it checked (or the plain HELLO_ACK
+ * without a token). A listener that refuses sends its refusal and lingers until the client,
+ * having read it, closes the endpoint (REFUSAL_LINGER_MS at most), so a refusal always arrives
+ * before the disconnect; a client that refuses the server closes its endpoint at once (nothing
+ * of the server's is waiting on it: the server either refused this client already or admitted it).
+ *
+ * Errors quote nothing the peer sent (numbers only: lengths, versions, kinds), so a hostile
+ * peer's bytes never reach a log or an error message.
  *
  * What it does not do: authenticate or encrypt anything after the handshake, or gate UCX's
  * own traffic on the endpoint (wire-up, and RMA for a runtime that has it: see runtime.ts).
@@ -35,8 +47,6 @@ import { authProof, newNonce, proofMatches } from "../transport/auth.ts";
 import type { RefusalReason } from "../transport/transport.ts";
 import type { UcxConnection } from "./connection.ts";
 import {
-  AUTH_PROOF,
-  AUTH_REFUSE,
   decodeAuth,
   decodeHello,
   decodeVerdict,
@@ -54,7 +64,7 @@ import { AM_AUTH, AM_HELLO, AM_HELLO_ACK, AM_VERDICT } from "./runtime.ts";
 
 /** A refusing side waits this long for its peer to read the refusal and close; a peer that does not close is cut then. */
 export const REFUSAL_LINGER_MS = 1000;
-/** Handshake messages are at most 88 bytes: a longer AM header is not one (and is not copied). */
+/** Handshake messages are at most 56 bytes: a longer AM header is not one (and is not copied). */
 export const MAX_HANDSHAKE_BYTES = 256;
 
 const AM_NAMES: Record<number, string> = { [AM_HELLO]: "HELLO", [AM_HELLO_ACK]: "HELLO_ACK", [AM_AUTH]: "AUTH", [AM_VERDICT]: "VERDICT" };
@@ -62,8 +72,8 @@ function amName(id: number): string {
   return AM_NAMES[id] ?? `a message (Active Message ${id})`;
 }
 
-function limits(conn: UcxConnection, flags: number, nonce?: Uint8Array, proof?: Uint8Array): Uint8Array {
-  return encodeHello({ maxMessageBytes: conn.caps.maxMessageBytes, maxHeadBytes: conn.caps.maxHeadBytes, flags, nonce, proof });
+function limits(conn: UcxConnection, flags: number, nonce?: Uint8Array): Uint8Array {
+  return encodeHello({ maxMessageBytes: conn.caps.maxMessageBytes, maxHeadBytes: conn.caps.maxHeadBytes, flags, nonce });
 }
 
 export interface ServerHandshakeEvents {
@@ -118,28 +128,26 @@ export class ServerHandshake {
       return this.pass(h);
     }
     if (!offered) {
-      this.conn.sendControl(AM_VERDICT, encodeVerdict(VERDICT_TOKEN_REQUIRED));
+      this.conn.sendControl(AM_VERDICT, encodeVerdict(VERDICT_TOKEN_REQUIRED, null));
       return this.refuse(new AuthError(`${from}: the client sent no token proof, and this listener requires auth`), "auth", true);
     }
     this.hello = h;
     this.serverNonce = newNonce();
     this.state = "auth";
-    this.conn.sendControl(AM_HELLO_ACK, limits(this.conn, flags | HELLO_FLAG_AUTH, this.serverNonce, authProof(this.key, "server", this.serverNonce, h.nonce!)));
+    // No proof of this side's yet: the client proves first (see the module comment).
+    this.conn.sendControl(AM_HELLO_ACK, limits(this.conn, flags | HELLO_FLAG_AUTH, this.serverNonce));
   }
 
   private onAuth(bytes: Uint8Array, from: string): void {
     const a = decodeAuth(bytes);
     if (typeof a === "string") return this.refuse(new ProtocolError(`${from}: ${a}`), "protocol", false);
-    if (a.kind === AUTH_REFUSE) {
-      // The client is waiting for this side to close: no verdict, no linger.
-      return this.refuse(new AuthError(`${from}: the client could not verify this listener's token proof (the tokens differ)`), "auth", false);
-    }
     const h = this.hello!;
-    if (!proofMatches(authProof(this.key!, "client", this.serverNonce!, h.nonce!), a.proof)) {
-      this.conn.sendControl(AM_VERDICT, encodeVerdict(VERDICT_WRONG_PROOF));
+    const sn = this.serverNonce!;
+    if (!proofMatches(authProof(this.key!, "client", sn, h.nonce!), a.proof)) {
+      this.conn.sendControl(AM_VERDICT, encodeVerdict(VERDICT_WRONG_PROOF, null));
       return this.refuse(new AuthError(`${from}: wrong token proof (a wrong token, or a replayed handshake)`), "auth", true);
     }
-    this.conn.sendControl(AM_VERDICT, encodeVerdict(VERDICT_ACCEPTED));
+    this.conn.sendControl(AM_VERDICT, encodeVerdict(VERDICT_ACCEPTED, authProof(this.key!, "server", sn, h.nonce!)));
     this.pass(h);
   }
 
@@ -162,8 +170,6 @@ export class ClientHandshake {
   private ack: Hello | null = null;
   /** Why the handshake failed (AuthError: refused for who either side is; ProtocolError: not a hotpath peer of this version). */
   error: HotpathError | null = null;
-  /** This side refused the server and sent it a refusal: close the endpoint once the server closed it (linger). */
-  lingerOnFailure = false;
 
   constructor(
     private readonly conn: UcxConnection,
@@ -196,26 +202,25 @@ export class ClientHandshake {
     }
     // A listener without auth has refused this side already and waits for it to close.
     if (!challenged) return this.fail(new AuthError(`${to} does not authenticate (no token configured there), and this connect asked for auth: refused`));
-    if (!proofMatches(authProof(this.key, "server", h.nonce!, this.clientNonce!), h.proof!)) {
-      // Tell the server why (it counts the refusal), then wait for it to close the endpoint.
-      this.conn.sendControl(AM_AUTH, encodeAuth(AUTH_REFUSE, null));
-      this.lingerOnFailure = true;
-      return this.fail(new AuthError(`${to} could not prove it knows the token (a wrong token on either side, or an impostor): refused`));
-    }
     this.ack = h;
     this.state = "auth";
-    this.conn.sendControl(AM_AUTH, encodeAuth(AUTH_PROOF, authProof(this.key, "client", h.nonce!, this.clientNonce!)));
+    this.conn.sendControl(AM_AUTH, encodeAuth(authProof(this.key, "client", h.nonce!, this.clientNonce!)));
   }
 
   private onVerdict(bytes: Uint8Array, to: string): void {
     const v = decodeVerdict(bytes);
     if (typeof v === "string") return this.fail(new ProtocolError(`${to} sent ${v}`));
-    if (v === VERDICT_TOKEN_REQUIRED) {
+    if (v.verdict === VERDICT_TOKEN_REQUIRED) {
       return this.fail(new AuthError(`${to} requires a token${this.key === null ? ", and this connect has no auth" : " (it refused this connect's)"}`));
     }
     if (this.state !== "auth") return this.fail(new ProtocolError(`${to} sent a VERDICT before it was asked for one`));
-    if (v === VERDICT_WRONG_PROOF) return this.fail(new AuthError(`${to} refused this connect's token proof (a wrong token)`));
-    if (v === VERDICT_ACCEPTED) this.pass(this.ack!);
+    if (v.verdict === VERDICT_WRONG_PROOF) return this.fail(new AuthError(`${to} refused this connect's token proof (the tokens differ)`));
+    // VERDICT_ACCEPTED: the server must prove it knows the token too, for this connect's nonce.
+    const h = this.ack!;
+    if (v.proof === null || !proofMatches(authProof(this.key!, "server", h.nonce!, this.clientNonce!), v.proof)) {
+      return this.fail(new AuthError(`${to} accepted this connect but could not prove it knows the token (${v.proof === null ? "it sent no proof" : "a wrong proof: an impostor, or a replayed answer"}): refused`));
+    }
+    this.pass(h);
   }
 
   private pass(h: Hello): void {
@@ -226,5 +231,6 @@ export class ClientHandshake {
   private fail(error: HotpathError): void {
     this.state = "done";
     this.error = error;
+    this.conn.rt.waiters.wake(true); // a connect() sleeping until its handshake ends (setup.ts)
   }
 }

@@ -8,10 +8,19 @@
  * challenge-response that follows. connect() resolves once the server admitted it; no answer
  * within connectTimeoutMs, a malformed answer, or an endpoint error first, is a ConnectError;
  * a refusal for who either side is (a wrong or missing token, a server that cannot prove the
- * token or has none), an AuthError. The server's endpoint (made from the connection request)
- * becomes a connection (onConnection) when its handshake passed; one refused is counted and
- * reported (Listener.stats, onRefused: "auth" or "protocol"), and one that does not finish its
- * handshake within the listener's handshake timeout is closed and counted "protocol".
+ * token or has none), an AuthError. While it waits, connect() progresses the worker itself:
+ * eagerly while UCX reports events (wire-up, the handshake's messages) and for CONNECT_EAGER_MS
+ * after the last one, then between sleeps that back off to CONNECT_RECHECK_MAX_MS (cut short
+ * when the handshake ends in a progress the runtime made meanwhile for another connection): a
+ * silent or slow peer costs no core.
+ *
+ * Listen: the server's endpoint (made from the connection request) becomes a connection
+ * (onConnection) when its handshake passed; one refused is counted and reported
+ * (Listener.stats, onRefused: "auth" or "protocol"), and one that does not finish its
+ * handshake within the listener's handshake timeout is closed and counted "protocol". At most
+ * MAX_UCX_HANDSHAKING endpoints are held before they are admitted (in their handshake, or
+ * lingering after a refusal); beyond that a new endpoint is closed at once and counted "busy"
+ * (ConnectError on the listener; the client's connect fails with ConnectError).
  *
  * RMA: `ucx: { rma: true }` on connect / listen gives the connection (and every connection of
  * the listener) UCX's RMA and atomics, on a runtime of its own (runtime.ts); without it
@@ -43,6 +52,16 @@ export type UcxListenOptions = ListenOptions;
 
 /** A client gives up after its connect timeout; an endpoint silent for longer is no client of ours. */
 export const DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS = 2 * DEFAULT_CONNECT_TIMEOUT_MS;
+/**
+ * Endpoints a listener holds before admitting them: each lives up to its handshake timeout, so
+ * without a bound a peer that opens endpoints and never finishes holds memory and fds at will;
+ * 256 is far above any honest burst of concurrent connects.
+ */
+export const MAX_UCX_HANDSHAKING = 256;
+/** connect() progresses without sleeping this long after UCX's last event: the peer's next answer mostly comes within it. */
+const CONNECT_EAGER_MS = 2;
+/** connect()'s longest sleep between progress rounds after that: what a slow peer's answer may wait at most, at about 125 wake-ups a second. */
+const CONNECT_RECHECK_MAX_MS = 8;
 
 function hostPort(url: URL, forListen: boolean): { host: string; port: number } {
   let host = url.hostname.replace(/^\[(.*)\]$/, "$1");
@@ -58,6 +77,17 @@ function acquire(rma: boolean): UcxRuntime {
   const why = UcxRuntime.unavailableReason();
   if (why !== null) throw new UcxUnavailableError(why);
   return UcxRuntime.acquire({ rma });
+}
+
+/** Progresses `rt`'s worker until it reports no more events (bounded, as UcxRuntime.progress); returns the events. Clean stack only (0 inside UCX). */
+function progressEvents(rt: UcxRuntime): number {
+  let events = 0;
+  for (let i = 0; i < 64; i++) {
+    const e = rt.worker.progress();
+    if (e === 0) break;
+    events += e;
+  }
+  return events;
 }
 
 export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
@@ -76,7 +106,10 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
   try {
     ep = rt.worker.connect({ host, port }, peerErrors, (status) => {
       if (settled || conn?.established === true) conn?.fail(new TransportClosedError(`ucx connection to ${peer}: the peer closed or failed (ucs_status ${status})`));
-      else failed = status;
+      else {
+        failed = status;
+        rt.waiters.wake(true);
+      }
     });
   } catch (e) {
     rt.release();
@@ -91,18 +124,30 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
   if (opts.wait) conn.setWaitPolicy(opts.wait as never);
   const hs = new ClientHandshake(conn, key);
   conn.handshake = hs;
-  ep.amSend(AM_HELLO, hs.hello(peerErrors), null, () => {});
+  conn.sendControl(AM_HELLO, hs.hello(peerErrors));
+  const c = conn;
+  const waiting = () => !c.established && hs.error === null && failed === null && !c.closed;
   const deadline = performance.now() + timeoutMs;
-  while (!conn.established && hs.error === null && failed === null && !conn.closed && performance.now() < deadline) {
-    rt.progress();
-    if (!conn.established && hs.error === null && failed === null) await Bun.sleep(0);
+  // Progress here, not through the runtime's pump (it runs only while some connection or
+  // listener of this thread wants event-loop progress, which may be none): eagerly while UCX moves, then sleeping on the runtime's wait list (which
+  // establish / fail / the error callback wake) between rounds that back off to
+  // CONNECT_RECHECK_MAX_MS. A silent or slow peer costs no core.
+  let lastEventAt = performance.now();
+  let sleepMs = 0;
+  while (waiting()) {
+    const events = progressEvents(rt);
+    const now = performance.now();
+    if (!waiting() || now >= deadline) break;
+    if (events > 0) lastEventAt = now;
+    sleepMs = now - lastEventAt < CONNECT_EAGER_MS ? 0 : Math.min(Math.max(1, sleepMs * 2), CONNECT_RECHECK_MAX_MS);
+    await rt.waiters.wait(Math.min(deadline - now, sleepMs));
   }
   settled = true;
   if (conn.established && !conn.closed) return conn;
   if (hs.error !== null) {
-    // This side refused the server and told it so: the endpoint stays until the server closes it.
-    if (hs.lingerOnFailure && failed === null) conn.lingerClose(REFUSAL_LINGER_MS);
-    else conn.close();
+    // A server this side refused either refused it already (and waits for it to close) or
+    // admitted it: nothing of the server's waits on this endpoint, so it closes now.
+    conn.close();
     const msg = `ucx connect ${peer}: ${hs.error.message}`;
     throw hs.error instanceof AuthError ? new AuthError(msg) : new ConnectError(msg, { cause: hs.error });
   }
@@ -110,7 +155,7 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
     conn.closeError !== null
       ? conn.closeError.message
       : failed !== null
-        ? `the endpoint failed (ucs_status ${failed}; nothing listening?)`
+        ? `the endpoint failed (ucs_status ${failed}: nothing listening, or the listener turned this endpoint away, e.g. too many handshakes under way there)`
         : `no answer within ${timeoutMs} ms`;
   conn.close();
   throw new ConnectError(`ucx connect ${peer}: ${why}`);
@@ -123,6 +168,8 @@ class UcxListener extends ListenerBase<UcxConnection> {
   private readonly progressHook = { onAm: () => 0, wantsProgress: true };
   /** Endpoints whose handshake is under way, with their reaping timers. */
   private readonly handshaking = new Map<UcxConnection, ReturnType<typeof setTimeout>>();
+  /** Endpoints refused and lingering until their peer closes (REFUSAL_LINGER_MS at most): they count against MAX_UCX_HANDSHAKING too. */
+  private readonly lingering = new Set<UcxConnection>();
   private readonly handshakeTimeoutMs: number;
 
   constructor(
@@ -147,6 +194,8 @@ class UcxListener extends ListenerBase<UcxConnection> {
 
   /** Inside worker progress: a client's endpoint arrived. Nothing here may throw into UCX. */
   private onRequest(connRequest: number): void {
+    const held = this.handshaking.size + this.lingering.size;
+    if (held >= MAX_UCX_HANDSHAKING) return this.turnAway(connRequest, held);
     const peer = `${this.url} (client)`;
     let conn: UcxConnection | null = null;
     let ep;
@@ -164,6 +213,7 @@ class UcxListener extends ListenerBase<UcxConnection> {
       maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
       peer,
       onClosed: () => {
+        this.lingering.delete(c);
         this.forget(c);
         this.rt.release();
       },
@@ -188,6 +238,21 @@ class UcxListener extends ListenerBase<UcxConnection> {
     this.handshaking.set(c, timer);
   }
 
+  /**
+   * Beyond MAX_UCX_HANDSHAKING: the request gets an endpoint (UCX's way to answer it) that is
+   * closed at once, on a clean stack (this runs inside worker progress), and is counted "busy".
+   */
+  private turnAway(connRequest: number, held: number): void {
+    let ep;
+    try {
+      ep = this.rt.worker.connect({ connRequest }, null, () => {});
+    } catch {
+      ep = null; // UCX refused the request (and let go of it)
+    }
+    if (ep !== null) queueMicrotask(() => ep.close(false));
+    this.refused(new ConnectError(`ucx listener ${this.url}: a client's endpoint turned away: ${held} endpoints already in their handshake (at most MAX_UCX_HANDSHAKING ${MAX_UCX_HANDSHAKING})`), "busy");
+  }
+
   private endHandshake(c: UcxConnection): void {
     const timer = this.handshaking.get(c);
     if (timer !== undefined) clearTimeout(timer);
@@ -199,8 +264,10 @@ class UcxListener extends ListenerBase<UcxConnection> {
     if (!this.handshaking.has(c)) return;
     this.endHandshake(c);
     this.refused(error, reason);
-    if (linger) c.lingerClose(REFUSAL_LINGER_MS);
-    else c.abort(error);
+    if (linger) {
+      if (!c.closed) this.lingering.add(c); // onClosed takes it out
+      c.lingerClose(REFUSAL_LINGER_MS);
+    } else c.abort(error);
   }
 
   protected override forget(conn: UcxConnection): void {

@@ -2,18 +2,19 @@
  * ucx token authentication (handshake.ts), over UCX's tcp and then its shared-memory
  * transports: servers in child processes (one with the token, one with another token, one
  * without auth), a client with the right token connected and calling throughout, and scripted
- * raw peers (raw-handshake.ts) for what no well-behaved client does: a replayed handshake,
- * an impostor replaying a real server's answer, a handshake left half done, a message sent
- * before the server admitted its sender.
+ * raw peers (raw-handshake.ts) for what no well-behaved peer does: a replayed handshake, an
+ * impostor replaying a real server's answers or accepting without a proof, a handshake left
+ * half done, a message sent before the server admitted its sender. What an unauthenticated
+ * client can get out of the server is in auth-hostile.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { AuthError, connect, listen, rpcConnect, UsageError, wire, type RpcClient } from "../../src/index.ts";
 import { authProof, newNonce } from "../../src/transport/auth.ts";
 import { AM_AUTH, AM_DATA, AM_HELLO, AM_HELLO_ACK, AM_VERDICT } from "../../src/ucx/runtime.ts";
-import { AUTH_PROOF, decodeHello, decodeVerdict, encodeAuth, encodeHello, HELLO_FLAG_AUTH, VERDICT_ACCEPTED, VERDICT_WRONG_PROOF, type Hello } from "../../src/ucx/hello.ts";
+import { decodeHello, decodeVerdict, encodeAuth, encodeHello, encodeVerdict, HELLO_FLAG_AUTH, VERDICT_ACCEPTED, VERDICT_WRONG_PROOF, type Hello, type Verdict } from "../../src/ucx/hello.ts";
 import { useEnv } from "../helpers/env.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
-import { RawUcxClient, rawUcxServer } from "./raw-handshake.ts";
+import { answerHello, RawUcxClient, rawUcxServer } from "./raw-handshake.ts";
 
 const SERVER = new URL("./auth-server.ts", import.meta.url).pathname;
 const TOKEN = "a shared secret of 32 bytes, ok!";
@@ -111,12 +112,12 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
       const err = await rpcConnect(server.ready.url, { auth: { token: OTHER } }).catch((e) => e);
       expect(err).toBeInstanceOf(AuthError);
       expect(err.code).toBe("E_AUTH");
-      expect(err.message).toMatch(/could not prove it knows the token/);
+      expect(err.message).toMatch(/refused this connect's token proof \(the tokens differ\)/);
       const after = await figuresUntil((f) => f.stats.refusedAuth > before.stats.refusedAuth);
       expect(after.stats.refusedAuth - before.stats.refusedAuth).toBe(1);
       expect(acceptedBeyondFigures(before, after)).toBe(0);
       expect(after.refusals.at(-1)).toMatchObject({ reason: "auth", name: "AuthError" });
-      expect(after.refusals.at(-1)!.message).toMatch(/tokens differ/);
+      expect(after.refusals.at(-1)!.message).toMatch(/wrong token proof/);
       await keeperStillServed();
     });
 
@@ -146,39 +147,64 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
       await keeperStillServed();
     });
 
-    test("an impostor (a server with another token) is refused by the client, which gives it no proof", async () => {
+    test("a server with another token refuses the client's proof: AuthError on the client, counted as auth there", async () => {
+      const before = await figures(impostor);
       const err = await connect(impostor.ready.url, { auth: { token: TOKEN } }).catch((e) => e);
       expect(err).toBeInstanceOf(AuthError);
-      expect(err.message).toMatch(/could not prove it knows the token/);
-      const f = await figuresUntil((x) => x.stats.refusedAuth > 0, impostor);
-      expect(f.refusals.at(-1)!.message).toMatch(/could not verify this listener's token proof/);
+      expect(err.message).toMatch(/refused this connect's token proof/);
+      const f = await figuresUntil((x) => x.stats.refusedAuth > before.stats.refusedAuth, impostor);
+      expect(acceptedBeyondFigures(before, f)).toBe(0);
+      expect(f.refusals.at(-1)!.message).toMatch(/wrong token proof/);
       await keeperStillServed();
     });
 
-    test("an impostor replaying a real server's HELLO_ACK is refused (the proof covers the client's fresh nonce)", async () => {
-      // Record a real answer to some client's nonce...
+    test("an impostor replaying a real server's HELLO_ACK and accepting VERDICT is refused (the server's proof covers the client's fresh nonce)", async () => {
+      // Record a real server's answers to a genuine handshake...
       const rec = RawUcxClient.open(server.ready.url);
-      let recorded: Uint8Array;
+      let ack: Uint8Array;
+      let verdict: Uint8Array;
       try {
-        rec.send(AM_HELLO, clientHello(newNonce()));
-        recorded = await rec.next(AM_HELLO_ACK);
-        expect(typeof decodeHello(recorded, true)).toBe("object");
+        const cn = newNonce();
+        rec.send(AM_HELLO, clientHello(cn));
+        ack = await rec.next(AM_HELLO_ACK);
+        rec.send(AM_AUTH, encodeAuth(authProof(KEY, "client", (decodeHello(ack, true) as Hello).nonce!, cn)));
+        verdict = await rec.next(AM_VERDICT);
+        expect((decodeVerdict(verdict) as Verdict).verdict).toBe(VERDICT_ACCEPTED);
       } finally {
         rec.close();
       }
-      // ...and play it back to a client as a server that does not know the token.
-      const fake = rawUcxServer(() => [AM_HELLO_ACK, recorded]);
+      // ...and play them back to a client as a server that does not know the token.
+      const fake = rawUcxServer((id) => (id === AM_HELLO ? [AM_HELLO_ACK, ack] : id === AM_AUTH ? [AM_VERDICT, verdict] : null));
       try {
         const err = await connect(fake.url, { auth: { token: TOKEN }, connectTimeoutMs: 10_000 }).catch((e) => e);
         expect(err).toBeInstanceOf(AuthError);
-        expect(err.message).toMatch(/could not prove it knows the token/);
-        // The client told the fake why, and sent no proof of its own.
-        const e = fake.endpoints[0]!;
-        await e.until("no AUTH from the client", () => e.got.some((m) => m.id === AM_AUTH));
-        const auth = e.got.find((m) => m.id === AM_AUTH)!.bytes;
-        expect(Array.from(auth.subarray(16))).toEqual(new Array(32).fill(0));
+        expect(err.message).toMatch(/could not prove it knows the token \(a wrong proof/);
+        expect(fake.endpoints[0]!.got.some((m) => m.id === AM_AUTH)).toBe(true);
       } finally {
         fake.stop();
+      }
+      await keeperStillServed();
+    });
+
+    test("an impostor that accepts without a proof, or answers HELLO with a VERDICT_ACCEPTED, is refused", async () => {
+      const ack = encodeHello({ maxMessageBytes: 1 << 20, maxHeadBytes: 4096, flags: HELLO_FLAG_AUTH, nonce: newNonce() });
+      const noProof = rawUcxServer((id) => (id === AM_HELLO ? [AM_HELLO_ACK, ack] : id === AM_AUTH ? [AM_VERDICT, encodeVerdict(VERDICT_ACCEPTED, null)] : null));
+      try {
+        const err = await connect(noProof.url, { auth: { token: TOKEN }, connectTimeoutMs: 10_000 }).catch((e) => e);
+        expect(err).toBeInstanceOf(AuthError);
+        expect(err.message).toMatch(/could not prove it knows the token \(it sent no proof\)/);
+      } finally {
+        noProof.stop();
+      }
+      const early = rawUcxServer(answerHello([AM_VERDICT, encodeVerdict(VERDICT_ACCEPTED, new Uint8Array(32))]));
+      try {
+        for (const auth of [undefined, { token: TOKEN }]) {
+          const err = await connect(early.url, { auth, connectTimeoutMs: 10_000 }).catch((e) => e);
+          expect(err).not.toBeInstanceOf(AuthError);
+          expect(err.message).toMatch(/sent a VERDICT before it was asked for one/);
+        }
+      } finally {
+        early.stop();
       }
       await keeperStillServed();
     });
@@ -195,9 +221,9 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
         a.send(AM_HELLO, hello);
         const ack = decodeHello(await a.next(AM_HELLO_ACK), true) as Hello;
         firstNonce = ack.nonce!;
-        auth = encodeAuth(AUTH_PROOF, authProof(KEY, "client", ack.nonce!, cn));
+        auth = encodeAuth(authProof(KEY, "client", ack.nonce!, cn));
         a.send(AM_AUTH, auth);
-        expect(decodeVerdict(await a.next(AM_VERDICT))).toBe(VERDICT_ACCEPTED);
+        expect((decodeVerdict(await a.next(AM_VERDICT)) as Verdict).verdict).toBe(VERDICT_ACCEPTED);
       } finally {
         a.close();
       }
@@ -208,7 +234,7 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
         const ack = decodeHello(await b.next(AM_HELLO_ACK), true) as Hello;
         expect(ack.nonce).not.toEqual(firstNonce);
         b.send(AM_AUTH, auth);
-        expect(decodeVerdict(await b.next(AM_VERDICT))).toBe(VERDICT_WRONG_PROOF);
+        expect(decodeVerdict(await b.next(AM_VERDICT))).toEqual({ verdict: VERDICT_WRONG_PROOF, proof: null });
       } finally {
         b.close();
       }
@@ -231,7 +257,7 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
         const head = new Uint8Array(wire.WIRE_HEADER_BYTES);
         wire.writeWireHeader(head, wire.KIND_REQUEST, 3, 0, 0, 0, 0);
         p.send(AM_DATA, head);
-        p.send(AM_AUTH, encodeAuth(AUTH_PROOF, authProof(KEY, "client", ack.nonce!, cn)));
+        p.send(AM_AUTH, encodeAuth(authProof(KEY, "client", ack.nonce!, cn)));
         await p.untilClosedByPeer();
         expect(p.got.some((m) => m.id === AM_VERDICT)).toBe(false);
       } finally {

@@ -3,7 +3,8 @@
  * endpoints of this thread's UcxRuntime that send whichever Active Messages a test chooses
  * (recorded, replayed, out of order) and record what comes back.
  *   RawUcxClient.open(url): an endpoint to a listener.
- *   rawUcxServer(onHello): a bare UCP listener whose endpoints answer a HELLO with onHello's bytes.
+ *   rawUcxServer(answer): a bare UCP listener whose endpoints answer each message they get
+ *   with what answer() returns (nothing for null).
  * Every wait has a watchdog; close() / stop() let go of everything (call them in finally).
  */
 import { copyOut, type UcpEndpoint } from "../../src/ffi/ucp.ts";
@@ -77,12 +78,21 @@ export class RawUcxClient extends RawEndpoint {
   }
 }
 
+/** What a scripted server sends back for one message ([Active Message id, header bytes]), or null for nothing. */
+export type RawAnswer = (id: number, bytes: Uint8Array) => [number, Uint8Array] | null;
+
+/** A raw server that answers a HELLO (and nothing else) with `reply`. */
+export function answerHello(reply: [number, Uint8Array]): RawAnswer {
+  return (id) => (id === AM_HELLO ? reply : null);
+}
+
 /**
- * A bare UCP listener (no hotpath handshake of its own): each client endpoint answers that
- * client's HELLO with `onHello(helloBytes)` (an AM_HELLO_ACK or other reply: [id, bytes]), and
- * records what follows. `stop()` closes the endpoints and the listener.
+ * A bare UCP listener (no hotpath handshake of its own): each client endpoint records what
+ * arrives and answers each message with `answer(id, bytes)` (e.g. a HELLO_ACK for the HELLO, a
+ * VERDICT for the AUTH). `stop()` closes the endpoints and the listener. Its endpoints progress
+ * only when this thread's runtime does (a connect from this thread progresses it).
  */
-export function rawUcxServer(onHello: (hello: Uint8Array) => [number, Uint8Array]): { url: string; endpoints: RawEndpoint[]; stop(): void } {
+export function rawUcxServer(answer: RawAnswer): { url: string; endpoints: RawEndpoint[]; stop(): void } {
   const rt = UcxRuntime.acquire();
   const endpoints: RawEndpoint[] = [];
   const listener = rt.worker.listen("127.0.0.1", 0, (req) => {
@@ -90,7 +100,8 @@ export function rawUcxServer(onHello: (hello: Uint8Array) => [number, Uint8Array
     e.ep = rt.worker.connect({ connRequest: req }, null, (status) => (e.failedWith = status));
     rt.sinks.set(e.ep.handle, e);
     e.onMessage = (id, bytes) => {
-      if (id === AM_HELLO) e.send(...onHello(bytes));
+      const reply = answer(id, bytes);
+      if (reply !== null) e.send(...reply);
     };
     endpoints.push(e);
   });
