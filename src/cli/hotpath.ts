@@ -3,13 +3,18 @@
  * The `hotpath` command.
  *   hotpath bench [--quick]   run the benchmarks (same as `bun run bench`)
  *   hotpath transports        list the transports and whether each can run here
+ *   hotpath doctor [--json]   per transport: can it run here, why not, how to install what is missing
  */
 
 import { transports } from "../transport/registry.ts";
 
 const USAGE = `usage: hotpath <command>
   bench [--quick]   run the benchmarks, each figure beside a raw reference from the same run
-  transports        list the transports and whether each can run on this machine`;
+  transports        list the transports and whether each can run on this machine
+  doctor [--json]   per transport: whether it can run here, why not, and the install line for what is
+                    missing (Bun, libucp and UCX's transports, RDMA devices, /dev/shm, memlock, huge
+                    pages, the socket directory, memfd sealing); exit 1 only when something installed
+                    is broken`;
 
 const [cmd, ...rest] = process.argv.slice(2);
 
@@ -32,6 +37,19 @@ switch (cmd) {
   case "transports":
     for (const t of transports()) console.log(`${t.scheme.padEnd(8)} ${t.unavailableReason === null ? "available" : `unavailable: ${t.unavailableReason}`}`);
     break;
+  case "doctor": {
+    const json = rest.includes("--json");
+    const unknown = rest.filter((a) => a !== "--json");
+    if (unknown.length > 0) {
+      console.error(`hotpath doctor: unknown argument "${unknown[0]}"\n${USAGE}`);
+      process.exit(2);
+    }
+    const { gatherFacts } = await import("./doctor-probes.ts");
+    const { diagnose, formatText } = await import("./doctor.ts");
+    const report = diagnose(await gatherFacts());
+    console.log(json ? JSON.stringify(report, null, 2) : formatText(report));
+    process.exit(report.exitCode);
+  }
   case undefined:
   case "-h":
   case "--help":

@@ -14,6 +14,8 @@ const SP = FFIType.i64_fast; // ucs_status_ptr_t
 const U64 = FFIType.u64;
 
 const ucpSymbols = {
+  ucp_get_version: { args: [P, P, P], returns: FFIType.void },
+  ucp_get_version_string: { args: [], returns: FFIType.cstring },
   ucp_config_read: { args: [P, P, P], returns: S },
   ucp_config_release: { args: [P], returns: FFIType.void },
   ucp_config_modify: { args: [P, P, P], returns: S },
@@ -81,6 +83,23 @@ export function lib(): UcpSyms {
   const why = ucpUnavailableReason();
   if (why !== null) throw new UcxUnavailableError(why);
   return C!;
+}
+
+/** libucp's version as it reports it (ucp_get_version / ucp_get_version_string). */
+export interface UcpVersion {
+  major: number;
+  minor: number;
+  release: number;
+  /** ucp_get_version_string(), e.g. "1.13.1". */
+  text: string;
+}
+
+/** The loaded libucp's version, or null when it cannot be loaded (ucpUnavailableReason says why). Thread: any JS thread. */
+export function ucpVersion(): UcpVersion | null {
+  if (ucpUnavailableReason() !== null) return null;
+  const v = new Uint32Array(3);
+  C!.ucp_get_version(ptr(v), ptr(v, 4), ptr(v, 8));
+  return { major: v[0]!, minor: v[1]!, release: v[2]!, text: String(C!.ucp_get_version_string()) };
 }
 
 export class UcxError extends NativeError {

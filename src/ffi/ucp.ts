@@ -24,7 +24,7 @@ import { UcpEndpoint } from "./ucp-endpoint.ts";
 import { UcpMemory } from "./ucp-memory.ts";
 import { RequestTable } from "./ucp-requests.ts";
 
-export { copyOut, isStatusError, sockaddrIn, ucpUnavailableReason, ucxLogLevel, UcxError } from "./ucp-lib.ts";
+export { copyOut, isStatusError, sockaddrIn, ucpUnavailableReason, ucpVersion, ucxLogLevel, UcxError, type UcpVersion } from "./ucp-lib.ts";
 export { UcpEndpoint, UcpRkey } from "./ucp-endpoint.ts";
 export { UcpMemory } from "./ucp-memory.ts";
 
