@@ -132,6 +132,10 @@ describe("docs pages", () => {
     expect(programs.filter((p) => p.label.startsWith("README.md:")).length).toBeGreaterThan(0);
   });
 
+  test("examples run in place against the sources (examples/tsconfig.json maps hotpath to src/)", () => {
+    expect(Bun.resolveSync("hotpath", join(ROOT, "examples"))).toBe(join(ROOT, "src/index.ts"));
+  });
+
   test("examples/README.md lists every example", () => {
     const listing = readFileSync(join(ROOT, "examples/README.md"), "utf8");
     expect(EXAMPLES.filter((ex) => !listing.includes(ex.slice("examples/".length)))).toEqual([]);
