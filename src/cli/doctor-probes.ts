@@ -62,13 +62,17 @@ export interface DoctorFacts {
 
 /** The `engines.bun` range of the package this command belongs to, e.g. ">=1.1.30", or null. */
 export function bunMinimum(): string | null {
-  // The same two levels up from src/cli/ (a clone) and dist/cli/ (the installed package).
-  try {
-    const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { engines?: { bun?: string } };
-    return pkg.engines?.bun ?? null;
-  } catch {
-    return null;
+  // The nearest package.json named "hotpath" above this module: src/cli/ in a clone, dist/cli/
+  // or a shared chunk in dist/ once built.
+  for (let up = "../"; up.length <= "../../../".length; up += "../") {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(`${up}package.json`, import.meta.url), "utf8")) as { name?: string; engines?: { bun?: string } };
+      if (pkg.name === "hotpath") return pkg.engines?.bun ?? null;
+    } catch {
+      // not here: one level up
+    }
   }
+  return null;
 }
 
 /** statfs(2) of `path`: total and free bytes (free: available to an unprivileged user), or null. */

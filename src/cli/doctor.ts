@@ -191,6 +191,15 @@ function memlockText(f: DoctorFacts): string {
   return `soft ${v(m.softBytes)}, hard ${v(m.hardBytes)}`;
 }
 
+/** "; UCX_* set: UCX_TLS=…" for the variables the environment sets, or "". */
+function ucxEnvText(): string {
+  const set = Object.keys(process.env)
+    .filter((k) => k.startsWith("UCX_"))
+    .sort()
+    .map((k) => `${k}=${process.env[k]}`);
+  return set.length === 0 ? "" : `; UCX_* set: ${set.join(" ")}`;
+}
+
 function ucxSection(f: DoctorFacts): DoctorSection {
   const u = f.ucx;
   const checks: DoctorCheck[] = [];
@@ -203,7 +212,7 @@ function ucxSection(f: DoctorFacts): DoctorSection {
   checks.push(
     u.contextError === null
       ? { name: "context", status: "ok", detail: "a UCP context and worker made and closed" }
-      : { name: "context", status: "broken", detail: `libucp loads but cannot start: ${u.contextError}`, fix: "check the UCX_* variables in the environment (UCX_TLS names transports this UCX has?)" },
+      : { name: "context", status: "broken", detail: `libucp loads but cannot start: ${u.contextError}${ucxEnvText()}`, fix: "check the UCX_* variables: UCX_TLS must name transports this UCX has (ucx_info -d lists them)" },
   );
   checks.push(...registryChecks(f, ["ucx"], true));
   if (u.info === null) {
