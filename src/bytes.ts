@@ -25,3 +25,14 @@ export function writeU32(b: Uint8Array, at: number, v: number): void {
 }
 
 export const EMPTY_BYTES: Uint8Array = new Uint8Array(0);
+
+/**
+ * A copy of `b` in a new, plain Uint8Array the caller owns. Not `b.slice()`: on a Node/Bun
+ * `Buffer` (what tcp delivers, and what callers often pass) slice() is a view of the same
+ * memory, so a "copy" would pin a whole read buffer or change when the caller reuses its own.
+ */
+export function copyBytes(b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(b.length);
+  out.set(b);
+  return out;
+}

@@ -19,7 +19,7 @@
  * Threading: a Client belongs to the thread that created it.
  */
 
-import { EMPTY_BYTES } from "../bytes.ts";
+import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../transport/transport.ts";
 import {
@@ -305,8 +305,8 @@ export class Client<U = unknown> implements Disposable {
       if (this.waiting.length > 0 || !this.tryStart(p)) {
         if (this.closeErr !== null) return this.settle(p, null, this.closeErr);
         // Queued for later: keep a copy, the caller may reuse its buffer once request() returned.
-        p.data = data.slice();
-        if (appHeader) p.appHeader = appHeader.slice();
+        p.data = copyBytes(data);
+        if (appHeader) p.appHeader = copyBytes(appHeader);
         this.waiting.push(p);
       }
     });
@@ -508,8 +508,9 @@ export class Client<U = unknown> implements Disposable {
     }
     const body = msg.body;
     // Hand out memory the caller owns: copy out of transport memory, and copy small bodies
-    // rather than pin a whole read buffer.
-    const out = this.conn.caps.zeroCopy || body.byteLength * 2 < body.buffer.byteLength ? body.slice() : body;
+    // rather than pin a whole read buffer; always a plain Uint8Array (tcp delivers Buffers).
+    const out =
+      this.conn.caps.zeroCopy || body.byteLength * 2 < body.buffer.byteLength ? copyBytes(body) : body.constructor === Uint8Array ? body : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
     msg.release();
     this.settle(p, out, null);
   }

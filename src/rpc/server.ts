@@ -29,7 +29,7 @@
  * Threading: a Server belongs to the thread that created it.
  */
 
-import { EMPTY_BYTES } from "../bytes.ts";
+import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { HotpathError, ProtocolError, TransportClosedError, UsageError, describeThrown } from "../errors.ts";
 import {
   SEND_CLOSED,
@@ -134,7 +134,7 @@ export class RequestHandle {
     if (msg === null) return;
     const copy = this.session.conn.caps.zeroCopy;
     const body = msg.body;
-    this.ownData = copy && body.length > 0 ? body.slice() : body;
+    this.ownData = copy && body.length > 0 ? copyBytes(body) : body;
     const { headBuf, headOffset } = msg;
     const len = wireAppHeaderLen(headBuf, headOffset);
     const at = headOffset + WIRE_HEADER_BYTES;
@@ -299,7 +299,7 @@ export class ServerSession {
     if (this.backlog.length === 0 && this.trySendReply(h, data, error) !== SEND_FULL) return;
     // The reply waits: it gets its own copy (the caller may reuse its buffer, and `data` may be
     // a view of the request itself, whose transport memory detach() hands back).
-    const own = data === null ? null : data.slice();
+    const own = data === null ? null : copyBytes(data);
     if (own !== null) {
       h.charged += own.length;
       this.server.pendingBytes += own.length;
