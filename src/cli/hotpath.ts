@@ -47,7 +47,8 @@ switch (cmd) {
     const { gatherFacts } = await import("./doctor-probes.ts");
     const { diagnose, formatText } = await import("./doctor.ts");
     const report = diagnose(await gatherFacts());
-    console.log(json ? JSON.stringify(report, null, 2) : formatText(report));
+    // Written out in full before exiting (a pipe may take it in pieces).
+    await Bun.write(Bun.stdout, (json ? JSON.stringify(report, null, 2) : formatText(report)) + "\n");
     process.exit(report.exitCode);
   }
   case undefined:
