@@ -309,6 +309,43 @@ export function closeFd(fd: number): void {
   if (C.close(fd) !== 0) fail(`close(${fd})`);
 }
 
+// The helper thread of closeFdOffThread: close(2), then the fd number back.
+const CLOSER_SOURCE = `import { dlopen } from "bun:ffi";
+const { close } = dlopen("libc.so.6", { close: { args: ["i32"], returns: "i32" } }).symbols;
+self.onmessage = (e) => { close(e.data); postMessage(e.data); };`;
+let closer: Worker | null = null;
+/** Closes handed to the helper and not yet returned, by fd (an fd number is not reused before its close returns). */
+const closing = new Map<number, () => void>();
+
+/**
+ * Closes `fd` on a helper thread (a Worker made on first use, unref'd so it never keeps the
+ * process alive): for an fd taken from a peer and not proven a memfd, whose close(2) may wait on
+ * a file system, forever if its daemon never answers (FUSE sends FLUSH on every close, NFS writes
+ * back dirty pages). The calling thread never waits; `onClosed` runs on it (its event loop) once
+ * the close returned. The fd belongs to the helper from here. Closes run one after another, so
+ * one that never returns holds back the rest: callers bound how many they hand over. Where no
+ * Worker can be made, the fd is closed here. Thread: any (each thread has its own helper).
+ */
+export function closeFdOffThread(fd: number, onClosed: () => void = () => {}): void {
+  if (closer === null) {
+    try {
+      closer = new Worker(URL.createObjectURL(new Blob([CLOSER_SOURCE], { type: "application/javascript" })));
+      closer.unref();
+      closer.onmessage = (e: MessageEvent<number>) => {
+        const cb = closing.get(e.data);
+        closing.delete(e.data);
+        cb?.();
+      };
+    } catch {
+      C.close(fd);
+      onClosed();
+      return;
+    }
+  }
+  closing.set(fd, onClosed);
+  closer.postMessage(fd);
+}
+
 const pollfd = new Int32Array(new ArrayBuffer(8)); // struct pollfd { int fd; short events; short revents; }
 const POLLIN = 1;
 const POLLERR = 0x8;

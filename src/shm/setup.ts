@@ -21,7 +21,10 @@
  * (before 5.6), or where it is refused (Yama ptrace_scope), fall back to opening
  * `/proc/<pid>/fd/<fd>` O_PATH, checking the device before anything else, then reopening it
  * O_NONBLOCK (a leased file fails at once with EWOULDBLOCK) and checking through the pidfd that
- * the client is still the process behind that pid.
+ * the client is still the process behind that pid. Even closing a client's fd can block (FUSE
+ * sends FLUSH on every close(2), and a hostile daemon never answers): an fd not proven a memfd
+ * is closed on a helper thread, and a uid with MAX_UNCLOSED_PER_UID such closes outstanding gets
+ * no more fds taken.
  *
  * Why this is stronger than named segments created O_EXCL 0600: a name can be guessed, squatted,
  * pre-created or swapped, and whoever may open it may also ftruncate it, so a client could shrink
@@ -53,6 +56,7 @@ import type { Socket, UnixSocketListener } from "bun";
 import { AuthError, ConnectError, describeThrown, HotpathError, NativeError, ProtocolError } from "../errors.ts";
 import {
   closeFd,
+  closeFdOffThread,
   EACCES,
   EBADF,
   EINVAL,
@@ -114,6 +118,24 @@ const REQUIRED_SEALS = LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW;
  * creator nothing and would cost the server its address space).
  */
 export const MAX_SEGMENT_BYTES = 0xffffffff;
+/**
+ * Fds of one uid whose close(2) still runs on the helper thread (closeFdOffThread): an honest
+ * client never has any (only an fd that is not a memfd goes there), so a few mean its file system
+ * does not answer; its hellos are then refused before another fd is taken.
+ */
+export const MAX_UNCLOSED_PER_UID = 8;
+/** Per uid: fds handed to closeFdOffThread whose close has not returned yet (this thread's listeners). */
+const unclosed = new Map<number, number>();
+
+/** Closes an fd taken from client `uid` that is not proven a memfd: off this thread, counted until it returns. */
+function closeUnproven(fd: number, uid: number): void {
+  unclosed.set(uid, (unclosed.get(uid) ?? 0) + 1);
+  closeFdOffThread(fd, () => {
+    const left = (unclosed.get(uid) ?? 1) - 1;
+    if (left > 0) unclosed.set(uid, left);
+    else unclosed.delete(uid);
+  });
+}
 
 function signalsFor(mapping: ShmMapping, socket: Socket<Handshake>, pidfd: () => number): Signals {
   const fd = socketFd(socket);
@@ -301,12 +323,12 @@ const fileKind = (mode: number): string =>
   ({ 0o140000: "a socket", 0o010000: "a pipe", 0o040000: "a directory", 0o020000: "a device", 0o060000: "a device", 0o120000: "a symbolic link" })[mode & S_IFMT] ?? "not a regular file";
 const isRegular = (st: FileStatus) => (st.mode & S_IFMT) === 0o100000;
 
-/** Refused (the error thrown) unless `st` is a memfd: on the memfd device, a regular file. Only statx has run on it so far. */
+/** Refused (the error thrown) unless `st` is a memfd: a regular file on the memfd device. Only statx has run on it so far. */
 function requireMemfd(where: string, what: string, st: FileStatus): void {
+  if (!isRegular(st)) throw new ProtocolError(`${where}: ${what} is ${fileKind(st.mode)}, not a memory segment`);
   if (st.dev !== memfdDevice()) {
     throw new ProtocolError(`${where}: ${what} is not a memfd (it lives on device ${st.dev}, memfds on ${memfdDevice()}): only a sealed memfd is mapped`);
   }
-  if (!isRegular(st)) throw new ProtocolError(`${where}: ${what} is ${fileKind(st.mode)}, not a memory segment`);
 }
 
 /**
@@ -371,11 +393,20 @@ export function openClientSegment(where: string, peer: Ucred, pidfd: number, fd:
   if (bytes > MAX_SEGMENT_BYTES) {
     throw new ProtocolError(`${where}: the hello says ${bytes} bytes, more than a segment can have (at most ${MAX_SEGMENT_BYTES} bytes): refused before mapping`);
   }
+  const stuck = unclosed.get(peer.uid) ?? 0;
+  if (stuck >= MAX_UNCLOSED_PER_UID) {
+    throw new ProtocolError(
+      `${where}: uid ${peer.uid} has ${stuck} fds whose close(2) has not returned (their file system does not answer, e.g. a FUSE daemon): no more segments are taken from it until they do`,
+    );
+  }
   const what = `the segment at fd ${fd} of client pid ${peer.pid}`;
   let own = takeClientFd(where, peer, pidfd, fd);
+  // Until it is known to be a memfd, its close may block (a FUSE or NFS file): not on this thread.
+  let proven = false;
   try {
     const st = fileStatus(own); // exact from here on: a memfd, and the seals forbid any change of size
     requireMemfd(where, what, st);
+    proven = true;
     if (st.uid !== peer.uid) throw new ProtocolError(`${where}: ${what} is owned by uid ${st.uid}, but the client runs as uid ${peer.uid}`);
     let seals: number;
     try {
@@ -400,7 +431,8 @@ export function openClientSegment(where: string, peer: Ucred, pidfd: number, fd:
       throw e;
     }
   } finally {
-    if (own >= 0) closeFd(own);
+    if (own >= 0 && proven) closeFd(own);
+    else if (own >= 0) closeUnproven(own, peer.uid);
   }
 }
 
