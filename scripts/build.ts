@@ -5,7 +5,6 @@
  *
  *   dist/index.js          the library ("hotpath"): one bundle; its dependencies stay imports
  *   dist/cli/hotpath.js    the `hotpath` command (bin)
- *   dist/chunk-*.js        the code both share
  *   dist/types/**.d.ts     declarations (tsconfig.build.json), relative imports ending in .js
  *
  * The ucx helper Worker (src/ucx/efd-waiter.ts) is bundled into a module of its own and its
@@ -48,18 +47,25 @@ const waiter = await Bun.build({ entrypoints: ["hotpath-efd-waiter-entry"], plug
 if (!waiter.success || waiter.outputs.length !== 1) fail("the ucx helper Worker bundle", waiter.logs);
 const waiterJs = await waiter.outputs[0]!.text();
 
-const js = await Bun.build({
-  entrypoints: [join(SRC, "index.ts"), join(SRC, "cli", "hotpath.ts")],
+// The library and the command are built apart, so the library stays one flat module: built
+// together (the command imports parts of it lazily) Bun wraps every shared module in a lazy
+// initializer, and an application's bundle of that renames the classes inside (AuthError2),
+// while an error's name is its class's name. The command carries its own copy of the library.
+const common = {
+  target: "bun",
   root: SRC,
   outdir: DIST,
-  target: "bun",
   // Dependencies (msgpackr) stay imports, resolved from the application's node_modules.
   packages: "external",
-  // One chunk shared by the library and the command instead of two copies of the library.
-  splitting: true,
   define: { HOTPATH_EFD_WAITER_JS: JSON.stringify(waiterJs) },
-});
-if (!js.success) fail("bun build", js.logs);
+} as const;
+const outputs = [];
+// The command is minified (names kept): it is run, not read, and carries its own library copy.
+for (const [entry, minify] of [[join(SRC, "index.ts"), false], [join(SRC, "cli", "hotpath.ts"), { whitespace: true, syntax: true }]] as const) {
+  const js = await Bun.build({ ...common, entrypoints: [entry], minify });
+  if (!js.success) fail(`bun build ${entry.slice(ROOT.length + 1)}`, js.logs);
+  outputs.push(...js.outputs);
+}
 
 const tsc = Bun.spawnSync([join(ROOT, "node_modules", ".bin", "tsc"), "-p", join(ROOT, "tsconfig.build.json")], { stdio: ["ignore", "inherit", "inherit"] });
 if (tsc.exitCode !== 0) fail("tsc (declarations)", []);
@@ -81,5 +87,5 @@ for (const rel of new Glob("**/*.d.ts").scanSync(join(DIST, "types"))) {
   if (left !== null) fail(`declarations: ${rel} still imports ${left[0]}`, []);
 }
 
-for (const o of js.outputs) console.log(`build: ${o.path.slice(ROOT.length + 1)} ${(o.size / 1024).toFixed(1)} KiB`);
+for (const o of outputs) console.log(`build: ${o.path.slice(ROOT.length + 1)} ${(o.size / 1024).toFixed(1)} KiB`);
 console.log(`build: ucx helper Worker ${(waiterJs.length / 1024).toFixed(1)} KiB inside the bundle; declarations in dist/types (${rewritten} with imports ending in .js)`);
