@@ -35,6 +35,8 @@
  * Threading: a runtime belongs to the thread that acquired it.
  */
 
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { ucpUnavailableReason, UcpContext, type UcpWorker } from "../ffi/ucp.ts";
 import { WaitList } from "../waitlist.ts";
 import { EFD_ARMED, EFD_IDLE, EFD_STOP } from "./efd-waiter.ts";
@@ -66,7 +68,40 @@ export interface AmSink {
   readonly wantsProgress: boolean;
 }
 
-const EFD_WAITER = new URL("./efd-waiter.ts", import.meta.url).href;
+/**
+ * The helper Worker's entry, bundled (efd-waiter.ts and what it imports, then runEfdWaiter()):
+ * the package build (scripts/build.ts) defines it in dist/, since a bundle, ours or an
+ * application's `bun build` of it, has no efd-waiter.ts beside it. Undefined in the sources.
+ */
+declare const HOTPATH_EFD_WAITER_JS: string | undefined;
+
+let efdWaiterUrl: string | null = null;
+/** Why the helper Worker cannot run in this process (its code is missing, or it failed), or null. */
+let efdWaiterFailure: string | null = null;
+
+/**
+ * The Blob URL the helper Worker starts from (made once per process; its entry is a module of
+ * its own, so no module of the application's runs in the helper): the bundled entry in a build;
+ * from the sources, an entry that imports the efd-waiter.ts beside this file. Null, with
+ * efdWaiterFailure saying why, when neither is there (these sources bundled without the build).
+ */
+function efdWaiterSource(): string | null {
+  if (efdWaiterUrl !== null || efdWaiterFailure !== null) return efdWaiterUrl;
+  let code: string;
+  if (typeof HOTPATH_EFD_WAITER_JS === "string") code = HOTPATH_EFD_WAITER_JS;
+  else {
+    const file = new URL("./efd-waiter.ts", import.meta.url);
+    if (file.protocol !== "file:" || !existsSync(fileURLToPath(file))) {
+      efdWaiterFailure =
+        `its helper Worker's code is missing (${file.href} does not exist: hotpath's sources were bundled ` +
+        `without the package build; bundle the installed package (its dist/) instead, or build with scripts/build.ts)`;
+      return null;
+    }
+    code = `import { runEfdWaiter } from ${JSON.stringify(file.href)};\nrunEfdWaiter();\n`;
+  }
+  efdWaiterUrl = URL.createObjectURL(new Blob([code], { type: "text/javascript" }));
+  return efdWaiterUrl;
+}
 
 export class UcxRuntime {
   readonly ctx: UcpContext;
@@ -122,8 +157,12 @@ export class UcxRuntime {
     return rt;
   }
 
+  /** Why ucx cannot run in this process (no libucp, or no helper Worker for idle waits), or null. */
   static unavailableReason(): string | null {
-    return ucpUnavailableReason();
+    const ucp = ucpUnavailableReason();
+    if (ucp !== null) return ucp;
+    efdWaiterSource();
+    return efdWaiterFailure;
   }
 
   private constructor(readonly rma: boolean) {
@@ -307,15 +346,23 @@ export class UcxRuntime {
     }, ms);
   }
 
-  /** Sleeps until the (armed) event fd fires: helper Worker + Atomics.waitAsync. */
+  /**
+   * Sleeps until the (armed) event fd fires: helper Worker + Atomics.waitAsync. Without a
+   * helper (it failed: see onHelperError) it progresses on the wedged-UCX timer instead.
+   */
   private park(): void {
     if (this.efdWaiting) return; // the helper is already polling the fd
+    if (efdWaiterFailure !== null) return this.recheck(WEDGED_RECHECK_MAX_MS);
     if (this.efdCtl === null) {
+      const url = efdWaiterSource();
+      if (url === null) return this.recheck(WEDGED_RECHECK_MAX_MS); // unreachable: acquire() checked it
       this.efdCtl = new Int32Array(new SharedArrayBuffer(8));
       this.efdCtl[1] = this.worker.eventFd();
-      this.efdWorker = new Worker(EFD_WAITER);
-      this.efdWorker.unref();
-      this.efdWorker.postMessage({ ctl: this.efdCtl.buffer });
+      const helper = new Worker(url);
+      helper.addEventListener("error", (e) => this.onHelperError(helper, e));
+      helper.unref();
+      helper.postMessage({ ctl: this.efdCtl.buffer });
+      this.efdWorker = helper;
     }
     const ctl = this.efdCtl;
     this.efdWaiting = true;
@@ -329,5 +376,28 @@ export class UcxRuntime {
     };
     if (r.async) r.value.then(woke);
     else woke();
+  }
+
+  /**
+   * The helper Worker failed to load or threw. Said once on stderr; from then on ucx in this
+   * process is unavailable (connect / listen fail with UcxUnavailableError and the reason), and
+   * the connections already open progress on a timer (at most WEDGED_RECHECK_MAX_MS late)
+   * instead of waiting for an event no one watches.
+   */
+  private onHelperError(helper: Worker, e: ErrorEvent): void {
+    e.preventDefault();
+    if (this.efdWorker !== helper) return; // an old helper, already stopped
+    const first = efdWaiterFailure === null;
+    efdWaiterFailure = `its helper Worker (which wakes this thread for UCX events) failed: ${e.message}`;
+    if (first) console.error(`hotpath ucx: ${efdWaiterFailure}; open ucx connections progress on a ${WEDGED_RECHECK_MAX_MS} ms timer, new ones are refused`);
+    helper.terminate();
+    const ctl = this.efdCtl;
+    this.efdCtl = null;
+    this.efdWorker = null;
+    if (ctl !== null) {
+      Atomics.store(ctl, 0, EFD_STOP); // resolves a park()'s waitAsync, which pumps again
+      Atomics.notify(ctl, 0);
+    }
+    this.pump();
   }
 }
