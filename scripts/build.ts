@@ -60,7 +60,8 @@ const common = {
   define: { HOTPATH_EFD_WAITER_JS: JSON.stringify(waiterJs) },
 } as const;
 const outputs = [];
-// The command is minified (names kept): it is run, not read, and carries its own library copy.
+// The command is minified but keeps its identifiers (an error is named after its class; Bun's
+// keepNames does not keep class names): it is run, not read, and carries its own library copy.
 for (const [entry, minify] of [[join(SRC, "index.ts"), false], [join(SRC, "cli", "hotpath.ts"), { whitespace: true, syntax: true }]] as const) {
   const js = await Bun.build({ ...common, entrypoints: [entry], minify });
   if (!js.success) fail(`bun build ${entry.slice(ROOT.length + 1)}`, js.logs);

@@ -388,7 +388,10 @@ export class UcxRuntime {
     e.preventDefault();
     if (this.efdWorker !== helper) return; // an old helper, already stopped
     const first = efdWaiterFailure === null;
-    efdWaiterFailure = `its helper Worker (which wakes this thread for UCX events) failed: ${e.message}`;
+    // Bun's message is a code frame; its "error: ..." line says what happened.
+    const lines = String(e.message).split("\n").map((l) => l.trim()).filter((l) => l !== "");
+    const why = lines.find((l) => /^[a-z]*error: /i.test(l)) ?? lines[0] ?? "no message";
+    efdWaiterFailure = `its helper Worker (which wakes this thread for UCX events) failed: ${why}`;
     if (first) console.error(`hotpath ucx: ${efdWaiterFailure}; open ucx connections progress on a ${WEDGED_RECHECK_MAX_MS} ms timer, new ones are refused`);
     helper.terminate();
     const ctl = this.efdCtl;

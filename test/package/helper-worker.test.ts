@@ -5,7 +5,11 @@
  *   helper's module runs nothing: its body is started from an entry of its own);
  * - hotpath's sources bundled without the package build have no helper code beside the bundle:
  *   ucx says so (transports(), UcxUnavailableError from listen and connect) instead of a server
- *   that never accepts, and a fallback moves on to tcp.
+ *   that never accepts, and a fallback moves on to tcp;
+ * - a helper that fails once it runs (injected: from the sources the runtime reads the bundled
+ *   helper's code from the global the build defines) is said once on stderr, the connection
+ *   already open keeps answering (a reply that arrives while idle included), and a new listen
+ *   is refused with UcxUnavailableError naming the failure.
  * (pack.test.ts runs ucx from the built package and from an application's bundle of it.)
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -93,4 +97,39 @@ process.exit(0);
   expect(r.listen).toContain("ucx transport unavailable: its helper Worker's code is missing");
   expect(r.chosen).toBe(true);
   expect(r.skipped.join()).toContain("helper Worker");
+}, 2 * WATCHDOG_MS);
+
+test.skipIf(ucpUnavailableReason() !== null)("a helper Worker that fails: one stderr line, the open connection keeps working, a new listen is refused with the reason", async () => {
+  writeFileSync(
+    join(work, "fault.ts"),
+    `(globalThis as Record<string, unknown>).HOTPATH_EFD_WAITER_JS = 'throw new Error("helper fault injected");';
+const { listen, rpcConnect, serve, UcxUnavailableError } = await import(${JSON.stringify(INDEX)});
+const out: Record<string, unknown> = {};
+const s = await serve("ucx://127.0.0.1:0", { 1: async (h) => { await Bun.sleep(30); return h.data; } });
+const c = await rpcConnect(s.url, { fallback: [] });
+out.first = Array.from(await c.request(1, new Uint8Array([1, 2]), { timeoutMs: 10000 }));
+await Bun.sleep(100); // idle: the client parks, the reply below arrives while it waits
+out.later = Array.from(await c.request(1, new Uint8Array([3]), { timeoutMs: 10000 }));
+try {
+  await listen("ucx://127.0.0.1:0");
+  out.listen = "listening";
+} catch (e) {
+  out.listen = (e instanceof UcxUnavailableError ? "UcxUnavailableError " : "other ") + (e as Error).message;
+}
+c.close();
+s.close();
+console.log(JSON.stringify(out));
+`,
+  );
+  const proc = Bun.spawn(["bun", join(work, "fault.ts")], { cwd: work, stdout: "pipe", stderr: "pipe" });
+  const dog = setTimeout(() => proc.kill(9), WATCHDOG_MS);
+  const [out, err] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
+  await proc.exited; // it exits by itself: nothing is left holding the process
+  clearTimeout(dog);
+  if (proc.exitCode !== 0) throw new Error(`fault app exited ${proc.exitCode ?? proc.signalCode}: ${out}\n${err}`);
+  const r = JSON.parse(out) as { first: number[]; later: number[]; listen: string };
+  expect(r.first).toEqual([1, 2]);
+  expect(r.later).toEqual([3]);
+  expect(r.listen).toBe("UcxUnavailableError ucx transport unavailable: its helper Worker (which wakes this thread for UCX events) failed: error: helper fault injected");
+  expect(err.split("\n").filter((l) => l.startsWith("hotpath ucx: its helper Worker"))).toHaveLength(1);
 }, 2 * WATCHDOG_MS);
