@@ -36,6 +36,14 @@ const WARMUP = 4;
 const FD_SLACK = 2;
 /** RSS growth allowed over baseline, MiB: below 50 kills × the 0.4 MiB/kill leak seen over shm. */
 const RSS_BOUND_MIB = 16;
+/**
+ * inproc's clients are Workers of the server's own process: starting and ending 100 threads
+ * leaves the allocator ~16 MiB above a clean baseline, and 300 threads ~22 MiB (measured: a
+ * plateau, not growth per session; the per-session signals, ArrayBuffers, fds and maps, stay
+ * flat). Per-session leaks are still far above this: 0.4 MiB × 50 kills was the shm leak, and
+ * issue 8's inproc leak was 8–11 MiB per kill.
+ */
+const RSS_BOUND_WORKERS_MIB = 32;
 /** Idle CPU allowed over one second, percent of one core. */
 const IDLE_CPU_PERCENT = 5;
 /** How long peers get to notice deaths and closes before the server is measured. */
@@ -222,7 +230,8 @@ for (const fx of fixtures) {
           // Closing a session unmaps its segment (DESIGN: map anonymous pages back over it), not a later GC.
           const m = afterNoGc.figures.hotpathMaps;
           if (m > b.hotpathMaps) failures.push(`hotpath segment mappings ${b.hotpathMaps} → ${m} until a GC runs (segments of gone peers stay mapped)`);
-          if (a.rssMiB > b.rssMiB + RSS_BOUND_MIB) failures.push(`RSS ${b.rssMiB.toFixed(1)} → ${a.rssMiB.toFixed(1)} MiB (bound +${RSS_BOUND_MIB})`);
+          const rssBound = fx.workers ? RSS_BOUND_WORKERS_MIB : RSS_BOUND_MIB;
+          if (a.rssMiB > b.rssMiB + rssBound) failures.push(`RSS ${b.rssMiB.toFixed(1)} → ${a.rssMiB.toFixed(1)} MiB (bound +${rssBound})`);
           if (!(idleAfter < IDLE_CPU_PERCENT)) failures.push(`idle CPU ${idleAfter.toFixed(1)}% of a core over 1 s (bound ${IDLE_CPU_PERCENT}%)`);
         }
         if (leftInShm.length > 0) failures.push(`/dev/shm entries left: ${leftInShm.join(", ")}`);
