@@ -48,7 +48,7 @@ import {
   socketPeer,
 } from "../shm/handshake.ts";
 import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "../shm/layout.ts";
-import { bindSocket, processExists, removeStaleSockets, socketDir, type BoundSocket } from "../shm/socket-dir.ts";
+import { bindSocket, processExists, removeStaleSockets, socketDir, unlinkAtExit, type BoundSocket } from "../shm/socket-dir.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
 
 const channelName = (name: string) => `hotpath-inproc-${process.pid}-${name}`;
@@ -117,7 +117,10 @@ const INPROC_NAME_RE = /^inproc-(\d+)-/;
 /** The rendezvous socket of listener `name` of this process, in this uid's checked directory (null: no directory). */
 function socketPath(where: string, name: string, side: "listen" | "connect"): string | null {
   const dir = side === "listen" ? socketDir(where, ownUid(), "listen") : socketDir(where, ownUid(), "connect");
-  return dir === null ? null : `${dir}/inproc-${process.pid}-${name}.sock`;
+  if (dir === null) return null;
+  // The main thread outlives the Workers that listen: it removes their names when the process exits.
+  if (Bun.isMainThread) unlinkAtExit(dir);
+  return `${dir}/inproc-${process.pid}-${name}.sock`;
 }
 
 /**

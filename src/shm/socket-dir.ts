@@ -169,13 +169,7 @@ export async function bindSocket<L extends { stop(closeActive?: boolean): void }
   unlinkSync(tmp);
   const entry = { path, dev: st.dev, ino: st.ino };
   live.add(entry);
-  if (!exitHook) {
-    exitHook = true;
-    process.on("exit", () => {
-      for (const b of live) unlinkIfSame(b.path, b.dev, b.ino);
-      if (Bun.isMainThread) removeOwnInprocSockets(path.slice(0, path.lastIndexOf("/")));
-    });
-  }
+  unlinkAtExit(path.slice(0, path.lastIndexOf("/")));
   let closed = false;
   return {
     server,
@@ -249,6 +243,22 @@ async function probe(path: string): Promise<Ucred | "stale" | "silent"> {
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * Installs (once per thread) the exit hook that unlinks this thread's bound names and, on the
+ * main thread, every inproc name of this process in `dir`. bindSocket calls it; inproc connect
+ * calls it too, on the main thread, because there a Worker that listened may be terminated
+ * (its own hook then never runs) while only the main thread, which never listened, is left to
+ * clean up. Thread: any.
+ */
+export function unlinkAtExit(dir: string): void {
+  if (exitHook) return;
+  exitHook = true;
+  process.on("exit", () => {
+    for (const b of live) unlinkIfSame(b.path, b.dev, b.ino);
+    if (Bun.isMainThread) removeOwnInprocSockets(dir);
+  });
 }
 
 /** At exit of this process: its inproc names (they carry its pid) can have no listener any more. */

@@ -102,6 +102,7 @@ describe("replies that meet Full wait in the backlog, never inside a delivery", 
       } finally {
         c.close();
         server.close();
+        listener.close(true); // not attached to the server (onConnection is the test's own)
       }
     }, 30_000);
   }
