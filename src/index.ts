@@ -1,6 +1,6 @@
 /**
  * hotpath: a Bun-native RPC runtime. One RPC layer (src/rpc) over one Transport contract
- * (src/transport), with a transport per folder (src/tcp, ...).
+ * (src/contract), with a transport per folder (src/tcp, ...).
  *
  *   import { serve, rpcConnect } from "hotpath";
  *   const s = await serve("tcp://127.0.0.1:0", { 1: (h) => h.data });
@@ -12,9 +12,10 @@
  */
 
 export * from "./errors.ts";
-export * from "./transport/transport.ts";
-export { connect, listen, registerTransport, transports, parseUrl } from "./transport/registry.ts";
-export type { ChosenConnection, ConnectionVia, SkippedTransport } from "./transport/registry.ts";
+export * from "./contract/transport.ts";
+export type { SegmentConfig, SizeClass } from "./segment/config.ts";
+export { connect, listen, registerTransport, transports, parseUrl } from "./connect/registry.ts";
+export type { ChosenConnection, ConnectionVia, SkippedTransport } from "./connect/registry.ts";
 export { Client, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_WINDOW, MAX_WINDOW } from "./rpc/client.ts";
 export type { ClientOptions, OnResponse, RequestOptions } from "./rpc/client.ts";
 export { Server, ServerSession, RequestHandle, DEFAULT_MAX_PENDING_BYTES } from "./rpc/server.ts";

@@ -17,8 +17,8 @@ import { release } from "node:os";
 import { describeThrown } from "../errors.ts";
 import { closeFd, fileSeals, LINUX, memfdCreate, pidfdOpen } from "../ffi/libc.ts";
 import { ucpUnavailableReason, ucpVersion, UcpContext, type UcpVersion } from "../ffi/ucp.ts";
-import { bindSocket, socketDir } from "../shm/socket-dir.ts";
-import { transports } from "../transport/registry.ts";
+import { bindSocket, socketDir } from "../segment/socket-dir.ts";
+import { transports } from "../connect/registry.ts";
 
 /** A tool doctor runs (ucx_info, ibv_devinfo) gets this long before it counts as failed: they answer in milliseconds. */
 const TOOL_TIMEOUT_MS = 10_000;

@@ -6,7 +6,7 @@
  *   hotpath doctor [--json]   per transport: can it run here, why not, how to install what is missing
  */
 
-import { transports } from "../transport/registry.ts";
+import { transports } from "../connect/registry.ts";
 
 const USAGE = `usage: hotpath <command>
   bench [--quick]   run the benchmarks, each figure beside a raw reference from the same run

@@ -25,8 +25,8 @@
 import type { Socket, UnixSocketListener } from "bun";
 import { AuthError, ConnectError, describeThrown, HotpathError, ProtocolError, UsageError } from "../errors.ts";
 import { fdPeerGone, type Ucred } from "../ffi/libc.ts";
-import { ListenerBase } from "../listener-base.ts";
-import type { SegmentConnection, Signals } from "../shm/connection.ts";
+import { ListenerBase } from "../contract/listener-base.ts";
+import type { SegmentConnection, Signals } from "../segment/connection.ts";
 import {
   acceptHandshake,
   checkListener,
@@ -46,10 +46,10 @@ import {
   sessionName,
   socketFd,
   socketPeer,
-} from "../shm/handshake.ts";
-import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "../shm/layout.ts";
-import { bindSocket, processExists, removeStaleSockets, socketDir, unlinkAtExit, type BoundSocket } from "../shm/socket-dir.ts";
-import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
+} from "../segment/handshake.ts";
+import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "../segment/layout.ts";
+import { bindSocket, processExists, removeStaleSockets, socketDir, unlinkAtExit, type BoundSocket } from "../segment/socket-dir.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../contract/transport.ts";
 
 const channelName = (name: string) => `hotpath-inproc-${process.pid}-${name}`;
 

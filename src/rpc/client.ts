@@ -21,7 +21,7 @@
 
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
-import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../transport/transport.ts";
+import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import {
   KIND_CANCEL,
   KIND_ERROR,

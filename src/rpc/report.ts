@@ -19,7 +19,7 @@
  */
 
 import { describeThrown } from "../errors.ts";
-import type { Listener, RefusalReason } from "../transport/transport.ts";
+import type { Listener, RefusalReason } from "../contract/transport.ts";
 import type { ServerSession } from "./server.ts";
 
 /** Where a server-side failure came from (see the module comment). */

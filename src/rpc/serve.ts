@@ -16,10 +16,10 @@
  */
 
 
-import { connect, listen, type ConnectionVia } from "../transport/registry.ts";
+import { connect, listen, type ConnectionVia } from "../connect/registry.ts";
 import { EMPTY_BYTES } from "../bytes.ts";
 import { UsageError, describeThrown, errorNameOf } from "../errors.ts";
-import { type ConnectOptions, type ListenOptions, type Listener } from "../transport/transport.ts";
+import { type ConnectOptions, type ListenOptions, type Listener } from "../contract/transport.ts";
 import { Client, type ClientOptions } from "./client.ts";
 import { describeValue } from "./validate.ts";
 import { DecodeError } from "./codec.ts";

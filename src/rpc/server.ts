@@ -39,10 +39,10 @@ import {
   type Listener,
   type RxMessage,
   type SendStatus,
-} from "../transport/transport.ts";
+} from "../contract/transport.ts";
 import { MAX_WINDOW } from "./client.ts";
 import { describeValue } from "./validate.ts";
-import { WaitList } from "../waitlist.ts";
+import { WaitList } from "../contract/waitlist.ts";
 import { Fifo } from "./fifo.ts";
 import { RateLimitedLog, describeFailure, type ServerErrorContext } from "./report.ts";
 import {

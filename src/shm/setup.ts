@@ -80,9 +80,9 @@ import {
   type FileStatus,
   type Ucred,
 } from "../ffi/libc.ts";
-import { ListenerBase } from "../listener-base.ts";
-import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../transport/transport.ts";
-import type { SegmentConnection, Signals } from "./connection.ts";
+import { ListenerBase } from "../contract/listener-base.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../contract/transport.ts";
+import type { SegmentConnection, Signals } from "../segment/connection.ts";
 import {
   acceptHandshake,
   admission,
@@ -104,9 +104,9 @@ import {
   sessionName,
   socketFd,
   socketPeer,
-} from "./handshake.ts";
-import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader, type SegmentLayout } from "./layout.ts";
-import { bindSocket, socketDir, socketDirOf, type BoundSocket } from "./socket-dir.ts";
+} from "../segment/handshake.ts";
+import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader, type SegmentLayout } from "../segment/layout.ts";
+import { bindSocket, socketDir, socketDirOf, type BoundSocket } from "../segment/socket-dir.ts";
 
 const DOORBELL = new Uint8Array([1]);
 const socketFile = (dir: string, name: string) => `${dir}/shm-${name}.sock`;

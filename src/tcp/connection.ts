@@ -44,9 +44,9 @@ import {
   type RefusalReason,
   type SendStatus,
   type WaitPolicy,
-} from "../transport/transport.ts";
+} from "../contract/transport.ts";
 import { EMPTY_BYTES, writeU32 } from "../bytes.ts";
-import { WaitList } from "../waitlist.ts";
+import { WaitList } from "../contract/waitlist.ts";
 import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage } from "./frame.ts";
 import { TcpHandshake, handshakeError, type HandshakeFailure } from "./handshake.ts";
 import type { BufferPool, Sweepable, Sweeper, TcpLimits } from "./limits.ts";

@@ -29,7 +29,7 @@
 
 import { EMPTY_BYTES as EMPTY, readU32 } from "../bytes.ts";
 import { ProtocolError } from "../errors.ts";
-import type { RxMessage } from "../transport/transport.ts";
+import type { RxMessage } from "../contract/transport.ts";
 
 export const FRAME_HEAD_LEN_OFFSET = 0;
 export const FRAME_BODY_LEN_OFFSET = 4;

@@ -1,6 +1,6 @@
 /**
  * The tcp handshake (control path): the hello exchange (hello.ts) and, when a token is in play,
- * the HMAC challenge-response of src/transport/auth.ts, as a byte-driven state machine with no
+ * the HMAC challenge-response of src/contract/auth.ts, as a byte-driven state machine with no
  * socket of its own. A TcpConnection feeds it every byte that arrives until it passed or failed.
  *
  *   both at once     hello (flags: AUTH_REQUIRED from a listener with a token, AUTH_OFFERED from
@@ -32,8 +32,8 @@
 
 import { readU16, readU32, writeU32 } from "../bytes.ts";
 import { AuthError, ConnectError, ProtocolError, type HotpathError } from "../errors.ts";
-import { DEFAULT_MAX_HEAD_BYTES } from "../transport/transport.ts";
-import { NONCE_BYTES, PROOF_BYTES, authProof, newNonce, proofMatches } from "../transport/auth.ts";
+import { DEFAULT_MAX_HEAD_BYTES } from "../contract/transport.ts";
+import { NONCE_BYTES, PROOF_BYTES, authProof, newNonce, proofMatches } from "../contract/auth.ts";
 import {
   HELLO_AUTH_OFFERED,
   HELLO_AUTH_REQUIRED,

@@ -28,7 +28,7 @@
  */
 
 import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
-import { NONCE_BYTES } from "../transport/auth.ts";
+import { NONCE_BYTES } from "../contract/auth.ts";
 
 export const HELLO_MAGIC_OFFSET = 0;
 export const HELLO_VERSION_OFFSET = 4;

@@ -22,7 +22,7 @@
  */
 
 import { UsageError } from "../errors.ts";
-import type { ConnectOptions, ListenOptions } from "../transport/transport.ts";
+import type { ConnectOptions, ListenOptions } from "../contract/transport.ts";
 
 /** About 1 KiB of state per connection plus what it buffers: 1024 keeps idle peers cheap. */
 export const DEFAULT_MAX_CONNECTIONS = 1024;

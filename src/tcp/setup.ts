@@ -23,7 +23,7 @@
 
 import type { Socket, TCPSocketListener } from "bun";
 import { ConnectError, HotpathError, UsageError, describeThrown } from "../errors.ts";
-import { authKey } from "../transport/auth.ts";
+import { authKey } from "../contract/auth.ts";
 import {
   DEFAULT_CONNECT_TIMEOUT_MS,
   DEFAULT_MAX_HEAD_BYTES,
@@ -33,8 +33,8 @@ import {
   type Listener,
   type ListenOptions,
   type TransportFactory,
-} from "../transport/transport.ts";
-import { ListenerBase } from "../listener-base.ts";
+} from "../contract/transport.ts";
+import { ListenerBase } from "../contract/listener-base.ts";
 import { TcpConnection } from "./connection.ts";
 import { HELLO_BUSY, encodeHello } from "./hello.ts";
 import { TCP_SCHEMES, connectTls, isPemError, listenTls, tlsFailureText } from "./tls.ts";

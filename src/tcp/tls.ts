@@ -18,7 +18,7 @@
  */
 
 import { UsageError } from "../errors.ts";
-import type { TlsConnectOptions, TlsListenOptions } from "../transport/transport.ts";
+import type { TlsConnectOptions, TlsListenOptions } from "../contract/transport.ts";
 
 /** The schemes the tcp transport registers; every one but "tcp" means TLS. */
 export const TCP_SCHEMES = ["tcp", "tcps", "tls"] as const;

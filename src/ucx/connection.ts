@@ -36,7 +36,7 @@
 import { describeThrown, HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import { copyOut, type UcpEndpoint } from "../ffi/ucp.ts";
-import { bufferPrefix, oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../transport/transport.ts";
+import { bufferPrefix, oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../contract/transport.ts";
 import { MAX_HANDSHAKE_BYTES, type ClientHandshake, type ServerHandshake } from "./handshake.ts";
 import type { Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";

@@ -1,6 +1,6 @@
 /**
  * The ucx handshake (control path): the hello exchange of hello.ts and, with a shared token,
- * the HMAC challenge-response of src/transport/auth.ts, over the connection's endpoint before
+ * the HMAC challenge-response of src/contract/auth.ts, over the connection's endpoint before
  * any message is delivered. One state machine per side, fed the handshake's Active Messages by
  * UcxConnection.onAm; no UCX calls of its own beyond the connection's sends.
  *
@@ -43,8 +43,8 @@
  */
 
 import { AuthError, ProtocolError, type HotpathError } from "../errors.ts";
-import { authProof, newNonce, proofMatches } from "../transport/auth.ts";
-import type { RefusalReason } from "../transport/transport.ts";
+import { authProof, newNonce, proofMatches } from "../contract/auth.ts";
+import type { RefusalReason } from "../contract/transport.ts";
 import type { UcxConnection } from "./connection.ts";
 import {
   decodeAuth,

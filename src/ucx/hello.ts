@@ -31,7 +31,7 @@
  * Threading: pure functions over bytes; any thread.
  */
 
-import { NONCE_BYTES, PROOF_BYTES } from "../transport/auth.ts";
+import { NONCE_BYTES, PROOF_BYTES } from "../contract/auth.ts";
 
 /**
  * 4: the client proves first (HELLO_ACK carries no proof; the accepting VERDICT carries the

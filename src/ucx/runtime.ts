@@ -38,7 +38,7 @@
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { ucpUnavailableReason, UcpContext, type UcpWorker } from "../ffi/ucp.ts";
-import { WaitList } from "../waitlist.ts";
+import { WaitList } from "../contract/waitlist.ts";
 import { EFD_ARMED, EFD_IDLE, EFD_STOP } from "./efd-waiter.ts";
 
 export const AM_DATA = 1;

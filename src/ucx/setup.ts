@@ -39,9 +39,9 @@
  */
 
 import { AuthError, ConnectError, describeThrown, ProtocolError, TransportClosedError, UcxUnavailableError, UsageError, type HotpathError } from "../errors.ts";
-import { ListenerBase } from "../listener-base.ts";
-import { authKey } from "../transport/auth.ts";
-import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions, type Connection, type Listener, type ListenOptions, type RefusalReason, type TransportFactory } from "../transport/transport.ts";
+import { ListenerBase } from "../contract/listener-base.ts";
+import { authKey } from "../contract/auth.ts";
+import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions, type Connection, type Listener, type ListenOptions, type RefusalReason, type TransportFactory } from "../contract/transport.ts";
 import type { UcpListener } from "../ffi/ucp.ts";
 import { UcxConnection } from "./connection.ts";
 import { ClientHandshake, REFUSAL_LINGER_MS, ServerHandshake } from "./handshake.ts";

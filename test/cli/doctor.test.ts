@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { gatherFacts, parseIbvDevinfo, parseUcxInfo, probeSocketDir, type DoctorFacts } from "../../src/cli/doctor-probes.ts";
 import { diagnose, formatText, satisfiesMinimum, type DoctorReport } from "../../src/cli/doctor.ts";
 import { ucpVersion } from "../../src/ffi/ucp.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 
 const CLI = new URL("../../src/cli/hotpath.ts", import.meta.url).pathname;
 const PKG = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));

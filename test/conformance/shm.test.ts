@@ -1,6 +1,6 @@
 import { afterAll } from "bun:test";
 import { readdirSync } from "node:fs";
-import { removeStaleSockets, socketDir, socketDirOf } from "../../src/shm/socket-dir.ts";
+import { removeStaleSockets, socketDir, socketDirOf } from "../../src/segment/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import { runWaitModeMatrix } from "../shm/matrix.ts";
 import { runConformance, type Fixture } from "./suite.ts";

@@ -32,7 +32,7 @@ import {
   type Listener,
   type RxMessage,
 } from "../../src/index.ts";
-import type { ConnectOptions } from "../../src/transport/transport.ts";
+import type { ConnectOptions } from "../../src/contract/transport.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import * as m from "./methods.ts";
 import { runRobustness } from "./robust.ts";

@@ -18,7 +18,7 @@
  */
 
 import { rpcConnect, serve, wire, type Connection, type RpcClient, type RxMessage } from "../../src/index.ts";
-import type { SegmentConnection } from "../../src/shm/connection.ts";
+import type { SegmentConnection } from "../../src/segment/connection.ts";
 import {
   DESC_BODY_LEN,
   DESC_BYTES,
@@ -36,7 +36,7 @@ import {
   SLOT_SENT,
   type SegmentLayout,
   type SlabLayout,
-} from "../../src/shm/layout.ts";
+} from "../../src/segment/layout.ts";
 import { M_ECHO, M_NEVER } from "../conformance/methods.ts";
 import { exitWhenParentGoes } from "./peer.ts";
 

@@ -7,7 +7,7 @@
  */
 
 import type { Subprocess } from "bun";
-import { removeStaleSockets, socketDirOf } from "../../src/shm/socket-dir.ts";
+import { removeStaleSockets, socketDirOf } from "../../src/segment/socket-dir.ts";
 
 /** Removes socket files in this uid's socket directory that no listener holds any more. */
 export async function removeStaleSocketFiles(): Promise<string[]> {

@@ -9,7 +9,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { existsSync, lstatSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { AuthError, connect, listen, UsageError, type HotpathError, type RefusalReason } from "../../src/index.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 
 const PEER = new URL("../shm/access-peer.ts", import.meta.url).pathname;

@@ -6,7 +6,7 @@
 
 import { expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 
 test("a terminated Worker's inproc socket file is gone once the process exits", async () => {
   const proc = Bun.spawn(["bun", new URL("./exit-child.ts", import.meta.url).pathname], { stdout: "pipe", stderr: "inherit" });

@@ -13,7 +13,7 @@ import type { Subprocess } from "bun";
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { transports } from "../../src/transport/registry.ts";
+import { transports } from "../../src/connect/registry.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 const FIXTURES = new URL("./consumer/", import.meta.url).pathname;

@@ -1,5 +1,5 @@
 /**
- * The socket directory and the names in it (src/shm/socket-dir.ts): a directory that cannot be
+ * The socket directory and the names in it (src/segment/socket-dir.ts): a directory that cannot be
  * trusted (another owner, group/other write, a symbolic link) is refused on both sides with its
  * owner and mode named; a stale socket (its listener was killed) is replaced; a listener removes
  * its name on close only while the name is still its own socket; something that is not a socket
@@ -10,7 +10,7 @@
 import { afterAll, afterEach, expect, test } from "bun:test";
 import { chmodSync, chownSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { AuthError, ConnectError, connect, listen } from "../../src/index.ts";
-import { socketDir, socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDir, socketDirOf } from "../../src/segment/socket-dir.ts";
 
 const uid = process.geteuid!();
 const isRoot = uid === 0;

@@ -13,8 +13,8 @@
 import { afterAll, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { listen, rpcConnect } from "../../src/index.ts";
-import { MAX_PENDING_PER_UID } from "../../src/shm/handshake.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { MAX_PENDING_PER_UID } from "../../src/segment/handshake.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { procFigures } from "../helpers/proc-figures.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import { childServer } from "./access-child.ts";

@@ -17,7 +17,7 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { rpcConnect } from "../../src/index.ts";
 import { MAX_UNCLOSED_PER_UID } from "../../src/shm/setup.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import { childServer } from "./access-child.ts";
 

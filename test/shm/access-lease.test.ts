@@ -13,7 +13,7 @@ import { afterAll, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { rpcConnect } from "../../src/index.ts";
 import { closeFd, getLease, memfdCreate, setLease } from "../../src/ffi/libc.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import { childServer } from "./access-child.ts";
 

@@ -50,7 +50,7 @@ import { openSync } from "node:fs";
 import { connect, listen, rpcConnect, serve, type HotpathError } from "../../src/index.ts";
 import { NativeError } from "../../src/errors.ts";
 import { getLease, memfdCreate, pidfdOpen, setLease, ShmMapping, truncateFd } from "../../src/ffi/libc.ts";
-import { computeLayout, DEFAULT_SEGMENT_CONFIG, SEGMENT_VERSION, writeHeader } from "../../src/shm/layout.ts";
+import { computeLayout, DEFAULT_SEGMENT_CONFIG, SEGMENT_VERSION, writeHeader } from "../../src/segment/layout.ts";
 
 const out = (v: unknown) => console.log(JSON.stringify(v));
 const described = (e: unknown) => ({ name: (e as Error)?.name, code: (e as HotpathError)?.code, message: (e as Error)?.message ?? String(e) });

@@ -11,8 +11,8 @@
 import { afterAll, expect, test } from "bun:test";
 import { readdirSync, writeFileSync } from "node:fs";
 import { ShmMapping } from "../../src/ffi/libc.ts";
-import { computeLayout, DEFAULT_SEGMENT_CONFIG, writeHeader } from "../../src/shm/layout.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { computeLayout, DEFAULT_SEGMENT_CONFIG, writeHeader } from "../../src/segment/layout.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import { childServer } from "./access-child.ts";
 

@@ -8,7 +8,7 @@
 import { expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { listen, TransportClosedError, type Connection } from "../../src/index.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 
 const PEER = new URL("./access-peer.ts", import.meta.url).pathname;

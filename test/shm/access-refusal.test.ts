@@ -10,8 +10,8 @@
 import { afterAll, expect, test } from "bun:test";
 import { readdirSync, rmSync } from "node:fs";
 import { AuthError, connect, ConnectError } from "../../src/index.ts";
-import { MAX_REFUSAL_CHARS } from "../../src/shm/handshake.ts";
-import { socketDir, socketDirOf } from "../../src/shm/socket-dir.ts";
+import { MAX_REFUSAL_CHARS } from "../../src/segment/handshake.ts";
+import { socketDir, socketDirOf } from "../../src/segment/socket-dir.ts";
 
 const uid = process.geteuid!();
 const prefix = `refusal-${process.pid}-`;

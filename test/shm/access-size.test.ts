@@ -13,7 +13,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { rpcConnect, serve, type HotpathError, type RefusalReason, type Serving } from "../../src/index.ts";
 import { NativeError } from "../../src/errors.ts";
 import { memfdCreate, ShmMapping } from "../../src/ffi/libc.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { procFigures } from "../helpers/proc-figures.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 

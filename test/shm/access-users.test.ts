@@ -23,9 +23,9 @@ import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, mkdtempSync, readd
 import { join } from "node:path";
 import { AuthError, connect, rpcConnect, serve, type HotpathError, type RefusalReason, type Serving } from "../../src/index.ts";
 import { ShmMapping } from "../../src/ffi/libc.ts";
-import { computeLayout, DEFAULT_SEGMENT_CONFIG, writeHeader } from "../../src/shm/layout.ts";
-import { MAX_PENDING_PER_UID } from "../../src/shm/handshake.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { computeLayout, DEFAULT_SEGMENT_CONFIG, writeHeader } from "../../src/segment/layout.ts";
+import { MAX_PENDING_PER_UID } from "../../src/segment/handshake.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { childServer } from "./access-child.ts";
 
 const isRoot = process.geteuid?.() === 0;

@@ -10,7 +10,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { existsSync, lstatSync } from "node:fs";
 import { listen, rpcConnect, serve, TransportClosedError, type HotpathError, type RequestHandle } from "../../src/index.ts";
-import { socketDirOf } from "../../src/shm/socket-dir.ts";
+import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import * as m from "../conformance/methods.ts";
 

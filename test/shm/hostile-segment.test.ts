@@ -9,7 +9,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { ProtocolError, SEND_OK, type HotpathError, type RxMessage } from "../../src/index.ts";
-import { SegmentConnection, type Signals } from "../../src/shm/connection.ts";
+import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
 import {
   computeLayout,
   DESC_BYTES,
@@ -35,7 +35,7 @@ import {
   writeHeader,
   type SegmentConfig,
   type SegmentLayout,
-} from "../../src/shm/layout.ts";
+} from "../../src/segment/layout.ts";
 
 const quiet: Signals = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
 const cfg: SegmentConfig = { ringSlots: 8, sizeClasses: [{ slotBytes: 4096, slotCount: 4 }] };

@@ -24,7 +24,7 @@ import {
   type HotpathError,
   type RxMessage,
 } from "../../src/index.ts";
-import type { WaitMode } from "../../src/shm/connection.ts";
+import type { WaitMode } from "../../src/segment/connection.ts";
 import type { Peer } from "../helpers/peer.ts";
 import * as m from "../conformance/methods.ts";
 

@@ -9,7 +9,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { readdirSync, readFileSync } from "node:fs";
 import { connect, listen, SEND_FULL, type Connection, type RxMessage } from "../../src/index.ts";
-import type { SegmentConnection } from "../../src/shm/connection.ts";
+import type { SegmentConnection } from "../../src/segment/connection.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 
 const SEGMENT_PEER = new URL("./segment-peer.ts", import.meta.url).pathname;

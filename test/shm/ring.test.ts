@@ -6,9 +6,9 @@
 
 import { describe, expect, test } from "bun:test";
 import { SEND_FULL, SEND_OK, UsageError, type RxMessage } from "../../src/index.ts";
-import { SegmentConnection, type Signals } from "../../src/shm/connection.ts";
-import { computeLayout, DESC_INLINE_BYTES, DESC_SLOT_HEAD_BYTES, writeHeader, type SegmentConfig } from "../../src/shm/layout.ts";
-import { RingConsumer, RingProducer } from "../../src/shm/ring.ts";
+import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
+import { computeLayout, DESC_INLINE_BYTES, DESC_SLOT_HEAD_BYTES, writeHeader, type SegmentConfig } from "../../src/segment/layout.ts";
+import { RingConsumer, RingProducer } from "../../src/segment/ring.ts";
 
 const quiet: Signals = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
 

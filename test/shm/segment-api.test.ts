@@ -7,8 +7,8 @@
 
 import { describe, expect, test } from "bun:test";
 import { ProtocolError, SEND_OK, UsageError, type HotpathError, type RxMessage } from "../../src/index.ts";
-import { SegmentConnection, type Signals } from "../../src/shm/connection.ts";
-import { computeLayout, writeHeader, type SegmentConfig } from "../../src/shm/layout.ts";
+import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
+import { computeLayout, writeHeader, type SegmentConfig } from "../../src/segment/layout.ts";
 
 const quiet: Signals = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
 const oneSlot: SegmentConfig = { ringSlots: 4, sizeClasses: [{ slotBytes: 4096, slotCount: 1 }] };

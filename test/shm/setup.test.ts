@@ -9,8 +9,8 @@ import { readdirSync, readFileSync } from "node:fs";
 import { ConnectError, connect, listen, ProtocolError, UsageError, type HotpathError, type RefusalReason } from "../../src/index.ts";
 import { NativeError } from "../../src/errors.ts";
 import { fileSeals, LINUX, ShmMapping, truncateFd } from "../../src/ffi/libc.ts";
-import { MAX_NAME_CHARS, socketDirOf } from "../../src/shm/socket-dir.ts";
-import { computeLayout, DEFAULT_SEGMENT_CONFIG, HDR_VERSION, readHeader, SEGMENT_VERSION, writeHeader } from "../../src/shm/layout.ts";
+import { MAX_NAME_CHARS, socketDirOf } from "../../src/segment/socket-dir.ts";
+import { computeLayout, DEFAULT_SEGMENT_CONFIG, HDR_VERSION, readHeader, SEGMENT_VERSION, writeHeader } from "../../src/segment/layout.ts";
 
 const uid = process.geteuid!();
 const prefix = `setup-${process.pid}-`;

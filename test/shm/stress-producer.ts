@@ -6,8 +6,8 @@
  */
 import { SEND_OK } from "../../src/index.ts";
 import { openFile, ShmMapping } from "../../src/ffi/libc.ts";
-import { SegmentConnection } from "../../src/shm/connection.ts";
-import { readHeader } from "../../src/shm/layout.ts";
+import { SegmentConnection } from "../../src/segment/connection.ts";
+import { readHeader } from "../../src/segment/layout.ts";
 
 const [name, bytes, countArg] = process.argv.slice(2);
 const mapping = ShmMapping.fromFd(name!, openFile(name!, "rdwr"), Number(bytes));

@@ -7,8 +7,8 @@
 import { afterAll, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { ShmMapping } from "../../src/ffi/libc.ts";
-import { SegmentConnection } from "../../src/shm/connection.ts";
-import { computeLayout, writeHeader } from "../../src/shm/layout.ts";
+import { SegmentConnection } from "../../src/segment/connection.ts";
+import { computeLayout, writeHeader } from "../../src/segment/layout.ts";
 
 const PRODUCER = new URL("./stress-producer.ts", import.meta.url).pathname;
 const COUNT = 2_000_000;

@@ -12,7 +12,7 @@ import type { Socket } from "bun";
 import { AuthError, ConnectError, HotpathError, ProtocolError, UsageError, connect, listen, rpcConnect, serve, type Listener, type RefusalReason } from "../../src/index.ts";
 import { HELLO_AUTH_OFFERED, HELLO_AUTH_REQUIRED, HELLO_BYTES } from "../../src/tcp/hello.ts";
 import { AUTH_REPLY_BYTES } from "../../src/tcp/handshake.ts";
-import { PROOF_BYTES } from "../../src/transport/auth.ts";
+import { PROOF_BYTES } from "../../src/contract/auth.ts";
 import { frame, hello, requestHead, until } from "./raw.ts";
 import { contains, joined, recordingProxy } from "./tls-fixture.ts";
 import * as m from "../conformance/methods.ts";

@@ -12,7 +12,7 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { AuthError, connect, ConnectError, rpcConnect, type RpcClient } from "../../src/index.ts";
-import { authProof, newNonce, NONCE_BYTES, PROOF_BYTES } from "../../src/transport/auth.ts";
+import { authProof, newNonce, NONCE_BYTES, PROOF_BYTES } from "../../src/contract/auth.ts";
 import { AM_AUTH, AM_HELLO, AM_HELLO_ACK, AM_VERDICT } from "../../src/ucx/runtime.ts";
 import { encodeHello, HELLO_BYTES, HELLO_FLAG_AUTH, HELLO_VERSION, VERDICT_ACCEPTED, VERDICT_TOKEN_REQUIRED, VERDICT_WRONG_PROOF } from "../../src/ucx/hello.ts";
 import { MAX_UCX_HANDSHAKING } from "../../src/ucx/setup.ts";

@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { AuthError, connect, listen, rpcConnect, UsageError, wire, type RpcClient } from "../../src/index.ts";
-import { authProof, newNonce } from "../../src/transport/auth.ts";
+import { authProof, newNonce } from "../../src/contract/auth.ts";
 import { AM_AUTH, AM_DATA, AM_HELLO, AM_HELLO_ACK, AM_VERDICT } from "../../src/ucx/runtime.ts";
 import { decodeHello, decodeVerdict, encodeAuth, encodeHello, encodeVerdict, HELLO_FLAG_AUTH, VERDICT_ACCEPTED, VERDICT_WRONG_PROOF, type Hello, type Verdict } from "../../src/ucx/hello.ts";
 import { useEnv } from "../helpers/env.ts";

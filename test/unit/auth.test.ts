@@ -1,12 +1,12 @@
 /**
- * The shared HMAC challenge-response helpers (src/transport/auth.ts): token validation, proofs
+ * The shared HMAC challenge-response helpers (src/contract/auth.ts): token validation, proofs
  * checked against an independent HMAC-SHA256 (WebCrypto) over the documented input, each input
  * changing the proof, and the comparison.
  */
 
 import { describe, expect, test } from "bun:test";
 import { UsageError } from "../../src/errors.ts";
-import { MIN_TOKEN_BYTES, NONCE_BYTES, PROOF_BYTES, authKey, authProof, newNonce, proofMatches } from "../../src/transport/auth.ts";
+import { MIN_TOKEN_BYTES, NONCE_BYTES, PROOF_BYTES, authKey, authProof, newNonce, proofMatches } from "../../src/contract/auth.ts";
 
 const te = new TextEncoder();
 const TOKEN = "0123456789abcdef-unit";

@@ -6,13 +6,11 @@ import { join, relative } from "node:path";
 const SRC = new URL("../../src", import.meta.url).pathname;
 // Rank of each top-level folder: a file may import (at runtime) only from its own or a lower rank.
 const RANK: Record<string, number> = {
-  "errors.ts": 0, "bytes.ts": 0, "waitlist.ts": 0, "listener-base.ts": 0, ffi: 1,
-  inproc: 2, shm: 2, tcp: 2, ucx: 2, rdma: 2,
-  transport: 3, rpc: 4, pool: 5, kv: 5, cli: 6, "index.ts": 6,
+  "errors.ts": 0, "bytes.ts": 0, ffi: 1, contract: 2, segment: 3,
+  inproc: 4, shm: 4, tcp: 4, ucx: 4, rdma: 4,
+  connect: 5, rpc: 6, pool: 7, kv: 8, serve: 8, cli: 9, "index.ts": 9,
 };
-// transport/transport.ts is the contract itself, and transport/auth.ts the challenge-response
-// it specifies for the network transports: transports import their types, constants and helpers.
-const CONTRACT = new Set(["transport/transport.ts", "transport/auth.ts"]);
+const CONTRACT = new Set<string>();
 
 function files(dir: string): string[] {
   return readdirSync(dir).flatMap((n) => {

@@ -43,7 +43,7 @@
  */
 
 import { ProtocolError, UsageError } from "../errors.ts";
-import type { SegmentConfig, SizeClass } from "../transport/transport.ts";
+import type { SegmentConfig, SizeClass } from "./config.ts";
 
 /** The bytes "HPSM" at offset 0, read as a little-endian u32. */
 export const SEGMENT_MAGIC = 0x4d535048;

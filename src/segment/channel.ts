@@ -46,7 +46,7 @@ import {
   type Receiver,
   type RxMessage,
   type SendStatus,
-} from "../transport/transport.ts";
+} from "../contract/transport.ts";
 import {
   ARMED_AWAKE,
   ARMED_FUTEX,

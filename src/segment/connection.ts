@@ -14,7 +14,7 @@
  */
 
 import { TransportClosedError, UsageError } from "../errors.ts";
-import { WaitList } from "../waitlist.ts";
+import { WaitList } from "../contract/waitlist.ts";
 import { SegmentChannel, type SegmentConnectionOptions } from "./channel.ts";
 import { ARMED_AWAKE, ARMED_EVENT_LOOP, ARMED_FUTEX, type SegmentLayout } from "./layout.ts";
 import {

@@ -6,8 +6,8 @@
  * when one ends, and implements `stop()` for its own server socket.
  */
 
-import { describeThrown, type HotpathError } from "./errors.ts";
-import type { Connection, Listener, ListenerStats, RefusalReason } from "./transport/transport.ts";
+import { describeThrown, type HotpathError } from "../errors.ts";
+import type { Connection, Listener, ListenerStats, RefusalReason } from "./transport.ts";
 
 const STAT_OF: Record<RefusalReason, keyof ListenerStats> = { auth: "refusedAuth", protocol: "refusedProtocol", busy: "refusedBusy" };
 

@@ -23,7 +23,7 @@
  */
 
 // The wait modes are part of the contract (connect options name them): declared there.
-import type { SegmentWaitPolicy, WaitMode } from "../transport/transport.ts";
+import type { WaitPolicy as SegmentWaitPolicy, WaitMode } from "../contract/transport.ts";
 export type { SegmentWaitPolicy, WaitMode };
 
 /** How a side sleeps and how it wakes its peer; byte offsets name futex words in the segment. */

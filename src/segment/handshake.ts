@@ -30,7 +30,7 @@
 import type { Socket } from "bun";
 import { AuthError, ConnectError, describeThrown, ProtocolError, UsageError, type HotpathError } from "../errors.ts";
 import { peerCredentials, type Ucred } from "../ffi/libc.ts";
-import { DEFAULT_MAX_MESSAGE_BYTES, type AllowOptions, type ConnectOptions, type PeerCredentials } from "../transport/transport.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, type AllowOptions, type ConnectOptions, type PeerCredentials } from "../contract/transport.ts";
 import { SegmentConnection, type SegmentConnectionOptions } from "./connection.ts";
 import { DEFAULT_SEGMENT_CONFIG, type SegmentConfig, type SegmentLayout } from "./layout.ts";
 import { MAX_NAME_CHARS } from "./socket-dir.ts";

@@ -127,11 +127,6 @@ export function oversizedSendMessage(transport: string, bodyBytes: number, caps:
   return `${transport} send: body of ${bodyBytes} bytes exceeds the limit of ${sendLimit(caps)} bytes (this side's maxMessageBytes ${caps.maxMessageBytes}, the peer's ${caps.peerMaxMessageBytes})`;
 }
 
-export interface WaitPolicy {
-  /** How long wait() busy-polls before it parks. 0 parks at once. */
-  spinNs: number;
-}
-
 /**
  * How a connection waits: "spin" (busy-poll), "blocking" (spin, then park the thread),
  * "async" (event-loop delivery), "adaptive" (async whose speculative spins back off). shm and
@@ -139,22 +134,12 @@ export interface WaitPolicy {
  */
 export type WaitMode = "spin" | "blocking" | "async" | "adaptive";
 
-export interface SegmentWaitPolicy extends WaitPolicy {
+/** A connection's wait policy (connect/listen `wait`, Connection.setWaitPolicy). */
+export interface WaitPolicy {
+  /** How long wait() busy-polls before it parks. 0 parks at once. */
+  spinNs: number;
+  /** How input is waited for and delivered. Transports that have one way ignore it. */
   mode: WaitMode;
-}
-
-/** One slab size class of a shared-memory session segment. */
-export interface SizeClass {
-  slotBytes: number;
-  slotCount: number;
-}
-
-/** The shape of a shared-memory session segment (shm / inproc), chosen by the connecting side. */
-export interface SegmentConfig {
-  /** Descriptors per ring (a power of two): the most messages in flight one way. */
-  ringSlots: number;
-  /** Slab size classes per direction, smallest first. The largest bounds maxMessageBytes. */
-  sizeClasses: SizeClass[];
 }
 
 export interface Connection extends Disposable {
@@ -305,10 +290,8 @@ export interface ConnectOptions {
   maxMessageBytes?: number;
   /** Transports to try after the URL's own, in order: scheme names or whole URLs. */
   fallback?: string[];
-  /** shm / inproc: the session segment's shape (ring size, slab size classes). Others ignore it. */
-  segment?: Partial<SegmentConfig>;
   /** shm / inproc / ucx: the connection's initial wait policy. Others ignore it. */
-  wait?: Partial<SegmentWaitPolicy>;
+  wait?: Partial<WaitPolicy>;
   /**
    * ucx: `peerErrors` asks for UCP_ERR_HANDLING_MODE_PEER (gives up shared memory in UCX 1.13);
    * `rma` gives the connection UCX's RMA and atomics (caps.rma; registerMemory / attachRegion).
@@ -340,7 +323,7 @@ export interface ListenOptions {
   /** shm / inproc: admit these uids / gids besides the listener's own uid (SO_PEERCRED). */
   allow?: AllowOptions;
   /** shm / inproc: the initial wait policy of accepted connections. Others ignore it. */
-  wait?: Partial<SegmentWaitPolicy>;
+  wait?: Partial<WaitPolicy>;
   /**
    * tcp: the listener's connection, memory and time limits (0 turns a timeout off). Others ignore
    * it. The defaults bound what the tcp layer holds for a listener's peers (see src/tcp/limits.ts).

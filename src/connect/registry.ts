@@ -16,7 +16,7 @@ import { inprocTransport } from "../inproc/setup.ts";
 import { shmTransport } from "../shm/setup.ts";
 import { tcpTransport, tcpsTransport, tlsTransport } from "../tcp/setup.ts";
 import { ucxTransport } from "../ucx/setup.ts";
-import type { ConnectOptions, Connection, Listener, ListenOptions, TransportFactory } from "./transport.ts";
+import type { ConnectOptions, Connection, Listener, ListenOptions, TransportFactory } from "../contract/transport.ts";
 
 const factories = new Map<string, TransportFactory>();
 
