@@ -74,6 +74,11 @@ import type { SegmentWaitPolicy, Signals } from "./waiting.ts";
 export interface SegmentConnectionOptions {
   transport: "shm" | "inproc";
   buffer: ArrayBufferLike;
+  /**
+   * Where the segment starts in `buffer` (default 0; a multiple of 8). Every view this side
+   * builds starts here, so offsets inside the segment stay relative to the segment start.
+   */
+  byteOffset?: number;
   layout: SegmentLayout;
   /** "A" is the client (sends on ring A→B), "B" the server. */
   side: "A" | "B";
@@ -192,8 +197,9 @@ export abstract class SegmentChannel implements Connection {
     this.signals = o.signals;
     this.onLocalClose = o.onLocalClose;
     this.onUnused = o.onUnused;
-    this.words = new Int32Array(o.buffer, 0, o.layout.totalBytes >> 2);
-    this.bytes = new Uint8Array(o.buffer, 0, o.layout.totalBytes);
+    const base = o.byteOffset ?? 0;
+    this.words = new Int32Array(o.buffer, base, o.layout.totalBytes >> 2);
+    this.bytes = new Uint8Array(o.buffer, base, o.layout.totalBytes);
     const [txDir, rxDir] = o.side === "A" ? [0, 1] : [1, 0];
     const l = o.layout;
     this.tx = new RingProducer(this.words, l.rings[txDir]!, l.ringSlots);
@@ -508,7 +514,7 @@ export abstract class SegmentChannel implements Connection {
     const at = m.headOffset + m.headLength;
     const k = m.index & this.ringMask;
     const cached = this.inlineViewCache[k];
-    if (cached !== undefined && cached.byteOffset === at && cached.length === len) return cached;
+    if (cached !== undefined && cached.byteOffset === this.bytes.byteOffset + at && cached.length === len) return cached;
     const v = this.bytes.subarray(at, at + len);
     this.inlineViewCache[k] = v;
     return v;

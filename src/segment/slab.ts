@@ -31,12 +31,15 @@ export class Slab {
   /** Per slot, local: sender side the generation of its latest allocation; receiver side the last one taken. */
   private readonly gens: Int32Array;
   readonly maxSlotBytes: number;
+  /** Where the segment starts in its buffer (the byteOffset of `bytes`). */
+  private readonly base: number;
 
   constructor(
     private readonly words: Int32Array,
     bytes: Uint8Array,
     readonly layout: SlabLayout,
   ) {
+    this.base = bytes.byteOffset;
     this.stateBase = layout.statesOffset >> 2;
     this.genBase = layout.gensOffset >> 2;
     this.classOf = new Uint8Array(layout.totalSlots);
@@ -101,7 +104,8 @@ export class Slab {
 
   /** The slot whose view `buf` lies in, or -1 when `buf` is not slab memory of this slab. */
   slotOfView(buf: Uint8Array): number {
-    const off = buf.byteOffset;
+    // Relative to the segment start (the segment may begin past offset 0 of its buffer).
+    const off = buf.byteOffset - this.base;
     for (const c of this.layout.classes) {
       const end = c.offset + c.slotBytes * c.slotCount;
       if (off >= c.offset && off < end) {

@@ -12,12 +12,12 @@ import { RingConsumer, RingProducer } from "../../src/segment/ring.ts";
 
 const quiet: Signals = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
 
-function pair(cfg: SegmentConfig) {
+function pair(cfg: SegmentConfig, byteOffset = 0) {
   const layout = computeLayout(cfg);
-  const buffer = new ArrayBuffer(layout.totalBytes);
-  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
+  const buffer = new ArrayBuffer(byteOffset + layout.totalBytes);
+  writeHeader(new Uint32Array(buffer, byteOffset, 32), layout, 1);
   const mk = (side: "A" | "B") =>
-    new SegmentConnection({ transport: "shm", buffer, layout, side, signals: quiet, peer: side, policy: { mode: "spin", spinNs: 0 } });
+    new SegmentConnection({ transport: "shm", buffer, byteOffset, layout, side, signals: quiet, peer: side, policy: { mode: "spin", spinNs: 0 } });
   const a = mk("A");
   const b = mk("B");
   const got: RxMessage[] = [];
@@ -172,5 +172,34 @@ describe("shm ring", () => {
     expect(model.length).toBe(0);
     expect(sent).toBeGreaterThan(3000);
     expect(a.txSlotsInUse()).toBe(0);
+  });
+
+  test("a segment at a non-zero byteOffset of its buffer: every view starts there, the bytes before stay untouched", () => {
+    const off = 4096;
+    const { a, b, got, buffer } = pair(small, off);
+    const before = new Uint8Array(buffer, 0, off);
+    before.fill(0xa5);
+    expect(a.trySend(head(1), new Uint8Array([1, 2, 3]))).toBe(SEND_OK); // inline
+    expect(a.trySend(head(2), new Uint8Array(200).fill(6))).toBe(SEND_OK); // slot
+    const buf = a.allocBuffer(100)!;
+    expect(buf.byteOffset).toBeGreaterThanOrEqual(off);
+    buf.fill(8);
+    expect(a.trySendBuffer(head(3), buf)).toBe(SEND_OK); // zero-copy
+    expect(b.poll()).toBe(3);
+    expect([...got[0]!.head]).toEqual([1, 1, 1, 1]);
+    expect([...got[0]!.body]).toEqual([1, 2, 3]);
+    expect(got[1]!.body.every((x) => x === 6) && got[1]!.body.length === 200).toBe(true);
+    expect(got[2]!.body.byteOffset).toBe(buf.byteOffset);
+    expect(got[2]!.body.every((x) => x === 8)).toBe(true);
+    for (const m of got.splice(0)) m.release();
+    expect(a.txSlotsInUse()).toBe(0);
+    // The same descriptor reused: the cached inline view is found again, still right.
+    for (let i = 0; i < 8; i++) {
+      expect(a.trySend(head(i), new Uint8Array([i, i]))).toBe(SEND_OK);
+      b.poll();
+      expect([...got[0]!.body]).toEqual([i, i]);
+      got.shift()!.release();
+    }
+    expect(before.every((x) => x === 0xa5)).toBe(true);
   });
 });
