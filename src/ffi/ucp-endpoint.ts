@@ -1,13 +1,35 @@
 /**
  * UCP endpoints and unpacked remote keys: Active Message sends, one-sided put / get / CSWAP,
  * close. Created by UcpWorker (ucp.ts); every operation's completion and the memory it uses are
- * tracked by the worker.
+ * tracked by the worker (through EndpointWorker, so this file does not import ucp.ts).
+ * Thread: the worker's JS thread, outside UCX callbacks unless a method says otherwise.
+ *
+ *   const ep = worker.connect({ host, port }, false, onError);  ep.amSend(1, head, body, done);  ep.close();
  */
 
 import { ptr, type Pointer } from "bun:ffi";
-import { C, check, isStatusError, lib, Out, withUcxLogsQuiet } from "./ucp-lib.ts";
+import { C, check, isStatusError, lib, Out, withUcxLogsQuiet, type Struct } from "./ucp-lib.ts";
 import { off, UCP } from "./ucp-layout.ts";
-import type { UcpWorker } from "./ucp.ts";
+
+/**
+ * What an endpoint needs of the worker that made it (UcpWorker in ucp.ts implements it): the
+ * request bookkeeping, the request-param structs and the re-entrancy depth. Declared here so
+ * that this file imports nothing of ucp.ts (ucp.ts imports this one).
+ */
+export interface EndpointWorker {
+  depth: number;
+  readonly closing: Set<number>;
+  reserveId(): number;
+  amSendParams(id: number): Struct;
+  putAmSendParams(p: Struct): void;
+  settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number) => void, ...memory: unknown[]): void;
+  track(done: (status: number, length: number) => void, ...memory: unknown[]): number;
+  sendParams(id: number, flags: number): Struct;
+  takeParams(): Struct;
+  putParams(p: Struct): void;
+  settle(sp: number, id: number, owner: UcpEndpoint): void;
+  forget(child: { close(): void }, errId?: number): void;
+}
 
 export class UcpRkey {
   constructor(private handle: number) {}
@@ -26,7 +48,7 @@ export class UcpEndpoint {
   private readonly rkeys = new Set<UcpRkey>();
 
   constructor(
-    readonly worker: UcpWorker,
+    readonly worker: EndpointWorker,
     handle: number,
     private readonly errId: number,
   ) {

@@ -20,7 +20,7 @@
 import { FFIType, JSCallback, ptr, read, type Pointer } from "bun:ffi";
 import { applyUcxLogLevel, C, check, cString, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
 import { off, size, UCP } from "./ucp-layout.ts";
-import { UcpEndpoint } from "./ucp-endpoint.ts";
+import { UcpEndpoint, type EndpointWorker } from "./ucp-endpoint.ts";
 import { UcpMemory } from "./ucp-memory.ts";
 import { RequestTable } from "./ucp-requests.ts";
 
@@ -125,7 +125,7 @@ export class UcpContext {
 /** Called for each Active Message: header and data point into UCX memory during the call only. */
 export type AmHandler = (header: number, headerLength: number, data: number, length: number, recvAttr: number, replyEp: number) => number;
 
-export class UcpWorker {
+export class UcpWorker implements EndpointWorker {
   handle: number;
   private readonly callbacks: JSCallback[] = [];
   private readonly children = new Set<{ close(): void }>();

@@ -44,8 +44,7 @@
 
 import { AuthError, ProtocolError, type HotpathError } from "../errors.ts";
 import { authProof, newNonce, proofMatches } from "../contract/auth.ts";
-import type { RefusalReason } from "../contract/transport.ts";
-import type { UcxConnection } from "./connection.ts";
+import type { Capabilities, RefusalReason } from "../contract/transport.ts";
 import {
   decodeAuth,
   decodeHello,
@@ -60,7 +59,21 @@ import {
   VERDICT_WRONG_PROOF,
   type Hello,
 } from "./hello.ts";
-import { AM_AUTH, AM_HELLO, AM_HELLO_ACK, AM_VERDICT } from "./runtime.ts";
+import { AM_AUTH, AM_HELLO, AM_HELLO_ACK, AM_VERDICT, type UcxRuntime } from "./runtime.ts";
+
+/**
+ * What a handshake needs of its connection (UcxConnection implements it). Declared here so
+ * that this file imports nothing of connection.ts (connection.ts imports this one).
+ */
+export interface HandshakeConnection {
+  readonly caps: Capabilities;
+  readonly peer: string;
+  readonly rt: Pick<UcxRuntime, "waiters">;
+  /** Sends a handshake message (UCX holds `bytes` until the send completes). */
+  sendControl(id: number, bytes: Uint8Array): void;
+  /** The handshake passed: learn the peer's limits and open the data path. */
+  establish(h: Hello): void;
+}
 
 /** A refusing side waits this long for its peer to read the refusal and close; a peer that does not close is cut then. */
 export const REFUSAL_LINGER_MS = 1000;
@@ -72,7 +85,7 @@ function amName(id: number): string {
   return AM_NAMES[id] ?? `a message (Active Message ${id})`;
 }
 
-function limits(conn: UcxConnection, flags: number, nonce?: Uint8Array): Uint8Array {
+function limits(conn: HandshakeConnection, flags: number, nonce?: Uint8Array): Uint8Array {
   return encodeHello({ maxMessageBytes: conn.caps.maxMessageBytes, maxHeadBytes: conn.caps.maxHeadBytes, flags, nonce });
 }
 
@@ -93,7 +106,7 @@ export class ServerHandshake {
   private serverNonce: Uint8Array | null = null;
 
   constructor(
-    private readonly conn: UcxConnection,
+    private readonly conn: HandshakeConnection,
     /** The token's key bytes (authKey), or null when the listener admits anyone. */
     private readonly key: Uint8Array | null,
     private readonly events: ServerHandshakeEvents,
@@ -172,7 +185,7 @@ export class ClientHandshake {
   error: HotpathError | null = null;
 
   constructor(
-    private readonly conn: UcxConnection,
+    private readonly conn: HandshakeConnection,
     /** The token's key bytes (authKey), or null for a connect without auth. */
     private readonly key: Uint8Array | null,
   ) {

@@ -26,9 +26,20 @@
 
 import { ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
-import { UcxError, type UcpMemory, type UcpRkey } from "../ffi/ucp.ts";
-import type { UcxConnection } from "./connection.ts";
+import { UcxError, type UcpEndpoint, type UcpMemory, type UcpRkey } from "../ffi/ucp.ts";
 import type { UcxRuntime } from "./runtime.ts";
+
+/**
+ * What a remote region needs of its connection (UcxConnection implements it). Declared here so
+ * that this file imports nothing of connection.ts (connection.ts imports this one).
+ */
+export interface RegionConnection {
+  readonly ep: UcpEndpoint;
+  readonly closed: boolean;
+  readonly peer: string;
+  /** An operation went to UCX: let the runtime progress it. */
+  sent(): void;
+}
 
 const DESC_FIXED = 20;
 
@@ -92,7 +103,7 @@ export class RemoteRegion {
   private rkey: UcpRkey | null;
 
   constructor(
-    private readonly conn: UcxConnection,
+    private readonly conn: RegionConnection,
     descriptor: Uint8Array,
   ) {
     if (descriptor.length < DESC_FIXED) throw new ProtocolError(`ucx region descriptor of ${descriptor.length} bytes is too short`);
