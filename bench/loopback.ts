@@ -1,0 +1,217 @@
+/**
+ * Loopback profile of the segment hot path: ONE thread plays both sides of an in-process
+ * segment (a SharedArrayBuffer, the inproc layout; shm runs the same code over mapped pages).
+ * Per round trip: client.call -> server.poll / recv / reply -> client.poll / onResponse, set
+ * against the raw reference doing the same descriptor-ring traffic without RPC (write the
+ * request into a ring descriptor, publish it, read it, copy it into the reply ring, publish,
+ * read the reply: bench/peers/raw-shm.ts's ping-pong body, one thread).
+ *
+ * The figures are ns of CPU per round trip, one thread, no cross-core traffic: what the
+ * software costs, not a latency (Bun.nanoseconds() around blocks of round trips; the median
+ * block). Objects per round trip are bun:jsc heapStats().objectCount deltas over `roundTrips`
+ * round trips after warm-up, with Bun.gc(true) before each reading.
+ *
+ * Run: bun bench/loopback.ts [--quick] [--size N]
+ * Example: const { rawNs, rpcNs, overheadNs } = await measureLoopback({ size: 32 });
+ */
+
+import { heapStats } from "bun:jsc";
+import { Client, SEND_OK, Server } from "../src/index.ts";
+import { SegmentConnection, type Signals } from "../src/segment/connection.ts";
+import { computeLayout, writeHeader, type SegmentConfig } from "../src/segment/layout.ts";
+
+export interface LoopbackFigures {
+  /** Raw ring ping-pong, ns of CPU per round trip (one thread). */
+  rawNs: number;
+  /** RPC round trip over a segment connection, ns of CPU per round trip (one thread). */
+  rpcNs: number;
+  /** rpcNs - rawNs: what the RPC layer and the segment connection add. */
+  overheadNs: number;
+  /** Heap objects allocated per RPC round trip in steady state. */
+  objectsPerRoundTrip: number;
+  /** Request (and reply) body bytes. */
+  size: number;
+}
+
+/** No doorbells: one thread, nobody ever parks. */
+const QUIET: Signals = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
+/** The default ring, and one 4 KiB class (bodies above the inline limit take the slab path). */
+const CONFIG: SegmentConfig = { ringSlots: 256, sizeClasses: [{ slotBytes: 4 << 10, slotCount: 256 }, { slotBytes: 64 << 10, slotCount: 16 }] };
+/** Round trips per timed block: long enough that the two clock reads vanish (~2 x 30 ns over ~10^4 round trips). */
+const BLOCK = 10_000;
+
+/** A client and a server over one in-process segment (both in this thread, spin mode). */
+export function loopbackPair(config: SegmentConfig = CONFIG) {
+  const layout = computeLayout(config);
+  const buffer = new SharedArrayBuffer(layout.totalBytes);
+  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
+  const mk = (side: "A" | "B") =>
+    new SegmentConnection({ transport: "inproc", buffer, layout, side, signals: QUIET, peer: `loopback-${side}`, policy: { mode: "spin", spinNs: 0 } });
+  const client = new Client<number>(mk("A"));
+  const server = new Server();
+  server.addConnection(mk("B"));
+  return { client, server };
+}
+
+/** Per round trip: call, server poll/recv/reply (echo), client poll. Returns responses seen. */
+export function rpcRounds(client: Client<number>, server: Server, data: Uint8Array, n: number): void {
+  for (let i = 0; i < n; i++) {
+    if (client.call(1, data, i) !== SEND_OK) throw new Error("loopback: call was not sent");
+    server.poll();
+    const h = server.recv();
+    if (h === null) throw new Error("loopback: no request arrived");
+    if (h.reply(h.data) !== SEND_OK) throw new Error("loopback: reply was not sent");
+    if (client.poll() !== 1) throw new Error("loopback: no response arrived");
+  }
+}
+
+/** The raw reference: two descriptor rings in a SharedArrayBuffer, no RPC, one thread. */
+function rawRing(size: number) {
+  const slots = 256;
+  // 64-byte descriptors; a larger body gets an entry of its own size (the slab path's copy).
+  const stride = Math.max(64, Math.ceil(size / 64) * 64);
+  const ringBytes = slots * stride;
+  const buf = new SharedArrayBuffer(256 + 2 * ringBytes);
+  const w = new Int32Array(buf);
+  const b = new Uint8Array(buf);
+  // Int32 indexes of the four counters, each on its own cache line.
+  const REQ_TAIL = 0, REQ_HEAD = 16, RESP_TAIL = 32, RESP_HEAD = 48;
+  const REQ = 256, RESP = 256 + ringBytes;
+  let reqTail = 0, reqHead = 0, respTail = 0, respHead = 0;
+  return (data: Uint8Array, n: number): number => {
+    let check = 0;
+    for (let i = 0; i < n; i++) {
+      // client: write the request into a descriptor, publish
+      const at = REQ + (reqTail & (slots - 1)) * stride;
+      b.set(data, at);
+      reqTail = (reqTail + 1) | 0;
+      Atomics.store(w, REQ_TAIL, reqTail);
+      // server: see it, copy it into the reply ring, free the request, publish the reply
+      const t = Atomics.load(w, REQ_TAIL);
+      while (reqHead !== t) {
+        const from = REQ + (reqHead & (slots - 1)) * stride;
+        b.copyWithin(RESP + (respTail & (slots - 1)) * stride, from, from + size);
+        reqHead = (reqHead + 1) | 0;
+        respTail = (respTail + 1) | 0;
+      }
+      Atomics.store(w, REQ_HEAD, reqHead);
+      Atomics.store(w, RESP_TAIL, respTail);
+      // client: see the reply, read it, free it
+      const rt = Atomics.load(w, RESP_TAIL);
+      while (respHead !== rt) {
+        check += b[RESP + (respHead & (slots - 1)) * stride]!;
+        respHead = (respHead + 1) | 0;
+      }
+      Atomics.store(w, RESP_HEAD, respHead);
+    }
+    return check;
+  };
+}
+
+/** Median ns per round trip over `blocks` blocks of BLOCK round trips. */
+function timeBlocks(blocks: number, run: (n: number) => void): number {
+  const per: number[] = [];
+  for (let k = 0; k < blocks; k++) {
+    const t0 = Bun.nanoseconds();
+    run(BLOCK);
+    per.push((Bun.nanoseconds() - t0) / BLOCK);
+  }
+  per.sort((x, y) => x - y);
+  return per[per.length >> 1]!;
+}
+
+const liveCells = (): number => {
+  const counts = heapStats().objectTypeCounts;
+  let n = 0;
+  for (const k in counts) n += counts[k]!;
+  return n;
+};
+
+/**
+ * Heap objects allocated per call of `run(n)`, divided by n. heapStats().objectTypeCounts
+ * (summed) counts every cell not yet collected, so a reading after the run includes what the
+ * run allocated and dropped; objectCount alone counts only cells the last collection marked and
+ * never sees garbage. Bun.gc(true) runs before each chunk; a chunk during which a collection ran
+ * (objectCount moved) lost its garbage, so it is run again, smaller. The objects the readings
+ * themselves allocate are measured and subtracted. Same thread as whatever `run` drives.
+ */
+export function objectsPer(n: number, run: (n: number) => void, chunk = 20_000): number {
+  Bun.gc(true);
+  const a = liveCells();
+  const self = liveCells() - a;
+  let total = 0;
+  let done = 0;
+  while (done < n) {
+    const k = Math.min(chunk, n - done);
+    Bun.gc(true);
+    const marked = heapStats().objectCount;
+    const c0 = liveCells();
+    run(k);
+    const c1 = liveCells();
+    if (heapStats().objectCount !== marked && chunk > 500) {
+      chunk >>= 1;
+      continue;
+    }
+    total += c1 - c0 - self;
+    done += k;
+  }
+  return total / n;
+}
+
+/**
+ * Measures the loopback figures (see the module comment). Runs in the calling thread for a few
+ * seconds at most; creates and closes its own segment.
+ */
+export async function measureLoopback(opts: { roundTrips?: number; size?: number } = {}): Promise<LoopbackFigures> {
+  const roundTrips = opts.roundTrips ?? 100_000;
+  const size = opts.size ?? 32;
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i++) data[i] = (i * 7 + 1) & 0xff;
+  const blocks = Math.max(3, Math.round(roundTrips / BLOCK));
+
+  const raw = rawRing(size);
+  const rawData = data;
+  const { client, server } = loopbackPair();
+  let seen = 0;
+  client.onResponse = (_ud, body, err) => {
+    if (err !== null) throw err;
+    if (body.length !== size || body[size - 1] !== data[size - 1]) throw new Error("loopback: wrong reply bytes");
+    seen++;
+  };
+  const runRpc = (n: number) => rpcRounds(client, server, data, n);
+  const runRaw = (n: number) => void raw(rawData, n);
+  try {
+    // Warm-up: let the JIT settle both bodies.
+    runRaw(roundTrips);
+    runRpc(roundTrips);
+    const objectsPerRoundTrip = objectsPer(roundTrips, runRpc);
+    // Interleave the two so load on a shared machine falls on both alike.
+    const rawTimes: number[] = [];
+    const rpcTimes: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      rawTimes.push(timeBlocks(blocks, runRaw));
+      rpcTimes.push(timeBlocks(blocks, runRpc));
+    }
+    const rawNs = Math.min(...rawTimes);
+    const rpcNs = Math.min(...rpcTimes);
+    if (seen === 0) throw new Error("loopback: no response was delivered");
+    return { rawNs, rpcNs, overheadNs: rpcNs - rawNs, objectsPerRoundTrip, size };
+  } finally {
+    client.close();
+    server.close();
+  }
+}
+
+if (import.meta.main) {
+  const quick = process.argv.includes("--quick");
+  const at = process.argv.indexOf("--size");
+  const sizes = at > 0 ? [Number(process.argv[at + 1])] : [32, 4096];
+  console.log("loopback: ns of CPU per round trip, one thread, no cross-core traffic (median block, best of 3)");
+  for (const size of sizes) {
+    const f = await measureLoopback({ size, roundTrips: quick ? 20_000 : 100_000 });
+    console.log(
+      `  ${String(size).padStart(5)} B  raw ${f.rawNs.toFixed(0)} ns  rpc ${f.rpcNs.toFixed(0)} ns  ` +
+        `overhead ${f.overheadNs.toFixed(0)} ns (rpc/raw ${(f.rpcNs / f.rawNs).toFixed(2)}x)  objects/round trip ${f.objectsPerRoundTrip.toFixed(3)}`,
+    );
+  }
+}
