@@ -30,6 +30,14 @@ import {
 } from "./waiting.ts";
 
 export type { SegmentConnectionOptions } from "./channel.ts";
+
+/** What a connection's idle waits have cost: spins started, ns spent spinning, spins that found input, parks. */
+export interface IdleStats {
+  spins: number;
+  spinNs: number;
+  paidSpins: number;
+  parks: number;
+}
 export { DEFAULT_SPIN_NS, type SegmentWaitPolicy, type Signals, type WaitMode } from "./waiting.ts";
 
 const MODES: readonly string[] = ["spin", "blocking", "async", "adaptive"];
@@ -54,6 +62,7 @@ export class SegmentConnection extends SegmentChannel {
   private peerGoing = false;
   private idlePolls = 0;
   private lastProbeNs = 0;
+  private readonly stats: IdleStats = { spins: 0, spinNs: 0, paidSpins: 0, parks: 0 };
   private readonly onDoorbellCb = () => this.onDoorbell();
   private readonly microTask = () => {
     this.microQueued = false;
@@ -181,16 +190,26 @@ export class SegmentConnection extends SegmentChannel {
   // rx.available() !== 0 below means "poll() has something to look at": input, or a peer index
   // that is impossible (RING_FAULT), which the poll() that follows turns into the abort.
 
+  /** @internal what this connection's spins and parks have cost so far (tests, benchmarks). */
+  idleStats(): Readonly<IdleStats> {
+    return this.stats;
+  }
+
   /** Spins until input or `budgetNs`; returns true when input is there. */
   private spin(budgetNs: number): boolean {
     if (this.rx.available() !== 0) return true;
     if (budgetNs <= 0) return false;
-    const end = Bun.nanoseconds() + budgetNs;
+    const start = Bun.nanoseconds();
+    const end = start + budgetNs;
+    this.stats.spins++;
+    let paid = false;
     do {
       // Read the clock every 16 looks: a clock read costs more than a look at the ring.
-      for (let i = 0; i < 16; i++) if (this.rx.available() !== 0) return true;
-    } while (Bun.nanoseconds() < end);
-    return false;
+      for (let i = 0; i < 16; i++) if (this.rx.available() !== 0) { paid = true; break; }
+    } while (!paid && Bun.nanoseconds() < end);
+    this.stats.spinNs += Bun.nanoseconds() - start;
+    if (paid) this.stats.paidSpins++;
+    return paid;
   }
 
   /**
@@ -245,6 +264,7 @@ export class SegmentConnection extends SegmentChannel {
     }
     // Room freed before the doorbell's sequence was read rings no more: tell the waiters now.
     if (this.waiters.size > 0 && this.roomFreed()) this.waiters.wake(true);
+    this.stats.parks++;
     this.signals.armEventLoop(this.rxDoorbell, seq, this.onDoorbellCb);
   }
 
