@@ -133,26 +133,29 @@ const liveCells = (): number => {
  * run allocated and dropped; objectCount alone counts only cells the last collection marked and
  * never sees garbage. Bun.gc(true) runs before each chunk; a chunk during which a collection ran
  * (objectCount moved) lost its garbage, so it is run again, smaller. The objects the readings
- * themselves allocate are measured and subtracted. Same thread as whatever `run` drives.
+ * themselves allocate (the same readings around nothing) are subtracted. Same thread as whatever `run` drives.
  */
 export function objectsPer(n: number, run: (n: number) => void, chunk = 20_000): number {
-  Bun.gc(true);
-  const a = liveCells();
-  const self = liveCells() - a;
+  const reading = (k: number, body: (k: number) => void): number | null => {
+    Bun.gc(true);
+    const marked = heapStats().objectCount;
+    const c0 = liveCells();
+    body(k);
+    const c1 = liveCells();
+    return heapStats().objectCount === marked ? c1 - c0 : null;
+  };
+  const nothing = (_k: number) => {};
   let total = 0;
   let done = 0;
   while (done < n) {
     const k = Math.min(chunk, n - done);
-    Bun.gc(true);
-    const marked = heapStats().objectCount;
-    const c0 = liveCells();
-    run(k);
-    const c1 = liveCells();
-    if (heapStats().objectCount !== marked && chunk > 500) {
+    const got = reading(k, run);
+    if (got === null && chunk > 500) {
       chunk >>= 1;
       continue;
     }
-    total += c1 - c0 - self;
+    // The same readings around nothing: what the measuring itself allocates.
+    total += (got ?? 0) - (reading(k, nothing) ?? 0);
     done += k;
   }
   return total / n;

@@ -80,6 +80,8 @@ export interface Capabilities {
  * A received message. `head` and `body` are views into transport memory, valid until release().
  * The head's bytes can also be read in place, at `headBuf[headOffset .. headOffset + headLength)`,
  * which lets a layer above parse its header without creating a view per message.
+ * A transport may reuse a released message object for a later message (shm / inproc keep one
+ * per ring descriptor, so delivering allocates nothing): nothing of it may be kept past release().
  */
 export interface RxMessage {
   readonly head: Uint8Array;
@@ -88,7 +90,13 @@ export interface RxMessage {
   readonly headOffset: number;
   readonly headLength: number;
   readonly bodyLength: number;
-  /** Hands the memory back to the transport. Idempotent. */
+  /**
+   * Optional: an Int32Array over the same memory as headBuf (word i covers bytes 4i..4i+3, in
+   * the host's byte order, little-endian on every supported host), set only where headOffset is
+   * a multiple of 4, so a layer above reads its header a word at a time.
+   */
+  readonly headWords?: Int32Array;
+  /** Hands the memory back to the transport. Idempotent until the object is reused (above). */
   release(): void;
 }
 

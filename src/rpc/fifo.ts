@@ -1,11 +1,21 @@
-/** A growable ring-buffer queue: O(1) push/shift without Array.shift's copying. */
+/**
+ * A growable ring-buffer queue: O(1) push/shift without Array.shift's copying. The capacity is
+ * a power of two, so positions wrap with a mask (no division on the hot path).
+ * Example: const q = new Fifo<number>(); q.push(1); q.shift() === 1.
+ * Threading: belongs to the thread that created it.
+ */
 export class Fifo<T> {
   private items: (T | undefined)[];
+  private mask: number;
   private head = 0;
   private count = 0;
 
+  /** `initialCapacity` is rounded up to a power of two. */
   constructor(initialCapacity = 64) {
-    this.items = new Array(initialCapacity);
+    let cap = 1;
+    while (cap < initialCapacity) cap <<= 1;
+    this.items = new Array(cap).fill(undefined);
+    this.mask = cap - 1;
   }
 
   get length(): number {
@@ -14,7 +24,7 @@ export class Fifo<T> {
 
   push(item: T): void {
     if (this.count === this.items.length) this.grow();
-    this.items[(this.head + this.count) % this.items.length] = item;
+    this.items[(this.head + this.count) & this.mask] = item;
     this.count++;
   }
 
@@ -27,15 +37,16 @@ export class Fifo<T> {
     if (this.count === 0) return undefined;
     const item = this.items[this.head];
     this.items[this.head] = undefined;
-    this.head = (this.head + 1) % this.items.length;
+    this.head = (this.head + 1) & this.mask;
     this.count--;
     return item;
   }
 
   private grow(): void {
-    const next: (T | undefined)[] = new Array(this.items.length * 2);
-    for (let i = 0; i < this.count; i++) next[i] = this.items[(this.head + i) % this.items.length];
+    const next: (T | undefined)[] = new Array(this.items.length * 2).fill(undefined);
+    for (let i = 0; i < this.count; i++) next[i] = this.items[(this.head + i) & this.mask];
     this.items = next;
+    this.mask = next.length - 1;
     this.head = 0;
   }
 }

@@ -66,6 +66,8 @@ import {
 const REPLY_RETRY_WAIT_MS = 50;
 /** Spin / blocking connections: the timer that retries a backlog (a wait there would hold the thread). */
 const BLOCKING_RETRY_MS = 5;
+/** Consumed handles a session keeps for reuse: a client's window rarely exceeds it, and idle memory stays small. */
+const HANDLE_POOL_MAX = 1024;
 
 /** An error response: the caller's request rejects with RemoteError(name, message). */
 export interface ErrorReply {
@@ -75,27 +77,66 @@ export interface ErrorReply {
 
 export type { ServerErrorContext, ServerErrorSource } from "./report.ts";
 
+/**
+ * A request delivered to the application. Handles are pooled per session: once consumed
+ * (reply / replyError / replyBuffer / drop), a handle goes back to its session and may be
+ * issued again for a later request, so the hot path allocates none. Any use of a consumed
+ * handle is a UsageError while it waits in the pool; once reissued it describes the new
+ * request (`generation` counts its issues), so code that keeps a handle past its reply is
+ * wrong in a way the server cannot always see. A handle that is meant to outlive its delivery
+ * calls detach() (or takes `signal`): such a handle is never pooled again, so a late use of it
+ * is always a UsageError and can never reply for another request. Same thread as the server.
+ */
 export class RequestHandle {
-  private msg: RxMessage | null;
+  private msg: RxMessage | null = null;
   /** After detach(): the request's own copies; the transport message is released. */
   private ownData: Uint8Array | null = null;
   private ownAppHeader: Uint8Array | null = null;
-  private done = false;
+  private done = true;
   private abortCtl: AbortController | null = null;
+  /** Goes back to the session's pool when consumed (false once detached or its signal was taken). */
+  private poolable = false;
+  private methodId = 0;
+  private slotOfCall = 0;
+  private genOfCall = 0;
+  private isOneWay = false;
   /** True once the client cancelled this call (timeout or abort on its side). */
   cancelled = false;
   /** @internal bytes this handle counts against the server's maxPendingBytes. */
   charged = 0;
+  /** How many times this handle object was issued (a pooled handle is reissued for later requests). */
+  generation = 0;
 
-  constructor(
-    readonly session: ServerSession,
-    readonly method: number,
-    readonly callSlot: number,
-    readonly callGen: number,
-    readonly oneWay: boolean,
-    msg: RxMessage,
-  ) {
+  constructor(readonly session: ServerSession) {}
+
+  /** @internal (re)issues the handle for a request; `pooled`: may go back to the pool when consumed. */
+  issue(method: number, callSlot: number, callGen: number, oneWay: boolean, msg: RxMessage, pooled: boolean): this {
+    this.methodId = method;
+    this.slotOfCall = callSlot;
+    this.genOfCall = callGen;
+    this.isOneWay = oneWay;
     this.msg = msg;
+    this.done = false;
+    this.poolable = pooled;
+    this.cancelled = false;
+    this.charged = 0;
+    this.generation++;
+    return this;
+  }
+
+  get method(): number {
+    return this.methodId;
+  }
+  /** The client's call slot (with callGen, the call id). */
+  get callSlot(): number {
+    return this.slotOfCall;
+  }
+  get callGen(): number {
+    return this.genOfCall;
+  }
+  /** A one-way message: replies are accepted and dropped. */
+  get oneWay(): boolean {
+    return this.isOneWay;
   }
 
   /** Request data: a view into transport memory (or the detached copy), valid until the handle is consumed. */
@@ -132,6 +173,7 @@ export class RequestHandle {
   detach(): void {
     const msg = this.msg;
     if (msg === null) return;
+    this.poolable = false; // kept past its delivery: never reissued, so a late use stays a UsageError
     const copy = this.session.conn.caps.zeroCopy;
     const body = msg.body;
     this.ownData = copy && body.length > 0 ? copyBytes(body) : body;
@@ -145,6 +187,7 @@ export class RequestHandle {
 
   /** Aborted when the client cancels. Created on first use. */
   get signal(): AbortSignal {
+    this.poolable = false; // the signal outlives the call: the handle is not reissued
     if (this.abortCtl === null) {
       this.abortCtl = new AbortController();
       if (this.cancelled) this.abortCtl.abort();
@@ -218,11 +261,13 @@ export class RequestHandle {
 
   private finish(): void {
     this.done = true;
-    this.msg?.release();
+    const msg = this.msg;
     this.msg = null;
     this.ownData = null;
     this.ownAppHeader = null;
+    if (msg !== null) msg.release();
     this.session.forget(this);
+    if (this.poolable) this.session.recycle(this);
   }
 }
 
@@ -266,6 +311,8 @@ export class ServerSession {
   /** Handles the application still holds, by client slot, so a cancel finds its call. */
   private readonly held: (RequestHandle | undefined)[] = [];
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES);
+  /** Consumed handles to issue again (see RequestHandle), at most HANDLE_POOL_MAX. */
+  private readonly pool: RequestHandle[] = [];
   /** Convenient replies that met a full transport, oldest first (see respond()). */
   private readonly backlog = new Fifo<QueuedReply>();
   private flushScheduled = false;
@@ -366,7 +413,7 @@ export class ServerSession {
     const message = `request for method ${method} has ${bodyLength} bytes, more than this server's maxMessageBytes ${this.conn.caps.maxMessageBytes}`;
     // A handle with no request bytes, so the error goes through respond(): a full transport
     // queues it in the backlog like any reply instead of dropping it.
-    const h = new RequestHandle(this, method, slot, wireCallGen(head), false, SKIPPED_REQUEST);
+    const h = new RequestHandle(this).issue(method, slot, wireCallGen(head), false, SKIPPED_REQUEST, false);
     this.held[slot] = h;
     h.respond(null, { name: "MessageTooLargeError", message });
   }
@@ -379,6 +426,17 @@ export class ServerSession {
   sendBuffer(method: number, slot: number, gen: number, buffer: Uint8Array, lenBytes: number): SendStatus {
     writeWireHeader(this.headBuf, KIND_RESPONSE, method, slot, gen, 0, lenBytes);
     return this.conn.trySendBuffer(this.headBuf, buffer, lenBytes);
+  }
+
+  /** @internal a consumed, poolable handle comes back. */
+  recycle(h: RequestHandle): void {
+    if (this.pool.length < HANDLE_POOL_MAX) this.pool.push(h);
+  }
+
+  /** A handle for a request just delivered: from the pool, or new. */
+  private handleFor(method: number, slot: number, gen: number, oneWay: boolean, msg: RxMessage): RequestHandle {
+    const h = this.pool.length > 0 ? this.pool.pop()! : new RequestHandle(this);
+    return h.issue(method, slot, gen, oneWay, msg, true);
   }
 
   forget(h: RequestHandle): void {
@@ -420,12 +478,12 @@ export class ServerSession {
       msg.release();
       this.server.busyRefusals++;
       if (kind === KIND_ONEWAY) return;
-      const busy = new RequestHandle(this, method, slot, gen, false, SKIPPED_REQUEST);
+      const busy = new RequestHandle(this).issue(method, slot, gen, false, SKIPPED_REQUEST, false);
       this.held[slot] = busy;
       busy.respond(null, { name: "ServerBusyError", message: `the server holds ${this.server.pendingBytes} bytes of requests not yet answered (maxPendingBytes ${this.server.maxPendingBytes}); try again later` });
       return;
     }
-    const h = new RequestHandle(this, method, slot, gen, kind === KIND_ONEWAY, msg);
+    const h = this.handleFor(method, slot, gen, kind === KIND_ONEWAY, msg);
     h.charged = bytes;
     this.server.pendingBytes += bytes;
     if (kind === KIND_REQUEST) this.held[slot] = h;
@@ -468,6 +526,8 @@ export class Server implements Disposable {
   private readonly arrivals = new WaitList();
   private readonly listeners: Listener[] = [];
   readonly sessions = new Set<ServerSession>();
+  /** The sessions again, as an array: poll() walks it without an iterator object. */
+  private readonly sessionList: ServerSession[] = [];
   private readonly onRequest: ((h: RequestHandle) => void) | undefined;
   private readonly onSessionClose: ServerOptions["onSessionClose"];
   private readonly onError: ((error: unknown, context: ServerErrorContext) => void) | undefined;
@@ -516,10 +576,12 @@ export class Server implements Disposable {
   addConnection(conn: Connection): ServerSession {
     const s = new ServerSession(this, conn);
     this.sessions.add(s);
+    this.sessionList.push(s);
     conn.setReceiver({
       onMessage: (m) => s.onMessage(m),
       onClose: (e) => {
         this.sessions.delete(s);
+        this.dropSession(s);
         s.closed();
         // The peer leaving (or a configured limit closing the session) is no failure.
         if (e !== null && !(e instanceof TransportClosedError)) this.reportFailure(e, { source: "session", method: null, session: s });
@@ -528,6 +590,15 @@ export class Server implements Disposable {
       onOversized: (head, bodyLength) => s.onOversized(head, bodyLength),
     });
     return s;
+  }
+
+  /** Swap-remove from sessionList (poll() walks it backwards, so a removal while it runs skips none). */
+  private dropSession(s: ServerSession): void {
+    const list = this.sessionList;
+    const i = list.indexOf(s);
+    if (i < 0) return;
+    list[i] = list[list.length - 1]!;
+    list.pop();
   }
 
   deliver(h: RequestHandle): void {
@@ -547,7 +618,10 @@ export class Server implements Disposable {
 
   /** Makes progress on every session (and sends replies waiting for room). Returns requests waiting for recv(). */
   poll(): number {
-    for (const s of this.sessions) {
+    const list = this.sessionList;
+    for (let i = list.length - 1; i >= 0; i--) {
+      const s = list[i];
+      if (s === undefined) continue; // removed while polling
       s.conn.poll();
       if (s.backlogLength > 0) s.flushBacklog();
     }
@@ -577,6 +651,7 @@ export class Server implements Disposable {
     for (const l of this.listeners.splice(0)) l.close(true);
     for (const s of this.sessions) s.conn.close();
     this.sessions.clear();
+    this.sessionList.length = 0;
     this.arrivals.wake(false);
     this.log.flush();
   }

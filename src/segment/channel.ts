@@ -98,17 +98,26 @@ export interface SegmentConnectionOptions {
   peerMaxMessageBytes?: number;
 }
 
+/**
+ * One per ring descriptor, reused for every message that descriptor carries: a descriptor is
+ * handed out again only after its message was released, so a message object is never shared by
+ * two live messages. A released message object may be reused for a later message (its fields
+ * then describe that one): keep nothing of it past release().
+ */
 class SegmentRxMessage implements RxMessage {
-  private done = false;
+  /** Ring index of the message it describes now. */
+  index = 0;
+  headOffset = 0;
+  headLength = 0;
+  bodyLength = 0;
+  /** Slab slot of the body, or -1 when the body is inline after the head. */
+  slot = -1;
+  /** Delivered and not yet released. */
+  held = false;
   constructor(
     private readonly conn: SegmentChannel,
-    readonly index: number,
     readonly headBuf: Uint8Array,
-    readonly headOffset: number,
-    readonly headLength: number,
-    readonly bodyLength: number,
-    /** Slab slot of the body, or -1 when the body is inline after the head. */
-    readonly slot: number,
+    readonly headWords: Int32Array,
   ) {}
   get head(): Uint8Array {
     return this.headBuf.subarray(this.headOffset, this.headOffset + this.headLength);
@@ -117,8 +126,8 @@ class SegmentRxMessage implements RxMessage {
     return this.conn.bodyView(this);
   }
   release(): void {
-    if (this.done) return;
-    this.done = true;
+    if (!this.held) return;
+    this.held = false;
     this.conn.releaseMessage(this.index, this.slot);
   }
 }
@@ -170,6 +179,8 @@ export abstract class SegmentChannel implements Connection {
   private delivering = false;
   private readonly onLocalClose: (() => void) | undefined;
   private readonly onUnused: (() => void) | undefined;
+  /** Per ring descriptor: the message object it delivers through (see SegmentRxMessage). */
+  private readonly messages: SegmentRxMessage[];
   private readonly inlineViewCache: (Uint8Array | undefined)[];
   private readonly slotViewCache: (Uint8Array | undefined)[];
   /** Per tx slot: the view allocBuffer() handed out for its current allocation (until sent or released). */
@@ -230,6 +241,8 @@ export abstract class SegmentChannel implements Connection {
     this.rxMaxBytes = own;
     this.ringMask = l.ringSlots - 1;
     this.ringSlots = l.ringSlots;
+    this.messages = [];
+    for (let i = 0; i < l.ringSlots; i++) this.messages.push(new SegmentRxMessage(this, this.bytes, this.words));
     this.inlineViewCache = new Array(l.ringSlots).fill(undefined);
     this.slotViewCache = new Array(this.rxSlab.layout.totalSlots).fill(undefined);
     this.handedOut = new Array(this.txSlab.layout.totalSlots).fill(undefined);
@@ -435,7 +448,13 @@ export abstract class SegmentChannel implements Connection {
         if (!this.skipOversized(r, index, at, hl, bl, slot)) return n;
         continue;
       }
-      const msg = new SegmentRxMessage(this, index, this.bytes, at, hl, bl, slot);
+      const msg = this.messages[index & this.ringMask]!;
+      msg.index = index;
+      msg.headOffset = at;
+      msg.headLength = hl;
+      msg.bodyLength = bl;
+      msg.slot = slot;
+      msg.held = true;
       try {
         r.onMessage(msg);
       } catch (e) {
