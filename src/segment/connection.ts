@@ -1,7 +1,9 @@
 /**
  * SegmentConnection: the Transport contract over one session segment. The data path (send,
  * receive, release, close) is SegmentChannel's (channel.ts); this class adds how a side waits
- * (the modes in waiting.ts) and how it notices that the peer went: poll() and every spin or
+ * (the modes in waiting.ts: the mode says whether it waits on the event loop or holds the
+ * thread, its idle strategy (idle.ts) how long it spins before it parks) and how it notices
+ * that the peer went: poll() and every spin or
  * park read the peer's closed flag and, at most every PROBE_INTERVAL_NS, ask setup whether the
  * control socket hung up (the peer died), so spin and blocking loops that never return to the
  * event loop still see a dead peer and fail their calls with TransportClosedError.
@@ -17,12 +19,12 @@ import { TransportClosedError, UsageError } from "../errors.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { SegmentChannel, type SegmentConnectionOptions } from "./channel.ts";
 import { ARMED_AWAKE, ARMED_EVENT_LOOP, ARMED_FUTEX, type SegmentLayout } from "./layout.ts";
+import { IDLE_AFTER_INPUT, IDLE_AFTER_SEND, IDLE_WAIT, idleStrategyFor, type IdleCause, type IdleStrategy } from "./idle.ts";
 import {
   BLOCK_SLICE_NS,
   DEFAULT_SPIN_NS,
   EVENT_LOOP_YIELD_NS,
   MAX_WAIT_MS,
-  MIN_ADAPTIVE_SPIN_NS,
   PROBE_INTERVAL_NS,
   PROBE_POLL_MASK,
   type SegmentWaitPolicy,
@@ -49,13 +51,16 @@ const MODES: readonly string[] = ["spin", "blocking", "async", "adaptive"];
 export class SegmentConnection extends SegmentChannel {
   private readonly waiters = new WaitList();
   private policy: SegmentWaitPolicy = { mode: "adaptive", spinNs: DEFAULT_SPIN_NS };
-  private spinBudgetNs = DEFAULT_SPIN_NS;
+  private idle: IdleStrategy = idleStrategyFor("adaptive", DEFAULT_SPIN_NS);
+  /** Why the armed event-loop wait began (-1: none armed) and when (Bun.nanoseconds): the gap onParkedInput reports. */
+  private parkedCause = -1;
+  private parkedSinceNs = 0;
   private microQueued = false;
   private immediateQueued = false;
   /** When the pending follow-up immediate was queued (Bun.nanoseconds). */
   private immediateSinceNs = 0;
   private pumping = false;
-  /** A send happened since the last pump: spin the full budget (a reply is likely on its way). */
+  /** A send happened since the last pump: its idle is IDLE_AFTER_SEND (an answer may be on its way). */
   private sentSincePump = false;
   private armedFor: number = ARMED_AWAKE;
   /** onPeerGone() is delivering the last messages: its poll() must not start another close. */
@@ -100,8 +105,22 @@ export class SegmentConnection extends SegmentChannel {
     const spinNs = policy.spinNs ?? this.policy.spinNs;
     if (typeof spinNs !== "number" || !(spinNs >= 0) || spinNs === Infinity) throw new UsageError(`spinNs ${String(spinNs)} must be a finite number ≥ 0`);
     this.policy = { mode: mode as WaitMode, spinNs };
-    this.spinBudgetNs = spinNs;
+    this.idle = idleStrategyFor(mode as WaitMode, spinNs);
     if (this.autoPumps() && this.receiver !== null) this.schedulePump();
+  }
+
+  /**
+   * Replaces the idle strategy the wait policy chose (tests, and callers with a strategy of their
+   * own); the mode still says whether waits hold the thread or the event loop. A later
+   * setWaitPolicy() puts the mode's own strategy back. Same thread as the connection.
+   */
+  setIdleStrategy(strategy: IdleStrategy): void {
+    this.idle = strategy;
+  }
+
+  /** The idle strategy in use (setIdleStrategy(), or the one the wait policy chose). */
+  get idleStrategy(): IdleStrategy {
+    return this.idle;
   }
 
   /** True in async / adaptive modes: wait() parks on the event loop. Spin and blocking waits hold the thread. */
@@ -195,45 +214,58 @@ export class SegmentConnection extends SegmentChannel {
     return this.stats;
   }
 
-  /** Spins until input or `budgetNs`; returns true when input is there. */
-  private spin(budgetNs: number): boolean {
+  /**
+   * A look found nothing after `cause`: spins for the idle strategy's budget (never past
+   * EVENT_LOOP_YIELD_NS: a pump must hand the thread back) and tells the strategy what it found.
+   * Returns true when input is there.
+   */
+  private idleSpin(cause: IdleCause): boolean {
     if (this.rx.available() !== 0) return true;
-    if (budgetNs <= 0) return false;
+    const budgetNs = Math.min(this.idle.spinBudgetNs(cause), EVENT_LOOP_YIELD_NS);
+    if (!(budgetNs > 0)) return false;
     const start = Bun.nanoseconds();
     const end = start + budgetNs;
-    this.stats.spins++;
     let paid = false;
     do {
       // Read the clock every 16 looks: a clock read costs more than a look at the ring.
-      for (let i = 0; i < 16; i++) if (this.rx.available() !== 0) { paid = true; break; }
+      for (let i = 0; i < 16; i++) {
+        if (this.rx.available() !== 0) {
+          paid = true;
+          break;
+        }
+      }
     } while (!paid && Bun.nanoseconds() < end);
-    this.stats.spinNs += Bun.nanoseconds() - start;
-    if (paid) this.stats.paidSpins++;
+    this.spun(cause, paid, Bun.nanoseconds() - start);
     return paid;
   }
 
+  /** Counts a spin and reports it to the idle strategy. */
+  private spun(cause: IdleCause, paid: boolean, spentNs: number): void {
+    this.stats.spins++;
+    this.stats.spinNs += spentNs;
+    if (paid) this.stats.paidSpins++;
+    this.idle.onSpinEnd(cause, paid, spentNs);
+  }
+
   /**
-   * Event-loop delivery (async / adaptive): deliver what is there; if nothing, spin for the
-   * budget; if still nothing, arm the doorbell and return to the event loop. After a delivery
-   * it yields (setImmediate) so the receiver's continuations run before it looks again.
+   * Event-loop delivery (async / adaptive): deliver what is there; if nothing, spin for what the
+   * idle strategy grants; if still nothing, arm the doorbell and return to the event loop. After
+   * a delivery it yields (setImmediate) so the receiver's continuations run before it looks again.
    */
   private pump(): void {
     if (this.closed || this.pumping || this.receiver === null || !this.autoPumps()) return;
     this.pumping = true;
     // Read before poll(): sends made while delivering belong to the next pump.
-    const expectReply = this.sentSincePump;
+    const cause: IdleCause = this.sentSincePump ? IDLE_AFTER_SEND : IDLE_AFTER_INPUT;
     this.sentSincePump = false;
     let n = 0;
+    let idleSinceNs = 0;
     try {
       this.disarm();
       n = this.poll();
       if (n === 0 && !this.closed) {
-        // Speculative spins (nothing sent, just delivered or woken) adapt; spins after a send
-        // always get the whole budget.
-        const speculative = this.policy.mode === "adaptive" && !expectReply;
-        const paid = this.spin(speculative ? this.spinBudgetNs : this.policy.spinNs);
-        if (speculative) this.adapt(paid);
-        if (paid) n = this.poll();
+        idleSinceNs = Bun.nanoseconds();
+        if (this.idleSpin(cause)) n = this.poll();
       }
     } finally {
       this.pumping = false;
@@ -244,15 +276,11 @@ export class SegmentConnection extends SegmentChannel {
       this.scheduleFollowUp();
       return;
     }
-    this.armEventLoop();
+    this.armEventLoop(cause, idleSinceNs);
   }
 
-  private adapt(paid: boolean): void {
-    if (paid) this.spinBudgetNs = Math.min(this.policy.spinNs, Math.max(MIN_ADAPTIVE_SPIN_NS * 2, this.spinBudgetNs * 2));
-    else this.spinBudgetNs = this.spinBudgetNs / 2 < MIN_ADAPTIVE_SPIN_NS ? 0 : this.spinBudgetNs / 2;
-  }
-
-  private armEventLoop(): void {
+  /** Arms the doorbell and parks on the event loop; `cause` and `idleSinceNs` (0: now) say why and since when, for the idle strategy. */
+  private armEventLoop(cause: IdleCause, idleSinceNs = 0): void {
     const seq = Atomics.load(this.words, this.rxDoorbell >> 2);
     // SYNC: pairs with Atomics.exchange(armed) in the peer's publish(): store armed, then re-check.
     Atomics.store(this.words, this.rxArmedIdx, ARMED_EVENT_LOOP);
@@ -265,10 +293,14 @@ export class SegmentConnection extends SegmentChannel {
     // Room freed before the doorbell's sequence was read rings no more: tell the waiters now.
     if (this.waiters.size > 0 && this.roomFreed()) this.waiters.wake(true);
     this.stats.parks++;
+    this.parkedCause = cause;
+    this.parkedSinceNs = idleSinceNs > 0 ? idleSinceNs : Bun.nanoseconds();
     this.signals.armEventLoop(this.rxDoorbell, seq, this.onDoorbellCb);
   }
 
   private disarm(): void {
+    // A park that ends without the doorbell (a send, wait() or setWaitPolicy() pumped) teaches nothing.
+    this.parkedCause = -1;
     if (this.armedFor === ARMED_AWAKE) return;
     Atomics.store(this.words, this.rxArmedIdx, ARMED_AWAKE);
     this.armedFor = ARMED_AWAKE;
@@ -277,6 +309,11 @@ export class SegmentConnection extends SegmentChannel {
   /** @internal the peer rang (shm: a byte on the control socket; inproc: waitAsync resolved). */
   onDoorbell(): void {
     if (this.closed) return;
+    if (this.parkedCause >= 0) {
+      // The doorbell also rings for room and for the peer's close: only input is a turnaround.
+      if (this.rx.available() !== 0) this.idle.onParkedInput(this.parkedCause as IdleCause, Bun.nanoseconds() - this.parkedSinceNs);
+      this.parkedCause = -1;
+    }
     this.armedFor = ARMED_AWAKE;
     // Input, or room to send (the receiver freed what we waited for): wake waiters either way.
     this.waiters.wake(true);
@@ -289,14 +326,7 @@ export class SegmentConnection extends SegmentChannel {
     if (typeof timeoutMs !== "number" || !(timeoutMs >= 0)) throw new UsageError(`${this.transport} wait: timeoutMs ${String(timeoutMs)} must be a number ≥ 0`);
     if (this.closed) return Promise.resolve(false);
     const ms = Math.min(timeoutMs, MAX_WAIT_MS);
-    const mode = this.policy.mode;
-    if (mode === "spin") return Promise.resolve(this.waitResult(this.spinReady(ms * 1e6)));
-    if (mode === "blocking") {
-      // The doorbell's sequence before the spin: room or input that comes during the spin moves
-      // it, so the park below cannot sleep through it (a lost wakeup otherwise).
-      const seq = Atomics.load(this.words, this.rxDoorbell >> 2);
-      return Promise.resolve(this.spinReady(this.policy.spinNs) ? this.waitResult(true) : this.waitBlocking(ms, seq));
-    }
+    if (!this.autoPumps()) return Promise.resolve(this.waitOnThread(ms));
     // Input or room is there: say so at once, unless this microtask chain has kept the event
     // loop waiting past EVENT_LOOP_YIELD_NS; then park, and the pending immediate's pump wakes us.
     const input = this.rx.available() !== 0;
@@ -309,8 +339,35 @@ export class SegmentConnection extends SegmentChannel {
     // runs first (a microtask) and spins, so a reply that is on its way is not missed.
     const p = this.waiters.wait(ms);
     if (this.receiver !== null) this.schedulePump();
-    else this.armEventLoop();
+    else this.armEventLoop(IDLE_WAIT);
     return p;
+  }
+
+  /**
+   * wait() in the modes that hold the thread (spin, blocking): spin for the idle strategy's
+   * budget (spin mode: the whole timeout), then park in futex for what is left of `timeoutMs`.
+   */
+  private waitOnThread(timeoutMs: number): boolean {
+    const timeoutNs = timeoutMs * 1e6;
+    const budgetNs = Math.min(this.idle.spinBudgetNs(IDLE_WAIT), timeoutNs);
+    // The doorbell's sequence before the spin: room or input that comes during the spin moves
+    // it, so the park below cannot sleep through it (a lost wakeup otherwise).
+    const seq = Atomics.load(this.words, this.rxDoorbell >> 2);
+    if (this.ready()) return this.waitResult(true);
+    let spentNs = 0;
+    if (budgetNs > 0) {
+      const start = Bun.nanoseconds();
+      const paid = this.spinReady(budgetNs);
+      spentNs = Bun.nanoseconds() - start;
+      this.spun(IDLE_WAIT, paid, spentNs);
+      if (paid) return this.waitResult(true);
+    }
+    const leftMs = (timeoutNs - spentNs) / 1e6;
+    if (!(leftMs > 0)) return this.waitResult(false);
+    const parkedAt = Bun.nanoseconds();
+    const woken = this.waitBlocking(leftMs, seq);
+    if (woken && this.rx.available() !== 0) this.idle.onParkedInput(IDLE_WAIT, Bun.nanoseconds() - parkedAt + spentNs);
+    return woken;
   }
 
   /** Something for a waiter: input, room after a Full (the receiver cleared spaceWanted), or the peer's close. */

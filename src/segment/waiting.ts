@@ -2,17 +2,19 @@
  * How a segment connection waits and wakes (shared by `shm` and `inproc`): the wait modes, the
  * doorbell operations each setup provides (`Signals`), and the timing constants of the waits.
  *
- * Modes (SegmentWaitPolicy.mode):
+ * Modes (SegmentWaitPolicy.mode) pick how a side waits and, through idleStrategyFor() (idle.ts),
+ * the idle strategy that decides how long it spins before it parks:
  *   - "spin": poll() only; wait() busy-polls until input, room or its timeout (never parks).
- *     For dedicated cores.
+ *     For dedicated cores. BusySpinIdle.
  *   - "blocking": wait() spins up to spinNs, then parks in futex (Atomics.wait for inproc);
  *     blocks the thread for at most the timeout. For dedicated threads and processes.
- *   - "async": messages are delivered from the event loop: after a send or a delivery the
- *     connection spins up to spinNs for more, then arms its doorbell and sleeps until the peer
- *     rings (no busy core while idle).
- *   - "adaptive" (default): "async", except that speculative spins (after a delivery, with
- *     nothing sent) get a budget that halves each time spinning found nothing and doubles (up
- *     to spinNs) each time it paid; a spin after a send always gets spinNs, a reply being due.
+ *     FixedSpinIdle(spinNs).
+ *   - "async": messages are delivered from the event loop: whenever a look finds nothing the
+ *     connection spins spinNs, then arms its doorbell and sleeps until the peer rings (no busy
+ *     core while idle). FixedSpinIdle(spinNs): for a peer known to answer within spinNs.
+ *   - "adaptive" (default): "async", but it spins only while spinning has recently paid, up to
+ *     spinNs (AdaptiveIdle): no unconditional spin after a send, none after a reply that nothing
+ *     follows, none while the peer's recent turnaround exceeds the budget.
  *
  * Every mode notices a closed or dead peer without the event loop: poll() and the spin and
  * park loops read the peer's closed flag, and probe the control socket (Signals.peerGone) at
@@ -52,12 +54,10 @@ export interface Signals {
   peerGone?(): boolean;
 }
 
-/** Default spin budget: covers a peer's turnaround on another core (~1–2 µs) with room to spare. */
+/** Default spin budget (the most "adaptive" spins): covers a peer's turnaround on another core (~1–2 µs) with room to spare. */
 export const DEFAULT_SPIN_NS = 20_000;
 /** A blocking wait parks at most this long per slice: a peer that died (no doorbell) is noticed between slices. */
 export const BLOCK_SLICE_NS = 20e6;
-/** Adaptive budgets below this stop spinning altogether. */
-export const MIN_ADAPTIVE_SPIN_NS = 500;
 /** Liveness probes (one poll(2), ~0.5 µs) at most once a millisecond: death is noticed in ms, idle polling pays < 0.1%. */
 export const PROBE_INTERVAL_NS = 1e6;
 /** Empty polls between two looks at the clock for a probe (a clock read costs more than an empty poll). */

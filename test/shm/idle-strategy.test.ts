@@ -1,0 +1,243 @@
+/**
+ * The idle strategies' decisions (src/segment/idle.ts), fed sequences of outcomes: what each
+ * wait mode's strategy grants, how the adaptive one grows on spins that found input, shrinks
+ * on spins that did not, never spins for a side whose input comes late or never, and probes
+ * (with backoff) after wake-ups that a spin might have caught. Then the strategy object as a
+ * connection uses it: chosen by the wait policy, swappable, and consulted on every idle.
+ */
+
+import { describe, expect, test } from "bun:test";
+import {
+  AdaptiveIdle,
+  BusySpinIdle,
+  FixedSpinIdle,
+  IDLE_AFTER_INPUT,
+  IDLE_AFTER_SEND,
+  IDLE_WAIT,
+  idleStrategyFor,
+  MAX_PROBE_WAIT,
+  MIN_ADAPTIVE_SPIN_NS,
+  WAKE_ALLOWANCE_NS,
+  type IdleCause,
+  type IdleStrategy,
+} from "../../src/segment/idle.ts";
+import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
+import { computeLayout, writeHeader } from "../../src/segment/layout.ts";
+
+const MAX = 20_000;
+
+describe("the strategy each wait mode stands for", () => {
+  test("spin never parks, blocking and async spin their spinNs every time, adaptive starts at 0", () => {
+    expect(idleStrategyFor("spin", 5).spinBudgetNs(IDLE_WAIT)).toBe(Infinity);
+    expect(idleStrategyFor("spin", 5)).toBeInstanceOf(BusySpinIdle);
+    for (const mode of ["blocking", "async"] as const) {
+      const s = idleStrategyFor(mode, 7_000);
+      expect(s).toBeInstanceOf(FixedSpinIdle);
+      for (let i = 0; i < 3; i++) {
+        expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(7_000);
+        s.onSpinEnd(IDLE_AFTER_SEND, false, 7_000);
+      }
+    }
+    const a = idleStrategyFor("adaptive", MAX);
+    expect(a).toBeInstanceOf(AdaptiveIdle);
+    for (const c of [IDLE_AFTER_SEND, IDLE_AFTER_INPUT, IDLE_WAIT] as IdleCause[]) expect(a.spinBudgetNs(c)).toBe(0);
+  });
+});
+
+describe("AdaptiveIdle", () => {
+  test("a wake-up a spin would have caught earns a spin of the whole budget; spins that pay keep it", () => {
+    const s = new AdaptiveIdle(MAX);
+    s.onParkedInput(IDLE_AFTER_SEND, 9_000);
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
+    for (let i = 0; i < 10; i++) {
+      s.onSpinEnd(IDLE_AFTER_SEND, true, 3_000);
+      expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
+    }
+    // The causes learn apart: a reply due after a send says nothing about input after a delivery.
+    expect(s.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(0);
+  });
+
+  test("spins that find nothing shrink the budget fast: a quarter each time, then no spin at all", () => {
+    const s = new AdaptiveIdle(MAX);
+    s.onParkedInput(IDLE_AFTER_SEND, 1_000);
+    const seen: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const b = s.spinBudgetNs(IDLE_AFTER_SEND);
+      seen.push(b);
+      if (b > 0) s.onSpinEnd(IDLE_AFTER_SEND, false, b);
+    }
+    expect(seen).toEqual([MAX, MAX / 4, MAX / 16, 0, 0]);
+    expect(MAX / 64).toBeLessThan(MIN_ADAPTIVE_SPIN_NS);
+  });
+
+  test("a budget that shrank grows back by doubling when spins pay again", () => {
+    const s = new AdaptiveIdle(MAX);
+    s.onParkedInput(IDLE_AFTER_INPUT, 1_000);
+    s.onSpinEnd(IDLE_AFTER_INPUT, false, MAX); // 5000
+    s.onSpinEnd(IDLE_AFTER_INPUT, true, 200); // 10000
+    expect(s.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(MAX / 2);
+    s.onSpinEnd(IDLE_AFTER_INPUT, true, 200);
+    expect(s.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(MAX);
+  });
+
+  test("no spin while the peer's turnaround exceeds the budget: late wake-ups never earn one", () => {
+    const s = new AdaptiveIdle(MAX);
+    // A server whose client sends again 2 ms after each reply; a peer that takes 60 µs.
+    for (let i = 0; i < 1000; i++) {
+      s.onParkedInput(IDLE_AFTER_SEND, 2_000_000);
+      s.onParkedInput(IDLE_AFTER_INPUT, MAX + WAKE_ALLOWANCE_NS + 1);
+      expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
+      expect(s.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(0);
+    }
+  });
+
+  test("a side that gets no input after going idle (one-way sends) never spins", () => {
+    const s = new AdaptiveIdle(MAX);
+    // Nothing reported at all: every idle asks, parks, and nothing wakes it with input.
+    for (let i = 0; i < 1000; i++) expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
+  });
+
+  test("probes that keep missing back off: each miss doubles the near wake-ups needed for the next, up to MAX_PROBE_WAIT", () => {
+    const s = new AdaptiveIdle(MAX);
+    const probesAt: number[] = [];
+    // Wake-ups just past the budget (within the allowance for this side's own wake-up), and a
+    // peer that never answers within the budget while this side spins.
+    for (let i = 0; i < 600; i++) {
+      if (s.spinBudgetNs(IDLE_AFTER_SEND) === 0) {
+        s.onParkedInput(IDLE_AFTER_SEND, MAX + WAKE_ALLOWANCE_NS);
+        continue;
+      }
+      probesAt.push(i);
+      while (s.spinBudgetNs(IDLE_AFTER_SEND) > 0) s.onSpinEnd(IDLE_AFTER_SEND, false, s.spinBudgetNs(IDLE_AFTER_SEND));
+    }
+    const gaps = probesAt.slice(1).map((p, k) => p - probesAt[k]!);
+    expect(gaps.slice(0, 6)).toEqual([3, 5, 9, 17, 33, 65]);
+    expect(gaps.slice(6).every((g) => g === MAX_PROBE_WAIT + 1)).toBe(true);
+  });
+
+  test("a probe that pays resets the backoff", () => {
+    const s = new AdaptiveIdle(MAX);
+    s.onParkedInput(IDLE_AFTER_SEND, MAX);
+    while (s.spinBudgetNs(IDLE_AFTER_SEND) > 0) s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // miss: wait 2
+    s.onParkedInput(IDLE_AFTER_SEND, MAX);
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
+    s.onParkedInput(IDLE_AFTER_SEND, MAX);
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
+    s.onSpinEnd(IDLE_AFTER_SEND, true, 4_000);
+    for (let i = 0; i < 3; i++) s.onSpinEnd(IDLE_AFTER_SEND, false, MAX);
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
+    s.onParkedInput(IDLE_AFTER_SEND, MAX); // backoff back at 2 after one miss past the reset
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
+    s.onParkedInput(IDLE_AFTER_SEND, MAX);
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
+  });
+
+  test("spinNs 0 never spins, whatever it is told", () => {
+    const s = new AdaptiveIdle(0);
+    for (let i = 0; i < 10; i++) {
+      s.onParkedInput(IDLE_AFTER_SEND, 100);
+      s.onSpinEnd(IDLE_AFTER_SEND, true, 100);
+      expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
+    }
+  });
+});
+
+// ------------------------------------------------------------------ the connection's use of it
+
+/** Records every call a connection makes on its strategy, granting `grant` ns each time. */
+class Recorder implements IdleStrategy {
+  readonly calls: string[] = [];
+  constructor(private readonly grant: number) {}
+  spinBudgetNs(c: IdleCause): number {
+    this.calls.push(`budget ${c}`);
+    return this.grant;
+  }
+  onSpinEnd(c: IdleCause, paid: boolean): void {
+    this.calls.push(`spun ${c} ${paid ? "paid" : "missed"}`);
+  }
+  onParkedInput(c: IdleCause): void {
+    this.calls.push(`woken ${c}`);
+  }
+}
+
+/** Two connections over one ArrayBuffer in this thread; event-loop parks deliver via onDoorbell(). */
+function pair(mode: "async" | "adaptive" | "blocking") {
+  const layout = computeLayout({ ringSlots: 8, sizeClasses: [{ slotBytes: 1024, slotCount: 4 }] });
+  const buffer = new ArrayBuffer(layout.totalBytes);
+  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
+  const conns: SegmentConnection[] = [];
+  const signals = (i: number): Signals => ({
+    wakeBlocking() {},
+    // The peer is parked in its event loop: ring it (a microtask, as a socket event would come later).
+    wakeEventLoop: () => queueMicrotask(() => conns[1 - i]!.onDoorbell()),
+    waitBlocking() {},
+    armEventLoop() {},
+  });
+  const policy = { mode, spinNs: 50_000 };
+  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: signals(0), peer: "B", policy }));
+  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: signals(1), peer: "A", policy }));
+  return { a: conns[0]!, b: conns[1]! };
+}
+
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+};
+
+describe("a connection asks its idle strategy", () => {
+  test("after a send with nothing back it asks with IDLE_AFTER_SEND, spins what it was granted, reports the miss and parks", async () => {
+    const { a, b } = pair("adaptive");
+    const rec = new Recorder(1_000);
+    a.setIdleStrategy(rec);
+    expect(a.idleStrategy).toBe(rec);
+    a.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+    b.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+    await settle();
+    rec.calls.length = 0;
+    const before = { ...a.idleStats() };
+    expect(a.trySend(new Uint8Array(4), null)).toBe(0);
+    await settle();
+    expect(rec.calls.slice(0, 2)).toEqual([`budget ${IDLE_AFTER_SEND}`, `spun ${IDLE_AFTER_SEND} missed`]);
+    expect(a.idleStats().spins - before.spins).toBe(1);
+    expect(a.idleStats().spinNs - before.spinNs).toBeGreaterThanOrEqual(1_000);
+    expect(a.idleStats().parks).toBeGreaterThan(before.parks);
+    a.close();
+    b.close();
+  });
+
+  test("input that wakes a parked side is reported with the cause it parked for; a 0 grant spins not at all", async () => {
+    const { a, b } = pair("adaptive");
+    const rec = new Recorder(0);
+    a.setIdleStrategy(rec);
+    let got = 0;
+    a.setReceiver({ onMessage: (m) => (got++, m.release()), onClose() {} });
+    // b answers every message (a server), from its receiver.
+    b.setReceiver({ onMessage: (m) => (m.release(), b.trySend(new Uint8Array(4), null)), onClose() {} });
+    await settle();
+    rec.calls.length = 0;
+    const before = { ...a.idleStats() };
+    expect(a.trySend(new Uint8Array(4), null)).toBe(0);
+    for (let i = 0; i < 50 && got === 0; i++) await settle();
+    expect(got).toBe(1);
+    expect(rec.calls).toContain(`woken ${IDLE_AFTER_SEND}`);
+    expect(rec.calls.some((c) => c.startsWith("spun"))).toBe(false);
+    expect(a.idleStats().spins).toBe(before.spins);
+    a.close();
+    b.close();
+  });
+
+  test("setWaitPolicy puts the mode's own strategy back; blocking waits ask with IDLE_WAIT", async () => {
+    const { a, b } = pair("blocking");
+    const rec = new Recorder(2_000);
+    a.setIdleStrategy(rec);
+    a.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+    expect(await a.wait(0.01)).toBe(false); // 10 µs: spins what it was granted (2 µs), then parks
+    expect(rec.calls).toEqual([`budget ${IDLE_WAIT}`, `spun ${IDLE_WAIT} missed`]);
+    a.setWaitPolicy({ mode: "async" });
+    expect(a.idleStrategy).toBeInstanceOf(FixedSpinIdle);
+    expect(a.idleStrategy.spinBudgetNs(IDLE_AFTER_SEND)).toBe(50_000);
+    a.setWaitPolicy({ mode: "adaptive", spinNs: 3_000 });
+    expect((a.idleStrategy as AdaptiveIdle).maxSpinNs).toBe(3_000);
+    a.close();
+    b.close();
+  });
+});

@@ -1,0 +1,79 @@
+/**
+ * Idle behaviour of segment connections under light load (issue 11, item 4): a side that has
+ * nothing coming does not spin for it. Calls spaced ~2 ms apart, from another process (shm) or
+ * this one (inproc, peers in one thread): the serve() side's connection spends no spin time
+ * after its replies, and a client sending one-way messages spends none after its sends. The
+ * figures asserted are the connections' own idle counters (SegmentConnection.idleStats()), never
+ * CPU time or runtime: CPU per request is a benchmark figure (bench/serve-backend.bench.ts).
+ */
+
+import { afterAll, describe, expect, test } from "bun:test";
+import { rpcConnect, type Client } from "../../src/index.ts";
+import type { IdleStats, SegmentConnection } from "../../src/segment/connection.ts";
+import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { M_ECHO, M_IDLE_STATS } from "./idle-peer.ts";
+
+const PEER = new URL("./idle-peer.ts", import.meta.url).pathname;
+let n = 0;
+const unique = () => `idle-${process.pid}-${n++}`;
+const peers: Peer[] = [];
+const clients: Client[] = [];
+
+afterAll(async () => {
+  for (const c of clients) c.close();
+  for (const p of peers) await p.kill();
+});
+
+const td = new TextDecoder();
+const stats = (conn: unknown): IdleStats => ({ ...(conn as SegmentConnection).idleStats() });
+
+async function serverStats(c: Client): Promise<IdleStats> {
+  return JSON.parse(td.decode(await c.request(M_IDLE_STATS, new Uint8Array(0), { timeoutMs: 10_000 })));
+}
+
+async function startServer(): Promise<Client> {
+  const peer = await spawnPeer(PEER, [`shm://${unique()}`]);
+  peers.push(peer);
+  const c = await rpcConnect(peer.ready.url);
+  clients.push(c);
+  return c;
+}
+
+const CALLS = 60;
+const SPACING_MS = 2;
+
+describe("a side with nothing coming does not spin (default wait mode)", () => {
+  test("a serve() process answering calls spaced ~2 ms apart spends no spin time after its replies", async () => {
+    const c = await startServer();
+    const body = new Uint8Array(32).fill(7);
+    for (let i = 0; i < 5; i++) expect(await c.request(M_ECHO, body)).toEqual(body);
+    const before = await serverStats(c);
+    for (let i = 0; i < CALLS; i++) {
+      await Bun.sleep(SPACING_MS);
+      body[0] = i;
+      expect(await c.request(M_ECHO, body, { timeoutMs: 10_000 })).toEqual(body);
+    }
+    const after = await serverStats(c);
+    // Every one of those replies was followed by ~2 ms of nothing: a spin could never pay.
+    expect({ spins: after.spins - before.spins, spinNs: after.spinNs - before.spinNs }).toEqual({ spins: 0, spinNs: 0 });
+    // It parked instead, at least once per request.
+    expect(after.parks - before.parks).toBeGreaterThanOrEqual(CALLS);
+  }, 60_000);
+
+  test("a client sending one-way messages spaced ~2 ms apart spends no spin time after its sends", async () => {
+    const c = await startServer();
+    const body = new Uint8Array(32).fill(3);
+    expect(await c.request(M_ECHO, body)).toEqual(body);
+    const before = stats(c.conn);
+    for (let i = 0; i < CALLS; i++) {
+      await Bun.sleep(SPACING_MS);
+      expect(c.send(M_ECHO, body)).toBe(0);
+    }
+    await Bun.sleep(SPACING_MS);
+    const after = stats(c.conn);
+    // A one-way message has no answer: nothing ever came after those sends.
+    expect({ spins: after.spins - before.spins, spinNs: after.spinNs - before.spinNs }).toEqual({ spins: 0, spinNs: 0 });
+    // The server still got them all, in order, and answers as before.
+    expect(await c.request(M_ECHO, body)).toEqual(body);
+  }, 60_000);
+});
