@@ -7,12 +7,14 @@
  * else; `onHandshake` reports the outcome, and only then is the connection handed out, with
  * `caps.peerMaxMessageBytes` from the peer's hello.
  *
- * Sends append a frame to one output buffer; the buffer is written once per tick (a microtask
- * scheduled by the first send of the tick, or at once at the end of a read's handling or in
- * poll()), so every frame queued in one synchronous run goes out in one write. A short write
- * keeps the rest and waits for `drain`; while the buffer holds more than `sendBufferBytes`,
- * trySend returns Full. Reads are parsed by FrameParser and each whole message is handed to the
- * receiver inline, from the event loop.
+ * Sends append a frame to one bounded output buffer (output.ts); the buffer is written once per
+ * tick (a microtask scheduled by the first send of the tick, or at once at the end of a read's
+ * handling or in poll()), straight from the buffer by offset and length, so every frame queued
+ * in one synchronous run goes out in one write. A short write keeps the rest and waits for
+ * `drain`; a frame that would take the buffer past `sendBufferBytes` gets Full (one frame larger
+ * than the budget goes when nothing is queued). Reads are parsed by FrameParser, every whole
+ * frame of a read in place, and each message is handed to the receiver inline, from the event
+ * loop; message objects are reused once released (frame.ts).
  *
  * Limits (limits.ts): a split frame larger than `connectionBufferBytes` reserves its size from
  * the listener's BufferPool first, and reading pauses until it gets it; on an accepted
@@ -45,23 +47,18 @@ import {
   type SendStatus,
   type WaitPolicy,
 } from "../contract/transport.ts";
-import { EMPTY_BYTES, writeU32 } from "../bytes.ts";
+import { writeU32 } from "../bytes.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage } from "./frame.ts";
 import { TcpHandshake, handshakeError, type HandshakeFailure } from "./handshake.ts";
 import type { BufferPool, Sweepable, Sweeper, TcpLimits } from "./limits.ts";
+import { OutputBuffer } from "./output.ts";
 import { PAUSE_CLOSED, PAUSE_NO_RECEIVER, PAUSE_OUTPUT, PAUSE_RESERVE, ReadGate } from "./read-gate.ts";
 
 /** Bodies at least this large go to the socket without a copy when nothing is queued ahead. */
 const DIRECT_WRITE_BYTES = 64 << 10;
 /** How long a closed connection keeps trying to hand queued output to a slow peer. */
 const CLOSE_LINGER_MS = 5000;
-/**
- * First size of the output buffer: one tick's replies at moderate load. It doubles for larger
- * bursts up to sendBufferBytes and is kept there (no allocation per busy tick); only a buffer
- * grown past the budget (one frame larger than it) is dropped once sent.
- */
-const INITIAL_OUT_BYTES = 64 << 10;
 
 export interface TcpConnectionOptions {
   peer: string;
@@ -117,8 +114,8 @@ export class TcpConnection implements Connection, Sweepable {
   private early: Array<TcpRxMessage | EarlyOversized> = [];
   private earlyBytes = 0;
   private readonly hs: TcpHandshake;
-  private out: Uint8Array = EMPTY_BYTES;
-  private outLen = 0;
+  /** Output queued for the socket, at most sendBufferBytes (or one larger frame): output.ts. */
+  private readonly out: OutputBuffer;
   private readonly sendBufferBytes: number;
   private flushScheduled = false;
   private awaitingDrain = false;
@@ -147,6 +144,7 @@ export class TcpConnection implements Connection, Sweepable {
     this.limits = opts.limits;
     this.peer = opts.peer;
     this.sendBufferBytes = opts.limits.sendBufferBytes;
+    this.out = new OutputBuffer(this.sendBufferBytes);
     this.caps = this.capsWith(opts.maxMessageBytes, DEFAULT_MAX_HEAD_BYTES);
     this.gate = new ReadGate(socket, opts.pool, opts.limits.connectionBufferBytes, () => this.resumeGranted());
     this.parser = new FrameParser(DEFAULT_MAX_HEAD_BYTES, opts.maxMessageBytes, (msg) => this.deliver(msg), {
@@ -190,24 +188,24 @@ export class TcpConnection implements Connection, Sweepable {
     const caps = this.caps;
     if (bodyLen > caps.maxMessageBytes || bodyLen > caps.peerMaxMessageBytes || head.length > caps.maxHeadBytes) this.sizeError(head.length, bodyLen);
     const frameLen = FRAME_PREFIX_BYTES + head.length + bodyLen;
-    if (bodyLen >= DIRECT_WRITE_BYTES && this.outLen === 0 && !this.awaitingDrain) return this.writeDirect(head, body!);
-    // A frame bigger than the whole budget still goes when the buffer is empty.
-    if (this.outLen > 0 && this.outLen + frameLen > this.sendBufferBytes) {
+    const out = this.out;
+    if (bodyLen >= DIRECT_WRITE_BYTES && out.length === 0 && !this.awaitingDrain) return this.writeDirect(head, body!);
+    // Over the budget: Full (a frame bigger than the whole budget still goes when nothing is queued).
+    const at = out.claim(frameLen);
+    if (at < 0) {
       this.checkOutput();
       return SEND_FULL;
     }
-    if (this.outLen + frameLen > this.out.length) this.grow(this.outLen + frameLen);
-    const out = this.out;
-    const at = this.outLen;
-    writeU32(out, at, head.length);
-    writeU32(out, at + 4, bodyLen);
-    out.set(head, at + FRAME_PREFIX_BYTES);
-    if (body && bodyLen > 0) out.set(body, at + FRAME_PREFIX_BYTES + head.length);
-    this.outLen = at + frameLen;
+    const b = out.bytes;
+    writeU32(b, at, head.length);
+    writeU32(b, at + 4, bodyLen);
+    b.set(head, at + FRAME_PREFIX_BYTES);
+    if (bodyLen > 0) b.set(body!, at + FRAME_PREFIX_BYTES + head.length);
+    out.commit(frameLen);
     this.activity = true;
     if (this.awaitingDrain) {
       // Queued behind unread output: past half the budget, stop taking in more work.
-      if (!this.gate.has(PAUSE_OUTPUT) && 2 * this.outLen >= this.sendBufferBytes) this.checkOutput();
+      if (!this.gate.has(PAUSE_OUTPUT) && 2 * out.length >= this.sendBufferBytes) this.checkOutput();
     } else if (!this.flushScheduled && !this.inData) {
       // Inside onData the read's handler flushes at its end; elsewhere a microtask does.
       this.flushScheduled = true;
@@ -235,7 +233,7 @@ export class TcpConnection implements Connection, Sweepable {
 
   /** Messages arrive from the event loop; poll() pushes queued output now and delivers nothing. */
   poll(): number {
-    if (this.outLen > 0 && !this.awaitingDrain && !this.closed) this.flush();
+    if (this.out.length > 0 && !this.awaitingDrain && !this.closed) this.flush();
     return 0;
   }
 
@@ -294,13 +292,13 @@ export class TcpConnection implements Connection, Sweepable {
     this.awaitingDrain = false;
     if (this.lingering) {
       this.flushOut();
-      if (this.outLen === 0) {
+      if (this.out.length === 0) {
         clearTimeout(this.lingerTimer);
         this.socket.end();
       }
       return;
     }
-    if (this.outLen > 0) this.flush();
+    if (this.out.length > 0) this.flush();
     else this.checkOutput();
     if (!this.awaitingDrain) this.wakeWaiters(true);
   }
@@ -334,7 +332,7 @@ export class TcpConnection implements Connection, Sweepable {
     }
     if (this.closed) return;
     if (l.slowConsumerMs > 0 && this.gate.has(PAUSE_OUTPUT) && now - this.overSince >= l.slowConsumerMs) {
-      return this.cut(new TransportClosedError(`tcp connection to ${this.peer}: the peer left ${this.outLen} bytes of output unread for slowConsumerMs ${l.slowConsumerMs}; disconnected`));
+      return this.cut(new TransportClosedError(`tcp connection to ${this.peer}: the peer left ${this.out.length} bytes of output unread for slowConsumerMs ${l.slowConsumerMs}; disconnected`));
     }
     if (l.frameTimeoutMs > 0 && this.partialSince >= 0 && !this.parser.stalledForReserve && now - this.partialSince >= l.frameTimeoutMs) {
       return this.abort(new ProtocolError(`tcp connection to ${this.peer}: a frame was still incomplete after frameTimeoutMs ${l.frameTimeoutMs}`));
@@ -386,21 +384,19 @@ export class TcpConnection implements Connection, Sweepable {
     this.closed = true;
     this.closeError = err;
     this.opts.sweeper?.delete(this);
-    if (f.farewell !== null && this.outLen === 0) this.socket.end(f.farewell);
+    if (f.farewell !== null && this.out.length === 0) this.socket.end(f.farewell);
     else this.socket.terminate();
     this.opts.onHandshake(this, err, refusal ? f.reason : null);
   }
 
   /** Writes handshake bytes; what the socket does not take now waits in the output buffer for drain. */
   private writeControl(b: Uint8Array): void {
-    if (this.outLen === 0 && !this.awaitingDrain) {
+    if (this.out.length === 0 && !this.awaitingDrain) {
       const w = this.socket.write(b);
       if (w < 0 || w === b.length) return; // w < 0: the socket is gone; its close handler reports it
       b = b.subarray(w);
     }
-    if (this.outLen + b.length > this.out.length) this.grow(this.outLen + b.length);
-    this.out.set(b, this.outLen);
-    this.outLen += b.length;
+    this.out.push(b);
     this.awaitingDrain = true;
   }
 
@@ -422,7 +418,7 @@ export class TcpConnection implements Connection, Sweepable {
     if (!this.parser.partial) this.partialSince = -1;
     else if (this.partialSince < 0 || this.parser.completed !== before) this.partialSince = performance.now();
     // Replies produced while this read was parsed go out now, in one write with each other.
-    if (this.outLen > 0 && !this.awaitingDrain) this.flush();
+    if (this.out.length > 0 && !this.awaitingDrain) this.flush();
     this.wakeWaiters(true);
   }
 
@@ -466,7 +462,7 @@ export class TcpConnection implements Connection, Sweepable {
   /** Accepted side: read no more requests while half the output budget waits for the peer. */
   private checkOutput(): void {
     if (this.opts.role !== "accept" || this.closed) return;
-    const over = this.awaitingDrain && 2 * this.outLen >= this.sendBufferBytes;
+    const over = this.awaitingDrain && 2 * this.out.length >= this.sendBufferBytes;
     if (over === this.gate.has(PAUSE_OUTPUT)) return;
     if (over) this.overSince = performance.now();
     this.gate.set(PAUSE_OUTPUT, over);
@@ -492,38 +488,28 @@ export class TcpConnection implements Connection, Sweepable {
     const restPrefix = prefix.subarray(w1);
     const restBody = body.subarray(Math.max(w2, 0));
     if (restPrefix.length + restBody.length === 0) return SEND_OK;
-    if (restPrefix.length + restBody.length > this.out.length) this.grow(restPrefix.length + restBody.length);
-    this.out.set(restPrefix, 0);
-    this.out.set(restBody, restPrefix.length);
-    this.outLen = restPrefix.length + restBody.length;
+    this.out.push(restPrefix);
+    this.out.push(restBody);
     this.awaitingDrain = true;
     this.checkOutput();
     return SEND_OK;
   }
 
   private flush(): void {
-    if (this.closed || this.outLen === 0) return;
+    if (this.closed || this.out.length === 0) return;
     this.flushOut();
     // Everything went: a sender that met Full may go on.
-    if (this.outLen === 0 && this.waiters.size > 0) this.wakeWaiters(true);
+    if (this.out.length === 0 && this.waiters.size > 0) this.wakeWaiters(true);
   }
 
-  /** Writes what the socket takes; the rest waits for drain. */
+  /** Writes what the socket takes (from the buffer itself, with offset and length); the rest waits for drain. */
   private flushOut(): void {
-    const written = this.socket.write(this.out.subarray(0, this.outLen));
-    if (written < 0) {
+    const left = this.out.writeTo(this.socket);
+    if (left < 0) {
       this.writeFailed();
       return;
     }
-    if (written === this.outLen) {
-      this.outLen = 0;
-      // Only a buffer grown past the budget for one large frame is let go.
-      if (this.out.length > this.sendBufferBytes) this.out = EMPTY_BYTES;
-    } else {
-      this.out.copyWithin(0, written, this.outLen);
-      this.outLen -= written;
-      this.awaitingDrain = true;
-    }
+    if (left > 0) this.awaitingDrain = true;
     this.checkOutput();
   }
 
@@ -533,30 +519,19 @@ export class TcpConnection implements Connection, Sweepable {
    */
   private writeFailed(): void {
     this.onSocketClosed();
-    this.outLen = 0;
+    this.out.clear();
     this.socket.terminate();
-  }
-
-  /** Grows the output buffer to hold `need` bytes: doubling, capped at the budget unless one frame needs more. */
-  private grow(need: number): void {
-    const cap = Math.max(need, this.sendBufferBytes);
-    let size = Math.max(this.out.length, Math.min(INITIAL_OUT_BYTES, cap));
-    while (size < need) size *= 2;
-    size = Math.min(size, cap);
-    const next = new Uint8Array(size);
-    next.set(this.out.subarray(0, this.outLen));
-    this.out = next;
   }
 
   /** close() / abort() / idle: report `error`, stop reading, hand queued output over, then end. */
   private shut(error: HotpathError | null): void {
     if (this.closed) return;
     if (this.handshaking) return this.failHandshake(this.hs.abandon("closed locally during the handshake"), false);
-    if (this.outLen > 0 && !this.awaitingDrain) this.flushOut();
+    if (this.out.length > 0 && !this.awaitingDrain) this.flushOut();
     if (this.closed) return; // the write found the socket gone
     this.finish(error);
     this.gate.set(PAUSE_CLOSED, true);
-    if (this.outLen === 0) {
+    if (this.out.length === 0) {
       this.socket.end();
       return;
     }
@@ -569,7 +544,7 @@ export class TcpConnection implements Connection, Sweepable {
 
   /** Slow consumer: nothing queued will be read, so the socket is cut at once. */
   private cut(error: HotpathError): void {
-    this.outLen = 0;
+    this.out.clear();
     this.finish(error);
     this.socket.terminate();
   }

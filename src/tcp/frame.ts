@@ -9,7 +9,7 @@
  * chunk is delivered before it returns, frames wholly inside one chunk are views into that
  * chunk (Bun hands each read a fresh buffer, so nothing is overwritten while a view is held),
  * and a frame split across reads is assembled into one buffer after its lengths passed the
- * limits. Without a reserve hook that buffer grows with the bytes that actually arrived (1 MiB
+ * limits. Message objects are reused: a released TcpRxMessage carries a later frame. Without a reserve hook that buffer grows with the bytes that actually arrived (1 MiB
  * to start, then at most twice what arrived, never past the frame's size), so a claimed
  * length, however large, costs at most 1 MiB until its bytes really come.
  *
@@ -47,19 +47,29 @@ export interface RxOwner {
 }
 
 /**
+ * Released messages kept for reuse per parser: the default client window (256) of replies
+ * held at once finds a free object; beyond it messages are allocated and dropped on release.
+ */
+const RX_POOL_MAX = 256;
+
+/**
  * A received TCP message: head and body lie back to back in `headBuf` (the read chunk, or the
- * buffer a split frame was assembled in). Views are made on first use only. The bytes are heap
- * memory nobody reuses, so release() only marks the message (and tells its owner, once).
+ * buffer a split frame was assembled in). The body view is made on first use only. The bytes
+ * are heap memory nobody reuses, so a body view stays valid after release(); the message
+ * object itself is not: release() hands it back to its parser, which reuses it for a later
+ * message (so a message must not be touched after release(); releasing twice in a row is
+ * harmless).
  */
 export class TcpRxMessage implements RxMessage {
   released = false;
   private bodyView: Uint8Array | null = null;
   constructor(
-    readonly headBuf: Uint8Array,
-    readonly headOffset: number,
-    readonly headLength: number,
-    readonly bodyLength: number,
+    public headBuf: Uint8Array,
+    public headOffset: number,
+    public headLength: number,
+    public bodyLength: number,
     private readonly owner: RxOwner | null = null,
+    private readonly pool: TcpRxMessage[] | null = null,
   ) {}
   get head(): Uint8Array {
     return this.headBuf.subarray(this.headOffset, this.headOffset + this.headLength);
@@ -74,7 +84,22 @@ export class TcpRxMessage implements RxMessage {
   release(): void {
     if (this.released) return;
     this.released = true;
+    // Let go of the read chunk at once: a pooled object must not keep its memory alive.
+    this.headBuf = EMPTY;
+    this.bodyView = null;
+    this.headOffset = this.headLength = this.bodyLength = 0;
+    const pool = this.pool;
+    if (pool !== null && pool.length < RX_POOL_MAX) pool.push(this);
     this.owner?.onRxReleased();
+  }
+  /** @internal The parser reuses a released message for the frame at `headBuf[headOffset ..)`. */
+  reuse(headBuf: Uint8Array, headOffset: number, headLength: number, bodyLength: number): this {
+    this.headBuf = headBuf;
+    this.headOffset = headOffset;
+    this.headLength = headLength;
+    this.bodyLength = bodyLength;
+    this.released = false;
+    return this;
   }
 }
 
@@ -113,6 +138,8 @@ export class FrameParser {
   completed = 0;
   /** A delivery said stop (the connection closed): nothing more is parsed. */
   private halted = false;
+  /** Released messages, reused for the next frames (see TcpRxMessage). */
+  private readonly free: TcpRxMessage[] = [];
 
   constructor(
     private readonly maxHeadBytes: number,
@@ -171,7 +198,7 @@ export class FrameParser {
         this.beginFrame(headLen, bodyLen, chunk.subarray(start, n));
         return;
       }
-      const msg = new TcpRxMessage(chunk, start, headLen, bodyLen, this.hooks.owner ?? null);
+      const msg = this.message(chunk, start, headLen, bodyLen);
       p = end;
       this.completed++;
       if (!this.deliver(msg)) return this.halt();
@@ -275,7 +302,7 @@ export class FrameParser {
       if (this.oversized(headLen, bodyLen)) return this.beginSkip(headLen, bodyLen, chunk, p);
       if (headLen + bodyLen === 0) {
         this.completed++;
-        if (this.deliver(new TcpRxMessage(EMPTY, 0, 0, 0, this.hooks.owner ?? null))) return p;
+        if (this.deliver(this.message(EMPTY, 0, 0, 0))) return p;
         this.halt();
         return -1;
       }
@@ -305,11 +332,18 @@ export class FrameParser {
     }
     this.hooks.unreserve?.(this.frameLen);
     const h = this.frameHeadLen;
-    const msg = new TcpRxMessage(frame, 0, h, this.frameLen - h, this.hooks.owner ?? null);
+    const msg = this.message(frame, 0, h, this.frameLen - h);
     this.completed++;
     if (this.deliver(msg)) return p;
     this.halt();
     return -1;
+  }
+
+  /** A message for the frame at `buf[at ..)`: a released one reused, else a new one. */
+  private message(buf: Uint8Array, at: number, headLen: number, bodyLen: number): TcpRxMessage {
+    const m = this.free.pop();
+    if (m !== undefined) return m.reuse(buf, at, headLen, bodyLen);
+    return new TcpRxMessage(buf, at, headLen, bodyLen, this.hooks.owner ?? null, this.free);
   }
 
   private halt(): void {

@@ -62,6 +62,9 @@ function checkTimeout(where: string, v: number): number {
 // Socket handlers shared by dialled and accepted sockets. `s.data` is unset for a socket the
 // listener refused (busy) and for a dial that gave up before the socket opened.
 const handlers = {
+  // Reads arrive as plain Uint8Arrays: views of them (message bodies) are made on the fast path,
+  // which a Buffer's species lookup would leave.
+  binaryType: "uint8array" as const,
   data(s: Socket<TcpConnection>, chunk: Uint8Array) {
     s.data?.onData(chunk);
   },

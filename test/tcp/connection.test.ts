@@ -36,7 +36,7 @@ async function pair(tcp: { sendBufferBytes?: number } = {}): Promise<{ conn: Con
 
 /** The connection's output buffer (private): the test watches whether it is reallocated. */
 function outBuffer(conn: Connection): Uint8Array {
-  return (conn as unknown as { out: Uint8Array }).out;
+  return (conn as unknown as { out: { bytes: Uint8Array } }).out.bytes;
 }
 
 test("bursts of 160 KiB per tick reuse one output buffer; every byte arrives", async () => {

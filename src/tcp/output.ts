@@ -1,0 +1,108 @@
+/**
+ * OutputBuffer (data path): the bytes one TCP connection has queued for its socket, bounded.
+ *
+ * Bytes are appended at `end` and written from `start`, straight from this buffer with
+ * Bun's `socket.write(data, byteOffset, byteLength)` (no view per flush); a short write only
+ * moves `start`, and the bytes still queued move to the front only when an append needs the
+ * room behind them. The buffer holds at most `budgetBytes`, except one append larger than the
+ * budget made while it was empty (one large frame); `claim()` returns -1 past the budget, which
+ * the connection reports as Full. It starts small, doubles up to the budget and is kept there
+ * (no allocation per busy tick); a buffer grown past the budget is let go once it drained.
+ *
+ * Example:
+ *   const out = new OutputBuffer(4 << 20);
+ *   const at = out.claim(n);              // -1: over budget (Full)
+ *   if (at >= 0) { out.bytes.set(frame, at); out.commit(n) }
+ *   const left = out.writeTo(socket);     // -1: the socket is gone; > 0: wait for drain
+ *
+ * Ownership: one per connection, on the connection's thread only; `bytes` is valid until the
+ * next claim().
+ */
+
+import { EMPTY_BYTES } from "../bytes.ts";
+
+/** What the buffer writes to: Bun's socket.write with offset and length (returns bytes taken, or -1). */
+export interface ByteSink {
+  write(data: Uint8Array, byteOffset: number, byteLength: number): number;
+}
+
+/** First size of the buffer: one tick's replies at moderate load; it doubles from here. */
+const INITIAL_OUT_BYTES = 64 << 10;
+
+export class OutputBuffer {
+  /** The buffer; queued bytes are bytes[start .. end). Replaced by claim() when it grows. */
+  bytes: Uint8Array = EMPTY_BYTES;
+  start = 0;
+  end = 0;
+
+  constructor(readonly budgetBytes: number) {}
+
+  /** Bytes queued. */
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  /**
+   * Makes room for `n` more bytes and returns where they go in `bytes`, or -1 when bytes are
+   * queued and `n` more would pass the budget. Nothing is queued until commit(n).
+   */
+  claim(n: number): number {
+    const queued = this.end - this.start;
+    if (queued > 0 && queued + n > this.budgetBytes) return -1;
+    if (this.end + n <= this.bytes.length) return this.end;
+    return this.room(n);
+  }
+
+  /** Queues the `n` bytes written at the offset claim() returned. */
+  commit(n: number): void {
+    this.end += n;
+  }
+
+  /** Appends `b` whole, past the budget if need be (handshake bytes, the rest of a direct write). */
+  push(b: Uint8Array): void {
+    const at = this.end + b.length <= this.bytes.length ? this.end : this.room(b.length);
+    this.bytes.set(b, at);
+    this.end = at + b.length;
+  }
+
+  /** Writes what the sink takes; returns the bytes still queued, or -1 when the sink refused (gone). */
+  writeTo(sink: ByteSink): number {
+    const len = this.end - this.start;
+    if (len === 0) return 0;
+    const w = sink.write(this.bytes, this.start, len);
+    if (w < 0) return -1;
+    if (w < len) {
+      this.start += w;
+      return len - w;
+    }
+    this.start = this.end = 0;
+    // Only a buffer grown past the budget for one large frame is let go.
+    if (this.bytes.length > this.budgetBytes) this.bytes = EMPTY_BYTES;
+    return 0;
+  }
+
+  /** Drops everything queued (the connection was cut). */
+  clear(): void {
+    this.start = this.end = 0;
+    if (this.bytes.length > this.budgetBytes) this.bytes = EMPTY_BYTES;
+  }
+
+  /** Moves queued bytes to the front and grows (doubling, capped at the budget unless `n` needs more) so `n` more fit. */
+  private room(n: number): number {
+    const queued = this.end - this.start;
+    const need = queued + n;
+    if (need <= this.bytes.length) {
+      this.bytes.copyWithin(0, this.start, this.end);
+    } else {
+      const cap = Math.max(need, this.budgetBytes);
+      let size = Math.max(this.bytes.length, Math.min(INITIAL_OUT_BYTES, cap));
+      while (size < need) size *= 2;
+      const next = new Uint8Array(Math.min(size, cap));
+      if (queued > 0) next.set(this.bytes.subarray(this.start, this.end));
+      this.bytes = next;
+    }
+    this.start = 0;
+    this.end = queued;
+    return queued;
+  }
+}
