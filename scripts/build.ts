@@ -1,27 +1,40 @@
 /**
  * The package build (`bun run build`, and `prepack`, so `npm pack` / `npm publish` run it):
- * JavaScript with `bun build --target=bun` and declarations with `tsc --emitDeclarationOnly`,
- * into dist/:
+ * JavaScript with `bun build --target=bun --splitting` and declarations with
+ * `tsc --emitDeclarationOnly`, into dist/:
  *
- *   dist/index.js          the library ("hotpath"): one bundle; its dependencies stay imports
+ *   dist/index.js          the library ("hotpath"); its dependencies (msgpackr) stay imports
  *   dist/cli/hotpath.js    the `hotpath` command (bin)
+ *   dist/<dir>/<name>-<hash>.js, dist/index-<hash>.js
+ *                          chunks: each transport's setup module (tcp/setup-<hash>.js, ...) with
+ *                          what only it uses, loaded by the registry on first use, and the code
+ *                          the entries and chunks share
  *   dist/types/**.d.ts     declarations (tsconfig.build.json), relative imports ending in .js
  *
  * The ucx helper Worker (src/ucx/efd-waiter.ts) is bundled into a module of its own and its
- * text defined as HOTPATH_EFD_WAITER_JS in both bundles: the runtime starts the Worker from a
- * Blob URL of it, which works from dist/ in node_modules and from an application's own
- * `bun build` of it, where no file of ours lies beside the code.
+ * text defined as HOTPATH_EFD_WAITER_JS: the runtime starts the Worker from a Blob URL of it,
+ * which works from dist/ in node_modules and from an application's own `bun build` of it,
+ * where no file of ours lies beside the code.
  *
- * Run from anywhere: `bun scripts/build.ts`. Exits non-zero on the first failure.
+ * Run from anywhere: `bun scripts/build.ts [--outdir DIR] [--js-only]` (DIR instead of dist/;
+ * --js-only skips the declarations). Exits non-zero on the first failure.
  */
 
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { Glob, type BunPlugin } from "bun";
 
 const ROOT = join(import.meta.dir, "..");
 const SRC = join(ROOT, "src");
-const DIST = join(ROOT, "dist");
+const args = process.argv.slice(2);
+const outdirAt = args.indexOf("--outdir");
+const DIST = outdirAt >= 0 && args[outdirAt + 1] !== undefined ? resolve(args[outdirAt + 1]!) : join(ROOT, "dist");
+const JS_ONLY = args.includes("--js-only");
+const unknown = args.filter((a, i) => a !== "--js-only" && a !== "--outdir" && !(outdirAt >= 0 && i === outdirAt + 1));
+if (unknown.length > 0 || (outdirAt >= 0 && args[outdirAt + 1] === undefined)) {
+  console.error(`build: usage: bun scripts/build.ts [--outdir DIR] [--js-only] (got ${args.join(" ")})`);
+  process.exit(2);
+}
 
 function fail(what: string, logs: readonly unknown[]): never {
   for (const l of logs) console.error(l);
@@ -47,28 +60,33 @@ const waiter = await Bun.build({ entrypoints: ["hotpath-efd-waiter-entry"], plug
 if (!waiter.success || waiter.outputs.length !== 1) fail("the ucx helper Worker bundle", waiter.logs);
 const waiterJs = await waiter.outputs[0]!.text();
 
-// The library and the command are built apart, so the library stays one flat module: built
-// together (the command imports parts of it lazily) Bun wraps every shared module in a lazy
-// initializer, and an application's bundle of that renames the classes inside (AuthError2),
-// while an error's name is its class's name. The command carries its own copy of the library.
-const common = {
+// The library and the command are built together with code splitting: the registry's dynamic
+// import() of each transport becomes a chunk of its own, and what the entries and chunks share
+// becomes shared chunks, so `import "hotpath"` evaluates no transport module. (Without splitting
+// Bun would keep one file and wrap every lazily imported module, and what it imports, in a lazy
+// initializer.) Splitting renames a shared symbol that an entry exports under the same name
+// (class AuthError becomes AuthError2 in the chunk, exported as AuthError): errors.ts pins each
+// error class's name, since an error is named after its class.
+const js = await Bun.build({
+  entrypoints: [join(SRC, "index.ts"), join(SRC, "cli", "hotpath.ts")],
   target: "bun",
   root: SRC,
   outdir: DIST,
+  splitting: true,
+  naming: { entry: "[dir]/[name].[ext]", chunk: "[dir]/[name]-[hash].[ext]" },
   // Dependencies (msgpackr) stay imports, resolved from the application's node_modules.
   packages: "external",
   define: { HOTPATH_EFD_WAITER_JS: JSON.stringify(waiterJs) },
-} as const;
-const outputs = [];
-// The command is minified but keeps its identifiers (an error is named after its class; Bun's
-// keepNames does not keep class names): it is run, not read, and carries its own library copy.
-for (const [entry, minify] of [[join(SRC, "index.ts"), false], [join(SRC, "cli", "hotpath.ts"), { whitespace: true, syntax: true }]] as const) {
-  const js = await Bun.build({ ...common, entrypoints: [entry], minify });
-  if (!js.success) fail(`bun build ${entry.slice(ROOT.length + 1)}`, js.logs);
-  outputs.push(...js.outputs);
+});
+if (!js.success) fail("bun build src/index.ts src/cli/hotpath.ts", js.logs);
+const outputs = js.outputs;
+
+if (JS_ONLY) {
+  for (const o of outputs) console.log(`build: ${o.path.slice(DIST.length + 1)} ${(o.size / 1024).toFixed(1)} KiB`);
+  process.exit(0);
 }
 
-const tsc = Bun.spawnSync([join(ROOT, "node_modules", ".bin", "tsc"), "-p", join(ROOT, "tsconfig.build.json")], { stdio: ["ignore", "inherit", "inherit"] });
+const tsc = Bun.spawnSync([join(ROOT, "node_modules", ".bin", "tsc"), "-p", join(ROOT, "tsconfig.build.json"), "--outDir", join(DIST, "types")], { stdio: ["ignore", "inherit", "inherit"] });
 if (tsc.exitCode !== 0) fail("tsc (declarations)", []);
 
 // tsc keeps the sources' ".ts" import specifiers in declarations (rewriteRelativeImportExtensions
@@ -88,5 +106,5 @@ for (const rel of new Glob("**/*.d.ts").scanSync(join(DIST, "types"))) {
   if (left !== null) fail(`declarations: ${rel} still imports ${left[0]}`, []);
 }
 
-for (const o of outputs) console.log(`build: ${o.path.slice(ROOT.length + 1)} ${(o.size / 1024).toFixed(1)} KiB`);
-console.log(`build: ucx helper Worker ${(waiterJs.length / 1024).toFixed(1)} KiB inside the bundle; declarations in dist/types (${rewritten} with imports ending in .js)`);
+for (const o of outputs) console.log(`build: ${o.path.slice(DIST.length + 1)} ${(o.size / 1024).toFixed(1)} KiB`);
+console.log(`build: ucx helper Worker ${(waiterJs.length / 1024).toFixed(1)} KiB inside the bundle; declarations in ${relative(ROOT, join(DIST, "types"))} (${rewritten} with imports ending in .js)`);

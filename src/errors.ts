@@ -302,3 +302,9 @@ export function describeThrown(e: unknown, withName = false): string {
     }
   }
 }
+
+// An error is named after its class, and a bundler may rename a class's binding (Bun's code
+// splitting, used by the package build, declares `class AuthError2` and exports it as
+// AuthError): each class's name is pinned to the name it is exported under.
+const EXPORTED_CLASSES = { HotpathError, UsageError, NativeError, TransportClosedError, ProtocolError, MessageTooLargeError, TimeoutError, CancelledError, ConnectError, AuthError, TransportUnavailableError, UcxUnavailableError, RdmaUnavailableError, RemoteError };
+for (const [name, cls] of Object.entries(EXPORTED_CLASSES)) Object.defineProperty(cls, "name", { value: name });

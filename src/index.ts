@@ -14,7 +14,8 @@
 export * from "./errors.ts";
 export * from "./contract/transport.ts";
 export type { SegmentConfig, SizeClass } from "./segment/config.ts";
-export { connect, listen, registerTransport, transports, parseUrl } from "./connect/registry.ts";
+export { connect, listen, registerTransport, registerTransportLoader, transports, parseUrl } from "./connect/registry.ts";
+export type { TransportLoader } from "./connect/registry.ts";
 export type { ChosenConnection, ConnectionVia, SkippedTransport } from "./connect/registry.ts";
 export { Client, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_WINDOW, MAX_WINDOW } from "./rpc/client.ts";
 export type { ClientOptions, OnResponse, RequestOptions } from "./rpc/client.ts";

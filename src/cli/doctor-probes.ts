@@ -273,7 +273,7 @@ export async function gatherFacts(): Promise<DoctorFacts> {
     platform: process.platform,
     arch: process.arch,
     kernel: release(),
-    registry: transports(),
+    registry: await transports(),
     devShm: statfsBytes("/dev/shm"),
     memlock: memlockLimit(),
     hugePages: hugePages(),

@@ -35,7 +35,7 @@ switch (cmd) {
     process.exit(await proc.exited);
   }
   case "transports":
-    for (const t of transports()) console.log(`${t.scheme.padEnd(8)} ${t.unavailableReason === null ? "available" : `unavailable: ${t.unavailableReason}`}`);
+    for (const t of await transports()) console.log(`${t.scheme.padEnd(8)} ${t.unavailableReason === null ? "available" : `unavailable: ${t.unavailableReason}`}`);
     break;
   case "doctor": {
     const json = rest.includes("--json");

@@ -38,7 +38,7 @@ const TSC_TIMEOUT_MS = 120_000;
 /** After a program exits (or is killed), how long its output pipes may stay open (a child it left holding them). */
 const DRAIN_MS = 2000;
 
-const ucxEntry = transports().find((t) => t.scheme === "ucx");
+const ucxEntry = (await transports()).find((t) => t.scheme === "ucx");
 const ucxReason = ucxEntry === undefined ? "no ucx transport registered" : ucxEntry.unavailableReason;
 const skipUcx = ucxReason !== null && !process.env.CI;
 

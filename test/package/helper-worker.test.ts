@@ -37,7 +37,7 @@ test("an application Worker that imports hotpath gets its own messages (addEvent
     file,
     `import { transports } from ${JSON.stringify(INDEX)};
 declare const self: Worker;
-self.addEventListener("message", (e: MessageEvent) => postMessage({ echo: e.data, transports: transports().length }));
+self.addEventListener("message", async (e: MessageEvent) => postMessage({ echo: e.data, transports: (await transports()).length }));
 `,
   );
   const w = new Worker(file);
@@ -65,7 +65,7 @@ test.skipIf(ucpUnavailableReason() !== null)("sources bundled without the packag
     join(work, "app.ts"),
     `import { connect, serve, transports, UcxUnavailableError } from ${JSON.stringify(INDEX)};
 const out: Record<string, unknown> = {};
-out.reason = transports().find((t) => t.scheme === "ucx")?.unavailableReason ?? null;
+out.reason = (await transports()).find((t) => t.scheme === "ucx")?.unavailableReason ?? null;
 try {
   await serve("ucx://127.0.0.1:0", { 1: (h) => h.data });
   out.listen = "listening";

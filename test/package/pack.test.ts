@@ -20,7 +20,7 @@ const FIXTURES = new URL("./consumer/", import.meta.url).pathname;
 /** A hang guard per process (never a runtime assertion): far above what each step takes. */
 const WATCHDOG_MS = 90_000;
 const SCHEMES = ["tcp", "shm", "ucx"] as const;
-const ucx = transports().find((t) => t.scheme === "ucx");
+const ucx = (await transports()).find((t) => t.scheme === "ucx");
 /** Why ucx cannot run here (its tests are skipped, saying so), or null. */
 const ucxWhy = ucx === undefined ? "not registered" : ucx.unavailableReason;
 if (ucxWhy !== null) console.log(`ucx tests skipped: ${ucxWhy}`);
@@ -182,7 +182,7 @@ describe("the hotpath command from the installed package", () => {
     expectOk(r, "bunx hotpath transports");
     // The built-in transports (other test files of this run may register their own in this process).
     const builtIn = new Set(["tcp", "tcps", "tls", "shm", "inproc", "ucx"]);
-    const mine = transports().filter((t) => builtIn.has(t.scheme));
+    const mine = (await transports()).filter((t) => builtIn.has(t.scheme));
     expect(mine.map((t) => t.scheme).sort()).toEqual([...builtIn].sort());
     for (const t of mine) {
       const line = t.unavailableReason === null ? new RegExp(`^${t.scheme}\\s+available$`, "m") : new RegExp(`^${t.scheme}\\s+unavailable: `, "m");

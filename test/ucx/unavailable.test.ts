@@ -10,7 +10,7 @@ import { connect, listen, UcxUnavailableError, transports } from "${new URL("../
 const out = {};
 const e = await connect("ucx://127.0.0.1:9").catch((x) => x);
 out.error = e.constructor.name; out.isUnavailable = e instanceof UcxUnavailableError; out.message = e.message;
-out.listed = transports().find((t) => t.scheme === "ucx").unavailableReason;
+out.listed = (await transports()).find((t) => t.scheme === "ucx").unavailableReason;
 const l = await listen("tcp://127.0.0.1:0");
 const port = new URL(l.url).port;
 const c = await connect("ucx://127.0.0.1:" + port, { fallback: ["tcp"] });

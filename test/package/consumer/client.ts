@@ -48,11 +48,11 @@ async function rejects(p: Promise<unknown>): Promise<unknown> {
 const mainUrl = process.argv[2]!;
 const hotUrl = process.argv[3]!;
 const scheme = parseUrl(mainUrl).protocol.slice(0, -1);
-check(transports().some((t) => t.scheme === scheme && t.unavailableReason === null), `${scheme} is available`);
+check((await transports()).some((t) => t.scheme === scheme && t.unavailableReason === null), `${scheme} is available`);
 registerError(OutOfStock, { name: OUT_OF_STOCK });
 // Error names are class names: a bundle must not have renamed them.
 for (const [name, value] of Object.entries(hotpath)) {
-  if (typeof value === "function" && name.endsWith("Error")) check(value.name === name, `class ${name} is named ${value.name}`);
+  if (typeof value === "function" && value.prototype instanceof Error) check(value.name === name, `class ${name} is named ${value.name}`);
 }
 
 // ---------------------------------------------------------------- typed service, convenient path
