@@ -27,6 +27,8 @@ const ucpSymbols = {
   ucp_worker_get_efd: { args: [P, P], returns: S },
   ucp_worker_arm: { args: [P], returns: S },
   ucp_worker_set_am_recv_handler: { args: [P, P], returns: S },
+  ucp_worker_get_address: { args: [P, P, P], returns: S },
+  ucp_worker_release_address: { args: [P, P], returns: FFIType.void },
   ucp_listener_create: { args: [P, P, P], returns: S },
   ucp_listener_query: { args: [P, P], returns: S },
   ucp_listener_destroy: { args: [P], returns: FFIType.void },

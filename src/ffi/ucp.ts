@@ -18,7 +18,7 @@
 
 
 import { FFIType, JSCallback, ptr, read, type Pointer } from "bun:ffi";
-import { applyUcxLogLevel, C, check, cString, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
+import { applyUcxLogLevel, C, check, copyOut, cString, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
 import { off, size, UCP } from "./ucp-layout.ts";
 import { UcpEndpoint, type EndpointWorker } from "./ucp-endpoint.ts";
 import { UcpMemory } from "./ucp-memory.ts";
@@ -365,7 +365,7 @@ export class UcpWorker implements EndpointWorker {
    * `peerErrors` null (server side) takes the mode the client chose: UCX refuses an accepted
    * endpoint whose mode differs from its client's.
    */
-  connect(target: { host: string; port: number } | { connRequest: number }, peerErrors: boolean | null, onError: (status: number) => void): UcpEndpoint {
+  connect(target: { host: string; port: number } | { connRequest: number } | { address: Uint8Array }, peerErrors: boolean | null, onError: (status: number) => void): UcpEndpoint {
     const errId = this.nextErrId++;
     this.errHandlers.set(errId, onError);
     const p = new Struct(size("ucp_ep_params_t"));
@@ -380,6 +380,10 @@ export class UcpWorker implements EndpointWorker {
     if ("connRequest" in target) {
       mask |= UCP.UCP_EP_PARAM_FIELD_CONN_REQUEST;
       p.ptrAt(off("ucp_ep_params_t.conn_request"), target.connRequest);
+    } else if ("address" in target) {
+      // UCX reads the address during the call only (ucp_ep_create copies what it needs).
+      mask |= UCP.UCP_EP_PARAM_FIELD_REMOTE_ADDRESS;
+      p.ptrAt(off("ucp_ep_params_t.address"), ptr(target.address));
     } else {
       sa = sockaddrIn(target.host, target.port);
       mask |= UCP.UCP_EP_PARAM_FIELD_FLAGS | UCP.UCP_EP_PARAM_FIELD_SOCK_ADDR;
@@ -392,6 +396,34 @@ export class UcpWorker implements EndpointWorker {
     if (st !== UCP.UCS_OK) this.errHandlers.delete(errId);
     check("ucp_ep_create", st);
     const ep = new UcpEndpoint(this, this.out.value, errId);
+    this.children.add(ep);
+    return ep;
+  }
+
+  /**
+   * This worker's address (ucp_worker_get_address), copied into JS memory: what a peer passes
+   * to connect({ address }) to reach this worker over any transport UCX_TLS allows, shared
+   * memory included (no connection manager, so no tcp lane, is needed). The bytes describe this
+   * process's worker to whoever holds them; hand them only to the peer being connected.
+   * JS thread of the worker.
+   */
+  address(): Uint8Array {
+    const addr = new Out();
+    const len = new Out();
+    check("ucp_worker_get_address", lib().ucp_worker_get_address(this.handle as Pointer, addr.p, len.p));
+    const out = copyOut(addr.value, len.value).slice();
+    lib().ucp_worker_release_address(this.handle as Pointer, addr.value as Pointer);
+    return out;
+  }
+
+  /**
+   * An endpoint UCX made itself: the reply endpoint (`replyEp` of an AM handler) of a peer that
+   * connected to this worker's address(). The caller owns it from then on (closes it like any
+   * other); UCX reports no errors for it (no error handler can be set on it), so the owner
+   * must learn of the peer's death another way. JS thread of the worker.
+   */
+  adopt(handle: number): UcpEndpoint {
+    const ep = new UcpEndpoint(this, handle, 0);
     this.children.add(ep);
     return ep;
   }

@@ -37,7 +37,8 @@
 
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { ucpUnavailableReason, UcpContext, type UcpWorker } from "../ffi/ucp.ts";
+import { copyOut, ucpUnavailableReason, UcpContext, type UcpWorker } from "../ffi/ucp.ts";
+import { BIND_ID_BYTES, bindKey } from "./address-exchange.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { EFD_ARMED, EFD_IDLE, EFD_STOP } from "./efd-waiter.ts";
 
@@ -46,6 +47,8 @@ export const AM_HELLO = 2;
 export const AM_HELLO_ACK = 3;
 export const AM_AUTH = 4;
 export const AM_VERDICT = 5;
+/** Worker-address mode: a client's first message on its endpoint, naming the socket it came through (address-exchange.ts). */
+export const AM_BIND = 6;
 
 /** Spin after a send for the answer: about three same-host ucx round trips. */
 export const DEFAULT_UCX_SPIN_NS = 20_000;
@@ -110,6 +113,12 @@ export class UcxRuntime {
   readonly sinks = new Map<number, AmSink>();
   /** AMs for endpoints not (yet) known: a server endpoint's HELLO before its handler exists. */
   onUnknownAm: ((id: number, header: number, hlen: number, data: number, len: number, attr: number, replyEp: number) => number) | null = null;
+  /**
+   * Worker-address mode: listeners' sockets waiting for their client's AM_BIND, by bind id
+   * (hex). The handler runs inside worker progress with the AM's reply endpoint.
+   */
+  readonly binds = new Map<string, (replyEp: number) => void>();
+  private ownAddress: Uint8Array | null = null;
   readonly waiters = new WaitList();
   /** Connections and listeners using this runtime; the last release() lets the process exit. */
   private users = 0;
@@ -137,12 +146,16 @@ export class UcxRuntime {
   /**
    * The thread's runtime for the UCX configuration in the environment now (UCX_* variables,
    * read by ucp_config_read when the context is made) and `rma` (default false: a context
-   * without RMA and atomics), created on first use. The caller is a user until it calls release().
+   * without RMA and atomics), created on first use. `loopback`: a second runtime of that
+   * configuration, for a worker-address connect to a listener of this very runtime (an
+   * endpoint a worker makes to its own address is one endpoint for both directions, so the
+   * two ends of such a connection need two workers). The caller is a user until it calls release().
    */
-  static acquire(opts: { rma?: boolean } = {}): UcxRuntime {
+  static acquire(opts: { rma?: boolean; loopback?: boolean } = {}): UcxRuntime {
     const rma = opts.rma === true;
     const key =
       (rma ? "rma " : "") +
+      (opts.loopback === true ? "loopback " : "") +
       Object.keys(process.env)
         .filter((k) => k.startsWith("UCX_"))
         .sort()
@@ -168,16 +181,31 @@ export class UcxRuntime {
   private constructor(readonly rma: boolean) {
     this.ctx = UcpContext.create({ rma });
     this.worker = this.ctx.createWorker();
-    for (const id of [AM_DATA, AM_HELLO, AM_HELLO_ACK, AM_AUTH, AM_VERDICT]) {
+    for (const id of [AM_DATA, AM_HELLO, AM_HELLO_ACK, AM_AUTH, AM_VERDICT, AM_BIND]) {
       this.worker.setAmHandler(id, (header, hlen, data, len, attr, replyEp) => {
         const sink = this.sinks.get(replyEp);
         if (sink !== undefined) {
           if (id === AM_DATA) this.delivered++;
           return sink.onAm(id, header, hlen, data, len, attr);
         }
+        if (id === AM_BIND && hlen === BIND_ID_BYTES && replyEp !== 0) {
+          const key = bindKey(copyOut(header, hlen));
+          const bind = this.binds.get(key);
+          if (bind !== undefined) {
+            this.binds.delete(key);
+            bind(replyEp);
+          }
+          return 0; // an unknown bind id: dropped
+        }
         return this.onUnknownAm ? this.onUnknownAm(id, header, hlen, data, len, attr, replyEp) : 0;
       });
     }
+  }
+
+  /** This worker's address (UcpWorker.address), fetched once: what a listener in address mode hands its clients. */
+  workerAddress(): Uint8Array {
+    if (this.ownAddress === null) this.ownAddress = this.worker.address();
+    return this.ownAddress;
   }
 
   /** One more user (a connection or listener); the first holds the process open. */

@@ -42,10 +42,12 @@ import { AuthError, ConnectError, describeThrown, ProtocolError, TransportClosed
 import { ListenerBase } from "../contract/listener-base.ts";
 import { authKey } from "../contract/auth.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions, type Connection, type Listener, type ListenOptions, type RefusalReason, type TransportFactory } from "../contract/transport.ts";
-import type { UcpListener } from "../ffi/ucp.ts";
+import type { Socket, TCPSocketListener } from "bun";
+import type { UcpEndpoint, UcpListener } from "../ffi/ucp.ts";
+import { BIND_ID_BYTES, bindKey, encodeAddress, fetchAddress, listenAddress, wireupMode, type AddressLink, type UcxWireup } from "./address-exchange.ts";
 import { UcxConnection } from "./connection.ts";
 import { ClientHandshake, REFUSAL_LINGER_MS, ServerHandshake } from "./handshake.ts";
-import { AM_HELLO, UcxRuntime } from "./runtime.ts";
+import { AM_BIND, AM_HELLO, UcxRuntime } from "./runtime.ts";
 
 /** Listener options of ucx: the common ones (its own group is `ListenOptions.ucx`). */
 export type UcxListenOptions = ListenOptions;
@@ -62,6 +64,8 @@ export const MAX_UCX_HANDSHAKING = 256;
 const CONNECT_EAGER_MS = 2;
 /** connect()'s longest sleep between progress rounds after that: what a slow peer's answer may wait at most, at about 125 wake-ups a second. */
 const CONNECT_RECHECK_MAX_MS = 8;
+/** UCS_ERR_CONNECTION_RESET: what a connect in address mode reports when the listener's socket closed during the handshake. */
+const UCP_ERR_CONNECTION_RESET = -25;
 
 function hostPort(url: URL, forListen: boolean): { host: string; port: number } {
   let host = url.hostname.replace(/^\[(.*)\]$/, "$1");
@@ -71,6 +75,24 @@ function hostPort(url: URL, forListen: boolean): { host: string; port: number } 
   const port = url.port === "" ? 0 : Number(url.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new UsageError(`ucx url "${url.href}": port must be 0..65535`);
   return { host, port };
+}
+
+/** The URL's wire-up (address-exchange.ts wireupMode, over this thread's UCX_TLS); UsageError for a bad `wireup`. */
+function wireupOf(url: URL): UcxWireup {
+  const m = wireupMode(url, process.env.UCX_TLS);
+  if (m !== "address" && m !== "sockaddr") throw new UsageError(m);
+  return m;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** After the liveness socket closed: deliver what already arrived (bounded), then fail `conn` with `why`. */
+function failAfterDrain(rt: UcxRuntime, conn: UcxConnection, why: string): void {
+  if (conn.closed) return;
+  if (!rt.insideUcx) rt.progress();
+  conn.fail(new TransportClosedError(why));
 }
 
 function acquire(rma: boolean): UcxRuntime {
@@ -92,19 +114,36 @@ function progressEvents(rt: UcxRuntime): number {
 
 export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connection> {
   const { host, port } = hostPort(url, false);
+  const wireup = wireupOf(url);
   const peer = `ucx://${host}:${port}`;
   const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const peerErrors = opts.ucx?.peerErrors === true;
   if (opts.wait) UcxConnection.checkWaitPolicy(opts.wait);
   const key = authKey(`ucx connect ${peer}`, opts.auth);
-  const rt = acquire(opts.ucx?.rma === true);
+  let rt = acquire(opts.ucx?.rma === true);
+  const deadline = performance.now() + timeoutMs;
+  let link: AddressLink | null = null;
+  if (wireup === "address") {
+    // The listener's worker address over its socket first (address-exchange.ts).
+    try {
+      link = await fetchAddress(host, port, timeoutMs);
+    } catch (e) {
+      rt.release();
+      throw new ConnectError(`ucx connect ${peer} (worker-address wire-up): ${e instanceof ProtocolError ? e.message : describeThrown(e)}`, { cause: e });
+    }
+    if (sameBytes(link.address, rt.workerAddress())) {
+      // A listener of this very runtime: this end needs a worker of its own (see UcxRuntime.acquire).
+      rt.release();
+      rt = UcxRuntime.acquire({ rma: opts.ucx?.rma === true, loopback: true });
+    }
+  }
   let failed: number | null = null;
   /** connect() returned or threw: from then on the error callback closes the connection (as it does once the handshake passed). */
   let settled = false;
   let conn: UcxConnection | null = null;
   let ep;
   try {
-    ep = rt.worker.connect({ host, port }, peerErrors, (status) => {
+    ep = rt.worker.connect(link !== null ? { address: link.address } : { host, port }, peerErrors, (status) => {
       if (settled || conn?.established === true) conn?.fail(new TransportClosedError(`ucx connection to ${peer}: the peer closed or failed (ucs_status ${status})`));
       else {
         failed = status;
@@ -112,22 +151,36 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
       }
     });
   } catch (e) {
+    link?.close();
     rt.release();
     throw new ConnectError(`ucx connect ${peer}: ${describeThrown(e)}`, { cause: e });
   }
+  const l = link;
   conn = new UcxConnection(rt, ep, {
     maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
     peer,
-    onClosed: () => rt.release(),
+    onClosed: () => {
+      l?.close();
+      rt.release();
+    },
   });
   if (opts.wait) conn.setWaitPolicy(opts.wait as never);
   const hs = new ClientHandshake(conn, key);
   conn.handshake = hs;
-  conn.sendControl(AM_HELLO, hs.hello(peerErrors));
   const c = conn;
+  if (l !== null) {
+    l.onClose(() => {
+      if (settled || c.established) failAfterDrain(rt, c, `ucx connection to ${peer}: the peer closed or died (its worker-address socket closed)`);
+      else {
+        failed = UCP_ERR_CONNECTION_RESET;
+        rt.waiters.wake(true);
+      }
+    });
+    conn.sendControl(AM_BIND, l.bindId); // names this endpoint to the listener, before the HELLO
+  }
+  conn.sendControl(AM_HELLO, hs.hello(peerErrors));
   const waiting = () => !c.established && hs.error === null && failed === null && !c.closed;
-  const deadline = performance.now() + timeoutMs;
   // Progress here, not through the runtime's pump (it runs only while some connection or
   // listener of this thread wants event-loop progress, which may be none): eagerly while UCX moves, then sleeping on the runtime's wait list (which
   // establish / fail / the error callback wake) between rounds that back off to
@@ -161,15 +214,29 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
   throw new ConnectError(`ucx connect ${peer}: ${why}`);
 }
 
+/** A socket of a listener in address mode whose client has not claimed its endpoint yet (AM_BIND). */
+interface Unbound {
+  key: string;
+  timer: ReturnType<typeof setTimeout>;
+}
+
 class UcxListener extends ListenerBase<UcxConnection> {
   readonly transport = "ucx";
   readonly url: string;
-  private readonly listener: UcpListener;
+  /** Sockaddr mode: UCX's listener. */
+  private readonly listener: UcpListener | null = null;
+  /** Address mode: the socket that hands out this worker's address (address-exchange.ts). */
+  private readonly sockets: TCPSocketListener<unknown> | null = null;
+  private readonly port: number;
   private readonly progressHook = { onAm: () => 0, wantsProgress: true };
   /** Endpoints whose handshake is under way, with their reaping timers. */
   private readonly handshaking = new Map<UcxConnection, ReturnType<typeof setTimeout>>();
   /** Endpoints refused and lingering until their peer closes (REFUSAL_LINGER_MS at most): they count against MAX_UCX_HANDSHAKING too. */
   private readonly lingering = new Set<UcxConnection>();
+  /** Address mode: sockets waiting for their client's AM_BIND (they count against MAX_UCX_HANDSHAKING too). */
+  private readonly unbound = new Map<Socket<unknown>, Unbound>();
+  /** Address mode: the connection each bound socket keeps alive. */
+  private readonly bound = new Map<Socket<unknown>, UcxConnection>();
   private readonly handshakeTimeoutMs: number;
 
   constructor(
@@ -179,24 +246,36 @@ class UcxListener extends ListenerBase<UcxConnection> {
     private readonly opts: UcxListenOptions,
     /** The token's key bytes, or null when the listener admits anyone. */
     private readonly key: Uint8Array | null,
+    wireup: UcxWireup,
   ) {
     super();
     const t = opts.ucx?.handshakeTimeoutMs ?? DEFAULT_UCX_HANDSHAKE_TIMEOUT_MS;
     if (!(t > 0) || !Number.isFinite(t)) throw new UsageError(`ucx listen: handshakeTimeoutMs ${t} must be a positive number of milliseconds`);
     this.handshakeTimeoutMs = t;
     if (opts.wait) UcxConnection.checkWaitPolicy(opts.wait);
-    this.listener = rt.worker.listen(host, port, (req) => this.onRequest(req));
-    this.url = `ucx://${host}:${this.listener.port}`;
-    // The listener itself needs the worker to progress (connection requests arrive there).
-    rt.sinks.set(-this.listener.port, this.progressHook);
+    if (wireup === "address") {
+      rt.workerAddress(); // fails here, not per client, if UCX cannot tell it
+      this.sockets = listenAddress(host, port, { onSocket: (s) => this.onSocket(s), onClose: (s) => this.onSocketClose(s) });
+      this.port = this.sockets.port;
+      this.url = `ucx://${host}:${this.port}?wireup=address`;
+    } else {
+      this.listener = rt.worker.listen(host, port, (req) => this.onRequest(req));
+      this.port = this.listener.port;
+      this.url = `ucx://${host}:${this.port}`;
+    }
+    // The listener itself needs the worker to progress (connection requests and binds arrive there).
+    rt.sinks.set(-this.port, this.progressHook);
     rt.schedule();
+  }
+
+  private get held(): number {
+    return this.handshaking.size + this.lingering.size + this.unbound.size;
   }
 
   /** Inside worker progress: a client's endpoint arrived. Nothing here may throw into UCX. */
   private onRequest(connRequest: number): void {
-    const held = this.handshaking.size + this.lingering.size;
+    const held = this.held;
     if (held >= MAX_UCX_HANDSHAKING) return this.turnAway(connRequest, held);
-    const peer = `${this.url} (client)`;
     let conn: UcxConnection | null = null;
     let ep;
     try {
@@ -207,18 +286,74 @@ class UcxListener extends ListenerBase<UcxConnection> {
     } catch {
       return; // UCX refused the request (and let go of it); the client sees its connect fail
     }
+    conn = this.admit(ep, null);
+  }
+
+  /** Address mode: a client connected to the socket; it gets this worker's address and a bind id. */
+  private onSocket(s: Socket<unknown>): void {
+    const held = this.held;
+    if (held >= MAX_UCX_HANDSHAKING) {
+      s.end();
+      this.refused(new ConnectError(`ucx listener ${this.url}: a client's socket turned away: ${held} endpoints already in their handshake (at most MAX_UCX_HANDSHAKING ${MAX_UCX_HANDSHAKING})`), "busy");
+      return;
+    }
+    const id = crypto.getRandomValues(new Uint8Array(BIND_ID_BYTES));
+    const key = bindKey(id);
+    const timer = setTimeout(() => {
+      if (!this.unbound.has(s)) return;
+      this.unbound.delete(s);
+      this.rt.binds.delete(key);
+      s.end();
+      this.refused(new ProtocolError(`ucx connection from a client of ${this.url}: no endpoint claimed its worker-address socket within ${this.handshakeTimeoutMs} ms`), "protocol");
+    }, this.handshakeTimeoutMs);
+    this.unbound.set(s, { key, timer });
+    this.rt.binds.set(key, (replyEp) => this.onBind(s, replyEp));
+    s.write(encodeAddress(id, this.rt.workerAddress()));
+  }
+
+  /** Inside worker progress: the client's endpoint claimed socket `s` (AM_BIND); its HELLO follows on that endpoint. */
+  private onBind(s: Socket<unknown>, replyEp: number): void {
+    const u = this.unbound.get(s);
+    if (u === undefined) return;
+    clearTimeout(u.timer);
+    this.unbound.delete(s);
+    const c = this.admit(this.rt.worker.adopt(replyEp), s);
+    this.bound.set(s, c);
+  }
+
+  private onSocketClose(s: Socket<unknown>): void {
+    const u = this.unbound.get(s);
+    if (u !== undefined) {
+      clearTimeout(u.timer);
+      this.unbound.delete(s);
+      this.rt.binds.delete(u.key);
+      this.refused(new ProtocolError(`ucx connection from a client of ${this.url}: the client closed its worker-address socket before its endpoint claimed it`), "protocol");
+      return;
+    }
+    const c = this.bound.get(s);
+    if (c === undefined) return;
+    this.bound.delete(s);
+    failAfterDrain(this.rt, c, `ucx connection from a client of ${this.url}: the peer closed or died (its worker-address socket closed)`);
+  }
+
+  /** An endpoint for a client (`socket`: its liveness socket in address mode) becomes a connection in its handshake. */
+  private admit(ep: UcpEndpoint, socket: Socket<unknown> | null): UcxConnection {
+    const peer = `${this.url} (client)`;
     this.rt.retain();
     const c = new UcxConnection(this.rt, ep, {
       maxMessageBytes: this.opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
       maxHeadBytes: DEFAULT_MAX_HEAD_BYTES,
       peer,
       onClosed: () => {
+        if (socket !== null) {
+          this.bound.delete(socket);
+          socket.end();
+        }
         this.lingering.delete(c);
         this.forget(c);
         this.rt.release();
       },
     });
-    conn = c;
     if (this.opts.wait) c.setWaitPolicy(this.opts.wait as never);
     const hs = new ServerHandshake(c, this.key, {
       accept: () => {
@@ -236,6 +371,7 @@ class UcxListener extends ListenerBase<UcxConnection> {
       this.refuse(c, new ProtocolError(`ucx connection from a client of ${this.url}: no ${hs.waitingFor} within ${this.handshakeTimeoutMs} ms`), "protocol", false);
     }, this.handshakeTimeoutMs);
     this.handshaking.set(c, timer);
+    return c;
   }
 
   /**
@@ -278,8 +414,16 @@ class UcxListener extends ListenerBase<UcxConnection> {
   }
 
   protected stop(): void {
-    this.rt.sinks.delete(-this.listener.port);
-    this.listener.close();
+    this.rt.sinks.delete(-this.port);
+    this.listener?.close();
+    // Address mode: stop taking sockets; those not yet claimed go now (bound ones live with their connections).
+    this.sockets?.stop(false);
+    for (const [s, u] of this.unbound) {
+      clearTimeout(u.timer);
+      this.rt.binds.delete(u.key);
+      s.end();
+    }
+    this.unbound.clear();
     // Endpoints still in their handshake belong to nobody else: they go with the listener.
     for (const [c, timer] of this.handshaking) {
       clearTimeout(timer);
@@ -292,10 +436,11 @@ class UcxListener extends ListenerBase<UcxConnection> {
 
 export async function ucxListen(url: URL, opts: UcxListenOptions): Promise<Listener> {
   const { host, port } = hostPort(url, true);
+  const wireup = wireupOf(url);
   const key = authKey(`ucx listen ${host}:${port}`, opts.auth);
   const rt = acquire(opts.ucx?.rma === true);
   try {
-    return new UcxListener(rt, host, port, opts, key);
+    return new UcxListener(rt, host, port, opts, key, wireup);
   } catch (e) {
     rt.release();
     if (e instanceof UsageError) throw e;

@@ -17,7 +17,7 @@ int main(void) {
   S(ucp_listener_params_t); F(ucp_listener_params_t, field_mask); F(ucp_listener_params_t, sockaddr.addr);
   F(ucp_listener_params_t, sockaddr.addrlen); F(ucp_listener_params_t, conn_handler.cb); F(ucp_listener_params_t, conn_handler.arg);
   S(ucp_listener_attr_t); F(ucp_listener_attr_t, field_mask); F(ucp_listener_attr_t, sockaddr);
-  S(ucp_ep_params_t); F(ucp_ep_params_t, field_mask); F(ucp_ep_params_t, err_mode); F(ucp_ep_params_t, err_handler.cb);
+  S(ucp_ep_params_t); F(ucp_ep_params_t, field_mask); F(ucp_ep_params_t, address); F(ucp_ep_params_t, err_mode); F(ucp_ep_params_t, err_handler.cb);
   F(ucp_ep_params_t, err_handler.arg); F(ucp_ep_params_t, user_data); F(ucp_ep_params_t, flags);
   F(ucp_ep_params_t, sockaddr.addr); F(ucp_ep_params_t, sockaddr.addrlen); F(ucp_ep_params_t, conn_request);
   S(ucp_request_param_t); F(ucp_request_param_t, op_attr_mask); F(ucp_request_param_t, flags); F(ucp_request_param_t, request);
@@ -35,11 +35,11 @@ int main(void) {
   K(UCP_PARAM_FIELD_FEATURES); K(UCP_FEATURE_AM); K(UCP_FEATURE_RMA); K(UCP_FEATURE_AMO64); K(UCP_FEATURE_WAKEUP);
   K(UCP_WORKER_PARAM_FIELD_THREAD_MODE); K(UCS_THREAD_MODE_SINGLE);
   K(UCP_LISTENER_PARAM_FIELD_SOCK_ADDR); K(UCP_LISTENER_PARAM_FIELD_CONN_HANDLER); K(UCP_LISTENER_ATTR_FIELD_SOCKADDR);
-  K(UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE); K(UCP_EP_PARAM_FIELD_ERR_HANDLER); K(UCP_EP_PARAM_FIELD_USER_DATA);
+  K(UCP_EP_PARAM_FIELD_REMOTE_ADDRESS); K(UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE); K(UCP_EP_PARAM_FIELD_ERR_HANDLER); K(UCP_EP_PARAM_FIELD_USER_DATA);
   K(UCP_EP_PARAM_FIELD_SOCK_ADDR); K(UCP_EP_PARAM_FIELD_FLAGS); K(UCP_EP_PARAM_FIELD_CONN_REQUEST);
   K(UCP_EP_PARAMS_FLAGS_CLIENT_SERVER); K(UCP_ERR_HANDLING_MODE_NONE); K(UCP_ERR_HANDLING_MODE_PEER);
   K(UCP_OP_ATTR_FIELD_FLAGS); K(UCP_OP_ATTR_FIELD_DATATYPE); K(UCP_OP_ATTR_FIELD_REPLY_BUFFER); K(UCP_OP_ATTR_FIELD_MEMORY_TYPE);
-  K(UCP_OP_ATTR_FIELD_CALLBACK); K(UCP_OP_ATTR_FIELD_USER_DATA); K(UCP_OP_ATTR_FLAG_NO_IMM_CMPL);
+  K(UCP_OP_ATTR_FIELD_CALLBACK); K(UCP_OP_ATTR_FIELD_USER_DATA); K(UCP_OP_ATTR_FLAG_NO_IMM_CMPL); K(UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL);
   K(UCP_AM_SEND_FLAG_REPLY); K(UCP_AM_SEND_FLAG_EAGER); K(UCP_AM_SEND_FLAG_RNDV);
   K(UCP_AM_HANDLER_PARAM_FIELD_ID); K(UCP_AM_HANDLER_PARAM_FIELD_FLAGS); K(UCP_AM_HANDLER_PARAM_FIELD_CB); K(UCP_AM_HANDLER_PARAM_FIELD_ARG);
   K(UCP_AM_FLAG_WHOLE_MSG); K(UCP_AM_FLAG_PERSISTENT_DATA);
