@@ -51,8 +51,8 @@ export function registerTransportLoader(scheme: string, load: TransportLoader): 
   entries.set(scheme, { scheme, factory: null, load, loading: null });
 }
 
-// The built-in transports, each loaded on first use (their modules open native libraries and
-// sockets only when used, and stay out of `import "hotpath"` altogether).
+// The built-in transports, each loaded on first use: `import "hotpath"` evaluates none of their
+// modules, nor what only they import (bun:ffi with libc, libucp; test/unit/lazy-load.test.ts).
 registerTransportLoader("tcp", async () => (await import("../tcp/setup.ts")).tcpTransport);
 registerTransportLoader("tcps", async () => (await import("../tcp/setup.ts")).tcpsTransport);
 registerTransportLoader("tls", async () => (await import("../tcp/setup.ts")).tlsTransport);

@@ -122,6 +122,8 @@ afterAll(async () => {
 describe("the packed tarball", () => {
   test("holds the build, its declarations, README and LICENSE, and nothing else", () => {
     for (const must of ["package.json", "README.md", "LICENSE", "dist/index.js", "dist/cli/hotpath.js", "dist/types/index.d.ts"]) expect(entries).toContain(must);
+    // Each transport's setup is a chunk of its own, loaded by the registry on first use.
+    for (const t of ["tcp", "shm", "inproc", "ucx"]) expect(entries.filter((p) => new RegExp(`^dist/${t}/setup-[a-z0-9]+\\.js$`).test(p))).toHaveLength(1);
     const unexpected = entries.filter((p) => !["package.json", "README.md", "LICENSE"].includes(p) && !p.startsWith("dist/"));
     expect(unexpected).toEqual([]); // no src/, bench/ (results or sources), test/
     expect(entries.filter((p) => p.endsWith(".ts") && !p.endsWith(".d.ts"))).toEqual([]);
