@@ -5,19 +5,25 @@
  */
 
 import { cpus, release } from "node:os";
+import type { RowFigures } from "./measure.ts";
 
-export interface RowResult {
+export interface RowResult extends RowFigures {
   id: string;
   label: string;
   kind: "hotpath" | "peer" | "reference";
-  reference: string;
-  /** 32-byte round trip. */
-  p50Us: number;
-  p99Us: number;
-  /** Round-trip p50 (µs) by payload bytes. */
-  sizes: Record<string, number>;
-  /** Calls per second by calls in flight (32-byte payload). */
-  inflight: Record<string, number>;
+  /** Rows this one is compared with; the first is the table's ref column. */
+  references: string[];
+  /** The client body that ran it: spin (synchronous polling) or async (event loop). */
+  mode: "spin" | "async";
+  /** Process layout and wait mode of both sides. */
+  layout: string;
+  /** Core placement (nothing is pinned). */
+  placement: string;
+  /** How the server side's CPU was read. */
+  serverCpu: string;
+  ucxTls?: string;
+  /** Per reference: this row's p50 / its p50, and its calls/s at 64 in flight / the reference's. */
+  ratios: Record<string, { p50: number | null; at64: number | null }>;
 }
 
 export interface Report {
@@ -26,6 +32,27 @@ export interface Report {
   options: { quick: boolean; sizes: number[]; inflight: number[]; durationS: number; mode: string };
   rows: RowResult[];
   skipped: Array<{ id: string; label: string; reason: string }>;
+  /** Rows that started but failed while measured (a wrong reply byte among them): the run exits 1. */
+  failed: Array<{ id: string; label: string; reason: string }>;
+  /** bench/loopback.ts's one-thread figures, when that module is present. */
+  loopback?: Record<string, unknown> | { error: string };
+  /** bench/serve-backend.bench.ts's figures, when that module is present. */
+  serveBackend?: unknown;
+}
+
+/** Fills each row's ratios against its references (rows of the same run). */
+export function addRatios(report: Report): void {
+  const byId = new Map(report.rows.map((r) => [r.id, r]));
+  for (const r of report.rows) {
+    r.ratios = {};
+    for (const id of r.references) {
+      const ref = byId.get(id);
+      if (ref === undefined || id === r.id) continue;
+      const a = r.inflight[64];
+      const b = ref.inflight[64];
+      r.ratios[id] = { p50: r.p50Us / ref.p50Us, at64: a !== undefined && b !== undefined ? a / b : null };
+    }
+  }
 }
 
 export function machine(): Report["machine"] {
@@ -43,29 +70,81 @@ const fmtUs = (v: number) => (v >= 1000 ? `${(v / 1000).toFixed(2)} ms` : `${v.t
 const fmtRate = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e3 ? `${(v / 1e3).toFixed(1)}k` : v.toFixed(0));
 const fmtBytes = (b: number) => (b >= 1 << 20 ? `${b / (1 << 20)} MiB` : b >= 1024 ? `${b / 1024} KiB` : `${b} B`);
 
-/** The terminal table: one row per target, ratios against each row's named reference. */
+const fmtCpu = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "-" : v.toFixed(2));
+const fmtX = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? "-" : `${v.toFixed(2)}x`);
+
+/** bench/serve-backend.bench.ts's rows, one line each (its own JSON shape; unknown fields shown as JSON). */
+function serveBackendLines(r: unknown): string[] {
+  const out = ["Bun.serve front with a backend (bench/serve-backend.bench.ts, its own method and load generator):"];
+  const sb = r as { rows?: Array<Record<string, unknown>>; light?: Array<Record<string, unknown>>; error?: string };
+  if (sb.error !== undefined || !Array.isArray(sb.rows)) return [...out, `  ${JSON.stringify(r)}`];
+  const n = (v: unknown, d = 1) => (typeof v === "number" ? v.toFixed(d) : "-");
+  for (const x of sb.rows) out.push(`  ${String(x.label)}: ${n(x.reqPerS, 0)} req/s, p50 ${n(x.p50Us)} µs, p99 ${n(x.p99Us)} µs, CPU µs/req front ${n(x.frontCpuUsPerReq, 2)} | backend ${n(x.backendCpuUsPerReq, 2)}`);
+  for (const x of sb.light ?? []) out.push(`  light load, ${String(x.label)}: p50 ${n(x.p50Us)} µs, CPU µs/req client ${n(x.clientCpuUsPerReq, 2)} | backend ${n(x.backendCpuUsPerReq, 2)}`);
+  return out;
+}
+
+/** The terminal table: one row per target, ratios against each row's references; then each row's layout. */
 export function table(report: Report): string {
   const byId = new Map(report.rows.map((r) => [r.id, r]));
-  const head = ["row", "p50 32 B", "p99 32 B", "ref", "p50/ref", ...report.options.sizes.filter((s) => s !== 32).map((s) => `p50 ${fmtBytes(s)}`), ...report.options.inflight.map((n) => `calls/s @${n}`), "@64 / ref"];
+  const extraSizes = report.options.sizes.filter((s) => s !== 32);
+  const head = [
+    "row",
+    "body",
+    "p50 32 B",
+    "p99 32 B",
+    "ref",
+    "p50/ref",
+    ...extraSizes.map((s) => `p50 ${fmtBytes(s)}`),
+    ...report.options.inflight.map((n) => `calls/s @${n}`),
+    "@64/ref",
+    "CPU µs/call @1 cli|srv",
+    "CPU µs/call @64 cli|srv",
+    "objs/call",
+    "also vs (p50, @64)",
+  ];
   const lines = [head];
   for (const r of report.rows) {
-    const ref = byId.get(r.reference);
-    const refP50 = ref?.p50Us;
+    const refId = r.references[0]!;
+    const ref = byId.get(refId);
+    const main = r.ratios[refId];
+    const also = r.references
+      .slice(1)
+      .filter((id) => r.ratios[id] !== undefined)
+      .map((id) => `${id} ${fmtX(r.ratios[id]!.p50)} ${fmtX(r.ratios[id]!.at64)}`)
+      .join("; ");
     lines.push([
       r.label,
+      r.mode,
       fmtUs(r.p50Us),
       Number.isFinite(r.p99Us) ? fmtUs(r.p99Us) : "-",
-      r.reference === r.id ? "(itself)" : (ref?.label ?? `${r.reference} (not run)`),
-      refP50 ? `${(r.p50Us / refP50).toFixed(2)}x` : "-",
-      ...report.options.sizes.filter((s) => s !== 32).map((s) => (r.sizes[s] !== undefined ? fmtUs(r.sizes[s]!) : "-")),
+      refId === r.id ? "(itself)" : ref ? refId : `${refId} (not run)`,
+      refId === r.id ? "1.00x" : fmtX(main?.p50),
+      ...extraSizes.map((s) => (r.sizes[s] !== undefined ? fmtUs(r.sizes[s]!) : "-")),
       ...report.options.inflight.map((n) => (r.inflight[n] !== undefined ? fmtRate(r.inflight[n]!) : "-")),
-      ref?.inflight[64] && r.inflight[64] ? `${(r.inflight[64] / ref.inflight[64]).toFixed(2)}x` : "-",
+      refId === r.id ? (r.inflight[64] ? "1.00x" : "-") : fmtX(main?.at64),
+      `${fmtCpu(r.cpu.at1.clientUs)} | ${fmtCpu(r.cpu.at1.serverUs)}`,
+      r.cpu.at64 ? `${fmtCpu(r.cpu.at64.clientUs)} | ${fmtCpu(r.cpu.at64.serverUs)}` : "-",
+      r.heap.objectsPerCall === null ? "-" : r.heap.objectsPerCall.toFixed(2),
+      also,
     ]);
   }
+  const lb = report.loopback;
+  if (lb && !("error" in lb)) {
+    const l = lb as { rawNs: number; rpcNs: number; overheadNs: number; objectsPerRoundTrip: number };
+    lines.push(["loopback (one thread)", "spin", `${(l.rpcNs / 1e3).toFixed(3)} µs CPU`, "-", "raw ring, same thread", fmtX(l.rpcNs / l.rawNs), ...extraSizes.map(() => "-"), ...report.options.inflight.map(() => "-"), "-", `${(l.rpcNs / 1e3).toFixed(3)} (both sides)`, "-", l.objectsPerRoundTrip.toFixed(2), `overhead ${l.overheadNs.toFixed(0)} ns over raw ${l.rawNs.toFixed(0)} ns`]);
+  }
   const widths = head.map((_, i) => Math.max(...lines.map((l) => (l[i] ?? "").length)));
-  const out = lines.map((l) => l.map((c, i) => (c ?? "").padEnd(widths[i]!)).join("  "));
+  const out = lines.map((l) => l.map((c, i) => (c ?? "").padEnd(widths[i]!)).join("  ").trimEnd());
   out.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
+  out.push("");
+  out.push("p50/p99: percentiles of per-call round trips (each call timed alone). calls/s: complete bursts, calls / wall time. CPU: µs per call, client | server. objs/call: JS heap objects the client allocated per round trip.");
+  out.push(`layout of each row (core placement: ${report.rows[0]?.placement ?? "OS-placed"}):`);
+  for (const r of report.rows) out.push(`  ${r.id}: ${r.layout}; server CPU: ${r.serverCpu}`);
+  if (lb && "error" in lb) out.push(`loopback (one thread): not measured (${lb.error})`);
+  if (report.serveBackend !== undefined) out.push(...serveBackendLines(report.serveBackend));
   for (const s of report.skipped) out.push(`skipped ${s.label}: ${s.reason}`);
+  for (const f of report.failed) out.push(`FAILED ${f.label}: ${f.reason}`);
   return out.join("\n");
 }
 

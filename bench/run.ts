@@ -1,24 +1,29 @@
 /**
- * `bun run bench` / `hotpath bench`: every transport and peer, measured by the same client body,
- * each row beside a named reference measured in the same run. Writes a JSON report and charts.
+ * `bun run bench` / `hotpath bench`: every transport and peer, measured by the same client body
+ * (bench/measure.ts: one spin body, one event-loop body; every reply checked byte for byte),
+ * each row beside named references measured in the same run. Writes a JSON report and charts;
+ * exits 1 when a row failed while measured (a wrong reply byte among the causes).
  *
- *   --quick               short samples (under a minute; the CI smoke run)
- *   --transports a,b      only these rows (ids: raw-tcp raw-shm inproc shm-spin shm-async tcp
- *                         ucx-tcp ucx-shm ucx-rc ucx-ud ucx-dc rdma raw-unix ipc worker http ws grpc)
+ *   --quick               short samples (the CI smoke run)
+ *   --transports a,b      only these rows (ids: raw-tcp raw-tcp-bytes raw-unix raw-shm inproc
+ *                         shm-spin shm-async tcp ucx-tcp ucx-shm ucx-rc ucx-ud ucx-dc rdma ipc
+ *                         worker http ws grpc loopback serve-backend)
  *   --sizes 32,1024,...   payload sweep in bytes (32 is always measured)
  *   --duration S          seconds of samples per measurement (default 0.5; --quick 0.03)
  *   --json PATH           report path (default bench/results/latest.json; charts beside it)
+ *   --corrupt-reply N     the raw reference echo servers flip one byte of their N-th reply
+ *                         (HOTPATH_BENCH_CORRUPT_REPLY): shows the byte check failing the row
  *   --serve HOST:PORT     across nodes: run the tcp, ucx and raw tcp servers here (ports PORT,
  *                         PORT+1, PORT+2) until interrupted
  *   --connect HOST:PORT   across nodes: measure those servers from this node
  */
 
-import { mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { measure } from "mitata";
-import { charts, machine, table, toPng, type Report, type RowResult } from "./report.ts";
-import { TARGETS, type EchoClient, type Where } from "./targets.ts";
-import { perftestRtt } from "./ucx.bench.ts";
+import { measureRow } from "./measure.ts";
+import { perftest } from "./perftest.ts";
+import { addRatios, charts, machine, table, toPng, type Report, type RowResult } from "./report.ts";
+import { PLACEMENT, TARGETS, type Where } from "./targets.ts";
 
 interface Options {
   quick: boolean;
@@ -29,10 +34,14 @@ interface Options {
   json: string;
   serve: string | null;
   connect: string | null;
+  corruptReply: number;
 }
 
+/** Ids of the sections that are not TARGETS rows. */
+const EXTRA_IDS = ["loopback", "serve-backend"];
+
 function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: false, ids: null, sizes: [], inflight: [1, 16, 64, 256], durationS: 0.5, json: join(import.meta.dir, "results", "latest.json"), serve: null, connect: null };
+  const o: Options = { quick: false, ids: null, sizes: [], inflight: [1, 16, 64, 256], durationS: 0.5, json: join(import.meta.dir, "results", "latest.json"), serve: null, connect: null, corruptReply: 0 };
   let sizes: number[] | null = null;
   let duration: number | null = null;
   for (let i = 0; i < argv.length; i++) {
@@ -49,6 +58,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--json") o.json = next();
     else if (a === "--serve") o.serve = next();
     else if (a === "--connect") o.connect = next();
+    else if (a === "--corrupt-reply") o.corruptReply = Number(next());
     else throw new Error(`bench: unknown option ${a} (see the comment at the top of bench/run.ts)`);
   }
   o.sizes = sizes ?? (o.quick ? [32, 4096, 1 << 20] : [32, 1024, 16384, 262144, 1 << 20]);
@@ -56,49 +66,22 @@ function parseArgs(argv: string[]): Options {
   if (o.sizes.some((s) => !Number.isInteger(s) || s < 1 || s > 16 << 20)) throw new Error("bench: --sizes must be integers in 1..16777216");
   o.durationS = duration ?? (o.quick ? 0.03 : 0.5);
   if (!(o.durationS > 0)) throw new Error("bench: --duration must be > 0");
+  if (!Number.isInteger(o.corruptReply) || o.corruptReply < 0) throw new Error("bench: --corrupt-reply must be a reply number (1 = the first)");
   if (o.ids) {
-    const known = new Set(TARGETS.map((t) => t.id));
+    const known = new Set([...TARGETS.map((t) => t.id), ...EXTRA_IDS]);
     const bad = o.ids.filter((id) => !known.has(id));
     if (bad.length) throw new Error(`bench: unknown transports ${bad.join(", ")} (known: ${[...known].join(", ")})`);
   }
   return o;
 }
 
-/** Calls per second keeping `inFlight` outstanding, over about `seconds`. */
-async function throughput(c: EchoClient, inFlight: number, data: Uint8Array, seconds: number): Promise<number> {
-  // Calibrate the burst size so one sample takes a fraction of the budget.
-  let n = Math.max(inFlight * 4, 64);
-  let t0 = Bun.nanoseconds();
-  await c.burst(n, inFlight, data);
-  const perCall = (Bun.nanoseconds() - t0) / n;
-  n = Math.max(inFlight * 2, Math.min(2_000_000, Math.round((seconds * 1e9) / 4 / Math.max(perCall, 1))));
-  const stats = await measure(() => c.burst(n, inFlight, data), { min_cpu_time: seconds * 1e9, max_samples: 20, warmup_samples: 1 });
-  return n / (stats.avg / 1e9);
-}
+const message = (e: unknown) => (e instanceof Error ? `${e.name === "Error" ? "" : `${e.name}: `}${e.message}` : String(e));
 
-async function latency(c: EchoClient, data: Uint8Array, seconds: number): Promise<{ p50: number; p99: number }> {
-  // Warm-up: at least 200 round trips and 50 ms, so the JIT and both sides' wait policies settle.
-  const warmEnd = Bun.nanoseconds() + 50e6;
-  for (let i = 0; i < 200 || Bun.nanoseconds() < warmEnd; i++) await c.roundTrip(data);
-  const stats = await measure(() => c.roundTrip(data), { min_cpu_time: seconds * 1e9, max_samples: 200_000 });
-  return { p50: stats.p50 / 1e3, p99: stats.p99 / 1e3 };
-}
-
-async function measureTarget(c: EchoClient, o: Options, maxBurstBytes: number, log: (s: string) => void): Promise<Omit<RowResult, "id" | "label" | "kind" | "reference">> {
-  const small = new Uint8Array(32).fill(1);
-  const lat = await latency(c, small, o.durationS);
-  const sizes: Record<string, number> = { 32: lat.p50 };
-  for (const s of o.sizes) {
-    if (s === 32) continue;
-    log(`payload ${s} B`);
-    sizes[s] = (await latency(c, new Uint8Array(s).fill(2), o.durationS)).p50;
-  }
-  const inflight: Record<string, number> = {};
-  for (const n of o.inflight) {
-    log(`${n} in flight`);
-    inflight[n] = await throughput(c, n, small.subarray(0, Math.min(32, maxBurstBytes)), o.durationS);
-  }
-  return { p50Us: lat.p50, p99Us: lat.p99, sizes, inflight };
+/** A module another part of the project provides, or null while it does not exist yet. */
+async function optional<T>(file: string): Promise<T | null> {
+  const path = new URL(file, import.meta.url).pathname;
+  if (!existsSync(path)) return null;
+  return (await import(path)) as T;
 }
 
 export async function runBench(o: Options, print: (s: string) => void): Promise<Report> {
@@ -112,15 +95,17 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
     targets = TARGETS.filter((t) => where.remote![t.id] !== undefined);
   }
   if (o.ids) targets = targets.filter((t) => o.ids!.includes(t.id));
+  if (o.corruptReply > 0) process.env.HOTPATH_BENCH_CORRUPT_REPLY = String(o.corruptReply);
   const report: Report = {
     date: new Date().toISOString(),
     machine: machine(),
     options: { quick: o.quick, sizes: o.sizes, inflight: o.inflight, durationS: o.durationS, mode: o.connect ? `connect ${o.connect}` : "one host" },
     rows: [],
     skipped: [],
+    failed: [],
   };
   print(`hotpath bench${o.quick ? " --quick" : ""}: ${report.machine.cpu}, ${report.machine.cores} cores, ${report.machine.kernel}, Bun ${report.machine.bun}${report.machine.ucx ? `, ${report.machine.ucx}` : ""}`);
-  print("clients run in this process; servers in their own processes (inproc and postMessage: a Worker); core placement left to the OS");
+  print(`clients run in this process; servers in their own processes or a Worker (see each row's layout); core placement: ${PLACEMENT}`);
   let i = 0;
   for (const t of targets) {
     i++;
@@ -136,30 +121,79 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
     try {
       running = await t.start(where);
     } catch (e) {
-      report.skipped.push({ id: t.id, label: t.label, reason: `failed to start: ${e instanceof Error ? e.message : String(e)}` });
-      step(`failed to start (${e instanceof Error ? e.message : String(e)})`);
+      report.skipped.push({ id: t.id, label: t.label, reason: `failed to start: ${message(e)}` });
+      step(`failed to start (${message(e)})`);
       continue;
     }
     try {
-      step("32 B round trip");
-      const r = await measureTarget(running.client, o, t.maxBurstBytes ?? Infinity, step);
-      report.rows.push({ id: t.id, label: t.label, kind: t.kind, reference: t.reference, ...r });
-      step(`p50 ${r.p50Us.toFixed(2)} µs, ${Math.round(r.inflight[64] ?? 0)} calls/s at 64 in flight`);
+      step(`32 B round trips (${t.mode} body)`);
+      const fig = await measureRow(running.driver, { durationS: o.durationS, sizes: o.sizes, inflight: o.inflight, mode: t.mode, cpu: running.cpu, maxBytes: t.maxBytes, log: step });
+      const row: RowResult = { id: t.id, label: t.label, kind: t.kind, references: t.references, mode: t.mode, layout: t.layout, placement: PLACEMENT, serverCpu: running.cpu.server, ratios: {}, ...fig };
+      if (t.ucxTls) row.ucxTls = t.ucxTls;
+      report.rows.push(row);
+      step(`p50 ${fig.p50Us.toFixed(2)} µs, ${Math.round(fig.inflight[64] ?? 0)} calls/s at 64 in flight`);
     } catch (e) {
-      report.skipped.push({ id: t.id, label: t.label, reason: `failed: ${e instanceof Error ? e.message : String(e)}` });
-      step(`failed (${e instanceof Error ? e.message : String(e)})`);
+      report.failed.push({ id: t.id, label: t.label, reason: message(e) });
+      step(`FAILED (${message(e)})`);
     } finally {
       await running.stop();
     }
   }
-  // ucx_perftest references for the ucx rows that ran (latency only: perftest measures one size).
-  for (const tl of ["tcp", "shm", "rc", "ud", "dc"] as const) {
-    if (!report.rows.some((r) => r.id === `ucx-${tl}`) || o.connect) continue;
-    print(`ucx_perftest over ${tl} (reference)`);
-    const rtt = await perftestRtt(`${tl},self`, o.quick);
-    if (rtt === null) report.skipped.push({ id: `ucx-perftest-${tl}`, label: `ucx_perftest ${tl}`, reason: "ucx_perftest not installed (Debian ucx-utils)" });
-    else report.rows.push({ id: `ucx-perftest-${tl}`, label: `ucx_perftest am_lat (${tl}, 32 B only)`, kind: "reference", reference: `ucx-perftest-${tl}`, p50Us: rtt, p99Us: NaN, sizes: { 32: rtt }, inflight: {} });
+  // ucx_perftest references for the ucx rows that ran, with exactly each row's UCX_TLS.
+  for (const t of targets) {
+    if (!t.ucxTls || o.connect || !report.rows.some((r) => r.id === t.id)) continue;
+    const id = t.references[0]!;
+    const label = `ucx_perftest ucp_am_lat (UCX_TLS=${t.ucxTls}, 32 B only)`;
+    print(`${label} (reference)`);
+    const iters = o.quick ? 20_000 : 200_000;
+    const pt = await perftest(t.ucxTls, iters, o.quick ? 0.3 : 2);
+    if (pt === null) {
+      report.skipped.push({ id, label, reason: Bun.which("ucx_perftest") ? "ucx_perftest did not finish" : "ucx_perftest not installed (Debian ucx-utils)" });
+      continue;
+    }
+    report.rows.push({
+      id,
+      label,
+      kind: "reference",
+      references: [id],
+      mode: "spin",
+      layout: `two ucx_perftest processes (server; client to 127.0.0.1), both busy-polling, UCX_TLS=${t.ucxTls}; p50 from -R 50 over ${iters} iterations, p99 from -R 99 over ${pt.itersP99}, each doubled (perftest reports half a ping-pong iteration)`,
+      placement: PLACEMENT,
+      serverCpu: "perftest server process (resourceUsage, difference of two run lengths)",
+      ucxTls: t.ucxTls,
+      ratios: {},
+      p50Us: pt.p50Us,
+      p99Us: pt.p99Us,
+      samples: iters,
+      sizes: { 32: pt.p50Us },
+      inflight: {},
+      cpu: { at1: { clientUs: pt.clientCpuUs, serverUs: pt.serverCpuUs }, at64: null },
+      heap: { objectsPerCall: null, cleanWindows: 0 },
+    });
   }
+  if (!o.connect && (o.ids === null || o.ids.includes("loopback"))) {
+    const mod = await optional<{ measureLoopback(opts: { roundTrips?: number; size?: number }): Promise<Record<string, unknown>> }>("./loopback.ts");
+    if (mod !== null) {
+      print("loopback (one thread): client and server of one segment in this thread");
+      try {
+        report.loopback = await mod.measureLoopback({ roundTrips: o.quick ? 20_000 : 100_000, size: 32 });
+      } catch (e) {
+        report.loopback = { error: message(e) };
+      }
+    }
+  }
+  if (!o.connect && (o.ids === null || o.ids.includes("serve-backend"))) {
+    const mod = await optional<{ measureServeBackend(opts: { quick: boolean; log: (s: string) => void }): Promise<unknown> }>("./serve-backend.bench.ts");
+    if (mod !== null && typeof mod.measureServeBackend === "function") {
+      print("Bun.serve with an shm / tcp backend (bench/serve-backend.bench.ts)");
+      try {
+        report.serveBackend = await mod.measureServeBackend({ quick: o.quick, log: (s) => print(`serve backend: ${s}`) });
+      } catch (e) {
+        report.serveBackend = { error: message(e) };
+      }
+    }
+  }
+  addRatios(report);
   return report;
 }
 
@@ -198,7 +232,7 @@ async function serveForPeers(hostPort: string, print: (s: string) => void): Prom
     print(`ucx not served: ${e instanceof Error ? e.message : String(e)}`);
   }
   Bun.spawn(["bun", new URL("./peers/echo-server.ts", import.meta.url).pathname, "raw-framed-fixed", `${host}:${port + 2}`], { stdio: ["pipe", "inherit", "inherit"] });
-  print(`serving raw tcp (framed) on tcp://${host}:${port + 2}`);
+  print(`serving raw tcp (framed, replies coalesced per read) on tcp://${host}:${port + 2}`);
   print("ready");
   return new Promise<never>(() => {});
 }
@@ -211,5 +245,5 @@ if (import.meta.main) {
   print("");
   print(table(report));
   await writeOutputs(report, o.json, print);
-  process.exit(0);
+  process.exit(report.failed.length > 0 ? 1 : 0);
 }

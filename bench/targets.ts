@@ -1,24 +1,23 @@
 /**
  * Every row `bun run bench` can measure: hotpath's transports, the peers a Bun user would pick
  * instead, and the raw references. Each target starts its server (its own process, or a Worker
- * for inproc / postMessage) and returns an echo client with one shape, so every row runs the
- * same body: `roundTrip(data)` and `burst(n, inFlight, data)`, synchronous for spin-mode rows
- * (no promise on the path) and async otherwise.
+ * of this process) and returns a Driver for bench/measure.ts's one body (spin or event loop,
+ * `mode`) and a CPU probe for both sides. Each row says its process layout, wait mode and core
+ * placement; nothing is pinned (no taskset): the OS places every thread.
+ *
+ *   const t = TARGETS.find((x) => x.id === "tcp")!; const r = await t.start({ host: "127.0.0.1" });
  */
 
 import { transports } from "../src/index.ts";
-import { hotpathClient, rawTcpClient } from "./clients.ts";
-import { startPeer, type BenchPeer } from "./spawn.ts";
+import { clientOnlyProbe, processProbe, workerProbe, workerThreads, type CpuProbe } from "./cpu.ts";
+import { hotpathDriver, ipcDriver, promiseDriver, rawShmDriver, rawStreamDriver, workerDriver, wsDriver } from "./drivers.ts";
+import type { Driver } from "./measure.ts";
 import { GRPC_ECHO_PATH } from "./peers/other-servers.ts";
-
-export interface EchoClient {
-  roundTrip(data: Uint8Array): void | Promise<void>;
-  burst(n: number, inFlight: number, data: Uint8Array): void | Promise<void>;
-  close(): void;
-}
+import { startPeer, type BenchPeer } from "./spawn.ts";
 
 export interface Running {
-  client: EchoClient;
+  driver: Driver;
+  cpu: CpuProbe;
   stop(): Promise<void>;
 }
 
@@ -26,10 +25,16 @@ export interface Target {
   id: string;
   label: string;
   kind: "hotpath" | "peer" | "reference";
-  /** The id of the row this one is compared with (itself for references). */
-  reference: string;
-  /** Largest message the target measures (raw shm's ring entries are 32 bytes, its bulk area 1 MiB). */
-  maxBurstBytes?: number;
+  /** Rows this one is compared with, the first in the table's ref column (itself for references). */
+  references: string[];
+  /** Which body runs it: spin (synchronous polling) or async (event loop). */
+  mode: "spin" | "async";
+  /** Process layout and wait mode of both sides, for the report. */
+  layout: string;
+  /** UCX_TLS of both sides (ucx rows), also used for the ucx_perftest reference. */
+  ucxTls?: string;
+  /** Largest payload the target measures. */
+  maxBytes?: number;
   /** Null when it can run here, else why not. */
   unavailable(): string | null;
   start(where: Where): Promise<Running>;
@@ -40,9 +45,10 @@ export interface Where {
   host: string;
   /** --connect mode: target id → URL of its server on the other node. */
   remote?: Record<string, string>;
-  /** UCX_TLS for ucx rows. */
-  ucxTls?: string;
 }
+
+/** Core placement of every row: no pinning. */
+export const PLACEMENT = "OS-placed (no taskset)";
 
 const ECHO = new URL("./peers/echo-server.ts", import.meta.url).pathname;
 const SEGMENT = new URL("./peers/segment-server.ts", import.meta.url).pathname;
@@ -51,14 +57,15 @@ const RAW_SHM = new URL("./peers/raw-shm.ts", import.meta.url).pathname;
 const IPC_CHILD = new URL("./peers/ipc-child.ts", import.meta.url).pathname;
 const ECHO_WORKER = new URL("./peers/echo-worker.ts", import.meta.url).href;
 
-async function withPeer(args: string[], make: (p: BenchPeer) => Promise<EchoClient> | EchoClient, env: Record<string, string> = {}): Promise<Running> {
+async function withPeer(args: string[], make: (p: BenchPeer) => Promise<Driver> | Driver, env: Record<string, string> = {}): Promise<Running> {
   const peer = await startPeer(args, env);
   try {
-    const client = await make(peer);
+    const driver = await make(peer);
     return {
-      client,
+      driver,
+      cpu: processProbe(peer.proc.pid),
       async stop() {
-        client.close();
+        await driver.close();
         await peer.stop();
       },
     };
@@ -68,83 +75,13 @@ async function withPeer(args: string[], make: (p: BenchPeer) => Promise<EchoClie
   }
 }
 
-/** A client for request/response peers with at most `inFlight` outstanding promises. */
-function promiseClient(call: (data: Uint8Array) => Promise<unknown>, close: () => void): EchoClient {
-  return {
-    roundTrip: async (data) => void (await call(data)),
-    async burst(n, inFlight, data) {
-      let started = 0;
-      const lane = async () => {
-        while (started < n) {
-          started++;
-          await call(data);
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(inFlight, n) }, lane));
-    },
-    close,
-  };
+/** A row whose server is already running on another node (--connect). */
+async function remote(make: () => Promise<Driver>): Promise<Running> {
+  const driver = await make();
+  return { driver, cpu: clientOnlyProbe("server on another node: not measured"), stop: async () => void (await driver.close()) };
 }
 
-function workerClient(): EchoClient {
-  const w = new Worker(ECHO_WORKER);
-  let waiting: Array<() => void> = [];
-  w.onmessage = () => waiting.shift()?.();
-  const call = (data: Uint8Array) =>
-    new Promise<void>((resolve) => {
-      waiting.push(resolve);
-      w.postMessage(data);
-    });
-  return promiseClient(call, () => {
-    w.terminate();
-    waiting = [];
-  });
-}
-
-function ipcClient(): Running {
-  let waiting: Array<() => void> = [];
-  const child = Bun.spawn(["bun", IPC_CHILD], {
-    ipc: () => waiting.shift()?.(),
-    serialization: "advanced",
-    stdio: ["ignore", "inherit", "inherit"],
-  });
-  const call = (data: Uint8Array) =>
-    new Promise<void>((resolve) => {
-      waiting.push(resolve);
-      child.send(data);
-    });
-  return {
-    client: promiseClient(call, () => {}),
-    async stop() {
-      child.kill(9);
-      await child.exited;
-      waiting = [];
-    },
-  };
-}
-
-function wsClient(url: string): Promise<EchoClient> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url);
-    ws.binaryType = "arraybuffer";
-    let waiting: Array<() => void> = [];
-    ws.onmessage = () => waiting.shift()?.();
-    ws.onerror = (e) => reject(new Error(`websocket ${url}: ${String(e)}`));
-    ws.onopen = () =>
-      resolve(
-        promiseClient(
-          (data) =>
-            new Promise<void>((r) => {
-              waiting.push(r);
-              ws.send(data);
-            }),
-          () => ws.close(),
-        ),
-      );
-  });
-}
-
-async function grpcClient(url: string): Promise<EchoClient> {
+async function grpcDriver(url: string): Promise<Driver> {
   const grpc = await import("@grpc/grpc-js");
   const passthrough = (b: Buffer) => b;
   const Ctor = grpc.makeGenericClientConstructor(
@@ -155,16 +92,18 @@ async function grpcClient(url: string): Promise<EchoClient> {
     echo(b: Buffer, cb: (e: Error | null, r: Buffer) => void): void;
     close(): void;
   };
-  const call = (data: Uint8Array) => new Promise<Buffer>((resolve, reject) => client.echo(Buffer.from(data.buffer, data.byteOffset, data.length), (e, r) => (e ? reject(e) : resolve(r))));
+  const call = (data: Uint8Array) =>
+    new Promise<Uint8Array>((resolve, reject) => client.echo(Buffer.from(data.buffer, data.byteOffset, data.length), (e, r) => (e ? reject(e) : resolve(r))));
   await call(new Uint8Array(1));
-  return promiseClient(call, () => client.close());
+  return promiseDriver(call, () => client.close());
 }
 
+// The registry loads transports on first use; their availability is read once, here.
+const registered = await transports();
 function reasonFor(scheme: string): string | null {
-  const t = transports().find((x) => x.scheme === scheme);
+  const t = registered.find((x) => x.scheme === scheme);
   return t === undefined ? `no ${scheme} transport registered` : t.unavailableReason;
 }
-const ucxReason = () => reasonFor("ucx");
 
 /** UCX transport families this machine offers, from `ucx_info -d` (tcp and shm when it is missing). */
 function ucxFamilies(): Set<string> {
@@ -183,151 +122,202 @@ function ucxFamilies(): Set<string> {
 }
 let families: Set<string> | null = null;
 const ucxFamilyReason = (tl: string) => {
-  const why = ucxReason();
+  const why = reasonFor("ucx");
   if (why !== null) return why;
   families ??= ucxFamilies();
   return families.has(tl) ? null : `UCX offers no ${tl} transport on this machine (ucx_info -d)`;
 };
-const remoteOr = (w: Where, id: string) => w.remote?.[id];
 
-/** The raw shm reference and hotpath's spin clients live with the shared-memory bench. */
-async function spinClients() {
-  return import("./shm.bench.ts");
+/** A Worker server of this process, with the CPU probe of its thread. */
+async function inWorker(start: () => Promise<{ url: string; worker: Worker }>, make: (srv: { url: string; worker: Worker }) => Promise<Driver>): Promise<Running> {
+  const before = workerThreads();
+  const srv = await start();
+  const cpu = workerProbe(before);
+  const driver = await make(srv);
+  return { driver, cpu, stop: async () => (await driver.close(), srv.worker.terminate()) };
 }
+
+const SPIN = { wait: { mode: "spin" as const, spinNs: 0 } };
+const CLIENT_HERE = "client: this process (main thread)";
+const remoteOr = (w: Where, id: string) => w.remote?.[id];
 
 export const TARGETS: Target[] = [
   {
     id: "raw-tcp",
-    label: "raw Bun TCP socket (framed)",
+    label: "raw Bun TCP socket (framed, replies coalesced per read)",
     kind: "reference",
-    reference: "raw-tcp",
+    references: ["raw-tcp"],
+    mode: "async",
+    layout: `${CLIENT_HERE}; server: own process (peers/echo-server.ts raw-framed); both event loop`,
     unavailable: () => null,
     start: (w) => {
       const url = remoteOr(w, "raw-tcp");
-      if (url) return rawTcpClient(url, true).then((client) => ({ client, stop: async () => client.close() }));
-      return withPeer([ECHO, "raw-framed", w.host], (p) => rawTcpClient(p.url, true));
+      if (url) return remote(() => rawStreamDriver(url));
+      return withPeer([ECHO, "raw-framed", w.host], (p) => rawStreamDriver(p.url));
     },
   },
   {
-    id: "raw-shm",
-    label: "raw Bun shared-memory ping-pong",
+    id: "raw-tcp-bytes",
+    label: "raw Bun TCP socket (reads echoed as they came: ceiling)",
     kind: "reference",
-    reference: "raw-shm",
-    maxBurstBytes: 32,
+    references: ["raw-tcp-bytes"],
+    mode: "async",
+    layout: `${CLIENT_HERE}; server: own process (peers/echo-server.ts raw-bytes, no framing); both event loop`,
+    unavailable: () => null,
+    start: (w) => withPeer([ECHO, "raw-bytes", w.host], (p) => rawStreamDriver(p.url)),
+  },
+  {
+    id: "raw-unix",
+    label: "raw Bun Unix socket (framed, replies coalesced per read)",
+    kind: "reference",
+    references: ["raw-unix"],
+    mode: "async",
+    layout: `${CLIENT_HERE}; server: own process (peers/echo-server.ts raw-framed unix:); both event loop`,
+    unavailable: () => null,
+    start: () => withPeer([ECHO, "raw-framed", `unix:${process.pid}`], (p) => rawStreamDriver(p.url)),
+  },
+  {
+    id: "raw-shm",
+    label: "raw Bun shared memory (no RPC)",
+    kind: "reference",
+    references: ["raw-shm"],
+    mode: "spin",
+    layout: `${CLIENT_HERE}; server: own process (peers/raw-shm.ts); both spin (Atomics polling)`,
     unavailable: () => (process.platform === "linux" ? null : "needs Linux"),
-    start: async () => {
-      const { rawShmClient } = await spinClients();
-      return withPeer([RAW_SHM, `/hotpath-bench-raw-${process.pid}`], (p) => rawShmClient(p.url));
-    },
+    start: () => withPeer([RAW_SHM, `/hotpath-bench-raw-${process.pid}`], (p) => rawShmDriver(p.url)),
   },
   {
     id: "inproc",
     label: "hotpath inproc (spin, Worker)",
     kind: "hotpath",
-    reference: "raw-shm",
+    references: ["raw-shm"],
+    mode: "spin",
+    layout: `${CLIENT_HERE}; server: a Worker of this process (peers/segment-server.ts); both spin`,
     unavailable: () => reasonFor("inproc"),
     start: async () => {
-      const { hotpathSpinClient, workerServer } = await spinClients();
-      const srv = await workerServer(`inproc://bench-${process.pid}`, "spin");
-      const client = await hotpathSpinClient(srv.url);
-      return { client, stop: async () => (client.close(), srv.worker.terminate()) };
+      const { workerServer } = await import("./shm.bench.ts");
+      return inWorker(() => workerServer(`inproc://bench-${process.pid}`, "spin"), (srv) => hotpathDriver(srv.url, SPIN));
     },
   },
   {
     id: "shm-spin",
     label: "hotpath shm (spin)",
     kind: "hotpath",
-    reference: "raw-shm",
+    references: ["raw-shm"],
+    mode: "spin",
+    layout: `${CLIENT_HERE}; server: own process (peers/segment-server.ts spin: poll/recv/reply); both spin`,
     unavailable: () => reasonFor("shm"),
-    start: async () => {
-      const { hotpathSpinClient } = await spinClients();
-      return withPeer([SEGMENT, `shm://bench-spin-${process.pid}`, "spin"], (p) => hotpathSpinClient(p.url));
-    },
+    start: () => withPeer([SEGMENT, `shm://bench-spin-${process.pid}`, "spin"], (p) => hotpathDriver(p.url, SPIN)),
   },
   {
     id: "shm-async",
     label: "hotpath shm (async)",
     kind: "hotpath",
-    reference: "raw-shm",
+    references: ["worker", "raw-unix", "raw-tcp", "raw-shm"],
+    mode: "async",
+    layout: `${CLIENT_HERE}, default wait policy, event loop; server: own process (serve(), default wait policy)`,
     unavailable: () => reasonFor("shm"),
-    start: () => withPeer([SEGMENT, `shm://bench-async-${process.pid}`, "async"], (p) => hotpathClient(p.url)),
+    start: () => withPeer([SEGMENT, `shm://bench-async-${process.pid}`, "async"], (p) => hotpathDriver(p.url)),
   },
   {
     id: "tcp",
     label: "hotpath tcp",
     kind: "hotpath",
-    reference: "raw-tcp",
+    references: ["raw-tcp", "raw-tcp-bytes"],
+    mode: "async",
+    layout: `${CLIENT_HERE}, event loop; server: own process (serve())`,
     unavailable: () => null,
     start: (w) => {
       const url = remoteOr(w, "tcp");
-      if (url) return hotpathClient(url).then((client) => ({ client, stop: async () => client.close() }));
-      return withPeer([ECHO, "hotpath", `tcp://${w.host}:0`], (p) => hotpathClient(p.url));
+      if (url) return remote(() => hotpathDriver(url));
+      return withPeer([ECHO, "hotpath", `tcp://${w.host}:0`], (p) => hotpathDriver(p.url));
     },
   },
   // One row per UCX transport family the machine offers; the sockaddr wire-up needs tcp beside
   // the others. rc / ud / dc appear only where an RDMA device is.
-  ...(["tcp", "shm", "rc", "ud", "dc"] as const).map(
-    (tl): Target => ({
+  ...(["tcp", "shm", "rc", "ud", "dc"] as const).map((tl): Target => {
+    const tls = tl === "tcp" ? "tcp,self" : `${tl},self,tcp`;
+    return {
       id: `ucx-${tl}`,
-      label: `hotpath ucx (${tl}, spin)`,
+      label: `hotpath ucx (UCX_TLS=${tls}, spin)`,
       kind: "hotpath",
-      reference: `ucx-perftest-${tl}`,
+      references: [`ucx-perftest-${tl}`],
+      mode: "spin",
+      ucxTls: tls,
+      layout: `${CLIENT_HERE}; server: own process (peers/segment-server.ts spin); both spin; UCX_TLS=${tls} on both sides`,
       unavailable: () => ucxFamilyReason(tl),
       start: async (w) => {
-        const tls = tl === "tcp" ? "tcp,self" : `${tl},self,tcp`;
+        // The UCP context is chosen by the UCX_* environment at connect; put it back afterwards.
+        const saved = process.env.UCX_TLS;
         process.env.UCX_TLS = tls;
-        const { hotpathSpinClient } = await spinClients();
-        const url = remoteOr(w, `ucx-${tl}`);
-        if (url) return hotpathSpinClient(url).then((client) => ({ client, stop: async () => client.close() }));
-        return withPeer([SEGMENT, `ucx://${w.host}:0`, "spin"], (p) => hotpathSpinClient(p.url), { UCX_TLS: tls });
+        try {
+          const url = remoteOr(w, `ucx-${tl}`);
+          if (url) return await remote(() => hotpathDriver(url, SPIN));
+          return await withPeer([SEGMENT, `ucx://${w.host}:0`, "spin"], (p) => hotpathDriver(p.url, SPIN), { UCX_TLS: tls });
+        } finally {
+          if (saved === undefined) delete process.env.UCX_TLS;
+          else process.env.UCX_TLS = saved;
+        }
       },
-    }),
-  ),
+    };
+  }),
   {
     id: "rdma",
     label: "hotpath rdma",
     kind: "hotpath",
-    reference: "raw-tcp",
+    references: ["raw-tcp"],
+    mode: "spin",
+    layout: "-",
     unavailable: () => "no rdma transport in this build yet (and this machine has no RDMA device)",
     start: () => Promise.reject(new Error("unavailable")),
-  },
-  {
-    id: "raw-unix",
-    label: "raw Bun Unix socket (framed)",
-    kind: "peer",
-    reference: "raw-tcp",
-    unavailable: () => null,
-    start: () => withPeer([ECHO, "raw-framed", `unix:${process.pid}`], (p) => rawTcpClient(p.url, true)),
   },
   {
     id: "ipc",
     label: "Bun.spawn IPC",
     kind: "peer",
-    reference: "raw-tcp",
+    references: ["raw-unix"],
+    mode: "async",
+    layout: `${CLIENT_HERE}; server: child process (peers/ipc-child.ts, serialization "advanced"); both event loop`,
     unavailable: () => null,
-    start: async () => ipcClient(),
+    start: async () => {
+      const { d, pid } = ipcDriver(IPC_CHILD);
+      return { driver: d, cpu: processProbe(pid), stop: async () => void (await d.close()) };
+    },
   },
   {
     id: "worker",
     label: "Worker postMessage",
-    kind: "peer",
-    reference: "raw-tcp",
+    kind: "reference",
+    references: ["worker"],
+    mode: "async",
+    layout: `${CLIENT_HERE}; server: a Worker of this process (peers/echo-worker.ts); both event loop`,
     unavailable: () => null,
-    start: async () => {
-      const client = workerClient();
-      return { client, stop: async () => client.close() };
-    },
+    start: () =>
+      inWorker(
+        async () => {
+          const worker = new Worker(ECHO_WORKER);
+          // One echo first, so the Worker's thread exists when its CPU probe looks for it.
+          await new Promise<void>((r) => {
+            worker.onmessage = () => r();
+            worker.postMessage(new Uint8Array(1));
+          });
+          return { url: "", worker };
+        },
+        async (srv) => workerDriver(srv.worker),
+      ),
   },
   {
     id: "http",
     label: "HTTP (Bun.serve + fetch)",
     kind: "peer",
-    reference: "raw-tcp",
+    references: ["raw-tcp"],
+    mode: "async",
+    layout: `${CLIENT_HERE}; server: own process (peers/other-servers.ts http); both event loop`,
     unavailable: () => null,
     start: (w) =>
       withPeer([OTHER, "http", w.host], (p) =>
-        promiseClient(
-          (data) => fetch(p.url, { method: "POST", body: data }).then((r) => r.arrayBuffer()),
+        promiseDriver(
+          (data) => fetch(p.url, { method: "POST", body: data }).then(async (r) => new Uint8Array(await r.arrayBuffer())),
           () => {},
         ),
       ),
@@ -336,16 +326,20 @@ export const TARGETS: Target[] = [
     id: "ws",
     label: "WebSocket (Bun.serve)",
     kind: "peer",
-    reference: "raw-tcp",
+    references: ["raw-tcp"],
+    mode: "async",
+    layout: `${CLIENT_HERE}; server: own process (peers/other-servers.ts ws); both event loop`,
     unavailable: () => null,
-    start: (w) => withPeer([OTHER, "ws", w.host], (p) => wsClient(p.url)),
+    start: (w) => withPeer([OTHER, "ws", w.host], (p) => wsDriver(p.url)),
   },
   {
     id: "grpc",
     label: "gRPC (@grpc/grpc-js)",
     kind: "peer",
-    reference: "raw-tcp",
+    references: ["raw-tcp"],
+    mode: "async",
+    layout: `${CLIENT_HERE}; server: own process (peers/other-servers.ts grpc); both event loop`,
     unavailable: () => null,
-    start: (w) => withPeer([OTHER, "grpc", w.host], (p) => grpcClient(p.url)),
+    start: (w) => withPeer([OTHER, "grpc", w.host], (p) => grpcDriver(p.url)),
   },
 ];
