@@ -9,6 +9,8 @@
  *
  * This file is the package's public export list ("hotpath" resolves to its build, dist/index.js,
  * and its declarations): every type a README example or a typical service uses is exported here.
+ * Importing it evaluates no transport module: the registry (src/connect) loads each transport the
+ * first time a URL or transports() needs it; the transport types below are type-only exports.
  */
 
 export * from "./errors.ts";
