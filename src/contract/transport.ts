@@ -170,6 +170,14 @@ export interface Connection extends Disposable {
   /** Copies head and body into transport memory and queues them. Never throws. */
   trySend(head: Uint8Array, body?: Uint8Array | null): SendStatus;
   /**
+   * Optional hot path: trySend() of a 24-byte head given as six 32-bit words `h0..h5` (head
+   * bytes 4i..4i+3 are word i, little-endian), so a layer above whose header is 24 bytes (the
+   * RPC wire header) builds no head bytes and the transport stores the words straight into its
+   * descriptor (shm / inproc). Same statuses, limits and UsageErrors as trySend(); the body is
+   * copied before it returns. Transports without it are driven through trySend().
+   */
+  trySendWords?(h0: number, h1: number, h2: number, h3: number, h4: number, h5: number, body: Uint8Array): SendStatus;
+  /**
    * A writable buffer of `lenBytes` in transport memory, or null when none is free now (Full)
    * or the connection is closed. The caller owns it until it passes it to trySendBuffer().
    */

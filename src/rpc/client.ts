@@ -35,7 +35,10 @@ import {
   wireCallGen,
   wireCallSlot,
   wireKind,
+  wireWord0,
   writeWireHeader,
+  WIRE_WORD_CALL_GEN,
+  WIRE_WORD_CALL_SLOT,
 } from "./wire.ts";
 import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
 
@@ -69,6 +72,9 @@ export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long a request blocked by a full transport waits (event-loop modes) or sleeps (spin / blocking: a timer) before it looks again. */
 const FULL_RETRY_WAIT_MS = 10;
+
+/** The first header word of a request without application header (wire.ts wireWord0). */
+const REQUEST_WORD0 = wireWord0(KIND_REQUEST, 0);
 
 const SLOT_FREE = 0;
 const SLOT_CALLBACK = 1;
@@ -118,6 +124,8 @@ export class Client<U = unknown> implements Disposable {
   private readonly head24 = this.headBuf.subarray(0, WIRE_HEADER_BYTES);
   private closeErr: HotpathError | null = null;
   private readonly appHeaderLimit: number;
+  /** The transport takes the wire header as words (Connection.trySendWords). */
+  private readonly sendsWords: boolean;
 
   constructor(conn: Connection, opts: ClientOptions = {}) {
     const window = opts.window ?? DEFAULT_WINDOW;
@@ -128,6 +136,7 @@ export class Client<U = unknown> implements Disposable {
     this.window = window;
     this.defaultTimeoutMs = checkTimeout(opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, "client options");
     this.appHeaderLimit = Math.min(MAX_APP_HEADER_BYTES, conn.caps.maxHeadBytes - WIRE_HEADER_BYTES);
+    this.sendsWords = typeof conn.trySendWords === "function";
     this.gen = new Uint32Array(window);
     this.state = new Uint8Array(window);
     this.userData = new Array(window).fill(undefined);
@@ -168,6 +177,10 @@ export class Client<U = unknown> implements Disposable {
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
     this.issue(slot, userData);
+    if (appHeader === undefined && this.sendsWords) {
+      // The header's six words go straight into the transport's descriptor (no head bytes built).
+      return this.called(slot, this.conn.trySendWords!(REQUEST_WORD0, method, slot, this.gen[slot]!, data.length, 0, data));
+    }
     return this.called(slot, this.sendFrame(KIND_REQUEST, method, slot, this.gen[slot]!, data, appHeader));
   }
 
@@ -467,8 +480,9 @@ export class Client<U = unknown> implements Disposable {
     } catch (e) {
       return this.protocolAbort(e, msg);
     }
-    const slot = wireCallSlot(msg.headBuf, msg.headOffset);
-    const gen = wireCallGen(msg.headBuf, msg.headOffset);
+    const hw = msg.headWords;
+    const slot = hw !== undefined ? hw[(msg.headOffset >> 2) + WIRE_WORD_CALL_SLOT]! >>> 0 : wireCallSlot(msg.headBuf, msg.headOffset);
+    const gen = hw !== undefined ? hw[(msg.headOffset >> 2) + WIRE_WORD_CALL_GEN]! >>> 0 : wireCallGen(msg.headBuf, msg.headOffset);
     if (slot >= this.window || gen === 0) {
       return this.protocolAbort(new ProtocolError(`rpc client: response for call ${slot}/${gen}, which was never issued (window ${this.window})`), msg);
     }

@@ -59,7 +59,11 @@ import {
   wireCallSlot,
   wireKind,
   wireMethod,
+  wireWord0,
   writeWireHeader,
+  WIRE_WORD_CALL_GEN,
+  WIRE_WORD_CALL_SLOT,
+  WIRE_WORD_METHOD,
 } from "./wire.ts";
 
 /** How long a backlogged reply waits for room before it looks again. */
@@ -328,10 +332,15 @@ export class ServerSession {
     }
   };
 
+  /** The transport takes the wire header as words (Connection.trySendWords). */
+  private readonly sendsWords: boolean;
+
   constructor(
     readonly server: Server,
     readonly conn: Connection,
-  ) {}
+  ) {
+    this.sendsWords = typeof conn.trySendWords === "function";
+  }
 
   /** Replies waiting for room in the transport. */
   get backlogLength(): number {
@@ -419,6 +428,8 @@ export class ServerSession {
   }
 
   send(kind: number, method: number, slot: number, gen: number, data: Uint8Array): SendStatus {
+    // The header's six words go straight into the transport's descriptor where it takes them.
+    if (this.sendsWords) return this.conn.trySendWords!(wireWord0(kind, 0), method, slot, gen, data.length, 0, data);
     writeWireHeader(this.headBuf, kind, method, slot, gen, 0, data.length);
     return this.conn.trySend(this.headBuf, data);
   }
@@ -458,8 +469,10 @@ export class ServerSession {
     }
     const hb = msg.headBuf;
     const ho = msg.headOffset;
-    const slot = wireCallSlot(hb, ho);
-    const gen = wireCallGen(hb, ho);
+    const hw = msg.headWords;
+    const wi = ho >> 2;
+    const slot = hw !== undefined ? hw[wi + WIRE_WORD_CALL_SLOT]! >>> 0 : wireCallSlot(hb, ho);
+    const gen = hw !== undefined ? hw[wi + WIRE_WORD_CALL_GEN]! >>> 0 : wireCallGen(hb, ho);
     if (kind !== KIND_ONEWAY && slot >= MAX_WINDOW) {
       msg.release();
       this.conn.abort(new ProtocolError(`rpc server: call slot ${slot} exceeds the largest window ${MAX_WINDOW}`));
@@ -471,7 +484,7 @@ export class ServerSession {
       if (h !== undefined && h.callGen === gen) h.cancel();
       return;
     }
-    const method = wireMethod(hb, ho);
+    const method = hw !== undefined ? hw[wi + WIRE_WORD_METHOD]! >>> 0 : wireMethod(hb, ho);
     const bytes = msg.bodyLength + msg.headLength;
     if (this.server.pendingBytes + bytes > this.server.maxPendingBytes) {
       // Requests not yet answered hold this much already: refuse this one rather than grow.

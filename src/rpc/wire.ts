@@ -63,6 +63,44 @@ export function writeWireHeader(
   writeU32(head, WIRE_RESERVED_OFFSET, 0);
 }
 
+/**
+ * The header's first word as a little-endian u32 (kind, version, appHeaderLen): with methodId,
+ * callSlot, callGen, dataLen and reserved 0 it gives the six words a transport's trySendWords()
+ * writes straight into its descriptor, so the hot path builds no header bytes.
+ */
+export const wireWord0 = (kind: number, appHeaderLen: number): number => kind | (WIRE_VERSION << 8) | (appHeaderLen << 16);
+
+/** Word indexes of the fields in a header read as six u32 words (RxMessage.headWords). */
+export const WIRE_WORD_METHOD = WIRE_METHOD_OFFSET >> 2;
+export const WIRE_WORD_CALL_SLOT = WIRE_CALL_SLOT_OFFSET >> 2;
+export const WIRE_WORD_CALL_GEN = WIRE_CALL_GEN_OFFSET >> 2;
+export const WIRE_WORD_DATA_LEN = WIRE_DATA_LEN_OFFSET >> 2;
+export const WIRE_WORD_RESERVED = WIRE_RESERVED_OFFSET >> 2;
+
+/**
+ * checkWireHeader() with a few word loads, for a head whose bytes are `words[at .. at + 6)`
+ * (RxMessage.headWords, `at` = headOffset / 4): each word is read once. Returns the kind; a
+ * head that fails any check goes to checkWireHeader() on the same bytes, which throws the
+ * ProtocolError naming the field.
+ */
+export function checkWireWords(words: Int32Array, at: number, bytes: Uint8Array, headLen: number, bodyLen: number): number {
+  if (headLen >= WIRE_HEADER_BYTES) {
+    const w0 = words[at]!;
+    const kind = w0 & 0xff;
+    if (
+      ((w0 >>> 8) & 0xff) === WIRE_VERSION &&
+      kind >= KIND_REQUEST &&
+      kind <= KIND_ONEWAY &&
+      headLen === WIRE_HEADER_BYTES + (w0 >>> 16) &&
+      words[at + WIRE_WORD_DATA_LEN] === bodyLen &&
+      words[at + WIRE_WORD_RESERVED] === 0
+    ) {
+      return kind;
+    }
+  }
+  return checkWireHeader(bytes, at << 2, headLen, bodyLen);
+}
+
 // Field readers take the buffer and the header's offset in it (`at`), so a received head is
 // read in place (RxMessage.headBuf / headOffset) without a view per message.
 export const wireKind = (b: Uint8Array, at = 0): number => b[at + WIRE_KIND_OFFSET]!;
@@ -94,8 +132,10 @@ export function checkWireHeader(b: Uint8Array, at: number, headLen: number, body
   return kind;
 }
 
-/** checkWireHeader() for a received message. */
-export function checkMessage(msg: { headBuf: Uint8Array; headOffset: number; headLength: number; bodyLength: number }): number {
+/** checkWireHeader() for a received message (word-wise where the transport gives headWords). */
+export function checkMessage(msg: { headBuf: Uint8Array; headWords?: Int32Array; headOffset: number; headLength: number; bodyLength: number }): number {
+  const w = msg.headWords;
+  if (w !== undefined) return checkWireWords(w, msg.headOffset >> 2, msg.headBuf, msg.headLength, msg.bodyLength);
   return checkWireHeader(msg.headBuf, msg.headOffset, msg.headLength, msg.bodyLength);
 }
 

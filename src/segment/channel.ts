@@ -44,7 +44,6 @@ import {
   type Capabilities,
   type Connection,
   type Receiver,
-  type RxMessage,
   type SendStatus,
 } from "../contract/transport.ts";
 import {
@@ -69,6 +68,7 @@ import {
 } from "./layout.ts";
 import { RING_FAULT, RING_FULL, RingConsumer, RingProducer } from "./ring.ts";
 import { Slab } from "./slab.ts";
+import { copyInto, receiverFailed, SegmentRxMessage, WORDS_HEAD_BYTES, type MessageOwner } from "./message.ts";
 import type { SegmentWaitPolicy, Signals } from "./waiting.ts";
 
 export interface SegmentConnectionOptions {
@@ -99,56 +99,10 @@ export interface SegmentConnectionOptions {
 }
 
 /**
- * One per ring descriptor, reused for every message that descriptor carries: a descriptor is
- * handed out again only after its message was released, so a message object is never shared by
- * two live messages. A released message object may be reused for a later message (its fields
- * then describe that one): keep nothing of it past release().
- */
-class SegmentRxMessage implements RxMessage {
-  /** Ring index of the message it describes now. */
-  index = 0;
-  headOffset = 0;
-  headLength = 0;
-  bodyLength = 0;
-  /** Slab slot of the body, or -1 when the body is inline after the head. */
-  slot = -1;
-  /** Delivered and not yet released. */
-  held = false;
-  constructor(
-    private readonly conn: SegmentChannel,
-    readonly headBuf: Uint8Array,
-    readonly headWords: Int32Array,
-  ) {}
-  get head(): Uint8Array {
-    return this.headBuf.subarray(this.headOffset, this.headOffset + this.headLength);
-  }
-  get body(): Uint8Array {
-    return this.conn.bodyView(this);
-  }
-  release(): void {
-    if (!this.held) return;
-    this.held = false;
-    this.conn.releaseMessage(this.index, this.slot);
-  }
-}
-
-/** What a throwing receiver becomes: its own HotpathError, or a ProtocolError naming what it threw. */
-function receiverFailed(what: string, thrown: unknown): HotpathError {
-  let why: string;
-  try {
-    if (thrown instanceof HotpathError) return thrown;
-    why = thrown instanceof Error ? `${thrown.name}: ${thrown.message}` : String(thrown);
-  } catch {
-    why = "a value that cannot be described";
-  }
-  return new ProtocolError(`${what}: the receiver threw ${why}`);
-}
-
-/**
  * The data path of a segment connection; SegmentConnection (connection.ts) adds the waits.
  * Owns no memory: setup owns the segment and lets go of it in onUnused.
  */
-export abstract class SegmentChannel implements Connection {
+export abstract class SegmentChannel implements Connection, MessageOwner {
   readonly transport: string;
   readonly caps: Capabilities;
   readonly peer: string;
@@ -267,18 +221,50 @@ export abstract class SegmentChannel implements Connection {
     if (bl > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage(this.transport, bl, this.caps));
     let d = this.tx.reserve();
     if (d < 0 && (d = this.retryReserve(d)) < 0) return this.noRoom(d);
-    const bytes = this.bytes;
     if (hl + bl <= DESC_INLINE_BYTES) {
-      bytes.set(head, d + DESC_INLINE);
-      if (bl > 0) bytes.set(body!, d + DESC_INLINE + hl);
+      copyInto(this.bytes, this.words, d + DESC_INLINE, head);
+      if (bl > 0) copyInto(this.bytes, this.words, d + DESC_INLINE + hl, body!);
       this.publish(d, hl, bl, -1);
       return SEND_OK;
     }
     const slot = this.allocSlot(bl);
     if (slot < 0) return SEND_FULL;
     this.txSlab.views[slot]!.set(body!, 0);
-    bytes.set(head, d + DESC_SLOT_HEAD);
+    copyInto(this.bytes, this.words, d + DESC_SLOT_HEAD, head);
     this.publish(d, hl, bl, slot);
+    return SEND_OK;
+  }
+
+  /**
+   * trySend() of a 24-byte head given as six words (the contract's trySendWords): the words go
+   * straight into the descriptor, the body inline after them or into a slab slot. Same thread
+   * as the connection; the body is copied before it returns.
+   */
+  trySendWords(h0: number, h1: number, h2: number, h3: number, h4: number, h5: number, body: Uint8Array): SendStatus {
+    if (this.closed) return SEND_CLOSED;
+    const bl = body.length;
+    if (bl > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage(this.transport, bl, this.caps));
+    let d = this.tx.reserve();
+    if (d < 0 && (d = this.retryReserve(d)) < 0) return this.noRoom(d);
+    let at = d + DESC_INLINE;
+    let slot = -1;
+    if (WORDS_HEAD_BYTES + bl <= DESC_INLINE_BYTES) {
+      if (bl > 0) copyInto(this.bytes, this.words, at + WORDS_HEAD_BYTES, body);
+    } else {
+      slot = this.allocSlot(bl);
+      if (slot < 0) return SEND_FULL;
+      this.txSlab.views[slot]!.set(body, 0);
+      at = d + DESC_SLOT_HEAD;
+    }
+    const w = this.words;
+    const i = at >> 2;
+    w[i] = h0;
+    w[i + 1] = h1;
+    w[i + 2] = h2;
+    w[i + 3] = h3;
+    w[i + 4] = h4;
+    w[i + 5] = h5;
+    this.publish(d, WORDS_HEAD_BYTES, bl, slot);
     return SEND_OK;
   }
 
