@@ -47,9 +47,8 @@ import {
   type SendStatus,
   type WaitPolicy,
 } from "../contract/transport.ts";
-import { writeU32 } from "../bytes.ts";
 import { WaitList } from "../contract/waitlist.ts";
-import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage } from "./frame.ts";
+import { FRAME_PREFIX_BYTES, FrameParser, TcpRxMessage, encodeFrameStart, writeWords } from "./frame.ts";
 import { TcpHandshake, handshakeError, type HandshakeFailure } from "./handshake.ts";
 import type { BufferPool, Sweepable, Sweeper, TcpLimits } from "./limits.ts";
 import { OutputBuffer } from "./output.ts";
@@ -57,6 +56,8 @@ import { PAUSE_CLOSED, PAUSE_NO_RECEIVER, PAUSE_OUTPUT, PAUSE_RESERVE, ReadGate 
 
 /** Bodies at least this large go to the socket without a copy when nothing is queued ahead. */
 const DIRECT_WRITE_BYTES = 64 << 10;
+/** trySendWords' head: six 32-bit words (the RPC wire header). */
+const WORDS_HEAD_BYTES = 24;
 /** How long a closed connection keeps trying to hand queued output to a slow peer. */
 const CLOSE_LINGER_MS = 5000;
 
@@ -133,6 +134,8 @@ export class TcpConnection implements Connection, Sweepable {
   /** When reading paused for unread output. */
   private overSince = 0;
   private readonly waiters = new WaitList();
+  /** trySendWords' head in bytes, for the large bodies that take the direct-write path. */
+  private readonly wordsHead = new Uint8Array(WORDS_HEAD_BYTES);
   private readonly flushTask = () => {
     this.flushScheduled = false;
     this.flush();
@@ -185,32 +188,38 @@ export class TcpConnection implements Connection, Sweepable {
   trySend(head: Uint8Array, body?: Uint8Array | null): SendStatus {
     if (this.closed) return SEND_CLOSED;
     const bodyLen = body ? body.length : 0;
-    const caps = this.caps;
-    if (bodyLen > caps.maxMessageBytes || bodyLen > caps.peerMaxMessageBytes || head.length > caps.maxHeadBytes) this.sizeError(head.length, bodyLen);
-    const frameLen = FRAME_PREFIX_BYTES + head.length + bodyLen;
-    const out = this.out;
-    if (bodyLen >= DIRECT_WRITE_BYTES && out.length === 0 && !this.awaitingDrain) return this.writeDirect(head, body!);
-    // Over the budget: Full (a frame bigger than the whole budget still goes when nothing is queued).
-    const at = out.claim(frameLen);
-    if (at < 0) {
-      this.checkOutput();
-      return SEND_FULL;
+    if (bodyLen >= DIRECT_WRITE_BYTES && this.out.length === 0 && !this.awaitingDrain) {
+      this.checkSizes(head.length, bodyLen);
+      return this.writeDirect(head, body!);
     }
-    const b = out.bytes;
-    writeU32(b, at, head.length);
-    writeU32(b, at + 4, bodyLen);
+    const at = this.claimFrame(head.length, bodyLen);
+    if (at < 0) return SEND_FULL;
+    const b = this.out.bytes;
     b.set(head, at + FRAME_PREFIX_BYTES);
     if (bodyLen > 0) b.set(body!, at + FRAME_PREFIX_BYTES + head.length);
-    out.commit(frameLen);
-    this.activity = true;
-    if (this.awaitingDrain) {
-      // Queued behind unread output: past half the budget, stop taking in more work.
-      if (!this.gate.has(PAUSE_OUTPUT) && 2 * out.length >= this.sendBufferBytes) this.checkOutput();
-    } else if (!this.flushScheduled && !this.inData) {
-      // Inside onData the read's handler flushes at its end; elsewhere a microtask does.
-      this.flushScheduled = true;
-      queueMicrotask(this.flushTask);
+    this.queued(FRAME_PREFIX_BYTES + head.length + bodyLen);
+    return SEND_OK;
+  }
+
+  /**
+   * trySend() of a 24-byte head given as six little-endian words (the RPC wire header): the
+   * words are stored straight into the output buffer, with no head bytes built or copied. Same
+   * statuses, limits and UsageErrors as trySend(); the body is copied before it returns.
+   */
+  trySendWords(h0: number, h1: number, h2: number, h3: number, h4: number, h5: number, body: Uint8Array): SendStatus {
+    if (this.closed) return SEND_CLOSED;
+    const bodyLen = body.length;
+    if (bodyLen >= DIRECT_WRITE_BYTES) {
+      // Large bodies take the direct-write path: the head is built in bytes once here.
+      writeWords(this.wordsHead, 0, h0, h1, h2, h3, h4, h5);
+      return this.trySend(this.wordsHead, body);
     }
+    const at = this.claimFrame(WORDS_HEAD_BYTES, bodyLen);
+    if (at < 0) return SEND_FULL;
+    const b = this.out.bytes;
+    writeWords(b, at + FRAME_PREFIX_BYTES, h0, h1, h2, h3, h4, h5);
+    if (bodyLen > 0) b.set(body, at + FRAME_PREFIX_BYTES + WORDS_HEAD_BYTES);
+    this.queued(FRAME_PREFIX_BYTES + WORDS_HEAD_BYTES + bodyLen);
     return SEND_OK;
   }
 
@@ -362,6 +371,39 @@ export class TcpConnection implements Connection, Sweepable {
     };
   }
 
+  /** UsageError for a body or head over the limits (contract item 6). */
+  private checkSizes(headLen: number, bodyLen: number): void {
+    const caps = this.caps;
+    if (bodyLen > caps.maxMessageBytes || bodyLen > caps.peerMaxMessageBytes || headLen > caps.maxHeadBytes) this.sizeError(headLen, bodyLen);
+  }
+
+  /**
+   * Room for one frame in the output buffer, its prefix written: the offset of the frame, or
+   * -1 when it would pass the budget (Full; a frame bigger than the whole budget still goes
+   * when nothing is queued). Throws UsageError for sizes over the limits.
+   */
+  private claimFrame(headLen: number, bodyLen: number): number {
+    this.checkSizes(headLen, bodyLen);
+    const at = this.out.claimFrame(headLen, bodyLen);
+    if (at < 0) this.checkOutput();
+    return at;
+  }
+
+  /** A frame of `frameLen` bytes was written where claimFrame() said: queue it and see that it goes out this tick. */
+  private queued(frameLen: number): void {
+    const out = this.out;
+    out.commit(frameLen);
+    this.activity = true;
+    if (this.awaitingDrain) {
+      // Queued behind unread output: past half the budget, stop taking in more work.
+      if (!this.gate.has(PAUSE_OUTPUT) && 2 * out.length >= this.sendBufferBytes) this.checkOutput();
+    } else if (!this.flushScheduled && !this.inData) {
+      // Inside onData the read's handler flushes at its end; elsewhere a microtask does.
+      this.flushScheduled = true;
+      queueMicrotask(this.flushTask);
+    }
+  }
+
   private sizeError(headLen: number, bodyLen: number): never {
     if (bodyLen > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage("tcp", bodyLen, this.caps));
     throw new UsageError(`tcp send: head of ${headLen} bytes exceeds maxHeadBytes ${this.caps.maxHeadBytes}`);
@@ -468,30 +510,18 @@ export class TcpConnection implements Connection, Sweepable {
     this.gate.set(PAUSE_OUTPUT, over);
   }
 
-  /**
-   * A large body with nothing queued ahead of it: hand it to the socket straight from the
-   * caller's memory (no copy into the output buffer); only what the socket did not take is
-   * copied (trySend's contract: the caller may reuse its buffer once this returns).
-   */
+  /** A large body with nothing queued ahead of it: straight from the caller's memory (OutputBuffer.writeDirect). */
   private writeDirect(head: Uint8Array, body: Uint8Array): SendStatus {
-    const prefix = new Uint8Array(FRAME_PREFIX_BYTES + head.length);
-    writeU32(prefix, 0, head.length);
-    writeU32(prefix, 4, body.length);
-    prefix.set(head, FRAME_PREFIX_BYTES);
-    const w1 = this.socket.write(prefix);
-    if (w1 < 0) {
+    const left = this.out.writeDirect(this.socket, encodeFrameStart(head, body.length), body);
+    if (left < 0) {
       this.writeFailed();
       return SEND_CLOSED;
     }
-    const w2 = w1 === prefix.length ? this.socket.write(body) : 0;
     this.activity = true;
-    const restPrefix = prefix.subarray(w1);
-    const restBody = body.subarray(Math.max(w2, 0));
-    if (restPrefix.length + restBody.length === 0) return SEND_OK;
-    this.out.push(restPrefix);
-    this.out.push(restBody);
-    this.awaitingDrain = true;
-    this.checkOutput();
+    if (left > 0) {
+      this.awaitingDrain = true;
+      this.checkOutput();
+    }
     return SEND_OK;
   }
 

@@ -27,13 +27,32 @@
  *   socket.data = (chunk) => p.push(chunk);
  */
 
-import { EMPTY_BYTES as EMPTY, readU32 } from "../bytes.ts";
+import { EMPTY_BYTES as EMPTY, readU32, writeU32 } from "../bytes.ts";
 import { ProtocolError } from "../errors.ts";
 import type { RxMessage } from "../contract/transport.ts";
 
 export const FRAME_HEAD_LEN_OFFSET = 0;
 export const FRAME_BODY_LEN_OFFSET = 4;
 export const FRAME_PREFIX_BYTES = 8;
+/** A frame's prefix and head in a new buffer (its body goes apart). Any thread. */
+export function encodeFrameStart(head: Uint8Array, bodyLen: number): Uint8Array {
+  const b = new Uint8Array(FRAME_PREFIX_BYTES + head.length);
+  writeU32(b, FRAME_HEAD_LEN_OFFSET, head.length);
+  writeU32(b, FRAME_BODY_LEN_OFFSET, bodyLen);
+  b.set(head, FRAME_PREFIX_BYTES);
+  return b;
+}
+
+/** Stores six 32-bit words little-endian at `b[at .. at + 24)` (a head given as words). Any thread. */
+export function writeWords(b: Uint8Array, at: number, h0: number, h1: number, h2: number, h3: number, h4: number, h5: number): void {
+  writeU32(b, at, h0);
+  writeU32(b, at + 4, h1);
+  writeU32(b, at + 8, h2);
+  writeU32(b, at + 12, h3);
+  writeU32(b, at + 16, h4);
+  writeU32(b, at + 20, h5);
+}
+
 /**
  * First allocation for a frame split across reads (capped at the frame's size); beyond it the
  * buffer doubles as bytes arrive. 1 MiB: typical large messages need no regrowth, and a

@@ -19,7 +19,8 @@
  * next claim().
  */
 
-import { EMPTY_BYTES } from "../bytes.ts";
+import { EMPTY_BYTES, writeU32 } from "../bytes.ts";
+import { FRAME_BODY_LEN_OFFSET, FRAME_HEAD_LEN_OFFSET, FRAME_PREFIX_BYTES } from "./frame.ts";
 
 /** What the buffer writes to: Bun's socket.write with offset and length (returns bytes taken, or -1). */
 export interface ByteSink {
@@ -53,6 +54,19 @@ export class OutputBuffer {
     return this.room(n);
   }
 
+  /**
+   * claim() for one frame (frame.ts) with its prefix written: the frame's offset, or -1 (over
+   * budget). The head goes at offset + FRAME_PREFIX_BYTES, the body after it; then commit().
+   */
+  claimFrame(headLen: number, bodyLen: number): number {
+    const at = this.claim(FRAME_PREFIX_BYTES + headLen + bodyLen);
+    if (at < 0) return -1;
+    const b = this.bytes;
+    writeU32(b, at + FRAME_HEAD_LEN_OFFSET, headLen);
+    writeU32(b, at + FRAME_BODY_LEN_OFFSET, bodyLen);
+    return at;
+  }
+
   /** Queues the `n` bytes written at the offset claim() returned. */
   commit(n: number): void {
     this.end += n;
@@ -79,6 +93,23 @@ export class OutputBuffer {
     // Only a buffer grown past the budget for one large frame is let go.
     if (this.bytes.length > this.budgetBytes) this.bytes = EMPTY_BYTES;
     return 0;
+  }
+
+  /**
+   * With nothing queued: writes `start` then `body` straight from their memory (no copy into
+   * this buffer); only what the sink did not take is copied in, so the caller may reuse its
+   * body once this returns. Returns the bytes now queued, or -1 when the sink refused (gone).
+   */
+  writeDirect(sink: ByteSink, start: Uint8Array, body: Uint8Array): number {
+    const w1 = sink.write(start, 0, start.length);
+    if (w1 < 0) return -1;
+    const w2 = w1 === start.length ? sink.write(body, 0, body.length) : 0;
+    const restStart = start.subarray(w1);
+    const restBody = body.subarray(Math.max(w2, 0));
+    if (restStart.length + restBody.length === 0) return 0;
+    this.push(restStart);
+    this.push(restBody);
+    return this.length;
   }
 
   /** Drops everything queued (the connection was cut). */
