@@ -9,7 +9,7 @@
  */
 
 import { afterAll, describe, expect, test } from "bun:test";
-import { Client, SEND_OK, Server, connect, listen, type Connection, type Listener } from "../../src/index.ts";
+import { Client, SEND_OK, Server, UsageError, connect, listen, type Connection, type Listener } from "../../src/index.ts";
 import { objectsPer } from "../../bench/loopback.ts";
 
 const ROUND_TRIPS = 100_000;
@@ -67,4 +67,53 @@ describe.each(["shm", "inproc"] as const)("hot path allocations over %s", (trans
     expect(wrong).toBe(0);
     expect(perRoundTrip).toBeLessThan(ALLOWED_PER_ROUND_TRIP);
   }, 60_000);
+});
+
+describe("pooled request handles", () => {
+  test("a consumed handle is reissued for a later request; using it while pooled is a UsageError; a detached one is never reissued", async () => {
+    const { client, server } = await pair("inproc");
+    const got: Array<[number, number[]]> = [];
+    client.onResponse = (ud, body, err) => {
+      if (err !== null) throw err;
+      got.push([ud, [...body]]);
+    };
+    const roundTrip = (ud: number, byte: number) => {
+      expect(client.call(1, new Uint8Array([byte]), ud)).toBe(SEND_OK);
+      server.poll();
+      const h = server.recv();
+      expect(h).not.toBeNull();
+      return h!;
+    };
+    // 1. Consumed: every use is a UsageError until the pool reissues it.
+    const h1 = roundTrip(1, 11);
+    const gen1 = h1.generation;
+    expect(h1.reply(h1.data)).toBe(SEND_OK);
+    expect(() => h1.data).toThrow(UsageError);
+    expect(() => h1.reply(new Uint8Array([0]))).toThrow(UsageError);
+    expect(() => h1.appHeader).toThrow(UsageError);
+    client.poll();
+    // 2. Reissued: the same object, one generation on, describing the new request.
+    const h2 = roundTrip(2, 22);
+    expect(h2).toBe(h1);
+    expect(h2.generation).toBe(gen1 + 1);
+    expect([...h2.data]).toEqual([22]);
+    expect(h2.reply(h2.data)).toBe(SEND_OK);
+    client.poll();
+    // 3. Detached (kept past its delivery): answered later, never reissued, so a late use of it
+    // stays a UsageError and cannot answer the request that follows.
+    const h3 = roundTrip(3, 33);
+    h3.detach();
+    const h4 = roundTrip(4, 44);
+    expect(h4).not.toBe(h3);
+    expect(h3.reply(h3.data)).toBe(SEND_OK);
+    expect(() => h3.reply(new Uint8Array([99]))).toThrow(UsageError);
+    expect(h4.reply(h4.data)).toBe(SEND_OK);
+    client.poll();
+    expect(got).toEqual([
+      [1, [11]],
+      [2, [22]],
+      [3, [33]],
+      [4, [44]],
+    ]);
+  });
 });
