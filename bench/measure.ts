@@ -226,6 +226,10 @@ export interface MeasureOptions {
 }
 
 const MAX_SAMPLES = 1 << 21;
+/** A latency window's length: short enough that few windows see a collection, long enough for the heap's block granularity to vanish. */
+const WINDOW_NS = 20e6;
+/** At most this many calls per window (about 20 ms at the fastest rows' ~1 µs). */
+const MAX_WINDOW_CALLS = 20_000;
 /** One preallocated sample buffer for every row (16 MiB): nothing is allocated per timed call. */
 const SAMPLES = new Float64Array(MAX_SAMPLES);
 
@@ -253,32 +257,33 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
   while (Bun.nanoseconds() < warmEnd || b.nextSeq < 200) await lat(50);
   await burst(2000, 64);
 
-  // 32 B latency in windows of about 20 ms each; a full GC before each window (outside the timing).
+  // 32 B latency in windows of about WINDOW_NS each (the next window's calls follow the last
+  // one's pace), for --duration in all; a full GC before each window, outside the timing.
   let t0 = Bun.nanoseconds();
   await lat(100);
-  const perCallNs = Math.max((Bun.nanoseconds() - t0) / 100, 50);
-  const windowCalls = Math.max(50, Math.min(20_000, Math.round(20e6 / perCallNs)));
-  const windows = Math.max(2, Math.ceil((o.durationS * 1e9) / (windowCalls * perCallNs)));
+  let calls = Math.max(50, Math.min(MAX_WINDOW_CALLS, Math.round(WINDOW_NS / Math.max((Bun.nanoseconds() - t0) / 100, 50))));
   let n = 0;
+  let spentNs = 0;
   let allocObjects = 0;
   let allocCalls = 0;
   let clean = 0;
   let cpuClient = 0;
   let cpuServer = 0;
-  // A collection inside a window voids its heap count: while none counted, up to 4 more, each half as long.
-  let calls = windowCalls;
-  for (let w = 0; (w < windows || (clean === 0 && w < windows + 4)) && n + calls <= MAX_SAMPLES; w++) {
-    if (w >= windows) calls = Math.max(50, calls >> 1);
+  // A collection inside a window voids its heap count: while none counted, up to 4 more windows.
+  for (let w = 0; (spentNs < o.durationS * 1e9 || w < 2 || (clean === 0 && w < 6)) && n + calls <= MAX_SAMPLES; w++) {
     Bun.gc(true);
     const marked = heapStats().objectCount;
     const r0 = heapCells();
     const reading = heapCells() - r0; // what one reading allocates
     const c0 = o.cpu.read();
     const h0 = heapCells();
+    const w0 = Bun.nanoseconds();
     await lat(calls, n);
+    const wallNs = Bun.nanoseconds() - w0;
     const h1 = heapCells();
     const c1 = o.cpu.read();
     n += calls;
+    spentNs += wallNs;
     cpuClient += c1.clientUs - c0.clientUs;
     cpuServer += c1.serverUs - c0.serverUs;
     if (heapStats().objectCount === marked) {
@@ -286,6 +291,7 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
       allocCalls += calls;
       clean++;
     }
+    calls = Math.max(50, Math.min(MAX_WINDOW_CALLS, Math.round((calls * WINDOW_NS) / Math.max(wallNs, 1))));
   }
   const sorted = SAMPLES.subarray(0, n).sort();
   const p50Us = percentile(sorted, 0.5) / 1e3;

@@ -7,8 +7,8 @@
  * percentile of its per-iteration latencies, each half of one ping-pong iteration (one-way);
  * doubled it is the N-th percentile of per-iteration round trips, the statistic of hotpath's
  * rows. p50 is one run with -R 50 over `iters` iterations, p99 a second, longer run with -R 99
- * (`iters` more iterations, or as many more as take about `extraS` seconds at the first run's
- * average, whichever is more). CPU per round trip on each side: the difference of each
+ * (as many more iterations as take about `extraS` seconds at the first run's average, at least
+ * iters / 2 and at most 50 × iters). CPU per round trip on each side: the difference of each
  * process's CPU time (Bun's resourceUsage()) between the two runs, divided by the extra
  * iterations, so start-up, wire-up and warm-up (the same in both runs) cancel out.
  *
@@ -90,7 +90,7 @@ export async function perftest(tls: string, iters: number, extraS: number): Prom
   if (Bun.which("ucx_perftest") === null) return null;
   const a = await once(tls, iters, 50);
   if (!a) return null;
-  const extra = Math.max(iters, Math.min(50 * iters, Math.round((extraS * 1e6) / Math.max(a.avgRttUs, 0.05))));
+  const extra = Math.max(Math.ceil(iters / 2), Math.min(50 * iters, Math.round((extraS * 1e6) / Math.max(a.avgRttUs, 0.05))));
   const b = await once(tls, iters + extra, 99);
   if (!b) return null;
   return { p50Us: a.rttUs, p99Us: b.rttUs, clientCpuUs: Math.max(0, b.clientUs - a.clientUs) / extra, serverCpuUs: Math.max(0, b.serverUs - a.serverUs) / extra, iters, itersP99: iters + extra };

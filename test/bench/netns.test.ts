@@ -1,7 +1,8 @@
 /**
  * Across nodes for real: scripts/netns-bench.sh makes two network namespaces joined by a veth
  * pair, runs `bench --serve` in one and `bench --connect --quick` in the other, and removes them.
- * Results must come back for tcp, ucx over tcp and the raw TCP reference. Needs root (CI runs
+ * Results must come back for tcp, ucx over tcp and the raw TCP reference (per-call percentiles,
+ * the client's CPU and heap figures; the server's CPU is not seen from here). Needs root (CI runs
  * as root); elsewhere it is skipped with the reason printed.
  */
 import { expect, test } from "bun:test";
@@ -28,8 +29,14 @@ test.skipIf(!isRoot)(
         const row = report.rows.find((r) => r.id === id);
         expect({ id, measured: row !== undefined }).toEqual({ id, measured: true });
         expect(row!.p50Us).toBeGreaterThan(0);
+        expect(row!.p99Us).toBeGreaterThanOrEqual(row!.p50Us);
         expect(row!.inflight[64]).toBeGreaterThan(0);
+        // The client's CPU and heap are measured here; the server's CPU is on the other node.
+        expect(row!.cpu.at1.clientUs).toBeGreaterThanOrEqual(0);
+        expect(row!.serverCpu).toContain("another node");
+        expect(typeof row!.heap.objectsPerCall).toBe("number");
       }
+      expect(report.failed).toEqual([]);
       // The namespaces are gone again.
       expect(Bun.spawnSync(["ip", "netns", "list"]).stdout.toString()).not.toContain("hp-srv-");
     } finally {
