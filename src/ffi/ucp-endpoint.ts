@@ -19,6 +19,10 @@ import { off, UCP } from "./ucp-layout.ts";
 export interface EndpointWorker {
   depth: number;
   readonly closing: Set<number>;
+  /** The AM send param for sends that must complete inside the call (FORCE_IMM_CMPL, REPLY): constant, shared. */
+  readonly immediateParams: Struct;
+  /** Keeps `memory` reachable until request `req` (one UCX returned where none was expected) completes; the worker frees it then. */
+  orphan(req: number, memory: unknown[]): void;
   reserveId(): number;
   amSendParams(id: number): Struct;
   putAmSendParams(p: Struct): void;
@@ -71,6 +75,26 @@ export class UcpEndpoint {
     // and data stay retained until UCX is done with them (it may replay a send queued during
     // wire-up long after this call returned).
     w.settleReserved(sp, rid, this, done, header, data);
+  }
+
+  /**
+   * Sends an Active Message only if UCX completes it inside this call (UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL:
+   * an eager send, the bytes copied into UCX's buffers before it returns), straight from
+   * `header` and `data`, with no request and no callback: the caller may reuse both at once.
+   * Returns UCS_OK, UCS_ERR_NO_RESOURCE (UCX could not complete it now: nothing was sent; send
+   * it with amSend), or another error status. Thread: the worker's; a send to this very worker
+   * delivers inside the call.
+   */
+  amSendNow(id: number, header: Uint8Array, data: Uint8Array | null): number {
+    const w = this.worker;
+    w.depth++;
+    const sp = Number(C!.ucp_am_send_nbx(this.handle as Pointer, id, header, header.length, data, data === null ? 0 : data.length, w.immediateParams.p));
+    w.depth--;
+    if (sp <= 0) return sp;
+    // A request, which FORCE_IMM_CMPL rules out (ucp.h); should UCX return one anyway, the
+    // memory it reads stays reachable until it completes.
+    w.orphan(sp, [header, data]);
+    return UCP.UCS_OK;
   }
 
   rkeyUnpack(packed: Uint8Array): UcpRkey {

@@ -50,6 +50,9 @@ const ucpSymbols = {
   ucp_put_nbx: { args: [P, P, U64, U64, P, P], returns: SP },
   ucp_get_nbx: { args: [P, P, U64, U64, P, P], returns: SP },
   ucp_atomic_op_nbx: { args: [P, FFIType.i32, P, U64, U64, P, P], returns: SP },
+  // libc's, found through libucp's own dependencies (dlsym on a library handle searches them):
+  // one call copies a received message out of UCX memory into JS memory (see copyInto).
+  memcpy: { args: [P, P, U64], returns: P },
 } as const;
 
 export type UcpSyms = ReturnType<typeof dlopen<typeof ucpSymbols>>["symbols"];
@@ -187,6 +190,24 @@ export function copyOut(p: number, len: number): Uint8Array {
   }
   for (let i = words; i < len; i++) out[i] = read.u8(p as Pointer, i);
   return out;
+}
+
+/**
+ * Copies `len` bytes at native address `src` (UCX memory, valid during a callback) into the
+ * start of `dst` (JS memory the caller owns; at least `len` bytes: not checked) with one memcpy.
+ * No allocation. Thread: the worker's.
+ */
+export function copyInto(dst: Uint8Array, src: number, len: number): void {
+  C!.memcpy(dst, src as Pointer, len);
+}
+
+/**
+ * An ArrayBuffer over `len` bytes of native memory at `p` (UCX's, lent to the caller), not
+ * copied and not owned: the caller detaches it (`transfer(0)`) before the memory goes back to
+ * UCX, so that no view reads memory UCX reuses.
+ */
+export function toView(p: number, len: number): ArrayBuffer {
+  return toArrayBuffer(p as Pointer, 0, len);
 }
 
 /** Up to this many bytes, copyOut reads words instead of wrapping the memory in an ArrayBuffer. */

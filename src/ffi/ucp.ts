@@ -24,7 +24,7 @@ import { UcpEndpoint, type EndpointWorker } from "./ucp-endpoint.ts";
 import { UcpMemory } from "./ucp-memory.ts";
 import { RequestTable } from "./ucp-requests.ts";
 
-export { copyOut, isStatusError, sockaddrIn, ucpUnavailableReason, ucpVersion, ucxLogLevel, UcxError, type UcpVersion } from "./ucp-lib.ts";
+export { copyInto, copyOut, isStatusError, toView, sockaddrIn, ucpUnavailableReason, ucpVersion, ucxLogLevel, UcxError, type UcpVersion } from "./ucp-lib.ts";
 export { UcpEndpoint, UcpRkey } from "./ucp-endpoint.ts";
 export { UcpMemory } from "./ucp-memory.ts";
 
@@ -266,8 +266,24 @@ export class UcpWorker implements EndpointWorker {
     return n;
   }
 
-  /** Endpoint close requests still in progress. */
+  /** Endpoint close requests still in progress (and orphaned sends: see orphan()). */
   readonly closing = new Set<number>();
+  /** Memory of orphaned requests in `closing`, by request: reachable until UCX completed it. */
+  private readonly orphanMemory = new Map<number, unknown[]>();
+
+  /** @internal see EndpointWorker.orphan. */
+  orphan(req: number, memory: unknown[]): void {
+    this.orphanMemory.set(req, memory);
+    this.closing.add(req);
+  }
+
+  /**
+   * @internal the constant param of UcpEndpoint.amSendNow: FORCE_IMM_CMPL with the REPLY flag, no
+   * callback, no user data. Never changed after it is made, so nested sends may share it.
+   */
+  readonly immediateParams = new Struct(size("ucp_request_param_t"))
+    .u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_FLAGS | UCP.UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL)
+    .u32(off("ucp_request_param_t.flags"), UCP.UCP_AM_SEND_FLAG_REPLY);
 
   private reapCloses(): void {
     const c = lib();
@@ -275,6 +291,7 @@ export class UcpWorker implements EndpointWorker {
       if (c.ucp_request_check_status(req as Pointer) !== UCP.UCS_INPROGRESS) {
         c.ucp_request_free(req as Pointer);
         this.closing.delete(req);
+        this.orphanMemory.delete(req);
       }
     }
   }

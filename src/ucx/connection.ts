@@ -36,11 +36,12 @@
 import { describeThrown, HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import { copyOut, type UcpEndpoint } from "../ffi/ucp.ts";
-import { bufferPrefix, oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type RxMessage, type SendStatus, type WaitPolicy } from "../contract/transport.ts";
+import { bufferPrefix, oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Connection, type Receiver, type SendStatus, type WaitPolicy } from "../contract/transport.ts";
 import { MAX_HANDSHAKE_BYTES, type ClientHandshake, type ServerHandshake } from "./handshake.ts";
 import type { Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";
 import { AM_DATA, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
+import type { UcxRxMessage } from "./rx.ts";
 
 export type UcxWaitMode = "spin" | "async" | "adaptive";
 
@@ -54,27 +55,12 @@ const ABANDON_AFTER_MS = 2000;
 export const DEFAULT_UCX_MAX_IN_FLIGHT_BYTES = 64 << 20;
 /** Sends in flight before Full: bounds the worker's request tables per connection. */
 const DEFAULT_UCX_MAX_IN_FLIGHT_SENDS = 4096;
-
-class UcxRxMessage implements RxMessage {
-  constructor(
-    readonly headBuf: Uint8Array,
-    readonly body: Uint8Array,
-  ) {}
-  get headOffset(): number {
-    return 0;
-  }
-  get headLength(): number {
-    return this.headBuf.length;
-  }
-  get bodyLength(): number {
-    return this.body.length;
-  }
-  get head(): Uint8Array {
-    return this.headBuf;
-  }
-  /** The bytes are JS memory the message owns: nothing to hand back. */
-  release(): void {}
-}
+/**
+ * Bodies up to this size are first offered to UCX for immediate completion, straight from the
+ * caller's memory (no copy, no request); UCX's eager limits are below it, so larger ones would
+ * only be refused (they go by rendezvous, which needs the memory until the peer fetched it).
+ */
+const IMMEDIATE_MAX_BYTES = 16 << 10;
 
 /** A message skipped for its size, waiting in the queue for its turn to be reported. */
 class Oversized {
@@ -104,7 +90,7 @@ export class UcxConnection implements Connection, AmSink {
 
   private receiver: Receiver | null = null;
   /** Arrived messages in order; null marks a rendezvous still receiving. */
-  private readonly queue: Array<RxMessage | Oversized | null> = [];
+  private readonly queue: Array<UcxRxMessage | Oversized | null> = [];
   private queueHead = 0;
   private delivering = false;
   private mode: UcxWaitMode = "adaptive";
@@ -131,7 +117,9 @@ export class UcxConnection implements Connection, AmSink {
       maxMessageBytes: opts.maxMessageBytes,
       peerMaxMessageBytes: opts.maxMessageBytes,
       maxHeadBytes: opts.maxHeadBytes,
-      zeroCopy: false,
+      // Received bodies are views of transport memory (pooled buffers, UCX's own in place): the
+      // layer above copies what it keeps past release(). allocBuffer's memory is sent as is.
+      zeroCopy: true,
       rma: rt.rma,
       sameHostOnly: false,
     } satisfies MutableCaps;
@@ -221,8 +209,32 @@ export class UcxConnection implements Connection, AmSink {
     if (this.closed || !this.established) return SEND_CLOSED;
     const bl = body ? body.length : 0;
     this.checkSize(head.length, bl);
+    const now = this.trySendNow(head, bl > 0 ? body! : null, bl);
+    if (now !== SEND_FULL) return now;
     if (this.isFull(bl)) return SEND_FULL;
     return this.send(head.slice(), bl > 0 ? body!.slice() : null);
+  }
+
+  /**
+   * A send UCX completes inside the call (eager: it copies the bytes into its own buffers), from
+   * the caller's memory, with no request. Only while nothing of this connection is in flight,
+   * so it never overtakes an earlier send. SEND_FULL: UCX could not complete it at once (wire-up
+   * under way, its queue busy, a rendezvous size): send it the tracked way.
+   */
+  private trySendNow(head: Uint8Array, body: Uint8Array | null, bl: number): SendStatus {
+    if (this.inFlightSends > 0 || bl > IMMEDIATE_MAX_BYTES) return SEND_FULL;
+    const rt = this.rt;
+    const before = rt.delivered;
+    const st = this.ep.amSendNow(AM_DATA, head, body);
+    // A send to this very worker delivers inside the call, where no pump sees it: wake the waiters.
+    if (rt.delivered !== before) rt.waiters.wake(true);
+    if (st === UCP.UCS_OK) {
+      this.sent();
+      return SEND_OK;
+    }
+    if (st === UCP.UCS_ERR_NO_RESOURCE) return SEND_FULL;
+    this.fail(new TransportClosedError(`ucx connection to ${this.peer}: send failed (ucs_status ${st})`));
+    return SEND_CLOSED;
   }
 
   /** Heap memory the transport takes over in trySendBuffer (UCX reads it until the send completes). */
@@ -237,6 +249,8 @@ export class UcxConnection implements Connection, AmSink {
     if (this.closed || !this.established) return SEND_CLOSED;
     const buffer = bufferPrefix("ucx", whole, lenBytes);
     this.checkSize(head.length, buffer.length);
+    const now = this.trySendNow(head, buffer.length > 0 ? buffer : null, buffer.length);
+    if (now !== SEND_FULL) return now;
     if (this.isFull(buffer.length)) return SEND_FULL;
     return this.send(head.slice(), buffer.length > 0 ? buffer : null);
   }
@@ -298,14 +312,16 @@ export class UcxConnection implements Connection, AmSink {
       this.abort(new ProtocolError(`ucx connection to ${this.peer}: message head of ${hlen} bytes exceeds maxHeadBytes ${this.caps.maxHeadBytes}`));
       return UCP.UCS_OK;
     }
-    const head = copyOut(header, hlen);
     if (len > this.caps.maxMessageBytes) {
       // Skipped: eager data is not copied, rendezvous data not received (returning UCS_OK
       // without ucp_am_recv_data_nbx drops it, and the sender's send completes).
-      this.queue.push(new Oversized(head, len));
+      this.queue.push(new Oversized(copyOut(header, hlen), len));
       this.deliver();
       return UCP.UCS_OK;
     }
+    const pool = this.rt.rx;
+    const m = pool.take();
+    m.setHead(header, hlen);
     if (recvAttr & UCP.UCP_AM_RECV_ATTR_FLAG_RNDV) {
       const at = this.queue.length;
       this.queue.push(null);
@@ -316,14 +332,42 @@ export class UcxConnection implements Connection, AmSink {
           this.fail(new TransportClosedError(`ucx connection to ${this.peer}: rendezvous receive failed (ucs_status ${status})`));
           return;
         }
-        this.queue[at] = new UcxRxMessage(head, buf);
+        m.ownBodyOf(buf);
+        this.queue[at] = m;
         this.deliver();
       });
       return UCP.UCS_OK;
     }
-    this.queue.push(new UcxRxMessage(head, copyOut(data, len)));
-    this.deliver();
-    return UCP.UCS_OK;
+    const lend = pool.lends(recvAttr, len);
+    if (lend) m.lendBody(data, len, this);
+    else m.copyBody(data, len);
+    const r = this.receiver;
+    if (r !== null && !this.delivering && this.queueHead === this.queue.length) {
+      // Nothing waits before it: straight to the receiver, no queueing.
+      this.delivering = true;
+      try {
+        this.deliverOne(r, m);
+      } finally {
+        this.delivering = false;
+      }
+    } else {
+      this.queue.push(m);
+      this.deliver();
+    }
+    // UCS_INPROGRESS keeps UCX's buffer for an in-place message the receiver still holds.
+    return lend ? m.endCallback() : UCP.UCS_OK;
+  }
+
+  /** Hands one message to the receiver; an exception it throws closes the connection. Returns false then. */
+  private deliverOne(r: Receiver, m: UcxRxMessage | Oversized): boolean {
+    try {
+      if (m instanceof Oversized) this.reportOversized(r, m);
+      else r.onMessage(m);
+      return true;
+    } catch (e) {
+      this.abort(e instanceof HotpathError ? e : new ProtocolError(`ucx connection to ${this.peer}: receiver failed: ${describeThrown(e, true)}`));
+      return false;
+    }
   }
 
   private deliver(): number {
@@ -345,13 +389,7 @@ export class UcxConnection implements Connection, AmSink {
       const m = this.queue[this.queueHead];
       if (m === null || m === undefined) break;
       this.queue[this.queueHead++] = null;
-      try {
-        if (m instanceof Oversized) this.reportOversized(r, m);
-        else r.onMessage(m);
-      } catch (e) {
-        this.abort(e instanceof HotpathError ? e : new ProtocolError(`ucx connection to ${this.peer}: receiver failed: ${describeThrown(e, true)}`));
-        break;
-      }
+      if (!this.deliverOne(r, m)) break;
       n++;
     }
     if (this.queueHead === this.queue.length) {
@@ -453,8 +491,15 @@ export class UcxConnection implements Connection, AmSink {
     if (this.lingerTimer !== null) clearTimeout(this.lingerTimer);
     this.lingerTimer = null;
     this.rt.sinks.delete(this.ep.handle);
+    // Undelivered messages go; those lending UCX memory give it back (their views detach), as
+    // do the in-place messages the receiver still holds: UCX's buffers never outlive the connection.
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const m = this.queue[i];
+      if (m !== null && m !== undefined && !(m instanceof Oversized)) m.release();
+    }
     this.queue.length = 0;
     this.queueHead = 0;
+    this.rt.rx.releaseOwnedBy(this);
     // Native teardown must not run inside a UCX callback (finish may run from the error
     // callback or an AM handler): it goes on a clean stack, queued first so that it happens
     // whatever the receiver's onClose does.

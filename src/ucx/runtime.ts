@@ -39,6 +39,7 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { copyOut, ucpUnavailableReason, UcpContext, type UcpWorker } from "../ffi/ucp.ts";
 import { BIND_ID_BYTES, bindKey } from "./address-exchange.ts";
+import { UcxRxPool } from "./rx.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { EFD_ARMED, EFD_IDLE, EFD_STOP } from "./efd-waiter.ts";
 
@@ -120,6 +121,8 @@ export class UcxRuntime {
   readonly binds = new Map<string, (replyEp: number) => void>();
   private ownAddress: Uint8Array | null = null;
   readonly waiters = new WaitList();
+  /** Received message objects of every connection of this runtime, and the in-place bound (rx.ts). */
+  readonly rx: UcxRxPool;
   /** Connections and listeners using this runtime; the last release() lets the process exit. */
   private users = 0;
   private microQueued = false;
@@ -127,7 +130,8 @@ export class UcxRuntime {
   private pumping = false;
   /** The largest spin budget a send asked for since the last pump (each connection has its own). */
   private pendingSpinNs = 0;
-  private delivered = 0;
+  /** Messages delivered so far (AM_DATA handled): a send that delivered to this very worker inside its call shows here. */
+  delivered = 0;
   /** Worker events (progress() > 0) so far: tells a pump that moved requests from an idle one. */
   private events = 0;
   /** Since when the pump has seen no event (0: it saw one last time). */
@@ -181,6 +185,7 @@ export class UcxRuntime {
   private constructor(readonly rma: boolean) {
     this.ctx = UcpContext.create({ rma });
     this.worker = this.ctx.createWorker();
+    this.rx = new UcxRxPool((desc) => this.worker.releaseAmData(desc));
     for (const id of [AM_DATA, AM_HELLO, AM_HELLO_ACK, AM_AUTH, AM_VERDICT, AM_BIND]) {
       this.worker.setAmHandler(id, (header, hlen, data, len, attr, replyEp) => {
         const sink = this.sinks.get(replyEp);
@@ -261,9 +266,9 @@ export class UcxRuntime {
     return this.worker.insideUcx;
   }
 
-  /** Debug counters: the worker's (requests in flight, retained buffers, closes pending, endpoints), the context's live memory registrations, and the runtime's users and connections. */
-  stats(): ReturnType<UcpWorker["stats"]> & { registrations: number; users: number; sinks: number } {
-    return { ...this.worker.stats(), registrations: this.ctx.registrations.live, users: this.users, sinks: this.sinks.size };
+  /** Debug counters: the worker's (requests in flight, retained buffers, closes pending, endpoints), the context's live memory registrations, the runtime's users and connections, and its received messages held in UCX memory now and in place so far (rx.ts). */
+  stats(): ReturnType<UcpWorker["stats"]> & { registrations: number; users: number; sinks: number; heldInPlace: number; inPlaceTotal: number } {
+    return { ...this.worker.stats(), registrations: this.ctx.registrations.live, users: this.users, sinks: this.sinks.size, heldInPlace: this.rx.heldInPlace, inPlaceTotal: this.rx.inPlaceTotal };
   }
 
   /**
