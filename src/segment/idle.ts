@@ -101,7 +101,7 @@ export class AdaptiveIdle implements IdleStrategy {
     return this.budget[cause]!;
   }
 
-  onSpinEnd(cause: IdleCause, paid: boolean): void {
+  onSpinEnd(cause: IdleCause, paid: boolean, _spentNs?: number): void {
     const b = this.budget[cause]!;
     if (paid) {
       this.budget[cause] = Math.min(this.maxSpinNs, Math.max(2 * MIN_ADAPTIVE_SPIN_NS, 2 * b));
