@@ -1,102 +1,27 @@
 /**
  * Shared-memory benchmarks: shm (client here, server in its own process) and inproc (server in
- * a Worker), each beside references measured in the same run:
- *   - raw shm: a plain Bun shared-memory echo between two processes (Atomics spin, no RPC);
- *   - Worker postMessage: a round trip to an echoing Worker.
- * Spin mode: both sides busy-poll (hot path: call + poll; server poll/recv/reply) — this needs
- * a free core for each side. Async mode: `await client.request()` against serve(), adaptive
- * spin-then-park on both sides, inside the event loop.
+ * a Worker), each beside references measured in the same run, all through the main table's one
+ * client body (bench/measure.ts: per-call timing, every reply checked byte for byte):
+ *   - spin mode: raw shm (a plain Bun shared-memory echo between two processes, Atomics spin,
+ *     no RPC) against hotpath shm and inproc, both sides busy-polling (call + poll; server
+ *     poll/recv/reply): this needs a free core for each side;
+ *   - async mode: Worker postMessage against hotpath shm and inproc with their default wait
+ *     policies inside the event loop (call + poll + await wait(); server serve()); plus an
+ *     idle-to-woken call (each timed alone after 3 ms idle) and 8 concurrent callers exchanging
+ *     256 KiB (await request()).
  * Run: bun bench/shm.bench.ts [--quick]
  */
 
-import { measure } from "mitata";
-import { Client, SEND_OK, connect } from "../src/index.ts";
-import { ShmMapping, shmUnlink } from "../src/ffi/libc.ts";
+import { Client, connect } from "../src/index.ts";
+import { processProbe, workerProbe, workerThreads } from "./cpu.ts";
+import { hotpathDriver, workerDriver } from "./drivers.ts";
+import { measureRow, type RowFigures } from "./measure.ts";
 import { ECHO_METHOD } from "./peers/methods.ts";
-import { BULK_AT, BULK_BYTES, RAW, RING_AT, RING_SLOTS, TOTAL_BYTES } from "./peers/raw-shm.ts";
-import { startPeer } from "./spawn.ts";
+import { startPeer, workerServer } from "./spawn.ts";
+import { TARGETS } from "./targets.ts";
 
 const SEGMENT_SERVER = new URL("./peers/segment-server.ts", import.meta.url).pathname;
-const RAW_SHM = new URL("./peers/raw-shm.ts", import.meta.url).pathname;
 const ECHO_WORKER = new URL("./peers/echo-worker.ts", import.meta.url).href;
-
-/** A synchronous echo client (spin mode: no promise on the path). */
-export interface SpinEcho {
-  roundTrip(data: Uint8Array): void;
-  burst(n: number, inFlight: number, data: Uint8Array): void;
-  close(): void;
-}
-
-export function rawShmClient(name: string): SpinEcho {
-  const m = ShmMapping.open(name, TOTAL_BYTES);
-  shmUnlink(name); // both sides have it mapped
-  const w = new Int32Array(m.buffer);
-  const b = new Uint8Array(m.buffer);
-  const reqRing = RING_AT;
-  let ping = 0;
-  let tail = 0;
-  let respHead = 0;
-  return {
-    roundTrip(data) {
-      b.set(data, BULK_AT);
-      w[RAW.LEN] = data.length;
-      ping = (ping + 1) | 0;
-      Atomics.store(w, RAW.PING, ping);
-      while (Atomics.load(w, RAW.PONG) !== ping) {}
-      if (b[BULK_AT + BULK_BYTES] !== data[0]) throw new Error("raw shm echo: wrong bytes");
-    },
-    burst(n, inFlight, data) {
-      let sent = 0;
-      let done = 0;
-      while (done < n) {
-        while (sent < n && sent - done < inFlight) {
-          b.set(data, reqRing + (tail & (RING_SLOTS - 1)) * 32);
-          tail = (tail + 1) | 0;
-          sent++;
-        }
-        Atomics.store(w, RAW.REQ_TAIL, tail);
-        const respTail = Atomics.load(w, RAW.RESP_TAIL);
-        while (respHead !== respTail) {
-          respHead = (respHead + 1) | 0;
-          done++;
-        }
-        Atomics.store(w, RAW.RESP_HEAD, respHead);
-      }
-    },
-    close: () => m.close(),
-  };
-}
-
-export async function hotpathSpinClient(url: string): Promise<SpinEcho> {
-  const conn = await connect(url, { wait: { mode: "spin", spinNs: 0 } });
-  const c = new Client<number>(conn, { window: 256 });
-  let done = 0;
-  let bad = 0;
-  let want = 0;
-  c.onResponse = (_u, data, err) => {
-    if (err !== null || data.length !== want) bad++;
-    done++;
-  };
-  return {
-    roundTrip(data) {
-      want = data.length;
-      const target = done + 1;
-      while (c.call(ECHO_METHOD, data, 0) !== SEND_OK) c.poll();
-      while (done < target) c.poll();
-      if (bad) throw new Error("hotpath echo: bad response");
-    },
-    burst(n, inFlight, data) {
-      want = data.length;
-      const start = done;
-      let sent = 0;
-      while (done - start < n) {
-        while (sent < n && sent - (done - start) < inFlight && c.call(ECHO_METHOD, data, 0) === SEND_OK) sent++;
-        c.poll();
-      }
-    },
-    close: () => c.close(),
-  };
-}
 
 export interface SpinFigures {
   p50Us: number;
@@ -105,20 +30,8 @@ export interface SpinFigures {
   mibMs: number;
 }
 
-function spinFigures(c: SpinEcho, quick: boolean): Promise<SpinFigures> {
-  return (async () => {
-    const small = new Uint8Array(32).fill(3);
-    const big = new Uint8Array(1 << 20).fill(5);
-    const n64 = quick ? 50_000 : 500_000;
-    c.burst(n64, 64, small); // warm-up
-    for (let i = 0; i < 20; i++) c.roundTrip(big);
-    const opts = { min_cpu_time: (quick ? 100 : 1000) * 1e6 };
-    const rt = await measure(() => c.roundTrip(small), opts);
-    const b64 = await measure(() => c.burst(n64, 64, small), { ...opts, max_samples: quick ? 5 : 30 });
-    const mib = await measure(() => c.roundTrip(big), { ...opts, max_samples: quick ? 50 : 1000 });
-    return { p50Us: rt.p50 / 1e3, p99Us: rt.p99 / 1e3, cps64: n64 / (b64.avg / 1e9), mibMs: mib.p50 / 1e6 };
-  })();
-}
+const MIB = 1 << 20;
+const spinOf = (f: RowFigures): SpinFigures => ({ p50Us: f.p50Us, p99Us: f.p99Us, cps64: f.inflight[64]!, mibMs: f.sizes[MIB]! / 1e3 });
 
 export interface AsyncFigures {
   backToBackUs: number;
@@ -127,14 +40,14 @@ export interface AsyncFigures {
   big8PerSec: number;
 }
 
-async function asyncFigures(call: (data?: Uint8Array) => Promise<unknown>, quick: boolean): Promise<AsyncFigures> {
-  for (let i = 0; i < 2000; i++) await call();
-  const b2b = await measure(async () => void (await call()), { min_cpu_time: (quick ? 100 : 1000) * 1e6 });
+/** Idle-to-woken p50 and 8 × 256 KiB echoes/s, through `call` (one request's promise). */
+async function asyncExtras(call: (data: Uint8Array) => Promise<unknown>, quick: boolean): Promise<Omit<AsyncFigures, "backToBackUs">> {
+  const small = new Uint8Array(32).fill(1);
   const idle: number[] = [];
   for (let i = 0; i < (quick ? 30 : 200); i++) {
     await Bun.sleep(3); // long enough for both sides to stop spinning and park
     const t0 = Bun.nanoseconds();
-    await call();
+    await call(small);
     idle.push(Bun.nanoseconds() - t0);
   }
   idle.sort((a, b) => a - b);
@@ -142,19 +55,15 @@ async function asyncFigures(call: (data?: Uint8Array) => Promise<unknown>, quick
   const big = new Uint8Array(256 << 10).fill(7);
   const rounds = quick ? 20 : 200;
   const t0 = Bun.nanoseconds();
-  await Promise.all(Array.from({ length: 8 }, async () => {
-    for (let r = 0; r < rounds; r++) await call(big);
-  }));
-  const big8PerSec = (8 * rounds) / ((Bun.nanoseconds() - t0) / 1e9);
-  return { backToBackUs: b2b.p50 / 1e3, idleWokenUs: idle[idle.length >> 1]! / 1e3, big8PerSec };
-}
-
-export function workerServer(url: string, mode: "spin" | "async"): Promise<{ url: string; worker: Worker }> {
-  const worker = new Worker(SEGMENT_SERVER);
-  return new Promise((resolve) => {
-    worker.onmessage = (e) => resolve({ url: e.data.url, worker });
-    worker.postMessage({ url, mode });
-  });
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      for (let r = 0; r < rounds; r++) {
+        const got = (await call(big)) as Uint8Array;
+        if (got.length !== big.length || got[got.length - 1] !== 7) throw new Error("256 KiB echo: wrong bytes");
+      }
+    }),
+  );
+  return { idleWokenUs: idle[idle.length >> 1]! / 1e3, big8PerSec: (8 * rounds) / ((Bun.nanoseconds() - t0) / 1e9) };
 }
 
 export interface ShmBenchResult {
@@ -169,59 +78,70 @@ export interface ShmBenchResult {
 export async function runShmBench(quick: boolean, log: (s: string) => void = () => {}): Promise<ShmBenchResult> {
   const tag = `${process.pid}`;
   const out: Partial<ShmBenchResult> = {};
+  const base = { durationS: quick ? 0.1 : 1, sizes: [32, MIB], inflight: [64], log };
+  const row = async (id: string) => {
+    const t = TARGETS.find((x) => x.id === id)!;
+    log(t.label);
+    const r = await t.start({ host: "127.0.0.1" });
+    try {
+      return await measureRow(r.driver, { ...base, mode: t.mode, cpu: r.cpu });
+    } finally {
+      await r.stop();
+    }
+  };
+  out.rawShm = spinOf(await row("raw-shm"));
+  out.shmSpin = spinOf(await row("shm-spin"));
+  out.inprocSpin = spinOf(await row("inproc"));
 
-  log("raw shm ping-pong (reference)");
-  const raw = await startPeer([RAW_SHM, `/hotpath-bench-raw-${tag}`]);
-  const rc = rawShmClient(raw.url);
-  out.rawShm = await spinFigures(rc, quick);
-  rc.close();
-  await raw.stop();
-
-  log("shm, spin mode");
-  const spin = await startPeer([SEGMENT_SERVER, `shm://bench-spin-${tag}`, "spin"]);
-  const sc = await hotpathSpinClient(spin.url);
-  out.shmSpin = await spinFigures(sc, quick);
-  sc.close();
-  await spin.stop();
-
-  log("inproc, spin mode (server in a Worker)");
-  const iw = await workerServer(`inproc://bench-spin-${tag}`, "spin");
-  const ic = await hotpathSpinClient(iw.url);
-  out.inprocSpin = await spinFigures(ic, quick);
-  ic.close();
-  iw.worker.terminate();
-
-  const small = new Uint8Array(32).fill(1);
+  const small = { ...base, sizes: [32], mode: "async" as const };
   log("Worker postMessage (reference)");
+  const before = workerThreads();
   const ew = new Worker(ECHO_WORKER);
+  await new Promise<void>((r) => {
+    ew.onmessage = () => r();
+    ew.postMessage(new Uint8Array(1));
+  });
+  const wd = workerDriver(ew);
+  const wFig = await measureRow(wd, { ...small, cpu: workerProbe(before) });
   // One message in flight at a time per caller; concurrent callers queue behind one handler.
   let chain: Promise<unknown> = Promise.resolve();
-  out.worker = await asyncFigures(
-    (data = small) =>
-      (chain = chain.then(
-        () =>
-          new Promise((resolve) => {
-            ew.onmessage = resolve;
-            ew.postMessage(data);
-          }),
-      )),
-    quick,
-  );
+  const wCall = (data: Uint8Array) =>
+    (chain = chain.then(
+      () =>
+        new Promise((resolve) => {
+          ew.onmessage = (e) => resolve(e.data);
+          ew.postMessage(data);
+        }),
+    ));
+  out.worker = { backToBackUs: wFig.p50Us, ...(await asyncExtras(wCall, quick)) };
   ew.terminate();
 
   log("shm, async mode");
   const as = await startPeer([SEGMENT_SERVER, `shm://bench-async-${tag}`, "async"]);
-  const ac = new Client(await connect(as.url));
-  out.shmAsync = await asyncFigures((data = small) => ac.request(ECHO_METHOD, data), quick);
-  ac.close();
-  await as.stop();
+  try {
+    const d = await hotpathDriver(as.url);
+    const fig = await measureRow(d, { ...small, cpu: processProbe(as.proc.pid) });
+    await d.close();
+    const ac = new Client(await connect(as.url));
+    out.shmAsync = { backToBackUs: fig.p50Us, ...(await asyncExtras((data) => ac.request(ECHO_METHOD, data), quick)) };
+    ac.close();
+  } finally {
+    await as.stop();
+  }
 
   log("inproc, async mode (server in a Worker)");
+  const wb = workerThreads();
   const aw = await workerServer(`inproc://bench-async-${tag}`, "async");
-  const aic = new Client(await connect(aw.url));
-  out.inprocAsync = await asyncFigures((data = small) => aic.request(ECHO_METHOD, data), quick);
-  aic.close();
-  aw.worker.terminate();
+  try {
+    const d = await hotpathDriver(aw.url);
+    const fig = await measureRow(d, { ...small, cpu: workerProbe(wb) });
+    await d.close();
+    const aic = new Client(await connect(aw.url));
+    out.inprocAsync = { backToBackUs: fig.p50Us, ...(await asyncExtras((data) => aic.request(ECHO_METHOD, data), quick)) };
+    aic.close();
+  } finally {
+    aw.worker.terminate();
+  }
   return out as ShmBenchResult;
 }
 

@@ -1,4 +1,7 @@
-/** Starts a benchmark peer process and reads its ready line; the peer exits when our stdin pipe closes. */
+/**
+ * Starts a benchmark peer process and reads its ready line; the peer exits when our stdin pipe
+ * closes. Also starts a hotpath segment server in a Worker of this process (workerServer).
+ */
 
 import type { Subprocess } from "bun";
 
@@ -34,4 +37,15 @@ export async function startPeer(args: string[], env: Record<string, string> = {}
       clearTimeout(t);
     },
   };
+}
+
+const SEGMENT_SERVER = new URL("./peers/segment-server.ts", import.meta.url).pathname;
+
+/** A hotpath segment server (peers/segment-server.ts) in a Worker of this process; resolves when it listens. The caller terminates the Worker. */
+export function workerServer(url: string, mode: "spin" | "async"): Promise<{ url: string; worker: Worker }> {
+  const worker = new Worker(SEGMENT_SERVER);
+  return new Promise((resolve) => {
+    worker.onmessage = (e) => resolve({ url: e.data.url, worker });
+    worker.postMessage({ url, mode });
+  });
 }

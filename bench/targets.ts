@@ -13,7 +13,7 @@ import { clientOnlyProbe, processProbe, workerProbe, workerThreads, type CpuProb
 import { hotpathDriver, ipcDriver, promiseDriver, rawShmDriver, rawStreamDriver, workerDriver, wsDriver } from "./drivers.ts";
 import type { Driver } from "./measure.ts";
 import { GRPC_ECHO_PATH } from "./peers/other-servers.ts";
-import { startPeer, type BenchPeer } from "./spawn.ts";
+import { startPeer, workerServer, type BenchPeer } from "./spawn.ts";
 
 export interface Running {
   driver: Driver;
@@ -195,7 +195,6 @@ export const TARGETS: Target[] = [
     layout: `${CLIENT_HERE}; server: a Worker of this process (peers/segment-server.ts); both spin`,
     unavailable: () => reasonFor("inproc"),
     start: async () => {
-      const { workerServer } = await import("./shm.bench.ts");
       return inWorker(() => workerServer(`inproc://bench-${process.pid}`, "spin"), (srv) => hotpathDriver(srv.url, SPIN));
     },
   },
