@@ -1,299 +1,35 @@
 /**
- * libc through bun:ffi: shared memory (sealed memfds, and POSIX shm names for benchmarks and
- * tests), mmap, futex, eventfd, poll, a Unix socket's peer credentials (SO_PEERCRED), pidfds
- * (SO_PEERPIDFD, pidfd_open, pidfd_getfd), statx, and file leases (tests play hostile peers with
- * them). The only file that names these C functions. Every wrapper checks the return value and
- * turns errno into a NativeError that names the operation, its arguments and the errno.
+ * libc through bun:ffi, the wrappers callers import: shared-memory segments over
+ * SharedArrayBuffers (ShmMapping, sealed memfds, futex: shm-mapping.ts, re-exported here),
+ * eventfd, poll, a Unix socket's peer credentials (SO_PEERCRED), pidfds (SO_PEERPIDFD,
+ * pidfd_open, pidfd_getfd), statx, and file leases (tests play hostile peers with them). The
+ * symbol table and errno handling live in libc-lib.ts; only src/ffi names these C functions.
+ * Every wrapper checks the return value and turns errno into a NativeError that names the
+ * operation, its arguments and the errno.
  *
- * Ownership: `ShmMapping` owns its fd and mapping; close() closes the fd and drops the shared
- * pages at once (anonymous zero pages take their place), and the address range is unmapped when
- * no view of it is left (see close()); twice is safe. Functions that return an fd hand it to the
- * caller, who closes it (closeFd).
- * Views over a mapping are made once, when it is mapped (`mapping.buffer`), never per message.
+ * Ownership: `ShmMapping` owns its fd and its mapping, which lies over the pages of a
+ * SharedArrayBuffer (`mapping.sab` from `mapping.byteOffset` on); close() closes the fd and drops
+ * the shared pages at once (anonymous zero pages take their place, so views still held read
+ * zeros); nothing is ever munmap'ed under a SharedArrayBuffer; twice is safe. Functions that
+ * return an fd hand it to the caller, who closes it (closeFd).
+ * Views over a mapping are made once, when it is mapped, never per message.
  * Thread: any; futexWait blocks the calling thread (never call it on an event-loop thread that
  * must stay responsive, except through a bounded timeout).
  *
  * Example:
  *   const m = ShmMapping.createSealed("hotpath-x", 1 << 20);  // memfd: no name anywhere, size sealed
- *   const words = new Int32Array(m.buffer);
+ *   const words = new Int32Array(m.sab, m.byteOffset, m.lenBytes >> 2);  // postable to a Worker
  *   futexWake(m, 0, 1);
  *   m.close();
  */
 
-import { dlopen, FFIType, ptr, toArrayBuffer, type Pointer } from "bun:ffi";
+import { ptr, type Pointer } from "bun:ffi";
 import { NativeError } from "../errors.ts";
+import { C, cstr, EINTR, ENOPROTOOPT, errno, fail, LINUX, O_RDWR, STATX } from "./libc-lib.ts";
 
-const lib = dlopen("libc.so.6", {
-  shm_open: { args: [FFIType.cstring, FFIType.i32, FFIType.u32], returns: FFIType.i32 },
-  shm_unlink: { args: [FFIType.cstring], returns: FFIType.i32 },
-  ftruncate: { args: [FFIType.i32, FFIType.i64], returns: FFIType.i32 },
-  fstat: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
-  mmap: { args: [FFIType.ptr, FFIType.u64, FFIType.i32, FFIType.i32, FFIType.i32, FFIType.i64], returns: FFIType.ptr },
-  munmap: { args: [FFIType.ptr, FFIType.u64], returns: FFIType.i32 },
-  close: { args: [FFIType.i32], returns: FFIType.i32 },
-  eventfd: { args: [FFIType.u32, FFIType.i32], returns: FFIType.i32 },
-  poll: { args: [FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
-  syscall: { args: [FFIType.i64, FFIType.ptr, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
-  memfd_create: { args: [FFIType.cstring, FFIType.u32], returns: FFIType.i32 },
-  // fcntl and open are variadic; every argument passed here is an int, which the ABI carries alike.
-  fcntl: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-  open: { args: [FFIType.cstring, FFIType.i32, FFIType.u32], returns: FFIType.i32 },
-  getsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
-  statx: { args: [FFIType.i32, FFIType.cstring, FFIType.i32, FFIType.u32, FFIType.ptr], returns: FFIType.i32 },
-  __errno_location: { args: [], returns: FFIType.ptr },
-  strerror: { args: [FFIType.i32], returns: FFIType.cstring },
-});
-const C = lib.symbols;
-
-const O_RDWR = 0o2;
-const O_CREAT = 0o100;
-const O_EXCL = 0o200;
-const PROT_READ_WRITE = 0x1 | 0x2;
-const MAP_SHARED = 0x1;
-const MAP_PRIVATE = 0x2;
-const MAP_FIXED = 0x10;
-const MAP_ANONYMOUS = 0x20;
-const SYS_FUTEX = 202;
-const FUTEX_WAIT = 0;
-const FUTEX_WAKE = 1;
-/** MAP_FAILED is (void*)-1. */
-const MAP_FAILED = 0xffffffffffffffff;
-
-/** Linux values (x86-64 and aarch64 alike); test/shm/access-layout.test.ts checks them against the C headers. */
-export const LINUX = {
-  O_PATH: 0o10000000,
-  O_NONBLOCK: 0o4000,
-  O_CLOEXEC: 0o2000000,
-  O_NOCTTY: 0o400,
-  MFD_CLOEXEC: 0x1,
-  MFD_ALLOW_SEALING: 0x2,
-  F_ADD_SEALS: 1033,
-  F_GET_SEALS: 1034,
-  F_SEAL_SEAL: 0x1,
-  F_SEAL_SHRINK: 0x2,
-  F_SEAL_GROW: 0x4,
-  F_SEAL_WRITE: 0x8,
-  F_SETSIG: 10,
-  F_SETLEASE: 1024,
-  F_GETLEASE: 1025,
-  F_RDLCK: 0,
-  F_WRLCK: 1,
-  F_UNLCK: 2,
-  AT_EMPTY_PATH: 0x1000,
-  AT_STATX_DONT_SYNC: 0x4000,
-  STATX_TYPE: 0x1,
-  STATX_MODE: 0x2,
-  STATX_UID: 0x8,
-  STATX_SIZE: 0x200,
-  SOL_SOCKET: 1,
-  SO_PEERCRED: 17,
-  SO_PEERPIDFD: 77,
-  SYS_pidfd_open: 434,
-  SYS_pidfd_getfd: 438,
-  /** sizeof(struct ucred): pid, uid, gid, each 32 bits. */
-  UCRED_BYTES: 12,
-} as const;
-
-/** struct statx (linux/stat.h): its size and the byte offsets of the fields fileStatus() reads; checked by the same test. */
-export const STATX = {
-  BYTES: 256,
-  UID: 20,
-  MODE: 28,
-  SIZE: 40,
-  DEV_MAJOR: 136,
-  DEV_MINOR: 140,
-} as const;
-if (STATX.DEV_MINOR + 4 > STATX.BYTES || STATX.SIZE % 8 !== 0) throw new Error("libc: struct statx layout drifted");
-
-export const EAGAIN = 11;
-/** EWOULDBLOCK is EAGAIN on Linux. */
-export const EWOULDBLOCK = EAGAIN;
-export const EPERM = 1;
-export const ESRCH = 3;
-export const EBADF = 9;
-export const ENOSYS = 38;
-export const EACCES = 13;
-export const EINVAL = 22;
-export const ENOPROTOOPT = 92;
-export const EINTR = 4;
-export const ENOENT = 2;
-export const EEXIST = 17;
-export const ETIMEDOUT = 110;
-
-// errno is per thread; this view is made once per thread that loads the module.
-const errnoView = new Int32Array(toArrayBuffer(C.__errno_location()!, 0, 4));
-
-export function errno(): number {
-  return errnoView[0]!;
-}
-
-function fail(operation: string, detail?: string): never {
-  const e = errno();
-  const why = String(C.strerror(e));
-  throw new NativeError(operation, e, detail ? `${why}; ${detail}` : why);
-}
-
-function cstr(s: string): Buffer {
-  return Buffer.from(`${s}\0`, "utf8");
-}
-
-/** A mapped POSIX shared-memory object. */
-export class ShmMapping {
-  /** The whole mapping as one ArrayBuffer (cross-process Atomics work on it; wait/notify do not). */
-  readonly buffer: ArrayBuffer;
-  private readonly address: number;
-  private fd_: number;
-
-  private constructor(
-    readonly name: string,
-    fd: number,
-    address: number,
-    readonly lenBytes: number,
-  ) {
-    this.fd_ = fd;
-    this.address = address;
-    this.buffer = toArrayBuffer(address as Pointer, 0, lenBytes);
-    unmapWhenUnreachable.register(this.buffer, { address, lenBytes });
-  }
-
-  /** The fd behind the mapping (-1 once closed): a peer process reopens it as /proc/<pid>/fd/<fd>. */
-  get fd(): number {
-    return this.fd_;
-  }
-
-  /**
-   * A new anonymous segment: memfdCreate(label, lenBytes, seal = true), mapped read-write. It
-   * has no name anywhere (nothing to unlink, nothing left after a crash) and its size is sealed.
-   */
-  static createSealed(label: string, lenBytes: number): ShmMapping {
-    return ShmMapping.fromFd(`memfd:${label}`, memfdCreate(label, lenBytes, true), lenBytes);
-  }
-
-  /**
-   * Maps `lenBytes` of an open file, read-write and shared. Takes ownership of `fd`: on failure
-   * (mmap refused, or a range too large for an ArrayBuffer) the fd is closed and nothing stays mapped.
-   */
-  static fromFd(name: string, fd: number, lenBytes: number): ShmMapping {
-    return ShmMapping.map(name, fd, lenBytes, false);
-  }
-
-  /** Creates the POSIX shm object `name` (must not exist), sizes it and maps it read-write. Mode 0600. For benchmarks and tests; sessions use createSealed. */
-  static create(name: string, lenBytes: number): ShmMapping {
-    const fd = C.shm_open(cstr(name), O_RDWR | O_CREAT | O_EXCL, 0o600);
-    if (fd < 0) fail(`shm_open("${name}", O_CREAT|O_EXCL)`, errno() === EEXIST ? "a segment with this name exists" : undefined);
-    if (C.ftruncate(fd, lenBytes) !== 0) {
-      const err = errno();
-      C.close(fd);
-      C.shm_unlink(cstr(name));
-      errnoView[0] = err;
-      fail(`ftruncate("${name}", ${lenBytes})`);
-    }
-    return ShmMapping.map(name, fd, lenBytes, true);
-  }
-
-  /** Opens an existing `name` and maps `lenBytes` of it; fails if the object is smaller. */
-  static open(name: string, lenBytes: number): ShmMapping {
-    const fd = C.shm_open(cstr(name), O_RDWR, 0);
-    if (fd < 0) fail(`shm_open("${name}")`);
-    const st = new BigInt64Array(18); // struct stat is 144 bytes on x86-64; st_size at offset 48
-    if (C.fstat(fd, ptr(st)) !== 0) {
-      C.close(fd);
-      fail(`fstat("${name}")`);
-    }
-    const size = Number(st[6]);
-    if (size < lenBytes) {
-      C.close(fd);
-      throw new NativeError(`shm open "${name}"`, 0, `segment has ${size} bytes, expected ${lenBytes}`);
-    }
-    return ShmMapping.map(name, fd, lenBytes, false);
-  }
-
-  private static map(name: string, fd: number, lenBytes: number, created: boolean): ShmMapping {
-    const addr = C.mmap(null, lenBytes, PROT_READ_WRITE, MAP_SHARED, fd, 0);
-    if (addr === null || Number(addr) === MAP_FAILED || Number(addr) === -1) {
-      const err = errno();
-      C.close(fd);
-      if (created) C.shm_unlink(cstr(name));
-      errnoView[0] = err;
-      fail(`mmap("${name}", ${lenBytes})`);
-    }
-    try {
-      return new ShmMapping(name, fd, Number(addr), lenBytes);
-    } catch (e) {
-      // toArrayBuffer refuses ranges it cannot represent ("Out of memory" above 4 GiB in Bun
-      // 1.4.5): nothing may stay behind, neither the range nor the fd.
-      C.munmap(addr, lenBytes);
-      C.close(fd);
-      if (created) C.shm_unlink(cstr(name));
-      throw new NativeError(`mmap("${name}", ${lenBytes})`, 0, `mapped, but the range cannot become an ArrayBuffer (${(e as Error)?.message ?? String(e)}); unmapped and closed`);
-    }
-  }
-
-  /** Address of byte `offset` of the mapping (for futex). */
-  addressOf(offset: number): number {
-    return this.address + offset;
-  }
-
-  get closed(): boolean {
-    return this.fd_ < 0;
-  }
-
-  /**
-   * Closes the fd and lets go of the shared pages at once: private anonymous pages are mapped
-   * over the whole range (MAP_FIXED), so the shm object's memory is freed as soon as the peer
-   * lets go too (a reconnect loop cannot fill /dev/shm waiting for the garbage collector), and
-   * a view a caller still holds reads zeros instead of the peer's data. The range itself is
-   * unmapped only once `buffer` and every view of it have been garbage-collected, so no view
-   * can ever touch unmapped memory (that would crash the process, not throw). Idempotent.
-   * Call it only when no other thread of this process uses the mapping.
-   */
-  close(): void {
-    if (this.fd_ < 0) return;
-    C.close(this.fd_);
-    this.fd_ = -1;
-    // MAP_FIXED over our own range fails only when the kernel is out of mappings or memory; the
-    // shared pages then stay until the unmap at collection (the old behaviour), nothing worse.
-    C.mmap(this.address as Pointer, this.lenBytes, PROT_READ_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1, 0);
-  }
-}
-
-/** Unmaps a mapping once nothing in JS can reach its memory any more. */
-const unmapWhenUnreachable = new FinalizationRegistry<{ address: number; lenBytes: number }>(({ address, lenBytes }) => {
-  C.munmap(address as Pointer, lenBytes);
-});
-
-/** Removes a shared-memory name; a name already gone is not an error. */
-export function shmUnlink(name: string): void {
-  if (C.shm_unlink(cstr(name)) !== 0 && errno() !== ENOENT) fail(`shm_unlink("${name}")`);
-}
-
-// Out-parameters live in ArrayBuffers of their own, and their address is taken at each call:
-// an address cached from a small typed array went stale (poll(2) then read another fd).
-const timespec = new BigInt64Array(new ArrayBuffer(16));
-
-/**
- * FUTEX_WAIT (shared, not private: the waker is another process) on the 32-bit word at
- * `offset`. Returns "woken", "changed" (the word was not `expected`) or "timeout".
- * Blocks the calling thread for at most `timeoutNs`.
- */
-export function futexWait(m: ShmMapping, offset: number, expected: number, timeoutNs: number): "woken" | "changed" | "timeout" {
-  timespec[0] = BigInt(Math.floor(timeoutNs / 1e9));
-  timespec[1] = BigInt(Math.floor(timeoutNs % 1e9));
-  const r = C.syscall(SYS_FUTEX, m.addressOf(offset) as Pointer, FUTEX_WAIT, expected, ptr(timespec), null, 0);
-  if (r === 0) return "woken";
-  const e = errno();
-  if (e === EAGAIN) return "changed";
-  if (e === ETIMEDOUT) return "timeout";
-  if (e === EINTR) return "woken";
-  fail(`futex(FUTEX_WAIT, offset ${offset})`);
-}
-
-/** FUTEX_WAKE on the word at `offset`; returns how many waiters woke. */
-export function futexWake(m: ShmMapping, offset: number, count: number): number {
-  const r = C.syscall(SYS_FUTEX, m.addressOf(offset) as Pointer, FUTEX_WAKE, count, null, null, 0);
-  if (r < 0) fail(`futex(FUTEX_WAKE, offset ${offset})`);
-  return r;
-}
+export { EACCES, EAGAIN, EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOPROTOOPT, ENOSYS, EPERM, errno, ESRCH, ETIMEDOUT, EWOULDBLOCK, LINUX, STATX } from "./libc-lib.ts";
+export { futexWait, futexWake, mappedSegmentCount, memfdCreate, PAGE_BYTES, placeMappingsOffsetForTests, ShmMapping, shmUnlink } from "./shm-mapping.ts";
+import { memfdCreate } from "./shm-mapping.ts";
 
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
@@ -381,27 +117,6 @@ export function pollReadable(fd: number, timeoutMs: number): boolean {
 
 // ------------------------------------------------------------------ sealed segments, peers
 
-/**
- * A new memfd of `lenBytes` (MFD_CLOEXEC | MFD_ALLOW_SEALING; `label` shows in /proc/<pid>/maps
- * as "/memfd:<label>"). With `seal`, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL are added before
- * it is returned: from then on nobody (its creator included) can change its size, so a process
- * that maps it can never be made to fault (SIGBUS) by a truncation. The caller owns the fd.
- */
-export function memfdCreate(label: string, lenBytes: number, seal: boolean): number {
-  const fd = C.memfd_create(cstr(label), LINUX.MFD_CLOEXEC | LINUX.MFD_ALLOW_SEALING);
-  if (fd < 0) fail(`memfd_create("${label}")`);
-  const undo = (operation: string): never => {
-    const err = errno();
-    C.close(fd);
-    errnoView[0] = err;
-    fail(operation);
-  };
-  if (C.ftruncate(fd, lenBytes) !== 0) undo(`ftruncate(memfd "${label}", ${lenBytes})`);
-  if (seal && C.fcntl(fd, LINUX.F_ADD_SEALS, LINUX.F_SEAL_SHRINK | LINUX.F_SEAL_GROW | LINUX.F_SEAL_SEAL) !== 0) {
-    undo(`fcntl(memfd "${label}", F_ADD_SEALS)`);
-  }
-  return fd;
-}
 
 /** The seals of `fd` (F_GET_SEALS, a mask of LINUX.F_SEAL_*). NativeError EINVAL: a file that cannot be sealed (not a memfd). */
 export function fileSeals(fd: number): number {

@@ -181,7 +181,8 @@ function makeConnection(
     return new SessionConnection(
       {
         transport: "shm",
-        buffer: mapping.buffer,
+        buffer: mapping.sab,
+        byteOffset: mapping.byteOffset,
         layout,
         side,
         signals: signalsFor(mapping, socket, () => pidfd),
@@ -220,7 +221,7 @@ export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connec
   if (dir === null) throw new ConnectError(`${where}: no shm listener named "${name}" (there is no socket directory ${socketDirOf(expectUid)})`);
   const path = socketFile(dir, name);
   const mapping = ShmMapping.createSealed(`hotpath-${name}`, layout.totalBytes);
-  writeHeader(new Uint32Array(mapping.buffer, 0, 32), layout, (Math.random() * 0xffffffff) >>> 0);
+  writeHeader(new Uint32Array(mapping.sab, mapping.byteOffset, 32), layout, (Math.random() * 0xffffffff) >>> 0);
 
   let settle!: (e: HotpathError | null) => void;
   const done = new Promise<HotpathError | null>((r) => (settle = r));
@@ -423,7 +424,7 @@ export function openClientSegment(where: string, peer: Ucred, pidfd: number, fd:
     own = -1;
     const mapping = ShmMapping.fromFd(`${what} (client uid ${peer.uid})`, fdOfMapping, bytes);
     try {
-      const layout = readHeader(new Uint32Array(mapping.buffer, 0, 32), `shm segment of client pid ${peer.pid}`, bytes);
+      const layout = readHeader(new Uint32Array(mapping.sab, mapping.byteOffset, 32), `shm segment of client pid ${peer.pid}`, bytes);
       if (layout.totalBytes !== bytes) throw new ProtocolError(`${where}: ${what} has ${bytes} bytes, but its header describes a layout of ${layout.totalBytes} bytes`);
       return { mapping, layout };
     } catch (e) {
