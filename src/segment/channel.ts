@@ -20,10 +20,11 @@
  * receiver parked.
  *
  * A hostile peer can write anything into the segment, at any time. Every value this side reads
- * from it is read once into a local and checked before use: ring indexes (ring.ts), descriptor
- * flags, lengths, slot references and generations (here and in slab.ts). A violation aborts
- * this session only, with a ProtocolError naming the fault and its values ("shm session
- * shm://x (client): ring tail 2147483648 is 2147483392 ahead of head 256 (ring size 256)"),
+ * from it is read once into a local and checked before use: descriptor sequence words and the
+ * ring head (ring.ts), descriptor flags, lengths, slot references and generations (here and in
+ * slab.ts). A violation aborts this session only, with a ProtocolError naming the fault and its
+ * values ("shm session shm://x (client): ring descriptor 7 has sequence 2147483656, neither 8
+ * (published) nor 4294967048 (not yet; ring size 256)"),
  * through the usual close: pending calls fail, the memory goes once no message is held, the
  * peer is told. Words that cannot hurt this side are left unchecked: doorbell sequences and
  * armed / space-wanted flags at worst cost a spurious wake; nothing re-reads the header after
@@ -56,7 +57,6 @@ import {
   DESC_INLINE,
   DESC_INLINE_BYTES,
   DESC_LEN_FLAGS,
-  DESC_SLOT,
   DESC_SLOT_GEN,
   DESC_SLOT_HEAD,
   DESC_SLOT_HEAD_BYTES,
@@ -359,17 +359,19 @@ export abstract class SegmentChannel implements Connection, MessageOwner {
     const w = this.words;
     this.wantingSpace = false;
     const i = d >> 2;
-    w[i + DESC_LEN_FLAGS / 4] = hl | ((slot >= 0 ? DESC_FLAG_SLOT : 0) << 16);
-    w[i + DESC_BODY_LEN / 4] = bl;
     if (slot >= 0) {
-      w[i + DESC_SLOT / 4] = slot;
+      w[i + DESC_LEN_FLAGS / 4] = hl | (DESC_FLAG_SLOT << 8) | (slot << 16);
+      w[i + DESC_BODY_LEN / 4] = bl;
       w[i + DESC_SLOT_GEN / 4] = this.txSlab.generation(slot);
       this.txSlab.markSent(slot);
+    } else {
+      w[i + DESC_LEN_FLAGS / 4] = hl | (bl << 16);
     }
     this.tx.publish();
-    // SYNC: the publish above (Atomics.store of tail) and this exchange are both sequentially
-    // consistent; the consumer stores `armed` and then re-reads tail before it parks, so either
-    // it sees the message or we see it armed (and ring exactly once per park).
+    // SYNC: the publish above (Atomics.store of the descriptor's sequence) and this exchange
+    // are both sequentially consistent; the consumer stores `armed` and then looks at the
+    // sequence again before it parks, so either it sees the message or we see it armed (and
+    // ring exactly once per park).
     this.ringPeer();
     this.onSent();
   }
@@ -416,14 +418,16 @@ export abstract class SegmentChannel implements Connection, MessageOwner {
       const d = this.rx.descOffset(index);
       // Each word the peer wrote is read once; the checks and the message use these locals.
       const lf = w[(d + DESC_LEN_FLAGS) >> 2]!;
-      const hl = lf & 0xffff;
-      const flags = lf >>> 16;
-      const bl = w[(d + DESC_BODY_LEN) >> 2]! >>> 0;
+      const hl = lf & 0xff;
+      const flags = (lf >>> 8) & 0xff;
+      // Inline: the body length; slot message: the slot index.
+      let bl = lf >>> 16;
       let slot = -1;
       let at = d + DESC_INLINE;
       if (flags === DESC_FLAG_SLOT) {
+        slot = bl;
+        bl = w[(d + DESC_BODY_LEN) >> 2]! >>> 0;
         if (hl > DESC_SLOT_HEAD_BYTES) return this.badDescriptor(index, n, lf, bl, null);
-        slot = w[(d + DESC_SLOT) >> 2]! >>> 0;
         const bad = this.rxSlab.take(slot, w[(d + DESC_SLOT_GEN) >> 2]!, bl);
         if (bad !== null) return this.badDescriptor(index, n, lf, bl, bad);
         at = d + DESC_SLOT_HEAD;
@@ -462,8 +466,8 @@ export abstract class SegmentChannel implements Connection, MessageOwner {
    * aborts. Kept out of deliver() so the hot loop stays small.
    */
   private badDescriptor(index: number, delivered: number, lf: number, bl: number, slotFault: string | null): number {
-    const hl = lf & 0xffff;
-    const flags = lf >>> 16;
+    const hl = lf & 0xff;
+    const flags = (lf >>> 8) & 0xff;
     let why: string;
     if (slotFault !== null) why = slotFault;
     else if (flags === DESC_FLAG_SLOT) why = `descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`;

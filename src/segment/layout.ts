@@ -31,15 +31,18 @@
  *   48 slab bytes (per direction)  64 size classes: classCount × {slotBytes, slotCount}
  *
  * Ring (byte offsets from the ring's start):
- *   0 tail (producer's next index)   64 head (consumer's next index to free)
+ *   0 unused (version 2's tail index: descriptors carry their own sequence now)
+ *   64 head (consumer's next index to free)
  *   128 doorbell seq (futex word)    132 armed (0 awake, 1 parked in futex, 2 parked in event loop)
  *   136 space wanted (producer found the ring/slab full; the consumer rings it when it frees)
  *   192 descriptors: ringSlots × DESC_BYTES
  *
- * Descriptor (one 64-byte cache line, so a small message moves one line each way):
- *   0 headLen u16 | flags u16   4 bodyLen
+ * Descriptor (one 64-byte cache line, so a small message moves one line each way; the
+ * consumer polls its first word, ring.ts):
+ *   0 sequence (ring index + 1, never 0; stored last, it publishes the descriptor)
+ *   4 headLen u8 | flags u8 | u16: the body length (inline) or the slot index (DESC_FLAG_SLOT)
  *   inline message (no DESC_FLAG_SLOT): 8 head, then body; together at most 56 bytes
- *   slot message (DESC_FLAG_SLOT): 8 slot index   12 slot generation   16 head, at most 48 bytes
+ *   slot message (DESC_FLAG_SLOT): 8 bodyLen   12 slot generation   16 head, at most 48 bytes
  */
 
 import { ProtocolError, UsageError } from "../errors.ts";
@@ -47,7 +50,8 @@ import type { SegmentConfig, SizeClass } from "./config.ts";
 
 /** The bytes "HPSM" at offset 0, read as a little-endian u32. */
 export const SEGMENT_MAGIC = 0x4d535048;
-export const SEGMENT_VERSION = 2;
+/** 3: descriptors carry a sequence word (record-sequence-last); no tail index. */
+export const SEGMENT_VERSION = 3;
 export const CACHE_LINE = 64;
 
 export const HDR_MAGIC = 0;
@@ -72,8 +76,7 @@ export const HEADER_BYTES = HDR_CLASSES + MAX_CLASSES * 8; // 128
 export const CLOSED_A = 1;
 export const CLOSED_B = 2;
 
-export const RING_TAIL = 0;
-export const RING_HEAD = RING_TAIL + CACHE_LINE;
+export const RING_HEAD = CACHE_LINE;
 export const RING_DOORBELL = RING_HEAD + CACHE_LINE;
 export const RING_ARMED = RING_DOORBELL + 4;
 /** Set by the producer when it found the ring or slab full; the consumer rings it on release. */
@@ -85,13 +88,15 @@ export const ARMED_FUTEX = 1;
 export const ARMED_EVENT_LOOP = 2;
 
 export const DESC_BYTES = CACHE_LINE;
-export const DESC_LEN_FLAGS = 0;
-export const DESC_BODY_LEN = 4;
+/** The sequence word that publishes the descriptor (ring.ts seqOf). */
+export const DESC_SEQ = 0;
+/** headLen (bits 0-7) | flags (bits 8-15) | body length inline, slot index in a slot message (bits 16-31). */
+export const DESC_LEN_FLAGS = 4;
 /** Inline messages: head and body from here to the end of the descriptor. */
 export const DESC_INLINE = 8;
 export const DESC_INLINE_BYTES = DESC_BYTES - DESC_INLINE; // 56
-/** Slot messages: the slot reference, then the head. */
-export const DESC_SLOT = 8;
+/** Slot messages: the body length and the slot's generation, then the head. */
+export const DESC_BODY_LEN = 8;
 export const DESC_SLOT_GEN = 12;
 export const DESC_SLOT_HEAD = 16;
 export const DESC_SLOT_HEAD_BYTES = DESC_BYTES - DESC_SLOT_HEAD; // 48
@@ -103,7 +108,8 @@ export const SLOT_SENT = 2;
 
 // A 24-byte RPC wire header and a 32-byte body travel inline; a 24-byte application header fits
 // beside the wire header of a slot message.
-if (DESC_INLINE_BYTES !== 56 || DESC_SLOT_HEAD_BYTES !== 48 || RING_DESCS !== 192 || HEADER_BYTES !== 128) {
+// Slot indexes travel in 16 bits, heads' lengths in 8.
+if (DESC_INLINE_BYTES !== 56 || DESC_SLOT_HEAD_BYTES !== 48 || RING_DESCS !== 192 || HEADER_BYTES !== 128 || MAX_SLOTS > 1 << 16) {
   throw new Error("shm layout constants drifted");
 }
 

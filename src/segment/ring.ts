@@ -3,39 +3,55 @@
  * producer, one consumer, each possibly in another process. Indexes are free-running u32
  * counters; slot = index & (slots - 1).
  *
- * Ordering: the producer writes a descriptor with plain stores, then publishes it with
- * Atomics.store(tail); the consumer reads tail with Atomics.load before it reads any
- * descriptor. Atomics are sequentially consistent and JSC never moves plain accesses across
- * them, so a descriptor is complete before its tail is visible: a partly written descriptor
- * is never seen. Likewise the consumer frees a descriptor with Atomics.store(head) only after
- * it stopped reading it, and the producer reads head with Atomics.load before reusing it.
+ * Record-sequence-last (Aeron's OneToOneRingBuffer writes the record length last): there is no
+ * shared tail index. The producer writes a descriptor with plain stores, then publishes it by
+ * storing its sequence word (seqOf(index): index + 1, never 0) with Atomics.store; the
+ * consumer reads the sequence word of the descriptor it expects next with Atomics.load before
+ * it reads anything else of it. Atomics are sequentially consistent and JSC never moves plain
+ * accesses across them, so a descriptor is complete before its sequence is visible: a partly
+ * written descriptor is never seen, and the consumer polls the very cache line it then reads.
+ * The consumer frees descriptors with Atomics.store(head) only after it stopped reading them,
+ * and the producer reads head with Atomics.load before reusing one.
  *
  * The consumer may release messages out of order: `head` only moves over a released prefix,
  * so a descriptor (and an inline body in it) is never reused while a view into it is held.
  *
- * The peer's index is never trusted: each load of it lands in a local that is checked before
- * use (a peer can change the word between two reads). The consumer accepts a tail only between
- * what it already took and `slots` past its head; the producer accepts a head only at or past
- * the head it saw last and not past its own tail. Anything else is a fault: the call returns
- * RING_FAULT, `fault` says what was wrong with which values, and the connection aborts. The
- * checks are integer compares on the loaded value, paid only when the index is reloaded.
+ * Nothing the peer wrote is trusted: each load lands in a local that is checked before use (a
+ * peer can change the word between two reads). The consumer takes the descriptor at `next`
+ * only when its sequence is exactly seqOf(next), and never while it holds a ring's worth
+ * already; a sequence that is neither that nor "not yet" (0, never written, or the previous
+ * lap's seqOf(next - slots)) is a fault. The producer accepts a head only at or past the head
+ * it saw last and not past its own tail. A fault makes the call return RING_FAULT, `fault`
+ * says what was wrong with which values, and the connection aborts.
+ *
+ * Example: const d = p.reserve(); if (d >= 0) { fill(d); p.publish(); }
+ *          if (c.available() > 0) { const i = c.take(); read(c.descOffset(i)); c.release(i); }
+ * Threading: a producer or consumer belongs to its connection's thread.
  */
 
-import { DESC_BYTES, RING_DESCS, RING_HEAD, RING_TAIL } from "./layout.ts";
+import { DESC_BYTES, DESC_SEQ, RING_DESCS, RING_HEAD } from "./layout.ts";
 
 /** reserve(): the ring is full (backpressure). */
 export const RING_FULL = -1;
 /** reserve() / available(): the peer's index is impossible; `fault` says why. */
 export const RING_FAULT = -2;
 
+/** The sequence word that publishes ring index `index`: index + 1, with 0 (never written) skipped. */
+export function seqOf(index: number): number {
+  return ((index + 1) | 0) || 1;
+}
+
+const DESC_WORDS = DESC_BYTES >> 2;
+
 export class RingProducer {
-  private readonly tailIdx: number;
   private readonly headIdx: number;
+  /** Word index of descriptor 0's sequence word. */
+  private readonly seqBase: number;
   private readonly mask: number;
   private tail: number;
   /** Last head we read (checked); reloaded only when the ring looks full. */
   private headCache: number;
-  /** What was wrong with the peer's head, once reserve() returned RING_FAULT (or at setup). */
+  /** What was wrong with the peer's head, once reserve() returned RING_FAULT. */
   fault: string | null = null;
 
   constructor(
@@ -44,17 +60,13 @@ export class RingProducer {
     readonly offset: number,
     readonly slots: number,
   ) {
-    this.tailIdx = (offset + RING_TAIL) >> 2;
     this.headIdx = (offset + RING_HEAD) >> 2;
+    this.seqBase = (offset + RING_DESCS + DESC_SEQ) >> 2;
     this.mask = slots - 1;
-    // The creator of the segment wrote these words: a ring whose tail is not within `slots`
-    // past its head is refused (`fault`, checked by the connection at setup).
-    this.tail = Atomics.load(words, this.tailIdx);
+    // A session's segment is fresh: nothing is published yet, so the first index is the head.
     // SYNC: pairs with the consumer's Atomics.store(head) in RingConsumer.release().
     this.headCache = Atomics.load(words, this.headIdx);
-    if (((this.tail - this.headCache) >>> 0) > slots) {
-      this.fault = `ring tail ${this.tail >>> 0} is ${(this.tail - this.headCache) >>> 0} ahead of head ${this.headCache >>> 0} at setup (ring size ${slots})`;
-    }
+    this.tail = this.headCache;
   }
 
   /**
@@ -82,25 +94,25 @@ export class RingProducer {
 
   /** Makes the descriptor returned by reserve() visible to the consumer. */
   publish(): void {
-    this.tail = (this.tail + 1) | 0;
-    // SYNC: pairs with Atomics.load(tail) in RingConsumer.available(); every plain store to
+    const t = this.tail;
+    this.tail = (t + 1) | 0;
+    // SYNC: pairs with Atomics.load(seq) in RingConsumer.available(); every plain store to
     // the descriptor happens before this store.
-    Atomics.store(this.words, this.tailIdx, this.tail);
+    Atomics.store(this.words, this.seqBase + (t & this.mask) * DESC_WORDS, seqOf(t));
   }
 }
 
 export class RingConsumer {
-  private readonly tailIdx: number;
   private readonly headIdx: number;
+  private readonly seqBase: number;
   private readonly mask: number;
   /** Next index to hand out. */
   private next: number;
   /** Oldest index not yet freed (the shared head). */
   private head: number;
-  private tailCache: number;
   /** Per slot: released by the application but not yet freed because an older one is held. */
   private readonly released: Uint8Array;
-  /** What was wrong with the peer's tail, once available() returned RING_FAULT. */
+  /** What was wrong with the peer's sequence word, once available() returned RING_FAULT. */
   fault: string | null = null;
 
   constructor(
@@ -108,40 +120,36 @@ export class RingConsumer {
     readonly offset: number,
     readonly slots: number,
   ) {
-    this.tailIdx = (offset + RING_TAIL) >> 2;
     this.headIdx = (offset + RING_HEAD) >> 2;
+    this.seqBase = (offset + RING_DESCS + DESC_SEQ) >> 2;
     this.mask = slots - 1;
     this.head = Atomics.load(words, this.headIdx);
     this.next = this.head;
-    this.tailCache = this.head;
     this.released = new Uint8Array(slots);
   }
 
   /**
-   * Descriptors published and not yet handed out, or RING_FAULT when the tail the producer
-   * wrote is impossible (behind what was taken already, or more than `slots` past the head).
-   * Nonzero means "poll() has something to look at".
+   * 1 when the descriptor at `next` is published, 0 when not yet (or this side holds a ring's
+   * worth), RING_FAULT when its sequence word is impossible. Nonzero means "poll() has
+   * something to look at". One Atomics.load of the descriptor's own cache line.
    */
   available(): number {
-    if (this.tailCache === this.next) {
-      // SYNC: pairs with Atomics.store(tail) in RingProducer.publish().
-      const t = Atomics.load(this.words, this.tailIdx);
-      // Valid: next <= t <= head + slots, i.e. 0 <= t - next <= slots - (next - head) (one unsigned compare).
-      if (((t - this.next) >>> 0) > this.slots - ((this.next - this.head) | 0)) return this.tailFault(t);
-      this.tailCache = t;
-    }
-    return (this.tailCache - this.next) | 0;
+    const next = this.next;
+    // Every descriptor is held here: none can be new (a sequence written into a held one is ignored).
+    if (((next - this.head) | 0) >= this.slots) return 0;
+    // SYNC: pairs with Atomics.store(seq) in RingProducer.publish().
+    const s = Atomics.load(this.words, this.seqBase + (next & this.mask) * DESC_WORDS);
+    if (s === seqOf(next)) return 1;
+    if (s === 0 || s === seqOf(next - this.slots)) return 0;
+    return this.seqFault(next, s);
   }
 
-  private tailFault(t: number): number {
-    // Named by the nearer reading: moved back behind what was taken, or too far past the head.
-    this.fault = ((this.next - t) >>> 0) < ((t - this.head) >>> 0)
-      ? `ring tail ${t >>> 0} moved back behind ${this.next >>> 0} already published`
-      : `ring tail ${t >>> 0} is ${(t - this.head) >>> 0} ahead of head ${this.head >>> 0} (ring size ${this.slots})`;
+  private seqFault(next: number, s: number): number {
+    this.fault = `ring descriptor ${next >>> 0} has sequence ${s >>> 0}, neither ${seqOf(next) >>> 0} (published) nor ${seqOf(next - this.slots) >>> 0} (not yet; ring size ${this.slots})`;
     return RING_FAULT;
   }
 
-  /** Hands out the next descriptor: returns its index (for release) ; call available() first. */
+  /** Hands out the next descriptor: returns its index (for release); call available() first. */
   take(): number {
     const i = this.next;
     this.next = (i + 1) | 0;

@@ -2,7 +2,7 @@
  * A scripted hostile shm / inproc peer (the segment analogue of the tcp hostile peer in
  * test/conformance/tcp-hostile.test.ts): a REAL session, opened with connect() or accepted by a
  * real listener, whose segment this side then scribbles on as a hostile process could, one
- * attack at a time (SEGMENT_ATTACKS): ring tails and heads moved, descriptors naming slots out
+ * attack at a time (SEGMENT_ATTACKS): descriptor sequences forged and heads moved, descriptors naming slots out
  * of range or reused, lengths past the slot or the descriptor, unknown flags, the header
  * rewritten. The victim must end only that session with a ProtocolError naming the fault.
  *
@@ -19,12 +19,13 @@
 
 import { rpcConnect, serve, wire, type Connection, type RpcClient, type RxMessage } from "../../src/index.ts";
 import type { SegmentConnection } from "../../src/segment/connection.ts";
+import { seqOf } from "../../src/segment/ring.ts";
 import {
   DESC_BODY_LEN,
   DESC_BYTES,
   DESC_FLAG_SLOT,
   DESC_LEN_FLAGS,
-  DESC_SLOT,
+  DESC_SEQ,
   DESC_SLOT_GEN,
   HDR_CLASSES,
   HDR_RING_AB,
@@ -32,7 +33,6 @@ import {
   HDR_TOTAL_BYTES,
   RING_DESCS,
   RING_HEAD,
-  RING_TAIL,
   SLOT_SENT,
   type SegmentLayout,
   type SlabLayout,
@@ -94,11 +94,20 @@ export class HostileSession {
   }
 
   // ---- ring words
+  /**
+   * The ring's producer index. The segment has no tail word (each descriptor carries its
+   * sequence, ring.ts): from the head, past every descriptor whose sequence says published.
+   */
   tail(ring: number): number {
-    return Atomics.load(this.words, (ring + RING_TAIL) >> 2);
+    let t = this.head(ring);
+    for (let k = 0; k < this.layout.ringSlots; k++, t = (t + 1) | 0) {
+      if (Atomics.load(this.words, this.descOf(ring, t) + DESC_SEQ / 4) !== seqOf(t)) break;
+    }
+    return t;
   }
-  setTail(ring: number, v: number): void {
-    Atomics.store(this.words, (ring + RING_TAIL) >> 2, v | 0);
+  /** Stores descriptor `index`'s sequence word in the tx ring (what publishes it). */
+  setSeq(index: number, seq: number): void {
+    Atomics.store(this.words, this.desc(index) + DESC_SEQ / 4, seq | 0);
   }
   head(ring: number): number {
     return Atomics.load(this.words, (ring + RING_HEAD) >> 2);
@@ -107,35 +116,47 @@ export class HostileSession {
     Atomics.store(this.words, (ring + RING_HEAD) >> 2, v | 0);
   }
 
-  /** Word index of descriptor `index` of the tx ring. */
+  /** Word index of descriptor `index` of `ring`. */
+  private descOf(ring: number, index: number): number {
+    return (ring + RING_DESCS + (index & (this.layout.ringSlots - 1)) * DESC_BYTES) >> 2;
+  }
   private desc(index: number): number {
-    return (this.txRing + RING_DESCS + (index & (this.layout.ringSlots - 1)) * DESC_BYTES) >> 2;
+    return this.descOf(this.txRing, index);
   }
 
-  /** Writes a descriptor at the tx ring's tail, publishes it and rings the victim. */
+  /**
+   * Writes a descriptor at the tx ring's tail, publishes it (its sequence word last) and rings
+   * the victim. `slot` makes it a slot message; the fields are masked to their widths.
+   */
   publish(d: { headLen: number; bodyLen: number; flags?: number; slot?: number; gen?: number }): void {
     const t = this.tail(this.txRing);
     const i = this.desc(t);
-    this.words[i + DESC_LEN_FLAGS / 4] = d.headLen | ((d.flags ?? 0) << 16);
-    this.words[i + DESC_BODY_LEN / 4] = d.bodyLen;
-    if (d.slot !== undefined) this.words[i + DESC_SLOT / 4] = d.slot;
-    if (d.gen !== undefined) this.words[i + DESC_SLOT_GEN / 4] = d.gen;
-    this.setTail(this.txRing, t + 1);
+    const flags = d.flags ?? 0;
+    const low = (d.headLen & 0xff) | ((flags & 0xff) << 8);
+    if (flags === DESC_FLAG_SLOT) {
+      this.words[i + DESC_LEN_FLAGS / 4] = low | ((d.slot ?? 0) << 16);
+      this.words[i + DESC_BODY_LEN / 4] = d.bodyLen;
+      if (d.gen !== undefined) this.words[i + DESC_SLOT_GEN / 4] = d.gen;
+    } else {
+      this.words[i + DESC_LEN_FLAGS / 4] = low | (d.bodyLen << 16);
+    }
+    this.setSeq(t, seqOf(t));
     this.ring();
   }
 
   /** Publishes once more, unchanged, the last descriptor this side published (a replay). */
   replayLast(): void {
     const t = this.tail(this.txRing);
-    this.words.copyWithin(this.desc(t), this.desc(t - 1), this.desc(t - 1) + DESC_BYTES / 4);
-    this.setTail(this.txRing, t + 1);
+    // Every word but the sequence, then the sequence: the victim never sees a half-copied one.
+    this.words.copyWithin(this.desc(t) + 1, this.desc(t - 1) + 1, this.desc(t - 1) + DESC_BYTES / 4);
+    this.setSeq(t, seqOf(t));
     this.ring();
   }
 
   /** The (slot, generation) the last published descriptor names. */
   lastSlotRef(): { slot: number; gen: number } {
     const i = this.desc(this.tail(this.txRing) - 1);
-    return { slot: this.words[i + DESC_SLOT / 4]!, gen: this.words[i + DESC_SLOT_GEN / 4]! };
+    return { slot: this.words[i + DESC_LEN_FLAGS / 4]! >>> 16, gen: this.words[i + DESC_SLOT_GEN / 4]! };
   }
 
   setTxSlotState(slot: number, state: number, gen?: number): void {
@@ -252,43 +273,50 @@ export function serverVictim(evil: HostileSession): Victim {
 }
 
 const fill = ATTACK_RING_SLOTS + 4;
+/** What the victim says of a forged sequence word. */
+const SEQ_FAULT = /ring descriptor \d+ has sequence \d+, neither \d+ \(published\) nor \d+ \(not yet; ring size 16\)/;
 
 export const SEGMENT_ATTACKS: SegmentAttack[] = [
   {
-    name: "tail 2^31 ahead of the head",
-    fault: /ring tail \d+ is 2147483648 ahead of head \d+ \(ring size 16\)/,
+    name: "next descriptor's sequence 2^31 ahead",
+    fault: SEQ_FAULT,
     async run(e) {
-      e.setTail(e.txRing, e.tail(e.txRing) + 2 ** 31);
+      const t = e.tail(e.txRing);
+      e.setSeq(t, seqOf(t + 2 ** 31));
       e.ring();
     },
   },
   {
-    // The attack of the issue: every descriptor a valid one-way message, then the tail 2^31 - 1
-    // ahead; the server answered them all, pinned a core, and stopped accepting clients.
-    name: "tail 2^31 - 1 ahead over a ring of one-way messages",
-    fault: /ring tail \d+ is 2147483647 ahead of head \d+ \(ring size 16\)/,
+    // The attack of the issue (then on the tail index): every descriptor a valid one-way
+    // message, then a forged publication far ahead; the server answered them all, pinned a
+    // core, and stopped accepting clients.
+    name: "a sequence 2^31 - 1 ahead after a ring of one-way messages",
+    fault: SEQ_FAULT,
     async run(e, v) {
       // A server fills its ring with responses to the victim's calls instead.
       if (e.role === "server") await v.exchanges(2 * ATTACK_RING_SLOTS);
       else for (let i = 0; i < 2 * ATTACK_RING_SLOTS; i++) await e.send(8, wire.KIND_ONEWAY);
       await until(() => e.head(e.txRing) === e.tail(e.txRing), "the victim taking the one-way messages");
-      e.setTail(e.txRing, e.tail(e.txRing) + 2 ** 31 - 1);
+      const t = e.tail(e.txRing);
+      e.setSeq(t, seqOf(t + 2 ** 31 - 1));
       e.ring();
     },
   },
   {
-    name: "tail ring size + 1 ahead of the head",
-    fault: /ring tail \d+ is 17 ahead of head \d+ \(ring size 16\)/,
+    name: "the sequence of the lap after next",
+    fault: SEQ_FAULT,
     async run(e) {
-      e.setTail(e.txRing, e.tail(e.txRing) + ATTACK_RING_SLOTS + 1);
+      const t = e.tail(e.txRing);
+      e.setSeq(t, seqOf(t + ATTACK_RING_SLOTS));
       e.ring();
     },
   },
   {
-    name: "tail moved backwards",
-    fault: /ring tail \d+ moved back behind \d+ already published/,
+    name: "the sequence of two laps back",
+    fault: SEQ_FAULT,
     async run(e) {
-      e.setTail(e.txRing, e.tail(e.txRing) - 1);
+      const t = e.tail(e.txRing);
+      e.setSeq(t, seqOf(t - 2 * ATTACK_RING_SLOTS));
       e.ring();
     },
   },
@@ -320,10 +348,10 @@ export const SEGMENT_ATTACKS: SegmentAttack[] = [
     },
   },
   {
-    name: "slot id 2^32 - 1",
-    fault: /descriptor names slot 4294967295, the slab has \d+/,
+    name: "slot id 2^16 - 1 (the largest the descriptor holds)",
+    fault: /descriptor names slot 65535, the slab has \d+/,
     async run(e) {
-      e.publish({ headLen: wire.WIRE_HEADER_BYTES, bodyLen: 100, flags: DESC_FLAG_SLOT, slot: -1, gen: 1 });
+      e.publish({ headLen: wire.WIRE_HEADER_BYTES, bodyLen: 100, flags: DESC_FLAG_SLOT, slot: 0xffff, gen: 1 });
     },
   },
   {
@@ -370,8 +398,8 @@ export const SEGMENT_ATTACKS: SegmentAttack[] = [
     },
   },
   {
-    name: "inline body length 2^32 - 1",
-    fault: /inline message of 24\+4294967295 bytes exceeds 56/,
+    name: "inline body length 2^16 - 1 (the largest the descriptor holds)",
+    fault: /inline message of 24\+65535 bytes exceeds 56/,
     async run(e) {
       e.publish({ headLen: wire.WIRE_HEADER_BYTES, bodyLen: -1 });
     },
@@ -385,9 +413,9 @@ export const SEGMENT_ATTACKS: SegmentAttack[] = [
   },
   {
     name: "unknown descriptor flags",
-    fault: /descriptor flags 0x8000 are not known/,
+    fault: /descriptor flags 0x80 are not known/,
     async run(e) {
-      e.publish({ headLen: wire.WIRE_HEADER_BYTES, bodyLen: 0, flags: 0x8000 });
+      e.publish({ headLen: wire.WIRE_HEADER_BYTES, bodyLen: 0, flags: 0x80 });
     },
   },
 ];

@@ -10,10 +10,12 @@
 import { describe, expect, test } from "bun:test";
 import { ProtocolError, SEND_OK, type HotpathError, type RxMessage } from "../../src/index.ts";
 import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
+import { seqOf } from "../../src/segment/ring.ts";
 import {
   computeLayout,
   DESC_BYTES,
-  DESC_SLOT,
+  DESC_LEN_FLAGS,
+  DESC_SEQ,
   HDR_CLASSES,
   HDR_CLASS_COUNT,
   HDR_DESC_BYTES,
@@ -28,7 +30,6 @@ import {
   MAX_SLOTS,
   readHeader,
   RING_DESCS,
-  RING_TAIL,
   SEGMENT_MAGIC,
   SEGMENT_VERSION,
   SLOT_FREE,
@@ -61,15 +62,17 @@ function pair(c: SegmentConfig, mode: "spin" | "blocking" | "async" = "spin") {
   return { a, b, got, closes, layout, words, unused: () => unused };
 }
 
-/** Word index of descriptor `index` of ring A→B, and that ring's tail word. */
+/** Word index of descriptor `index` of ring A→B (its sequence word: + DESC_SEQ / 4). */
 const descAB = (l: SegmentLayout, index: number) => (l.rings[0] + RING_DESCS + (index & (l.ringSlots - 1)) * DESC_BYTES) >> 2;
-const tailAB = (l: SegmentLayout) => (l.rings[0] + RING_TAIL) >> 2;
+/** Publishes descriptor `index` of ring A→B as its producer would: its sequence word, last. */
+const publishAB = (words: Int32Array, l: SegmentLayout, index: number, seq = seqOf(index)) => Atomics.store(words, descAB(l, index) + DESC_SEQ / 4, seq);
 
 describe("a hostile peer's segment writes", () => {
   test("a bad descriptor aborts the session, and its memory still goes (the taken ring entry goes back)", () => {
     const { a, b, closes, layout, words, unused } = pair(cfg);
     expect(a.trySend(head, new Uint8Array(100))).toBe(SEND_OK);
-    words[descAB(layout, 0) + DESC_SLOT / 4] = 99; // the slot reference, out of range
+    const lf = descAB(layout, 0) + DESC_LEN_FLAGS / 4;
+    words[lf] = (words[lf]! & 0xffff) | (99 << 16); // the slot reference, out of range
     expect(b.poll()).toBe(0);
     expect(b.closed).toBe(true);
     expect(closes[0]).toBeInstanceOf(ProtocolError);
@@ -105,8 +108,9 @@ describe("a hostile peer's segment writes", () => {
     const { a, b, got, closes, layout, words } = pair(cfg);
     expect(a.trySend(head, new Uint8Array(100).fill(5))).toBe(SEND_OK);
     expect(b.poll()).toBe(1); // held, not released
-    words.copyWithin(descAB(layout, 1), descAB(layout, 0), descAB(layout, 0) + DESC_BYTES / 4);
-    Atomics.store(words, tailAB(layout), 2);
+    // Every word but the sequence copied, then descriptor 1 published.
+    words.copyWithin(descAB(layout, 1) + 1, descAB(layout, 0) + 1, descAB(layout, 0) + DESC_BYTES / 4);
+    publishAB(words, layout, 1);
     expect(b.poll()).toBe(0);
     expect(got.length).toBe(1);
     expect(closes[0]).toBeInstanceOf(ProtocolError);
@@ -126,28 +130,31 @@ describe("a hostile peer's segment writes", () => {
     expect(got[0]!.body.every((x) => x === 1)).toBe(true);
   });
 
-  test("a ring whose tail the segment's creator set past head + ring size is refused at setup", () => {
+  test("a sequence word the segment's creator wrote before setup is checked like any other: the first poll aborts", () => {
     const { layout, buffer, words } = segment(cfg);
-    Atomics.store(words, (layout.rings[1] + RING_TAIL) >> 2, 100); // ring B→A: the server's tx
-    expect(() => new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: quiet, peer: "shm://x (client)" })).toThrow(
-      new ProtocolError("shm session shm://x (client): ring tail 100 is 100 ahead of head 0 at setup (ring size 8)"),
-    );
+    // Ring B→A (the client's rx), descriptor 0: neither published (1) nor "not yet" (0 / -7).
+    Atomics.store(words, ((layout.rings[1] + RING_DESCS) >> 2) + DESC_SEQ / 4, 100);
+    const a = new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: quiet, peer: "shm://x", policy: { mode: "spin", spinNs: 0 } });
+    const closes: Array<HotpathError | null> = [];
+    a.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => void closes.push(e) });
+    expect(a.poll()).toBe(0);
+    expect(closes[0]).toEqual(new ProtocolError("shm session shm://x: ring descriptor 0 has sequence 100, neither 1 (published) nor 4294967289 (not yet; ring size 8)"));
   });
 
   for (const mode of ["spin", "blocking"] as const) {
-    test(`${mode} mode: wait() on a ring whose tail the peer moved 2^31 ahead returns, and poll() aborts`, async () => {
+    test(`${mode} mode: wait() on a ring whose next sequence the peer set 2^31 ahead returns, and poll() aborts`, async () => {
       const { b, closes, layout, words } = pair(cfg, mode);
-      Atomics.store(words, tailAB(layout), 2 ** 31);
+      publishAB(words, layout, 0, seqOf(2 ** 31));
       expect(await b.wait(1000)).toBe(true);
       expect(b.poll()).toBe(0);
       expect(b.closed).toBe(true);
-      expect(closes[0]!.message).toBe("shm session shm://a (client): ring tail 2147483648 is 2147483648 ahead of head 0 (ring size 8)");
+      expect(closes[0]!.message).toBe("shm session shm://a (client): ring descriptor 0 has sequence 2147483649, neither 1 (published) nor 4294967289 (not yet; ring size 8)");
     });
   }
 
-  test("async mode: wait() on a ring whose tail the peer moved 2^31 ahead aborts the session and resolves false (closed)", async () => {
+  test("async mode: wait() on a ring whose next sequence the peer set 2^31 ahead aborts the session and resolves false (closed)", async () => {
     const { b, closes, layout, words } = pair(cfg, "async");
-    Atomics.store(words, tailAB(layout), 2 ** 31);
+    publishAB(words, layout, 0, seqOf(2 ** 31));
     expect(await b.wait(1000)).toBe(false);
     expect(b.closed).toBe(true);
     expect(closes[0]).toBeInstanceOf(ProtocolError);

@@ -7,8 +7,8 @@
 import { describe, expect, test } from "bun:test";
 import { SEND_FULL, SEND_OK, UsageError, type RxMessage } from "../../src/index.ts";
 import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
-import { computeLayout, DESC_INLINE_BYTES, DESC_SLOT_HEAD_BYTES, writeHeader, type SegmentConfig } from "../../src/segment/layout.ts";
-import { RingConsumer, RingProducer } from "../../src/segment/ring.ts";
+import { computeLayout, DESC_INLINE_BYTES, DESC_LEN_FLAGS, DESC_SEQ, DESC_SLOT_HEAD_BYTES, writeHeader, type SegmentConfig } from "../../src/segment/layout.ts";
+import { RING_FAULT, RingConsumer, RingProducer, seqOf } from "../../src/segment/ring.ts";
 
 const quiet: Signals = { wakeBlocking() {}, wakeEventLoop() {}, waitBlocking() {}, armEventLoop() {} };
 
@@ -106,11 +106,63 @@ describe("shm ring", () => {
     const c = new RingConsumer(words, layout.rings[0], 4);
     const d = p.reserve();
     expect(d).toBeGreaterThan(0);
-    words[d >> 2] = 0x1234; // partly written
+    words[(d + DESC_LEN_FLAGS) >> 2] = 0x1234; // partly written: every word but the sequence
     expect(c.available()).toBe(0);
     p.publish();
     expect(c.available()).toBe(1);
-    expect(words[c.descOffset(c.take()) >> 2]).toBe(0x1234);
+    expect(words[(c.descOffset(c.take()) + DESC_LEN_FLAGS) >> 2]).toBe(0x1234);
+    expect(c.available()).toBe(0);
+  });
+
+  test("record-sequence-last: the consumer reads each descriptor's sequence word (no tail index), across many laps", () => {
+    const layout = computeLayout(small);
+    const buffer = new ArrayBuffer(layout.totalBytes);
+    const words = new Int32Array(buffer);
+    const p = new RingProducer(words, layout.rings[0], 4);
+    const c = new RingConsumer(words, layout.rings[0], 4);
+    const seqWord = (index: number) => (c.descOffset(index) + DESC_SEQ) >> 2;
+    for (let i = 0; i < 4 * 10; i++) {
+      const d = p.reserve();
+      words[(d + DESC_LEN_FLAGS) >> 2] = i;
+      p.publish();
+      expect(words[seqWord(i)]).toBe(seqOf(i));
+      expect(c.available()).toBe(1);
+      const index = c.take();
+      expect(index).toBe(i);
+      expect(words[(c.descOffset(index) + DESC_LEN_FLAGS) >> 2]).toBe(i);
+      c.release(index);
+      expect(c.available()).toBe(0); // the next descriptor holds the previous lap's sequence
+    }
+    // A sequence that is neither the expected one nor "not yet" is a fault naming both.
+    words[seqWord(40)] = 12345;
+    expect(c.available()).toBe(RING_FAULT);
+    expect(c.fault).toBe("ring descriptor 40 has sequence 12345, neither 41 (published) nor 37 (not yet; ring size 4)");
+  });
+
+  test("seqOf never yields 0 (the never-written value), also where the index wraps", () => {
+    expect(seqOf(0)).toBe(1);
+    expect(seqOf(-1)).toBe(1);
+    expect(seqOf(0x7fffffff)).toBe(-0x80000000);
+    expect(seqOf(-2)).toBe(-1);
+  });
+
+  test("a consumer holding a ring's worth ignores a sequence written into a descriptor it holds", () => {
+    const layout = computeLayout(small);
+    const buffer = new ArrayBuffer(layout.totalBytes);
+    const words = new Int32Array(buffer);
+    const p = new RingProducer(words, layout.rings[0], 4);
+    const c = new RingConsumer(words, layout.rings[0], 4);
+    for (let i = 0; i < 4; i++) {
+      p.reserve();
+      p.publish();
+      expect(c.available()).toBe(1);
+      c.take();
+    }
+    // A hostile producer publishes index 4 over descriptor 0, which the consumer still holds.
+    words[(c.descOffset(4) + DESC_SEQ) >> 2] = seqOf(4);
+    expect(c.available()).toBe(0);
+    c.release(0);
+    expect(c.available()).toBe(1);
   });
 
   test("zero-copy: allocBuffer + trySendBuffer hands the same slot memory to the receiver", () => {
