@@ -13,10 +13,9 @@
 
 import type { Socket } from "bun";
 import { Client, SEND_OK, connect, type ConnectOptions } from "../src/index.ts";
-import { ShmMapping, shmUnlink } from "../src/ffi/libc.ts";
 import type { Driver } from "./measure.ts";
 import { ECHO_METHOD } from "./peers/methods.ts";
-import { BULK_AT, BULK_BYTES, RAW, RING_AT, RING_SLOTS, TOTAL_BYTES } from "./peers/raw-shm.ts";
+import { BULK_AT, BULK_BYTES, RAW, RING_AT, RING_SLOTS, mapRawShm, unlinkRawShm } from "./peers/raw-shm.ts";
 
 const noReply = () => {
   throw new Error("driver: onReply not set");
@@ -178,10 +177,8 @@ export async function rawStreamDriver(url: string): Promise<Driver> {
  * ping-pong area (any size up to 1 MiB); calls that overlap go through the 32-byte rings.
  */
 export function rawShmDriver(name: string): Driver {
-  const m = ShmMapping.open(name, TOTAL_BYTES);
-  shmUnlink(name); // both sides have it mapped
-  const w = new Int32Array(m.buffer);
-  const b = new Uint8Array(m.buffer);
+  const { w, b } = mapRawShm(name, false);
+  unlinkRawShm(name); // both sides have it mapped
   const respRing = RING_AT + RING_SLOTS * 32;
   const slotViews = Array.from({ length: RING_SLOTS }, (_, i) => b.subarray(respRing + i * 32, respRing + i * 32 + 32));
   const fifo = new SeqFifo();
@@ -233,7 +230,7 @@ export function rawShmDriver(name: string): Driver {
       return n;
     },
     wait: () => Promise.resolve(),
-    close: () => m.close(),
+    close: () => {}, // the mapping goes with its views
   };
   return d;
 }
