@@ -11,7 +11,9 @@
  * For the raw modes HOST may be `unix:NAME`: an abstract Unix socket instead of TCP.
  * HOTPATH_BENCH_CORRUPT_REPLY=N (raw modes): the N-th reply (from 1) goes out with payload
  * byte 5 flipped, so the benchmark's byte check can be seen to catch it.
- * Prints {"url", "pid"} when ready; exits when stdin closes.
+ * Prints {"url", "pid"} when ready; exits when stdin closes, after printing
+ * {"reads", "writes", "replies"} (raw modes: socket reads, write() calls, replies) when
+ * HOTPATH_BENCH_STATS=1.
  */
 
 import type { Socket } from "bun";
@@ -23,6 +25,8 @@ let close: () => void;
 let url: string;
 const corruptAt = Number(process.env.HOTPATH_BENCH_CORRUPT_REPLY ?? 0);
 let replies = 0;
+let reads = 0;
+let writes = 0;
 
 /** Per connection: pending output (Bun's write() takes what the kernel accepts) and a split frame. */
 class Conn {
@@ -61,6 +65,7 @@ class Conn {
   flush(): void {
     while (this.outAt < this.outLen) {
       const n = this.s.write(this.out, this.outAt, this.outLen - this.outAt);
+      writes++;
       if (n <= 0) return; // the rest goes on drain
       this.outAt += n;
     }
@@ -110,6 +115,7 @@ class Conn {
     if (++replies === corruptAt && chunk.length > 9) chunk[9] ^= 0xff;
     if (this.outAt === this.outLen) {
       const n = this.s.write(chunk);
+      writes++;
       if (n >= chunk.length) return;
       chunk = chunk.subarray(Math.max(n, 0));
     }
@@ -134,6 +140,7 @@ if (mode === "hotpath") {
     },
     data(s: Socket<unknown>, d: Uint8Array) {
       const c = conns.get(s)!;
+      reads++;
       if (framed) c.framed(d);
       else c.bytes(d);
     },
@@ -163,5 +170,6 @@ console.log(JSON.stringify({ url, pid: process.pid }));
     // ignored: EOF means the benchmark ended
   }
   close();
+  if (process.env.HOTPATH_BENCH_STATS === "1") console.log(JSON.stringify({ reads, writes, replies }));
   process.exit(0);
 })();

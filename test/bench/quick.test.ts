@@ -3,7 +3,8 @@
  * transport and peer that can run here, a row with per-call percentiles, CPU per call on both
  * sides, heap objects per round trip and calls/s from complete bursts; charts are written. And
  * the byte check is real: a reference server that flips one byte of one reply
- * (--corrupt-reply) fails its row, named in the report, and the run exits 1.
+ * (--corrupt-reply) fails its row, named in the report, and the run exits 1. And the raw framed
+ * reference is fair: it answers all frames of one read with one write, as hotpath does.
  * No timing thresholds: only that each row measured something, and what a failure looks like.
  */
 import { expect, test } from "bun:test";
@@ -87,4 +88,71 @@ test(
     expect(out).toContain("FAILED raw Bun TCP socket");
   },
   120_000,
+);
+
+test(
+  "raw framed reference server: every frame of a read answered with one write per read, a frame split across reads reassembled, bytes echoed exactly",
+  async () => {
+    const proc = Bun.spawn(["bun", "bench/peers/echo-server.ts", "raw-framed", "127.0.0.1"], { cwd: ROOT, stdin: "pipe", stdout: "pipe", stderr: "inherit", env: { ...process.env, HOTPATH_BENCH_STATS: "1" } });
+    try {
+      const reader = proc.stdout.getReader();
+      let text = "";
+      const line = async () => {
+        while (!text.includes("\n")) {
+          const { value, done } = await reader.read();
+          if (done) throw new Error(`echo server ended: ${text}`);
+          text += new TextDecoder().decode(value);
+        }
+        const l = text.slice(0, text.indexOf("\n"));
+        text = text.slice(l.length + 1);
+        return JSON.parse(l);
+      };
+      const { url } = await line();
+      // 64 frames of 32 B and one of 100 B, each with its own bytes.
+      const frames: Uint8Array[] = [];
+      for (let k = 0; k < 65; k++) {
+        const len = k < 64 ? 32 : 100;
+        const f = new Uint8Array(4 + len);
+        new DataView(f.buffer).setUint32(0, len, true);
+        for (let i = 0; i < len; i++) f[4 + i] = (k * 31 + i * 7) & 0xff;
+        frames.push(f);
+      }
+      const all = Buffer.concat(frames);
+      const split = 64 * 36 + 10; // the last frame's header and 6 of its bytes come first
+      const got: Uint8Array[] = [];
+      let gotBytes = 0;
+      let wake: (() => void) | null = null;
+      const until = async (n: number) => {
+        while (gotBytes < n) await new Promise<void>((r) => (wake = r));
+      };
+      const u = new URL(url);
+      const sock = await Bun.connect({
+        hostname: u.hostname,
+        port: Number(u.port),
+        socket: {
+          data(_s, d) {
+            got.push(Uint8Array.from(d));
+            gotBytes += d.length;
+            wake?.();
+          },
+        },
+      });
+      sock.write(all.subarray(0, split));
+      await until(64 * 36);
+      sock.write(all.subarray(split));
+      await until(all.length);
+      expect(Buffer.concat(got).equals(all)).toBe(true);
+      sock.end();
+      proc.stdin.end();
+      const stats = await line();
+      expect(stats.replies).toBe(65);
+      // One write() per read at most (all replies of a read together), so fewer writes than replies.
+      expect(stats.writes).toBeLessThanOrEqual(stats.reads);
+      expect(stats.writes).toBeLessThan(stats.replies);
+    } finally {
+      proc.kill(9);
+      await proc.exited;
+    }
+  },
+  30_000,
 );
