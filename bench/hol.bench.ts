@@ -39,18 +39,20 @@ function stats(us: number[]): Stats {
 
 /**
  * `n` rounds of one echo call on each client in turn, each call timed on its own (µs), so
- * every client sees the same machine conditions; checks every reply's bytes.
+ * every client sees the same machine conditions; compares every reply with its request, every byte.
  */
 async function interleavedEchoes(clients: Client<any>[], n: number): Promise<number[][]> {
   const data = new Uint8Array(32);
   const out = clients.map(() => [] as number[]);
   for (let i = 0; i < n; i++) {
-    data[0] = i & 0xff;
+    // Distinct bytes per call: i (u32 LE), then a pattern of it.
+    new DataView(data.buffer).setUint32(0, i, true);
+    for (let j = 4; j < 32; j++) data[j] = (i + j * 7) & 0xff;
     for (let k = 0; k < clients.length; k++) {
       const t0 = Bun.nanoseconds();
       const r = await clients[k]!.request(HOL_ECHO, data, { timeoutMs: 10_000 });
       out[k]!.push((Bun.nanoseconds() - t0) / 1e3);
-      if (r.length !== 32 || r[0] !== (i & 0xff)) throw new Error(`echo ${i}: wrong reply`);
+      if (r.length !== 32 || Buffer.compare(r, data) !== 0) throw new Error(`echo ${i}: the reply differs from the request`);
     }
   }
   return out;
