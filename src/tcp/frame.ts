@@ -6,8 +6,9 @@
  *   offset 8  head bytes, then body bytes
  *
  * `FrameParser` turns the chunks a socket reads into whole messages: every complete frame of a
- * chunk is delivered before it returns, frames wholly inside one chunk are views into that
- * chunk (Bun hands each read a fresh buffer, so nothing is overwritten while a view is held),
+ * chunk is delivered before it returns, frames wholly inside one chunk are parsed in place and
+ * their bodies are views into that chunk, or copies when small (Bun hands each read a fresh
+ * buffer, so nothing is overwritten while a view is held),
  * and a frame split across reads is assembled into one buffer after its lengths passed the
  * limits. Message objects are reused: a released TcpRxMessage carries a later frame. Without a reserve hook that buffer grows with the bytes that actually arrived (1 MiB
  * to start, then at most twice what arrived, never past the frame's size), so a claimed
@@ -70,11 +71,19 @@ export interface RxOwner {
  * held at once finds a free object; beyond it messages are allocated and dropped on release.
  */
 const RX_POOL_MAX = 256;
+/**
+ * Bodies up to this size are handed out as copies, larger ones as views of the read: in JSC a
+ * view of a small read first moves the read into an ArrayBuffer of its own, which costs more
+ * than copying a small body (most of all when a read holds one message); a copy's cost grows
+ * with its size, a view's does not.
+ */
+export const COPY_BODY_MAX_BYTES = 128;
 
 /**
  * A received TCP message: head and body lie back to back in `headBuf` (the read chunk, or the
- * buffer a split frame was assembled in). The body view is made on first use only. The bytes
- * are heap memory nobody reuses, so a body view stays valid after release(); the message
+ * buffer a split frame was assembled in). The body is made on first use only: a copy up to
+ * COPY_BODY_MAX_BYTES, else a view. The bytes are heap memory nobody reuses, so a body (copy
+ * or view) stays valid after release(); the message
  * object itself is not: release() hands it back to its parser, which reuses it for a later
  * message (so a message must not be touched after release(); releasing twice in a row is
  * harmless).
@@ -96,7 +105,8 @@ export class TcpRxMessage implements RxMessage {
   get body(): Uint8Array {
     if (this.bodyView === null) {
       const at = this.headOffset + this.headLength;
-      this.bodyView = this.bodyLength === 0 ? EMPTY : this.headBuf.subarray(at, at + this.bodyLength);
+      const len = this.bodyLength;
+      this.bodyView = len === 0 ? EMPTY : len <= COPY_BODY_MAX_BYTES ? this.headBuf.slice(at, at + len) : this.headBuf.subarray(at, at + len);
     }
     return this.bodyView;
   }

@@ -8,6 +8,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, UsageError, connect, listen, type Connection, type Listener, type RxMessage } from "../../src/index.ts";
 import { TcpConnection } from "../../src/tcp/connection.ts";
+import { COPY_BODY_MAX_BYTES } from "../../src/tcp/frame.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import { rssBytes, until } from "./raw.ts";
 
@@ -148,4 +149,18 @@ test("trySendWords: the six words arrive as the head, little-endian, with the bo
   expect(() => tcp.trySendWords(...words, new Uint8Array((1 << 20) + 1))).toThrow(UsageError);
   conn.close();
   expect(tcp.trySendWords(...words, small)).toBe(SEND_CLOSED);
+});
+
+test("bodies up to COPY_BODY_MAX_BYTES come as copies of their own, larger ones as views of the read; both keep their bytes after release", async () => {
+  const got: Array<{ body: Uint8Array; sharesRead: boolean }> = [];
+  const { conn } = await pair((m) => {
+    const body = m.body;
+    got.push({ body, sharesRead: body.buffer === m.headBuf.buffer });
+    m.release();
+  });
+  const sizes = [1, COPY_BODY_MAX_BYTES, COPY_BODY_MAX_BYTES + 1, 4096];
+  for (const n of sizes) expect(conn.trySend(new Uint8Array(24), new Uint8Array(n).fill(n & 0xff))).toBe(SEND_OK);
+  await until(() => got.length === sizes.length, "every message");
+  expect(got.map((g) => g.sharesRead)).toEqual([false, false, true, true]);
+  got.forEach((g, i) => expect(g.body).toEqual(new Uint8Array(sizes[i]!).fill(sizes[i]! & 0xff)));
 });
