@@ -222,8 +222,8 @@ interface EchoLink {
   send(seq: number, len: number): boolean;
   /** Pushes queued requests to the socket and handles what arrived. */
   flush(): void;
-  /** Resolves once something arrived (and was handled) or a wait ran out. */
-  wait(): Promise<void>;
+  /** Resolves once something may have arrived or a wait ran out (flush() then handles it). */
+  wait(): Promise<unknown>;
   close(): void;
 }
 
@@ -244,10 +244,7 @@ async function hotpathLink(url: string): Promise<EchoLink> {
     flush() {
       client.poll();
     },
-    async wait() {
-      await client.wait(1000);
-      client.poll();
-    },
+    wait: () => client.wait(1000),
     close: () => client.close(),
   };
   client.onResponse = (seq, data, err) => {
@@ -335,11 +332,15 @@ async function pingPong(link: EchoLink, n: number, len: number, seq0: number, la
   for (let i = 0; i < n; i++) {
     const t0 = Bun.nanoseconds();
     const target = link.done + 1;
-    while (!link.send(seq0 + i, len)) await link.wait();
+    while (!link.send(seq0 + i, len)) {
+      await link.wait();
+      link.flush();
+    }
     link.flush();
     while (link.done < target) {
       if (link.bad > 0) throw new Error("echo: a response was not its request's bytes");
       await link.wait();
+      link.flush();
     }
     if (lat !== null) lat[i] = Bun.nanoseconds() - t0;
   }
@@ -353,7 +354,10 @@ async function pipelined(link: EchoLink, n: number, depth: number, len: number):
     while (sent < n && sent - (link.done - start) < depth && link.send(sent, len)) sent++;
     link.flush();
     if (link.bad > 0) throw new Error("echo: a response was not its request's bytes");
-    if (link.done - start < n) await link.wait();
+    if (link.done - start < n) {
+      await link.wait();
+      link.flush();
+    }
   }
 }
 
@@ -381,14 +385,17 @@ export interface Figures {
 }
 
 interface Sizes {
+  /** Warm-up calls, one at a time and pipelined: the JIT's top tier needs this many on both sides. */
+  warm1: number;
+  warm64: number;
   calls1: number;
   calls64: number;
   callsMiB: number;
 }
 
 async function measureOnce(link: EchoLink, peerPid: number, z: Sizes): Promise<Figures> {
-  await pingPong(link, 500, SMALL, 0, null);
-  await pipelined(link, 5000, DEPTH, SMALL);
+  await pingPong(link, z.warm1, SMALL, 0, null);
+  await pipelined(link, z.warm64, DEPTH, SMALL);
   const lat = new Float64Array(z.calls1);
   let c0 = cpuNs(process.pid);
   let s0 = cpuNs(peerPid);
@@ -443,7 +450,9 @@ export type TcpBenchResult = Record<Row, Figures>;
 const PEER_KIND: Record<Row, string> = { hotpath: "hotpath", rawFramed: "raw-framed", rawBytes: "raw-bytes" };
 
 export async function runTcpBench(quick: boolean, rounds: number, log: (s: string) => void = () => {}): Promise<TcpBenchResult> {
-  const z: Sizes = quick ? { calls1: 3000, calls64: 100_000, callsMiB: 20 } : { calls1: 20_000, calls64: 500_000, callsMiB: 100 };
+  const z: Sizes = quick
+    ? { warm1: 5000, warm64: 50_000, calls1: 5000, calls64: 100_000, callsMiB: 20 }
+    : { warm1: 20_000, warm64: 200_000, calls1: 20_000, calls64: 500_000, callsMiB: 100 };
   const rows: Row[] = ["rawFramed", "hotpath", "rawBytes"];
   const peers = {} as Record<Row, BenchPeer>;
   const runs = { hotpath: [], rawFramed: [], rawBytes: [] } as Record<Row, Figures[]>;

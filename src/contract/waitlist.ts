@@ -21,14 +21,19 @@ export class WaitList {
   }
 
   wait(timeoutMs: number): Promise<boolean> {
-    return new Promise((resolve) => {
-      const at = performance.now() + Math.max(0, timeoutMs);
-      this.resolvers.push(resolve);
-      this.deadlines.push(at);
-      if (at < this.timerAt) this.arm(at);
-      else this.timer?.ref();
-    });
+    this.nextAt = performance.now() + Math.max(0, timeoutMs);
+    return new Promise(this.enlist);
   }
+
+  /** wait()'s executor, made once: a closure per wait would be two more objects per wait. */
+  private nextAt = 0;
+  private readonly enlist = (resolve: (ready: boolean) => void): void => {
+    const at = this.nextAt;
+    this.resolvers.push(resolve);
+    this.deadlines.push(at);
+    if (at < this.timerAt) this.arm(at);
+    else this.timer?.ref();
+  };
 
   /** Resolves every waiter with `ready`. */
   wake(ready: boolean): void {
