@@ -33,11 +33,13 @@ export interface ServeBackendOptions {
   quick?: boolean;
   /** HTTP connections of the load generator (default 64). */
   connections?: number;
-  /** Timed window per row, ms (default 3000; 1000 with quick). */
+  /** Timed window per row and round, ms (default 2000; 1000 with quick). */
   durationMs?: number;
+  /** Rounds over all rows, in alternating order; each figure is the median over rounds (default 3; 2 with quick). */
+  rounds?: number;
   /** Request and response body, bytes (default 32). */
   bodyBytes?: number;
-  /** Light-load calls per backend (default 500; 200 with quick), one every `lightSpacingMs`. */
+  /** Light-load calls per backend and round (default 400; 200 with quick), one every `lightSpacingMs`. */
   lightCalls?: number;
   lightSpacingMs?: number;
   /** Progress lines. */
@@ -72,6 +74,7 @@ export interface ServeBackendResult {
   connections: number;
   bodyBytes: number;
   durationMs: number;
+  rounds: number;
   rows: ServeRow[];
   light: LightRow[];
 }
@@ -110,7 +113,9 @@ async function start(script: string, args: string[]): Promise<Proc> {
   };
 }
 
-async function runLoad(port: number, pids: number[], o: Required<Omit<ServeBackendOptions, "log">>, warmupMs: number): Promise<any> {
+type Opts = Required<Omit<ServeBackendOptions, "log">>;
+
+async function runLoad(port: number, pids: number[], o: Opts, warmupMs: number): Promise<any> {
   const proc = Bun.spawn(["bun", PEERS + "serve-load.ts", String(port), String(o.connections), String(warmupMs), String(o.durationMs), String(o.bodyBytes), pids.join(",")], {
     stdout: "pipe",
     stderr: "inherit",
@@ -142,7 +147,7 @@ const ROWS: RowSpec[] = [
   { id: "shm-spin0", label: "hotpath shm backend, spinNs: 0", backend: "shm", wait: { spinNs: 0 } },
 ];
 
-async function measureRow(spec: RowSpec, o: Required<Omit<ServeBackendOptions, "log">>, warmupMs: number): Promise<ServeRow> {
+async function measureRow(spec: RowSpec, o: Opts, warmupMs: number): Promise<ServeRow> {
   const waitArg = spec.wait ? [JSON.stringify(spec.wait)] : [];
   const backend = spec.backend === null ? null : await start("serve-backend.ts", [spec.backend === "shm" ? shmUrl() : spec.backend, ...waitArg]);
   let front: Proc | null = null;
@@ -166,7 +171,7 @@ async function measureRow(spec: RowSpec, o: Required<Omit<ServeBackendOptions, "
   }
 }
 
-async function measureLight(id: string, label: string, url: string, o: Required<Omit<ServeBackendOptions, "log">>): Promise<LightRow> {
+async function measureLight(id: string, label: string, url: string, o: Opts): Promise<LightRow> {
   const backend = await start("serve-backend.ts", [url]);
   const client = await rpcConnect(backend.ready.url);
   try {
@@ -209,27 +214,53 @@ async function measureLight(id: string, label: string, url: string, o: Required<
  */
 export async function measureServeBackend(opts: ServeBackendOptions = {}): Promise<ServeBackendResult> {
   const quick = opts.quick ?? false;
-  const o = {
+  const o: Opts = {
     quick,
     connections: opts.connections ?? 64,
-    durationMs: opts.durationMs ?? (quick ? 1000 : 3000),
+    durationMs: opts.durationMs ?? (quick ? 1000 : 2000),
+    rounds: opts.rounds ?? (quick ? 2 : 3),
     bodyBytes: opts.bodyBytes ?? 32,
-    lightCalls: opts.lightCalls ?? (quick ? 200 : 500),
+    lightCalls: opts.lightCalls ?? (quick ? 200 : 400),
     lightSpacingMs: opts.lightSpacingMs ?? 2,
   };
-  const warmupMs = quick ? 300 : 1000;
+  const warmupMs = quick ? 300 : 700;
   const log = opts.log ?? (() => {});
-  const rows: ServeRow[] = [];
-  for (const spec of ROWS) {
-    log(`serve-backend: ${spec.label} ...`);
-    rows.push(await measureRow(spec, o, warmupMs));
+  const rowRounds: ServeRow[][] = ROWS.map(() => []);
+  const lightSpecs = [
+    { id: "light-shm", label: "serve() over shm, default wait mode", url: shmUrl },
+    { id: "light-tcp", label: "serve() over tcp", url: () => "tcp://127.0.0.1:0" },
+  ];
+  const lightRounds: LightRow[][] = lightSpecs.map(() => []);
+  for (let r = 0; r < o.rounds; r++) {
+    // Alternate the order: a machine that speeds up or slows down during the run favours no row.
+    const order = ROWS.map((_, i) => i);
+    if (r % 2 === 1) order.reverse();
+    for (const i of order) {
+      log(`serve-backend: round ${r + 1}/${o.rounds}: ${ROWS[i]!.label} ...`);
+      rowRounds[i]!.push(await measureRow(ROWS[i]!, o, warmupMs));
+    }
+    for (const i of r % 2 === 1 ? [1, 0] : [0, 1]) {
+      const l = lightSpecs[i]!;
+      log(`serve-backend: round ${r + 1}/${o.rounds}: light load, ${l.label} ...`);
+      lightRounds[i]!.push(await measureLight(l.id, l.label, l.url(), o));
+    }
   }
-  const light: LightRow[] = [];
-  log("serve-backend: light load, shm ...");
-  light.push(await measureLight("light-shm", "serve() over shm, default wait mode", shmUrl(), o));
-  log("serve-backend: light load, tcp ...");
-  light.push(await measureLight("light-tcp", "serve() over tcp", "tcp://127.0.0.1:0", o));
-  return { machine: os(), connections: o.connections, bodyBytes: o.bodyBytes, durationMs: o.durationMs, rows, light };
+  const rows = rowRounds.map((rs) => medianRow(rs));
+  const light = lightRounds.map((rs) => medianRow(rs));
+  return { machine: os(), connections: o.connections, bodyBytes: o.bodyBytes, durationMs: o.durationMs, rounds: o.rounds, rows, light };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** The first round's row with every numeric figure replaced by its median over the rounds. */
+function medianRow<T extends object>(rounds: T[]): T {
+  const out = { ...rounds[0]! } as Record<string, unknown>;
+  for (const [k, v] of Object.entries(out)) if (typeof v === "number") out[k] = median(rounds.map((r) => (r as Record<string, number>)[k]!));
+  return out as T;
 }
 
 const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : "—");
@@ -239,7 +270,7 @@ const ratio = (x: number, ref: number) => (Number.isFinite(x) && ref > 0 ? `${(x
 export function serveBackendTable(r: ServeBackendResult): string {
   const tcp = r.rows.find((x) => x.id === "tcp")!;
   const lines = [
-    `Bun.serve front calling a hotpath backend per HTTP request: ${r.connections} HTTP connections (one request outstanding each), ${r.bodyBytes} B bodies, ${r.durationMs} ms per row`,
+    `Bun.serve front calling a hotpath backend per HTTP request: ${r.connections} HTTP connections (one request outstanding each), ${r.bodyBytes} B bodies, ${r.durationMs} ms per row and round, medians of ${r.rounds} rounds`,
     `machine: ${r.machine}; three processes (load generator, front, backend), no core placement; ratios are to the tcp-backend row of this run`,
     "",
     ["row".padEnd(44), "req/s".padStart(9), "÷tcp".padStart(6), "p50 µs".padStart(8), "÷tcp".padStart(6), "p99 µs".padStart(8), "÷tcp".padStart(6), "front µs/req".padStart(13), "÷tcp".padStart(6), "backend µs/req".padStart(15), "÷tcp".padStart(6)].join(" "),

@@ -19,7 +19,12 @@ if (mode === "local") {
 } else if (mode === "hotpath") {
   const wait = waitJson ? JSON.parse(waitJson) : undefined;
   const client = await rpcConnect(url!, wait ? { wait } : {});
-  close = () => client.close();
+  close = () => {
+    // SERVE_FRONT_STATS=1: the client connection's idle figures (segment transports) on stderr.
+    const stats = (client.conn as { idleStats?: () => object }).idleStats;
+    if (process.env.SERVE_FRONT_STATS === "1" && stats) console.error(JSON.stringify({ front: stats.call(client.conn) }));
+    client.close();
+  };
   fetch = async (req) => new Response(await client.request(ECHO_METHOD, new Uint8Array(await req.arrayBuffer())));
 } else {
   throw new Error(`serve-front: mode "${mode}" is not local or hotpath`);

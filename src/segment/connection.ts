@@ -18,7 +18,7 @@
 import { TransportClosedError, UsageError } from "../errors.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { SegmentChannel, type SegmentConnectionOptions } from "./channel.ts";
-import { ARMED_AWAKE, ARMED_EVENT_LOOP, ARMED_FUTEX, type SegmentLayout } from "./layout.ts";
+import { ARMED_AWAKE, ARMED_EVENT_LOOP, ARMED_FUTEX, RING_DOORBELL, type SegmentLayout } from "./layout.ts";
 import { IDLE_AFTER_INPUT, IDLE_AFTER_SEND, IDLE_WAIT, idleStrategyFor, type IdleCause, type IdleStrategy } from "./idle.ts";
 import {
   BLOCK_SLICE_NS,
@@ -28,21 +28,40 @@ import {
   PROBE_INTERVAL_NS,
   PROBE_POLL_MASK,
   type SegmentWaitPolicy,
+  type Signals,
   type WaitMode,
 } from "./waiting.ts";
 
 export type { SegmentConnectionOptions } from "./channel.ts";
 
-/** What a connection's idle waits have cost: spins started, ns spent spinning, spins that found input, parks. */
+/**
+ * What a connection's idle waits have cost: spins started, ns spent spinning, spins that found
+ * input, event-loop parks, and event-loop doorbells rung for the peer (sends that found it parked
+ * on its event loop, coalesced per tick).
+ */
 export interface IdleStats {
   spins: number;
   spinNs: number;
   paidSpins: number;
   parks: number;
+  rings: number;
 }
 export { DEFAULT_SPIN_NS, type SegmentWaitPolicy, type Signals, type WaitMode } from "./waiting.ts";
 
 const MODES: readonly string[] = ["spin", "blocking", "async", "adaptive"];
+
+/** Setup's Signals, with wakeEventLoop going through the connection's per-tick coalescing (deferRing). */
+function coalescing(s: Signals, hold: { conn: SegmentConnection | null }): Signals {
+  const out: Signals = {
+    wakeBlocking: (offset) => s.wakeBlocking(offset),
+    wakeEventLoop: (offset) => (hold.conn === null ? s.wakeEventLoop(offset) : hold.conn.deferRing(offset)),
+    waitBlocking: (offset, expected, timeoutNs) => s.waitBlocking(offset, expected, timeoutNs),
+    armEventLoop: (offset, expected, onDoorbell) => s.armEventLoop(offset, expected, onDoorbell),
+  };
+  if (s.disarmEventLoop) out.disarmEventLoop = (offset) => s.disarmEventLoop!(offset);
+  if (s.peerGone) out.peerGone = () => s.peerGone!();
+  return out;
+}
 
 /**
  * The connection setup hands out for a session segment (shm and inproc). Belongs to the thread
@@ -67,7 +86,7 @@ export class SegmentConnection extends SegmentChannel {
   private peerGoing = false;
   private idlePolls = 0;
   private lastProbeNs = 0;
-  private readonly stats: IdleStats = { spins: 0, spinNs: 0, paidSpins: 0, parks: 0 };
+  private readonly stats: IdleStats = { spins: 0, spinNs: 0, paidSpins: 0, parks: 0, rings: 0 };
   private readonly onDoorbellCb = () => this.onDoorbell();
   private readonly microTask = () => {
     this.microQueued = false;
@@ -84,10 +103,48 @@ export class SegmentConnection extends SegmentChannel {
 
   private readonly segment: { layout: SegmentLayout; side: "A" | "B" };
 
+  /** The peer's event-loop doorbell is due (a send found it parked) and goes out at the end of this tick. */
+  private ringDue = false;
+  private readonly ringTask = () => this.flushRing();
+  /** Setup's own wakeEventLoop; the channel calls the coalescing one below. */
+  private readonly ringEventLoop: (offset: number) => void;
+  private readonly txDoorbellOffset: number;
+
   constructor(o: SegmentConnectionOptions) {
-    super(o);
+    const hold: { conn: SegmentConnection | null } = { conn: null };
+    super({ ...o, signals: coalescing(o.signals, hold) });
+    hold.conn = this;
+    const own = o.signals;
+    this.ringEventLoop = (offset) => own.wakeEventLoop(offset);
+    this.txDoorbellOffset = o.layout.rings[o.side === "A" ? 0 : 1]! + RING_DOORBELL;
     this.segment = { layout: o.layout, side: o.side };
     if (o.policy) this.setWaitPolicy(o.policy);
+  }
+
+  /**
+   * A ring for a peer parked in its event loop. In the event-loop modes it waits for the end of
+   * this tick (setImmediate), so every send of one tick costs the peer one wake-up (a Bun.serve
+   * handler calling a backend sends once per HTTP request, many per tick); a poll() that finds
+   * nothing, outside the pump, sends it at once (a caller spinning on poll() never returns to the
+   * event loop). Spin and blocking modes ring at once: their thread may never return to it.
+   * @internal called through the channel's Signals; same thread as the connection.
+   */
+  deferRing(offset: number): void {
+    if (!this.autoPumps() || this.closed || offset !== this.txDoorbellOffset) {
+      this.stats.rings++;
+      return this.ringEventLoop(offset);
+    }
+    if (this.ringDue) return;
+    this.ringDue = true;
+    setImmediate(this.ringTask);
+  }
+
+  /** Sends a deferred ring now (idempotent). */
+  private flushRing(): void {
+    if (!this.ringDue) return;
+    this.ringDue = false;
+    this.stats.rings++;
+    this.ringEventLoop(this.txDoorbellOffset);
   }
 
   /**
@@ -106,6 +163,8 @@ export class SegmentConnection extends SegmentChannel {
     if (typeof spinNs !== "number" || !(spinNs >= 0) || spinNs === Infinity) throw new UsageError(`spinNs ${String(spinNs)} must be a finite number ≥ 0`);
     this.policy = { mode: mode as WaitMode, spinNs };
     this.idle = idleStrategyFor(mode as WaitMode, spinNs);
+    // A thread-holding mode may never return to the event loop: a deferred ring goes now.
+    if (!this.autoPumps()) this.flushRing();
     if (this.autoPumps() && this.receiver !== null) this.schedulePump();
   }
 
@@ -148,12 +207,15 @@ export class SegmentConnection extends SegmentChannel {
 
   /** After an empty poll: the peer's closed flag, and now and then a liveness probe. */
   protected onIdlePoll(): void {
+    if (this.ringDue && !this.pumping) this.flushRing();
     if (this.peerGoing) return;
     if (this.peerClosed()) return this.onPeerGone("closed by the peer");
     if ((++this.idlePolls & PROBE_POLL_MASK) === 0) this.probe(Bun.nanoseconds());
   }
 
   protected onShutdown(): void {
+    // The peer is told now, before setup closes the control socket.
+    this.flushRing();
     this.disarm();
     this.signals.disarmEventLoop?.(this.rxDoorbell);
     this.waiters.wake(false);

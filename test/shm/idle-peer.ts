@@ -19,13 +19,14 @@ if (import.meta.main) {
     {
       [M_ECHO]: (h) => h.data,
       [M_IDLE_STATS]: () => {
-        const sum = { spins: 0, spinNs: 0, paidSpins: 0, parks: 0 };
+        const sum = { spins: 0, spinNs: 0, paidSpins: 0, parks: 0, rings: 0 };
         for (const s of serving.server.sessions) {
           const st = (s.conn as SegmentConnection).idleStats();
           sum.spins += st.spins;
           sum.spinNs += st.spinNs;
           sum.paidSpins += st.paidSpins;
           sum.parks += st.parks;
+          sum.rings += st.rings;
         }
         return new TextEncoder().encode(JSON.stringify(sum));
       },

@@ -77,3 +77,26 @@ describe("a side with nothing coming does not spin (default wait mode)", () => {
     expect(await c.request(M_ECHO, body)).toEqual(body);
   }, 60_000);
 });
+
+describe("a peer parked on its event loop is rung once per tick", () => {
+  test("20 one-way sends in one tick, 2 ms apart, wake the serve() process once, not once per send", async () => {
+    const c = await startServer();
+    const body = new Uint8Array(32).fill(5);
+    expect(await c.request(M_ECHO, body)).toEqual(body);
+    const before = await serverStats(c);
+    await Bun.sleep(20); // the server has parked
+    for (let i = 0; i < 20; i++) {
+      expect(c.send(M_ECHO, body)).toBe(0);
+      // Long enough for a woken server to take the message and park again before the next send.
+      const until = Bun.nanoseconds() + 2e6;
+      while (Bun.nanoseconds() < until);
+    }
+    await Bun.sleep(20);
+    const after = await serverStats(c);
+    // Parks between the two readings: the ones after the first reading's reply, the one wake-up
+    // for the burst, the second reading's arrival. Rung per send, the server would have woken
+    // (and parked again) for each of the 20.
+    expect(after.parks - before.parks).toBeLessThan(10);
+    expect(stats(c.conn).rings).toBeGreaterThan(0);
+  }, 60_000);
+});
