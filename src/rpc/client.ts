@@ -118,6 +118,12 @@ export class Client<U = unknown> implements Disposable {
   private readonly compErr: (HotpathError | null)[];
   private compHead = 0;
   private compCount = 0;
+  /** poll() is in the transport's poll with no completion queued: responses complete at once. */
+  private direct = false;
+  /** Responses completed at once, ever (poll() counts its own by difference). */
+  private directDelivered = 0;
+  private directThrew = false;
+  private directError: unknown = undefined;
   private readonly waiting: PendingRequest[] = [];
   private pumpScheduled = false;
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);
@@ -254,10 +260,25 @@ export class Client<U = unknown> implements Disposable {
 
   /** Pushes queued sends and delivers completed hot-path calls to onResponse. Returns how many. */
   poll(): number {
-    this.conn.poll();
+    // Responses the transport delivers inside this poll go to onResponse at once when nothing
+    // older waits in the completion queue (no queueing; see onMessage). A throw from
+    // onResponse is kept and rethrown once the transport's delivery returns.
+    const before = this.directDelivered;
+    if (this.compCount === 0) this.direct = true;
+    try {
+      this.conn.poll();
+    } finally {
+      this.direct = false;
+    }
+    if (this.directThrew) {
+      const e = this.directError;
+      this.directThrew = false;
+      this.directError = undefined;
+      throw e;
+    }
     // Requests waiting for room go out from here too (spin / blocking modes have no other driver).
     if (this.waiting.length > 0 && this.closeErr === null) this.pump();
-    let n = 0;
+    let n = this.directDelivered - before;
     while (this.compCount > 0) {
       const i = this.compHead;
       const slot = this.compSlot[i]!;
@@ -507,6 +528,7 @@ export class Client<U = unknown> implements Disposable {
       }
     }
     if (state === SLOT_CALLBACK) {
+      if (this.direct && error === null) return this.completeNow(slot, msg);
       this.state[slot] = SLOT_DONE;
       this.enqueueCompletion(slot, error === null ? msg : null, error);
       if (error !== null) msg.release();
@@ -561,6 +583,23 @@ export class Client<U = unknown> implements Disposable {
     const p = this.pending[slot]!;
     this.freeSlot(slot);
     this.settle(p, null, error);
+  }
+
+  /** Inside poll(), nothing queued: the response goes to onResponse now (as poll()'s loop would). */
+  private completeNow(slot: number, msg: RxMessage): void {
+    const ud = this.userData[slot] as U;
+    this.freeSlot(slot);
+    this.directDelivered++;
+    try {
+      this.onResponse!(ud, msg.body, null);
+    } catch (e) {
+      // poll() rethrows it after the transport's delivery; later responses queue meanwhile.
+      this.direct = false;
+      this.directThrew = true;
+      this.directError = e;
+    } finally {
+      msg.release();
+    }
   }
 
   private enqueueCompletion(slot: number, msg: RxMessage | null, error: HotpathError | null): void {

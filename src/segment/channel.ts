@@ -412,10 +412,10 @@ export abstract class SegmentChannel implements Connection, MessageOwner {
   private deliver(r: Receiver): number {
     let n = 0;
     const w = this.words;
-    let avail = 0;
-    for (let budget = this.ringSlots; budget > 0 && (avail = this.rx.available()) > 0; budget--) {
-      const index = this.rx.take();
-      const d = this.rx.descOffset(index);
+    const rx = this.rx;
+    let d = 0;
+    for (let budget = this.ringSlots; budget > 0 && (d = rx.takeNext()) >= 0; budget--) {
+      const index = rx.taken;
       // Each word the peer wrote is read once; the checks and the message use these locals.
       const lf = w[(d + DESC_LEN_FLAGS) >> 2]!;
       const hl = lf & 0xff;
@@ -456,7 +456,7 @@ export abstract class SegmentChannel implements Connection, MessageOwner {
       n++;
       if (this.closed) return n;
     }
-    if (avail < 0) this.peerFault(this.rx.fault!);
+    if (d === RING_FAULT) this.peerFault(rx.fault!);
     return n;
   }
 

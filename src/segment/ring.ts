@@ -33,8 +33,10 @@ import { DESC_BYTES, DESC_SEQ, RING_DESCS, RING_HEAD } from "./layout.ts";
 
 /** reserve(): the ring is full (backpressure). */
 export const RING_FULL = -1;
-/** reserve() / available(): the peer's index is impossible; `fault` says why. */
+/** reserve() / available() / takeNext(): what the peer wrote is impossible; `fault` says why. */
 export const RING_FAULT = -2;
+/** takeNext(): nothing published yet. */
+export const RING_EMPTY = -1;
 
 /** The sequence word that publishes ring index `index`: index + 1, with 0 (never written) skipped. */
 export function seqOf(index: number): number {
@@ -108,6 +110,8 @@ export class RingConsumer {
   private readonly mask: number;
   /** Next index to hand out. */
   private next: number;
+  /** The index takeNext() handed out last. */
+  taken = 0;
   /** Oldest index not yet freed (the shared head). */
   private head: number;
   /** Per slot: released by the application but not yet freed because an older one is held. */
@@ -147,6 +151,23 @@ export class RingConsumer {
   private seqFault(next: number, s: number): number {
     this.fault = `ring descriptor ${next >>> 0} has sequence ${s >>> 0}, neither ${seqOf(next) >>> 0} (published) nor ${seqOf(next - this.slots) >>> 0} (not yet; ring size ${this.slots})`;
     return RING_FAULT;
+  }
+
+  /**
+   * available() and take() in one: the byte offset of the next descriptor when it is published
+   * (its index is then `taken`, for release()), RING_EMPTY when not yet, RING_FAULT (see
+   * available()). The delivery loop's one call per message.
+   */
+  takeNext(): number {
+    const next = this.next;
+    if (((next - this.head) | 0) >= this.slots) return RING_EMPTY;
+    const k = next & this.mask;
+    // SYNC: pairs with Atomics.store(seq) in RingProducer.publish().
+    const s = Atomics.load(this.words, this.seqBase + k * DESC_WORDS);
+    if (s !== seqOf(next)) return s === 0 || s === seqOf(next - this.slots) ? RING_EMPTY : this.seqFault(next, s);
+    this.taken = next;
+    this.next = (next + 1) | 0;
+    return this.offset + RING_DESCS + k * DESC_BYTES;
   }
 
   /** Hands out the next descriptor: returns its index (for release); call available() first. */
