@@ -226,6 +226,8 @@ export interface MeasureOptions {
 }
 
 const MAX_SAMPLES = 1 << 21;
+/** Fewest 32-byte calls timed per row, whatever --duration says: enough that p99 is not the slowest call. */
+const MIN_SAMPLES = 1000;
 /** A latency window's length: short enough that few windows see a collection, long enough for the heap's block granularity to vanish. */
 const WINDOW_NS = 20e6;
 /** At most this many calls per window (about 20 ms at the fastest rows' ~1 µs). */
@@ -261,7 +263,8 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
   // one's pace), for --duration in all; a full GC before each window, outside the timing.
   let t0 = Bun.nanoseconds();
   await lat(100);
-  let calls = Math.max(50, Math.min(MAX_WINDOW_CALLS, Math.round(WINDOW_NS / Math.max((Bun.nanoseconds() - t0) / 100, 50))));
+  // The first window is at most 2000 calls: a spinning pair on a busy machine can be much slower than its first 100 calls.
+  let calls = Math.max(50, Math.min(2000, Math.round(WINDOW_NS / Math.max((Bun.nanoseconds() - t0) / 100, 50))));
   let n = 0;
   let spentNs = 0;
   let allocObjects = 0;
@@ -269,8 +272,10 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
   let clean = 0;
   let cpuClient = 0;
   let cpuServer = 0;
-  // A collection inside a window voids its heap count: while none counted, up to 4 more windows.
-  for (let w = 0; (spentNs < o.durationS * 1e9 || w < 2 || (clean === 0 && w < 6)) && n + calls <= MAX_SAMPLES; w++) {
+  // A collection inside a window voids its heap count: while none counted, up to 4 more windows, each half as long.
+  for (let w = 0; (spentNs < o.durationS * 1e9 || w < 2 || n < MIN_SAMPLES || (clean === 0 && w < 6)) && n + calls <= MAX_SAMPLES; w++) {
+    const extra = w >= 2 && spentNs >= o.durationS * 1e9 && n >= MIN_SAMPLES;
+    if (extra) calls = Math.max(20, calls >> 1);
     Bun.gc(true);
     const marked = heapStats().objectCount;
     const r0 = heapCells();
@@ -291,7 +296,7 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
       allocCalls += calls;
       clean++;
     }
-    calls = Math.max(50, Math.min(MAX_WINDOW_CALLS, Math.round((calls * WINDOW_NS) / Math.max(wallNs, 1))));
+    if (!extra) calls = Math.max(50, Math.min(MAX_WINDOW_CALLS, Math.round((calls * WINDOW_NS) / Math.max(wallNs, 1))));
   }
   const sorted = SAMPLES.subarray(0, n).sort();
   const p50Us = percentile(sorted, 0.5) / 1e3;

@@ -10,7 +10,8 @@
  * (as many more iterations as take about `extraS` seconds at the first run's average, at least
  * iters / 2 and at most 50 × iters). CPU per round trip on each side: the difference of each
  * process's CPU time (Bun's resourceUsage()) between the two runs, divided by the extra
- * iterations, so start-up, wire-up and warm-up (the same in both runs) cancel out.
+ * iterations, so start-up, wire-up and warm-up (about the same in both runs) cancel out; NaN
+ * (shown as -) when the longer run used no more CPU than the shorter one.
  *
  *   const r = await perftest("shm,self,tcp", 20_000, 0.3);   // null when ucx_perftest is missing
  */
@@ -85,6 +86,9 @@ async function once(tls: string, iters: number, rank: number): Promise<{ rttUs: 
   }
 }
 
+/** CPU per extra iteration; NaN when the longer run used no more (start-up varied more than the extra iterations cost). */
+const perIter = (deltaUs: number, extra: number) => (deltaUs > 0 ? deltaUs / extra : NaN);
+
 /** The reference figures for one UCX_TLS, or null when ucx_perftest is not installed or a run failed. */
 export async function perftest(tls: string, iters: number, extraS: number): Promise<PerftestFigures | null> {
   if (Bun.which("ucx_perftest") === null) return null;
@@ -93,5 +97,5 @@ export async function perftest(tls: string, iters: number, extraS: number): Prom
   const extra = Math.max(Math.ceil(iters / 2), Math.min(50 * iters, Math.round((extraS * 1e6) / Math.max(a.avgRttUs, 0.05))));
   const b = await once(tls, iters + extra, 99);
   if (!b) return null;
-  return { p50Us: a.rttUs, p99Us: b.rttUs, clientCpuUs: Math.max(0, b.clientUs - a.clientUs) / extra, serverCpuUs: Math.max(0, b.serverUs - a.serverUs) / extra, iters, itersP99: iters + extra };
+  return { p50Us: a.rttUs, p99Us: b.rttUs, clientCpuUs: perIter(b.clientUs - a.clientUs, extra), serverCpuUs: perIter(b.serverUs - a.serverUs, extra), iters, itersP99: iters + extra };
 }

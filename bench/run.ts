@@ -145,7 +145,7 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
     const id = t.references[0]!;
     const label = `ucx_perftest ucp_am_lat (UCX_TLS=${t.ucxTls}, 32 B only)`;
     print(`${label} (reference)`);
-    const iters = o.quick ? 5_000 : 200_000;
+    const iters = o.quick ? 2_000 : 20_000;
     const pt = await perftest(t.ucxTls, iters, o.quick ? 0.3 : 2);
     if (pt === null) {
       report.skipped.push({ id, label, reason: Bun.which("ucx_perftest") ? "ucx_perftest did not finish" : "ucx_perftest not installed (Debian ucx-utils)" });
