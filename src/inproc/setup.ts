@@ -1,6 +1,7 @@
 /**
- * inproc: the shm session code over a SharedArrayBuffer, between threads (Bun Workers) of one
- * process. `inproc://name`.
+ * inproc: the session code shm uses (segment/session.ts), over a SharedArrayBuffer posted
+ * between threads (Bun Workers) of one process. `inproc://name`. This file adds only what
+ * differs from shm: the rendezvous (the segment itself is posted) and Atomics doorbells.
  *
  * Rendezvous: the listener holds the Unix socket `/tmp/hotpath-<uid>/inproc-<pid>-<name>.sock`
  * (in the per-user directory of shm, socket-dir.ts: checked, the name bound so that a second
@@ -22,39 +23,20 @@
  * alive after a peer that died without ringing.
  */
 
-import type { Socket, UnixSocketListener } from "bun";
+import type { Socket } from "bun";
 import { AuthError, ConnectError, describeThrown, HotpathError, ProtocolError, UsageError } from "../errors.ts";
 import { fdPeerGone, type Ucred } from "../ffi/libc.ts";
-import { ListenerBase } from "../contract/listener-base.ts";
-import type { SegmentConnection, Signals } from "../segment/connection.ts";
-import {
-  acceptHandshake,
-  checkListener,
-  Handshake,
-  HandshakeBudget,
-  HANDSHAKE_TIMEOUT_MS,
-  openHandshake,
-  ownLimit,
-  ownUid,
-  parseHello,
-  peerLimit,
-  refusalError,
-  refusedData,
-  refuseHandshake,
-  segmentConfig,
-  SessionConnection,
-  sessionName,
-  socketFd,
-  socketPeer,
-} from "../segment/handshake.ts";
+import type { Signals } from "../segment/connection.ts";
+import { Handshake, HANDSHAKE_TIMEOUT_MS, ownLimit, ownUid, parseHello, peerLimit, segmentConfig, SessionConnection, sessionName, socketFd } from "../segment/handshake.ts";
 import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader } from "../segment/layout.ts";
-import { bindSocket, processExists, removeStaleSockets, socketDir, unlinkAtExit, type BoundSocket } from "../segment/socket-dir.ts";
+import { dialSession, headerWords, heapSegment, sessionConnection, SessionListener, type SegmentMemory } from "../segment/session.ts";
+import { processExists, removeStaleSockets, socketDir, unlinkAtExit } from "../segment/socket-dir.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../contract/transport.ts";
 
 const channelName = (name: string) => `hotpath-inproc-${process.pid}-${name}`;
 
-function signalsFor(buffer: SharedArrayBuffer, socket: Socket<Handshake>): Signals {
-  const i32 = new Int32Array(buffer);
+function signalsFor(memory: SegmentMemory, socket: Socket<Handshake>): Signals {
+  const i32 = new Int32Array(memory.sab, memory.byteOffset, memory.lenBytes >> 2);
   const fd = socketFd(socket);
   let pending = false;
   let callback: (() => void) | null = null;
@@ -88,28 +70,15 @@ function signalsFor(buffer: SharedArrayBuffer, socket: Socket<Handshake>): Signa
 
 function makeConnection(
   side: "A" | "B",
-  sab: SharedArrayBuffer,
+  memory: SegmentMemory,
   socket: Socket<Handshake>,
   peer: string,
   opts: ConnectOptions | ListenOptions,
   peerMaxMessageBytes: number | undefined,
   creds: Ucred,
 ): SessionConnection {
-  return new SessionConnection(
-    {
-      transport: "inproc",
-      buffer: sab,
-      layout: readHeader(new Uint32Array(sab, 0, 32), `inproc segment for ${peer}`, sab.byteLength),
-      side,
-      signals: signalsFor(sab, socket),
-      peer,
-      policy: opts.wait,
-      maxMessageBytes: opts.maxMessageBytes,
-      peerMaxMessageBytes,
-      onLocalClose: () => socket.end(),
-    },
-    creds,
-  );
+  const layout = readHeader(headerWords(memory), `inproc segment for ${peer}`, memory.lenBytes);
+  return sessionConnection({ transport: "inproc", memory, layout, side, signals: signalsFor(memory, socket), socket, peer, opts, peerMaxMessageBytes, creds });
 }
 
 const INPROC_NAME_RE = /^inproc-(\d+)-/;
@@ -149,97 +118,46 @@ export async function inprocConnect(url: URL, opts: ConnectOptions): Promise<Con
   if (opts.expectUid !== undefined && opts.expectUid !== ownUid()) {
     throw new UsageError(`${where}: expectUid ${String(opts.expectUid)} is not this process's uid ${ownUid()}: inproc peers are threads of one process`);
   }
-  const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const layout = computeLayout(segmentConfig(opts));
   const path = socketPath(where, name, "connect");
-  const noListener = `${where}: no inproc listener named "${name}" in this process`;
-  if (path === null) throw new ConnectError(noListener);
-  const sab = new SharedArrayBuffer(layout.totalBytes);
-  writeHeader(new Uint32Array(sab, 0, 32), layout, (Math.random() * 0xffffffff) >>> 0);
+  const noListener = `no inproc listener named "${name}" in this process`;
+  if (path === null) throw new ConnectError(`${where}: ${noListener}`);
+  const memory = heapSegment(layout.totalBytes);
+  writeHeader(headerWords(memory), layout, (Math.random() * 0xffffffff) >>> 0);
   const id = crypto.randomUUID();
-
-  let settle!: (e: HotpathError | null) => void;
-  const done = new Promise<HotpathError | null>((r) => (settle = r));
-  const timer = setTimeout(() => settle(new ConnectError(`${where}: no handshake within ${timeoutMs} ms`)), timeoutMs);
-  const hs = new Handshake();
-  let socket: Socket<Handshake>;
-  try {
-    socket = await Bun.connect<Handshake>({
-      unix: path,
-      data: hs,
-      socket: {
-        open(s) {
-          // Only a listener in this very process is an inproc peer; anyone else learns nothing.
-          const refused = checkListener(where, s, ownUid(), process.pid);
-          if (refused === null) return;
-          hs.refused = true;
-          settle(refused);
-          s.terminate();
-        },
-        data(s, chunk) {
-          if (hs.refused || hs.conn) return; // doorbells travel through Atomics, not the socket
-          const line = hs.line(chunk);
-          if (line === null) return;
-          let reply: { ok?: unknown; error?: unknown; refused?: unknown; maxMessageBytes?: unknown } | null;
-          try {
-            reply = JSON.parse(line);
-          } catch {
-            return settle(new ProtocolError(`${where}: handshake reply is not JSON`));
-          }
-          if (reply === null || typeof reply !== "object") return settle(new ProtocolError(`${where}: handshake reply is not an object`));
-          if (reply.ok !== true) return settle(refusalError(where, reply));
-          const peerMax = peerLimit(reply.maxMessageBytes);
-          if (peerMax === null) return settle(new ProtocolError(`${where}: handshake reply has maxMessageBytes ${String(reply.maxMessageBytes)}`));
-          hs.conn = makeConnection("A", sab, s, peer, opts, peerMax, hs.creds!);
-          settle(null);
-        },
-        close() {
-          if (hs.conn) hs.conn.onPeerGone("the listener side closed (or its Worker ended)");
-          else settle(new ConnectError(`${where}: the listener closed the socket during the handshake`));
-        },
-      },
-    });
-  } catch (e) {
-    clearTimeout(timer);
-    throw new ConnectError(noListener, { cause: e });
-  }
   let bc: BroadcastChannel | null = null;
-  if (!hs.refused) {
-    bc = new BroadcastChannel(channelName(name));
-    bc.postMessage({ id, sab });
-    socket.write(`${JSON.stringify({ hello: "hotpath-inproc", version: SEGMENT_VERSION, id, maxMessageBytes: ownLimit(opts, layout) })}\n`);
+  try {
+    return await dialSession({
+      where,
+      path,
+      timeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      // Only a listener in this very process is an inproc peer; anyone else learns nothing.
+      expectUid: ownUid(),
+      expectPid: process.pid,
+      doorbellOnSocket: false, // doorbells travel through Atomics, not the socket
+      peerGoneWhy: "the listener side closed (or its Worker ended)",
+      hello: () => {
+        bc = new BroadcastChannel(channelName(name));
+        bc.postMessage({ id, sab: memory.sab });
+        return { hello: "hotpath-inproc", version: SEGMENT_VERSION, id, maxMessageBytes: ownLimit(opts, layout) };
+      },
+      connection: (s, peerMax, creds) => makeConnection("A", memory, s, peer, opts, peerMax, creds),
+      connectFailed: () => noListener,
+    });
+  } finally {
+    (bc as BroadcastChannel | null)?.close();
   }
-  const err = await done;
-  clearTimeout(timer);
-  bc?.close();
-  if (err !== null) {
-    hs.conn?.close();
-    socket.terminate();
-    throw err;
-  }
-  return hs.conn!;
 }
 
-class InprocListener extends ListenerBase<SegmentConnection> {
+class InprocListener extends SessionListener {
   readonly transport = "inproc";
-  readonly url: string;
-  private readonly where: string;
   /** Segments posted on the channel, by id, waiting for their socket line (or the reverse). */
   private readonly segments = new Map<string, SharedArrayBuffer>();
   private readonly waitingSockets = new Map<string, { socket: Socket<Handshake>; peerMax: number | undefined }>();
-  private bound: BoundSocket<UnixSocketListener<Handshake>> | null = null;
   private bc: BroadcastChannel | null = null;
-  /** Any uid can connect to the socket (and is then refused): the same cap as shm's. */
-  private readonly budget: HandshakeBudget;
 
-  constructor(
-    readonly name: string,
-    private readonly opts: ListenOptions,
-  ) {
-    super();
-    this.url = `inproc://${name}`;
-    this.where = `inproc listen "${name}"`;
-    this.budget = new HandshakeBudget(this.where);
+  constructor(name: string, opts: ListenOptions) {
+    super("inproc", name, opts, false, "the client side closed (or its Worker ended)");
   }
 
   /** Binds the rendezvous socket and opens the channel; ConnectError when the name is held. */
@@ -259,61 +177,29 @@ class InprocListener extends ListenerBase<SegmentConnection> {
     try {
       const path = socketPath(this.where, this.name, "listen")!;
       await removeGoneInprocSockets(path);
-      this.bound = await bindSocket(this.where, path, (unix) =>
-        Bun.listen<Handshake>({
-          unix,
-          socket: {
-            open: (s) => this.opened(s),
-            data: (s, chunk) => {
-              if (s.data.refused) return refusedData(s);
-              if (s.data.conn) return;
-              const line = s.data.line(chunk);
-              if (line === null) return;
-              this.hello(s, line);
-            },
-            close: (s) => {
-              const hs = s.data;
-              clearTimeout(hs?.timer);
-              hs?.release();
-              if (hs?.conn) {
-                this.forget(hs.conn);
-                hs.conn.onPeerGone("the client side closed (or its Worker ended)");
-              } else {
-                for (const [id, w] of this.waitingSockets) if (w.socket === s) this.waitingSockets.delete(id);
-              }
-            },
-          },
-        }),
-      );
+      await this.bindAt(path);
     } catch (e) {
       this.bc.close();
       throw e;
     }
   }
 
-  protected stop(closeActive: boolean): void {
-    this.bound?.close(closeActive);
+  protected override stop(closeActive: boolean): void {
+    super.stop(closeActive);
     this.bc?.close();
   }
 
-  /** A client connected: closed at once beyond the budget; only a thread of this process is admitted. */
-  private opened(s: Socket<Handshake>): void {
-    const creds = socketPeer(s);
-    const busy = openHandshake(s, this.budget, creds, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
-    if (busy !== null) return this.refused(busy, "busy");
-    if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`), true);
-    if (creds.pid !== process.pid) {
-      return this.refuse(s, new AuthError(`${this.where}: the client is process ${creds.pid} (uid ${creds.uid}), not this process (${process.pid}): inproc admits only threads of its own process`), true);
-    }
-    s.data.creds = creds;
+  /** Only a thread of this process is admitted. */
+  protected admit(creds: Ucred): HotpathError | null {
+    if (creds.pid === process.pid) return null;
+    return new AuthError(`${this.where}: the client is process ${creds.pid} (uid ${creds.uid}), not this process (${process.pid}): inproc admits only threads of its own process`);
   }
 
-  private refuse(s: Socket<Handshake>, error: HotpathError, atOpen = false): void {
-    refuseHandshake(s, error, atOpen);
-    this.refused(error, error instanceof AuthError ? "auth" : "protocol");
+  protected override handshakeClosed(s: Socket<Handshake>): void {
+    for (const [id, w] of this.waitingSockets) if (w.socket === s) this.waitingSockets.delete(id);
   }
 
-  private hello(s: Socket<Handshake>, line: string): void {
+  protected hello(s: Socket<Handshake>, line: string): void {
     const hello = parseHello(this.where, line, "hotpath-inproc");
     if (hello instanceof ProtocolError) return this.refuse(s, hello);
     if (typeof hello.id !== "string") return this.refuse(s, new ProtocolError(`${this.where}: malformed handshake: id ${String(hello.id)}`));
@@ -330,12 +216,12 @@ class InprocListener extends ListenerBase<SegmentConnection> {
     this.waitingSockets.delete(id);
     let conn: SessionConnection;
     try {
-      conn = makeConnection("B", sab, s, `${this.url} (client)`, this.opts, peerMax, s.data.creds!);
+      const memory: SegmentMemory = { sab, byteOffset: 0, lenBytes: sab.byteLength, close() {} };
+      conn = makeConnection("B", memory, s, `${this.url} (client)`, this.opts, peerMax, s.data.creds!);
     } catch (e) {
       return this.refuse(s, new ProtocolError(`${this.where}: ${describeThrown(e)}`));
     }
-    acceptHandshake(s, conn);
-    this.accepted(conn);
+    this.acceptSession(s, conn);
   }
 }
 

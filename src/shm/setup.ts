@@ -48,11 +48,14 @@
  * that wakes the main thread through Atomics.waitAsync: ~10 µs vs ~30 µs p50 to wake an idle
  * process).
  *
- * On close the segment's shared pages are dropped at once (ShmMapping.close), as soon as no
- * received message is held any more.
+ * The segment is a SharedArrayBuffer on both sides (ShmMapping maps the memfd over one's pages),
+ * so the session code is inproc's (segment/session.ts: the listener, the dial, the connection);
+ * this file adds only what differs: the memfd handshake, futex and socket doorbells, and peer
+ * liveness through a pidfd. On close the segment's shared pages are dropped at once
+ * (ShmMapping.close), as soon as no received message is held any more.
  */
 
-import type { Socket, UnixSocketListener } from "bun";
+import type { Socket } from "bun";
 import { AuthError, ConnectError, describeThrown, HotpathError, NativeError, ProtocolError } from "../errors.ts";
 import {
   closeFd,
@@ -80,33 +83,12 @@ import {
   type FileStatus,
   type Ucred,
 } from "../ffi/libc.ts";
-import { ListenerBase } from "../contract/listener-base.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, type ConnectOptions, type Connection, type Listener, type ListenOptions, type TransportFactory } from "../contract/transport.ts";
-import type { SegmentConnection, Signals } from "../segment/connection.ts";
-import {
-  acceptHandshake,
-  admission,
-  checkListener,
-  expectedUid,
-  Handshake,
-  HandshakeBudget,
-  HANDSHAKE_TIMEOUT_MS,
-  openHandshake,
-  ownLimit,
-  ownUid,
-  parseHello,
-  peerLimit,
-  refusalError,
-  refusedData,
-  refuseHandshake,
-  segmentConfig,
-  SessionConnection,
-  sessionName,
-  socketFd,
-  socketPeer,
-} from "../segment/handshake.ts";
+import type { Signals } from "../segment/connection.ts";
+import { admission, expectedUid, Handshake, ownLimit, ownUid, parseHello, peerLimit, segmentConfig, SessionConnection, sessionName, socketFd } from "../segment/handshake.ts";
 import { computeLayout, readHeader, SEGMENT_VERSION, writeHeader, type SegmentLayout } from "../segment/layout.ts";
-import { bindSocket, socketDir, socketDirOf, type BoundSocket } from "../segment/socket-dir.ts";
+import { dialSession, headerWords, sessionConnection, SessionListener } from "../segment/session.ts";
+import { socketDir, socketDirOf } from "../segment/socket-dir.ts";
 
 const DOORBELL = new Uint8Array([1]);
 const socketFile = (dir: string, name: string) => `${dir}/shm-${name}.sock`;
@@ -178,26 +160,19 @@ function makeConnection(
     }
   };
   try {
-    return new SessionConnection(
-      {
-        transport: "shm",
-        buffer: mapping.sab,
-        byteOffset: mapping.byteOffset,
-        layout,
-        side,
-        signals: signalsFor(mapping, socket, () => pidfd),
-        peer,
-        policy: opts.wait,
-        maxMessageBytes: opts.maxMessageBytes,
-        peerMaxMessageBytes,
-        onLocalClose: () => {
-          socket.end();
-          dropPidfd();
-        },
-        onUnused: () => mapping.close(),
-      },
+    return sessionConnection({
+      transport: "shm",
+      memory: mapping,
+      layout,
+      side,
+      signals: signalsFor(mapping, socket, () => pidfd),
+      socket,
+      peer,
+      opts,
+      peerMaxMessageBytes,
       creds,
-    );
+      onLocalClose: dropPidfd,
+    });
   } catch (e) {
     dropPidfd();
     throw e;
@@ -215,89 +190,33 @@ export async function shmConnect(url: URL, opts: ConnectOptions): Promise<Connec
   const peer = `shm://${name}`;
   const where = `shm connect ${peer}`;
   const expectUid = expectedUid(where, opts);
-  const timeoutMs = opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
   const layout = computeLayout(segmentConfig(opts));
   const dir = socketDir(where, expectUid, "connect");
   if (dir === null) throw new ConnectError(`${where}: no shm listener named "${name}" (there is no socket directory ${socketDirOf(expectUid)})`);
   const path = socketFile(dir, name);
   const mapping = ShmMapping.createSealed(`hotpath-${name}`, layout.totalBytes);
-  writeHeader(new Uint32Array(mapping.sab, mapping.byteOffset, 32), layout, (Math.random() * 0xffffffff) >>> 0);
-
-  let settle!: (e: HotpathError | null) => void;
-  const done = new Promise<HotpathError | null>((r) => (settle = r));
-  const hs = new Handshake();
-  const timer = setTimeout(() => settle(new ConnectError(`${where}: no handshake within ${timeoutMs} ms`)), timeoutMs);
-  let socket: Socket<Handshake>;
+  writeHeader(headerWords(mapping), layout, (Math.random() * 0xffffffff) >>> 0);
   try {
-    socket = await Bun.connect<Handshake>({
-      unix: path,
-      data: hs,
-      socket: {
-        open(s) {
-          // Who listens is checked before anything is sent: a squatter learns nothing.
-          const refused = checkListener(where, s, expectUid);
-          if (refused === null) return;
-          hs.refused = true;
-          settle(refused);
-          s.terminate();
-        },
-        data(s, chunk) {
-          if (hs.refused) return;
-          if (hs.conn) return hs.conn.onDoorbell();
-          const line = hs.line(chunk);
-          if (line === null) return;
-          let reply: { ok?: unknown; error?: unknown; refused?: unknown; maxMessageBytes?: unknown } | null;
-          try {
-            reply = JSON.parse(line);
-          } catch {
-            return settle(new ProtocolError(`${where}: handshake reply is not JSON`));
-          }
-          if (reply === null || typeof reply !== "object") return settle(new ProtocolError(`${where}: handshake reply is not an object`));
-          if (reply.ok !== true) return settle(refusalError(where, reply));
-          const peerMax = peerLimit(reply.maxMessageBytes);
-          if (peerMax === null) return settle(new ProtocolError(`${where}: handshake reply has maxMessageBytes ${String(reply.maxMessageBytes)}`));
-          try {
-            hs.conn = makeConnection("A", mapping, layout, s, peer, opts, peerMax, hs.creds!, peerPidfd(socketFd(s), hs.creds!.pid));
-          } catch (e) {
-            return settle(e instanceof HotpathError ? e : new ConnectError(`${where}: ${describeThrown(e)}`));
-          }
-          settle(null);
-          if (hs.text.length > 0) hs.conn.onDoorbell();
-        },
-        close() {
-          if (hs.conn) hs.conn.onPeerGone("the server closed the session (or its process exited)");
-          else settle(new ConnectError(`${where}: the server closed the control socket during the handshake`));
-        },
-        error(_s, e) {
-          if (!hs.conn) settle(new ConnectError(`${where}: ${e.message}`));
-        },
+    return await dialSession({
+      where,
+      path,
+      timeoutMs: opts.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+      expectUid,
+      doorbellOnSocket: true,
+      peerGoneWhy: "the server closed the session (or its process exited)",
+      hello: () => ({ hello: "hotpath-shm", version: SEGMENT_VERSION, fd: mapping.fd, bytes: layout.totalBytes, maxMessageBytes: ownLimit(opts, layout) }),
+      connection: (s, peerMax, creds) => makeConnection("A", mapping, layout, s, peer, opts, peerMax, creds, peerPidfd(socketFd(s), creds.pid)),
+      connectFailed: (e) => {
+        const code = (e as { code?: string }).code;
+        if (code === "ECONNREFUSED" || code === "ENOENT") return `no shm listener named "${name}"`;
+        if (code === "EACCES") return `permission denied on ${path} (the socket directory or file does not let uid ${ownUid()} in)`;
+        return describeThrown(e);
       },
     });
   } catch (e) {
-    clearTimeout(timer);
     mapping.close();
-    const code = (e as { code?: string }).code;
-    const why =
-      code === "ECONNREFUSED" || code === "ENOENT"
-        ? `no shm listener named "${name}"`
-        : code === "EACCES"
-          ? `permission denied on ${path} (the socket directory or file does not let uid ${ownUid()} in)`
-          : describeThrown(e);
-    throw new ConnectError(`${where}: ${why}`, { cause: e });
+    throw e;
   }
-  if (!hs.refused) {
-    const hello = { hello: "hotpath-shm", version: SEGMENT_VERSION, fd: mapping.fd, bytes: layout.totalBytes, maxMessageBytes: ownLimit(opts, layout) };
-    socket.write(`${JSON.stringify(hello)}\n`);
-  }
-  const err = await done;
-  clearTimeout(timer);
-  if (err !== null) {
-    hs.conn?.close();
-    socket.terminate();
-    mapping.close();
-    throw err;
-  }
-  return hs.conn!;
 }
 
 const isFdNumber = (v: unknown): v is number => typeof v === "number" && Number.isInteger(v) && v >= 0 && v <= 0x7fffffff;
@@ -424,7 +343,7 @@ export function openClientSegment(where: string, peer: Ucred, pidfd: number, fd:
     own = -1;
     const mapping = ShmMapping.fromFd(`${what} (client uid ${peer.uid})`, fdOfMapping, bytes);
     try {
-      const layout = readHeader(new Uint32Array(mapping.sab, mapping.byteOffset, 32), `shm segment of client pid ${peer.pid}`, bytes);
+      const layout = readHeader(headerWords(mapping), `shm segment of client pid ${peer.pid}`, bytes);
       if (layout.totalBytes !== bytes) throw new ProtocolError(`${where}: ${what} has ${bytes} bytes, but its header describes a layout of ${layout.totalBytes} bytes`);
       return { mapping, layout };
     } catch (e) {
@@ -437,77 +356,26 @@ export function openClientSegment(where: string, peer: Ucred, pidfd: number, fd:
   }
 }
 
-class ShmListener extends ListenerBase<SegmentConnection> {
+class ShmListener extends SessionListener {
   readonly transport = "shm";
-  readonly url: string;
-  private readonly where: string;
-  private readonly admit: (peer: Ucred) => string | null;
-  private readonly budget: HandshakeBudget;
-  private bound: BoundSocket<UnixSocketListener<Handshake>> | null = null;
+  private readonly admitUid: (peer: Ucred) => string | null;
 
-  constructor(
-    readonly name: string,
-    private readonly opts: ListenOptions,
-  ) {
-    super();
-    this.url = `shm://${name}`;
-    this.where = `shm listen "${name}"`;
-    this.admit = admission(this.where, opts.allow);
-    this.budget = new HandshakeBudget(this.where);
+  constructor(name: string, opts: ListenOptions) {
+    super("shm", name, opts, true, "the client closed the session (or its process exited)");
+    this.admitUid = admission(this.where, opts.allow);
   }
 
   /** Binds the listener's socket name; ConnectError when it cannot (held, untrusted directory). */
   async bind(): Promise<void> {
-    const dir = socketDir(this.where, ownUid(), "listen");
-    this.bound = await bindSocket(this.where, socketFile(dir, this.name), (unix) =>
-      Bun.listen<Handshake>({
-        unix,
-        socket: {
-          open: (s) => this.opened(s),
-          data: (s, chunk) => {
-            const hs = s.data;
-            if (hs.refused) return refusedData(s);
-            if (hs.conn) return hs.conn.onDoorbell();
-            const line = hs.line(chunk);
-            if (line === null) return;
-            this.accept(s, line);
-            if (hs.conn && hs.text.length > 0) (hs.conn as SegmentConnection).onDoorbell();
-          },
-          close: (s) => {
-            const hs = s.data;
-            clearTimeout(hs?.timer);
-            hs?.release();
-            if (hs?.conn) {
-              this.forget(hs.conn);
-              hs.conn.onPeerGone("the client closed the session (or its process exited)");
-            }
-          },
-        },
-      }),
-    );
+    await this.bindAt(socketFile(socketDir(this.where, ownUid(), "listen"), this.name));
   }
 
-  protected stop(closeActive: boolean): void {
-    this.bound?.close(closeActive);
+  protected admit(creds: Ucred): HotpathError | null {
+    const why = this.admitUid(creds);
+    return why === null ? null : new AuthError(why);
   }
 
-  /** A client connected: who is it? Closed at once beyond the budget, refused at once unless admitted. */
-  private opened(s: Socket<Handshake>): void {
-    const creds = socketPeer(s);
-    const busy = openHandshake(s, this.budget, creds, () => this.refuse(s, new ProtocolError(`${this.where}: no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
-    if (busy !== null) return this.refused(busy, "busy");
-    if (creds === null) return this.refuse(s, new ProtocolError(`${this.where}: cannot read the client's credentials (SO_PEERCRED)`), true);
-    const why = this.admit(creds);
-    if (why !== null) return this.refuse(s, new AuthError(why), true);
-    s.data.creds = creds;
-  }
-
-  private refuse(s: Socket<Handshake>, error: HotpathError, atOpen = false): void {
-    refuseHandshake(s, error, atOpen);
-    this.refused(error, error instanceof AuthError ? "auth" : "protocol");
-  }
-
-  private accept(s: Socket<Handshake>, line: string): void {
+  protected hello(s: Socket<Handshake>, line: string): void {
     const hello = parseHello(this.where, line, "hotpath-shm");
     if (hello instanceof ProtocolError) return this.refuse(s, hello);
     if (hello.version !== SEGMENT_VERSION) {
@@ -533,8 +401,7 @@ class ShmListener extends ListenerBase<SegmentConnection> {
       segment.mapping.close();
       return this.refuse(s, new ProtocolError(`${this.where}: ${describeThrown(e)}`));
     }
-    acceptHandshake(s, conn);
-    this.accepted(conn);
+    this.acceptSession(s, conn);
   }
 }
 
