@@ -26,7 +26,7 @@ export interface EndpointWorker {
   reserveId(): number;
   amSendParams(id: number): Struct;
   putAmSendParams(p: Struct): void;
-  settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number) => void, ...memory: unknown[]): void;
+  settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number, ctx: unknown) => void, a: unknown, b: unknown, ctx: unknown): void;
   track(done: (status: number, length: number) => void, ...memory: unknown[]): number;
   sendParams(id: number, flags: number): Struct;
   takeParams(): Struct;
@@ -60,21 +60,23 @@ export class UcpEndpoint {
   }
 
   /**
-   * Sends an Active Message. `header` and `data` must stay untouched until `done` runs (it
-   * runs at once when UCX completed the send inside the call).
+   * Sends an Active Message. `header` and `data` must stay untouched until `done(status, ctx)`
+   * runs (at once, with nothing allocated, when UCX completed the send inside the call). While
+   * the send is in flight the worker keeps `ctx` reachable, which must then reach `header` and
+   * `data` too; with `ctx` null it keeps `header` and `data` themselves.
    */
-  amSend(id: number, header: Uint8Array, data: Uint8Array | null, done: (status: number) => void): void {
+  amSend<T = null>(id: number, header: Uint8Array, data: Uint8Array | null, done: (status: number, ctx: T) => void, ctx: T | null = null): void {
     const w = this.worker;
     const rid = w.reserveId();
     const p = w.amSendParams(rid);
     w.depth++; // callbacks may run inside (a send to this very worker is delivered in the call)
-    const sp = Number(C!.ucp_am_send_nbx(this.handle as Pointer, id, ptr(header), header.length, data && data.length > 0 ? ptr(data) : null, data ? data.length : 0, p.p));
+    const sp = Number(C!.ucp_am_send_nbx(this.handle as Pointer, id, header, header.length, data !== null && data.length > 0 ? data : null, data ? data.length : 0, p.p));
     w.depth--;
     w.putAmSendParams(p);
     // Completed inside the call (the usual eager case): nothing to register. In flight: header
     // and data stay retained until UCX is done with them (it may replay a send queued during
     // wire-up long after this call returned).
-    w.settleReserved(sp, rid, this, done, header, data);
+    w.settleReserved(sp, rid, this, done as (status: number, ctx: unknown) => void, header, data, ctx);
   }
 
   /**

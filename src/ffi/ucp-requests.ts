@@ -161,20 +161,23 @@ export class RequestTable {
     return id;
   }
 
-  /** After an *_nbx call made with a reserved id: done now, or in flight with its memory. */
-  settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number) => void, memory: unknown[]): void {
+  /**
+   * After an *_nbx call made with a reserved id: done now (`done(status, ctx)`, nothing
+   * allocated), or in flight, `ctx` (or, when it is null, `a` and `b`) retained until UCX completes it.
+   */
+  settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number, ctx: unknown) => void, a: unknown, b: unknown, ctx: unknown): void {
     this.reserved = 0;
-    if (sp === 0) return done(UCP.UCS_OK);
-    if (isStatusError(sp)) return done(sp);
+    if (sp === 0) return done(UCP.UCS_OK, ctx);
+    if (isStatusError(sp)) return done(sp, ctx);
     if (this.earlyStatus !== null) {
       // The callback ran inside the call: the request is done; free it.
       const st = this.earlyStatus;
       this.earlyStatus = null;
       this.finished.push(sp);
-      return done(st);
+      return done(st, ctx);
     }
-    this.pending.set(id, done);
-    this.retained.set(id, memory);
+    this.pending.set(id, (st) => done(st, ctx));
+    this.retained.set(id, ctx === null ? [a, b] : ctx);
     this.requests.set(id, sp);
     this.owners.set(id, owner);
   }

@@ -68,6 +68,8 @@ export class UcpContext {
    * in UCP_ERR_HANDLING_MODE_NONE) a dead peer's requests stay pending forever. The rest of
    * DEFAULT_UCX_CONFIG applies the same way (a UCX_* variable the user set wins). UCX's log
    * level is set first (applyUcxLogLevel: UCX_LOG_LEVEL if the user set it, else quiet).
+   * Every UCX_* variable of process.env is applied too (ucp_config_modify), so one set from JS
+   * after the process started counts, as UcxRuntime.acquire's key assumes.
    */
   static create(opts: { rma: boolean }): UcpContext {
     const c = lib();
@@ -79,6 +81,13 @@ export class UcpContext {
         if (process.env[env] === undefined) {
           check(`ucp_config_modify(${key})`, c.ucp_config_modify(config.value as Pointer, ptr(cString(key)), ptr(cString(value))));
         }
+      }
+      // process.env as this thread sees it now: Bun does not pass later changes to the C
+      // environment that ucp_config_read reads, so each UCX_* variable is applied by name (a
+      // name UCX's configuration does not know, e.g. a global option, is left to UCX's getenv).
+      for (const [name, value] of Object.entries(process.env)) {
+        if (!name.startsWith("UCX_") || value === undefined) continue;
+        c.ucp_config_modify(config.value as Pointer, ptr(cString(name.slice(4))), ptr(cString(value)));
       }
       const params = new Struct(size("ucp_params_t"))
         .u64(off("ucp_params_t.field_mask"), UCP.UCP_PARAM_FIELD_FEATURES)
@@ -479,8 +488,8 @@ export class UcpWorker implements EndpointWorker {
   }
 
   /** @internal after an *_nbx call made with a reserved id: `memory` stays retained while the request is in flight. */
-  settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number) => void, ...memory: unknown[]): void {
-    this.table.settleReserved(sp, id, owner, done, memory);
+  settleReserved(sp: number, id: number, owner: UcpEndpoint, done: (status: number, ctx: unknown) => void, a: unknown, b: unknown, ctx: unknown): void {
+    this.table.settleReserved(sp, id, owner, done, a, b, ctx);
   }
 
   /** @internal a request param; give it back with putParams() once the call returned. */

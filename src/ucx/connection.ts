@@ -41,7 +41,7 @@ import { MAX_HANDSHAKE_BYTES, type ClientHandshake, type ServerHandshake } from 
 import type { Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";
 import { AM_DATA, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
-import type { UcxRxMessage } from "./rx.ts";
+import { POOLED_HEAD_BYTES, type UcxRxMessage } from "./rx.ts";
 
 export type UcxWaitMode = "spin" | "async" | "adaptive";
 
@@ -61,6 +61,39 @@ const DEFAULT_UCX_MAX_IN_FLIGHT_SENDS = 4096;
  * only be refused (they go by rendezvous, which needs the memory until the peer fetched it).
  */
 const IMMEDIATE_MAX_BYTES = 16 << 10;
+/**
+ * Bodies up to this size that UCX would not complete at once from the caller's memory (beyond
+ * its short-message limit) are copied into a pooled staging buffer, sent, and the buffer reused
+ * when the send completes (inside the call, for eager sends): no allocation per send. UCX's
+ * shared-memory eager limit is 8 KiB.
+ */
+const STAGED_MAX_BYTES = 8 << 10;
+/** Staging buffers a connection keeps for reuse (more are made while more sends are in flight, and dropped after). */
+const STAGES_POOLED = 16;
+
+const EMPTY_BYTES = new Uint8Array(0);
+
+/** A send's own copy of head and body, reused once UCX is done with it. */
+class SendStage {
+  readonly headStore = new Uint8Array(POOLED_HEAD_BYTES);
+  readonly bodyStore = new Uint8Array(STAGED_MAX_BYTES);
+  head = EMPTY_BYTES;
+  body: Uint8Array | null = null;
+  private bodyView = EMPTY_BYTES;
+  bytes = 0;
+
+  fill(head: Uint8Array, body: Uint8Array | null, bl: number): void {
+    if (this.head.length !== head.length) this.head = this.headStore.subarray(0, head.length);
+    this.head.set(head);
+    if (bl === 0) this.body = null;
+    else {
+      if (this.bodyView.length !== bl) this.bodyView = this.bodyStore.subarray(0, bl);
+      this.bodyView.set(body!);
+      this.body = this.bodyView;
+    }
+    this.bytes = head.length + bl;
+  }
+}
 
 /** A message skipped for its size, waiting in the queue for its turn to be reported. */
 class Oversized {
@@ -212,7 +245,35 @@ export class UcxConnection implements Connection, AmSink {
     const now = this.trySendNow(head, bl > 0 ? body! : null, bl);
     if (now !== SEND_FULL) return now;
     if (this.isFull(bl)) return SEND_FULL;
+    if (bl <= STAGED_MAX_BYTES && head.length <= POOLED_HEAD_BYTES) {
+      const stage = this.stages.pop() ?? new SendStage();
+      stage.fill(head, bl > 0 ? body! : null, bl);
+      this.inFlightBytes += stage.bytes;
+      this.inFlightSends++;
+      // The worker keeps the stage (and so its views) while the send is in flight.
+      this.ep.amSend(AM_DATA, stage.head, stage.body, this.stageDone, stage);
+      this.sent();
+      return SEND_OK;
+    }
     return this.send(head.slice(), bl > 0 ? body!.slice() : null);
+  }
+
+  private readonly stages: SendStage[] = [];
+  /** A staged send completed: its buffer goes back to the pool (bound once: no closure per send). */
+  private readonly stageDone = (status: number, stage: SendStage): void => {
+    this.inFlightBytes -= stage.bytes;
+    this.inFlightSends--;
+    if (this.stages.length < STAGES_POOLED) this.stages.push(stage);
+    this.afterSend(status);
+  };
+
+  /** Send bookkeeping after a completion (the byte and send counts already updated). */
+  private afterSend(status: number): void {
+    if (status !== UCP.UCS_OK && status !== UCP.UCS_ERR_CANCELED && !this.closed) {
+      this.fail(new TransportClosedError(`ucx connection to ${this.peer}: send failed (ucs_status ${status})`));
+    } else if (this.inFlightSends === 0 || this.inFlightBytes < this.maxInFlightBytes / 2) {
+      this.rt.waiters.wake(true);
+    }
   }
 
   /**
@@ -276,11 +337,7 @@ export class UcxConnection implements Connection, AmSink {
     this.ep.amSend(AM_DATA, head, body, (status) => {
       this.inFlightBytes -= bytes;
       this.inFlightSends--;
-      if (status !== UCP.UCS_OK && status !== UCP.UCS_ERR_CANCELED && !this.closed) {
-        this.fail(new TransportClosedError(`ucx connection to ${this.peer}: send failed (ucs_status ${status})`));
-      } else if (this.inFlightSends === 0 || this.inFlightBytes < this.maxInFlightBytes / 2) {
-        this.rt.waiters.wake(true);
-      }
+      this.afterSend(status);
     });
     this.sent();
     return SEND_OK;
@@ -322,22 +379,7 @@ export class UcxConnection implements Connection, AmSink {
     const pool = this.rt.rx;
     const m = pool.take();
     m.setHead(header, hlen);
-    if (recvAttr & UCP.UCP_AM_RECV_ATTR_FLAG_RNDV) {
-      const at = this.queue.length;
-      this.queue.push(null);
-      const buf = new Uint8Array(len);
-      this.rt.worker.amRecvData(data, buf, this.ep, (status) => {
-        if (this.closed) return;
-        if (status !== UCP.UCS_OK) {
-          this.fail(new TransportClosedError(`ucx connection to ${this.peer}: rendezvous receive failed (ucs_status ${status})`));
-          return;
-        }
-        m.ownBodyOf(buf);
-        this.queue[at] = m;
-        this.deliver();
-      });
-      return UCP.UCS_OK;
-    }
+    if (recvAttr & UCP.UCP_AM_RECV_ATTR_FLAG_RNDV) return this.receiveRendezvous(m, data, len);
     const lend = pool.lends(recvAttr, len);
     if (lend) m.lendBody(data, len, this);
     else m.copyBody(data, len);
@@ -356,6 +398,28 @@ export class UcxConnection implements Connection, AmSink {
     }
     // UCS_INPROGRESS keeps UCX's buffer for an in-place message the receiver still holds.
     return lend ? m.endCallback() : UCP.UCS_OK;
+  }
+
+  /**
+   * A rendezvous message: its data is received into a buffer the message owns; it holds its
+   * place in the queue meanwhile. Apart from onData, whose every call would otherwise pay for
+   * this closure's scope.
+   */
+  private receiveRendezvous(m: UcxRxMessage, data: number, len: number): number {
+    const at = this.queue.length;
+    this.queue.push(null);
+    const buf = new Uint8Array(len);
+    this.rt.worker.amRecvData(data, buf, this.ep, (status) => {
+      if (this.closed) return;
+      if (status !== UCP.UCS_OK) {
+        this.fail(new TransportClosedError(`ucx connection to ${this.peer}: rendezvous receive failed (ucs_status ${status})`));
+        return;
+      }
+      m.ownBodyOf(buf);
+      this.queue[at] = m;
+      this.deliver();
+    });
+    return UCP.UCS_OK;
   }
 
   /** Hands one message to the receiver; an exception it throws closes the connection. Returns false then. */

@@ -119,6 +119,8 @@ export class UcxRuntime {
    * (hex). The handler runs inside worker progress with the AM's reply endpoint.
    */
   readonly binds = new Map<string, (replyEp: number) => void>();
+  /** Ports this runtime's sockaddr listeners listen on: a connect to one of them uses the loopback runtime (setup.ts). */
+  readonly sockaddrPorts = new Set<number>();
   private ownAddress: Uint8Array | null = null;
   readonly waiters = new WaitList();
   /** Received message objects of every connection of this runtime, and the in-place bound (rx.ts). */

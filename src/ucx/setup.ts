@@ -136,6 +136,12 @@ export async function ucxConnect(url: URL, opts: ConnectOptions): Promise<Connec
       rt.release();
       rt = UcxRuntime.acquire({ rma: opts.ucx?.rma === true, loopback: true });
     }
+  } else if (rt.sockaddrPorts.has(port)) {
+    // Likewise in sockaddr mode: the two ends of a connection never share a worker, so they
+    // meet over the transports UCX_TLS names, as between processes (one worker's loop-back
+    // "self" lane would complete every send inside its call, with no backpressure at all).
+    rt.release();
+    rt = UcxRuntime.acquire({ rma: opts.ucx?.rma === true, loopback: true });
   }
   let failed: number | null = null;
   /** connect() returned or threw: from then on the error callback closes the connection (as it does once the handshake passed). */
@@ -262,6 +268,7 @@ class UcxListener extends ListenerBase<UcxConnection> {
       this.listener = rt.worker.listen(host, port, (req) => this.onRequest(req));
       this.port = this.listener.port;
       this.url = `ucx://${host}:${this.port}`;
+      rt.sockaddrPorts.add(this.port);
     }
     // The listener itself needs the worker to progress (connection requests and binds arrive there).
     rt.sinks.set(-this.port, this.progressHook);
@@ -415,6 +422,7 @@ class UcxListener extends ListenerBase<UcxConnection> {
 
   protected stop(): void {
     this.rt.sinks.delete(-this.port);
+    if (this.listener !== null) this.rt.sockaddrPorts.delete(this.port);
     this.listener?.close();
     // Address mode: stop taking sockets; those not yet claimed go now (bound ones live with their connections).
     this.sockets?.stop(false);

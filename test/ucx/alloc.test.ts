@@ -1,9 +1,10 @@
 /**
  * ucx's per-message work allocates nothing in steady state: client call / poll / onResponse and
  * server poll / recv / reply over a ucx connection of this process (listen + connect in this
- * thread, spin mode: both endpoints on one worker), for 32-byte bodies (UCX's short eager
- * messages: sent straight from the caller's memory, received into pooled messages) and 1 KiB
- * ones (eager copies into pooled buffers). Counted with bench/loopback.ts's objectsPer() over
+ * thread, spin mode; the connecting end gets a worker of its own, as setup.ts does for every
+ * connect to a listener of the same runtime), for 32-byte bodies (UCX's short eager messages:
+ * sent straight from the caller's memory, received into pooled messages) and 1 KiB ones
+ * (sent from pooled staging buffers, received into pooled messages). Counted with bench/loopback.ts's objectsPer() over
  * 50k round trips after a warm-up, each reply checked byte for byte. Before the pooled receive
  * path and immediate sends (a head copy, a body copy and an RxMessage per message; two copies,
  * a completion closure and request bookkeeping per send) this counted 18 heap objects per
@@ -22,7 +23,7 @@ afterAll(() => {
   for (const o of open.splice(0)) o.close();
 });
 
-describe("ucx hot path allocations (one worker, spin mode)", () => {
+describe("ucx hot path allocations (spin mode)", () => {
   test.each([32, 1024])("%i-byte bodies: no heap object per round trip", async (size) => {
     const listener = await listen("ucx://127.0.0.1:0", { wait: { mode: "spin", spinNs: 0 } });
     const server = new Server();
