@@ -71,7 +71,7 @@ const fmtRate = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e3
 const fmtBytes = (b: number) => (b >= 1 << 20 ? `${b / (1 << 20)} MiB` : b >= 1024 ? `${b / 1024} KiB` : `${b} B`);
 
 const fmtCpu = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "-" : v.toFixed(2));
-const fmtX = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? "-" : `${v.toFixed(2)}x`);
+const fmtX = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? "-" : `${v < 0.1 ? v.toPrecision(2) : v.toFixed(2)}x`);
 
 /** bench/serve-backend.bench.ts's rows, one line each (its own JSON shape; unknown fields shown as JSON). */
 function serveBackendLines(r: unknown): string[] {
@@ -130,8 +130,8 @@ export function table(report: Report): string {
     ]);
   }
   const lb = report.loopback;
-  if (lb && !("error" in lb)) {
-    const l = lb as { rawNs: number; rpcNs: number; overheadNs: number; objectsPerRoundTrip: number };
+  const l = lb as { rawNs?: unknown; rpcNs?: unknown; overheadNs?: unknown; objectsPerRoundTrip?: unknown } | undefined;
+  if (l && typeof l.rawNs === "number" && typeof l.rpcNs === "number" && typeof l.overheadNs === "number" && typeof l.objectsPerRoundTrip === "number") {
     lines.push(["loopback (one thread)", "spin", `${(l.rpcNs / 1e3).toFixed(3)} µs CPU`, "-", "raw ring, same thread", fmtX(l.rpcNs / l.rawNs), ...extraSizes.map(() => "-"), ...report.options.inflight.map(() => "-"), "-", `${(l.rpcNs / 1e3).toFixed(3)} (both sides)`, "-", l.objectsPerRoundTrip.toFixed(2), `overhead ${l.overheadNs.toFixed(0)} ns over raw ${l.rawNs.toFixed(0)} ns`]);
   }
   const widths = head.map((_, i) => Math.max(...lines.map((l) => (l[i] ?? "").length)));
@@ -142,6 +142,7 @@ export function table(report: Report): string {
   out.push(`layout of each row (core placement: ${report.rows[0]?.placement ?? "OS-placed"}):`);
   for (const r of report.rows) out.push(`  ${r.id}: ${r.layout}; server CPU: ${r.serverCpu}`);
   if (lb && "error" in lb) out.push(`loopback (one thread): not measured (${lb.error})`);
+  else if (lb && !(l && typeof l.rpcNs === "number")) out.push(`loopback (one thread): ${JSON.stringify(lb)}`);
   if (report.serveBackend !== undefined) out.push(...serveBackendLines(report.serveBackend));
   for (const s of report.skipped) out.push(`skipped ${s.label}: ${s.reason}`);
   for (const f of report.failed) out.push(`FAILED ${f.label}: ${f.reason}`);
