@@ -157,7 +157,7 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
       kind: "reference",
       references: [id],
       mode: "spin",
-      layout: `two ucx_perftest processes (server; client to 127.0.0.1), both busy-polling, UCX_TLS=${t.ucxTls}; p50 from -R 50 over ${iters} iterations, p99 from -R 99 over ${pt.itersP99}, each doubled (perftest reports half a ping-pong iteration)`,
+      layout: `two ucx_perftest processes (server; client to 127.0.0.1), both busy-polling, UCX_TLS=${t.ucxTls}; p50 from a run with -R 50 over ${iters} iterations, p99 from a second run with -R 99 over ${pt.itersP99}, each doubled (perftest reports half a ping-pong iteration; two runs, so on a busy machine p99 can come out below p50)`,
       placement: PLACEMENT,
       serverCpu: "perftest server process (resourceUsage, difference of two run lengths)",
       ucxTls: t.ucxTls,
