@@ -40,7 +40,8 @@ import {
   WIRE_WORD_CALL_GEN,
   WIRE_WORD_CALL_SLOT,
 } from "./wire.ts";
-import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
+import { checkTimeout, describeValue } from "./validate.ts";
+import { checkArgs, checkSizes, PendingRequest } from "./pending.ts";
 
 export interface ClientOptions {
   /** Calls in flight at most (slots). Default 256. */
@@ -73,29 +74,13 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long a request blocked by a full transport waits (event-loop modes) or sleeps (spin / blocking: a timer) before it looks again. */
 const FULL_RETRY_WAIT_MS = 10;
 
-/** The first header word of a request without application header (wire.ts wireWord0). */
-const REQUEST_WORD0 = wireWord0(KIND_REQUEST, 0);
+const REQUEST_WORD0 = wireWord0(KIND_REQUEST, 0); // a request's first header word, no app header
 
 const SLOT_FREE = 0;
 const SLOT_CALLBACK = 1;
 const SLOT_PROMISE = 2;
 /** Completed, waiting in the completion queue for poll(). */
 const SLOT_DONE = 3;
-
-class PendingRequest {
-  slot = -1;
-  done = false;
-  timer: ReturnType<typeof setTimeout> | undefined = undefined;
-  onAbort: (() => void) | undefined = undefined;
-  constructor(
-    readonly method: number,
-    public data: Uint8Array,
-    public appHeader: Uint8Array | undefined,
-    readonly signal: AbortSignal | undefined,
-    readonly resolve: (v: Uint8Array) => void,
-    readonly reject: (e: Error) => void,
-  ) {}
-}
 
 export class Client<U = unknown> implements Disposable {
   readonly conn: Connection;
@@ -118,11 +103,10 @@ export class Client<U = unknown> implements Disposable {
   private readonly compErr: (HotpathError | null)[];
   private compHead = 0;
   private compCount = 0;
-  /** poll() is in the transport's poll with no completion queued: responses complete at once. */
+  /** poll() is in conn.poll() with nothing queued; directDelivered counts completeNow() calls. */
   private direct = false;
-  /** Responses completed at once, ever (poll() counts its own by difference). */
   private directDelivered = 0;
-  private directThrew = false;
+  private directThrew = false; // with directError: what onResponse threw inside conn.poll()
   private directError: unknown = undefined;
   private readonly waiting: PendingRequest[] = [];
   private pumpScheduled = false;
@@ -130,8 +114,7 @@ export class Client<U = unknown> implements Disposable {
   private readonly head24 = this.headBuf.subarray(0, WIRE_HEADER_BYTES);
   private closeErr: HotpathError | null = null;
   private readonly appHeaderLimit: number;
-  /** The transport takes the wire header as words (Connection.trySendWords). */
-  private readonly sendsWords: boolean;
+  private readonly sendsWords: boolean; // the transport takes the header as words (trySendWords)
 
   constructor(conn: Connection, opts: ClientOptions = {}) {
     const window = opts.window ?? DEFAULT_WINDOW;
@@ -176,9 +159,9 @@ export class Client<U = unknown> implements Disposable {
    * `data` is copied (or, for a buffer from conn.allocBuffer, handed over) before it returns.
    */
   call(method: number, data: Uint8Array, userData: U, appHeader?: Uint8Array): SendStatus {
-    if (method >>> 0 !== method || !(data instanceof Uint8Array)) this.checkArgs(method, data, appHeader, "client.call");
+    if (method >>> 0 !== method || !(data instanceof Uint8Array)) checkArgs(method, data, appHeader, "client.call");
     if (data.length > sendLimit(this.conn.caps) || (appHeader !== undefined && appHeader.length > this.appHeaderLimit)) {
-      this.checkSizes(data, appHeader); // throws UsageError before a slot is taken
+      checkSizes(this.conn, this.appHeaderLimit, data, appHeader); // throws UsageError before a slot is taken
     }
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
@@ -209,7 +192,7 @@ export class Client<U = unknown> implements Disposable {
    * caller keeps it (retry, or releaseBuffer()).
    */
   callBuffer(method: number, buffer: Uint8Array, userData: U, lenBytes: number = buffer.length): SendStatus {
-    if (method >>> 0 !== method || !(buffer instanceof Uint8Array)) this.checkArgs(method, buffer, undefined, "client.callBuffer");
+    if (method >>> 0 !== method || !(buffer instanceof Uint8Array)) checkArgs(method, buffer, undefined, "client.callBuffer");
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
     writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, lenBytes);
@@ -253,16 +236,15 @@ export class Client<U = unknown> implements Disposable {
 
   /** One-way message: no slot, no response. Same statuses as call(). */
   send(method: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
-    if (method >>> 0 !== method || !(data instanceof Uint8Array)) this.checkArgs(method, data, appHeader, "client.send");
+    if (method >>> 0 !== method || !(data instanceof Uint8Array)) checkArgs(method, data, appHeader, "client.send");
     if (this.closeErr !== null) return SEND_CLOSED;
     return this.sendFrame(KIND_ONEWAY, method, 0, 0, data, appHeader);
   }
 
   /** Pushes queued sends and delivers completed hot-path calls to onResponse. Returns how many. */
   poll(): number {
-    // Responses the transport delivers inside this poll go to onResponse at once when nothing
-    // older waits in the completion queue (no queueing; see onMessage). A throw from
-    // onResponse is kept and rethrown once the transport's delivery returns.
+    // With nothing queued, responses delivered inside conn.poll() go to onResponse at once
+    // (completeNow); a throw from it is rethrown once the transport's delivery returns.
     const before = this.directDelivered;
     if (this.compCount === 0) this.direct = true;
     try {
@@ -321,10 +303,10 @@ export class Client<U = unknown> implements Disposable {
     const appHeader = opts?.appHeader;
     let timeoutMs: number;
     try {
-      this.checkArgs(method, data, appHeader, "client.request");
+      checkArgs(method, data, appHeader, "client.request");
       if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError(`client.request: signal must be an AbortSignal, got ${describeValue(signal)}`);
       timeoutMs = opts?.timeoutMs === undefined ? this.defaultTimeoutMs : checkTimeout(opts.timeoutMs, "client.request");
-      this.checkSizes(data, appHeader);
+      checkSizes(this.conn, this.appHeaderLimit, data, appHeader);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -367,27 +349,9 @@ export class Client<U = unknown> implements Disposable {
     }, Math.min(Math.max(0, left), MAX_TIMER_MS));
   }
 
-  private checkArgs(method: number, data: unknown, appHeader: unknown, what: string): void {
-    checkMethod(method, what);
-    checkBytes(data, what);
-    if (appHeader !== undefined && !(appHeader instanceof Uint8Array)) throw new UsageError(`${what}: appHeader must be a Uint8Array, got ${describeValue(appHeader)}`);
-  }
-
-  private checkSizes(data: Uint8Array, appHeader: Uint8Array | undefined): void {
-    const caps = this.conn.caps;
-    if (data.length > sendLimit(caps)) {
-      throw new UsageError(
-        `rpc: ${data.length} bytes of data exceed the limit of ${sendLimit(caps)} bytes on ${this.conn.transport} (this side's maxMessageBytes ${caps.maxMessageBytes}, the peer's ${caps.peerMaxMessageBytes})`,
-      );
-    }
-    if (appHeader && appHeader.length > this.appHeaderLimit) {
-      throw new UsageError(`rpc: application header of ${appHeader.length} bytes exceeds ${this.appHeaderLimit} on ${this.conn.transport}`);
-    }
-  }
-
   private sendFrame(kind: number, method: number, slot: number, gen: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
     const appLen = appHeader ? appHeader.length : 0;
-    if (appLen > this.appHeaderLimit || data.length > sendLimit(this.conn.caps)) this.checkSizes(data, appHeader);
+    if (appLen > this.appHeaderLimit || data.length > sendLimit(this.conn.caps)) checkSizes(this.conn, this.appHeaderLimit, data, appHeader);
     writeWireHeader(this.headBuf, kind, method >>> 0, slot, gen, appLen, data.length);
     let head = this.head24;
     if (appLen > 0) {
@@ -585,7 +549,7 @@ export class Client<U = unknown> implements Disposable {
     this.settle(p, null, error);
   }
 
-  /** Inside poll(), nothing queued: the response goes to onResponse now (as poll()'s loop would). */
+  /** Inside poll(), nothing queued: onResponse now, as poll()'s loop would. */
   private completeNow(slot: number, msg: RxMessage): void {
     const ud = this.userData[slot] as U;
     this.freeSlot(slot);
@@ -593,8 +557,7 @@ export class Client<U = unknown> implements Disposable {
     try {
       this.onResponse!(ud, msg.body, null);
     } catch (e) {
-      // poll() rethrows it after the transport's delivery; later responses queue meanwhile.
-      this.direct = false;
+      this.direct = false; // later responses queue; poll() rethrows this
       this.directThrew = true;
       this.directError = e;
     } finally {

@@ -35,18 +35,8 @@
  */
 
 import { HotpathError, ProtocolError, UsageError } from "../errors.ts";
-import {
-  DEFAULT_MAX_MESSAGE_BYTES,
-  oversizedSendMessage,
-  sendLimit,
-  SEND_CLOSED,
-  SEND_FULL,
-  SEND_OK,
-  type Capabilities,
-  type Connection,
-  type Receiver,
-  type SendStatus,
-} from "../contract/transport.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK } from "../contract/transport.ts";
+import type { Capabilities, Connection, Receiver, SendStatus } from "../contract/transport.ts";
 import {
   ARMED_AWAKE,
   ARMED_FUTEX,
@@ -68,7 +58,7 @@ import {
 } from "./layout.ts";
 import { RING_FAULT, RING_FULL, RingConsumer, RingProducer } from "./ring.ts";
 import { Slab } from "./slab.ts";
-import { copyInto, receiverFailed, SegmentRxMessage, WORDS_HEAD_BYTES, type MessageOwner } from "./message.ts";
+import { copyInto, descriptorFault, receiverFailed, SegmentRxMessage, WORDS_HEAD_BYTES, type MessageOwner } from "./message.ts";
 import type { SegmentWaitPolicy, Signals } from "./waiting.ts";
 
 export interface SegmentConnectionOptions {
@@ -466,15 +456,8 @@ export abstract class SegmentChannel implements Connection, MessageOwner {
    * aborts. Kept out of deliver() so the hot loop stays small.
    */
   private badDescriptor(index: number, delivered: number, lf: number, bl: number, slotFault: string | null): number {
-    const hl = lf & 0xff;
-    const flags = (lf >>> 8) & 0xff;
-    let why: string;
-    if (slotFault !== null) why = slotFault;
-    else if (flags === DESC_FLAG_SLOT) why = `descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`;
-    else if (flags !== 0) why = `descriptor flags 0x${flags.toString(16)} are not known (0x${DESC_FLAG_SLOT.toString(16)}: a slot message, 0: inline)`;
-    else why = `inline message of ${hl}+${bl} bytes exceeds ${DESC_INLINE_BYTES}`;
     this.rx.release(index);
-    this.peerFault(why);
+    this.peerFault(slotFault ?? descriptorFault(lf, bl));
     return delivered;
   }
 

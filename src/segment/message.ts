@@ -1,7 +1,7 @@
 /**
  * Pieces of the segment data path kept apart from channel.ts: the message object each ring
- * descriptor delivers through, the small-copy routine of the send path, and what a throwing
- * receiver becomes.
+ * descriptor delivers through, the small-copy routine of the send path, what a throwing
+ * receiver becomes and what a refused descriptor's fault says.
  *
  * Contract: a SegmentRxMessage is owned by its channel and reused for every message of its
  * descriptor (valid from delivery until release(), then possibly describing a later message).
@@ -12,6 +12,7 @@
 
 import { HotpathError, ProtocolError } from "../errors.ts";
 import type { RxMessage } from "../contract/transport.ts";
+import { DESC_FLAG_SLOT, DESC_INLINE_BYTES, DESC_SLOT_HEAD_BYTES } from "./layout.ts";
 
 /** What a message asks of the channel that delivered it. */
 export interface MessageOwner {
@@ -93,3 +94,12 @@ export function receiverFailed(what: string, thrown: unknown): HotpathError {
   return new ProtocolError(`${what}: the receiver threw ${why}`);
 }
 
+
+/** What is wrong with a descriptor whose length/flags word (as read: `lf`) and body length `bl` the delivery loop refused. */
+export function descriptorFault(lf: number, bl: number): string {
+  const hl = lf & 0xff;
+  const flags = (lf >>> 8) & 0xff;
+  if (flags === DESC_FLAG_SLOT) return `descriptor head of ${hl} bytes exceeds ${DESC_SLOT_HEAD_BYTES}`;
+  if (flags !== 0) return `descriptor flags 0x${flags.toString(16)} are not known (0x${DESC_FLAG_SLOT.toString(16)}: a slot message, 0: inline)`;
+  return `inline message of ${hl}+${bl} bytes exceeds ${DESC_INLINE_BYTES}`;
+}
