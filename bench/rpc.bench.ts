@@ -20,6 +20,8 @@
  * divided by its calls. Heap objects per round trip (client side) is the rise of `bun:jsc`
  * heapStats() object counts over 1000 ping-pong calls after a full collection, the largest of
  * three tries (a collection during a try can only lower it). Figures are medians over rounds.
+ * Last, in this process alone: what handing out a received body costs as a view of the read or
+ * as a copy, by size and messages per read (the reason for tcp's COPY_BODY_MAX_BYTES).
  *
  * Run: bun bench/rpc.bench.ts [--quick] [--rounds N] [--json]
  */
@@ -512,6 +514,35 @@ export function formatTcpTable(r: TcpBenchResult): string {
   return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
 
+/**
+ * What handing out a received body costs, in this process: a view of the read (subarray) or a
+ * copy (slice), per message, from fresh reads holding `perRead` messages of `size` bytes (Bun
+ * hands each read a fresh buffer), the read's own allocation subtracted; the best of 7 tries.
+ * The reason behind COPY_BODY_MAX_BYTES in the tcp transport (frame.ts).
+ */
+export function bodyHandOutNs(perRead: number, size: number): { viewNs: number; copyNs: number } {
+  const frame = size + 32;
+  const reads = Math.max(1000, Math.floor(200_000 / perRead));
+  let sink: unknown = null;
+  const best = (take: (c: Uint8Array, at: number) => unknown) => {
+    let min = Infinity;
+    for (let t = 0; t < 7; t++) {
+      const t0 = Bun.nanoseconds();
+      for (let r = 0; r < reads; r++) {
+        const c = new Uint8Array(frame * perRead);
+        for (let i = 0; i < perRead; i++) sink = take(c, i * frame + 32);
+      }
+      min = Math.min(min, (Bun.nanoseconds() - t0) / reads / perRead);
+    }
+    return min;
+  };
+  const base = best((c, at) => c[at]);
+  const viewNs = best((c, at) => c.subarray(at, at + size)) - base;
+  const copyNs = best((c, at) => c.slice(at, at + size)) - base;
+  if (sink === undefined) throw new Error("unreachable");
+  return { viewNs, copyNs };
+}
+
 /** The issue's tcp targets, each as measured against the fair reference of the same run. */
 export function formatTargets(r: TcpBenchResult): string {
   const p50 = r.hotpath.p50Us / r.rawFramed.p50Us;
@@ -535,5 +566,10 @@ if (import.meta.main) {
     console.log(`\ntcp echo, client here and each server in its own process, event-loop waits, no core pinning; medians of ${rounds} rounds (ratios: same run)`);
     console.log(formatTcpTable(r));
     console.log(formatTargets(r));
+    console.log("\nreceived body handed out as a view of the read vs a copy (ns per message, this process)");
+    for (const [perRead, size] of [[1, 32], [1, 128], [64, 32], [64, 128], [64, 1024]] as const) {
+      const b = bodyHandOutNs(perRead, size);
+      console.log(`  ${perRead} per read, ${size} B: view ${b.viewNs.toFixed(0)} ns, copy ${b.copyNs.toFixed(0)} ns`);
+    }
   }
 }

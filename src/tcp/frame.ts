@@ -75,7 +75,7 @@ const RX_POOL_MAX = 256;
  * Bodies up to this size are handed out as copies, larger ones as views of the read: in JSC a
  * view of a small read first moves the read into an ArrayBuffer of its own, which costs more
  * than copying a small body (most of all when a read holds one message); a copy's cost grows
- * with its size, a view's does not.
+ * with its size, a view's does not (bench/rpc.bench.ts prints both, by size and messages per read).
  */
 export const COPY_BODY_MAX_BYTES = 128;
 
