@@ -41,7 +41,7 @@ import { MAX_HANDSHAKE_BYTES, type ClientHandshake, type ServerHandshake } from 
 import type { Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";
 import { AM_DATA, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
-import { POOLED_HEAD_BYTES, type UcxRxMessage } from "./rx.ts";
+import { POOLED_BODY_BYTES, POOLED_HEAD_BYTES, type UcxRxMessage } from "./rx.ts";
 
 export type UcxWaitMode = "spin" | "async" | "adaptive";
 
@@ -378,11 +378,15 @@ export class UcxConnection implements Connection, AmSink {
     }
     const pool = this.rt.rx;
     const m = pool.take();
-    m.setHead(header, hlen);
-    if (recvAttr & UCP.UCP_AM_RECV_ATTR_FLAG_RNDV) return this.receiveRendezvous(m, data, len);
     const lend = pool.lends(recvAttr, len);
-    if (lend) m.lendBody(data, len, this);
-    else m.copyBody(data, len);
+    if (!lend && header === data + len && len + hlen <= POOLED_BODY_BYTES && (recvAttr & UCP.UCP_AM_RECV_ATTR_FLAG_RNDV) === 0) {
+      m.copyTogether(data, len, hlen); // the usual small message: one memcpy
+    } else {
+      m.setHead(header, hlen);
+      if (recvAttr & UCP.UCP_AM_RECV_ATTR_FLAG_RNDV) return this.receiveRendezvous(m, data, len);
+      if (lend) m.lendBody(data, len, this);
+      else m.copyBody(data, len);
+    }
     const r = this.receiver;
     if (r !== null && !this.delivering && this.queueHead === this.queue.length) {
       // Nothing waits before it: straight to the receiver, no queueing.

@@ -18,6 +18,7 @@
  *   - rendezvous: received (ucp_am_recv_data_nbx) straight into a fresh array the message owns.
  * The head is always copied into the message's buffer (up to POOLED_HEAD_BYTES without an
  * allocation): it is small, and the layer above parses it in place (`headBuf`, `headOffset`).
+ * An eager message's head and body, adjacent in UCX's buffer, are copied with one memcpy.
  *
  * Example (inside an AM callback):
  *   const m = pool.take();  m.fill(header, hlen, data, len, inPlace);  receiver.onMessage(m);
@@ -62,6 +63,7 @@ interface PoolHooks {
 
 export class UcxRxMessage implements RxMessage {
   headBuf: Uint8Array;
+  headOffset = 0;
   headLength = 0;
   bodyLength = 0;
   /** Released (or never filled): release() does nothing. */
@@ -69,7 +71,10 @@ export class UcxRxMessage implements RxMessage {
   private readonly headStore = new Uint8Array(POOLED_HEAD_BYTES);
   private readonly bodyStore = new Uint8Array(POOLED_BODY_BYTES);
   /** The last views handed out, reused while the length stays the same (no allocation per message). */
-  private headView = EMPTY;
+  private headView: Uint8Array = EMPTY;
+  /** Which store headView is a view of, and where. */
+  private headViewOf: Uint8Array = EMPTY;
+  private headViewAt = 0;
   private bodyView = EMPTY;
   /** A body that is not bodyStore: fresh (large copy, rendezvous) or in place. */
   private ownBody: Uint8Array | null = null;
@@ -85,14 +90,15 @@ export class UcxRxMessage implements RxMessage {
     this.headBuf = this.headStore;
   }
 
-  get headOffset(): number {
-    return 0;
-  }
-
   get head(): Uint8Array {
     const n = this.headLength;
-    if (this.headBuf !== this.headStore) return this.headBuf;
-    if (this.headView.length !== n) this.headView = this.headStore.subarray(0, n);
+    const at = this.headOffset;
+    if (this.headBuf !== this.headStore && this.headBuf !== this.bodyStore) return this.headBuf;
+    if (this.headViewOf !== this.headBuf || this.headViewAt !== at || this.headView.length !== n) {
+      this.headView = this.headBuf.subarray(at, at + n);
+      this.headViewOf = this.headBuf;
+      this.headViewAt = at;
+    }
     return this.headView;
   }
 
@@ -110,9 +116,24 @@ export class UcxRxMessage implements RxMessage {
 
   /** Copies the head at native `header` (UCX memory, valid during the callback) into this message. */
   setHead(header: number, hlen: number): void {
+    this.headOffset = 0;
     this.headBuf = hlen <= POOLED_HEAD_BYTES ? this.headStore : new Uint8Array(hlen);
     if (hlen > 0) copyInto(this.headBuf, header, hlen);
     this.headLength = hlen;
+    this.released = false;
+  }
+
+  /**
+   * Body and head in one memcpy, when UCX delivered them adjacent (its eager messages carry the
+   * AM header right after the data: `header === data + len`) and both fit the pooled buffer:
+   * the body at [0, len), the head at headOffset `len`.
+   */
+  copyTogether(data: number, len: number, hlen: number): void {
+    copyInto(this.bodyStore, data, len + hlen);
+    this.headBuf = this.bodyStore;
+    this.headOffset = len;
+    this.headLength = hlen;
+    this.bodyLength = len;
     this.released = false;
   }
 
@@ -175,6 +196,7 @@ export class UcxRxMessage implements RxMessage {
     }
     this.ownBody = null;
     this.headBuf = this.headStore;
+    this.headOffset = 0;
     if (!this.inCallback) this.pool.put(this);
   }
 }
