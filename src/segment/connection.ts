@@ -50,6 +50,13 @@ export { DEFAULT_SPIN_NS, type SegmentWaitPolicy, type Signals, type WaitMode } 
 
 const MODES: readonly string[] = ["spin", "blocking", "async", "adaptive"];
 
+/**
+ * Pumps that keep delivering without a park get the end-of-tick follow-up after this long even
+ * when the idle strategy grants none: its immediate is what hands the thread back to the event
+ * loop after EVENT_LOOP_YIELD_NS, so it must be queued well before that.
+ */
+const FOLLOW_UP_YIELD_NS = EVENT_LOOP_YIELD_NS / 2;
+
 /** Setup's Signals, with wakeEventLoop going through the connection's per-tick coalescing (deferRing). */
 function coalescing(s: Signals, hold: { conn: SegmentConnection | null }): Signals {
   const out: Signals = {
@@ -75,8 +82,11 @@ export class SegmentConnection extends SegmentChannel {
   private parkedCause = -1;
   private parkedSinceNs = 0;
   private microQueued = false;
+  /** The end-of-tick immediate is queued: it sends a deferred ring, then pumps if a follow-up is due. */
   private immediateQueued = false;
-  /** When the pending follow-up immediate was queued (Bun.nanoseconds). */
+  /** The end-of-tick immediate pumps (more may follow a delivery). */
+  private followUpDue = false;
+  /** When the pending follow-up was asked for (Bun.nanoseconds). */
   private immediateSinceNs = 0;
   private pumping = false;
   /** A send happened since the last pump: its idle is IDLE_AFTER_SEND (an answer may be on its way). */
@@ -98,14 +108,19 @@ export class SegmentConnection extends SegmentChannel {
   };
   private readonly immediateTask = () => {
     this.immediateQueued = false;
+    this.flushRing();
+    if (!this.followUpDue) return;
+    this.followUpDue = false;
+    this.deliveringSinceNs = 0; // the event loop ran: a new run of deliveries starts here
     this.pump();
   };
+  /** Since when pumps have delivered without parking or an end-of-tick immediate in between (0: not). */
+  private deliveringSinceNs = 0;
 
   private readonly segment: { layout: SegmentLayout; side: "A" | "B" };
 
   /** The peer's event-loop doorbell is due (a send found it parked) and goes out at the end of this tick. */
   private ringDue = false;
-  private readonly ringTask = () => this.flushRing();
   /** Setup's own wakeEventLoop; the channel calls the coalescing one below. */
   private readonly ringEventLoop: (offset: number) => void;
   private readonly txDoorbellOffset: number;
@@ -123,10 +138,12 @@ export class SegmentConnection extends SegmentChannel {
 
   /**
    * A ring for a peer parked in its event loop. In the event-loop modes it waits for the end of
-   * this tick (setImmediate), so every send of one tick costs the peer one wake-up (a Bun.serve
-   * handler calling a backend sends once per HTTP request, many per tick); a poll() that finds
-   * nothing, outside the pump, sends it at once (a caller spinning on poll() never returns to the
-   * event loop). Spin and blocking modes ring at once: their thread may never return to it.
+   * the pump that is delivering (a server's replies to one batch of requests), or else for the
+   * end of this tick (setImmediate), so every send of one tick costs the peer one wake-up (a
+   * Bun.serve handler calling a backend sends once per HTTP request, many per tick); a poll()
+   * that finds nothing, outside the pump, sends it at once (a caller spinning on poll() never
+   * returns to the event loop). Spin and blocking modes ring at once: their thread may never
+   * return to it.
    * @internal called through the channel's Signals; same thread as the connection.
    */
   deferRing(offset: number): void {
@@ -136,7 +153,8 @@ export class SegmentConnection extends SegmentChannel {
     }
     if (this.ringDue) return;
     this.ringDue = true;
-    setImmediate(this.ringTask);
+    // Sends made while the pump delivers (a server's replies) ring when that pump ends.
+    if (!this.pumping) this.queueEndOfTick();
   }
 
   /** Sends a deferred ring now (idempotent). */
@@ -257,15 +275,22 @@ export class SegmentConnection extends SegmentChannel {
 
   /** Pump again after the receiver's continuations ran (setImmediate): more may follow a delivery. */
   private scheduleFollowUp(): void {
-    if (this.immediateQueued || this.closed) return;
-    this.immediateQueued = true;
+    if (this.followUpDue || this.closed) return;
+    this.followUpDue = true;
     this.immediateSinceNs = Bun.nanoseconds();
+    this.queueEndOfTick();
+  }
+
+  /** One immediate per tick carries both the deferred ring and the follow-up pump. */
+  private queueEndOfTick(): void {
+    if (this.immediateQueued) return;
+    this.immediateQueued = true;
     setImmediate(this.immediateTask);
   }
 
   /** Deliveries made outside the event loop have kept the follow-up immediate waiting too long. */
   private yieldDue(): boolean {
-    return this.immediateQueued && Bun.nanoseconds() - this.immediateSinceNs > EVENT_LOOP_YIELD_NS;
+    return this.followUpDue && Bun.nanoseconds() - this.immediateSinceNs > EVENT_LOOP_YIELD_NS;
   }
 
   // rx.available() !== 0 below means "poll() has something to look at": input, or a peer index
@@ -332,13 +357,25 @@ export class SegmentConnection extends SegmentChannel {
     } finally {
       this.pumping = false;
     }
+    this.flushRing();
     if (this.closed) return;
-    if (n > 0) {
-      this.waiters.wake(true);
+    if (n === 0) {
+      this.deliveringSinceNs = 0;
+      this.armEventLoop(cause, idleSinceNs);
+      return;
+    }
+    this.waiters.wake(true);
+    // Look again at the end of the tick (more may follow a delivery) while that recently paid,
+    // as the idle strategy's IDLE_AFTER_INPUT budget says, or when pumps have delivered without
+    // a break for FOLLOW_UP_YIELD_NS (the immediate is what hands the thread to the event loop);
+    // otherwise park now: the doorbell says when more comes.
+    const now = Bun.nanoseconds();
+    if (this.deliveringSinceNs === 0) this.deliveringSinceNs = now;
+    if (this.idle.spinBudgetNs(IDLE_AFTER_INPUT) > 0 || now - this.deliveringSinceNs > FOLLOW_UP_YIELD_NS) {
       this.scheduleFollowUp();
       return;
     }
-    this.armEventLoop(cause, idleSinceNs);
+    this.armEventLoop(IDLE_AFTER_INPUT, now);
   }
 
   /** Arms the doorbell and parks on the event loop; `cause` and `idleSinceNs` (0: now) say why and since when, for the idle strategy. */
