@@ -38,6 +38,57 @@ export interface Report {
   loopback?: Record<string, unknown> | { error: string };
   /** bench/serve-backend.bench.ts's figures, when that module is present. */
   serveBackend?: unknown;
+  /** Issue 11's targets, each beside its measured value and the reference from this run. */
+  targets?: TargetCheck[];
+}
+
+export interface TargetCheck {
+  target: string;
+  measured: string;
+  reference: string;
+  met: boolean | null;
+}
+
+const f2 = (v: number) => v.toFixed(2);
+
+/** Checks issue 11's targets against the rows of this run (null: a row it needs did not run). */
+export function checkTargets(report: Report): TargetCheck[] {
+  const row = (id: string) => report.rows.find((r) => r.id === id);
+  const out: TargetCheck[] = [];
+  const add = (target: string, ok: boolean | null, measured: string, reference: string) => out.push({ target, measured, reference, met: ok });
+  const lb = report.loopback as { overheadNs?: number; rawNs?: number; rpcNs?: number; objectsPerRoundTrip?: number } | undefined;
+  if (lb && typeof lb.overheadNs === "number") add("shm spin: RPC overhead per round trip <= 150 ns (loopback, one thread)", lb.overheadNs <= 150, `${lb.overheadNs.toFixed(0)} ns (rpc ${lb.rpcNs!.toFixed(0)} ns)`, `raw ring ${lb.rawNs!.toFixed(0)} ns`);
+  else add("shm spin: RPC overhead per round trip <= 150 ns (loopback, one thread)", null, "-", "loopback not run");
+  const raw = row("raw-shm");
+  const spin = row("shm-spin");
+  add("shm spin: 32 B p50 <= raw shm p50 + 0.2 µs", raw && spin ? spin.p50Us <= raw.p50Us + 0.2 : null, spin ? `${f2(spin.p50Us)} µs` : "-", raw ? `${f2(raw.p50Us)} µs` : "-");
+  const a = spin?.inflight[64];
+  const b = raw?.inflight[64];
+  add("shm spin: calls/s at 64 in flight >= 0.5x raw shm", a !== undefined && b !== undefined ? a >= 0.5 * b : null, a !== undefined ? `${fmtRate(a)} (${b ? f2(a / b) : "-"}x)` : "-", b !== undefined ? fmtRate(b) : "-");
+  const objs = [spin?.heap.objectsPerCall, row("inproc")?.heap.objectsPerCall, lb?.objectsPerRoundTrip].filter((v): v is number => typeof v === "number");
+  add("hot-path allocations per round trip: 0 (shm spin, inproc, loopback; under 0.005 counts as 0)", objs.length ? objs.every((v) => v < 0.005) : null, objs.map((v) => v.toFixed(3)).join(", ") || "-", "0");
+  const sb = (report.serveBackend as { rows?: Array<{ id: string; reqPerS: number; frontCpuUsPerReq: number; backendCpuUsPerReq: number }> } | undefined)?.rows;
+  const shmB = sb?.find((r) => r.id === "shm");
+  const tcpB = sb?.find((r) => r.id === "tcp");
+  add("Bun.serve: req/s with an shm backend >= 1.2x a tcp backend", shmB && tcpB ? shmB.reqPerS >= 1.2 * tcpB.reqPerS : null, shmB ? `${shmB.reqPerS.toFixed(0)} req/s (${tcpB ? f2(shmB.reqPerS / tcpB.reqPerS) : "-"}x)` : "-", tcpB ? `${tcpB.reqPerS.toFixed(0)} req/s` : "-");
+  const cpu = (r: { frontCpuUsPerReq: number; backendCpuUsPerReq: number }) => r.frontCpuUsPerReq + r.backendCpuUsPerReq;
+  add("Bun.serve: CPU per request (front + backend) with shm <= with tcp", shmB && tcpB ? cpu(shmB) <= cpu(tcpB) : null, shmB ? `${f2(cpu(shmB))} µs` : "-", tcpB ? `${f2(cpu(tcpB))} µs` : "-");
+  const tcp = row("tcp");
+  const rt = row("raw-tcp");
+  add("tcp: 32 B p50 <= 1.1x the fair raw framed socket", tcp && rt ? tcp.p50Us <= 1.1 * rt.p50Us : null, tcp ? `${f2(tcp.p50Us)} µs (${rt ? f2(tcp.p50Us / rt.p50Us) : "-"}x)` : "-", rt ? `${f2(rt.p50Us)} µs` : "-");
+  const c = tcp?.inflight[64];
+  const d = rt?.inflight[64];
+  add("tcp: calls/s at 64 in flight >= 1.0x the fair raw framed socket", c !== undefined && d !== undefined ? c >= d : null, c !== undefined ? `${fmtRate(c)} (${d ? f2(c / d) : "-"}x)` : "-", d !== undefined ? fmtRate(d) : "-");
+  for (const r of report.rows.filter((x) => x.id.startsWith("ucx-") && !x.id.startsWith("ucx-perftest"))) {
+    const ref = row(r.references[0]!);
+    add(`ucx (UCX_TLS=${r.ucxTls}): 32 B p50 <= 1.5x ucx_perftest am_lat, same UCX_TLS`, ref ? r.p50Us <= 1.5 * ref.p50Us : null, `${f2(r.p50Us)} µs (${ref ? f2(r.p50Us / ref.p50Us) : "-"}x)`, ref ? `${f2(ref.p50Us)} µs` : "not run");
+  }
+  return out;
+}
+
+/** The targets as lines under the table. */
+export function targetLines(checks: TargetCheck[]): string[] {
+  return ["issue 11 targets (this run; ratios within it):", ...checks.map((t) => `  [${t.met === null ? "n/a" : t.met ? "met" : "NOT met"}] ${t.target}: ${t.measured} vs ${t.reference}`)];
 }
 
 /** Fills each row's ratios against its references (rows of the same run). */
@@ -144,6 +195,7 @@ export function table(report: Report): string {
   if (lb && "error" in lb) out.push(`loopback (one thread): not measured (${lb.error})`);
   else if (lb && !(l && typeof l.rpcNs === "number")) out.push(`loopback (one thread): ${JSON.stringify(lb)}`);
   if (report.serveBackend !== undefined) out.push(...serveBackendLines(report.serveBackend));
+  if (report.targets) out.push(...targetLines(report.targets));
   for (const s of report.skipped) out.push(`skipped ${s.label}: ${s.reason}`);
   for (const f of report.failed) out.push(`FAILED ${f.label}: ${f.reason}`);
   return out.join("\n");

@@ -22,7 +22,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { measureRow } from "./measure.ts";
 import { perftest } from "./perftest.ts";
-import { addRatios, charts, machine, table, toPng, type Report, type RowResult } from "./report.ts";
+import { addRatios, charts, checkTargets, machine, table, toPng, type Report, type RowResult } from "./report.ts";
 import { PLACEMENT, TARGETS, type Where } from "./targets.ts";
 
 interface Options {
@@ -194,6 +194,7 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
     }
   }
   addRatios(report);
+  if (!o.connect) report.targets = checkTargets(report);
   return report;
 }
 
