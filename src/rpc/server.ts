@@ -8,7 +8,8 @@
  *   for (let h = server.recv(); h !== null; h = server.recv()) h.reply(process(h.data));
  *
  * A RequestHandle owns its request: `data` and `appHeader` are zero-copy views valid until the
- * handle is consumed by reply() / replyError() / drop(). A second reply is a UsageError. A
+ * handle is consumed by reply() / replyError() / drop(). A second reply is a UsageError. Handles
+ * are pooled per session and reissued once consumed (handle.ts): keep none past its reply. A
  * reply that finds the transport full returns SEND_FULL and leaves the handle usable, so the
  * caller can retry after poll(); Ok and Closed consume it.
  *

@@ -183,6 +183,13 @@ export class RingConsumer {
 
   /** Marks descriptor `index` done; frees the released prefix for the producer. */
   release(index: number): void {
+    if (index === this.head && ((index + 1) | 0) === this.next) {
+      // The only one held (the usual case): no bitmap to walk.
+      this.head = this.next;
+      // SYNC: pairs with Atomics.load(head) in RingProducer.reserve(), as below.
+      Atomics.store(this.words, this.headIdx, this.next);
+      return;
+    }
     this.released[index & this.mask] = 1;
     if (index !== this.head) return;
     let h = this.head;
