@@ -8,8 +8,12 @@
  *
  * The figures are ns of CPU per round trip, one thread, no cross-core traffic: what the
  * software costs, not a latency (Bun.nanoseconds() around blocks of 10^3 round trips, raw and
- * RPC blocks interleaved; the fastest block, the one no other process preempted). Objects per round trip are bun:jsc heapStats().objectCount deltas over `roundTrips`
- * round trips after warm-up, with Bun.gc(true) before each reading.
+ * RPC blocks interleaved; the fastest block, the one no other process preempted). Objects per
+ * round trip: heap cells allocated over `roundTrips` round trips after warm-up, counted with
+ * bun:jsc heapStats() (objectTypeCounts summed, which sees garbage not yet collected;
+ * objectCount alone only sees what the last collection kept), Bun.gc(true) before each
+ * reading (see objectsPer()). The raw reference copies with TypedArray.set / copyWithin as
+ * bench/peers/raw-shm.ts does; a 4 KiB body gets a 4 KiB ring entry there (the slab path's copy).
  *
  * Run: bun bench/loopback.ts [--quick] [--size N]
  * Example: const { rawNs, rpcNs, overheadNs } = await measureLoopback({ size: 32 });
@@ -53,7 +57,7 @@ export function loopbackPair(config: SegmentConfig = CONFIG) {
   return { client, server };
 }
 
-/** Per round trip: call, server poll/recv/reply (echo), client poll. Returns responses seen. */
+/** `n` round trips: call, server poll/recv/reply (echo), client poll. The pair's thread only. */
 export function rpcRounds(client: Client<number>, server: Server, data: Uint8Array, n: number): void {
   for (let i = 0; i < n; i++) {
     if (client.call(1, data, i) !== SEND_OK) throw new Error("loopback: call was not sent");
