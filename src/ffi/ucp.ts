@@ -385,7 +385,8 @@ export class UcpWorker implements EndpointWorker {
   }
 
   /**
-   * An endpoint: to `host:port` (client side), or for `connRequest` (server side). `onError`
+   * An endpoint: to `host:port` (client side), for `connRequest` (server side), or to a
+   * worker's `address` (its address(), learned out of band; no connection manager involved). `onError`
    * runs (inside progress) when UCX reports the peer failed; `peerErrors` asks UCX for peer
    * failure detection (UCP_ERR_HANDLING_MODE_PEER, which in UCX 1.13 gives up shared memory).
    * `peerErrors` null (server side) takes the mode the client chose: UCX refuses an accepted

@@ -2,21 +2,31 @@
  * UcxConnection: the Transport contract over one UCP endpoint (data path).
  *
  * Send: the head goes as the Active Message header, the body as AM data; UCX picks eager or
- * rendezvous. UCX reads both until the send completes, so trySend() copies them into buffers
- * the connection keeps until then; allocBuffer() + trySendBuffer() hand a buffer over without
- * that copy. Backpressure: while more than `maxInFlightBytes` (or `maxInFlightSends`) are not
- * yet completed, sends report Full. Limits: the handshake (hello.ts) tells each side what the
- * other accepts; a body above sendLimit(caps) or a head above the peer's maxHeadBytes is
- * refused with UsageError before anything is sent.
+ * rendezvous. UCX reads both until the send completes. While nothing of the connection is in
+ * flight, a send is first offered to UCX for completion inside the call, straight from the
+ * caller's memory (UcpEndpoint.amSendNow: UCX's short messages); otherwise trySend() copies
+ * head and body, up to STAGED_MAX_BYTES into a pooled staging buffer reused when the send
+ * completes, above it into buffers kept until then; allocBuffer() + trySendBuffer() hand a
+ * buffer over without a copy. No allocation per send on the first two paths. Backpressure:
+ * while more than `maxInFlightBytes` (or `maxInFlightSends`) are not yet completed, sends
+ * report Full. Limits: the handshake (hello.ts) tells each side what the other accepts; a body
+ * above sendLimit(caps) or a head above the peer's maxHeadBytes is refused with UsageError
+ * before anything is sent.
  *
- * Receive: eager data is copied out of UCX's buffer during the AM callback (UCX reuses it);
- * rendezvous data is received (ucp_am_recv_data_nbx) straight into a buffer the transport
- * allocates and the message owns. Messages are delivered in arrival order, a rendezvous message
- * holding back those behind it until its data is in. A body above this side's maxMessageBytes
- * whose head is within maxHeadBytes is skipped (eager: never copied; rendezvous: never
- * received, which completes the peer's send) and reported, in order, to
- * `Receiver.onOversized`; without that hook, or with an oversized head, the connection aborts
- * with ProtocolError. An exception thrown by the receiver closes the connection with it.
+ * Receive (rx.ts): one JSCallback per message (the AM handler), delivered straight to the
+ * receiver when nothing waits before it. Eager bodies are copied into pooled messages (one
+ * memcpy for head and body), or used in place when UCX lends its buffer (FLAG_DATA, 4 KiB and
+ * more: the callback returns UCS_INPROGRESS while the receiver holds the message, release()
+ * detaches the view and calls ucp_am_data_release; bounded per worker); rendezvous data is
+ * received (ucp_am_recv_data_nbx) straight into a buffer the message owns. `caps.zeroCopy` is
+ * true: bodies are transport memory, valid until release(). Closing the connection releases
+ * what its receiver still holds of UCX's memory (those views read as empty). Messages are
+ * delivered in arrival order, a rendezvous message holding back those behind it until its data
+ * is in. A body above this side's maxMessageBytes whose head is within maxHeadBytes is skipped
+ * (eager: never copied; rendezvous: never received, which completes the peer's send) and
+ * reported, in order, to `Receiver.onOversized`; without that hook, or with an oversized head,
+ * the connection aborts with ProtocolError. An exception thrown by the receiver closes the
+ * connection with it.
  *
  * Handshake (handshake.ts): until it passed, nothing is delivered and nothing may be sent; a
  * message from the peer before then is a ProtocolError (the server refuses that endpoint).
@@ -26,8 +36,9 @@
  *
  * Failure: UCX reports a dead or departed peer through the endpoint's error callback (its
  * connection manager notices the socket close even in UCP_ERR_HANDLING_MODE_NONE, which keeps
- * shared memory for same-host peers); every pending operation then fails with
- * TransportClosedError.
+ * shared memory for same-host peers); in the worker-address wire-up, which has no connection
+ * manager, the close of the connection's socket does (address-exchange.ts). Every pending
+ * operation then fails with TransportClosedError.
  *
  * Threading: the thread that made the connection (its runtime's). Callbacks from UCX run
  * inside the worker's progress on that thread.
@@ -42,6 +53,7 @@ import type { Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";
 import { AM_DATA, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
 import { POOLED_BODY_BYTES, POOLED_HEAD_BYTES, type UcxRxMessage } from "./rx.ts";
+import { IMMEDIATE_MAX_BYTES, SendStage, STAGED_MAX_BYTES, STAGES_POOLED } from "./tx.ts";
 
 export type UcxWaitMode = "spin" | "async" | "adaptive";
 
@@ -55,46 +67,6 @@ const ABANDON_AFTER_MS = 2000;
 export const DEFAULT_UCX_MAX_IN_FLIGHT_BYTES = 64 << 20;
 /** Sends in flight before Full: bounds the worker's request tables per connection. */
 const DEFAULT_UCX_MAX_IN_FLIGHT_SENDS = 4096;
-/**
- * Bodies up to this size are first offered to UCX for immediate completion, straight from the
- * caller's memory (no copy, no request); UCX's eager limits are below it, so larger ones would
- * only be refused (they go by rendezvous, which needs the memory until the peer fetched it).
- */
-const IMMEDIATE_MAX_BYTES = 16 << 10;
-/**
- * Bodies up to this size that UCX would not complete at once from the caller's memory (beyond
- * its short-message limit) are copied into a pooled staging buffer, sent, and the buffer reused
- * when the send completes (inside the call, for eager sends): no allocation per send. UCX's
- * shared-memory eager limit is 8 KiB.
- */
-const STAGED_MAX_BYTES = 8 << 10;
-/** Staging buffers a connection keeps for reuse (more are made while more sends are in flight, and dropped after). */
-const STAGES_POOLED = 16;
-
-const EMPTY_BYTES = new Uint8Array(0);
-
-/** A send's own copy of head and body, reused once UCX is done with it. */
-class SendStage {
-  readonly headStore = new Uint8Array(POOLED_HEAD_BYTES);
-  readonly bodyStore = new Uint8Array(STAGED_MAX_BYTES);
-  head = EMPTY_BYTES;
-  body: Uint8Array | null = null;
-  private bodyView = EMPTY_BYTES;
-  bytes = 0;
-
-  fill(head: Uint8Array, body: Uint8Array | null, bl: number): void {
-    if (this.head.length !== head.length) this.head = this.headStore.subarray(0, head.length);
-    this.head.set(head);
-    if (bl === 0) this.body = null;
-    else {
-      if (this.bodyView.length !== bl) this.bodyView = this.bodyStore.subarray(0, bl);
-      this.bodyView.set(body!);
-      this.body = this.bodyView;
-    }
-    this.bytes = head.length + bl;
-  }
-}
-
 /** A message skipped for its size, waiting in the queue for its turn to be reported. */
 class Oversized {
   constructor(

@@ -4,7 +4,8 @@
  *
  * Active Messages: AM_DATA carries a message (the RPC head as the AM header, the body as AM
  * data); AM_HELLO / AM_HELLO_ACK, and with a token AM_AUTH / AM_VERDICT, complete a connect
- * (hello.ts, handshake.ts). Every send asks UCX for a reply endpoint
+ * (hello.ts, handshake.ts); in the worker-address wire-up AM_BIND comes first and names the
+ * listener's socket the endpoint belongs to (address-exchange.ts). Every send asks UCX for a reply endpoint
  * (UCP_AM_SEND_FLAG_REPLY), so an arriving message names the local endpoint it came through
  * and is routed to that connection.
  *

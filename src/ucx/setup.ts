@@ -2,7 +2,16 @@
  * ucx control path: `ucx://host:port` listeners and connects (host: a numeric IPv4 address or
  * "localhost"; port 0 on listen picks a free port, reported in `listener.url`).
  *
- * Connect: a client-server endpoint to the listener's sockaddr, then the handshake
+ * Wire-up, two modes (address-exchange.ts): "sockaddr" (a client-server endpoint through UCX's
+ * connection manager, which needs a tcp or InfiniBand lane; across nodes) and "address" (the
+ * listener hands out its worker address over a small TCP socket, which then stays open as the
+ * connection's liveness token; any UCX_TLS, `shm,self` included). Chosen by `?wireup=address`
+ * or `?wireup=sockaddr` on the URL, else "address" when UCX_TLS names no transport a connection
+ * manager runs over; a listener in address mode reports `?wireup=address` in its URL. The
+ * handshake below is the same in both. A connect to a listener of this very runtime gets a
+ * worker of its own (UcxRuntime.acquire `loopback`): the two ends never share one.
+ *
+ * Connect: an endpoint to the listener (its sockaddr, or its worker address), then the handshake
  * (handshake.ts): a HELLO Active Message (hello.ts: version and this side's limits) that the
  * server answers with HELLO_ACK (its limits), and with `auth: { token }` the HMAC
  * challenge-response that follows. connect() resolves once the server admitted it; no answer
