@@ -279,8 +279,10 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
     if (extra) calls = Math.max(20, calls >> 1);
     Bun.gc(true);
     const marked = heapStats().objectCount;
-    const r0 = heapCells();
-    const reading = heapCells() - r0; // what one reading allocates
+    // What one reading allocates, once readings are steady (the first after a GC makes more).
+    heapCells();
+    const r1 = heapCells();
+    const reading = heapCells() - r1;
     const c0 = o.cpu.read();
     const h0 = heapCells();
     const w0 = Bun.nanoseconds();
