@@ -24,7 +24,7 @@
 
 import type { Socket, UnixSocketListener } from "bun";
 import { AuthError, ConnectError, describeThrown, HotpathError, ProtocolError } from "../errors.ts";
-import type { Ucred } from "../ffi/libc.ts";
+import { freshSharedBuffer, type Ucred } from "../ffi/libc.ts";
 import { ListenerBase } from "../contract/listener-base.ts";
 import type { ConnectOptions, ListenOptions } from "../contract/transport.ts";
 import type { SegmentConnection, Signals } from "./connection.ts";
@@ -57,9 +57,13 @@ export interface SegmentMemory {
   close(): void;
 }
 
-/** A segment in a fresh SharedArrayBuffer (inproc): the garbage collector frees it once no thread holds it; close() has nothing to do. */
+/**
+ * A segment in a fresh SharedArrayBuffer (inproc; freshSharedBuffer: pages from the kernel, not
+ * recycled and zero-filled storage): the garbage collector frees it once no thread holds it;
+ * close() has nothing to do.
+ */
 export function heapSegment(lenBytes: number): SegmentMemory {
-  return { sab: new SharedArrayBuffer(lenBytes), byteOffset: 0, lenBytes, close() {} };
+  return { sab: freshSharedBuffer(lenBytes), byteOffset: 0, lenBytes, close() {} };
 }
 
 /** The header words of a segment (for writeHeader / readHeader). */

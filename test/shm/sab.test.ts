@@ -139,7 +139,9 @@ test("Bun.gc(true) in a loop while messages flow over an shm session: every echo
 
 test("a mapping dropped without close() keeps its SharedArrayBuffer: collections and fresh allocations leave the peer's bytes alone", async () => {
   const before = mappedSegmentCount();
-  const label = unique("dropped");
+  // This mapping stays for the life of the test process (nothing can close it): 1 MiB, under a
+  // label other tests' counts of hotpath-* segments do not see.
+  const label = `sabtest-dropped-${process.pid}`;
   let m: ShmMapping | null = ShmMapping.createSealed(label, BYTES);
   new Uint8Array(m.sab, m.byteOffset, BYTES).fill(0x33);
   const p = await peerOf(m);
