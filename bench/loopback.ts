@@ -143,7 +143,7 @@ const liveCells = (): number => {
  * (objectCount moved) lost its garbage, so it is run again, smaller. The objects the readings
  * themselves allocate (the same readings around nothing) are subtracted. Same thread as whatever `run` drives.
  */
-export function objectsPer(n: number, run: (n: number) => void, chunk = 20_000): number {
+export function objectsPer(n: number, run: (n: number) => void, chunk = 100_000): number {
   const reading = (k: number, body: (k: number) => void): number | null => {
     Bun.gc(true);
     const marked = heapStats().objectCount;
