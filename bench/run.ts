@@ -128,7 +128,7 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
     try {
       step(`32 B round trips (${t.mode} body)`);
       const fig = await measureRow(running.driver, { durationS: o.durationS, sizes: o.sizes, inflight: o.inflight, mode: t.mode, cpu: running.cpu, maxBytes: t.maxBytes, log: step });
-      const row: RowResult = { id: t.id, label: t.label, kind: t.kind, references: t.references, mode: t.mode, layout: t.layout, placement: PLACEMENT, serverCpu: running.cpu.server, ratios: {}, ...fig };
+      const row: RowResult = { id: t.id, label: t.label, kind: t.kind, references: t.references, mode: t.mode, layout: running.note ? `${t.layout}; ${running.note}` : t.layout, placement: PLACEMENT, serverCpu: running.cpu.server, ratios: {}, ...fig };
       if (t.ucxTls) row.ucxTls = t.ucxTls;
       report.rows.push(row);
       step(`p50 ${fig.p50Us.toFixed(2)} µs, ${Math.round(fig.inflight[64] ?? 0)} calls/s at 64 in flight`);

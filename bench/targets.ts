@@ -18,6 +18,8 @@ import { startPeer, workerServer, type BenchPeer } from "./spawn.ts";
 export interface Running {
   driver: Driver;
   cpu: CpuProbe;
+  /** What the layout line gains once the server runs (ucx: the wire-up its URL names). */
+  note?: string;
   stop(): Promise<void>;
 }
 
@@ -232,10 +234,12 @@ export const TARGETS: Target[] = [
       return withPeer([ECHO, "hotpath", `tcp://${w.host}:0`], (p) => hotpathDriver(p.url));
     },
   },
-  // One row per UCX transport family the machine offers; the sockaddr wire-up needs tcp beside
-  // the others. rc / ud / dc appear only where an RDMA device is.
+  // One row per UCX transport family the machine offers, UCX_TLS=<family>,self on both sides:
+  // tcp wires up through UCX's connection manager (sockaddr), a family it does not run over
+  // (shm) through the listener's worker address (src/ucx/setup.ts). rc / ud / dc appear only
+  // where an RDMA device is.
   ...(["tcp", "shm", "rc", "ud", "dc"] as const).map((tl): Target => {
-    const tls = tl === "tcp" ? "tcp,self" : `${tl},self,tcp`;
+    const tls = `${tl},self`;
     return {
       id: `ucx-${tl}`,
       label: `hotpath ucx (UCX_TLS=${tls}, spin)`,
@@ -249,10 +253,13 @@ export const TARGETS: Target[] = [
         // The UCP context is chosen by the UCX_* environment at connect; put it back afterwards.
         const saved = process.env.UCX_TLS;
         process.env.UCX_TLS = tls;
+        let serverUrl = "";
         try {
           const url = remoteOr(w, `ucx-${tl}`);
-          if (url) return await remote(() => hotpathDriver(url, SPIN));
-          return await withPeer([SEGMENT, `ucx://${w.host}:0`, "spin"], (p) => hotpathDriver(p.url, SPIN), { UCX_TLS: tls });
+          const r = url ? await remote(() => hotpathDriver(url, SPIN)) : await withPeer([SEGMENT, `ucx://${w.host}:0`, "spin"], (p) => ((serverUrl = p.url), hotpathDriver(p.url, SPIN)), { UCX_TLS: tls });
+          const u = url ?? serverUrl;
+          r.note = `wire-up: ${u.includes("wireup=address") ? "worker address over a TCP socket (?wireup=address)" : "sockaddr (UCX connection manager)"}, ${u}`;
+          return r;
         } finally {
           if (saved === undefined) delete process.env.UCX_TLS;
           else process.env.UCX_TLS = saved;
