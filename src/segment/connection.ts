@@ -112,7 +112,7 @@ export class SegmentConnection extends SegmentChannel {
     if (!this.followUpDue) return;
     this.followUpDue = false;
     this.deliveringSinceNs = 0; // the event loop ran: a new run of deliveries starts here
-    this.pump();
+    this.pump(true);
   };
   /** Since when pumps have delivered without parking or an end-of-tick immediate in between (0: not). */
   private deliveringSinceNs = 0;
@@ -339,7 +339,7 @@ export class SegmentConnection extends SegmentChannel {
    * idle strategy grants; if still nothing, arm the doorbell and return to the event loop. After
    * a delivery it yields (setImmediate) so the receiver's continuations run before it looks again.
    */
-  private pump(): void {
+  private pump(followUp = false): void {
     if (this.closed || this.pumping || this.receiver === null || !this.autoPumps()) return;
     this.pumping = true;
     // Read before poll(): sends made while delivering belong to the next pump.
@@ -350,6 +350,7 @@ export class SegmentConnection extends SegmentChannel {
     try {
       this.disarm();
       n = this.poll();
+      if (followUp) this.idle.onFollowUp(n > 0);
       if (n === 0 && !this.closed) {
         idleSinceNs = Bun.nanoseconds();
         if (this.idleSpin(cause)) n = this.poll();
@@ -365,13 +366,13 @@ export class SegmentConnection extends SegmentChannel {
       return;
     }
     this.waiters.wake(true);
-    // Look again at the end of the tick (more may follow a delivery) while that recently paid,
-    // as the idle strategy's IDLE_AFTER_INPUT budget says, or when pumps have delivered without
-    // a break for FOLLOW_UP_YIELD_NS (the immediate is what hands the thread to the event loop);
+    // Look again at the end of the tick (more may follow a delivery) when the idle strategy says
+    // so (followUp(): such looks recently found input), or when pumps have delivered without a
+    // break for FOLLOW_UP_YIELD_NS (the immediate is what hands the thread to the event loop);
     // otherwise park now: the doorbell says when more comes.
     const now = Bun.nanoseconds();
     if (this.deliveringSinceNs === 0) this.deliveringSinceNs = now;
-    if (this.idle.spinBudgetNs(IDLE_AFTER_INPUT) > 0 || now - this.deliveringSinceNs > FOLLOW_UP_YIELD_NS) {
+    if (this.idle.followUp() || now - this.deliveringSinceNs > FOLLOW_UP_YIELD_NS) {
       this.scheduleFollowUp();
       return;
     }

@@ -15,6 +15,8 @@
  *   - `onParkedInput(cause, gapNs)` when input woke a side that parked (after a spin or without
  *     one): `gapNs` from going idle to being woken, the peer's turnaround plus this side's own
  *     wake-up.
+ *   - `followUp()` after a delivery on the event loop: look once more at the end of the tick
+ *     before parking? `onFollowUp(found)` says what that look found.
  *
  * Strategies:
  *   - BusySpinIdle ("spin"): never parks.
@@ -28,6 +30,9 @@
  *     server that just replied to a client that sends again only after milliseconds never spins
  *     (its wake-ups all come later than that), a side sending one-way messages never spins (no
  *     input follows), and two peers in a fast back-to-back exchange find their way to spinning.
+ *     The one look after a delivery (followUp(), an immediate and a poll: cheaper than a ring)
+ *     is granted while such looks find input; each look that finds nothing doubles the
+ *     deliveries skipped before the next (up to MAX_FOLLOW_UP_SKIP). The other two look always.
  *
  * Example:
  *   const idle = new AdaptiveIdle(20_000);
@@ -67,6 +72,13 @@ export interface IdleStrategy {
   onSpinEnd(cause: IdleCause, paid: boolean, spentNs: number): void;
   /** Input woke this side after it parked following `cause`, `gapNs` after it went idle. */
   onParkedInput(cause: IdleCause, gapNs: number): void;
+  /**
+   * After a delivery, on the event loop: whether to look once more at the end of the tick (an
+   * immediate and a poll, no spin) before parking; a look that finds input saves the peer a ring.
+   */
+  followUp(): boolean;
+  /** The look followUp() granted found input, or did not. */
+  onFollowUp(found: boolean): void;
 }
 
 /** "spin": poll and never park; a wait spins until input or its timeout. For dedicated cores. */
@@ -76,6 +88,10 @@ export class BusySpinIdle implements IdleStrategy {
   }
   onSpinEnd(): void {}
   onParkedInput(): void {}
+  followUp(): boolean {
+    return true;
+  }
+  onFollowUp(): void {}
 }
 
 /** "blocking" / "async": spin `spinNs` every time a look finds nothing, then park. Learns nothing. */
@@ -86,6 +102,10 @@ export class FixedSpinIdle implements IdleStrategy {
   }
   onSpinEnd(): void {}
   onParkedInput(): void {}
+  followUp(): boolean {
+    return true;
+  }
+  onFollowUp(): void {}
 }
 
 /** "adaptive": spin only while spinning has recently paid (see the module comment for the rules). */
@@ -94,6 +114,9 @@ export class AdaptiveIdle implements IdleStrategy {
   /** Near wake-ups (input within maxSpinNs + WAKE_ALLOWANCE_NS) needed before the next probe. */
   private readonly probeWait = new Float64Array(CAUSES).fill(1);
   private readonly nearWakes = new Float64Array(CAUSES);
+  /** Follow-up looks to skip before the next, and how many the next miss makes it (1 … MAX_FOLLOW_UP_SKIP). */
+  private followSkip = 0;
+  private followBackoff = 0;
 
   constructor(readonly maxSpinNs: number) {}
 
@@ -126,7 +149,25 @@ export class AdaptiveIdle implements IdleStrategy {
     this.nearWakes[cause] = 0;
     this.budget[cause] = this.maxSpinNs;
   }
+
+  followUp(): boolean {
+    if (this.followSkip === 0) return true;
+    this.followSkip--;
+    return false;
+  }
+
+  onFollowUp(found: boolean): void {
+    if (found) {
+      this.followBackoff = 0;
+      return;
+    }
+    this.followBackoff = Math.min(MAX_FOLLOW_UP_SKIP, Math.max(1, 2 * this.followBackoff));
+    this.followSkip = this.followBackoff;
+  }
 }
+
+/** Follow-up looks that keep finding nothing come at most once per this many deliveries (a look costs an immediate and a poll). */
+export const MAX_FOLLOW_UP_SKIP = 64;
 
 /** The strategy a wait mode stands for, with the policy's spinNs (its maximum, for "adaptive"). */
 export function idleStrategyFor(mode: "spin" | "blocking" | "async" | "adaptive", spinNs: number): IdleStrategy {

@@ -15,6 +15,7 @@ import {
   IDLE_AFTER_SEND,
   IDLE_WAIT,
   idleStrategyFor,
+  MAX_FOLLOW_UP_SKIP,
   MAX_PROBE_WAIT,
   MIN_ADAPTIVE_SPIN_NS,
   WAKE_ALLOWANCE_NS,
@@ -132,6 +133,31 @@ describe("AdaptiveIdle", () => {
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
   });
 
+  test("the look after a delivery: granted while looks find input; each empty look doubles the deliveries skipped, up to MAX_FOLLOW_UP_SKIP", () => {
+    const s = new AdaptiveIdle(MAX);
+    // A server at light load: nothing ever follows a delivery.
+    const looksAt: number[] = [];
+    for (let i = 0; i < 700; i++) {
+      if (!s.followUp()) continue;
+      looksAt.push(i);
+      s.onFollowUp(false);
+    }
+    const gaps = looksAt.slice(1).map((p, k) => p - looksAt[k]!);
+    expect(gaps.slice(0, 7)).toEqual([2, 3, 5, 9, 17, 33, 65]);
+    expect(gaps.slice(7).every((g) => g === MAX_FOLLOW_UP_SKIP + 1)).toBe(true);
+    // A front under load: replies keep coming. The first look that finds input restores it.
+    while (!s.followUp());
+    s.onFollowUp(true);
+    for (let i = 0; i < 100; i++) {
+      expect(s.followUp()).toBe(true);
+      s.onFollowUp(true);
+    }
+    for (const fixed of [new FixedSpinIdle(0), new BusySpinIdle()] as IdleStrategy[]) {
+      fixed.onFollowUp(false);
+      expect(fixed.followUp()).toBe(true);
+    }
+  });
+
   test("spinNs 0 never spins, whatever it is told", () => {
     const s = new AdaptiveIdle(0);
     for (let i = 0; i < 10; i++) {
@@ -157,6 +183,13 @@ class Recorder implements IdleStrategy {
   }
   onParkedInput(c: IdleCause): void {
     this.calls.push(`woken ${c}`);
+  }
+  followUp(): boolean {
+    this.calls.push("follow-up?");
+    return false;
+  }
+  onFollowUp(found: boolean): void {
+    this.calls.push(`follow-up ${found ? "found" : "empty"}`);
   }
 }
 
@@ -200,6 +233,27 @@ describe("a connection asks its idle strategy", () => {
     expect(a.idleStats().spins - before.spins).toBe(1);
     expect(a.idleStats().spinNs - before.spinNs).toBeGreaterThanOrEqual(1_000);
     expect(a.idleStats().parks).toBeGreaterThan(before.parks);
+    a.close();
+    b.close();
+  });
+
+  test("after a delivery it asks whether to look again; refused, it parks at once and no look follows", async () => {
+    const { a, b } = pair("adaptive");
+    const rec = new Recorder(0);
+    a.setIdleStrategy(rec);
+    let got = 0;
+    a.setReceiver({ onMessage: (m) => (got++, m.release()), onClose() {} });
+    b.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+    await settle();
+    rec.calls.length = 0;
+    const parks = a.idleStats().parks;
+    expect(b.trySend(new Uint8Array(4), null)).toBe(0);
+    for (let i = 0; i < 50 && got === 0; i++) await settle();
+    await settle();
+    expect(got).toBe(1);
+    expect(rec.calls).toContain("follow-up?");
+    expect(rec.calls.some((c) => c.startsWith("follow-up ") && c !== "follow-up?")).toBe(false);
+    expect(a.idleStats().parks).toBeGreaterThan(parks);
     a.close();
     b.close();
   });
