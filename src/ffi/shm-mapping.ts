@@ -72,13 +72,16 @@ const WASM_MAX_PAGES = 65536;
  * fresh from the kernel and goes back to it when the buffer is collected: the buffer of a shared
  * WebAssembly.Memory (its pages are reserved with mmap, lazily zero, and unmapped when the last
  * reference goes). Segments avoid `new SharedArrayBuffer(n)`: Bun's allocator hands freed storage
- * out again and then zero-fills all of it, which for a 66 MiB default segment touched every page
- * of it (measured here: connects of 50 ms on average and up to 580 ms in a reconnect loop, against
- * about 2.5 ms). Typed arrays over it run as fast as over any SharedArrayBuffer (measured; a
- * growable SharedArrayBuffer, the other fresh-pages option, made them ~30% slower). Where the
- * runtime refuses the reservation (an address-space limit), `new SharedArrayBuffer` it is.
- * RangeError when no buffer of that size can be had (above 4 GiB). Thread: any; the buffer may be
- * posted to Workers.
+ * out again and then zero-fills all of it, which for a 66 MiB default segment faulted in most of
+ * its pages (measured here in a reconnect loop: 57 to 78 ms per connect on average, single
+ * allocations up to 580 ms, against 2.6 ms with a plain mmap). Typed arrays over a Memory's buffer
+ * run as fast as over any SharedArrayBuffer (measured; a growable SharedArrayBuffer, the other
+ * fresh-pages option, cost ~100 ns more per one-thread round trip). The price: JSC runs a full
+ * collection when it cannot reserve another Memory while several are live, so a connect costs
+ * a few ms more CPU than with a plain mmap (measured ~4 ms per connect with both sides in one
+ * process). Where the runtime refuses the reservation (an address-space limit),
+ * `new SharedArrayBuffer` it is. RangeError when no buffer of that size can be had (above 4 GiB).
+ * Thread: any; the buffer may be posted to Workers.
  */
 export function freshSharedBuffer(lenBytes: number): SharedArrayBuffer {
   const pages = Math.ceil(Math.max(lenBytes, 1) / WASM_PAGE_BYTES);

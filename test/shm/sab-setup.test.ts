@@ -1,11 +1,11 @@
 /**
  * Setting a session up touches only the pages it uses. A segment is a SharedArrayBuffer, and
  * `new SharedArrayBuffer(n)` hands out storage Bun's allocator recycled from an earlier one after
- * zero-filling every byte of it: in a reconnect loop each connect then faulted in the whole
- * default segment (66 MiB, ~17k pages, on each side), which took 50 ms on average and up to
- * 580 ms here. Segments come from freshSharedBuffer() instead (a shared WebAssembly.Memory:
- * pages from the kernel, lazily zero). Counted here as page faults (minflt in /proc/self/stat)
- * over reconnect loops of shm and inproc, both sides in this process.
+ * zero-filling every byte of it: in a reconnect loop most connects then faulted in the whole
+ * default segment (66 MiB, ~17k pages, on each side), 57 to 78 ms per connect on average here.
+ * Segments come from freshSharedBuffer() instead (a shared WebAssembly.Memory: pages from the
+ * kernel, lazily zero). Counted here as page faults (minflt in /proc/self/stat) over reconnect
+ * loops of shm and inproc, both sides in this process.
  */
 
 import { expect, test } from "bun:test";
