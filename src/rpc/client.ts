@@ -22,24 +22,8 @@
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
-import {
-  KIND_CANCEL,
-  KIND_ERROR,
-  KIND_ONEWAY,
-  KIND_REQUEST,
-  KIND_RESPONSE,
-  MAX_APP_HEADER_BYTES,
-  WIRE_HEADER_BYTES,
-  checkMessage,
-  decodeErrorBody,
-  wireCallGen,
-  wireCallSlot,
-  wireKind,
-  wireWord0,
-  writeWireHeader,
-  WIRE_WORD_CALL_GEN,
-  WIRE_WORD_CALL_SLOT,
-} from "./wire.ts";
+import { KIND_CANCEL, KIND_ERROR, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
+import { checkMessage, decodeErrorBody, wireCallGen, wireCallSlot, wireKind, wireWord0, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
 import { checkTimeout, describeValue } from "./validate.ts";
 import { checkArgs, checkSizes, PendingRequest } from "./pending.ts";
 
@@ -106,8 +90,8 @@ export class Client<U = unknown> implements Disposable {
   /** poll() is in conn.poll() with nothing queued; directDelivered counts completeNow() calls. */
   private direct = false;
   private directDelivered = 0;
-  private directThrew = false; // with directError: what onResponse threw inside conn.poll()
-  private directError: unknown = undefined;
+  private directThrew = false; // and directError: what onResponse threw inside conn.poll()
+  private directError: unknown;
   private readonly waiting: PendingRequest[] = [];
   private pumpScheduled = false;
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);
@@ -244,9 +228,11 @@ export class Client<U = unknown> implements Disposable {
   /** Pushes queued sends and delivers completed hot-path calls to onResponse. Returns how many. */
   poll(): number {
     // With nothing queued, responses delivered inside conn.poll() go to onResponse at once
-    // (completeNow); a throw from it is rethrown once the transport's delivery returns.
+    // (completeNow); a throw from it is rethrown once the transport's delivery returns. Only
+    // over the segment transports (those with trySendWords), whose delivery is a plain JS loop:
+    // ucx delivers from inside its worker's progress, where onResponse stays deferred.
     const before = this.directDelivered;
-    if (this.compCount === 0) this.direct = true;
+    if (this.compCount === 0 && this.sendsWords) this.direct = true;
     try {
       this.conn.poll();
     } finally {
