@@ -14,7 +14,8 @@
  * the start and end of its timed window), each as a ratio to the tcp-backend row.
  *
  * Light load: this process calls a serve() backend (shm, default wait mode; and tcp) once every
- * ~2 ms for a while; the figure is the backend's CPU µs per request (and this client's).
+ * ~2 ms for a while, after 2000 back-to-back calls (500 with --quick) that warm both sides'
+ * JIT; the figure is the backend's CPU µs per request (and this client's).
  *
  *   bun bench/serve-backend.bench.ts [--quick] [--json PATH]
  *   import { measureServeBackend } from "./serve-backend.bench.ts"  // the rows, for the main bench
@@ -176,7 +177,8 @@ async function measureLight(id: string, label: string, url: string, o: Opts): Pr
   const client = await rpcConnect(backend.ready.url);
   try {
     const body = new Uint8Array(o.bodyBytes).fill(0x61);
-    for (let i = 0; i < 20; i++) await client.request(ECHO_METHOD, body);
+    // Back-to-back first, so both sides run JIT-compiled code (a long-running server would).
+    for (let i = 0; i < (o.quick ? 500 : 2000); i++) await client.request(ECHO_METHOD, body);
     const lat: number[] = [];
     const pid = backend.ready.pid as number;
     const b0 = processCpuUs(pid);

@@ -216,11 +216,17 @@ export class SegmentConnection extends SegmentChannel {
   }
 
   protected onSent(): void {
-    if (this.autoPumps()) {
-      // An answer usually follows a send: the next pump spins the whole budget for it.
-      this.sentSincePump = true;
-      this.schedulePump();
+    if (!this.autoPumps()) return;
+    // Parked on the event loop with no spin granted after a send: stay parked (the peer rings
+    // when it answers), now waiting for that answer. Otherwise the next pump looks for the
+    // answer, spinning what the idle strategy grants.
+    if (this.armedFor === ARMED_EVENT_LOOP && !this.pumping && !(this.idle.spinBudgetNs(IDLE_AFTER_SEND) > 0)) {
+      this.parkedCause = IDLE_AFTER_SEND;
+      this.parkedSinceNs = Bun.nanoseconds();
+      return;
     }
+    this.sentSincePump = true;
+    this.schedulePump();
   }
 
   /** After an empty poll: the peer's closed flag, and now and then a liveness probe. */
