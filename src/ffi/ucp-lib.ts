@@ -202,6 +202,25 @@ export function copyInto(dst: Uint8Array, src: number, len: number): void {
 }
 
 /**
+ * The address of `buffer`'s first byte, for copyToAddress. Stable only for a Uint8Array over
+ * an ArrayBuffer of its own (`new Uint8Array(new ArrayBuffer(n))`), whose storage never moves;
+ * a small `new Uint8Array(n)` keeps its bytes in the GC heap and moves them when a view of it
+ * is made (seen: a copy to a stale address). The caller keeps `buffer` alive while it uses
+ * the address. Thread: any JS thread.
+ */
+export function addressOf(buffer: Uint8Array): number {
+  return ptr(buffer) as number;
+}
+
+/**
+ * copyInto with the destination as an address from addressOf (no typed-array conversion per
+ * call): `len` bytes from native `src` to `dst`, which must have room. Thread: the worker's.
+ */
+export function copyToAddress(dst: number, src: number, len: number): void {
+  C!.memcpy(dst as Pointer, src as Pointer, len);
+}
+
+/**
  * An ArrayBuffer over `len` bytes of native memory at `p` (UCX's, lent to the caller), not
  * copied and not owned: the caller detaches it (`transfer(0)`) before the memory goes back to
  * UCX, so that no view reads memory UCX reuses.

@@ -103,6 +103,14 @@ export class RequestTable {
     return ids.length;
   }
 
+  /** Requests of `ep` UCX has not completed yet. */
+  countOwnedBy(ep: UcpEndpoint): number {
+    if (this.owners.size === 0) return 0;
+    let n = 0;
+    for (const owner of this.owners.values()) if (owner === ep) n++;
+    return n;
+  }
+
   /** Gives up on every request still in flight (the worker is closing). */
   detachAll(): void {
     for (const id of [...this.pending.keys()]) this.detach(id);

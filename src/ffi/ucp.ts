@@ -24,7 +24,7 @@ import { UcpEndpoint, type EndpointWorker } from "./ucp-endpoint.ts";
 import { UcpMemory } from "./ucp-memory.ts";
 import { RequestTable } from "./ucp-requests.ts";
 
-export { copyInto, copyOut, isStatusError, toView, sockaddrIn, ucpUnavailableReason, ucpVersion, ucxLogLevel, UcxError, type UcpVersion } from "./ucp-lib.ts";
+export { addressOf, copyInto, copyToAddress, copyOut, isStatusError, toView, sockaddrIn, ucpUnavailableReason, ucpVersion, ucxLogLevel, UcxError, type UcpVersion } from "./ucp-lib.ts";
 export { UcpEndpoint, UcpRkey } from "./ucp-endpoint.ts";
 export { UcpMemory } from "./ucp-memory.ts";
 
@@ -131,6 +131,10 @@ export class UcpContext {
   }
 }
 
+/** Offsets read in every AM callback, looked up once (off() is a table lookup by name). */
+const RECV_ATTR_OFFSET = off("ucp_am_recv_param_t.recv_attr");
+const REPLY_EP_OFFSET = off("ucp_am_recv_param_t.reply_ep");
+
 /** Called for each Active Message: header and data point into UCX memory during the call only. */
 export type AmHandler = (header: number, headerLength: number, data: number, length: number, recvAttr: number, replyEp: number) => number;
 
@@ -232,6 +236,11 @@ export class UcpWorker implements EndpointWorker {
     return this.table.abandon(ep);
   }
 
+  /** Requests of endpoint `ep` still in flight (those UCX returned a request for). JS thread of the worker. */
+  requestsOf(ep: UcpEndpoint): number {
+    return this.table.countOwnedBy(ep);
+  }
+
   /** Requests still in flight. */
   get inFlight(): number {
     return this.table.inFlight;
@@ -286,10 +295,7 @@ export class UcpWorker implements EndpointWorker {
     this.closing.add(req);
   }
 
-  /**
-   * @internal the constant param of UcpEndpoint.amSendNow: FORCE_IMM_CMPL with the REPLY flag, no
-   * callback, no user data. Never changed after it is made, so nested sends may share it.
-   */
+  /** @internal amSendNow's param (FORCE_IMM_CMPL, REPLY; no callback): constant, so nested sends share it. */
   readonly immediateParams = new Struct(size("ucp_request_param_t"))
     .u32(off("ucp_request_param_t.op_attr_mask"), UCP.UCP_OP_ATTR_FIELD_FLAGS | UCP.UCP_OP_ATTR_FLAG_FORCE_IMM_CMPL)
     .u32(off("ucp_request_param_t.flags"), UCP.UCP_AM_SEND_FLAG_REPLY);
@@ -337,7 +343,7 @@ export class UcpWorker implements EndpointWorker {
       new JSCallback(
         (_arg: number, header: number, hlen: number, data: number, len: number, param: number) => {
           try {
-            return handler(header, hlen, data, len, read.u32(param as Pointer, off("ucp_am_recv_param_t.recv_attr")), Number(read.ptr(param as Pointer, off("ucp_am_recv_param_t.reply_ep"))));
+            return handler(header, hlen, data, len, read.u32(param as Pointer, RECV_ATTR_OFFSET), read.ptr(param as Pointer, REPLY_EP_OFFSET) as number);
           } catch (e) {
             this.caught(e);
             return UCP.UCS_OK;

@@ -59,6 +59,8 @@ export type UcxWaitMode = "spin" | "async" | "adaptive";
 
 /** A failed endpoint's requests still in flight this long after its close are given up: UCX completes what it can within a few progress rounds. */
 const ABANDON_AFTER_MS = 2000;
+/** A graceful close waits this long at most for the endpoint's requests to finish (a live peer acknowledges a rendezvous within a few round trips). */
+const CLOSE_DRAIN_MS = 2000;
 /**
  * Bytes of sends in flight before sends report Full: several 1 MiB rendezvous messages of
  * headroom at any latency. Also the most a failed connection's given-up sends can leave held
@@ -520,6 +522,30 @@ export class UcxConnection implements Connection, AmSink {
   }
 
   /**
+   * Native teardown on a clean stack. A graceful close waits (on timers, progressing the
+   * worker) until the endpoint's own requests are done, at most until `deadline`: UCX 1.13
+   * aborts the process (ucp_ep.c "proto_reqs" assertion) when an endpoint is disconnected with
+   * tracked requests, e.g. a rendezvous send still waiting for its acknowledgement.
+   */
+  private teardown(force: boolean, deadline: number): void {
+    if (!force && this.rt.worker.requestsOf(this.ep) > 0 && performance.now() < deadline) {
+      if (!this.rt.insideUcx) this.rt.progress();
+      if (this.rt.worker.requestsOf(this.ep) > 0) {
+        setTimeout(() => this.teardown(force, deadline), 1);
+        return;
+      }
+    }
+    for (const r of this.regions) r.close();
+    this.regions.clear();
+    this.ep.close(force);
+    this.opts.onClosed?.();
+    // The peer is gone: what UCX has not completed of this endpoint's requests by then, it
+    // may never complete; their owners hear UCS_ERR_CANCELED, while the memory stays held
+    // for UCX until it does (see UcpWorker.abandon).
+    if (force) setTimeout(() => this.rt.worker.abandon(this.ep), ABANDON_AFTER_MS).unref();
+  }
+
+  /**
    * `force` false closes the endpoint gracefully, which tells the peer (its error callback
    * fires with UCS_ERR_CONNECTION_RESET); true drops it locally (the peer is already gone;
    * UCX completes the endpoint's requests with errors).
@@ -543,16 +569,7 @@ export class UcxConnection implements Connection, AmSink {
     // Native teardown must not run inside a UCX callback (finish may run from the error
     // callback or an AM handler): it goes on a clean stack, queued first so that it happens
     // whatever the receiver's onClose does.
-    queueMicrotask(() => {
-      for (const r of this.regions) r.close();
-      this.regions.clear();
-      this.ep.close(force);
-      this.opts.onClosed?.();
-      // The peer is gone: what UCX has not completed of this endpoint's requests by then, it
-      // may never complete; their owners hear UCS_ERR_CANCELED, while the memory stays held
-      // for UCX until it does (see UcpWorker.abandon).
-      if (force) setTimeout(() => this.rt.worker.abandon(this.ep), ABANDON_AFTER_MS).unref();
-    });
+    queueMicrotask(() => this.teardown(force, performance.now() + CLOSE_DRAIN_MS));
     this.rt.waiters.wake(false);
     try {
       this.receiver?.onClose(error);

@@ -27,7 +27,7 @@
  * Threading: the runtime's thread; a pool belongs to one UcxRuntime (one worker).
  */
 
-import { copyInto, toView } from "../ffi/ucp.ts";
+import { addressOf, copyInto, copyToAddress, toView } from "../ffi/ucp.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import type { RxMessage } from "../contract/transport.ts";
 
@@ -68,8 +68,10 @@ export class UcxRxMessage implements RxMessage {
   bodyLength = 0;
   /** Released (or never filled): release() does nothing. */
   released = true;
-  private readonly headStore = new Uint8Array(POOLED_HEAD_BYTES);
-  private readonly bodyStore = new Uint8Array(POOLED_BODY_BYTES);
+  // Each over an ArrayBuffer of its own: its storage never moves, so the address taken once
+  // (addressOf) stays right. A small `new Uint8Array(n)` may move when a view of it is made.
+  private readonly headStore = new Uint8Array(new ArrayBuffer(POOLED_HEAD_BYTES));
+  private readonly bodyStore = new Uint8Array(new ArrayBuffer(POOLED_BODY_BYTES));
   /** The last views handed out, reused while the length stays the same (no allocation per message). */
   private headView: Uint8Array = EMPTY;
   /** Which store headView is a view of, and where. */
@@ -86,8 +88,14 @@ export class UcxRxMessage implements RxMessage {
   /** In place: the connection it arrived on (its close releases the message). */
   owner: object | null = null;
 
+  /** Addresses of the two stores (addressOf: stable while this message lives). */
+  private readonly headAddr: number;
+  private readonly bodyAddr: number;
+
   constructor(private readonly pool: PoolHooks) {
     this.headBuf = this.headStore;
+    this.headAddr = addressOf(this.headStore);
+    this.bodyAddr = addressOf(this.bodyStore);
   }
 
   get head(): Uint8Array {
@@ -117,8 +125,13 @@ export class UcxRxMessage implements RxMessage {
   /** Copies the head at native `header` (UCX memory, valid during the callback) into this message. */
   setHead(header: number, hlen: number): void {
     this.headOffset = 0;
-    this.headBuf = hlen <= POOLED_HEAD_BYTES ? this.headStore : new Uint8Array(hlen);
-    if (hlen > 0) copyInto(this.headBuf, header, hlen);
+    if (hlen <= POOLED_HEAD_BYTES) {
+      this.headBuf = this.headStore;
+      if (hlen > 0) copyToAddress(this.headAddr, header, hlen);
+    } else {
+      this.headBuf = new Uint8Array(hlen);
+      copyInto(this.headBuf, header, hlen);
+    }
     this.headLength = hlen;
     this.released = false;
   }
@@ -129,7 +142,7 @@ export class UcxRxMessage implements RxMessage {
    * the body at [0, len), the head at headOffset `len`.
    */
   copyTogether(data: number, len: number, hlen: number): void {
-    copyInto(this.bodyStore, data, len + hlen);
+    copyToAddress(this.bodyAddr, data, len + hlen);
     this.headBuf = this.bodyStore;
     this.headOffset = len;
     this.headLength = hlen;
@@ -141,7 +154,7 @@ export class UcxRxMessage implements RxMessage {
   copyBody(data: number, len: number): void {
     this.bodyLength = len;
     if (len <= POOLED_BODY_BYTES) {
-      if (len > 0) copyInto(this.bodyStore, data, len);
+      if (len > 0) copyToAddress(this.bodyAddr, data, len);
       return;
     }
     const own = new Uint8Array(len);
