@@ -28,7 +28,7 @@ import { NativeError } from "../errors.ts";
 import { C, cstr, EINTR, ENOPROTOOPT, errno, fail, LINUX, O_RDWR, STATX } from "./libc-lib.ts";
 
 export { EACCES, EAGAIN, EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOPROTOOPT, ENOSYS, EPERM, errno, ESRCH, ETIMEDOUT, EWOULDBLOCK, LINUX, STATX } from "./libc-lib.ts";
-export { freshSharedBuffer, futexWait, futexWake, mappedSegmentCount, memfdCreate, PAGE_BYTES, placeMappingsOffsetForTests, ShmMapping, shmUnlink } from "./shm-mapping.ts";
+export { freshSharedBuffer, futexWait, releaseFreshSharedBuffer, futexWake, mappedSegmentCount, memfdCreate, PAGE_BYTES, placeMappingsOffsetForTests, ShmMapping, shmUnlink } from "./shm-mapping.ts";
 import { memfdCreate } from "./shm-mapping.ts";
 
 const EFD_NONBLOCK = 0o4000;

@@ -85,15 +85,37 @@ const WASM_MAX_PAGES = 65536;
  */
 export function freshSharedBuffer(lenBytes: number): SharedArrayBuffer {
   const pages = Math.ceil(Math.max(lenBytes, 1) / WASM_PAGE_BYTES);
-  if (pages <= WASM_MAX_PAGES) {
+  if (pages <= WASM_MAX_PAGES && memoryBacked.size < MEMORY_BACKED_MAX) {
     try {
-      return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as unknown as SharedArrayBuffer;
+      const sab = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true }).buffer as unknown as SharedArrayBuffer;
+      memoryBacked.add(sab);
+      return sab;
     } catch {
       // no reservation to be had: the allocator's buffer below
     }
   }
   return new SharedArrayBuffer(lenBytes);
 }
+
+/**
+ * The segment in `sab` (from freshSharedBuffer) has ended: it no longer counts against
+ * MEMORY_BACKED_MAX. Idempotent; any other buffer is ignored. Thread: the one that made it.
+ */
+export function releaseFreshSharedBuffer(sab: SharedArrayBuffer): void {
+  memoryBacked.delete(sab);
+}
+
+/**
+ * Memory-backed buffers of this thread (freshSharedBuffer) whose segment is still in use. JSC
+ * reserves only a few Memories' worth of address space cheaply and runs a full collection for
+ * every Memory made beyond that (measured with a 300k-object heap: from the 5th to 9th live Memory
+ * on, 20 to 45 ms per Memory; with 40 sessions open, 20 ms per connect against 0.7 ms), so while
+ * MEMORY_BACKED_MAX segments are open new ones take `new SharedArrayBuffer`, which zero-fills
+ * storage it recycles instead (that cost lands on connects that follow closes while many are open).
+ */
+const memoryBacked = new Set<SharedArrayBuffer>();
+/** Open Memory-backed segments per thread: below where JSC started collecting per Memory here (the 5th to 9th live one). */
+const MEMORY_BACKED_MAX = 4;
 
 /**
  * A fresh SharedArrayBuffer (freshSharedBuffer) with a page-aligned run of `mappedBytes` inside
@@ -106,6 +128,7 @@ function pageAlignedBuffer(mappedBytes: number): { sab: SharedArrayBuffer; byteO
   let base = ptr(sab);
   if (offsetPlacement) return { sab, byteOffset: PAGE_BYTES - (base % PAGE_BYTES), address: base + PAGE_BYTES - (base % PAGE_BYTES) };
   if (base % PAGE_BYTES !== 0) {
+    releaseFreshSharedBuffer(sab);
     sab = freshSharedBuffer(mappedBytes + PAGE_BYTES);
     base = ptr(sab);
   }
@@ -237,6 +260,7 @@ export class ShmMapping {
       // A failed MAP_FIXED may have unmapped the range already: anonymous pages go back over it,
       // and if even that fails the buffer is kept for ever, so the allocator never touches the hole.
       if (!restoreAnonymous(placed.address, mappedBytes)) unrecoverable.push(placed.sab);
+      releaseFreshSharedBuffer(placed.sab);
       undo();
       errnoView[0] = err;
       fail(`mmap("${name}", ${lenBytes}, MAP_FIXED over a SharedArrayBuffer)`);
@@ -270,6 +294,7 @@ export class ShmMapping {
     // MAP_FIXED over our own range fails only when the kernel is out of mappings or memory: the
     // SAB then stays held (and mapped) for the life of the thread instead of being reused shared.
     if (restoreAnonymous(this.address, this.mappedBytes)) mappedBuffers.delete(this.sab);
+    releaseFreshSharedBuffer(this.sab);
   }
 }
 

@@ -144,6 +144,9 @@ export async function inprocConnect(url: URL, opts: ConnectOptions): Promise<Con
       connection: (s, peerMax, creds) => makeConnection("A", memory, s, peer, opts, peerMax, creds),
       connectFailed: () => noListener,
     });
+  } catch (e) {
+    memory.close();
+    throw e;
   } finally {
     (bc as BroadcastChannel | null)?.close();
   }

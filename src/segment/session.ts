@@ -24,7 +24,7 @@
 
 import type { Socket, UnixSocketListener } from "bun";
 import { AuthError, ConnectError, describeThrown, HotpathError, ProtocolError } from "../errors.ts";
-import { freshSharedBuffer, type Ucred } from "../ffi/libc.ts";
+import { freshSharedBuffer, releaseFreshSharedBuffer, type Ucred } from "../ffi/libc.ts";
 import { ListenerBase } from "../contract/listener-base.ts";
 import type { ConnectOptions, ListenOptions } from "../contract/transport.ts";
 import type { SegmentConnection, Signals } from "./connection.ts";
@@ -60,10 +60,11 @@ export interface SegmentMemory {
 /**
  * A segment in a fresh SharedArrayBuffer (inproc; freshSharedBuffer: pages from the kernel, not
  * recycled and zero-filled storage): the garbage collector frees it once no thread holds it;
- * close() has nothing to do.
+ * close() only says the segment ended (releaseFreshSharedBuffer).
  */
 export function heapSegment(lenBytes: number): SegmentMemory {
-  return { sab: freshSharedBuffer(lenBytes), byteOffset: 0, lenBytes, close() {} };
+  const sab = freshSharedBuffer(lenBytes);
+  return { sab, byteOffset: 0, lenBytes, close: () => releaseFreshSharedBuffer(sab) };
 }
 
 /** The header words of a segment (for writeHeader / readHeader). */
