@@ -137,8 +137,9 @@ export function oversizedSendMessage(transport: string, bodyBytes: number, caps:
 
 /**
  * How a connection waits: "spin" (busy-poll), "blocking" (spin, then park the thread),
- * "async" (event-loop delivery), "adaptive" (async whose speculative spins back off). shm and
- * inproc offer all four, ucx all but "blocking"; tcp always waits on the event loop.
+ * "async" (event-loop delivery), "adaptive" (async that spins only while spinning recently paid,
+ * at most spinNs). shm and inproc offer all four, ucx all but "blocking"; tcp always waits on the
+ * event loop.
  */
 export type WaitMode = "spin" | "blocking" | "async" | "adaptive";
 

@@ -2,11 +2,12 @@
  * SegmentConnection: the Transport contract over one session segment. The data path (send,
  * receive, release, close) is SegmentChannel's (channel.ts); this class adds how a side waits
  * (the modes in waiting.ts: the mode says whether it waits on the event loop or holds the
- * thread, its idle strategy (idle.ts) how long it spins before it parks) and how it notices
- * that the peer went: poll() and every spin or
- * park read the peer's closed flag and, at most every PROBE_INTERVAL_NS, ask setup whether the
- * control socket hung up (the peer died), so spin and blocking loops that never return to the
- * event loop still see a dead peer and fail their calls with TransportClosedError.
+ * thread, its idle strategy (idle.ts) how long it spins before it parks and whether it looks
+ * again after a delivery), how it rings a peer parked on its event loop (once per pump or tick,
+ * however many sends: deferRing) and how it notices that the peer went: poll() and every spin
+ * or park read the peer's closed flag and, at most every PROBE_INTERVAL_NS, ask setup whether
+ * the control socket hung up (the peer died), so spin and blocking loops that never return to
+ * the event loop still see a dead peer and fail their calls with TransportClosedError.
  *
  * Threading: a connection belongs to the thread that created it.
  *

@@ -15,6 +15,8 @@
  *   - "adaptive" (default): "async", but it spins only while spinning has recently paid, up to
  *     spinNs (AdaptiveIdle): no unconditional spin after a send, none after a reply that nothing
  *     follows, none while the peer's recent turnaround exceeds the budget.
+ * In both event-loop modes a peer parked on its event loop is rung once per pump or tick, however
+ * many messages went out (SegmentConnection.deferRing).
  *
  * Every mode notices a closed or dead peer without the event loop: poll() and the spin and
  * park loops read the peer's closed flag, and probe the control socket (Signals.peerGone) at
