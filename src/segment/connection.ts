@@ -109,6 +109,7 @@ export class SegmentConnection extends SegmentChannel {
   };
   private readonly immediateTask = () => {
     this.immediateQueued = false;
+    this.rangThisTick = false;
     this.flushRing();
     if (!this.followUpDue) return;
     this.followUpDue = false;
@@ -122,6 +123,8 @@ export class SegmentConnection extends SegmentChannel {
 
   /** The peer's event-loop doorbell is due (a send found it parked) and goes out at the end of this tick. */
   private ringDue = false;
+  /** A ring went out at once in this tick (until the end-of-tick immediate): later ones are deferred. */
+  private rangThisTick = false;
   /** Setup's own wakeEventLoop; the channel calls the coalescing one below. */
   private readonly ringEventLoop: (offset: number) => void;
   private readonly txDoorbellOffset: number;
@@ -138,13 +141,14 @@ export class SegmentConnection extends SegmentChannel {
   }
 
   /**
-   * A ring for a peer parked in its event loop. In the event-loop modes it waits for the end of
-   * the pump that is delivering (a server's replies to one batch of requests), or else for the
-   * end of this tick (setImmediate), so every send of one tick costs the peer one wake-up (a
-   * Bun.serve handler calling a backend sends once per HTTP request, many per tick); a poll()
-   * that finds nothing, outside the pump, sends it at once (a caller spinning on poll() never
-   * returns to the event loop). Spin and blocking modes ring at once: their thread may never
-   * return to it.
+   * A ring for a peer parked in its event loop. In the event-loop modes one made while a pump
+   * delivers (a server's replies to one batch of requests) waits for the end of that pump; else
+   * the first of a tick goes at once and later ones wait for the end of the tick (setImmediate),
+   * so the sends of one tick cost the peer at most two wake-ups (a Bun.serve handler calling a
+   * backend sends once per HTTP request, many per tick, and the backend parks again between
+   * them). A poll() that finds nothing, outside the pump, sends a waiting ring at once (a caller
+   * spinning on poll() never returns to the event loop). Spin and blocking modes ring at once:
+   * their thread may never return to it.
    * @internal called through the channel's Signals; same thread as the connection.
    */
   deferRing(offset: number): void {
@@ -153,9 +157,21 @@ export class SegmentConnection extends SegmentChannel {
       return this.ringEventLoop(offset);
     }
     if (this.ringDue) return;
-    this.ringDue = true;
     // Sends made while the pump delivers (a server's replies) ring when that pump ends.
-    if (!this.pumping) this.queueEndOfTick();
+    if (this.pumping) {
+      this.ringDue = true;
+      return;
+    }
+    // The first ring of a tick goes at once (a lone call pays no wait); later ones wait for its end.
+    if (!this.rangThisTick) {
+      this.rangThisTick = true;
+      this.stats.rings++;
+      this.ringEventLoop(offset);
+      this.queueEndOfTick();
+      return;
+    }
+    this.ringDue = true;
+    this.queueEndOfTick();
   }
 
   /** Sends a deferred ring now (idempotent). */

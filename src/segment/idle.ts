@@ -22,10 +22,11 @@
  *   - BusySpinIdle ("spin"): never parks.
  *   - FixedSpinIdle(spinNs) ("blocking", "async"): spins spinNs every time, then parks.
  *   - AdaptiveIdle(maxSpinNs) ("adaptive", the default): spins only while spinning has recently
- *     paid. Per cause a budget that starts at 0, doubles (to maxSpinNs) when a spin found input
- *     and drops to a quarter (then 0) when it did not. A side whose budget is 0 parks; when input
- *     wakes it within maxSpinNs + WAKE_ALLOWANCE_NS of going idle, a spin might have caught it,
- *     so the next idle of that cause probes with the full budget, and each probe that misses
+ *     paid. Per cause a budget that doubles (to maxSpinNs) when a spin found input and drops to
+ *     a quarter (then 0) when it did not. A side whose budget is 0 parks; when input wakes it
+ *     within maxSpinNs + WAKE_ALLOWANCE_NS of going idle, a spin might have caught it, so it
+ *     probes: the next PROBE_IDLES idles of that cause spin the full budget whatever they find
+ *     (IDLE_AFTER_SEND starts with one), and a probe in which no spin paid leaves the budget at 0 and
  *     doubles the number of such wake-ups needed before the next (up to MAX_PROBE_WAIT). So a
  *     server that just replied to a client that sends again only after milliseconds never spins
  *     (its wake-ups all come later than that), a side sending one-way messages never spins (no
@@ -36,9 +37,12 @@
  *
  * Example:
  *   const idle = new AdaptiveIdle(20_000);
- *   idle.spinBudgetNs(IDLE_AFTER_SEND);          // 0: nothing learned yet, park
- *   idle.onParkedInput(IDLE_AFTER_SEND, 9_000);  // the answer woke us 9 µs later
- *   idle.spinBudgetNs(IDLE_AFTER_SEND);          // 20_000: a spin would have caught it
+ *   idle.spinBudgetNs(IDLE_AFTER_SEND);          // 20_000: the first probe
+ *   for (let i = 0; i < PROBE_IDLES; i++) idle.onSpinEnd(IDLE_AFTER_SEND, false, 20_000);
+ *   idle.spinBudgetNs(IDLE_AFTER_SEND);          // 0: spinning did not pay, park
+ *   idle.onParkedInput(IDLE_AFTER_SEND, 9_000);  // the answer woke us 9 µs later: a spin might
+ *   idle.onParkedInput(IDLE_AFTER_SEND, 9_000);  // have caught it (twice: the backoff is at 2)
+ *   idle.spinBudgetNs(IDLE_AFTER_SEND);          // 20_000: a new probe
  */
 
 /** This side sent since it last looked: an answer may be on its way. */
@@ -58,8 +62,14 @@ export const MIN_ADAPTIVE_SPIN_NS = 500;
  * budget may still have been a spin's catch, so it earns a probe.
  */
 export const WAKE_ALLOWANCE_NS = 20_000;
-/** Probes that keep missing come at most once per this many near wake-ups (a missed probe costs one full budget). */
+/** Probes that keep missing come at most once per this many near wake-ups (a missed probe costs PROBE_IDLES full budgets). */
 export const MAX_PROBE_WAIT = 64;
+/**
+ * A probe spins its full budget for this many idles before its misses count: in a back-to-back
+ * exchange a spin pays only once the peer spins too, and the peer starts only when it sees this
+ * side answer faster (its own wake-ups coming sooner).
+ */
+export const PROBE_IDLES = 16;
 
 /**
  * How long a connection busy-polls before it parks. Called on the connection's thread only;
@@ -114,11 +124,18 @@ export class AdaptiveIdle implements IdleStrategy {
   /** Near wake-ups (input within maxSpinNs + WAKE_ALLOWANCE_NS) needed before the next probe. */
   private readonly probeWait = new Float64Array(CAUSES).fill(1);
   private readonly nearWakes = new Float64Array(CAUSES);
+  /** Idles left in the current probe (0: none): a probe spins the full budget this many times before misses count. */
+  private readonly probeLeft = new Float64Array(CAUSES);
   /** Follow-up looks to skip before the next, and how many the next miss makes it (1 … MAX_FOLLOW_UP_SKIP). */
   private followSkip = 0;
   private followBackoff = 0;
 
-  constructor(readonly maxSpinNs: number) {}
+  constructor(readonly maxSpinNs: number) {
+    // The wait after a send starts with a probe: two peers in a back-to-back exchange, both
+    // spinning from the start, find out together whether it pays. Other causes start at 0.
+    this.budget[IDLE_AFTER_SEND] = maxSpinNs > 0 ? maxSpinNs : 0;
+    this.probeLeft[IDLE_AFTER_SEND] = PROBE_IDLES;
+  }
 
   spinBudgetNs(cause: IdleCause): number {
     return this.budget[cause]!;
@@ -130,6 +147,14 @@ export class AdaptiveIdle implements IdleStrategy {
       this.budget[cause] = Math.min(this.maxSpinNs, Math.max(2 * MIN_ADAPTIVE_SPIN_NS, 2 * b));
       this.probeWait[cause] = 1;
       this.nearWakes[cause] = 0;
+      this.probeLeft[cause] = 0;
+      return;
+    }
+    if (this.probeLeft[cause]! > 0) {
+      // A probe keeps its full budget for PROBE_IDLES idles (the peer may only now start to spin).
+      if (--this.probeLeft[cause]! > 0) return;
+      this.budget[cause] = 0;
+      this.probeWait[cause] = Math.min(MAX_PROBE_WAIT, 2 * this.probeWait[cause]!);
       return;
     }
     const next = b / 4;
@@ -148,6 +173,7 @@ export class AdaptiveIdle implements IdleStrategy {
     if (++this.nearWakes[cause]! < this.probeWait[cause]!) return;
     this.nearWakes[cause] = 0;
     this.budget[cause] = this.maxSpinNs;
+    this.probeLeft[cause] = PROBE_IDLES;
   }
 
   followUp(): boolean {

@@ -18,6 +18,7 @@ import {
   MAX_FOLLOW_UP_SKIP,
   MAX_PROBE_WAIT,
   MIN_ADAPTIVE_SPIN_NS,
+  PROBE_IDLES,
   WAKE_ALLOWANCE_NS,
   type IdleCause,
   type IdleStrategy,
@@ -28,7 +29,7 @@ import { computeLayout, writeHeader } from "../../src/segment/layout.ts";
 const MAX = 20_000;
 
 describe("the strategy each wait mode stands for", () => {
-  test("spin never parks, blocking and async spin their spinNs every time, adaptive starts at 0", () => {
+  test("spin never parks, blocking and async spin their spinNs every time, adaptive starts with a probe", () => {
     expect(idleStrategyFor("spin", 5).spinBudgetNs(IDLE_WAIT)).toBe(Infinity);
     expect(idleStrategyFor("spin", 5)).toBeInstanceOf(BusySpinIdle);
     for (const mode of ["blocking", "async"] as const) {
@@ -41,13 +42,33 @@ describe("the strategy each wait mode stands for", () => {
     }
     const a = idleStrategyFor("adaptive", MAX);
     expect(a).toBeInstanceOf(AdaptiveIdle);
-    for (const c of [IDLE_AFTER_SEND, IDLE_AFTER_INPUT, IDLE_WAIT] as IdleCause[]) expect(a.spinBudgetNs(c)).toBe(0);
+    expect(a.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX); // a probe
+    expect(a.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(0);
+    expect(a.spinBudgetNs(IDLE_WAIT)).toBe(0);
+    expect(idleStrategyFor("adaptive", 0).spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
   });
 });
 
 describe("AdaptiveIdle", () => {
-  test("a wake-up a spin would have caught earns a spin of the whole budget; spins that pay keep it", () => {
+  /** A strategy whose first probe (IDLE_AFTER_SEND starts with one) ended without a paid spin. */
+  function settled(): AdaptiveIdle {
     const s = new AdaptiveIdle(MAX);
+    for (let i = 0; i < PROBE_IDLES; i++) {
+      expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
+      s.onSpinEnd(IDLE_AFTER_SEND, false, MAX);
+    }
+    for (const c of [IDLE_AFTER_SEND, IDLE_AFTER_INPUT, IDLE_WAIT] as IdleCause[]) expect(s.spinBudgetNs(c)).toBe(0);
+    return s;
+  }
+
+  test("the wait after a send starts with a probe: PROBE_IDLES spins of the whole budget, then none if none paid; other causes start at 0", () => {
+    settled();
+  });
+
+  test("a wake-up a spin would have caught earns a new probe; spins that pay keep the whole budget", () => {
+    const s = settled();
+    s.onParkedInput(IDLE_AFTER_SEND, 9_000);
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0); // the first probe missed: the backoff is at 2
     s.onParkedInput(IDLE_AFTER_SEND, 9_000);
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
     for (let i = 0; i < 10; i++) {
@@ -58,9 +79,9 @@ describe("AdaptiveIdle", () => {
     expect(s.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(0);
   });
 
-  test("spins that find nothing shrink the budget fast: a quarter each time, then no spin at all", () => {
+  test("outside a probe, spins that find nothing shrink the budget fast: a quarter each time, then no spin at all", () => {
     const s = new AdaptiveIdle(MAX);
-    s.onParkedInput(IDLE_AFTER_SEND, 1_000);
+    s.onSpinEnd(IDLE_AFTER_SEND, true, 1_000); // paid: the probe is over, the budget stays whole
     const seen: number[] = [];
     for (let i = 0; i < 5; i++) {
       const b = s.spinBudgetNs(IDLE_AFTER_SEND);
@@ -73,16 +94,16 @@ describe("AdaptiveIdle", () => {
 
   test("a budget that shrank grows back by doubling when spins pay again", () => {
     const s = new AdaptiveIdle(MAX);
-    s.onParkedInput(IDLE_AFTER_INPUT, 1_000);
-    s.onSpinEnd(IDLE_AFTER_INPUT, false, MAX); // 5000
-    s.onSpinEnd(IDLE_AFTER_INPUT, true, 200); // 10000
-    expect(s.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(MAX / 2);
-    s.onSpinEnd(IDLE_AFTER_INPUT, true, 200);
-    expect(s.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(MAX);
+    s.onSpinEnd(IDLE_AFTER_SEND, true, 1_000);
+    s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // 5000
+    s.onSpinEnd(IDLE_AFTER_SEND, true, 200); // 10000
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX / 2);
+    s.onSpinEnd(IDLE_AFTER_SEND, true, 200);
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
   });
 
   test("no spin while the peer's turnaround exceeds the budget: late wake-ups never earn one", () => {
-    const s = new AdaptiveIdle(MAX);
+    const s = settled();
     // A server whose client sends again 2 ms after each reply; a peer that takes 60 µs.
     for (let i = 0; i < 1000; i++) {
       s.onParkedInput(IDLE_AFTER_SEND, 2_000_000);
@@ -92,42 +113,50 @@ describe("AdaptiveIdle", () => {
     }
   });
 
-  test("a side that gets no input after going idle (one-way sends) never spins", () => {
+  test("a side that gets no input after going idle (one-way sends) spins through its first probe, then never again", () => {
     const s = new AdaptiveIdle(MAX);
-    // Nothing reported at all: every idle asks, parks, and nothing wakes it with input.
-    for (let i = 0; i < 1000; i++) expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
+    let spins = 0;
+    for (let i = 0; i < 1000; i++) {
+      const b = s.spinBudgetNs(IDLE_AFTER_SEND);
+      if (b === 0) continue;
+      spins++;
+      s.onSpinEnd(IDLE_AFTER_SEND, false, b);
+    }
+    expect(spins).toBe(PROBE_IDLES);
   });
 
-  test("probes that keep missing back off: each miss doubles the near wake-ups needed for the next, up to MAX_PROBE_WAIT", () => {
-    const s = new AdaptiveIdle(MAX);
+  test("probes that keep missing back off: each doubles the near wake-ups needed for the next, up to MAX_PROBE_WAIT", () => {
+    const s = settled();
     const probesAt: number[] = [];
     // Wake-ups just past the budget (within the allowance for this side's own wake-up), and a
     // peer that never answers within the budget while this side spins.
-    for (let i = 0; i < 600; i++) {
+    for (let i = 0; i < 800; i++) {
       if (s.spinBudgetNs(IDLE_AFTER_SEND) === 0) {
         s.onParkedInput(IDLE_AFTER_SEND, MAX + WAKE_ALLOWANCE_NS);
         continue;
       }
       probesAt.push(i);
-      while (s.spinBudgetNs(IDLE_AFTER_SEND) > 0) s.onSpinEnd(IDLE_AFTER_SEND, false, s.spinBudgetNs(IDLE_AFTER_SEND));
+      let n = 0;
+      while (s.spinBudgetNs(IDLE_AFTER_SEND) > 0) (s.onSpinEnd(IDLE_AFTER_SEND, false, MAX), n++);
+      expect(n).toBe(PROBE_IDLES);
     }
-    const gaps = probesAt.slice(1).map((p, k) => p - probesAt[k]!);
-    expect(gaps.slice(0, 6)).toEqual([3, 5, 9, 17, 33, 65]);
-    expect(gaps.slice(6).every((g) => g === MAX_PROBE_WAIT + 1)).toBe(true);
+    // Near wake-ups between probes (the gap minus the probe's own iteration): 2, 4, 8, … 64.
+    const waits = probesAt.slice(1).map((p, k) => p - probesAt[k]! - 1);
+    expect([probesAt[0]!, ...waits.slice(0, 5)]).toEqual([2, 4, 8, 16, 32, 64]);
+    expect(waits.slice(5).every((g) => g === MAX_PROBE_WAIT)).toBe(true);
   });
 
   test("a probe that pays resets the backoff", () => {
-    const s = new AdaptiveIdle(MAX);
+    const s = settled(); // backoff at 2
     s.onParkedInput(IDLE_AFTER_SEND, MAX);
-    while (s.spinBudgetNs(IDLE_AFTER_SEND) > 0) s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // miss: wait 2
-    s.onParkedInput(IDLE_AFTER_SEND, MAX);
-    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
     s.onParkedInput(IDLE_AFTER_SEND, MAX);
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
-    s.onSpinEnd(IDLE_AFTER_SEND, true, 4_000);
-    for (let i = 0; i < 3; i++) s.onSpinEnd(IDLE_AFTER_SEND, false, MAX);
+    s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // a probe's miss: the budget stays
+    expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
+    s.onSpinEnd(IDLE_AFTER_SEND, true, 4_000); // paid: the probe is over, the backoff back at 1
+    for (let i = 0; i < 3; i++) s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // 5000, 1250, 0: backoff 2
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
-    s.onParkedInput(IDLE_AFTER_SEND, MAX); // backoff back at 2 after one miss past the reset
+    s.onParkedInput(IDLE_AFTER_SEND, MAX);
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
     s.onParkedInput(IDLE_AFTER_SEND, MAX);
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
