@@ -22,8 +22,8 @@
  *   - BusySpinIdle ("spin"): never parks.
  *   - FixedSpinIdle(spinNs) ("blocking", "async"): spins spinNs every time, then parks.
  *   - AdaptiveIdle(maxSpinNs) ("adaptive", the default): spins only while spinning has recently
- *     paid. Per cause a budget that doubles (to maxSpinNs) when a spin found input and drops to
- *     a quarter (then 0) when it did not. A side whose budget is 0 parks; when input wakes it
+ *     paid. Per cause a budget that doubles (to maxSpinNs) when a spin found input and halves
+ *     (then 0, below MIN_ADAPTIVE_SPIN_NS) when it did not. A side whose budget is 0 parks; when input wakes it
  *     within maxSpinNs + WAKE_ALLOWANCE_NS of going idle, a spin might have caught it, so it
  *     probes: the next PROBE_IDLES idles of that cause spin the full budget whatever they find
  *     (IDLE_AFTER_SEND starts with one), and a probe in which no spin paid leaves the budget at 0 and
@@ -157,7 +157,7 @@ export class AdaptiveIdle implements IdleStrategy {
       this.probeWait[cause] = Math.min(MAX_PROBE_WAIT, 2 * this.probeWait[cause]!);
       return;
     }
-    const next = b / 4;
+    const next = b / 2;
     if (next >= MIN_ADAPTIVE_SPIN_NS) {
       this.budget[cause] = next;
       return;

@@ -79,22 +79,23 @@ describe("AdaptiveIdle", () => {
     expect(s.spinBudgetNs(IDLE_AFTER_INPUT)).toBe(0);
   });
 
-  test("outside a probe, spins that find nothing shrink the budget fast: a quarter each time, then no spin at all", () => {
+  test("outside a probe, spins that find nothing shrink the budget fast: half each time, then no spin at all", () => {
     const s = new AdaptiveIdle(MAX);
     s.onSpinEnd(IDLE_AFTER_SEND, true, 1_000); // paid: the probe is over, the budget stays whole
     const seen: number[] = [];
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 8; i++) {
       const b = s.spinBudgetNs(IDLE_AFTER_SEND);
       seen.push(b);
       if (b > 0) s.onSpinEnd(IDLE_AFTER_SEND, false, b);
     }
-    expect(seen).toEqual([MAX, MAX / 4, MAX / 16, 0, 0]);
+    expect(seen).toEqual([MAX, MAX / 2, MAX / 4, MAX / 8, MAX / 16, MAX / 32, 0, 0]);
     expect(MAX / 64).toBeLessThan(MIN_ADAPTIVE_SPIN_NS);
   });
 
   test("a budget that shrank grows back by doubling when spins pay again", () => {
     const s = new AdaptiveIdle(MAX);
     s.onSpinEnd(IDLE_AFTER_SEND, true, 1_000);
+    s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // 10000
     s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // 5000
     s.onSpinEnd(IDLE_AFTER_SEND, true, 200); // 10000
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX / 2);
@@ -154,7 +155,7 @@ describe("AdaptiveIdle", () => {
     s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // a probe's miss: the budget stays
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(MAX);
     s.onSpinEnd(IDLE_AFTER_SEND, true, 4_000); // paid: the probe is over, the backoff back at 1
-    for (let i = 0; i < 3; i++) s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // 5000, 1250, 0: backoff 2
+    while (s.spinBudgetNs(IDLE_AFTER_SEND) > 0) s.onSpinEnd(IDLE_AFTER_SEND, false, MAX); // halving to 0: backoff 2
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
     s.onParkedInput(IDLE_AFTER_SEND, MAX);
     expect(s.spinBudgetNs(IDLE_AFTER_SEND)).toBe(0);
