@@ -1,13 +1,14 @@
 /**
  * Echo servers for the shm / inproc / ucx benchmarks (method 1 echoes its data):
  *   spin:  the hot-path server (poll / recv / reply) busy-polling in spin mode, yielding to the
- *          event loop every 2 ms so new connections are accepted;
+ *          event loop every 2 ms so new connections are accepted; a reply that finds the ring
+ *          full is retried (before any new request) until the client reads, never dropped;
  *   async: serve() with the default adaptive wait policy (event-loop delivery).
  * As a process: bun bench/peers/segment-server.ts URL spin|async   (prints {"url"}; exits on stdin EOF)
  * As a Worker: post {url, mode}; it posts {url} back when listening.
  */
 
-import { listen, serve, Server, type Connection } from "../../src/index.ts";
+import { listen, serve, Server, SEND_FULL, type Connection, type RequestHandle } from "../../src/index.ts";
 import { ECHO_METHOD } from "./methods.ts";
 
 /** Method 2 (ucx only): the descriptor of a 4 KiB region registered for one-sided reads. */
@@ -36,15 +37,22 @@ export async function startSegmentServer(url: string, mode: "spin" | "async"): P
   const server = new Server();
   server.attach(listener);
   let running = true;
+  // Requests whose reply met a full ring (SEND_FULL leaves the handle usable): answered first,
+  // in order, once the client has read replies. A client whose window exceeds the ring gets there.
+  const stalled: RequestHandle[] = [];
+  const answer = (h: RequestHandle): boolean => (h.method === REGION_METHOD ? h.reply(regionDescriptor(h.session.conn)) : h.reply(h.data)) !== SEND_FULL;
   (async () => {
     while (running) {
       const end = Bun.nanoseconds() + 2e6;
       while (Bun.nanoseconds() < end) {
         for (let i = 0; i < 64; i++) {
           server.poll();
+          while (stalled.length > 0 && answer(stalled[0]!)) stalled.shift();
+          if (stalled.length > 0) continue;
           for (let h = server.recv(); h !== null; h = server.recv()) {
-            if (h.method === REGION_METHOD) h.reply(regionDescriptor(h.session.conn));
-            else h.reply(h.data);
+            if (answer(h)) continue;
+            stalled.push(h);
+            break;
           }
         }
       }
