@@ -136,14 +136,21 @@ const liveCells = (): number => {
 };
 
 /**
- * Heap objects allocated per call of `run(n)`, divided by n. heapStats().objectTypeCounts
+ * Heap objects allocated per call of `run(n)`, divided by the calls counted; NaN when no clean
+ * reading could be taken (so any "< limit" assertion fails on it). heapStats().objectTypeCounts
  * (summed) counts every cell not yet collected, so a reading after the run includes what the
  * run allocated and dropped; objectCount alone counts only cells the last collection marked and
  * never sees garbage. Bun.gc(true) runs before each chunk; a chunk during which a collection ran
- * (objectCount moved) lost its garbage, so it is run again, smaller. The objects the readings
- * themselves allocate (the same readings around nothing) are subtracted. Same thread as whatever `run` drives.
+ * (objectCount moved) lost its garbage, so it is run again, smaller, down to MIN_CHUNK calls; a
+ * chunk that still sees a collection is left out of the figure (never counted as 0). The figure
+ * is taken only when clean chunks cover at least half of the `n` calls, else NaN: a body that
+ * allocates enough to trigger a collection in most chunks (one 64 KiB array per call) reads
+ * "no clean reading", never 0 or below. The objects the readings themselves allocate (the same
+ * readings around nothing) are subtracted. Same thread as whatever `run` drives.
  */
 export function objectsPer(n: number, run: (n: number) => void, chunk = 100_000): number {
+  /** Smallest chunk tried: each reading costs a full collection (~ms), so 100k calls stay a few hundred readings at worst. */
+  const MIN_CHUNK = 500;
   const reading = (k: number, body: (k: number) => void): number | null => {
     Bun.gc(true);
     const marked = heapStats().objectCount;
@@ -155,18 +162,23 @@ export function objectsPer(n: number, run: (n: number) => void, chunk = 100_000)
   const nothing = (_k: number) => {};
   let total = 0;
   let done = 0;
+  let counted = 0;
   while (done < n) {
     const k = Math.min(chunk, n - done);
     const got = reading(k, run);
-    if (got === null && chunk > 500) {
-      chunk >>= 1;
+    if (got === null) {
+      // A collection took some of the chunk's garbage: run it again, smaller; at MIN_CHUNK the
+      // chunk's calls are spent but not counted.
+      if (chunk > MIN_CHUNK) chunk >>= 1;
+      else done += k;
       continue;
     }
-    // The same readings around nothing: what the measuring itself allocates.
-    total += (got ?? 0) - (reading(k, nothing) ?? 0);
     done += k;
+    // The same readings around nothing: what the measuring itself allocates.
+    total += got - (reading(k, nothing) ?? 0);
+    counted += k;
   }
-  return total / n;
+  return counted * 2 >= n && counted > 0 ? total / counted : Number.NaN;
 }
 
 /**

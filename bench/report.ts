@@ -73,6 +73,12 @@ export function checkTargets(report: Report): TargetCheck[] {
   add("Bun.serve: req/s with an shm backend >= 1.2x a tcp backend", shmB && tcpB ? shmB.reqPerS >= 1.2 * tcpB.reqPerS : null, shmB ? `${shmB.reqPerS.toFixed(0)} req/s (${tcpB ? f2(shmB.reqPerS / tcpB.reqPerS) : "-"}x)` : "-", tcpB ? `${tcpB.reqPerS.toFixed(0)} req/s` : "-");
   const cpu = (r: { frontCpuUsPerReq: number; backendCpuUsPerReq: number }) => r.frontCpuUsPerReq + r.backendCpuUsPerReq;
   add("Bun.serve: CPU per request (front + backend) with shm <= with tcp", shmB && tcpB ? cpu(shmB) <= cpu(tcpB) : null, shmB ? `${f2(cpu(shmB))} µs` : "-", tcpB ? `${f2(cpu(tcpB))} µs` : "-");
+  // Issue 11 item 4: a serve() process under light load (one call every few ms) spends no more
+  // CPU per request than the tcp server (serve-backend's light rows: the serving process's CPU).
+  const light = (report.serveBackend as { light?: Array<{ id: string; backendCpuUsPerReq: number }> } | undefined)?.light;
+  const ls = light?.find((r) => r.id === "light-shm");
+  const lt = light?.find((r) => r.id === "light-tcp");
+  add("serve() under light load: CPU per request over shm <= the tcp server's", ls && lt ? ls.backendCpuUsPerReq <= lt.backendCpuUsPerReq : null, ls ? `${f2(ls.backendCpuUsPerReq)} µs (${lt ? f2(ls.backendCpuUsPerReq / lt.backendCpuUsPerReq) : "-"}x)` : "-", lt ? `${f2(lt.backendCpuUsPerReq)} µs` : "serve-backend not run");
   const tcp = row("tcp");
   const rt = row("raw-tcp");
   add("tcp: 32 B p50 <= 1.1x the fair raw framed socket", tcp && rt ? tcp.p50Us <= 1.1 * rt.p50Us : null, tcp ? `${f2(tcp.p50Us)} µs (${rt ? f2(tcp.p50Us / rt.p50Us) : "-"}x)` : "-", rt ? `${f2(rt.p50Us)} µs` : "-");
