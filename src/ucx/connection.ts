@@ -558,14 +558,15 @@ export class UcxConnection implements Connection, AmSink {
     this.lingerTimer = null;
     this.rt.sinks.delete(this.ep.handle);
     // Undelivered messages go; those lending UCX memory give it back (their views detach), as
-    // do the in-place messages the receiver still holds: UCX's buffers never outlive the connection.
+    // do the in-place messages the receiver still holds (revoked: their objects stay with the
+    // holder until it releases them): UCX's buffers never outlive the connection.
     for (let i = this.queueHead; i < this.queue.length; i++) {
       const m = this.queue[i];
       if (m !== null && m !== undefined && !(m instanceof Oversized)) m.release();
     }
     this.queue.length = 0;
     this.queueHead = 0;
-    this.rt.rx.releaseOwnedBy(this);
+    this.rt.rx.revokeOwnedBy(this);
     // Native teardown must not run inside a UCX callback (finish may run from the error
     // callback or an AM handler): it goes on a clean stack, queued first so that it happens
     // whatever the receiver's onClose does.

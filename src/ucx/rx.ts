@@ -4,7 +4,10 @@
  * Contract (Transport item 4): `head` and `body` are valid until release(); release is
  * idempotent until the message object is handed out again (objects are pooled, as shm's are
  * per ring slot: a holder must not call release() on a message it already released after
- * newer messages arrived). Where a body lives, by how it arrived:
+ * newer messages arrived). A connection's close revokes the in-place messages its receiver
+ * still holds (revoke: UCX's buffer goes back, the body reads as empty) without pooling them:
+ * the object returns to the pool at its holder's release() only. Where a body lives, by how
+ * it arrived:
  *   - eager, small, or without UCP_AM_RECV_ATTR_FLAG_DATA (UCX's buffer is valid during the
  *     callback only): copied, with one memcpy, into the message's own JS buffer (pooled, no
  *     allocation up to POOLED_BODY_BYTES; a fresh array above);
@@ -190,8 +193,30 @@ export class UcxRxMessage implements RxMessage {
       this.pool.put(this); // kept out of the pool until now: this call still read it
       return UCP.UCS_OK;
     }
+    // Revoked inside its callback (its connection closed): UCX frees the buffer at UCS_OK; the
+    // object stays the holder's until its release().
+    if (this.external === null) return UCP.UCS_OK;
     this.pool.held(this);
     return UCP.UCS_INPROGRESS;
+  }
+
+  /**
+   * The connection it arrived on closed while the receiver still holds it: UCX's buffer goes
+   * back now (the view detaches and the body reads as empty, length 0), but the object stays
+   * the holder's: only the holder's own release() returns it to the pool, so a message of
+   * another connection never arrives in an object someone still holds. The head (a copy)
+   * stays readable.
+   */
+  revoke(): void {
+    const ext = this.external;
+    if (this.released || ext === null) return;
+    ext.transfer(0); // detached before UCX may reuse the memory (ucp_am_data_release below)
+    this.external = null;
+    if (!this.inCallback) this.pool.releaseData(this, this.desc);
+    this.desc = 0;
+    this.owner = null;
+    this.ownBody = null;
+    this.bodyLength = 0;
   }
 
   release(): void {
@@ -242,10 +267,14 @@ export class UcxRxPool implements PoolHooks {
     return this.heldSet.size;
   }
 
-  /** Releases the in-place messages that arrived on `owner` (a closing connection): their views detach, UCX gets its buffers back. */
-  releaseOwnedBy(owner: object): void {
+  /**
+   * Revokes the in-place messages that arrived on `owner` (a closing connection) and that its
+   * receiver still holds: their views detach, UCX gets its buffers back, and each object stays
+   * with its holder (pooled at the holder's release(), never here).
+   */
+  revokeOwnedBy(owner: object): void {
     if (this.heldSet.size === 0) return;
-    for (const m of [...this.heldSet]) if (m.owner === owner) m.release();
+    for (const m of [...this.heldSet]) if (m.owner === owner) m.revoke();
   }
 
   /** @internal a body is used in place. */
