@@ -558,6 +558,7 @@ export class Client<U = unknown> implements Disposable {
     this.compMsg[i] = msg;
     this.compErr[i] = error;
     this.compCount++;
+    this.direct = false; // anything queued goes first: later responses queue behind it (arrival order)
   }
 
   private protocolAbort(e: unknown, msg: RxMessage): void {

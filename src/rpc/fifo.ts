@@ -42,6 +42,21 @@ export class Fifo<T> {
     return item;
   }
 
+  /** Removes every item for which `drop(item)` is true, keeping the others in order; returns how many went. Not for the hot path (O(length)). */
+  removeWhere(drop: (item: T) => boolean): number {
+    let kept = 0;
+    const n = this.count;
+    for (let i = 0; i < n; i++) {
+      const item = this.items[(this.head + i) & this.mask] as T;
+      this.items[(this.head + i) & this.mask] = undefined;
+      if (drop(item)) continue;
+      this.items[(this.head + kept) & this.mask] = item;
+      kept++;
+    }
+    this.count = kept;
+    return n - kept;
+  }
+
   private grow(): void {
     const next: (T | undefined)[] = new Array(this.items.length * 2).fill(undefined);
     for (let i = 0; i < this.count; i++) next[i] = this.items[(this.head + i) & this.mask];

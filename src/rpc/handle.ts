@@ -43,14 +43,16 @@ export const SKIPPED_REQUEST: RxMessage = {
 };
 
 /**
- * A request delivered to the application. Handles are pooled per session: once consumed
- * (reply / replyError / replyBuffer / drop), a handle goes back to its session and may be
- * issued again for a later request, so the hot path allocates none. Any use of a consumed
- * handle is a UsageError while it waits in the pool; once reissued it describes the new
- * request (`generation` counts its issues), so code that keeps a handle past its reply is
- * wrong in a way the server cannot always see. A handle that is meant to outlive its delivery
- * calls detach() (or takes `signal`): such a handle is never pooled again, so a late use of it
- * is always a UsageError and can never reply for another request. Same thread as the server.
+ * A request delivered to the application. On the hot path (Server.recv() / onRequest of a
+ * `new Server()`, ServerOptions.poolHandles, default true) handles are pooled per session:
+ * once consumed (reply / replyError / replyBuffer / drop) a handle goes back to its session and
+ * may be issued again for a later request, so the hot path allocates none. Any use of a
+ * consumed handle is a UsageError while it waits in the pool; once reissued it describes the
+ * new request (`generation` counts its issues), so code that keeps a pooled handle past its
+ * reply could answer another request: keep none. A handle that is meant to outlive its
+ * delivery calls detach() (or takes `signal`): such a handle is never pooled again, so a late
+ * use of it is always a UsageError. serve() does not pool (its handlers are application code
+ * that may keep `h`): there every late use is a UsageError. Same thread as the server.
  */
 export class RequestHandle<S extends HandleSession = HandleSession> {
   private msg: RxMessage | null = null;
@@ -84,6 +86,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     this.done = false;
     this.poolable = pooled;
     this.cancelled = false;
+    this.abortCtl = null;
     this.charged = 0;
     this.generation++;
     return this;
@@ -152,6 +155,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
 
   /** Aborted when the client cancels. Created on first use. */
   get signal(): AbortSignal {
+    if (this.done) throw new UsageError(`request handle for method ${this.method} already consumed: its signal is gone with it`);
     this.poolable = false; // the signal outlives the call: the handle is not reissued
     if (this.abortCtl === null) {
       this.abortCtl = new AbortController();

@@ -132,7 +132,8 @@ export async function serve(
   opts: ListenOptions & Omit<ServerOptions, "onRequest"> = {},
 ): Promise<Serving> {
   // Handlers and options are checked before anything listens: a UsageError leaves nothing open.
-  const server = new Server({ ...opts, onRequest: dispatcher(handlers) });
+  // Handlers are application code that may keep `h`: no pooled handles (a late use is a UsageError).
+  const server = new Server({ ...opts, poolHandles: false, onRequest: dispatcher(handlers) });
   const listener = await listen(url, opts);
   // The listener is serve()'s own: its refusals are the server's to report (onError "refused").
   listener.onRefused((error, reason) => server.reportFailure(error, { source: "refused", method: null, session: null, reason, listener }));

@@ -9,7 +9,8 @@
  *
  * A RequestHandle owns its request: `data` and `appHeader` are zero-copy views valid until the
  * handle is consumed by reply() / replyError() / drop(). A second reply is a UsageError. Handles
- * are pooled per session and reissued once consumed (handle.ts): keep none past its reply. A
+ * are pooled per session and reissued once consumed (handle.ts; ServerOptions.poolHandles,
+ * default true; serve() pools none): keep none past its reply. A
  * reply that finds the transport full returns SEND_FULL and leaves the handle usable, so the
  * caller can retry after poll(); Ok and Closed consume it.
  *
@@ -243,7 +244,7 @@ export class ServerSession {
   /** A handle for a request just delivered: from the pool, or new. */
   private handleFor(method: number, slot: number, gen: number, oneWay: boolean, msg: RxMessage): RequestHandle {
     const h = this.pool.length > 0 ? this.pool.pop()! : new RequestHandle(this);
-    return h.issue(method, slot, gen, oneWay, msg, true);
+    return h.issue(method, slot, gen, oneWay, msg, this.server.poolHandles);
   }
 
   forget(h: RequestHandle): void {
@@ -326,6 +327,12 @@ export interface ServerOptions {
    * bound. Default 256 MiB.
    */
   maxPendingBytes?: number;
+  /**
+   * Reuse consumed request handles (the hot path allocates none; a handle kept past its reply
+   * may then describe a later request: see RequestHandle). Default true; serve() sets false,
+   * so a late use of a handle there is always a UsageError.
+   */
+  poolHandles?: boolean;
 }
 
 export const DEFAULT_MAX_PENDING_BYTES = 256 << 20;
@@ -347,8 +354,11 @@ export class Server implements Disposable {
   readonly maxPendingBytes: number;
   /** Requests refused (ServerBusyError) or one-way messages dropped because of maxPendingBytes. */
   busyRefusals = 0;
+  /** ServerOptions.poolHandles. */
+  readonly poolHandles: boolean;
 
   constructor(opts: ServerOptions = {}) {
+    this.poolHandles = opts.poolHandles ?? true;
     this.onRequest = opts.onRequest;
     this.onSessionClose = opts.onSessionClose;
     this.onError = opts.onError?.bind(opts);
@@ -392,6 +402,9 @@ export class Server implements Disposable {
         this.sessions.delete(s);
         this.dropSession(s);
         s.closed();
+        // Requests of this session nobody received yet: nobody can answer them now, and each
+        // holds transport memory (a segment, a UCX buffer) until dropped.
+        if (this.inbox.length > 0) this.inbox.removeWhere((h) => h.session === s && (h.drop(), true));
         // The peer leaving (or a configured limit closing the session) is no failure.
         if (e !== null && !(e instanceof TransportClosedError)) this.reportFailure(e, { source: "session", method: null, session: s });
         this.onSessionClose?.(s, e);
@@ -459,6 +472,7 @@ export class Server implements Disposable {
   close(): void {
     for (const l of this.listeners.splice(0)) l.close(true);
     for (const s of this.sessions) s.conn.close();
+    while (this.inbox.length > 0) this.inbox.shift()!.drop(); // unreceived requests give their memory back
     this.sessions.clear();
     this.sessionList.length = 0;
     this.arrivals.wake(false);
