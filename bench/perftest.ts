@@ -4,14 +4,22 @@
  * processes on 127.0.0.1, both busy-polling.
  *
  * What the figure is: perftest's "N%ile" latency column (-R N) of its final line is a
- * percentile of its per-iteration latencies, each half of one ping-pong iteration (one-way);
- * doubled it is the N-th percentile of per-iteration round trips, the statistic of hotpath's
- * rows. p50 is one run with -R 50 over `iters` iterations, p99 a second, longer run with -R 99
- * (as many more iterations as take about `extraS` seconds at the first run's average, at least
- * iters / 2 and at most 50 × iters). CPU per round trip on each side: the difference of each
- * process's CPU time (Bun's resourceUsage()) between the two runs, divided by the extra
- * iterations, so start-up, wire-up and warm-up (about the same in both runs) cancel out; NaN
- * (shown as -) when the longer run used no more CPU than the shorter one.
+ * percentile of per-iteration latencies, each half of one ping-pong iteration (one-way);
+ * doubled it is the N-th percentile of per-iteration round trips. UCX keeps only the last
+ * TIMING_QUEUE_SIZE = 2048 iteration times (libperf_int.h; ucx_perf_update fills a ring of that
+ * size), so each percentile is over the last 2048 iterations of its run, whatever the run's
+ * length: p50 from one run with -R 50 over `iters` iterations, p99 from a second, longer run
+ * with -R 99 (so about the 21st largest of its last 2048 round trips; hotpath's rows take p99
+ * over all their samples). The second run is longer (as many more iterations as take about
+ * `extraS` seconds at the first run's average, at least iters / 2 and at most 50 × iters) for
+ * the CPU figure: CPU per round trip on each side is the difference of each process's CPU time
+ * (Bun's resourceUsage()) between the two runs, divided by the extra iterations, so start-up,
+ * wire-up and warm-up (about the same in both runs) cancel out; NaN (shown as -) when the
+ * longer run used no more CPU than the shorter one.
+ *
+ * Port: perftest takes a port number and prints none back, so the server gets a random port
+ * below the kernel's ephemeral range; when it exits before it is waiting for a connection (the
+ * port is taken: EADDRINUSE) the run is retried on another random port, PORT_TRIES times.
  *
  *   const r = await perftest("shm,self,tcp", 20_000, 0.3);   // null when ucx_perftest is missing
  */
@@ -26,13 +34,11 @@ export interface PerftestFigures {
   itersP99: number;
 }
 
-/** A TCP port nothing listens on right now (perftest takes a port number, not a socket). */
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = l.port;
-  l.stop(true);
-  return port;
-}
+/** Random ports tried per run: one taken port (EADDRINUSE) is rare in 10000..32767, five in a row would mean something else is wrong. */
+const PORT_TRIES = 5;
+
+/** A random port in 10000..32767: below Linux's default ephemeral range (32768..60999), so no outgoing connection holds it. */
+const randomPort = () => 10_000 + Math.floor(Math.random() * 22_768);
 
 const cpuUs = (p: { resourceUsage(): { cpuTime: { user: number | bigint; system: number | bigint } } | undefined }) => {
   const u = p.resourceUsage();
@@ -41,7 +47,15 @@ const cpuUs = (p: { resourceUsage(): { cpuTime: { user: number | bigint; system:
 
 /** One perftest run: the doubled -R `rank` percentile (µs) and each side's CPU (µs), or null. */
 async function once(tls: string, iters: number, rank: number): Promise<{ rttUs: number; avgRttUs: number; clientUs: number; serverUs: number } | null> {
-  const port = String(freePort());
+  for (let i = 0; i < PORT_TRIES; i++) {
+    const r = await onceOnPort(tls, iters, rank, String(randomPort()));
+    if (r !== "port taken") return r;
+  }
+  return null;
+}
+
+/** once() on one port; "port taken" when the server exited before it was waiting for a connection. */
+async function onceOnPort(tls: string, iters: number, rank: number, port: string): Promise<{ rttUs: number; avgRttUs: number; clientUs: number; serverUs: number } | null | "port taken"> {
   const env = { ...process.env, UCX_TLS: tls };
   // stdbuf -oL: the server's "Waiting for connection" line must arrive before the client starts.
   const lineBuffered = Bun.which("stdbuf") ? ["stdbuf", "-oL"] : [];
@@ -55,9 +69,10 @@ async function once(tls: string, iters: number, rank: number): Promise<{ rttUs: 
     const reader = server.stdout.getReader();
     let text = "";
     if (lineBuffered.length === 0) await Bun.sleep(500);
+    if (server.exitCode !== null) return "port taken";
     while (lineBuffered.length > 0 && !text.includes("Waiting for connection")) {
       const { value, done } = await reader.read();
-      if (done) return null;
+      if (done) return "port taken";
       text += new TextDecoder().decode(value);
     }
     void (async () => {

@@ -195,7 +195,7 @@ export function table(report: Report): string {
   const out = lines.map((l) => l.map((c, i) => (c ?? "").padEnd(widths[i]!)).join("  ").trimEnd());
   out.splice(1, 0, widths.map((w) => "-".repeat(w)).join("  "));
   out.push("");
-  out.push("p50/p99: percentiles of per-call round trips (each call timed alone). calls/s: complete bursts, calls / wall time. CPU: µs per call, client | server. objs/call: JS heap objects the client allocated per round trip.");
+  out.push("p50/p99: percentiles of per-call round trips (each call timed alone; ucx_perftest rows: over the last 2048 iterations of each run, all UCX keeps). calls/s: complete bursts, calls / wall time. CPU: µs per call, client | server. objs/call: JS heap objects the client allocated per round trip.");
   out.push(`layout of each row (core placement: ${report.rows[0]?.placement ?? "OS-placed"}):`);
   for (const r of report.rows) out.push(`  ${r.id}: ${r.layout}; server CPU: ${r.serverCpu}`);
   if (lb && "error" in lb) out.push(`loopback (one thread): not measured (${lb.error})`);
