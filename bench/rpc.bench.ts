@@ -38,6 +38,8 @@ const SMALL = 32;
 const BIG = 1 << 20;
 /** Calls kept outstanding in the throughput phase (the "64 in flight"). */
 const DEPTH = 64;
+/** Unanswered requests the raw link tracks (a power of two above DEPTH: a full ring refuses the send, as a full output buffer does). */
+const PENDING_SLOTS = 256;
 
 // ---- payloads: each request's bytes derive from its sequence number ----
 
@@ -215,7 +217,7 @@ class RawServerState {
 // ---- one client shape for every row ----
 
 /** One echo connection as the measuring loops drive it. */
-interface EchoLink {
+export interface EchoLink {
   /** Responses checked so far (each one exactly its own request's bytes). */
   done: number;
   /** Responses that were not their request's bytes. */
@@ -256,18 +258,26 @@ async function hotpathLink(url: string): Promise<EchoLink> {
   return link;
 }
 
-async function rawLink(url: string): Promise<EchoLink> {
+/** A framed raw TCP echo connection (4-byte little-endian length, then the bytes); each reply is checked against its own request (the oldest unanswered). The calling thread only. */
+export async function rawLink(url: string): Promise<EchoLink> {
   const u = new URL(url);
   const out = new Uint8Array(BIG + 4 + DEPTH * (SMALL + 4));
   let outLen = 0;
   let expectLen = 0;
+  // The seqs of the requests not yet answered, oldest first: a TCP echo answers in order, so
+  // each reply must carry the oldest one (its own request's bytes, not any valid request's).
+  const pending = new Uint32Array(PENDING_SLOTS);
+  let pendHead = 0;
+  let pendTail = 0;
   let wake: (() => void) | null = null;
   let sock!: Socket<undefined>;
   const link: EchoLink = {
     done: 0,
     bad: 0,
     send(seq, len) {
-      if (outLen + 4 + len > out.length) return false;
+      if (outLen + 4 + len > out.length || pendTail - pendHead === PENDING_SLOTS) return false;
+      pending[pendTail & (PENDING_SLOTS - 1)] = seq >>> 0;
+      pendTail++;
       out[outLen] = len;
       out[outLen + 1] = len >>> 8;
       out[outLen + 2] = len >>> 16;
@@ -292,7 +302,8 @@ async function rawLink(url: string): Promise<EchoLink> {
     close: () => sock.end(),
   };
   const splitter = new FrameSplitter((b, at, len) => {
-    if (checkPayload(b, at + 4, len - 4, expectLen) >= 0) link.done++;
+    const own = pendHead < pendTail ? pending[pendHead++ & (PENDING_SLOTS - 1)]! : -1;
+    if (checkPayload(b, at + 4, len - 4, expectLen) === own) link.done++;
     else link.bad++;
   });
   sock = await Bun.connect({
