@@ -12,8 +12,10 @@
  * round trip: heap cells allocated over `roundTrips` round trips after warm-up, counted with
  * bun:jsc heapStats() (objectTypeCounts summed, which sees garbage not yet collected;
  * objectCount alone only sees what the last collection kept), Bun.gc(true) before each
- * reading (see objectsPer()). The raw reference copies with TypedArray.set / copyWithin as
- * bench/peers/raw-shm.ts does; a 4 KiB body gets a 4 KiB ring entry there (the slab path's copy).
+ * reading (see objectsPer()). The raw reference copies as hotpath does: src/segment/message.ts's
+ * copyInto (word stores up to 32 bytes, TypedArray.set above) for the request, and a word loop
+ * up to the same length (copyWithin above) from request ring to reply ring; a 4 KiB body gets a
+ * 4 KiB ring entry there (the slab path's copy).
  *
  * Run: bun bench/loopback.ts [--quick] [--size N]
  * Example: const { rawNs, rpcNs, overheadNs } = await measureLoopback({ size: 32 });
@@ -23,6 +25,7 @@ import { heapStats } from "bun:jsc";
 import { Client, SEND_OK, Server } from "../src/index.ts";
 import { SegmentConnection, type Signals } from "../src/segment/connection.ts";
 import { computeLayout, writeHeader, type SegmentConfig } from "../src/segment/layout.ts";
+import { copyInto } from "../src/segment/message.ts";
 
 export interface LoopbackFigures {
   /** Raw ring ping-pong, ns of CPU per round trip (one thread). */
@@ -69,6 +72,9 @@ export function rpcRounds(client: Client<number>, server: Server, data: Uint8Arr
   }
 }
 
+/** Ring-to-ring copies up to this many bytes go word by word: src/segment/message.ts's SMALL_COPY_BYTES, so both sides copy small bodies the same way. */
+const RAW_SMALL_COPY_BYTES = 32;
+
 /** The raw reference: two descriptor rings in a SharedArrayBuffer, no RPC, one thread. */
 function rawRing(size: number) {
   const slots = 256;
@@ -87,14 +93,21 @@ function rawRing(size: number) {
     for (let i = 0; i < n; i++) {
       // client: write the request into a descriptor, publish
       const at = REQ + (reqTail & (slots - 1)) * stride;
-      b.set(data, at);
+      copyInto(b, w, at, data);
       reqTail = (reqTail + 1) | 0;
       Atomics.store(w, REQ_TAIL, reqTail);
       // server: see it, copy it into the reply ring, free the request, publish the reply
       const t = Atomics.load(w, REQ_TAIL);
       while (reqHead !== t) {
         const from = REQ + (reqHead & (slots - 1)) * stride;
-        b.copyWithin(RESP + (respTail & (slots - 1)) * stride, from, from + size);
+        const to = RESP + (respTail & (slots - 1)) * stride;
+        if (size > RAW_SMALL_COPY_BYTES) b.copyWithin(to, from, from + size);
+        else {
+          // Both offsets are 64-byte aligned: whole words, then the tail bytes.
+          let k = 0;
+          for (; k + 4 <= size; k += 4) w[(to + k) >> 2] = w[(from + k) >> 2]!;
+          for (; k < size; k++) b[to + k] = b[from + k]!;
+        }
         reqHead = (reqHead + 1) | 0;
         respTail = (respTail + 1) | 0;
       }
