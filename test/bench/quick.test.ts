@@ -71,6 +71,9 @@ test(
     if (rawShm) expect(rawShm.heap.objectsPerCall!).toBeLessThan(0.005);
     // Issue 11's targets are judged on this run's rows.
     expect(report.targets!.length).toBeGreaterThan(0);
+    // Including item 4's light-load goal, from serve-backend's light rows: met or NOT met, never n/a.
+    const light = report.targets!.find((t) => t.target.startsWith("serve() under light load"));
+    expect({ light: light?.target, judged: typeof light?.met }).toEqual({ light: light?.target, judged: "boolean" });
     // shm async is set against the event-loop references as well as raw shm.
     const async = report.rows.find((r) => r.id === "shm-async");
     if (async) expect(Object.keys(async.ratios).sort()).toEqual(["raw-shm", "raw-tcp", "raw-unix", "worker"]);
