@@ -53,7 +53,7 @@ import type { Hello } from "./hello.ts";
 import { LocalRegion, RemoteRegion } from "./rma.ts";
 import { AM_DATA, DEFAULT_UCX_SPIN_NS, type AmSink, type UcxRuntime } from "./runtime.ts";
 import { POOLED_BODY_BYTES, POOLED_HEAD_BYTES, type UcxRxMessage } from "./rx.ts";
-import { IMMEDIATE_MAX_BYTES, SendStage, STAGED_MAX_BYTES, STAGES_POOLED } from "./tx.ts";
+import { IMMEDIATE_MAX_BYTES, type SendStage, STAGED_MAX_BYTES, StagePool } from "./tx.ts";
 
 export type UcxWaitMode = "spin" | "async" | "adaptive";
 
@@ -220,7 +220,7 @@ export class UcxConnection implements Connection, AmSink {
     if (now !== SEND_FULL) return now;
     if (this.isFull(bl)) return SEND_FULL;
     if (bl <= STAGED_MAX_BYTES && head.length <= POOLED_HEAD_BYTES) {
-      const stage = this.stages.pop() ?? new SendStage();
+      const stage = this.stages.take(bl);
       stage.fill(head, bl > 0 ? body! : null, bl);
       this.inFlightBytes += stage.bytes;
       this.inFlightSends++;
@@ -232,12 +232,12 @@ export class UcxConnection implements Connection, AmSink {
     return this.send(head.slice(), bl > 0 ? body!.slice() : null);
   }
 
-  private readonly stages: SendStage[] = [];
+  private readonly stages = new StagePool();
   /** A staged send completed: its buffer goes back to the pool (bound once: no closure per send). */
   private readonly stageDone = (status: number, stage: SendStage): void => {
     this.inFlightBytes -= stage.bytes;
     this.inFlightSends--;
-    if (this.stages.length < STAGES_POOLED) this.stages.push(stage);
+    this.stages.put(stage);
     this.afterSend(status);
   };
 

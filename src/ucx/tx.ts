@@ -7,13 +7,13 @@
  * once the send completed. Its `head` and `body` views are reused while the lengths stay the
  * same, so a steady stream of sends allocates nothing.
  *
- *   const s = stages.pop() ?? new SendStage();  s.fill(head, body, body.length);
- *   ep.amSend(AM_DATA, s.head, s.body, done, s);   // done(status, s) puts it back
+ *   const s = stages.take(body.length);  s.fill(head, body, body.length);
+ *   ep.amSend(AM_DATA, s.head, s.body, done, s);   // done(status, s): stages.put(s)
  *
  * Threading: the connection's thread.
  */
 
-import { POOLED_HEAD_BYTES } from "./rx.ts";
+import { POOLED_BODY_BYTES, POOLED_HEAD_BYTES } from "./rx.ts";
 
 /**
  * Bodies up to this size are first offered to UCX for immediate completion, straight from the
@@ -28,18 +28,32 @@ export const IMMEDIATE_MAX_BYTES = 16 << 10;
  * shared-memory eager limit is 8 KiB.
  */
 export const STAGED_MAX_BYTES = 8 << 10;
-/** Staging buffers a connection keeps for reuse (more are made while more sends are in flight, and dropped after). */
-export const STAGES_POOLED = 16;
+/**
+ * Stage bodies up to this size use the stage's own small buffer (RPC requests and replies of a
+ * few hundred bytes, as rx.ts's POOLED_BODY_BYTES); larger ones, up to STAGED_MAX_BYTES, a
+ * large buffer made the first time one is needed.
+ */
+export const STAGE_SMALL_BYTES = POOLED_BODY_BYTES;
+/**
+ * Stages a connection keeps for reuse: one RPC client window (DEFAULT_WINDOW, 256) of sends in
+ * flight at once allocates nothing (once something is in flight, every later send is staged
+ * until it completed: it must not overtake). At most 256 × 1.3 KiB per connection.
+ */
+export const STAGES_POOLED = 256;
+/** Of those, stages that keep a large buffer (8 KiB each): bounds what a burst of large sends leaves held. */
+export const LARGE_STAGES_POOLED = 16;
 
 const EMPTY_BYTES = new Uint8Array(0);
 
 /** A send's own copy of head and body, reused once UCX is done with it. */
 export class SendStage {
   readonly headStore = new Uint8Array(POOLED_HEAD_BYTES);
-  readonly bodyStore = new Uint8Array(STAGED_MAX_BYTES);
+  private readonly smallStore = new Uint8Array(STAGE_SMALL_BYTES);
+  /** Made for the first body above STAGE_SMALL_BYTES; dropped when the pool keeps enough of them. */
+  large: Uint8Array | null = null;
   head = EMPTY_BYTES;
   body: Uint8Array | null = null;
-  private bodyView = EMPTY_BYTES;
+  private bodyView: Uint8Array = EMPTY_BYTES;
   bytes = 0;
 
   fill(head: Uint8Array, body: Uint8Array | null, bl: number): void {
@@ -47,7 +61,8 @@ export class SendStage {
     this.head.set(head);
     if (bl === 0) this.body = null;
     else {
-      if (this.bodyView.length !== bl) this.bodyView = this.bodyStore.subarray(0, bl);
+      const store = bl <= STAGE_SMALL_BYTES ? this.smallStore : (this.large ??= new Uint8Array(STAGED_MAX_BYTES));
+      if (this.bodyView.length !== bl || this.bodyView.buffer !== store.buffer) this.bodyView = store.subarray(0, bl);
       this.bodyView.set(body!);
       this.body = this.bodyView;
     }
@@ -55,3 +70,26 @@ export class SendStage {
   }
 }
 
+/**
+ * A connection's free stages: small-only ones, and up to LARGE_STAGES_POOLED that keep a large
+ * buffer (taken first for large bodies, last for small ones). Thread: the connection's.
+ */
+export class StagePool {
+  private readonly small: SendStage[] = [];
+  private readonly large: SendStage[] = [];
+
+  /** A stage for a body of `bl` bytes (reused when one is free). */
+  take(bl: number): SendStage {
+    if (bl > STAGE_SMALL_BYTES) return this.large.pop() ?? this.small.pop() ?? new SendStage();
+    return this.small.pop() ?? this.large.pop() ?? new SendStage();
+  }
+
+  /** A stage UCX is done with. */
+  put(s: SendStage): void {
+    if (s.large !== null) {
+      if (this.large.length < LARGE_STAGES_POOLED) return void this.large.push(s);
+      s.large = null;
+    }
+    if (this.small.length + this.large.length < STAGES_POOLED) this.small.push(s);
+  }
+}
