@@ -32,7 +32,7 @@ export interface Report {
   options: { quick: boolean; sizes: number[]; inflight: number[]; durationS: number; mode: string };
   rows: RowResult[];
   skipped: Array<{ id: string; label: string; reason: string }>;
-  /** Rows that started but failed while measured (a wrong reply byte among them): the run exits 1. */
+  /** Rows and parts that failed to start or while measured (a wrong reply byte among them), and references that did not finish: the run exits 1. */
   failed: Array<{ id: string; label: string; reason: string }>;
   /** bench/loopback.ts's one-thread figures, when that module is present. */
   loopback?: Record<string, unknown> | { error: string };

@@ -2,9 +2,10 @@
  * `bun run bench` / `hotpath bench`: every transport and peer, measured by the same client body
  * (bench/measure.ts: one spin body, one event-loop body; every reply checked byte for byte),
  * each row beside named references measured in the same run. Writes a JSON report and charts;
- * exits 1 when a row or a part (loopback, serve-backend) failed while measured (a wrong reply
- * byte among the causes), all listed under FAILED; a row or part that cannot run here (a missing
- * tool) is listed as skipped with its reason and does not fail the run.
+ * exits 1 when a row or a part (loopback, serve-backend) failed to start or while measured, or
+ * a ucx_perftest reference did not finish (a wrong reply byte among the causes), all listed
+ * under FAILED; a row or part that cannot run here (a missing tool) is listed as skipped with
+ * its reason and does not fail the run.
  *
  *   --quick               short samples (the CI smoke run)
  *   --transports a,b      only these rows (ids: raw-tcp raw-tcp-bytes raw-unix raw-shm inproc
@@ -147,7 +148,7 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
     try {
       running = await t.start(where);
     } catch (e) {
-      report.skipped.push({ id: t.id, label: t.label, reason: `failed to start: ${message(e)}` });
+      report.failed.push({ id: t.id, label: t.label, reason: `failed to start: ${message(e)}` });
       step(`failed to start (${message(e)})`);
       continue;
     }
@@ -174,7 +175,9 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
     const iters = o.quick ? 2_000 : 20_000;
     const pt = await perftest(t.ucxTls, iters, o.quick ? 0.3 : 2);
     if (pt === null) {
-      report.skipped.push({ id, label, reason: Bun.which("ucx_perftest") ? "ucx_perftest did not finish" : "ucx_perftest not installed (Debian ucx-utils)" });
+      // Not installed: cannot run here (skipped). Installed but no result: a failure.
+      if (Bun.which("ucx_perftest")) report.failed.push({ id, label, reason: "ucx_perftest did not finish" });
+      else report.skipped.push({ id, label, reason: "ucx_perftest not installed (Debian ucx-utils)" });
       continue;
     }
     report.rows.push({
