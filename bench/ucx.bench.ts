@@ -111,14 +111,20 @@ export async function runUcxBench(quick: boolean, log: (s: string) => void = () 
       const c = new Client<number>(conn, { window: 256 });
       let done = 0;
       let wrong = 0;
-      /** The request the next response must equal, byte for byte (null: the burst, length only). */
-      let expect: Uint8Array | null = null;
-      let expectLen = 0;
-      c.onResponse = (_u, data, err) => {
+      /** The request the next response must equal, byte for byte (user data -1: timed calls). */
+      let expect: Uint8Array = new Uint8Array(0);
+      /** The burst's requests, one per call slot (user data = its index): each response must equal its own. */
+      const burstBodies: Uint8Array[] = [];
+      for (let k = 0; k < 64; k++) {
+        const b = new Uint8Array(32);
+        for (let i = 0; i < b.length; i++) b[i] = (i * 31 + k * 7 + 1) & 0xff;
+        b[0] = k;
+        burstBodies.push(b);
+      }
+      c.onResponse = (ud, data, err) => {
         done++;
-        if (err !== null || data.length !== expectLen) return void wrong++;
-        const e = expect;
-        if (e === null) return;
+        const e = ud < 0 ? expect : burstBodies[ud]!;
+        if (err !== null || data.length !== e.length) return void wrong++;
         if (e.length > 256) {
           if (!Buffer.from(data.buffer, data.byteOffset, data.length).equals(e)) wrong++;
         } else for (let i = 0; i < e.length; i++) if (data[i] !== e[i]) return void wrong++;
@@ -131,9 +137,8 @@ export async function runUcxBench(quick: boolean, log: (s: string) => void = () 
       const rt = (data: Uint8Array, seq: number) => {
         stamp(data, seq);
         expect = data;
-        expectLen = data.length;
         const target = done + 1;
-        while (c.call(ECHO_METHOD, data, 0) !== SEND_OK) c.poll();
+        while (c.call(ECHO_METHOD, data, -1) !== SEND_OK) c.poll();
         while (done < target) c.poll();
       };
       const timed = (n: number, data: Uint8Array): Float64Array => {
@@ -150,15 +155,14 @@ export async function runUcxBench(quick: boolean, log: (s: string) => void = () 
       const n = quick ? 20_000 : 200_000;
       timed(quick ? 2000 : 20_000, small); // warm-up
       const lat = timed(n, small);
-      // Calls/s with 64 in flight: complete bursts, every response length-checked.
-      expect = null;
-      expectLen = small.length;
+      // Calls/s with 64 in flight: complete bursts, every response checked byte for byte
+      // against its own request (64 distinct bodies, one per call slot).
       const nBurst = quick ? 20_000 : 200_000;
       const t0 = Bun.nanoseconds();
       let sent = 0;
       const start = done;
       while (done - start < nBurst) {
-        while (sent < nBurst && sent - (done - start) < 64 && c.call(ECHO_METHOD, small, 0) === SEND_OK) sent++;
+        while (sent < nBurst && sent - (done - start) < 64 && c.call(ECHO_METHOD, burstBodies[sent & 63]!, sent & 63) === SEND_OK) sent++;
         c.poll();
       }
       const cps64 = nBurst / ((Bun.nanoseconds() - t0) / 1e9);
