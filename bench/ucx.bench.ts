@@ -19,6 +19,7 @@ import type { UcxConnection } from "../src/ucx/connection.ts";
 import { ECHO_METHOD } from "./peers/methods.ts";
 import { REGION_METHOD } from "./peers/segment-server.ts";
 import { startPeer } from "./spawn.ts";
+import { perftest } from "./perftest.ts";
 
 const SEGMENT_SERVER = new URL("./peers/segment-server.ts", import.meta.url).pathname;
 
@@ -40,55 +41,13 @@ export interface UcxFigures {
   wrong: number;
 }
 
-/** A TCP port nothing listens on right now. */
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = l.port;
-  l.stop(true);
-  return port;
-}
-
 /**
- * ucx_perftest am_lat round trip (2 × its per-iteration one-way p50), or null when it is not
- * installed or does not finish within 30 s (both processes are killed then).
+ * ucx_perftest am_lat round trip p50 (bench/perftest.ts: 2 × its per-iteration one-way median,
+ * over the last 2048 iterations of the run), or null when it is not installed or a run failed.
  */
 export async function perftestRtt(tls: string, quick: boolean): Promise<number | null> {
-  if (Bun.which("ucx_perftest") === null) return null;
-  const port = String(freePort());
-  const env = { ...process.env, UCX_TLS: tls };
-  // stdbuf -oL: perftest's stdout is a pipe here, and its "Waiting for connection" line must
-  // arrive before the client starts rather than at exit.
-  const lineBuffered = Bun.which("stdbuf") ? ["stdbuf", "-oL"] : [];
-  const server = Bun.spawn([...lineBuffered, "ucx_perftest", "-t", "ucp_am_lat", "-p", port], { env, stdout: "pipe", stderr: "ignore" });
-  let client: ReturnType<typeof Bun.spawn> | null = null;
-  const watchdog = setTimeout(() => {
-    server.kill(9);
-    client?.kill(9);
-  }, 30_000);
-  try {
-    const reader = server.stdout.getReader();
-    let text = "";
-    if (lineBuffered.length === 0) await Bun.sleep(500);
-    while (lineBuffered.length > 0 && !text.includes("Waiting for connection")) {
-      const { value, done } = await reader.read();
-      if (done) return null;
-      text += new TextDecoder().decode(value);
-    }
-    void (async () => {
-      while (!(await reader.read()).done) {
-        // discard: the server must never block on a full pipe
-      }
-    })().catch(() => {});
-    client = Bun.spawn(["ucx_perftest", "127.0.0.1", "-t", "ucp_am_lat", "-p", port, "-s", "32", "-n", quick ? "20000" : "200000"], { env, stdout: "pipe", stderr: "ignore" });
-    const out = await new Response(client.stdout as ReadableStream).text();
-    await client.exited;
-    const final = out.split("\n").find((l) => l.startsWith("Final:"));
-    return final ? 2 * Number(final.trim().split(/\s+/)[2]) : null;
-  } finally {
-    clearTimeout(watchdog);
-    server.kill(9);
-    await server.exited;
-  }
+  const r = await perftest(tls, quick ? 20_000 : 200_000, 0);
+  return r === null ? null : r.p50Us;
 }
 
 /** The q-quantile of sorted per-call times (ns). */
