@@ -12,13 +12,13 @@ const keep: { v: unknown } = { v: null };
 /** The allocation tests' limit (test/rpc/alloc.test.ts). */
 const ALLOWED = 0.01;
 
-test("a body allocating one 64 KiB array per call reads >= 1 object per call or no clean reading, and fails the allocation limit", () => {
+test("a body allocating one 64 KiB array per call reads about 1 object per call (never 0 or below) or no clean reading, and fails the allocation limit", () => {
   const body = (n: number) => {
     for (let i = 0; i < n; i++) keep.v = new Uint8Array(65536);
   };
   body(20_000);
   const v = objectsPer(20_000, body);
-  expect({ v, atLeastOneOrNoReading: Number.isNaN(v) || v >= 1 }).toEqual({ v, atLeastOneOrNoReading: true });
+  expect({ v, aboutOneOrNoReading: Number.isNaN(v) || v > 0.99 }).toEqual({ v, aboutOneOrNoReading: true }); // the readings' own cost is subtracted: 0.99995 is one
   expect(v < ALLOWED).toBe(false);
 }, 120_000);
 
