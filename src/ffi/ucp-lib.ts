@@ -78,10 +78,28 @@ export function ucpUnavailableReason(): string | null {
     globalOpts = { get: ucs.ucs_global_opts_get_value, set: ucs.ucs_global_opts_set_value };
     unavailable = null;
     applyUcxLogLevel();
+    keepJscSignalHandlers(ucsPath);
   } catch (e) {
     unavailable = `cannot load ${ucpPath} (${e instanceof Error ? e.message.split("\n")[0] : String(e)}); install the Debian package libucx0`;
   }
   return unavailable;
+}
+
+/**
+ * libucs installs its own SIGSEGV/SIGBUS/SIGILL/SIGFPE handlers when it loads, in front of
+ * JavaScriptCore's: JSC stops a Worker being terminated by planting `hlt` in its JIT code (a
+ * SIGSEGV it handles itself), so with libucs loaded the first worker.terminate() of a busy Worker
+ * printed UCX's "Caught signal 11" backtrace (UCX then gives the handlers back). JSC's (and
+ * Bun's crash report) are put back at once, unless UCX_HANDLE_ERRORS or UCX_ERROR_SIGNALS is set.
+ * test/inproc/terminate.test.ts. Thread: any; process-wide, once.
+ */
+function keepJscSignalHandlers(ucsPath: string): void {
+  if (process.env.UCX_HANDLE_ERRORS !== undefined || process.env.UCX_ERROR_SIGNALS !== undefined) return;
+  try {
+    dlopen(ucsPath, { ucs_debug_disable_signals: { args: [], returns: FFIType.void } }).symbols.ucs_debug_disable_signals();
+  } catch {
+    // a libucs without it (not an exported symbol there): UCX keeps its handlers
+  }
 }
 
 export function lib(): UcpSyms {
