@@ -1,0 +1,139 @@
+/**
+ * ConnectionPool over real server processes (tcp on 127.0.0.1), killed with kill -9 and
+ * SIGSTOP by pid, and restarted on the same port.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { defineService, serve } from "../../src/index.ts";
+import { TransportClosedError, UsageError } from "../../src/errors.ts";
+import { ConnectionPool } from "../../src/pool/pool.ts";
+import type { ConnectivityState } from "../../src/pool/channel.ts";
+import { spawnPeer, type Peer } from "../helpers/peer.ts";
+
+const PEER = `${import.meta.dir}/pool-peer.ts`;
+const te = new TextEncoder();
+const td = new TextDecoder();
+const cleanups: Array<() => Promise<void> | void> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+async function peer(url: string): Promise<Peer> {
+  const p = await spawnPeer(PEER, [url]);
+  cleanups.push(() => p.kill());
+  return p;
+}
+
+async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`watchdog: ${what} not reached within ${ms} ms`);
+    await Bun.sleep(2);
+  }
+}
+
+/** `idempotent` is not a MethodDef field: the pool reads it from the definition object. */
+const Svc = defineService({ echo: { id: 1 }, hold: { id: 2, idempotent: true }, holdOnce: { id: 3 } });
+
+describe("ConnectionPool", () => {
+  test("one shared client per URL; typed service methods; stats; close", async () => {
+    const s = await serve("tcp://127.0.0.1:0", { 1: (h) => h.data.slice() });
+    cleanups.push(() => s.close());
+    const Echo = defineService({ echo: { id: 1 } });
+    const states: ConnectivityState[] = [];
+    const pool = new ConnectionPool({ onStateChange: (_u, st) => states.push(st) });
+    const a = pool.client(s.url, { service: Echo });
+    expect(pool.client(s.url)).toBe(a as any);
+    expect(td.decode(await a.svc.echo(te.encode("hi")))).toBe("hi");
+    expect(states).toEqual(["CONNECTING", "READY"]);
+    const [st] = pool.stats();
+    expect(st).toMatchObject({ url: s.url, state: "READY", connections: 1, inFlight: 0, reconnects: 0, lastError: null });
+    await pool[Symbol.asyncDispose]();
+    expect(pool.stats()[0]!.state).toBe("SHUTDOWN");
+    expect(pool.stats()[0]!.connections).toBe(0);
+    expect(() => pool.client("tcp://127.0.0.1:1")).toThrow(UsageError);
+  });
+
+  test("maxConnections spreads calls least-in-flight", async () => {
+    const gates: Array<() => void> = [];
+    const s = await serve("tcp://127.0.0.1:0", { 2: (h) => { const d = h.data.slice(); return new Promise<Uint8Array>((r) => gates.push(() => r(d))); } });
+    cleanups.push(() => s.close());
+    const pool = new ConnectionPool({ maxConnections: 3 });
+    cleanups.push(() => pool.close());
+    const c = pool.client(s.url);
+    const first = c.request(2, te.encode("0"));
+    await waitFor(() => gates.length === 1, "first call held");
+    const more = [1, 2, 3, 4, 5].map((i) => c.request(2, te.encode(String(i))));
+    await waitFor(() => pool.stats()[0]!.connections === 3, "three connections");
+    const rest = [6, 7, 8].map((i) => c.request(2, te.encode(String(i))));
+    await waitFor(() => gates.length === 9, "all calls held");
+    for (const g of gates.splice(0)) g();
+    expect((await Promise.all([first, ...more, ...rest])).map((b) => td.decode(b))).toEqual(["0", "1", "2", "3", "4", "5", "6", "7", "8"]);
+    expect(pool.stats()[0]!.connections).toBe(3);
+  });
+
+  test("kill -9 with calls in flight, restart on the same port: in-flight calls fail, idempotent ones and later calls succeed", async () => {
+    const p1 = await peer("tcp://127.0.0.1:0");
+    const url: string = p1.ready.url;
+    const pool = new ConnectionPool({ backoff: { initialMs: 20, multiplier: 1.6, maxMs: 200, jitter: 0.2, minConnectTimeoutMs: 500 }, timeoutMs: 10_000 });
+    cleanups.push(() => pool.close());
+    const c = pool.client(url, { service: Svc });
+    expect(td.decode(await c.request(1, te.encode("up")))).toBe("up");
+    const inFlight = Promise.allSettled([c.svc.holdOnce(te.encode("a")), c.request(3, te.encode("b"))]);
+    const idem = c.svc.hold(te.encode("idem"));
+    idem.catch(() => {}); // held by the new server until the pool closes
+    for (let i = 0; i < 3; i++) expect(await p1.nextLine()).toBe("held");
+    await p1.kill(9);
+    for (const r of await inFlight) {
+      expect(r.status).toBe("rejected");
+      expect((r as PromiseRejectedResult).reason).toBeInstanceOf(TransportClosedError);
+    }
+    const later = c.request(1, te.encode("later")); // waits for ready
+    later.catch(() => {}); // awaited below
+    await Bun.sleep(100); // down for a while: a few backoff steps fail
+    const p2 = await peer(url);
+    const restartedAt = performance.now();
+    expect(await p2.nextLine()).toBe("held"); // the idempotent call, re-sent once
+    expect(td.decode(await later)).toBe("later");
+    const reconnectMs = performance.now() - restartedAt;
+    console.log(`tcp reconnect after restart: ${reconnectMs.toFixed(1)} ms (backoff initial 20 ms, max 200 ms; shared busy machine)`);
+    const st = pool.stats()[0]!;
+    expect(st.state).toBe("READY");
+    expect(st.reconnects).toBe(1);
+    expect(st.inFlight).toBe(1); // the re-sent idempotent call, held by the new server
+    expect(st.lastError).not.toBeNull();
+  });
+
+  test("half-open peer (SIGSTOP) is declared dead after the keepalive timeout", async () => {
+    const p = await peer("tcp://127.0.0.1:0");
+    const pool = new ConnectionPool({ keepaliveMs: 50, keepaliveTimeoutMs: 150 });
+    cleanups.push(() => pool.close());
+    const c = pool.client(p.ready.url);
+    await c.request(1, te.encode("up"));
+    const held = c.request(2, te.encode("stuck"));
+    expect(await p.nextLine()).toBe("held");
+    process.kill(p.proc.pid, "SIGSTOP");
+    cleanups.push(() => void process.kill(p.proc.pid, "SIGCONT"));
+    await expect(held).rejects.toBeInstanceOf(TransportClosedError);
+    const st = pool.stats()[0]!;
+    expect(st.lastError?.message).toContain("keepalive");
+    expect(st.connections).toBe(0);
+  });
+
+  test("a process that never closes its pool exits on its own (every pool timer is unref'd)", async () => {
+    const s = await serve("tcp://127.0.0.1:0", { 1: (h) => h.data.slice() });
+    let open = true;
+    cleanups.push(() => { if (open) s.close(); });
+    const child = Bun.spawn(["bun", `${import.meta.dir}/pool-exit-child.ts`, s.url], { stdout: "pipe", stderr: "inherit" });
+    cleanups.push(() => { if (child.exitCode === null) child.kill(9); });
+    const out = child.stdout.getReader();
+    const first = td.decode((await out.read()).value);
+    expect(first).toBe("done\n");
+    s.close();
+    open = false;
+    const watchdog = Bun.sleep(5000).then(() => "hang");
+    expect(await Promise.race([child.exited, watchdog])).toBe(0);
+    let rest = "";
+    for (let r = await out.read(); !r.done; r = await out.read()) rest += td.decode(r.value);
+    expect(rest).toBe("waiting\n");
+  });
+});
