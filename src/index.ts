@@ -35,3 +35,11 @@ export type { BytesField, Codec, FieldType, StructCodec, StructValue } from "./r
 export type { UcxConnection } from "./ucx/connection.ts";
 export type { CasResult, LocalRegion, RemoteRegion } from "./ucx/rma.ts";
 export * as wire from "./rpc/wire.ts";
+export { ConnectionPool } from "./pool/pool.ts";
+export type { PoolOptions, TargetOptions, PooledClient, TargetStats } from "./pool/pool.ts";
+export { Channel, PendingLimitError, KEEPALIVE_METHOD, DEFAULT_MAX_PENDING_CALLS, DEFAULT_BACKOFF_RESET_AFTER_MS, DEFAULT_KEEPALIVE_TIMEOUT_MS } from "./pool/channel.ts";
+export type { ChannelOptions, CallOptions, ConnectivityState, Connector } from "./pool/channel.ts";
+export { Backoff, backoffPolicy, attemptTimes, seededRandom, DEFAULT_BACKOFF } from "./pool/backoff.ts";
+export type { BackoffPolicy, Random } from "./pool/backoff.ts";
+export { realClock, ManualClock } from "./pool/clock.ts";
+export type { Clock, TimerHandle } from "./pool/clock.ts";
