@@ -332,14 +332,16 @@ export class Channel {
     const setReceiver = conn.setReceiver.bind(conn);
     conn.setReceiver = (r: Receiver) => setReceiver(Object.assign({}, r, { onClose: (e: HotpathError | null) => (r.onClose(e), this.lost(live!, e)) }));
     live = { client: new Client<any>(conn, this.connectOpts), inFlight: 0, retired: false, lastActivityMs: this.clock.now(), timers: [] };
+    const old = this.live;
+    // The new connection is live before the old one retires: closing the old one is then no loss.
+    this.live = live;
     if (replacing !== null) {
-      if (this.live === replacing) this.retire(replacing);
+      if (old === replacing) this.retire(replacing);
       this.replaced++;
     } else if (this.everReady) {
       this.reconnects++;
     }
     this.everReady = true;
-    this.live = live;
     this.setState("READY");
     if (this.resetTimer === null) {
       this.resetTimer = this.clock.setTimeout(() => {

@@ -190,6 +190,18 @@ describe("channel", () => {
     expect(ch.state).toBe("READY");
   });
 
+  test("maxLifetimeMs replaces an unused connection with no state change", async () => {
+    const s = await echoServer();
+    const { ch, clock, states, attempts } = channel(s, { maxLifetimeMs: 1000 });
+    await ch.request(ECHO, te.encode("a"));
+    clock.advance(1000);
+    await waitFor(() => attempts() === 2 && ch.replaced === 1, "replacement connected");
+    expect(ch.connections).toBe(1);
+    expect(states).toEqual(["CONNECTING", "READY"]);
+    expect(new TextDecoder().decode(await ch.request(ECHO, te.encode("b")))).toBe("b");
+    expect(attempts()).toBe(2);
+  });
+
   test("idleTimeoutMs closes an unused connection; the next call connects again", async () => {
     const s = await echoServer();
     const { ch, clock, attempts } = channel(s, { idleTimeoutMs: 500, backoffResetAfterMs: 100 });
