@@ -108,6 +108,43 @@ describe("channel", () => {
     expect(ch.state).toBe("READY");
   });
 
+  test("100 channels whose target is down spread their retries (gRPC defaults, own random each)", async () => {
+    const url = await deadUrl();
+    const clock = new ManualClock();
+    const retries: number[] = [];
+    const chans = Array.from({ length: 100 }, (_, i) => {
+      let n = 0;
+      const ch = new Channel(url, {
+        clock,
+        random: seededRandom(1000 + i),
+        connector: (u, o) => {
+          if (n++ === 1) retries.push(clock.now());
+          return connect(u, o);
+        },
+      });
+      cleanups.push(() => ch.close());
+      ch.request(ECHO, te.encode("x"), { timeoutMs: 0 }).catch(() => {});
+      return ch;
+    });
+    const settled = () => chans.every((c) => c.state === "TRANSIENT_FAILURE");
+    await waitFor(settled, "first attempts failed");
+    for (let t = 0; t < 1300; t += 10) {
+      clock.advance(10);
+      await waitFor(settled, `attempts at ${clock.now()} ms failed`);
+    }
+    expect(retries.length).toBe(100);
+    retries.sort((a, b) => a - b);
+    let busiest = 0;
+    for (let i = 0, j = 0; i < retries.length; i++) {
+      while (retries[i]! - retries[j]! >= 100) j++;
+      busiest = Math.max(busiest, i - j + 1);
+    }
+    console.log(`100 channels: first retries from ${retries[0]!.toFixed(0)} to ${retries[99]!.toFixed(0)} ms, busiest 100 ms window ${busiest} (uniform over 400 ms: 25)`);
+    expect(busiest).toBeLessThanOrEqual(50);
+    expect(retries[0]).toBeGreaterThanOrEqual(800);
+    expect(retries[99]).toBeLessThanOrEqual(1200);
+  });
+
   test("failFast fails at once in TRANSIENT_FAILURE; maxPendingCalls bounds the waiting ones; deadlines win", async () => {
     const { ch, clock } = channel({ url: await deadUrl() }, { maxPendingCalls: 2 });
     const a = ch.request(ECHO, te.encode("a"), { timeoutMs: 500 });
