@@ -16,45 +16,27 @@
  * call id never issued aborts the connection with ProtocolError. Closing either side fails
  * every outstanding call: promises reject, hot-path calls complete with the error.
  *
+ * GOAWAY (a draining server, wire.ts): `draining` turns true, `onGoaway` runs, calls go on
+ * as usual, and once none is in flight the client closes the connection (later calls fail
+ * with TransportClosedError): a pool moves new calls elsewhere from onGoaway.
+ *
  * Threading: a Client belongs to the thread that created it.
  */
 
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
-import { KIND_CANCEL, KIND_ERROR, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
+import { KIND_CANCEL, KIND_ERROR, KIND_GOAWAY, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
 import { checkMessage, decodeErrorBody, wireCallGen, wireCallSlot, wireKind, wireWord0, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
 import { checkTimeout, describeValue } from "./validate.ts";
-import { checkArgs, checkSizes, PendingRequest } from "./pending.ts";
+import { announceGoaway, armDeadline, checkArgs, checkSizes, PendingRequest } from "./pending.ts";
 
-export interface ClientOptions {
-  /** Calls in flight at most (slots). Default 256. */
-  window?: number;
-  /** Deadline for request() when the call gives none, in ms ≥ 0. Default 30000; 0 or Infinity means none. */
-  timeoutMs?: number;
-}
-
-export interface RequestOptions {
-  /**
-   * Rejects with TimeoutError after this long (and tells the server to cancel): ms ≥ 0, any
-   * length (long deadlines re-arm their timer). 0 or Infinity: no deadline.
-   */
-  timeoutMs?: number;
-  /** Aborting rejects with CancelledError and sends a cancel to the server. */
-  signal?: AbortSignal;
-  /** Fixed application header sent apart from the data. */
-  appHeader?: Uint8Array;
-}
-
-/** Hot-path completion: `data` is valid only during the call; `error` is set for failed calls. */
-export type OnResponse<U> = (userData: U, data: Uint8Array, error: HotpathError | null) => void;
-
+export type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
+import type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
 export const DEFAULT_WINDOW = 256;
 /** Slot indexes travel as u32, but the server indexes per-slot state by them: keep it modest. */
 export const MAX_WINDOW = 1 << 16;
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
-/** setTimeout's largest delay (a signed 32-bit ms count); longer deadlines re-arm. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 /** How long a request blocked by a full transport waits (event-loop modes) or sleeps (spin / blocking: a timer) before it looks again. */
 const FULL_RETRY_WAIT_MS = 10;
 
@@ -73,6 +55,10 @@ export class Client<U = unknown> implements Disposable {
   onResponse: OnResponse<U> | null = null;
   /** Responses dropped because their call had already timed out, been cancelled or completed. */
   lateResponses = 0;
+  /** Runs once on GOAWAY, inline in message delivery (do not block); a throw is printed (console.error). */
+  onGoaway: ((client: Client<U>) => void) | null = null;
+  private goaway = false;
+  private announced = false; // the GOAWAY announcement went out (announce())
 
   private readonly defaultTimeoutMs: number;
   private readonly gen: Uint32Array;
@@ -125,6 +111,11 @@ export class Client<U = unknown> implements Disposable {
       onClose: (e) => this.onClose(e),
       onOversized: (head, bodyLength) => this.onOversized(head, bodyLength),
     });
+  }
+
+  /** True once the server sent GOAWAY: it is draining and will close this connection. */
+  get draining(): boolean {
+    return this.goaway;
   }
 
   /** Calls in flight (sent, not yet delivered). */
@@ -299,7 +290,7 @@ export class Client<U = unknown> implements Disposable {
     if (this.closeErr !== null) return Promise.reject(this.closeErr);
     return new Promise<Uint8Array>((resolve, reject) => {
       const p = new PendingRequest(method, data, appHeader, signal, resolve, reject);
-      if (timeoutMs > 0) this.armDeadline(p, performance.now() + timeoutMs, timeoutMs);
+      if (timeoutMs > 0) armDeadline(p, performance.now() + timeoutMs, timeoutMs, this.timedOut);
       if (signal) {
         p.onAbort = () => this.abandon(p, new CancelledError(`request for method ${method} aborted`, { cause: signal.reason }));
         signal.addEventListener("abort", p.onAbort, { once: true });
@@ -325,15 +316,8 @@ export class Client<U = unknown> implements Disposable {
 
   // ---- engine ----
 
-  /** A deadline timer; one longer than setTimeout allows fires early and re-arms for the rest. */
-  private armDeadline(p: PendingRequest, at: number, timeoutMs: number): void {
-    const left = at - performance.now();
-    p.timer = setTimeout(() => {
-      if (p.done) return;
-      if (at - performance.now() > 1) return this.armDeadline(p, at, timeoutMs);
-      this.abandon(p, new TimeoutError(`request for method ${p.method} to ${this.conn.peer} timed out after ${timeoutMs} ms`));
-    }, Math.min(Math.max(0, left), MAX_TIMER_MS));
-  }
+  private readonly timedOut = (p: PendingRequest, timeoutMs: number) =>
+    this.abandon(p, new TimeoutError(`request for method ${p.method} to ${this.conn.peer} timed out after ${timeoutMs} ms`));
 
   private sendFrame(kind: number, method: number, slot: number, gen: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
     const appLen = appHeader ? appHeader.length : 0;
@@ -361,7 +345,26 @@ export class Client<U = unknown> implements Disposable {
     this.pending[slot] = undefined;
     this.freeSlots[this.freeTop++] = slot;
     if (this.waiting.length > 0) this.schedulePump();
+    else if (this.goaway && this.freeTop === this.window) queueMicrotask(this.closeIfIdle);
   }
+
+  private onGoawayMessage(): void {
+    if (this.goaway) return;
+    this.goaway = true;
+    queueMicrotask(this.closeIfIdle); // runs after the hook: a call the hook makes on this client still counts
+    try {
+      this.onGoaway?.(this);
+    } catch (e) {
+      console.error("hotpath client: onGoaway threw", e);
+    }
+  }
+
+  /** After GOAWAY: closes the connection once no call is in flight, waiting or undelivered. */
+  private readonly closeIfIdle = () => {
+    if (this.closeErr !== null || this.freeTop !== this.window || this.waiting.length > 0 || this.compCount > 0) return;
+    this.conn.close();
+    if (this.closeErr === null) this.onClose(new TransportClosedError(`rpc: connection to ${this.conn.peer} closed after the server sent GOAWAY (it is draining)`));
+  };
 
   /** Sends a waiting request if a slot and transport room are there. */
   private tryStart(p: PendingRequest): boolean {
@@ -447,10 +450,16 @@ export class Client<U = unknown> implements Disposable {
     let kind: number;
     try {
       kind = checkMessage(msg);
+      if (kind === KIND_GOAWAY) {
+        msg.release();
+        return this.onGoawayMessage();
+      }
       if (kind !== KIND_RESPONSE && kind !== KIND_ERROR) throw new ProtocolError(`rpc client: received message kind ${kind}, expected a response`);
     } catch (e) {
       return this.protocolAbort(e, msg);
     }
+    // At the first response (never taking room a first call needs); a full transport: the next one retries.
+    if (!this.announced) this.announced = announceGoaway(this.conn);
     const hw = msg.headWords;
     const slot = hw !== undefined ? hw[(msg.headOffset >> 2) + WIRE_WORD_CALL_SLOT]! >>> 0 : wireCallSlot(msg.headBuf, msg.headOffset);
     const gen = hw !== undefined ? hw[(msg.headOffset >> 2) + WIRE_WORD_CALL_GEN]! >>> 0 : wireCallGen(msg.headBuf, msg.headOffset);

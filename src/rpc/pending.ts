@@ -7,8 +7,10 @@
  * Threading: the client's thread.
  */
 
-import { UsageError } from "../errors.ts";
-import { sendLimit, type Connection } from "../contract/transport.ts";
+import { UsageError, type HotpathError } from "../errors.ts";
+import { SEND_FULL, sendLimit, type Connection } from "../contract/transport.ts";
+import { EMPTY_BYTES } from "../bytes.ts";
+import { GOAWAY_HELLO_METHOD, KIND_CANCEL, WIRE_HEADER_BYTES, writeWireHeader } from "./wire.ts";
 import { checkBytes, checkMethod, describeValue } from "./validate.ts";
 
 /** One request() in flight or waiting for room: its promise, deadline timer and abort hook. */
@@ -25,6 +27,30 @@ export class PendingRequest {
     readonly resolve: (v: Uint8Array) => void,
     readonly reject: (e: Error) => void,
   ) {}
+}
+
+/** setTimeout's largest delay (a signed 32-bit ms count); longer deadlines re-arm. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A deadline timer for `p` at time `at`; one longer than setTimeout allows fires early and re-arms for the rest. */
+export function armDeadline(p: PendingRequest, at: number, timeoutMs: number, onTimeout: (p: PendingRequest, timeoutMs: number) => void): void {
+  const left = at - performance.now();
+  p.timer = setTimeout(() => {
+    if (p.done) return;
+    if (at - performance.now() > 1) return armDeadline(p, at, timeoutMs, onTimeout);
+    onTimeout(p, timeoutMs);
+  }, Math.min(Math.max(0, left), MAX_TIMER_MS));
+}
+
+/**
+ * Tells the server this client understands GOAWAY (wire.ts: a CANCEL with generation 0 and
+ * GOAWAY_HELLO_METHOD). Returns false when the transport is full (nothing sent). Own head
+ * bytes: a send of the client may be under way on its header buffer. The client's thread.
+ */
+export function announceGoaway(conn: Connection): boolean {
+  const head = new Uint8Array(WIRE_HEADER_BYTES);
+  writeWireHeader(head, KIND_CANCEL, GOAWAY_HELLO_METHOD, 0, 0, 0, 0);
+  return conn.trySend(head, EMPTY_BYTES) !== SEND_FULL;
 }
 
 /** UsageError unless method is a u32, data a Uint8Array and appHeader (if given) one too. */
@@ -46,3 +72,26 @@ export function checkSizes(conn: Connection, appHeaderLimit: number, data: Uint8
     throw new UsageError(`rpc: application header of ${appHeader.length} bytes exceeds ${appHeaderLimit} on ${conn.transport}`);
   }
 }
+
+export interface ClientOptions {
+  /** Calls in flight at most (slots). Default 256. */
+  window?: number;
+  /** Deadline for request() when the call gives none, in ms ≥ 0. Default 30000; 0 or Infinity means none. */
+  timeoutMs?: number;
+}
+
+export interface RequestOptions {
+  /**
+   * Rejects with TimeoutError after this long (and tells the server to cancel): ms ≥ 0, any
+   * length (long deadlines re-arm their timer). 0 or Infinity: no deadline.
+   */
+  timeoutMs?: number;
+  /** Aborting rejects with CancelledError and sends a cancel to the server. */
+  signal?: AbortSignal;
+  /** Fixed application header sent apart from the data. */
+  appHeader?: Uint8Array;
+}
+
+/** Hot-path completion: `data` is valid only during the call; `error` is set for failed calls. */
+export type OnResponse<U> = (userData: U, data: Uint8Array, error: HotpathError | null) => void;
+

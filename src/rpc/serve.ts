@@ -23,7 +23,7 @@ import { type ConnectOptions, type ListenOptions, type Listener } from "../contr
 import { Client, type ClientOptions } from "./client.ts";
 import { describeValue } from "./validate.ts";
 import { DecodeError } from "./codec.ts";
-import { RequestHandle, Server, wantsDetachFirst, type ErrorReply, type ServerOptions } from "./server.ts";
+import { RequestHandle, Server, wantsDetachFirst, type DrainResult, type ErrorReply, type ServerOptions } from "./server.ts";
 import { bindService, type Handlers, type RawHandler, type ServiceClient, type ServiceDef } from "./service.ts";
 
 export interface Serving extends Disposable {
@@ -31,6 +31,8 @@ export interface Serving extends Disposable {
   readonly server: Server;
   readonly listener: Listener;
   close(): void;
+  /** Graceful drain: see Server.drain() (stops listening, GOAWAY, in-flight calls finish, then closes). */
+  drain(timeoutMs: number): Promise<DrainResult>;
 }
 
 /** Dispatches each request to its handler by method id (the engine behind serve()). */
@@ -139,7 +141,7 @@ export async function serve(
   listener.onRefused((error, reason) => server.reportFailure(error, { source: "refused", method: null, session: null, reason, listener }));
   server.attach(listener);
   const close = () => server.close();
-  return { url: listener.url, server, listener, close, [Symbol.dispose]: close };
+  return { url: listener.url, server, listener, close, drain: (ms) => server.drain(ms), [Symbol.dispose]: close };
 }
 
 export type RpcClient<S extends ServiceDef> = Client<any> & { readonly svc: ServiceClient<S>; readonly via: ConnectionVia };

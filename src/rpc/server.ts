@@ -31,7 +31,7 @@
  * Threading: a Server belongs to the thread that created it.
  */
 
-import { copyBytes } from "../bytes.ts";
+import { copyBytes, EMPTY_BYTES as EMPTY } from "../bytes.ts";
 import { HotpathError, ProtocolError, TransportClosedError, UsageError, describeThrown } from "../errors.ts";
 import {
   SEND_CLOSED,
@@ -47,12 +47,16 @@ import { WaitList } from "../contract/waitlist.ts";
 import { Fifo } from "./fifo.ts";
 import { RequestHandle as Handle, SKIPPED_REQUEST, type ErrorReply } from "./handle.ts";
 import { RateLimitedLog, describeFailure, type ServerErrorContext } from "./report.ts";
+import { Drain, type DrainResult } from "./drain.ts";
+import { checkTimeout } from "./validate.ts";
 import {
   KIND_CANCEL,
   KIND_ERROR,
+  KIND_GOAWAY,
   KIND_ONEWAY,
   KIND_REQUEST,
   KIND_RESPONSE,
+  GOAWAY_HELLO_METHOD,
   WIRE_HEADER_BYTES,
   checkMessage,
   wireCallGen,
@@ -76,6 +80,7 @@ const HANDLE_POOL_MAX = 1024;
 
 export type { ServerErrorContext, ServerErrorSource } from "./report.ts";
 export type { ErrorReply } from "./handle.ts";
+export type { DrainResult } from "./drain.ts";
 
 /** A request delivered to the application (handle.ts); its `session` is the ServerSession. */
 export type RequestHandle = Handle<ServerSession>;
@@ -131,6 +136,11 @@ export class ServerSession {
 
   /** The transport takes the wire header as words (Connection.trySendWords). */
   private readonly sendsWords: boolean;
+  /** Calls (not one-way) delivered or refused and not yet answered or dropped. */
+  inFlight = 0;
+  /** The client announced it understands GOAWAY (wire.ts); goawaySent once it got one. */
+  knowsGoaway = false;
+  private goawaySent = false;
 
   constructor(
     readonly server: Server,
@@ -169,6 +179,14 @@ export class ServerSession {
       else if (this.trySendReply(q.h, q.data, q.error) === SEND_FULL) return;
       this.backlog.shift();
     }
+    if (this.server.draining !== null) this.server.draining.check(this);
+  }
+
+  /** Sends GOAWAY once, if the client understands it (a full transport: it closes at the drain's timeout instead). */
+  sendGoaway(): void {
+    if (!this.knowsGoaway || this.goawaySent || this.conn.closed) return;
+    this.goawaySent = true;
+    this.send(KIND_GOAWAY, 0, 0, 0, EMPTY);
   }
 
   private queue(h: RequestHandle, data: Uint8Array | null, error: ErrorReply | null): void {
@@ -221,6 +239,7 @@ export class ServerSession {
     // queues it in the backlog like any reply instead of dropping it.
     const h = new RequestHandle(this).issue(method, slot, wireCallGen(head), false, SKIPPED_REQUEST, false);
     this.held[slot] = h;
+    this.inFlight++;
     h.respond(null, { name: "MessageTooLargeError", message });
   }
 
@@ -248,16 +267,19 @@ export class ServerSession {
   }
 
   forget(h: RequestHandle): void {
-    if (!h.oneWay && this.held[h.callSlot] === h) this.held[h.callSlot] = undefined;
     this.server.pendingBytes -= h.charged;
     h.charged = 0;
+    if (h.oneWay) return;
+    if (this.held[h.callSlot] === h) this.held[h.callSlot] = undefined;
+    this.inFlight--;
+    if (this.server.draining !== null) this.server.draining.callDone(this);
   }
 
   onMessage(msg: RxMessage): void {
     let kind: number;
     try {
       kind = checkMessage(msg);
-      if (kind === KIND_RESPONSE || kind === KIND_ERROR) throw new ProtocolError(`rpc server: received a response (kind ${kind})`);
+      if (kind === KIND_RESPONSE || kind === KIND_ERROR || kind === KIND_GOAWAY) throw new ProtocolError(`rpc server: received a server's message (kind ${kind})`);
     } catch (e) {
       msg.release();
       if (!(e instanceof HotpathError)) throw e;
@@ -277,6 +299,12 @@ export class ServerSession {
     }
     if (kind === KIND_CANCEL) {
       msg.release();
+      if (gen === 0) {
+        // Generation 0 is never issued: no cancel, but perhaps the client's GOAWAY announcement.
+        if ((hw !== undefined ? hw[wi + WIRE_WORD_METHOD]! >>> 0 : wireMethod(hb, ho)) === GOAWAY_HELLO_METHOD) this.knowsGoaway = true;
+        if (this.server.draining !== null) this.server.draining.adopt(this);
+        return;
+      }
       const h = this.held[slot];
       if (h !== undefined && h.callGen === gen) h.cancel();
       return;
@@ -290,13 +318,17 @@ export class ServerSession {
       if (kind === KIND_ONEWAY) return;
       const busy = new RequestHandle(this).issue(method, slot, gen, false, SKIPPED_REQUEST, false);
       this.held[slot] = busy;
+      this.inFlight++;
       busy.respond(null, { name: "ServerBusyError", message: `the server holds ${this.server.pendingBytes} bytes of requests not yet answered (maxPendingBytes ${this.server.maxPendingBytes}); try again later` });
       return;
     }
     const h = this.handleFor(method, slot, gen, kind === KIND_ONEWAY, msg);
     h.charged = bytes;
     this.server.pendingBytes += bytes;
-    if (kind === KIND_REQUEST) this.held[slot] = h;
+    if (kind === KIND_REQUEST) {
+      this.held[slot] = h;
+      this.inFlight++;
+    }
     this.server.deliver(h);
   }
 }
@@ -356,6 +388,8 @@ export class Server implements Disposable {
   busyRefusals = 0;
   /** ServerOptions.poolHandles. */
   readonly poolHandles: boolean;
+  /** The drain in progress (drain()), or null. */
+  draining: Drain | null = null;
 
   constructor(opts: ServerOptions = {}) {
     this.poolHandles = opts.poolHandles ?? true;
@@ -408,9 +442,11 @@ export class Server implements Disposable {
         // The peer leaving (or a configured limit closing the session) is no failure.
         if (e !== null && !(e instanceof TransportClosedError)) this.reportFailure(e, { source: "session", method: null, session: s });
         this.onSessionClose?.(s, e);
+        this.draining?.sessionClosed();
       },
       onOversized: (head, bodyLength) => s.onOversized(head, bodyLength),
     });
+    if (this.draining !== null) this.draining.adopt(s);
     return s;
   }
 
@@ -466,6 +502,24 @@ export class Server implements Disposable {
     this.poll();
     if (this.inbox.length > 0) return Promise.resolve(true);
     return this.arrivals.wait(timeoutMs);
+  }
+
+  /**
+   * Graceful drain (drain.ts): stops listening, sends GOAWAY to every session whose client
+   * understands it, keeps serving requests, and resolves once every session has closed, or
+   * after timeoutMs (ms >= 0), when the rest is closed and its calls are cut. A second call
+   * returns the same drain. The server's thread.
+   */
+  drain(timeoutMs: number): Promise<DrainResult> {
+    if (this.draining !== null) return this.draining.done;
+    try {
+      checkTimeout(timeoutMs, "server.drain");
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    for (const l of this.listeners.splice(0)) l.close(false); // stop accepting; the sessions drain
+    this.draining = new Drain(this, timeoutMs);
+    return this.draining.done;
   }
 
   /** Stops listening and closes every session (and prints the count of report lines left out). Idempotent. */

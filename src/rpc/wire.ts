@@ -4,7 +4,7 @@
  * the bulk data is the message body.
  *
  *   offset  size  field
- *   0       u8    kind          REQUEST, RESPONSE, ERROR, CANCEL, ONEWAY
+ *   0       u8    kind          REQUEST, RESPONSE, ERROR, CANCEL, ONEWAY, GOAWAY
  *   1       u8    version       WIRE_VERSION
  *   2       u16   appHeaderLen  bytes of application header after this header
  *   4       u32   methodId      (echoed in responses)
@@ -15,6 +15,14 @@
  *   24      -     WIRE_HEADER_BYTES
  *
  * ERROR bodies are UTF-8 JSON `{"name": string, "message": string}`.
+ *
+ * GOAWAY (server -> client, no call: method, slot and gen are 0, no body) says the server is
+ * draining: calls in flight are still answered, new ones belong on another connection. A
+ * client from before GOAWAY treats an unknown kind as a ProtocolError and would close, so the
+ * server sends GOAWAY only to a session whose client announced it understands it: a CANCEL
+ * with call generation 0 (never issued, so every server, old ones included, ignores it as a
+ * cancel) and method GOAWAY_HELLO_METHOD, sent once its first response arrived. WIRE_VERSION
+ * stays 1: every message an old peer can receive is one it already knows.
  */
 
 import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
@@ -25,6 +33,9 @@ export const KIND_RESPONSE = 2;
 export const KIND_ERROR = 3;
 export const KIND_CANCEL = 4;
 export const KIND_ONEWAY = 5;
+export const KIND_GOAWAY = 6;
+/** Method id of the CANCEL (generation 0) by which a client announces it understands GOAWAY ("GOAW"). */
+export const GOAWAY_HELLO_METHOD = 0x474f4157;
 
 export const WIRE_VERSION = 1;
 
@@ -90,7 +101,7 @@ export function checkWireWords(words: Int32Array, at: number, bytes: Uint8Array,
     if (
       ((w0 >>> 8) & 0xff) === WIRE_VERSION &&
       kind >= KIND_REQUEST &&
-      kind <= KIND_ONEWAY &&
+      kind <= KIND_GOAWAY &&
       headLen === WIRE_HEADER_BYTES + (w0 >>> 16) &&
       words[at + WIRE_WORD_DATA_LEN] === bodyLen &&
       words[at + WIRE_WORD_RESERVED] === 0
@@ -119,7 +130,7 @@ export function checkWireHeader(b: Uint8Array, at: number, headLen: number, body
     throw new ProtocolError(`rpc: head of ${headLen} bytes is shorter than the ${WIRE_HEADER_BYTES}-byte wire header`);
   }
   const kind = b[at + WIRE_KIND_OFFSET]!;
-  if (kind < KIND_REQUEST || kind > KIND_ONEWAY) throw new ProtocolError(`rpc: unknown message kind ${kind}`);
+  if (kind < KIND_REQUEST || kind > KIND_GOAWAY) throw new ProtocolError(`rpc: unknown message kind ${kind}`);
   const version = b[at + WIRE_VERSION_OFFSET]!;
   if (version !== WIRE_VERSION) throw new ProtocolError(`rpc: wire version ${version}, expected ${WIRE_VERSION}`);
   const appLen = readU16(b, at + WIRE_APP_HEADER_LEN_OFFSET);
