@@ -24,7 +24,8 @@
  *   ch.close();
  *
  * Threading: a Channel and its connections belong to the thread that created it. Timers come
- * from `clock` (realClock's are unref'd: an unclosed channel never keeps a process alive).
+ * from `clock`; realClock's are unref'd, so no pool timer keeps a process alive (an open
+ * connection still does, as any socket does).
  */
 
 import { EMPTY_BYTES } from "../bytes.ts";
@@ -60,19 +61,29 @@ export type Connector = (url: string, opts: ConnectOptions) => Promise<Connectio
 export interface ChannelOptions {
   /** Passed to connect() and the Client (fallback, auth, window, ...). */
   connect?: ConnectOptions & ClientOptions;
+  /** Reconnect policy (backoff.ts). Default: gRPC's. */
   backoff?: Partial<BackoffPolicy>;
+  /** The backoff's jitter source. Default Math.random. */
   random?: Random;
+  /** Every timer of the channel. Default realClock. */
   clock?: Clock;
+  /** How a connection is opened. Default: the registry's connect(). */
   connector?: Connector;
+  /** READY this long (ms) before the backoff starts over. Default 5000. */
   backoffResetAfterMs?: number;
+  /** Calls that may wait for a connection (integer ≥ 0). Default 1024. */
   maxPendingCalls?: number;
   /** Default for calls that give none. Default false (wait for ready). */
   failFast?: boolean;
   /** Deadline for calls that give none, ms (0 or Infinity: none). Default 30000. */
   timeoutMs?: number;
+  /** Connection TTL in ms: replaced after it. Default off (0 or Infinity). */
   maxLifetimeMs?: number;
+  /** Closed after this long with no call. Default off. */
   idleTimeoutMs?: number;
+  /** Ping after this long without a completed call. Default off. */
   keepaliveMs?: number;
+  /** A ping unanswered this long declares the peer dead. Default 20000. */
   keepaliveTimeoutMs?: number;
   /** Method ids that are retried once on a fresh connection when theirs died. */
   idempotent?: Iterable<number>;

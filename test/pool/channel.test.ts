@@ -146,10 +146,12 @@ describe("channel", () => {
   });
 
   test("failFast fails at once in TRANSIENT_FAILURE; maxPendingCalls bounds the waiting ones; deadlines win", async () => {
-    const { ch, clock } = channel({ url: await deadUrl() }, { maxPendingCalls: 2 });
+    const { ch, clock } = channel({ url: await deadUrl() }, { maxPendingCalls: 3 });
     const a = ch.request(ECHO, te.encode("a"), { timeoutMs: 500 });
     const b = ch.request(ECHO, te.encode("b"), { timeoutMs: 50_000 });
+    const early = ch.request(ECHO, te.encode("f"), { failFast: true }); // CONNECTING: waits, fails with the attempt
     await expect(ch.request(ECHO, te.encode("c"))).rejects.toBeInstanceOf(PendingLimitError);
+    await expect(early).rejects.toBeInstanceOf(TransportClosedError);
     await waitFor(() => ch.state === "TRANSIENT_FAILURE", "failure");
     const ff = await ch.request(ECHO, te.encode("d"), { failFast: true }).catch((e) => e);
     expect(ff).toBeInstanceOf(TransportClosedError);

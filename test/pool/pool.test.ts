@@ -53,6 +53,19 @@ describe("ConnectionPool", () => {
     expect(() => pool.client("tcp://127.0.0.1:1")).toThrow(UsageError);
   });
 
+  test("fallback: a target that does not connect falls back to the next candidate", async () => {
+    const s = await serve("tcp://127.0.0.1:0", { 1: (h) => h.data.slice() });
+    cleanups.push(() => s.close());
+    const dead = await serve("tcp://127.0.0.1:0", {});
+    const deadUrl = dead.url;
+    dead.close();
+    const pool = new ConnectionPool();
+    cleanups.push(() => pool.close());
+    const c = pool.client(deadUrl, { fallback: [s.url] });
+    expect(td.decode(await c.request(1, te.encode("via fallback")))).toBe("via fallback");
+    expect(pool.stats()[0]).toMatchObject({ url: deadUrl, state: "READY", attempts: 1 });
+  });
+
   test("maxConnections spreads calls least-in-flight", async () => {
     const gates: Array<() => void> = [];
     const s = await serve("tcp://127.0.0.1:0", { 2: (h) => { const d = h.data.slice(); return new Promise<Uint8Array>((r) => gates.push(() => r(d))); } });
