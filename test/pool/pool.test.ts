@@ -8,6 +8,7 @@ import { TransportClosedError, UsageError } from "../../src/errors.ts";
 import { ConnectionPool } from "../../src/pool/pool.ts";
 import type { ConnectivityState } from "../../src/pool/channel.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { readdirSync } from "node:fs";
 
 const PEER = `${import.meta.dir}/pool-peer.ts`;
 const te = new TextEncoder();
@@ -51,6 +52,30 @@ describe("ConnectionPool", () => {
     expect(pool.stats()[0]!.state).toBe("SHUTDOWN");
     expect(pool.stats()[0]!.connections).toBe(0);
     expect(() => pool.client("tcp://127.0.0.1:1")).toThrow(UsageError);
+  });
+
+  test("no fd left after reconnects and close()", async () => {
+    const fds = () => readdirSync("/proc/self/fd").length;
+    const s1 = await serve("tcp://127.0.0.1:0", { 1: (h) => h.data.slice() });
+    cleanups.push(() => s1.close());
+    const warm = new ConnectionPool();
+    await warm.client(s1.url).request(1, te.encode("warm"));
+    await warm.close();
+    await waitFor(() => warm.stats()[0]!.connections === 0, "warm-up closed");
+    await Bun.sleep(20);
+    const before = fds();
+    const pool = new ConnectionPool({ backoff: { initialMs: 5, maxMs: 20, minConnectTimeoutMs: 500 }, maxConnections: 2 });
+    const c = pool.client(s1.url);
+    for (let round = 0; round < 3; round++) {
+      expect(td.decode(await c.request(1, te.encode(String(round)), { timeoutMs: 5000 }))).toBe(String(round));
+      (s1.server as unknown as { close(): void }).close(); // cuts the sessions: the pool reconnects
+      await waitFor(() => pool.stats()[0]!.state !== "READY", "loss seen");
+      s1.server.attach((await import("../../src/index.ts").then((m) => m.listen(s1.url))));
+    }
+    expect(td.decode(await c.request(1, te.encode("last"), { timeoutMs: 5000 }))).toBe("last");
+    expect(fds()).toBeGreaterThan(before); // the live connection
+    await pool.close();
+    await waitFor(() => fds() <= before, `fds back to ${before} (now ${fds()})`);
   });
 
   test("fallback: a target that does not connect falls back to the next candidate", async () => {
