@@ -237,12 +237,13 @@ describe("tcp: hostile peer", () => {
           if (buf.length < len) return;
           const head = buf.subarray(8, 8 + wire.WIRE_HEADER_BYTES);
           const body = buf.subarray(8 + wire.WIRE_HEADER_BYTES, len);
+          buf = buf.subarray(len);
+          if (wire.wireKind(head) !== wire.KIND_REQUEST) continue; // a cancel (or GOAWAY announcement) gets no answer
           const method = wire.wireMethod(head);
           const reply = method === m.M_DIGEST ? new Uint8Array(4096) : body.slice();
           const h = new Uint8Array(wire.WIRE_HEADER_BYTES);
           wire.writeWireHeader(h, wire.KIND_RESPONSE, method, wire.wireCallSlot(head), wire.wireCallGen(head), 0, reply.length);
           s.write(frame(h, reply));
-          buf = buf.subarray(len);
         }
       },
     );

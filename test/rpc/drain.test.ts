@@ -107,7 +107,7 @@ for (const name of Object.keys(urls)) {
       expect((await current).draining).toBe(false);
     }, 60_000);
 
-    test("drain waits for a slow handler in flight; its call is answered with its own bytes", async () => {
+    test("drain stops accepting and waits for a slow handler in flight (answered with its own bytes); a request sent after GOAWAY is still served", async () => {
       const a = await server(urls[name]!());
       const c = await client(a.ready.url);
       await echoChecked(c, 1);
@@ -115,9 +115,12 @@ for (const name of Object.keys(urls)) {
       const reply = c.request(M_SLOW, body);
       expect(await line(a)).toEqual({ started: M_SLOW });
       command(a, "drain 20000");
+      while (!c.draining) await Bun.sleep(5);
+      // Stopped accepting: a new connection is refused. A request sent after GOAWAY is still served.
+      expect(await rpcConnect(a.ready.url, { connectTimeoutMs: 2000 }).then((x) => (x.close(), null), (e) => e)).toBeInstanceOf(Error);
+      await echoChecked(c, 2);
       expect(await reply).toEqual(body);
-      expect(c.draining).toBe(true);
-      expect((await line(a)).drained).toEqual({ sessions: 1, callsFinished: 1, callsCut: 0 });
+      expect((await line(a)).drained).toEqual({ sessions: 1, callsFinished: 2, callsCut: 0 });
     }, 30_000);
 
     test("the drain's timeout cuts a handler that never answers: that call fails with TransportClosedError", async () => {
