@@ -13,6 +13,8 @@
  *   response arrived, as a response completes the call.
  * - concurrent callers share one connect attempt; attempts follow the backoff policy, reset
  *   only after a connection stayed READY for `backoffResetAfterMs`.
+ * - a server's GOAWAY (server.drain()): new calls go to (or wait for) a fresh connection,
+ *   calls in flight finish on the old one, which the Client closes once idle: no call fails.
  * - `maxLifetimeMs`: a connection is replaced (a new one connects, new calls go there, the old
  *   one closes once its calls finished): no call fails. `idleTimeoutMs`: closed when unused.
  * - `keepaliveMs`: after that long without a completed call, a ping (a request to the reserved
@@ -99,6 +101,8 @@ interface Live {
   client: Client<any>;
   inFlight: number;
   retired: boolean;
+  /** The server sent GOAWAY: no new calls here, a replacement is connecting. */
+  draining: boolean;
   lastActivityMs: number;
   timers: TimerHandle[];
 }
@@ -232,7 +236,7 @@ export class Channel {
   private run(method: number, data: Uint8Array, opts: CallOptions, deadline: number, retried: boolean): Promise<Uint8Array> {
     if (this.state === "SHUTDOWN") return Promise.reject(new TransportClosedError(`pool: channel to ${this.url} is closed`));
     if (opts.signal?.aborted) return Promise.reject(new CancelledError(`pool: request to ${this.url} cancelled`, { cause: opts.signal.reason }));
-    if (this.live !== null) return this.issue(this.live, method, data, opts, deadline, retried);
+    if (this.live !== null && !this.live.draining) return this.issue(this.live, method, data, opts, deadline, retried);
     if ((opts.failFast ?? this.failFast) && this.state === "TRANSIENT_FAILURE") return Promise.reject(this.unavailable());
     if (this.waiting.length >= this.maxPending) {
       return Promise.reject(new PendingLimitError(`pool: ${this.waiting.length} calls already wait for a connection to ${this.url} (maxPendingCalls ${this.maxPending})`));
@@ -306,7 +310,7 @@ export class Channel {
   /** Makes sure a connect attempt runs or is scheduled, at most one at a time. */
   private want(): void {
     if (this.state === "SHUTDOWN" || this.connecting || this.retryTimer !== null) return;
-    if (this.live !== null && !this.live.retired) return;
+    if (this.live !== null && !this.live.retired && !this.live.draining) return;
     const wait = this.nextAttemptAt - this.clock.now();
     if (wait > 0) {
       this.retryTimer = this.clock.setTimeout(() => {
@@ -342,7 +346,8 @@ export class Channel {
     let live: Live | null = null;
     const setReceiver = conn.setReceiver.bind(conn);
     conn.setReceiver = (r: Receiver) => setReceiver(Object.assign({}, r, { onClose: (e: HotpathError | null) => (r.onClose(e), this.lost(live!, e)) }));
-    live = { client: new Client<any>(conn, this.connectOpts), inFlight: 0, retired: false, lastActivityMs: this.clock.now(), timers: [] };
+    live = { client: new Client<any>(conn, this.connectOpts), inFlight: 0, retired: false, draining: false, lastActivityMs: this.clock.now(), timers: [] };
+    live.client.onGoaway = () => this.goaway(live!);
     const old = this.live;
     // The new connection is live before the old one retires: closing the old one is then no loss.
     this.live = live;
@@ -386,6 +391,13 @@ export class Channel {
       this.settleWaiting(w, err);
     }
     this.want();
+  }
+
+  /** A draining server's GOAWAY: new calls wait for a replacement, calls in flight finish here. */
+  private goaway(live: Live): void {
+    if (live.draining || this.state === "SHUTDOWN") return;
+    live.draining = true;
+    if (this.live === live && !this.connecting) this.attempt(live);
   }
 
   private endOfLife(live: Live): void {

@@ -241,6 +241,28 @@ describe("channel", () => {
     expect(attempts()).toBe(2);
   });
 
+  test("a draining server's GOAWAY moves new calls to a fresh connection; the call in flight finishes", async () => {
+    const s1 = await echoServer();
+    const target = { url: s1.url };
+    const { ch, states } = channel(target);
+    await ch.request(ECHO, te.encode("up"));
+    const held = ch.request(HOLD, te.encode("held"));
+    await waitFor(() => s1.held === 1, "call held");
+    const s2 = await echoServer();
+    target.url = s2.url;
+    const drained = s1.drain(5000);
+    await waitFor(() => ch.replaced === 1, "replacement connected after GOAWAY");
+    expect(ch.connections).toBe(2);
+    expect(new TextDecoder().decode(await ch.request(ECHO, te.encode("new")))).toBe("new");
+    s1.release();
+    expect(new TextDecoder().decode(await held)).toBe("held");
+    expect(await drained).toEqual({ sessions: 1, callsFinished: 1, callsCut: 0 });
+    await waitFor(() => ch.connections === 1, "old connection closed");
+    expect(states).toEqual(["CONNECTING", "READY"]);
+    expect(ch.reconnects).toBe(0);
+    expect(ch.state).toBe("READY");
+  });
+
   test("idleTimeoutMs closes an unused connection; the next call connects again", async () => {
     const s = await echoServer();
     const { ch, clock, attempts } = channel(s, { idleTimeoutMs: 500, backoffResetAfterMs: 100 });
