@@ -15,7 +15,20 @@
  * Threading: the server's thread.
  */
 
-import type { Server, ServerSession } from "./server.ts";
+/** What a drain needs of a session (ServerSession; structural, so server.ts and this file import no circle). */
+export interface DrainSession {
+  readonly knowsGoaway: boolean;
+  readonly inFlight: number;
+  readonly backlogLength: number;
+  readonly conn: { readonly closed: boolean; close(): void };
+  sendGoaway(): void;
+}
+
+/** What a drain needs of its Server. */
+export interface DrainServer {
+  readonly sessions: ReadonlySet<DrainSession>;
+  close(): void;
+}
 
 /** What a drain did: sessions it found, calls answered (or dropped) during it, calls cut at the timeout. */
 export interface DrainResult {
@@ -35,7 +48,7 @@ export class Drain {
   private readonly timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
-    private readonly server: Server,
+    private readonly server: DrainServer,
     timeoutMs: number,
   ) {
     this.done = new Promise((r) => (this.resolve = r));
@@ -46,20 +59,20 @@ export class Drain {
   }
 
   /** A session to drain: GOAWAY if its client understands it, then closed once idle. */
-  adopt(s: ServerSession): void {
+  adopt(s: DrainSession): void {
     s.sendGoaway();
     this.check(s);
   }
 
   /** A call of a session finished (replied or dropped) while draining. */
-  callDone(s: ServerSession): void {
+  callDone(s: DrainSession): void {
     if (this.over) return;
     this.finished++;
     this.check(s);
   }
 
   /** Closes a session the server itself must close (client unaware of GOAWAY) once it is idle. */
-  check(s: ServerSession): void {
+  check(s: DrainSession): void {
     if (this.over || s.knowsGoaway || s.inFlight > 0 || s.backlogLength > 0 || s.conn.closed) return;
     s.conn.close();
   }
