@@ -7,7 +7,8 @@
  */
 
 import { afterEach, describe, expect, test } from "bun:test";
-import { TransportClosedError, rpcConnect, type RpcClient } from "../../src/index.ts";
+import { ProtocolError, SEND_OK, TransportClosedError, UsageError, connect, rpcConnect, serve, type RpcClient } from "../../src/index.ts";
+import * as wire from "../../src/rpc/wire.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 
 const SERVER = `${import.meta.dir}/drain-server.ts`;
@@ -163,3 +164,32 @@ for (const name of Object.keys(urls)) {
     }, 30_000);
   });
 }
+
+describe("drain, in this process", () => {
+  test("a server with no session drains at once; a second drain() is the same drain; a bad timeout is a UsageError", async () => {
+    const s = await serve("tcp://127.0.0.1:0", { [M_ECHO]: (h) => h.data });
+    expect(await s.server.drain(-1).then(() => null, (e) => e)).toBeInstanceOf(UsageError);
+    const d = s.drain(1000);
+    expect(s.drain(5)).toBe(d);
+    expect(await d).toEqual({ sessions: 0, callsFinished: 0, callsCut: 0 });
+    expect(await rpcConnect(s.url, { connectTimeoutMs: 2000 }).then((x) => (x.close(), null), (e) => e)).toBeInstanceOf(Error);
+  });
+
+  test("a GOAWAY sent to a server is a ProtocolError for that session only", async () => {
+    const closes: unknown[] = [];
+    const s = await serve("tcp://127.0.0.1:0", { [M_ECHO]: (h) => h.data }, { onSessionClose: (_s, e) => void closes.push(e), onError: () => {} });
+    try {
+      const other = await client(s.url);
+      const conn = await connect(s.url);
+      const head = new Uint8Array(wire.WIRE_HEADER_BYTES);
+      wire.writeWireHeader(head, wire.KIND_GOAWAY, 0, 0, 0, 0, 0);
+      expect(conn.trySend(head, new Uint8Array(0))).toBe(SEND_OK);
+      while (closes.length === 0) await Bun.sleep(5);
+      expect(closes[0]).toBeInstanceOf(ProtocolError);
+      expect(await other.request(M_ECHO, new Uint8Array([4]))).toEqual(new Uint8Array([4]));
+      conn.close();
+    } finally {
+      s.close();
+    }
+  });
+});
