@@ -60,7 +60,6 @@ export class Drain {
 
   /** A session to drain: GOAWAY if its client understands it, then closed once idle. */
   adopt(s: DrainSession): void {
-    s.sendGoaway();
     this.check(s);
   }
 
@@ -71,9 +70,11 @@ export class Drain {
     this.check(s);
   }
 
-  /** Closes a session the server itself must close (client unaware of GOAWAY) once it is idle. */
+  /** Sends GOAWAY where not yet sent; closes a session the server itself must close (client unaware of GOAWAY) once idle. */
   check(s: DrainSession): void {
-    if (this.over || s.knowsGoaway || s.inFlight > 0 || s.backlogLength > 0 || s.conn.closed) return;
+    if (this.over) return;
+    s.sendGoaway(); // again, where the transport was full before (it sends once)
+    if (s.knowsGoaway || s.inFlight > 0 || s.backlogLength > 0 || s.conn.closed) return;
     s.conn.close();
   }
 

@@ -182,11 +182,10 @@ export class ServerSession {
     if (this.server.draining !== null) this.server.draining.check(this);
   }
 
-  /** Sends GOAWAY once, if the client understands it (a full transport: it closes at the drain's timeout instead). */
+  /** Sends GOAWAY once, if the client understands it; a full transport: the drain's next check (a call finishing) tries again. */
   sendGoaway(): void {
     if (!this.knowsGoaway || this.goawaySent || this.conn.closed) return;
-    this.goawaySent = true;
-    this.send(KIND_GOAWAY, 0, 0, 0, EMPTY);
+    this.goawaySent = this.send(KIND_GOAWAY, 0, 0, 0, EMPTY) !== SEND_FULL;
   }
 
   private queue(h: RequestHandle, data: Uint8Array | null, error: ErrorReply | null): void {
