@@ -351,7 +351,7 @@ export class Client<U = unknown> implements Disposable {
   private onGoawayMessage(): void {
     if (this.goaway) return;
     this.goaway = true;
-    queueMicrotask(this.closeIfIdle); // runs after the hook: a call the hook makes on this client still counts
+    queueMicrotask(this.closeIfIdle); // checked on a clean stack, after this delivery
     try {
       this.onGoaway?.(this);
     } catch (e) {

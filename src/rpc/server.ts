@@ -28,6 +28,9 @@
  * ProtocolError; the server and its other sessions keep running. Cancel messages from the
  * client mark the matching handle `cancelled` (and abort its `signal`, for async handlers).
  *
+ * drain(timeoutMs) is the graceful stop (drain.ts): no new connections, GOAWAY to clients
+ * that understand it, calls in flight finish, everything closed by timeoutMs at the latest.
+ *
  * Threading: a Server belongs to the thread that created it.
  */
 
