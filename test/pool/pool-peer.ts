@@ -1,9 +1,10 @@
 /**
  * The pool tests' server process: serves argv[2] (echo on 1; 2 and 3 hold the call and print
  * "held" once they have it), prints {"url": ...} when listening, exits when its stdin closes.
+ * A stdin line `drain <ms>` calls serving.drain(ms), prints "draining" once the listener is
+ * closed (drain closes it before returning), then {"drained": DrainResult} and exits 0.
  */
 import { serve } from "../../src/index.ts";
-import { exitWhenParentGoes } from "../helpers/peer.ts";
 
 const s = await serve(process.argv[2]!, {
   1: (h) => h.data.slice(),
@@ -16,5 +17,25 @@ const s = await serve(process.argv[2]!, {
     return new Promise<Uint8Array>(() => {});
   },
 });
-exitWhenParentGoes(() => s.close());
+(async () => {
+  const decoder = new TextDecoder();
+  let buf = "";
+  for await (const chunk of Bun.stdin.stream()) {
+    buf += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      const [cmd, ms] = buf.slice(0, nl).split(" ");
+      buf = buf.slice(nl + 1);
+      if (cmd !== "drain") continue;
+      const done = s.drain(Number(ms));
+      console.log("draining");
+      done.then((r) => {
+        console.log(JSON.stringify({ drained: r }));
+        process.exit(0);
+      });
+    }
+  }
+  s.close(); // stdin closed: the parent is gone
+  process.exit(0);
+})();
 console.log(JSON.stringify({ url: s.url, pid: process.pid }));
