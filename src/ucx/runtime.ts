@@ -236,12 +236,11 @@ export class UcxRuntime {
     if (this.recheckTimer !== null) clearTimeout(this.recheckTimer);
     this.recheckTimer = null;
     if (this.efdCtl) {
-      // The helper goes back to sleep (IDLE) and stays for the next user: a Worker stopped here
-      // and started again by the next acquire() left its event loop's epoll fd and eventfd
-      // behind in Bun, two fds per connect / close round. Unref'd, asleep in Atomics.wait, it
-      // holds nothing open. A park still pending resolves now (the notify) and finds no user.
-      Atomics.store(this.efdCtl, 0, EFD_IDLE);
+      Atomics.store(this.efdCtl, 0, EFD_STOP);
       Atomics.notify(this.efdCtl, 0);
+      this.efdCtl = null;
+      this.efdWorker = null;
+      this.efdWaiting = false;
     }
     this.waiters.wake(false);
     this.drainCloses(1);
