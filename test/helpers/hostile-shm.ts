@@ -207,14 +207,8 @@ export class HostileSession {
   }
 }
 
-/** Polls `cond` every few ms until it holds; throws naming `what` after `timeoutMs` (a watchdog). */
-export async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`no ${what} within ${timeoutMs} ms`);
-    await Bun.sleep(2);
-  }
-}
+import { until } from "./peer.ts";
+export { until };
 
 /** What an attack can make the victim do, however the test drives it. */
 export interface Victim {

@@ -124,3 +124,12 @@ export async function spawnWorkerPeer(script: string, init: string | Record<stri
     },
   };
 }
+
+/** Polls `cond` every few ms until it holds; throws naming `what` after `timeoutMs` (a watchdog). */
+export async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`no ${what} within ${timeoutMs} ms`);
+    await Bun.sleep(2);
+  }
+}

@@ -8,7 +8,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { ConnectionPool } from "../../src/pool/pool.ts";
-import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { spawnPeer, type Peer, until } from "../helpers/peer.ts";
 
 const PEER = `${import.meta.dir}/pool-peer.ts`;
 /** Concurrent callers: enough to keep calls in flight on A when its GOAWAY arrives. */
@@ -23,13 +23,7 @@ afterAll(async () => {
   for (const p of peers.splice(0)) await p.kill(9);
 });
 
-async function waitFor(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`watchdog: ${what} not reached within ${ms} ms`);
-    await Bun.sleep(2);
-  }
-}
+const waitFor = (cond: () => boolean, what: string, ms = 10_000) => until(cond, what, ms);
 
 async function rollingRestart(name: string, first: string): Promise<void> {
   const a = await spawnPeer(PEER, [first]);

@@ -7,7 +7,7 @@ import { defineService, serve } from "../../src/index.ts";
 import { TransportClosedError, UsageError } from "../../src/errors.ts";
 import { ConnectionPool } from "../../src/pool/pool.ts";
 import type { ConnectivityState } from "../../src/pool/channel.ts";
-import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { spawnPeer, type Peer, until } from "../helpers/peer.ts";
 import { readdirSync } from "node:fs";
 
 const PEER = `${import.meta.dir}/pool-peer.ts`;
@@ -24,13 +24,7 @@ async function peer(url: string): Promise<Peer> {
   return p;
 }
 
-async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`watchdog: ${what} not reached within ${ms} ms`);
-    await Bun.sleep(2);
-  }
-}
+const waitFor = (cond: () => boolean, what: string, ms = 5000) => until(cond, what, ms);
 
 /** `idempotent` is not a MethodDef field: the pool reads it from the definition object. */
 const Svc = defineService({ echo: { id: 1 }, hold: { id: 2, idempotent: true }, holdOnce: { id: 3 } });

@@ -10,7 +10,7 @@ import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { defineService, transports } from "../../src/index.ts";
 import { TransportClosedError } from "../../src/errors.ts";
 import { ConnectionPool } from "../../src/pool/pool.ts";
-import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { spawnPeer, type Peer, until } from "../helpers/peer.ts";
 import { useEnv } from "../helpers/env.ts";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 
@@ -40,13 +40,7 @@ async function peer(url: string, env: Record<string, string>): Promise<Peer> {
   return p;
 }
 
-async function waitFor(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`watchdog: ${what} not reached within ${ms} ms`);
-    await Bun.sleep(5);
-  }
-}
+const waitFor = (cond: () => boolean, what: string, ms = 5000) => until(cond, what, ms);
 
 const Svc = defineService({ echo: { id: 1 }, hold: { id: 2, idempotent: true }, holdOnce: { id: 3 } });
 const BACKOFF = { initialMs: 20, multiplier: 1.6, maxMs: 200, jitter: 0.2, minConnectTimeoutMs: 2000 };
