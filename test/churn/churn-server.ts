@@ -4,7 +4,8 @@
  * JSON object a line with an `id`, each with one JSON line on stdout carrying the same `id`:
  *
  *   {"id":1,"cmd":"figures","gc":true}  → its own /proc figures (after Bun.gc(true) and a turn
- *                                          of the event loop, so finalizers have run) + sessions
+ *                                          of the event loop, so finalizers have run, and
+ *                                          malloc_trim) + sessions
  *   {"id":2,"cmd":"idle","ms":1000}     → CPU it used over that long (percent of one core)
  *   {"id":3,"cmd":"start"}              → inproc: starts a churn client in a Worker of this
  *                                          process, answers {"client":k} once it is calling
@@ -15,6 +16,7 @@
  * process exits when stdin closes.
  */
 
+import { dlopen, FFIType } from "bun:ffi";
 import { heapStats } from "bun:jsc";
 import { serve } from "../../src/index.ts";
 import { procFigures } from "../helpers/proc-figures.ts";
@@ -42,12 +44,18 @@ function heapFigures(): { arrayBuffers: number; promises: number; externalMiB: n
   return { arrayBuffers: h.objectTypeCounts.ArrayBuffer ?? 0, promises: h.objectTypeCounts.Promise ?? 0, externalMiB: h.extraMemorySize / 2 ** 20 };
 }
 
+/** glibc's malloc_trim: native libraries (UCX) allocate with malloc, whose arenas keep freed pages. */
+const trim = dlopen("libc.so.6", { malloc_trim: { args: [FFIType.u64], returns: FFIType.i32 } }).symbols.malloc_trim;
+
 async function settle(): Promise<void> {
   // Two rounds: the first GC queues finalizers (e.g. segment unmaps), the turn runs them.
   for (let i = 0; i < 2; i++) {
     Bun.gc(true);
     await Bun.sleep(20);
   }
+  // Free pages back to the kernel, so RSS counts what is still allocated, not what malloc kept
+  // from the busiest moment (a leak stays allocated and is still counted).
+  trim(0);
 }
 
 function startWorker(): Promise<Record<string, unknown>> {
