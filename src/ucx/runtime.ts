@@ -42,7 +42,7 @@ import { copyOut, ucpUnavailableReason, UcpContext, type UcpWorker } from "../ff
 import { BIND_ID_BYTES, bindKey } from "./address-exchange.ts";
 import { UcxRxPool } from "./rx.ts";
 import { WaitList } from "../contract/waitlist.ts";
-import { EFD_ARMED, EFD_IDLE, EFD_STOP } from "./efd-waiter.ts";
+import { EFD_ARMED, EFD_IDLE, EFD_READY, EFD_STOP } from "./efd-waiter.ts";
 
 export const AM_DATA = 1;
 export const AM_HELLO = 2;
@@ -406,8 +406,12 @@ export class UcxRuntime {
     Atomics.notify(ctl, 0);
     const r = Atomics.waitAsync(ctl, 0, EFD_ARMED);
     const woke = () => {
-      this.efdWaiting = false;
-      Atomics.store(ctl, 0, EFD_IDLE);
+      if (this.efdCtl === ctl) this.efdWaiting = false; // not a new helper's park (release() came between)
+      // SYNC: only the helper's READY goes back to IDLE. A STOP from release() (or
+      // onHelperError) also resolves this wait, and must stay for the helper to see: storing
+      // IDLE over it left the helper asleep for ever, one thread and its epoll fd and eventfd
+      // per connect / close round.
+      Atomics.compareExchange(ctl, 0, EFD_READY, EFD_IDLE);
       this.pump();
     };
     if (r.async) r.value.then(woke);

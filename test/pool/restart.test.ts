@@ -20,10 +20,9 @@ const td = new TextDecoder();
 /** UCX_TCP_CM_REUSEADDR: the killed server leaves its accepted sockets in TIME_WAIT; a restart on the same port needs SO_REUSEADDR (UCX defaults it off). */
 const UCX_ENV = { UCX_TLS: "tcp,self", UCX_TCP_CM_REUSEADDR: "y" };
 const fdLinks = () => readdirSync("/proc/self/fd").map((f) => { try { return `${f}:${readlinkSync(`/proc/self/fd/${f}`)}`; } catch { return f; } });
-/** The UCX runtime's epoll/eventfd pairs: not counted for ucx, see the test.failing below. */
+/** Epoll fds and eventfds: what a ucx idle-wait helper Worker left asleep held (test/ucx/lifecycle.test.ts). */
 const isUcxEventFd = (l: string) => l.endsWith("anon_inode:[eventpoll]") || l.endsWith("anon_inode:[eventfd]");
-let countUcxEventFds = true;
-const fds = () => fdLinks().filter((l) => countUcxEventFds || !isUcxEventFd(l)).length;
+const fds = () => fdLinks().length;
 const segmentMaps = () => readFileSync("/proc/self/maps", "utf8").split("\n").filter((l) => l.includes("/memfd:hotpath-")).length;
 const peers: Peer[] = [];
 const pools: ConnectionPool[] = [];
@@ -110,17 +109,10 @@ describe("pool: kill -9 and restart on the same address", () => {
         console.log(`ucx restart skipped: transport unavailable (${ucxReason})`);
         return;
       }
-      countUcxEventFds = false;
-      try {
-        await restartCase("ucx", "ucx://127.0.0.1:0", UCX_ENV);
-      } finally {
-        countUcxEventFds = true;
-      }
+      await restartCase("ucx", "ucx://127.0.0.1:0", UCX_ENV);
     }, 60_000);
 
-    // Known defect outside the pool (src/ucx): each connect + close leaves one epoll fd and one
-    // eventfd open in the client process, with or without a pool. Passes (as failing) while it lasts.
-    test.failing("ucx: connect/close rounds leave no epoll or eventfd behind", async () => {
+    test("ucx: pool connect / close rounds leave no epoll fd or eventfd behind", async () => {
       if (ucxReason) throw new Error(`ucx unavailable (${ucxReason})`);
       const p = await peer("ucx://127.0.0.1:0", UCX_ENV);
       const round = async () => {

@@ -4,7 +4,9 @@
  *     by itself (no timer, socket or stdin of its own holds it);
  *   - an endpoint that connects but never sends HELLO is closed after the listener's
  *     handshake timeout (its side sees the endpoint fail), and the listener keeps serving;
- *   - setWaitPolicy on one connection leaves the others' policies alone.
+ *   - setWaitPolicy on one connection leaves the others' policies alone;
+ *   - connect / close rounds: the idle-wait helper Worker started for a connection ends after
+ *     the last close (its thread, epoll fd and eventfd with it), so rounds leave nothing behind.
  */
 import { describe, expect, test } from "bun:test";
 import { connect, listen, rpcConnect, type Connection, type Listener } from "../../src/index.ts";
@@ -21,6 +23,26 @@ const s = await serve("ucx://127.0.0.1:0", { 1: (h) => h.data });
 console.log(s.url);
 const after = Number(process.env.CLOSE_AFTER_MS ?? 0);
 if (after > 0) setTimeout(() => s.close(), after);
+`;
+
+/**
+ * Client rounds in a process of its own (threads and fds of this test runner vary with what
+ * other files left): connect to argv[1], one call, close, settle; the figures after the first
+ * round and after four more (waiting up to 3 s for them to come back), as one JSON line.
+ */
+const ROUNDS = `
+import { readdirSync, readlinkSync } from "node:fs";
+import { rpcConnect } from "${INDEX}";
+const links = () => readdirSync("/proc/self/fd").map((f) => { try { return readlinkSync("/proc/self/fd/" + f); } catch { return ""; } });
+const figures = () => ({ threads: readdirSync("/proc/self/task").length, fds: links().length, eventFds: links().filter((l) => l.includes("eventpoll") || l.includes("eventfd")).length });
+const round = async () => { const c = await rpcConnect(process.argv[1]); await c.request(1, new Uint8Array([7])); c.close(); await Bun.sleep(150); };
+await round();
+const before = figures();
+for (let i = 0; i < 4; i++) await round();
+let after = figures();
+for (let t = 0; t < 30 && (after.threads > before.threads || after.fds > before.fds); t++) { await Bun.sleep(100); after = figures(); }
+console.log(JSON.stringify({ before, after }));
+process.exit(0);
 `;
 
 async function firstLine(proc: { stdout: ReadableStream<Uint8Array> }, ms: number): Promise<string> {
@@ -131,4 +153,23 @@ describe("ucx lifecycle (UCX_TLS=tcp,self)", () => {
       listener?.close(true);
     }
   });
+
+  test("connect / close rounds leave no thread, epoll fd or eventfd behind (the helper Worker ends)", async () => {
+    const server = Bun.spawn(["bun", "-e", ONLY_SERVES], { stdin: "ignore", stdout: "pipe", env: { ...process.env } });
+    try {
+      const url = await firstLine(server, 20000);
+      const client = Bun.spawn(["bun", "-e", ROUNDS, url], { stdin: "ignore", stdout: "pipe", env: { ...process.env } });
+      try {
+        const { before, after } = JSON.parse(await firstLine(client, 30000));
+        // Before the fix each round left its helper asleep: +1 thread, +1 epoll fd, +1 eventfd.
+        expect(after).toEqual(before);
+      } finally {
+        client.kill(9);
+        await client.exited;
+      }
+    } finally {
+      server.kill(9);
+      await server.exited;
+    }
+  }, 60_000);
 });
