@@ -437,6 +437,7 @@ export class UcxRuntime {
     const ctl = this.efdCtl;
     this.efdCtl = null;
     this.efdWorker = null;
+    this.efdWaiting = false; // the wake-up of a pending park() is for the old ctl and leaves this alone
     if (ctl !== null) {
       Atomics.store(ctl, 0, EFD_STOP); // resolves a park()'s waitAsync, which pumps again
       Atomics.notify(ctl, 0);

@@ -162,7 +162,10 @@ describe("ucx lifecycle (UCX_TLS=tcp,self)", () => {
       try {
         const { before, after } = JSON.parse(await firstLine(client, 30000));
         // Before the fix each round left its helper asleep: +1 thread, +1 epoll fd, +1 eventfd.
-        expect(after).toEqual(before);
+        // (Fewer fds after is fine: UCX closes some of the first round's sockets late.)
+        expect(after.threads).toBeLessThanOrEqual(before.threads);
+        expect(after.eventFds).toBeLessThanOrEqual(before.eventFds);
+        expect(after.fds).toBeLessThanOrEqual(before.fds);
       } finally {
         client.kill(9);
         await client.exited;
