@@ -8,6 +8,8 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { ConnectionPool } from "../../src/pool/pool.ts";
+import { transports } from "../../src/index.ts";
+import { useEnv } from "../helpers/env.ts";
 import { spawnPeer, type Peer, until } from "../helpers/peer.ts";
 
 const PEER = `${import.meta.dir}/pool-peer.ts`;
@@ -25,8 +27,12 @@ afterAll(async () => {
 
 const waitFor = (cond: () => boolean, what: string, ms = 10_000) => until(cond, what, ms);
 
-async function rollingRestart(name: string, first: string): Promise<void> {
-  const a = await spawnPeer(PEER, [first]);
+/** ucx over tcp; a listener on the port its predecessor left needs SO_REUSEADDR (README). */
+const UCX_ENV = { UCX_TLS: "tcp,self", UCX_TCP_CM_REUSEADDR: "y" };
+const ucxReason = (await transports()).find((t) => t.scheme === "ucx")?.unavailableReason;
+
+async function rollingRestart(name: string, first: string, env: Record<string, string> = {}): Promise<void> {
+  const a = await spawnPeer(PEER, [first], env);
   peers.push(a);
   const url: string = a.ready.url;
   const pool = new ConnectionPool({ backoff: { initialMs: 20, multiplier: 1.6, maxMs: 200, jitter: 0.2, minConnectTimeoutMs: 2000 }, timeoutMs: 15_000 });
@@ -53,7 +59,7 @@ async function rollingRestart(name: string, first: string): Promise<void> {
   a.proc.stdin.write("drain 2000\n");
   a.proc.stdin.flush();
   expect(await a.nextLine()).toBe("draining"); // A's listener is closed
-  const b = await spawnPeer(PEER, [url]);
+  const b = await spawnPeer(PEER, [url], env);
   peers.push(b);
   const drained = JSON.parse(await a.nextLine()).drained;
   await a.proc.exited;
@@ -79,4 +85,15 @@ describe("pool: rolling restart (drain A, start B on the same address) loses no 
   test("shm", async () => {
     await rollingRestart("shm", `shm://pool-drain-${process.pid}-${Math.random().toString(36).slice(2)}`);
   }, 60_000);
+
+  describe("ucx", () => {
+    useEnv(UCX_ENV);
+    test("ucx (UCX_TLS=tcp,self)", async () => {
+      if (ucxReason) {
+        console.log(`ucx rolling restart skipped: transport unavailable (${ucxReason})`);
+        return;
+      }
+      await rollingRestart("ucx", "ucx://127.0.0.1:0", UCX_ENV);
+    }, 60_000);
+  });
 });
