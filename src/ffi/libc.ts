@@ -41,6 +41,16 @@ export function eventfdCreate(): number {
   return fd;
 }
 
+/**
+ * Sets a variable of the C environment (setenv(3), overwriting): what native libraries read
+ * with getenv. Bun keeps process.env apart from it, so a value set from JS reaches them only
+ * this way. Thread: call before starting threads that read the environment (setenv is not
+ * safe beside a concurrent getenv).
+ */
+export function setCEnvironment(name: string, value: string): void {
+  if (C.setenv(cstr(name), cstr(value), 1) !== 0) fail(`setenv(${name})`);
+}
+
 export function closeFd(fd: number): void {
   if (C.close(fd) !== 0) fail(`close(${fd})`);
 }

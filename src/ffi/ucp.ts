@@ -18,6 +18,7 @@
 
 
 import { FFIType, JSCallback, ptr, read, type Pointer } from "bun:ffi";
+import { setCEnvironment } from "./libc.ts";
 import { applyUcxLogLevel, C, check, copyOut, cString, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
 import { off, size, UCP } from "./ucp-layout.ts";
 import { UcpEndpoint, type EndpointWorker } from "./ucp-endpoint.ts";
@@ -40,6 +41,16 @@ const DEFAULT_UCX_CONFIG: ReadonlyArray<{ env: string; key: string; value: strin
   // A transport setting goes to ucp_config_modify by its name inside the transport's table.
   { env: "UCX_TCP_PUT_ENABLE", key: "PUT_ENABLE", value: "n" },
 ];
+
+/**
+ * Settings UCX reads with getenv only (a connection manager's configuration is read when a
+ * worker is made, not from the ucp_config), so they go to the C environment, the user's value
+ * from process.env if there is one, else hotpath's default:
+ * - TCP_CM_REUSEADDR=y: the sockaddr listener sets SO_REUSEADDR, as tcp:// (Bun.listen) does;
+ *   without it a ucx server restarted on its port cannot listen while the old server's
+ *   connections sit in TIME_WAIT ("Device is busy"). test/pool/restart.test.ts.
+ */
+const DEFAULT_UCX_ENVIRONMENT: ReadonlyArray<{ env: string; value: string }> = [{ env: "UCX_TCP_CM_REUSEADDR", value: "y" }];
 
 export class UcpContext {
   handle: number;
@@ -66,7 +77,8 @@ export class UcpContext {
    * otherwise: only then does UCX track an endpoint's in-flight requests (rendezvous sends and
    * receives) and complete them with an error when the endpoint fails; without it (the default
    * in UCP_ERR_HANDLING_MODE_NONE) a dead peer's requests stay pending forever. The rest of
-   * DEFAULT_UCX_CONFIG applies the same way (a UCX_* variable the user set wins). UCX's log
+   * DEFAULT_UCX_CONFIG applies the same way (a UCX_* variable the user set wins), and
+   * DEFAULT_UCX_ENVIRONMENT through the C environment. UCX's log
    * level is set first (applyUcxLogLevel: UCX_LOG_LEVEL if the user set it, else quiet).
    * Every UCX_* variable of process.env is applied too (ucp_config_modify), so one set from JS
    * after the process started counts, as UcxRuntime.acquire's key assumes.
@@ -74,6 +86,7 @@ export class UcpContext {
   static create(opts: { rma: boolean }): UcpContext {
     const c = lib();
     applyUcxLogLevel();
+    for (const { env, value } of DEFAULT_UCX_ENVIRONMENT) setCEnvironment(env, process.env[env] ?? value);
     const config = new Out();
     check("ucp_config_read", c.ucp_config_read(null, null, config.p));
     try {

@@ -27,8 +27,7 @@ afterAll(async () => {
 
 const waitFor = (cond: () => boolean, what: string, ms = 10_000) => until(cond, what, ms);
 
-/** ucx over tcp; a listener on the port its predecessor left needs SO_REUSEADDR (README). */
-const UCX_ENV = { UCX_TLS: "tcp,self", UCX_TCP_CM_REUSEADDR: "y" };
+const UCX_ENV = { UCX_TLS: "tcp,self" };
 const ucxReason = (await transports()).find((t) => t.scheme === "ucx")?.unavailableReason;
 
 async function rollingRestart(name: string, first: string, env: Record<string, string> = {}): Promise<void> {

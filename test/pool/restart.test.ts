@@ -18,7 +18,8 @@ const PEER = `${import.meta.dir}/pool-peer.ts`;
 const te = new TextEncoder();
 const td = new TextDecoder();
 /** UCX_TCP_CM_REUSEADDR: the killed server leaves its accepted sockets in TIME_WAIT; a restart on the same port needs SO_REUSEADDR (UCX defaults it off). */
-const UCX_ENV = { UCX_TLS: "tcp,self", UCX_TCP_CM_REUSEADDR: "y" };
+/** No UCX_TCP_CM_REUSEADDR: hotpath's default lets the restarted server listen on its port. */
+const UCX_ENV = { UCX_TLS: "tcp,self" };
 const fdLinks = () => readdirSync("/proc/self/fd").map((f) => { try { return `${f}:${readlinkSync(`/proc/self/fd/${f}`)}`; } catch { return f; } });
 /** Epoll fds and eventfds: what a ucx idle-wait helper Worker left asleep held (test/ucx/lifecycle.test.ts). */
 const isUcxEventFd = (l: string) => l.endsWith("anon_inode:[eventpoll]") || l.endsWith("anon_inode:[eventfd]");
