@@ -18,8 +18,8 @@
 
 
 import { FFIType, JSCallback, ptr, read, type Pointer } from "bun:ffi";
-import { setCEnvironment } from "./libc.ts";
-import { applyUcxLogLevel, C, check, copyOut, cString, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
+import { readUcxConfig } from "./ucp-config.ts";
+import { C, check, copyOut, lib, Out, P, S, sockaddrIn, Struct, UcxError } from "./ucp-lib.ts";
 import { off, size, UCP } from "./ucp-layout.ts";
 import { UcpEndpoint, type EndpointWorker } from "./ucp-endpoint.ts";
 import { UcpMemory } from "./ucp-memory.ts";
@@ -28,29 +28,6 @@ import { RequestTable } from "./ucp-requests.ts";
 export { addressOf, copyInto, copyToAddress, copyOut, isStatusError, toView, sockaddrIn, ucpUnavailableReason, ucpVersion, ucxLogLevel, UcxError, type UcpVersion } from "./ucp-lib.ts";
 export { UcpEndpoint, UcpRkey } from "./ucp-endpoint.ts";
 export { UcpMemory } from "./ucp-memory.ts";
-
-/**
- * UCX settings hotpath changes from UCX's defaults, each unless the user's environment sets it:
- * - PROTO_INDIRECT_ID=on: a failed endpoint's requests complete (see UcpContext.create()).
- * - TCP_PUT_ENABLE=n: UCX 1.13's tcp transport aborts the process (tcp_ep.c assertion
- *   `UCT_TCP_EP_FLAG_PUT_TX_WAITING_ACK`) when peers die or leave during rendezvous puts; with
- *   puts off, rendezvous over tcp lanes uses its get/AM protocols instead.
- */
-const DEFAULT_UCX_CONFIG: ReadonlyArray<{ env: string; key: string; value: string }> = [
-  { env: "UCX_PROTO_INDIRECT_ID", key: "PROTO_INDIRECT_ID", value: "on" },
-  // A transport setting goes to ucp_config_modify by its name inside the transport's table.
-  { env: "UCX_TCP_PUT_ENABLE", key: "PUT_ENABLE", value: "n" },
-];
-
-/**
- * Settings UCX reads with getenv only (a connection manager's configuration is read when a
- * worker is made, not from the ucp_config), so they go to the C environment, the user's value
- * from process.env if there is one, else hotpath's default:
- * - TCP_CM_REUSEADDR=y: the sockaddr listener sets SO_REUSEADDR, as tcp:// (Bun.listen) does;
- *   without it a ucx server restarted on its port cannot listen while the old server's
- *   connections sit in TIME_WAIT ("Device is busy"). test/pool/restart.test.ts.
- */
-const DEFAULT_UCX_ENVIRONMENT: ReadonlyArray<{ env: string; value: string }> = [{ env: "UCX_TCP_CM_REUSEADDR", value: "y" }];
 
 export class UcpContext {
   handle: number;
@@ -85,31 +62,16 @@ export class UcpContext {
    */
   static create(opts: { rma: boolean }): UcpContext {
     const c = lib();
-    applyUcxLogLevel();
-    for (const { env, value } of DEFAULT_UCX_ENVIRONMENT) setCEnvironment(env, process.env[env] ?? value);
-    const config = new Out();
-    check("ucp_config_read", c.ucp_config_read(null, null, config.p));
+    const config = readUcxConfig();
     try {
-      for (const { env, key, value } of DEFAULT_UCX_CONFIG) {
-        if (process.env[env] === undefined) {
-          check(`ucp_config_modify(${key})`, c.ucp_config_modify(config.value as Pointer, ptr(cString(key)), ptr(cString(value))));
-        }
-      }
-      // process.env as this thread sees it now: Bun does not pass later changes to the C
-      // environment that ucp_config_read reads, so each UCX_* variable is applied by name (a
-      // name UCX's configuration does not know, e.g. a global option, is left to UCX's getenv).
-      for (const [name, value] of Object.entries(process.env)) {
-        if (!name.startsWith("UCX_") || value === undefined) continue;
-        c.ucp_config_modify(config.value as Pointer, ptr(cString(name.slice(4))), ptr(cString(value)));
-      }
       const params = new Struct(size("ucp_params_t"))
         .u64(off("ucp_params_t.field_mask"), UCP.UCP_PARAM_FIELD_FEATURES)
         .u64(off("ucp_params_t.features"), UCP.UCP_FEATURE_AM | UCP.UCP_FEATURE_WAKEUP | (opts.rma ? UCP.UCP_FEATURE_RMA | UCP.UCP_FEATURE_AMO64 : 0));
       const ctx = new Out();
-      check("ucp_init_version", c.ucp_init_version(UCP.UCP_API_MAJOR, UCP.UCP_API_MINOR, params.p, config.value as Pointer, ctx.p));
+      check("ucp_init_version", c.ucp_init_version(UCP.UCP_API_MAJOR, UCP.UCP_API_MINOR, params.p, config as Pointer, ctx.p));
       return new UcpContext(ctx.value, opts.rma);
     } finally {
-      c.ucp_config_release(config.value as Pointer);
+      c.ucp_config_release(config as Pointer);
     }
   }
 
