@@ -17,6 +17,8 @@ import { off, UCP } from "./ucp-layout.ts";
  * that this file imports nothing of ucp.ts (ucp.ts imports this one).
  */
 export interface EndpointWorker {
+  /** The ucp_worker_h (fence()). */
+  readonly handle: number;
   depth: number;
   readonly closing: Set<number>;
   /** The AM send param for sends that must complete inside the call (FORCE_IMM_CMPL, REPLY): constant, shared. */
@@ -132,6 +134,34 @@ export class UcpEndpoint {
     w.depth--;
     w.putParams(p);
     w.settle(Number(sp), id, this);
+  }
+
+  /**
+   * Remote completion of this endpoint's RMA and atomics (ucp_ep_flush_nbx): `done(UCS_OK)` runs
+   * once every put / get / CSWAP issued on the endpoint before the call has completed at the
+   * target too (a put's own completion is local only: its buffer may be reused). At once,
+   * inside the call, when UCX has nothing outstanding (shared memory's CMA puts complete in
+   * the call that issues them). Thread: the worker's, outside UCX callbacks.
+   */
+  flush(done: (status: number) => void): void {
+    const w = this.worker;
+    const id = w.track((st) => done(st));
+    const p = w.sendParams(id, 0);
+    w.depth++;
+    const sp = lib().ucp_ep_flush_nbx(this.handle as Pointer, p.p);
+    w.depth--;
+    w.putParams(p);
+    w.settle(Number(sp), id, this);
+  }
+
+  /**
+   * ucp_worker_fence on this endpoint's worker (every endpoint of it): in UCX 1.13 a weak fence,
+   * uct_iface_fence on each transport interface, which orders operations within one interface
+   * only; it does not make a put on one lane (CMA, or tcp's RMA lane) land before an Active
+   * Message on another. Order a put before a message with flush() instead. Thread: the worker's.
+   */
+  fence(): void {
+    check("ucp_worker_fence", lib().ucp_worker_fence(this.worker.handle as Pointer));
   }
 
   /**

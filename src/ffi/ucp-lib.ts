@@ -50,6 +50,8 @@ const ucpSymbols = {
   ucp_put_nbx: { args: [P, P, U64, U64, P, P], returns: SP },
   ucp_get_nbx: { args: [P, P, U64, U64, P, P], returns: SP },
   ucp_atomic_op_nbx: { args: [P, FFIType.i32, P, U64, U64, P, P], returns: SP },
+  ucp_ep_flush_nbx: { args: [P, P], returns: SP },
+  ucp_worker_fence: { args: [P], returns: S },
   // libc's, found through libucp's own dependencies (dlsym on a library handle searches them):
   // one call copies a received message out of UCX memory into JS memory (see copyInto).
   memcpy: { args: [P, P, U64], returns: P },

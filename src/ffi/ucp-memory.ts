@@ -7,9 +7,13 @@
  * for as long as JS holds it, and the GC frees it when the last view goes. A view that outlives
  * the registration (a region kept after its connection closed) reads what was last written
  * instead of faulting.
+ * UcpContext.memRegister registers memory the caller already has (a kv arena: an ArrayBuffer
+ * or a huge-page mapping) the same way, with no allocation: this object keeps a reference to
+ * the view, so the JS memory stays alive while it is registered.
  * Thread: the context's.
  *
  *   const mem = ctx.memMap(4096);  mem.view.fill(0);  send(mem.packRkey());  mem.close();
+ *   const arena = ctx.memRegister(store.arena);  // the same bytes, registered in place
  */
 
 import { ptr, toArrayBuffer, type Pointer } from "bun:ffi";
@@ -44,7 +48,20 @@ export class UcpMemory {
   static map(ctxHandle: number, lenBytes: number, registrations: { live: number }): UcpMemory {
     const backing = new ArrayBuffer(lenBytes + PAGE_BYTES);
     const start = (PAGE_BYTES - (Number(ptr(new Uint8Array(backing))) % PAGE_BYTES)) % PAGE_BYTES;
-    const view = new Uint8Array(backing, start, lenBytes);
+    return UcpMemory.register(ctxHandle, new Uint8Array(backing, start, lenBytes), registrations);
+  }
+
+  /**
+   * Registers `view`'s bytes as they are (ucp_mem_map with UCP_MEM_MAP_PARAM_FIELD_ADDRESS and
+   * no UCP_MEM_MAP_ALLOCATE flag: UCX allocates nothing and never frees the memory); the object
+   * keeps `view` reachable until the GC drops the object, so the memory outlives the
+   * registration. `view` must not be empty and must be over an ArrayBuffer (or a mapping) whose
+   * storage never moves: its `.buffer` is touched first, which pins a small typed array's bytes.
+   */
+  static register(ctxHandle: number, view: Uint8Array, registrations: { live: number }): UcpMemory {
+    const lenBytes = view.length;
+    if (lenBytes === 0) throw new UcxError("ucp_mem_map (empty memory)", UCP.UCS_ERR_INVALID_PARAM);
+    void view.buffer; // a GC-heap typed array moves its bytes out of line once; never after
     const params = new Struct(size("ucp_mem_map_params_t"))
       .u64(off("ucp_mem_map_params_t.field_mask"), UCP.UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP.UCP_MEM_MAP_PARAM_FIELD_LENGTH)
       .ptrAt(off("ucp_mem_map_params_t.address"), ptr(view))

@@ -96,6 +96,12 @@ export class UcpContext {
     return UcpMemory.map(this.handle, lenBytes, this.registrations);
   }
 
+  /** Registers memory the caller already has (`view`, kept reachable by the result) for remote access; allocates nothing (ucp-memory.ts). */
+  memRegister(view: Uint8Array): UcpMemory {
+    if (!this.rma) throw new UcxError("ucp_mem_map (this context was made without RMA)", UCP.UCS_ERR_INVALID_PARAM);
+    return UcpMemory.register(this.handle, view, this.registrations);
+  }
+
   close(): void {
     if (this.handle === 0) return;
     let clean = true;

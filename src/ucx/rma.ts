@@ -22,6 +22,14 @@
  * RMA writes and reads the address a peer names; CMA reaches any address of a process of the
  * same uid): there a descriptor is a bearer capability that outlives deregistration, and every
  * peer of an RMA runtime can reach every address of this process, registered or not.
+ *
+ * Shared regions: memory this process already has (a kv store's arena) is registered once per
+ * RMA runtime (`SharedRegion.register(rt, bytes)`: one ucp_mem_map of those very bytes, no
+ * allocation, the rkey packed once) and every connection of that runtime hands out the same
+ * descriptor; its owner (not a connection) deregisters it with close(). Ordering: a put's own
+ * completion is local; `remote.flush()` (ucp_ep_flush_nbx) resolves once every earlier put of
+ * the connection has landed at the target, which is what a message that announces the bytes
+ * must wait for (ucp_worker_fence in UCX 1.13 orders within one transport interface only).
  */
 
 import { ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
@@ -72,14 +80,7 @@ export class LocalRegion {
   /** Bytes a peer passes to attachRegion(). */
   descriptor(): Uint8Array {
     if (this.mem === null) throw new UsageError("ucx region is closed");
-    const rkey = this.mem.packRkey();
-    const out = new Uint8Array(DESC_FIXED + rkey.length);
-    const dv = new DataView(out.buffer);
-    dv.setBigUint64(0, BigInt(this.mem.address), true);
-    dv.setBigUint64(8, BigInt(this.lenBytes), true);
-    dv.setUint32(16, rkey.length, true);
-    out.set(rkey, DESC_FIXED);
-    return out;
+    return encodeDescriptor(this.mem.address, this.lenBytes, this.mem.packRkey());
   }
 
   /** Deregisters the memory; `view` stays readable and writable. Twice is safe. */
@@ -88,6 +89,67 @@ export class LocalRegion {
     this.mem = null;
     mem?.close();
   }
+}
+
+/**
+ * Memory the caller already has (`view`), registered for one-sided access by every peer of one
+ * RMA runtime: one registration (ucp_mem_map of those bytes in place) and one packed rkey per
+ * runtime, whatever the number of connections. The region keeps `view` (and so the JS memory)
+ * reachable; close() deregisters it, which closing a connection does not. What a closed region
+ * still lets a peer do depends on the UCX transport (module comment). Thread: the runtime's.
+ *
+ *   const arena = SharedRegion.register(conn.rt, store.arena);  reply(arena.descriptor());  …  arena.close();
+ */
+export class SharedRegion {
+  private mem: UcpMemory | null;
+  private readonly desc: Uint8Array;
+  readonly view: Uint8Array;
+  readonly lenBytes: number;
+
+  private constructor(
+    /** The runtime whose connections may use it. */
+    readonly rt: UcxRuntime,
+    view: Uint8Array,
+  ) {
+    if (!rt.rma) throw new UsageError("ucx SharedRegion: this runtime has no RMA (listen with ucx: { rma: true })");
+    if (view.length === 0) throw new UsageError("ucx SharedRegion: the memory is empty");
+    this.mem = rt.ctx.memRegister(view);
+    this.view = view;
+    this.lenBytes = view.length;
+    this.desc = encodeDescriptor(this.mem.address, this.lenBytes, this.mem.packRkey());
+  }
+
+  /** Registers `view` for the runtime `rt` (UsageError without RMA or for empty memory). */
+  static register(rt: UcxRuntime, view: Uint8Array): SharedRegion {
+    return new SharedRegion(rt, view);
+  }
+
+  get closed(): boolean {
+    return this.mem === null;
+  }
+
+  /** The descriptor a peer passes to attachRegion(): the same bytes on every call (do not modify them). */
+  descriptor(): Uint8Array {
+    if (this.mem === null) throw new UsageError("ucx shared region is closed");
+    return this.desc;
+  }
+
+  /** Deregisters the memory (ucp_mem_unmap); `view` stays the caller's memory. Twice is safe. */
+  close(): void {
+    const mem = this.mem;
+    this.mem = null;
+    mem?.close();
+  }
+}
+
+function encodeDescriptor(address: number, lenBytes: number, rkey: Uint8Array): Uint8Array {
+  const out = new Uint8Array(DESC_FIXED + rkey.length);
+  const dv = new DataView(out.buffer);
+  dv.setBigUint64(0, BigInt(address), true);
+  dv.setBigUint64(8, BigInt(lenBytes), true);
+  dv.setUint32(16, rkey.length, true);
+  out.set(rkey, DESC_FIXED);
+  return out;
 }
 
 export interface CasResult {
@@ -139,6 +201,32 @@ export class RemoteRegion {
     const buf = new Uint8Array(len);
     await this.run("get", (done) => this.conn.ep.get(buf, this.address + offset, rkey, done));
     return buf;
+  }
+
+  /**
+   * Reads `dst.length` bytes at `offset` into `dst` and calls `done(status)` (UCS_OK, or a UCX
+   * error status): the hot path's get, no promise and no allocation. `dst` must be an ArrayBuffer-backed array that stays
+   * untouched until `done` (at once, inside the call, where the transport reads synchronously:
+   * shared memory's CMA). Throws UsageError / TransportClosedError like get().
+   */
+  readInto(offset: number, dst: Uint8Array, done: (status: number) => void): void {
+    const rkey = this.check("get", offset, dst.length);
+    this.conn.ep.get(dst, this.address + offset, rkey, done);
+    this.conn.sent();
+  }
+
+  /**
+   * Resolves once every put (and CAS) this connection issued before the call has completed at
+   * the target (ucp_ep_flush_nbx): then a message announcing those bytes cannot overtake them.
+   */
+  flush(): Promise<void> {
+    if (this.rkey === null || this.conn.closed) return Promise.reject(new TransportClosedError(`ucx flush: the connection to ${this.conn.peer} is closed`));
+    return this.run("flush", (done) => this.conn.ep.flush(done));
+  }
+
+  /** ucp_worker_fence (see UcpEndpoint.fence: in UCX 1.13 it does not order a put before an Active Message). */
+  fence(): void {
+    this.conn.ep.fence();
   }
 
   /** Writes `bytes` at `offset` of the remote region (copied before it returns). */
