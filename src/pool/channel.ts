@@ -199,6 +199,15 @@ export class Channel {
     return (this.live ? 1 : 0) + this.retiring.size;
   }
 
+  /**
+   * The READY connection's rpc Client, null when there is none (or it is draining): for
+   * hot-path calls made on it directly (Client.call), which bypass request()'s bookkeeping.
+   */
+  get readyClient(): Client<any> | null {
+    const l = this.live;
+    return l !== null && !l.draining ? l.client : null;
+  }
+
   /** Starts connecting if IDLE (calls do this themselves). */
   connect(): void {
     this.want();

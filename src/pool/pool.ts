@@ -21,6 +21,7 @@
 
 import { HotpathError, UsageError } from "../errors.ts";
 import { raw, type Codec } from "../rpc/codec.ts";
+import type { Client } from "../rpc/client.ts";
 import type { ServiceClient, ServiceDef } from "../rpc/service.ts";
 import { Channel, type CallOptions, type ChannelOptions, type ConnectivityState } from "./channel.ts";
 
@@ -46,6 +47,8 @@ export interface PooledClient<S extends ServiceDef = {}> {
   readonly state: ConnectivityState;
   request(method: number, data: Uint8Array, opts?: CallOptions): Promise<Uint8Array>;
   readonly svc: ServiceClient<S>;
+  /** A READY connection's rpc Client (Channel.readyClient), null when none is READY. */
+  readonly rpc: Client<any> | null;
 }
 
 export interface TargetStats {
@@ -158,6 +161,10 @@ export class ConnectionPool implements AsyncDisposable {
       url,
       get state() {
         return target.state;
+      },
+      get rpc() {
+        for (const c of target.channels) if (c.readyClient !== null) return c.readyClient;
+        return null;
       },
       request,
       svc: svc as ServiceClient<S>,
