@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 # ucx-utils: ucx_perftest, the benchmark reference.
 # fonts-dejavu-core: text in the benchmark's PNG charts; iproute2: the across-nodes test's
 # network namespaces; openssl: the CLI the tcp TLS tests make their CA and certificates with.
-APT_PACKAGES=(libucx0 libucx-dev ucx-utils fonts-dejavu-core iproute2 openssl)
+# redis-server: the kv benchmark's Redis reference (it pulls in redis-tools: redis-benchmark);
+# the benchmark starts its own server, Debian's service is left as the package installs it.
+APT_PACKAGES=(libucx0 libucx-dev ucx-utils fonts-dejavu-core iproute2 openssl redis-server)
 
 if ! command -v bun >/dev/null 2>&1; then
   echo "setup: installing Bun from npm (npm i -g bun)" >&2
