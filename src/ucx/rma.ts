@@ -229,15 +229,21 @@ export class RemoteRegion {
     this.conn.ep.fence();
   }
 
-  /** Writes `bytes` at `offset` of the remote region (copied before it returns). */
-  put(offset: number, bytes: Uint8Array): Promise<void> {
+  /**
+   * Writes `bytes` at `offset` of the remote region: copied before it returns, or with
+   * `{ copy: false }` read in place, so the caller must leave `bytes` untouched until the
+   * promise settles (the large-put path: no copy of a 256 KiB value).
+   */
+  put(offset: number, bytes: Uint8Array, opts?: { copy?: boolean }): Promise<void> {
     let rkey: UcpRkey;
     try {
       rkey = this.check("put", offset, bytes.length);
     } catch (e) {
       return Promise.reject(e);
     }
-    const own = bytes.slice();
+    let own = bytes;
+    if (opts?.copy === false) void bytes.buffer; // pins a GC-heap array's bytes before UCX takes their address
+    else own = bytes.slice();
     return this.run("put", (done) => this.conn.ep.put(own, this.address + offset, rkey, done));
   }
 

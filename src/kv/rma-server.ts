@@ -1,0 +1,128 @@
+/**
+ * The server side of one-sided access (protocol.ts's KvRmaServer), for a KvServer with
+ * `oneSided`: on HELLO over a ucx connection with RMA it offers the store's whole arena (one
+ * SharedRegion per RMA runtime: registered once, whatever the number of connections, with one
+ * descriptor every client of that runtime attaches) and, with `writeBufferBytes` > 0, a write
+ * buffer of the connection's own (a LocalRegion, deregistered with its connection). A COMMIT
+ * stores what the client put at offset 0 of its write buffer, after checking its length and
+ * crc32 against the bytes there: a mismatch is refused with ProtocolError and nothing is
+ * stored, so a COMMIT that overtook its put (or a lying client) never stores torn bytes.
+ *
+ * Contract: the arena stays registered until close() (the server closes it before it frees the
+ * arena); connections of other transports (and ucx without RMA) are offered nothing. What a
+ * registration protects depends on the UCX transport (src/ucx/rma.ts): over UCX's tcp and
+ * shared-memory transports every RMA peer can read (and write) any address of the server
+ * process, so one-sided access is for trusted clients, as every RMA runtime is.
+ *
+ *   const rma = createRmaServer(store, { writeBufferBytes: 1 << 20 });
+ *   kvServe({ ..., }, { rma });   // server.ts calls onHello / onCommit / onConnectionClose / close
+ *
+ * Thread: the server's (inline in request delivery).
+ */
+
+import { ProtocolError } from "../errors.ts";
+import type { Connection } from "../contract/transport.ts";
+import type { UcxConnection } from "../ucx/connection.ts";
+import { SharedRegion, type LocalRegion } from "../ucx/rma.ts";
+import type { UcxRuntime } from "../ucx/runtime.ts";
+import type { CommitRequest, KvHelloOffer, KvRmaServer } from "./protocol.ts";
+import type { KvStore } from "./store.ts";
+
+const EMPTY = new Uint8Array(0);
+
+export interface RmaServerOptions {
+  /** Bytes of each connection's write buffer; 0: none (large puts go by KV_PUT). */
+  writeBufferBytes: number;
+}
+
+/** Counters for tests and the bench. */
+export interface RmaServerStats {
+  /** Arena registrations open now (one per RMA runtime that served a HELLO). */
+  arenaRegistrations: number;
+  /** Write buffers open now (one per connection that HELLOed). */
+  writeBuffers: number;
+  commits: number;
+  /** COMMITs refused: length or crc32 did not match the write buffer. */
+  commitsRefused: number;
+}
+
+class RmaServer implements KvRmaServer {
+  private readonly arenas = new Map<UcxRuntime, SharedRegion>();
+  private readonly buffers = new Map<Connection, LocalRegion>();
+  private closed = false;
+  private commits = 0;
+  private refused = 0;
+
+  constructor(
+    private readonly store: KvStore,
+    private readonly opts: RmaServerOptions,
+  ) {}
+
+  onHello(conn: Connection): KvHelloOffer | null {
+    if (this.closed || conn.transport !== "ucx" || !conn.caps.rma) return null;
+    const ucx = conn as UcxConnection;
+    let arena = this.arenas.get(ucx.rt);
+    if (arena === undefined || arena.closed) {
+      arena = SharedRegion.register(ucx.rt, this.store.arena);
+      this.arenas.set(ucx.rt, arena);
+    }
+    let writeBufDesc: Uint8Array = EMPTY;
+    let writeBufBytes = 0;
+    if (this.opts.writeBufferBytes > 0) {
+      let buf = this.buffers.get(conn);
+      if (buf === undefined || buf.closed) {
+        buf = ucx.registerMemory(this.opts.writeBufferBytes);
+        this.buffers.set(conn, buf);
+      }
+      writeBufDesc = buf.descriptor();
+      writeBufBytes = buf.lenBytes;
+    }
+    return { arenaDesc: arena.descriptor(), writeBufDesc, writeBufBytes };
+  }
+
+  onCommit(conn: Connection, req: CommitRequest): number {
+    const buf = this.buffers.get(conn);
+    if (buf === undefined || buf.closed) throw new ProtocolError(`kv COMMIT from ${conn.peer}: this connection was offered no write buffer`);
+    if (req.valueLen > buf.lenBytes) {
+      this.refused++;
+      throw new ProtocolError(`kv COMMIT from ${conn.peer}: value of ${req.valueLen} bytes, the write buffer holds ${buf.lenBytes}`);
+    }
+    const value = buf.view.subarray(0, req.valueLen);
+    const crc = Bun.hash.crc32(value) >>> 0;
+    if (crc !== req.crc >>> 0) {
+      this.refused++;
+      throw new ProtocolError(`kv COMMIT from ${conn.peer}: crc32 0x${(req.crc >>> 0).toString(16)} does not match the ${req.valueLen} bytes in the write buffer (0x${crc.toString(16)}); nothing stored`);
+    }
+    const version = this.store.put(req.key, value);
+    this.commits++;
+    return version;
+  }
+
+  onConnectionClose(conn: Connection): void {
+    // The connection deregisters its regions itself as it closes; forget ours.
+    this.buffers.get(conn)?.close();
+    this.buffers.delete(conn);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const b of this.buffers.values()) b.close();
+    this.buffers.clear();
+    for (const a of this.arenas.values()) a.close();
+    this.arenas.clear();
+  }
+
+  stats(): RmaServerStats {
+    let open = 0;
+    for (const a of this.arenas.values()) if (!a.closed) open++;
+    return { arenaRegistrations: open, writeBuffers: this.buffers.size, commits: this.commits, commitsRefused: this.refused };
+  }
+}
+
+/**
+ * The one-sided part of a kv server over `store` (its arena must stay allocated until close()).
+ * Owned by the server, which calls close() before it frees the arena. Thread: the server's.
+ */
+export function createRmaServer(store: KvStore, opts: RmaServerOptions): KvRmaServer & { stats(): RmaServerStats } {
+  return new RmaServer(store, opts);
+}
