@@ -308,3 +308,48 @@ export function describeThrown(e: unknown, withName = false): string {
 // AuthError): each class's name is pinned to the name it is exported under.
 const EXPORTED_CLASSES = { HotpathError, UsageError, NativeError, TransportClosedError, ProtocolError, MessageTooLargeError, TimeoutError, CancelledError, ConnectError, AuthError, TransportUnavailableError, UcxUnavailableError, RdmaUnavailableError, RemoteError };
 for (const [name, cls] of Object.entries(EXPORTED_CLASSES)) Object.defineProperty(cls, "name", { value: name });
+
+// --- kv (src/kv): the store's errors. Registered below like an application's classes, so a
+// kv handler's throw comes back to the caller as the same class (message kept) with no
+// registerError() call by any kv user.
+
+/** No memory for the value: eviction is off, or evicting could not make room. The old value (if any) stays. */
+export class KvFullError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_KV_FULL", message, options);
+  }
+}
+
+/** A key that is empty or longer than the store's maxKeyBytes; the message names the length and the limit. */
+export class KvKeyError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_KV_KEY", message, options);
+  }
+}
+
+/** A value longer than maxValueBytes, or than the arena can ever hold; the message names both. */
+export class KvValueTooLargeError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_KV_VALUE", message, options);
+  }
+}
+
+/** A snapshot that cannot be read or written, is truncated, or fails a check; the message names the path and the problem. */
+export class KvSnapshotError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_KV_SNAPSHOT", message, options);
+  }
+}
+
+/** The server owning a key is not reachable now (client side; `cause` is the pool's error); the message names its URL. */
+export class KvUnavailableError extends HotpathError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super("E_KV_UNAVAILABLE", message, options);
+  }
+}
+
+const KV_CLASSES = { KvFullError, KvKeyError, KvValueTooLargeError, KvSnapshotError, KvUnavailableError };
+for (const [name, cls] of Object.entries(KV_CLASSES)) {
+  Object.defineProperty(cls, "name", { value: name });
+  registerError(cls);
+}

@@ -23,9 +23,9 @@
  *   m.close();
  */
 
-import { ptr, type Pointer } from "bun:ffi";
+import { ptr, toArrayBuffer, type Pointer } from "bun:ffi";
 import { NativeError } from "../errors.ts";
-import { C, cstr, EINTR, ENOPROTOOPT, errno, fail, LINUX, O_RDWR, STATX } from "./libc-lib.ts";
+import { C, cstr, EINTR, ENOPROTOOPT, errno, fail, LINUX, MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, O_RDWR, PROT_READ_WRITE, STATX } from "./libc-lib.ts";
 
 export { EACCES, EAGAIN, EBADF, EEXIST, EINTR, EINVAL, ENOENT, ENOPROTOOPT, ENOSYS, EPERM, errno, ESRCH, ETIMEDOUT, EWOULDBLOCK, LINUX, STATX } from "./libc-lib.ts";
 export { freshSharedBuffer, futexWait, releaseFreshSharedBuffer, futexWake, mappedSegmentCount, memfdCreate, PAGE_BYTES, placeMappingsOffsetForTests, ShmMapping, shmUnlink } from "./shm-mapping.ts";
@@ -313,4 +313,39 @@ export function peerGone(socketFd: number, pidfd: number): boolean {
   const sock = (pollfds2[1]! >>> 16) & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL);
   const proc = (pollfds2[3]! >>> 16) & (POLLIN | POLLHUP | POLLERR | POLLNVAL);
   return (socketFd >= 0 && sock !== 0) || proc !== 0;
+}
+
+/** x86-64's default huge page (Hugepagesize in /proc/meminfo); an anonymous MAP_HUGETLB mapping is a multiple of it. */
+export const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
+const MAP_HUGETLB = 0x40000;
+
+/** A huge-page mapping: the memory as an ArrayBuffer and where it lies. */
+export interface HugePageMapping {
+  readonly buffer: ArrayBuffer;
+  readonly address: number;
+  readonly lenBytes: number;
+}
+
+/**
+ * An anonymous private MAP_HUGETLB mapping of `lenBytes` (a multiple of HUGE_PAGE_BYTES), zeroed,
+ * as an ArrayBuffer over it. NativeError (ENOMEM when the huge-page pool is too small, e.g.
+ * vm.nr_hugepages 0). The caller gives the pages back with releaseHugePages(). Thread: any.
+ */
+export function mapHugePages(lenBytes: number): HugePageMapping {
+  if (lenBytes <= 0 || lenBytes % HUGE_PAGE_BYTES !== 0) throw new NativeError("mmap(MAP_HUGETLB)", 0, `length ${lenBytes} is not a positive multiple of ${HUGE_PAGE_BYTES}`);
+  const p = C.mmap(null, lenBytes, PROT_READ_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB, -1, 0);
+  // MAP_FAILED is (void*)-1.
+  if (p === null || Number(p) === 0 || Number(p) === -1 || Number(p) >= 2 ** 64 - 4096) fail(`mmap(${lenBytes} bytes, MAP_HUGETLB)`);
+  return { buffer: toArrayBuffer(p, 0, lenBytes), address: Number(p), lenBytes };
+}
+
+/**
+ * Gives a mapHugePages() mapping's huge pages back to the kernel at once by mapping ordinary
+ * anonymous zero pages over its range (MAP_FIXED): views still held read zeros instead of
+ * faulting, and the range costs no memory until touched. The address range itself stays
+ * reserved (never munmap'ed under a live ArrayBuffer). Twice is harmless. Thread: any.
+ */
+export function releaseHugePages(m: HugePageMapping): void {
+  const r = C.mmap(m.address as unknown as Pointer, m.lenBytes, PROT_READ_WRITE, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1, 0);
+  if (r === null || Number(r) !== m.address) fail(`mmap(MAP_FIXED over ${m.lenBytes} huge-page bytes)`);
 }
