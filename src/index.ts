@@ -43,3 +43,14 @@ export { Backoff, backoffPolicy, attemptTimes, seededRandom, DEFAULT_BACKOFF } f
 export type { BackoffPolicy, Random } from "./pool/backoff.ts";
 export { realClock, ManualClock } from "./pool/clock.ts";
 export type { Clock, TimerHandle } from "./pool/clock.ts";
+// kv: the key-value store (server, client, store) on the RPC layer. Loaded on first use, like the
+// transports (the store's arena may map huge pages through the FFI): kvServe / kvConnect load it
+// themselves, loadKv() hands over the whole module (KvStore, protocol, hashing). The kv error
+// classes come with errors.ts above.
+export type { KvServer, KvServerOptions, KvServerHooks, KvClient, KvClientOptions, KvKey, KvOnResult, KvStore, KvStoreOptions, KvStoreStats, KvCasResult, KvValue, KvLayout, KvHello, KvServerConn } from "./kv/index.ts";
+/** The kv module (src/kv/index.ts), loaded on first call. */
+export const loadKv = (): Promise<typeof import("./kv/index.ts")> => import("./kv/index.ts");
+/** See src/kv/server.ts: serves one KvStore on every URL of `opts.listen`. */
+export const kvServe = async (...args: Parameters<typeof import("./kv/index.ts").kvServe>): Promise<import("./kv/index.ts").KvServer> => (await loadKv()).kvServe(...args);
+/** See src/kv/client.ts: connects to one or more kv servers. */
+export const kvConnect = async (...args: Parameters<typeof import("./kv/index.ts").kvConnect>): Promise<import("./kv/index.ts").KvClient> => (await loadKv()).kvConnect(...args);

@@ -1,0 +1,313 @@
+/**
+ * The kv server: one KvStore served over one or more listeners (any transport) by one RPC
+ * Server, with synchronous handlers for the protocol in protocol.ts.
+ *
+ *   await using kv = await kvServe({ listen: ["shm://kv", "tcp://127.0.0.1:0"], memoryBytes: 64 << 20 });
+ *   kv.urls; // ["shm://kv", "tcp://127.0.0.1:40123"]
+ *
+ * Contract:
+ * - Every listener serves the same store; handlers run on the server's thread, inline in
+ *   request delivery, and never await. A reply is built straight from the store's view of the
+ *   value: into a transport buffer (allocReply) when the value is larger than what the
+ *   transport sends inline, else into one scratch buffer the transport copies from.
+ * - The store's errors (KvFullError, KvKeyError, KvValueTooLargeError, KvSnapshotError,
+ *   UsageError) go back as error replies under their own names, so the caller gets the same
+ *   class; a malformed body gets a ProtocolError reply and the session goes on.
+ * - maxValueBytes is lowered to what every listener can carry (a shm / inproc session's largest
+ *   slab class, 16 MiB by default; 64 MiB elsewhere) minus the protocol's overhead.
+ * - `snapshot`: loaded at start when the file exists (a bad one fails kvServe with
+ *   KvSnapshotError, nothing listens); saved on SAVE and on close() (unless `save: false`).
+ * - `oneSided` (default true): ucx listeners are opened with `ucx: { rma: true }` and HELLO on
+ *   such a connection offers the arena and a write buffer (rma-server.ts). Elsewhere HELLO
+ *   offers nothing (flags 0).
+ * - `wait` with mode "spin" or "blocking": the server busy-polls its connections, yielding to
+ *   the event loop every SPIN_SLICE_MS (to accept connections and serve tcp); other modes are
+ *   event-driven.
+ * - close() drains (GOAWAY, calls in flight finish, at most drainMs), saves, frees the arena.
+ *
+ * Threading: the thread that called kvServe.
+ */
+
+import { existsSync } from "node:fs";
+import { listen } from "../connect/registry.ts";
+import { EMPTY_BYTES } from "../bytes.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, SEND_FULL, type Connection, type Listener, type ListenOptions, type WaitPolicy } from "../contract/transport.ts";
+import { HotpathError, UsageError, describeThrown, errorNameOf } from "../errors.ts";
+import { Server, type RequestHandle } from "../rpc/server.ts";
+import { DEFAULT_SEGMENT_CONFIG } from "../segment/layout.ts";
+import { KvStore, type KvStoreOptions } from "./store.ts";
+import { createRmaServer } from "./rma-server.ts";
+import * as p from "./protocol.ts";
+
+export interface KvServerOptions extends KvStoreOptions {
+  /** One or more URLs, all serving the same store. */
+  listen: string[];
+  /** Loaded at start if the file exists; saved on close() and SAVE. */
+  snapshot?: string;
+  /** Default true: ucx listeners get `ucx: { rma: true }` and HELLO offers the arena. */
+  oneSided?: boolean;
+  /** Per-client RMA write buffer for large puts; default 1 MiB; 0 = none. */
+  writeBufferBytes?: number;
+  /** Passed to the listeners (the bench uses spin). */
+  wait?: Partial<WaitPolicy>;
+}
+
+export interface KvServer extends AsyncDisposable {
+  /** The real URLs (port 0 resolved), in the order of `listen`. */
+  readonly urls: string[];
+  readonly store: KvStore;
+  /** The RPC server (its sessions, busy refusals). */
+  readonly server: Server;
+  /**
+   * Graceful: stops listening, drains (GOAWAY; calls in flight finish, at most `drainMs`,
+   * default 1000), saves the snapshot when one is configured (unless `save: false`), frees
+   * the arena. Idempotent.
+   */
+  close(opts?: { save?: boolean; drainMs?: number }): Promise<void>;
+}
+
+/** Optional parts plugged in by their owners (tests may pass their own). */
+export interface KvServerHooks {
+  /** One-sided access; default: rma-server.ts's when `oneSided` and a ucx listener is asked for. */
+  rma?: p.KvRmaServer;
+}
+
+export const DEFAULT_WRITE_BUFFER_BYTES = 1 << 20;
+/** Spin mode: how long the server busy-polls before it lets the event loop run (accepts, tcp, timers). */
+const SPIN_SLICE_MS = 2;
+const DEFAULT_DRAIN_MS = 1000;
+const GET_ABSENT = (() => {
+  const b = new Uint8Array(p.GET_RESPONSE_OVERHEAD);
+  p.writeGetResponse(b, false, 0, null);
+  return b;
+})();
+const ONE = new Uint8Array([1]);
+const ZERO = new Uint8Array([0]);
+
+/** The largest body a listener of this URL carries with default options. */
+export function listenerMessageLimit(url: string): number {
+  const scheme = url.slice(0, Math.max(0, url.indexOf(":"))).toLowerCase();
+  if (scheme === "shm" || scheme === "inproc") {
+    const classes = DEFAULT_SEGMENT_CONFIG.sizeClasses;
+    return Math.min(DEFAULT_MAX_MESSAGE_BYTES, classes[classes.length - 1]!.slotBytes);
+  }
+  return DEFAULT_MAX_MESSAGE_BYTES;
+}
+
+const isUcx = (url: string) => url.toLowerCase().startsWith("ucx:");
+
+/**
+ * Opens the store (or loads the snapshot), listens on every URL and serves until close().
+ * Fails (leaving nothing open) with UsageError for bad options, KvSnapshotError for a snapshot
+ * that cannot be loaded, or the transport's error when a URL cannot be listened on.
+ */
+export async function kvServe(opts: KvServerOptions, hooks: KvServerHooks = {}): Promise<KvServer> {
+  if (!Array.isArray(opts.listen) || opts.listen.length === 0 || !opts.listen.every((u) => typeof u === "string")) {
+    throw new UsageError(`kvServe: listen must be a non-empty array of URLs, got ${JSON.stringify(opts.listen)}`);
+  }
+  const writeBufferBytes = opts.writeBufferBytes ?? DEFAULT_WRITE_BUFFER_BYTES;
+  if (!Number.isSafeInteger(writeBufferBytes) || writeBufferBytes < 0) throw new UsageError(`kvServe: writeBufferBytes ${String(writeBufferBytes)} must be an integer ≥ 0`);
+  const maxKeyBytes = opts.maxKeyBytes ?? 1024;
+  let transportLimit = Infinity;
+  for (const u of opts.listen) transportLimit = Math.min(transportLimit, listenerMessageLimit(u));
+  const valueLimit = transportLimit - p.REQUEST_OVERHEAD - maxKeyBytes;
+  if (valueLimit < 1) throw new UsageError(`kvServe: maxKeyBytes ${maxKeyBytes} leaves no room for a value in a ${transportLimit}-byte message`);
+  const storeOpts: KvStoreOptions = { ...opts, maxValueBytes: Math.min(opts.maxValueBytes ?? valueLimit, valueLimit) };
+  const store = opts.snapshot !== undefined && existsSync(opts.snapshot) ? KvStore.load(opts.snapshot, storeOpts) : KvStore.create(storeOpts);
+  const oneSided = opts.oneSided ?? true;
+  const rma = hooks.rma ?? (oneSided && opts.listen.some(isUcx) ? createRmaServer(store, { writeBufferBytes }) : null);
+  const kv = new KvServerImpl(store, opts, rma);
+  try {
+    for (const url of opts.listen) {
+      const lo: ListenOptions = { wait: opts.wait };
+      if (isUcx(url) && oneSided) lo.ucx = { rma: true };
+      kv.attach(await listen(url, lo));
+    }
+  } catch (e) {
+    await kv.close({ save: false, drainMs: 0 });
+    throw e;
+  }
+  kv.start();
+  return kv;
+}
+
+class KvServerImpl implements KvServer {
+  readonly urls: string[] = [];
+  readonly server: Server;
+  private readonly listeners: Listener[] = [];
+  private scratch = new Uint8Array(64 << 10);
+  private readonly ver8 = new Uint8Array(8);
+  private readonly cas9 = new Uint8Array(9);
+  private spinning = false;
+  private closing: Promise<void> | null = null;
+
+  constructor(
+    readonly store: KvStore,
+    private readonly opts: KvServerOptions,
+    private readonly rma: p.KvRmaServer | null,
+  ) {
+    this.server = new Server({
+      onRequest: (h) => this.onRequest(h),
+      onSessionClose: (s) => this.rma?.onConnectionClose?.(s.conn),
+    });
+  }
+
+  attach(listener: Listener): void {
+    this.listeners.push(listener);
+    this.urls.push(listener.url);
+    listener.onRefused((error, reason) => this.server.reportFailure(error, { source: "refused", method: null, session: null, reason, listener }));
+    this.server.attach(listener);
+  }
+
+  start(): void {
+    const mode = this.opts.wait?.mode;
+    if (mode !== "spin" && mode !== "blocking") return;
+    this.spinning = true;
+    const slice = () => {
+      if (!this.spinning) return;
+      const end = performance.now() + SPIN_SLICE_MS;
+      const server = this.server;
+      while (performance.now() < end) for (let i = 0; i < 64; i++) server.poll();
+      setImmediate(slice);
+    };
+    setImmediate(slice);
+  }
+
+  private buffer(n: number): Uint8Array {
+    if (this.scratch.length < n) this.scratch = new Uint8Array(Math.max(n, this.scratch.length * 2));
+    return this.scratch;
+  }
+
+  private onRequest(h: RequestHandle): void {
+    try {
+      this.handle(h);
+    } catch (e) {
+      // Typed errors are the caller's answer; anything else is a server bug worth reporting too.
+      if (!(e instanceof HotpathError)) this.server.report(e, "handler", h);
+      h.respond(null, { name: errorNameOf(e), message: describeThrown(e) });
+    }
+  }
+
+  private handle(h: RequestHandle): void {
+    const store = this.store;
+    const data = h.data;
+    switch (h.method) {
+      case p.KV_GET: {
+        const r = store.get(data);
+        if (r === null) return h.respond(GET_ABSENT);
+        return this.replyValue(h, r.value, r.version);
+      }
+      case p.KV_PUT: {
+        const { key, value } = p.decodePut(data);
+        p.writeU64(this.ver8, 0, store.put(key, value));
+        return h.respond(this.ver8);
+      }
+      case p.KV_DEL:
+        return h.respond(store.del(data) ? ONE : ZERO);
+      case p.KV_CAS: {
+        const { expected, key, value } = p.decodeCas(data);
+        const r = store.cas(key, expected, value);
+        this.cas9[0] = r.ok ? 1 : 0;
+        p.writeU64(this.cas9, 1, r.version);
+        return h.respond(this.cas9);
+      }
+      case p.KV_MGET:
+        return this.mget(h, p.decodeMget(data));
+      case p.KV_HELLO:
+        p.checkEmpty(data, "HELLO");
+        return h.respond(this.hello(h.session.conn));
+      case p.KV_STATS:
+        p.checkEmpty(data, "STATS");
+        return h.respond(new TextEncoder().encode(JSON.stringify({ ...store.stats(), urls: this.urls, connections: this.server.sessions.size })));
+      case p.KV_SAVE:
+        p.checkEmpty(data, "SAVE");
+        if (this.opts.snapshot === undefined) throw new UsageError("kv SAVE: this server has no snapshot path (start it with snapshot / --snapshot PATH)");
+        store.save(this.opts.snapshot);
+        return h.respond(EMPTY_BYTES);
+      case p.KV_COMMIT: {
+        const req = p.decodeCommit(data);
+        if (this.rma === null) throw new UsageError("kv COMMIT: this server offers no write buffer (no one-sided access)");
+        p.writeU64(this.ver8, 0, this.rma.onCommit(h.session.conn, req));
+        return h.respond(this.ver8);
+      }
+      default:
+        // The pool's keepalive ping lands here too: any answer proves the server alive.
+        return h.respond(null, { name: "UnknownMethodError", message: `kv server: no method ${h.method}` });
+    }
+  }
+
+  /** A GET reply from the store's view: into a transport buffer when the value is large, else the scratch buffer. */
+  private replyValue(h: RequestHandle, value: Uint8Array, version: number): void {
+    const n = p.GET_RESPONSE_OVERHEAD + value.length;
+    if (n > h.session.conn.caps.maxInlineBytes) {
+      const buf = h.allocReply(n);
+      if (buf !== null) {
+        p.writeGetResponse(buf, true, version, value);
+        if (h.replyBuffer(buf, n) !== SEND_FULL) return;
+        h.releaseReply(buf); // full: the reply waits in the backlog as a copy instead
+      }
+    }
+    const out = this.buffer(n);
+    p.writeGetResponse(out, true, version, value);
+    h.respond(out.subarray(0, n));
+  }
+
+  private mget(h: RequestHandle, keys: Uint8Array[]): void {
+    // Reads only: every view stays valid until the response is built.
+    const values: Array<Uint8Array | null> = new Array(keys.length);
+    const versions: number[] = new Array(keys.length);
+    for (let i = 0; i < keys.length; i++) {
+      const r = this.store.get(keys[i]!);
+      values[i] = r === null ? null : r.value;
+      versions[i] = r === null ? 0 : r.version;
+    }
+    const n = p.mgetResponseBytes(values);
+    const out = this.buffer(n);
+    let at = 0;
+    for (let i = 0; i < keys.length; i++) at = p.writeMgetEntry(out, at, values[i] ?? null, versions[i]!);
+    h.respond(out.subarray(0, n));
+  }
+
+  private hello(conn: Connection): Uint8Array {
+    const offer = this.rma !== null && conn.caps.rma ? this.rma.onHello(conn) : null;
+    let flags = 0;
+    if (offer !== null && offer.arenaDesc.length > 0) flags |= p.HELLO_ONE_SIDED;
+    if (offer !== null && offer.writeBufDesc.length > 0) flags |= p.HELLO_WRITE_BUFFER;
+    return p.encodeHello({
+      protocolVersion: p.KV_PROTOCOL_VERSION,
+      maxKeyBytes: this.store.maxKeyBytes,
+      maxValueBytes: this.store.maxValueBytes,
+      flags,
+      arenaDesc: offer?.arenaDesc ?? EMPTY_BYTES,
+      writeBufDesc: offer?.writeBufDesc ?? EMPTY_BYTES,
+      writeBufBytes: offer?.writeBufBytes ?? 0,
+      arenaHeader: this.store.arena.slice(0, p.ARENA_HEADER_BYTES),
+    });
+  }
+
+  close(opts: { save?: boolean; drainMs?: number } = {}): Promise<void> {
+    this.closing ??= this.shutdown(opts);
+    return this.closing;
+  }
+
+  private async shutdown(opts: { save?: boolean; drainMs?: number }): Promise<void> {
+    const drainMs = opts.drainMs ?? DEFAULT_DRAIN_MS;
+    try {
+      if (drainMs > 0 && this.server.sessions.size > 0) await this.server.drain(drainMs);
+    } finally {
+      this.spinning = false;
+      this.server.close();
+      for (const l of this.listeners) l.close(true);
+      try {
+        if ((opts.save ?? true) && this.opts.snapshot !== undefined) this.store.save(this.opts.snapshot);
+      } finally {
+        this.rma?.close?.();
+        this.store.close();
+      }
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
