@@ -1,11 +1,15 @@
 /**
+ * (Deviation from the spec's seam comment: a COMMIT that does not match is refused with
+ * UsageError, not ProtocolError, because ProtocolError does not travel back to the caller as
+ * its class over RPC (the caller would get a RemoteError named "Error"); UsageError does.)
+ *
  * The server side of one-sided access (protocol.ts's KvRmaServer), for a KvServer with
  * `oneSided`: on HELLO over a ucx connection with RMA it offers the store's whole arena (one
  * SharedRegion per RMA runtime: registered once, whatever the number of connections, with one
  * descriptor every client of that runtime attaches) and, with `writeBufferBytes` > 0, a write
  * buffer of the connection's own (a LocalRegion, deregistered with its connection). A COMMIT
  * stores what the client put at offset 0 of its write buffer, after checking its length and
- * crc32 against the bytes there: a mismatch is refused with ProtocolError and nothing is
+ * crc32 against the bytes there: a mismatch is refused with UsageError and nothing is
  * stored, so a COMMIT that overtook its put (or a lying client) never stores torn bytes.
  *
  * Contract: the arena stays registered until close() (the server closes it before it frees the
@@ -20,7 +24,7 @@
  * Thread: the server's (inline in request delivery).
  */
 
-import { ProtocolError } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import type { Connection } from "../contract/transport.ts";
 import type { UcxConnection } from "../ucx/connection.ts";
 import { SharedRegion, type LocalRegion } from "../ucx/rma.ts";
@@ -82,16 +86,16 @@ class RmaServer implements KvRmaServer {
 
   onCommit(conn: Connection, req: CommitRequest): number {
     const buf = this.buffers.get(conn);
-    if (buf === undefined || buf.closed) throw new ProtocolError(`kv COMMIT from ${conn.peer}: this connection was offered no write buffer`);
+    if (buf === undefined || buf.closed) throw new UsageError(`kv COMMIT from ${conn.peer}: this connection was offered no write buffer`);
     if (req.valueLen > buf.lenBytes) {
       this.refused++;
-      throw new ProtocolError(`kv COMMIT from ${conn.peer}: value of ${req.valueLen} bytes, the write buffer holds ${buf.lenBytes}`);
+      throw new UsageError(`kv COMMIT from ${conn.peer}: value of ${req.valueLen} bytes, the write buffer holds ${buf.lenBytes}`);
     }
     const value = buf.view.subarray(0, req.valueLen);
     const crc = Bun.hash.crc32(value) >>> 0;
     if (crc !== req.crc >>> 0) {
       this.refused++;
-      throw new ProtocolError(`kv COMMIT from ${conn.peer}: crc32 0x${(req.crc >>> 0).toString(16)} does not match the ${req.valueLen} bytes in the write buffer (0x${crc.toString(16)}); nothing stored`);
+      throw new UsageError(`kv COMMIT from ${conn.peer}: crc32 0x${(req.crc >>> 0).toString(16)} does not match the ${req.valueLen} bytes in the write buffer (0x${crc.toString(16)}); nothing stored`);
     }
     const version = this.store.put(req.key, value);
     this.commits++;

@@ -1,0 +1,158 @@
+/**
+ * One-sided access over ucx (UCX_TLS=tcp,self and shm,self), against a kv server in a process
+ * of its own:
+ * - a seeded sequence of put / del over binary keys of mixed sizes, each followed by GETs: the
+ *   one-sided client (oneSided "auto") returns what the RPC-only client (oneSided "never")
+ *   returns and what a Map model says, value and version; the server's index is small enough
+ *   that some groups overflow, so both one-sided hits and KV_GET fallbacks occur;
+ * - large PUTs (RMA put into the write buffer + KV_COMMIT) read back byte for byte through
+ *   both clients; one larger than the write buffer, and those that find it busy, go by KV_PUT;
+ * - a COMMIT whose crc32 (or length) does not match the write buffer is refused with
+ *   UsageError (a class that travels back over RPC) and stores nothing.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { rpcConnect } from "../../src/index.ts";
+import { kvConnect, type KvClient } from "../../src/kv/client.ts";
+import { oneSidedClient } from "../../src/kv/one-sided.ts";
+import { decodeGetResponse, decodeHello, decodeVersion, encodeCommit, KV_COMMIT, KV_GET, KV_HELLO } from "../../src/kv/protocol.ts";
+import type { UcxConnection } from "../../src/ucx/connection.ts";
+import { useEnv } from "../helpers/env.ts";
+import { spawnPeer, type Peer } from "../helpers/peer.ts";
+
+const SRC = new URL("../../src/", import.meta.url).pathname;
+const HELPERS = new URL("../helpers/", import.meta.url).pathname;
+/** 8 groups of 7 slots for 48 keys, a fixed hash seed: groups overflow (their keys live where only the server looks) in every run. */
+const SERVER = `
+import { kvServe } from "${SRC}kv/server.ts";
+import { exitWhenParentGoes } from "${HELPERS}peer.ts";
+const kv = await kvServe({ listen: [process.argv[2]], memoryBytes: 16 << 20, groupCount: 8, hashSeed: 7, writeBufferBytes: 1 << 20 });
+console.log(JSON.stringify({ url: kv.urls[0] }));
+exitWhenParentGoes();
+`;
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 32;
+  };
+}
+
+function bytes(n: number, r: () => number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (r() * 256) | 0;
+  return b;
+}
+
+const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
+
+for (const tls of ["tcp,self", "shm,self"]) {
+  describe(`kv one-sided access over ucx (UCX_TLS=${tls})`, () => {
+    let dir: string;
+    let peer: Peer;
+    let fast: KvClient;
+    let slow: KvClient;
+    useEnv({ UCX_TLS: tls });
+    beforeAll(async () => {
+      dir = mkdtempSync(join(tmpdir(), "hotpath-kv-one-sided-"));
+      writeFileSync(join(dir, "server.ts"), SERVER);
+      peer = await spawnPeer(join(dir, "server.ts"), ["ucx://127.0.0.1:0"], { UCX_TLS: tls });
+      fast = await kvConnect(peer.ready.url);
+      slow = await kvConnect(peer.ready.url, { oneSided: "never" });
+    });
+    afterAll(async () => {
+      await fast?.close();
+      await slow?.close();
+      await peer.kill();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    test("a seeded put / del / get sequence: one-sided GETs return what RPC GETs and the model say", async () => {
+      const r = rng(0x5eed + tls.length);
+      const keys = Array.from({ length: 48 }, (_, i) => (i === 0 ? new Uint8Array([0]) : bytes(1 + ((r() * 40) | 0), r)));
+      const model = new Map<string, { value: Uint8Array; version: number }>();
+      oneSidedClient.resetStats();
+      const sizes = [0, 1, 7, 64, 300, 4096, 9000];
+      for (let step = 0; step < 700; step++) {
+        const key = keys[(r() * keys.length) | 0]!;
+        const op = r();
+        if (op < 0.55) {
+          const value = bytes(sizes[(r() * sizes.length) | 0]!, r);
+          const version = await slow.put(key, value);
+          model.set(hex(key), { value, version });
+        } else if (op < 0.7) {
+          expect(await slow.del(key)).toBe(model.delete(hex(key)));
+        }
+        const probe = keys[(r() * keys.length) | 0]!;
+        const want = model.get(hex(probe)) ?? null;
+        const one = await fast.get(probe);
+        const two = await slow.get(probe);
+        expect(one === null ? null : { value: hex(one.value), version: one.version }).toEqual(want === null ? null : { value: hex(want.value), version: want.version });
+        expect(two === null ? null : { value: hex(two.value), version: two.version }).toEqual(want === null ? null : { value: hex(want.value), version: want.version });
+      }
+      const s = { ...oneSidedClient.stats };
+      console.log(`one-sided over ${tls}: ${s.hits} hits, ${s.fallbacks} fallbacks (overflow), ${s.tornRereads} torn re-reads of 700 GETs`);
+      expect(s.hits).toBeGreaterThan(0);
+      expect(s.fallbacks).toBeGreaterThan(0); // overflowing groups go by KV_GET
+      expect(s.hits + s.fallbacks).toBe(700);
+    });
+
+    test("large PUTs by RMA + COMMIT read back byte for byte; too large or busy ones go by KV_PUT", async () => {
+      oneSidedClient.resetStats();
+      const r = rng(99);
+      const values = [16 << 10, 256 << 10, 1 << 20].map((n) => bytes(n, r));
+      for (const [i, v] of values.entries()) {
+        const version = await fast.put(`large-${i}`, v);
+        for (const c of [fast, slow]) {
+          const got = await c.get(`large-${i}`);
+          expect(got?.version).toBe(version);
+          expect(Buffer.from(got!.value).equals(Buffer.from(v))).toBe(true);
+        }
+      }
+      expect(oneSidedClient.stats.largePuts).toBe(3);
+      // Larger than the 1 MiB write buffer: KV_PUT.
+      const big = bytes((1 << 20) + 1, r);
+      await fast.put("large-big", big);
+      expect(Buffer.from((await slow.get("large-big"))!.value).equals(Buffer.from(big))).toBe(true);
+      expect(oneSidedClient.stats.largePutFallbacks).toBe(1);
+      // Eight at once on one connection: one holds the write buffer, the others go by KV_PUT.
+      const many = Array.from({ length: 8 }, () => bytes(40 << 10, r));
+      const versions = await Promise.all(many.map((v, i) => fast.put(`many-${i}`, v)));
+      for (const [i, v] of many.entries()) {
+        const got = await slow.get(`many-${i}`);
+        expect(got?.version).toBe(versions[i]!);
+        expect(Buffer.from(got!.value).equals(Buffer.from(v))).toBe(true);
+      }
+      expect(oneSidedClient.stats.largePuts).toBeGreaterThanOrEqual(4);
+      expect(oneSidedClient.stats.largePuts + oneSidedClient.stats.largePutFallbacks).toBe(12);
+    });
+
+    test("a COMMIT whose crc32 or length does not match the write buffer is refused and stores nothing", async () => {
+      const c = await rpcConnect(peer.ready.url, { ucx: { rma: true } });
+      try {
+        const hello = decodeHello(await c.request(KV_HELLO));
+        expect(hello.writeBufBytes).toBe(1 << 20);
+        const wb = (c.conn as UcxConnection).attachRegion(hello.writeBufDesc);
+        const key = new TextEncoder().encode("commit-check");
+        const value = new Uint8Array(20_000).fill(5);
+        await wb.put(0, value);
+        await wb.flush();
+        const crc = Bun.hash.crc32(value) >>> 0;
+        // A raw rpc Client reports the server's UsageError as a RemoteError of that name (kvConnect's client rebuilds the class).
+        await expect(c.request(KV_COMMIT, encodeCommit(key, value.length, crc ^ 1))).rejects.toMatchObject({ remoteName: "UsageError", message: expect.stringContaining("does not match") });
+        await expect(c.request(KV_COMMIT, encodeCommit(key, (1 << 20) + 1, crc))).rejects.toMatchObject({ remoteName: "UsageError", message: expect.stringContaining("the write buffer holds") });
+        expect(decodeGetResponse(await c.request(KV_GET, key))).toBeNull();
+        // The right crc stores exactly the bytes in the buffer.
+        const version = decodeVersion(await c.request(KV_COMMIT, encodeCommit(key, value.length, crc)), "kv COMMIT response");
+        const got = decodeGetResponse(await c.request(KV_GET, key));
+        expect(got?.version).toBe(version);
+        expect(Buffer.from(got!.value).equals(Buffer.from(value))).toBe(true);
+      } finally {
+        c.close();
+      }
+    });
+  });
+}
