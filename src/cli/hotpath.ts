@@ -4,6 +4,8 @@
  *   hotpath bench [--quick]   run the benchmarks (same as `bun run bench`)
  *   hotpath transports        list the transports and whether each can run here
  *   hotpath doctor [--json]   per transport: can it run here, why not, how to install what is missing
+ *   hotpath kv-server ...     a key-value store server (src/cli/kv-server.ts)
+ *   hotpath kv-client ...     its client: commands, scripts, an interactive prompt (src/cli/kv-client.ts)
  */
 
 import { transports } from "../connect/registry.ts";
@@ -14,7 +16,12 @@ const USAGE = `usage: hotpath <command>
   doctor [--json]   per transport: whether it can run here, why not, and the install line for what is
                     missing (Bun, libucp and UCX's transports, RDMA devices, /dev/shm, memlock, huge
                     pages, the socket directory, memfd sealing); exit 1 only when something installed
-                    is broken`;
+                    is broken
+  kv-server --listen URL [--listen URL ...] --memory MB [--hugepages] [--evict lru] [--snapshot PATH]
+                    [--max-key-bytes N] [--no-one-sided]
+                    a key-value store on the RPC layer, served on every listener
+  kv-client --connect URL[,URL...] [-c "command; command"]
+                    its client: an interactive prompt on a terminal, else commands from -c or stdin`;
 
 const [cmd, ...rest] = process.argv.slice(2);
 
@@ -50,6 +57,14 @@ switch (cmd) {
     // Written out in full before exiting (a pipe may take it in pieces).
     await Bun.write(Bun.stdout, (json ? JSON.stringify(report, null, 2) : formatText(report)) + "\n");
     process.exit(report.exitCode);
+  }
+  case "kv-server": {
+    const { runKvServer } = await import("./kv-server.ts");
+    process.exit(await runKvServer(rest));
+  }
+  case "kv-client": {
+    const { runKvClient } = await import("./kv-client.ts");
+    process.exit(await runKvClient(rest));
   }
   case undefined:
   case "-h":
