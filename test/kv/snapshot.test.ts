@@ -1,0 +1,161 @@
+/**
+ * kv snapshots: a round trip keeps every key, value and version (the counter continues above
+ * them); truncated, corrupt, wrong-format and missing files are refused with KvSnapshotError
+ * naming the path and the problem; a snapshot larger than the store is refused with KvFullError
+ * and nothing is loaded; save is atomic (no temp file left, an old file replaced whole).
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { KvFullError, KvSnapshotError } from "../../src/errors.ts";
+import { KvStore } from "../../src/kv/store.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "hotpath-kv-snap-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const enc = new TextEncoder();
+const b = (s: string) => enc.encode(s);
+
+/** A store with binary keys, an empty value, a page-run value and a rewritten key. */
+function filledStore(): { s: KvStore; entries: Map<string, { value: Uint8Array; version: number }> } {
+  const s = KvStore.create({ memoryBytes: 4 << 20, hashSeed: 99 });
+  const entries = new Map<string, { value: Uint8Array; version: number }>();
+  const put = (key: Uint8Array, value: Uint8Array) => entries.set(Buffer.from(key).toString("hex"), { value, version: s.put(key, value) });
+  for (let i = 0; i < 300; i++) put(new Uint8Array([0, i & 255, i >> 8, 0]), new Uint8Array(i * 7).fill(i & 255));
+  put(b("empty"), new Uint8Array(0));
+  put(b("large"), new Uint8Array(400 * 1024).fill(0xab));
+  put(b("rewritten"), b("first"));
+  put(b("rewritten"), b("second"));
+  s.put(b("deleted"), b("gone"));
+  s.del(b("deleted"));
+  return { s, entries };
+}
+
+function expectSame(s: KvStore, entries: Map<string, { value: Uint8Array; version: number }>): void {
+  expect(s.stats().keys).toBe(entries.size);
+  for (const [hex, e] of entries) {
+    const got = s.get(Buffer.from(hex, "hex"));
+    expect(got).not.toBeNull();
+    expect(got!.version).toBe(e.version);
+    expect(Buffer.compare(got!.value, e.value)).toBe(0);
+  }
+}
+
+function thrown(fn: () => unknown): Error {
+  try {
+    fn();
+  } catch (e) {
+    return e as Error;
+  }
+  throw new Error("expected a throw");
+}
+
+describe("kv snapshot", () => {
+  const path = join(dir, "round.snap");
+  test("round trip: every key, value and version back; the counter continues above them", () => {
+    const { s, entries } = filledStore();
+    s.save(path);
+    const last = Math.max(...[...entries.values()].map((e) => e.version));
+    s.close();
+    expect(readdirSync(dir).filter((n) => n.includes(".tmp-"))).toEqual([]);
+    using t = KvStore.load(path, { memoryBytes: 4 << 20 });
+    expectSame(t, entries);
+    expect(t.get(b("deleted"))).toBeNull();
+    expect(t.put(b("after"), b("x"))).toBe(last + 1); // above the largest loaded version
+    // a loaded store has its own layout (another seed, another size) and still finds every key
+    using u = KvStore.load(path, { memoryBytes: 8 << 20, hashSeed: 7 });
+    expectSame(u, entries);
+  });
+
+  test("save replaces an older snapshot whole, and an empty store round-trips", () => {
+    const p = join(dir, "replace.snap");
+    {
+      using s = KvStore.create({ memoryBytes: 1 << 20 });
+      s.put(b("old"), b("1"));
+      s.save(p);
+      s.put(b("new"), b("2"));
+      s.del(b("old"));
+      s.save(p);
+    }
+    using t = KvStore.load(p, { memoryBytes: 1 << 20 });
+    expect(t.get(b("old"))).toBeNull();
+    expect(t.get(b("new"))!.version).toBe(2);
+    const e = join(dir, "empty.snap");
+    {
+      using s = KvStore.create({ memoryBytes: 1 << 20 });
+      s.save(e);
+    }
+    using v = KvStore.load(e, { memoryBytes: 1 << 20 });
+    expect(v.stats().keys).toBe(0);
+    expect(v.put(b("k"), b("v"))).toBe(1);
+  });
+
+  test("a missing file, a truncated file at several points, a flipped byte, a wrong magic or version", () => {
+    const { s } = filledStore();
+    s.save(path);
+    s.close();
+    const good = readFileSync(path);
+    const missing = thrown(() => KvStore.load(join(dir, "nope.snap"), { memoryBytes: 4 << 20 }));
+    expect(missing).toBeInstanceOf(KvSnapshotError);
+    expect(missing.message).toContain(join(dir, "nope.snap"));
+    expect(missing.message).toContain("no such file");
+
+    const bad = join(dir, "bad.snap");
+    const refuse = (bytes: Uint8Array, what: RegExp) => {
+      writeFileSync(bad, bytes);
+      const e = thrown(() => KvStore.load(bad, { memoryBytes: 4 << 20 }));
+      expect(e).toBeInstanceOf(KvSnapshotError);
+      expect(e.message).toContain(bad);
+      expect(e.message).toMatch(what);
+    };
+    for (const at of [0, 10, 31, 32, 40, 1000, Math.floor(good.length / 2), good.length - 9, good.length - 8, good.length - 4, good.length - 1]) {
+      refuse(good.subarray(0, at), /truncated|checksum|trailer|wrong magic/);
+    }
+    // one byte flipped: in the header, a record header, a key, a value, the trailer
+    for (const at of [3, 9, 17, 25, 32, 40, 60, 2000, Math.floor(good.length / 2), good.length - 100, good.length - 6, good.length - 2]) {
+      const c = Buffer.from(good);
+      c[at] ^= 0x04;
+      refuse(c, /checksum|truncated|magic|format version|trailer|after the last/);
+    }
+    const magic = Buffer.from(good);
+    magic.write("NOTASNAP", 0, "latin1");
+    refuse(magic, /wrong magic/);
+    const version = Buffer.from(good);
+    version.writeUInt32LE(2, 8);
+    refuse(version, /format version 2/);
+    refuse(Buffer.concat([good, Buffer.from([0])]), /checksum|after the last/);
+  });
+
+  test("a snapshot larger than the store: KvFullError, nothing loaded", () => {
+    const { s } = filledStore();
+    s.save(path);
+    s.close();
+    const e = thrown(() => KvStore.load(path, { memoryBytes: 1 << 20 }));
+    expect(e).toBeInstanceOf(KvFullError);
+    expect(e.message).toContain(path);
+    expect(e.message).toContain("nothing loaded");
+    // the same holds with eviction on: a load never evicts
+    expect(() => KvStore.load(path, { memoryBytes: 1 << 20, evict: "lru" })).toThrow(KvFullError);
+  });
+
+  test("a snapshot whose keys exceed this store's maxKeyBytes is refused", () => {
+    const p = join(dir, "longkey.snap");
+    {
+      using s = KvStore.create({ memoryBytes: 1 << 20 });
+      s.put(new Uint8Array(200).fill(1), b("v"));
+      s.save(p);
+    }
+    expect(() => KvStore.load(p, { memoryBytes: 1 << 20, maxKeyBytes: 100 })).toThrow(/key of 200 bytes/);
+  });
+
+  test("a save into a directory that does not exist fails with KvSnapshotError and leaves nothing", () => {
+    using s = KvStore.create({ memoryBytes: 1 << 20 });
+    s.put(b("k"), b("v"));
+    const p = join(dir, "no-such-dir", "x.snap");
+    const e = thrown(() => s.save(p));
+    expect(e).toBeInstanceOf(KvSnapshotError);
+    expect(e.message).toContain(p);
+    expect(existsSync(join(dir, "no-such-dir"))).toBe(false);
+  });
+});
