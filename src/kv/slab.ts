@@ -42,6 +42,8 @@ export function classSizes(pageBytes: number): number[] {
   const max = pageBytes / 4;
   const out: number[] = [];
   for (let c = MIN_CLASS_BYTES; c < max; c = Math.ceil((c * CLASS_GROWTH) / 8) * 8) out.push(c);
+  // The quarter page ends the list; a class within 10% below it would be a wasted step.
+  if (out.length > 1 && out.at(-1)! * 1.1 > max) out.pop();
   out.push(max);
   return out;
 }
