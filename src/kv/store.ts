@@ -269,6 +269,9 @@ export class KvStore {
 
   /** The put path after checks: memory (evicting if allowed), record, slot, then the old record freed. */
   private write(key: Uint8Array, hash: number, value: Uint8Array): number {
+    // A view into this arena (another key's value) could be evicted and overwritten below: copy it first.
+    if (value.buffer === this.arena.buffer) value = value.slice();
+    if (key.buffer === this.arena.buffer) key = key.slice();
     const bytes = ENTRY_HEADER_BYTES + key.byteLength + value.byteLength;
     const off = this.allocate(bytes, key);
     if (this.lastVersion >= MAX_VERSION) throw new UsageError("kv: the version counter is exhausted");

@@ -215,3 +215,43 @@ describe("KvStore lifecycle", () => {
     expect(() => KvStore.create({ memoryBytes: 1 << 20, groupCount: 1 << 20 })).toThrow(UsageError);
   });
 });
+
+describe("KvStore values from its own arena", () => {
+  test("put of a value that is a view of an entry evicted to make room stores the right bytes", () => {
+    using s = KvStore.create({ memoryBytes: 1 << 20, evict: "lru" });
+    let n = 0;
+    for (; s.stats().evictions === 0; n++) s.put(b(`k${n}`), filled(3000, n & 255));
+    // the oldest live entry is the next victim; its value is the source of the put
+    const oldest = s.get(b("k1"))!;
+    for (let i = 2; i < n; i++) s.get(b(`k${i}`));
+    s.put(b("copy"), oldest.value);
+    expect(s.stats().evictions).toBe(2);
+    expect(s.get(b("k1"))).toBeNull();
+    expect(uniformBytes(s.get(b("copy"))!.value, 1)).toBe(true);
+  });
+});
+
+function uniformBytes(v: Uint8Array, byte: number): boolean {
+  return v.length > 0 && v.every((x) => x === byte);
+}
+
+describe("kv errors over RPC", () => {
+  test("a RemoteError named after a kv class is rebuilt as that class, message kept, with no registration by the user", async () => {
+    const errors = await import("../../src/errors.ts");
+    for (const [name, cls, code] of [
+      ["KvFullError", errors.KvFullError, "E_KV_FULL"],
+      ["KvKeyError", errors.KvKeyError, "E_KV_KEY"],
+      ["KvValueTooLargeError", errors.KvValueTooLargeError, "E_KV_VALUE"],
+      ["KvSnapshotError", errors.KvSnapshotError, "E_KV_SNAPSHOT"],
+      ["KvUnavailableError", errors.KvUnavailableError, "E_KV_UNAVAILABLE"],
+    ] as const) {
+      const thrown = new cls(`${name} message`);
+      expect(thrown.code).toBe(code);
+      expect(errors.errorNameOf(thrown)).toBe(name);
+      const back = errors.rebuildRemoteError(new errors.RemoteError(errors.errorNameOf(thrown), thrown.message));
+      expect(back).toBeInstanceOf(cls);
+      expect(back.message).toBe(`${name} message`);
+      expect(back.name).toBe(name);
+    }
+  });
+});
