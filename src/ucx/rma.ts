@@ -43,6 +43,8 @@ import type { UcxRuntime } from "./runtime.ts";
  */
 export interface RegionConnection {
   readonly ep: UcpEndpoint;
+  /** Counts completed operations (UcxRuntime.rmaCompleted), so a spin waiting for one stops. */
+  readonly rt: { rmaCompleted: number };
   readonly closed: boolean;
   readonly peer: string;
   /** An operation went to UCX: let the runtime progress it. */
@@ -188,6 +190,7 @@ export class RemoteRegion {
   private run(op: string, start: (done: (status: number) => void) => void): Promise<void> {
     return new Promise((resolve, reject) => {
       start((status) => {
+        this.conn.rt.rmaCompleted++;
         if (status === UCP.UCS_OK) resolve();
         else reject(this.conn.closed ? new TransportClosedError(`ucx ${op}: the connection to ${this.conn.peer} closed`) : new UcxError(`ucx ${op}`, status));
       });
@@ -211,7 +214,11 @@ export class RemoteRegion {
    */
   readInto(offset: number, dst: Uint8Array, done: (status: number) => void): void {
     const rkey = this.check("get", offset, dst.length);
-    this.conn.ep.get(dst, this.address + offset, rkey, done);
+    const rt = this.conn.rt;
+    this.conn.ep.get(dst, this.address + offset, rkey, (status) => {
+      rt.rmaCompleted++;
+      done(status);
+    });
     this.conn.sent();
   }
 

@@ -275,18 +275,22 @@ export class UcxRuntime {
   }
 
   /**
-   * Progresses until the worker reports no more events (bounded); returns messages delivered.
+   * Progresses until the worker reports no more events (bounded); returns messages delivered
+   * plus one-sided operations completed.
    * Inside a UCX callback it does nothing (returns 0).
    */
   progress(): number {
-    const before = this.delivered;
+    const before = this.delivered + this.rmaCompleted;
     for (let i = 0; i < 64; i++) {
       const e = this.worker.progress();
       if (e === 0) break;
       this.events += e;
     }
-    return this.delivered - before;
+    return this.delivered + this.rmaCompleted - before;
   }
+
+  /** One-sided operations completed so far (rma.ts counts them): a spin waiting for an answer stops on one as on a delivery. */
+  rmaCompleted = 0;
 
   private anyWantsProgress(): boolean {
     for (const s of this.sinks.values()) if (s.wantsProgress) return true;

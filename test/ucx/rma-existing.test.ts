@@ -5,7 +5,7 @@
  * makes afterwards; a client leaving does not deregister it; the owner's close() does (the
  * runtime's registration count goes back), after which, over UCX's tcp and shared-memory
  * transports, a peer that kept the descriptor still reads the memory (they check no keys: see
- * rma.ts). The server runs in a child process, so a fault fails the test instead of the runner.
+ * rma.ts). A spin for a one-sided read's answer ends when the read completes. The server runs in a child process, so a fault fails the test instead of the runner.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -102,6 +102,15 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
         expected.fill(0xab, 1000, 71_000);
         expect(await ra.get(0, 72_000)).toEqual(expected);
         expect(await rb.get(0, 72_000)).toEqual(expected);
+
+        // A spin waiting for a one-sided read stops when it completes (it used to stop only on a
+        // delivered message, so an RMA answer cost the sender's whole spin budget).
+        const into = new Uint8Array(new ArrayBuffer(16));
+        let done = false;
+        ra.readInto(1000, into, () => (done = true));
+        const n = (a.conn as UcxConnection).rt.spin(3e9);
+        expect([done, n > 0]).toEqual([true, true]);
+        expect(Array.from(into)).toEqual(new Array(16).fill(0xab));
 
         // A client leaving does not deregister the shared region: the other keeps reading.
         a.close();
