@@ -29,7 +29,7 @@
  */
 
 import { createInterface } from "node:readline";
-import { errorNameOf, UsageError } from "../errors.ts";
+import { errorNameOf, RemoteError, UsageError } from "../errors.ts";
 import type { KvClient } from "../kv/index.ts";
 import { formatBench, runBench, type BenchSpec } from "./kv-bench.ts";
 import { helpText, parseCommand, showBytes, splitCommands, type KvCommand } from "./kv-command.ts";
@@ -75,10 +75,19 @@ export function parseKvClientArgs(args: string[]): KvClientArgs {
   return { urls, commands };
 }
 
-/** `ERR <ErrorName>: message`, the line every failed command prints. */
+/**
+ * `ERR <ErrorName>: message`, the line every failed command prints. A server's error that
+ * arrives as a plain RemoteError (a class the client does not rebuild, such as UsageError) is
+ * shown under the server's name and message: `ERR UsageError: kv SAVE: ...`.
+ */
 export function errorLine(e: unknown): string {
-  const message = e instanceof Error ? e.message : String(e);
-  return `ERR ${errorNameOf(e)}: ${message.replace(/\n/g, " ")}`;
+  let name = errorNameOf(e);
+  let message = e instanceof Error ? e.message : String(e);
+  if (e instanceof RemoteError && name === "RemoteError") {
+    name = e.remoteName;
+    message = e.remoteMessage;
+  }
+  return `ERR ${name}: ${message.replace(/\n/g, " ")}`;
 }
 
 function showValue(v: { value: Uint8Array; version: number } | null): string {

@@ -4,7 +4,7 @@
  * through stdin, -c, or a pseudo-terminal (util-linux `script`, part of Debian's essential
  * bsdutils). Every server is killed by pid in afterAll whatever happens; temp files removed.
  */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +14,8 @@ import { removeStaleSocketFiles } from "../helpers/peer.ts";
 const CLI = new URL("../../src/cli/hotpath.ts", import.meta.url).pathname;
 /** Watchdog of one client run or server start: a hang fails the test instead of holding it. */
 const RUN_TIMEOUT_MS = 30_000;
+/** Each test's watchdog: several processes start per test on a busy machine. */
+setDefaultTimeout(120_000);
 const TMP = mkdtempSync(join(tmpdir(), "hotpath-kv-cli-"));
 
 interface Server {
@@ -73,6 +75,45 @@ async function client(args: string[], stdin = ""): Promise<{ code: number | null
   const proc = Bun.spawn(["bun", CLI, "kv-client", ...args], { stdin: new TextEncoder().encode(stdin), stdout: "pipe", stderr: "pipe", timeout: RUN_TIMEOUT_MS, killSignal: "SIGKILL" });
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   return { code: proc.signalCode === null ? code : null, out, err };
+}
+
+/** A kv-client fed one line at a time, its stdout read as lines come. */
+function session(args: string[]) {
+  const proc = Bun.spawn(["bun", CLI, "kv-client", ...args], { stdin: "pipe", stdout: "pipe", stderr: "pipe", timeout: RUN_TIMEOUT_MS, killSignal: "SIGKILL" });
+  const got: string[] = [];
+  let buf = "";
+  const dec = new TextDecoder();
+  (async () => {
+    for await (const chunk of proc.stdout) {
+      buf += dec.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        got.push(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+      }
+    }
+  })();
+  return {
+    proc,
+    /** Sends the lines and resolves to the answer lines up to the `count`th, or up to the line `last`. */
+    async send(text: string, count: number | { last: string }): Promise<string[]> {
+      const from = got.length;
+      proc.stdin.write(text);
+      proc.stdin.flush();
+      const deadline = Date.now() + RUN_TIMEOUT_MS;
+      const enough = () => (typeof count === "number" ? got.length >= from + count : got.indexOf(count.last, from) >= 0);
+      while (!enough()) {
+        if (Date.now() > deadline) throw new Error(`kv-client: ${got.length - from} of ${count} answer lines within ${RUN_TIMEOUT_MS} ms: ${JSON.stringify(got.slice(from))}`);
+        if (proc.exitCode !== null) throw new Error(`kv-client exited ${proc.exitCode}: ${JSON.stringify(got.slice(from))}`);
+        await Bun.sleep(10);
+      }
+      return got.slice(from, typeof count === "number" ? from + count : got.indexOf(count.last, from) + 1);
+    },
+    async end(): Promise<number> {
+      proc.stdin.end();
+      return await proc.exited;
+    },
+  };
 }
 
 const lines = (text: string) => text.split("\n").filter((l) => l !== "");
@@ -273,6 +314,113 @@ describe("kv-server with a snapshot", () => {
     expect(out).toBe("");
     expect(err).toMatch(/^hotpath kv-server: KvSnapshotError: .*corrupt\.snap/);
     expect(readFileSync(snap)).toEqual(bytes);
+  });
+});
+
+describe("kv-server flags at work", () => {
+  test("several servers: keys spread over both; a dead one fails its keys with KvUnavailableError, the other goes on", async () => {
+    const a = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "8"]);
+    const b = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "8"]);
+    const c = session(["--connect", `${a.urls[0]},${b.urls[0]}`]);
+    try {
+      const keys = Array.from({ length: 20 }, (_, i) => `key${i}`);
+      const puts = await c.send(keys.map((k) => `put ${k} v-${k}\n`).join(""), keys.length);
+      expect(puts.every((l) => /^OK version \d+$/.test(l))).toBe(true);
+      const stats = await c.send("stats; get end-of-stats\n", { last: "(nil)" });
+      const keyCounts = stats.filter((l) => l.startsWith("  keys ")).map((l) => Number(l.slice("  keys ".length)));
+      expect(stats.filter((l) => l.startsWith("server "))).toEqual([`server ${a.urls[0]}`, `server ${b.urls[0]}`]);
+      expect(keyCounts.length).toBe(2);
+      expect(keyCounts[0]! + keyCounts[1]!).toBe(20);
+      expect(Math.min(...keyCounts)).toBeGreaterThan(0);
+
+      b.proc.kill(9);
+      await b.proc.exited;
+      const gets = await c.send(keys.map((k) => `get ${k}\n`).join(""), keys.length);
+      const values = gets.filter((l, i) => l.startsWith(`"v-${keys[i]}" (version `));
+      const unavailable = gets.filter((l) => l.startsWith("ERR KvUnavailableError: ") && l.includes(b.urls[0]!.replace("tcp://", "")));
+      expect(values.length).toBe(keyCounts[0]);
+      expect(unavailable.length).toBe(keyCounts[1]);
+      expect(await c.end()).toBe(1);
+    } finally {
+      if (c.proc.exitCode === null) c.proc.kill(9);
+    }
+  });
+
+  test("memory full: KvFullError without eviction, room made with --evict lru", async () => {
+    const full = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "1"]);
+    const r1 = await client(["--connect", full.urls[0]!, "-c", "bench 200 --op put --size 65536 --inflight 4; put after ok"]);
+    expect(r1.code).toBe(1);
+    expect(lines(r1.out)).toEqual([expect.stringMatching(/^ERR KvFullError: kv: no memory for an entry of \d+ bytes/), expect.stringMatching(/^OK version \d+$/)]);
+    const lru = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "1", "--evict", "lru"]);
+    const r2 = await client(["--connect", lru.urls[0]!, "-c", "bench 200 --op put --size 65536 --inflight 4; stats"]);
+    expect(r2.code).toBe(0);
+    expect(lines(r2.out)[0]).toMatch(/^ops\/s \d+ {2}p50 /);
+    const evictions = lines(r2.out).find((l) => l.startsWith("  evictions "));
+    expect(Number(evictions!.slice("  evictions ".length))).toBeGreaterThan(0);
+  });
+
+  test("--max-key-bytes: a key at the limit is stored, one byte more is a KvKeyError", async () => {
+    const s = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "4", "--max-key-bytes", "8"]);
+    const r = await client(["--connect", s.urls[0]!, "-c", "put 12345678 v; put 123456789 v"]);
+    expect(r.code).toBe(1);
+    expect(lines(r.out)).toEqual([expect.stringMatching(/^OK version \d+$/), "ERR KvKeyError: kv: key of 9 bytes, must be 1 to 8"]);
+  });
+
+  test("save: written at once with --snapshot; without one, a UsageError from the server", async () => {
+    const snap = join(TMP, "save.snap");
+    const s = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "4", "--snapshot", snap]);
+    const r = await client(["--connect", s.urls[0]!, "-c", "put k v; save"]);
+    expect(lines(r.out)).toEqual([expect.stringMatching(/^OK version \d+$/), "OK"]);
+    expect(existsSync(snap)).toBe(true);
+    const plain = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "4"]);
+    const r2 = await client(["--connect", plain.urls[0]!, "-c", "save"]);
+    expect(r2.code).toBe(1);
+    expect(r2.out).toStartWith("ERR UsageError: kv SAVE: this server has no snapshot path");
+    // SIGINT closes as gracefully as SIGTERM.
+    const stop = await (async () => {
+      s.proc.kill("SIGINT");
+      return { code: await s.proc.exited, stderr: await s.stderr };
+    })();
+    expect(stop.code).toBe(0);
+    expect(stop.stderr).toContain("SIGINT: closing");
+    expect(stop.stderr).toContain(`saved snapshot ${snap} (1 keys)`);
+  });
+
+  test("--hugepages: served either way; without huge pages the reason follows the listening lines", async () => {
+    const s = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "4", "--hugepages"]);
+    const r = await client(["--connect", s.urls[0]!, "-c", "put k v; get k; stats"]);
+    expect(r.code).toBe(0);
+    const huge = lines(r.out).find((l) => l.startsWith("  hugepages "));
+    if (huge === "  hugepages true") expect(s.extra).toEqual([]);
+    else {
+      expect(huge).toBe("  hugepages false");
+      expect(s.extra.length).toBe(1);
+      expect(s.extra[0]).toStartWith("no huge pages: ");
+    }
+  });
+
+  test("a listener that cannot be opened: exit 1 with the error", async () => {
+    const s = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "4"]);
+    const proc = Bun.spawn(["bun", CLI, "kv-server", "--listen", s.urls[0]!, "--memory", "4"], { stdout: "pipe", stderr: "pipe", timeout: RUN_TIMEOUT_MS });
+    const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+    expect(code).toBe(1);
+    expect(out).toBe("");
+    expect(err).toStartWith("hotpath kv-server: ");
+  });
+
+  test("over ucx: one-sided GETs by default (the server counts no get), RPC GETs with --no-one-sided", async () => {
+    const one = await startServer(["--listen", "ucx://127.0.0.1:0", "--memory", "4"]);
+    const rpc = await startServer(["--listen", "ucx://127.0.0.1:0", "--memory", "4", "--no-one-sided"]);
+    const gets = async (url: string) => {
+      const r = await client(["--connect", url, "-c", "put k \\x00v; get k; get k; stats; bench 300"]);
+      expect(r.code).toBe(0);
+      const out = lines(r.out);
+      expect(out[1]).toMatch(/^"\\x00v" \(version \d+\)$/);
+      expect(out[out.length - 1]).toMatch(/^ops\/s \d+ {2}p50 /);
+      return out.find((l) => l.startsWith("  gets "));
+    };
+    expect(await gets(one.urls[0]!)).toBe("  gets 0");
+    expect(await gets(rpc.urls[0]!)).toBe("  gets 2");
   });
 });
 
