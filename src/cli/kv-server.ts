@@ -9,8 +9,7 @@
  *     memory). Nothing else goes to stdout, so a script can read the URLs.
  *   - stderr: what else happens (a snapshot loaded / saved, the signal, errors).
  *   - SIGINT / SIGTERM: graceful close (drains the connections, saves the snapshot when
- *     --snapshot is set, frees the arena), then exit 0; exit 1 when the save fails. A second
- *     signal during the close exits 1 at once.
+ *     --snapshot is set, frees the arena), then exit 0; exit 1 when the save fails.
  *   - --snapshot PATH is loaded at start when the file exists; a corrupt or truncated one is
  *     refused (`KvSnapshotError` on stderr, exit 1) and the file is left as it is.
  *   - exit 2 for bad flags, with a usage line on stderr; exit 1 when the server cannot start.

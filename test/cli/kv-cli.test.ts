@@ -224,7 +224,8 @@ describe("kv-client over stdin, -c and a terminal against a kv-server", () => {
     expect(put.out).toMatch(/^ops\/s \d+ {2}p50 \d+\.\d us {2}p99 \d+\.\d us\n$/);
   });
 
-  test("interactive under a pseudo-terminal: the kv> prompt, answers, history, quit", async () => {
+  /** kv-client under a pseudo-terminal (`script`), its screen with escape sequences and CRs removed. */
+  function pty() {
     const cmd = `bun ${CLI} kv-client --connect ${url}`;
     // TERM: readline edits lines (history on the up arrow) only on a terminal it knows, not on "dumb".
     const proc = Bun.spawn(["script", "-qfec", cmd, "/dev/null"], { stdin: "pipe", stdout: "pipe", stderr: "pipe", env: { ...process.env, TERM: "xterm" } });
@@ -235,38 +236,70 @@ describe("kv-client over stdin, -c and a terminal against a kv-server", () => {
     })();
     // eslint-disable-next-line no-control-regex
     const plain = () => out.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, "").replace(/\r/g, "");
-    const waitFor = async (what: RegExp, count = 1) => {
-      const deadline = Date.now() + RUN_TIMEOUT_MS;
-      while ((plain().match(new RegExp(what, "g")) ?? []).length < count) {
-        if (Date.now() > deadline) throw new Error(`no ${what} in the terminal within ${RUN_TIMEOUT_MS} ms; got: ${JSON.stringify(plain())}`);
-        if (proc.exitCode !== null) throw new Error(`kv-client under script exited ${proc.exitCode}; got: ${JSON.stringify(plain())}`);
-        await Bun.sleep(20);
-      }
+    return {
+      proc,
+      plain,
+      async waitFor(what: RegExp, count = 1) {
+        const deadline = Date.now() + RUN_TIMEOUT_MS;
+        while ((plain().match(new RegExp(what, "g")) ?? []).length < count) {
+          if (Date.now() > deadline) throw new Error(`no ${what} in the terminal within ${RUN_TIMEOUT_MS} ms; got: ${JSON.stringify(plain())}`);
+          if (proc.exitCode !== null) throw new Error(`kv-client under script exited ${proc.exitCode}; got: ${JSON.stringify(plain())}`);
+          await Bun.sleep(20);
+        }
+      },
+      type(text: string) {
+        proc.stdin.write(text);
+        proc.stdin.flush();
+      },
+      async exited(): Promise<number> {
+        return await Promise.race([proc.exited, Bun.sleep(RUN_TIMEOUT_MS).then(() => -1)]);
+      },
+      async kill() {
+        if (proc.exitCode === null) proc.kill(9);
+        await proc.exited;
+      },
     };
-    const type = (s: string) => {
-      proc.stdin.write(s);
-      proc.stdin.flush();
-    };
+  }
+
+  test("interactive under a pseudo-terminal: the kv> prompt, answers, history, bench, quit", async () => {
+    const t = pty();
     try {
-      await waitFor(/kv> /);
-      type("put tty hello\r");
-      await waitFor(/OK version \d+\n/);
-      await waitFor(/kv> /, 2);
-      type("get tty\r");
-      await waitFor(/"hello" \(version \d+\)\n/);
-      await waitFor(/kv> /, 3);
-      type("\x1b[A"); // up arrow: the last command again
-      type("\r");
-      await waitFor(/"hello" \(version \d+\)\n/, 2);
-      type("pt\r");
-      await waitFor(/ERR UsageError: unknown command "pt"; try help\n/);
-      type("quit\r");
-      const code = await Promise.race([proc.exited, Bun.sleep(RUN_TIMEOUT_MS).then(() => -1)]);
-      expect(code).toBe(0);
-      expect(plain()).toContain("kv> put tty hello");
+      await t.waitFor(/kv> /);
+      t.type("put tty hello\r");
+      await t.waitFor(/OK version \d+\n/);
+      await t.waitFor(/kv> /, 2);
+      t.type("get tty\r");
+      await t.waitFor(/"hello" \(version \d+\)\n/);
+      await t.waitFor(/kv> /, 3);
+      t.type("\x1b[A"); // up arrow: the last command again
+      t.type("\r");
+      await t.waitFor(/"hello" \(version \d+\)\n/, 2);
+      t.type("pt\r");
+      await t.waitFor(/ERR UsageError: unknown command "pt"; try help\n/);
+      t.type("bench 1000\r");
+      await t.waitFor(/ops\/s \d+ {2}p50 \d+\.\d us {2}p99 \d+\.\d us\n/);
+      t.type("quit\r");
+      expect(await t.exited()).toBe(0);
+      expect(t.plain()).toContain("kv> put tty hello");
+      expect(t.plain()).toContain("bench: 1000/1000 (100%)\n"); // progress rewritten in place on a terminal, a newline at the end
     } finally {
-      if (proc.exitCode === null) proc.kill(9);
-      await proc.exited;
+      await t.kill();
+    }
+  });
+
+  test("interactive: Ctrl-D and Ctrl-C end the session with status 0", async () => {
+    for (const key of ["\x04", "\x03"]) {
+      const t = pty();
+      try {
+        await t.waitFor(/kv> /);
+        t.type("get tty\r");
+        await t.waitFor(/"hello" \(version \d+\)\n/);
+        await t.waitFor(/kv> /, 2);
+        t.type(key);
+        expect(await t.exited()).toBe(0);
+      } finally {
+        await t.kill();
+      }
     }
   });
 
@@ -297,7 +330,9 @@ describe("kv-server with a snapshot", () => {
     expect(get.code).toBe(0);
     expect(lines(get.out)[0]).toBe(`"\\x00snapvalue" (version ${version})`);
     expect(lines(get.out)).toContain("  keys 2");
-    expect((await stopServer(s2)).code).toBe(0);
+    const stop2 = await stopServer(s2);
+    expect(stop2.code).toBe(0);
+    expect(stop2.stderr).toContain(`loaded snapshot ${snap} (2 keys)`);
   });
 
   test("a corrupt snapshot is refused: exit 1, KvSnapshotError, the file left as it was", async () => {
@@ -326,6 +361,8 @@ describe("kv-server flags at work", () => {
       const keys = Array.from({ length: 20 }, (_, i) => `key${i}`);
       const puts = await c.send(keys.map((k) => `put ${k} v-${k}\n`).join(""), keys.length);
       expect(puts.every((l) => /^OK version \d+$/.test(l))).toBe(true);
+      const mget = await c.send(`mget ${keys.join(" ")}\n`, keys.length);
+      expect(mget.map((l) => l.replace(/\(version \d+\)/, "(version V)"))).toEqual(keys.map((k, i) => `${i + 1}) "v-${k}" (version V)`));
       const stats = await c.send("stats; get end-of-stats\n", { last: "(nil)" });
       const keyCounts = stats.filter((l) => l.startsWith("  keys ")).map((l) => Number(l.slice("  keys ".length)));
       expect(stats.filter((l) => l.startsWith("server "))).toEqual([`server ${a.urls[0]}`, `server ${b.urls[0]}`]);
