@@ -5,7 +5,10 @@
  *
  * GET (verify.ts does the checking): read the key's 256-byte group with one RMA get, then each
  * candidate's entry record (slot hash matches, slot crc holds) with one more; a record whose crc,
- * version and key hold is the value. A torn slot or record (the server was writing it) means a
+ * version and key hold is the value. A key read before is one round trip: the record it had
+ * then is read beside the group, and used only when the group still names that very record
+ * (offset, length, version) and it verifies: versions are never reused, so such a record holds
+ * exactly that version's bytes. A torn slot or record (the server was writing it) means a
  * re-read of the group, up to MAX_TORN_REREADS times, then `undefined`: client.ts sends KV_GET.
  * Not found with the group's overflow count above 0 (the key may live outside the slots, where
  * only the server looks) is `undefined` too. Every value returned is verified: never torn.
@@ -21,7 +24,8 @@
  *   const v = await oneSidedClient.oneSidedGet(conn, key);   // KvValue | null | undefined (= ask by RPC)
  *   const version = await oneSidedClient.largePut(conn, key, bigValue);
  *
- * Counters (`oneSidedClient.stats`): GETs settled one-sided (hits), torn re-reads, GETs handed
+ * Counters (`oneSidedClient.stats`): GETs settled one-sided (hits; hintHits of them in one round
+ * trip), torn re-reads, GETs handed
  * back to the RPC path (fallbacks), large puts done by RMA and those sent by KV_PUT instead.
  * Thread: the client's.
  */
@@ -40,10 +44,14 @@ export const MAX_TORN_REREADS = 4;
 const POOLED_RECORD_BYTES = 4096;
 /** Pooled read buffers kept per connection (the GETs in flight at once, as the bench's 64). */
 const MAX_POOLED = 128;
+/** Keys whose record location a connection remembers (about 100 B each): the working set of a hot loop. */
+const MAX_HINTS = 4096;
 
 export interface OneSidedStats {
   /** GETs settled one-sided (found or absent). */
   hits: number;
+  /** Hits settled by the remembered record read beside the group (one round trip). */
+  hintHits: number;
   /** Group re-reads after a torn slot or record. */
   tornRereads: number;
   /** GETs left to KV_GET (torn too often, overflow, or a failed RMA read). */
@@ -58,6 +66,8 @@ export interface OneSidedStats {
 class ConnState {
   readonly groups: Uint8Array[] = [];
   readonly records: Uint8Array[] = [];
+  /** Where each recently read key's record was (keyName -> slot), oldest first. */
+  readonly hints = new Map<string, Hint>();
   writeBusy = false;
 
   constructor(
@@ -74,6 +84,25 @@ class ConnState {
   give(pool: Uint8Array[], b: Uint8Array): void {
     if (pool.length < MAX_POOLED) pool.push(b);
   }
+
+  remember(name: string, slot: Hint): void {
+    this.hints.delete(name);
+    if (this.hints.size >= MAX_HINTS) this.hints.delete(this.hints.keys().next().value!);
+    this.hints.set(name, { entryOffset: slot.entryOffset, entryBytes: slot.entryBytes, version: slot.version });
+  }
+}
+
+interface Hint {
+  entryOffset: number;
+  entryBytes: number;
+  version: number;
+}
+
+/** A key as a Map key (one char per byte). */
+function keyName(key: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < key.length; i++) s += String.fromCharCode(key[i]!);
+  return s;
 }
 
 /** Reads `dst.length` bytes at `offset` of `region` (RemoteRegion.readInto as a promise). */
@@ -92,7 +121,7 @@ function read(region: RemoteRegion, offset: number, dst: Uint8Array): Promise<bo
  * each KvServerConn.rma); `stats` counts for all of them. Thread: the client's.
  */
 export class OneSidedClient implements KvOneSidedClient {
-  readonly stats: OneSidedStats = { hits: 0, tornRereads: 0, fallbacks: 0, largePuts: 0, largePutFallbacks: 0 };
+  readonly stats: OneSidedStats = { hits: 0, hintHits: 0, tornRereads: 0, fallbacks: 0, largePuts: 0, largePutFallbacks: 0 };
 
   /** Zeroes the counters (tests, bench). */
   resetStats(): void {
@@ -121,11 +150,18 @@ export class OneSidedClient implements KvOneSidedClient {
     const layout = st.layout;
     const hash = keyHash(key, layout.hashSeed);
     const goff = groupOffset(layout, hash);
+    const name = keyName(key);
+    const hint = st.hints.get(name);
     const group = st.take(st.groups, GROUP_BYTES);
     try {
       for (let attempt = 0; attempt <= MAX_TORN_REREADS; attempt++) {
         if (attempt > 0) this.stats.tornRereads++;
-        if (!(await read(st.arena, goff, group))) return this.fallback();
+        // The record this key had last time, read beside its group (one round trip for both):
+        // used only if the group still names exactly it and it verifies.
+        const early = attempt === 0 && hint !== undefined ? this.readEntry(st, hint.entryOffset, hint.entryBytes, key, hint.version) : null;
+        const groupOk = await read(st.arena, goff, group);
+        const speculated = early === null ? undefined : await early;
+        if (!groupOk) return this.fallback();
         const g = scanGroup(group, hash);
         let torn = g.torn > 0;
         for (const c of g.candidates) {
@@ -133,15 +169,19 @@ export class OneSidedClient implements KvOneSidedClient {
             torn = true;
             continue;
           }
-          const got = await this.readEntry(st, c.entryOffset, c.entryBytes, key, c.version);
+          const same = typeof speculated === "object" && hint !== undefined && c.entryOffset === hint.entryOffset && c.entryBytes === hint.entryBytes && c.version === hint.version;
+          const got = same ? speculated : await this.readEntry(st, c.entryOffset, c.entryBytes, key, c.version);
           if (got === undefined) return this.fallback();
           if (got === "torn") torn = true;
           else if (got !== "other") {
             this.stats.hits++;
+            if (same) this.stats.hintHits++;
+            st.remember(name, c);
             return got;
           }
         }
         if (!torn) {
+          st.hints.delete(name);
           if (g.overflow > 0) return this.fallback();
           this.stats.hits++;
           return null;
