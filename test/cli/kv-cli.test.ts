@@ -201,6 +201,10 @@ describe("kv-client over stdin, -c and a terminal against a kv-server", () => {
     const bad = await client(["--connect", url, "-c", "get c1; cas c1 x v; get c1"]);
     expect(bad.code).toBe(1);
     expect(lines(bad.out)).toEqual(["(nil)", 'ERR UsageError: cas: version "x" is not a whole number', "(nil)"]);
+    const absent = await client(["--connect", url, "-c", "cas fresh 0 x; cas fresh 0 y; get fresh"]);
+    const [first, second, third] = lines(absent.out);
+    const v = /^OK version (\d+)$/.exec(first!)![1];
+    expect([second, third]).toEqual([`MISMATCH version ${v}`, `"x" (version ${v})`]); // version 0: only if absent
     const quote = await client(["--connect", url, "-c", 'get "open']);
     expect(quote.code).toBe(1);
     expect(quote.out).toBe('ERR UsageError: unterminated " quote\n');
@@ -383,11 +387,14 @@ describe("kv-server flags at work", () => {
     }
   });
 
-  test("memory full: KvFullError without eviction, room made with --evict lru", async () => {
+  test("memory full: KvFullError without eviction, room made with --evict lru; a value larger than the arena: KvValueTooLargeError", async () => {
     const full = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "1"]);
     const r1 = await client(["--connect", full.urls[0]!, "-c", "bench 200 --op put --size 65536 --inflight 4; put after ok"]);
     expect(r1.code).toBe(1);
     expect(lines(r1.out)).toEqual([expect.stringMatching(/^ERR KvFullError: kv: no memory for an entry of \d+ bytes/), expect.stringMatching(/^OK version \d+$/)]);
+    const big = await client(["--connect", full.urls[0]!, "-c", "bench 1 --op put --size 2000000"]); // more than 1 MiB can ever hold
+    expect(big.code).toBe(1);
+    expect(big.out).toMatch(/^ERR KvValueTooLargeError: kv: value of 2000000 bytes, the limit is \d+/);
     const lru = await startServer(["--listen", "tcp://127.0.0.1:0", "--memory", "1", "--evict", "lru"]);
     const r2 = await client(["--connect", lru.urls[0]!, "-c", "bench 200 --op put --size 65536 --inflight 4; stats"]);
     expect(r2.code).toBe(0);
