@@ -381,6 +381,11 @@ describe("kv-server flags at work", () => {
       const unavailable = gets.filter((l) => l.startsWith("ERR KvUnavailableError: ") && l.includes(b.urls[0]!.replace("tcp://", "")));
       expect(values.length).toBe(keyCounts[0]);
       expect(unavailable.length).toBe(keyCounts[1]);
+      const after = await c.send("stats; get end-of-stats\n", { last: "(nil)" });
+      const at = after.indexOf(`server ${b.urls[0]}`);
+      expect(at).toBeGreaterThan(0);
+      expect(after[at + 1]).toStartWith("  ERR KvUnavailableError: ");
+      expect(after).toContain(`  keys ${keyCounts[0]}`); // the live one still answers
       expect(await c.end()).toBe(1);
     } finally {
       if (c.proc.exitCode === null) c.proc.kill(9);
