@@ -114,8 +114,11 @@ class ServerConn implements p.KvServerConn {
     private readonly timeoutMs: number,
   ) {}
 
-  /** Brings rpc / hello / ucx up to date with the pool's READY connection; returns rpc. */
-  sync(): Client<number> | null {
+  /**
+   * Brings rpc / hello / ucx up to date with the pool's READY connection; returns rpc. A new
+   * connection gets `known` as its HELLO when given (just answered on it), else asks for one.
+   */
+  sync(known: p.KvHello | null = null): Client<number> | null {
     const c = this.pooled.rpc as Client<number> | null;
     if (c === this.rpc) return c;
     const old = this.rpc;
@@ -127,6 +130,10 @@ class ServerConn implements p.KvServerConn {
     if (c !== null) {
       c.onResponse = this.onResponse;
       this.ucx = c.conn.transport === "ucx" && c.conn.caps.rma ? (c.conn as unknown as UcxConnection) : null;
+      if (known !== null) {
+        this.hello = known;
+        return c;
+      }
       c.request(p.KV_HELLO, EMPTY_BYTES, { timeoutMs: this.timeoutMs }).then(
         (b) => {
           if (this.rpc === c) this.hello = p.decodeHello(b);
@@ -142,9 +149,9 @@ class ServerConn implements p.KvServerConn {
     if (this.kicking) return;
     this.kicking = true;
     this.pooled.request(p.KV_HELLO, EMPTY_BYTES, { failFast: true, timeoutMs: this.timeoutMs }).then(
-      () => {
+      (b) => {
         this.kicking = false;
-        this.sync();
+        this.sync(p.decodeHello(b));
       },
       () => {
         this.kicking = false;
@@ -171,6 +178,11 @@ class KvClientImpl implements KvClient {
   private readonly largePutBytes: number;
   private readonly timeoutMs: number;
   private putScratch = new Uint8Array(4096);
+  /** Connections wait in spin / blocking mode: nothing but poll() brings responses in (see track()). */
+  private readonly pumps: boolean;
+  private promiseCalls = 0;
+  private pumpOn = false;
+  private closed = false;
 
   constructor(
     urls: string[],
@@ -182,21 +194,56 @@ class KvClientImpl implements KvClient {
     this.oneSided = (opts.oneSided ?? "auto") === "auto";
     this.largePutBytes = opts.largePutBytes ?? DEFAULT_LARGE_PUT_BYTES;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_KV_TIMEOUT_MS;
+    const mode = opts.pool?.connect?.wait?.mode;
+    this.pumps = mode === "spin" || mode === "blocking";
     this.servers = urls.map((u) => {
       const target = u.toLowerCase().startsWith("ucx:") && this.oneSided ? { connect: { ...opts.pool?.connect, ucx: { ...opts.pool?.connect?.ucx, rma: true } } } : {};
       return new ServerConn(u, pool.client(u, target), this.onRpcResponse, this.timeoutMs);
     });
   }
 
+  /**
+   * A promise call on connections that wait in spin / blocking mode: their responses come in
+   * only through poll(), so while such calls are outstanding the client polls every connection
+   * from the event loop (conn.poll(): settles promises, queues hot-path results for the
+   * application's own poll()). Event-driven connections need none of it.
+   */
+  private track<T>(pr: Promise<T>): Promise<T> {
+    if (!this.pumps) return pr;
+    this.promiseCalls++;
+    if (!this.pumpOn) {
+      this.pumpOn = true;
+      setImmediate(this.pump);
+    }
+    return pr.finally(() => {
+      this.promiseCalls--;
+    });
+  }
+
+  private readonly pump = (): void => {
+    if (this.promiseCalls === 0 || this.closed) {
+      this.pumpOn = false;
+      return;
+    }
+    for (const sc of this.servers) {
+      const c = sc.pooled.rpc;
+      if (c !== null) c.conn.poll();
+      for (const old of sc.retired) old.conn.poll();
+    }
+    setImmediate(this.pump);
+  };
+
   /** Each server's first HELLO; KvUnavailableError (pool closed) for the first one that fails. */
-  async start(): Promise<void> {
+  start(): Promise<void> {
+    return this.track(this.hellos());
+  }
+
+  private async hellos(): Promise<void> {
     await Promise.all(
       this.servers.map(async (sc) => {
         try {
           const body = await sc.pooled.request(p.KV_HELLO, EMPTY_BYTES, { failFast: true, timeoutMs: this.timeoutMs });
-          const hello = p.decodeHello(body);
-          sc.sync();
-          if (sc.rpc !== null) sc.hello ??= hello;
+          sc.sync(p.decodeHello(body));
         } catch (e) {
           const err = kvError(sc, e);
           throw err instanceof KvUnavailableError ? err : new KvUnavailableError(`kv: server ${sc.url} is unavailable: ${(e as Error).message}`, { cause: e });
@@ -215,7 +262,7 @@ class KvClientImpl implements KvClient {
 
   private call(sc: ServerConn, method: number, body: Uint8Array): Promise<Uint8Array> {
     sc.sync();
-    return sc.pooled.request(method, body, { failFast: true, timeoutMs: this.timeoutMs }).catch((e) => {
+    return this.track(sc.pooled.request(method, body, { failFast: true, timeoutMs: this.timeoutMs })).catch((e) => {
       throw kvError(sc, e);
     });
   }
@@ -236,7 +283,7 @@ class KvClientImpl implements KvClient {
     sc.sync();
     if (this.oneSided && sc.ucx !== null && sc.hello !== null && (sc.hello.flags & p.HELLO_ONE_SIDED) !== 0) {
       try {
-        const r = await oneSidedClient.oneSidedGet(sc, k);
+        const r = await this.track(oneSidedClient.oneSidedGet(sc, k));
         if (r !== undefined) return r;
       } catch (e) {
         throw kvError(sc, e);
@@ -252,7 +299,7 @@ class KvClientImpl implements KvClient {
     sc.sync();
     if (this.oneSided && v.length >= this.largePutBytes && sc.ucx !== null && sc.hello !== null && (sc.hello.flags & p.HELLO_WRITE_BUFFER) !== 0) {
       try {
-        return await oneSidedClient.largePut(sc, k, v);
+        return await this.track(oneSidedClient.largePut(sc, k, v));
       } catch (e) {
         throw kvError(sc, e);
       }
@@ -400,6 +447,7 @@ class KvClientImpl implements KvClient {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     for (const sc of this.servers) sc.rma = null;
     await this.pool.close();
   }

@@ -143,6 +143,39 @@ describe("limits over RPC", () => {
   });
 });
 
+describe("wait modes", () => {
+  test(
+    "a spin-mode server process and a spin-mode client over shm: the promise API (polled for it) and the hot path",
+    async () => {
+      const server = await startServer({ listen: [listenUrl("shm")], memoryBytes: 4 << 20, wait: { mode: "spin", spinNs: 0 } });
+      peers.push(server);
+      // Before the client polled its spin connections for promise calls, this HELLO timed out.
+      const kv = await kvConnect(server.urls[0]!, { timeoutMs: 20_000, pool: { connect: { wait: { mode: "spin", spinNs: 10_000 } } } });
+      try {
+        const v = await kv.put("spin", "yes");
+        expect((await kv.get("spin"))!.version).toBe(v);
+        let got: number | null = null;
+        kv.onResult = (_ud, err, found, version) => {
+          expect(err).toBeNull();
+          expect(found).toBe(true);
+          got = version;
+        };
+        expect(kv.getCb(new TextEncoder().encode("spin"), 1)).toBe(0);
+        const end = Date.now() + 20_000;
+        while (got === null && Date.now() < end) {
+          kv.poll();
+          await Bun.sleep(0);
+        }
+        expect(got).toBe(v);
+      } finally {
+        await kv.close();
+        await server.kill();
+      }
+    },
+    WATCHDOG_MS,
+  );
+});
+
 describe("snapshot over RPC", () => {
   test(
     "SAVE, kill -9, restart: every key, value and version back; SIGTERM saves too; versions go on",
