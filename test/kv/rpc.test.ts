@@ -9,7 +9,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { KvFullError, KvKeyError, KvSnapshotError, KvValueTooLargeError, RemoteError } from "../../src/errors.ts";
+import { KvFullError, KvKeyError, KvSnapshotError, KvUnavailableError, KvValueTooLargeError, RemoteError, UsageError } from "../../src/errors.ts";
 import { kvConnect, kvServe, listenerMessageLimit, type KvServer } from "../../src/kv/index.ts";
 import * as p from "../../src/kv/protocol.ts";
 import { rpcConnect } from "../../src/rpc/serve.ts";
@@ -140,6 +140,45 @@ describe("limits over RPC", () => {
     expect(e).toBeInstanceOf(RemoteError);
     expect((e as RemoteError).remoteName).toBe("UsageError");
     expect(e.message).toContain("no snapshot path");
+  });
+});
+
+describe("lifecycle", () => {
+  test("kvConnect to an unreachable server fails with KvUnavailableError naming it", async () => {
+    const s = await serveHere({});
+    const dead = listenUrl("shm"); // nobody listens there
+    const e = await rejection(kvConnect([s.urls[0]!, dead], { timeoutMs: 3000 }));
+    expect(e).toBeInstanceOf(KvUnavailableError);
+    expect(e.message).toContain(dead);
+  });
+
+  test("every listener serves the same store; hot-path errors arrive as their classes", async () => {
+    const s = await kvServe({ listen: [listenUrl("shm"), listenUrl("tcp"), listenUrl("inproc")], memoryBytes: 4 << 20 });
+    servers.push(s);
+    const [viaShm, viaTcp, viaInproc] = [await kvConnect(s.urls[0]!), await kvConnect(s.urls[1]!), await kvConnect(s.urls[2]!)];
+    const v = await viaShm.put("shared", "one store");
+    expect((await viaTcp.get("shared"))!.version).toBe(v);
+    expect((await viaInproc.get("shared"))!.version).toBe(v);
+    let seen: Error | null = null;
+    viaTcp.onResult = (_ud, err) => (seen = err);
+    expect(viaTcp.getCb(new Uint8Array(0), 1)).toBe(0);
+    const end = Date.now() + 5000;
+    while (seen === null && Date.now() < end) {
+      viaTcp.poll();
+      await viaTcp.wait(5);
+    }
+    expect(seen).toBeInstanceOf(KvKeyError);
+    for (const c of [viaShm, viaTcp, viaInproc]) await c.close();
+  });
+
+  test("close() with a client connected drains, frees the store, and is idempotent; the client then fails fast", async () => {
+    const s = await kvServe({ listen: [listenUrl("tcp")], memoryBytes: 4 << 20 });
+    const kv = await kvConnect(s.urls[0]!, { pool: { backoff: { initialMs: 10, maxMs: 50 } } });
+    await kv.put("k", "v");
+    await Promise.all([s.close(), s.close()]);
+    expect(() => s.store.get(new Uint8Array([1]))).toThrow(UsageError);
+    expect(await rejection(kv.get("k"))).toBeInstanceOf(KvUnavailableError);
+    await kv.close();
   });
 });
 
