@@ -55,6 +55,8 @@ export interface KvRowFigures {
   p50Us: number;
   p99Us: number;
   samples: number;
+  /** Results the row received in all (preload, warm-up and read-back included). */
+  calls: number;
   /** Per-call round trips (send to its own result) inside the 64-in-flight bursts (µs). */
   at64: { p50Us: number; p99Us: number; samples: number } | null;
   /** Operations per second by calls in flight, from complete bursts. */
@@ -317,6 +319,7 @@ export async function measureKvRow(d: KvDriver, o: KvMeasureOptions): Promise<Kv
     p50Us: percentile(sorted, 0.5) / 1e3,
     p99Us: percentile(sorted, 0.99) / 1e3,
     samples: n,
+    calls: b.done,
     at64,
     opsPerS,
     cpu: { at1: { clientUs: cpuClient / n, serverUs: cpuServer / n }, at64: cpu64 },

@@ -10,12 +10,13 @@
  *   --quick               short samples (the CI smoke run)
  *   --transports a,b      only these rows (ids: raw-tcp raw-tcp-bytes raw-unix raw-shm inproc
  *                         shm-spin shm-async tcp ucx-tcp ucx-shm ucx-rc ucx-ud ucx-dc rdma ipc
- *                         worker http ws grpc loopback serve-backend)
+ *                         worker http ws grpc loopback serve-backend kv)
  *   --sizes 32,1024,...   payload sweep in bytes (32 is always measured)
  *   --duration S          seconds of samples per measurement (default 0.5; --quick 0.03)
  *   --json PATH           report path (default bench/results/latest.json; charts beside it)
  *   --corrupt-reply N     the raw reference echo servers flip one byte of their N-th reply
- *                         (HOTPATH_BENCH_CORRUPT_REPLY): shows the byte check failing the row
+ *                         (HOTPATH_BENCH_CORRUPT_REPLY): shows the byte check failing the row;
+ *                         the kv part's stored value of key N gets one byte flipped (its GET rows fail)
  *   --serve HOST:PORT     across nodes: run the tcp, ucx and raw tcp servers here (ports PORT,
  *                         PORT+1, PORT+2) until interrupted
  *   --connect HOST:PORT   across nodes: measure those servers from this node
@@ -23,6 +24,7 @@
 
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { kvLines, measureKv, type KvReport } from "./kv.bench.ts";
 import { measureRow } from "./measure.ts";
 import { perftest } from "./perftest.ts";
 import { addRatios, charts, checkTargets, machine, table, toPng, type Report, type RowResult } from "./report.ts";
@@ -41,7 +43,9 @@ interface Options {
 }
 
 /** Ids of the sections that are not TARGETS rows. */
-const EXTRA_IDS = ["loopback", "serve-backend"];
+const EXTRA_IDS = ["loopback", "serve-backend", "kv"];
+/** The kv part's seconds per figure: its 28 rows add about 20-30 s to a full run (bun bench/kv.bench.ts takes 0.3). */
+const KV_DURATION_S = 0.05;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = { quick: false, ids: null, sizes: [], inflight: [1, 16, 64, 256], durationS: 0.5, json: join(import.meta.dir, "results", "latest.json"), serve: null, connect: null, corruptReply: 0 };
@@ -216,6 +220,15 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
       report.serveBackend = await mod.measureServeBackend({ quick: o.quick, log: (s) => print(`serve backend: ${s}`) });
     });
   }
+  if (!o.connect && (o.ids === null || o.ids.includes("kv"))) {
+    print("hotpath kv and Redis (bench/kv.bench.ts)");
+    await runPart(report, "kv", "hotpath kv and Redis", print, async () => {
+      const kv = await measureKv({ quick: o.quick, durationS: o.quick ? 0.03 : KV_DURATION_S, ...(o.corruptReply > 0 ? { corruptReply: o.corruptReply } : {}), log: (s) => print(`kv: ${s}`) });
+      (report as Report & { kv?: KvReport }).kv = kv;
+      for (const s of kv.skipped) report.skipped.push({ id: `kv:${s.id}`, label: `kv: ${s.label}`, reason: s.reason });
+      for (const f of kv.failed) report.failed.push({ id: `kv:${f.id}`, label: `kv: ${f.label}`, reason: f.reason });
+    });
+  }
   addRatios(report);
   if (!o.connect) report.targets = checkTargets(report);
   return report;
@@ -268,6 +281,8 @@ if (import.meta.main) {
   const report = await runBench(o, print);
   print("");
   print(table(report));
+  const kv = (report as Report & { kv?: KvReport }).kv;
+  if (kv) print(["", "hotpath kv and Redis (bench/kv.bench.ts; skipped and failed kv rows are listed above):", ...kvLines(kv, false)].join("\n"));
   await writeOutputs(report, o.json, print);
   process.exit(report.failed.length > 0 ? 1 : 0);
 }

@@ -110,7 +110,7 @@ test(
 test("the kv targets are judged on the run's rows: met, NOT met, or n/a when a row did not run", () => {
   const row = (id: string, p50Us: number, ops64: number): KvRowResult => ({
     id, label: id, section: id.split("-get-")[0]!, op: "get", valueBytes: 64, kind: "hotpath", mode: "spin", layout: "", serverCpu: "", references: [], ratios: {},
-    p50Us, p99Us: p50Us, samples: 1000, at64: null, opsPerS: { 1: 1, 64: ops64 }, cpu: { at1: { clientUs: 0, serverUs: 0 }, at64: null }, heap: { objectsPerCall: 0, cleanWindows: 1 },
+    p50Us, p99Us: p50Us, samples: 1000, calls: 2024, at64: null, opsPerS: { 1: 1, 64: ops64 }, cpu: { at1: { clientUs: 0, serverUs: 0 }, at64: null }, heap: { objectsPerCall: 0, cleanWindows: 1 },
   });
   const report = (rows: KvRowResult[], rbGet: number | null): KvReport => ({
     date: "", options: { quick: true, durationS: 0.03, sizes: [64], sections: [] }, redisVersion: null, rows, skipped: [], failed: [], targets: [],
@@ -123,6 +123,11 @@ test("the kv targets are judged on the run's rows: met, NOT met, or n/a when a r
   expect(find(good, "kv shm GET 64 B: ops/s at 64 in flight >= redis-benchmark -P 64 GET").met).toBe(true);
   expect(find(good, "kv shm GET 64 B: p50 at 1 in flight <= 2 µs").met).toBe(true);
   expect(find(good, "one-sided GET 64 B over ucx(shm)").met).toBe(true);
+  // A one-sided row whose reads all went to the server as RPC GETs is not a one-sided figure.
+  const allFellBack = { ...row("ucx-shm-1s-get-64", 1, 1), serverGets: 1000 };
+  const fb = find(kvTargets(report([allFellBack, row("ucx-shm-get-64", 2, 1)], null)), "one-sided GET 64 B over ucx(shm)");
+  expect(fb.met).toBe(false);
+  expect(fb.measured).toContain("100% of its GETs fell back to RPC");
   const bad = kvTargets(report([row("shm-get-64", 2.5, 4e5), row("redis-unix-get-64", 30, 1e5), row("ucx-shm-1s-get-64", 3, 1), row("ucx-shm-get-64", 2, 1)], 1e6));
   for (const t of ["kv shm GET 64 B: ops/s at 64 in flight >= 5x", "kv shm GET 64 B: ops/s at 64 in flight >= redis-benchmark -P 64 GET", "kv shm GET 64 B: p50", "one-sided GET 64 B over ucx(shm)"]) expect({ t, met: find(bad, t).met }).toEqual({ t, met: false });
   const none = kvTargets(report([], null));
