@@ -30,11 +30,12 @@
  * Thread: the client's.
  */
 
-import { TransportClosedError } from "../errors.ts";
+import { sendLimit } from "../contract/transport.ts";
+import { KvValueTooLargeError, TransportClosedError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import type { RemoteRegion } from "../ucx/rma.ts";
 import { ENTRY_HEADER_BYTES, GROUP_BYTES, keyHash, type KvLayout } from "./layout.ts";
-import { decodeVersion, encodeCommit, encodePut, HELLO_ONE_SIDED, HELLO_WRITE_BUFFER, KV_COMMIT, KV_PUT, type KvOneSidedClient, type KvServerConn } from "./protocol.ts";
+import { decodeVersion, encodeCommit, encodePut, HELLO_ONE_SIDED, HELLO_WRITE_BUFFER, KV_COMMIT, KV_PUT, REQUEST_OVERHEAD, type KvOneSidedClient, type KvServerConn } from "./protocol.ts";
 import type { KvValue } from "./store.ts";
 import { groupOffset, parseHeader, scanGroup, verifyEntry } from "./verify.ts";
 
@@ -222,6 +223,10 @@ export class OneSidedClient implements KvOneSidedClient {
     const st = this.state(conn);
     const wb = st?.writeBuf ?? null;
     if (st === null || wb === null || st.writeBusy || value.length > st.writeBufBytes) {
+      const limit = sendLimit(rpc.conn.caps) - REQUEST_OVERHEAD - key.length;
+      if (value.length > limit) {
+        throw new KvValueTooLargeError(`kv put: value of ${value.length} bytes exceeds the ${limit} bytes a ${rpc.conn.transport} message to ${conn.url} can carry with this key, and the ${st?.writeBufBytes ?? 0}-byte write buffer (server maxValueBytes ${conn.hello?.maxValueBytes ?? "unknown"})`);
+      }
       this.stats.largePutFallbacks++;
       return decodeVersion(await rpc.request(KV_PUT, encodePut(key, value)));
     }

@@ -7,6 +7,7 @@
  *   that some groups overflow, so both one-sided hits and KV_GET fallbacks occur;
  * - large PUTs (RMA put into the write buffer + KV_COMMIT) read back byte for byte through
  *   both clients; one larger than the write buffer, and those that find it busy, go by KV_PUT;
+ *   one larger than the buffer and than a message fails with KvValueTooLargeError;
  * - a COMMIT whose crc32 (or length) does not match the write buffer is refused with
  *   UsageError (a class that travels back over RPC) and stores nothing.
  */
@@ -14,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { rpcConnect } from "../../src/index.ts";
+import { KvValueTooLargeError, rpcConnect } from "../../src/index.ts";
 import { kvConnect, type KvClient } from "../../src/kv/client.ts";
 import { oneSidedClient } from "../../src/kv/one-sided.ts";
 import { decodeGetResponse, decodeHello, decodeVersion, encodeCommit, KV_COMMIT, KV_GET, KV_HELLO } from "../../src/kv/protocol.ts";
@@ -130,6 +131,24 @@ for (const tls of ["tcp,self", "shm,self"]) {
       }
       expect(oneSidedClient.stats.largePuts).toBeGreaterThanOrEqual(4);
       expect(oneSidedClient.stats.largePuts + oneSidedClient.stats.largePutFallbacks).toBe(12);
+    });
+
+    test("a value too large for both the write buffer and a message fails with KvValueTooLargeError; one that fits the buffer goes by RMA", async () => {
+      // This client accepts messages of 256 KiB at most (so its sends are limited to that too).
+      const small = await kvConnect(peer.ready.url, { pool: { connect: { maxMessageBytes: 256 << 10 } } });
+      try {
+        const r = rng(7);
+        oneSidedClient.resetStats();
+        const fits = bytes(512 << 10, r); // above the message limit, within the 1 MiB write buffer
+        const version = await small.put("by-rma", fits);
+        expect(oneSidedClient.stats.largePuts).toBe(1);
+        const got = await slow.get("by-rma");
+        expect([got?.version, Buffer.from(got!.value).equals(Buffer.from(fits))]).toEqual([version, true]);
+        await expect(small.put("too-big", bytes((1 << 20) + 1, r))).rejects.toBeInstanceOf(KvValueTooLargeError);
+        expect(await slow.get("too-big")).toBeNull();
+      } finally {
+        await small.close();
+      }
     });
 
     test("a COMMIT whose crc32 or length does not match the write buffer is refused and stores nothing", async () => {
