@@ -221,7 +221,8 @@ async function runScript(client: KvClient, lines: AsyncIterable<string> | Iterab
 
 /** The interactive prompt: readline with history; ends at quit, Ctrl-D or Ctrl-C. */
 async function runInteractive(client: KvClient): Promise<void> {
-  const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: "kv> ", terminal: true, historySize: HISTORY_LINES, removeHistoryDuplicates: true });
+  // Line editing and history only when stdout is a terminal too: no escape sequences in a file.
+  const rl = createInterface({ input: process.stdin, output: process.stdout, prompt: "kv> ", terminal: process.stdout.isTTY === true, historySize: HISTORY_LINES, removeHistoryDuplicates: true });
   rl.on("SIGINT", () => rl.close());
   await writeOut(`connected to ${client.urls.join(", ")}; type help for the commands\n`);
   rl.prompt();
