@@ -226,7 +226,7 @@ describe("kv-client over stdin, -c and a terminal against a kv-server", () => {
     const put = await client(["--connect", url, "-c", "bench 500 --op put --size 4096 --inflight 16"]);
     expect(put.code).toBe(0);
     expect(put.out).toMatch(/^ops\/s \d+ {2}p50 \d+\.\d us {2}p99 \d+\.\d us\n$/);
-    // More in flight than the connection's window (256): sends that find it full wait for completions.
+    // More in flight than an RPC client's default window (256): sends that find it full wait for completions.
     const wide = await client(["--connect", url, "-c", "bench 2000 --inflight 600"]);
     expect(wide.code).toBe(0);
     expect(wide.out).toMatch(/^ops\/s \d+ {2}p50 /);
