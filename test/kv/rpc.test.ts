@@ -159,7 +159,7 @@ describe("lifecycle", () => {
     const v = await viaShm.put("shared", "one store");
     expect((await viaTcp.get("shared"))!.version).toBe(v);
     expect((await viaInproc.get("shared"))!.version).toBe(v);
-    let seen: Error | null = null;
+    let seen = null as Error | null;
     viaTcp.onResult = (_ud, err) => (seen = err);
     expect(viaTcp.getCb(new Uint8Array(0), 1)).toBe(0);
     const end = Date.now() + 5000;
@@ -193,7 +193,7 @@ describe("wait modes", () => {
       try {
         const v = await kv.put("spin", "yes");
         expect((await kv.get("spin"))!.version).toBe(v);
-        let got: number | null = null;
+        let got = null as number | null;
         kv.onResult = (_ud, err, found, version) => {
           expect(err).toBeNull();
           expect(found).toBe(true);
