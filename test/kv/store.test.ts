@@ -255,3 +255,22 @@ describe("kv errors over RPC", () => {
     }
   });
 });
+
+describe("KvStore lookup", () => {
+  test("lookup() finds the value's bytes in the arena, with its length and version; -1 when absent", () => {
+    using s = KvStore.create({ memoryBytes: 1 << 20, evict: "lru" });
+    expect(s.lookup(b("k"))).toBe(-1);
+    expect([s.lookupBytes, s.lookupVersion]).toEqual([0, 0]);
+    const v = s.put(b("k"), b("hello"));
+    const off = s.lookup(b("k"));
+    expect(off).toBeGreaterThan(s.layout.heapOffset);
+    expect(s.lookupBytes).toBe(5);
+    expect(s.lookupVersion).toBe(v);
+    expect(new TextDecoder().decode(s.arena.subarray(off, off + s.lookupBytes))).toBe("hello");
+    expect(s.stats().gets).toBe(2);
+  });
+
+  test("memoryBytes above 2 GiB is refused (arena offsets are int32)", () => {
+    expect(() => KvStore.create({ memoryBytes: 2 ** 31 + 1 })).toThrow(/2 GiB/);
+  });
+});
