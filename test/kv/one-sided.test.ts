@@ -8,6 +8,8 @@
  * - large PUTs (RMA put into the write buffer + KV_COMMIT) read back byte for byte through
  *   both clients; one larger than the write buffer, and those that find it busy, go by KV_PUT;
  *   one larger than the buffer and than a message fails with KvValueTooLargeError;
+ * - the arena is registered once per RMA runtime, a write buffer per connection, deregistered
+ *   when the connection closes;
  * - a COMMIT whose crc32 (or length) does not match the write buffer is refused with
  *   UsageError (a class that travels back over RPC) and stores nothing.
  */
@@ -26,12 +28,15 @@ import { spawnPeer, type Peer } from "../helpers/peer.ts";
 const SRC = new URL("../../src/", import.meta.url).pathname;
 const HELPERS = new URL("../helpers/", import.meta.url).pathname;
 /** 8 groups of 7 slots for 48 keys, a fixed hash seed: groups overflow (their keys live where only the server looks) in every run. */
+// Each line on stdin is answered with the registrations of the listener's RMA runtime; EOF exits.
 const SERVER = `
 import { kvServe } from "${SRC}kv/server.ts";
-import { exitWhenParentGoes } from "${HELPERS}peer.ts";
+import { UcxRuntime } from "${SRC}ucx/runtime.ts";
 const kv = await kvServe({ listen: [process.argv[2]], memoryBytes: 16 << 20, groupCount: 8, hashSeed: 7, writeBufferBytes: 1 << 20 });
 console.log(JSON.stringify({ url: kv.urls[0] }));
-exitWhenParentGoes();
+const rt = UcxRuntime.acquire({ rma: true }); // the listener's (same configuration)
+for await (const _ of console) console.log(JSON.stringify({ registrations: rt.stats().registrations }));
+process.exit(0);
 `;
 
 function rng(seed: number): () => number {
@@ -149,6 +154,30 @@ for (const tls of ["tcp,self", "shm,self"]) {
       } finally {
         await small.close();
       }
+    });
+
+    test("the arena is registered once; each connection's write buffer is registered with it and goes with it", async () => {
+      const registrations = async () => {
+        peer.proc.stdin.write("stats\n");
+        peer.proc.stdin.flush();
+        return JSON.parse(await peer.nextLine()).registrations as number;
+      };
+      // Settles at `n` (a watchdog bounds it: a closed connection's regions go as UCX closes its endpoint).
+      const settle = async (n: number) => {
+        const deadline = Date.now() + 10_000;
+        let now = await registrations();
+        while (now !== n && Date.now() < deadline) {
+          await Bun.sleep(20);
+          now = await registrations();
+        }
+        return now;
+      };
+      // The arena, and the write buffers of the two clients this file keeps open (earlier tests' others closed).
+      expect(await settle(3)).toBe(3);
+      const more = await Promise.all([kvConnect(peer.ready.url), kvConnect(peer.ready.url)]);
+      expect(await registrations()).toBe(5); // a write buffer each, the arena already registered
+      await Promise.all(more.map((c) => c.close()));
+      expect(await settle(3)).toBe(3);
     });
 
     test("a COMMIT whose crc32 or length does not match the write buffer is refused and stores nothing", async () => {
