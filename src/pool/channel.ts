@@ -56,6 +56,8 @@ export class PendingLimitError extends HotpathError {
     super("E_POOL_PENDING", message);
   }
 }
+// Named after its class: a bundler may rename the binding (code splitting does; see errors.ts).
+Object.defineProperty(PendingLimitError, "name", { value: "PendingLimitError" });
 
 /** Opens a connection to `url`: the registry's connect() (with fallback) unless replaced. */
 export type Connector = (url: string, opts: ConnectOptions) => Promise<Connection>;

@@ -35,6 +35,8 @@ export class DecodeError extends HotpathError {
     super("E_DECODE", message);
   }
 }
+// Named after its class: a bundler may rename the binding (code splitting does; see errors.ts).
+Object.defineProperty(DecodeError, "name", { value: "DecodeError" });
 
 export const raw: Codec<Uint8Array> = {
   encode: (v) => v,
