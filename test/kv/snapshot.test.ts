@@ -139,6 +139,25 @@ describe("kv snapshot", () => {
     expect(() => KvStore.load(path, { memoryBytes: 1 << 20, evict: "lru" })).toThrow(KvFullError);
   });
 
+  test("values larger than the writer's 1 MiB chunk round-trip", () => {
+    const p = join(dir, "huge.snap");
+    const big = new Uint8Array(3 * 1024 * 1024 + 17);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 31) & 255;
+    let version = 0;
+    {
+      using s = KvStore.create({ memoryBytes: 8 << 20 });
+      s.put(b("a"), b("small"));
+      version = s.put(b("big"), big);
+      s.put(b("z"), new Uint8Array(1024 * 1024 - 30).fill(9));
+      s.save(p);
+    }
+    using t = KvStore.load(p, { memoryBytes: 8 << 20 });
+    expect(t.get(b("big"))!.version).toBe(version);
+    expect(Buffer.compare(t.get(b("big"))!.value, big)).toBe(0);
+    expect(t.get(b("z"))!.value.every((x) => x === 9)).toBe(true);
+    expect(new TextDecoder().decode(t.get(b("a"))!.value)).toBe("small");
+  });
+
   test("a snapshot whose keys exceed this store's maxKeyBytes is refused", () => {
     const p = join(dir, "longkey.snap");
     {

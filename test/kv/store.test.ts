@@ -37,6 +37,9 @@ describe("KvStore basics", () => {
     const st = s.stats();
     expect(st).toMatchObject({ keys: 4, puts: 6, dels: 1, casFailures: 3, hugepages: false, groupOverflows: 0, evictions: 0 });
     expect(st.gets).toBe(5);
+    expect(st.heapBytes).toBe(s.layout.heapBytes);
+    // four entries, each in the 64-byte class (24-byte header + key + value <= 64)
+    expect(st.heapUsedBytes).toBe(4 * 64);
   });
 
   test("binary keys with 0x00 bytes are distinct keys", () => {
