@@ -79,7 +79,9 @@ export interface KvBenchOptions {
 }
 
 interface Client {
-  variant: "rpc" | "one-sided";
+  /** rpc: the section's own client; one-sided / rpc-promise: the ucx pair (promise API, one client each). */
+  variant: "rpc" | "one-sided" | "rpc-promise";
+  mode: "spin" | "async";
   driver: KvDriver;
 }
 interface Started {
@@ -185,7 +187,7 @@ function kvSection(id: string, label: string, url: string, mode: "spin" | "async
     mode,
     layout:
       mode === "spin"
-        ? `${CLIENT_HERE}, hot path (getCb / putCb / poll) in the spin body (the connection keeps the default wait policy; poll() drives it); server: own process (peers/kv-server.ts, kvServe, spin)${tls ? `; UCX_TLS=${tls} on both sides` : ""}`
+        ? `${CLIENT_HERE}, hot path (getCb / putCb / poll), spin; server: own process (peers/kv-server.ts, kvServe, spin)${tls ? `; UCX_TLS=${tls} on both sides` : ""}`
         : `${CLIENT_HERE}, promise API (get / put), event loop; server: own process (peers/kv-server.ts, kvServe, default wait policy)`,
     unavailable: () => kvMissing(),
     start: async () => {
@@ -194,15 +196,18 @@ function kvSection(id: string, label: string, url: string, mode: "spin" | "async
       const clients: Client[] = [];
       let stats: KvClientApi | null = null;
       try {
-        // The client connects with the default wait policy: kvConnect's HELLO is a promise call,
-        // which a spin-mode connection does not deliver unless someone polls. Its hot path is
-        // then driven by poll() alone (the spin body), as in spin mode.
-        const pool = { connect: { window: 256 } };
+        // Spin rows: the client's connection in spin mode too (the spin body polls it).
+        const pool = { connect: mode === "spin" ? { wait: { mode: "spin", spinNs: 0 }, window: 256 } : { window: 256 } };
         await withUcxTls(tls, async () => {
           const rpc = await api.kvConnect(peer.url, { pool, oneSided: "never" });
           stats = rpc;
-          clients.push({ variant: "rpc", driver: mode === "spin" ? hotPathDriver(rpc) : promiseDriver(rpc) });
-          if (oneSided && existsSync(ONE_SIDED)) clients.push({ variant: "one-sided", driver: hotPathDriver(await api.kvConnect(peer.url, { pool, oneSided: "auto" })) });
+          clients.push({ variant: "rpc", mode, driver: mode === "spin" ? hotPathDriver(rpc) : promiseDriver(rpc) });
+          // One-sided GET is get()'s (the hot path is RPC only): it is set beside the RPC GET
+          // through the same promise body, a second client to the same server with oneSided "never".
+          if (oneSided && existsSync(ONE_SIDED)) {
+            clients.push({ variant: "one-sided", mode: "async", driver: promiseDriver(await api.kvConnect(peer.url, { pool, oneSided: "auto" })) });
+            clients.push({ variant: "rpc-promise", mode: "async", driver: promiseDriver(await api.kvConnect(peer.url, { pool, oneSided: "never" })) });
+          }
         });
       } catch (e) {
         for (const c of clients) await c.driver.close();
@@ -239,7 +244,7 @@ function redisSection(id: "redis-unix" | "redis-tcp"): Section {
       const r = await startRedis();
       try {
         const driver = await redisDriver(unix ? r.unixUrl : r.tcpUrl);
-        return { clients: [{ variant: "rpc", driver }], serverGets: async () => null, cpu: processProbe(r.pid), note: `${r.version}, ${unix ? r.unixUrl : r.tcpUrl}`, stop: async () => (await driver.close(), await r.stop()) };
+        return { clients: [{ variant: "rpc", mode: "async", driver }], serverGets: async () => null, cpu: processProbe(r.pid), note: `${r.version}, ${unix ? r.unixUrl : r.tcpUrl}`, stop: async () => (await driver.close(), await r.stop()) };
       } catch (e) {
         await r.stop();
         throw e;
@@ -264,7 +269,9 @@ const rowGets = (r: KvRowResult) => r.calls - KEY_SLOTS;
 const fallbackNote = (r: KvRowResult) => (r.serverGets === undefined ? "server GET count not read" : `${rowGets(r) - r.serverGets} of the row's ${rowGets(r)} GETs read one-sided, ${r.serverGets} answered by the server (RPC fallbacks)`);
 /** One-sided rows count only when (nearly) every read stayed one-sided: at most this share fell back to the RPC GET (no writes run during a GET row, so torn reads are rare). */
 const MAX_FALLBACK_SHARE = 0.01;
-const rowId = (section: string, variant: Client["variant"], op: string, size: number) => `${section}${variant === "one-sided" ? "-1s" : ""}-${op}-${size}`;
+const VARIANT_TAG = { rpc: "", "one-sided": "-1s", "rpc-promise": "-p" } as const;
+const VARIANT_LABEL = { rpc: "", "one-sided": " one-sided (promise API)", "rpc-promise": " RPC (promise API)" } as const;
+const rowId = (section: string, variant: Client["variant"], op: string, size: number) => `${section}${VARIANT_TAG[variant]}-${op}-${size}`;
 
 /** Runs every section (each server started once for its rows), then redis-benchmark; fills ratios and targets. Main thread only. */
 export async function measureKv(o: KvBenchOptions = {}): Promise<KvReport> {
@@ -297,16 +304,16 @@ export async function measureKv(o: KvBenchOptions = {}): Promise<KvReport> {
       for (const op of ["get", "put"] as const) {
         for (const size of sizes) {
           for (const c of st.clients) {
-            if (c.variant === "one-sided" && op === "put") continue;
+            if (c.variant !== "rpc" && op === "put") continue;
             const id = rowId(s.id, c.variant, op, size);
-            const label = `${s.label}${c.variant === "one-sided" ? " one-sided" : ""} ${op.toUpperCase()} ${fmtBytes(size)}`;
+            const label = `${s.label}${VARIANT_LABEL[c.variant]} ${op.toUpperCase()} ${fmtBytes(size)}`;
             log(`${label}: measuring`);
             try {
               const gets0 = op === "get" ? await st.serverGets() : null;
-              const fig = await measureKvRow(c.driver, { op, valueBytes: size, durationS, mode: s.mode, cpu: st.cpu, ...(o.corruptReply ? { corruptSlot: o.corruptReply } : {}) });
-              const refs = s.kind === "reference" ? [id] : c.variant === "one-sided" ? [rowId(s.id, "rpc", op, size), rowId("redis-unix", "rpc", op, size)] : [rowId("redis-unix", "rpc", op, size), rowId("redis-tcp", "rpc", op, size)];
+              const fig = await measureKvRow(c.driver, { op, valueBytes: size, durationS, mode: c.mode, cpu: st.cpu, ...(o.corruptReply ? { corruptSlot: o.corruptReply } : {}) });
+              const refs = s.kind === "reference" ? [id] : c.variant === "one-sided" ? [rowId(s.id, "rpc-promise", op, size), rowId(s.id, "rpc", op, size)] : [rowId("redis-unix", "rpc", op, size), rowId("redis-tcp", "rpc", op, size)];
               const gets1 = gets0 !== null ? await st.serverGets() : null;
-              const row: KvRowResult = { id, label, section: s.id, op, valueBytes: size, kind: s.kind, mode: s.mode, layout: `${s.layout}${c.variant === "one-sided" ? "; oneSided: auto (RMA reads of the registered arena)" : s.kind === "hotpath" ? "; oneSided: never" : ""}; ${st.note}`, serverCpu: st.cpu.server, references: refs, ratios: {}, ...fig };
+              const row: KvRowResult = { id, label, section: s.id, op, valueBytes: size, kind: s.kind, mode: c.mode, layout: `${c.variant === "rpc" ? s.layout : `${CLIENT_HERE}, promise API (get), event loop; server: the ${s.id} row's (spin)`}${c.variant === "one-sided" ? "; oneSided: auto (RMA reads of the registered arena)" : s.kind === "hotpath" ? "; oneSided: never" : ""}; ${st.note}`, serverCpu: st.cpu.server, references: refs, ratios: {}, ...fig };
               if (gets0 !== null && gets1 !== null) row.serverGets = gets1 - gets0;
               report.rows.push(row);
               if (s.id === "redis-unix" && report.redisVersion === null) report.redisVersion = st.note.split(",")[0]!;
@@ -390,11 +397,11 @@ export function kvTargets(report: KvReport): TargetCheck[] {
     add(`kv shm GET ${b}: p50 at 1 in flight <= 2 µs (spin)`, kv ? kv.p50Us <= 2 : null, kv ? fmtUs(kv.p50Us) : "-", "2.00 µs");
     for (const tl of ["shm", "tcp"]) {
       const os = row(`ucx-${tl}-1s-get-${size}`);
-      const rpc = row(`ucx-${tl}-get-${size}`);
+      const rpc = row(`ucx-${tl}-p-get-${size}`);
       if (tl === "tcp" && (os === undefined || rpc === undefined)) continue; // the target names ucx(shm); tcp is shown when measured
       const fellBack = os?.serverGets === undefined ? 0 : os.serverGets / rowGets(os);
       const measured = os ? `${fmtUs(os.p50Us)} (${rpc ? f2(os.p50Us / rpc.p50Us) : "-"}x)${fellBack > 0 ? `, ${(fellBack * 100).toFixed(fellBack < 0.1 ? 2 : 0)}% of its GETs fell back to RPC` : ""}` : "not run";
-      add(`one-sided GET ${b} over ucx(${tl}): p50 <= the RPC GET to the same server (and at most 1% fallbacks)`, os && rpc ? os.p50Us <= rpc.p50Us && fellBack <= MAX_FALLBACK_SHARE : null, measured, rpc ? fmtUs(rpc.p50Us) : "not run");
+      add(`one-sided GET ${b} over ucx(${tl}): p50 <= the RPC GET to the same server, same promise body (and at most 1% fallbacks)`, os && rpc ? os.p50Us <= rpc.p50Us && fellBack <= MAX_FALLBACK_SHARE : null, measured, rpc ? fmtUs(rpc.p50Us) : "not run");
     }
   }
   return out;
@@ -420,7 +427,7 @@ export function kvLines(report: KvReport, withStatus = true): string[] {
   // One layout line per section (its rows share the server and the client's wait mode).
   const seen = new Set<string>();
   for (const r of report.rows) {
-    const key = `${r.section}${r.id.includes("-1s-") ? "-1s" : ""}`;
+    const key = r.id.slice(0, r.id.lastIndexOf(`-${r.op}-`));
     if (seen.has(key)) continue;
     seen.add(key);
     out.push(`  ${key}: ${r.layout}; server CPU: ${r.serverCpu}`);
