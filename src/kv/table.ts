@@ -7,7 +7,8 @@
  * Contract: find() locates a key by its hash and bytes (slots first, then the overflow map when
  * the group's overflow count says there are keys outside the slots); place() makes an id
  * visible (a slot written crc last, or an overflow entry with the group's overflow count raised);
- * repoint() moves a live id to a new record (slot rewritten crc last); remove() clears the slot
+ * repoint() moves a live id to a new record (slot rewritten crc last; an overflow entry moves into
+ * a slot of its group that has come free); remove() clears the slot
  * (hash 0, crc recomputed) or drops the overflow entry. The caller (store.ts) writes records and
  * frees heap memory in the spec's order around these calls.
  * LRU: one list per slab class (most recent at the head); touch() moves an id to its class's
@@ -154,11 +155,32 @@ export class KvTable {
     this.bytes[id] = entryBytes;
     const s = this.slot[id]!;
     if (s >= 0) this.writeSlot(s, hash, entryBytes, offset, version);
+    else this.promote(id, hash, entryBytes, offset, version);
     if (this.cls[id] !== cls) {
       this.lruUnlink(id);
       this.cls[id] = cls;
       this.lruPush(id);
     } else this.touch(id);
+  }
+
+  /**
+   * An overflow entry being rewritten moves into a slot of its group when one has come free: the
+   * slot is written first (crc last), then the overflow count drops, so a reader finds the slot
+   * or still sees the count and asks the server.
+   */
+  private promote(id: number, hash: number, entryBytes: number, offset: number, version: number): void {
+    const g = (hash % this.groupCount) | 0;
+    for (let i = 0; i < SLOTS_PER_GROUP; i++) {
+      const slot = g * SLOTS_PER_GROUP + i;
+      if (this.slotId[slot]! >= 0) continue;
+      this.slotId[slot] = id;
+      this.slot[id] = slot;
+      this.writeSlot(slot, hash, entryBytes, offset, version);
+      this.overflow.delete(keyString(this.keyOf(id)));
+      const at = (this.indexOffset + g * GROUP_BYTES + GROUP_OVERFLOW) | 0;
+      this.view.setUint32(at, --this.mirror[g * MIRROR_STRIDE + MIRROR_OVERFLOW]!, true);
+      return;
+    }
   }
 
   /** Makes `id` invisible (slot cleared, crc recomputed; or overflow entry dropped) and frees the id. The caller frees its record afterwards. */

@@ -55,14 +55,16 @@ function valueOf(rand: () => number, pageBytes: number): Uint8Array {
   return v;
 }
 
+let overflowsSeen = 0;
+
 interface ModelEntry {
   value: Uint8Array;
   version: number;
 }
 
-function run(seed: number, evict: "none" | "lru", memoryBytes: number, steps: number): { fulls: number; evictions: number; ops: Record<string, number> } {
+function run(seed: number, evict: "none" | "lru", memoryBytes: number, steps: number, groupCount?: number): { fulls: number; evictions: number; ops: Record<string, number> } {
   const rand = rng(seed);
-  using s = KvStore.create({ memoryBytes, evict, maxKeyBytes: MAX_KEY, hashSeed: seed });
+  using s = KvStore.create({ memoryBytes, evict, maxKeyBytes: MAX_KEY, hashSeed: seed, groupCount });
   const pageBytes = (s as unknown as { slab: { pageBytes: number } }).slab.pageBytes;
   const keys = keyPool(rand, 150);
   const model = new Map<number, ModelEntry>();
@@ -138,8 +140,11 @@ function run(seed: number, evict: "none" | "lru", memoryBytes: number, steps: nu
       expect(got.version).toBe(m.version);
       if (!same(got.value, m.value)) throw new Error(`seed ${seed} step ${step}: key ${i} holds other bytes than the model`);
     }
+    expect(st.keys === model.size || evict === "lru").toBe(true);
     expect(s.stats().keys).toBe(model.size);
+    if (st.groupOverflows > overflowsSeen) overflowsSeen = st.groupOverflows;
   }
+  overflowsSeen = Math.max(overflowsSeen, s.stats().groupOverflows);
   return { fulls, evictions: s.stats().evictions, ops };
 }
 
@@ -157,4 +162,10 @@ describe("KvStore against a Map model", () => {
       if (seed === 1) console.log(`evict lru seed ${seed}:`, r);
     });
   }
+  test("a tiny index (8 groups): most keys live in the overflow map, with and without eviction", () => {
+    overflowsSeen = 0;
+    run(4, "none", 3 << 20, 1500, 8);
+    expect(overflowsSeen).toBeGreaterThan(20);
+    run(5, "lru", 2 << 20, 1500, 8);
+  });
 });

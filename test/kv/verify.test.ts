@@ -197,5 +197,15 @@ describe("kv verify helpers", () => {
     s.put(b("key8"), b("again"));
     expect(new TextDecoder().decode(s.get(b("key8"))!.value)).toBe("again");
     expect(s.stats().groupOverflows).toBe(2);
+    // a slot comes free; an overflow key rewritten moves into it and readers find it one-sided
+    s.del(b("key0"));
+    s.put(b("key7"), b("moved"));
+    expect(s.stats().groupOverflows).toBe(1);
+    const moved = readOneSided(s, b("key7"));
+    expect(moved.scan.overflow).toBe(1);
+    expect(moved.records.length).toBe(1);
+    const got = verifyEntry(moved.records[0]!.record, b("key7"), moved.records[0]!.c.version) as { value: Uint8Array };
+    expect(new TextDecoder().decode(got.value)).toBe("moved");
+    for (let i = 1; i < 9; i++) expect(s.get(b(`key${i}`))).not.toBeNull();
   });
 });
