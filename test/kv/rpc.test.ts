@@ -182,6 +182,20 @@ describe("lifecycle", () => {
   });
 });
 
+describe("exports", () => {
+  test("hotpath's kvServe / kvConnect load the kv module on first use; loadKv() hands it over", async () => {
+    const h = await import("../../src/index.ts");
+    const s = await h.kvServe({ listen: [listenUrl("tcp")], memoryBytes: 4 << 20 });
+    servers.push(s);
+    const kv = await h.kvConnect(s.urls);
+    expect(await kv.put("x", "y")).toBe(1);
+    const m = await h.loadKv();
+    expect(m.KvStore).toBe(s.store.constructor as typeof m.KvStore);
+    expect(typeof m.kvProtocol.decodeHello).toBe("function");
+    await kv.close();
+  });
+});
+
 describe("wait modes", () => {
   test(
     "a spin-mode server process and a spin-mode client over shm: the promise API (polled for it) and the hot path",
