@@ -26,7 +26,6 @@ import { useEnv } from "../helpers/env.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 
 const SRC = new URL("../../src/", import.meta.url).pathname;
-const HELPERS = new URL("../helpers/", import.meta.url).pathname;
 /** 8 groups of 7 slots for 48 keys, a fixed hash seed: groups overflow (their keys live where only the server looks) in every run. */
 // Each line on stdin is answered with the registrations of the listener's RMA runtime; EOF exits.
 const SERVER = `
