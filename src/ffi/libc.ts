@@ -317,7 +317,8 @@ export function peerGone(socketFd: number, pidfd: number): boolean {
 
 /** x86-64's default huge page (Hugepagesize in /proc/meminfo); an anonymous MAP_HUGETLB mapping is a multiple of it. */
 export const HUGE_PAGE_BYTES = 2 * 1024 * 1024;
-const MAP_HUGETLB = 0x40000;
+/** mmap's MAP_HUGETLB (x86-64 and aarch64 alike); test/kv/store-hugepages.test.ts checks it against the C headers. */
+export const MAP_HUGETLB = 0x40000;
 
 /** A huge-page mapping: the memory as an ArrayBuffer and where it lies. */
 export interface HugePageMapping {
