@@ -8,6 +8,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { KvUnavailableError } from "../../src/errors.ts";
 import { kvConnect, type KvClient } from "../../src/kv/index.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK } from "../../src/contract/transport.ts";
+import { transports } from "../../src/connect/registry.ts";
+import { useEnv } from "../helpers/env.ts";
 import type { Peer } from "../helpers/peer.ts";
 import { listenUrl, startServer } from "./peers/servers.ts";
 
@@ -19,6 +21,8 @@ afterAll(async () => {
 });
 
 const enc = new TextEncoder();
+const ucx = (await transports()).find((t) => t.scheme === "ucx");
+const ucxReason = ucx === undefined ? "ucx is not registered" : ucx.unavailableReason;
 
 async function rejection(pr: Promise<unknown>): Promise<Error> {
   try {
@@ -60,8 +64,8 @@ async function hotGets(kv: KvClient, keys: Uint8Array[]): Promise<Array<Error | 
   return out as Array<Error | null | "closed">;
 }
 
-async function clusterCase(transport: string): Promise<void> {
-  const first = await Promise.all([0, 1, 2].map(() => startServer({ listen: [listenUrl(transport)], memoryBytes: 8 << 20 })));
+async function clusterCase(transport: string, env: Record<string, string> = {}): Promise<void> {
+  const first = await Promise.all([0, 1, 2].map(() => startServer({ listen: [listenUrl(transport)], memoryBytes: 8 << 20 }, env)));
   peers.push(...first);
   const urls = first.map((s) => s.urls[0]!);
   const kv = await kvConnect(urls, { pool: { backoff: { initialMs: 20, maxMs: 200 } } });
@@ -81,6 +85,9 @@ async function clusterCase(transport: string): Promise<void> {
     await first[dead]!.kill(9);
     const deadKeys = keys.filter((_, i) => owner[i] === dead);
     const liveKeys = keys.filter((_, i) => owner[i] !== dead);
+    const t0 = performance.now();
+    await rejection(kv.get(deadKeys[0]!));
+    console.log(`kv cluster over ${transport}: the first call to the killed server failed after ${(performance.now() - t0).toFixed(1)} ms`);
     for (const k of deadKeys.slice(0, 20)) {
       const e = await rejection(kv.get(k));
       expect(e).toBeInstanceOf(KvUnavailableError);
@@ -98,7 +105,7 @@ async function clusterCase(transport: string): Promise<void> {
     for (let i = 10; i < 40; i++) expect(hot[i]).toBeNull();
 
     // Back on the same address: its keys work again through the pool, no user code.
-    const again = await startServer({ listen: [urls[dead]!], memoryBytes: 8 << 20 });
+    const again = await startServer({ listen: [urls[dead]!], memoryBytes: 8 << 20 }, env);
     peers.push(again);
     const end = Date.now() + 20_000;
     for (;;) {
@@ -126,4 +133,9 @@ async function clusterCase(transport: string): Promise<void> {
 describe("kv cluster", () => {
   test("3 servers over tcp: kill one, its keys fail fast, the others work; restart, its keys work again", () => clusterCase("tcp"), WATCHDOG_MS);
   test("3 servers over shm: same", () => clusterCase("shm"), WATCHDOG_MS);
+  describe("ucx", () => {
+    const env = { UCX_TLS: "tcp,self" };
+    useEnv(env);
+    test.skipIf(ucxReason !== null)("3 servers over ucx (UCX_TLS=tcp,self): same", () => clusterCase("ucx", env), WATCHDOG_MS);
+  });
 });
