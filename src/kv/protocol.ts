@@ -21,6 +21,8 @@
  *
  *   const body = encodePut(key, value);          // client
  *   const { key, value } = decodePut(h.data);    // server, views of h.data
+ *
+ * Threading: the codecs are pure functions (any thread); the seams say where they run.
  */
 
 import { readU32, writeU32 } from "../bytes.ts";

@@ -130,6 +130,61 @@ async function clusterCase(transport: string, env: Record<string, string> = {}):
   }
 }
 
+describe("kv server killed mid-run", () => {
+  test(
+    "calls in flight when the server dies fail with KvUnavailableError; after the restart the same client works",
+    async () => {
+      const server = await startServer({ listen: [listenUrl("tcp")], memoryBytes: 8 << 20 });
+      peers.push(server);
+      const url = server.urls[0]!;
+      const kv = await kvConnect(url, { pool: { backoff: { initialMs: 20, maxMs: 200 } } });
+      try {
+        let stop = false;
+        const errors: Error[] = [];
+        let ok = 0;
+        const worker = async (w: number) => {
+          for (let i = 0; !stop; i++) {
+            try {
+              await kv.put(`w${w}-${i % 50}`, "x".repeat(100));
+              ok++;
+            } catch (e) {
+              errors.push(e as Error);
+              if (errors.length > 200) return;
+            }
+          }
+        };
+        const running = [0, 1, 2, 3, 4, 5, 6, 7].map(worker);
+        const end = Date.now() + 10_000;
+        while (ok < 200 && Date.now() < end) await Bun.sleep(2);
+        await server.kill(9);
+        while (errors.length < 20 && Date.now() < end) await Bun.sleep(2);
+        stop = true;
+        await Promise.all(running);
+        expect(errors.length).toBeGreaterThan(0);
+        for (const e of errors) expect(e).toBeInstanceOf(KvUnavailableError);
+        const again = await startServer({ listen: [url], memoryBytes: 8 << 20 });
+        peers.push(again);
+        for (;;) {
+          try {
+            await kv.put("after", "restart");
+            break;
+          } catch (e) {
+            expect(e).toBeInstanceOf(KvUnavailableError);
+            if (Date.now() > end + 10_000) throw e;
+            await Bun.sleep(20);
+          }
+        }
+        expect(new TextDecoder().decode((await kv.get("after"))!.value)).toBe("restart");
+        await again.kill();
+      } finally {
+        await kv.close();
+        await server.kill();
+      }
+    },
+    WATCHDOG_MS,
+  );
+});
+
 describe("kv cluster", () => {
   test("3 servers over tcp: kill one, its keys fail fast, the others work; restart, its keys work again", () => clusterCase("tcp"), WATCHDOG_MS);
   test("3 servers over shm: same", () => clusterCase("shm"), WATCHDOG_MS);
