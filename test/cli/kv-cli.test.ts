@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { removeStaleSocketFiles } from "../helpers/peer.ts";
+import { COMMAND_USAGE } from "../../src/cli/kv-command.ts";
 
 const CLI = new URL("../../src/cli/hotpath.ts", import.meta.url).pathname;
 /** Watchdog of one client run or server start: a hang fails the test instead of holding it. */
@@ -117,6 +118,9 @@ function session(args: string[]) {
 }
 
 const lines = (text: string) => text.split("\n").filter((l) => l !== "");
+/** A command after which a session's answers are complete, answered by the client alone (a key might belong to a dead server). */
+const MARK = "help quit";
+const MARK_LINE = COMMAND_USAGE.quit!;
 
 describe("kv-client over stdin, -c and a terminal against a kv-server", () => {
   let server: Server;
@@ -372,7 +376,7 @@ describe("kv-server flags at work", () => {
       expect(puts.every((l) => /^OK version \d+$/.test(l))).toBe(true);
       const mget = await c.send(`mget ${keys.join(" ")}\n`, keys.length);
       expect(mget.map((l) => l.replace(/\(version \d+\)/, "(version V)"))).toEqual(keys.map((k, i) => `${i + 1}) "v-${k}" (version V)`));
-      const stats = await c.send("stats; get end-of-stats\n", { last: "(nil)" });
+      const stats = await c.send(`stats; ${MARK}\n`, { last: MARK_LINE });
       const keyCounts = stats.filter((l) => l.startsWith("  keys ")).map((l) => Number(l.slice("  keys ".length)));
       expect(stats.filter((l) => l.startsWith("server "))).toEqual([`server ${a.urls[0]}`, `server ${b.urls[0]}`]);
       expect(keyCounts.length).toBe(2);
@@ -386,7 +390,7 @@ describe("kv-server flags at work", () => {
       const unavailable = gets.filter((l) => l.startsWith("ERR KvUnavailableError: ") && l.includes(b.urls[0]!.replace("tcp://", "")));
       expect(values.length).toBe(keyCounts[0]);
       expect(unavailable.length).toBe(keyCounts[1]);
-      const after = await c.send("stats; get end-of-stats\n", { last: "(nil)" });
+      const after = await c.send(`stats; ${MARK}\n`, { last: MARK_LINE });
       const at = after.indexOf(`server ${b.urls[0]}`);
       expect(at).toBeGreaterThan(0);
       expect(after[at + 1]).toStartWith("  ERR KvUnavailableError: ");
