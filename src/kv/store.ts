@@ -120,6 +120,9 @@ export class KvStore {
     if (!Number.isSafeInteger(maxKey) || maxKey < 1 || maxKey > 0xffffffff) throw new UsageError(`KvStore: maxKeyBytes ${maxKey} must be an integer from 1`);
     const seed = opts.hashSeed ?? (Math.random() * 0x100000000) >>> 0;
     if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new UsageError(`KvStore: hashSeed ${seed} must be a u32`);
+    const maxValue = opts.maxValueBytes;
+    if (maxValue !== undefined && (!Number.isSafeInteger(maxValue) || maxValue < 0)) throw new UsageError(`KvStore: maxValueBytes ${maxValue} must be a non-negative integer`);
+    // Every option is checked before the arena exists, so a bad one leaks no memory.
     this.mem = allocateArena(memoryBytes, opts.hugepages === true);
     this.arena = this.mem.bytes;
     this.hugepagesNote = this.mem.note;
@@ -137,9 +140,7 @@ export class KvStore {
     this.maxKeyBytes = maxKey;
     // The largest value an empty heap holds with a key of one byte.
     const holdable = this.slab.capacityBytes - ENTRY_HEADER_BYTES - 1;
-    const maxValue = opts.maxValueBytes ?? holdable;
-    if (!Number.isSafeInteger(maxValue) || maxValue < 0) throw new UsageError(`KvStore: maxValueBytes ${maxValue} must be a non-negative integer`);
-    this.maxValueBytes = Math.min(maxValue, Math.max(0, holdable));
+    this.maxValueBytes = Math.min(maxValue ?? holdable, Math.max(0, holdable));
   }
 
   /** A new, empty store. UsageError for bad options. The caller closes it. */

@@ -216,6 +216,8 @@ describe("KvStore lifecycle", () => {
     expect(() => KvStore.create({ memoryBytes: 1 << 20, evict: "fifo" as "lru" })).toThrow(UsageError);
     expect(() => KvStore.create({ memoryBytes: 1 << 20, maxKeyBytes: 0 })).toThrow(UsageError);
     expect(() => KvStore.create({ memoryBytes: 1 << 20, groupCount: 1 << 20 })).toThrow(UsageError);
+    expect(() => KvStore.create({ memoryBytes: 1 << 20, maxValueBytes: -1 })).toThrow(UsageError);
+    expect(() => KvStore.create({ memoryBytes: 1 << 20, hashSeed: 2 ** 32 })).toThrow(UsageError);
   });
 });
 
