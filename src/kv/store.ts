@@ -188,7 +188,7 @@ export class KvStore {
     this.counters.gets++;
     const id = this.table.find(key, keyHash(key, this.layout.hashSeed));
     if (id < 0) return null;
-    this.table.touch(id);
+    if (this.lru) this.table.touch(id); // the LRU order matters only when it evicts
     const off = this.table.offset[id]!;
     const start = (off + ENTRY_HEADER_BYTES + key.byteLength) | 0;
     return { value: this.arena.subarray(start, (start + this.view.getUint32((off + ENTRY_VALUE_LEN) | 0, true)) | 0), version: this.table.version[id]! };
@@ -209,7 +209,7 @@ export class KvStore {
       this.lookupVersion = 0;
       return -1;
     }
-    this.table.touch(id);
+    if (this.lru) this.table.touch(id); // the LRU order matters only when it evicts
     const off = this.table.offset[id]!;
     this.lookupBytes = this.view.getUint32((off + ENTRY_VALUE_LEN) | 0, true);
     this.lookupVersion = this.table.version[id]!;
