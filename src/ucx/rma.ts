@@ -179,6 +179,19 @@ export class RemoteRegion {
     this.rkey = conn.ep.rkeyUnpack(descriptor.subarray(DESC_FIXED));
   }
 
+  /** Operations of this region not yet completed. */
+  private inFlight = 0;
+
+  /**
+   * An operation completed (inside worker progress): counted for the runtime's spin, and while
+   * others of this region are still in flight the runtime is asked to progress again at once
+   * (a spin stops at the first completion; the next would otherwise wait for an event-loop turn).
+   */
+  private completed(): void {
+    this.conn.rt.rmaCompleted++;
+    if (--this.inFlight > 0) this.conn.sent();
+  }
+
   private check(op: string, offset: number, len: number): UcpRkey {
     if (this.rkey === null || this.conn.closed) throw new TransportClosedError(`ucx ${op}: the connection to ${this.conn.peer} is closed`);
     if (!Number.isInteger(offset) || !Number.isInteger(len) || offset < 0 || len < 0 || offset + len > this.lenBytes) {
@@ -189,8 +202,9 @@ export class RemoteRegion {
 
   private run(op: string, start: (done: (status: number) => void) => void): Promise<void> {
     return new Promise((resolve, reject) => {
+      this.inFlight++;
       start((status) => {
-        this.conn.rt.rmaCompleted++;
+        this.completed();
         if (status === UCP.UCS_OK) resolve();
         else reject(this.conn.closed ? new TransportClosedError(`ucx ${op}: the connection to ${this.conn.peer} closed`) : new UcxError(`ucx ${op}`, status));
       });
@@ -214,9 +228,9 @@ export class RemoteRegion {
    */
   readInto(offset: number, dst: Uint8Array, done: (status: number) => void): void {
     const rkey = this.check("get", offset, dst.length);
-    const rt = this.conn.rt;
+    this.inFlight++;
     this.conn.ep.get(dst, this.address + offset, rkey, (status) => {
-      rt.rmaCompleted++;
+      this.completed();
       done(status);
     });
     this.conn.sent();
