@@ -136,7 +136,7 @@ class ServerConn implements p.KvServerConn {
       }
       c.request(p.KV_HELLO, EMPTY_BYTES, { timeoutMs: this.timeoutMs }).then(
         (b) => {
-          if (this.rpc === c) this.hello = p.decodeHello(b);
+          if (this.rpc === c) this.hello = helloOrNull(b);
         },
         () => {}, // the connection went: the next sync() starts over
       );
@@ -151,7 +151,7 @@ class ServerConn implements p.KvServerConn {
     this.pooled.request(p.KV_HELLO, EMPTY_BYTES, { failFast: true, timeoutMs: this.timeoutMs }).then(
       (b) => {
         this.kicking = false;
-        this.sync(p.decodeHello(b));
+        this.sync(helloOrNull(b));
       },
       () => {
         this.kicking = false;
@@ -160,9 +160,18 @@ class ServerConn implements p.KvServerConn {
   }
 }
 
+/** A later connection's HELLO; a malformed one leaves the connection without one (RPC only). */
+function helloOrNull(b: Uint8Array): p.KvHello | null {
+  try {
+    return p.decodeHello(b);
+  } catch {
+    return null;
+  }
+}
+
 /** What a failed call rejects with: a lost or unreachable server is KvUnavailableError. */
 function kvError(sc: ServerConn, e: unknown): unknown {
-  if (e instanceof RemoteError) return rebuildRemoteError(e);
+  if (e instanceof RemoteError && e.constructor === RemoteError) return rebuildRemoteError(e);
   if (e instanceof TransportClosedError || (e instanceof TimeoutError && sc.pooled.state !== "READY")) {
     return new KvUnavailableError(`kv: server ${sc.url} is unavailable: ${e.message}`, { cause: e });
   }
