@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { KvFullError, KvKeyError, KvSnapshotError, KvUnavailableError, KvValueTooLargeError, RemoteError, UsageError } from "../../src/errors.ts";
 import { kvConnect, kvServe, listenerMessageLimit, type KvServer } from "../../src/kv/index.ts";
 import * as p from "../../src/kv/protocol.ts";
-import { rpcConnect } from "../../src/rpc/serve.ts";
+import { rpcConnect, serve } from "../../src/rpc/serve.ts";
 import type { Peer } from "../helpers/peer.ts";
 import { listenUrl, startServer } from "./peers/servers.ts";
 
@@ -179,6 +179,37 @@ describe("lifecycle", () => {
     expect(() => s.store.get(new Uint8Array([1]))).toThrow(UsageError);
     expect(await rejection(kv.get("k"))).toBeInstanceOf(KvUnavailableError);
     await kv.close();
+  });
+});
+
+describe("a server's HELLO", () => {
+  test("a malformed HELLO on a later connection leaves that connection RPC-only (no unhandled rejection)", async () => {
+    const header = new Uint8Array(64);
+    const valid = p.encodeHello({ protocolVersion: 1, maxKeyBytes: 1024, maxValueBytes: 1000, flags: 0, arenaDesc: new Uint8Array(0), writeBufDesc: new Uint8Array(0), writeBufBytes: 0, arenaHeader: header });
+    let hellos = 0;
+    const absent = new Uint8Array(p.GET_RESPONSE_OVERHEAD);
+    const fake = await serve(listenUrl("tcp"), { [p.KV_HELLO]: () => (hellos++ === 0 ? valid : new Uint8Array(3)), [p.KV_GET]: () => absent });
+    const kv = await kvConnect(fake.url, { pool: { backoff: { initialMs: 5, maxMs: 20 } } });
+    try {
+      expect(kv.servers[0]!.hello!.maxValueBytes).toBe(1000);
+      for (const session of fake.server.sessions) session.conn.close();
+      const end = Date.now() + 10_000;
+      while (hellos < 2 && Date.now() < end) {
+        try {
+          expect(await kv.get("x")).toBeNull();
+        } catch (e) {
+          expect(e).toBeInstanceOf(KvUnavailableError);
+        }
+        await Bun.sleep(5);
+      }
+      expect(await kv.get("x")).toBeNull();
+      await Bun.sleep(20); // the garbage HELLO's answer has been handled by now
+      expect(hellos).toBeGreaterThanOrEqual(2);
+      expect(kv.servers[0]!.hello).toBeNull();
+    } finally {
+      await kv.close();
+      fake.close();
+    }
   });
 });
 
