@@ -139,9 +139,10 @@ export class UcpEndpoint {
   /**
    * Remote completion of this endpoint's RMA and atomics (ucp_ep_flush_nbx): `done(UCS_OK)` runs
    * once every put / get / CSWAP issued on the endpoint before the call has completed at the
-   * target too (a put's own completion is local only: its buffer may be reused). At once,
-   * inside the call, when UCX has nothing outstanding (shared memory's CMA puts complete in
-   * the call that issues them). Thread: the worker's, outside UCX callbacks.
+   * target too (a put's own completion is local only: its buffer may be reused); inside the
+   * call when UCX completes it at once. Over UCX 1.13's tcp and shared-memory transports RMA
+   * is emulated with Active Messages served by the peer's worker, so a flush after a put is a
+   * round trip to it. Thread: the worker's, outside UCX callbacks.
    */
   flush(done: (status: number) => void): void {
     const w = this.worker;
@@ -157,8 +158,8 @@ export class UcpEndpoint {
   /**
    * ucp_worker_fence on this endpoint's worker (every endpoint of it): in UCX 1.13 a weak fence,
    * uct_iface_fence on each transport interface, which orders operations within one interface
-   * only; it does not make a put on one lane (CMA, or tcp's RMA lane) land before an Active
-   * Message on another. Order a put before a message with flush() instead. Thread: the worker's.
+   * only; it orders nothing across lanes (a put on a NIC's RMA lane, an Active Message on
+   * another). Order a put before a message with flush() instead. Thread: the worker's.
    */
   fence(): void {
     check("ucp_worker_fence", lib().ucp_worker_fence(this.worker.handle as Pointer));

@@ -16,10 +16,11 @@
  * Large PUT: the value goes by RMA put to offset 0 of the write buffer, then ucp_ep_flush_nbx
  * (remote completion of the put), then KV_COMMIT(key, length, crc32), which the server checks
  * against the buffer before it stores (rma-server.ts). The flush, not ucp_worker_fence: in UCX
- * 1.13 the fence is per transport interface and does not order a put on an RMA lane (CMA, tcp)
- * before an Active Message on another; the put's own completion is local only. One large put at
- * a time per connection (the buffer is one): a put that finds it busy, or a value larger than
- * the buffer, goes by KV_PUT.
+ * 1.13 the fence is per transport interface and orders nothing across lanes (a put on a NIC's
+ * RMA lane, the COMMIT on another); over UCX 1.13's tcp and shared-memory transports, where RMA
+ * is emulated with Active Messages served by the server's worker, the flush is one round trip;
+ * the put's own completion is local only. One large put at a time per connection (the buffer is
+ * one): a put that finds it busy, or a value larger than the buffer, goes by KV_PUT.
  *
  *   const v = await oneSidedClient.oneSidedGet(conn, key);   // KvValue | null | undefined (= ask by RPC)
  *   const version = await oneSidedClient.largePut(conn, key, bigValue);

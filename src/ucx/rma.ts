@@ -223,8 +223,10 @@ export class RemoteRegion {
   /**
    * Reads `dst.length` bytes at `offset` into `dst` and calls `done(status)` (UCS_OK, or a UCX
    * error status): the hot path's get, no promise and no allocation. `dst` must be an ArrayBuffer-backed array that stays
-   * untouched until `done` (at once, inside the call, where the transport reads synchronously:
-   * shared memory's CMA). Throws UsageError / TransportClosedError like get().
+   * untouched until `done` (inside the call if UCX completes the read at once; over UCX
+   * 1.13's tcp and shared-memory transports a read is emulated with Active Messages that the
+   * peer's worker answers, so it completes in a later progress). Throws UsageError /
+   * TransportClosedError like get().
    */
   readInto(offset: number, dst: Uint8Array, done: (status: number) => void): void {
     const rkey = this.check("get", offset, dst.length);
