@@ -160,17 +160,17 @@ export class Slab {
     }
     let chunk: number;
     if (this.pageFreeTop[p]! > 0) chunk = this.pageFreeStack[p]![--this.pageFreeTop[p]!]!;
-    else chunk = Math.floor(this.pageBytes / this.classBytes[c]!) - this.pageFresh[p]--;
+    else chunk = ((this.pageBytes / this.classBytes[c]!) | 0) - this.pageFresh[p]--;
     this.pageUsed[p]++;
     if (this.pageFreeTop[p] === 0 && this.pageFresh[p] === 0) this.removePartial(c, p);
     this.usedBytes += this.classBytes[c]!;
-    return this.heapOffset + p * this.pageBytes + chunk * this.classBytes[c]!;
+    return (this.heapOffset + p * this.pageBytes + chunk * this.classBytes[c]!) | 0;
   }
 
   /** Gives back what alloc() returned at `offset`. UsageError-free: a bad offset throws RangeError (a store bug). */
   free(offset: number): void {
     const rel = offset - this.heapOffset;
-    const p = Math.floor(rel / this.pageBytes);
+    const p = (rel / this.pageBytes) | 0;
     if (rel < 0 || p >= this.pageCount) throw new RangeError(`kv slab: offset ${offset} is outside the heap`);
     const c = this.pageClass[p]!;
     if (c === PAGE_RUN_HEAD) {
@@ -198,7 +198,7 @@ export class Slab {
 
   /** The class of the allocation at `offset` (this.runClass for a run). */
   classOf(offset: number): number {
-    const c = this.pageClass[Math.floor((offset - this.heapOffset) / this.pageBytes)]!;
+    const c = this.pageClass[((offset - this.heapOffset) / this.pageBytes) | 0]!;
     return c === PAGE_RUN_HEAD ? this.runClass : c;
   }
 
