@@ -5,7 +5,8 @@
  * makes afterwards; a client leaving does not deregister it; the owner's close() does (the
  * runtime's registration count goes back), after which, over UCX's tcp and shared-memory
  * transports, a peer that kept the descriptor still reads the memory (they check no keys: see
- * rma.ts). A spin for a one-sided read's answer ends when the read completes. The server runs in a child process, so a fault fails the test instead of the runner.
+ * rma.ts). A spin for a one-sided read's answer ends when the read completes; with the owner
+ * stopped a read does not complete (UCX 1.13 answers it from the owner's worker). The server runs in a child process, so a fault fails the test instead of the runner.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -111,6 +112,21 @@ for (const tls of ["tcp,self", "shm,self,tcp"]) {
         const n = (a.conn as UcxConnection).rt.spin(3e9);
         expect([done, n > 0]).toEqual([true, true]);
         expect(Array.from(into)).toEqual(new Array(16).fill(0xab));
+
+        // UCX 1.13 emulates RMA over tcp and shared memory with Active Messages that the
+        // owner's worker answers: with the owner stopped a read does not complete; it does once
+        // the owner runs again (so one-sided reads here still need the server's progress).
+        peer.proc.kill("SIGSTOP");
+        let answered = false;
+        try {
+          ra.readInto(0, into, () => (answered = true));
+          (a.conn as UcxConnection).rt.spin(300e6);
+          expect(answered).toBe(false);
+        } finally {
+          peer.proc.kill("SIGCONT");
+        }
+        for (let i = 0; i < 1000 && !answered; i++) (a.conn as UcxConnection).rt.spin(10e6);
+        expect(answered).toBe(true);
 
         // A client leaving does not deregister the shared region: the other keeps reading.
         a.close();
