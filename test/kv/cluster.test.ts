@@ -81,6 +81,14 @@ async function clusterCase(transport: string, env: Record<string, string> = {}):
       expect(held).toBeGreaterThan(KEYS / 6);
     }
 
+    // One MGET per server, the results back in key order (keys listed in a shuffled order, one absent).
+    const order = [...keys.keys()].sort((a, b) => ((a * 7919) % KEYS) - ((b * 7919) % KEYS));
+    const asked = [...order.map((i) => keys[i]!), enc.encode("absent")];
+    const got = await kv.mget(asked);
+    expect(got.length).toBe(KEYS + 1);
+    for (let j = 0; j < KEYS; j++) expect(new TextDecoder().decode(got[j]!.value)).toBe(`v${order[j]}`);
+    expect(got[KEYS]).toBeNull();
+
     const dead = 1;
     await first[dead]!.kill(9);
     const deadKeys = keys.filter((_, i) => owner[i] === dead);
