@@ -13,10 +13,14 @@ import { KvFullError, KvKeyError, KvSnapshotError, KvUnavailableError, KvValueTo
 import { kvConnect, kvServe, listenerMessageLimit, type KvServer } from "../../src/kv/index.ts";
 import * as p from "../../src/kv/protocol.ts";
 import { rpcConnect, serve } from "../../src/rpc/serve.ts";
+import { transports } from "../../src/connect/registry.ts";
+import { useEnv } from "../helpers/env.ts";
 import type { Peer } from "../helpers/peer.ts";
 import { listenUrl, startServer } from "./peers/servers.ts";
 
 const WATCHDOG_MS = 60_000;
+const ucx = (await transports()).find((t) => t.scheme === "ucx");
+const ucxReason = ucx === undefined ? "ucx is not registered" : ucx.unavailableReason;
 const peers: Peer[] = [];
 const servers: KvServer[] = [];
 const dirs: string[] = [];
@@ -210,6 +214,31 @@ describe("a server's HELLO", () => {
       await kv.close();
       fake.close();
     }
+  });
+});
+
+describe("one-sided offer over ucx", () => {
+  useEnv({ UCX_TLS: "tcp,self" });
+  test.skipIf(ucxReason !== null)("HELLO offers the arena and a write buffer by default and nothing with oneSided: false; a oneSided: never client connects without RMA", async () => {
+    const on = await kvServe({ listen: [listenUrl("ucx")], memoryBytes: 4 << 20, writeBufferBytes: 64 << 10 });
+    servers.push(on);
+    const kv = await kvConnect(on.urls[0]!);
+    const h = kv.servers[0]!.hello!;
+    expect(h.flags).toBe(p.HELLO_ONE_SIDED | p.HELLO_WRITE_BUFFER);
+    expect(h.arenaDesc.length).toBeGreaterThan(20);
+    expect(h.writeBufBytes).toBe(64 << 10);
+    expect(kv.servers[0]!.ucx).not.toBeNull();
+    const never = await kvConnect(on.urls[0]!, { oneSided: "never" });
+    expect(never.servers[0]!.ucx).toBeNull(); // connected without RMA: one-sided access is never tried
+    await never.put("n", "v");
+    expect((await never.get("n"))!.version).toBeGreaterThan(0);
+    const off = await kvServe({ listen: [listenUrl("ucx")], memoryBytes: 4 << 20, oneSided: false });
+    servers.push(off);
+    const kvOff = await kvConnect(off.urls[0]!);
+    expect(kvOff.servers[0]!.hello!.flags).toBe(0);
+    await kvOff.put("k", "v");
+    expect((await kvOff.get("k"))!.value.length).toBe(1);
+    for (const c of [kv, never, kvOff]) await c.close();
   });
 });
 
