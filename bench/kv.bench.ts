@@ -238,7 +238,7 @@ function redisSection(id: "redis-unix" | "redis-tcp"): Section {
     label: `Redis over ${unix ? "a Unix socket" : "tcp"} (Bun RedisClient)`,
     kind: "reference",
     mode: "async",
-    layout: `${CLIENT_HERE}, Bun's RedisClient (promise per call, auto-pipelined), event loop; server: redis-server in its own process (${unix ? "Unix socket" : "tcp 127.0.0.1"}, --save "" --appendonly no)`,
+    layout: `${CLIENT_HERE}, Bun's RedisClient (promise per call, the commands of one turn sent together), event loop; server: redis-server in its own process (${unix ? "Unix socket" : "tcp 127.0.0.1"}, --save "" --appendonly no)`,
     unavailable: redisUnavailable,
     start: async () => {
       const r = await startRedis();

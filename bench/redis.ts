@@ -5,9 +5,10 @@
  * `redis-benchmark -P 64` (the C reference) on the same socket. The server is killed by pid
  * and its temp dir removed in stop().
  *
- * Bun's RedisClient pipelines automatically (enableAutoPipelining, on by default): every
- * command issued in one event-loop turn goes out in one write, which is how the body's bursts
- * reach 64 in flight without any batching API. A Unix socket is named `redis+unix:///path`.
+ * Bun's RedisClient pipelines: the commands issued in one event-loop turn go out together (64
+ * GETs of one turn reach redis-server in a few reads, test/bench/kv.test.ts), which is how the
+ * body's bursts reach 64 in flight without any batching API. A Unix socket is named
+ * `redis+unix:///path`.
  *
  *   const r = await startRedis(); const d = await redisDriver(r.unixUrl); ...; await r.stop();
  */
@@ -91,10 +92,10 @@ const asBuffer = (v: Uint8Array) => Buffer.from(v.buffer, v.byteOffset, v.length
 /**
  * Bun's RedisClient as a kv body driver (event-loop rows): GET by getBuffer (the bytes, no
  * string decode), PUT by set. Redis keeps no versions: results carry version 0. One promise
- * per call (the client's API); commands of one turn are auto-pipelined.
+ * per call (the client's API); the commands of one turn go out together.
  */
 export async function redisDriver(url: string): Promise<KvDriver> {
-  const client = new RedisClient(url, { autoReconnect: false, enableAutoPipelining: true });
+  const client = new RedisClient(url, { autoReconnect: false });
   await client.connect();
   let delivered = 0;
   let failure: unknown = null;

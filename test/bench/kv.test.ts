@@ -10,7 +10,9 @@ import { expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { RedisClient } from "bun";
 import { kvTargets, type KvReport, type KvRowResult } from "../../bench/kv.bench.ts";
+import { redisUnavailable, startRedis } from "../../bench/redis.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const KV_PRESENT = existsSync(join(ROOT, "src/kv/index.ts"));
@@ -133,3 +135,44 @@ test("the kv targets are judged on the run's rows: met, NOT met, or n/a when a r
   const none = kvTargets(report([], null));
   expect(none.every((t) => t.met === null)).toBe(true);
 });
+
+test(
+  "bench/redis.ts: redis-server starts on a Unix socket and a tcp port and is gone after stop(); Bun's RedisClient pipelines (64 GETs issued in one turn reach the server in a few reads; awaited one by one, a read each)",
+  async () => {
+    if (redisUnavailable() !== null) {
+      console.log(`skipped: ${redisUnavailable()}`);
+      return;
+    }
+    const r = await startRedis();
+    const info = async (c: RedisClient) => Number(/total_reads_processed:(\d+)/.exec(await c.send("INFO", ["stats"]))![1]);
+    const burst = async (url: string, together: boolean) => {
+      const c = new RedisClient(url);
+      const probe = new RedisClient(r.unixUrl);
+      try {
+        await c.connect();
+        await c.set("k", "v");
+        const before = await info(probe);
+        const got: Array<string | null> = [];
+        if (together) got.push(...(await Promise.all(Array.from({ length: 64 }, () => c.get("k")))));
+        else for (let i = 0; i < 64; i++) got.push(await c.get("k"));
+        expect(got.length === 64 && got.every((v) => v === "v")).toBe(true);
+        // The probe's own INFO is one read more.
+        return (await info(probe)) - before - 1;
+      } finally {
+        c.close();
+        probe.close();
+      }
+    };
+    try {
+      for (const url of [r.unixUrl, r.tcpUrl]) {
+        expect(await burst(url, true)).toBeLessThanOrEqual(8);
+        expect(await burst(url, false)).toBeGreaterThanOrEqual(64);
+      }
+    } finally {
+      await r.stop();
+    }
+    expect(existsSync(r.socketPath)).toBe(false);
+    expect(() => process.kill(r.pid, 0)).toThrow();
+  },
+  60_000,
+);
