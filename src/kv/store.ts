@@ -135,8 +135,8 @@ export class KvStore {
     this.view = new DataView(this.arena.buffer, this.arena.byteOffset, this.arena.byteLength);
     writeHeader(this.view, this.layout);
     this.slab = new Slab(this.layout.heapOffset, this.layout.heapBytes);
-    this.table = new KvTable(this.arena, this.view, this.layout);
     this.lru = evict === "lru";
+    this.table = new KvTable(this.arena, this.view, this.layout, this.lru);
     this.maxKeyBytes = maxKey;
     // The largest value an empty heap holds with a key of one byte.
     const holdable = this.slab.capacityBytes - ENTRY_HEADER_BYTES - 1;
@@ -188,7 +188,7 @@ export class KvStore {
     this.counters.gets++;
     const id = this.table.find(key, keyHash(key, this.layout.hashSeed));
     if (id < 0) return null;
-    if (this.lru) this.table.touch(id); // the LRU order matters only when it evicts
+    this.table.touch(id); // a no-op unless the store evicts
     const off = this.table.offset[id]!;
     const start = (off + ENTRY_HEADER_BYTES + key.byteLength) | 0;
     return { value: this.arena.subarray(start, (start + this.view.getUint32((off + ENTRY_VALUE_LEN) | 0, true)) | 0), version: this.table.version[id]! };
@@ -209,7 +209,7 @@ export class KvStore {
       this.lookupVersion = 0;
       return -1;
     }
-    if (this.lru) this.table.touch(id); // the LRU order matters only when it evicts
+    this.table.touch(id); // a no-op unless the store evicts
     const off = this.table.offset[id]!;
     this.lookupBytes = this.view.getUint32((off + ENTRY_VALUE_LEN) | 0, true);
     this.lookupVersion = this.table.version[id]!;

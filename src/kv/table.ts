@@ -69,7 +69,11 @@ export class KvTable {
   private readonly groupCount: number;
   private readonly indexOffset: number;
 
-  constructor(private readonly arena: Uint8Array, private readonly view: DataView, layout: KvLayout) {
+  /**
+   * `lru`: keep the LRU lists (a store that evicts); without it the lists stay empty and
+   * lruOf/lruOldest find nothing (a store that never evicts skips their upkeep on every write).
+   */
+  constructor(private readonly arena: Uint8Array, private readonly view: DataView, layout: KvLayout, private readonly lru = true) {
     this.groupCount = layout.groupCount | 0;
     this.indexOffset = layout.indexOffset | 0;
     this.slotId = new Int32Array(layout.groupCount * SLOTS_PER_GROUP).fill(-1);
@@ -144,7 +148,7 @@ export class KvTable {
       this.view.setUint32(at, ++this.mirror[g * MIRROR_STRIDE + MIRROR_OVERFLOW]!, true);
     }
     this.count++;
-    this.lruPush(id);
+    if (this.lru) this.lruPush(id);
     return id;
   }
 
@@ -156,7 +160,8 @@ export class KvTable {
     const s = this.slot[id]!;
     if (s >= 0) this.writeSlot(s, hash, entryBytes, offset, version);
     else this.promote(id, hash, entryBytes, offset, version);
-    if (this.cls[id] !== cls) {
+    if (!this.lru) this.cls[id] = cls;
+    else if (this.cls[id] !== cls) {
       this.lruUnlink(id);
       this.cls[id] = cls;
       this.lruPush(id);
@@ -195,7 +200,7 @@ export class KvTable {
       const at = (this.indexOffset + g * GROUP_BYTES + GROUP_OVERFLOW) | 0;
       this.view.setUint32(at, --this.mirror[g * MIRROR_STRIDE + MIRROR_OVERFLOW]!, true);
     }
-    this.lruUnlink(id);
+    if (this.lru) this.lruUnlink(id);
     this.offset[id] = -1;
     this.freeIds.push(id);
     this.count--;
@@ -203,6 +208,7 @@ export class KvTable {
 
   /** A use (get or put): `id` becomes the most recent of its class. */
   touch(id: number): void {
+    if (!this.lru) return;
     const c = this.cls[id]!;
     this.use[id] = ++this.useClock;
     if (this.lruHead[c] === id) return;
