@@ -183,14 +183,20 @@ export class RemoteRegion {
   private inFlight = 0;
 
   /**
-   * An operation completed (inside worker progress): counted for the runtime's spin, and while
-   * others of this region are still in flight the runtime is asked to progress again at once
-   * (a spin stops at the first completion; the next would otherwise wait for an event-loop turn).
+   * After an operation's completion ran (inside worker progress; counted in rmaCompleted for
+   * the runtime's spin, which stops at the first completion): if others of this region are
+   * still in flight once the completions queued so far have run, the runtime is asked to
+   * progress again at once, or the next would wait for an event-loop turn. Checked in a
+   * microtask queued after those completions' continuations, so a spin never starts for
+   * operations that completed in the same progress.
    */
   private completed(): void {
-    this.conn.rt.rmaCompleted++;
-    if (--this.inFlight > 0) this.conn.sent();
+    if (--this.inFlight > 0) queueMicrotask(this.recheck);
   }
+
+  private readonly recheck = (): void => {
+    if (this.inFlight > 0) this.conn.sent();
+  };
 
   private check(op: string, offset: number, len: number): UcpRkey {
     if (this.rkey === null || this.conn.closed) throw new TransportClosedError(`ucx ${op}: the connection to ${this.conn.peer} is closed`);
@@ -204,9 +210,10 @@ export class RemoteRegion {
     return new Promise((resolve, reject) => {
       this.inFlight++;
       start((status) => {
-        this.completed();
+        this.conn.rt.rmaCompleted++;
         if (status === UCP.UCS_OK) resolve();
         else reject(this.conn.closed ? new TransportClosedError(`ucx ${op}: the connection to ${this.conn.peer} closed`) : new UcxError(`ucx ${op}`, status));
+        this.completed();
       });
       this.conn.sent();
     });
@@ -232,8 +239,9 @@ export class RemoteRegion {
     const rkey = this.check("get", offset, dst.length);
     this.inFlight++;
     this.conn.ep.get(dst, this.address + offset, rkey, (status) => {
-      this.completed();
+      this.conn.rt.rmaCompleted++;
       done(status);
+      this.completed();
     });
     this.conn.sent();
   }
