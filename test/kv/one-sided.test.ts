@@ -77,7 +77,8 @@ for (const tls of ["tcp,self", "shm,self"]) {
 
     test("a seeded put / del / get sequence: one-sided GETs return what RPC GETs and the model say", async () => {
       const r = rng(0x5eed + tls.length);
-      const keys = Array.from({ length: 48 }, (_, i) => (i === 0 ? new Uint8Array([0]) : bytes(1 + ((r() * 40) | 0), r)));
+      // Binary keys of 1..40 bytes, a one-byte zero key, and keys too long for a remembered record (300 B, the 1024 B limit).
+      const keys = Array.from({ length: 48 }, (_, i) => (i === 0 ? new Uint8Array([0]) : i === 1 ? bytes(300, r) : i === 2 ? bytes(1024, r) : bytes(1 + ((r() * 40) | 0), r)));
       const model = new Map<string, { value: Uint8Array; version: number }>();
       oneSidedClient.resetStats();
       const sizes = [0, 1, 7, 64, 300, 4096, 9000];
