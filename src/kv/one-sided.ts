@@ -5,8 +5,8 @@
  *
  * GET (verify.ts does the checking): read the key's 256-byte group with one RMA get, then each
  * candidate's entry record (slot hash matches, slot crc holds) with one more; a record whose crc,
- * version and key hold is the value. A key (up to 256 bytes) read before is one round trip: the
- * record it had then is read beside the group, and used only when the group still names that very record
+ * version and key hold is the value. A key read before is one round trip: the record it had
+ * then is read beside the group, and used only when the group still names that very record
  * (offset, length, version) and it verifies: versions are never reused, so such a record holds
  * exactly that version's bytes. A torn slot or record (the server was writing it) means a
  * re-read of the group, up to MAX_TORN_REREADS times, then `undefined`: client.ts sends KV_GET.
@@ -48,8 +48,6 @@ const POOLED_RECORD_BYTES = 4096;
 const MAX_POOLED = 128;
 /** Keys whose record location a connection remembers (about 100 B each): the working set of a hot loop. */
 const MAX_HINTS = 4096;
-/** Longer keys get no hint: building the Map key and looking it up costs about 10 ns per key byte (measured: 0.5 us at 32 B, 2.4 us at 256 B). */
-const HINT_KEY_MAX_BYTES = 256;
 
 export interface OneSidedStats {
   /** GETs settled one-sided (found or absent). */
@@ -70,8 +68,11 @@ export interface OneSidedStats {
 class ConnState {
   readonly groups: Uint8Array[] = [];
   readonly records: Uint8Array[] = [];
-  /** Where each recently read key's record was (keyName -> slot), oldest first. */
-  readonly hints = new Map<string, Hint>();
+  /**
+   * Where each recently read key's record was, by the key's hash, oldest first. Keys of one hash
+   * share an entry: a hint for another key reads as "other" and is never used.
+   */
+  readonly hints = new Map<number, Hint>();
   writeBusy = false;
 
   constructor(
@@ -89,10 +90,10 @@ class ConnState {
     if (pool.length < MAX_POOLED) pool.push(b);
   }
 
-  remember(name: string, slot: Hint): void {
-    this.hints.delete(name);
+  remember(hash: number, slot: Hint): void {
+    this.hints.delete(hash);
     if (this.hints.size >= MAX_HINTS) this.hints.delete(this.hints.keys().next().value!);
-    this.hints.set(name, { entryOffset: slot.entryOffset, entryBytes: slot.entryBytes, version: slot.version });
+    this.hints.set(hash, { entryOffset: slot.entryOffset, entryBytes: slot.entryBytes, version: slot.version });
   }
 }
 
@@ -102,12 +103,6 @@ interface Hint {
   version: number;
 }
 
-/** A key as a Map key (one char per byte). */
-function keyName(key: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < key.length; i++) s += String.fromCharCode(key[i]!);
-  return s;
-}
 
 /** Reads `dst.length` bytes at `offset` of `region` (RemoteRegion.readInto as a promise). */
 function read(region: RemoteRegion, offset: number, dst: Uint8Array): Promise<boolean> {
@@ -154,8 +149,7 @@ export class OneSidedClient implements KvOneSidedClient {
     const layout = st.layout;
     const hash = keyHash(key, layout.hashSeed);
     const goff = groupOffset(layout, hash);
-    const name = key.length <= HINT_KEY_MAX_BYTES ? keyName(key) : null;
-    const hint = name === null ? undefined : st.hints.get(name);
+    const hint = st.hints.get(hash);
     const group = st.take(st.groups, GROUP_BYTES);
     try {
       for (let attempt = 0; attempt <= MAX_TORN_REREADS; attempt++) {
@@ -180,12 +174,12 @@ export class OneSidedClient implements KvOneSidedClient {
           else if (got !== "other") {
             this.stats.hits++;
             if (same) this.stats.hintHits++;
-            if (name !== null) st.remember(name, c);
+            st.remember(hash, c);
             return got;
           }
         }
         if (!torn) {
-          if (name !== null) st.hints.delete(name);
+          st.hints.delete(hash);
           if (g.overflow > 0) return this.fallback();
           this.stats.hits++;
           return null;

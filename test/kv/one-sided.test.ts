@@ -5,6 +5,7 @@
  *   one-sided client (oneSided "auto") returns what the RPC-only client (oneSided "never")
  *   returns and what a Map model says, value and version; the server's index is small enough
  *   that some groups overflow, so both one-sided hits and KV_GET fallbacks occur;
+ * - two keys of one index hash each read their own value one-sided;
  * - large PUTs (RMA put into the write buffer + KV_COMMIT) read back byte for byte through
  *   both clients; one larger than the write buffer, and those that find it busy, go by KV_PUT;
  *   one larger than the buffer and than a message fails with KvValueTooLargeError;
@@ -19,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvValueTooLargeError, rpcConnect } from "../../src/index.ts";
 import { kvConnect, type KvClient } from "../../src/kv/client.ts";
+import { keyHash } from "../../src/kv/layout.ts";
 import { oneSidedClient } from "../../src/kv/one-sided.ts";
 import { decodeGetResponse, decodeHello, decodeVersion, encodeCommit, KV_COMMIT, KV_GET, KV_HELLO } from "../../src/kv/protocol.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
@@ -75,9 +77,34 @@ for (const tls of ["tcp,self", "shm,self"]) {
       rmSync(dir, { recursive: true, force: true });
     });
 
+    // First in the file: the two keys' group holds nothing else (no overflow sends them to KV_GET).
+    test("two keys of one hash (a collision): each GET returns its own key's value, one-sided", async () => {
+      // Find two keys whose index hash (seed 7, the server's) is equal: a birthday search.
+      const seen = new Map<number, string>();
+      let pair: [string, string] | null = null;
+      for (let i = 0; pair === null; i++) {
+        const k = `collide-${i}`;
+        const h = keyHash(new TextEncoder().encode(k), 7);
+        const other = seen.get(h);
+        if (other !== undefined) pair = [other, k];
+        else seen.set(h, k);
+      }
+      const [a, b] = pair;
+      const va = await slow.put(a, "value of a");
+      const vb = await slow.put(b, "value of b");
+      oneSidedClient.resetStats();
+      for (let i = 0; i < 4; i++) {
+        for (const [k, v, text] of [[a, va, "value of a"], [b, vb, "value of b"]] as const) {
+          const got = await fast.get(k);
+          expect([new TextDecoder().decode(got!.value), got!.version]).toEqual([text, v]);
+        }
+      }
+      expect(oneSidedClient.stats.hits).toBe(8);
+    });
+
     test("a seeded put / del / get sequence: one-sided GETs return what RPC GETs and the model say", async () => {
       const r = rng(0x5eed + tls.length);
-      // Binary keys of 1..40 bytes, a one-byte zero key, and keys too long for a remembered record (300 B, the 1024 B limit).
+      // Binary keys of 1..40 bytes, a one-byte zero key, and keys of 300 B and of the 1024 B limit.
       const keys = Array.from({ length: 48 }, (_, i) => (i === 0 ? new Uint8Array([0]) : i === 1 ? bytes(300, r) : i === 2 ? bytes(1024, r) : bytes(1 + ((r() * 40) | 0), r)));
       const model = new Map<string, { value: Uint8Array; version: number }>();
       oneSidedClient.resetStats();
