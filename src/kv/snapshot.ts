@@ -2,8 +2,9 @@
  * kv snapshot files: every entry (key, value, version) written atomically, and read back only
  * after the whole file has been verified. All integers little-endian.
  *
- *   header (32 B): +0 "HPKVSNAP" (8 bytes)  +8 u32 formatVersion 1  +12 u32 headerBytes 32
- *                  +16 u64 recordCount  +24 u32 crc32(header[0..24))  +28 u32 zero
+ *   header (40 B): +0 "HPKVSNAP" (8 bytes)  +8 u32 formatVersion 2  +12 u32 headerBytes 40
+ *                  +16 u64 recordCount  +24 u64 nextVersion (the store's version counter: the
+ *                  version its next write would get)  +32 u32 crc32(header[0..32))  +36 u32 zero
  *   records:       +0 u64 version  +8 u32 keyLen  +12 u32 valueLen
  *                  +16 u32 crc32(record[0..16) ++ key ++ value)  +20 u32 zero  +24 key, value
  *   trailer (8 B): +0 "HPKE" (u32 0x454b5048)  +4 u32 crc32 of every byte before it
@@ -15,10 +16,14 @@
  * magic, format version, header crc, every record's lengths and crc, the record count, the
  * trailer and its checksum over the file before returning anything; every problem is a
  * KvSnapshotError naming the path and what is wrong.
+ * The counter is kept so that a restarted store never hands out a version it handed out before
+ * (a deleted key's, say). Format 1 files (32-byte header, no counter) are still read: their
+ * nextVersion is reported as 0 (unknown), and the store falls back to the largest loaded
+ * version + 1, which can repeat a version of a key deleted before that save.
  *
  * Example:
- *   writeSnapshot(path, n, (emit) => emit(key, value, version));
- *   for (const r of readSnapshot(path)) store.insert(r.key, r.value, r.version);
+ *   writeSnapshot(path, n, nextVersion, (emit) => emit(key, value, version));
+ *   const { records, nextVersion } = readSnapshot(path);
  *
  * Thread: any (synchronous file I/O; blocks the calling thread for the file's size).
  */
@@ -29,8 +34,10 @@ import { describeThrown, KvSnapshotError } from "../errors.ts";
 import { getU64, setU64 } from "./layout.ts";
 
 const MAGIC = new TextEncoder().encode("HPKVSNAP");
-export const SNAPSHOT_FORMAT_VERSION = 1;
-const HEADER_BYTES = 32;
+export const SNAPSHOT_FORMAT_VERSION = 2;
+const HEADER_BYTES = 40;
+/** Format 1: the same file without the counter (header of 32 bytes, its crc at +24). */
+const V1_HEADER_BYTES = 32;
 const RECORD_HEADER_BYTES = 24;
 const TRAILER_MAGIC = 0x454b5048;
 const TRAILER_BYTES = 8;
@@ -44,11 +51,18 @@ export interface SnapshotRecord {
   version: number;
 }
 
+/** A verified snapshot: its records and the counter it was saved with (0: a format 1 file, unknown). */
+export interface Snapshot {
+  records: SnapshotRecord[];
+  nextVersion: number;
+}
+
 /**
- * Writes a snapshot of `count` entries to `path` atomically; `each(emit)` must call emit exactly
- * `count` times (the bytes are copied during the call). KvSnapshotError on any failure.
+ * Writes a snapshot of `count` entries and the store's `nextVersion` to `path` atomically;
+ * `each(emit)` must call emit exactly `count` times (the bytes are copied during the call).
+ * KvSnapshotError on any failure.
  */
-export function writeSnapshot(path: string, count: number, each: (emit: (key: Uint8Array, value: Uint8Array, version: number) => void) => void): void {
+export function writeSnapshot(path: string, count: number, nextVersion: number, each: (emit: (key: Uint8Array, value: Uint8Array, version: number) => void) => void): void {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${(Math.random() * 0x100000000) >>> 0}`);
   let fd = -1;
@@ -84,7 +98,8 @@ export function writeSnapshot(path: string, count: number, each: (emit: (key: Ui
     view.setUint32(used + 8, SNAPSHOT_FORMAT_VERSION, true);
     view.setUint32(used + 12, HEADER_BYTES, true);
     setU64(view, used + 16, count);
-    view.setUint32(used + 24, Bun.hash.crc32(buf.subarray(used, used + 24)) >>> 0, true);
+    setU64(view, used + 24, nextVersion);
+    view.setUint32(used + 32, Bun.hash.crc32(buf.subarray(used, used + 32)) >>> 0, true);
     used += HEADER_BYTES;
     let emitted = 0;
     each((key, value, version) => {
@@ -132,7 +147,7 @@ export function writeSnapshot(path: string, count: number, each: (emit: (key: Ui
 }
 
 /** Every record of the snapshot at `path`, after the whole file has been verified; see the module comment. */
-export function readSnapshot(path: string): SnapshotRecord[] {
+export function readSnapshot(path: string): Snapshot {
   let bytes: Uint8Array;
   try {
     bytes = new Uint8Array(readFileSync(path));
@@ -142,16 +157,21 @@ export function readSnapshot(path: string): SnapshotRecord[] {
   }
   const bad = (what: string) => new KvSnapshotError(`kv snapshot ${path}: ${what}`);
   const len = bytes.byteLength;
-  if (len < HEADER_BYTES + TRAILER_BYTES) throw bad(`truncated: ${len} bytes, a snapshot has at least ${HEADER_BYTES + TRAILER_BYTES}`);
+  if (len < V1_HEADER_BYTES + TRAILER_BYTES) throw bad(`truncated: ${len} bytes, a snapshot has at least ${V1_HEADER_BYTES + TRAILER_BYTES}`);
   for (let i = 0; i < MAGIC.length; i++) if (bytes[i] !== MAGIC[i]) throw bad("not a kv snapshot (wrong magic)");
   const v = new DataView(bytes.buffer, bytes.byteOffset, len);
   const format = v.getUint32(8, true);
-  if (format !== SNAPSHOT_FORMAT_VERSION) throw bad(`format version ${format}, this build reads ${SNAPSHOT_FORMAT_VERSION}`);
-  if ((Bun.hash.crc32(bytes.subarray(0, 24)) >>> 0) !== v.getUint32(24, true) || v.getUint32(12, true) !== HEADER_BYTES) throw bad("header checksum mismatch (corrupt header)");
+  if (format !== SNAPSHOT_FORMAT_VERSION && format !== 1) throw bad(`format version ${format}, this build reads 1 and ${SNAPSHOT_FORMAT_VERSION}`);
+  const headerBytes = format === 1 ? V1_HEADER_BYTES : HEADER_BYTES;
+  if (len < headerBytes + TRAILER_BYTES) throw bad(`truncated: ${len} bytes, a format ${format} snapshot has at least ${headerBytes + TRAILER_BYTES}`);
+  const crcAt = headerBytes - 8;
+  if ((Bun.hash.crc32(bytes.subarray(0, crcAt)) >>> 0) !== v.getUint32(crcAt, true) || v.getUint32(12, true) !== headerBytes) throw bad("header checksum mismatch (corrupt header)");
   const count = getU64(v, 16);
+  const nextVersion = format === 1 ? 0 : getU64(v, 24);
+  if (format !== 1 && (nextVersion < 1 || !Number.isSafeInteger(nextVersion))) throw bad(`the version counter ${nextVersion} is out of range`);
   const end = len - TRAILER_BYTES;
   const records: SnapshotRecord[] = [];
-  let at = HEADER_BYTES;
+  let at = headerBytes;
   for (let i = 0; i < count; i++) {
     if (at + RECORD_HEADER_BYTES > end) throw bad(`truncated: record ${i} of ${count} starts at byte ${at} of ${len}`);
     const keyLen = v.getUint32(at + 8, true);
@@ -162,11 +182,12 @@ export function readSnapshot(path: string): SnapshotRecord[] {
     if (c !== v.getUint32(at + 16, true)) throw bad(`record ${i} of ${count} at byte ${at}: checksum mismatch (corrupt)`);
     const version = getU64(v, at);
     if (version < 1 || !Number.isSafeInteger(version)) throw bad(`record ${i} of ${count}: version ${version} is out of range`);
+    if (format !== 1 && version >= nextVersion) throw bad(`record ${i} of ${count}: version ${version} is not below the saved counter ${nextVersion}`);
     records.push({ key: bytes.subarray(at + RECORD_HEADER_BYTES, at + RECORD_HEADER_BYTES + keyLen), value: bytes.subarray(at + RECORD_HEADER_BYTES + keyLen, next), version });
     at = next;
   }
   if (at !== end) throw bad(at < end ? `${end - at} bytes after the last of ${count} records (corrupt or wrong length)` : "truncated");
   if (v.getUint32(end, true) !== TRAILER_MAGIC) throw bad("truncated or corrupt: no trailer after the last record");
   if ((Bun.hash.crc32(bytes.subarray(0, end + 4)) >>> 0) !== v.getUint32(end + 4, true)) throw bad("file checksum mismatch (corrupt)");
-  return records;
+  return { records, nextVersion };
 }

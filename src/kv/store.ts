@@ -7,7 +7,8 @@
  * Contract:
  * - Keys are 1..maxKeyBytes bytes (KvKeyError otherwise), values 0..maxValueBytes
  *   (KvValueTooLargeError); maxValueBytes defaults to the largest value the heap can ever hold.
- * - Versions: one counter per store, +1 per successful write (put, successful cas), never 0;
+ * - Versions: one counter per store, +1 per successful write (put, successful cas), never 0,
+ *   never repeated (a snapshot saves the counter and load() continues from it);
  *   cas(key, 0, v) creates only if absent; a failed cas returns the current version (0 absent).
  * - Memory full: with evict "none" a put that cannot get memory throws KvFullError and leaves
  *   the old value in place. With "lru", entries are evicted until the put fits; a value that
@@ -149,15 +150,17 @@ export class KvStore {
   }
 
   /**
-   * A store made with `opts` and filled from the snapshot at `path`, versions kept (the counter
-   * continues above the largest). The whole file is read and verified before anything is
+   * A store made with `opts` and filled from the snapshot at `path`, versions kept; the version
+   * counter continues from the one saved in the snapshot, so no version handed out before the
+   * save (a deleted key's included) is handed out again (a format 1 snapshot has no counter:
+   * it continues above the largest loaded version). The whole file is read and verified before anything is
    * inserted: KvSnapshotError names the path and the problem (missing, truncated, corrupt,
    * wrong format, a key or value over this store's limits). A snapshot that does not fit in
    * this store's memory throws KvFullError (eviction is never used while loading), and the
    * store made for it is closed: nothing is ever half-loaded.
    */
   static load(path: string, opts: KvStoreOptions): KvStore {
-    const records = readSnapshot(path);
+    const { records, nextVersion } = readSnapshot(path);
     const store = new KvStore(opts);
     try {
       for (const r of records) {
@@ -168,6 +171,7 @@ export class KvStore {
         }
         if (r.version > store.lastVersion) store.lastVersion = r.version;
       }
+      if (nextVersion - 1 > store.lastVersion) store.lastVersion = nextVersion - 1;
     } catch (e) {
       store.close();
       throw e;
@@ -259,7 +263,7 @@ export class KvStore {
   save(path: string): void {
     this.open();
     const t = this.table;
-    writeSnapshot(path, t.count, (emit) => {
+    writeSnapshot(path, t.count, this.lastVersion + 1, (emit) => {
       t.forEach((id) => {
         const off = t.offset[id]!;
         const keyLen = this.view.getUint32(off + ENTRY_KEY_LEN, true);

@@ -1,6 +1,6 @@
 /**
  * kv snapshots: a round trip keeps every key, value and version (the counter continues above
- * them); truncated, corrupt, wrong-format and missing files are refused with KvSnapshotError
+ * them, from the saved counter); truncated, corrupt, wrong-format and missing files are refused with KvSnapshotError
  * naming the path and the problem; a snapshot larger than the store is refused with KvFullError
  * and nothing is loaded; save is atomic (no temp file left, an old file replaced whole).
  */
@@ -53,7 +53,7 @@ function thrown(fn: () => unknown): Error {
 
 describe("kv snapshot", () => {
   const path = join(dir, "round.snap");
-  test("round trip: every key, value and version back; the counter continues above them", () => {
+  test("round trip: every key, value and version back; the counter continues from the saved one", () => {
     const { s, entries } = filledStore();
     s.save(path);
     const last = Math.max(...[...entries.values()].map((e) => e.version));
@@ -62,10 +62,65 @@ describe("kv snapshot", () => {
     using t = KvStore.load(path, { memoryBytes: 4 << 20 });
     expectSame(t, entries);
     expect(t.get(b("deleted"))).toBeNull();
-    expect(t.put(b("after"), b("x"))).toBe(last + 1); // above the largest loaded version
+    // the saved counter: "deleted" got last + 1 before the save, so the next write gets last + 2
+    expect(t.put(b("after"), b("x"))).toBe(last + 2);
     // a loaded store has its own layout (another seed, another size) and still finds every key
     using u = KvStore.load(path, { memoryBytes: 8 << 20, hashSeed: 7 });
     expectSame(u, entries);
+  });
+
+  test("the version counter survives a restart: a deleted key's version is never handed out again", () => {
+    const p = join(dir, "counter.snap");
+    let deletedVersion: number;
+    {
+      using s = KvStore.create({ memoryBytes: 1 << 20 });
+      s.put(b("kept"), b("1"));
+      deletedVersion = s.put(b("gone"), b("2"));
+      s.put(b("gone"), b("3"));
+      s.del(b("gone"));
+      s.save(p);
+    }
+    {
+      using t = KvStore.load(p, { memoryBytes: 1 << 20 });
+      expect(t.get(b("kept"))!.version).toBe(1);
+      // the largest loaded version is 1; versions 2 and 3 were handed out before the save
+      const next = t.put(b("gone"), b("again"));
+      expect(next).toBe(deletedVersion + 2);
+      expect(t.cas(b("new"), 0, b("x"))).toEqual({ ok: true, version: next + 1 });
+      t.save(p); // and again across a second restart
+    }
+    using u = KvStore.load(p, { memoryBytes: 1 << 20 });
+    expect(u.put(b("later"), b("y"))).toBe(deletedVersion + 4);
+  });
+
+  test("a format 1 snapshot (no saved counter) still loads; the counter continues above its largest version", () => {
+    const p = join(dir, "v1.snap");
+    // format 1: a 32-byte header (crc at +24), then the same records and trailer
+    const key = b("k1");
+    const value = b("old");
+    const header = new Uint8Array(32);
+    header.set(b("HPKVSNAP"));
+    const hv = new DataView(header.buffer);
+    hv.setUint32(8, 1, true);
+    hv.setUint32(12, 32, true);
+    hv.setUint32(16, 1, true);
+    hv.setUint32(24, Bun.hash.crc32(header.subarray(0, 24)) >>> 0, true);
+    const rec = new Uint8Array(24 + key.length + value.length);
+    const rv = new DataView(rec.buffer);
+    rv.setUint32(0, 5, true);
+    rv.setUint32(8, key.length, true);
+    rv.setUint32(12, value.length, true);
+    rec.set(key, 24);
+    rec.set(value, 24 + key.length);
+    rv.setUint32(16, Bun.hash.crc32(rec.subarray(24), Bun.hash.crc32(rec.subarray(0, 16))) >>> 0, true);
+    const body = Buffer.concat([header, rec, Buffer.from([0x48, 0x50, 0x4b, 0x45])]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32LE(Bun.hash.crc32(body) >>> 0);
+    writeFileSync(p, Buffer.concat([body, crc]));
+    using s = KvStore.load(p, { memoryBytes: 1 << 20 });
+    expect(s.get(key)!.version).toBe(5);
+    expect(Buffer.from(s.get(key)!.value).toString()).toBe("old");
+    expect(s.put(b("k2"), b("v"))).toBe(6);
   });
 
   test("save replaces an older snapshot whole, and an empty store round-trips", () => {
@@ -122,8 +177,8 @@ describe("kv snapshot", () => {
     magic.write("NOTASNAP", 0, "latin1");
     refuse(magic, /wrong magic/);
     const version = Buffer.from(good);
-    version.writeUInt32LE(2, 8);
-    refuse(version, /format version 2/);
+    version.writeUInt32LE(3, 8);
+    refuse(version, /format version 3/);
     refuse(Buffer.concat([good, Buffer.from([0])]), /checksum|after the last/);
   });
 
