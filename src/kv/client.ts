@@ -33,7 +33,8 @@
 
 import { EMPTY_BYTES } from "../bytes.ts";
 import { SEND_CLOSED, SEND_OK, sendLimit, type SendStatus } from "../contract/transport.ts";
-import { HotpathError, KvUnavailableError, KvValueTooLargeError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
+import { readU32 } from "../bytes.ts";
+import { HotpathError, KvUnavailableError, KvValueTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
 import { ConnectionPool, type PooledClient, type PoolOptions } from "../pool/pool.ts";
 import type { Client } from "../rpc/client.ts";
 import type { UcxConnection } from "../ucx/connection.ts";
@@ -85,6 +86,11 @@ export interface KvClient extends AsyncDisposable {
 }
 
 export const DEFAULT_KV_TIMEOUT_MS = 5000;
+/** Cached value views: a session's response slots and ring entries (a few hundred) with room to spare. */
+const VALUE_VIEW_CACHE = 4096;
+const TWO_32 = 0x1_0000_0000;
+/** The high word of a u64 below 2^53 (protocol.ts's readU64 refuses more). */
+const MAX_HIGH_WORD = 0x1f_ffff;
 export const DEFAULT_LARGE_PUT_BYTES = 16 << 10;
 /** A restarted kv server is found within seconds (gRPC's 120 s cap suits fleets of clients, not a cache). */
 export const KV_BACKOFF = Object.freeze({ initialMs: 100, maxMs: 2000 });
@@ -112,6 +118,8 @@ class ServerConn implements p.KvServerConn {
     readonly pooled: PooledClient,
     private readonly onResponse: (ud: number, data: Uint8Array, err: HotpathError | null) => void,
     private readonly timeoutMs: number,
+    /** Called when the connection changes (the client drops what it cached of the old one). */
+    private readonly onNewConnection: () => void,
   ) {}
 
   /**
@@ -124,6 +132,7 @@ class ServerConn implements p.KvServerConn {
     const old = this.rpc;
     if (old !== null && old.inFlight > 0) this.retired.push(old);
     this.rpc = c;
+    this.onNewConnection();
     this.hello = null;
     this.ucx = null;
     this.rma = null;
@@ -187,6 +196,8 @@ class KvClientImpl implements KvClient {
   private readonly largePutBytes: number;
   private readonly timeoutMs: number;
   private putScratch = new Uint8Array(4096);
+  /** valueOf()'s cache: body view -> the value view made of it. */
+  private readonly valueViews = new Map<Uint8Array, Uint8Array>();
   /** Connections wait in spin / blocking mode: nothing but poll() brings responses in (see track()). */
   private readonly pumps: boolean;
   private promiseCalls = 0;
@@ -207,7 +218,7 @@ class KvClientImpl implements KvClient {
     this.pumps = mode === "spin" || mode === "blocking";
     this.servers = urls.map((u) => {
       const target = u.toLowerCase().startsWith("ucx:") && this.oneSided ? { connect: { ...opts.pool?.connect, ucx: { ...opts.pool?.connect?.ucx, rma: true } } } : {};
-      return new ServerConn(u, pool.client(u, target), this.onRpcResponse, this.timeoutMs);
+      return new ServerConn(u, pool.client(u, target), this.onRpcResponse, this.timeoutMs, this.dropViews);
     });
   }
 
@@ -376,11 +387,16 @@ class KvClientImpl implements KvClient {
 
   // ---- hot path ----
 
-  /** Every rpc Client's onResponse: a PUT's response is 8 bytes, a GET's at least 9. */
+  /**
+   * Every rpc Client's onResponse: a PUT's response is 8 bytes, a GET's at least 9. Decoded in
+   * place, no object made per call: the value is a view of the response body cached per body
+   * view (see valueOf); a malformed body goes to decodeGetResponse for its ProtocolError.
+   */
   private readonly onRpcResponse = (ud: number, data: Uint8Array, err: HotpathError | null): void => {
     const cb = this.onResult!;
     if (err !== null) return cb(ud, this.hotError(err), false, 0, null);
-    if (data.length === 8) {
+    const len = data.length;
+    if (len === 8) {
       let v: number;
       try {
         v = p.decodeVersion(data);
@@ -389,14 +405,37 @@ class KvClientImpl implements KvClient {
       }
       return cb(ud, null, true, v, null);
     }
-    let r: KvValue | null;
+    const found = len >= p.GET_RESPONSE_OVERHEAD ? data[0]! : 2;
+    const hi = found < 2 ? readU32(data, 5) : 0;
+    if (found === 1 && hi <= MAX_HIGH_WORD) return cb(ud, null, true, hi * TWO_32 + readU32(data, 1), this.valueOf(data));
+    if (found === 0 && len === p.GET_RESPONSE_OVERHEAD && hi === 0 && readU32(data, 1) === 0) return cb(ud, null, false, 0, null);
     try {
-      r = p.decodeGetResponse(data);
+      p.decodeGetResponse(data);
     } catch (e) {
       return cb(ud, e as Error, false, 0, null);
     }
-    if (r === null) return cb(ud, null, false, 0, null);
-    cb(ud, null, true, r.version, r.value);
+    cb(ud, new ProtocolError(`kv GET response of ${len} bytes could not be decoded`), false, 0, null); // not reached: decodeGetResponse throws for every body refused above
+  };
+
+  /**
+   * The value of GET response `body` (the bytes after its 9-byte head), as a view made once per
+   * body view: the segment transports hand out the same view object for the same slot and
+   * length (their bodyView cache), so in steady state no view is made per call. A body not seen
+   * before (or tcp's fresh Buffers) makes one view; the map is emptied when it grows past
+   * VALUE_VIEW_CACHE.
+   */
+  private valueOf(body: Uint8Array): Uint8Array {
+    const known = this.valueViews.get(body);
+    if (known !== undefined) return known;
+    const v = body.subarray(p.GET_RESPONSE_OVERHEAD);
+    if (this.valueViews.size >= VALUE_VIEW_CACHE) this.valueViews.clear();
+    this.valueViews.set(body, v);
+    return v;
+  }
+
+  /** Forgets the cached views (a connection changed: its memory must not be kept alive by them). */
+  private readonly dropViews = (): void => {
+    this.valueViews.clear();
   };
 
   private hotError(err: HotpathError): Error {

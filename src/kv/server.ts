@@ -76,6 +76,8 @@ export const DEFAULT_WRITE_BUFFER_BYTES = 1 << 20;
 /** Spin mode: how long the server busy-polls before it lets the event loop run (accepts, tcp, timers). */
 const SPIN_SLICE_MS = 2;
 const DEFAULT_DRAIN_MS = 1000;
+/** GET values up to this size are copied by a JS loop (no view of the arena made); above it a native copy wins. */
+const SMALL_VALUE_BYTES = 256;
 const GET_ABSENT = (() => {
   const b = new Uint8Array(p.GET_RESPONSE_OVERHEAD);
   p.writeGetResponse(b, false, 0, null);
@@ -136,6 +138,8 @@ class KvServerImpl implements KvServer {
   readonly server: Server;
   private readonly listeners: Listener[] = [];
   private scratch = new Uint8Array(64 << 10);
+  /** Views of `scratch` by length (a small GET's reply), made once each. */
+  private readonly replyViews: Array<Uint8Array | undefined> = new Array(p.GET_RESPONSE_OVERHEAD + SMALL_VALUE_BYTES + 1);
   private readonly ver8 = new Uint8Array(8);
   private readonly cas9 = new Uint8Array(9);
   private spinning = false;
@@ -193,9 +197,9 @@ class KvServerImpl implements KvServer {
     const data = h.data;
     switch (h.method) {
       case p.KV_GET: {
-        const r = store.get(data);
-        if (r === null) return h.respond(GET_ABSENT);
-        return this.replyValue(h, r.value, r.version);
+        const at = store.lookup(data);
+        if (at < 0) return h.respond(GET_ABSENT);
+        return this.replyLookup(h, at, store.lookupBytes, store.lookupVersion);
       }
       case p.KV_PUT: {
         const { key, value } = p.decodePut(data);
@@ -234,6 +238,24 @@ class KvServerImpl implements KvServer {
         // The pool's keepalive ping lands here too: any answer proves the server alive.
         return h.respond(null, { name: "UnknownMethodError", message: `kv server: no method ${h.method}` });
     }
+  }
+
+  /**
+   * A GET reply for the value lookup() found at arena offset `at`, with no object made per call:
+   * small values are copied byte by byte from the arena into the scratch buffer and sent through
+   * a view of it cached per length; large ones go into a transport buffer (allocReply).
+   */
+  private replyLookup(h: RequestHandle, at: number, len: number, version: number): void {
+    const n = (p.GET_RESPONSE_OVERHEAD + len) | 0;
+    if (len > SMALL_VALUE_BYTES) return this.replyValue(h, this.store.arena.subarray(at, at + len), version);
+    const out = this.scratch;
+    out[0] = 1;
+    p.writeU64(out, 1, version);
+    const a = this.store.arena;
+    for (let i = 0; i < len; i++) out[(p.GET_RESPONSE_OVERHEAD + i) | 0] = a[(at + i) | 0]!;
+    let view = this.replyViews[n];
+    if (view === undefined || view.buffer !== out.buffer) view = this.replyViews[n] = out.subarray(0, n);
+    h.respond(view);
   }
 
   /** A GET reply from the store's view: into a transport buffer when the value is large, else the scratch buffer. */

@@ -1,0 +1,86 @@
+/**
+ * The kv hot path allocates nothing per GET in steady state over shm: the client's getCb / poll
+ * / onResult and the server's GET (lookup, reply built in place), with a real kvServe and a real
+ * kvConnect in this process (shm, spin mode; the test drives the server's poll() itself between
+ * the client's calls, so both sides run in this thread). After warm-up, round trips are counted
+ * with bench/loopback.ts's objectsPer() (heapStats().objectTypeCounts summed, Bun.gc(true)
+ * before each reading, the readings' own objects subtracted). Every result is checked inside the
+ * counted window by a loop that allocates nothing: found, the version its PUT returned, every
+ * byte of the value; an absent key comes back not found. Values up to the server's
+ * SMALL_VALUE_BYTES (256) are copied without a view; larger ones cost a view of the arena and
+ * the transport's reply buffer (2 objects), not tested here.
+ */
+
+import { afterAll, expect, test } from "bun:test";
+import { objectsPer } from "../../bench/loopback.ts";
+import { SEND_OK } from "../../src/contract/transport.ts";
+import { kvConnect, kvServe, type KvClient, type KvServer } from "../../src/kv/index.ts";
+
+const ROUND_TRIPS = 50_000;
+/** What the measuring itself may leave per round trip (a few objects over the whole run). */
+const ALLOWED_PER_ROUND_TRIP = 0.01;
+const KEYS = 64;
+const SPIN = { mode: "spin", spinNs: 0 } as const;
+
+const open: Array<{ close(): unknown }> = [];
+afterAll(async () => {
+  for (const o of open.splice(0).reverse()) await o.close();
+});
+
+async function pair(): Promise<{ kv: KvServer; client: KvClient }> {
+  const url = `shm://kv-alloc-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  const kv = await kvServe({ listen: [url], memoryBytes: 4 << 20, wait: SPIN });
+  open.push(kv);
+  const client = await kvConnect(kv.urls[0]!, { pool: { connect: { wait: SPIN } }, oneSided: "never" });
+  open.push(client);
+  return { kv, client };
+}
+
+test.each([0, 64, 256])("GET of a %i-byte value over shm: 0 objects per round trip, every result checked", async (size) => {
+  const { kv, client } = await pair();
+  const keys = Array.from({ length: KEYS }, (_, i) => new TextEncoder().encode(`alloc-key-${String(i).padStart(4, "0")}-${"x".repeat(16)}`));
+  const values = keys.map((_, k) => Uint8Array.from({ length: size }, (_, i) => (i * 31 + k * 7 + 1) & 0xff));
+  const versions = new Float64Array(KEYS);
+  for (let k = 0; k < KEYS; k++) versions[k] = await client.put(keys[k]!, values[k]!);
+  // As long as the others: the segment transports cache one body view per ring entry and length.
+  const absent = new TextEncoder().encode(`alloc-key-nope-${"x".repeat(16)}`);
+  expect(absent.length).toBe(keys[0]!.length);
+
+  let wrong = 0;
+  let done = 0;
+  let expectKey = 0;
+  client.onResult = (ud, err, found, version, value) => {
+    done++;
+    if (ud === -1) {
+      if (err !== null || found || value !== null) wrong++;
+      return;
+    }
+    if (err !== null || !found || value === null || ud !== expectKey || version !== versions[ud]!) return void wrong++;
+    const want = values[ud]!;
+    if (value.length !== want.length) return void wrong++;
+    for (let i = 0; i < want.length; i++) if (value[i] !== want[i]) wrong++;
+  };
+  const oneCall = (key: Uint8Array, ud: number) => {
+    const target = done + 1;
+    if (client.getCb(key, ud) !== SEND_OK) throw new Error("getCb not sent");
+    for (let spins = 0; done < target; spins++) {
+      kv.server.poll();
+      client.poll();
+      if (spins > 1_000_000) throw new Error("no result arrived");
+    }
+  };
+  const rounds = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      const k = i & (KEYS - 1);
+      expectKey = k;
+      oneCall(keys[k]!, k);
+      if ((i & 15) === 15) oneCall(absent, -1);
+    }
+  };
+  rounds(ROUND_TRIPS); // warm-up: JIT, caches, pools
+  const perRoundTrip = objectsPer(ROUND_TRIPS, rounds);
+  console.log(`kv GET ${size} B over shm: ${perRoundTrip.toFixed(4)} heap objects per round trip over ${ROUND_TRIPS} round trips`);
+  expect(wrong).toBe(0);
+  expect(done).toBeGreaterThan(ROUND_TRIPS * 2);
+  expect(perRoundTrip).toBeLessThan(ALLOWED_PER_ROUND_TRIP);
+}, 120_000);
