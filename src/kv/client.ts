@@ -88,6 +88,8 @@ export interface KvClient extends AsyncDisposable {
 export const DEFAULT_KV_TIMEOUT_MS = 5000;
 /** Cached value views: a session's response slots and ring entries (a few hundred) with room to spare. */
 const VALUE_VIEW_CACHE = 4096;
+/** Cached PUT request views: one per request length in use (a workload has a few sizes). */
+const PUT_VIEW_CACHE = 256;
 const TWO_32 = 0x1_0000_0000;
 /** The high word of a u64 below 2^53 (protocol.ts's readU64 refuses more). */
 const MAX_HIGH_WORD = 0x1f_ffff;
@@ -196,6 +198,8 @@ class KvClientImpl implements KvClient {
   private readonly largePutBytes: number;
   private readonly timeoutMs: number;
   private putScratch = new Uint8Array(4096);
+  /** putView()'s cache: length -> view of putScratch. */
+  private readonly putViews = new Map<number, Uint8Array>();
   /** valueOf()'s cache: body view -> the value view made of it. */
   private readonly valueViews = new Map<Uint8Array, Uint8Array>();
   /** Connections wait in spin / blocking mode: nothing but poll() brings responses in (see track()). */
@@ -468,9 +472,22 @@ class KvClientImpl implements KvClient {
     const c = this.hotClient(sc);
     if (c === null) return SEND_CLOSED;
     const n = 4 + key.length + value.length;
-    if (this.putScratch.length < n) this.putScratch = new Uint8Array(Math.max(n, this.putScratch.length * 2));
+    if (this.putScratch.length < n) {
+      this.putScratch = new Uint8Array(Math.max(n, this.putScratch.length * 2));
+      this.putViews.clear(); // views of the old buffer
+    }
     p.writePut(this.putScratch, key, value);
-    return c.call(p.KV_PUT, this.putScratch.subarray(0, n), userData); // copied before it returns
+    return c.call(p.KV_PUT, this.putView(n), userData); // copied before it returns
+  }
+
+  /** The first `n` bytes of putScratch, as a view made once per length (none per call for a steady size). */
+  private putView(n: number): Uint8Array {
+    let v = this.putViews.get(n);
+    if (v === undefined) {
+      if (this.putViews.size >= PUT_VIEW_CACHE) this.putViews.clear();
+      this.putViews.set(n, (v = this.putScratch.subarray(0, n)));
+    }
+    return v;
   }
 
   poll(): number {

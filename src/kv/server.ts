@@ -202,8 +202,8 @@ class KvServerImpl implements KvServer {
         return this.replyLookup(h, at, store.lookupBytes, store.lookupVersion);
       }
       case p.KV_PUT: {
-        const { key, value } = p.decodePut(data);
-        p.writeU64(this.ver8, 0, store.put(key, value));
+        const keyEnd = (4 + p.putKeyLength(data)) | 0;
+        p.writeU64(this.ver8, 0, store.put(data.subarray(4, keyEnd), data.subarray(keyEnd)));
         return h.respond(this.ver8);
       }
       case p.KV_DEL:

@@ -97,6 +97,8 @@ export class KvStore {
   readonly maxValueBytes: number;
   private readonly mem: Arena;
   private readonly view: DataView;
+  /** `arena.buffer`, read once: the getter is a native call, and write() compares against it twice per put. */
+  private readonly arenaBuffer: ArrayBufferLike;
   private readonly slab: Slab;
   private readonly table: KvTable;
   private readonly lru: boolean;
@@ -133,7 +135,8 @@ export class KvStore {
       this.mem.free();
       throw new UsageError(`KvStore: ${(e as Error).message}`);
     }
-    this.view = new DataView(this.arena.buffer, this.arena.byteOffset, this.arena.byteLength);
+    this.arenaBuffer = this.arena.buffer;
+    this.view = new DataView(this.arenaBuffer, this.arena.byteOffset, this.arena.byteLength);
     writeHeader(this.view, this.layout);
     this.slab = new Slab(this.layout.heapOffset, this.layout.heapBytes);
     this.lru = evict === "lru";
@@ -306,8 +309,9 @@ export class KvStore {
   /** The put path after checks: memory (evicting if allowed), record, slot, then the old record freed. */
   private write(key: Uint8Array, hash: number, value: Uint8Array): number {
     // A view into this arena (another key's value) could be evicted and overwritten below: copy it first.
-    if (value.buffer === this.arena.buffer) value = value.slice();
-    if (key.buffer === this.arena.buffer) key = key.slice();
+    const arenaBuffer = this.arenaBuffer;
+    if (value.buffer === arenaBuffer) value = value.slice();
+    if (key.buffer === arenaBuffer) key = key.slice();
     const bytes = ENTRY_HEADER_BYTES + key.byteLength + value.byteLength;
     const off = this.allocate(bytes, key);
     if (this.lastVersion >= MAX_VERSION) throw new UsageError("kv: the version counter is exhausted");
