@@ -119,6 +119,23 @@ export class UcpEndpoint {
     this.rma(C!.ucp_get_nbx, buffer, remoteAddr, rkey, done);
   }
 
+  /**
+   * One-sided read of `length` bytes (at most buffer.length: the caller checks) into the start
+   * of `buffer`, allocating nothing per call: `done(status, ctx)` runs once it completes (inside
+   * the call when UCX completes it at once). While in flight the worker keeps `ctx` reachable,
+   * so `ctx` must be an object that keeps `buffer` reachable too.
+   */
+  getWith<T extends object>(buffer: Uint8Array, length: number, remoteAddr: number, rkey: UcpRkey, done: (status: number, ctx: T) => void, ctx: T): void {
+    const w = this.worker;
+    const rid = w.reserveId();
+    const p = w.sendParams(rid, 0);
+    w.depth++;
+    const sp = Number(C!.ucp_get_nbx(this.handle as Pointer, ptr(buffer), length, remoteAddr, rkey.ptr as Pointer, p.p));
+    w.depth--;
+    w.putParams(p);
+    w.settleReserved(sp, rid, this, done as (status: number, ctx: unknown) => void, null, null, ctx);
+  }
+
   private rma(
     op: (ep: Pointer, buf: Pointer, len: number, remote: number, rkey: Pointer, param: Pointer) => number | bigint,
     buffer: Uint8Array,

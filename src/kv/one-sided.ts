@@ -13,6 +13,13 @@
  * Not found with the group's overflow count above 0 (the key may live outside the slots, where
  * only the server looks) is `undefined` too. Every value returned is verified: never torn.
  *
+ * Cost: a GET is one object (GetOp, pooled per connection) driven by RMA completions
+ * (RemoteRegion.readTo: no closure, promise or view per read), reading into buffers the op
+ * keeps, checked with verify.ts's allocation-free scanGroupInto / checkEntry; what it
+ * allocates is the one promise it returns and the value (a copy out of the op's buffer, or for
+ * records over POOLED_RECORD_BYTES a view of a buffer of its own) with its KvValue. Its
+ * completions run inside worker progress; the promise settles after it.
+ *
  * Large PUT: the value goes by RMA put to offset 0 of the write buffer, then ucp_ep_flush_nbx
  * (remote completion of the put), then KV_COMMIT(key, length, crc32), which the server checks
  * against the buffer before it stores (rma-server.ts). The flush, not ucp_worker_fence: in UCX
@@ -34,17 +41,19 @@
 import { sendLimit } from "../contract/transport.ts";
 import { KvValueTooLargeError, TransportClosedError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
-import type { RemoteRegion } from "../ucx/rma.ts";
+import type { RegionReadTarget, RemoteRegion } from "../ucx/rma.ts";
 import { ENTRY_HEADER_BYTES, GROUP_BYTES, keyHash, type KvLayout } from "./layout.ts";
 import { decodeVersion, encodeCommit, encodePut, HELLO_ONE_SIDED, HELLO_WRITE_BUFFER, KV_COMMIT, KV_PUT, REQUEST_OVERHEAD, type KvOneSidedClient, type KvServerConn } from "./protocol.ts";
 import type { KvValue } from "./store.ts";
-import { groupOffset, parseHeader, scanGroup, verifyEntry } from "./verify.ts";
+import { checkEntry, ENTRY_TORN, GroupScan, groupOffset, parseHeader, scanGroupInto } from "./verify.ts";
 
 /** Torn reads of one GET re-read this many times before it goes by RPC: a write takes a few µs, a re-read a round trip. */
 export const MAX_TORN_REREADS = 4;
-/** Records up to this size are read into a pooled buffer (and the value copied out); larger ones into a buffer of their own. */
-const POOLED_RECORD_BYTES = 4096;
-/** Pooled read buffers kept per connection (the GETs in flight at once, as the bench's 64). */
+/** Records up to this size are read into a buffer the GET's op keeps (the value copied out); larger ones into a buffer of their own, the value a view of it. */
+const POOLED_RECORD_BYTES = 8192;
+/** A kept record buffer's first size (grown by doubling up to POOLED_RECORD_BYTES): most records are small. */
+const FIRST_RECORD_BYTES = 512;
+/** Idle GET ops kept per connection (the GETs in flight at once, as the bench's 64). */
 const MAX_POOLED = 128;
 /** Keys whose record location a connection remembers (about 100 B each): the working set of a hot loop. */
 const MAX_HINTS = 4096;
@@ -64,13 +73,21 @@ export interface OneSidedStats {
   largePutFallbacks: number;
 }
 
+/** Where a key's record was when last read (by the key's hash; see ConnState.hints). */
+interface Hint {
+  entryOffset: number;
+  entryBytes: number;
+  version: number;
+}
+
 /** One connection's attached regions (KvServerConn.rma); made on first use, dropped with the connection. */
 class ConnState {
-  readonly groups: Uint8Array[] = [];
-  readonly records: Uint8Array[] = [];
+  /** Idle GET ops, reused last-freed first. */
+  readonly ops: GetOp[] = [];
   /**
    * Where each recently read key's record was, by the key's hash, oldest first. Keys of one hash
-   * share an entry: a hint for another key reads as "other" and is never used.
+   * share an entry: a hint for another key reads as "other" and is never used. Updated in place
+   * (a key's hint keeps its age), so a hot loop allocates nothing here.
    */
   readonly hints = new Map<number, Hint>();
   writeBusy = false;
@@ -82,38 +99,260 @@ class ConnState {
     readonly writeBufBytes: number,
   ) {}
 
-  take(pool: Uint8Array[], bytes: number): Uint8Array {
-    return pool.pop() ?? new Uint8Array(new ArrayBuffer(bytes));
-  }
-
-  give(pool: Uint8Array[], b: Uint8Array): void {
-    if (pool.length < MAX_POOLED) pool.push(b);
-  }
-
-  remember(hash: number, slot: Hint): void {
-    this.hints.delete(hash);
-    if (this.hints.size >= MAX_HINTS) this.hints.delete(this.hints.keys().next().value!);
-    this.hints.set(hash, { entryOffset: slot.entryOffset, entryBytes: slot.entryBytes, version: slot.version });
-  }
-}
-
-interface Hint {
-  entryOffset: number;
-  entryBytes: number;
-  version: number;
-}
-
-
-/** Reads `dst.length` bytes at `offset` of `region` (RemoteRegion.readInto as a promise). */
-function read(region: RemoteRegion, offset: number, dst: Uint8Array): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    try {
-      region.readInto(offset, dst, (status) => resolve(status === UCP.UCS_OK));
-    } catch (e) {
-      reject(e);
+  remember(hash: number, entryOffset: number, entryBytes: number, version: number): void {
+    const h = this.hints.get(hash);
+    if (h !== undefined) {
+      h.entryOffset = entryOffset;
+      h.entryBytes = entryBytes;
+      h.version = version;
+      return;
     }
-  });
+    if (this.hints.size >= MAX_HINTS) this.hints.delete(this.hints.keys().next().value!);
+    this.hints.set(hash, { entryOffset, entryBytes, version });
+  }
 }
+
+const GROUP = 0;
+const SPEC = 1;
+const RECORD = 2;
+
+/** One of a GetOp's read buffers, and the readTo target that routes its completion back to the op. */
+class Target implements RegionReadTarget {
+  /** The buffer the next read lands in: `kept`, or one of its own for a large record. */
+  buf: Uint8Array;
+  private kept: Uint8Array;
+
+  constructor(
+    private readonly op: GetOp,
+    private readonly which: number,
+    bytes: number,
+  ) {
+    this.kept = this.buf = new Uint8Array(new ArrayBuffer(bytes));
+  }
+
+  /** Makes `buf` hold `bytes` (not while a read into it is in flight). */
+  prepare(bytes: number): void {
+    if (bytes > POOLED_RECORD_BYTES) {
+      this.buf = new Uint8Array(new ArrayBuffer(bytes));
+      return;
+    }
+    if (this.kept.length < bytes) {
+      let n = this.kept.length * 2;
+      while (n < bytes) n *= 2;
+      this.kept = new Uint8Array(new ArrayBuffer(Math.min(n, POOLED_RECORD_BYTES)));
+    }
+    this.buf = this.kept;
+  }
+
+  /** The value at `buf[at, len)` as the caller's own bytes: a copy out of the kept buffer, else a view of the buffer nobody else has. */
+  value(at: number, len: number): Uint8Array {
+    return this.buf === this.kept ? this.buf.slice(at, len) : this.buf.subarray(at, len);
+  }
+
+  onRead(status: number): void {
+    this.op.onRead(this.which, status);
+  }
+}
+
+/**
+ * One one-sided GET in flight, driven by its reads' completions (inside worker progress): the
+ * group read (with the remembered record beside it), then candidates' records one at a time,
+ * re-reads after a torn slot or record. Pooled per connection: between GETs it holds nothing
+ * of the last key but its buffers. Thread: the client's.
+ */
+class GetOp {
+  private readonly group: Target;
+  private readonly spec: Target;
+  private readonly rec: Target;
+  private readonly scan = new GroupScan();
+  private key: Uint8Array = EMPTY;
+  private hash = 0;
+  private goff = 0;
+  /** Reads of the current round not yet completed. */
+  private pending = 0;
+  private groupStatus = 0;
+  private specStatus = 0;
+  /** The remembered record read beside the group this round. */
+  private hasSpec = false;
+  private specOffset = 0;
+  private specBytes = 0;
+  private specVersion = 0;
+  /** The candidate the speculative record answered for (skipped by the scan), -1 for none. */
+  private specIdx = -1;
+  /** The next candidate to look at, and the one whose record is being read. */
+  private next = 0;
+  private cur = 0;
+  private torn = false;
+  private attempt = 0;
+  private resolve: ((v: KvValue | null | undefined) => void) | null = null;
+  private reject: ((e: unknown) => void) | null = null;
+  private readonly executor = (res: (v: KvValue | null | undefined) => void, rej: (e: unknown) => void): void => {
+    this.resolve = res;
+    this.reject = rej;
+  };
+
+  constructor(
+    private readonly client: OneSidedClient,
+    private readonly st: ConnState,
+  ) {
+    this.group = new Target(this, GROUP, GROUP_BYTES);
+    this.spec = new Target(this, SPEC, FIRST_RECORD_BYTES);
+    this.rec = new Target(this, RECORD, FIRST_RECORD_BYTES);
+  }
+
+  run(key: Uint8Array, hash: number, goff: number): Promise<KvValue | null | undefined> {
+    this.key = key;
+    this.hash = hash;
+    this.goff = goff;
+    this.attempt = 0;
+    const p = new Promise<KvValue | null | undefined>(this.executor);
+    const hint = this.st.hints.get(hash);
+    if (hint !== undefined) {
+      this.specOffset = hint.entryOffset;
+      this.specBytes = hint.entryBytes;
+      this.specVersion = hint.version;
+    }
+    this.readGroup(hint !== undefined);
+    return p;
+  }
+
+  /** Reads the group, and beside it (one round trip for both) the remembered record. */
+  private readGroup(withSpec: boolean): void {
+    this.pending = withSpec ? 2 : 1;
+    this.hasSpec = withSpec;
+    this.specStatus = UCP.UCS_OK;
+    const arena = this.st.arena;
+    try {
+      arena.readTo(this.goff, GROUP_BYTES, this.group);
+    } catch (e) {
+      this.pending = 0;
+      return this.fail(e);
+    }
+    if (!withSpec) return;
+    try {
+      this.spec.prepare(this.specBytes);
+      arena.readTo(this.specOffset, this.specBytes, this.spec);
+    } catch {
+      // Not sent (closed meanwhile): the group read settles the GET alone.
+      this.hasSpec = false;
+      if (--this.pending === 0) this.afterGroup();
+    }
+  }
+
+  onRead(which: number, status: number): void {
+    try {
+      if (which === RECORD) return this.afterRecord(status);
+      if (which === GROUP) this.groupStatus = status;
+      else this.specStatus = status;
+      if (--this.pending === 0) this.afterGroup();
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  private afterGroup(): void {
+    if (this.groupStatus !== UCP.UCS_OK) return this.fallback();
+    const scan = this.scan;
+    scanGroupInto(this.group.buf, this.hash, scan);
+    this.torn = scan.torn > 0;
+    this.next = 0;
+    this.specIdx = -1;
+    if (this.hasSpec && this.specStatus === UCP.UCS_OK) {
+      for (let i = 0; i < scan.count; i++) {
+        if (scan.entryOffset[i] !== this.specOffset || scan.entryBytes[i] !== this.specBytes || scan.version[i] !== this.specVersion) continue;
+        // The group still names the remembered record: what was read beside it is that record.
+        this.specIdx = i;
+        const at = checkEntry(this.spec.buf, this.specBytes, this.key, this.specVersion);
+        if (at >= 0) return this.found(this.spec, at, i, true);
+        if (at === ENTRY_TORN) this.torn = true;
+        break;
+      }
+    }
+    this.nextCandidate();
+  }
+
+  /** Reads the next candidate's record; after the last, settles absent, or re-reads the group. */
+  private nextCandidate(): void {
+    const scan = this.scan;
+    const layout = this.st.layout;
+    while (this.next < scan.count) {
+      const i = this.next++;
+      if (i === this.specIdx) continue;
+      const off = scan.entryOffset[i]!;
+      const bytes = scan.entryBytes[i]!;
+      if (bytes < ENTRY_HEADER_BYTES || off < layout.heapOffset || off + bytes > layout.arenaBytes) {
+        this.torn = true;
+        continue;
+      }
+      this.cur = i;
+      try {
+        this.rec.prepare(bytes);
+        this.st.arena.readTo(off, bytes, this.rec);
+      } catch (e) {
+        return this.fail(e);
+      }
+      return;
+    }
+    if (!this.torn) {
+      this.st.hints.delete(this.hash);
+      if (scan.overflow > 0) return this.fallback();
+      this.client.stats.hits++;
+      return this.settle(null);
+    }
+    if (this.attempt++ >= MAX_TORN_REREADS) return this.fallback();
+    this.client.stats.tornRereads++;
+    this.readGroup(false);
+  }
+
+  private afterRecord(status: number): void {
+    if (status !== UCP.UCS_OK) return this.fallback();
+    const i = this.cur;
+    const at = checkEntry(this.rec.buf, this.scan.entryBytes[i]!, this.key, this.scan.version[i]!);
+    if (at >= 0) return this.found(this.rec, at, i, false);
+    if (at === ENTRY_TORN) this.torn = true;
+    this.nextCandidate();
+  }
+
+  private found(t: Target, at: number, i: number, viaHint: boolean): void {
+    const scan = this.scan;
+    const bytes = scan.entryBytes[i]!;
+    const version = scan.version[i]!;
+    const value = t.value(at, bytes);
+    const stats = this.client.stats;
+    stats.hits++;
+    if (viaHint) stats.hintHits++;
+    this.st.remember(this.hash, scan.entryOffset[i]!, bytes, version);
+    this.settle({ value, version });
+  }
+
+  private fallback(): void {
+    this.client.stats.fallbacks++;
+    this.settle(undefined);
+  }
+
+  /** Settles the GET and gives the op back to its connection's pool. */
+  private settle(v: KvValue | null | undefined): void {
+    const resolve = this.resolve!;
+    this.release();
+    resolve(v);
+  }
+
+  private fail(e: unknown): void {
+    const reject = this.reject!;
+    this.release();
+    reject(e);
+  }
+
+  private release(): void {
+    this.key = EMPTY;
+    this.resolve = null;
+    this.reject = null;
+    const ops = this.st.ops;
+    if (ops.length < MAX_POOLED) ops.push(this);
+  }
+}
+
+const EMPTY = new Uint8Array(0);
 
 /**
  * The one-sided client. One instance serves every KvClient of the thread (its state lives in
@@ -143,75 +382,17 @@ export class OneSidedClient implements KvOneSidedClient {
     return made;
   }
 
-  async oneSidedGet(conn: KvServerConn, key: Uint8Array): Promise<KvValue | null | undefined> {
-    const st = this.state(conn);
-    if (st === null) return undefined;
-    const layout = st.layout;
-    const hash = keyHash(key, layout.hashSeed);
-    const goff = groupOffset(layout, hash);
-    const hint = st.hints.get(hash);
-    const group = st.take(st.groups, GROUP_BYTES);
+  oneSidedGet(conn: KvServerConn, key: Uint8Array): Promise<KvValue | null | undefined> {
+    let st: ConnState | null;
     try {
-      for (let attempt = 0; attempt <= MAX_TORN_REREADS; attempt++) {
-        if (attempt > 0) this.stats.tornRereads++;
-        // The record this key had last time, read beside its group (one round trip for both):
-        // used only if the group still names exactly it and it verifies.
-        const early = attempt === 0 && hint !== undefined ? this.readEntry(st, hint.entryOffset, hint.entryBytes, key, hint.version) : null;
-        const groupOk = await read(st.arena, goff, group);
-        const speculated = early === null ? undefined : await early;
-        if (!groupOk) return this.fallback();
-        const g = scanGroup(group, hash);
-        let torn = g.torn > 0;
-        for (const c of g.candidates) {
-          if (c.entryBytes < ENTRY_HEADER_BYTES || c.entryOffset < layout.heapOffset || c.entryOffset + c.entryBytes > layout.arenaBytes) {
-            torn = true;
-            continue;
-          }
-          const same = typeof speculated === "object" && hint !== undefined && c.entryOffset === hint.entryOffset && c.entryBytes === hint.entryBytes && c.version === hint.version;
-          const got = same ? speculated : await this.readEntry(st, c.entryOffset, c.entryBytes, key, c.version);
-          if (got === undefined) return this.fallback();
-          if (got === "torn") torn = true;
-          else if (got !== "other") {
-            this.stats.hits++;
-            if (same) this.stats.hintHits++;
-            st.remember(hash, c);
-            return got;
-          }
-        }
-        if (!torn) {
-          st.hints.delete(hash);
-          if (g.overflow > 0) return this.fallback();
-          this.stats.hits++;
-          return null;
-        }
-      }
-      return this.fallback();
-    } finally {
-      st.give(st.groups, group);
+      st = this.state(conn);
+    } catch (e) {
+      return Promise.reject(e);
     }
-  }
-
-  /** One entry record read and verified: the value (the caller's own copy), "torn", "other", or undefined when the read failed. */
-  private async readEntry(st: ConnState, offset: number, bytes: number, key: Uint8Array, version: number): Promise<KvValue | "torn" | "other" | undefined> {
-    if (bytes > POOLED_RECORD_BYTES) {
-      const rec = new Uint8Array(new ArrayBuffer(bytes));
-      if (!(await read(st.arena, offset, rec))) return undefined;
-      return verifyEntry(rec, key, version); // the value is a view of a buffer nobody else has
-    }
-    const pooled = st.take(st.records, POOLED_RECORD_BYTES);
-    try {
-      const rec = pooled.subarray(0, bytes);
-      if (!(await read(st.arena, offset, rec))) return undefined;
-      const r = verifyEntry(rec, key, version);
-      return typeof r === "string" ? r : { value: r.value.slice(), version: r.version };
-    } finally {
-      st.give(st.records, pooled);
-    }
-  }
-
-  private fallback(): undefined {
-    this.stats.fallbacks++;
-    return undefined;
+    if (st === null) return Promise.resolve(undefined);
+    const hash = keyHash(key, st.layout.hashSeed);
+    const op = st.ops.pop() ?? new GetOp(this, st);
+    return op.run(key, hash, groupOffset(st.layout, hash));
   }
 
   async largePut(conn: KvServerConn, key: Uint8Array, value: Uint8Array): Promise<number> {

@@ -161,6 +161,12 @@ export interface CasResult {
   value: bigint;
 }
 
+/** A destination of RemoteRegion.readTo: the bytes land at the start of `buf`, then `onRead(status)` runs. */
+export interface RegionReadTarget {
+  readonly buf: Uint8Array;
+  onRead(status: number): void;
+}
+
 export class RemoteRegion {
   readonly address: number;
   readonly lenBytes: number;
@@ -245,6 +251,33 @@ export class RemoteRegion {
     });
     this.conn.sent();
   }
+
+  /**
+   * Reads `len` bytes at `offset` into the start of `target.buf` and calls `target.onRead(status)`
+   * (UCS_OK, or a UCX error status): readInto without a closure or a view per read, for a
+   * target object reused from read to read (a one-sided GET's). `target.buf` must be
+   * ArrayBuffer-backed, at least `len` long, and neither touched nor replaced until onRead
+   * (the worker keeps `target`, and through it the buffer, reachable while the read is in
+   * flight); onRead runs inside worker progress (or inside this call when UCX completes the
+   * read at once) and must not throw. Throws UsageError / TransportClosedError like get().
+   */
+  readTo(offset: number, len: number, target: RegionReadTarget): void {
+    const rkey = this.check("get", offset, len);
+    if (len > target.buf.length) throw new UsageError(`ucx get: ${len} bytes do not fit the target's ${target.buf.length}-byte buffer`);
+    this.inFlight++;
+    this.conn.ep.getWith(target.buf, len, this.address + offset, rkey, this.targetDone, target);
+    this.conn.sent();
+  }
+
+  /** readTo's completion: one function per region, the target passed as the worker's context. */
+  private readonly targetDone = (status: number, target: RegionReadTarget): void => {
+    this.conn.rt.rmaCompleted++;
+    try {
+      target.onRead(status);
+    } finally {
+      this.completed();
+    }
+  };
 
   /**
    * Resolves once every put (and CAS) this connection issued before the call has completed at
