@@ -7,9 +7,11 @@
  *
  * Contract:
  * - Every listener serves the same store; handlers run on the server's thread, inline in
- *   request delivery, and never await. A reply is built straight from the store's view of the
- *   value: into a transport buffer (allocReply) when the value is larger than what the
- *   transport sends inline, else into one scratch buffer the transport copies from.
+ *   request delivery, and never await. A GET finds its value with store.lookup() (no object)
+ *   and builds the reply from the arena: a value of at most SMALL_VALUE_BYTES is copied into
+ *   one scratch buffer, sent through a view of it cached per length (no object per call, over
+ *   shm; test/kv/rpc-alloc.test.ts); a larger one goes into a transport buffer (allocReply) when
+ *   it is larger than what the transport sends inline, else through the scratch buffer.
  * - The store's errors (KvFullError, KvKeyError, KvValueTooLargeError, KvSnapshotError,
  *   UsageError) go back as error replies under their own names, so the caller gets the same
  *   class; a malformed body gets a ProtocolError reply and the session goes on.
@@ -78,6 +80,14 @@ const SPIN_SLICE_MS = 2;
 const DEFAULT_DRAIN_MS = 1000;
 /** GET values up to this size are copied by a JS loop (no view of the arena made); above it a native copy wins. */
 const SMALL_VALUE_BYTES = 256;
+/** Cached PUT body views: a session's request slots (a few hundred) per session, with room to spare. */
+const PUT_VIEW_CACHE = 4096;
+
+interface PutParts {
+  keyLen: number;
+  key: Uint8Array;
+  value: Uint8Array;
+}
 const GET_ABSENT = (() => {
   const b = new Uint8Array(p.GET_RESPONSE_OVERHEAD);
   p.writeGetResponse(b, false, 0, null);
@@ -97,6 +107,8 @@ export function listenerMessageLimit(url: string): number {
 }
 
 const isUcx = (url: string) => url.toLowerCase().startsWith("ucx:");
+/** shm and inproc: the transports whose body views recur (see putParts). */
+const isSegment = (conn: Connection) => conn.transport === "shm" || conn.transport === "inproc";
 
 /**
  * Opens the store (or loads the snapshot), listens on every URL and serves until close().
@@ -138,6 +150,8 @@ class KvServerImpl implements KvServer {
   readonly server: Server;
   private readonly listeners: Listener[] = [];
   private scratch = new Uint8Array(64 << 10);
+  /** putParts()'s cache: PUT body view -> its key and value views. */
+  private readonly putViews = new Map<Uint8Array, PutParts>();
   /** Views of `scratch` by length (a small GET's reply), made once each. */
   private readonly replyViews: Array<Uint8Array | undefined> = new Array(p.GET_RESPONSE_OVERHEAD + SMALL_VALUE_BYTES + 1);
   private readonly ver8 = new Uint8Array(8);
@@ -152,7 +166,10 @@ class KvServerImpl implements KvServer {
   ) {
     this.server = new Server({
       onRequest: (h) => this.onRequest(h),
-      onSessionClose: (s) => this.rma?.onConnectionClose?.(s.conn),
+      onSessionClose: (s) => {
+        this.putViews.clear(); // views of the closed session's memory must not keep it alive
+        this.rma?.onConnectionClose?.(s.conn);
+      },
     });
   }
 
@@ -202,8 +219,8 @@ class KvServerImpl implements KvServer {
         return this.replyLookup(h, at, store.lookupBytes, store.lookupVersion);
       }
       case p.KV_PUT: {
-        const keyEnd = (4 + p.putKeyLength(data)) | 0;
-        p.writeU64(this.ver8, 0, store.put(data.subarray(4, keyEnd), data.subarray(keyEnd)));
+        const parts = this.putParts(data, isSegment(h.session.conn));
+        p.writeU64(this.ver8, 0, store.put(parts.key, parts.value));
         return h.respond(this.ver8);
       }
       case p.KV_DEL:
@@ -238,6 +255,26 @@ class KvServerImpl implements KvServer {
         // The pool's keepalive ping lands here too: any answer proves the server alive.
         return h.respond(null, { name: "UnknownMethodError", message: `kv server: no method ${h.method}` });
     }
+  }
+
+  /**
+   * The key and value views of PUT body `data`. Over the segment transports (shm, inproc) a
+   * body view object recurs for the same slot and length (their bodyView cache, which keeps
+   * those views alive anyway), so the views are made once per body view and kept in a map
+   * (emptied at PUT_VIEW_CACHE entries and when a session closes); elsewhere (tcp's fresh
+   * Buffers, ucx's per-message views, which the map would keep alive) they are made per call.
+   */
+  private putParts(data: Uint8Array, cache: boolean): PutParts {
+    const keyLen = p.putKeyLength(data);
+    let parts = cache ? this.putViews.get(data) : undefined;
+    if (parts === undefined || parts.keyLen !== keyLen) {
+      parts = { keyLen, key: data.subarray(4, 4 + keyLen), value: data.subarray(4 + keyLen) };
+      if (cache) {
+        if (this.putViews.size >= PUT_VIEW_CACHE) this.putViews.clear();
+        this.putViews.set(data, parts);
+      }
+    }
+    return parts;
   }
 
   /**
