@@ -306,20 +306,26 @@ export class UcxRuntime {
   schedule(): void {
     if (this.microQueued) return;
     this.microQueued = true;
-    queueMicrotask(() => {
-      this.microQueued = false;
-      this.pump();
-    });
+    queueMicrotask(this.microPump);
   }
+
+  // Bound once: a closure made in schedule() / followUp() cost a scope object on every call
+  // (JSC makes the function's environment at entry), i.e. one per send and one-sided read.
+  private readonly microPump = (): void => {
+    this.microQueued = false;
+    this.pump();
+  };
 
   private followUp(): void {
     if (this.immediateQueued) return;
     this.immediateQueued = true;
-    setImmediate(() => {
-      this.immediateQueued = false;
-      this.pump();
-    });
+    setImmediate(this.immediatePump);
   }
+
+  private readonly immediatePump = (): void => {
+    this.immediateQueued = false;
+    this.pump();
+  };
 
   /**
    * Spins the worker until a message is delivered, `stop()` says so, or `budgetNs` passes.
