@@ -9,6 +9,10 @@
  *   await remote.put(0, bytes);  const back = await remote.get(0, bytes.length);
  *   const { swapped, value } = await remote.cas(64, 0n, 42n);
  *
+ * Hot-path reads: `remote.readTo(offset, len, target)` reads into `target.buf` and calls
+ * `target.onRead(status)`, allocating nothing per read (a kv one-sided GET's reads);
+ * `readInto(offset, dst, done)` is the same with a callback (a closure per read).
+ *
  * Every access is checked against the advertised length before it reaches UCX (UsageError),
  * CAS needs an 8-byte aligned offset. Descriptor layout: u64 address, u64 length, u32 rkey
  * length, packed rkey bytes (little-endian).
