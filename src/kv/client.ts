@@ -27,7 +27,7 @@
  *   was not sent, and a reconnect is started). poll() delivers results to onResult inline;
  *   over event-driven transports (tcp; shm / ucx in their event-loop modes) results arrive from
  *   the event loop, so a loop awaits wait() between polls. The hot path is RPC only. Over shm
- *   it makes no object per getCb (values up to the server's 256-byte copy limit) or putCb in
+ *   it makes no object per getCb (values up to the server's 128-byte copy limit) or putCb in
  *   steady state, on either side: responses are decoded in place and value views are cached
  *   per body view (test/kv/rpc-alloc.test.ts).
  *

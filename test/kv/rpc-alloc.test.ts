@@ -7,7 +7,7 @@
  * before each reading, the readings' own objects subtracted). Every result is checked inside the
  * counted window by a loop that allocates nothing: found, the version its PUT returned, every
  * byte of the value; an absent key comes back not found. Values up to the server's
- * SMALL_VALUE_BYTES (256) are copied without a view; larger ones cost a view of the arena and
+ * SMALL_VALUE_BYTES (128) are copied without a view; larger ones cost a view of the arena and
  * the transport's reply buffer (2 objects), not tested here.
  */
 
@@ -36,7 +36,7 @@ async function pair(): Promise<{ kv: KvServer; client: KvClient }> {
   return { kv, client };
 }
 
-test.each([0, 64, 256])("GET of a %i-byte value over shm: 0 objects per round trip, every result checked", async (size) => {
+test.each([0, 64, 128])("GET of a %i-byte value over shm: 0 objects per round trip, every result checked", async (size) => {
   const { kv, client } = await pair();
   const keys = Array.from({ length: KEYS }, (_, i) => new TextEncoder().encode(`alloc-key-${String(i).padStart(4, "0")}-${"x".repeat(16)}`));
   const values = keys.map((_, k) => Uint8Array.from({ length: size }, (_, i) => (i * 31 + k * 7 + 1) & 0xff));
