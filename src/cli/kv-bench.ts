@@ -17,8 +17,9 @@
  */
 
 import { SEND_CLOSED, SEND_OK } from "../contract/transport.ts";
-import { HotpathError, TimeoutError } from "../errors.ts";
+import { HotpathError, TimeoutError, UsageError } from "../errors.ts";
 import type { KvClient } from "../kv/index.ts";
+import { BENCH_MAX_COUNT } from "./kv-command.ts";
 
 /** Distinct keys a bench cycles over: enough to spread over servers and the index, small enough to prefill at once. */
 export const BENCH_KEYS = 1024;
@@ -81,9 +82,13 @@ const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
  * Runs one bench on `client`; `onProgress(done, total)` is called about every
  * PROGRESS_EVERY_MS and once at the end. Rejects with the first call's error (after the calls in
  * flight completed) or with BenchCheckError for a GET that returned no value or one of the wrong size.
+ * UsageError, before any call, for a count outside 1..BENCH_MAX_COUNT (every call's time is kept)
+ * or an in-flight count below 1.
  */
 export async function runBench(client: KvClient, spec: BenchSpec, onProgress: (done: number, total: number) => void): Promise<BenchResult> {
   const { count, sizeBytes, inflight, benchOp } = spec;
+  if (!Number.isSafeInteger(count) || count < 1 || count > BENCH_MAX_COUNT) throw new UsageError(`bench: N ${count} is out of range (1..${BENCH_MAX_COUNT}): every call's time is kept for p50/p99`);
+  if (!Number.isSafeInteger(inflight) || inflight < 1) throw new UsageError(`bench: --inflight ${inflight} must be a whole number >= 1`);
   const keys = benchKeys(Math.min(count, BENCH_KEYS));
   const value = new Uint8Array(sizeBytes).fill(0x76); // "v"
   if (benchOp === "get") {

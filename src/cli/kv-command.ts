@@ -46,6 +46,8 @@ export const BENCH_DEFAULT_SIZE_BYTES = 64;
 export const BENCH_DEFAULT_INFLIGHT = 1;
 /** More in flight than any pool window holds would only queue in the client. */
 export const BENCH_MAX_INFLIGHT = 65536;
+/** Most calls one `bench` makes: every call's time is kept (8 bytes each, 80 MB at the cap) so p50/p99 are exact per-call figures; more would exhaust memory. */
+export const BENCH_MAX_COUNT = 10_000_000;
 
 /** Usage of each command, as `help` prints it and argument-count errors quote it. */
 export const COMMAND_USAGE: Readonly<Record<string, string>> = {
@@ -54,7 +56,7 @@ export const COMMAND_USAGE: Readonly<Record<string, string>> = {
   cas: "cas KEY VERSION VALUE    store VALUE only if KEY's version is VERSION (0: only if absent); OK version V or MISMATCH version V",
   del: "del KEY                  prints 1 if KEY was there, else 0",
   mget: "mget KEY [KEY ...]       one line per key: N) \"value\" (version V), or N) (nil)",
-  bench: `bench N [--size B] [--inflight K] [--op get|put]   N calls of B-byte values (default ${BENCH_DEFAULT_SIZE_BYTES}), K in flight (default ${BENCH_DEFAULT_INFLIGHT}); prints ops/s, p50, p99`,
+  bench: `bench N [--size B] [--inflight K] [--op get|put]   N calls (at most ${BENCH_MAX_COUNT}) of B-byte values (default ${BENCH_DEFAULT_SIZE_BYTES}), K in flight (default ${BENCH_DEFAULT_INFLIGHT}); prints ops/s, p50, p99`,
   stats: "stats                    each server's counters",
   save: "save                     write each server's snapshot now",
   help: "help [COMMAND]           this list",
@@ -246,7 +248,7 @@ export function wholeNumber(what: string, word: string, min: number, max = Numbe
 function parseBench(args: Uint8Array[]): KvCommand {
   const words = args.map(wordText);
   if (words.length === 0) throw new UsageError(`bench takes a call count; usage: ${COMMAND_USAGE.bench!.split(/ {2,}/)[0]}`);
-  const count = wholeNumber("bench: N", words[0]!, 1);
+  const count = wholeNumber("bench: N", words[0]!, 1, BENCH_MAX_COUNT);
   let sizeBytes = BENCH_DEFAULT_SIZE_BYTES;
   let inflight = BENCH_DEFAULT_INFLIGHT;
   let benchOp: "get" | "put" = "get";

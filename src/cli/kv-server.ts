@@ -27,15 +27,15 @@ import type { KvServer, KvServerOptions } from "../kv/index.ts";
 
 export const KV_SERVER_USAGE = `usage: hotpath kv-server --listen URL [--listen URL ...] --memory MB [--hugepages] [--evict lru] [--snapshot PATH] [--max-key-bytes N] [--no-one-sided]
   --listen URL        serve on this URL (repeatable: tcp://host:port, shm://name, ucx://host:port, ...)
-  --memory MB         the store's arena, allocated once at start (MiB)
+  --memory MB         the store's arena, allocated once at start (MiB, 1..2048)
   --hugepages         map the arena with huge pages (falls back to plain memory, saying why)
   --evict lru         when memory is full, evict least-recently-used values (default: KvFullError)
   --snapshot PATH     load PATH at start if it exists; save it on SIGINT/SIGTERM and on a save request
   --max-key-bytes N   longest key accepted (default 1024)
   --no-one-sided      do not offer one-sided (RMA) reads and writes on ucx listeners`;
 
-/** Larger than any machine this runs on: a typo (--memory 4096000) is refused, not attempted. */
-const MAX_MEMORY_MB = 1 << 22;
+/** The store's own limit (KvStore refuses an arena over MAX_ARENA_BYTES, 2 GiB), so the flag fails as a usage error, not at start. */
+export const MAX_MEMORY_MB = 2048;
 /** The store's index keeps a key's length in 32 bits; far beyond any message size. */
 const MAX_KEY_BYTES_LIMIT = 1 << 30;
 

@@ -235,6 +235,10 @@ describe("kv-client over stdin, -c and a terminal against a kv-server", () => {
     expect(wide.code).toBe(0);
     expect(wide.out).toMatch(/^ops\/s \d+ {2}p50 /);
     expect(wide.err).toContain("bench: 2000/2000 (100%)");
+    // Every call's time is kept, so N is capped: past the cap a usage error, never an out-of-memory one.
+    const huge = await client(["--connect", url, "-c", "put capped yes; bench 9007199254740991; get capped"]);
+    expect(huge.code).toBe(1);
+    expect(lines(huge.out)).toEqual([expect.stringMatching(/^OK version \d+$/), "ERR UsageError: bench: N 9007199254740991 is out of range (1..10000000)", expect.stringMatching(/^"yes" \(version \d+\)$/)]);
   });
 
   /** kv-client under a pseudo-terminal (`script`), its screen with escape sequences and CRs removed. */
@@ -491,6 +495,10 @@ describe("bad flags: exit 2 with a usage line", () => {
     [["kv-server", "--listen", "tcp://127.0.0.1:0"], "--memory MB is required"],
     [["kv-server", "--memory", "8"], "--listen URL is required"],
     [["kv-server", "--listen", "tcp://127.0.0.1:0", "--memory", "lots"], '--memory "lots" is not a whole number'],
+    // The store refuses an arena over 2 GiB: the flag's range is the store's, refused as a usage error.
+    [["kv-server", "--listen", "tcp://127.0.0.1:0", "--memory", "2049"], "--memory 2049 is out of range (1..2048)"],
+    [["kv-server", "--listen", "tcp://127.0.0.1:0", "--memory", "4194304"], "--memory 4194304 is out of range (1..2048)"],
+    [["kv-server", "--listen", "tcp://127.0.0.1:0", "--memory", "0"], "--memory 0 is out of range (1..2048)"],
     [["kv-server", "--listen", "tcp://127.0.0.1:0", "--memory", "8", "--evict", "fifo"], '--evict "fifo": the policies are lru and none'],
     [["kv-server", "--listen", "tcp://127.0.0.1:0", "--memory", "8", "--fast"], 'unknown argument "--fast"'],
     [["kv-server", "--listen", "tcp://127.0.0.1:0", "--memory", "8", "--max-key-bytes", "0"], "--max-key-bytes 0 is out of range"],

@@ -5,7 +5,9 @@
  */
 import { describe, expect, test } from "bun:test";
 import { UsageError } from "../../src/errors.ts";
-import { helpText, parseCommand, showBytes, splitCommands, wordText, type KvCommand } from "../../src/cli/kv-command.ts";
+import { BENCH_MAX_COUNT, helpText, parseCommand, showBytes, splitCommands, wordText, type KvCommand } from "../../src/cli/kv-command.ts";
+import { MAX_MEMORY_MB, parseKvServerArgs } from "../../src/cli/kv-server.ts";
+import { MAX_ARENA_BYTES } from "../../src/kv/store.ts";
 
 const enc = new TextEncoder();
 const words = (line: string) => splitCommands(line).map((c) => c.map(wordText));
@@ -105,7 +107,11 @@ describe("parseCommand", () => {
     expect(parse("bench 10 --size 4096 --inflight 64 --op put")).toEqual({ op: "bench", count: 10, sizeBytes: 4096, inflight: 64, benchOp: "put" });
     expect(parse("bench 10 --size=0 --inflight=2")).toEqual({ op: "bench", count: 10, sizeBytes: 0, inflight: 2, benchOp: "get" });
     expect(usageError(() => parse("bench"))).toContain("bench takes a call count");
-    expect(usageError(() => parse("bench 0"))).toBe("bench: N 0 is out of range (1..9007199254740991)");
+    expect(usageError(() => parse("bench 0"))).toBe(`bench: N 0 is out of range (1..${BENCH_MAX_COUNT})`);
+    // Every call's time is kept: a count past the cap is a usage error, not an out-of-memory one.
+    expect(usageError(() => parse("bench 9007199254740991"))).toBe(`bench: N 9007199254740991 is out of range (1..${BENCH_MAX_COUNT})`);
+    expect(usageError(() => parse(`bench ${BENCH_MAX_COUNT + 1}`))).toContain("is out of range");
+    expect(parse(`bench ${BENCH_MAX_COUNT}`)).toMatchObject({ op: "bench", count: BENCH_MAX_COUNT });
     expect(usageError(() => parse("bench 10 --op scan"))).toBe('bench: --op "scan" is neither get nor put');
     expect(usageError(() => parse("bench 10 --size"))).toBe("bench: --size needs a value");
     expect(usageError(() => parse("bench 10 --fast"))).toContain('bench: unknown option "--fast"');
@@ -129,5 +135,14 @@ describe("parseCommand", () => {
     for (const c of ["put", "get", "cas", "del", "mget", "bench", "stats", "save", "help", "quit"]) expect(h).toContain(`\n  ${c} `);
     expect(helpText("cas")).toStartWith("cas KEY VERSION VALUE");
     expect(usageError(() => helpText("nope"))).toBe('help: unknown command "nope"; try help');
+  });
+});
+
+describe("kv-server flags", () => {
+  test("--memory's range is the store's: 1..2048 MiB, and 2048 MiB is the store's largest arena", () => {
+    expect(MAX_MEMORY_MB * 2 ** 20).toBe(MAX_ARENA_BYTES);
+    expect(parseKvServerArgs(["--listen", "tcp://127.0.0.1:0", "--memory", "2048"]).memoryMB).toBe(2048);
+    expect(parseKvServerArgs(["--listen", "tcp://127.0.0.1:0", "--memory", "1"]).memoryMB).toBe(1);
+    expect(usageError(() => parseKvServerArgs(["--listen", "tcp://127.0.0.1:0", "--memory", "2049"]))).toBe("--memory 2049 is out of range (1..2048)");
   });
 });

@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import { ProtocolError, UsageError } from "../../src/errors.ts";
 import * as p from "../../src/kv/protocol.ts";
-import { Rendezvous, urlSeed, weight } from "../../src/kv/hash.ts";
+import { Rendezvous, routingUrl, urlSeed, weight } from "../../src/kv/hash.ts";
 
 const enc = new TextEncoder();
 const b = (s: string) => enc.encode(s);
@@ -176,6 +176,23 @@ describe("rendezvous hashing", () => {
     expect(() => new Rendezvous([urls[0]!, urls[0]!])).toThrow(UsageError);
     expect(() => new Rendezvous([])).toThrow(UsageError);
     expect(new Rendezvous([urls[1]!]).owner(keys[5]!)).toBe(0);
+  });
+
+  test("scheme and host case do not change routing; other spellings (localhost, a shm name's case) stay distinct", () => {
+    const upper = ["TCP://10.0.0.1:7000", "tcp://10.0.0.2:7000", "Tcp://10.0.0.3:7000"];
+    const a = new Rendezvous(urls);
+    const u = new Rendezvous(upper);
+    for (const k of keys.slice(0, 2000)) expect(u.owner(k)).toBe(a.owner(k));
+    expect(urlSeed("TCP://127.0.0.1:7000")).toBe(urlSeed("tcp://127.0.0.1:7000"));
+    expect(routingUrl("UCX://Node-A.Example:7000/x?Y=1")).toBe("ucx://node-a.example:7000/x?Y=1");
+    expect(routingUrl("tcp://[FE80::1]:7000")).toBe("tcp://[fe80::1]:7000");
+    expect(routingUrl("SHM://KvOne")).toBe("shm://KvOne");
+    expect(routingUrl("not a url")).toBe("not a url");
+    // Different strings a user chose are different servers to routing.
+    expect(urlSeed("tcp://localhost:7000")).not.toBe(urlSeed("tcp://127.0.0.1:7000"));
+    expect(urlSeed("shm://kv1")).not.toBe(urlSeed("shm://KV1"));
+    // One server in two cases is the same server listed twice.
+    expect(() => new Rendezvous(["tcp://10.0.0.1:7000", "TCP://10.0.0.1:7000"])).toThrow(UsageError);
   });
 
   test("keys spread evenly over 3 servers", () => {
