@@ -44,7 +44,7 @@ interface Options {
 
 /** Ids of the sections that are not TARGETS rows. */
 const EXTRA_IDS = ["loopback", "serve-backend", "kv"];
-/** The kv part's seconds per figure and value sizes: 16 rows (64 B values) that add about 20-30 s to a quiet full run; bun bench/kv.bench.ts runs both sizes at 0.3 s. */
+/** The kv part's seconds per figure and value sizes: 18 rows (64 B values) that add about 20-30 s to a quiet full run; bun bench/kv.bench.ts runs both sizes at 0.3 s. */
 const KV_DURATION_S = 0.05;
 const KV_SIZES = [64];
 
