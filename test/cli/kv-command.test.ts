@@ -7,6 +7,8 @@ import { describe, expect, test } from "bun:test";
 import { UsageError } from "../../src/errors.ts";
 import { BENCH_MAX_COUNT, helpText, parseCommand, showBytes, splitCommands, wordText, type KvCommand } from "../../src/cli/kv-command.ts";
 import { MAX_MEMORY_MB, parseKvServerArgs } from "../../src/cli/kv-server.ts";
+import { runBench } from "../../src/cli/kv-bench.ts";
+import type { KvClient } from "../../src/kv/index.ts";
 import { MAX_ARENA_BYTES } from "../../src/kv/store.ts";
 
 const enc = new TextEncoder();
@@ -144,5 +146,14 @@ describe("kv-server flags", () => {
     expect(parseKvServerArgs(["--listen", "tcp://127.0.0.1:0", "--memory", "2048"]).memoryMB).toBe(2048);
     expect(parseKvServerArgs(["--listen", "tcp://127.0.0.1:0", "--memory", "1"]).memoryMB).toBe(1);
     expect(usageError(() => parseKvServerArgs(["--listen", "tcp://127.0.0.1:0", "--memory", "2049"]))).toBe("--memory 2049 is out of range (1..2048)");
+  });
+});
+
+describe("runBench's own limits", () => {
+  test("a count past BENCH_MAX_COUNT or an in-flight count of 0 is a UsageError before any call (no client is touched)", async () => {
+    const noClient = null as unknown as KvClient; // refused before the client is used
+    const spec = { count: 9007199254740991, sizeBytes: 64, inflight: 1, benchOp: "get" as const };
+    await expect(runBench(noClient, spec, () => {})).rejects.toThrow(new UsageError(`bench: N 9007199254740991 is out of range (1..${BENCH_MAX_COUNT}): every call's time is kept for p50/p99`));
+    await expect(runBench(noClient, { ...spec, count: 10, inflight: 0 }, () => {})).rejects.toBeInstanceOf(UsageError);
   });
 });
