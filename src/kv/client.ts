@@ -19,6 +19,14 @@
  *   connect attempt it triggers. Calls to the other servers go on. When the server is back the
  *   pool reconnects on a later call, and its keys work again with no user code.
  * - The store's errors come back as their own classes (KvFullError, KvKeyError, ...).
+ * - `connect` (auth, tls, expectUid, ...) applies to every server. A server that refuses the
+ *   client (AuthError: no or wrong token) makes kvConnect reject with KvUnavailableError naming
+ *   the URL, the AuthError as its `cause`.
+ * - `pool.maxConnections` > 1 is allowed: calls spread over the target's connections, while
+ *   the seam (hello, rpc, ucx) describes one of them, whose HELLO was asked on that connection
+ *   itself, so a write buffer is never used on a connection it was not offered to.
+ * - mget: each server's keys go in MGETs of at most MAX_MGET_KEYS; a reply that would exceed
+ *   the connection's send limit is refused by the server and asked for again in halves.
  * - `oneSided: "auto"`: where the connection's HELLO offers it (ucx with RMA), get() reads
  *   one-sided (one-sided.ts, verified, never torn) and falls back to KV_GET; put() of a value
  *   of at least `largePutBytes` goes by RMA put + KV_COMMIT.
@@ -35,7 +43,7 @@
  */
 
 import { EMPTY_BYTES } from "../bytes.ts";
-import { SEND_CLOSED, SEND_OK, sendLimit, type SendStatus } from "../contract/transport.ts";
+import { SEND_CLOSED, SEND_OK, sendLimit, type ConnectOptions, type SendStatus } from "../contract/transport.ts";
 import { readU32 } from "../bytes.ts";
 import { HotpathError, KvUnavailableError, KvValueTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
 import { ConnectionPool, type PooledClient, type PoolOptions } from "../pool/pool.ts";
@@ -55,6 +63,11 @@ export interface KvClientOptions {
   oneSided?: "auto" | "never";
   /** Values at least this long go by RMA put + COMMIT when offered; default 16 KiB. */
   largePutBytes?: number;
+  /**
+   * Connect options for every server (auth token, tls, expectUid, ...): merged over
+   * `pool.connect`; on ucx URLs `ucx.rma` is set when `oneSided` is "auto".
+   */
+  connect?: ConnectOptions;
 }
 
 export type KvKey = Uint8Array | string;
@@ -67,7 +80,10 @@ export interface KvClient extends AsyncDisposable {
   put(key: KvKey, value: Uint8Array | string): Promise<number>;
   del(key: KvKey): Promise<boolean>;
   cas(key: KvKey, expectedVersion: number, value: Uint8Array | string): Promise<KvCasResult>;
-  /** One MGET per server, results in key order. */
+  /**
+   * One MGET per server (at most MAX_MGET_KEYS keys each), results in key order; a batch whose
+   * reply would exceed what a connection can send is split in halves until each reply fits.
+   */
   mget(keys: KvKey[]): Promise<Array<KvValue | null>>;
   stats(): Promise<Array<{ url: string; stats: unknown } | { url: string; error: Error }>>;
   /** SAVE on every server. */
@@ -127,11 +143,16 @@ class ServerConn implements p.KvServerConn {
     private readonly onNewConnection: () => void,
   ) {}
 
+  /** The HELLO sent on the current connection by sync() (null while not connected). */
+  helloReq: Promise<Uint8Array> | null = null;
+
   /**
    * Brings rpc / hello / ucx up to date with the pool's READY connection; returns rpc. A new
-   * connection gets `known` as its HELLO when given (just answered on it), else asks for one.
+   * connection is asked for its own HELLO on that very connection (helloReq), so a HELLO and
+   * its write-buffer descriptor are never bound to another connection than the one that
+   * answered it, whatever the pool's maxConnections.
    */
-  sync(known: p.KvHello | null = null): Client<number> | null {
+  sync(): Client<number> | null {
     const c = this.pooled.rpc as Client<number> | null;
     if (c === this.rpc) return c;
     const old = this.rpc;
@@ -141,14 +162,12 @@ class ServerConn implements p.KvServerConn {
     this.hello = null;
     this.ucx = null;
     this.rma = null;
+    this.helloReq = null;
     if (c !== null) {
       c.onResponse = this.onResponse;
       this.ucx = c.conn.transport === "ucx" && c.conn.caps.rma ? (c.conn as unknown as UcxConnection) : null;
-      if (known !== null) {
-        this.hello = known;
-        return c;
-      }
-      c.request(p.KV_HELLO, EMPTY_BYTES, { timeoutMs: this.timeoutMs }).then(
+      const req = (this.helloReq = c.request(p.KV_HELLO, EMPTY_BYTES, { timeoutMs: this.timeoutMs }));
+      req.then(
         (b) => {
           if (this.rpc === c) this.hello = helloOrNull(b);
         },
@@ -158,14 +177,14 @@ class ServerConn implements p.KvServerConn {
     return c;
   }
 
-  /** Not connected: one HELLO through the pool starts a reconnect (at most one at a time). */
+  /** Not connected: one HELLO through the pool starts a reconnect (at most one at a time); the connection's own HELLO follows in sync(). */
   kick(): void {
     if (this.kicking) return;
     this.kicking = true;
     this.pooled.request(p.KV_HELLO, EMPTY_BYTES, { failFast: true, timeoutMs: this.timeoutMs }).then(
-      (b) => {
+      () => {
         this.kicking = false;
-        this.sync(helloOrNull(b));
+        this.sync();
       },
       () => {
         this.kicking = false;
@@ -221,10 +240,11 @@ class KvClientImpl implements KvClient {
     this.oneSided = (opts.oneSided ?? "auto") === "auto";
     this.largePutBytes = opts.largePutBytes ?? DEFAULT_LARGE_PUT_BYTES;
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_KV_TIMEOUT_MS;
-    const mode = opts.pool?.connect?.wait?.mode;
+    const connect: ConnectOptions = { ...opts.pool?.connect, ...opts.connect };
+    const mode = connect.wait?.mode;
     this.pumps = mode === "spin" || mode === "blocking";
     this.servers = urls.map((u) => {
-      const target = u.toLowerCase().startsWith("ucx:") && this.oneSided ? { connect: { ...opts.pool?.connect, ucx: { ...opts.pool?.connect?.ucx, rma: true } } } : {};
+      const target = { connect: u.toLowerCase().startsWith("ucx:") && this.oneSided ? { ...connect, ucx: { ...connect.ucx, rma: true } } : connect };
       return new ServerConn(u, pool.client(u, target), this.onRpcResponse, this.timeoutMs, this.dropViews);
     });
   }
@@ -269,8 +289,14 @@ class KvClientImpl implements KvClient {
     await Promise.all(
       this.servers.map(async (sc) => {
         try {
-          const body = await sc.pooled.request(p.KV_HELLO, EMPTY_BYTES, { failFast: true, timeoutMs: this.timeoutMs });
-          sc.sync(p.decodeHello(body));
+          // The pool's HELLO connects (and proves the server there); the HELLO kept is the one
+          // answered on the connection sc.rpc is bound to (see ServerConn.sync).
+          await sc.pooled.request(p.KV_HELLO, EMPTY_BYTES, { failFast: true, timeoutMs: this.timeoutMs });
+          sc.sync();
+          if (sc.helloReq === null) throw new TransportClosedError(`kv: the connection to ${sc.url} closed right after it answered`);
+          const c = sc.rpc;
+          const hello = p.decodeHello(await sc.helloReq);
+          if (sc.rpc === c) sc.hello = hello;
         } catch (e) {
           const err = kvError(sc, e);
           throw err instanceof KvUnavailableError ? err : new KvUnavailableError(`kv: server ${sc.url} is unavailable: ${(e as Error).message}`, { cause: e });
@@ -363,18 +389,30 @@ class KvClientImpl implements KvClient {
     }
     const calls: Promise<void>[] = [];
     for (const [sc, idx] of byServer) {
-      for (let at = 0; at < idx.length; at += p.MAX_MGET_KEYS) {
-        const part = idx.slice(at, at + p.MAX_MGET_KEYS);
-        calls.push(
-          this.call(sc, p.KV_MGET, p.encodeMget(part.map((i) => ks[i]!))).then((body) => {
-            const got = p.decodeMgetResponse(body, part.length, false); // the body is ours already
-            for (let j = 0; j < part.length; j++) out[part[j]!] = got[j]!;
-          }),
-        );
-      }
+      for (let at = 0; at < idx.length; at += p.MAX_MGET_KEYS) calls.push(this.mgetPart(sc, ks, idx.slice(at, at + p.MAX_MGET_KEYS), out));
     }
     await Promise.all(calls);
     return out;
+  }
+
+  /**
+   * One MGET of the keys at positions `part` to `sc`. A reply the server cannot send (it
+   * refuses one over the connection's send limit with KvValueTooLargeError before building
+   * it) is asked for again in two halves, down to single keys (whose reply always fits:
+   * maxValueBytes leaves room for it).
+   */
+  private async mgetPart(sc: ServerConn, ks: Uint8Array[], part: number[], out: Array<KvValue | null>): Promise<void> {
+    let body: Uint8Array;
+    try {
+      body = await this.call(sc, p.KV_MGET, p.encodeMget(part.map((i) => ks[i]!)));
+    } catch (e) {
+      if (!(e instanceof KvValueTooLargeError) || part.length < 2) throw e;
+      const half = part.length >>> 1;
+      await Promise.all([this.mgetPart(sc, ks, part.slice(0, half), out), this.mgetPart(sc, ks, part.slice(half), out)]);
+      return;
+    }
+    const got = p.decodeMgetResponse(body, part.length, false); // the body is ours already
+    for (let j = 0; j < part.length; j++) out[part[j]!] = got[j]!;
   }
 
   async stats(): Promise<Array<{ url: string; stats: unknown } | { url: string; error: Error }>> {

@@ -17,8 +17,13 @@
  *   class; a malformed body gets a ProtocolError reply and the session goes on.
  * - maxValueBytes is lowered to what every listener can carry (a shm / inproc session's largest
  *   slab class, 16 MiB by default; 64 MiB elsewhere) minus the protocol's overhead.
- * - `snapshot`: loaded at start when the file exists (a bad one fails kvServe with
+ * - `snapshot`: kvServe first checks that a snapshot can be written there (a probe temp file
+ *   created and removed; a missing or read-only directory fails kvServe with KvSnapshotError
+ *   naming the path), then loads it when the file exists (a bad one fails kvServe with
  *   KvSnapshotError, nothing listens); saved on SAVE and on close() (unless `save: false`).
+ * - MGET: a reply larger than the connection can send is refused with KvValueTooLargeError
+ *   (both sizes named) before it is built; at most MAX_MGET_KEYS keys per request.
+ * - `listenOptions` go to every listener (auth, tls, allow, limits).
  * - `oneSided` (default true): ucx listeners are opened with `ucx: { rma: true }` and HELLO on
  *   such a connection offers the arena and a write buffer (rma-server.ts). Elsewhere HELLO
  *   offers nothing (flags 0).
@@ -33,12 +38,13 @@
 import { existsSync } from "node:fs";
 import { listen } from "../connect/registry.ts";
 import { EMPTY_BYTES } from "../bytes.ts";
-import { DEFAULT_MAX_MESSAGE_BYTES, SEND_FULL, type Connection, type Listener, type ListenOptions, type WaitPolicy } from "../contract/transport.ts";
-import { HotpathError, UsageError, describeThrown, errorNameOf } from "../errors.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, SEND_FULL, sendLimit, type Connection, type Listener, type ListenOptions, type WaitPolicy } from "../contract/transport.ts";
+import { HotpathError, KvValueTooLargeError, UsageError, describeThrown, errorNameOf } from "../errors.ts";
 import { Server, type RequestHandle } from "../rpc/server.ts";
 import { DEFAULT_SEGMENT_CONFIG } from "../segment/layout.ts";
 import { KvStore, type KvStoreOptions } from "./store.ts";
 import { createRmaServer } from "./rma-server.ts";
+import { probeSnapshotPath } from "./snapshot.ts";
 import * as p from "./protocol.ts";
 
 export interface KvServerOptions extends KvStoreOptions {
@@ -52,6 +58,12 @@ export interface KvServerOptions extends KvStoreOptions {
   writeBufferBytes?: number;
   /** Passed to the listeners (the bench uses spin). */
   wait?: Partial<WaitPolicy>;
+  /**
+   * Options for every listener (auth token, TLS, allowed uids, tcp limits, maxMessageBytes).
+   * `wait` above, when given, overrides listenOptions.wait; on ucx listeners `ucx.rma` is set
+   * when `oneSided` is on (other ucx options are kept).
+   */
+  listenOptions?: ListenOptions;
 }
 
 export interface KvServer extends AsyncDisposable {
@@ -83,6 +95,8 @@ const DEFAULT_DRAIN_MS = 1000;
  * byte, against about 100 ns for a view and a native copy, so the two meet near here (measured).
  */
 const SMALL_VALUE_BYTES = 128;
+/** Reply scratch memory kept between calls: replies above it get a one-off buffer (a rare huge MGET must not pin its size). */
+const SCRATCH_KEEP_BYTES = 1 << 20;
 /** Cached PUT body views: a session's request slots (a few hundred) per session, with room to spare. */
 const PUT_VIEW_CACHE = 4096;
 
@@ -130,14 +144,15 @@ export async function kvServe(opts: KvServerOptions, hooks: KvServerHooks = {}):
   const valueLimit = transportLimit - p.REQUEST_OVERHEAD - maxKeyBytes;
   if (valueLimit < 1) throw new UsageError(`kvServe: maxKeyBytes ${maxKeyBytes} leaves no room for a value in a ${transportLimit}-byte message`);
   const storeOpts: KvStoreOptions = { ...opts, maxValueBytes: Math.min(opts.maxValueBytes ?? valueLimit, valueLimit) };
+  if (opts.snapshot !== undefined) probeSnapshotPath(opts.snapshot); // a bad path fails now, not at shutdown with every write lost
   const store = opts.snapshot !== undefined && existsSync(opts.snapshot) ? KvStore.load(opts.snapshot, storeOpts) : KvStore.create(storeOpts);
   const oneSided = opts.oneSided ?? true;
   const rma = hooks.rma ?? (oneSided && opts.listen.some(isUcx) ? createRmaServer(store, { writeBufferBytes }) : null);
   const kv = new KvServerImpl(store, opts, rma);
   try {
     for (const url of opts.listen) {
-      const lo: ListenOptions = { wait: opts.wait };
-      if (isUcx(url) && oneSided) lo.ucx = { rma: true };
+      const lo: ListenOptions = { ...opts.listenOptions, wait: opts.wait ?? opts.listenOptions?.wait };
+      if (isUcx(url) && oneSided) lo.ucx = { ...opts.listenOptions?.ucx, rma: true };
       kv.attach(await listen(url, lo));
     }
   } catch (e) {
@@ -197,9 +212,20 @@ class KvServerImpl implements KvServer {
     setImmediate(slice);
   }
 
+  /**
+   * A buffer of at least `n` bytes for a reply that respond() copies: the scratch buffer, grown
+   * up to SCRATCH_KEEP_BYTES; a larger reply gets a one-off buffer, so one huge reply never
+   * leaves the server holding its size.
+   */
   private buffer(n: number): Uint8Array {
-    if (this.scratch.length < n) this.scratch = new Uint8Array(Math.max(n, this.scratch.length * 2));
+    if (n > SCRATCH_KEEP_BYTES) return new Uint8Array(n);
+    if (this.scratch.length < n) this.scratch = new Uint8Array(Math.min(SCRATCH_KEEP_BYTES, Math.max(n, this.scratch.length * 2)));
     return this.scratch;
+  }
+
+  /** Bytes of scratch memory the server keeps for replies (tests: it stays bounded). */
+  get scratchBytes(): number {
+    return this.scratch.length;
   }
 
   private onRequest(h: RequestHandle): void {
@@ -314,16 +340,37 @@ class KvServerImpl implements KvServer {
     h.respond(out.subarray(0, n));
   }
 
+  /**
+   * MGET: the reply's size is summed while the values are looked up, and a reply larger than
+   * this connection can send (sendLimit of the session's caps) is refused with
+   * KvValueTooLargeError naming both sizes before any reply memory is allocated. A reply above
+   * what the transport sends inline is built in a transport buffer (allocReply), as for GET.
+   */
   private mget(h: RequestHandle, keys: Uint8Array[]): void {
     // Reads only: every view stays valid until the response is built.
     const values: Array<Uint8Array | null> = new Array(keys.length);
     const versions: number[] = new Array(keys.length);
+    const caps = h.session.conn.caps;
+    const limit = sendLimit(caps);
+    let n = 0;
     for (let i = 0; i < keys.length; i++) {
       const r = this.store.get(keys[i]!);
       values[i] = r === null ? null : r.value;
       versions[i] = r === null ? 0 : r.version;
+      n += p.MGET_ENTRY_OVERHEAD + (r === null ? 0 : r.value.length);
+      if (n > limit) {
+        throw new KvValueTooLargeError(`kv MGET: the reply for ${keys.length} keys would be at least ${n} bytes (${i + 1} keys looked up), over the ${limit} bytes this ${h.session.conn.transport} connection can send; ask for fewer keys per MGET`);
+      }
     }
-    const n = p.mgetResponseBytes(values);
+    if (n > caps.maxInlineBytes) {
+      const buf = h.allocReply(n);
+      if (buf !== null) {
+        let at = 0;
+        for (let i = 0; i < keys.length; i++) at = p.writeMgetEntry(buf, at, values[i] ?? null, versions[i]!);
+        if (h.replyBuffer(buf, n) !== SEND_FULL) return;
+        h.releaseReply(buf); // full: the reply waits in the backlog as a copy instead
+      }
+    }
     const out = this.buffer(n);
     let at = 0;
     for (let i = 0; i < keys.length; i++) at = p.writeMgetEntry(out, at, values[i] ?? null, versions[i]!);

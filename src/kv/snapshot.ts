@@ -12,7 +12,9 @@
  * Contract: writeSnapshot writes a temp file in the target's directory (0600, O_EXCL), fsyncs
  * it, renames it over the target and fsyncs the directory: a reader (or a crash) sees the old
  * file or the new one, never a mix. On failure the temp file is removed, the old file is left as
- * it was, and KvSnapshotError says what failed. readSnapshot reads the whole file and checks
+ * it was, and KvSnapshotError says what failed. A save killed mid-write (kill -9, a crash) leaves
+its temp file; the next writeSnapshot or readSnapshot of that path removes temp files whose
+process is gone (removeStaleTemps). readSnapshot reads the whole file and checks
  * magic, format version, header crc, every record's lengths and crc, the record count, the
  * trailer and its checksum over the file before returning anything; every problem is a
  * KvSnapshotError naming the path and what is wrong.
@@ -28,7 +30,7 @@
  * Thread: any (synchronous file I/O; blocks the calling thread for the file's size).
  */
 
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { describeThrown, KvSnapshotError } from "../errors.ts";
 import { getU64, setU64 } from "./layout.ts";
@@ -64,7 +66,8 @@ export interface Snapshot {
  */
 export function writeSnapshot(path: string, count: number, nextVersion: number, each: (emit: (key: Uint8Array, value: Uint8Array, version: number) => void) => void): void {
   const dir = dirname(path);
-  const tmp = join(dir, `.${basename(path)}.tmp-${process.pid}-${(Math.random() * 0x100000000) >>> 0}`);
+  removeStaleTemps(path);
+  const tmp = tempName(path);
   let fd = -1;
   try {
     fd = openSync(tmp, "wx", 0o600);
@@ -146,8 +149,72 @@ export function writeSnapshot(path: string, count: number, nextVersion: number, 
   }
 }
 
+/** A temp file name for a snapshot of `path`: `.NAME.tmp-PID-RAND` in the same directory. */
+function tempName(path: string): string {
+  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${(Math.random() * 0x100000000) >>> 0}`);
+}
+
+/** Whether process `pid` exists (EPERM: it does, as another user's). */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as { code?: string }).code === "EPERM";
+  }
+}
+
+/**
+ * Removes the temp files a save of `path` left behind when its process died mid-write
+ * (`.NAME.tmp-PID-RAND` whose PID is not running); returns their names. Files of live
+ * processes (a save in progress) and anything else in the directory are left alone; an
+ * unreadable directory or a file that cannot be removed is skipped (best effort). Called by
+ * writeSnapshot and readSnapshot, so a crash costs disk space only until the next save or load.
+ */
+export function removeStaleTemps(path: string): string[] {
+  const dir = dirname(path);
+  const prefix = `.${basename(path)}.tmp-`;
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix)) continue;
+    const m = /^(\d+)-\d+$/.exec(name.slice(prefix.length));
+    if (m === null) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid || pidAlive(pid)) continue;
+    try {
+      unlinkSync(join(dir, name));
+      removed.push(name);
+    } catch {
+      // gone already, or not ours to remove
+    }
+  }
+  return removed;
+}
+
+/**
+ * Checks that a snapshot of `path` can be written: creates and removes a temp file in its
+ * directory (as writeSnapshot would). KvSnapshotError naming the path and the reason when the
+ * directory does not exist or is not writable.
+ */
+export function probeSnapshotPath(path: string): void {
+  const tmp = tempName(path);
+  try {
+    closeSync(openSync(tmp, "wx", 0o600));
+    unlinkSync(tmp);
+  } catch (e) {
+    throw new KvSnapshotError(`kv snapshot ${path}: cannot write a snapshot there: ${describeThrown(e)}`, { cause: e });
+  }
+}
+
 /** Every record of the snapshot at `path`, after the whole file has been verified; see the module comment. */
 export function readSnapshot(path: string): Snapshot {
+  removeStaleTemps(path);
   let bytes: Uint8Array;
   try {
     bytes = new Uint8Array(readFileSync(path));
