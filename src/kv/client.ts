@@ -138,7 +138,8 @@ class ServerConn implements p.KvServerConn {
     readonly url: string,
     readonly pooled: PooledClient,
     private readonly onResponse: (ud: number, data: Uint8Array, err: HotpathError | null) => void,
-    private readonly timeoutMs: number,
+    /** The per-call deadline (KvClientOptions.timeoutMs); one-sided.ts honours it too. */
+    readonly timeoutMs: number,
     /** Called when the connection changes (the client drops what it cached of the old one). */
     private readonly onNewConnection: () => void,
   ) {}

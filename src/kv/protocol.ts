@@ -415,6 +415,8 @@ export interface KvServerConn {
   readonly ucx: UcxConnection | null;
   /** State one-sided.ts keeps for this connection (attached regions); null on a fresh one. */
   rma: unknown;
+  /** The client's per-call deadline in ms (KvClientOptions.timeoutMs): every one-sided step honours it. */
+  readonly timeoutMs: number;
 }
 
 /**
