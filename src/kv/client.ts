@@ -20,8 +20,8 @@
  *   pool reconnects on a later call, and its keys work again with no user code.
  * - The store's errors come back as their own classes (KvFullError, KvKeyError, ...).
  * - `connect` (auth, tls, expectUid, ...) applies to every server. A server that refuses the
- *   client (AuthError: no or wrong token) makes kvConnect reject with KvUnavailableError naming
- *   the URL, the AuthError as its `cause`.
+ *   client (no or wrong token) makes kvConnect reject with KvUnavailableError naming the URL
+ *   and the reason; its `cause` is the pool's error, whose own cause is the AuthError.
  * - `pool.maxConnections` > 1 is allowed: calls spread over the target's connections, while
  *   the seam (hello, rpc, ucx) describes one of them, whose HELLO was asked on that connection
  *   itself, so a write buffer is never used on a connection it was not offered to.

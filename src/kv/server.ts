@@ -16,7 +16,8 @@
  *   UsageError) go back as error replies under their own names, so the caller gets the same
  *   class; a malformed body gets a ProtocolError reply and the session goes on.
  * - maxValueBytes is lowered to what every listener can carry (a shm / inproc session's largest
- *   slab class, 16 MiB by default; 64 MiB elsewhere) minus the protocol's overhead.
+ *   slab class, 16 MiB by default; 64 MiB elsewhere; listenOptions.maxMessageBytes when lower)
+ *   minus the protocol's overhead.
  * - `snapshot`: kvServe first checks that a snapshot can be written there (a probe temp file
  *   created and removed; a missing or read-only directory fails kvServe with KvSnapshotError
  *   naming the path), then loads it when the file exists (a bad one fails kvServe with
@@ -140,7 +141,7 @@ export async function kvServe(opts: KvServerOptions, hooks: KvServerHooks = {}):
   if (!Number.isSafeInteger(writeBufferBytes) || writeBufferBytes < 0) throw new UsageError(`kvServe: writeBufferBytes ${String(writeBufferBytes)} must be an integer ≥ 0`);
   const maxKeyBytes = opts.maxKeyBytes ?? 1024;
   let transportLimit = Infinity;
-  for (const u of opts.listen) transportLimit = Math.min(transportLimit, listenerMessageLimit(u));
+  for (const u of opts.listen) transportLimit = Math.min(transportLimit, listenerMessageLimit(u), opts.listenOptions?.maxMessageBytes ?? Infinity);
   const valueLimit = transportLimit - p.REQUEST_OVERHEAD - maxKeyBytes;
   if (valueLimit < 1) throw new UsageError(`kvServe: maxKeyBytes ${maxKeyBytes} leaves no room for a value in a ${transportLimit}-byte message`);
   const storeOpts: KvStoreOptions = { ...opts, maxValueBytes: Math.min(opts.maxValueBytes ?? valueLimit, valueLimit) };
