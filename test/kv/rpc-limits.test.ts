@@ -85,7 +85,7 @@ describe("MGET replies are bounded", () => {
     }
   });
 
-  test("over shm a large MGET reply is built in a transport buffer and arrives whole", async () => {
+  test("over shm: a large MGET reply is built in a transport buffer and arrives whole; one past the 16 MiB limit is refused, and split by the client", async () => {
     const s = await kvServe({ listen: [listenUrl("shm")], memoryBytes: 16 << 20 });
     servers.push(s);
     await using kv = await kvConnect(s.urls[0]!);
@@ -93,7 +93,18 @@ describe("MGET replies are bounded", () => {
     for (let i = 0; i < vals.length; i++) await kv.put(`k${i}`, vals[i]!);
     const got = await kv.mget(["k0", "k1", "k2", "k0", "k1", "k2"]);
     for (let i = 0; i < 6; i++) expect(got[i]!.value).toEqual(vals[i % 3]!);
+    // 20 MiB asked for, over shm's 16 MiB message limit: refused typed, nothing built...
+    const raw = await rpcConnect(s.urls[0]!);
+    try {
+      const e = await rejection(raw.request(p.KV_MGET, p.encodeMget(new Array<Uint8Array>(20).fill(new TextEncoder().encode("k0")))));
+      expect(rebuildRemoteError(e as RemoteError)).toBeInstanceOf(KvValueTooLargeError);
+    } finally {
+      raw.close();
+    }
     expect((s as unknown as { scratchBytes: number }).scratchBytes).toBeLessThanOrEqual(1 << 20);
+    // ...and the client splits the same batch into replies that fit.
+    const many = await kv.mget(new Array<string>(20).fill("k2"));
+    for (const r of many) expect(r!.value).toEqual(vals[2]!);
   });
 
   test("a request count limit is explicit: more than MAX_MGET_KEYS keys is refused by the codec and the server", () => {
