@@ -149,7 +149,7 @@ export async function kvServe(opts: KvServerOptions, hooks: KvServerHooks = {}):
   const store = opts.snapshot !== undefined && existsSync(opts.snapshot) ? KvStore.load(opts.snapshot, storeOpts) : KvStore.create(storeOpts);
   const oneSided = opts.oneSided ?? true;
   const rma = hooks.rma ?? (oneSided && opts.listen.some(isUcx) ? createRmaServer(store, { writeBufferBytes }) : null);
-  const kv = new KvServerImpl(store, opts, rma);
+  const kv = new KvServerImpl(store, { ...opts, wait: opts.wait ?? opts.listenOptions?.wait }, rma); // start() spins for either
   try {
     for (const url of opts.listen) {
       const lo: ListenOptions = { ...opts.listenOptions, wait: opts.wait ?? opts.listenOptions?.wait };

@@ -159,6 +159,16 @@ describe("listen and connect options", () => {
   });
 });
 
+describe("listenOptions.wait", () => {
+  test("a spin wait given only in listenOptions makes the server busy-poll (its spin-mode connections are served)", async () => {
+    const s = await kvServe({ listen: [listenUrl("shm")], memoryBytes: 1 << 20, listenOptions: { wait: { mode: "spin" } } });
+    servers.push(s);
+    await using kv = await kvConnect(s.urls[0]!, { timeoutMs: 3000, connect: { wait: { mode: "spin" } } });
+    const v = await kv.put("k", "v");
+    expect((await kv.get("k"))!.version).toBe(v);
+  });
+});
+
 describe("HELLO with several connections per server", () => {
   test("the seam's HELLO is the one answered on its own rpc connection, with maxConnections 2", async () => {
     const WHOAMI = 0x4b56fff0;
