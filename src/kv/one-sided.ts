@@ -39,11 +39,11 @@
  */
 
 import { sendLimit } from "../contract/transport.ts";
-import { KvValueTooLargeError, TransportClosedError } from "../errors.ts";
+import { KvValueTooLargeError, TimeoutError, TransportClosedError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import type { RegionReadTarget, RemoteRegion } from "../ucx/rma.ts";
 import { ENTRY_HEADER_BYTES, GROUP_BYTES, keyHash, type KvLayout } from "./layout.ts";
-import { decodeVersion, encodeCommit, encodePut, HELLO_ONE_SIDED, HELLO_WRITE_BUFFER, KV_COMMIT, KV_PUT, REQUEST_OVERHEAD, type KvOneSidedClient, type KvServerConn } from "./protocol.ts";
+import { decodeVersion, decodeWriteBuffer, encodeCommit, encodePut, HELLO_ONE_SIDED, HELLO_WRITE_BUFFER, KV_COMMIT, KV_PUT, KV_WRITE_BUFFER, REQUEST_OVERHEAD, type KvOneSidedClient, type KvServerConn } from "./protocol.ts";
 import type { KvValue } from "./store.ts";
 import { checkEntry, ENTRY_TORN, GroupScan, groupOffset, parseHeader, scanGroupInto } from "./verify.ts";
 
@@ -55,6 +55,8 @@ const POOLED_RECORD_BYTES = 8192;
 const FIRST_RECORD_BYTES = 512;
 /** Idle GET ops kept per connection (the GETs in flight at once, as the bench's 64). */
 const MAX_POOLED = 128;
+/** The deadline when a connection names none (KvClientOptions.timeoutMs's default). */
+const DEFAULT_TIMEOUT_MS = 5000;
 /** Keys whose record location a connection remembers (about 100 B each): the working set of a hot loop. */
 const MAX_HINTS = 4096;
 
@@ -71,6 +73,8 @@ export interface OneSidedStats {
   largePuts: number;
   /** Large puts sent by KV_PUT instead (buffer busy or too small). */
   largePutFallbacks: number;
+  /** GETs and large puts rejected with TimeoutError: their RMA steps had no answer by the call's deadline. */
+  timeouts: number;
 }
 
 /** Where a key's record was when last read (by the key's hash; see ConnState.hints). */
@@ -90,14 +94,75 @@ class ConnState {
    * (a key's hint keeps its age), so a hot loop allocates nothing here.
    */
   readonly hints = new Map<number, Hint>();
+  /** A large put holds the write buffer (or asks for it). */
   writeBusy = false;
+  /** The write buffer may still be asked for (KV_WRITE_BUFFER): HELLO offered one without its descriptor. */
+  mayAsk: boolean;
+  /** GETs in flight (each knows its index, `slot`), for the deadline sweep. */
+  readonly active: GetOp[] = [];
+  /**
+   * Operations given up at their deadline whose RMA steps have not completed: while above 0 the
+   * connection's one-sided path is suspect (GETs go by KV_GET, large puts by KV_PUT, both with
+   * RPC deadlines); it is trusted again once they complete (the server's worker answers again).
+   */
+  stuck = 0;
+  private timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly arena: RemoteRegion,
     readonly layout: KvLayout,
-    readonly writeBuf: RemoteRegion | null,
-    readonly writeBufBytes: number,
-  ) {}
+    /** The attached write buffer (from HELLO, or asked for on the first large put), and its usable bytes. */
+    public writeBuf: RemoteRegion | null,
+    public writeBufBytes: number,
+    /** The write buffer's size HELLO offers (0: none). */
+    readonly offeredBytes: number,
+    /** The client's per-call deadline (KvServerConn.timeoutMs). */
+    readonly timeoutMs: number,
+    readonly url: string,
+  ) {
+    this.mayAsk = writeBuf === null && offeredBytes > 0;
+  }
+
+  /** A GET started: tracked for the sweep, which is armed unless it already is. */
+  track(op: GetOp): void {
+    op.slot = this.active.length;
+    this.active.push(op);
+    if (this.timer === null) this.arm(this.timeoutMs);
+  }
+
+  /** A GET settled: no longer tracked (swap-remove, no allocation). */
+  untrack(op: GetOp): void {
+    const i = op.slot;
+    if (i < 0) return;
+    const last = this.active.pop()!;
+    if (last !== op) {
+      this.active[i] = last;
+      last.slot = i;
+    }
+    op.slot = -1;
+  }
+
+  private arm(ms: number): void {
+    // One timer per connection (not per GET): re-armed for the oldest GET's deadline while any is in flight.
+    const t = setTimeout(this.sweep, Math.max(1, Math.ceil(ms)));
+    t.unref?.();
+    this.timer = t;
+  }
+
+  /** Rejects every GET past its deadline with TimeoutError, then re-arms for the next deadline. */
+  private readonly sweep = (): void => {
+    this.timer = null;
+    const now = performance.now();
+    let next = Infinity;
+    for (let i = this.active.length - 1; i >= 0; i--) {
+      const op = this.active[i];
+      if (op === undefined) continue; // removed by an earlier expiry's swap
+      const due = op.startedAt + this.timeoutMs;
+      if (due - now <= 1) op.expire();
+      else next = Math.min(next, due - now);
+    }
+    if (this.active.length > 0) this.arm(next === Infinity ? this.timeoutMs : next);
+  };
 
   remember(hash: number, entryOffset: number, entryBytes: number, version: number): void {
     const h = this.hints.get(hash);
@@ -184,6 +249,13 @@ class GetOp {
   private cur = 0;
   private torn = false;
   private attempt = 0;
+  /** Reads issued and not yet completed (of every round: a given-up GET waits for them before it is reused). */
+  private outstanding = 0;
+  /** Rejected at its deadline while reads were in flight: their completions are ignored. */
+  private abandoned = false;
+  /** When run() started (performance.now()), and the op's index in ConnState.active (-1: not in flight). */
+  startedAt = 0;
+  slot = -1;
   private resolve: ((v: KvValue | null | undefined) => void) | null = null;
   private reject: ((e: unknown) => void) | null = null;
   private readonly executor = (res: (v: KvValue | null | undefined) => void, rej: (e: unknown) => void): void => {
@@ -206,6 +278,8 @@ class GetOp {
     this.goff = goff;
     this.attempt = 0;
     const p = new Promise<KvValue | null | undefined>(this.executor);
+    this.startedAt = performance.now();
+    this.st.track(this);
     const hint = this.st.hints.get(hash);
     if (hint !== undefined) {
       this.specOffset = hint.entryOffset;
@@ -222,24 +296,38 @@ class GetOp {
     this.hasSpec = withSpec;
     this.specStatus = UCP.UCS_OK;
     const arena = this.st.arena;
+    this.outstanding++;
     try {
       arena.readTo(this.goff, GROUP_BYTES, this.group);
     } catch (e) {
+      this.outstanding--;
       this.pending = 0;
       return this.fail(e);
     }
     if (!withSpec) return;
+    this.outstanding++;
     try {
       this.spec.prepare(this.specBytes);
       arena.readTo(this.specOffset, this.specBytes, this.spec);
     } catch {
       // Not sent (closed meanwhile): the group read settles the GET alone.
+      this.outstanding--;
       this.hasSpec = false;
       if (--this.pending === 0) this.afterGroup();
     }
   }
 
   onRead(which: number, status: number): void {
+    this.outstanding--;
+    if (this.abandoned) {
+      // Given up at its deadline: this completion only means the server answers again.
+      if (this.outstanding === 0) {
+        this.abandoned = false;
+        this.st.stuck--;
+        this.pool();
+      }
+      return;
+    }
     try {
       if (which === RECORD) return this.afterRecord(status);
       if (which === GROUP) this.groupStatus = status;
@@ -285,10 +373,12 @@ class GetOp {
         continue;
       }
       this.cur = i;
+      this.outstanding++;
       try {
         this.rec.prepare(bytes);
         this.st.arena.readTo(off, bytes, this.rec);
       } catch (e) {
+        this.outstanding--;
         return this.fail(e);
       }
       return;
@@ -343,10 +433,36 @@ class GetOp {
     reject(e);
   }
 
-  private release(): void {
+  /**
+   * The deadline passed with reads in flight: rejects with TimeoutError and marks the
+   * connection suspect (ConnState.stuck) until they complete; the op is reused only then (the
+   * reads still land in its buffers).
+   */
+  expire(): void {
+    const reject = this.reject;
+    if (reject === null) return;
+    const st = this.st;
+    st.untrack(this);
     this.key = EMPTY;
     this.resolve = null;
     this.reject = null;
+    if (this.outstanding > 0) {
+      this.abandoned = true;
+      st.stuck++;
+    } else this.pool();
+    this.client.stats.timeouts++;
+    reject(new TimeoutError(`kv GET to ${st.url}: no answer to its one-sided reads within ${st.timeoutMs} ms (the server's worker serves RMA over UCX's tcp and shm transports; is it stopped or overloaded?)`));
+  }
+
+  private release(): void {
+    this.st.untrack(this);
+    this.key = EMPTY;
+    this.resolve = null;
+    this.reject = null;
+    if (this.outstanding === 0) this.pool();
+  }
+
+  private pool(): void {
     const ops = this.st.ops;
     if (ops.length < MAX_POOLED) ops.push(this);
   }
@@ -359,7 +475,7 @@ const EMPTY = new Uint8Array(0);
  * each KvServerConn.rma); `stats` counts for all of them. Thread: the client's.
  */
 export class OneSidedClient implements KvOneSidedClient {
-  readonly stats: OneSidedStats = { hits: 0, hintHits: 0, tornRereads: 0, fallbacks: 0, largePuts: 0, largePutFallbacks: 0 };
+  readonly stats: OneSidedStats = { hits: 0, hintHits: 0, tornRereads: 0, fallbacks: 0, largePuts: 0, largePutFallbacks: 0, timeouts: 0 };
 
   /** Zeroes the counters (tests, bench). */
   resetStats(): void {
@@ -376,8 +492,9 @@ export class OneSidedClient implements KvOneSidedClient {
     if ((hello.flags & HELLO_ONE_SIDED) === 0 || hello.arenaDesc.length === 0) return null;
     const layout = parseHeader(hello.arenaHeader);
     const arena = ucx.attachRegion(hello.arenaDesc);
-    const wb = (hello.flags & HELLO_WRITE_BUFFER) !== 0 && hello.writeBufDesc.length > 0 ? ucx.attachRegion(hello.writeBufDesc) : null;
-    const made = new ConnState(arena, layout, wb, wb === null ? 0 : Math.min(hello.writeBufBytes, wb.lenBytes));
+    const offered = (hello.flags & HELLO_WRITE_BUFFER) !== 0 ? hello.writeBufBytes : 0;
+    const wb = offered > 0 && hello.writeBufDesc.length > 0 ? ucx.attachRegion(hello.writeBufDesc) : null;
+    const made = new ConnState(arena, layout, wb, wb === null ? 0 : Math.min(offered, wb.lenBytes), offered, conn.timeoutMs > 0 ? conn.timeoutMs : DEFAULT_TIMEOUT_MS, conn.url);
     conn.rma = made;
     return made;
   }
@@ -390,6 +507,11 @@ export class OneSidedClient implements KvOneSidedClient {
       return Promise.reject(e);
     }
     if (st === null) return Promise.resolve(undefined);
+    if (st.stuck > 0) {
+      // Suspect: an earlier step got no answer by its deadline; KV_GET has a deadline of its own.
+      this.stats.fallbacks++;
+      return Promise.resolve(undefined);
+    }
     const hash = keyHash(key, st.layout.hashSeed);
     const op = st.ops.pop() ?? new GetOp(this, st);
     return op.run(key, hash, groupOffset(st.layout, hash));
@@ -398,27 +520,90 @@ export class OneSidedClient implements KvOneSidedClient {
   async largePut(conn: KvServerConn, key: Uint8Array, value: Uint8Array): Promise<number> {
     const rpc = conn.rpc;
     if (rpc === null) throw new TransportClosedError(`kv put: not connected to ${conn.url}`);
+    const timeoutMs = conn.timeoutMs > 0 ? conn.timeoutMs : DEFAULT_TIMEOUT_MS;
+    const deadline = performance.now() + timeoutMs;
     const st = this.state(conn);
+    if (st !== null && st.writeBuf === null && st.mayAsk && !st.writeBusy && st.stuck === 0 && value.length <= st.offeredBytes) {
+      await this.askWriteBuffer(conn, st, rpc, deadline);
+    }
     const wb = st?.writeBuf ?? null;
-    if (st === null || wb === null || st.writeBusy || value.length > st.writeBufBytes) {
+    if (st === null || wb === null || st.writeBusy || st.stuck > 0 || value.length > st.writeBufBytes) {
       const limit = sendLimit(rpc.conn.caps) - REQUEST_OVERHEAD - key.length;
       if (value.length > limit) {
         throw new KvValueTooLargeError(`kv put: value of ${value.length} bytes exceeds the ${limit} bytes a ${rpc.conn.transport} message to ${conn.url} can carry with this key, and the ${st?.writeBufBytes ?? 0}-byte write buffer (server maxValueBytes ${conn.hello?.maxValueBytes ?? "unknown"})`);
       }
       this.stats.largePutFallbacks++;
-      return decodeVersion(await rpc.request(KV_PUT, encodePut(key, value)));
+      return decodeVersion(await rpc.request(KV_PUT, encodePut(key, value), { timeoutMs: left(deadline, conn.url, timeoutMs, "PUT") }));
     }
     st.writeBusy = true;
+    let held = true;
     try {
       const crc = Bun.hash.crc32(value) >>> 0;
-      await wb.put(0, value, { copy: false });
-      await wb.flush();
-      const version = decodeVersion(await rpc.request(KV_COMMIT, encodeCommit(key, value.length, crc)), "kv COMMIT response");
+      // The put's own completion is local; the flush is its remote completion (module comment).
+      const landed = wb.put(0, value, { copy: false }).then(() => wb.flush());
+      if (!(await beforeDeadline(landed, deadline))) {
+        // No answer: the buffer stays busy and the connection suspect until the put and flush complete (or fail).
+        held = false;
+        st.stuck++;
+        const done = () => {
+          st.stuck--;
+          st.writeBusy = false;
+        };
+        landed.then(done, done);
+        this.stats.timeouts++;
+        throw new TimeoutError(`kv PUT of ${value.length} bytes to ${conn.url}: its RMA put into the write buffer was not flushed within ${timeoutMs} ms (the server's worker serves RMA over UCX's tcp and shm transports; is it stopped or overloaded?)`);
+      }
+      const body = await rpc.request(KV_COMMIT, encodeCommit(key, value.length, crc), { timeoutMs: left(deadline, conn.url, timeoutMs, "COMMIT") });
+      const version = decodeVersion(body, "kv COMMIT response");
       this.stats.largePuts++;
       return version;
     } finally {
+      if (held) st.writeBusy = false;
+    }
+  }
+
+  /**
+   * Asks the server for this connection's write buffer (KV_WRITE_BUFFER, on the first large
+   * put): attaches it, or, when the server has none to give (its cap on write-buffer bytes is
+   * reached), leaves the connection on KV_PUT for its lifetime. A failed ask (timeout, closed)
+   * rejects the put and may be retried by the next one.
+   */
+  private async askWriteBuffer(conn: KvServerConn, st: ConnState, rpc: NonNullable<KvServerConn["rpc"]>, deadline: number): Promise<void> {
+    st.mayAsk = false;
+    st.writeBusy = true;
+    try {
+      const offer = decodeWriteBuffer(await rpc.request(KV_WRITE_BUFFER, EMPTY, { timeoutMs: left(deadline, conn.url, st.timeoutMs, "WRITE_BUFFER") }));
+      const ucx = conn.ucx;
+      if (offer.desc.length === 0 || ucx === null || ucx.closed || conn.rma !== st) return;
+      const wb = ucx.attachRegion(offer.desc);
+      st.writeBuf = wb;
+      st.writeBufBytes = Math.min(offer.bytes, wb.lenBytes);
+    } catch (e) {
+      st.mayAsk = true;
+      throw e;
+    } finally {
       st.writeBusy = false;
     }
+  }
+}
+
+/** Milliseconds left before `deadline` for the next RPC step (at least 1), or TimeoutError when none are. */
+function left(deadline: number, url: string, timeoutMs: number, step: string): number {
+  const ms = Math.floor(deadline - performance.now());
+  if (ms < 1) throw new TimeoutError(`kv large put to ${url}: no time left for its ${step} request within ${timeoutMs} ms`);
+  return ms;
+}
+
+/** True when `p` settles before `deadline` (its rejection is passed on), false when the deadline comes first. */
+async function beforeDeadline(p: Promise<void>, deadline: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<boolean>((r) => {
+    timer = setTimeout(() => r(false), Math.max(1, Math.ceil(deadline - performance.now())));
+  });
+  try {
+    return await Promise.race([p.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -12,6 +12,7 @@
  *   STATS   req: empty                                   resp: UTF-8 JSON
  *   SAVE    req: empty                                   resp: empty
  *   COMMIT  req: u32 keyLen, key, u32 valueLen, u32 crc  resp: u64 version
+ *   WRITE_BUFFER req: empty                              resp: u32 descLen, desc, u32 bytes (descLen 0: none)
  *
  * Contract: every decoder validates every length against the bytes it was given and throws
  * ProtocolError naming the message, the field and the values (a hostile peer gets an error
@@ -41,6 +42,8 @@ export const KV_MGET = 0x4b560006;
 export const KV_STATS = 0x4b560007;
 export const KV_SAVE = 0x4b560008;
 export const KV_COMMIT = 0x4b560009;
+/** The connection's RMA write buffer, asked for on its first large put (see encodeWriteBuffer). */
+export const KV_WRITE_BUFFER = 0x4b56000a;
 
 export const KV_PROTOCOL_VERSION = 1;
 /** HELLO flags. */
@@ -369,13 +372,38 @@ export function decodeHello(body: Uint8Array): KvHello {
   };
 }
 
+// ---- WRITE_BUFFER ----
+
+/**
+ * WRITE_BUFFER response: u32 descLen, the connection's write-buffer descriptor (RemoteRegion),
+ * u32 bytes. descLen 0 (and bytes 0): none (not offered, or the server's cap on write-buffer
+ * bytes is reached: large puts go by KV_PUT). HELLO_WRITE_BUFFER with an empty writeBufDesc
+ * in HELLO means "a buffer of writeBufBytes may be asked for with WRITE_BUFFER".
+ */
+export function encodeWriteBuffer(desc: Uint8Array, bytes: number): Uint8Array {
+  const out = new Uint8Array(8 + desc.length);
+  writeU32(out, 0, desc.length);
+  out.set(desc, 4);
+  writeU32(out, 4 + desc.length, bytes);
+  return out;
+}
+
+/** A WRITE_BUFFER response (the descriptor copied). */
+export function decodeWriteBuffer(body: Uint8Array): { desc: Uint8Array; bytes: number } {
+  const what = "kv WRITE_BUFFER response";
+  need(body, 4, what, "its u32 descLen");
+  const len = readU32(body, 0);
+  exact(body, 8 + Math.min(len, body.length), `${what} with a descriptor of ${len} bytes`);
+  return { desc: body.slice(4, 4 + len), bytes: readU32(body, 4 + len) };
+}
+
 // ---- seams for one-sided access (RMA implements them) ----
 
 /** What HELLO offers on one connection beyond the RPC operations. */
 export interface KvHelloOffer {
   /** RemoteRegion descriptor of the whole arena; empty: no one-sided reads. */
   arenaDesc: Uint8Array;
-  /** RemoteRegion descriptor of this connection's write buffer; empty: none. */
+  /** RemoteRegion descriptor of this connection's write buffer; empty: none, or (writeBufBytes > 0) one to ask for with WRITE_BUFFER. */
   writeBufDesc: Uint8Array;
   writeBufBytes: number;
 }
@@ -393,7 +421,11 @@ export interface KvRmaServer {
    * ProtocolError for a crc / length that does not match.
    */
   onCommit(conn: Connection, req: CommitRequest): number;
-  /** `conn` closed: free what onHello made for it. */
+  /** WRITE_BUFFER arrived on `conn`: its write buffer (made on the first ask, within the server's cap), or null for none. */
+  onWriteBuffer?(conn: Connection): { desc: Uint8Array; bytes: number } | null;
+  /** Counters for STATS (its `oneSided` field). */
+  stats?(): object;
+  /** `conn` closed: free what onHello / onWriteBuffer made for it. */
   onConnectionClose?(conn: Connection): void;
   /** The server is closing (before the arena is freed). */
   close?(): void;

@@ -7,7 +7,12 @@
  * `oneSided`: on HELLO over a ucx connection with RMA it offers the store's whole arena (one
  * SharedRegion per RMA runtime: registered once, whatever the number of connections, with one
  * descriptor every client of that runtime attaches) and, with `writeBufferBytes` > 0, a write
- * buffer of the connection's own (a LocalRegion, deregistered with its connection). A COMMIT
+ * buffer of the connection's own (a LocalRegion, deregistered with its connection). The write
+ * buffer is not made at HELLO (which only names its size, with an empty descriptor): a client
+ * asks for it with KV_WRITE_BUFFER on its first large put, so clients that never put a large
+ * value register nothing. All write buffers together stay within `writeBufferTotalBytes`
+ * (default DEFAULT_WRITE_BUFFER_TOTAL_BYTES): a client asking past it gets none and uses
+ * KV_PUT; stats() counts buffers, their bytes and refusals (STATS' `oneSided`). A COMMIT
  * stores what the client put at offset 0 of its write buffer, after checking its length and
  * crc32 against the bytes there: a mismatch is refused with UsageError and nothing is
  * stored, so a COMMIT that overtook its put (or a lying client) never stores torn bytes.
@@ -34,17 +39,26 @@ import type { KvStore } from "./store.ts";
 
 const EMPTY = new Uint8Array(0);
 
+/** Write buffers of all connections together: 64 clients doing large puts at the default 1 MiB each; the rest use KV_PUT. */
+export const DEFAULT_WRITE_BUFFER_TOTAL_BYTES = 64 << 20;
+
 export interface RmaServerOptions {
   /** Bytes of each connection's write buffer; 0: none (large puts go by KV_PUT). */
   writeBufferBytes: number;
+  /** Cap on the bytes of all write buffers together; default DEFAULT_WRITE_BUFFER_TOTAL_BYTES. */
+  writeBufferTotalBytes?: number;
 }
 
 /** Counters for tests and the bench. */
 export interface RmaServerStats {
   /** Arena registrations open now (one per RMA runtime that served a HELLO). */
   arenaRegistrations: number;
-  /** Write buffers open now (one per connection that HELLOed). */
+  /** Write buffers open now (one per connection that asked for one), their bytes, and the cap on those. */
   writeBuffers: number;
+  writeBufferBytes: number;
+  writeBufferTotalBytes: number;
+  /** WRITE_BUFFER asks refused because the cap was reached. */
+  writeBuffersRefused: number;
   commits: number;
   /** COMMITs refused: length or crc32 did not match the write buffer. */
   commitsRefused: number;
@@ -56,11 +70,18 @@ class RmaServer implements KvRmaServer {
   private closed = false;
   private commits = 0;
   private refused = 0;
+  private bufferBytes = 0;
+  private buffersRefused = 0;
+  private readonly totalCap: number;
 
   constructor(
     private readonly store: KvStore,
     private readonly opts: RmaServerOptions,
-  ) {}
+  ) {
+    const cap = opts.writeBufferTotalBytes ?? DEFAULT_WRITE_BUFFER_TOTAL_BYTES;
+    if (!Number.isSafeInteger(cap) || cap < 0) throw new UsageError(`kv server: writeBufferTotalBytes ${String(cap)} must be an integer ≥ 0`);
+    this.totalCap = cap;
+  }
 
   onHello(conn: Connection): KvHelloOffer | null {
     if (this.closed || conn.transport !== "ucx" || !conn.caps.rma) return null;
@@ -70,23 +91,38 @@ class RmaServer implements KvRmaServer {
       arena = SharedRegion.register(ucx.rt, this.store.arena);
       this.arenas.set(ucx.rt, arena);
     }
-    let writeBufDesc: Uint8Array = EMPTY;
-    let writeBufBytes = 0;
-    if (this.opts.writeBufferBytes > 0) {
-      let buf = this.buffers.get(conn);
-      if (buf === undefined || buf.closed) {
-        buf = ucx.registerMemory(this.opts.writeBufferBytes);
-        this.buffers.set(conn, buf);
+    // The write buffer's size only: the client asks for the buffer itself (onWriteBuffer) when it needs it.
+    const size = this.opts.writeBufferBytes <= this.totalCap ? this.opts.writeBufferBytes : 0;
+    return { arenaDesc: arena.descriptor(), writeBufDesc: EMPTY, writeBufBytes: size };
+  }
+
+  onWriteBuffer(conn: Connection): { desc: Uint8Array; bytes: number } | null {
+    if (this.closed || conn.transport !== "ucx" || !conn.caps.rma || conn.closed || this.opts.writeBufferBytes <= 0) return null;
+    let buf = this.buffers.get(conn);
+    if (buf === undefined || buf.closed) {
+      if (buf !== undefined) this.forget(conn);
+      if (this.bufferBytes + this.opts.writeBufferBytes > this.totalCap) {
+        this.buffersRefused++;
+        return null;
       }
-      writeBufDesc = buf.descriptor();
-      writeBufBytes = buf.lenBytes;
+      buf = (conn as UcxConnection).registerMemory(this.opts.writeBufferBytes);
+      this.buffers.set(conn, buf);
+      this.bufferBytes += buf.lenBytes;
     }
-    return { arenaDesc: arena.descriptor(), writeBufDesc, writeBufBytes };
+    return { desc: buf.descriptor(), bytes: buf.lenBytes };
+  }
+
+  private forget(conn: Connection): void {
+    const buf = this.buffers.get(conn);
+    if (buf === undefined) return;
+    buf.close();
+    this.buffers.delete(conn);
+    this.bufferBytes -= buf.lenBytes;
   }
 
   onCommit(conn: Connection, req: CommitRequest): number {
     const buf = this.buffers.get(conn);
-    if (buf === undefined || buf.closed) throw new UsageError(`kv COMMIT from ${conn.peer}: this connection was offered no write buffer`);
+    if (buf === undefined || buf.closed) throw new UsageError(`kv COMMIT from ${conn.peer}: this connection has no write buffer (ask for one with WRITE_BUFFER)`);
     if (req.valueLen > buf.lenBytes) {
       this.refused++;
       throw new UsageError(`kv COMMIT from ${conn.peer}: value of ${req.valueLen} bytes, the write buffer holds ${buf.lenBytes}`);
@@ -104,14 +140,14 @@ class RmaServer implements KvRmaServer {
 
   onConnectionClose(conn: Connection): void {
     // The connection deregisters its regions itself as it closes; forget ours.
-    this.buffers.get(conn)?.close();
-    this.buffers.delete(conn);
+    this.forget(conn);
   }
 
   close(): void {
     this.closed = true;
     for (const b of this.buffers.values()) b.close();
     this.buffers.clear();
+    this.bufferBytes = 0;
     for (const a of this.arenas.values()) a.close();
     this.arenas.clear();
   }
@@ -119,7 +155,15 @@ class RmaServer implements KvRmaServer {
   stats(): RmaServerStats {
     let open = 0;
     for (const a of this.arenas.values()) if (!a.closed) open++;
-    return { arenaRegistrations: open, writeBuffers: this.buffers.size, commits: this.commits, commitsRefused: this.refused };
+    return {
+      arenaRegistrations: open,
+      writeBuffers: this.buffers.size,
+      writeBufferBytes: this.bufferBytes,
+      writeBufferTotalBytes: this.totalCap,
+      writeBuffersRefused: this.buffersRefused,
+      commits: this.commits,
+      commitsRefused: this.refused,
+    };
   }
 }
 

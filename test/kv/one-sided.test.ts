@@ -9,8 +9,9 @@
  * - large PUTs (RMA put into the write buffer + KV_COMMIT) read back byte for byte through
  *   both clients; one larger than the write buffer, and those that find it busy, go by KV_PUT;
  *   one larger than the buffer and than a message fails with KvValueTooLargeError;
- * - the arena is registered once per RMA runtime, a write buffer per connection, deregistered
- *   when the connection closes;
+ * - the arena is registered once per RMA runtime; a write buffer only for a connection that
+ *   does a large put (asked for with KV_WRITE_BUFFER then: 20 clients that never do register
+ *   none), deregistered when the connection closes;
  * - a COMMIT whose crc32 (or length) does not match the write buffer is refused with
  *   UsageError (a class that travels back over RPC) and stores nothing.
  */
@@ -22,7 +23,7 @@ import { KvValueTooLargeError, rpcConnect } from "../../src/index.ts";
 import { kvConnect, type KvClient } from "../../src/kv/client.ts";
 import { keyHash } from "../../src/kv/layout.ts";
 import { oneSidedClient } from "../../src/kv/one-sided.ts";
-import { decodeGetResponse, decodeHello, decodeVersion, encodeCommit, KV_COMMIT, KV_GET, KV_HELLO } from "../../src/kv/protocol.ts";
+import { decodeGetResponse, decodeHello, decodeVersion, decodeWriteBuffer, encodeCommit, HELLO_WRITE_BUFFER, KV_COMMIT, KV_GET, KV_HELLO, KV_WRITE_BUFFER } from "../../src/kv/protocol.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
 import { useEnv } from "../helpers/env.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
@@ -183,7 +184,7 @@ for (const tls of ["tcp,self", "shm,self"]) {
       }
     });
 
-    test("the arena is registered once; each connection's write buffer is registered with it and goes with it", async () => {
+    test("the arena is registered once; a write buffer only for a connection that did a large put, and it goes with it", async () => {
       const registrations = async () => {
         peer.proc.stdin.write("stats\n");
         peer.proc.stdin.flush();
@@ -199,21 +200,40 @@ for (const tls of ["tcp,self", "shm,self"]) {
         }
         return now;
       };
-      // The arena, and the write buffers of the two clients this file keeps open (earlier tests' others closed).
-      expect(await settle(3)).toBe(3);
-      const more = await Promise.all([kvConnect(peer.ready.url), kvConnect(peer.ready.url)]);
-      expect(await registrations()).toBe(5); // a write buffer each, the arena already registered
+      const oneSidedStats = async () => ((await slow.stats())[0] as { stats: { oneSided: { writeBuffers: number; writeBufferBytes: number } } }).stats.oneSided;
+      // The arena, and the write buffer of `fast` (it did large puts above; `slow` never asks, earlier tests' others closed).
+      expect(await settle(2)).toBe(2);
+      expect(await oneSidedStats()).toMatchObject({ writeBuffers: 1, writeBufferBytes: 1 << 20 });
+      // 20 clients that read one-sided and put small values: no write buffer registered for any of them.
+      const more = await Promise.all(Array.from({ length: 20 }, () => kvConnect(peer.ready.url)));
+      for (const [i, c] of more.entries()) {
+        const v = await c.put(`small-${i}`, "x");
+        expect((await c.get(`small-${i}`))?.version).toBe(v);
+      }
+      expect(await registrations()).toBe(2);
+      expect(await oneSidedStats()).toMatchObject({ writeBuffers: 1, writeBufferBytes: 1 << 20 });
+      // A large put registers one on its first use, freed with its connection.
+      oneSidedClient.resetStats();
+      await more[0]!.put("large-later", new Uint8Array(20 << 10).fill(3));
+      expect(oneSidedClient.stats.largePuts).toBe(1);
+      expect(await registrations()).toBe(3);
       await Promise.all(more.map((c) => c.close()));
-      expect(await settle(3)).toBe(3);
+      expect(await settle(2)).toBe(2);
+      expect(await oneSidedStats()).toMatchObject({ writeBuffers: 1, writeBufferBytes: 1 << 20 });
     });
 
     test("a COMMIT whose crc32 or length does not match the write buffer is refused and stores nothing", async () => {
       const c = await rpcConnect(peer.ready.url, { ucx: { rma: true } });
       try {
         const hello = decodeHello(await c.request(KV_HELLO));
-        expect(hello.writeBufBytes).toBe(1 << 20);
-        const wb = (c.conn as UcxConnection).attachRegion(hello.writeBufDesc);
+        // HELLO names the write buffer's size; the buffer itself is asked for.
+        expect([hello.flags & HELLO_WRITE_BUFFER, hello.writeBufBytes, hello.writeBufDesc.length]).toEqual([HELLO_WRITE_BUFFER, 1 << 20, 0]);
         const key = new TextEncoder().encode("commit-check");
+        // No buffer asked for yet: a COMMIT is refused.
+        await expect(c.request(KV_COMMIT, encodeCommit(key, 1, 0))).rejects.toMatchObject({ remoteName: "UsageError", message: expect.stringContaining("no write buffer") });
+        const offer = decodeWriteBuffer(await c.request(KV_WRITE_BUFFER));
+        expect(offer.bytes).toBe(1 << 20);
+        const wb = (c.conn as UcxConnection).attachRegion(offer.desc);
         const value = new Uint8Array(20_000).fill(5);
         await wb.put(0, value);
         await wb.flush();
