@@ -55,8 +55,10 @@ export interface KvServerOptions extends KvStoreOptions {
   snapshot?: string;
   /** Default true: ucx listeners get `ucx: { rma: true }` and HELLO offers the arena. */
   oneSided?: boolean;
-  /** Per-client RMA write buffer for large puts; default 1 MiB; 0 = none. */
+  /** Per-client RMA write buffer for large puts; default 1 MiB; 0 = none. Registered on the client's first large put (KV_WRITE_BUFFER). */
   writeBufferBytes?: number;
+  /** Cap on all clients' write buffers together (rma-server.ts's default: 64 MiB); a client past it uses KV_PUT. */
+  writeBufferTotalBytes?: number;
   /** Passed to the listeners (the bench uses spin). */
   wait?: Partial<WaitPolicy>;
   /**
@@ -148,7 +150,7 @@ export async function kvServe(opts: KvServerOptions, hooks: KvServerHooks = {}):
   if (opts.snapshot !== undefined) probeSnapshotPath(opts.snapshot); // a bad path fails now, not at shutdown with every write lost
   const store = opts.snapshot !== undefined && existsSync(opts.snapshot) ? KvStore.load(opts.snapshot, storeOpts) : KvStore.create(storeOpts);
   const oneSided = opts.oneSided ?? true;
-  const rma = hooks.rma ?? (oneSided && opts.listen.some(isUcx) ? createRmaServer(store, { writeBufferBytes }) : null);
+  const rma = hooks.rma ?? (oneSided && opts.listen.some(isUcx) ? createRmaServer(store, { writeBufferBytes, writeBufferTotalBytes: opts.writeBufferTotalBytes }) : null);
   const kv = new KvServerImpl(store, { ...opts, wait: opts.wait ?? opts.listenOptions?.wait }, rma); // start() spins for either
   try {
     for (const url of opts.listen) {
@@ -269,12 +271,17 @@ class KvServerImpl implements KvServer {
         return h.respond(this.hello(h.session.conn));
       case p.KV_STATS:
         p.checkEmpty(data, "STATS");
-        return h.respond(new TextEncoder().encode(JSON.stringify({ ...store.stats(), urls: this.urls, connections: this.server.sessions.size })));
+        return h.respond(new TextEncoder().encode(JSON.stringify({ ...store.stats(), oneSided: this.rma?.stats?.() ?? null, urls: this.urls, connections: this.server.sessions.size })));
       case p.KV_SAVE:
         p.checkEmpty(data, "SAVE");
         if (this.opts.snapshot === undefined) throw new UsageError("kv SAVE: this server has no snapshot path (start it with snapshot / --snapshot PATH)");
         store.save(this.opts.snapshot);
         return h.respond(EMPTY_BYTES);
+      case p.KV_WRITE_BUFFER: {
+        p.checkEmpty(data, "WRITE_BUFFER");
+        const wb = this.rma?.onWriteBuffer?.(h.session.conn) ?? null;
+        return h.respond(p.encodeWriteBuffer(wb?.desc ?? EMPTY_BYTES, wb?.bytes ?? 0));
+      }
       case p.KV_COMMIT: {
         const req = p.decodeCommit(data);
         if (this.rma === null) throw new UsageError("kv COMMIT: this server offers no write buffer (no one-sided access)");
@@ -382,7 +389,7 @@ class KvServerImpl implements KvServer {
     const offer = this.rma !== null && conn.caps.rma ? this.rma.onHello(conn) : null;
     let flags = 0;
     if (offer !== null && offer.arenaDesc.length > 0) flags |= p.HELLO_ONE_SIDED;
-    if (offer !== null && offer.writeBufDesc.length > 0) flags |= p.HELLO_WRITE_BUFFER;
+    if (offer !== null && (offer.writeBufDesc.length > 0 || offer.writeBufBytes > 0)) flags |= p.HELLO_WRITE_BUFFER; // no descriptor: asked for by WRITE_BUFFER
     return p.encodeHello({
       protocolVersion: p.KV_PROTOCOL_VERSION,
       maxKeyBytes: this.store.maxKeyBytes,
