@@ -25,7 +25,7 @@
  * - `pool.maxConnections` > 1 is allowed: calls spread over the target's connections, while
  *   the seam (hello, rpc, ucx) describes one of them, whose HELLO was asked on that connection
  *   itself, so a write buffer is never used on a connection it was not offered to.
- * - mget: each server's keys go in MGETs of at most MAX_MGET_KEYS; a reply that would exceed
+ * - mget: each server's keys go in MGETs of at most MAX_MGET_KEYS keys and 1 MiB; a reply that would exceed
  *   the connection's send limit is refused by the server and asked for again in halves.
  * - `oneSided: "auto"`: where the connection's HELLO offers it (ucx with RMA), get() reads
  *   one-sided (one-sided.ts, verified, never torn) and falls back to KV_GET; put() of a value
@@ -113,6 +113,8 @@ const TWO_32 = 0x1_0000_0000;
 /** The high word of a u64 below 2^53 (protocol.ts's readU64 refuses more). */
 const MAX_HIGH_WORD = 0x1f_ffff;
 export const DEFAULT_LARGE_PUT_BYTES = 16 << 10;
+/** An MGET request's body at most: far below every transport's message limit, and big enough that splitting costs nothing. */
+const MGET_REQUEST_BYTES = 1 << 20;
 /** A restarted kv server is found within seconds (gRPC's 120 s cap suits fleets of clients, not a cache). */
 export const KV_BACKOFF = Object.freeze({ initialMs: 100, maxMs: 2000 });
 
@@ -290,8 +292,7 @@ class KvClientImpl implements KvClient {
     await Promise.all(
       this.servers.map(async (sc) => {
         try {
-          // The pool's HELLO connects (and proves the server there); the HELLO kept is the one
-          // answered on the connection sc.rpc is bound to (see ServerConn.sync).
+          // The pool's HELLO connects; the one kept is answered on sc.rpc's own connection (sync).
           await sc.pooled.request(p.KV_HELLO, EMPTY_BYTES, { failFast: true, timeoutMs: this.timeoutMs });
           sc.sync();
           if (sc.helloReq === null) throw new TransportClosedError(`kv: the connection to ${sc.url} closed right after it answered`);
@@ -390,17 +391,26 @@ class KvClientImpl implements KvClient {
     }
     const calls: Promise<void>[] = [];
     for (const [sc, idx] of byServer) {
-      for (let at = 0; at < idx.length; at += p.MAX_MGET_KEYS) calls.push(this.mgetPart(sc, ks, idx.slice(at, at + p.MAX_MGET_KEYS), out));
+      let part: number[] = [];
+      let bytes = 4;
+      for (const i of idx) {
+        if (part.length === p.MAX_MGET_KEYS || (part.length > 0 && bytes + 4 + ks[i]!.length > MGET_REQUEST_BYTES)) {
+          calls.push(this.mgetPart(sc, ks, part, out));
+          part = [];
+          bytes = 4;
+        }
+        part.push(i);
+        bytes += 4 + ks[i]!.length;
+      }
+      calls.push(this.mgetPart(sc, ks, part, out));
     }
     await Promise.all(calls);
     return out;
   }
 
   /**
-   * One MGET of the keys at positions `part` to `sc`. A reply the server cannot send (it
-   * refuses one over the connection's send limit with KvValueTooLargeError before building
-   * it) is asked for again in two halves, down to single keys (whose reply always fits:
-   * maxValueBytes leaves room for it).
+   * One MGET of the keys at positions `part`. A reply the server refuses as over the send limit
+   * (KvValueTooLargeError) is asked for in halves, down to single keys (maxValueBytes fits one).
    */
   private async mgetPart(sc: ServerConn, ks: Uint8Array[], part: number[], out: Array<KvValue | null>): Promise<void> {
     let body: Uint8Array;

@@ -107,6 +107,20 @@ describe("MGET replies are bounded", () => {
     for (const r of many) expect(r!.value).toEqual(vals[2]!);
   });
 
+  test("a batch of more keys than one MGET may hold (and more than 1 MiB of keys) is sent in several and answered in order", async () => {
+    const s = await serveHere({ maxKeyBytes: 1024 });
+    await using kv = await kvConnect(s.urls[0]!);
+    await kv.put("x".repeat(1000), "long");
+    await kv.put("y", "short");
+    const keys: string[] = [];
+    for (let i = 0; i < p.MAX_MGET_KEYS + 10; i++) keys.push(i % 7 === 0 ? "x".repeat(1000) : i % 7 === 1 ? "y" : `absent-${i}`);
+    const got = await kv.mget(keys);
+    for (let i = 0; i < keys.length; i++) {
+      const want = i % 7 === 0 ? "long" : i % 7 === 1 ? "short" : null;
+      expect(got[i] === null ? null : new TextDecoder().decode(got[i]!.value)).toBe(want);
+    }
+  });
+
   test("a request count limit is explicit: more than MAX_MGET_KEYS keys is refused by the codec and the server", () => {
     const keys = new Array<Uint8Array>(p.MAX_MGET_KEYS + 1).fill(new Uint8Array(1));
     expect(() => p.encodeMget(keys)).toThrow(`at most ${p.MAX_MGET_KEYS}`);
