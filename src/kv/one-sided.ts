@@ -27,23 +27,34 @@
  * RMA lane, the COMMIT on another); over UCX 1.13's tcp and shared-memory transports, where RMA
  * is emulated with Active Messages served by the server's worker, the flush is one round trip;
  * the put's own completion is local only. One large put at a time per connection (the buffer is
- * one): a put that finds it busy, or a value larger than the buffer, goes by KV_PUT.
+ * one): a put that finds it busy, or a value larger than the buffer, goes by KV_PUT. The buffer
+ * is not in HELLO (which names its size): the connection's first large put asks for it with
+ * KV_WRITE_BUFFER (one more round trip, once); a server past its cap on write-buffer bytes
+ * gives none, and that connection's large puts go by KV_PUT.
+ *
+ * Deadlines: every step honours the client's timeoutMs (KvServerConn.timeoutMs). Over UCX's
+ * tcp and shm transports RMA is served by the server's worker, so a stopped or stuck server
+ * answers no read, put or flush. A GET whose reads are unanswered at its deadline rejects with
+ * TimeoutError (one sweep timer per connection, none per GET); a large put whose put + flush
+ * are, too; the KV_PUT, KV_COMMIT and KV_WRITE_BUFFER requests get the time left. The
+ * connection is then suspect: its GETs go by KV_GET and its large puts by KV_PUT (both with
+ * RPC deadlines) until the unanswered operations complete, and one-sided again after.
  *
  *   const v = await oneSidedClient.oneSidedGet(conn, key);   // KvValue | null | undefined (= ask by RPC)
  *   const version = await oneSidedClient.largePut(conn, key, bigValue);
  *
  * Counters (`oneSidedClient.stats`): GETs settled one-sided (hits; hintHits of them in one round
- * trip), torn re-reads, GETs handed
- * back to the RPC path (fallbacks), large puts done by RMA and those sent by KV_PUT instead.
+ * trip), torn re-reads, GETs handed back to the RPC path (fallbacks), large puts done by RMA
+ * and those sent by KV_PUT instead, GETs and large puts rejected at their deadline (timeouts).
  * Thread: the client's.
  */
 
-import { sendLimit } from "../contract/transport.ts";
-import { KvValueTooLargeError, TimeoutError, TransportClosedError } from "../errors.ts";
+import { TimeoutError, TransportClosedError } from "../errors.ts";
 import { UCP } from "../ffi/ucp-layout.ts";
 import type { RegionReadTarget, RemoteRegion } from "../ucx/rma.ts";
 import { ENTRY_HEADER_BYTES, GROUP_BYTES, keyHash, type KvLayout } from "./layout.ts";
-import { decodeVersion, decodeWriteBuffer, encodeCommit, encodePut, HELLO_ONE_SIDED, HELLO_WRITE_BUFFER, KV_COMMIT, KV_PUT, KV_WRITE_BUFFER, REQUEST_OVERHEAD, type KvOneSidedClient, type KvServerConn } from "./protocol.ts";
+import { HELLO_ONE_SIDED, HELLO_WRITE_BUFFER, type KvOneSidedClient, type KvServerConn } from "./protocol.ts";
+import { DEFAULT_TIMEOUT_MS, largePut, type WriteBufState } from "./one-sided-put.ts";
 import type { KvValue } from "./store.ts";
 import { checkEntry, ENTRY_TORN, GroupScan, groupOffset, parseHeader, scanGroupInto } from "./verify.ts";
 
@@ -55,8 +66,6 @@ const POOLED_RECORD_BYTES = 8192;
 const FIRST_RECORD_BYTES = 512;
 /** Idle GET ops kept per connection (the GETs in flight at once, as the bench's 64). */
 const MAX_POOLED = 128;
-/** The deadline when a connection names none (KvClientOptions.timeoutMs's default). */
-const DEFAULT_TIMEOUT_MS = 5000;
 /** Keys whose record location a connection remembers (about 100 B each): the working set of a hot loop. */
 const MAX_HINTS = 4096;
 
@@ -67,11 +76,11 @@ export interface OneSidedStats {
   hintHits: number;
   /** Group re-reads after a torn slot or record. */
   tornRereads: number;
-  /** GETs left to KV_GET (torn too often, overflow, or a failed RMA read). */
+  /** GETs left to KV_GET (torn too often, overflow, a failed RMA read, or the connection suspect after a timeout). */
   fallbacks: number;
   /** Large puts done by RMA put + KV_COMMIT. */
   largePuts: number;
-  /** Large puts sent by KV_PUT instead (buffer busy or too small). */
+  /** Large puts sent by KV_PUT instead (buffer busy, too small, refused by the server's cap, or the connection suspect). */
   largePutFallbacks: number;
   /** GETs and large puts rejected with TimeoutError: their RMA steps had no answer by the call's deadline. */
   timeouts: number;
@@ -85,7 +94,7 @@ interface Hint {
 }
 
 /** One connection's attached regions (KvServerConn.rma); made on first use, dropped with the connection. */
-class ConnState {
+class ConnState implements WriteBufState {
   /** Idle GET ops, reused last-freed first. */
   readonly ops: GetOp[] = [];
   /**
@@ -517,93 +526,15 @@ export class OneSidedClient implements KvOneSidedClient {
     return op.run(key, hash, groupOffset(st.layout, hash));
   }
 
-  async largePut(conn: KvServerConn, key: Uint8Array, value: Uint8Array): Promise<number> {
-    const rpc = conn.rpc;
-    if (rpc === null) throw new TransportClosedError(`kv put: not connected to ${conn.url}`);
-    const timeoutMs = conn.timeoutMs > 0 ? conn.timeoutMs : DEFAULT_TIMEOUT_MS;
-    const deadline = performance.now() + timeoutMs;
-    const st = this.state(conn);
-    if (st !== null && st.writeBuf === null && st.mayAsk && !st.writeBusy && st.stuck === 0 && value.length <= st.offeredBytes) {
-      await this.askWriteBuffer(conn, st, rpc, deadline);
-    }
-    const wb = st?.writeBuf ?? null;
-    if (st === null || wb === null || st.writeBusy || st.stuck > 0 || value.length > st.writeBufBytes) {
-      const limit = sendLimit(rpc.conn.caps) - REQUEST_OVERHEAD - key.length;
-      if (value.length > limit) {
-        throw new KvValueTooLargeError(`kv put: value of ${value.length} bytes exceeds the ${limit} bytes a ${rpc.conn.transport} message to ${conn.url} can carry with this key, and the ${st?.writeBufBytes ?? 0}-byte write buffer (server maxValueBytes ${conn.hello?.maxValueBytes ?? "unknown"})`);
-      }
-      this.stats.largePutFallbacks++;
-      return decodeVersion(await rpc.request(KV_PUT, encodePut(key, value), { timeoutMs: left(deadline, conn.url, timeoutMs, "PUT") }));
-    }
-    st.writeBusy = true;
-    let held = true;
+  largePut(conn: KvServerConn, key: Uint8Array, value: Uint8Array): Promise<number> {
+    if (conn.rpc === null) return Promise.reject(new TransportClosedError(`kv put: not connected to ${conn.url}`));
+    let st: ConnState | null;
     try {
-      const crc = Bun.hash.crc32(value) >>> 0;
-      // The put's own completion is local; the flush is its remote completion (module comment).
-      const landed = wb.put(0, value, { copy: false }).then(() => wb.flush());
-      if (!(await beforeDeadline(landed, deadline))) {
-        // No answer: the buffer stays busy and the connection suspect until the put and flush complete (or fail).
-        held = false;
-        st.stuck++;
-        const done = () => {
-          st.stuck--;
-          st.writeBusy = false;
-        };
-        landed.then(done, done);
-        this.stats.timeouts++;
-        throw new TimeoutError(`kv PUT of ${value.length} bytes to ${conn.url}: its RMA put into the write buffer was not flushed within ${timeoutMs} ms (the server's worker serves RMA over UCX's tcp and shm transports; is it stopped or overloaded?)`);
-      }
-      const body = await rpc.request(KV_COMMIT, encodeCommit(key, value.length, crc), { timeoutMs: left(deadline, conn.url, timeoutMs, "COMMIT") });
-      const version = decodeVersion(body, "kv COMMIT response");
-      this.stats.largePuts++;
-      return version;
-    } finally {
-      if (held) st.writeBusy = false;
-    }
-  }
-
-  /**
-   * Asks the server for this connection's write buffer (KV_WRITE_BUFFER, on the first large
-   * put): attaches it, or, when the server has none to give (its cap on write-buffer bytes is
-   * reached), leaves the connection on KV_PUT for its lifetime. A failed ask (timeout, closed)
-   * rejects the put and may be retried by the next one.
-   */
-  private async askWriteBuffer(conn: KvServerConn, st: ConnState, rpc: NonNullable<KvServerConn["rpc"]>, deadline: number): Promise<void> {
-    st.mayAsk = false;
-    st.writeBusy = true;
-    try {
-      const offer = decodeWriteBuffer(await rpc.request(KV_WRITE_BUFFER, EMPTY, { timeoutMs: left(deadline, conn.url, st.timeoutMs, "WRITE_BUFFER") }));
-      const ucx = conn.ucx;
-      if (offer.desc.length === 0 || ucx === null || ucx.closed || conn.rma !== st) return;
-      const wb = ucx.attachRegion(offer.desc);
-      st.writeBuf = wb;
-      st.writeBufBytes = Math.min(offer.bytes, wb.lenBytes);
+      st = this.state(conn);
     } catch (e) {
-      st.mayAsk = true;
-      throw e;
-    } finally {
-      st.writeBusy = false;
+      return Promise.reject(e);
     }
-  }
-}
-
-/** Milliseconds left before `deadline` for the next RPC step (at least 1), or TimeoutError when none are. */
-function left(deadline: number, url: string, timeoutMs: number, step: string): number {
-  const ms = Math.floor(deadline - performance.now());
-  if (ms < 1) throw new TimeoutError(`kv large put to ${url}: no time left for its ${step} request within ${timeoutMs} ms`);
-  return ms;
-}
-
-/** True when `p` settles before `deadline` (its rejection is passed on), false when the deadline comes first. */
-async function beforeDeadline(p: Promise<void>, deadline: number): Promise<boolean> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<boolean>((r) => {
-    timer = setTimeout(() => r(false), Math.max(1, Math.ceil(deadline - performance.now())));
-  });
-  try {
-    return await Promise.race([p.then(() => true), late]);
-  } finally {
-    clearTimeout(timer);
+    return largePut(this.stats, conn, st, key, value);
   }
 }
 
