@@ -26,8 +26,9 @@
  *   (both sizes named) before it is built; at most MAX_MGET_KEYS keys per request.
  * - `listenOptions` go to every listener (auth, tls, allow, limits).
  * - `oneSided` (default true): ucx listeners are opened with `ucx: { rma: true }` and HELLO on
- *   such a connection offers the arena and a write buffer (rma-server.ts). Elsewhere HELLO
- *   offers nothing (flags 0).
+ *   such a connection offers the arena and names the write buffer's size; the buffer itself is
+ *   registered when the client asks (KV_WRITE_BUFFER, its first large put), within
+ *   `writeBufferTotalBytes` (rma-server.ts). Elsewhere HELLO offers nothing (flags 0).
  * - `wait` with mode "spin" or "blocking": the server busy-polls its connections, yielding to
  *   the event loop every SPIN_SLICE_MS (to accept connections and serve tcp); other modes are
  *   event-driven.
