@@ -17,9 +17,8 @@
  *   const fig = await measureKvRow(driver, { op: "get", valueBytes: 64, durationS: 0.3, mode: "spin", cpu });
  */
 
-import { heapStats } from "bun:jsc";
 import type { CpuProbe } from "./cpu.ts";
-import { ByteCheckError, type CpuPerCall, type HeapFigures } from "./measure.ts";
+import { asyncBurst, asyncLatency, ByteCheckError, type CpuPerCall, type HeapFigures, latencyWindows, type LoopBody, percentile, spinBurst, spinLatency } from "./measure.ts";
 
 /** One row's store client, driven by the body. Owned by the row; main thread only. */
 export interface KvDriver {
@@ -82,14 +81,13 @@ export function benchKey(slot: number): Uint8Array {
   return k;
 }
 
-const SAMPLES = new Float64Array(1 << 21);
+/** Per-call times inside the 64-in-flight bursts (16 MiB, preallocated): nothing is allocated per timed call. */
 const BURST_SAMPLES = new Float64Array(1 << 21);
-/** Same as measure.ts: windows of about 20 ms, at least 1000 timed calls, at most 20,000 per window. */
-const WINDOW_NS = 20e6;
-const MIN_SAMPLES = 1000;
-const MAX_WINDOW_CALLS = 20_000;
+/** Warm-up and preload calls' times (never read). */
+const SCRATCH = new Float64Array(64);
 
-class KvBody {
+/** The row's keys, their expected values and versions, and the check of every result; measure.ts's loops drive it. */
+class KvBody implements LoopBody {
   readonly keys: Uint8Array[] = [];
   readonly vals: Uint8Array[] = [];
   private readonly views: DataView[] = [];
@@ -153,74 +151,11 @@ class KvBody {
   }
 }
 
-function spinLatency(b: KvBody, n: number, out: Float64Array, at: number): void {
-  const d = b.d;
-  for (let i = 0; i < n; i++) {
-    const seq = b.nextSeq++;
-    const target = b.done + 1;
-    const t0 = Bun.nanoseconds();
-    while (!b.send(seq)) d.poll();
-    while (b.done < target) d.poll();
-    out[at + i] = Bun.nanoseconds() - t0;
-  }
-  b.rethrow();
-}
-
-async function asyncLatency(b: KvBody, n: number, out: Float64Array, at: number): Promise<void> {
-  const d = b.d;
-  for (let i = 0; i < n; i++) {
-    const seq = b.nextSeq++;
-    const target = b.done + 1;
-    const t0 = Bun.nanoseconds();
-    while (!b.send(seq)) if (d.poll() === 0) await d.wait();
-    while (b.done < target) if (d.poll() === 0) await d.wait();
-    out[at + i] = Bun.nanoseconds() - t0;
-  }
-  b.rethrow();
-}
-
-function spinBurst(b: KvBody, n: number, inFlight: number): void {
-  const d = b.d;
-  const start = b.done;
-  let sent = 0;
-  while (b.done - start < n) {
-    while (sent < n && sent - (b.done - start) < inFlight && b.send(b.nextSeq)) {
-      b.nextSeq++;
-      sent++;
-    }
-    d.poll();
-  }
-  b.rethrow();
-}
-
-async function asyncBurst(b: KvBody, n: number, inFlight: number): Promise<void> {
-  const d = b.d;
-  const start = b.done;
-  let sent = 0;
-  while (b.done - start < n) {
-    while (sent < n && sent - (b.done - start) < inFlight && b.send(b.nextSeq)) {
-      b.nextSeq++;
-      sent++;
-    }
-    if (d.poll() === 0) await d.wait();
-  }
-  b.rethrow();
-}
-
-function heapCells(): number {
-  const counts = heapStats().objectTypeCounts;
-  let n = 0;
-  for (const k in counts) n += counts[k]!;
-  return n;
-}
-
-const percentile = (sorted: Float64Array, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
-
 /** Runs one row: preload, warm-up, per-call latency at 1 in flight (with CPU and heap), bursts per in-flight count, and for PUT the read-back. */
 export async function measureKvRow(d: KvDriver, o: KvMeasureOptions): Promise<KvRowFigures> {
   const b = new KvBody(d, o.valueBytes);
   const spin = o.mode === "spin";
-  const lat = (n: number, at = 0) => (spin ? spinLatency(b, n, SAMPLES, at) : asyncLatency(b, n, SAMPLES, at));
+  const lat = (n: number) => (spin ? spinLatency(b, n, SCRATCH, 0) : asyncLatency(b, n, SCRATCH, 0));
   const burst = (n: number, k: number) => (spin ? spinBurst(b, n, k) : asyncBurst(b, n, k));
   // Preload: every key PUT once (seq 0..1023: each value's first bytes are its slot), versions recorded.
   b.op = "put";
@@ -240,51 +175,15 @@ export async function measureKvRow(d: KvDriver, o: KvMeasureOptions): Promise<Kv
   while (Bun.nanoseconds() < warmEnd || b.done < KEY_SLOTS + 200) await lat(50);
   await burst(2000, 64);
 
-  let t0 = Bun.nanoseconds();
-  await lat(100);
-  let calls = Math.max(50, Math.min(2000, Math.round(WINDOW_NS / Math.max((Bun.nanoseconds() - t0) / 100, 50))));
-  let n = 0;
-  let spentNs = 0;
-  let allocObjects = 0;
-  let allocCalls = 0;
-  let clean = 0;
-  let cpuClient = 0;
-  let cpuServer = 0;
-  for (let w = 0; (spentNs < o.durationS * 1e9 || w < 2 || n < MIN_SAMPLES || (clean === 0 && w < 6)) && n + calls <= SAMPLES.length; w++) {
-    const extra = w >= 2 && spentNs >= o.durationS * 1e9 && n >= MIN_SAMPLES;
-    if (extra) calls = Math.max(20, calls >> 1);
-    Bun.gc(true);
-    const marked = heapStats().objectCount;
-    heapCells();
-    const r1 = heapCells();
-    const reading = heapCells() - r1;
-    const c0 = o.cpu.read();
-    const h0 = heapCells();
-    const w0 = Bun.nanoseconds();
-    if (spin) spinLatency(b, calls, SAMPLES, n);
-    else await asyncLatency(b, calls, SAMPLES, n);
-    const wallNs = Bun.nanoseconds() - w0;
-    const h1 = heapCells();
-    const c1 = o.cpu.read();
-    n += calls;
-    spentNs += wallNs;
-    cpuClient += c1.clientUs - c0.clientUs;
-    cpuServer += c1.serverUs - c0.serverUs;
-    if (heapStats().objectCount === marked) {
-      allocObjects += h1 - h0 - reading;
-      allocCalls += calls;
-      clean++;
-    }
-    if (!extra) calls = Math.max(50, Math.min(MAX_WINDOW_CALLS, Math.round((calls * WINDOW_NS) / Math.max(wallNs, 1))));
-  }
-  const sorted = SAMPLES.subarray(0, n).sort();
+  const win = await latencyWindows(b, o);
+  const { sorted, samples: n } = win;
 
   const opsPerS: Record<string, number> = {};
   let cpu64: CpuPerCall | null = null;
   let at64: KvRowFigures["at64"] = null;
   for (const k of o.inflight ?? [1, 64]) {
     let size = Math.max(k * 4, 64);
-    t0 = Bun.nanoseconds();
+    const t0 = Bun.nanoseconds();
     await burst(size, k);
     const per = Math.max((Bun.nanoseconds() - t0) / size, 20);
     size = Math.max(k * 2, Math.min(1_000_000, Math.round((o.durationS * 1e9) / 10 / per)));
@@ -322,7 +221,7 @@ export async function measureKvRow(d: KvDriver, o: KvMeasureOptions): Promise<Kv
     calls: b.done,
     at64,
     opsPerS,
-    cpu: { at1: { clientUs: cpuClient / n, serverUs: cpuServer / n }, at64: cpu64 },
-    heap: { objectsPerCall: allocCalls > 0 ? Math.max(0, allocObjects) / allocCalls : null, cleanWindows: clean },
+    cpu: { at1: win.cpuAt1, at64: cpu64 },
+    heap: win.heap,
   };
 }

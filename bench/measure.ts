@@ -88,7 +88,7 @@ export class RequestPool {
 }
 
 /** Shared state of one row's body: the pool in use, calls completed, the first failure. */
-class Body {
+class Body implements LoopBody {
   pool: RequestPool;
   nextSeq = 0;
   done = 0;
@@ -107,6 +107,10 @@ class Body {
     };
   }
 
+  send(seq: number): boolean {
+    return this.d.send(this.pool.stamp(seq), seq);
+  }
+
   use(pool: RequestPool): void {
     this.pool = pool;
   }
@@ -118,15 +122,29 @@ class Body {
 
 // ------------------------------------------------------------------ the body (both modes)
 
+/**
+ * What the loops below drive: a body that sends call `seq` (its own bytes, timing hooks) and
+ * counts completed calls in `done` from its driver's callback. Both this module's Body and
+ * bench/kv-measure.ts's KvBody are one. Main thread only.
+ */
+export interface LoopBody {
+  readonly d: { poll(): number; wait(): Promise<unknown> };
+  nextSeq: number;
+  done: number;
+  /** Sends call `seq`; false when it cannot go now (retry after poll / wait). */
+  send(seq: number): boolean;
+  /** Throws the first failure a callback recorded. */
+  rethrow(): void;
+}
+
 /** Spin mode: `n` calls one at a time, each timed into `out[at..at+n)` (ns). Allocates nothing itself. */
-function spinLatency(b: Body, n: number, out: Float64Array, at: number): void {
+export function spinLatency(b: LoopBody, n: number, out: Float64Array, at: number): void {
   const d = b.d;
   for (let i = 0; i < n; i++) {
     const seq = b.nextSeq++;
-    const req = b.pool.stamp(seq);
     const target = b.done + 1;
     const t0 = Bun.nanoseconds();
-    while (!d.send(req, seq)) d.poll();
+    while (!b.send(seq)) d.poll();
     while (b.done < target) d.poll();
     out[at + i] = Bun.nanoseconds() - t0;
   }
@@ -134,14 +152,13 @@ function spinLatency(b: Body, n: number, out: Float64Array, at: number): void {
 }
 
 /** Event-loop mode: the same loop as spinLatency, awaiting wait() where it polls again. */
-async function asyncLatency(b: Body, n: number, out: Float64Array, at: number): Promise<void> {
+export async function asyncLatency(b: LoopBody, n: number, out: Float64Array, at: number): Promise<void> {
   const d = b.d;
   for (let i = 0; i < n; i++) {
     const seq = b.nextSeq++;
-    const req = b.pool.stamp(seq);
     const target = b.done + 1;
     const t0 = Bun.nanoseconds();
-    while (!d.send(req, seq)) if (d.poll() === 0) await d.wait();
+    while (!b.send(seq)) if (d.poll() === 0) await d.wait();
     while (b.done < target) if (d.poll() === 0) await d.wait();
     out[at + i] = Bun.nanoseconds() - t0;
   }
@@ -149,12 +166,12 @@ async function asyncLatency(b: Body, n: number, out: Float64Array, at: number): 
 }
 
 /** Spin mode: `n` calls keeping `inFlight` outstanding, until all n have replied. */
-function spinBurst(b: Body, n: number, inFlight: number): void {
+export function spinBurst(b: LoopBody, n: number, inFlight: number): void {
   const d = b.d;
   const start = b.done;
   let sent = 0;
   while (b.done - start < n) {
-    while (sent < n && sent - (b.done - start) < inFlight && d.send(b.pool.stamp(b.nextSeq), b.nextSeq)) {
+    while (sent < n && sent - (b.done - start) < inFlight && b.send(b.nextSeq)) {
       b.nextSeq++;
       sent++;
     }
@@ -164,12 +181,12 @@ function spinBurst(b: Body, n: number, inFlight: number): void {
 }
 
 /** Event-loop mode: the same loop as spinBurst. */
-async function asyncBurst(b: Body, n: number, inFlight: number): Promise<void> {
+export async function asyncBurst(b: LoopBody, n: number, inFlight: number): Promise<void> {
   const d = b.d;
   const start = b.done;
   let sent = 0;
   while (b.done - start < n) {
-    while (sent < n && sent - (b.done - start) < inFlight && d.send(b.pool.stamp(b.nextSeq), b.nextSeq)) {
+    while (sent < n && sent - (b.done - start) < inFlight && b.send(b.nextSeq)) {
       b.nextSeq++;
       sent++;
     }
@@ -236,34 +253,36 @@ const MAX_WINDOW_CALLS = 20_000;
 const SAMPLES = new Float64Array(MAX_SAMPLES);
 
 /** Cells in the heap not yet collected (live and garbage). */
-function heapCells(): number {
+export function heapCells(): number {
   const counts = heapStats().objectTypeCounts;
   let n = 0;
   for (const k in counts) n += counts[k]!;
   return n;
 }
 
-function percentile(sorted: Float64Array, q: number): number {
+export function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
-/** Runs one row: warm-up, per-call latency (32 B, with CPU and heap), the payload sweep, throughput. */
-export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigures> {
-  const b = new Body(d, 32);
+/** What latencyWindows measured: the sorted per-call times (ns, a view of the shared sample buffer) and their CPU and heap. */
+export interface WindowFigures {
+  sorted: Float64Array;
+  samples: number;
+  cpuAt1: CpuPerCall;
+  heap: HeapFigures;
+}
+
+/**
+ * Per-call latency at one in flight, in windows of about WINDOW_NS each (the next window's calls
+ * follow the last one's pace), for `durationS` in all; a full GC before each window, outside the
+ * timing; CPU and heap objects counted around the windows only. The result's `sorted` is valid
+ * until the next call. Main thread only.
+ */
+export async function latencyWindows(b: LoopBody, o: { durationS: number; mode: "spin" | "async"; cpu: CpuProbe }): Promise<WindowFigures> {
   const spin = o.mode === "spin";
-  // Spin rows run their calls without an await (nothing allocated around the timed calls).
-  const lat = (n: number, at = 0): Promise<void> | void => (spin ? spinLatency(b, n, SAMPLES, at) : asyncLatency(b, n, SAMPLES, at));
-  const burst = (n: number, k: number) => (spin ? spinBurst(b, n, k) : asyncBurst(b, n, k));
-
-  // Warm-up: at least 200 round trips and 50 ms, so the JIT and both sides' wait policies settle.
-  const warmEnd = Bun.nanoseconds() + 50e6;
-  while (Bun.nanoseconds() < warmEnd || b.nextSeq < 200) await lat(50);
-  await burst(2000, 64);
-
-  // 32 B latency in windows of about WINDOW_NS each (the next window's calls follow the last
-  // one's pace), for --duration in all; a full GC before each window, outside the timing.
-  let t0 = Bun.nanoseconds();
-  await lat(100);
+  const t0 = Bun.nanoseconds();
+  if (spin) spinLatency(b, 100, SAMPLES, 0);
+  else await asyncLatency(b, 100, SAMPLES, 0);
   // The first window is at most 2000 calls: a spinning pair on a busy machine can be much slower than its first 100 calls.
   let calls = Math.max(50, Math.min(2000, Math.round(WINDOW_NS / Math.max((Bun.nanoseconds() - t0) / 100, 50))));
   let n = 0;
@@ -302,7 +321,30 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
     }
     if (!extra) calls = Math.max(50, Math.min(MAX_WINDOW_CALLS, Math.round((calls * WINDOW_NS) / Math.max(wallNs, 1))));
   }
-  const sorted = SAMPLES.subarray(0, n).sort();
+  return {
+    sorted: SAMPLES.subarray(0, n).sort(),
+    samples: n,
+    cpuAt1: { clientUs: cpuClient / n, serverUs: cpuServer / n },
+    heap: { objectsPerCall: allocCalls > 0 ? Math.max(0, allocObjects) / allocCalls : null, cleanWindows: clean },
+  };
+}
+
+/** Runs one row: warm-up, per-call latency (32 B, with CPU and heap), the payload sweep, throughput. */
+export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigures> {
+  const b = new Body(d, 32);
+  const spin = o.mode === "spin";
+  // Spin rows run their calls without an await (nothing allocated around the timed calls).
+  const lat = (n: number, at = 0): Promise<void> | void => (spin ? spinLatency(b, n, SAMPLES, at) : asyncLatency(b, n, SAMPLES, at));
+  const burst = (n: number, k: number) => (spin ? spinBurst(b, n, k) : asyncBurst(b, n, k));
+
+  // Warm-up: at least 200 round trips and 50 ms, so the JIT and both sides' wait policies settle.
+  const warmEnd = Bun.nanoseconds() + 50e6;
+  while (Bun.nanoseconds() < warmEnd || b.nextSeq < 200) await lat(50);
+  await burst(2000, 64);
+
+  // 32 B latency at one in flight.
+  const win = await latencyWindows(b, o);
+  const { sorted, samples: n } = win;
   const p50Us = percentile(sorted, 0.5) / 1e3;
   const p99Us = percentile(sorted, 0.99) / 1e3;
 
@@ -312,7 +354,7 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
     o.log?.(`payload ${s} B`);
     b.use(new RequestPool(s));
     await lat(5);
-    t0 = Bun.nanoseconds();
+    const t0 = Bun.nanoseconds();
     await lat(5);
     const per = Math.max((Bun.nanoseconds() - t0) / 5, 50);
     const k = Math.max(20, Math.min(MAX_SAMPLES, Math.round((o.durationS * 1e9) / per)));
@@ -326,7 +368,7 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
   for (const k of o.inflight) {
     o.log?.(`${k} in flight`);
     let size = Math.max(k * 4, 64);
-    t0 = Bun.nanoseconds();
+    const t0 = Bun.nanoseconds();
     await burst(size, k);
     const per = Math.max((Bun.nanoseconds() - t0) / size, 20);
     // Bursts of about a tenth of the budget each, every one run to completion.
@@ -351,7 +393,7 @@ export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigur
     samples: n,
     sizes,
     inflight,
-    cpu: { at1: { clientUs: cpuClient / n, serverUs: cpuServer / n }, at64 },
-    heap: { objectsPerCall: allocCalls > 0 ? Math.max(0, allocObjects) / allocCalls : null, cleanWindows: clean },
+    cpu: { at1: win.cpuAt1, at64 },
+    heap: win.heap,
   };
 }
