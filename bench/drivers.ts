@@ -34,6 +34,37 @@ class Waker {
   }
 }
 
+/**
+ * The delivery side of a driver with one promise per call: settled() counts a delivered result
+ * and wakes wait(); fail records the first rejection, which poll() throws. poll() returns the
+ * results delivered since the last poll. Used by promiseDriver here and by the kv and Redis
+ * event-loop drivers (bench/kv.bench.ts, bench/redis.ts). Owned by one driver; main thread only.
+ */
+export class PromiseInbox {
+  private delivered = 0;
+  private failure: unknown = null;
+  private readonly waker = new Waker();
+  /** Call once a result has been handed to the body. */
+  settled(): void {
+    this.delivered++;
+    this.waker.wake();
+  }
+  /** A call's promise rejected: poll() throws `e` from now on. */
+  readonly fail = (e: unknown): void => {
+    this.failure = e;
+    this.waker.wake();
+  };
+  poll(): number {
+    if (this.failure !== null) throw this.failure;
+    const n = this.delivered;
+    this.delivered = 0;
+    return n;
+  }
+  wait(): Promise<unknown> {
+    return this.delivered > 0 || this.failure !== null ? Promise.resolve() : this.waker.wait();
+  }
+}
+
 /** Sequence numbers of calls in flight, in send order (replies that come back in order). */
 class SeqFifo {
   private readonly q = new Int32Array(4096);
@@ -267,38 +298,23 @@ function fifoDriver(post: (req: Uint8Array) => void, close: () => void | Promise
 
 /** A peer with one promise per call (replies in any order). */
 export function promiseDriver(call: (req: Uint8Array) => Promise<Uint8Array>, close: () => void | Promise<void>): Driver {
-  const waker = new Waker();
-  let delivered = 0;
-  let failure: unknown = null;
+  const inbox = new PromiseInbox();
   const d: Driver = {
     onReply: noReply,
     send(req, seq) {
-      call(req).then(
-        (data) => {
-          delivered++;
-          d.onReply(seq, data);
-          waker.wake();
-        },
-        (e) => {
-          failure = e;
-          waker.wake();
-        },
-      );
+      call(req).then((data) => {
+        d.onReply(seq, data);
+        inbox.settled();
+      }, inbox.fail);
       return true;
     },
-    poll() {
-      if (failure !== null) throw failure;
-      const n = delivered;
-      delivered = 0;
-      return n;
-    },
-    wait: () => (delivered > 0 || failure !== null ? Promise.resolve() : waker.wait()),
+    poll: () => inbox.poll(),
+    wait: () => inbox.wait(),
     close,
   };
   return d;
 }
 
-/** Worker postMessage to an echoing Worker (bench/peers/echo-worker.ts); the clone is the copy. */
 export function workerDriver(worker: Worker): Driver {
   const f = fifoDriver((req) => worker.postMessage(req), () => worker.terminate());
   worker.onmessage = (e: MessageEvent<Uint8Array>) => f.reply(e.data);

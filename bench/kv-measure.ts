@@ -17,6 +17,7 @@
  *   const fig = await measureKvRow(driver, { op: "get", valueBytes: 64, durationS: 0.3, mode: "spin", cpu });
  */
 
+import { SEND_OK } from "../src/index.ts";
 import type { CpuProbe } from "./cpu.ts";
 import { asyncBurst, asyncLatency, ByteCheckError, type CpuPerCall, type HeapFigures, latencyWindows, type LoopBody, percentile, spinBurst, spinLatency } from "./measure.ts";
 
@@ -35,6 +36,30 @@ export interface KvDriver {
   /** Set by the body: one call per result; `value` (GET) is valid during the call only. */
   onResult: (seq: number, error: Error | null, found: boolean, version: number, value: Uint8Array | null) => void;
   close(): void | Promise<void>;
+}
+
+/** What hotPathKvDriver needs of a kv client: the no-promise hot path (getCb / putCb / poll / onResult). */
+export interface KvHotPathClient {
+  onResult: ((userData: number, error: Error | null, found: boolean, version: number, value: Uint8Array | null) => void) | null;
+  getCb(key: Uint8Array, userData: number): number;
+  putCb(key: Uint8Array, value: Uint8Array, userData: number): number;
+  poll(): number;
+  close(): Promise<void>;
+}
+
+/** A KvDriver over a kv client's hot path: results through onResult, no promise per call (spin rows). Takes over `c.onResult`; main thread only. */
+export function hotPathKvDriver(c: KvHotPathClient): KvDriver {
+  const d: KvDriver = {
+    versions: true,
+    onResult: () => {},
+    get: (key, seq) => c.getCb(key, seq) === SEND_OK,
+    put: (key, value, seq) => c.putCb(key, value, seq) === SEND_OK,
+    poll: () => c.poll(),
+    wait: () => Promise.resolve(),
+    close: () => c.close(),
+  };
+  c.onResult = (seq, error, found, version, value) => d.onResult(seq, error, found, version, value);
+  return d;
 }
 
 export interface KvMeasureOptions {

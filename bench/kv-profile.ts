@@ -17,7 +17,7 @@
 
 import { Client, connect, listen, SEND_OK, Server } from "../src/index.ts";
 import { processProbe } from "./cpu.ts";
-import { KEY_SLOTS, measureKvRow, type KvDriver, type KvRowFigures } from "./kv-measure.ts";
+import { hotPathKvDriver, KEY_SLOTS, measureKvRow, type KvDriver, type KvRowFigures } from "./kv-measure.ts";
 import { startPeer } from "./spawn.ts";
 
 const ECHO_METHOD = 1;
@@ -80,20 +80,6 @@ function echoDriver(c: Client<number>, size: number): KvDriver {
   return d;
 }
 
-function kvDriver(c: { onResult: unknown; getCb(k: Uint8Array, u: number): number; putCb(k: Uint8Array, v: Uint8Array, u: number): number; poll(): number; close(): Promise<void> }): KvDriver {
-  const d: KvDriver = {
-    versions: true,
-    onResult: () => {},
-    get: (key, seq) => c.getCb(key, seq) === SEND_OK,
-    put: (key, value, seq) => c.putCb(key, value, seq) === SEND_OK,
-    poll: () => c.poll(),
-    wait: () => Promise.resolve(),
-    close: () => c.close(),
-  };
-  c.onResult = (seq: number, error: Error | null, found: boolean, version: number, value: Uint8Array | null) => d.onResult(seq, error, found, version, value);
-  return d;
-}
-
 function line(name: string, f: KvRowFigures): string {
   const cpu = f.cpu.at1;
   const c64 = f.cpu.at64;
@@ -136,7 +122,7 @@ async function main(): Promise<void> {
   try {
     const { kvConnect } = await import("../src/kv/index.ts");
     const kv = await kvConnect(kvp.url, { pool: { connect: { wait: SPIN, window: 256 } }, oneSided: "never" });
-    const f = await measureKvRow(kvDriver(kv), { op: "get", valueBytes: size, durationS, mode: "spin", cpu: processProbe(kvp.proc.pid) });
+    const f = await measureKvRow(hotPathKvDriver(kv), { op: "get", valueBytes: size, durationS, mode: "spin", cpu: processProbe(kvp.proc.pid) });
     await kv.close();
     rows.push(["kv GET", f]);
   } finally {

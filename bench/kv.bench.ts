@@ -20,9 +20,9 @@
 
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
-import { SEND_OK } from "../src/index.ts";
 import { processProbe, type CpuProbe } from "./cpu.ts";
-import { KEY_SLOTS, measureKvRow, type KvDriver, type KvRowFigures } from "./kv-measure.ts";
+import { PromiseInbox } from "./drivers.ts";
+import { hotPathKvDriver, KEY_SLOTS, measureKvRow, type KvDriver, type KvRowFigures } from "./kv-measure.ts";
 import { redisBenchmark, redisBenchmarkUnavailable, redisDriver, redisUnavailable, startRedis, type RedisBenchmarkRow } from "./redis.ts";
 import type { TargetCheck } from "./report.ts";
 import { startPeer } from "./spawn.ts";
@@ -119,50 +119,22 @@ async function loadKv(): Promise<KvApi> {
 }
 const kvMissing = () => (existsSync(KV_INDEX) ? null : "src/kv/index.ts (kvServe / kvConnect) is not present yet");
 
-/** hotpath kv's hot path: getCb / putCb / poll, results through onResult (no promise per call). */
-function hotPathDriver(c: KvClientApi): KvDriver {
-  const d: KvDriver = {
-    versions: true,
-    onResult: () => {},
-    get: (key, seq) => c.getCb(key, seq) === SEND_OK,
-    put: (key, value, seq) => c.putCb(key, value, seq) === SEND_OK,
-    poll: () => c.poll(),
-    wait: () => Promise.resolve(),
-    close: () => c.close(),
-  };
-  c.onResult = (seq, error, found, version, value) => d.onResult(seq, error, found, version, value);
-  return d;
-}
-
 /** hotpath kv's promise API (get / put), as a Bun service would call it: the event-loop rows. */
 function promiseDriver(c: KvClientApi): KvDriver {
-  let delivered = 0;
-  let failure: unknown = null;
-  let wake: (() => void) | null = null;
-  const woke = () => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
-  const fail = (e: unknown) => ((failure = e), woke());
+  const inbox = new PromiseInbox();
   const d: KvDriver = {
     versions: true,
     onResult: () => {},
     get(key, seq) {
-      c.get(key).then((r) => (delivered++, d.onResult(seq, null, r !== null, r?.version ?? 0, r?.value ?? null), woke()), fail);
+      c.get(key).then((r) => (d.onResult(seq, null, r !== null, r?.version ?? 0, r?.value ?? null), inbox.settled()), inbox.fail);
       return true;
     },
     put(key, value, seq) {
-      c.put(key, value).then((v) => (delivered++, d.onResult(seq, null, true, v, null), woke()), fail);
+      c.put(key, value).then((v) => (d.onResult(seq, null, true, v, null), inbox.settled()), inbox.fail);
       return true;
     },
-    poll() {
-      if (failure !== null) throw failure;
-      const n = delivered;
-      delivered = 0;
-      return n;
-    },
-    wait: () => (delivered > 0 || failure !== null ? Promise.resolve() : new Promise<void>((r) => (wake = r))),
+    poll: () => inbox.poll(),
+    wait: () => inbox.wait(),
     close: () => c.close(),
   };
   return d;
@@ -204,7 +176,7 @@ function kvSection(id: string, label: string, url: string, mode: "spin" | "async
         await withUcxTls(tls, async () => {
           const rpc = await api.kvConnect(peer.url, { pool, oneSided: "never" });
           stats = rpc;
-          clients.push({ variant: "rpc", mode, driver: mode === "spin" ? hotPathDriver(rpc) : promiseDriver(rpc) });
+          clients.push({ variant: "rpc", mode, driver: mode === "spin" ? hotPathKvDriver(rpc) : promiseDriver(rpc) });
           // One-sided GET is get()'s (the hot path is RPC only). Its row (one client, oneSided
           // "auto") is set beside the RPC GET of another client of the same server (oneSided
           // "never", the "-p" rows) through the same promise body: two connections of the same

@@ -17,6 +17,7 @@ import { RedisClient } from "bun";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PromiseInbox } from "./drivers.ts";
 import type { KvDriver } from "./kv-measure.ts";
 
 export interface RedisServer {
@@ -97,18 +98,7 @@ const asBuffer = (v: Uint8Array) => Buffer.from(v.buffer, v.byteOffset, v.length
 export async function redisDriver(url: string): Promise<KvDriver> {
   const client = new RedisClient(url, { autoReconnect: false });
   await client.connect();
-  let delivered = 0;
-  let failure: unknown = null;
-  let wake: (() => void) | null = null;
-  const woke = () => {
-    const w = wake;
-    wake = null;
-    w?.();
-  };
-  const fail = (e: unknown) => {
-    failure = e;
-    woke();
-  };
+  const inbox = new PromiseInbox();
   const d: KvDriver = {
     versions: false,
     onResult: () => {
@@ -116,27 +106,20 @@ export async function redisDriver(url: string): Promise<KvDriver> {
     },
     get(key, seq) {
       client.getBuffer(asBuffer(key)).then((v) => {
-        delivered++;
         d.onResult(seq, null, v !== null, 0, v);
-        woke();
-      }, fail);
+        inbox.settled();
+      }, inbox.fail);
       return true;
     },
     put(key, value, seq) {
       client.set(asBuffer(key), asBuffer(value)).then((r) => {
-        delivered++;
         d.onResult(seq, r === "OK" ? null : new Error(`redis SET replied ${String(r)}`), true, 0, null);
-        woke();
-      }, fail);
+        inbox.settled();
+      }, inbox.fail);
       return true;
     },
-    poll() {
-      if (failure !== null) throw failure;
-      const n = delivered;
-      delivered = 0;
-      return n;
-    },
-    wait: () => (delivered > 0 || failure !== null ? Promise.resolve() : new Promise<void>((r) => (wake = r))),
+    poll: () => inbox.poll(),
+    wait: () => inbox.wait(),
     close: () => client.close(),
   };
   return d;
