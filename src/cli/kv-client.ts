@@ -33,6 +33,7 @@ import { errorNameOf, RemoteError, UsageError } from "../errors.ts";
 import type { KvClient } from "../kv/index.ts";
 import { formatBench, runBench, type BenchSpec } from "./kv-bench.ts";
 import { helpText, parseCommand, showBytes, splitCommands, type KvCommand } from "./kv-command.ts";
+import { parseOrExit, writeOut } from "./cli-io.ts";
 
 export const KV_CLIENT_USAGE = `usage: hotpath kv-client --connect URL[,URL...] [-c "command; command ..."]
   --connect URL[,URL...]  the kv servers (repeatable); keys are spread over them by rendezvous hashing
@@ -199,11 +200,6 @@ export async function runLine(client: KvClient, line: string): Promise<LineOutco
   return out;
 }
 
-/** Writes to stdout and resolves once the text is handed to the OS (so exit loses none of it). */
-function writeOut(text: string): Promise<void> {
-  if (text === "") return Promise.resolve();
-  return new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())));
-}
 
 const joinLines = (lines: string[]) => (lines.length === 0 ? "" : lines.join("\n") + "\n");
 
@@ -240,17 +236,9 @@ async function runInteractive(client: KvClient): Promise<void> {
 
 /** `hotpath kv-client ARGS`: runs the session; resolves to the exit status (see the module comment). */
 export async function runKvClient(args: string[]): Promise<number> {
-  if (args.includes("-h") || args.includes("--help")) {
-    await writeOut(KV_CLIENT_USAGE + "\n");
-    return 0;
-  }
-  let parsed: KvClientArgs;
-  try {
-    parsed = parseKvClientArgs(args);
-  } catch (e) {
-    process.stderr.write(`hotpath kv-client: ${e instanceof Error ? e.message : String(e)}\n${KV_CLIENT_USAGE}\n`);
-    return 2;
-  }
+  const p = await parseOrExit("kv-client", args, KV_CLIENT_USAGE, parseKvClientArgs);
+  if ("exit" in p) return p.exit;
+  const parsed = p.parsed;
   let client: KvClient;
   try {
     const { kvConnect } = await import("../kv/index.ts"); // after the flags: a usage error loads no kv module

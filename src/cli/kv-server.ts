@@ -24,6 +24,7 @@
 import { existsSync } from "node:fs";
 import { errorNameOf, UsageError } from "../errors.ts";
 import type { KvServer, KvServerOptions } from "../kv/index.ts";
+import { parseOrExit, writeOut } from "./cli-io.ts";
 
 export const KV_SERVER_USAGE = `usage: hotpath kv-server --listen URL [--listen URL ...] --memory MB [--hugepages] [--evict lru] [--snapshot PATH] [--max-key-bytes N] [--no-one-sided]
   --listen URL        serve on this URL (repeatable: tcp://host:port, shm://name, ucx://host:port, ...)
@@ -115,25 +116,13 @@ export function kvServerOptions(a: KvServerArgs): KvServerOptions {
   return opts;
 }
 
-function writeOut(text: string): Promise<void> {
-  return new Promise((resolve, reject) => process.stdout.write(text, (err) => (err ? reject(err) : resolve())));
-}
-
 const describe = (e: unknown) => `${errorNameOf(e)}: ${e instanceof Error ? e.message : String(e)}`;
 
 /** `hotpath kv-server ARGS`: serves until SIGINT/SIGTERM; resolves to the exit status (see the module comment). */
 export async function runKvServer(args: string[]): Promise<number> {
-  if (args.includes("-h") || args.includes("--help")) {
-    await writeOut(KV_SERVER_USAGE + "\n");
-    return 0;
-  }
-  let parsed: KvServerArgs;
-  try {
-    parsed = parseKvServerArgs(args);
-  } catch (e) {
-    process.stderr.write(`hotpath kv-server: ${e instanceof Error ? e.message : String(e)}\n${KV_SERVER_USAGE}\n`);
-    return 2;
-  }
+  const p = await parseOrExit("kv-server", args, KV_SERVER_USAGE, parseKvServerArgs);
+  if ("exit" in p) return p.exit;
+  const parsed = p.parsed;
   // Signals are caught from the start: one arriving while the store loads still closes it.
   let signalled: ((name: string) => void) | null = null;
   let pendingSignal: string | null = null;
