@@ -19,7 +19,6 @@
  *   bun bench/kv-one-sided.ts [--tls shm,self|tcp,self] [--size 64] [--rounds 20] [--block 200]
  */
 
-import { heapStats } from "bun:jsc";
 import { Client, connect, type UcxConnection } from "../src/index.ts";
 import { kvConnect, type KvClient } from "../src/kv/client.ts";
 import { keyHash, type KvLayout } from "../src/kv/layout.ts";
@@ -27,6 +26,7 @@ import { oneSidedClient } from "../src/kv/one-sided.ts";
 import { decodeHello, KV_GET, KV_HELLO } from "../src/kv/protocol.ts";
 import { groupOffset, parseHeader, scanGroup } from "../src/kv/verify.ts";
 import { startPeer } from "./spawn.ts";
+import { heapWindow } from "./measure.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string, dflt: string) => {
@@ -170,29 +170,17 @@ const rows: Row[] = [
   { name: "raw AM round trip, KV_GET (spin, callback)", run: spinAm, samples: [], objs: 0, objCalls: 0 },
 ];
 
-function heapCells(): number {
-  const counts = heapStats().objectTypeCounts;
-  let n = 0;
-  for (const k in counts) n += counts[k]!;
-  return n;
-}
-
 async function block(r: Row, n: number, record: boolean): Promise<void> {
-  Bun.gc(true);
-  const marked = heapStats().objectCount;
-  heapCells();
-  const r1 = heapCells();
-  const reading = heapCells() - r1;
-  const c0 = heapCells();
-  for (let i = 0; i < n; i++) {
-    const t0 = Bun.nanoseconds();
-    const p = r.run();
-    if (p !== undefined) await p;
-    if (record) r.samples.push(Bun.nanoseconds() - t0);
-  }
-  const c1 = heapCells();
-  if (record && heapStats().objectCount === marked) {
-    r.objs += c1 - c0 - reading;
+  const objs = await heapWindow(async () => {
+    for (let i = 0; i < n; i++) {
+      const t0 = Bun.nanoseconds();
+      const p = r.run();
+      if (p !== undefined) await p;
+      if (record) r.samples.push(Bun.nanoseconds() - t0);
+    }
+  });
+  if (record && objs !== null) {
+    r.objs += objs;
     r.objCalls += n;
   }
 }

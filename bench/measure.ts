@@ -264,6 +264,26 @@ export function percentile(sorted: Float64Array, q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 }
 
+/**
+ * JS heap objects `run` allocates: a full GC, then what one heapCells() reading itself allocates,
+ * then the rise of heapCells() across run() less that. Null when a collection ran meanwhile (the
+ * count is void). A `run` that returns undefined is not awaited, so nothing is allocated between
+ * it and the readings. Main thread only.
+ */
+export async function heapWindow(run: () => void | Promise<void>): Promise<number | null> {
+  Bun.gc(true);
+  const marked = heapStats().objectCount;
+  // What one reading allocates, once readings are steady (the first after a GC makes more).
+  heapCells();
+  const r1 = heapCells();
+  const reading = heapCells() - r1;
+  const c0 = heapCells();
+  const p = run();
+  if (p !== undefined) await p;
+  const c1 = heapCells();
+  return heapStats().objectCount === marked ? c1 - c0 - reading : null;
+}
+
 /** What latencyWindows measured: the sorted per-call times (ns, a view of the shared sample buffer) and their CPU and heap. */
 export interface WindowFigures {
   sorted: Float64Array;

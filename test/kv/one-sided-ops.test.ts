@@ -12,13 +12,13 @@
  *   functions, the value and its KvValue, the caller's await), nothing per RMA read: counted
  *   with heapStats over GETs polled to completion, in windows no collection ran through.
  */
-import { heapStats } from "bun:jsc";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { kvConnect, type KvClient } from "../../src/kv/client.ts";
 import { oneSidedClient } from "../../src/kv/one-sided.ts";
+import { heapWindow } from "../../bench/measure.ts";
 import { useEnv } from "../helpers/env.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 
@@ -36,12 +36,6 @@ const enc = new TextEncoder();
 const fill = (n: number, b: number) => new Uint8Array(n).fill(b);
 const uniform = (v: Uint8Array, b: number) => v.every((x) => x === b);
 
-function heapCells(): number {
-  const counts = heapStats().objectTypeCounts;
-  let n = 0;
-  for (const k in counts) n += counts[k]!;
-  return n;
-}
 
 for (const tls of ["tcp,self", "shm,self"]) {
   describe(`kv one-sided GET ops and buffers over ucx (UCX_TLS=${tls})`, () => {
@@ -133,15 +127,10 @@ for (const tls of ["tcp,self", "shm,self"]) {
         for (let i = 0; i < 300; i++) await one(keys[i % 16]!);
         const perGet: number[] = [];
         for (let w = 0; w < 40 && perGet.length < 3; w++) {
-          Bun.gc(true);
-          const marked = heapStats().objectCount;
-          heapCells();
-          const r1 = heapCells();
-          const reading = heapCells() - r1;
-          const c0 = heapCells();
-          for (let i = 0; i < 200; i++) await one(keys[i % 16]!);
-          const c1 = heapCells();
-          if (heapStats().objectCount === marked) perGet.push((c1 - c0 - reading) / 200);
+          const objs = await heapWindow(async () => {
+            for (let i = 0; i < 200; i++) await one(keys[i % 16]!);
+          });
+          if (objs !== null) perGet.push(objs / 200);
         }
         expect(perGet.length).toBeGreaterThan(0);
         // Measured about 11 (the promise and its two settling functions, the value copy, its

@@ -8,7 +8,6 @@
  * through). Over UCX_TLS=tcp,self and shm,self, against a server process that registers a
  * buffer it already has (SharedRegion).
  */
-import { heapStats } from "bun:jsc";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,6 +16,7 @@ import { rpcConnect, TransportClosedError, UsageError } from "../../src/index.ts
 import { UCP } from "../../src/ffi/ucp-layout.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
 import type { RegionReadTarget } from "../../src/ucx/rma.ts";
+import { heapWindow } from "../../bench/measure.ts";
 import { useEnv } from "../helpers/env.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 
@@ -51,12 +51,6 @@ class Target implements RegionReadTarget {
   }
 }
 
-function heapCells(): number {
-  const counts = heapStats().objectTypeCounts;
-  let n = 0;
-  for (const k in counts) n += counts[k]!;
-  return n;
-}
 
 const arenaByte = (i: number) => i & 0xff;
 
@@ -122,19 +116,14 @@ for (const tls of ["tcp,self", "shm,self"]) {
         }
         const perRead: number[] = [];
         for (let w = 0; w < 40 && perRead.length < 3; w++) {
-          Bun.gc(true);
-          const marked = heapStats().objectCount;
-          heapCells();
-          const r1 = heapCells();
-          const reading = heapCells() - r1;
-          const c0 = heapCells();
-          const start = a.reads;
-          for (let i = 0; i < 300; i++) {
-            region.readTo(i, 256, a);
-            while (a.reads === start + i) conn.poll();
-          }
-          const c1 = heapCells();
-          if (heapStats().objectCount === marked) perRead.push((c1 - c0 - reading) / 300);
+          const objs = await heapWindow(() => {
+            const start = a.reads;
+            for (let i = 0; i < 300; i++) {
+              region.readTo(i, 256, a);
+              while (a.reads === start + i) conn.poll();
+            }
+          });
+          if (objs !== null) perRead.push(objs / 300);
         }
         expect(perRead.length).toBeGreaterThan(0);
         expect(Math.min(...perRead)).toBeLessThan(0.5);
