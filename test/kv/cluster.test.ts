@@ -12,6 +12,7 @@ import { transports } from "../../src/connect/registry.ts";
 import { useEnv } from "../helpers/env.ts";
 import type { Peer } from "../helpers/peer.ts";
 import { listenUrl, startServer } from "./peers/servers.ts";
+import { rejection } from "./helpers.ts";
 
 const WATCHDOG_MS = 60_000;
 const KEYS = 300;
@@ -23,15 +24,6 @@ afterAll(async () => {
 const enc = new TextEncoder();
 const ucx = (await transports()).find((t) => t.scheme === "ucx");
 const ucxReason = ucx === undefined ? "ucx is not registered" : ucx.unavailableReason;
-
-async function rejection(pr: Promise<unknown>): Promise<Error> {
-  try {
-    await pr;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
-}
 
 /** Hot-path GETs of `keys`: the error (or null) each one's onResult got, by index. */
 async function hotGets(kv: KvClient, keys: Uint8Array[]): Promise<Array<Error | null | "closed">> {

@@ -12,15 +12,11 @@
  *   functions, the value and its KvValue, the caller's await), nothing per RMA read: counted
  *   with heapStats over GETs polled to completion, in windows no collection ran through.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { kvConnect, type KvClient } from "../../src/kv/client.ts";
-import { oneSidedClient } from "../../src/kv/one-sided.ts";
+import { describe, expect, test } from "bun:test";
 import { heapWindow } from "../../bench/measure.ts";
-import { useEnv } from "../helpers/env.ts";
-import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { kvConnect } from "../../src/kv/client.ts";
+import { oneSidedClient } from "../../src/kv/one-sided.ts";
+import { useOneSidedPeer } from "./helpers.ts";
 
 const SRC = new URL("../../src/", import.meta.url).pathname;
 const HELPERS = new URL("../helpers/", import.meta.url).pathname;
@@ -39,45 +35,28 @@ const uniform = (v: Uint8Array, b: number) => v.every((x) => x === b);
 
 for (const tls of ["tcp,self", "shm,self"]) {
   describe(`kv one-sided GET ops and buffers over ucx (UCX_TLS=${tls})`, () => {
-    let dir: string;
-    let peer: Peer;
-    let fast: KvClient;
-    let slow: KvClient;
-    useEnv({ UCX_TLS: tls });
-    beforeAll(async () => {
-      dir = mkdtempSync(join(tmpdir(), "hotpath-kv-one-sided-ops-"));
-      writeFileSync(join(dir, "server.ts"), SERVER);
-      peer = await spawnPeer(join(dir, "server.ts"), ["ucx://127.0.0.1:0"], { UCX_TLS: tls });
-      fast = await kvConnect(peer.ready.url);
-      slow = await kvConnect(peer.ready.url, { oneSided: "never" });
-    });
-    afterAll(async () => {
-      await fast?.close();
-      await slow?.close();
-      await peer.kill();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const t = useOneSidedPeer(tls, SERVER, "hotpath-kv-one-sided-ops-");
 
     test("values are the caller's own: later GETs reuse the buffers, not the values; 64 in flight each get their own", async () => {
       for (const size of [1, 64, 4000, 20_000]) {
         const a = enc.encode(`own-a-${size}`);
         const b = enc.encode(`own-b-${size}`);
-        const va = await slow.put(a, fill(size, 0xa1));
-        const vb = await slow.put(b, fill(size, 0xb2));
+        const va = await t.slow.put(a, fill(size, 0xa1));
+        const vb = await t.slow.put(b, fill(size, 0xb2));
         oneSidedClient.resetStats();
-        const first = await fast.get(a); // read, then remembered
-        const again = await fast.get(a); // the remembered record, read beside the group
-        const other = await fast.get(b);
+        const first = await t.fast.get(a); // read, then remembered
+        const again = await t.fast.get(a); // the remembered record, read beside the group
+        const other = await t.fast.get(b);
         for (const [got, byte, version] of [[first, 0xa1, va], [again, 0xa1, va], [other, 0xb2, vb]] as const) {
           expect([got!.value.length, uniform(got!.value, byte), got!.version]).toEqual([size, true, version]);
         }
         expect(oneSidedClient.stats).toMatchObject({ hits: 3, hintHits: 1, fallbacks: 0 });
       }
       const keys = Array.from({ length: 64 }, (_, i) => enc.encode(`in-flight-${i}`));
-      const versions = await Promise.all(keys.map((k, i) => slow.put(k, fill(10 + i * 37, i))));
+      const versions = await Promise.all(keys.map((k, i) => t.slow.put(k, fill(10 + i * 37, i))));
       for (let round = 0; round < 2; round++) {
         oneSidedClient.resetStats();
-        const got = await Promise.all(keys.map((k) => fast.get(k)));
+        const got = await Promise.all(keys.map((k) => t.fast.get(k)));
         got.forEach((g, i) => expect([i, g!.value.length, uniform(g!.value, i), g!.version]).toEqual([i, 10 + i * 37, true, versions[i]]));
         expect(oneSidedClient.stats.hits).toBe(64);
         if (round === 1) expect(oneSidedClient.stats.hintHits).toBe(64);
@@ -86,29 +65,29 @@ for (const tls of ["tcp,self", "shm,self"]) {
 
     test("a remembered record is used only while the group names it: rewritten into the same memory, or deleted", async () => {
       const key = enc.encode("stale-hint");
-      const v1 = await slow.put(key, fill(100, 1));
-      expect((await fast.get(key))!.version).toBe(v1);
-      expect((await fast.get(key))!.version).toBe(v1);
+      const v1 = await t.slow.put(key, fill(100, 1));
+      expect((await t.fast.get(key))!.version).toBe(v1);
+      expect((await t.fast.get(key))!.version).toBe(v1);
       // Two rewrites: the second reuses the first record's chunk (same offset, same length).
-      await slow.put(key, fill(100, 2));
-      const v3 = await slow.put(key, fill(100, 3));
+      await t.slow.put(key, fill(100, 2));
+      const v3 = await t.slow.put(key, fill(100, 3));
       oneSidedClient.resetStats();
-      const got = await fast.get(key);
+      const got = await t.fast.get(key);
       expect([got!.version, uniform(got!.value, 3)]).toEqual([v3, true]);
       expect(oneSidedClient.stats).toMatchObject({ hits: 1, hintHits: 0 });
-      expect(await slow.del(key)).toBe(true);
-      expect(await fast.get(key)).toBeNull();
-      const v4 = await slow.put(key, fill(100, 4));
-      const back = await fast.get(key);
+      expect(await t.slow.del(key)).toBe(true);
+      expect(await t.fast.get(key)).toBeNull();
+      const v4 = await t.slow.put(key, fill(100, 4));
+      const back = await t.fast.get(key);
       expect([back!.version, uniform(back!.value, 4)]).toEqual([v4, true]);
     });
 
     test("a one-sided GET allocates a dozen JS objects or so, none per RMA read", async () => {
       // A client whose connection only progresses when polled, so each GET is driven to its end here.
-      const spin = await kvConnect(peer.ready.url, { pool: { connect: { wait: { mode: "spin", spinNs: 0 } } } });
+      const spin = await kvConnect(t.peer.ready.url, { pool: { connect: { wait: { mode: "spin", spinNs: 0 } } } });
       try {
         const keys = Array.from({ length: 16 }, (_, i) => enc.encode(`alloc-${i}`));
-        for (const k of keys) await slow.put(k, fill(64, 7));
+        for (const k of keys) await t.slow.put(k, fill(64, 7));
         const sc = spin.servers[0]!;
         const rpc = sc.rpc!;
         const one = async (k: Uint8Array) => {

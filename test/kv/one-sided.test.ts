@@ -15,18 +15,14 @@
  * - a COMMIT whose crc32 (or length) does not match the write buffer is refused with
  *   UsageError (a class that travels back over RPC) and stores nothing.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { KvValueTooLargeError, rpcConnect } from "../../src/index.ts";
-import { kvConnect, type KvClient } from "../../src/kv/client.ts";
+import { kvConnect } from "../../src/kv/client.ts";
 import { keyHash } from "../../src/kv/layout.ts";
 import { oneSidedClient } from "../../src/kv/one-sided.ts";
 import { decodeGetResponse, decodeHello, decodeVersion, decodeWriteBuffer, encodeCommit, HELLO_WRITE_BUFFER, KV_COMMIT, KV_GET, KV_HELLO, KV_WRITE_BUFFER } from "../../src/kv/protocol.ts";
 import type { UcxConnection } from "../../src/ucx/connection.ts";
-import { useEnv } from "../helpers/env.ts";
-import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { useOneSidedPeer } from "./helpers.ts";
 
 const SRC = new URL("../../src/", import.meta.url).pathname;
 /** 8 groups of 7 slots for 48 keys, a fixed hash seed: groups overflow (their keys live where only the server looks) in every run. */
@@ -59,24 +55,7 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString("hex");
 
 for (const tls of ["tcp,self", "shm,self"]) {
   describe(`kv one-sided access over ucx (UCX_TLS=${tls})`, () => {
-    let dir: string;
-    let peer: Peer;
-    let fast: KvClient;
-    let slow: KvClient;
-    useEnv({ UCX_TLS: tls });
-    beforeAll(async () => {
-      dir = mkdtempSync(join(tmpdir(), "hotpath-kv-one-sided-"));
-      writeFileSync(join(dir, "server.ts"), SERVER);
-      peer = await spawnPeer(join(dir, "server.ts"), ["ucx://127.0.0.1:0"], { UCX_TLS: tls });
-      fast = await kvConnect(peer.ready.url);
-      slow = await kvConnect(peer.ready.url, { oneSided: "never" });
-    });
-    afterAll(async () => {
-      await fast?.close();
-      await slow?.close();
-      await peer.kill();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const t = useOneSidedPeer(tls, SERVER, "hotpath-kv-one-sided-");
 
     // First in the file: the two keys' group holds nothing else (no overflow sends them to KV_GET).
     test("two keys of one hash (a collision): each GET returns its own key's value, one-sided", async () => {
@@ -91,12 +70,12 @@ for (const tls of ["tcp,self", "shm,self"]) {
         else seen.set(h, k);
       }
       const [a, b] = pair;
-      const va = await slow.put(a, "value of a");
-      const vb = await slow.put(b, "value of b");
+      const va = await t.slow.put(a, "value of a");
+      const vb = await t.slow.put(b, "value of b");
       oneSidedClient.resetStats();
       for (let i = 0; i < 4; i++) {
         for (const [k, v, text] of [[a, va, "value of a"], [b, vb, "value of b"]] as const) {
-          const got = await fast.get(k);
+          const got = await t.fast.get(k);
           expect([new TextDecoder().decode(got!.value), got!.version]).toEqual([text, v]);
         }
       }
@@ -115,15 +94,15 @@ for (const tls of ["tcp,self", "shm,self"]) {
         const op = r();
         if (op < 0.55) {
           const value = bytes(sizes[(r() * sizes.length) | 0]!, r);
-          const version = await slow.put(key, value);
+          const version = await t.slow.put(key, value);
           model.set(hex(key), { value, version });
         } else if (op < 0.7) {
-          expect(await slow.del(key)).toBe(model.delete(hex(key)));
+          expect(await t.slow.del(key)).toBe(model.delete(hex(key)));
         }
         const probe = keys[(r() * keys.length) | 0]!;
         const want = model.get(hex(probe)) ?? null;
-        const one = await fast.get(probe);
-        const two = await slow.get(probe);
+        const one = await t.fast.get(probe);
+        const two = await t.slow.get(probe);
         expect(one === null ? null : { value: hex(one.value), version: one.version }).toEqual(want === null ? null : { value: hex(want.value), version: want.version });
         expect(two === null ? null : { value: hex(two.value), version: two.version }).toEqual(want === null ? null : { value: hex(want.value), version: want.version });
       }
@@ -141,8 +120,8 @@ for (const tls of ["tcp,self", "shm,self"]) {
       const r = rng(99);
       const values = [16 << 10, 256 << 10, 1 << 20].map((n) => bytes(n, r));
       for (const [i, v] of values.entries()) {
-        const version = await fast.put(`large-${i}`, v);
-        for (const c of [fast, slow]) {
+        const version = await t.fast.put(`large-${i}`, v);
+        for (const c of [t.fast, t.slow]) {
           const got = await c.get(`large-${i}`);
           expect(got?.version).toBe(version);
           expect(Buffer.from(got!.value).equals(Buffer.from(v))).toBe(true);
@@ -151,14 +130,14 @@ for (const tls of ["tcp,self", "shm,self"]) {
       expect(oneSidedClient.stats.largePuts).toBe(3);
       // Larger than the 1 MiB write buffer: KV_PUT.
       const big = bytes((1 << 20) + 1, r);
-      await fast.put("large-big", big);
-      expect(Buffer.from((await slow.get("large-big"))!.value).equals(Buffer.from(big))).toBe(true);
+      await t.fast.put("large-big", big);
+      expect(Buffer.from((await t.slow.get("large-big"))!.value).equals(Buffer.from(big))).toBe(true);
       expect(oneSidedClient.stats.largePutFallbacks).toBe(1);
       // Eight at once on one connection: one holds the write buffer, the others go by KV_PUT.
       const many = Array.from({ length: 8 }, () => bytes(40 << 10, r));
-      const versions = await Promise.all(many.map((v, i) => fast.put(`many-${i}`, v)));
+      const versions = await Promise.all(many.map((v, i) => t.fast.put(`many-${i}`, v)));
       for (const [i, v] of many.entries()) {
-        const got = await slow.get(`many-${i}`);
+        const got = await t.slow.get(`many-${i}`);
         expect(got?.version).toBe(versions[i]!);
         expect(Buffer.from(got!.value).equals(Buffer.from(v))).toBe(true);
       }
@@ -168,17 +147,17 @@ for (const tls of ["tcp,self", "shm,self"]) {
 
     test("a value too large for both the write buffer and a message fails with KvValueTooLargeError; one that fits the buffer goes by RMA", async () => {
       // This client accepts messages of 256 KiB at most (so its sends are limited to that too).
-      const small = await kvConnect(peer.ready.url, { pool: { connect: { maxMessageBytes: 256 << 10 } } });
+      const small = await kvConnect(t.peer.ready.url, { pool: { connect: { maxMessageBytes: 256 << 10 } } });
       try {
         const r = rng(7);
         oneSidedClient.resetStats();
         const fits = bytes(512 << 10, r); // above the message limit, within the 1 MiB write buffer
         const version = await small.put("by-rma", fits);
         expect(oneSidedClient.stats.largePuts).toBe(1);
-        const got = await slow.get("by-rma");
+        const got = await t.slow.get("by-rma");
         expect([got?.version, Buffer.from(got!.value).equals(Buffer.from(fits))]).toEqual([version, true]);
         await expect(small.put("too-big", bytes((1 << 20) + 1, r))).rejects.toBeInstanceOf(KvValueTooLargeError);
-        expect(await slow.get("too-big")).toBeNull();
+        expect(await t.slow.get("too-big")).toBeNull();
       } finally {
         await small.close();
       }
@@ -186,9 +165,9 @@ for (const tls of ["tcp,self", "shm,self"]) {
 
     test("the arena is registered once; a write buffer only for a connection that did a large put, and it goes with it", async () => {
       const registrations = async () => {
-        peer.proc.stdin.write("stats\n");
-        peer.proc.stdin.flush();
-        return JSON.parse(await peer.nextLine()).registrations as number;
+        t.peer.proc.stdin.write("stats\n");
+        t.peer.proc.stdin.flush();
+        return JSON.parse(await t.peer.nextLine()).registrations as number;
       };
       // Settles at `n` (a watchdog bounds it: a closed connection's regions go as UCX closes its endpoint).
       const settle = async (n: number) => {
@@ -200,12 +179,12 @@ for (const tls of ["tcp,self", "shm,self"]) {
         }
         return now;
       };
-      const oneSidedStats = async () => ((await slow.stats())[0] as { stats: { oneSided: { writeBuffers: number; writeBufferBytes: number } } }).stats.oneSided;
+      const oneSidedStats = async () => ((await t.slow.stats())[0] as { stats: { oneSided: { writeBuffers: number; writeBufferBytes: number } } }).stats.oneSided;
       // The arena, and the write buffer of `fast` (it did large puts above; `slow` never asks, earlier tests' others closed).
       expect(await settle(2)).toBe(2);
       expect(await oneSidedStats()).toMatchObject({ writeBuffers: 1, writeBufferBytes: 1 << 20 });
       // 20 clients that read one-sided and put small values: no write buffer registered for any of them.
-      const more = await Promise.all(Array.from({ length: 20 }, () => kvConnect(peer.ready.url)));
+      const more = await Promise.all(Array.from({ length: 20 }, () => kvConnect(t.peer.ready.url)));
       for (const [i, c] of more.entries()) {
         const v = await c.put(`small-${i}`, "x");
         expect((await c.get(`small-${i}`))?.version).toBe(v);
@@ -223,7 +202,7 @@ for (const tls of ["tcp,self", "shm,self"]) {
     });
 
     test("a COMMIT whose crc32 or length does not match the write buffer is refused and stores nothing", async () => {
-      const c = await rpcConnect(peer.ready.url, { ucx: { rma: true } });
+      const c = await rpcConnect(t.peer.ready.url, { ucx: { rma: true } });
       try {
         const hello = decodeHello(await c.request(KV_HELLO));
         // HELLO names the write buffer's size; the buffer itself is asked for.

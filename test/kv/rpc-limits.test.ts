@@ -15,6 +15,7 @@ import { kvConnect, kvServe, type KvServer } from "../../src/kv/index.ts";
 import * as p from "../../src/kv/protocol.ts";
 import { rpcConnect, serve } from "../../src/rpc/serve.ts";
 import { listenUrl } from "./peers/servers.ts";
+import { rejection } from "./helpers.ts";
 
 const servers: KvServer[] = [];
 const dirs: string[] = [];
@@ -30,15 +31,6 @@ async function serveHere(opts: Partial<Parameters<typeof kvServe>[0]>): Promise<
   const s = await kvServe({ listen: [listenUrl("tcp")], memoryBytes: 8 << 20, ...opts });
   servers.push(s);
   return s;
-}
-
-async function rejection(pr: Promise<unknown>): Promise<Error> {
-  try {
-    await pr;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
 }
 
 const fill = (n: number, b: number) => new Uint8Array(n).fill(b);

@@ -17,6 +17,7 @@ import { transports } from "../../src/connect/registry.ts";
 import { useEnv } from "../helpers/env.ts";
 import type { Peer } from "../helpers/peer.ts";
 import { listenUrl, startServer } from "./peers/servers.ts";
+import { rejection } from "./helpers.ts";
 
 const WATCHDOG_MS = 60_000;
 const ucx = (await transports()).find((t) => t.scheme === "ucx");
@@ -34,15 +35,6 @@ async function serveHere(opts: Partial<Parameters<typeof kvServe>[0]>): Promise<
   const s = await kvServe({ listen: [listenUrl("tcp")], memoryBytes: 4 << 20, ...opts });
   servers.push(s);
   return s;
-}
-
-async function rejection(pr: Promise<unknown>): Promise<Error> {
-  try {
-    await pr;
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a rejection");
 }
 
 describe("limits over RPC", () => {
