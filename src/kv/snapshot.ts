@@ -33,6 +33,7 @@ process is gone (removeStaleTemps). readSnapshot reads the whole file and checks
 import { closeSync, fsyncSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { describeThrown, KvSnapshotError } from "../errors.ts";
+import { processExists } from "../segment/socket-dir.ts";
 import { getU64, setU64 } from "./layout.ts";
 
 const MAGIC = new TextEncoder().encode("HPKVSNAP");
@@ -154,16 +155,6 @@ function tempName(path: string): string {
   return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${(Math.random() * 0x100000000) >>> 0}`);
 }
 
-/** Whether process `pid` exists (EPERM: it does, as another user's). */
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as { code?: string }).code === "EPERM";
-  }
-}
-
 /**
  * Removes the temp files a save of `path` left behind when its process died mid-write
  * (`.NAME.tmp-PID-RAND` whose PID is not running); returns their names. Files of live
@@ -186,7 +177,7 @@ export function removeStaleTemps(path: string): string[] {
     const m = /^(\d+)-\d+$/.exec(name.slice(prefix.length));
     if (m === null) continue;
     const pid = Number(m[1]);
-    if (pid === process.pid || pidAlive(pid)) continue;
+    if (pid === process.pid || processExists(pid)) continue;
     try {
       unlinkSync(join(dir, name));
       removed.push(name);
