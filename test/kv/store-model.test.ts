@@ -9,18 +9,7 @@
 import { describe, expect, test } from "bun:test";
 import { KvFullError } from "../../src/errors.ts";
 import { KvStore } from "../../src/kv/store.ts";
-
-/** mulberry32: a small seeded PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from "../../src/pool/backoff.ts";
 
 const MAX_KEY = 64;
 
@@ -63,7 +52,7 @@ interface ModelEntry {
 }
 
 function run(seed: number, evict: "none" | "lru", memoryBytes: number, steps: number, groupCount?: number): { fulls: number; evictions: number; ops: Record<string, number> } {
-  const rand = rng(seed);
+  const rand = seededRandom(seed);
   using s = KvStore.create({ memoryBytes, evict, maxKeyBytes: MAX_KEY, hashSeed: seed, groupCount });
   const pageBytes = (s as unknown as { slab: { pageBytes: number } }).slab.pageBytes;
   const keys = keyPool(rand, 150);
