@@ -33,7 +33,7 @@ import { errorNameOf, RemoteError, UsageError } from "../errors.ts";
 import type { KvClient } from "../kv/index.ts";
 import { formatBench, runBench, type BenchSpec } from "./kv-bench.ts";
 import { helpText, parseCommand, showBytes, splitCommands, type KvCommand } from "./kv-command.ts";
-import { parseOrExit, writeOut } from "./cli-io.ts";
+import { eachFlag, parseOrExit, writeOut } from "./cli-io.ts";
 
 export const KV_CLIENT_USAGE = `usage: hotpath kv-client --connect URL[,URL...] [-c "command; command ..."]
   --connect URL[,URL...]  the kv servers (repeatable); keys are spread over them by rendezvous hashing
@@ -54,15 +54,7 @@ export interface KvClientArgs {
 export function parseKvClientArgs(args: string[]): KvClientArgs {
   const urls: string[] = [];
   let commands: string | null = null;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
-    const flag = eq > 0 ? a.slice(0, eq) : a;
-    const value = (): string => {
-      const v = eq > 0 ? a.slice(eq + 1) : args[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
+  eachFlag(args, true, (flag, value, a) => {
     if (flag === "--connect") {
       const list = value().split(",").map((u) => u.trim());
       if (list.some((u) => u === "")) throw new UsageError(`--connect: empty URL in "${list.join(",")}"`);
@@ -71,7 +63,7 @@ export function parseKvClientArgs(args: string[]): KvClientArgs {
       if (commands !== null) throw new UsageError("-c given twice (put the commands in one -c, ';' between them)");
       commands = value();
     } else throw new UsageError(`unknown argument "${a}"`);
-  }
+  });
   if (urls.length === 0) throw new UsageError("--connect URL is required");
   return { urls, commands };
 }

@@ -24,7 +24,7 @@
 import { existsSync } from "node:fs";
 import { errorNameOf, UsageError } from "../errors.ts";
 import type { KvServer, KvServerOptions } from "../kv/index.ts";
-import { parseOrExit, writeOut } from "./cli-io.ts";
+import { eachFlag, parseOrExit, writeOut } from "./cli-io.ts";
 
 export const KV_SERVER_USAGE = `usage: hotpath kv-server --listen URL [--listen URL ...] --memory MB [--hugepages] [--evict lru] [--snapshot PATH] [--max-key-bytes N] [--no-one-sided]
   --listen URL        serve on this URL (repeatable: tcp://host:port, shm://name, ucx://host:port, ...)
@@ -61,15 +61,7 @@ function whole(flag: string, text: string, min: number, max: number): number {
 export function parseKvServerArgs(args: string[]): KvServerArgs {
   const out: KvServerArgs = { listen: [], memoryMB: 0, hugepages: false, evict: "none", snapshot: undefined, maxKeyBytes: undefined, oneSided: true };
   const seen = new Set<string>();
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    const eq = a.startsWith("--") ? a.indexOf("=") : -1;
-    const flag = eq > 0 ? a.slice(0, eq) : a;
-    const value = (): string => {
-      const v = eq > 0 ? a.slice(eq + 1) : args[++i];
-      if (v === undefined || v === "") throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
+  eachFlag(args, false, (flag, value, a, inline) => {
     if (flag !== "--listen") {
       if (seen.has(flag)) throw new UsageError(`${flag} given twice`);
       seen.add(flag);
@@ -83,7 +75,7 @@ export function parseKvServerArgs(args: string[]): KvServerArgs {
         break;
       case "--hugepages":
       case "--no-one-sided":
-        if (eq > 0) throw new UsageError(`${flag} takes no value`);
+        if (inline) throw new UsageError(`${flag} takes no value`);
         if (flag === "--hugepages") out.hugepages = true;
         else out.oneSided = false;
         break;
@@ -102,7 +94,7 @@ export function parseKvServerArgs(args: string[]): KvServerArgs {
       default:
         throw new UsageError(`unknown argument "${a}"`);
     }
-  }
+  });
   if (out.listen.length === 0) throw new UsageError("--listen URL is required");
   if (out.memoryMB === 0) throw new UsageError("--memory MB is required");
   return out;
