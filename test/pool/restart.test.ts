@@ -1,7 +1,7 @@
 /**
- * ConnectionPool over shm and ucx (UCX_TLS=tcp,self) with a real server process killed with
- * kill -9 while calls are in flight and restarted on the same address (shm: same name; ucx:
- * same port): in-flight calls fail with TransportClosedError, the idempotent one is re-sent
+ * ConnectionPool over tcp, shm and ucx (UCX_TLS=tcp,self) with a real server process killed
+ * with kill -9 while calls are in flight and restarted on the same address (shm: same name;
+ * tcp, ucx: same port): in-flight calls fail with TransportClosedError, the idempotent one is re-sent
  * once and reaches the new server, later calls succeed with no user code. Prints the reconnect
  * time (restarted server's ready line to the first successful call). After close() no fd is
  * left (baseline taken after a warm-up connect) and, for shm, no hotpath memfd mapping.
@@ -86,6 +86,7 @@ async function restartCase(name: string, first: string, env: Record<string, stri
   const st = pool.stats()[0]!;
   expect(st.state).toBe("READY");
   expect(st.reconnects).toBe(1);
+  expect(st.inFlight).toBe(1); // the re-sent idempotent call, held by the new server
   expect(st.lastError).not.toBeNull();
   expect(fds()).toBeGreaterThan(fdsBefore); // the live connection
   pools.splice(pools.indexOf(pool), 1);
@@ -99,6 +100,10 @@ async function restartCase(name: string, first: string, env: Record<string, stri
 }
 
 describe("pool: kill -9 and restart on the same address", () => {
+  test("tcp: same port", async () => {
+    await restartCase("tcp", "tcp://127.0.0.1:0", {});
+  }, 60_000);
+
   test("shm: same name", async () => {
     await restartCase("shm", `shm://pool-restart-${process.pid}-${Math.random().toString(36).slice(2)}`, {});
   }, 60_000);
