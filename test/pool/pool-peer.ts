@@ -5,6 +5,7 @@
  * closed (drain closes it before returning), then {"drained": DrainResult} and exits 0.
  */
 import { serve } from "../../src/index.ts";
+import { stdinLines } from "../helpers/stdin-lines.ts";
 
 const s = await serve(process.argv[2]!, {
   1: (h) => h.data.slice(),
@@ -18,22 +19,15 @@ const s = await serve(process.argv[2]!, {
   },
 });
 (async () => {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of Bun.stdin.stream()) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const [cmd, ms] = buf.slice(0, nl).split(" ");
-      buf = buf.slice(nl + 1);
-      if (cmd !== "drain") continue;
-      const done = s.drain(Number(ms));
-      console.log("draining");
-      done.then((r) => {
-        console.log(JSON.stringify({ drained: r }));
-        process.exit(0);
-      });
-    }
+  for await (const line of stdinLines()) {
+    const [cmd, ms] = line.split(" ");
+    if (cmd !== "drain") continue;
+    const done = s.drain(Number(ms));
+    console.log("draining");
+    done.then((r) => {
+      console.log(JSON.stringify({ drained: r }));
+      process.exit(0);
+    });
   }
   s.close(); // stdin closed: the parent is gone
   process.exit(0);

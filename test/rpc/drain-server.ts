@@ -7,6 +7,7 @@
  */
 
 import { serve } from "../../src/index.ts";
+import { stdinLines } from "../helpers/stdin-lines.ts";
 
 const serving = await serve(process.argv[2] ?? "tcp://127.0.0.1:0", {
   1: async (h) => {
@@ -26,16 +27,9 @@ const serving = await serve(process.argv[2] ?? "tcp://127.0.0.1:0", {
 console.log(JSON.stringify({ url: serving.url }));
 
 (async () => {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of Bun.stdin.stream()) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const [cmd, ms] = buf.slice(0, nl).split(" ");
-      buf = buf.slice(nl + 1);
-      if (cmd === "drain") serving.drain(Number(ms)).then((r) => console.log(JSON.stringify({ drained: r })));
-    }
+  for await (const line of stdinLines()) {
+    const [cmd, ms] = line.split(" ");
+    if (cmd === "drain") serving.drain(Number(ms)).then((r) => console.log(JSON.stringify({ drained: r })));
   }
   serving.close();
   process.exit(0);
