@@ -14,7 +14,10 @@
  * example that starts itself again (`import.meta.path`) starts its copy. Blocks that use ucx
  * run when libucp is there; without it they are skipped with the reason printed, except in CI
  * (`CI` set), where libucp is always installed and a missing one fails them. Each block's file
- * starts with blank lines, so tsc's line numbers are the page's own.
+ * starts with blank lines, so tsc's line numbers are the page's own. An example whose header has
+ * no `Run: bun examples/...` line is a module another example loads (a Worker's handlers): it is
+ * type-checked, not run. An example listed in EXAMPLE_ARGS runs once per argument list (e.g. its
+ * backend over shm, tcp and ucx); a run whose arguments name ucx needs libucp.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -31,6 +34,10 @@ const EXAMPLES = readdirSync(join(ROOT, "examples"))
   .filter((f) => f.endsWith(".ts"))
   .sort()
   .map((f) => `examples/${f}`);
+/** Examples run once per argument list here (absent: once, without arguments). */
+const EXAMPLE_ARGS: Record<string, string[][]> = {
+  "examples/http-front.ts": [["shm"], ["tcp"], ["ucx"]],
+};
 /** A program still running after this long hangs: it is killed and its test fails. Generous: other tests share the cores. */
 const RUN_TIMEOUT_MS = 30_000;
 /** tsc over the blocks, the examples and the sources they import. */
@@ -49,6 +56,10 @@ interface Program {
   name: string;
   /** What is written there. */
   source: string;
+  /** Its command-line arguments. */
+  args: string[];
+  /** False for a module another example loads: type-checked only. */
+  runs: boolean;
   needsUcx: boolean;
   /** Lines its `console.log(...); // text` comments promise (blocks; examples check themselves). */
   prints: string[];
@@ -64,6 +75,8 @@ for (const { page, blocks } of pageBlocks) {
       name: `${page.replaceAll("/", "_")}.L${b.fenceLine}.ts`,
       // Padding puts the code on the page's own lines; `export {}` makes every block a module (top-level await, own names).
       source: "\n".repeat(b.fenceLine) + b.code + "export {};\n",
+      args: [],
+      runs: true,
       needsUcx: /\bucx:\/\//.test(b.code),
       prints: expectedOutput(b.code),
     });
@@ -71,15 +84,20 @@ for (const { page, blocks } of pageBlocks) {
 }
 for (const ex of EXAMPLES) {
   const code = readFileSync(join(ROOT, ex), "utf8");
-  programs.push({ label: ex, name: ex, source: code, needsUcx: /\bucx:\/\//.test(code), prints: [] });
+  const runs = /^\s*\*\s*Run: bun examples\//m.test(code);
+  const argLists = EXAMPLE_ARGS[ex];
+  if (argLists === undefined) programs.push({ label: ex, name: ex, source: code, args: [], runs, needsUcx: /\bucx:\/\//.test(code), prints: [] });
+  else for (const args of argLists) programs.push({ label: `${ex} ${args.join(" ")}`, name: ex, source: code, args, runs, needsUcx: args.some((a) => a.startsWith("ucx")), prints: [] });
 }
+/** One entry per file (an example with several argument lists is written and checked once). */
+const files = [...new Map(programs.map((p) => [p.name, p])).values()];
 
 /** The work directory: made before the first test and removed after the last (never when no test runs). */
 let work = "";
 beforeAll(() => {
   work = mkdtempSync(join(tmpdir(), "hotpath-docs-"));
   mkdirSync(join(work, "examples"));
-  for (const p of programs) writeFileSync(join(work, p.name), p.source);
+  for (const p of files) writeFileSync(join(work, p.name), p.source);
   // Read by tsc (-p) and by bun (the nearest tsconfig.json of every file here).
   writeFileSync(
     join(work, "tsconfig.json"),
@@ -91,7 +109,7 @@ beforeAll(() => {
         typeRoots: [join(ROOT, "node_modules/@types")],
       },
       include: [],
-      files: programs.map((p) => p.name),
+      files: files.map((p) => p.name),
     }),
   );
 });
@@ -136,6 +154,14 @@ describe("docs pages", () => {
     expect(Bun.resolveSync("hotpath", join(ROOT, "examples"))).toBe(join(ROOT, "src/index.ts"));
   });
 
+  test("an example without a Run: line is a module another example loads; EXAMPLE_ARGS names examples", () => {
+    const sources = new Map(files.filter((p) => p.name.startsWith("examples/")).map((p) => [p.name, p.source]));
+    const modules = [...sources.keys()].filter((ex) => !programs.some((p) => p.name === ex && p.runs));
+    const unloaded = modules.filter((m) => ![...sources].some(([ex, code]) => ex !== m && code.includes(`"./${m.slice("examples/".length)}"`)));
+    expect(unloaded).toEqual([]);
+    expect(Object.keys(EXAMPLE_ARGS).filter((ex) => !sources.has(ex))).toEqual([]);
+  });
+
   test("examples/README.md lists every example", () => {
     const listing = readFileSync(join(ROOT, "examples/README.md"), "utf8");
     expect(EXAMPLES.filter((ex) => !listing.includes(ex.slice("examples/".length)))).toEqual([]);
@@ -148,7 +174,7 @@ describe("docs pages", () => {
       const r = await run([process.execPath, tsc, "-p", work, "--pretty", "false"], work, TSC_TIMEOUT_MS);
       // Paths print relative to `work`: examples/x.ts as they are, blocks as their page.
       let report = r.output;
-      for (const p of programs) if (p.name !== p.label) report = report.replaceAll(p.name, p.label.slice(0, p.label.lastIndexOf(":")));
+      for (const p of files) if (!p.name.startsWith("examples/")) report = report.replaceAll(p.name, p.label.slice(0, p.label.lastIndexOf(":")));
       expect(r.timedOut).toBe(false);
       expect(report).toBe("");
       expect(r.exitCode).toBe(0);
@@ -158,13 +184,13 @@ describe("docs pages", () => {
 });
 
 describe("docs programs run and exit 0", () => {
-  for (const p of programs) {
+  for (const p of programs.filter((q) => q.runs)) {
     const skip = p.needsUcx && skipUcx;
     if (skip) console.log(`skipped ${p.label}: it uses ucx, which cannot run here (${ucxReason})`);
     test.skipIf(skip)(
       p.label,
       async () => {
-        const r = await run([process.execPath, join(work, p.name)], work, RUN_TIMEOUT_MS);
+        const r = await run([process.execPath, join(work, p.name), ...p.args], work, RUN_TIMEOUT_MS);
         if (r.timedOut || r.exitCode !== 0) {
           const why = r.timedOut ? `did not exit within ${RUN_TIMEOUT_MS} ms (killed; a block must close its servers and clients)` : `exited with ${r.exitCode}`;
           throw new Error(`${p.label} ${why}; its output:\n${r.output}`);
