@@ -26,6 +26,18 @@ export interface RowResult extends RowFigures {
   ratios: Record<string, { p50: number | null; at64: number | null }>;
 }
 
+/** One issue-14 part of the bench (serve, worker-pool, idle-wake): what each part module's measure function returns. */
+export interface PartReport {
+  /** One line. */
+  title: string;
+  /** The table, printed as is (fixed-width columns). */
+  lines: string[];
+  /** Each issue-14 target with its measured value and the reference from the same run. */
+  targets: { label: string; measured: string; met: boolean }[];
+  /** The figures, for JSON. */
+  rows: Record<string, unknown>[];
+}
+
 export interface Report {
   date: string;
   machine: { cpu: string; cores: number; kernel: string; bun: string; ucx: string | null };
@@ -36,9 +48,9 @@ export interface Report {
   failed: Array<{ id: string; label: string; reason: string }>;
   /** bench/loopback.ts's one-thread figures, when that module is present. */
   loopback?: Record<string, unknown> | { error: string };
-  /** bench/serve-backend.bench.ts's figures, when that module is present. */
-  serveBackend?: unknown;
-  /** Issue 11's targets, each beside its measured value and the reference from this run. */
+  /** Issue 14's parts that ran (serve, worker-pool, idle-wake), by id: each module's PartReport. */
+  parts?: Record<string, PartReport>;
+  /** Issue 11's and issue 14's targets, each beside its measured value and the reference from this run. */
   targets?: TargetCheck[];
 }
 
@@ -51,7 +63,7 @@ export interface TargetCheck {
 
 const f2 = (v: number) => v.toFixed(2);
 
-/** Checks issue 11's targets against the rows of this run (null: a row it needs did not run). */
+/** Checks issue 11's targets against the rows of this run (null: a row it needs did not run), then lists each issue-14 part's own targets (judged by the part on its rows). */
 export function checkTargets(report: Report): TargetCheck[] {
   const row = (id: string) => report.rows.find((r) => r.id === id);
   const out: TargetCheck[] = [];
@@ -67,18 +79,19 @@ export function checkTargets(report: Report): TargetCheck[] {
   add("shm spin: calls/s at 64 in flight >= 0.5x raw shm", a !== undefined && b !== undefined ? a >= 0.5 * b : null, a !== undefined ? `${fmtRate(a)} (${b ? f2(a / b) : "-"}x)` : "-", b !== undefined ? fmtRate(b) : "-");
   const objs = [spin?.heap.objectsPerCall, row("inproc")?.heap.objectsPerCall, lb?.objectsPerRoundTrip].filter((v): v is number => typeof v === "number");
   add("hot-path allocations per round trip: 0 (shm spin, inproc, loopback; under 0.005 counts as 0)", objs.length ? objs.every((v) => v < 0.005) : null, objs.map((v) => v.toFixed(3)).join(", ") || "-", "0");
-  const sb = (report.serveBackend as { rows?: Array<{ id: string; reqPerS: number; frontCpuUsPerReq: number; backendCpuUsPerReq: number }> } | undefined)?.rows;
+  // The serve part's rows (bench/serve.bench.ts): the Bun.serve front with an shm / tcp backend, and serve() under light load.
+  const sb = report.parts?.serve?.rows as Array<{ id: string; reqPerS: number; frontCpuUsPerReq: number; backendCpuUsPerReq: number }> | undefined;
   const shmB = sb?.find((r) => r.id === "shm");
   const tcpB = sb?.find((r) => r.id === "tcp");
   add("Bun.serve: req/s with an shm backend >= 1.2x a tcp backend", shmB && tcpB ? shmB.reqPerS >= 1.2 * tcpB.reqPerS : null, shmB ? `${shmB.reqPerS.toFixed(0)} req/s (${tcpB ? f2(shmB.reqPerS / tcpB.reqPerS) : "-"}x)` : "-", tcpB ? `${tcpB.reqPerS.toFixed(0)} req/s` : "-");
   const cpu = (r: { frontCpuUsPerReq: number; backendCpuUsPerReq: number }) => r.frontCpuUsPerReq + r.backendCpuUsPerReq;
   add("Bun.serve: CPU per request (front + backend) with shm <= with tcp", shmB && tcpB ? cpu(shmB) <= cpu(tcpB) : null, shmB ? `${f2(cpu(shmB))} µs` : "-", tcpB ? `${f2(cpu(tcpB))} µs` : "-");
   // Issue 11 item 4: a serve() process under light load (one call every few ms) spends no more
-  // CPU per request than the tcp server (serve-backend's light rows: the serving process's CPU).
-  const light = (report.serveBackend as { light?: Array<{ id: string; backendCpuUsPerReq: number }> } | undefined)?.light;
+  // CPU per request than the tcp server (the serve part's light rows: the serving process's CPU).
+  const light = sb as unknown as Array<{ id: string; backendCpuUsPerReq: number }> | undefined;
   const ls = light?.find((r) => r.id === "light-shm");
   const lt = light?.find((r) => r.id === "light-tcp");
-  add("serve() under light load: CPU per request over shm <= the tcp server's", ls && lt ? ls.backendCpuUsPerReq <= lt.backendCpuUsPerReq : null, ls ? `${f2(ls.backendCpuUsPerReq)} µs (${lt ? f2(ls.backendCpuUsPerReq / lt.backendCpuUsPerReq) : "-"}x)` : "-", lt ? `${f2(lt.backendCpuUsPerReq)} µs` : "serve-backend not run");
+  add("serve() under light load: CPU per request over shm <= the tcp server's", ls && lt ? ls.backendCpuUsPerReq <= lt.backendCpuUsPerReq : null, ls ? `${f2(ls.backendCpuUsPerReq)} µs (${lt ? f2(ls.backendCpuUsPerReq / lt.backendCpuUsPerReq) : "-"}x)` : "-", lt ? `${f2(lt.backendCpuUsPerReq)} µs` : "serve part not run");
   const tcp = row("tcp");
   const rt = row("raw-tcp");
   add("tcp: 32 B p50 <= 1.1x the fair raw framed socket", tcp && rt ? tcp.p50Us <= 1.1 * rt.p50Us : null, tcp ? `${f2(tcp.p50Us)} µs (${rt ? f2(tcp.p50Us / rt.p50Us) : "-"}x)` : "-", rt ? `${f2(rt.p50Us)} µs` : "-");
@@ -89,12 +102,14 @@ export function checkTargets(report: Report): TargetCheck[] {
     const ref = row(r.references[0]!);
     add(`ucx (UCX_TLS=${r.ucxTls}): 32 B p50 <= 1.5x ucx_perftest am_lat, same UCX_TLS`, ref ? r.p50Us <= 1.5 * ref.p50Us : null, `${f2(r.p50Us)} µs (${ref ? f2(r.p50Us / ref.p50Us) : "-"}x)`, ref ? `${f2(ref.p50Us)} µs` : "not run");
   }
+  // Issue 14: each part states its targets with the measured value and its reference from the same run.
+  for (const [id, part] of Object.entries(report.parts ?? {})) for (const t of part.targets) add(`issue 14, ${id}: ${t.label}`, t.met, t.measured, "same run (in measured)");
   return out;
 }
 
 /** The targets as lines under the table. */
 export function targetLines(checks: TargetCheck[]): string[] {
-  return ["issue 11 targets (this run; ratios within it):", ...checks.map((t) => `  [${t.met === null ? "n/a" : t.met ? "met" : "NOT met"}] ${t.target}: ${t.measured} vs ${t.reference}`)];
+  return ["targets of issues 11 and 14 (this run; ratios within it):", ...checks.map((t) => `  [${t.met === null ? "n/a" : t.met ? "met" : "NOT met"}] ${t.target}: ${t.measured} vs ${t.reference}`)];
 }
 
 /** Fills each row's ratios against its references (rows of the same run). */
@@ -130,15 +145,9 @@ const fmtBytes = (b: number) => (b >= 1 << 20 ? `${b / (1 << 20)} MiB` : b >= 10
 const fmtCpu = (v: number | undefined) => (v === undefined || Number.isNaN(v) ? "-" : v.toFixed(2));
 const fmtX = (v: number | null | undefined) => (v === null || v === undefined || !Number.isFinite(v) ? "-" : `${v < 0.1 ? v.toPrecision(2) : v.toFixed(2)}x`);
 
-/** bench/serve-backend.bench.ts's rows, one line each (its own JSON shape; unknown fields shown as JSON). */
-function serveBackendLines(r: unknown): string[] {
-  const out = ["Bun.serve front with a backend (bench/serve-backend.bench.ts, its own method and load generator):"];
-  const sb = r as { rows?: Array<Record<string, unknown>>; light?: Array<Record<string, unknown>>; error?: string };
-  if (sb.error !== undefined || !Array.isArray(sb.rows)) return [...out, `  ${JSON.stringify(r)}`];
-  const n = (v: unknown, d = 1) => (typeof v === "number" ? v.toFixed(d) : "-");
-  for (const x of sb.rows) out.push(`  ${String(x.label)}: ${n(x.reqPerS, 0)} req/s, p50 ${n(x.p50Us)} µs, p99 ${n(x.p99Us)} µs, CPU µs/req front ${n(x.frontCpuUsPerReq, 2)} | backend ${n(x.backendCpuUsPerReq, 2)}`);
-  for (const x of sb.light ?? []) out.push(`  light load, ${String(x.label)}: p50 ${n(x.p50Us)} µs, CPU µs/req client ${n(x.clientCpuUsPerReq, 2)} | backend ${n(x.backendCpuUsPerReq, 2)}`);
-  return out;
+/** An issue-14 part under the main table: its title, its table as is, its targets with their measured values. */
+export function partLines(id: string, part: PartReport): string[] {
+  return [`${part.title} [${id}]`, ...part.lines, ...part.targets.map((t) => `  [${t.met ? "met" : "NOT met"}] ${t.label}: ${t.measured}`)];
 }
 
 /** The terminal table: one row per target, ratios against each row's references; then each row's layout. */
@@ -200,7 +209,7 @@ export function table(report: Report): string {
   for (const r of report.rows) out.push(`  ${r.id}: ${r.layout}; server CPU: ${r.serverCpu}`);
   if (lb && "error" in lb) out.push(`loopback (one thread): not measured (${lb.error})`);
   else if (lb && !(l && typeof l.rpcNs === "number")) out.push(`loopback (one thread): ${JSON.stringify(lb)}`);
-  if (report.serveBackend !== undefined) out.push(...serveBackendLines(report.serveBackend));
+  for (const [id, part] of Object.entries(report.parts ?? {})) out.push("", ...partLines(id, part));
   if (report.targets) out.push(...targetLines(report.targets));
   for (const s of report.skipped) out.push(`skipped ${s.label}: ${s.reason}`);
   for (const f of report.failed) out.push(`FAILED ${f.label}: ${f.reason}`);
@@ -301,6 +310,51 @@ export function charts(report: Report): { latency: string; throughput: string } 
     sub,
   );
   return { latency, throughput };
+}
+
+/**
+ * The serve part's chart: one bar per Bun.serve front row (HTTP and KV rows), req/s on the left
+ * and CPU µs per request on the right (front solid, backend lighter, stacked). Linear scales.
+ */
+export function serveChart(part: PartReport, report: Report): string {
+  const rows = (part.rows as Array<{ group?: string; label?: string; reqPerS?: number; frontCpuUsPerReq?: number; backendCpuUsPerReq?: number }>).filter((r) => (r.group === "http" || r.group === "kv") && typeof r.reqPerS === "number");
+  const W = 1100;
+  const BAR = 24;
+  const T = 78;
+  const LABEL = 330;
+  const GAP = 40;
+  const panel = (W - LABEL - 2 * GAP - 20) / 2;
+  const H = T + rows.length * (BAR + 10) + 50;
+  const num = (v: number | undefined) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
+  const maxRate = Math.max(1, ...rows.map((r) => num(r.reqPerS)));
+  const maxCpu = Math.max(1, ...rows.map((r) => num(r.frontCpuUsPerReq) + num(r.backendCpuUsPerReq)));
+  const x0 = LABEL;
+  const x1 = LABEL + panel + GAP;
+  const p: string[] = [];
+  p.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif">`);
+  p.push(`<rect width="${W}" height="${H}" fill="white"/>`);
+  p.push(`<text x="20" y="28" font-size="18" font-weight="bold">${esc("Bun.serve front calling a backend per request: req/s (higher is better) and CPU per request (lower is better)")}</text>`);
+  p.push(`<text x="20" y="48" font-size="12" fill="#555">${esc(`${part.title.replace(/^Bun.serve front calling a backend per HTTP request /, "")}. ${report.machine.cpu}, ${report.machine.cores} cores, Bun ${report.machine.bun}, ${report.date.slice(0, 10)}.`)}</text>`);
+  p.push(`<text x="${x0}" y="${T - 10}" font-size="13" font-weight="bold">HTTP requests/s</text>`);
+  p.push(`<text x="${x1}" y="${T - 10}" font-size="13" font-weight="bold">CPU µs per request: front (dark) + backend (light)</text>`);
+  rows.forEach((r, i) => {
+    const y = T + i * (BAR + 10);
+    const color = PALETTE[i % PALETTE.length]!;
+    const rate = num(r.reqPerS);
+    const front = num(r.frontCpuUsPerReq);
+    const back = num(r.backendCpuUsPerReq);
+    const wr = (rate / maxRate) * (panel - 60);
+    const wf = (front / maxCpu) * (panel - 60);
+    const wb = (back / maxCpu) * (panel - 60);
+    p.push(`<text x="${LABEL - 10}" y="${y + BAR / 2 + 4}" font-size="12" text-anchor="end">${esc(String(r.label ?? ""))}</text>`);
+    p.push(`<rect x="${x0}" y="${y}" width="${wr.toFixed(1)}" height="${BAR}" fill="${color}"/>`);
+    p.push(`<text x="${(x0 + wr + 6).toFixed(1)}" y="${y + BAR / 2 + 4}" font-size="12">${esc(fmtRate(rate))}</text>`);
+    p.push(`<rect x="${x1}" y="${y}" width="${wf.toFixed(1)}" height="${BAR}" fill="${color}"/>`);
+    p.push(`<rect x="${(x1 + wf).toFixed(1)}" y="${y}" width="${wb.toFixed(1)}" height="${BAR}" fill="${color}" fill-opacity="0.4"/>`);
+    p.push(`<text x="${(x1 + wf + wb + 6).toFixed(1)}" y="${y + BAR / 2 + 4}" font-size="12">${esc(`${front.toFixed(1)} + ${back.toFixed(1)}`)}</text>`);
+  });
+  p.push(`</svg>`);
+  return p.join("\n");
 }
 
 /** PNG of an SVG via @resvg/resvg-js, or null (with the reason) when it is not available. */

@@ -2,7 +2,7 @@
  * `bun run bench` / `hotpath bench`: every transport and peer, measured by the same client body
  * (bench/measure.ts: one spin body, one event-loop body; every reply checked byte for byte),
  * each row beside named references measured in the same run. Writes a JSON report and charts;
- * exits 1 when a row or a part (loopback, serve-backend) failed to start or while measured, or
+ * exits 1 when a row or a part (loopback, serve, worker-pool, idle-wake, kv) failed to start or while measured, or
  * a ucx_perftest reference did not finish (a wrong reply byte among the causes), all listed
  * under FAILED; a row or part that cannot run here (a missing tool) is listed as skipped with
  * its reason and does not fail the run.
@@ -10,7 +10,7 @@
  *   --quick               short samples (the CI smoke run)
  *   --transports a,b      only these rows (ids: raw-tcp raw-tcp-bytes raw-unix raw-shm inproc
  *                         shm-spin shm-async tcp ucx-tcp ucx-shm ucx-rc ucx-ud ucx-dc rdma ipc
- *                         worker http ws grpc loopback serve-backend kv)
+ *                         worker http ws grpc loopback serve worker-pool idle-wake kv)
  *   --sizes 32,1024,...   payload sweep in bytes (32 is always measured)
  *   --duration S          seconds of samples per measurement (default 0.5; --quick 0.03)
  *   --json PATH           report path (default bench/results/latest.json; charts beside it)
@@ -27,7 +27,7 @@ import { dirname, join } from "node:path";
 import { kvLines, measureKv, type KvReport } from "./kv.bench.ts";
 import { measureRow } from "./measure.ts";
 import { perftest } from "./perftest.ts";
-import { addRatios, charts, checkTargets, machine, table, toPng, type Report, type RowResult } from "./report.ts";
+import { addRatios, charts, checkTargets, machine, serveChart, table, toPng, type PartReport, type Report, type RowResult } from "./report.ts";
 import { PLACEMENT, TARGETS, type Where } from "./targets.ts";
 
 interface Options {
@@ -43,7 +43,16 @@ interface Options {
 }
 
 /** Ids of the sections that are not TARGETS rows. */
-const EXTRA_IDS = ["loopback", "serve-backend", "kv"];
+const EXTRA_IDS = ["loopback", "serve", "worker-pool", "idle-wake", "kv"];
+
+/** Issue 14's parts: id, title while it runs, the module (another engineer's until it lands) and its measure function. */
+const PARTS = [
+  { id: "serve", label: "Bun.serve front with backends (bench/serve.bench.ts)", file: "./serve.bench.ts", fn: "measureServe" },
+  { id: "worker-pool", label: "worker pool against postMessage (bench/worker-pool.bench.ts)", file: "./worker-pool.bench.ts", fn: "measureWorkerPool" },
+  { id: "idle-wake", label: "idle-to-woken calls (bench/idle-wake.bench.ts)", file: "./idle-wake.bench.ts", fn: "measureIdleWake" },
+] as const;
+
+type PartFn = (opts: { quick: boolean; log: (s: string) => void }) => Promise<PartReport & { skipped?: Array<{ id: string; reason: string }> }>;
 /** The kv part's seconds per figure and value sizes: 18 rows (64 B values), about 35 s of a full run. Shorter windows understate the spin rows several times over (0.05 s: 96k GETs/s at 64 in flight where 0.3 s gave 948k, same server), so the part uses kv.bench.ts's own 0.3 s. */
 const KV_DURATION_S = 0.3;
 const KV_SIZES = [64];
@@ -98,7 +107,7 @@ export class SkipPart extends Error {
 }
 
 /**
- * Runs one section of the bench that is not a TARGETS row (loopback, serve-backend): a throw
+ * Runs one section of the bench that is not a TARGETS row (loopback, serve, worker-pool, idle-wake, kv): a throw
  * lists it under report.failed (the run exits 1: a wrong reply byte is among the causes), a
  * SkipPart under report.skipped with its reason. Same thread as runBench.
  */
@@ -213,12 +222,17 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
       report.loopback = await mod.measureLoopback({ roundTrips: o.quick ? 20_000 : 100_000, size: 32 });
     });
   }
-  if (!o.connect && (o.ids === null || o.ids.includes("serve-backend"))) {
-    print("Bun.serve with an shm / tcp backend (bench/serve-backend.bench.ts)");
-    await runPart(report, "serve-backend", "Bun.serve with an shm / tcp backend", print, async () => {
-      const mod = await optional<{ measureServeBackend(opts: { quick: boolean; log: (s: string) => void }): Promise<unknown> }>("./serve-backend.bench.ts");
-      if (mod === null || typeof mod.measureServeBackend !== "function") throw new SkipPart("bench/serve-backend.bench.ts is not present");
-      report.serveBackend = await mod.measureServeBackend({ quick: o.quick, log: (s) => print(`serve backend: ${s}`) });
+  for (const part of PARTS) {
+    if (o.connect || (o.ids !== null && !o.ids.includes(part.id))) continue;
+    print(part.label);
+    await runPart(report, part.id, part.label, print, async () => {
+      const mod = await optional<Record<string, unknown>>(part.file);
+      const fn = mod?.[part.fn];
+      if (typeof fn !== "function") throw new SkipPart(`bench/${part.file.slice(2)} is not present${mod ? ` (no ${part.fn} export)` : ""}`);
+      const r = await (fn as PartFn)({ quick: o.quick, log: (s) => print(`${part.id}: ${s}`) });
+      if (typeof r?.title !== "string" || !Array.isArray(r.lines) || !Array.isArray(r.targets) || !Array.isArray(r.rows)) throw new Error(`${part.fn} returned no PartReport (title, lines, targets, rows)`);
+      (report.parts ??= {})[part.id] = r;
+      for (const s of r.skipped ?? []) report.skipped.push({ id: `${part.id}:${s.id}`, label: `${part.id}: ${s.id}`, reason: s.reason });
     });
   }
   if (!o.connect && (o.ids === null || o.ids.includes("kv"))) {
@@ -240,13 +254,16 @@ async function writeOutputs(report: Report, jsonPath: string, print: (s: string)
   writeFileSync(jsonPath, `${JSON.stringify(report, null, 2)}\n`);
   const { latency, throughput } = charts(report);
   const dir = dirname(jsonPath);
-  for (const [name, svg] of [["latency", latency], ["throughput", throughput]] as const) {
+  const serve = report.parts?.serve;
+  const written: Array<[string, string]> = [["latency", latency], ["throughput", throughput]];
+  if (serve) written.push(["serve", serveChart(serve, report)]);
+  for (const [name, svg] of written) {
     writeFileSync(join(dir, `${name}.svg`), svg);
     const png = await toPng(svg);
     if (typeof png === "string") print(png);
     else writeFileSync(join(dir, `${name}.png`), png);
   }
-  print(`\nwrote ${jsonPath} and ${join(dir, "latency.svg")}, ${join(dir, "throughput.svg")} (and .png)`);
+  print(`\nwrote ${jsonPath} and ${written.map(([n]) => join(dir, `${n}.svg`)).join(", ")} (and .png)`);
 }
 
 /** --serve: the across-nodes servers, on fixed ports, until the process is stopped. */

@@ -1,5 +1,5 @@
 /**
- * Backend of the Bun.serve benchmark (bench/serve-backend.bench.ts): hotpath serve() on URL,
+ * Backend of the Bun.serve benchmark (bench/serve.bench.ts): hotpath serve() on URL,
  * method 1 echoing its data, in the wait policy given as JSON (default: the transport's default).
  *   bun bench/peers/serve-backend.ts URL ['{"spinNs":0}']
  * Prints {"url", "pid"} when ready; exits when stdin closes.

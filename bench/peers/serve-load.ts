@@ -1,19 +1,22 @@
 /**
- * Load generator of the Bun.serve benchmark (bench/serve-backend.bench.ts), a process of its own:
+ * Load generator of the Bun.serve benchmark (bench/serve.bench.ts), a process of its own:
  * CONNS raw TCP connections to 127.0.0.1:PORT speaking HTTP/1.1 keep-alive, one request
  * outstanding per connection, each a POST of BODY bytes unique to it (connection and sequence
- * number) whose response body must come back byte for byte (a mismatch or a non-200 status
- * ends the run with an error). After WARMUP_MS it times DURATION_MS: every request's latency
+ * number, serve-bodies.ts; with `kv`, the sequence cycles through the KV key set) whose
+ * response body must come back byte for byte (a mismatch or a non-200 status ends the run with
+ * an error). After WARMUP_MS it times DURATION_MS: every request's latency
  * (Bun.nanoseconds from write to the last byte of its response), and the CPU of the PIDS given
  * (all threads, bench/cpu.ts) read at the start and the end of that window.
- *   bun bench/peers/serve-load.ts PORT CONNS WARMUP_MS DURATION_MS BODY PID,PID...
- * Prints one JSON line: {requests, seconds, p50Us, p99Us, cpuUs: {pid: µs}}.
+ *   bun bench/peers/serve-load.ts PORT CONNS WARMUP_MS DURATION_MS BODY PID,PID... [kv]
+ * Prints one JSON line: {requests, seconds, p50Us, p99Us, cpuUs: {pid: µs}, loadCpuUs (its own)}.
  */
 
 import type { Socket } from "bun";
 import { processCpuUs } from "../cpu.ts";
+import { body as bodyFor, kvSeq } from "./serve-bodies.ts";
 
-const [port, conns, warmupMs, durationMs, bodyBytes, pidList] = process.argv.slice(2).map((s, i) => (i === 5 ? s : Number(s))) as [number, number, number, number, number, string];
+const [port, conns, warmupMs, durationMs, bodyBytes, pidList, kind] = process.argv.slice(2).map((s, i) => (i >= 5 ? s : Number(s))) as [number, number, number, number, number, string, string | undefined];
+const kv = kind === "kv";
 const pids = (pidList ?? "").split(",").filter(Boolean).map(Number);
 const enc = new TextEncoder();
 const HEAD_END = enc.encode("\r\n\r\n");
@@ -42,7 +45,7 @@ function request(s: Socket<Conn>): void {
   const c = s.data;
   if (stopping) return;
   c.seq++;
-  const body = enc.encode(`${c.id.toString(16).padStart(4, "0")}:${c.seq.toString(16).padStart(12, "0")}:`.padEnd(bodyBytes, "x").slice(0, bodyBytes));
+  const body = bodyFor(c.id, kv ? kvSeq(c.seq) : c.seq, bodyBytes);
   c.expect = body;
   const head = enc.encode(`POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ${body.length}\r\n\r\n`);
   const msg = new Uint8Array(head.length + body.length);
@@ -107,12 +110,14 @@ for (let i = 0; i < conns; i++) {
 for (const s of sockets) request(s);
 await Promise.race([Bun.sleep(warmupMs), done.promise]);
 const cpu0 = pids.map(processCpuUs);
+const self0 = process.cpuUsage();
 const t0 = Bun.nanoseconds();
 measuring = true;
 await Promise.race([Bun.sleep(durationMs), done.promise]);
 measuring = false;
 const seconds = (Bun.nanoseconds() - t0) / 1e9;
 const cpu1 = pids.map(processCpuUs);
+const self1 = process.cpuUsage();
 stopping = true;
 for (const s of sockets) s.end();
 if (failed !== null) {
@@ -123,5 +128,6 @@ lat.sort((a, b) => a - b);
 const pct = (p: number) => (lat.length === 0 ? NaN : lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! / 1e3);
 const cpuUs: Record<number, number> = {};
 pids.forEach((pid, i) => (cpuUs[pid] = cpu1[i]! - cpu0[i]!));
-console.log(JSON.stringify({ requests: lat.length, seconds, p50Us: pct(0.5), p99Us: pct(0.99), cpuUs }));
+const loadCpuUs = self1.user + self1.system - self0.user - self0.system;
+console.log(JSON.stringify({ requests: lat.length, seconds, p50Us: pct(0.5), p99Us: pct(0.99), cpuUs, loadCpuUs }));
 process.exit(0);
