@@ -28,8 +28,8 @@ import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, Remo
 import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { KIND_CANCEL, KIND_ERROR, KIND_GOAWAY, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
 import { checkMessage, decodeErrorBody, wireCallGen, wireCallSlot, wireKind, wireWord0, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
-import { checkTimeout, describeValue } from "./validate.ts";
-import { announceGoaway, armDeadline, checkArgs, checkSizes, PendingRequest } from "./pending.ts";
+import { checkTimeout } from "./validate.ts";
+import { announceGoaway, checkArgs, checkRequest, checkSizes, DeadlineQueue, keepCopies, PendingRequest, promiseFor } from "./pending.ts";
 
 export type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
 import type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
@@ -79,6 +79,9 @@ export class Client<U = unknown> implements Disposable {
   private directThrew = false; // and directError: what onResponse threw inside conn.poll()
   private directError: unknown;
   private readonly waiting: PendingRequest[] = [];
+  /** request() deadlines: one timer for the client, not one per request (pending.ts). */
+  private readonly deadlines = new DeadlineQueue((p) => this.abandon(p, new TimeoutError(`request for method ${p.method} to ${this.conn.peer} timed out after ${p.timeoutMs} ms`)));
+  private readonly aborted = (p: PendingRequest) => this.abandon(p, new CancelledError(`request for method ${p.method} aborted`, { cause: p.signal!.reason }));
   private pumpScheduled = false;
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);
   private readonly head24 = this.headBuf.subarray(0, WIRE_HEADER_BYTES);
@@ -280,29 +283,29 @@ export class Client<U = unknown> implements Disposable {
     const appHeader = opts?.appHeader;
     let timeoutMs: number;
     try {
-      checkArgs(method, data, appHeader, "client.request");
-      if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError(`client.request: signal must be an AbortSignal, got ${describeValue(signal)}`);
-      timeoutMs = opts?.timeoutMs === undefined ? this.defaultTimeoutMs : checkTimeout(opts.timeoutMs, "client.request");
-      checkSizes(this.conn, this.appHeaderLimit, data, appHeader);
+      timeoutMs = checkRequest(this.conn, this.appHeaderLimit, this.defaultTimeoutMs, method, data, opts);
     } catch (e) {
       return Promise.reject(e);
     }
     if (this.closeErr !== null) return Promise.reject(this.closeErr);
-    return new Promise<Uint8Array>((resolve, reject) => {
-      const p = new PendingRequest(method, data, appHeader, signal, resolve, reject);
-      if (timeoutMs > 0) armDeadline(p, performance.now() + timeoutMs, timeoutMs, this.timedOut);
-      if (signal) {
-        p.onAbort = () => this.abandon(p, new CancelledError(`request for method ${method} aborted`, { cause: signal.reason }));
-        signal.addEventListener("abort", p.onAbort, { once: true });
-      }
+    // No closure per request: one executor binds the promise, `p` is the signal's listener, and
+    // the client's deadline queue times it out (pending.ts).
+    const p = new PendingRequest(method, data, appHeader, signal, timeoutMs, this.aborted);
+    const promise = promiseFor(p);
+    if (timeoutMs > 0) this.deadlines.add(p, performance.now() + timeoutMs);
+    if (signal) {
+      p.listening = true;
+      signal.addEventListener("abort", p);
+    }
+    try {
       if (this.waiting.length > 0 || !this.tryStart(p)) {
-        if (this.closeErr !== null) return this.settle(p, null, this.closeErr);
-        // Queued for later: keep a copy, the caller may reuse its buffer once request() returned.
-        p.data = copyBytes(data);
-        if (appHeader) p.appHeader = copyBytes(appHeader);
-        this.waiting.push(p);
+        if (this.closeErr !== null) this.settle(p, null, this.closeErr);
+        else this.waiting.push(keepCopies(p)); // queued for later: its own copy of the bytes
       }
-    });
+    } catch (e) {
+      this.settle(p, null, e as Error);
+    }
+    return promise;
   }
 
   close(): void {
@@ -315,9 +318,6 @@ export class Client<U = unknown> implements Disposable {
   }
 
   // ---- engine ----
-
-  private readonly timedOut = (p: PendingRequest, timeoutMs: number) =>
-    this.abandon(p, new TimeoutError(`request for method ${p.method} to ${this.conn.peer} timed out after ${timeoutMs} ms`));
 
   private sendFrame(kind: number, method: number, slot: number, gen: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
     const appLen = appHeader ? appHeader.length : 0;
@@ -440,8 +440,8 @@ export class Client<U = unknown> implements Disposable {
   private settle(p: PendingRequest, value: Uint8Array | null, error: Error | null): void {
     if (p.done) return;
     p.done = true;
-    if (p.timer !== undefined) clearTimeout(p.timer);
-    if (p.onAbort) p.signal!.removeEventListener("abort", p.onAbort);
+    if (p.heapIndex >= 0) this.deadlines.remove(p);
+    if (p.listening) p.signal!.removeEventListener("abort", p);
     if (error) p.reject(error);
     else p.resolve(value!);
   }

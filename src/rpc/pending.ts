@@ -1,6 +1,7 @@
 /**
  * Pieces of the client kept apart from client.ts: the state of one convenient-path request
- * (PendingRequest) and the argument checks every entry point shares.
+ * (PendingRequest), the client's deadline queue (DeadlineQueue: one timer per client) and the
+ * argument checks every entry point shares.
  *
  * Contract: the checks throw UsageError naming the argument and its value; they allocate only
  * when they throw. Example: checkSizes(conn, 1000, data, undefined) throws when data is too big.
@@ -9,37 +10,171 @@
 
 import { UsageError, type HotpathError } from "../errors.ts";
 import { SEND_FULL, sendLimit, type Connection } from "../contract/transport.ts";
-import { EMPTY_BYTES } from "../bytes.ts";
+import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { GOAWAY_HELLO_METHOD, KIND_CANCEL, WIRE_HEADER_BYTES, writeWireHeader } from "./wire.ts";
-import { checkBytes, checkMethod, describeValue } from "./validate.ts";
+import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
 
-/** One request() in flight or waiting for room: its promise, deadline timer and abort hook. */
+/**
+ * One request() in flight or waiting for room: its promise, its place in the client's deadline
+ * queue, and its abort hook. It is itself the signal's abort listener (handleEvent): no closure
+ * per request.
+ */
 export class PendingRequest {
   slot = -1;
   done = false;
-  timer: ReturnType<typeof setTimeout> | undefined = undefined;
-  onAbort: (() => void) | undefined = undefined;
+  /** When it times out (performance.now() ms) and its index in the DeadlineQueue's heap (-1: not queued). */
+  deadline = Infinity;
+  heapIndex = -1;
+  listening = false; // registered as the signal's abort listener
+  resolve!: (v: Uint8Array) => void;
+  reject!: (e: Error) => void;
   constructor(
     readonly method: number,
     public data: Uint8Array,
     public appHeader: Uint8Array | undefined,
     readonly signal: AbortSignal | undefined,
-    readonly resolve: (v: Uint8Array) => void,
-    readonly reject: (e: Error) => void,
+    readonly timeoutMs: number,
+    readonly onAbort: (p: PendingRequest) => void,
   ) {}
+
+  /** The signal aborted (EventListener object): the client cancels this request. */
+  handleEvent(): void {
+    this.onAbort(this);
+  }
+}
+
+/** Binds a new Promise to `p` (resolve / reject) without a closure per request: one shared executor. */
+let binding: PendingRequest | null = null;
+const bindExecutor = (resolve: (v: Uint8Array) => void, reject: (e: Error) => void) => {
+  binding!.resolve = resolve;
+  binding!.reject = reject;
+};
+export function promiseFor(p: PendingRequest): Promise<Uint8Array> {
+  binding = p;
+  const promise = new Promise<Uint8Array>(bindExecutor);
+  binding = null;
+  return promise;
 }
 
 /** setTimeout's largest delay (a signed 32-bit ms count); longer deadlines re-arm. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** A deadline this close (ms) counts as reached when the timer fires: timers may fire a little early. */
+const DEADLINE_SLACK_MS = 1;
 
-/** A deadline timer for `p` at time `at`; one longer than setTimeout allows fires early and re-arms for the rest. */
-export function armDeadline(p: PendingRequest, at: number, timeoutMs: number, onTimeout: (p: PendingRequest, timeoutMs: number) => void): void {
-  const left = at - performance.now();
-  p.timer = setTimeout(() => {
-    if (p.done) return;
-    if (at - performance.now() > 1) return armDeadline(p, at, timeoutMs, onTimeout);
-    onTimeout(p, timeoutMs);
-  }, Math.min(Math.max(0, left), MAX_TIMER_MS));
+/**
+ * The deadlines of one client's requests: a binary min-heap by deadline, armed with one timer
+ * for the earliest, instead of a setTimeout per request (a Bun.serve front issues one request
+ * per HTTP request, each with the default 30 s deadline, and almost all complete long before).
+ * add() and remove() cost O(log n) in the requests queued and touch the timer only when the
+ * earliest deadline moves earlier; the timer keeps the process alive only while a deadline is
+ * queued (unref'd when empty), as a per-request timer did. A deadline past setTimeout's limit
+ * fires early and re-arms. `onTimeout` runs from the timer, once per request past its deadline,
+ * after the request left the queue. Threading: the client's thread.
+ */
+export class DeadlineQueue {
+  private readonly heap: PendingRequest[] = [];
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private armedAt = Infinity; // when the timer fires (performance.now() ms); Infinity: no timer
+  private held = false; // the timer is ref'd (keeps the process alive)
+
+  constructor(private readonly onTimeout: (p: PendingRequest) => void) {}
+
+  get size(): number {
+    return this.heap.length;
+  }
+
+  /** Queues `p` to time out at `at` (performance.now() ms). */
+  add(p: PendingRequest, at: number): void {
+    p.deadline = at;
+    p.heapIndex = this.heap.length;
+    this.heap.push(p);
+    this.up(p.heapIndex);
+    if (at < this.armedAt) this.arm(at);
+    else if (!this.held) {
+      this.held = true;
+      this.timer!.ref();
+    }
+  }
+
+  /** Takes `p` out (it settled); a no-op when it is not queued. */
+  remove(p: PendingRequest): void {
+    const i = p.heapIndex;
+    if (i < 0) return;
+    p.heapIndex = -1;
+    const last = this.heap.pop()!;
+    if (last !== p) {
+      this.heap[i] = last;
+      last.heapIndex = i;
+      this.down(i);
+      this.up(last.heapIndex);
+    }
+    if (this.heap.length === 0 && this.held) {
+      this.held = false;
+      this.timer?.unref();
+    }
+  }
+
+  /** Stops the timer (the client closed: every request settled). */
+  clear(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.armedAt = Infinity;
+    this.held = false;
+  }
+
+  private arm(at: number): void {
+    clearTimeout(this.timer);
+    this.armedAt = at;
+    this.held = true;
+    this.timer = setTimeout(this.fire, Math.min(Math.max(0, at - performance.now()), MAX_TIMER_MS));
+  }
+
+  private readonly fire = () => {
+    this.timer = undefined;
+    this.armedAt = Infinity;
+    this.held = false;
+    const now = performance.now();
+    const heap = this.heap;
+    while (heap.length > 0 && heap[0]!.deadline - now <= DEADLINE_SLACK_MS) {
+      const p = heap[0]!;
+      this.remove(p);
+      this.onTimeout(p);
+    }
+    if (heap.length > 0 && this.timer === undefined) this.arm(heap[0]!.deadline);
+  };
+
+  private up(i: number): void {
+    const heap = this.heap;
+    const p = heap[i]!;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const q = heap[parent]!;
+      if (q.deadline <= p.deadline) break;
+      heap[i] = q;
+      q.heapIndex = i;
+      i = parent;
+    }
+    heap[i] = p;
+    p.heapIndex = i;
+  }
+
+  private down(i: number): void {
+    const heap = this.heap;
+    const n = heap.length;
+    const p = heap[i]!;
+    for (;;) {
+      let c = 2 * i + 1;
+      if (c >= n) break;
+      if (c + 1 < n && heap[c + 1]!.deadline < heap[c]!.deadline) c++;
+      const q = heap[c]!;
+      if (q.deadline >= p.deadline) break;
+      heap[i] = q;
+      q.heapIndex = i;
+      i = c;
+    }
+    heap[i] = p;
+    p.heapIndex = i;
+  }
 }
 
 /**
@@ -51,6 +186,26 @@ export function announceGoaway(conn: Connection): boolean {
   const head = new Uint8Array(WIRE_HEADER_BYTES);
   writeWireHeader(head, KIND_CANCEL, GOAWAY_HELLO_METHOD, 0, 0, 0, 0);
   return conn.trySend(head, EMPTY_BYTES) !== SEND_FULL;
+}
+
+/**
+ * request()'s argument checks (UsageError: method, data, appHeader, signal, timeoutMs, sizes);
+ * returns the call's deadline in ms (0: none), `defaultTimeoutMs` when the options give none.
+ */
+export function checkRequest(conn: Connection, appHeaderLimit: number, defaultTimeoutMs: number, method: number, data: Uint8Array, opts: RequestOptions | undefined): number {
+  checkArgs(method, data, opts?.appHeader, "client.request");
+  const signal = opts?.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError(`client.request: signal must be an AbortSignal, got ${describeValue(signal)}`);
+  const timeoutMs = opts?.timeoutMs === undefined ? defaultTimeoutMs : checkTimeout(opts.timeoutMs, "client.request");
+  checkSizes(conn, appHeaderLimit, data, opts?.appHeader);
+  return timeoutMs;
+}
+
+/** A request queued for room keeps copies of its bytes: the caller may reuse its buffers once request() returned. */
+export function keepCopies(p: PendingRequest): PendingRequest {
+  p.data = copyBytes(p.data);
+  if (p.appHeader) p.appHeader = copyBytes(p.appHeader);
+  return p;
 }
 
 /** UsageError unless method is a u32, data a Uint8Array and appHeader (if given) one too. */

@@ -7,14 +7,14 @@
  * else; `onHandshake` reports the outcome, and only then is the connection handed out, with
  * `caps.peerMaxMessageBytes` from the peer's hello.
  *
- * Sends append a frame to one bounded output buffer (output.ts); the buffer is written once per
- * tick (a microtask scheduled by the first send of the tick, or at once at the end of a read's
- * handling or in poll()), straight from the buffer by offset and length, so every frame queued
- * in one synchronous run goes out in one write. A short write keeps the rest and waits for
- * `drain`; a frame that would take the buffer past `sendBufferBytes` gets Full (one frame larger
- * than the budget goes when nothing is queued). Reads are parsed by FrameParser, every whole
- * frame of a read in place, and each message is handed to the receiver inline, from the event
- * loop; message objects are reused once released (frame.ts).
+ * Sends append a frame to one bounded output buffer (output.ts), written straight from it by
+ * offset and length: at the end of a read's handling, in poll(), else in a microtask for the
+ * first send after a quiet tick, and at the end of the tick (setImmediate) for sends made after
+ * a flush, so a Bun.serve handler sending once per HTTP request costs one write per tick, not
+ * one per request (`writes` counts them). A short write keeps the rest and waits for `drain`; a
+ * frame that would take the buffer past `sendBufferBytes` gets Full (one frame larger than the
+ * budget goes when nothing is queued). Reads are parsed by FrameParser, every whole frame of a
+ * read in place, each message handed to the receiver inline; released messages are reused.
  *
  * Limits (limits.ts): a split frame larger than `connectionBufferBytes` reserves its size from
  * the listener's BufferPool first, and reading pauses until it gets it; on an accepted
@@ -86,10 +86,7 @@ export interface TcpConnectionOptions {
 }
 
 /** A skipped oversized message that arrived before setReceiver(). */
-interface EarlyOversized {
-  head: Uint8Array;
-  bodyLen: number;
-}
+type EarlyOversized = { head: Uint8Array; bodyLen: number };
 
 export class TcpConnection implements Connection, Sweepable {
   readonly transport = "tcp";
@@ -119,26 +116,37 @@ export class TcpConnection implements Connection, Sweepable {
   private readonly out: OutputBuffer;
   private readonly sendBufferBytes: number;
   private flushScheduled = false;
+  private flushedThisTick = false; // a flush ran this tick: later sends wait for its end (tickEnd)
   private awaitingDrain = false;
   private inData = false;
-  /** close() with output still queued: the socket ends once it drained. */
-  private lingering = false;
+  private lingering = false; // close() with output still queued: the socket ends once it drained
   private lingerTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   private readonly gate: ReadGate;
+  /** @internal socket writes of queued output so far (tests: sends of one tick share one). */
+  get writes(): number {
+    return this.out.writes;
+  }
   /** A whole frame arrived or was queued for sending since the last sweep (the idle rule). */
   private activity = false;
   private readonly openedAt = performance.now();
   private idleSince = this.openedAt;
-  /** When the frame now arriving began (after the last whole one), or -1. */
-  private partialSince = -1;
-  /** When reading paused for unread output. */
-  private overSince = 0;
+  private partialSince = -1; // when the frame now arriving began (after the last whole one), or -1
+  private overSince = 0; // when reading paused for unread output
   private readonly waiters = new WaitList();
   /** trySendWords' head in bytes, for the large bodies that take the direct-write path. */
   private readonly wordsHead = new Uint8Array(WORDS_HEAD_BYTES);
   private readonly flushTask = () => {
     this.flushScheduled = false;
+    if (!this.flushedThisTick) {
+      this.flushedThisTick = true;
+      setImmediate(this.tickEnd);
+    }
     this.flush();
+  };
+  /** The end of a tick that flushed: what later sends of that tick queued goes now, in one write. */
+  private readonly tickEnd = () => {
+    this.flushedThisTick = false;
+    if (this.flushScheduled) this.flushTask();
   };
 
   constructor(socket: Socket<TcpConnection>, opts: TcpConnectionOptions) {
@@ -237,8 +245,7 @@ export class TcpConnection implements Connection, Sweepable {
     return this.trySend(head, bufferPrefix("tcp", buffer, lenBytes));
   }
 
-  /** Heap memory: nothing to give back. */
-  releaseBuffer(_buffer: Uint8Array): void {}
+  releaseBuffer(_buffer: Uint8Array): void {} // heap memory: nothing to give back
 
   /** Messages arrive from the event loop; poll() pushes queued output now and delivers nothing. */
   poll(): number {
@@ -251,8 +258,7 @@ export class TcpConnection implements Connection, Sweepable {
     return this.waiters.wait(timeoutMs);
   }
 
-  /** The event loop parks TCP waits; there is nothing to spin on. */
-  setWaitPolicy(_policy: Partial<WaitPolicy>): void {}
+  setWaitPolicy(_policy: Partial<WaitPolicy>): void {} // the event loop parks TCP waits: nothing to spin on
 
   /**
    * Closes this side. Output already queued still goes out: if the socket cannot take it all
@@ -309,7 +315,7 @@ export class TcpConnection implements Connection, Sweepable {
     }
     if (this.out.length > 0) this.flush();
     else this.checkOutput();
-    if (!this.awaitingDrain) this.wakeWaiters(true);
+    if (!this.awaitingDrain) this.waiters.wake(true);
   }
 
   onSocketClosed(cause?: unknown): void {
@@ -398,9 +404,10 @@ export class TcpConnection implements Connection, Sweepable {
       // Queued behind unread output: past half the budget, stop taking in more work.
       if (!this.gate.has(PAUSE_OUTPUT) && 2 * out.length >= this.sendBufferBytes) this.checkOutput();
     } else if (!this.flushScheduled && !this.inData) {
-      // Inside onData the read's handler flushes at its end; elsewhere a microtask does.
+      // Inside onData the read's handler flushes at its end; elsewhere a microtask does, or
+      // the tick's end when one already flushed in this tick.
       this.flushScheduled = true;
-      queueMicrotask(this.flushTask);
+      if (!this.flushedThisTick) queueMicrotask(this.flushTask);
     }
   }
 
@@ -461,7 +468,7 @@ export class TcpConnection implements Connection, Sweepable {
     else if (this.partialSince < 0 || this.parser.completed !== before) this.partialSince = performance.now();
     // Replies produced while this read was parsed go out now, in one write with each other.
     if (this.out.length > 0 && !this.awaitingDrain) this.flush();
-    this.wakeWaiters(true);
+    this.waiters.wake(true);
   }
 
   /**
@@ -529,7 +536,7 @@ export class TcpConnection implements Connection, Sweepable {
     if (this.closed || this.out.length === 0) return;
     this.flushOut();
     // Everything went: a sender that met Full may go on.
-    if (this.out.length === 0 && this.waiters.size > 0) this.wakeWaiters(true);
+    if (this.out.length === 0 && this.waiters.size > 0) this.waiters.wake(true);
   }
 
   /** Writes what the socket takes (from the buffer itself, with offset and length); the rest waits for drain. */
@@ -585,12 +592,8 @@ export class TcpConnection implements Connection, Sweepable {
     this.opts.sweeper?.delete(this);
     this.gate.releaseAll();
     this.early = [];
-    this.wakeWaiters(false);
+    this.waiters.wake(false);
     const r = this.receiver;
     if (r) r.onClose(error);
-  }
-
-  private wakeWaiters(ready: boolean): void {
-    this.waiters.wake(ready);
   }
 }

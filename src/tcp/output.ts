@@ -35,6 +35,8 @@ export class OutputBuffer {
   bytes: Uint8Array = EMPTY_BYTES;
   start = 0;
   end = 0;
+  /** Calls to the sink's write so far (writeTo, writeDirect). */
+  writes = 0;
 
   constructor(readonly budgetBytes: number) {}
 
@@ -83,6 +85,7 @@ export class OutputBuffer {
   writeTo(sink: ByteSink): number {
     const len = this.end - this.start;
     if (len === 0) return 0;
+    this.writes++;
     const w = sink.write(this.bytes, this.start, len);
     if (w < 0) return -1;
     if (w < len) {
@@ -101,6 +104,7 @@ export class OutputBuffer {
    * body once this returns. Returns the bytes now queued, or -1 when the sink refused (gone).
    */
   writeDirect(sink: ByteSink, start: Uint8Array, body: Uint8Array): number {
+    this.writes++;
     const w1 = sink.write(start, 0, start.length);
     if (w1 < 0) return -1;
     const w2 = w1 === start.length ? sink.write(body, 0, body.length) : 0;
