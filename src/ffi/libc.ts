@@ -34,6 +34,18 @@ import { memfdCreate } from "./shm-mapping.ts";
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 
+const CLOCK_MONOTONIC = 1;
+const clockOut = new BigInt64Array(new ArrayBuffer(16));
+
+/**
+ * CLOCK_MONOTONIC in ns (clock_gettime, vDSO): one clock every process of the host shares, so
+ * timestamps taken in two processes compare (Bun.nanoseconds() counts from each process's start).
+ */
+export function monotonicNs(): number {
+  if (C.clock_gettime(CLOCK_MONOTONIC, ptr(clockOut)) !== 0) fail("clock_gettime(CLOCK_MONOTONIC)");
+  return Number(clockOut[0]!) * 1e9 + Number(clockOut[1]!);
+}
+
 /** A non-blocking eventfd (for readiness through the event loop). The caller closes it. */
 export function eventfdCreate(): number {
   const fd = C.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
