@@ -12,7 +12,9 @@ cd "$(dirname "$0")/.."
 # network namespaces; openssl: the CLI the tcp TLS tests make their CA and certificates with.
 # redis-server: the kv benchmark's Redis reference (it pulls in redis-tools: redis-benchmark);
 # the benchmark starts its own server, Debian's service is left as the package installs it.
-APT_PACKAGES=(libucx0 libucx-dev ucx-utils fonts-dejavu-core iproute2 openssl redis-server)
+# wrk: the HTTP load generator of the Bun.serve benchmark (bench/serve.bench.ts; without it the
+# benchmark uses its Bun load generator and says so).
+APT_PACKAGES=(libucx0 libucx-dev ucx-utils fonts-dejavu-core iproute2 openssl redis-server wrk)
 
 if ! command -v bun >/dev/null 2>&1; then
   echo "setup: installing Bun from npm (npm i -g bun)" >&2

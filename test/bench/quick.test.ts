@@ -4,7 +4,9 @@
  * sides, heap objects per round trip and calls/s from complete bursts; charts are written. And
  * the byte check is real: a reference server that flips one byte of one reply
  * (--corrupt-reply) fails its row, named in the report, and the run exits 1. And the raw framed
- * reference is fair: it answers all frames of one read with one write, as hotpath does.
+ * reference is fair: it answers all frames of one read with one write, as hotpath does. Issue
+ * 14's parts (serve, worker-pool, idle-wake) each ran (rows, a table, targets with measured
+ * values; the serve part's chart written) or are skipped with the reason; none failed.
  * No timing thresholds: only that each row measured something, and what a failure looks like.
  */
 import { expect, test } from "bun:test";
@@ -25,6 +27,8 @@ function runBench(args: string[]): { code: number | null; out: string; report: R
     const report = JSON.parse(readFileSync(json, "utf8")) as Report;
     for (const f of ["latency.svg", "throughput.svg"]) expect(readFileSync(join(dir, f), "utf8").startsWith("<svg")).toBe(true);
     expect(existsSync(join(dir, "latency.png"))).toBe(true);
+    const report0 = report as Report;
+    if (report0.parts?.serve) for (const f of ["serve.svg", "serve.png"]) expect({ f, written: existsSync(join(dir, f)) }).toEqual({ f, written: true });
     return { code: run.exitCode, out, report };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -71,9 +75,38 @@ test(
     if (rawShm) expect(rawShm.heap.objectsPerCall!).toBeLessThan(0.005);
     // Issue 11's targets are judged on this run's rows.
     expect(report.targets!.length).toBeGreaterThan(0);
-    // Including item 4's light-load goal, from serve-backend's light rows: met or NOT met, never n/a.
+    // Including item 4's light-load goal, from the serve part's light rows: met or NOT met, never n/a.
     const light = report.targets!.find((t) => t.target.startsWith("serve() under light load"));
     expect({ light: light?.target, judged: typeof light?.met }).toEqual({ light: light?.target, judged: "boolean" });
+    // Issue 14's parts: each ran (rows, its table, every target with a measured value, judged) or is skipped with its reason.
+    for (const id of ["serve", "worker-pool", "idle-wake"]) {
+      const part = report.parts?.[id];
+      if (part === undefined) {
+        expect({ id, skipped: report.skipped.some((s) => s.id === id && s.reason.length > 0) }).toEqual({ id, skipped: true });
+        continue;
+      }
+      expect({ id, rows: part.rows.length > 0, lines: part.lines.length > 0, title: part.title.length > 0, targets: part.targets.length > 0 }).toEqual({ id, rows: true, lines: true, title: true, targets: true });
+      for (const t of part.targets) expect({ id, t: t.label, measured: t.measured.length > 0 && !t.measured.startsWith("not measured"), judged: typeof t.met }).toEqual({ id, t: t.label, measured: true, judged: "boolean" });
+      expect(report.targets!.filter((t) => t.target.startsWith(`issue 14, ${id}: `)).length).toBe(part.targets.length);
+      expect(out).toContain(part.title);
+    }
+    // The serve part: every row this machine can run, each with req/s, p50 <= p99 and the front's CPU per request.
+    const serve = report.parts?.serve;
+    expect(serve).toBeDefined();
+    const serveRows = serve!.rows as Array<{ id: string; reqPerS?: number; p50Us?: number; p99Us?: number; frontCpuUsPerReq?: number; httpP99Us?: number; rpcP99Us?: number }>;
+    const serveSkipped = report.skipped.filter((s) => s.id.startsWith("serve:")).map((s) => s.id.slice(6));
+    for (const id of ["local", "shm", "tcp", "ucx", "fetch", "grpc", "kv-shm", "kv-redis"]) {
+      const r = serveRows.find((x) => x.id === id);
+      if (r === undefined) {
+        expect({ id, skipped: serveSkipped.includes(id) }).toEqual({ id, skipped: true });
+        continue;
+      }
+      expect({ id, rate: r.reqPerS! > 0, order: r.p99Us! >= r.p50Us!, cpu: r.frontCpuUsPerReq! > 0 }).toEqual({ id, rate: true, order: true, cpu: true });
+    }
+    for (const id of ["coexist-both-shm", "coexist-both-tcp"]) {
+      const r = serveRows.find((x) => x.id === id);
+      expect({ id, http: r!.httpP99Us! > 0, rpc: r!.rpcP99Us! > 0 }).toEqual({ id, http: true, rpc: true });
+    }
     // shm async is set against the event-loop references as well as raw shm.
     const async = report.rows.find((r) => r.id === "shm-async");
     if (async) expect(Object.keys(async.ratios).sort()).toEqual(["raw-shm", "raw-tcp", "raw-unix", "worker"]);
