@@ -353,3 +353,29 @@ for (const [name, cls] of Object.entries(KV_CLASSES)) {
   Object.defineProperty(cls, "name", { value: name });
   registerError(cls);
 }
+
+// --- serve (src/serve): the worker pool's errors.
+
+/**
+ * A worker pool's Worker died (a throw at its top level, process.exit in it, terminate) with this
+ * call in flight. A TransportClosedError: the call's connection to that Worker is gone; the pool
+ * replaces the Worker, so a retry goes to a live one. The message names the Worker's index and the cause.
+ */
+export class WorkerCrashedError extends TransportClosedError {
+  /** The Worker's index in its pool (0..size-1). */
+  readonly workerIndex: number;
+  constructor(workerIndex: number, cause: string) {
+    super(`workerPool: Worker ${workerIndex} crashed: ${cause}`);
+    (this as { code: string }).code = "E_WORKER_CRASHED";
+    this.workerIndex = workerIndex;
+  }
+}
+
+/** workerPool() could not start its Workers: the handlers module is missing, throws at load, or exports no Handlers. The message names the module and the cause. */
+export class WorkerStartError extends HotpathError {
+  constructor(message: string) {
+    super("E_WORKER_START", message);
+  }
+}
+
+for (const [name, cls] of Object.entries({ WorkerCrashedError, WorkerStartError })) Object.defineProperty(cls, "name", { value: name });

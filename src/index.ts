@@ -54,3 +54,13 @@ export const loadKv = (): Promise<typeof import("./kv/index.ts")> => import("./k
 export const kvServe = async (...args: Parameters<typeof import("./kv/index.ts").kvServe>): Promise<import("./kv/index.ts").KvServer> => (await loadKv()).kvServe(...args);
 /** See src/kv/client.ts: connects to one or more kv servers. */
 export const kvConnect = async (...args: Parameters<typeof import("./kv/index.ts").kvConnect>): Promise<import("./kv/index.ts").KvClient> => (await loadKv()).kvConnect(...args);
+// serve: the worker pool (src/serve/worker-pool.ts), loaded on first use like kv: handlers in N
+// Workers over inproc. WorkerCrashedError and WorkerStartError come with errors.ts above.
+export type { WorkerPool, WorkerPoolOptions, WorkerPoolStats } from "./serve/worker-pool.ts";
+/** See src/serve/worker-pool.ts: starts `opts.size` Workers serving the handlers module at `moduleUrl`. */
+export async function workerPool<S extends import("./rpc/service.ts").ServiceDef = {}>(
+  moduleUrl: string | URL,
+  opts: import("./serve/worker-pool.ts").WorkerPoolOptions<S>,
+): Promise<import("./serve/worker-pool.ts").WorkerPool<S>> {
+  return (await import("./serve/worker-pool.ts")).workerPool(moduleUrl, opts);
+}

@@ -1,0 +1,2 @@
+/** A handlers module whose default export is no Handlers (a fixture). */
+export default 42;
