@@ -5,7 +5,7 @@
  * after its replies, and a client sending one-way messages spends none after its sends; a peer
  * parked on its event loop is woken once for the sends of one tick. The
  * figures asserted are the connections' own idle counters (SegmentConnection.idleStats()), never
- * CPU time or runtime: CPU per request is a benchmark figure (bench/serve-backend.bench.ts).
+ * CPU time or runtime: CPU per request is a benchmark figure (bench/serve.bench.ts).
  */
 
 import { afterAll, describe, expect, test } from "bun:test";
