@@ -19,7 +19,7 @@ import { threadId } from "node:worker_threads";
 import { describeThrown, UsageError } from "../errors.ts";
 import { describeValue } from "../rpc/validate.ts";
 import { dispatcher } from "../rpc/serve.ts";
-import { Server } from "../rpc/server.ts";
+import { Server, type RequestHandle } from "../rpc/server.ts";
 import { listen } from "../connect/registry.ts";
 import type { Handlers } from "../rpc/service.ts";
 import type { WaitPolicy } from "../contract/transport.ts";
@@ -52,23 +52,49 @@ declare const self: Worker;
 const SLICE_MS = 2;
 /** The longest one park in Atomics.wait lasts (then the loop looks at the event loop again). */
 const PARK_MS = 1;
+/** After this long without a request the loop hands the connection back to the event loop (an idle Worker costs nothing). */
+const IDLE_TO_EVENT_LOOP_MS = 50;
+/** The policy of an idle Worker's connection: parked on its event loop, woken by the pool's doorbell. */
+const IDLE_POLICY: Partial<WaitPolicy> = { mode: "async", spinNs: 0 };
 
 /**
- * Serves `server`'s connections from a loop that holds the thread (wait modes "spin" and
- * "blocking", whose connections deliver only through poll()): poll, then wait on the connection
- * (spin, or spin then Atomics.wait for at most PARK_MS), and every SLICE_MS one event-loop turn.
+ * Serving for the wait modes that hold the thread ("spin", "blocking"; their connections deliver
+ * only through poll()): the connection idles parked on the event loop (IDLE_POLICY); the first
+ * request switches it to `policy` and starts a loop that polls, then waits on the connection
+ * (spin, or spin then Atomics.wait for at most PARK_MS), with one event-loop turn every SLICE_MS;
+ * IDLE_TO_EVENT_LOOP_MS without a request ends the loop and parks the connection again.
+ * Returns the onRequest hook that wraps `dispatch`.
  */
-async function serveOnThread(server: Server, stopped: () => boolean): Promise<void> {
-  while (!stopped()) {
-    const end = performance.now() + SLICE_MS;
-    do {
-      server.poll();
-      const s = server.sessions.values().next().value;
-      if (s === undefined) break;
-      await s.conn.wait(PARK_MS);
-    } while (performance.now() < end && !stopped());
-    await new Promise((r) => setImmediate(r));
-  }
+function onThread(server: () => Server | null, policy: Partial<WaitPolicy>, dispatch: (h: RequestHandle) => void): (h: RequestHandle) => void {
+  let looping = false;
+  let lastAt = 0;
+  const loop = async () => {
+    let s = server();
+    for (const session of s?.sessions ?? []) session.conn.setWaitPolicy(policy);
+    while ((s = server()) !== null) {
+      const end = performance.now() + SLICE_MS;
+      let now = 0;
+      do {
+        s.poll();
+        const session = s.sessions.values().next().value;
+        if (session === undefined) break;
+        await session.conn.wait(PARK_MS);
+        now = performance.now();
+      } while (now < end);
+      if (now - lastAt > IDLE_TO_EVENT_LOOP_MS) break;
+      await new Promise((r) => setImmediate(r));
+    }
+    for (const session of server()?.sessions ?? []) session.conn.setWaitPolicy(IDLE_POLICY);
+    looping = false;
+  };
+  return (h) => {
+    lastAt = performance.now();
+    if (!looping) {
+      looping = true;
+      queueMicrotask(loop);
+    }
+    dispatch(h);
+  };
 }
 
 if (!Bun.isMainThread) {
@@ -79,10 +105,11 @@ if (!Bun.isMainThread) {
     if (m?.type === "init") {
       try {
         const handlers = await loadHandlers(m.moduleUrl);
-        const server = new Server({ poolHandles: false, onRequest: dispatcher(handlers) });
-        server.attach(await listen(`inproc://${m.name}`, { wait: m.wait }));
+        const dispatch = dispatcher(handlers);
+        const onThreadMode = m.wait.mode === "spin" || m.wait.mode === "blocking";
+        const server = new Server({ poolHandles: false, onRequest: onThreadMode ? onThread(() => serving, m.wait, dispatch) : dispatch });
+        server.attach(await listen(`inproc://${m.name}`, { wait: onThreadMode ? IDLE_POLICY : m.wait }));
         serving = server;
-        if (m.wait.mode === "spin" || m.wait.mode === "blocking") void serveOnThread(server, () => serving === null);
       } catch (err) {
         say({ type: "failed", message: describeThrown(err, true) });
         return;

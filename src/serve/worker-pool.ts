@@ -361,6 +361,14 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
 
   // ---- engine ----
 
+  /** @internal See terminateWorkerForTests(). */
+  terminateForTests(index: number): void {
+    const w = this.workers[index];
+    if (w === null || w === undefined || w.state !== "serving") return;
+    w.errorText = "it was terminated";
+    w.worker.terminate();
+  }
+
   /** The least busy serving Worker with a free window slot, or null. */
   private pick(): PoolWorker | null {
     let best: PoolWorker | null = null;
@@ -368,7 +376,7 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     const start = this.rotate;
     for (let k = 0; k < n; k++) {
       const w = this.workers[(start + k) % n]!;
-      if (w === null || w.state !== "serving" || w.inFlight >= this.window) continue;
+      if (w === null || w.state !== "serving" || w.inFlight >= this.window || w.client.closed) continue;
       if (best === null || w.inFlight < best.inFlight) best = w;
     }
     if (best !== null) this.rotate = (best.index + 1) % n;
@@ -383,14 +391,16 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
         return v;
       },
       (e: unknown) => {
+        if (!(e instanceof TransportClosedError) || this.closing) {
+          this.callDone(w);
+          throw e;
+        }
+        // The connection to this Worker failed: the Worker is dying (no new calls go to it, so
+        // marked before the queue moves on). Its cause comes with its exit.
+        this.dying(w);
         this.callDone(w);
-        if (!(e instanceof TransportClosedError) || this.closing) throw e;
-        // The connection to this Worker failed: the Worker is dying. Its cause comes with its exit.
         if (w.crash !== null) throw w.crash;
-        return new Promise<Uint8Array>((_, reject) => {
-          w.held.push(reject);
-          this.dying(w);
-        });
+        return new Promise<Uint8Array>((_, reject) => w.held.push(reject));
       },
     );
   }
@@ -552,4 +562,12 @@ export async function workerPool<S extends ServiceDef = {}>(moduleUrl: string | 
     throw (failed as PromiseRejectedResult).reason;
   }
   return pool;
+}
+
+/**
+ * @internal Terminates Worker `index` of `pool` as if it had died (tests): its in-flight calls
+ * fail with WorkerCrashedError ("terminated") and a replacement starts. The pool's thread.
+ */
+export function terminateWorkerForTests(pool: WorkerPool<any>, index: number): void {
+  pool.terminateForTests(index);
 }

@@ -1,0 +1,229 @@
+/**
+ * Worker pool: a 1 KiB request / 1 KiB reply through hotpath's workerPool (inproc: one
+ * SharedArrayBuffer segment per Worker) against plain postMessage to a pool of as many Workers,
+ * in one run, for pool sizes 1 and 2.
+ *
+ * Every reply is the request with each byte XOR 0x5a (peers/worker-pool-handlers.ts for hotpath,
+ * peers/worker-pool-postmessage.ts for postMessage), computed in the Worker and checked here byte
+ * for byte (a wrong byte throws). postMessage gets its best ordinary usage, two rows: structured
+ * clone of the Uint8Array both ways, and a transferred ArrayBuffer both ways (the caller's bytes
+ * copied into a fresh buffer per call, as hotpath copies them into its segment). Calls go to the
+ * Worker with the fewest in flight in both.
+ *
+ * Rows: RTT p50/p99 at 1 in flight (each call timed alone, Bun.nanoseconds, after a warm-up);
+ * calls/s at 64 in flight (64 loops, each awaiting its call); CPU per call over that window, of
+ * the whole process (main thread + Workers, process.cpuUsage) and of the main thread alone
+ * (/proc/self/task/<pid>/schedstat): the main thread is the Bun.serve front's in the use case.
+ * Hotpath rows name the wait modes of the calling side and of the Workers; besides the default,
+ * the other sensible pairs are measured so the default's choice can be read off the table.
+ * The machine has 2 cores: with size 2 the main thread and two Workers share them.
+ *
+ *   bun bench/worker-pool.bench.ts [--quick] [--json PATH]
+ *   import { measureWorkerPool } from "./worker-pool.bench.ts"  // the part, for bench/run.ts
+ */
+
+import { readFileSync, writeFileSync } from "node:fs";
+import { workerPool, type WaitMode } from "../src/index.ts";
+import { DEFAULT_WAIT } from "../src/serve/worker-pool.ts";
+import { os } from "./os.ts";
+import { XOR_METHOD } from "./peers/worker-pool-handlers.ts";
+
+const HANDLERS = new URL("./peers/worker-pool-handlers.ts", import.meta.url);
+const PM_WORKER = new URL("./peers/worker-pool-postmessage.ts", import.meta.url).href;
+const BODY_BYTES = 1024;
+const IN_FLIGHT = 64;
+
+/** One part of `bun run bench` (the shape bench/run.ts prints). */
+export interface PartReport {
+  title: string;
+  lines: string[];
+  targets: { label: string; measured: string; met: boolean }[];
+  rows: Record<string, unknown>[];
+}
+
+export interface WorkerPoolRow {
+  size: number;
+  id: string;
+  label: string;
+  p50Us: number;
+  p99Us: number;
+  callsPerS: number;
+  cpuUsPerCall: number;
+  mainCpuUsPerCall: number;
+}
+
+interface Driver {
+  call(data: Uint8Array): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+class ReplyMismatch extends Error {}
+
+function check(reply: Uint8Array, expected: Uint8Array, row: string): void {
+  if (reply.length !== expected.length || Buffer.compare(reply, expected) !== 0) {
+    throw new ReplyMismatch(`worker-pool bench ${row}: a reply of ${reply.length} bytes differs from the expected ${expected.length} (request XOR 0x5a)`);
+  }
+}
+
+/** postMessage to `size` Workers, least busy first; `transfer`: ArrayBuffers transferred both ways. */
+async function postMessagePool(size: number, transfer: boolean): Promise<Driver> {
+  const workers = await Promise.all(
+    Array.from({ length: size }, async () => {
+      const w = new Worker(PM_WORKER);
+      await new Promise<void>((resolve, reject) => {
+        w.onmessage = () => resolve();
+        w.onerror = (e) => reject(new Error(`postMessage Worker: ${e.message}`));
+      });
+      return w;
+    }),
+  );
+  const inFlight = new Array(size).fill(0);
+  const waiting = new Map<number, { resolve: (b: Uint8Array) => void; w: number }>();
+  let nextId = 0;
+  workers.forEach((w) => {
+    w.onmessage = (e: MessageEvent) => {
+      const { id, data } = e.data as { id: number; data: Uint8Array | ArrayBuffer };
+      const p = waiting.get(id)!;
+      waiting.delete(id);
+      inFlight[p.w]--;
+      p.resolve(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
+    };
+  });
+  return {
+    call(data) {
+      let wi = 0;
+      for (let i = 1; i < size; i++) if (inFlight[i] < inFlight[wi]) wi = i;
+      inFlight[wi]++;
+      const id = nextId++;
+      return new Promise<Uint8Array>((resolve) => {
+        waiting.set(id, { resolve, w: wi });
+        if (transfer) {
+          const buf = data.slice().buffer;
+          workers[wi]!.postMessage({ id, data: buf }, [buf]);
+        } else workers[wi]!.postMessage({ id, data });
+      });
+    },
+    async close() {
+      await Promise.all(
+        workers.map((w) => {
+          const gone = new Promise((r) => w.addEventListener("close", r));
+          w.terminate();
+          return gone;
+        }),
+      );
+    },
+  };
+}
+
+async function hotpathPool(size: number, caller: WaitMode, worker: WaitMode): Promise<Driver> {
+  const pool = await workerPool(HANDLERS, { size, window: IN_FLIGHT, wait: { caller: { mode: caller }, worker: { mode: worker } } });
+  return { call: (data) => pool.request(XOR_METHOD, data), close: () => pool.close() };
+}
+
+/** The main thread's CPU time so far, µs (its schedstat: ns on a CPU). */
+function mainThreadCpuUs(): number {
+  return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, "utf8").split(" ")[0]) / 1000;
+}
+
+function processCpuUsNow(): number {
+  const u = process.cpuUsage();
+  return u.user + u.system;
+}
+
+const pct = (sorted: Float64Array, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+
+async function measure(d: Driver, row: string, o: { warm: number; timed: number; windowMs: number }): Promise<Omit<WorkerPoolRow, "size" | "id" | "label">> {
+  const data = new Uint8Array(BODY_BYTES).map((_, i) => (i * 7 + 3) & 0xff);
+  const expected = data.map((b) => b ^ 0x5a);
+  for (let i = 0; i < o.warm; i++) check(await d.call(data), expected, row);
+  const times = new Float64Array(o.timed);
+  for (let i = 0; i < o.timed; i++) {
+    const t0 = Bun.nanoseconds();
+    const reply = await d.call(data);
+    times[i] = (Bun.nanoseconds() - t0) / 1000;
+    check(reply, expected, row);
+  }
+  times.sort();
+  let calls = 0;
+  const cpu0 = processCpuUsNow();
+  const main0 = mainThreadCpuUs();
+  const t0 = performance.now();
+  const end = t0 + o.windowMs;
+  await Promise.all(
+    Array.from({ length: IN_FLIGHT }, async () => {
+      while (performance.now() < end) {
+        check(await d.call(data), expected, row);
+        calls++;
+      }
+    }),
+  );
+  const elapsedMs = performance.now() - t0;
+  return {
+    p50Us: pct(times, 0.5),
+    p99Us: pct(times, 0.99),
+    callsPerS: (calls / elapsedMs) * 1000,
+    cpuUsPerCall: (processCpuUsNow() - cpu0) / calls,
+    mainCpuUsPerCall: (mainThreadCpuUs() - main0) / calls,
+  };
+}
+
+const f1 = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
+const kps = (v: number) => `${(v / 1000).toFixed(1)}k`;
+
+/** The part: rows for sizes 1 and 2, the issue's two targets per size (vs postMessage's best row). */
+export async function measureWorkerPool(opts: { quick: boolean; log: (s: string) => void }): Promise<PartReport> {
+  const o = opts.quick ? { warm: 300, timed: 1000, windowMs: 300 } : { warm: 1000, timed: 4000, windowMs: 1000 };
+  const def = { caller: DEFAULT_WAIT.caller.mode as WaitMode, worker: DEFAULT_WAIT.worker.mode as WaitMode };
+  const alternatives: [WaitMode, WaitMode][] = opts.quick ? [] : [["async", "async"], ["adaptive", "blocking"], ["async", "blocking"]].filter(([c, w]) => c !== def.caller || w !== def.worker) as [WaitMode, WaitMode][];
+  const rows: WorkerPoolRow[] = [];
+  for (const size of [1, 2]) {
+    const kinds: { id: string; label: string; make: () => Promise<Driver> }[] = [
+      { id: "hotpath", label: `hotpath workerPool, caller ${def.caller} / Workers ${def.worker} (default)`, make: () => hotpathPool(size, def.caller, def.worker) },
+      { id: "postmessage-clone", label: "postMessage, structured clone of a Uint8Array", make: () => postMessagePool(size, false) },
+      { id: "postmessage-transfer", label: "postMessage, transferred ArrayBuffer", make: () => postMessagePool(size, true) },
+      ...alternatives.map(([c, w]) => ({ id: `hotpath-${c}-${w}`, label: `hotpath workerPool, caller ${c} / Workers ${w}`, make: () => hotpathPool(size, c, w) })),
+    ];
+    for (const k of kinds) {
+      const d = await k.make();
+      try {
+        const fig = await measure(d, `${k.id} size ${size}`, o);
+        rows.push({ size, id: k.id, label: k.label, ...fig });
+        opts.log(`worker-pool: size ${size} ${k.id}: p50 ${f1(fig.p50Us)} µs, ${kps(fig.callsPerS)} calls/s at ${IN_FLIGHT}`);
+      } finally {
+        await d.close();
+      }
+    }
+  }
+  const lines = [
+    `${"size".padEnd(5)}${"row".padEnd(58)}${"p50 µs".padStart(9)}${"p99 µs".padStart(9)}${"calls/s@64".padStart(12)}${"CPU µs/call".padStart(13)}${"main µs/call".padStart(14)}${"p50 ×pm".padStart(9)}${"tput ×pm".padStart(10)}`,
+  ];
+  const targets: PartReport["targets"] = [];
+  for (const size of [1, 2]) {
+    const of = rows.filter((r) => r.size === size);
+    const pm = of.filter((r) => r.id.startsWith("postmessage"));
+    const bestRtt = Math.min(...pm.map((r) => r.p50Us));
+    const bestTput = Math.max(...pm.map((r) => r.callsPerS));
+    for (const r of of) {
+      lines.push(
+        `${String(size).padEnd(5)}${r.label.padEnd(58)}${f1(r.p50Us).padStart(9)}${f1(r.p99Us).padStart(9)}${kps(r.callsPerS).padStart(12)}${r.cpuUsPerCall.toFixed(2).padStart(13)}${r.mainCpuUsPerCall.toFixed(2).padStart(14)}${(r.p50Us / bestRtt).toFixed(2).padStart(9)}${(r.callsPerS / bestTput).toFixed(2).padStart(10)}`,
+      );
+    }
+    const hp = of.find((r) => r.id === "hotpath")!;
+    const rtt = hp.p50Us / bestRtt;
+    const tput = hp.callsPerS / bestTput;
+    targets.push({ label: `worker pool size ${size}: 1 KiB RTT p50 ≤ 0.25× postMessage's`, measured: `${f1(hp.p50Us)} µs vs ${f1(bestRtt)} µs = ${rtt.toFixed(2)}×`, met: rtt <= 0.25 });
+    targets.push({ label: `worker pool size ${size}: calls/s at 64 in flight ≥ 4× postMessage's`, measured: `${kps(hp.callsPerS)} vs ${kps(bestTput)} = ${tput.toFixed(2)}×`, met: tput >= 4 });
+  }
+  lines.push("×pm: ratio to the best postMessage row of the same size (lowest p50, highest calls/s); CPU: whole process; main: the calling thread alone");
+  return { title: `Worker pool: 1 KiB request/reply, hotpath workerPool vs postMessage, sizes 1 and 2 (${os()})`, lines, targets, rows: rows as unknown as Record<string, unknown>[] };
+}
+
+if (import.meta.main) {
+  const quick = process.argv.includes("--quick");
+  const jsonAt = process.argv.indexOf("--json");
+  const part = await measureWorkerPool({ quick, log: (s) => console.error(s) });
+  console.log(part.title);
+  for (const l of part.lines) console.log(l);
+  for (const t of part.targets) console.log(`target ${t.met ? "met   " : "MISSED"} ${t.label}: ${t.measured}`);
+  if (jsonAt >= 0 && process.argv[jsonAt + 1]) writeFileSync(process.argv[jsonAt + 1]!, JSON.stringify(part, null, 2));
+}
