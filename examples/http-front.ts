@@ -72,7 +72,11 @@ if (process.argv[2] === "serve") {
     const shop = pool.client(url, { service: Shop });
     let cancelled = 0;
 
-    /** A backend failure as an HTTP answer. */
+    /**
+     * A failed backend call as an HTTP answer. The routes catch their own failures: Bun.serve's
+     * `error` option is not called for a request whose client is gone, so it would never count a
+     * cancel.
+     */
     const failure = (e: unknown): Response => {
       if (e instanceof NoSuchItemError) return new Response(e.message, { status: 404 });
       if (e instanceof UsageError) return new Response(e.message, { status: 400 }); // e.g. a qty that is no u16
@@ -84,7 +88,7 @@ if (process.argv[2] === "serve") {
       hostname: "127.0.0.1",
       port: 0,
       routes: {
-        "/quote/:item": async (req) => {
+        "/quote/:item": (req) => {
           const qty = Number(new URL(req.url).searchParams.get("qty") ?? 1);
           const quote = shop.svc.quote({ item: Number(req.params.item), qty }, { signal: req.signal, timeoutMs: 250 });
           return quote.then((q) => Response.json(q), failure);
