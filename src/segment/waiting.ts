@@ -15,8 +15,10 @@
  *   - "adaptive" (default): "async", but it spins only while spinning has recently paid, up to
  *     spinNs (AdaptiveIdle): no unconditional spin after a send, none after a reply that nothing
  *     follows, none while the peer's recent turnaround exceeds the budget.
- * In both event-loop modes a peer parked on its event loop is rung once per pump or tick, however
- * many messages went out (SegmentConnection.deferRing).
+ * In both event-loop modes a peer parked on its event loop is rung at most twice per pump or tick,
+ * however many messages went out (SegmentConnection.deferRing): the reply to the last request a
+ * pump has queued rings at once, other replies at the pump's end; outside a pump the first send
+ * of a tick rings at once, the rest at the tick's end.
  *
  * Every mode notices a closed or dead peer without the event loop: poll() and the spin and
  * park loops read the peer's closed flag, and probe the control socket (Signals.peerGone) at

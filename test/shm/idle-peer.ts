@@ -2,7 +2,7 @@
  * Test peer for the idle-strategy tests: serve() on the URL given (argv[2]) in the default wait
  * mode, or the mode named in argv[3] (a JSON wait policy). Method 1 echoes its data; method 2
  * answers with the summed idle statistics (SegmentConnection.idleStats(): spins, spinNs,
- * paidSpins, parks) of every session's connection, as JSON, taken before its own reply goes out.
+ * paidSpins, parks, rings, earlyRings) of every session's connection, as JSON, taken before its own reply goes out.
  * Prints {"url"} when ready; exits when stdin closes.
  */
 
@@ -19,7 +19,7 @@ if (import.meta.main) {
     {
       [M_ECHO]: (h) => h.data,
       [M_IDLE_STATS]: () => {
-        const sum = { spins: 0, spinNs: 0, paidSpins: 0, parks: 0, rings: 0 };
+        const sum = { spins: 0, spinNs: 0, paidSpins: 0, parks: 0, rings: 0, earlyRings: 0 };
         for (const s of serving.server.sessions) {
           const st = (s.conn as SegmentConnection).idleStats();
           sum.spins += st.spins;
@@ -27,6 +27,7 @@ if (import.meta.main) {
           sum.paidSpins += st.paidSpins;
           sum.parks += st.parks;
           sum.rings += st.rings;
+          sum.earlyRings += st.earlyRings;
         }
         return new TextEncoder().encode(JSON.stringify(sum));
       },

@@ -1,0 +1,111 @@
+/**
+ * When a segment connection on the event loop rings a peer parked on its own event loop for the
+ * replies of one pump (src/segment/connection.ts deferRing): the reply to the last request queued
+ * rings at once, inside the handler's reply, instead of at the end of the pump (an idle server's
+ * answer reaches the client sooner: bench/idle-wake.bench.ts); a batch of requests still costs
+ * one ring, at the end of the pump; a pump rings at most twice. The order of events is recorded
+ * through the connection's Signals (two connections over one ArrayBuffer in this thread); nothing
+ * here is timed.
+ */
+
+import { describe, expect, test } from "bun:test";
+import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
+import { computeLayout, writeHeader } from "../../src/segment/layout.ts";
+
+/** A client (A) and a server (B) over one ArrayBuffer; `log` gets "ring A→B" / "ring B→A" as each side rings the other's event loop. */
+function pair(log: string[]) {
+  const layout = computeLayout({ ringSlots: 8, sizeClasses: [{ slotBytes: 1024, slotCount: 4 }] });
+  const buffer = new ArrayBuffer(layout.totalBytes);
+  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
+  const conns: SegmentConnection[] = [];
+  const signals = (i: number): Signals => ({
+    wakeBlocking() {},
+    // The peer is parked in its event loop: record the ring, deliver it later (as a socket byte would come).
+    wakeEventLoop: () => {
+      log.push(i === 0 ? "ring A→B" : "ring B→A");
+      queueMicrotask(() => conns[1 - i]!.onDoorbell());
+    },
+    waitBlocking() {},
+    armEventLoop() {},
+  });
+  // Event-loop mode without spinning: each side parks as soon as a look finds nothing.
+  const policy = { mode: "async" as const, spinNs: 0 };
+  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: signals(0), peer: "B", policy }));
+  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: signals(1), peer: "A", policy }));
+  return { a: conns[0]!, b: conns[1]! };
+}
+
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+};
+
+/** Both sides parked; B answers every request inside onMessage (as serve() does with a synchronous handler), logging around it. */
+async function parkedPair() {
+  const log: string[] = [];
+  const { a, b } = pair(log);
+  const replies: number[] = [];
+  a.setReceiver({
+    onMessage: (m) => {
+      replies.push(m.head[0]!);
+      m.release();
+    },
+    onClose() {},
+  });
+  b.setReceiver({
+    onMessage: (m) => {
+      const n = m.head[0]!;
+      m.release();
+      log.push(`handle ${n}`);
+      expect(b.trySend(new Uint8Array([n, 0, 0, 0]), null)).toBe(0);
+      log.push(`handled ${n}`);
+    },
+    onClose() {},
+  });
+  await settle();
+  log.length = 0;
+  return { a, b, log, replies };
+}
+
+describe("the ring for a reply made while a pump delivers", () => {
+  test("the reply to the only request queued rings the parked client at once, inside the reply, not at the end of the pump", async () => {
+    const { a, b, log, replies } = await parkedPair();
+    const before = { ...b.idleStats() };
+    expect(a.trySend(new Uint8Array([1, 0, 0, 0]), null)).toBe(0);
+    for (let i = 0; i < 20 && replies.length === 0; i++) await settle();
+    expect(replies).toEqual([1]);
+    expect(log).toEqual(["ring A→B", "handle 1", "ring B→A", "handled 1"]);
+    expect(b.idleStats().rings - before.rings).toBe(1);
+    expect(b.idleStats().earlyRings - before.earlyRings).toBe(1);
+    a.close();
+    b.close();
+  });
+
+  test("a batch of requests delivered in one pump still costs the client one ring, at the end of the pump", async () => {
+    const { a, b, log, replies } = await parkedPair();
+    const before = { ...b.idleStats() };
+    // Three requests in one go: the first rings the server, the others find it rung already.
+    for (const n of [1, 2, 3]) expect(a.trySend(new Uint8Array([n, 0, 0, 0]), null)).toBe(0);
+    for (let i = 0; i < 20 && replies.length < 3; i++) await settle();
+    expect(replies).toEqual([1, 2, 3]);
+    expect(log).toEqual(["ring A→B", "handle 1", "handled 1", "handle 2", "handled 2", "handle 3", "handled 3", "ring B→A"]);
+    expect(b.idleStats().rings - before.rings).toBe(1);
+    expect(b.idleStats().earlyRings - before.earlyRings).toBe(0);
+    a.close();
+    b.close();
+  });
+
+  test("calls one at a time, each after both sides parked again: one ring each way per call, every reply's ring at once", async () => {
+    const { a, b, log, replies } = await parkedPair();
+    const before = { ...b.idleStats() };
+    for (let n = 1; n <= 5; n++) {
+      log.length = 0;
+      expect(a.trySend(new Uint8Array([n, 0, 0, 0]), null)).toBe(0);
+      for (let i = 0; i < 20 && replies.length < n; i++) await settle();
+      expect(log).toEqual(["ring A→B", `handle ${n}`, "ring B→A", `handled ${n}`]);
+    }
+    expect(replies).toEqual([1, 2, 3, 4, 5]);
+    expect(b.idleStats().earlyRings - before.earlyRings).toBe(5);
+    a.close();
+    b.close();
+  });
+});
