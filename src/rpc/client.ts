@@ -29,7 +29,7 @@ import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMes
 import { KIND_CANCEL, KIND_ERROR, KIND_GOAWAY, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
 import { checkMessage, decodeErrorBody, wireCallGen, wireCallSlot, wireKind, wireWord0, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
 import { checkTimeout } from "./validate.ts";
-import { announceGoaway, checkArgs, checkRequest, checkSizes, DeadlineQueue, keepCopies, PendingRequest, promiseFor } from "./pending.ts";
+import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, keepCopies, PendingRequest, promiseFor } from "./pending.ts";
 
 export type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
 import type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
@@ -45,8 +45,8 @@ const REQUEST_WORD0 = wireWord0(KIND_REQUEST, 0); // a request's first header wo
 const SLOT_FREE = 0;
 const SLOT_CALLBACK = 1;
 const SLOT_PROMISE = 2;
-/** Completed, waiting in the completion queue for poll(). */
-const SLOT_DONE = 3;
+const SLOT_DONE = 3; // completed, waiting in the completion queue for poll()
+const SLOT_CANCELLING = 4; // abandoned (timeout, abort): not reissued until its cancel went out (CancelQueue)
 
 export class Client<U = unknown> implements Disposable {
   readonly conn: Connection;
@@ -82,6 +82,10 @@ export class Client<U = unknown> implements Disposable {
   /** request() deadlines: one timer for the client, not one per request (pending.ts). */
   private readonly deadlines = new DeadlineQueue((p) => this.abandon(p, new TimeoutError(`request for method ${p.method} to ${this.conn.peer} timed out after ${p.timeoutMs} ms`)));
   private readonly aborted = (p: PendingRequest) => this.abandon(p, new CancelledError(`request for method ${p.method} aborted`, { cause: p.signal!.reason }));
+  private readonly cancels = new CancelQueue(
+    (slot, method) => (this.closeErr !== null ? SEND_CLOSED : this.sendFrame(KIND_CANCEL, method, slot, this.gen[slot]!, EMPTY_BYTES)),
+    (slot) => this.freeSlot(slot),
+  );
   private pumpScheduled = false;
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);
   private readonly head24 = this.headBuf.subarray(0, WIRE_HEADER_BYTES);
@@ -91,9 +95,7 @@ export class Client<U = unknown> implements Disposable {
 
   constructor(conn: Connection, opts: ClientOptions = {}) {
     const window = opts.window ?? DEFAULT_WINDOW;
-    if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW) {
-      throw new UsageError(`client window ${window} must be an integer in 1..${MAX_WINDOW}`);
-    }
+    if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW) throw new UsageError(`client window ${window} must be an integer in 1..${MAX_WINDOW}`);
     this.conn = conn;
     this.window = window;
     this.defaultTimeoutMs = checkTimeout(opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, "client options");
@@ -121,7 +123,7 @@ export class Client<U = unknown> implements Disposable {
     return this.goaway;
   }
 
-  /** Calls in flight (sent, not yet delivered). */
+  /** Calls in flight (sent, not yet delivered; abandoned ones until their cancel went out). */
   get inFlight(): number {
     return this.window - this.freeTop;
   }
@@ -151,10 +153,7 @@ export class Client<U = unknown> implements Disposable {
     return this.called(slot, this.sendFrame(KIND_REQUEST, method, slot, this.gen[slot]!, data, appHeader));
   }
 
-  /**
-   * A writable buffer in transport memory (a shm slab slot) for callBuffer(), or null when none
-   * is free. TCP hands out heap memory. The caller owns it until callBuffer() returns Ok.
-   */
+  /** A writable buffer in transport memory (a shm slab slot; heap on tcp) for callBuffer(), or null when none is free; the caller owns it until callBuffer() returns Ok. */
   allocBuffer(lenBytes: number): Uint8Array | null {
     return this.conn.allocBuffer(lenBytes);
   }
@@ -165,9 +164,8 @@ export class Client<U = unknown> implements Disposable {
   }
 
   /**
-   * call() with a buffer from allocBuffer() (the view it returned), of which the first
-   * `lenBytes` (default: all) are sent without a copy. Ok: the transport owns it; Full: the
-   * caller keeps it (retry, or releaseBuffer()).
+   * call() with a buffer from allocBuffer() (the view it returned), of which the first `lenBytes`
+   * (default: all) go without a copy. Ok: the transport owns it; Full: the caller keeps it.
    */
   callBuffer(method: number, buffer: Uint8Array, userData: U, lenBytes: number = buffer.length): SendStatus {
     if (method >>> 0 !== method || !(buffer instanceof Uint8Array)) checkArgs(method, buffer, undefined, "client.callBuffer");
@@ -221,10 +219,9 @@ export class Client<U = unknown> implements Disposable {
 
   /** Pushes queued sends and delivers completed hot-path calls to onResponse. Returns how many. */
   poll(): number {
-    // With nothing queued, responses delivered inside conn.poll() go to onResponse at once
-    // (completeNow); a throw from it is rethrown once the transport's delivery returns. Only
-    // over the segment transports (those with trySendWords), whose delivery is a plain JS loop:
-    // ucx delivers from inside its worker's progress, where onResponse stays deferred.
+    // With nothing queued, responses delivered inside conn.poll() go to onResponse at once (completeNow;
+    // a throw is rethrown once the transport's delivery returns). Only over the segment transports
+    // (trySendWords), whose delivery is a plain JS loop: ucx's is inside its worker's progress.
     const before = this.directDelivered;
     if (this.compCount === 0 && this.sendsWords) this.direct = true;
     try {
@@ -238,8 +235,8 @@ export class Client<U = unknown> implements Disposable {
       this.directError = undefined;
       throw e;
     }
-    // Requests waiting for room go out from here too (spin / blocking modes have no other driver).
-    if (this.waiting.length > 0 && this.closeErr === null) this.pump();
+    // Requests and cancels waiting for room go out from here too (spin / blocking modes have no other driver).
+    if ((this.waiting.length > 0 || this.cancels.length > 0) && this.closeErr === null) this.pump();
     let n = this.directDelivered - before;
     while (this.compCount > 0) {
       const i = this.compHead;
@@ -374,7 +371,9 @@ export class Client<U = unknown> implements Disposable {
     this.state[slot] = SLOT_PROMISE;
     this.pending[slot] = p;
     p.slot = slot;
-    const status = this.sendFrame(KIND_REQUEST, p.method, slot, this.gen[slot]!, p.data, p.appHeader);
+    const status = p.appHeader === undefined && this.sendsWords
+      ? this.conn.trySendWords!(REQUEST_WORD0, p.method, slot, this.gen[slot]!, p.data.length, 0, p.data)
+      : this.sendFrame(KIND_REQUEST, p.method, slot, this.gen[slot]!, p.data, p.appHeader);
     if (status === SEND_OK || p.done) return true;
     p.slot = -1;
     this.state[slot] = SLOT_FREE;
@@ -384,16 +383,20 @@ export class Client<U = unknown> implements Disposable {
       this.settle(p, null, this.closeErr ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} is closed`));
       return true;
     }
-    // Transport full: retry once it drains or input arrives. The wait starts on a clean stack:
-    // some transports deliver (or close) inside wait(), which must not re-enter request().
-    // Where wait() would hold the thread (spin / blocking), a timer retries instead, and the
-    // application's own poll() loop sends waiting requests too: the event loop never freezes.
-    if (!this.pumpScheduled) {
-      this.pumpScheduled = true;
-      if (this.conn.waitsOnEventLoop) queueMicrotask(this.waitThenPump);
-      else setTimeout(this.retryPump, FULL_RETRY_WAIT_MS);
-    }
+    this.retryWhenRoom();
     return false;
+  }
+
+  /**
+   * Transport full: retry once it drains or input arrives, from a clean stack (some transports
+   * deliver or close inside wait()). Where wait() would hold the thread (spin / blocking), a
+   * timer retries, and the application's own poll() loop sends too: the event loop never freezes.
+   */
+  private retryWhenRoom(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    if (this.conn.waitsOnEventLoop) queueMicrotask(this.waitThenPump);
+    else setTimeout(this.retryPump, FULL_RETRY_WAIT_MS);
   }
 
   private readonly retryPump = () => {
@@ -408,13 +411,11 @@ export class Client<U = unknown> implements Disposable {
   private schedulePump(): void {
     if (this.pumpScheduled) return;
     this.pumpScheduled = true;
-    queueMicrotask(() => {
-      this.pumpScheduled = false;
-      this.pump();
-    });
+    queueMicrotask(this.retryPump);
   }
 
   private pump(): void {
+    if (this.cancels.length > 0 && !this.cancels.flush()) return this.retryWhenRoom();
     while (this.waiting.length > 0) {
       const p = this.waiting[0]!;
       if (!p.done && !this.tryStart(p)) return;
@@ -422,16 +423,18 @@ export class Client<U = unknown> implements Disposable {
     }
   }
 
-  /** Timeout or abort: reject, give the slot back, tell the server (best effort). */
+  /**
+   * Timeout or abort: reject, tell the server (a cancel that meets a full transport waits for
+   * room), then free the slot; a late response, even inside the cancel's send, is dropped and counted.
+   */
   private abandon(p: PendingRequest, error: HotpathError): void {
     if (p.done) return;
     const slot = p.slot;
     if (slot >= 0 && this.pending[slot] === p) {
-      const gen = this.gen[slot]!;
-      // Free first: the cancel's send may deliver the response or a close re-entrantly.
-      this.freeSlot(slot);
+      this.state[slot] = SLOT_CANCELLING;
+      this.pending[slot] = undefined;
       this.settle(p, null, error);
-      if (this.closeErr === null) this.sendFrame(KIND_CANCEL, p.method, slot, gen, EMPTY_BYTES);
+      if (!this.cancels.push(slot, p.method)) this.retryWhenRoom();
       return;
     }
     this.settle(p, null, error);
@@ -592,5 +595,6 @@ export class Client<U = unknown> implements Disposable {
       }
     }
     for (const p of this.waiting.splice(0)) this.settle(p, null, err);
+    this.cancels.flush(); // closed: frees the slots of cancels that waited for room
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Pieces of the client kept apart from client.ts: the state of one convenient-path request
- * (PendingRequest), the client's deadline queue (DeadlineQueue: one timer per client) and the
- * argument checks every entry point shares.
+ * (PendingRequest), the client's deadline queue (DeadlineQueue: one timer per client), the
+ * cancels waiting for transport room (CancelQueue) and the argument checks every entry point shares.
  *
  * Contract: the checks throw UsageError naming the argument and its value; they allocate only
  * when they throw. Example: checkSizes(conn, 1000, data, undefined) throws when data is too big.
@@ -9,7 +9,7 @@
  */
 
 import { UsageError, type HotpathError } from "../errors.ts";
-import { SEND_FULL, sendLimit, type Connection } from "../contract/transport.ts";
+import { SEND_FULL, sendLimit, type Connection, type SendStatus } from "../contract/transport.ts";
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { GOAWAY_HELLO_METHOD, KIND_CANCEL, WIRE_HEADER_BYTES, writeWireHeader } from "./wire.ts";
 import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
@@ -54,6 +54,55 @@ export function promiseFor(p: PendingRequest): Promise<Uint8Array> {
   const promise = new Promise<Uint8Array>(bindExecutor);
   binding = null;
   return promise;
+}
+
+/**
+ * Cancels of abandoned calls (timeout, abort) that wait for transport room, oldest first. A
+ * cancelled call's slot is not reissued until its cancel went out (the server finds a call by
+ * its slot), or the connection closed: `send` returns the cancel's status (SEND_CLOSED when
+ * closed), `free` gives the slot back. flush() returns false when the transport is full (the
+ * client retries when it has room). Threading: the client's thread; a flush() inside a send of
+ * flush() (a transport that delivers re-entrantly) leaves the queue to the outer one.
+ */
+export class CancelQueue {
+  private readonly items: number[] = []; // (slot, method) pairs from `head` on
+  private head = 0;
+  private flushing = false;
+
+  constructor(
+    private readonly send: (slot: number, method: number) => SendStatus,
+    private readonly free: (slot: number) => void,
+  ) {}
+
+  get length(): number {
+    return (this.items.length - this.head) >> 1;
+  }
+
+  /** Queues the cancel of the call in `slot` and sends what the transport takes; false when it is full. */
+  push(slot: number, method: number): boolean {
+    this.items.push(slot, method);
+    return this.flush();
+  }
+
+  /** Sends queued cancels, oldest first, freeing each slot; false when the transport is full. */
+  flush(): boolean {
+    if (this.flushing) return true;
+    this.flushing = true;
+    try {
+      const items = this.items;
+      while (this.head < items.length) {
+        const slot = items[this.head]!;
+        if (this.send(slot, items[this.head + 1]!) === SEND_FULL) return false;
+        this.head += 2;
+        this.free(slot);
+      }
+      items.length = 0;
+      this.head = 0;
+      return true;
+    } finally {
+      this.flushing = false;
+    }
+  }
 }
 
 /** setTimeout's largest delay (a signed 32-bit ms count); longer deadlines re-arm. */
