@@ -25,7 +25,7 @@ import { CancelledError, ConnectionPool, defineService, implement, msgpack, regi
 const Shop = defineService({
   /** The price of `qty` of one item: a fixed layout in, a msgpack object out. */
   quote: { id: 1, request: struct({ item: "u32", qty: "u16" }), response: msgpack<{ item: number; qty: number; cents: number }>() },
-  /** A report that takes the backend a second to build. */
+  /** A report that takes the backend 5 s to build: longer than a front waits. */
   report: { id: 2, response: msgpack<{ lines: number }>() },
 });
 class NoSuchItemError extends Error {
@@ -33,6 +33,8 @@ class NoSuchItemError extends Error {
 }
 registerError(NoSuchItemError); // on both ends: the front's calls reject with a NoSuchItemError
 const ITEMS = 1000;
+/** How long an HTTP request waits for the backend (the first calls also wait for the connection). */
+const DEADLINE_MS = 1000;
 const priceOf = (item: number) => 100 + (item % 7) * 25;
 
 if (process.argv[2] === "serve") {
@@ -46,7 +48,7 @@ if (process.argv[2] === "serve") {
       },
       report: async (_, h) => {
         await new Promise<void>((done) => {
-          const timer = setTimeout(done, 1000);
+          const timer = setTimeout(done, 5000);
           h.signal.addEventListener("abort", () => (clearTimeout(timer), done())); // the caller gave up: stop
         });
         return { lines: 42 };
@@ -90,10 +92,10 @@ if (process.argv[2] === "serve") {
       routes: {
         "/quote/:item": (req) => {
           const qty = Number(new URL(req.url).searchParams.get("qty") ?? 1);
-          const quote = shop.svc.quote({ item: Number(req.params.item), qty }, { signal: req.signal, timeoutMs: 250 });
+          const quote = shop.svc.quote({ item: Number(req.params.item), qty }, { signal: req.signal, timeoutMs: DEADLINE_MS });
           return quote.then((q) => Response.json(q), failure);
         },
-        "/report": (req) => shop.svc.report(new Uint8Array(0), { signal: req.signal, timeoutMs: 250 }).then((r) => Response.json(r), failure),
+        "/report": (req) => shop.svc.report(new Uint8Array(0), { signal: req.signal, timeoutMs: DEADLINE_MS }).then((r) => Response.json(r), failure),
       },
     });
     try {

@@ -28,7 +28,7 @@ if (process.argv[2] === "serve") {
 } else {
   const child = Bun.spawn(["bun", import.meta.path, "serve", `http-kv-${process.pid}`], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
   try {
-    await using kv = await kvConnect([await listeningUrl(child.stdout)], { timeoutMs: 250 });
+    await using kv = await kvConnect([await listeningUrl(child.stdout)], { timeoutMs: 1000 });
     const etag = (version: number) => `"${version}"`;
     const http = Bun.serve({
       hostname: "127.0.0.1",
