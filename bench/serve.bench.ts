@@ -18,7 +18,8 @@
  * with --quick (wrk counts whole seconds only) or where wrk is missing, and always for the
  * RPC-beside-HTTP rows (two loads started together need matching warm-up windows). The table
  * header names the tool. CPU µs per request: schedstat of all threads of the front and of the
- * backend over the timed window (bench/cpu.ts).
+ * backend over the timed window (bench/cpu.ts; with wrk, read just before and after its timed
+ * run, which also holds its 64 connects, after a warm-up run of its own).
  *
  *   bun bench/serve.bench.ts [--quick] [--json PATH]     // table + targets; exit 1 on a wrong byte
  *   import { measureServe } from "./serve.bench.ts"      // the PartReport, for bench/run.ts
