@@ -5,6 +5,7 @@
  *
  *   dist/index.js          the library ("hotpath"); its dependencies (msgpackr) stay imports
  *   dist/cli/hotpath.js    the `hotpath` command (bin)
+ *   dist/serve/worker-entry.js  the script of each worker pool Worker (src/serve/worker-entry.ts)
  *   dist/<dir>/<name>-<hash>.js, dist/index-<hash>.js
  *                          chunks: each transport's setup module (tcp/setup-<hash>.js, ...) with
  *                          what only it uses, loaded by the registry on first use, and the code
@@ -68,7 +69,10 @@ const waiterJs = await waiter.outputs[0]!.text();
 // (class AuthError becomes AuthError2 in the chunk, exported as AuthError): errors.ts pins each
 // error class's name, since an error is named after its class.
 const js = await Bun.build({
-  entrypoints: [join(SRC, "index.ts"), join(SRC, "cli", "hotpath.ts")],
+  // The worker pool's Worker script is an entry too (dist/serve/worker-entry.js, sharing the
+  // chunks): the pool's own chunk (dist/serve/worker-pool-<hash>.js, loaded on first use) starts
+  // Workers from HOTPATH_WORKER_ENTRY beside it.
+  entrypoints: [join(SRC, "index.ts"), join(SRC, "cli", "hotpath.ts"), join(SRC, "serve", "worker-entry.ts")],
   target: "bun",
   root: SRC,
   outdir: DIST,
@@ -76,7 +80,7 @@ const js = await Bun.build({
   naming: { entry: "[dir]/[name].[ext]", chunk: "[dir]/[name]-[hash].[ext]" },
   // Dependencies (msgpackr) stay imports, resolved from the application's node_modules.
   packages: "external",
-  define: { HOTPATH_EFD_WAITER_JS: JSON.stringify(waiterJs) },
+  define: { HOTPATH_EFD_WAITER_JS: JSON.stringify(waiterJs), HOTPATH_WORKER_ENTRY: JSON.stringify("./worker-entry.js") },
 });
 if (!js.success) fail("bun build src/index.ts src/cli/hotpath.ts", js.logs);
 const outputs = js.outputs;

@@ -551,9 +551,9 @@ export async function workerPool<S extends ServiceDef = {}>(moduleUrl: string | 
   if (opts.maxQueued !== undefined) checkInt(opts.maxQueued, 0, 2 ** 31 - 1, "maxQueued");
   if (opts.onWorkerExit !== undefined && typeof opts.onWorkerExit !== "function") throw new UsageError(`workerPool: onWorkerExit must be a function, got ${describeValue(opts.onWorkerExit)}`);
   const url = resolveModule(moduleUrl);
-  if (url.startsWith("file:") && !existsSync(fileURLToPath(url))) throw new WorkerStartError(`workerPool: the handlers module ${url} does not exist`);
   const entry = entryUrl();
   if (!existsSync(fileURLToPath(entry))) throw new WorkerStartError(`workerPool: its Worker script ${entry.href} is missing (hotpath bundled without its package build?)`);
+  if (url.startsWith("file:") && !existsSync(fileURLToPath(url))) throw new WorkerStartError(`workerPool: the handlers module ${url} does not exist`);
   const pool = new WorkerPool<S>(url, opts, poolSeq++);
   const started = await Promise.allSettled(Array.from({ length: opts.size }, (_, i) => pool.startWorker(i)));
   const failed = started.find((r) => r.status === "rejected");

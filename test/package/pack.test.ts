@@ -100,14 +100,14 @@ beforeAll(async () => {
   consumer = join(work, "consumer");
   mkdirSync(consumer);
   writeFileSync(join(consumer, "package.json"), JSON.stringify({ name: "consumer-service", private: true, type: "module" }, null, 2));
-  for (const f of ["service.ts", "server.ts", "client.ts"]) cpSync(join(FIXTURES, f), join(consumer, f));
+  for (const f of ["service.ts", "server.ts", "client.ts", "pool.ts", "pool-handlers.ts"]) cpSync(join(FIXTURES, f), join(consumer, f));
   // The repository's own typescript and @types/bun versions, from the local cache where it has them.
   const version = (pkg: string) => (JSON.parse(readFileSync(join(ROOT, "node_modules", pkg, "package.json"), "utf8")) as { version: string }).version;
   const add = await run(["bun", "add", tgz, `typescript@${version("typescript")}`, `@types/bun@${version("@types/bun")}`, "--prefer-offline"], consumer);
   expectOk(add, "bun add <tarball>");
   expectOk(await run([join(consumer, "node_modules", ".bin", "tsc"), "--init", "--strict"], consumer), "tsc --init --strict");
   const flags = { types: ["bun"], noEmit: true, exactOptionalPropertyTypes: true, noUncheckedIndexedAccess: true, verbatimModuleSyntax: true };
-  const files = ["service.ts", "server.ts", "client.ts"];
+  const files = ["service.ts", "server.ts", "client.ts", "pool.ts", "pool-handlers.ts"];
   writeFileSync(join(consumer, "tsconfig.consumer.json"), JSON.stringify({ extends: "./tsconfig.json", compilerOptions: flags, files }));
   // The same, checking the package's declarations too (the stock file skips .d.ts files).
   writeFileSync(join(consumer, "tsconfig.libcheck.json"), JSON.stringify({ extends: "./tsconfig.json", compilerOptions: { ...flags, skipLibCheck: false }, files }));
@@ -152,6 +152,25 @@ describe("a consumer project", () => {
       await serveAndCall(consumer, "server.ts", "client.ts", scheme);
     }, 120_000);
   }
+
+  test("runs a worker pool from node_modules (its Worker script from dist/serve/): typed calls, a crashed Worker replaced", async () => {
+    expect(entries).toContain("dist/serve/worker-entry.js");
+    const r = await run(["bun", "pool.ts"], consumer);
+    expectOk(r, "bun pool.ts");
+    const sum = Array.from({ length: 4096 }, (_, i) => i & 0xff).reduce((a, b) => a + b, 0);
+    expect(JSON.parse(r.out.trim())).toEqual({ sums: [sum], threads: 2, crashed: expect.stringMatching(/^workerPool: Worker [01] crashed: it exited with code 5$/), restarts: 1 });
+  }, 120_000);
+
+  test("a worker pool bundled by the application without the package build says its Worker script is missing", async () => {
+    const out = join(consumer, "out-pool");
+    expectOk(await run(["bun", "build", "--target=bun", "pool.ts", "--outdir", out], consumer), "bun build pool.ts");
+    const r = await run(["bun", join(out, "pool.js")], out);
+    expect(r.code).toBe(3);
+    const said = JSON.parse(r.out.trim()) as { error: string; message: string };
+    expect(said.error).toBe("WorkerStartError");
+    expect(said.message).toContain("Worker script");
+    expect(said.message).toContain("is missing");
+  }, 120_000);
 
   describe("bundled with bun build (server and client), run from a folder without node_modules", () => {
     let bundled = "";
