@@ -490,9 +490,25 @@ function report(rows: IdleRow[], calls: number, spacingMs: number): PartReport {
       met: ratioS <= 0.5,
     },
   ];
+  lines.push("", "where a spaced call's time goes (sums of the stage medians above, µs):");
+  for (const id of ["shm", "shm-spin0", "inproc"]) lines.push(`  ${split(by(id))}`);
+  const unix = by("raw-unix").stages;
+  const futex = by("raw-futex").stages;
+  lines.push(
+    `  floors of one wake-up, this run: a Bun event loop woken by a socket byte ${f1(unix["write begins → peer's data callback"]!)} µs (raw Unix ping-pong), a thread parked in futex ${f1(futex["FUTEX_WAKE begins → peer woken"]!)} µs (raw futex); a call needs two`,
+  );
   lines.push("", "target (issue 14):");
   for (const t of targets) lines.push(`  ${t.label}: ${t.measured} — ${t.met ? "met" : "NOT met"}`);
   return { title: "Idle-to-woken latency: calls spaced ~1 ms apart, shm / inproc / tcp beside postMessage, Unix socket and futex", lines, targets, rows: rows as unknown as Record<string, unknown>[] };
+}
+
+/** One row's stages grouped: the two wake-ups (outside hotpath's control), the doorbell syscalls, and hotpath's JS on either side of them. */
+function split(r: IdleRow): string {
+  const st = r.stages;
+  const sum = (ks: string[]) => ks.reduce((a, k) => a + (st[k] ?? NaN), 0);
+  const wake = sum(["doorbell write begins → server woken", "reply's doorbell write begins → client woken"]);
+  const js = sum(["client send → its doorbell write begins", "server woken → handler", "handler → reply's doorbell write begins", "client woken → promise resolved"]);
+  return `${r.label}: two wake-ups (doorbell write begins → peer woken, both ways; each waker's syscall runs meanwhile) ${f1(wake)}; hotpath before and after them (send → doorbell, woken → handler → reply's doorbell, woken → resolved) ${f1(js)}; p50 ${f1(r.p50Us)}`;
 }
 
 function cpuidleDriver(): string {
