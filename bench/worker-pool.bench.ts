@@ -23,7 +23,7 @@
  */
 
 import { readFileSync, writeFileSync } from "node:fs";
-import { workerPool, type WaitMode } from "../src/index.ts";
+import { workerPool, type WaitPolicy } from "../src/index.ts";
 import { DEFAULT_WAIT } from "../src/serve/worker-pool.ts";
 import { os } from "./os.ts";
 import { XOR_METHOD } from "./peers/worker-pool-handlers.ts";
@@ -115,8 +115,12 @@ async function postMessagePool(size: number, transfer: boolean): Promise<Driver>
   };
 }
 
-async function hotpathPool(size: number, caller: WaitMode, worker: WaitMode): Promise<Driver> {
-  const pool = await workerPool(HANDLERS, { size, window: IN_FLIGHT, wait: { caller: { mode: caller }, worker: { mode: worker } } });
+type Waits = { caller: Partial<WaitPolicy>; worker: Partial<WaitPolicy> };
+const waitName = (w: Partial<WaitPolicy>) => `${w.mode ?? "adaptive"}${w.spinNs === undefined ? "" : ` spin ${w.spinNs / 1000} µs`}`;
+const waitsLabel = (w: Waits) => `caller ${waitName(w.caller)} / Workers ${waitName(w.worker)}`;
+
+async function hotpathPool(size: number, wait: Waits): Promise<Driver> {
+  const pool = await workerPool(HANDLERS, { size, window: IN_FLIGHT, wait });
   return { call: (data) => pool.request(XOR_METHOD, data), close: () => pool.close() };
 }
 
@@ -173,15 +177,21 @@ const kps = (v: number) => `${(v / 1000).toFixed(1)}k`;
 /** The part: rows for sizes 1 and 2, the issue's two targets per size (vs postMessage's best row). */
 export async function measureWorkerPool(opts: { quick: boolean; log: (s: string) => void }): Promise<PartReport> {
   const o = opts.quick ? { warm: 300, timed: 1000, windowMs: 300 } : { warm: 1000, timed: 4000, windowMs: 1000 };
-  const def = { caller: DEFAULT_WAIT.caller.mode as WaitMode, worker: DEFAULT_WAIT.worker.mode as WaitMode };
-  const alternatives: [WaitMode, WaitMode][] = opts.quick ? [] : [["async", "async"], ["adaptive", "blocking"], ["async", "blocking"]].filter(([c, w]) => c !== def.caller || w !== def.worker) as [WaitMode, WaitMode][];
+  // The default, and the other pairs it was chosen against (full mode only).
+  const alternatives: Waits[] = opts.quick
+    ? []
+    : [
+        { caller: { mode: "adaptive" }, worker: { mode: "adaptive" } },
+        { caller: { mode: "adaptive" }, worker: { mode: "async", spinNs: 0 } },
+        { caller: { mode: "async", spinNs: 0 }, worker: { mode: "blocking" } },
+      ];
   const rows: WorkerPoolRow[] = [];
   for (const size of [1, 2]) {
     const kinds: { id: string; label: string; make: () => Promise<Driver> }[] = [
-      { id: "hotpath", label: `hotpath workerPool, caller ${def.caller} / Workers ${def.worker} (default)`, make: () => hotpathPool(size, def.caller, def.worker) },
+      { id: "hotpath", label: `hotpath workerPool, ${waitsLabel(DEFAULT_WAIT)} (default)`, make: () => hotpathPool(size, DEFAULT_WAIT) },
       { id: "postmessage-clone", label: "postMessage, structured clone of a Uint8Array", make: () => postMessagePool(size, false) },
       { id: "postmessage-transfer", label: "postMessage, transferred ArrayBuffer", make: () => postMessagePool(size, true) },
-      ...alternatives.map(([c, w]) => ({ id: `hotpath-${c}-${w}`, label: `hotpath workerPool, caller ${c} / Workers ${w}`, make: () => hotpathPool(size, c, w) })),
+      ...alternatives.map((w) => ({ id: `hotpath-${waitName(w.caller)}-${waitName(w.worker)}`.replace(/[ µ]+/g, "-"), label: `hotpath workerPool, ${waitsLabel(w)}`, make: () => hotpathPool(size, w) })),
     ];
     for (const k of kinds) {
       const d = await k.make();
@@ -195,7 +205,7 @@ export async function measureWorkerPool(opts: { quick: boolean; log: (s: string)
     }
   }
   const lines = [
-    `${"size".padEnd(5)}${"row".padEnd(58)}${"p50 µs".padStart(9)}${"p99 µs".padStart(9)}${"calls/s@64".padStart(12)}${"CPU µs/call".padStart(13)}${"main µs/call".padStart(14)}${"p50 ×pm".padStart(9)}${"tput ×pm".padStart(10)}`,
+    `${"size".padEnd(5)}${"row".padEnd(72)}${"p50 µs".padStart(9)}${"p99 µs".padStart(9)}${"calls/s@64".padStart(12)}${"CPU µs/call".padStart(13)}${"main µs/call".padStart(14)}${"p50 ×pm".padStart(9)}${"tput ×pm".padStart(10)}`,
   ];
   const targets: PartReport["targets"] = [];
   for (const size of [1, 2]) {
@@ -205,7 +215,7 @@ export async function measureWorkerPool(opts: { quick: boolean; log: (s: string)
     const bestTput = Math.max(...pm.map((r) => r.callsPerS));
     for (const r of of) {
       lines.push(
-        `${String(size).padEnd(5)}${r.label.padEnd(58)}${f1(r.p50Us).padStart(9)}${f1(r.p99Us).padStart(9)}${kps(r.callsPerS).padStart(12)}${r.cpuUsPerCall.toFixed(2).padStart(13)}${r.mainCpuUsPerCall.toFixed(2).padStart(14)}${(r.p50Us / bestRtt).toFixed(2).padStart(9)}${(r.callsPerS / bestTput).toFixed(2).padStart(10)}`,
+        `${String(size).padEnd(5)}${r.label.padEnd(72)}${f1(r.p50Us).padStart(9)}${f1(r.p99Us).padStart(9)}${kps(r.callsPerS).padStart(12)}${r.cpuUsPerCall.toFixed(2).padStart(13)}${r.mainCpuUsPerCall.toFixed(2).padStart(14)}${(r.p50Us / bestRtt).toFixed(2).padStart(9)}${(r.callsPerS / bestTput).toFixed(2).padStart(10)}`,
       );
     }
     const hp = of.find((r) => r.id === "hotpath")!;

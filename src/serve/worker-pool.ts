@@ -31,9 +31,10 @@
  * - close() rejects queued and in-flight calls with TransportClosedError, asks each Worker to close
  *   its server, then ends it (terminate) and resolves once every Worker thread has exited.
  *
- * Wait modes (chosen by bench/worker-pool.bench.ts on the project's 2-core machine; see the
- * figures in the comment on DEFAULT_WAIT): both sides wait on their event loop. The calling side
- * is usually a Bun.serve loop and must never spin unboundedly; the Workers are dedicated threads.
+ * Wait modes: both sides park on their event loop at once ("async", spinNs 0), by measurement
+ * (figures at DEFAULT_WAIT): on the 2-core machine a spin on either side cost RTT, calls/s and CPU
+ * (adaptive on both: p50 88–109 µs vs 46 µs, 57k–71k calls/s vs 88k–96k at 64 in flight). The
+ * calling side is usually a Bun.serve loop: it never spins. `wait` overrides either side.
  *
  * Threading: a WorkerPool belongs to the thread that created it (its clients, timers and Worker
  * objects live on that thread's event loop).
@@ -66,13 +67,21 @@ const CLOSE_WAIT_MS = 1_000;
 const RESTART_BACKOFF_MS = [100, 1_000, 10_000];
 
 /**
- * The default wait policies. Measured by bench/worker-pool.bench.ts (1 KiB calls, size 1 and 2,
- * on the 2-core machine, figures in the report of the change that set them): see DEFAULT_WAIT's
- * comment in the module that sets it.
+ * The default wait policies: both sides park on their event loop at once (async, no spin), woken
+ * by the other's Atomics.notify. Chosen by bench/worker-pool.bench.ts on the project's 2-core
+ * machine (busy: other processes ran beside it), 1 KiB calls, size 1, the same run:
+ *   caller / Workers            p50 RTT   calls/s at 64   CPU µs/call (process)
+ *   async 0 / async 0            46 µs     88k–96k         12–14
+ *   adaptive / async 0           63–71     47k–75k         13–19
+ *   adaptive / adaptive          88–109    57k–71k         14–18
+ *   async 0 / blocking (loop)    47–70     41k–98k         10–24
+ * A spin pays only with a free core for it; on two shared cores it takes the time the peer needs
+ * to answer. The calling side never spins, so a Bun.serve loop keeps its core. "spin" and
+ * "blocking" Workers serve from a loop of their own (worker-entry.ts).
  */
 export const DEFAULT_WAIT: { caller: Partial<WaitPolicy>; worker: Partial<WaitPolicy> } = {
-  caller: { mode: "adaptive" },
-  worker: { mode: "adaptive" },
+  caller: { mode: "async", spinNs: 0 },
+  worker: { mode: "async", spinNs: 0 },
 };
 
 declare const HOTPATH_WORKER_ENTRY: string | undefined; // defined by the package build (scripts/build.ts)
