@@ -33,7 +33,8 @@ import { ShmMapping, futexWait, futexWake, shmUnlink } from "../src/ffi/libc.ts"
 import { processProbe, workerProbe, workerThreads, type CpuProbe } from "./cpu.ts";
 import { os } from "./os.ts";
 import { startPeer, type BenchPeer } from "./spawn.ts";
-import { clockOffsetNs, M_ECHO, M_RESET, M_STAMPS, stampConnection } from "./peers/idle-server.ts";
+import { clockOffsetNs, stampConnection } from "./peers/idle-clock.ts";
+import { M_ECHO, M_RESET, M_STAMPS } from "./peers/idle-server.ts";
 import { FUTEX_LAYOUT } from "./peers/idle-raw.ts";
 
 /** The PartReport of issue 14's shared spec (bench/run.ts prints `lines` and checks `targets`). */

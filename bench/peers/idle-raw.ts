@@ -13,14 +13,14 @@
  */
 
 import { futexWait, futexWake, ShmMapping } from "../../src/ffi/libc.ts";
-import { clockOffsetNs } from "./idle-server.ts";
+import { clockOffsetNs } from "./idle-clock.ts";
 
 /** Byte offsets in the futex reference's segment; each word on its own cache line. */
 export const FUTEX_LAYOUT = { PING: 0, PONG: 64, STOP: 128, WOKEN_AT: 192, BYTES: 4096 } as const;
 /** The futex peer gives up after this long even if nobody stops it (a benchmark that died). */
 const MAX_LIFE_MS = 120_000;
 
-const [mode, name] = process.argv.slice(2);
+const [mode, name] = import.meta.main ? process.argv.slice(2) : [];
 const off = clockOffsetNs();
 const clock = () => Bun.nanoseconds() + off;
 

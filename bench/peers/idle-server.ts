@@ -18,50 +18,11 @@
  */
 
 import { serve, type Serving } from "../../src/index.ts";
-import { monotonicNs } from "../../src/ffi/libc.ts";
+import { clockOffsetNs, stampConnection } from "./idle-clock.ts";
 
 export const M_ECHO = 1;
 export const M_STAMPS = 2;
 export const M_RESET = 3;
-
-/** Bun.nanoseconds() + clockOffsetNs() reads CLOCK_MONOTONIC (best of 50 bracketed reads: within ~0.3 µs). */
-export function clockOffsetNs(): number {
-  let best = Infinity;
-  let off = 0;
-  for (let i = 0; i < 50; i++) {
-    const a = Bun.nanoseconds();
-    const m = monotonicNs();
-    const b = Bun.nanoseconds();
-    if (b - a < best) {
-      best = b - a;
-      off = m - (a + b) / 2;
-    }
-  }
-  return off;
-}
-
-/**
- * Wraps `conn`'s doorbell entry and its ring function so that `onWoken(ns)` / `onRing(startNs,
- * endNs)` see each, on the shared clock. Works on a SegmentConnection (shm, inproc); returns
- * false (and leaves it alone) for any other connection.
- */
-export function stampConnection(conn: unknown, clock: () => number, onWoken: (ns: number) => void, onRing: (startNs: number, endNs: number) => void): boolean {
-  const c = conn as { onDoorbell?: () => void; ringEventLoop?: (offset: number) => void; __stamped?: boolean };
-  if (c.__stamped || typeof c.onDoorbell !== "function" || typeof c.ringEventLoop !== "function") return false;
-  c.__stamped = true;
-  const door = c.onDoorbell.bind(c);
-  const ring = c.ringEventLoop;
-  c.onDoorbell = () => {
-    onWoken(clock());
-    door();
-  };
-  c.ringEventLoop = (offset: number) => {
-    const t = clock();
-    ring(offset);
-    onRing(t, clock());
-  };
-  return true;
-}
 
 export async function startIdleServer(url: string, wait: Record<string, unknown> | undefined): Promise<Serving> {
   const off = clockOffsetNs();
@@ -116,7 +77,7 @@ if (import.meta.main) {
   for await (const _ of Bun.stdin.stream());
   serving.close();
   process.exit(0);
-} else if (typeof self !== "undefined" && typeof (self as { postMessage?: unknown }).postMessage === "function") {
+} else if (!Bun.isMainThread) {
   self.onmessage = async (e: MessageEvent) => {
     const serving = await startIdleServer(e.data.url, e.data.wait);
     self.postMessage({ url: serving.url });
