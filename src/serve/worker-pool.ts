@@ -20,9 +20,10 @@
  *   one rejects at once with PendingLimitError (backpressure). A queued call's deadline and
  *   AbortSignal count from request(), and it leaves the queue when either fires.
  * - Bytes: request() copies the request into the Worker's segment once (small ones inline in the
- *   ring descriptor, large ones in a slab slot); the handler's `h.data` is a view of that segment
- *   (its buffer is the segment's SharedArrayBuffer: no clone, no copy); the reply travels the same
- *   way back and is copied out once for the caller, who owns it.
+ *   ring descriptor, large ones in a slab slot); a handler's `h.data` is a view of that segment
+ *   (its buffer is the segment's SharedArrayBuffer: no clone, no copy; an `async function`
+ *   handler gets it copied out first, as with serve()); the reply travels the same way back and
+ *   is copied out once for the caller, who owns it.
  * - A Worker that dies (a throw at its top level, process.exit in it, terminate) fails exactly its
  *   in-flight calls with WorkerCrashedError (the Worker's index and the cause: the error's text or
  *   the exit code), `onWorkerExit(index, error)` runs, and a fresh Worker takes its index

@@ -17,8 +17,11 @@ const handlers: Handlers = {
   ...implement(Calc, { add: ({ a, b }) => ({ sum: a + b, thread: threadId }) }),
   [M.echo]: (h) => h.data,
   [M.thread]: () => u32(threadId),
-  // 1 when the handler's request bytes are a view of the segment's SharedArrayBuffer (no copy, no clone).
-  [M.inSegment]: (h) => new Uint8Array([h.data.buffer instanceof SharedArrayBuffer ? 1 : 0]),
+  // [a SharedArrayBuffer?, the very buffer of this Worker's inproc segment?]: the request bytes are a view of the segment (no copy, no clone).
+  [M.inSegment]: (h) => {
+    const segment = (h.session.conn as unknown as { segmentForTests(): { bytes: Uint8Array } }).segmentForTests().bytes.buffer;
+    return new Uint8Array([h.data.buffer instanceof SharedArrayBuffer ? 1 : 0, h.data.buffer === segment ? 1 : 0]);
+  },
   // A reply as long as the request, each byte XOR 0x5a.
   [M.xor]: (h) => h.data.map((b) => b ^ 0x5a),
   [M.fail]: () => {
