@@ -26,20 +26,13 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { workerPool, type WaitPolicy } from "../src/index.ts";
 import { DEFAULT_WAIT } from "../src/serve/worker-pool.ts";
 import { os } from "./os.ts";
+import type { PartReport } from "./report.ts";
 import { XOR_METHOD } from "./peers/worker-pool-handlers.ts";
 
 const HANDLERS = new URL("./peers/worker-pool-handlers.ts", import.meta.url);
 const PM_WORKER = new URL("./peers/worker-pool-postmessage.ts", import.meta.url).href;
 const BODY_BYTES = 1024;
 const IN_FLIGHT = 64;
-
-/** One part of `bun run bench` (the shape bench/run.ts prints). */
-export interface PartReport {
-  title: string;
-  lines: string[];
-  targets: { label: string; measured: string; met: boolean }[];
-  rows: Record<string, unknown>[];
-}
 
 export interface WorkerPoolRow {
   size: number;

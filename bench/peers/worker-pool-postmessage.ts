@@ -4,6 +4,7 @@
  * it answers { id, data } with the reply computed as the hotpath handler does (each byte XOR
  * 0x5a), cloned or transferred back the way the request came.
  */
+export {}; // a module: its `self` declaration stays its own
 declare const self: Worker;
 
 self.onmessage = (e: MessageEvent) => {
