@@ -107,6 +107,9 @@ interface Live {
   draining: boolean;
   lastActivityMs: number;
   timers: TimerHandle[];
+  /** A call's settle handlers where it is not retried: made once per connection, not per call. */
+  done: (v: Uint8Array) => Uint8Array;
+  fail: (e: unknown) => never;
 }
 
 interface Waiting {
@@ -276,24 +279,22 @@ export class Channel {
   private issue(live: Live, method: number, data: Uint8Array, opts: CallOptions, deadline: number, retried: boolean): Promise<Uint8Array> {
     const left = deadline - this.clock.now();
     if (left <= 0) return Promise.reject(new TimeoutError(`pool: request to ${this.url} reached its deadline`));
+    // The idle timer stays armed: when it fires it looks at the last activity (armIdle).
     live.inFlight++;
-    if (this.idleTimer !== null) {
-      this.clock.clearTimeout(this.idleTimer);
-      this.idleTimer = null;
-    }
     const reqOpts: RequestOptions = { timeoutMs: left === Infinity ? 0 : Math.max(1, Math.ceil(left)), signal: opts.signal, appHeader: opts.appHeader };
-    return live.client.request(method, data, reqOpts).then(
-      (v) => {
-        this.callDone(live);
-        return v;
-      },
-      (e) => {
-        this.callDone(live);
-        const idem = opts.idempotent ?? this.idempotent.has(method);
-        if (e instanceof TransportClosedError && idem && !retried && this.state !== "SHUTDOWN") return this.run(method, data, opts, deadline, true);
-        throw e;
-      },
-    );
+    const call = live.client.request(method, data, reqOpts);
+    if (retried || !(opts.idempotent ?? this.idempotent.has(method))) return call.then(live.done, live.fail);
+    // Idempotent: a call whose connection died is sent once more, on a fresh one.
+    return call.then(live.done, (e) => {
+      this.callDone(live);
+      if (e instanceof TransportClosedError && this.state !== "SHUTDOWN") return this.run(method, data, opts, deadline, true);
+      throw e;
+    });
+  }
+
+  private callFailed(live: Live, e: unknown): never {
+    this.callDone(live);
+    throw e;
   }
 
   private callDone(live: Live): void {
@@ -307,15 +308,22 @@ export class Channel {
     }
   }
 
-  private armIdle(live: Live): void {
+  /**
+   * Closes `live` once it had no call for idleMs. One timer at a time, left armed while calls
+   * come and go (no timer per call): when it fires early it re-arms for the rest of the quiet
+   * time; with calls in flight it ends, and the last one's completion arms it again.
+   */
+  private armIdle(live: Live, ms = this.idleMs): void {
     if (this.idleMs === 0 || this.idleTimer !== null) return;
     this.idleTimer = this.clock.setTimeout(() => {
       this.idleTimer = null;
       if (this.live !== live || live.inFlight > 0 || this.waiting.length > 0) return;
+      const quiet = this.clock.now() - live.lastActivityMs;
+      if (quiet < this.idleMs) return this.armIdle(live, this.idleMs - quiet);
       this.live = null;
       this.dropLive(live, null);
       this.setState("IDLE");
-    }, this.idleMs);
+    }, ms);
   }
 
   /** Makes sure a connect attempt runs or is scheduled, at most one at a time. */
@@ -357,7 +365,8 @@ export class Channel {
     let live: Live | null = null;
     const setReceiver = conn.setReceiver.bind(conn);
     conn.setReceiver = (r: Receiver) => setReceiver(Object.assign({}, r, { onClose: (e: HotpathError | null) => (r.onClose(e), this.lost(live!, e)) }));
-    live = { client: new Client<any>(conn, this.connectOpts), inFlight: 0, retired: false, draining: false, lastActivityMs: this.clock.now(), timers: [] };
+    const client = new Client<any>(conn, this.connectOpts);
+    live = { client, inFlight: 0, retired: false, draining: false, lastActivityMs: this.clock.now(), timers: [], done: (v) => (this.callDone(live!), v), fail: (e) => this.callFailed(live!, e) };
     live.client.onGoaway = () => this.goaway(live!);
     const old = this.live;
     // The new connection is live before the old one retires: closing the old one is then no loss.

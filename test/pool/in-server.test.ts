@@ -10,7 +10,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { getEventListeners } from "node:events";
 import type { Socket } from "bun";
-import { CancelledError, ConnectionPool, defineService } from "../../src/index.ts";
+import { CancelledError, ConnectionPool, ManualClock, defineService } from "../../src/index.ts";
 import type { TcpConnection } from "../../src/tcp/connection.ts";
 import { spawnPeer, until, type Peer } from "../helpers/peer.ts";
 import { M_COUNTS, M_ECHO, M_HOLD } from "../rpc/in-server-peer.ts";
@@ -28,10 +28,10 @@ afterAll(async () => {
   for (const p of peers) await p.kill();
 });
 
-async function start(kind: "tcp" | "shm"): Promise<{ url: string; pool: ConnectionPool }> {
+async function start(kind: "tcp" | "shm", poolOpts: ConstructorParameters<typeof ConnectionPool>[0] = {}): Promise<{ url: string; pool: ConnectionPool }> {
   const peer = await spawnPeer(PEER, [kind === "tcp" ? "tcp://127.0.0.1:0" : `shm://pool-in-server-${process.pid}-${n++}`]);
   peers.push(peer);
-  const pool = new ConnectionPool();
+  const pool = new ConnectionPool(poolOpts);
   pools.push(pool);
   return { url: peer.ready.url, pool };
 }
@@ -97,6 +97,44 @@ describe("a pool shared by the handlers of a Bun.serve", () => {
     for (let i = 0; i < 20; i++) expect(out[i]).toEqual(bodyOf(i));
     expect(ticks).toBeLessThan(5);
     expect(conn.writes - before).toBeLessThanOrEqual(2 * ticks);
+  }, 30_000);
+
+  test("pooled calls arm no timer per call (with idleTimeoutMs, the idle timer stays armed while calls come and go; before, each call re-armed it)", async () => {
+    const { url, pool } = await start("tcp", { idleTimeoutMs: 60_000 });
+    const backend = pool.client(url, { service: Backend });
+    expect(await backend.svc.echo(bodyOf(1))).toEqual(bodyOf(1));
+    const real = globalThis.setTimeout;
+    let created = 0;
+    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+      created++;
+      return real(...args);
+    }) as typeof setTimeout;
+    try {
+      for (let i = 0; i < 200; i++) expect(await backend.svc.echo(bodyOf(i), { timeoutMs: 5000 })).toEqual(bodyOf(i));
+    } finally {
+      globalThis.setTimeout = real;
+    }
+    expect(created).toBeLessThanOrEqual(2);
+  }, 30_000);
+
+  test("idleTimeoutMs still counts from the last call: calls every 300 ms keep the connection, 500 ms of quiet closes it", async () => {
+    const { url } = await start("tcp");
+    const clock = new ManualClock();
+    const pool = new ConnectionPool({ clock, idleTimeoutMs: 500 });
+    pools.push(pool);
+    const backend = pool.client(url, { service: Backend });
+    for (let i = 0; i < 5; i++) {
+      expect(await backend.svc.echo(bodyOf(i))).toEqual(bodyOf(i));
+      clock.advance(300);
+      expect(pool.stats()[0]!.connections).toBe(1);
+    }
+    clock.advance(199); // 499 ms since the last call
+    expect(pool.stats()[0]!.connections).toBe(1);
+    clock.advance(1);
+    expect(pool.stats()[0]!.connections).toBe(0);
+    expect(pool.stats()[0]!.state).toBe("IDLE");
+    expect(await backend.svc.echo(bodyOf(9))).toEqual(bodyOf(9));
+    expect(pool.stats()[0]!.attempts).toBe(2);
   }, 30_000);
 
   for (const kind of ["tcp", "shm"] as const) {
