@@ -494,7 +494,7 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     this.startWorker(index).catch((e: unknown) => {
       if (this.closing) return;
       const ms = RESTART_BACKOFF_MS[Math.min(attempt, RESTART_BACKOFF_MS.length - 1)]!;
-      console.error(`hotpath workerPool: ${describeThrown(e)}; retrying in ${ms} ms`);
+      console.error(`hotpath ${describeThrown(e)}; retrying in ${ms} ms`);
       const t = setTimeout(() => {
         this.restartTimers.delete(t);
         this.replace(index, attempt + 1);

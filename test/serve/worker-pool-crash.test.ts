@@ -8,11 +8,12 @@
  * workerPool() with WorkerStartError naming the module, and leaves no Worker.
  */
 import { expect, test } from "bun:test";
-import { readdirSync } from "node:fs";
+import { readdirSync, rmSync, writeFileSync } from "node:fs";
 import { TransportClosedError, WorkerCrashedError, WorkerStartError, workerPool } from "../../src/index.ts";
 import { terminateWorkerForTests } from "../../src/serve/worker-pool.ts";
 import { socketDirOf } from "../../src/segment/socket-dir.ts";
 import { until } from "../helpers/peer.ts";
+import { flakyFlag } from "./worker-pool-flaky.ts";
 import { M } from "./worker-pool-service.ts";
 import { baselineThreads, untilThreads } from "./worker-pool-threads.ts";
 
@@ -89,6 +90,28 @@ test("a Worker that dies while queued calls wait: they go to the replacement and
   expect((await Promise.all(queued)).map((r) => r[0])).toEqual([0, 1, 2]);
   expect(pool.stats()).toMatchObject({ workers: 1, restarts: 1, queued: 0 });
   await pool.close();
+}, WATCHDOG_MS);
+
+test("an idle Worker that ends is replaced; a replacement that fails to start is retried with backoff, calls wait for it", async () => {
+  const flag = flakyFlag();
+  const pool = await workerPool(new URL("./worker-pool-flaky.ts", import.meta.url), { size: 1 });
+  try {
+    terminateWorkerForTests(pool, 0);
+    await until(() => pool.stats().restarts === 1 && pool.stats().workers === 1, "the idle Worker's replacement", 10_000);
+    writeFileSync(flag, "");
+    terminateWorkerForTests(pool, 0);
+    await until(() => pool.stats().restarts === 2, "the second crash", 10_000);
+    await Bun.sleep(300); // the first start and its first retry (100 ms) fail
+    expect(pool.stats().workers).toBe(0);
+    const waiting = pool.request(1, new Uint8Array([7]));
+    expect(pool.stats().queued).toBe(1);
+    rmSync(flag);
+    expect(Array.from(await waiting)).toEqual([7]); // the next retry (1 s later) serves
+    expect(pool.stats()).toMatchObject({ workers: 1, restarts: 2, queued: 0 });
+  } finally {
+    rmSync(flag, { force: true });
+    await pool.close();
+  }
 }, WATCHDOG_MS);
 
 for (const [what, file, says] of [
