@@ -203,7 +203,7 @@ function hotpathCall(id: string, client: Client, clock: () => number, server: ()
   return { call, probe };
 }
 
-async function hotpathRow(id: string, url: string, wait: Record<string, unknown> | undefined, clock: () => number, inWorker: boolean) {
+async function hotpathRow(id: string, url: string, wait: Record<string, unknown> | undefined, clock: () => number, inWorker: boolean, clientWait = wait) {
   let worker: Worker | null = null;
   let peer: BenchPeer | null = null;
   let cpu: CpuProbe;
@@ -221,7 +221,7 @@ async function hotpathRow(id: string, url: string, wait: Record<string, unknown>
     target = peer.url;
     cpu = processProbe(peer.proc.pid!);
   }
-  const client = await rpcConnect(target, wait ? { wait } : {});
+  const client = await rpcConnect(target, clientWait ? { wait: clientWait } : {});
   let serverStamps = new Map<number, number[]>();
   const { call, probe } = hotpathCall(id, client, clock, () => serverStamps);
   // The server stamps from its first reset on (that call also wraps its connection).
@@ -389,13 +389,39 @@ const futexRow: RowSpec = {
   },
 };
 
-function hotpathSpec(id: string, label: string, layout: string, url: () => string, wait: Record<string, unknown> | undefined, inWorker = false): RowSpec {
-  return { id, label, layout, spaced: true, start: (clock) => hotpathRow(id, url(), wait, clock, inWorker) };
+function hotpathSpec(
+  id: string,
+  label: string,
+  layout: string,
+  url: () => string,
+  wait: Record<string, unknown> | undefined,
+  inWorker = false,
+  clientWait: Record<string, unknown> | undefined = wait,
+): RowSpec {
+  return { id, label, layout, spaced: true, start: (clock) => hotpathRow(id, url(), wait, clock, inWorker, clientWait) };
 }
+
+/**
+ * The opt-in row: a client that spins up to this long for an answer (adaptive, so only while such
+ * spins pay), beside a default server: what keeping the client's vCPU awake through the call buys
+ * (no wake-up for the reply, no doorbell for the server to ring), and what it costs in client CPU.
+ */
+const ANSWER_SPIN_NS = 200_000;
 
 const ROWS: RowSpec[] = [
   hotpathSpec("shm", "hotpath shm, default (adaptive) both sides", "process; serve() / rpcConnect", () => `shm://${unique("shm")}`, undefined),
   hotpathSpec("shm-spin0", "hotpath shm, async spinNs 0 both sides", "process; serve() / rpcConnect", () => `shm://${unique("shm0")}`, { mode: "async", spinNs: 0 }),
+  hotpathSpec(
+    "shm-client-spin",
+    `hotpath shm, client spinNs ${ANSWER_SPIN_NS / 1e3} µs (opt-in)`,
+    "process; serve() default / rpcConnect adaptive",
+    () => `shm://${unique("shmc")}`,
+    undefined,
+    false,
+    {
+      spinNs: ANSWER_SPIN_NS,
+    },
+  ),
   hotpathSpec("inproc", "hotpath inproc, default both sides", "Worker of this process; serve() / rpcConnect", () => `inproc://${unique("inproc")}`, undefined, true),
   hotpathSpec("tcp", "hotpath tcp, default", "process; serve() / rpcConnect on 127.0.0.1", () => "tcp://127.0.0.1:0", undefined),
   postMessageRow(true),

@@ -347,6 +347,12 @@ export class SegmentConnection extends SegmentChannel {
    */
   private idleSpin(cause: IdleCause): boolean {
     if (this.rx.available() !== 0) return true;
+    // A ring still owed to the peer (deferred to the end of the tick): the peer had parked, with
+    // everything it had answered, and sends nothing more before it is rung but what its own
+    // pending work (an async handler) produces. No spin then, and the strategy is not asked (it
+    // learns from spins that could pay). Before, a call sent later in the tick of a reply that a
+    // spin had caught spun its whole budget for nothing, then rang.
+    if (this.ringDue) return false;
     const budgetNs = Math.min(this.idle.spinBudgetNs(cause), EVENT_LOOP_YIELD_NS);
     if (!(budgetNs > 0)) return false;
     const start = Bun.nanoseconds();

@@ -3,13 +3,15 @@
  * replies of one pump (src/segment/connection.ts deferRing): the reply to the last request queued
  * rings at once, inside the handler's reply, instead of at the end of the pump (an idle server's
  * answer reaches the client sooner: bench/idle-wake.bench.ts); a batch of requests still costs
- * one ring, at the end of the pump; a pump rings at most twice. The order of events is recorded
+ * one ring, at the end of the pump; a pump rings at most twice. A side that owes its parked peer a
+ * ring (deferred to the end of the tick) does not spin for input before it rang. The order of events is recorded
  * through the connection's Signals (two connections over one ArrayBuffer in this thread); nothing
  * here is timed.
  */
 
 import { describe, expect, test } from "bun:test";
 import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
+import { IDLE_AFTER_SEND, type IdleCause, type IdleStrategy } from "../../src/segment/idle.ts";
 import { computeLayout, writeHeader } from "../../src/segment/layout.ts";
 
 /** A client (A) and a server (B) over one ArrayBuffer; `log` gets "ring A→B" / "ring B→A" as each side rings the other's event loop. */
@@ -105,6 +107,70 @@ describe("the ring for a reply made while a pump delivers", () => {
     }
     expect(replies).toEqual([1, 2, 3, 4, 5]);
     expect(b.idleStats().earlyRings - before.earlyRings).toBe(5);
+    a.close();
+    b.close();
+  });
+});
+
+/** Records the spins a connection asks its strategy for, granting `grant` ns; never looks again after a delivery. */
+class SpinLog implements IdleStrategy {
+  constructor(
+    private readonly grant: number,
+    private readonly log: string[],
+  ) {}
+  spinBudgetNs(c: IdleCause): number {
+    this.log.push(`budget ${c}`);
+    return this.grant;
+  }
+  onSpinEnd(c: IdleCause, paid: boolean): void {
+    this.log.push(`spun ${c} ${paid ? "paid" : "missed"}`);
+  }
+  onParkedInput(): void {}
+  followUp(): boolean {
+    return false;
+  }
+  onFollowUp(): void {}
+}
+
+/** Microtasks only: the end-of-tick immediate does not run in between. */
+const microtasks = async (n = 30) => {
+  for (let i = 0; i < n; i++) await Promise.resolve();
+};
+
+describe("a spin while a ring is still owed to the peer", () => {
+  test("a send whose ring waits for the end of the tick (the peer parked again within it) is followed by no spin: the ring goes at the pump's end, then the side parks", async () => {
+    const log: string[] = [];
+    const { a, b } = pair(log);
+    a.setIdleStrategy(new SpinLog(2_000, log));
+    b.setIdleStrategy(new SpinLog(0, []));
+    const got: number[] = [];
+    a.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+    b.setReceiver({
+      onMessage: (m) => {
+        got.push(m.head[0]!);
+        m.release();
+      },
+      onClose() {},
+    });
+    await settle();
+    // First send of this tick: it rings at once. The peer takes it and parks again, all in microtasks.
+    log.length = 0;
+    expect(a.trySend(new Uint8Array([1, 0, 0, 0]), null)).toBe(0);
+    await microtasks();
+    expect(got).toEqual([1]);
+    expect(log[0]).toBe("ring A→B");
+    // A spin was asked for after that send (its ring went out), and it missed (nothing answers).
+    expect(log).toContain(`spun ${IDLE_AFTER_SEND} missed`);
+    // Second send of the same tick: the peer is parked, the ring waits for the end of the tick.
+    log.length = 0;
+    const spins = a.idleStats().spins;
+    expect(a.trySend(new Uint8Array([2, 0, 0, 0]), null)).toBe(0);
+    await microtasks();
+    // Rung at the pump's end, with no spin before it (onSent may look at the budget; no spin follows).
+    expect(log.filter((l) => !l.startsWith("budget"))).toEqual(["ring A→B"]);
+    expect(a.idleStats().spins).toBe(spins);
+    await settle();
+    expect(got).toEqual([1, 2]);
     a.close();
     b.close();
   });
