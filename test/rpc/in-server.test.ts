@@ -21,6 +21,7 @@ import { M_COUNTS, M_ECHO, M_HOLD } from "./in-server-peer.ts";
 const PEER = new URL("./in-server-peer.ts", import.meta.url).pathname;
 let n = 0;
 const shmUrl = () => `shm://in-server-${process.pid}-${n++}`;
+const urlFor = (kind: "tcp" | "shm" | "ucx") => (kind === "tcp" ? "tcp://127.0.0.1:0" : kind === "ucx" ? "ucx://127.0.0.1:0" : shmUrl());
 const peers: Peer[] = [];
 const clients: RpcClient<{}>[] = [];
 const servers: { stop(force?: boolean): void }[] = [];
@@ -161,9 +162,9 @@ describe("deadlines: one timer per client", () => {
 });
 
 describe("deadlines tied to the HTTP request (req.signal)", () => {
-  for (const kind of ["tcp", "shm"] as const) {
+  for (const kind of ["tcp", "shm", "ucx"] as const) {
     test(`${kind}: an HTTP client that disconnects mid-request cancels the backend call: CancelledError in the handler, the backend's handle signal aborts`, async () => {
-      const { client } = await backend(kind === "tcp" ? "tcp://127.0.0.1:0" : shmUrl());
+      const { client } = await backend(urlFor(kind));
       const seen: unknown[] = [];
       const http = Bun.serve({
         hostname: "127.0.0.1",
@@ -211,29 +212,31 @@ describe("deadlines tied to the HTTP request (req.signal)", () => {
     expect(client.inFlight).toBe(0);
   }, 60_000);
 
-  test("shm: 200 calls aborted in one go all reach the backend as cancels (those that met a full ring were dropped before), and their slots come back", async () => {
-    const { client } = await backend(shmUrl());
-    // A busy backend first (its idle strategy spinning), as under load.
-    for (let i = 0; i < 500; i++) expect(await client.request(M_ECHO, bodyOf(i))).toEqual(bodyOf(i));
-    const ctls = Array.from({ length: 200 }, () => new AbortController());
-    // Issued and aborted in one synchronous run: the requests fill the ring, their cancels meet it full.
-    const held = ctls.map((c, i) => client.request(M_HOLD, bodyOf(i), { signal: c.signal }).catch((e) => e));
-    for (const c of ctls) c.abort();
-    for (const e of await Promise.all(held)) expect(e).toBeInstanceOf(CancelledError);
-    // Every call that reached the backend gets its cancel (a request aborted before it was sent never goes).
-    const end = await untilCounts(client, (c) => c.held > 0 && c.cancels === c.held, "a cancel for every call held at the backend");
-    expect(end.cancels).toBe(end.held);
-    await until(() => client.inFlight === 0, "every slot back", 10_000);
-    // The slots work again: a full window of calls completes.
-    const all = await Promise.all(Array.from({ length: client.window }, (_, i) => client.request(M_ECHO, bodyOf(i))));
-    for (let i = 0; i < client.window; i++) expect(all[i]).toEqual(bodyOf(i));
-  }, 60_000);
+  for (const kind of ["shm", "ucx"] as const) {
+    test(`${kind}: 200 calls aborted in one go all reach the backend as cancels (over shm those that met a full ring were dropped before), and their slots come back`, async () => {
+      const { client } = await backend(urlFor(kind));
+      // A busy backend first (its idle strategy spinning), as under load.
+      for (let i = 0; i < 500; i++) expect(await client.request(M_ECHO, bodyOf(i))).toEqual(bodyOf(i));
+      const ctls = Array.from({ length: 200 }, () => new AbortController());
+      // Issued and aborted in one synchronous run: the requests fill the ring, their cancels meet it full.
+      const held = ctls.map((c, i) => client.request(M_HOLD, bodyOf(i), { signal: c.signal }).catch((e) => e));
+      for (const c of ctls) c.abort();
+      for (const e of await Promise.all(held)) expect(e).toBeInstanceOf(CancelledError);
+      // Every call that reached the backend gets its cancel (a request aborted before it was sent never goes).
+      const end = await untilCounts(client, (c) => c.held > 0 && c.cancels === c.held, "a cancel for every call held at the backend");
+      expect(end.cancels).toBe(end.held);
+      await until(() => client.inFlight === 0, "every slot back", 10_000);
+      // The slots work again: a full window of calls completes.
+      const all = await Promise.all(Array.from({ length: client.window }, (_, i) => client.request(M_ECHO, bodyOf(i))));
+      for (let i = 0; i < client.window; i++) expect(all[i]).toEqual(bodyOf(i));
+    }, 60_000);
+  }
 });
 
 describe("serve() beside Bun.serve in one process", () => {
-  for (const kind of ["tcp", "shm"] as const) {
+  for (const kind of ["tcp", "shm", "ucx"] as const) {
     test(`${kind}: HTTP keeps answering under an RPC load, and RPC under an HTTP load (bytes checked)`, async () => {
-      const { peer, client } = await backend(kind === "tcp" ? "tcp://127.0.0.1:0" : shmUrl(), true);
+      const { peer, client } = await backend(urlFor(kind), true);
       const base = `http://127.0.0.1:${peer.ready.port}/`;
       const post = async (i: number) => {
         const r = await fetch(base, { method: "POST", body: bodyOf(i) });
