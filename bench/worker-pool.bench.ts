@@ -11,6 +11,8 @@
  * Worker with the fewest in flight in both.
  *
  * Rows: RTT p50/p99 at 1 in flight (each call timed alone, Bun.nanoseconds, after a warm-up);
+ * the full run measures every row twice (fresh Workers, the second round in reverse order) and
+ * takes percentiles over both rounds' calls and rates over both windows;
  * calls/s at 64 in flight (64 loops, each awaiting its call); CPU per call over that window, of
  * the whole process (main thread + Workers, process.cpuUsage) and of the main thread alone
  * (/proc/self/task/<pid>/schedstat): the main thread is the Bun.serve front's in the use case.
@@ -134,7 +136,16 @@ function processCpuUsNow(): number {
 
 const pct = (sorted: Float64Array, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 
-async function measure(d: Driver, row: string, o: { warm: number; timed: number; windowMs: number; bodyBytes: number }): Promise<Omit<WorkerPoolRow, "size" | "bodyBytes" | "id" | "label">> {
+/** One round of one row: the per-call times, and the 64-in-flight window's calls, ms and CPU. */
+interface Round {
+  times: Float64Array;
+  calls: number;
+  elapsedMs: number;
+  cpuUs: number;
+  mainCpuUs: number;
+}
+
+async function measureRound(d: Driver, row: string, o: { warm: number; timed: number; windowMs: number; bodyBytes: number }): Promise<Round> {
   const data = new Uint8Array(o.bodyBytes).map((_, i) => (i * 7 + 3) & 0xff);
   const expected = data.map((b) => b ^ 0x5a);
   for (let i = 0; i < o.warm; i++) check(await d.call(data), expected, row);
@@ -145,7 +156,6 @@ async function measure(d: Driver, row: string, o: { warm: number; timed: number;
     times[i] = (Bun.nanoseconds() - t0) / 1000;
     check(reply, expected, row);
   }
-  times.sort();
   let calls = 0;
   const cpu0 = processCpuUsNow();
   const main0 = mainThreadCpuUs();
@@ -159,13 +169,26 @@ async function measure(d: Driver, row: string, o: { warm: number; timed: number;
       }
     }),
   );
-  const elapsedMs = performance.now() - t0;
+  return { times, calls, elapsedMs: performance.now() - t0, cpuUs: processCpuUsNow() - cpu0, mainCpuUs: mainThreadCpuUs() - main0 };
+}
+
+/** A row's figures over its rounds: percentiles of all per-call times, window totals summed. */
+function figures(rounds: Round[]): Omit<WorkerPoolRow, "size" | "bodyBytes" | "id" | "label"> {
+  const times = new Float64Array(rounds.reduce((n, r) => n + r.times.length, 0));
+  let at = 0;
+  for (const r of rounds) {
+    times.set(r.times, at);
+    at += r.times.length;
+  }
+  times.sort();
+  const sum = (f: (r: Round) => number) => rounds.reduce((n, r) => n + f(r), 0);
+  const calls = sum((r) => r.calls);
   return {
     p50Us: pct(times, 0.5),
     p99Us: pct(times, 0.99),
-    callsPerS: (calls / elapsedMs) * 1000,
-    cpuUsPerCall: (processCpuUsNow() - cpu0) / calls,
-    mainCpuUsPerCall: (mainThreadCpuUs() - main0) / calls,
+    callsPerS: (calls / sum((r) => r.elapsedMs)) * 1000,
+    cpuUsPerCall: sum((r) => r.cpuUs) / calls,
+    mainCpuUsPerCall: sum((r) => r.mainCpuUs) / calls,
   };
 }
 
@@ -174,13 +197,23 @@ const kps = (v: number) => `${(v / 1000).toFixed(1)}k`;
 
 /** The part: rows for sizes 1 and 2, the issue's two targets per size (vs postMessage's best row). */
 export async function measureWorkerPool(opts: { quick: boolean; log: (s: string) => void }): Promise<PartReport> {
-  const o = opts.quick ? { warm: 300, timed: 1000, windowMs: 300 } : { warm: 1000, timed: 4000, windowMs: 1000 };
+  // Full: two rounds per row, the second in reverse order, so drift on the busy machine falls on every row alike.
+  const o = opts.quick ? { warm: 300, timed: 1000, windowMs: 300, rounds: 1 } : { warm: 300, timed: 1200, windowMs: 300, rounds: 2 };
+  // An unrecorded round of each kind first: the first row measured in a process otherwise pays for
+  // the JIT compiling the 64-in-flight paths (seen as a first row several times slower than its repeat).
+  for (const make of [() => hotpathPool(1, DEFAULT_WAIT), () => postMessagePool(1, false)]) {
+    const d = await make();
+    try {
+      await measureRound(d, "warm-up", { ...o, bodyBytes: BODY_BYTES });
+    } finally {
+      await d.close();
+    }
+  }
   // The default, and the other pairs it was chosen against (full mode only).
   const alternatives: Waits[] = opts.quick
     ? []
     : [
         { caller: { mode: "adaptive" }, worker: { mode: "adaptive" } },
-        { caller: { mode: "adaptive" }, worker: { mode: "async", spinNs: 0 } },
         { caller: { mode: "async", spinNs: 0 }, worker: { mode: "blocking" } },
       ];
   const rows: WorkerPoolRow[] = [];
@@ -197,15 +230,21 @@ export async function measureWorkerPool(opts: { quick: boolean; log: (s: string)
       { id: "postmessage-transfer", label: "postMessage, transferred ArrayBuffer", make: () => postMessagePool(size, true) },
       ...(bodyBytes === BODY_BYTES ? alternatives : []).map((w) => ({ id: `hotpath-${waitName(w.caller)}-${waitName(w.worker)}`.replace(/[ µ]+/g, "-"), label: `hotpath workerPool, ${waitsLabel(w)}`, make: () => hotpathPool(size, w) })),
     ];
-    for (const k of kinds) {
-      const d = await k.make();
-      try {
-        const fig = await measure(d, `${k.id} size ${size} ${bodyBytes} B`, { ...o, bodyBytes });
-        rows.push({ size, bodyBytes, id: k.id, label: k.label, ...fig });
-        opts.log(`worker-pool: size ${size} ${bodyBytes} B ${k.id}: p50 ${f1(fig.p50Us)} µs, ${kps(fig.callsPerS)} calls/s at ${IN_FLIGHT}`);
-      } finally {
-        await d.close();
+    const rounds = new Map<string, Round[]>(kinds.map((k) => [k.id, []]));
+    for (let round = 0; round < o.rounds; round++) {
+      for (const k of round % 2 === 0 ? kinds : [...kinds].reverse()) {
+        const d = await k.make();
+        try {
+          rounds.get(k.id)!.push(await measureRound(d, `${k.id} size ${size} ${bodyBytes} B`, { ...o, bodyBytes }));
+        } finally {
+          await d.close();
+        }
       }
+    }
+    for (const k of kinds) {
+      const fig = figures(rounds.get(k.id)!);
+      rows.push({ size, bodyBytes, id: k.id, label: k.label, ...fig });
+      opts.log(`worker-pool: size ${size} ${bodyBytes} B ${k.id}: p50 ${f1(fig.p50Us)} µs, ${kps(fig.callsPerS)} calls/s at ${IN_FLIGHT}`);
     }
   }
   const lines = [

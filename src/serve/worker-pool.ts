@@ -33,9 +33,9 @@
  *   its server, then ends it (terminate) and resolves once every Worker thread has exited.
  *
  * Wait modes: both sides park on their event loop at once ("async", spinNs 0), by measurement
- * (figures at DEFAULT_WAIT): on the 2-core machine a spin on either side cost RTT, calls/s and CPU
- * (adaptive on both: p50 88–109 µs vs 46 µs, 57k–71k calls/s vs 88k–96k at 64 in flight). The
- * calling side is usually a Bun.serve loop: it never spins. `wait` overrides either side.
+ * (figures at DEFAULT_WAIT): on the 2-core machine adaptive spinning on both sides cost RTT and
+ * calls/s (size 1 medians: p50 78 µs vs 46 µs, 48k vs 65k calls/s at 64 in flight). The calling
+ * side is usually a Bun.serve loop: it never spins. `wait` overrides either side.
  *
  * Threading: a WorkerPool belongs to the thread that created it (its clients, timers and Worker
  * objects live on that thread's event loop).
@@ -70,15 +70,17 @@ const RESTART_BACKOFF_MS = [100, 1_000, 10_000];
 /**
  * The default wait policies: both sides park on their event loop at once (async, no spin), woken
  * by the other's Atomics.notify. Chosen by bench/worker-pool.bench.ts on the project's 2-core
- * machine (busy: other processes ran beside it), 1 KiB calls, size 1, the same run:
- *   caller / Workers            p50 RTT   calls/s at 64   CPU µs/call (process)
- *   async 0 / async 0            46 µs     88k–96k         12–14
- *   adaptive / async 0           63–71     47k–75k         13–19
- *   adaptive / adaptive          88–109    57k–71k         14–18
- *   async 0 / blocking (loop)    47–70     41k–98k         10–24
- * A spin pays only with a free core for it; on two shared cores it takes the time the peer needs
- * to answer. The calling side never spins, so a Bun.serve loop keeps its core. "spin" and
- * "blocking" Workers serve from a loop of their own (worker-entry.ts).
+ * machine, busy with other processes (figures swing 2-3x between runs): medians of six runs,
+ * 1 KiB calls, p50 RTT at 1 in flight / calls/s at 64 in flight:
+ *   caller / Workers               size 1            size 2
+ *   async 0 / async 0 (default)    46 µs / 65k       69 µs / 60k
+ *   adaptive / adaptive            78 µs / 48k       96 µs / 45k
+ *   async 0 / blocking (loop)      42 µs / 71k       63 µs / 54k
+ * Adaptive on both sides was the slowest in every run: a spin pays only with a free core for it,
+ * and on two shared cores it takes the time the peer needs to answer. Blocking Workers (a loop
+ * that parks in Atomics.wait, worker-entry.ts) came out even, but hold the Worker's thread: an
+ * async handler's timers and I/O wait for the loop's next event-loop turn. The calling side never
+ * spins, so a Bun.serve loop keeps its core.
  */
 export const DEFAULT_WAIT: { caller: Partial<WaitPolicy>; worker: Partial<WaitPolicy> } = {
   caller: { mode: "async", spinNs: 0 },
