@@ -261,8 +261,7 @@ export class Client<U = unknown> implements Disposable {
 
   /** Resolves true when completions are ready or input may have arrived, false after timeoutMs. */
   wait(timeoutMs: number): Promise<boolean> {
-    if (this.compCount > 0) return Promise.resolve(true);
-    if (this.closeErr !== null) return Promise.resolve(false);
+    if (this.compCount > 0 || this.closeErr !== null) return Promise.resolve(this.compCount > 0);
     return this.conn.wait(timeoutMs);
   }
 
@@ -596,5 +595,6 @@ export class Client<U = unknown> implements Disposable {
     }
     for (const p of this.waiting.splice(0)) this.settle(p, null, err);
     this.cancels.flush(); // closed: frees the slots of cancels that waited for room
+    this.deadlines.clear(); // every request settled: no timer left holding this client
   }
 }

@@ -163,7 +163,7 @@ export class DeadlineQueue {
     }
   }
 
-  /** Stops the timer (the client closed: every request settled). */
+  /** Stops the timer (the client closed: every request settled); a later add() arms a new one. */
   clear(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
