@@ -56,7 +56,9 @@ import { existsSync, unlinkSync } from "node:fs";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { socketDirOf } from "../segment/socket-dir.ts";
 
+/** Calls in flight per Worker by default: 64 keeps a Worker busy between doorbells, well inside the segment's 256 ring slots. */
 export const DEFAULT_POOL_WINDOW = 64;
+/** Calls queued across the pool by default before PendingLimitError: a burst of a busy HTTP front, bounded. */
 export const DEFAULT_MAX_QUEUED = 1024;
 /** How long a Worker may take to load its module and serve before workerPool() gives up (a module stuck in a top-level await). */
 const START_TIMEOUT_MS = 30_000;
