@@ -98,6 +98,20 @@ describe("calls of one tick share one flush", () => {
     }
   }, 30_000);
 
+  test("tcp: a lone request after a quiet tick is written in a microtask, not held for the tick's end", async () => {
+    const { client } = await backend("tcp://127.0.0.1:0");
+    expect(await client.request(M_ECHO, bodyOf(7))).toEqual(bodyOf(7));
+    const conn = client.conn as TcpConnection;
+    for (let i = 0; i < 5; i++) {
+      await Bun.sleep(5); // quiet ticks: the tick-end state is reset
+      const before = conn.writes;
+      const reply = client.request(M_ECHO, bodyOf(i));
+      await Promise.resolve(); // the flush's microtask was queued first, so it has run
+      expect(conn.writes).toBe(before + 1);
+      expect(await reply).toEqual(bodyOf(i));
+    }
+  }, 30_000);
+
   test("shm: 20 requests, each from its own task of one tick, ring the parked backend a few times per tick, not once per request", async () => {
     const { client } = await backend(shmUrl());
     expect(await client.request(M_ECHO, bodyOf(7))).toEqual(bodyOf(7));
