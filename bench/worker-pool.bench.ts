@@ -196,7 +196,8 @@ const f1 = (v: number) => (v >= 100 ? v.toFixed(0) : v.toFixed(1));
 const kps = (v: number) => `${(v / 1000).toFixed(1)}k`;
 
 /** The part: rows for sizes 1 and 2, the issue's two targets per size (vs postMessage's best row). */
-export async function measureWorkerPool(opts: { quick: boolean; log: (s: string) => void }): Promise<PartReport> {
+export async function measureWorkerPool(opts: { quick: boolean; log: (s: string) => void; waits?: { rounds: number } }): Promise<PartReport> {
+  if (opts.waits !== undefined) return measureWaits(opts.waits.rounds, opts.log);
   // Full: two rounds per row, the second in reverse order, so drift on the busy machine falls on every row alike.
   const o = opts.quick ? { warm: 300, timed: 1000, windowMs: 300, rounds: 1 } : { warm: 300, timed: 1200, windowMs: 300, rounds: 2 };
   // An unrecorded round of each kind first: the first row measured in a process otherwise pays for
@@ -272,8 +273,69 @@ export async function measureWorkerPool(opts: { quick: boolean; log: (s: string)
   return { title: `Worker pool: 1 KiB request/reply, hotpath workerPool vs postMessage, sizes 1 and 2 (${os()})`, lines, targets, rows: rows as unknown as Record<string, unknown>[] };
 }
 
+/**
+ * `--waits [ROUNDS]`: the wait-mode candidates alone (1 KiB, sizes 1 and 2) beside postMessage,
+ * ROUNDS rounds (default 4), each round measuring every kind once on fresh Workers, alternating
+ * forward and reverse order; per round and row the p50 and calls/s and their ratio to the
+ * round's postMessage, then the medians over rounds. What DEFAULT_WAIT was chosen by.
+ */
+export const WAIT_CANDIDATES: { id: string; waits: Waits }[] = [
+  { id: "async-0/async-0", waits: { caller: { mode: "async", spinNs: 0 }, worker: { mode: "async", spinNs: 0 } } },
+  { id: "async-0/blocking-50", waits: { caller: { mode: "async", spinNs: 0 }, worker: { mode: "blocking", spinNs: 50_000 } } },
+  { id: "async-5/blocking-20", waits: { caller: { mode: "async", spinNs: 5_000 }, worker: { mode: "blocking", spinNs: 20_000 } } },
+  { id: "async-5/blocking-50", waits: { caller: { mode: "async", spinNs: 5_000 }, worker: { mode: "blocking", spinNs: 50_000 } } },
+  { id: "async-10/blocking-50", waits: { caller: { mode: "async", spinNs: 10_000 }, worker: { mode: "blocking", spinNs: 50_000 } } },
+  { id: "async-20/blocking-50", waits: { caller: { mode: "async", spinNs: 20_000 }, worker: { mode: "blocking", spinNs: 50_000 } } },
+];
+
+async function measureWaits(nRounds: number, log: (s: string) => void): Promise<PartReport> {
+  const o = { warm: 300, timed: 1000, windowMs: 250, bodyBytes: BODY_BYTES };
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
+  const lines: string[] = [`${"size".padEnd(5)}${"row".padEnd(24)}${"p50 µs".padStart(9)}${"calls/s@64".padStart(12)}${"main µs/call".padStart(14)}${"p50 ×pm".padStart(9)}${"tput ×pm".padStart(10)}   (medians over ${nRounds} rounds; ×pm per round)`];
+  const rows: Record<string, unknown>[] = [];
+  for (const size of [1, 2]) {
+    const kinds = [{ id: "postmessage", make: () => postMessagePool(size, false) }, ...WAIT_CANDIDATES.map((c) => ({ id: c.id, make: () => hotpathPool(size, c.waits) }))];
+    const per = new Map<string, { p50: number[]; tput: number[]; main: number[]; rp50: number[]; rtput: number[] }>(kinds.map((k) => [k.id, { p50: [], tput: [], main: [], rp50: [], rtput: [] }]));
+    for (let round = 0; round < nRounds; round++) {
+      const got = new Map<string, ReturnType<typeof figures>>();
+      for (const k of round % 2 === 0 ? kinds : [...kinds].reverse()) {
+        const d = await k.make();
+        try {
+          got.set(k.id, figures([await measureRound(d, `${k.id} size ${size}`, o)]));
+        } finally {
+          await d.close();
+        }
+      }
+      const pm = got.get("postmessage")!;
+      for (const [id, f] of got) {
+        const e = per.get(id)!;
+        e.p50.push(f.p50Us);
+        e.tput.push(f.callsPerS);
+        e.main.push(f.mainCpuUsPerCall);
+        e.rp50.push(f.p50Us / pm.p50Us);
+        e.rtput.push(f.callsPerS / pm.callsPerS);
+      }
+      log(`worker-pool waits: size ${size} round ${round}: ${[...got].map(([id, f]) => `${id} ${f1(f.p50Us)} µs ${kps(f.callsPerS)}`).join(", ")}`);
+    }
+    for (const [id, e] of per) {
+      const row = { size, id, p50Us: median(e.p50), callsPerS: median(e.tput), mainCpuUsPerCall: median(e.main), p50VsPm: median(e.rp50), tputVsPm: median(e.rtput) };
+      rows.push(row);
+      lines.push(`${String(size).padEnd(5)}${id.padEnd(24)}${f1(row.p50Us).padStart(9)}${kps(row.callsPerS).padStart(12)}${row.mainCpuUsPerCall.toFixed(2).padStart(14)}${row.p50VsPm.toFixed(2).padStart(9)}${row.tputVsPm.toFixed(2).padStart(10)}`);
+    }
+  }
+  lines.push("caller / Workers: wait mode and spinNs in µs; postmessage: structured clone");
+  return { title: `Worker pool wait modes, 1 KiB (${os()})`, lines, targets: [], rows };
+}
+
 if (import.meta.main) {
   const quick = process.argv.includes("--quick");
+  const waitsAt = process.argv.indexOf("--waits");
+  if (waitsAt >= 0) {
+    const part = await measureWorkerPool({ quick, log: (s) => console.error(s), waits: { rounds: Number(process.argv[waitsAt + 1]) || 4 } });
+    console.log(part.title);
+    for (const l of part.lines) console.log(l);
+    process.exit(0);
+  }
   const jsonAt = process.argv.indexOf("--json");
   const part = await measureWorkerPool({ quick, log: (s) => console.error(s) });
   console.log(part.title);

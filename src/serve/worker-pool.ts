@@ -149,6 +149,9 @@ class PoolWorker {
   errorText: string | null = null;
   exitCode: number | null = null;
   exited: Promise<void>;
+  /** The settle handlers of every call sent to this Worker, made once per Worker (not two closures per call): set by the pool. */
+  ok!: (v: Uint8Array) => Uint8Array;
+  fail!: (e: unknown) => Uint8Array | Promise<Uint8Array>;
   constructor(
     readonly index: number,
     readonly name: string,
@@ -353,6 +356,11 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     }
     this.starting.delete(worker);
     const w = new PoolWorker(index, name, worker, client, threadId, exited);
+    w.ok = (v) => {
+      this.callDone(w);
+      return v;
+    };
+    w.fail = (e) => this.callFailed(w, e);
     worker.onmessage = null;
     worker.addEventListener("error", () => {
       w.errorText ??= errorText;
@@ -399,24 +407,21 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
 
   private dispatch(w: PoolWorker, method: number, data: Uint8Array, appHeader: Uint8Array | undefined, signal: AbortSignal | undefined, timeoutMs: number): Promise<Uint8Array> {
     w.inFlight++;
-    return w.client.request(method, data, { timeoutMs, signal, appHeader }).then(
-      (v) => {
-        this.callDone(w);
-        return v;
-      },
-      (e: unknown) => {
-        if (!(e instanceof TransportClosedError) || this.closing) {
-          this.callDone(w);
-          throw e;
-        }
-        // The connection to this Worker failed: the Worker is dying (no new calls go to it, so
-        // marked before the queue moves on). Its cause comes with its exit.
-        this.dying(w);
-        this.callDone(w);
-        if (w.crash !== null) throw w.crash;
-        return new Promise<Uint8Array>((_, reject) => w.held.push(reject));
-      },
-    );
+    return w.client.request(method, data, { timeoutMs, signal, appHeader }).then(w.ok, w.fail);
+  }
+
+  /** A call sent to `w` failed: as it is, or, when the connection to the Worker failed, with the Worker's crash. */
+  private callFailed(w: PoolWorker, e: unknown): Promise<Uint8Array> {
+    if (!(e instanceof TransportClosedError) || this.closing) {
+      this.callDone(w);
+      throw e;
+    }
+    // The connection to this Worker failed: the Worker is dying (no new calls go to it, so
+    // marked before the queue moves on). Its cause comes with its exit.
+    this.dying(w);
+    this.callDone(w);
+    if (w.crash !== null) throw w.crash;
+    return new Promise<Uint8Array>((_, reject) => w.held.push(reject));
   }
 
   private callDone(w: PoolWorker): void {
