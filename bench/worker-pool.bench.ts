@@ -17,12 +17,13 @@
  * the whole process (main thread + Workers, process.cpuUsage) and of the main thread alone
  * (/proc/self/task/<pid>/schedstat): the main thread is the Bun.serve front's in the use case.
  * Hotpath rows name the wait modes of the calling side and of the Workers; besides the default,
- * the other sensible pairs are measured so the default's choice can be read off the table.
+ * the full run measures two spinning pairs (a short bounded caller spin with spinning blocking
+ * Workers); `--waits [ROUNDS]` measures all the candidates DEFAULT_WAIT was chosen among.
  * The machine has 2 cores: with size 2 the main thread and two Workers share them. The full run
  * adds 60 KiB rows at size 1 (default wait modes only): what copying into the segment costs
  * against a structured clone or a transfer of the same bytes.
  *
- *   bun bench/worker-pool.bench.ts [--quick] [--json PATH]
+ *   bun bench/worker-pool.bench.ts [--quick] [--json PATH] | [--waits [ROUNDS]]
  *   import { measureWorkerPool } from "./worker-pool.bench.ts"  // the part, for bench/run.ts
  */
 
@@ -214,8 +215,8 @@ export async function measureWorkerPool(opts: { quick: boolean; log: (s: string)
   const alternatives: Waits[] = opts.quick
     ? []
     : [
-        { caller: { mode: "adaptive" }, worker: { mode: "adaptive" } },
-        { caller: { mode: "async", spinNs: 0 }, worker: { mode: "blocking" } },
+        { caller: { mode: "async", spinNs: 5_000 }, worker: { mode: "blocking", spinNs: 20_000 } },
+        { caller: { mode: "async", spinNs: 20_000 }, worker: { mode: "blocking", spinNs: 50_000 } },
       ];
   const rows: WorkerPoolRow[] = [];
   // 1 KiB at sizes 1 and 2 (the targets); in the full run also 60 KiB at size 1 (what a clone costs), no alternatives.

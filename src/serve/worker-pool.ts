@@ -33,9 +33,10 @@
  *   its server, then ends it (terminate) and resolves once every Worker thread has exited.
  *
  * Wait modes: both sides park on their event loop at once ("async", spinNs 0), by measurement
- * (figures at DEFAULT_WAIT): on the 2-core machine adaptive spinning on both sides cost RTT and
- * calls/s (size 1 medians: p50 78 µs vs 46 µs, 48k vs 65k calls/s at 64 in flight). The calling
- * side is usually a Bun.serve loop: it never spins. `wait` overrides either side.
+ * (`bun bench/worker-pool.bench.ts --waits`, figures at DEFAULT_WAIT): on the shared 2-core
+ * machine a bounded caller spin (5-20 µs) and spinning blocking Workers (20-50 µs) cost RTT in
+ * every round (size 1 p50 1.1-1.4× postMessage's against 1.6-2.7×). The calling side is usually
+ * a Bun.serve loop: by default it never spins. `wait` overrides either side.
  *
  * Threading: a WorkerPool belongs to the thread that created it (its clients, timers and Worker
  * objects live on that thread's event loop).
@@ -71,18 +72,22 @@ const RESTART_BACKOFF_MS = [100, 1_000, 10_000];
 
 /**
  * The default wait policies: both sides park on their event loop at once (async, no spin), woken
- * by the other's Atomics.notify. Chosen by bench/worker-pool.bench.ts on the project's 2-core
- * machine, busy with other processes (figures swing 2-3x between runs): medians of six runs,
- * 1 KiB calls, p50 RTT at 1 in flight / calls/s at 64 in flight:
- *   caller / Workers               size 1            size 2
- *   async 0 / async 0 (default)    46 µs / 65k       69 µs / 60k
- *   adaptive / adaptive            78 µs / 48k       96 µs / 45k
- *   async 0 / blocking (loop)      42 µs / 71k       63 µs / 54k
- * Adaptive on both sides was the slowest in every run: a spin pays only with a free core for it,
- * and on two shared cores it takes the time the peer needs to answer. Blocking Workers (a loop
- * that parks in Atomics.wait, worker-entry.ts) came out even, but hold the Worker's thread: an
- * async handler's timers and I/O wait for the loop's next event-loop turn. The calling side never
- * spins, so a Bun.serve loop keeps its core.
+ * by the other's Atomics.notify. Chosen by `bun bench/worker-pool.bench.ts --waits 4` (fresh
+ * Workers per round, rounds alternating forward and reverse, ratios to the same round's
+ * postMessage, medians of 4 rounds), two runs on the project's 2-core machine while other
+ * processes ran (load 1-4); 1 KiB, size 1, p50 RTT ×postMessage / calls/s at 64 ×postMessage:
+ *   caller / Workers (spinNs)       run 1          run 2
+ *   async 0 / async 0 (default)     1.09 / 1.90    1.41 / 1.49
+ *   async 0 / blocking 50 µs        1.29 / 1.58    1.73 / 1.26
+ *   async 5 µs / blocking 20 µs     1.57 / 1.64    1.74 / 1.96
+ *   async 5 µs / blocking 50 µs     1.80 / 1.68    2.65 / 1.62
+ *   async 20 µs / blocking 50 µs    2.36 / 1.59    2.74 / 1.61
+ * (size 2: the default 1.29 / 1.79 and 1.60 / 2.12, every spinning pair 1.9-5.0× in RTT.) The
+ * default had the lowest RTT in both runs: a spin pays only with a free core for it (a quiet
+ * machine once gave async 20 µs / blocking 50 µs 7-10 µs against postMessage's 32-39 µs); on two
+ * shared cores it takes the time the peer needs to answer. A spinning blocking Worker also holds
+ * its thread (back to its event loop after 50 ms idle, worker-entry.ts). Where cores are free,
+ * `wait: { caller: { mode: "async", spinNs: 20_000 }, worker: { mode: "blocking", spinNs: 50_000 } }` is the pair to try.
  */
 export const DEFAULT_WAIT: { caller: Partial<WaitPolicy>; worker: Partial<WaitPolicy> } = {
   caller: { mode: "async", spinNs: 0 },
