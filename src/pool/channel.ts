@@ -317,6 +317,9 @@ export class Channel {
     if (this.idleMs === 0 || this.idleTimer !== null) return;
     this.idleTimer = this.clock.setTimeout(() => {
       this.idleTimer = null;
+      // The timer belongs to the channel, not to the connection it was armed for: a replacement
+      // (GOAWAY, reconnect) that went quiet while it was armed is the one to look at now.
+      live = this.live ?? live;
       if (this.live !== live || live.inFlight > 0 || this.waiting.length > 0) return;
       const quiet = this.clock.now() - live.lastActivityMs;
       if (quiet < this.idleMs) return this.armIdle(live, this.idleMs - quiet);

@@ -276,6 +276,27 @@ describe("channel", () => {
     expect(attempts()).toBe(2);
   });
 
+  test("idleTimeoutMs: the connection that replaced a GOAWAY'd one still idles out (the idle timer follows the live connection)", async () => {
+    const a = await echoServer();
+    const b = await echoServer();
+    const target = { url: a.url };
+    const { ch, clock } = channel(target, { idleTimeoutMs: 500 });
+    await ch.request(ECHO, te.encode("a")); // on A: the idle timer is armed
+    const held = ch.request(HOLD, te.encode("held")); // in flight on A while A drains
+    await waitFor(() => a.held === 1, "held call at A");
+    target.url = b.url;
+    void a.drain(5000);
+    await waitFor(() => ch.replaced === 1, "replacement after GOAWAY");
+    expect(new TextDecoder().decode(await ch.request(ECHO, te.encode("b")))).toBe("b"); // on B
+    a.release();
+    expect(new TextDecoder().decode(await held)).toBe("held");
+    await waitFor(() => ch.connections === 1, "A closed");
+    clock.advance(500); // the timer armed while A was live fires: B has been quiet
+    clock.advance(500);
+    expect(ch.connections).toBe(0);
+    expect(ch.state).toBe("IDLE");
+  });
+
   test("keepalive: a server that answers the ping (UnknownMethodError) stays READY", async () => {
     const s = await echoServer();
     const { ch, clock } = channel(s, { keepaliveMs: 1000, keepaliveTimeoutMs: 200 });
