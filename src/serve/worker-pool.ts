@@ -82,7 +82,8 @@ const RESTART_BACKOFF_MS = [100, 1_000, 10_000];
  *   async 5 µs / blocking 20 µs     1.57 / 1.64    1.74 / 1.96
  *   async 5 µs / blocking 50 µs     1.80 / 1.68    2.65 / 1.62
  *   async 20 µs / blocking 50 µs    2.36 / 1.59    2.74 / 1.61
- * (size 2: the default 1.29 / 1.79 and 1.60 / 2.12, every spinning pair 1.9-5.0× in RTT.) The
+ * (size 2: the default 1.29 / 1.79 and 1.60 / 2.12, every spinning pair 1.9-5.0× in RTT; a third
+ * run, size 1: the default 1.29 / 2.49, async Workers spinning 10 or 50 µs 1.47 / 2.1-2.2.) The
  * default had the lowest RTT in both runs: a spin pays only with a free core for it (a quiet
  * machine once gave async 20 µs / blocking 50 µs 7-10 µs against postMessage's 32-39 µs); on two
  * shared cores it takes the time the peer needs to answer. A spinning blocking Worker also holds
@@ -198,6 +199,7 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
   private readonly maxQueued: number;
   private readonly restartTimers = new Set<ReturnType<typeof setTimeout>>();
   private readonly starting = new Set<Worker>();
+  private readonly sendOpts: { timeoutMs: number; signal: AbortSignal | undefined; appHeader: Uint8Array | undefined } = { timeoutMs: 0, signal: undefined, appHeader: undefined };
 
   /** @internal workerPool() builds it. */
   constructor(
@@ -361,10 +363,7 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     }
     this.starting.delete(worker);
     const w = new PoolWorker(index, name, worker, client, threadId, exited);
-    w.ok = (v) => {
-      this.callDone(w);
-      return v;
-    };
+    w.ok = (v) => (this.callDone(w), v);
     w.fail = (e) => this.callFailed(w, e);
     worker.onmessage = null;
     worker.addEventListener("error", () => {
@@ -412,7 +411,11 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
 
   private dispatch(w: PoolWorker, method: number, data: Uint8Array, appHeader: Uint8Array | undefined, signal: AbortSignal | undefined, timeoutMs: number): Promise<Uint8Array> {
     w.inFlight++;
-    return w.client.request(method, data, { timeoutMs, signal, appHeader }).then(w.ok, w.fail);
+    const o = this.sendOpts; // one options object for every call: Client.request reads it before it returns, keeps none of it
+    (o.timeoutMs = timeoutMs), (o.signal = signal), (o.appHeader = appHeader);
+    const sent = w.client.request(method, data, o);
+    o.signal = o.appHeader = undefined;
+    return sent.then(w.ok, w.fail);
   }
 
   /** A call sent to `w` failed: as it is, or, when the connection to the Worker failed, with the Worker's crash. */
@@ -421,9 +424,7 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
       this.callDone(w);
       throw e;
     }
-    // The connection to this Worker failed: the Worker is dying (no new calls go to it, so
-    // marked before the queue moves on). Its cause comes with its exit.
-    this.dying(w);
+    this.dying(w); // the connection to this Worker failed: it is dying (no new calls, marked before the queue moves on); the cause comes with its exit
     this.callDone(w);
     if (w.crash !== null) throw w.crash;
     return new Promise<Uint8Array>((_, reject) => w.held.push(reject));
