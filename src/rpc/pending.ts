@@ -189,7 +189,8 @@ export class DeadlineQueue {
       this.remove(p);
       this.onTimeout(p);
     }
-    if (heap.length > 0 && this.timer === undefined) this.arm(heap[0]!.deadline);
+    // onTimeout may have added a request (arming the timer for it): the earliest deadline decides.
+    if (heap.length > 0 && heap[0]!.deadline < this.armedAt) this.arm(heap[0]!.deadline);
   };
 
   private up(i: number): void {
