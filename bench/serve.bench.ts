@@ -16,10 +16,13 @@
  * check is the primary tool) in full runs; peers/serve-load.ts (Bun, raw sockets, one request
  * outstanding per connection, every response compared byte for byte with its own request)
  * with --quick (wrk counts whole seconds only) or where wrk is missing, and always for the
- * RPC-beside-HTTP rows (two loads started together need matching warm-up windows). The table
- * header names the tool. CPU µs per request: schedstat of all threads of the front and of the
- * backend over the timed window (bench/cpu.ts; with wrk, read just before and after its timed
- * run, which also holds its 64 connects, after a warm-up run of its own).
+ * RPC-beside-HTTP rows (two loads started together need matching warm-up windows). wrk's Lua
+ * cannot tell its connections apart, so its check cannot see two concurrent responses swapped:
+ * with wrk, each row's warm-up is a serve-load.ts run at the same 64 connections instead, which
+ * does check every response against its own request. The table header names the tool. CPU µs
+ * per request: schedstat of all threads of the front and of the backend over the timed window
+ * (bench/cpu.ts; with wrk, read just before and after its timed run, which also holds its 64
+ * connects).
  *
  *   bun bench/serve.bench.ts [--quick] [--json PATH]     // table + targets; exit 1 on a wrong byte
  *   import { measureServe } from "./serve.bench.ts"      // the PartReport, for bench/run.ts
@@ -44,7 +47,7 @@ interface Opts {
   quick: boolean;
   connections: number;
   bodyBytes: number;
-  /** Timed window per row and round, ms (wrk: rounded up to whole seconds). */
+  /** Timed window per row and round, ms (wrk: rounded to whole seconds, at least 1). */
   durationMs: number;
   warmupMs: number;
   rounds: number;
@@ -130,7 +133,9 @@ async function wrkLoad(port: number, pids: number[], o: Opts, kv: boolean): Prom
     if (!(r.requests > 0)) throw new Error("wrk: no request completed");
     return r;
   };
-  await run(o.warmupMs);
+  // Warm-up: the Bun load generator, which pairs every response with its own request (wrk's
+  // Lua check accepts any request outstanding on its thread, so it cannot see a swap).
+  await bunLoad(port, pids, { ...o, warmupMs: Math.min(o.warmupMs, 200), durationMs: o.warmupMs }, kv);
   const c0 = pids.map(processCpuUs);
   const r = await run(o.durationMs);
   const c1 = pids.map(processCpuUs);
@@ -370,7 +375,7 @@ export async function measureServe(opts: ServeOptions): Promise<ServePart> {
   const meta: ServeMeta = { machine: os(), connections: o.connections, bodyBytes: o.bodyBytes, durationMs: o.durationMs, rounds: o.rounds, loadgen: o.loadgen, rpcInflight: RPC_INFLIGHT, ucxTls: SERVE_UCX_TLS };
   const targets = serveTargets(rows);
   return {
-    title: `Bun.serve front calling a backend per HTTP request (bench/serve.bench.ts; load: ${o.loadgen === "wrk" ? "wrk -t2 with a Lua check of every response" : "Bun load generator, every response checked byte for byte"}, ${o.connections} connections)`,
+    title: `Bun.serve front calling a backend per HTTP request (bench/serve.bench.ts; load: ${o.loadgen === "wrk" ? "wrk -t2 with a Lua check of every response, after a warm-up by the Bun load generator checking each response against its own request" : "Bun load generator, every response checked byte for byte"}, ${o.connections} connections)`,
     lines: serveLines(rows, meta, skipped),
     targets,
     rows: rows as unknown as Record<string, unknown>[],

@@ -1,6 +1,8 @@
 -- wrk script of the Bun.serve benchmark (bench/serve.bench.ts): POSTs of BODY bytes built as
 -- serve-bodies.ts builds them ("ID:SEQ:" in hex, padded with "x"); every response must be 200
--- and byte for byte the body of one request still outstanding on that thread (bodies are
+-- and byte for byte the body of one request still outstanding on that thread (wrk does not say
+-- which connection a response came on, so two concurrent responses swapped would pass: the
+-- bench checks each row with its own Bun load generator first, which pairs them; bodies are
 -- unique per thread in echo mode; in kv mode they cycle through the 64 x 16 KV key set, so a
 -- count per body is kept). A mismatch is counted; done() prints one JSON line with the
 -- requests, the mismatches and the latency percentiles (µs, wrk's per-request timing).
