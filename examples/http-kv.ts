@@ -43,7 +43,10 @@ if (process.argv[2] === "serve") {
             const value = new Uint8Array(await req.arrayBuffer());
             const ifMatch = req.headers.get("if-match");
             if (ifMatch === null) return new Response(null, { status: 204, headers: { etag: etag(await kv.put(req.params.key, value)) } });
-            const { ok, version } = await kv.cas(req.params.key, Number(ifMatch.replaceAll('"', "")), value);
+            // An ETag is a version ≥ 1 in quotes; anything else matches no version (cas with 0 would mean "only if absent").
+            const expected = /^"[1-9][0-9]*"$/.test(ifMatch) ? Number(ifMatch.slice(1, -1)) : NaN;
+            if (!Number.isSafeInteger(expected)) return new Response("If-Match is not a version this store gave", { status: 412 });
+            const { ok, version } = await kv.cas(req.params.key, expected, value);
             return new Response(null, { status: ok ? 204 : 412, headers: { etag: etag(version) } });
           },
           DELETE: async (req) => new Response(null, { status: (await kv.del(req.params.key)) ? 204 : 404 }),
@@ -69,6 +72,9 @@ if (process.argv[2] === "serve") {
       const second = await fetch(at("user:1"), { method: "PUT", body: "eve", headers: { "if-match": tag } });
       assert.deepEqual([first.status, second.status], [204, 412]);
       assert.equal(await (await fetch(at("user:1"))).text(), "ada");
+      // An If-Match that is no version this store gave matches nothing, not even an absent key.
+      assert.equal((await fetch(at("user:new"), { method: "PUT", body: "x", headers: { "if-match": '""' } })).status, 412);
+      assert.equal((await fetch(at("user:new"))).status, 404);
 
       assert.equal((await fetch(at("user:2"), { method: "DELETE" })).status, 204);
       assert.equal((await fetch(at("user:2"))).status, 404);
