@@ -23,13 +23,13 @@ import { ARMED_AWAKE, ARMED_EVENT_LOOP, ARMED_FUTEX, RING_DOORBELL, type Segment
 import { IDLE_AFTER_INPUT, IDLE_AFTER_SEND, IDLE_WAIT, idleStrategyFor, type IdleCause, type IdleStrategy } from "./idle.ts";
 import {
   BLOCK_SLICE_NS,
+  coalescing,
   DEFAULT_SPIN_NS,
   EVENT_LOOP_YIELD_NS,
   MAX_WAIT_MS,
   PROBE_INTERVAL_NS,
   PROBE_POLL_MASK,
   type SegmentWaitPolicy,
-  type Signals,
   type WaitMode,
 } from "./waiting.ts";
 
@@ -59,19 +59,6 @@ const MODES: readonly string[] = ["spin", "blocking", "async", "adaptive"];
  * loop after EVENT_LOOP_YIELD_NS, so it must be queued well before that.
  */
 const FOLLOW_UP_YIELD_NS = EVENT_LOOP_YIELD_NS / 2;
-
-/** Setup's Signals, with wakeEventLoop going through the connection's per-tick coalescing (deferRing). */
-function coalescing(s: Signals, hold: { conn: SegmentConnection | null }): Signals {
-  const out: Signals = {
-    wakeBlocking: (offset) => s.wakeBlocking(offset),
-    wakeEventLoop: (offset) => (hold.conn === null ? s.wakeEventLoop(offset) : hold.conn.deferRing(offset)),
-    waitBlocking: (offset, expected, timeoutNs) => s.waitBlocking(offset, expected, timeoutNs),
-    armEventLoop: (offset, expected, onDoorbell) => s.armEventLoop(offset, expected, onDoorbell),
-  };
-  if (s.disarmEventLoop) out.disarmEventLoop = (offset) => s.disarmEventLoop!(offset);
-  if (s.peerGone) out.peerGone = () => s.peerGone!();
-  return out;
-}
 
 /**
  * The connection setup hands out for a session segment (shm and inproc). Belongs to the thread
@@ -123,8 +110,13 @@ export class SegmentConnection extends SegmentChannel {
 
   private readonly segment: { layout: SegmentLayout; side: "A" | "B" };
 
-  /** The peer's event-loop doorbell is due (a send found it parked) and goes out at the end of this tick. */
-  private ringDue = false;
+  /** The peer's event-loop doorbell is owed by a send made outside a pump: it goes out at the end of this tick. */
+  private ringDueTick = false;
+  /** Owed by a reply made inside the current pump: it goes out at that pump's end. */
+  private ringDuePump = false;
+  private get ringDue(): boolean {
+    return this.ringDueTick || this.ringDuePump;
+  }
   /** A ring went out at once in this tick (until the end-of-tick immediate): later ones are deferred. */
   private rangThisTick = false;
   /** The current pump rang at once (the reply to the last queued request): later rings wait for its end. */
@@ -148,7 +140,8 @@ export class SegmentConnection extends SegmentChannel {
    * A ring for a peer parked in its event loop. In the event-loop modes one made while a pump
    * delivers (a server's replies to one batch of requests) waits for the end of that pump, except
    * the first of a pump made when nothing more is queued for it (the reply to the last request),
-   * which goes at once; else the first of a tick goes at once and later ones wait for the end of the tick (setImmediate),
+   * which goes at once; else the first of a tick goes at once and later ones wait for the end of the tick (setImmediate;
+   * a pump in between does not send them: flushPumpRing),
    * so the sends of one tick cost the peer at most two wake-ups (a Bun.serve handler calling a
    * backend sends once per HTTP request, many per tick, and the backend parks again between
    * them). A poll() that finds nothing, outside the pump, sends a waiting ring at once (a caller
@@ -175,7 +168,7 @@ export class SegmentConnection extends SegmentChannel {
         this.ringEventLoop(offset);
         return;
       }
-      this.ringDue = true;
+      this.ringDuePump = true;
       return;
     }
     // The first ring of a tick goes at once (a lone call pays no wait); later ones wait for its end.
@@ -186,16 +179,26 @@ export class SegmentConnection extends SegmentChannel {
       this.queueEndOfTick();
       return;
     }
-    this.ringDue = true;
+    this.ringDueTick = true;
     this.queueEndOfTick();
   }
 
   /** Sends a deferred ring now (idempotent). */
   private flushRing(): void {
     if (!this.ringDue) return;
-    this.ringDue = false;
+    this.ringDueTick = false;
+    this.ringDuePump = false;
     this.stats.rings++;
     this.ringEventLoop(this.txDoorbellOffset);
+  }
+
+  /**
+   * The pump's end: sends the ring owed by what it sent (a server's replies). One owed by sends
+   * made outside it waits for the end of the tick (its immediate is queued): else the pump each
+   * send schedules (onSent) would ring for every call of a tick that a reply came between.
+   */
+  private flushPumpRing(): void {
+    if (this.ringDuePump) this.flushRing();
   }
 
   /**
@@ -404,7 +407,7 @@ export class SegmentConnection extends SegmentChannel {
     } finally {
       this.pumping = false;
     }
-    this.flushRing();
+    this.flushPumpRing();
     if (this.closed) return;
     if (n === 0) {
       this.deliveringSinceNs = 0;

@@ -58,6 +58,19 @@ export interface Signals {
   peerGone?(): boolean;
 }
 
+/** Setup's Signals, with wakeEventLoop going through a connection's per-tick coalescing (SegmentConnection.deferRing) once `hold.conn` is set. */
+export function coalescing(s: Signals, hold: { conn: { deferRing(offset: number): void } | null }): Signals {
+  const out: Signals = {
+    wakeBlocking: (offset) => s.wakeBlocking(offset),
+    wakeEventLoop: (offset) => (hold.conn === null ? s.wakeEventLoop(offset) : hold.conn.deferRing(offset)),
+    waitBlocking: (offset, expected, timeoutNs) => s.waitBlocking(offset, expected, timeoutNs),
+    armEventLoop: (offset, expected, onDoorbell) => s.armEventLoop(offset, expected, onDoorbell),
+  };
+  if (s.disarmEventLoop) out.disarmEventLoop = (offset) => s.disarmEventLoop!(offset);
+  if (s.peerGone) out.peerGone = () => s.peerGone!();
+  return out;
+}
+
 /** Default spin budget (the most "adaptive" spins): covers a peer's turnaround on another core (~1–2 µs) with room to spare. */
 export const DEFAULT_SPIN_NS = 20_000;
 /** A blocking wait parks at most this long per slice: a peer that died (no doorbell) is noticed between slices. */

@@ -1,0 +1,120 @@
+/**
+ * Rings a side owes its parked peer for sends made outside a pump wait for the end of the tick
+ * (src/segment/connection.ts deferRing / flushPumpRing): a pump that runs in between (each send
+ * schedules one; a reply that arrives starts one) sends only the ring its own sends owe. Before,
+ * the pump's end sent every ring owed, so a Bun.serve front whose calls of one tick were
+ * interleaved with replies rang its backend once per pump instead of once per tick. Two
+ * connections over one ArrayBuffer in this thread; the peer "parks" by storing its armed word,
+ * as a parked peer does. Counts only, nothing timed.
+ */
+
+import { describe, expect, test } from "bun:test";
+import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
+import { ARMED_EVENT_LOOP, computeLayout, RING_ARMED, writeHeader } from "../../src/segment/layout.ts";
+
+function pair(log: string[]) {
+  const layout = computeLayout({ ringSlots: 16, sizeClasses: [{ slotBytes: 1024, slotCount: 4 }] });
+  const buffer = new ArrayBuffer(layout.totalBytes);
+  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
+  const conns: SegmentConnection[] = [];
+  const signals = (i: number): Signals => ({
+    wakeBlocking() {},
+    wakeEventLoop: () => {
+      log.push(i === 0 ? "ring A→B" : "ring B→A");
+      queueMicrotask(() => conns[1 - i]!.onDoorbell());
+    },
+    waitBlocking() {},
+    armEventLoop() {},
+  });
+  const policy = { mode: "async" as const, spinNs: 0 };
+  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: signals(0), peer: "B", policy }));
+  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: signals(1), peer: "A", policy }));
+  const words = new Int32Array(buffer);
+  // B parks on its event loop: what its armEventLoop() stores into the A→B ring's armed word.
+  const parkB = () => Atomics.store(words, (layout.rings[0]! + RING_ARMED) >> 2, ARMED_EVENT_LOOP);
+  return { a: conns[0]!, b: conns[1]!, parkB };
+}
+
+const microtasks = async () => {
+  for (let i = 0; i < 20; i++) await Promise.resolve();
+};
+const settle = async () => {
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+};
+
+describe("rings owed by sends outside a pump wait for the end of the tick", () => {
+  test("calls of one tick with replies arriving between them ring the parked peer twice (at once, then at the tick's end), not once per pump", async () => {
+    const log: string[] = [];
+    const { a, b, parkB } = pair(log);
+    let replies = 0;
+    a.setReceiver({
+      onMessage: (m) => {
+        replies++;
+        m.release();
+      },
+      onClose() {},
+    });
+    const received: number[] = [];
+    await settle(); // A parked
+    const before = a.idleStats().rings;
+    for (let i = 0; i < 5; i++) {
+      parkB();
+      expect(a.trySend(new Uint8Array([i]))).toBe(0);
+      // A reply reaches A (it rings A, whose pump delivers it), and A's own pump after the send runs.
+      expect(b.trySend(new Uint8Array([100 + i]))).toBe(0);
+      await microtasks();
+    }
+    const inTick = log.filter((l) => l === "ring A→B").length;
+    await settle();
+    const all = log.filter((l) => l === "ring A→B").length;
+    // The first call rang at once; the other four owe one ring, sent at the end of the tick.
+    expect(inTick).toBe(1);
+    expect(all).toBe(2);
+    expect(a.idleStats().rings - before).toBe(2);
+    expect(replies).toBe(5);
+    // Nothing is stranded: B finds all five calls.
+    b.setReceiver({
+      onMessage: (m) => {
+        received.push(m.head[0]!);
+        m.release();
+      },
+      onClose() {},
+    });
+    await settle();
+    expect(received).toEqual([0, 1, 2, 3, 4]);
+    a.close();
+    b.close();
+  });
+
+  test("a ring owed by a send made inside a pump (a reply) still goes at that pump's end", async () => {
+    const log: string[] = [];
+    const { a, b, parkB } = pair(log);
+    // B answers each request inside onMessage, as serve() does with a synchronous handler.
+    b.setReceiver({
+      onMessage: (m) => {
+        const n = m.head[0]!;
+        m.release();
+        b.trySend(new Uint8Array([n]));
+      },
+      onClose() {},
+    });
+    const got: number[] = [];
+    a.setReceiver({
+      onMessage: (m) => {
+        got.push(m.head[0]!);
+        m.release();
+      },
+      onClose() {},
+    });
+    await settle();
+    parkB();
+    for (let i = 0; i < 3; i++) a.trySend(new Uint8Array([i]));
+    await microtasks();
+    // A's one ring at once woke B; B's replies to the batch rang A inside the tick (its pump's end), before any immediate.
+    expect(log.filter((l) => l === "ring B→A").length).toBe(1);
+    expect(got).toEqual([0, 1, 2]);
+    await settle();
+    a.close();
+    b.close();
+  });
+});
