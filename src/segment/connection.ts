@@ -140,9 +140,9 @@ export class SegmentConnection extends SegmentChannel {
    * A ring for a peer parked in its event loop. In the event-loop modes one made while a pump
    * delivers (a server's replies to one batch of requests) waits for the end of that pump, except
    * the first of a pump made when nothing more is queued for it (the reply to the last request),
-   * which goes at once; else the first of a tick goes at once and later ones wait for the end of the tick (setImmediate;
-   * a pump in between does not send them: flushPumpRing),
-   * so the sends of one tick cost the peer at most two wake-ups (a Bun.serve handler calling a
+   * which goes at once; else the first of a tick goes at once and later ones wait for the end of
+   * the tick (setImmediate; a pump in between does not send them: flushPumpRing), so the sends of
+   * one tick cost the peer at most two wake-ups (a Bun.serve handler calling a
    * backend sends once per HTTP request, many per tick, and the backend parks again between
    * them). A poll() that finds nothing, outside the pump, sends a waiting ring at once (a caller
    * spinning on poll() never returns to the event loop). Spin and blocking modes ring at once:
