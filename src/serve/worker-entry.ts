@@ -9,6 +9,8 @@
  *                  { type: "failed", message }              the module did not load / is no Handlers
  *   pool → Worker  { type: "close" }                         closes the server, then:
  *   Worker → pool  { type: "closed" }
+ *   pool → Worker  { type: "probe" }  (tests)               answered, any time after init:
+ *   Worker → pool  { type: "probe", sessions, looping }      connections served; a thread-holding loop runs
  * The handlers module's default export is Handlers (what implement() returns) or a function
  * returning Handlers (or a Promise of them), called once in this Worker.
  *
@@ -33,7 +35,7 @@ export interface WorkerInit {
 }
 
 /** What a Worker says to its pool. */
-export type WorkerSays = { type: "ready"; threadId: number } | { type: "failed"; message: string } | { type: "closed" };
+export type WorkerSays = { type: "ready"; threadId: number } | { type: "failed"; message: string } | { type: "closed" } | { type: "probe"; sessions: number; looping: boolean };
 
 /** The Handlers a handlers module exports (default export: Handlers, or a function making them). */
 export async function loadHandlers(moduleUrl: string): Promise<Handlers> {
@@ -65,19 +67,21 @@ const IDLE_POLICY: Partial<WaitPolicy> = { mode: "async", spinNs: 0 };
  * IDLE_TO_EVENT_LOOP_MS without a request ends the loop and parks the connection again.
  * Returns the onRequest hook that wraps `dispatch`.
  */
+/** Whether onThread's thread-holding loop runs now (a Worker serves one server): the probe reports it. */
+let looping = false;
+
 function onThread(server: () => Server | null, policy: Partial<WaitPolicy>, dispatch: (h: RequestHandle) => void): (h: RequestHandle) => void {
-  let looping = false;
   let lastAt = 0;
   const loop = async () => {
     let s = server();
     for (const session of s?.sessions ?? []) session.conn.setWaitPolicy(policy);
-    while ((s = server()) !== null) {
+    serving: while ((s = server()) !== null) {
       const end = performance.now() + SLICE_MS;
       let now = 0;
       do {
         s.poll();
         const session = s.sessions.values().next().value;
-        if (session === undefined) break;
+        if (session === undefined) break serving; // no connection left to wait on: the next one's first request starts a loop again
         await session.conn.wait(PARK_MS);
         now = performance.now();
       } while (now < end);
@@ -101,7 +105,7 @@ if (!Bun.isMainThread) {
   let serving: Server | null = null;
   const say = (m: WorkerSays) => self.postMessage(m);
   self.onmessage = async (e: MessageEvent) => {
-    const m = e.data as WorkerInit | { type: "close" };
+    const m = e.data as WorkerInit | { type: "close" } | { type: "probe" };
     if (m?.type === "init") {
       try {
         const handlers = await loadHandlers(m.moduleUrl);
@@ -119,6 +123,8 @@ if (!Bun.isMainThread) {
       serving?.close();
       serving = null;
       say({ type: "closed" });
+    } else if (m?.type === "probe") {
+      say({ type: "probe", sessions: serving?.sessions.size ?? 0, looping });
     }
   };
 }

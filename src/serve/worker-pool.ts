@@ -13,12 +13,13 @@
  * - The handlers module (a file URL, or an absolute path) default-exports Handlers (what
  *   implement() returns) or a function returning Handlers (or a Promise of them), called once per
  *   Worker. workerPool() resolves once every Worker loaded it and serves; a module that does not
- *   load, throws, or exports no Handlers rejects it with a WorkerStartError naming the module and the
- *   cause, and leaves no Worker running.
+ *   load, throws, exports no Handlers or does not serve within `startTimeoutMs` (default 30 s)
+ *   rejects it with a WorkerStartError naming the module and the cause, and leaves no Worker running.
  * - Each call goes to the least busy serving Worker (fewest calls in flight; ties rotate), at most
  *   `window` in flight per Worker. Beyond that calls queue, `maxQueued` across the pool; the next
  *   one rejects at once with PendingLimitError (backpressure). A queued call's deadline and
- *   AbortSignal count from request(), and it leaves the queue when either fires.
+ *   AbortSignal count from request(), and it leaves the queue when either fires (a deadline past
+ *   setTimeout's 2^31-1 ms re-arms its timer, as the client's do).
  * - Bytes: request() copies the request into the Worker's segment once (small ones inline in the
  *   ring descriptor, large ones in a slab slot); a handler's `h.data` is a view of that segment
  *   (its buffer is the segment's SharedArrayBuffer: no clone, no copy; an `async function`
@@ -30,7 +31,8 @@
  *   (stats().restarts counts them); queued calls go to the others or to the replacement. A
  *   replacement that fails to start is retried with backoff.
  * - close() rejects queued and in-flight calls with TransportClosedError, asks each Worker to close
- *   its server, then ends it (terminate) and resolves once every Worker thread has exited.
+ *   its server, then ends it (terminate) and resolves once every Worker thread has exited, those
+ *   still starting (a replacement loading its module) included.
  *
  * Wait modes: both sides park on their event loop at once ("async", spinNs 0), by measurement
  * (`bun bench/worker-pool.bench.ts --waits`, figures at DEFAULT_WAIT): on the shared 2-core
@@ -53,16 +55,16 @@ import { bindService, type ServiceClient, type ServiceDef } from "../rpc/service
 import { PendingLimitError } from "../pool/channel.ts";
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import type { WorkerInit, WorkerSays } from "./worker-entry.ts";
-import { existsSync, unlinkSync } from "node:fs";
-import { fileURLToPath, pathToFileURL } from "node:url";
-import { socketDirOf } from "../segment/socket-dir.ts";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { checkInt, deadlineTimer, MAX_TIMER_MS, errorLine, removeSocket, resolveModule, type DeadlineTimer } from "./pool-helpers.ts";
 
 /** Calls in flight per Worker by default: 64 keeps a Worker busy between doorbells, well inside the segment's 256 ring slots. */
 export const DEFAULT_POOL_WINDOW = 64;
 /** Calls queued across the pool by default before PendingLimitError: a burst of a busy HTTP front, bounded. */
 export const DEFAULT_MAX_QUEUED = 1024;
-/** How long a Worker may take to load its module and serve before workerPool() gives up (a module stuck in a top-level await). */
-const START_TIMEOUT_MS = 30_000;
+/** How long a Worker may take to load its module and serve by default before its start fails (a module stuck in a top-level await). */
+export const DEFAULT_START_TIMEOUT_MS = 30_000;
 /** After its connection closed or its error event, how long a dying Worker gets to report its exit (its cause) before it is terminated. */
 const CAUSE_WAIT_MS = 200;
 /** How long close() lets a Worker close its server before it is terminated anyway. */
@@ -118,6 +120,8 @@ export interface WorkerPoolOptions<S extends ServiceDef = {}> {
   segment?: Partial<SegmentConfig>;
   /** Runs on this thread when a Worker dies, before its replacement starts. A throw is printed (console.error). */
   onWorkerExit?: (index: number, error: WorkerCrashedError) => void;
+  /** How long a Worker may take to load the module and serve, ms (integer ≥ 1, default 30000); past it the start fails with WorkerStartError (a replacement's is retried). */
+  startTimeoutMs?: number;
   /** Wait policies of the calling side's connections and of the Workers' (default DEFAULT_WAIT). */
   wait?: { caller?: Partial<WaitPolicy>; worker?: Partial<WaitPolicy> };
 }
@@ -140,7 +144,7 @@ interface Queued {
   deadline: number; // performance.now() ms; Infinity: none
   resolve: (v: Uint8Array) => void;
   reject: (e: Error) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  timer: DeadlineTimer | undefined;
   onAbort: (() => void) | undefined;
   done: boolean;
 }
@@ -173,12 +177,6 @@ class PoolWorker {
 let poolSeq = 0;
 const POOL_TAG = Math.floor(Math.random() * 0xffff).toString(36);
 
-/** The first line of a Worker's error event that says the error (its message carries a code frame first). */
-function errorLine(message: string): string {
-  const lines = message.split("\n").map((l) => l.trim());
-  return lines.find((l) => /^[A-Za-z]*(error|Error)\b.*:/.test(l)) ?? lines.filter((l) => l !== "").pop() ?? message;
-}
-
 /**
  * The pool. Every method belongs to the thread that created it. request() and svc never throw
  * synchronously: every failure is a rejected promise.
@@ -198,7 +196,10 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
   private readonly window: number;
   private readonly maxQueued: number;
   private readonly restartTimers = new Set<ReturnType<typeof setTimeout>>();
-  private readonly starting = new Set<Worker>();
+  /** Workers not serving yet, with their `exited`. */
+  private readonly starting = new Map<Worker, Promise<void>>();
+  /** startWorker() calls not settled yet: close() awaits them (a start that ends after close() began ends its Worker). */
+  private readonly starts = new Set<Promise<void>>();
   private readonly sendOpts: { timeoutMs: number; signal: AbortSignal | undefined; appHeader: Uint8Array | undefined } = { timeoutMs: 0, signal: undefined, appHeader: undefined };
 
   /** @internal workerPool() builds it. */
@@ -259,7 +260,7 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
         done: false,
       };
       if (q.deadline !== Infinity) {
-        q.timer = setTimeout(() => this.unqueue(q, new TimeoutError(`workerPool request for method ${method} timed out after ${timeoutMs} ms waiting for a Worker`)), timeoutMs);
+        q.timer = deadlineTimer(q.deadline, () => this.unqueue(q, new TimeoutError(`workerPool request for method ${method} timed out after ${timeoutMs} ms waiting for a Worker`)));
       }
       if (q.signal) {
         q.onAbort = () => this.unqueue(q, new CancelledError(`workerPool request for method ${method} aborted while queued`, { cause: q.signal!.reason }));
@@ -297,12 +298,16 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     this.closing = true;
     for (const t of this.restartTimers) clearTimeout(t);
     this.restartTimers.clear();
-    for (const w of this.starting) w.terminate();
+    const ends: Promise<void>[] = [];
+    for (const [w, exited] of this.starting) {
+      w.terminate();
+      ends.push(exited);
+    }
+    for (const p of this.starts) ends.push(p.catch(() => undefined));
     const err = new TransportClosedError(`workerPool ${this.moduleUrl}: the pool closed`);
     for (let i = this.queueHead; i < this.queue.length; i++) this.settleQueued(this.queue[i]!, null, err);
     this.queue.length = 0;
     this.queueHead = 0;
-    const ends: Promise<void>[] = [];
     for (const w of this.workers) {
       if (w === null) continue;
       w.client.close();
@@ -317,11 +322,18 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     return this.close();
   }
 
-  /** @internal Starts Worker `index` and installs it (workerPool() and replacements). */
-  async startWorker(index: number): Promise<void> {
+  /** @internal Starts Worker `index` and installs it (workerPool() and replacements); close() awaits it. */
+  startWorker(index: number): Promise<void> {
+    const p = this.start(index);
+    this.starts.add(p);
+    const done = () => void this.starts.delete(p);
+    p.then(done, done);
+    return p;
+  }
+
+  private async start(index: number): Promise<void> {
     const name = `wp-${POOL_TAG}-${this.seq}-${index}-${this.restarts}`;
     const worker = new Worker(entryUrl().href);
-    this.starting.add(worker);
     let exitCode: number | null = null;
     let errorText: string | null = null;
     const exited = new Promise<void>((resolve) =>
@@ -330,6 +342,7 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
         resolve();
       }),
     );
+    this.starting.set(worker, exited);
     worker.addEventListener("error", (e) => {
       errorText ??= errorLine(String((e as ErrorEvent).message ?? e));
       e.preventDefault?.();
@@ -338,7 +351,8 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     let threadId: number;
     try {
       const said = await new Promise<WorkerSays>((resolve, reject) => {
-        const dog = setTimeout(() => reject(new Error(`it did not serve within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+        const ms = this.opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+        const dog = setTimeout(() => reject(new Error(`it did not serve within ${ms} ms`)), ms);
         worker.onmessage = (e: MessageEvent) => {
           clearTimeout(dog);
           resolve(e.data as WorkerSays);
@@ -471,7 +485,7 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     if (q.done) return;
     q.done = true;
     this.queuedLive--;
-    if (q.timer !== undefined) clearTimeout(q.timer);
+    if (q.timer !== undefined) clearTimeout(q.timer.id);
     if (q.onAbort !== undefined) q.signal!.removeEventListener("abort", q.onAbort);
     if (sent !== null) sent.then(q.resolve, q.reject);
     else q.reject(err!);
@@ -538,31 +552,6 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
   }
 }
 
-/** A Worker's inproc socket file, in case its listener could not remove it (terminated). */
-function removeSocket(name: string): void {
-  const path = `${socketDirOf(process.geteuid?.() ?? 0)}/inproc-${process.pid}-${name}.sock`;
-  try {
-    unlinkSync(path);
-  } catch {
-    // gone already (the Worker's listener removed it)
-  }
-}
-
-function resolveModule(moduleUrl: unknown): string {
-  if (moduleUrl instanceof URL) return moduleUrl.href;
-  if (typeof moduleUrl !== "string" || moduleUrl === "") throw new UsageError(`workerPool: moduleUrl must be a file URL (or an absolute path), got ${describeValue(moduleUrl)}`);
-  if (moduleUrl.startsWith("/")) return pathToFileURL(moduleUrl).href;
-  try {
-    return new URL(moduleUrl).href;
-  } catch {
-    throw new UsageError(`workerPool: moduleUrl "${moduleUrl}" is neither a URL nor an absolute path (use new URL("./handlers.ts", import.meta.url))`);
-  }
-}
-
-function checkInt(v: unknown, min: number, max: number, what: string): void {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) throw new UsageError(`workerPool: ${what} must be an integer in ${min}..${max}, got ${describeValue(v)}`);
-}
-
 /**
  * Starts `opts.size` Workers that each import the handlers module at `moduleUrl` and serve it over
  * inproc; resolves once all serve. Rejects with UsageError for bad options, WorkerStartError
@@ -574,6 +563,7 @@ export async function workerPool<S extends ServiceDef = {}>(moduleUrl: string | 
   checkInt(opts.size, 1, 1024, "size");
   if (opts.window !== undefined) checkInt(opts.window, 1, MAX_WINDOW, "window");
   if (opts.maxQueued !== undefined) checkInt(opts.maxQueued, 0, 2 ** 31 - 1, "maxQueued");
+  if (opts.startTimeoutMs !== undefined) checkInt(opts.startTimeoutMs, 1, MAX_TIMER_MS, "startTimeoutMs");
   if (opts.onWorkerExit !== undefined && typeof opts.onWorkerExit !== "function") throw new UsageError(`workerPool: onWorkerExit must be a function, got ${describeValue(opts.onWorkerExit)}`);
   const url = resolveModule(moduleUrl);
   const entry = entryUrl();

@@ -4,8 +4,9 @@
  * fails exactly its in-flight calls with WorkerCrashedError (index and cause), the calls on the
  * other Worker succeed, the Worker is replaced (stats().restarts, a later call reaches the new
  * thread), onWorkerExit runs; after close no thread, no socket file and nothing in /dev/shm is
- * left. A handlers module that is missing, throws at load or exports no Handlers rejects
- * workerPool() with WorkerStartError naming the module, and leaves no Worker.
+ * left. A handlers module that is missing, throws at load, exports no Handlers or never
+ * finishes loading (past startTimeoutMs) rejects workerPool() with WorkerStartError naming the
+ * module, and leaves no Worker.
  */
 import { expect, test } from "bun:test";
 import { readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -130,3 +131,14 @@ for (const [what, file, says] of [
     expect(ownSockets()).toEqual([]);
   }, WATCHDOG_MS);
 }
+
+test("a handlers module that never finishes loading: workerPool() rejects after startTimeoutMs with WorkerStartError, no Worker left", async () => {
+  const threads = await baselineThreads();
+  const url = new URL("./worker-pool-hangs.ts", import.meta.url);
+  const e = await rejection(workerPool(url, { size: 2, startTimeoutMs: 300 }));
+  expect(e).toBeInstanceOf(WorkerStartError);
+  expect((e as Error).message).toContain(url.href);
+  expect((e as Error).message).toContain("it did not serve within 300 ms");
+  await untilThreads(threads);
+  expect(ownSockets()).toEqual([]);
+}, 10_000); // the watchdog: far below the default start timeout (30 s), which the option replaces

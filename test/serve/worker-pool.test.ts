@@ -144,6 +144,17 @@ describe("backpressure, errors, deadlines", () => {
     await p.close();
   }, WATCHDOG_MS);
 
+  test("a queued call whose deadline lies past setTimeout's limit (2^31 ms) waits for its Worker and succeeds", async () => {
+    const p = await pool({ size: 1, window: 1 });
+    const slow = p.request(M.slow, new Uint8Array([20, 2])); // 200 ms in flight: the window is full
+    const far = [2 ** 31, 2 ** 40].map((timeoutMs, i) => p.request(M.echo, new Uint8Array([5, i]), { timeoutMs }).then((r) => Array.from(r), (e: unknown) => e));
+    expect(p.stats().queued).toBe(2);
+    expect(Array.from(await slow)).toEqual([20, 2]);
+    expect(await Promise.all(far)).toEqual([[5, 0], [5, 1]]);
+    expect(p.stats().queued).toBe(0);
+    await p.close();
+  }, WATCHDOG_MS);
+
   test("close() with calls in flight and queued: they reject with TransportClosedError (not WorkerCrashedError) and every Worker ends", async () => {
     const before = await baselineThreads();
     const p = await workerPool(HANDLERS, { size: 2, window: 1 });
@@ -163,7 +174,7 @@ describe("backpressure, errors, deadlines", () => {
 
   test("bad sizes and arguments are UsageErrors, and no Worker starts", async () => {
     const before = await baselineThreads();
-    for (const opts of [{ size: 0 }, { size: 1.5 }, { size: "2" }, { size: 1, window: 0 }, { size: 1, maxQueued: -1 }, { size: 1, timeoutMs: -5 }, {}]) {
+    for (const opts of [{ size: 0 }, { size: 1.5 }, { size: "2" }, { size: 1, window: 0 }, { size: 1, maxQueued: -1 }, { size: 1, timeoutMs: -5 }, { size: 1, startTimeoutMs: 0 }, { size: 1, startTimeoutMs: 2.5 }, { size: 1, startTimeoutMs: "1000" }, {}]) {
       expect(await rejection(workerPool(HANDLERS, opts as { size: number }))).toBeInstanceOf(UsageError);
     }
     expect(await rejection(workerPool("./worker-pool-handlers.ts", { size: 1 }))).toBeInstanceOf(UsageError);
