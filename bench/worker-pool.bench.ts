@@ -5,7 +5,9 @@
  *
  * Every reply is the request with each byte XOR 0x5a (peers/worker-pool-handlers.ts for hotpath,
  * peers/worker-pool-postmessage.ts for postMessage), computed in the Worker and checked here byte
- * for byte (a wrong byte throws). postMessage gets its best ordinary usage, two rows: structured
+ * for byte against its own request (a wrong byte throws): each call's request carries its own
+ * sequence number in its first 4 bytes, so a reply delivered to another of the 64 calls in flight
+ * is caught. postMessage gets its best ordinary usage, two rows: structured
  * clone of the Uint8Array both ways, and a transferred ArrayBuffer both ways (the caller's bytes
  * copied into a fresh buffer per call, as hotpath copies them into its segment). Calls go to the
  * Worker with the fewest in flight in both.
@@ -53,12 +55,14 @@ export interface WorkerPoolRow {
   mainCpuUsPerCall: number;
 }
 
-interface Driver {
+/** @internal What a row measures through (exported for the bench's own check test). */
+export interface Driver {
   call(data: Uint8Array): Promise<Uint8Array>;
   close(): Promise<void>;
 }
 
-class ReplyMismatch extends Error {}
+/** A reply's bytes differ from its own request's XOR 0x5a (the bench throws it; exported for its test). */
+export class ReplyMismatch extends Error {}
 
 function check(reply: Uint8Array, expected: Uint8Array, row: string): void {
   if (reply.length !== expected.length || Buffer.compare(reply, expected) !== 0) {
@@ -138,7 +142,7 @@ function processCpuUsNow(): number {
 const pct = (sorted: Float64Array, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
 
 /** One round of one row: the per-call times, and the 64-in-flight window's calls, ms and CPU. */
-interface Round {
+export interface Round {
   times: Float64Array;
   calls: number;
   elapsedMs: number;
@@ -146,26 +150,54 @@ interface Round {
   mainCpuUs: number;
 }
 
-async function measureRound(d: Driver, row: string, o: { warm: number; timed: number; windowMs: number; bodyBytes: number }): Promise<Round> {
-  const data = new Uint8Array(o.bodyBytes).map((_, i) => (i * 7 + 3) & 0xff);
-  const expected = data.map((b) => b ^ 0x5a);
-  for (let i = 0; i < o.warm; i++) check(await d.call(data), expected, row);
+/**
+ * A caller's request and the reply it expects, both stamped per call: stamp(seq) writes `seq`
+ * into the request's first 4 bytes and its XOR 0x5a into the expected reply's (the rest is fixed),
+ * so a reply delivered to another call (its own sequence number) fails the byte check. Two 4-byte
+ * writes per call, next to a 1 KiB copy each way.
+ */
+class Stamped {
+  readonly data: Uint8Array;
+  readonly expected: Uint8Array;
+  private readonly req: DataView;
+  private readonly exp: DataView;
+  constructor(bodyBytes: number) {
+    this.data = new Uint8Array(bodyBytes).map((_, i) => (i * 7 + 3) & 0xff);
+    this.expected = this.data.map((b) => b ^ 0x5a);
+    this.req = new DataView(this.data.buffer);
+    this.exp = new DataView(this.expected.buffer);
+  }
+  stamp(seq: number): Uint8Array {
+    this.req.setUint32(0, seq, true);
+    this.exp.setUint32(0, (seq ^ 0x5a5a5a5a) >>> 0, true);
+    return this.data;
+  }
+}
+
+/** @internal One round of one row on driver `d` (exported for the bench's own check test); throws ReplyMismatch on a wrong reply. */
+export async function measureRound(d: Driver, row: string, o: { warm: number; timed: number; windowMs: number; bodyBytes: number }): Promise<Round> {
+  let seq = 0;
+  const one = new Stamped(o.bodyBytes);
+  for (let i = 0; i < o.warm; i++) check(await d.call(one.stamp(seq++)), one.expected, row);
   const times = new Float64Array(o.timed);
   for (let i = 0; i < o.timed; i++) {
+    const data = one.stamp(seq++);
     const t0 = Bun.nanoseconds();
     const reply = await d.call(data);
     times[i] = (Bun.nanoseconds() - t0) / 1000;
-    check(reply, expected, row);
+    check(reply, one.expected, row);
   }
+  // Each of the 64 loops owns its request buffer (every driver copies it before call() returns).
+  const loops = Array.from({ length: IN_FLIGHT }, () => new Stamped(o.bodyBytes));
   let calls = 0;
   const cpu0 = processCpuUsNow();
   const main0 = mainThreadCpuUs();
   const t0 = performance.now();
   const end = t0 + o.windowMs;
   await Promise.all(
-    Array.from({ length: IN_FLIGHT }, async () => {
+    loops.map(async (mine) => {
       while (performance.now() < end) {
-        check(await d.call(data), expected, row);
+        check(await d.call(mine.stamp(seq++)), mine.expected, row);
         calls++;
       }
     }),
