@@ -1,12 +1,23 @@
 /**
- * Thread counting for the worker-pool tests: this process's threads (/proc/self/task). The first
- * Worker of a process starts a few process-wide runtime threads that stay for good, so a baseline
- * is read after one throwaway Worker has come and gone (baselineThreads()).
+ * Thread counting for the worker-pool tests: this process's Worker threads (/proc/self/task, the
+ * threads whose name is "Worker": Bun names each Worker's thread so). The runtime's own helper
+ * threads are not counted: JSC's JIT compiler threads ("JITWorker") come with load and leave only
+ * after about 10 s idle, which made a count of all threads wait that long after every busy test.
+ * A baseline is still read after one throwaway Worker has come and gone (baselineThreads()).
  */
-import { readdirSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { until } from "../helpers/peer.ts";
 
-export const threadCount = (): number => readdirSync("/proc/self/task").length;
+/** A thread's name, or "" when it ended while being read. */
+function threadName(tid: string): string {
+  try {
+    return readFileSync(`/proc/self/task/${tid}/comm`, "utf8").trim();
+  } catch {
+    return "";
+  }
+}
+
+export const threadCount = (): number => readdirSync("/proc/self/task").filter((t) => threadName(t) === "Worker").length;
 
 /** The thread count once the runtime's process-wide Worker threads exist (a Worker started and ended first). */
 export async function baselineThreads(): Promise<number> {
