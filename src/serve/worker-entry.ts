@@ -64,7 +64,8 @@ const IDLE_POLICY: Partial<WaitPolicy> = { mode: "async", spinNs: 0 };
  * only through poll()): the connection idles parked on the event loop (IDLE_POLICY); the first
  * request switches it to `policy` and starts a loop that polls, then waits on the connection
  * (spin, or spin then Atomics.wait for at most PARK_MS), with one event-loop turn every SLICE_MS;
- * IDLE_TO_EVENT_LOOP_MS without a request ends the loop and parks the connection again.
+ * IDLE_TO_EVENT_LOOP_MS without a request ends the loop and parks the connection again; so does
+ * the end of the last connection (nothing left to wait on: a new one's first request starts it).
  * Returns the onRequest hook that wraps `dispatch`.
  */
 /** Whether onThread's thread-holding loop runs now (a Worker serves one server): the probe reports it. */
