@@ -154,15 +154,15 @@ export class SegmentConnection extends SegmentChannel {
       this.stats.rings++;
       return this.ringEventLoop(offset);
     }
-    if (this.ringDue) return;
-    // Sends made while the pump delivers (a server's replies) ring when that pump ends, except
-    // once per pump when nothing more is queued: the reply to the last request queued rings at
-    // once (what the pump still does after it is not the peer's business; measured on an idle
-    // shm server: handler → doorbell 15–22 µs at the pump's end, 11–17 µs at once). Replies to
-    // requests that arrive later in the same pump ring at its end, so a pump rings at most twice.
+    // Sends made while the pump delivers (a server's replies) ring when that pump ends, except the
+    // reply to the last request queued, which rings at once (idle shm server: handler → doorbell
+    // 15–22 µs at the pump's end, 11–17 µs at once): a pump rings at most twice, and a ring owed
+    // to the end of the tick does not hold its replies back (ringing covers everything sent).
     if (this.pumping) {
+      if (this.ringDuePump) return;
       if (!this.rangThisPump && this.rx.available() === 0) {
         this.rangThisPump = true;
+        this.ringDueTick = false;
         this.stats.rings++;
         this.stats.earlyRings++;
         this.ringEventLoop(offset);
@@ -171,6 +171,7 @@ export class SegmentConnection extends SegmentChannel {
       this.ringDuePump = true;
       return;
     }
+    if (this.ringDue) return;
     // The first ring of a tick goes at once (a lone call pays no wait); later ones wait for its end.
     if (!this.rangThisTick) {
       this.rangThisTick = true;
@@ -193,10 +194,9 @@ export class SegmentConnection extends SegmentChannel {
   }
 
   /**
-   * The pump's end: sends the ring owed by what it sent (a server's replies). One owed by sends
-   * made outside it waits for the end of the tick (its immediate is queued): else the pump each
-   * send schedules (onSent) would ring for every call of a tick that a reply came between.
-   */
+   * The pump's end: sends the ring owed by what it sent (its replies). One owed by sends made
+   * outside it waits for the end of the tick (its immediate is queued): else the pump each send
+   * schedules (onSent) would ring for every call of a tick that a reply came between. */
   private flushPumpRing(): void {
     if (this.ringDuePump) this.flushRing();
   }

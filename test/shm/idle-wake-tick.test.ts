@@ -118,3 +118,47 @@ describe("rings owed by sends outside a pump wait for the end of the tick", () =
     b.close();
   });
 });
+
+test("a ring owed to the end of the tick does not hold back a pump's reply to its last request (it rings at once)", async () => {
+  // Doorbells are logged, not delivered: the test runs B's pump itself (onDoorbell).
+  const layout = computeLayout({ ringSlots: 16, sizeClasses: [{ slotBytes: 1024, slotCount: 4 }] });
+  const buffer = new ArrayBuffer(layout.totalBytes);
+  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
+  const log: string[] = [];
+  // Only B's rings to A are logged (A's request rings B too: that is not under test).
+  const signals = (name: string): Signals => ({ wakeBlocking() {}, wakeEventLoop: () => void (name === "B" && log.push("ring B→A")), waitBlocking() {}, armEventLoop() {} });
+  const policy = { mode: "async" as const, spinNs: 0 };
+  const a = new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: signals("A"), peer: "B", policy });
+  const b = new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: signals("B"), peer: "A", policy });
+  const words = new Int32Array(buffer);
+  const parkA = () => Atomics.store(words, (layout.rings[1]! + RING_ARMED) >> 2, ARMED_EVENT_LOOP);
+  const replied: number[] = [];
+  b.setReceiver({
+    onMessage(m) {
+      const head = m.head.slice();
+      m.release();
+      parkA();
+      replied.push(head[0]!);
+      b.trySend(head);
+    },
+    onClose() {},
+  });
+  await settle();
+  // B sends twice outside any pump while A is parked: the first rings at once, the second owes the tick's ring.
+  parkA();
+  b.trySend(new Uint8Array([1]));
+  parkA();
+  b.trySend(new Uint8Array([2]));
+  expect(log).toEqual(["ring B→A"]);
+  // A's request reaches B's pump; B's reply to it (the last request queued) rings at once.
+  a.trySend(new Uint8Array([9]));
+  b.onDoorbell();
+  await microtasks();
+  expect(replied).toEqual([9]);
+  expect(log).toEqual(["ring B→A", "ring B→A"]);
+  expect(b.idleStats().earlyRings).toBe(1);
+  await settle(); // the reply's ring covered the tick's: nothing more is owed
+  expect(log).toEqual(["ring B→A", "ring B→A"]);
+  a.close();
+  b.close();
+});
