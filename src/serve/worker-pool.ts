@@ -350,8 +350,9 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
     let client: Client<unknown>;
     let threadId: number;
     try {
+      const ms = this.opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+      const startedAt = performance.now();
       const said = await new Promise<WorkerSays>((resolve, reject) => {
-        const ms = this.opts.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
         const dog = setTimeout(() => reject(new Error(`it did not serve within ${ms} ms`)), ms);
         worker.onmessage = (e: MessageEvent) => {
           clearTimeout(dog);
@@ -366,7 +367,8 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
       });
       if (said.type !== "ready") throw new Error(said.type === "failed" ? said.message : `unexpected first message ${said.type}`);
       threadId = said.threadId;
-      const conn = await connect(`inproc://${name}`, { segment: this.opts.segment, wait: { ...DEFAULT_WAIT.caller, ...this.opts.wait?.caller } });
+      const connectTimeoutMs = Math.max(1, Math.ceil(ms - (performance.now() - startedAt))); // what is left of startTimeoutMs
+      const conn = await connect(`inproc://${name}`, { segment: this.opts.segment, wait: { ...DEFAULT_WAIT.caller, ...this.opts.wait?.caller }, connectTimeoutMs });
       client = new Client<unknown>(conn, { window: this.window, timeoutMs: 0 });
     } catch (e) {
       this.starting.delete(worker);
@@ -540,12 +542,15 @@ export class WorkerPool<S extends ServiceDef = {}> implements AsyncDisposable {
         if ((e.data as WorkerSays)?.type === "closed") resolve();
       };
     });
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
       w.worker.postMessage({ type: "close" });
-      await Promise.race([closed, w.exited, Bun.sleep(CLOSE_WAIT_MS)]);
+      // A timer cleared once the race is over: a pending sleep kept the process alive 1 s after close().
+      await Promise.race([closed, w.exited, new Promise<void>((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
     } catch {
       // already gone
     }
+    clearTimeout(timer);
     w.worker.terminate();
     await w.exited;
     removeSocket(w.name);

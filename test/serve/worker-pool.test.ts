@@ -172,6 +172,14 @@ describe("backpressure, errors, deadlines", () => {
     await untilThreads(before);
   }, WATCHDOG_MS);
 
+  test("nothing close() arms keeps the process alive after it resolved (a process exits once its pool is closed)", async () => {
+    const child = Bun.spawn(["bun", new URL("./worker-pool-exit-child.ts", import.meta.url).pathname], { stdout: "pipe", stderr: "inherit" });
+    const out = await new Response(child.stdout).text();
+    expect(await child.exited).toBe(0);
+    // Before, a 1 s sleep raced against the Worker's "closed" answer stayed armed: the unref'd timer fired.
+    expect(out.trim().split("\n")).toEqual(["closed"]);
+  }, WATCHDOG_MS);
+
   test("bad sizes and arguments are UsageErrors, and no Worker starts", async () => {
     const before = await baselineThreads();
     for (const opts of [{ size: 0 }, { size: 1.5 }, { size: "2" }, { size: 1, window: 0 }, { size: 1, maxQueued: -1 }, { size: 1, timeoutMs: -5 }, { size: 1, startTimeoutMs: 0 }, { size: 1, startTimeoutMs: 2.5 }, { size: 1, startTimeoutMs: "1000" }, {}]) {
