@@ -13,6 +13,7 @@ import type { Socket } from "bun";
 import { CancelledError, ConnectionPool, ManualClock, defineService } from "../../src/index.ts";
 import type { TcpConnection } from "../../src/tcp/connection.ts";
 import { spawnPeer, until, type Peer } from "../helpers/peer.ts";
+import { countTimeouts } from "../helpers/count-timeouts.ts";
 import { M_COUNTS, M_ECHO, M_HOLD } from "../rpc/in-server-peer.ts";
 
 const PEER = new URL("../rpc/in-server-peer.ts", import.meta.url).pathname;
@@ -103,17 +104,9 @@ describe("a pool shared by the handlers of a Bun.serve", () => {
     const { url, pool } = await start("tcp", { idleTimeoutMs: 60_000 });
     const backend = pool.client(url, { service: Backend });
     expect(await backend.svc.echo(bodyOf(1))).toEqual(bodyOf(1));
-    const real = globalThis.setTimeout;
-    let created = 0;
-    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-      created++;
-      return real(...args);
-    }) as typeof setTimeout;
-    try {
+    const created = await countTimeouts(async () => {
       for (let i = 0; i < 200; i++) expect(await backend.svc.echo(bodyOf(i), { timeoutMs: 5000 })).toEqual(bodyOf(i));
-    } finally {
-      globalThis.setTimeout = real;
-    }
+    });
     expect(created).toBeLessThanOrEqual(2);
   }, 30_000);
 

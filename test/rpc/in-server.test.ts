@@ -16,6 +16,7 @@ import { CancelledError, TimeoutError, rpcConnect, type RpcClient } from "../../
 import type { TcpConnection } from "../../src/tcp/connection.ts";
 import type { SegmentConnection } from "../../src/segment/connection.ts";
 import { spawnPeer, until, type Peer } from "../helpers/peer.ts";
+import { countTimeouts } from "../helpers/count-timeouts.ts";
 import { M_COUNTS, M_ECHO, M_HOLD } from "./in-server-peer.ts";
 
 const PEER = new URL("./in-server-peer.ts", import.meta.url).pathname;
@@ -132,19 +133,11 @@ describe("deadlines: one timer per client", () => {
   test("200 requests with the default 30 s deadline create at most one timer between them (one each before)", async () => {
     const { client } = await backend("tcp://127.0.0.1:0");
     expect(await client.request(M_ECHO, bodyOf(1))).toEqual(bodyOf(1)); // the shared timer exists
-    const real = globalThis.setTimeout;
-    let created = 0;
-    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-      created++;
-      return real(...args);
-    }) as typeof setTimeout;
-    try {
+    const created = await countTimeouts(async () => {
       for (let i = 0; i < 200; i++) expect(await client.request(M_ECHO, bodyOf(i))).toEqual(bodyOf(i));
       const all = await Promise.all(Array.from({ length: 64 }, (_, i) => client.request(M_ECHO, bodyOf(i))));
       for (let i = 0; i < 64; i++) expect(all[i]).toEqual(bodyOf(i));
-    } finally {
-      globalThis.setTimeout = real;
-    }
+    });
     expect(created).toBeLessThanOrEqual(1);
   }, 30_000);
 

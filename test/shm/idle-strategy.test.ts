@@ -23,8 +23,7 @@ import {
   type IdleCause,
   type IdleStrategy,
 } from "../../src/segment/idle.ts";
-import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
-import { computeLayout, writeHeader } from "../../src/segment/layout.ts";
+import { segmentPair, settle } from "../helpers/segment-pair.ts";
 
 const MAX = 20_000;
 
@@ -223,28 +222,8 @@ class Recorder implements IdleStrategy {
   }
 }
 
-/** Two connections over one ArrayBuffer in this thread; event-loop parks deliver via onDoorbell(). */
-function pair(mode: "async" | "adaptive" | "blocking") {
-  const layout = computeLayout({ ringSlots: 8, sizeClasses: [{ slotBytes: 1024, slotCount: 4 }] });
-  const buffer = new ArrayBuffer(layout.totalBytes);
-  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
-  const conns: SegmentConnection[] = [];
-  const signals = (i: number): Signals => ({
-    wakeBlocking() {},
-    // The peer is parked in its event loop: ring it (a microtask, as a socket event would come later).
-    wakeEventLoop: () => queueMicrotask(() => conns[1 - i]!.onDoorbell()),
-    waitBlocking() {},
-    armEventLoop() {},
-  });
-  const policy = { mode, spinNs: 50_000 };
-  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: signals(0), peer: "B", policy }));
-  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: signals(1), peer: "A", policy }));
-  return { a: conns[0]!, b: conns[1]! };
-}
-
-const settle = async () => {
-  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-};
+/** Two connections over one ArrayBuffer in this thread; event-loop parks deliver via onDoorbell() (in a microtask). */
+const pair = (mode: "async" | "adaptive" | "blocking") => segmentPair({ mode, spinNs: 50_000 });
 
 describe("a connection asks its idle strategy", () => {
   test("after a send with nothing back it asks with IDLE_AFTER_SEND, spins what it was granted, reports the miss and parks", async () => {

@@ -9,38 +9,10 @@
  */
 
 import { describe, expect, test } from "bun:test";
-import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
-import { ARMED_EVENT_LOOP, computeLayout, RING_ARMED, writeHeader } from "../../src/segment/layout.ts";
+import { microtasks, segmentPair, settle } from "../helpers/segment-pair.ts";
 
-function pair(log: string[]) {
-  const layout = computeLayout({ ringSlots: 16, sizeClasses: [{ slotBytes: 1024, slotCount: 4 }] });
-  const buffer = new ArrayBuffer(layout.totalBytes);
-  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
-  const conns: SegmentConnection[] = [];
-  const signals = (i: number): Signals => ({
-    wakeBlocking() {},
-    wakeEventLoop: () => {
-      log.push(i === 0 ? "ring A→B" : "ring B→A");
-      queueMicrotask(() => conns[1 - i]!.onDoorbell());
-    },
-    waitBlocking() {},
-    armEventLoop() {},
-  });
-  const policy = { mode: "async" as const, spinNs: 0 };
-  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: signals(0), peer: "B", policy }));
-  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: signals(1), peer: "A", policy }));
-  const words = new Int32Array(buffer);
-  // B parks on its event loop: what its armEventLoop() stores into the A→B ring's armed word.
-  const parkB = () => Atomics.store(words, (layout.rings[0]! + RING_ARMED) >> 2, ARMED_EVENT_LOOP);
-  return { a: conns[0]!, b: conns[1]!, parkB };
-}
-
-const microtasks = async () => {
-  for (let i = 0; i < 20; i++) await Promise.resolve();
-};
-const settle = async () => {
-  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-};
+// Rings are logged and delivered (in a microtask); the peer "parks" by storing its armed word.
+const pair = (log: string[]) => segmentPair({ ringSlots: 16, log });
 
 describe("rings owed by sends outside a pump wait for the end of the tick", () => {
   test("calls of one tick with replies arriving between them ring the parked peer twice (at once, then at the tick's end), not once per pump", async () => {
@@ -121,17 +93,9 @@ describe("rings owed by sends outside a pump wait for the end of the tick", () =
 
 test("a ring owed to the end of the tick does not hold back a pump's reply to its last request (it rings at once)", async () => {
   // Doorbells are logged, not delivered: the test runs B's pump itself (onDoorbell).
-  const layout = computeLayout({ ringSlots: 16, sizeClasses: [{ slotBytes: 1024, slotCount: 4 }] });
-  const buffer = new ArrayBuffer(layout.totalBytes);
-  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
   const log: string[] = [];
   // Only B's rings to A are logged (A's request rings B too: that is not under test).
-  const signals = (name: string): Signals => ({ wakeBlocking() {}, wakeEventLoop: () => void (name === "B" && log.push("ring B→A")), waitBlocking() {}, armEventLoop() {} });
-  const policy = { mode: "async" as const, spinNs: 0 };
-  const a = new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: signals("A"), peer: "B", policy });
-  const b = new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: signals("B"), peer: "A", policy });
-  const words = new Int32Array(buffer);
-  const parkA = () => Atomics.store(words, (layout.rings[1]! + RING_ARMED) >> 2, ARMED_EVENT_LOOP);
+  const { a, b, parkA } = segmentPair({ ringSlots: 16, log, logOnly: "B", deliver: false });
   const replied: number[] = [];
   b.setReceiver({
     onMessage(m) {

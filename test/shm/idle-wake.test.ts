@@ -10,36 +10,14 @@
  */
 
 import { describe, expect, test } from "bun:test";
-import { SegmentConnection, type Signals } from "../../src/segment/connection.ts";
 import { IDLE_AFTER_SEND, type IdleCause, type IdleStrategy } from "../../src/segment/idle.ts";
-import { computeLayout, writeHeader } from "../../src/segment/layout.ts";
+import { microtasks, segmentPair, settle } from "../helpers/segment-pair.ts";
 
-/** A client (A) and a server (B) over one ArrayBuffer; `log` gets "ring A→B" / "ring B→A" as each side rings the other's event loop. */
-function pair(log: string[]) {
-  const layout = computeLayout({ ringSlots: 8, sizeClasses: [{ slotBytes: 1024, slotCount: 4 }] });
-  const buffer = new ArrayBuffer(layout.totalBytes);
-  writeHeader(new Uint32Array(buffer, 0, 32), layout, 1);
-  const conns: SegmentConnection[] = [];
-  const signals = (i: number): Signals => ({
-    wakeBlocking() {},
-    // The peer is parked in its event loop: record the ring, deliver it later (as a socket byte would come).
-    wakeEventLoop: () => {
-      log.push(i === 0 ? "ring A→B" : "ring B→A");
-      queueMicrotask(() => conns[1 - i]!.onDoorbell());
-    },
-    waitBlocking() {},
-    armEventLoop() {},
-  });
-  // Event-loop mode without spinning: each side parks as soon as a look finds nothing.
-  const policy = { mode: "async" as const, spinNs: 0 };
-  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "A", signals: signals(0), peer: "B", policy }));
-  conns.push(new SegmentConnection({ transport: "shm", buffer, layout, side: "B", signals: signals(1), peer: "A", policy }));
-  return { a: conns[0]!, b: conns[1]! };
-}
-
-const settle = async () => {
-  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
-};
+/**
+ * A client (A) and a server (B) over one ArrayBuffer, each ring delivered to the peer parked in its
+ * event loop; event-loop mode without spinning. `log` gets "ring A→B" / "ring B→A" as each side rings.
+ */
+const pair = (log: string[]) => segmentPair({ log });
 
 /** Both sides parked; B answers every request inside onMessage (as serve() does with a synchronous handler), logging around it. */
 async function parkedPair() {
@@ -132,11 +110,6 @@ class SpinLog implements IdleStrategy {
   onFollowUp(): void {}
 }
 
-/** Microtasks only: the end-of-tick immediate does not run in between. */
-const microtasks = async (n = 30) => {
-  for (let i = 0; i < n; i++) await Promise.resolve();
-};
-
 describe("a spin while a ring is still owed to the peer", () => {
   test("a send whose ring waits for the end of the tick (the peer parked again within it) is followed by no spin: the side parks, and the ring goes at the end of the tick", async () => {
     const log: string[] = [];
@@ -156,7 +129,7 @@ describe("a spin while a ring is still owed to the peer", () => {
     // First send of this tick: it rings at once. The peer takes it and parks again, all in microtasks.
     log.length = 0;
     expect(a.trySend(new Uint8Array([1, 0, 0, 0]), null)).toBe(0);
-    await microtasks();
+    await microtasks(30);
     expect(got).toEqual([1]);
     expect(log[0]).toBe("ring A→B");
     // A spin was asked for after that send (its ring went out), and it missed (nothing answers).
@@ -165,7 +138,7 @@ describe("a spin while a ring is still owed to the peer", () => {
     log.length = 0;
     const spins = a.idleStats().spins;
     expect(a.trySend(new Uint8Array([2, 0, 0, 0]), null)).toBe(0);
-    await microtasks();
+    await microtasks(30);
     // No spin after it (onSent may look at the budget; no spin follows), and the pump it scheduled
     // does not ring either: the ring waits for the end of the tick (idle-wake-tick.test.ts).
     expect(log.filter((l) => !l.startsWith("budget"))).toEqual([]);
