@@ -8,13 +8,16 @@ cd "$(dirname "$0")/.."
 
 # libucx0: the ucx transport (libucp); libucx-dev: the headers its layout test compiles against;
 # ucx-utils: ucx_perftest, the benchmark reference.
+# libibverbs-dev, librdmacm-dev: the headers the verbs layout test and the software RC test
+# fixture compile against (they pull in libibverbs1 and librdmacm1, the rdma transport's
+# libraries); perftest: ib_send_lat / ib_write_lat / ib_write_bw, the rdma reference on a device.
 # fonts-dejavu-core: text in the benchmark's PNG charts; iproute2: the across-nodes test's
 # network namespaces; openssl: the CLI the tcp TLS tests make their CA and certificates with.
 # redis-server: the kv benchmark's Redis reference (it pulls in redis-tools: redis-benchmark);
 # the benchmark starts its own server, Debian's service is left as the package installs it.
 # wrk: the HTTP load generator of the Bun.serve benchmark (bench/serve.bench.ts; without it the
 # benchmark uses its Bun load generator and says so).
-APT_PACKAGES=(libucx0 libucx-dev ucx-utils fonts-dejavu-core iproute2 openssl redis-server wrk)
+APT_PACKAGES=(libucx0 libucx-dev ucx-utils libibverbs-dev librdmacm-dev perftest fonts-dejavu-core iproute2 openssl redis-server wrk)
 
 if ! command -v bun >/dev/null 2>&1; then
   echo "setup: installing Bun from npm (npm i -g bun)" >&2
