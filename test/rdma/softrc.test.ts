@@ -1,0 +1,107 @@
+/**
+ * The softrc TEST FIXTURE (test/rdma/softrc/, never shipped) on its own, independent of the
+ * bindings: builds it and its C selftest, runs the selftest as two real processes (server and
+ * client roles, connected over a TCP socket on 127.0.0.1) and asserts every check each side
+ * reports, then kill -9s the server while the client has WRs outstanding and asserts the
+ * client's report of them. Each test runs with its own SOFTRC_DIR, which must be empty after.
+ */
+import { afterEach, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { buildSoftRc, type SoftRc } from "./softrc/build.ts";
+
+let rc: SoftRc;
+const procs: Subprocess[] = [];
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  rc = await buildSoftRc();
+}, 120_000);
+
+afterEach(() => {
+  for (const p of procs.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill(9);
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+/** Collects a process's stdout lines; resolves `wait(line)` when that line has appeared. */
+function lines(p: Subprocess<"ignore", "pipe", "inherit">) {
+  const seen: string[] = [];
+  const waiters: Array<() => void> = [];
+  const done = (async () => {
+    let buf = "";
+    const dec = new TextDecoder();
+    for await (const chunk of p.stdout) {
+      buf += dec.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        seen.push(buf.slice(0, nl));
+        buf = buf.slice(nl + 1);
+        for (const w of waiters.splice(0)) w();
+      }
+    }
+    for (const w of waiters.splice(0)) w();
+  })();
+  const wait = async (pred: (l: string) => boolean): Promise<string> => {
+    for (;;) {
+      const hit = seen.find(pred);
+      if (hit !== undefined) return hit;
+      if (p.exitCode !== null || p.signalCode !== null) {
+        await done;
+        const late = seen.find(pred);
+        if (late !== undefined) return late;
+        throw new Error(`exited (${p.exitCode ?? p.signalCode}) before the line; saw:\n${seen.join("\n")}`);
+      }
+      await Promise.race([new Promise<void>((r) => waiters.push(r)), Bun.sleep(50)]);
+    }
+  };
+  return { seen, wait, done };
+}
+
+function spawn(args: string[], env: Record<string, string>) {
+  const p = Bun.spawn([rc.selftest, ...args], { stdin: "ignore", stdout: "pipe", stderr: "inherit", env: { ...process.env, ...env, LD_LIBRARY_PATH: rc.dir } });
+  procs.push(p);
+  return { proc: p, ...lines(p) };
+}
+
+test("the fixture builds as libibverbs.so.1 / librdmacm.so.1 and exports the verbs the bindings use", async () => {
+  const nm = Bun.spawnSync(["nm", "-D", "--defined-only", rc.ibverbs]).stdout.toString();
+  for (const sym of ["ibv_get_device_list", "ibv_open_device", "ibv_query_port", "ibv_query_gid", "ibv_reg_mr", "ibv_reg_mr_iova2",
+    "ibv_create_cq", "ibv_get_cq_event", "ibv_create_srq", "ibv_modify_srq", "ibv_create_qp", "ibv_modify_qp", "ibv_get_async_event",
+    "ibv_is_fork_initialized"]) {
+    expect({ sym, found: new RegExp(` T ${sym}$`, "m").test(nm) }).toEqual({ sym, found: true });
+  }
+  const ld = Bun.spawnSync(["readelf", "-d", rc.rdmacm]).stdout.toString();
+  expect(ld).toContain("[$ORIGIN]");
+  expect(ld).toContain("libibverbs.so.1");
+});
+
+test("two processes: verbs semantics, RNR, channels, SRQ limit, bad rkey, kill -9 of the peer", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
+  dirs.push(dir);
+  const env = { SOFTRC_DIR: dir };
+  const server = spawn(["server", "0"], env);
+  const port = (await server.wait((l) => l.startsWith("port "))).split(" ")[1]!;
+  const client = spawn(["client", port], env);
+  await client.wait((l) => l === "posted" || l.startsWith("FAIL fatal"));
+  await server.wait((l) => l === "killme" || l.startsWith("FAIL"));
+  server.proc.kill(9);
+  await client.wait((l) => l.startsWith("done "));
+  await client.proc.exited;
+  await server.done;
+  const fails = [...server.seen, ...client.seen].filter((l) => l.startsWith("FAIL"));
+  expect(fails).toEqual([]);
+  const oks = [...server.seen, ...client.seen].filter((l) => l.startsWith("ok ")).map((l) => l.slice(3));
+  for (const name of [
+    "post_send in RESET fails", "RESET->RTR is EINVAL", "INIT without its mask is EINVAL", "post_send in INIT fails", "INIT->RTS is EINVAL",
+    "srq recv small", "srq recv 64 KiB", "rq recv", "send inline completes", "send 64 KiB completes", "inline over max_inline is EINVAL",
+    "write completes", "write landed", "write_with_imm recv", "write_with_imm bytes", "read bytes", "cas returns old", "cas mismatch keeps value",
+    "cas swapped once", "rnr retried until a recv was posted", "recv after rnr", "completion channel wakes", "completion after wake",
+    "srq limit event", "rnr retry exceeded", "rest flushed", "QP in ERR after rnr", "post in ERR flushes", "bad rkey is REM_ACCESS_ERR",
+    "requester QP in ERR after bad rkey", "responder QP in ERR after bad rkey", "peer death fails outstanding WRs", "QP in ERR after peer death",
+  ]) expect(oks).toContain(name);
+  expect(client.proc.exitCode).toBe(0);
+  // The survivor unlinked the dead peer's segments; its own went with its QPs and its exit.
+  expect(readdirSync(dir)).toEqual([]);
+}, 60_000);

@@ -1,0 +1,326 @@
+/*
+ * softrc selftest (TEST FIXTURE, never shipped): a C program linked against the fixture's
+ * libibverbs.so.1, run as two processes by test/rdma/softrc.test.ts:
+ *   selftest server <port>   selftest client <port>
+ * They exchange QP numbers, addresses and rkeys over a TCP socket on 127.0.0.1 (the way the
+ * transport's ?mode=socket does) and run the checks below, printing "ok <name>" per check or
+ * "FAIL <name>: why" (exit 1). The kill check: the server prints "killme" and waits for
+ * SIGKILL; the client then reports how its outstanding WRs completed.
+ */
+#define _GNU_SOURCE
+#include <infiniband/verbs.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+int softrc_fault(const char *spec);
+
+static int failed;
+#define CHECK(name, cond, ...) do { if (cond) printf("ok %s\n", name); else { printf("FAIL %s: ", name); printf(__VA_ARGS__); printf("\n"); failed = 1; } fflush(stdout); } while (0)
+#define DIE(...) do { printf("FAIL fatal: "); printf(__VA_ARGS__); printf(" (errno %d)\n", errno); fflush(stdout); exit(1); } while (0)
+
+static int sock;
+static void xsend(const void *p, size_t n) { if (send(sock, p, n, 0) != (ssize_t)n) DIE("send"); }
+static void xrecv(void *p, size_t n) { size_t got = 0; while (got < n) { ssize_t r = recv(sock, (char *)p + got, n - got, 0); if (r <= 0) DIE("recv"); got += (size_t)r; } }
+static void barrier(void) { char c = 'b'; xsend(&c, 1); xrecv(&c, 1); }
+
+static struct ibv_context *ctx;
+static struct ibv_pd *pd;
+static struct ibv_comp_channel *chan;
+static struct ibv_cq *scq, *rcq;
+static struct ibv_srq *srq;
+static struct ibv_mr *mr;
+static uint8_t *buf;
+#define BUF (2u << 20)
+
+struct info { uint32_t qpn; uint64_t addr; uint32_t rkey; };
+static struct info peer;
+
+static struct ibv_qp *mkqp(int use_srq) {
+  struct ibv_qp_init_attr a = {0};
+  a.send_cq = scq; a.recv_cq = rcq; a.srq = use_srq ? srq : NULL; a.qp_type = IBV_QPT_RC;
+  a.cap.max_send_wr = 64; a.cap.max_recv_wr = 64; a.cap.max_send_sge = 2; a.cap.max_recv_sge = 2;
+  a.cap.max_inline_data = 128;
+  struct ibv_qp *qp = ibv_create_qp(pd, &a);
+  if (!qp) DIE("create_qp");
+  return qp;
+}
+
+static int to_init(struct ibv_qp *qp) {
+  struct ibv_qp_attr a = {0};
+  a.qp_state = IBV_QPS_INIT; a.port_num = 1; a.pkey_index = 0;
+  a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC;
+  return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+}
+static int to_rtr(struct ibv_qp *qp, uint32_t dest) {
+  struct ibv_qp_attr a = {0};
+  a.qp_state = IBV_QPS_RTR; a.path_mtu = IBV_MTU_4096; a.dest_qp_num = dest; a.rq_psn = 0;
+  a.max_dest_rd_atomic = 1; a.min_rnr_timer = 1; a.ah_attr.port_num = 1; a.ah_attr.is_global = 1;
+  return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+}
+static int to_rts(struct ibv_qp *qp, int rnr_retry, int timeout) {
+  struct ibv_qp_attr a = {0};
+  a.qp_state = IBV_QPS_RTS; a.timeout = (uint8_t)timeout; a.retry_cnt = 7; a.rnr_retry = (uint8_t)rnr_retry; a.sq_psn = 0; a.max_rd_atomic = 1;
+  return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
+}
+
+/* Creates a QP and connects it to the peer's matching one over the socket. */
+static struct ibv_qp *pair(int use_srq, int rnr_retry, int timeout) {
+  struct ibv_qp *qp = mkqp(use_srq);
+  struct info me = {qp->qp_num, (uintptr_t)buf, mr->rkey};
+  xsend(&me, sizeof me); xrecv(&peer, sizeof peer);
+  if (to_init(qp) || to_rtr(qp, peer.qpn) || to_rts(qp, rnr_retry, timeout)) DIE("connect");
+  barrier();
+  return qp;
+}
+
+static int wait_wc(struct ibv_cq *cq, struct ibv_wc *wc) {
+  for (int i = 0; i < 100000; i++) { /* 10 s */
+    int n = ibv_poll_cq(cq, 1, wc);
+    if (n) return n;
+    usleep(100);
+  }
+  return 0;
+}
+
+static int post_send(struct ibv_qp *qp, enum ibv_wr_opcode op, void *addr, uint32_t len, uint64_t raddr, uint32_t rkey, uint32_t flags, uint64_t id) {
+  struct ibv_sge sge = {(uintptr_t)addr, len, mr->lkey};
+  struct ibv_send_wr wr = {0}, *bad;
+  wr.wr_id = id; wr.opcode = op; wr.sg_list = &sge; wr.num_sge = 1; wr.send_flags = IBV_SEND_SIGNALED | flags;
+  wr.wr.rdma.remote_addr = raddr; wr.wr.rdma.rkey = rkey; wr.imm_data = htonl(0x12345678);
+  return ibv_post_send(qp, &wr, &bad);
+}
+static int post_cas(struct ibv_qp *qp, uint64_t *dst, uint64_t raddr, uint64_t cmp, uint64_t swp) {
+  struct ibv_sge sge = {(uintptr_t)dst, 8, mr->lkey};
+  struct ibv_send_wr wr = {0}, *bad;
+  wr.wr_id = 77; wr.opcode = IBV_WR_ATOMIC_CMP_AND_SWP; wr.sg_list = &sge; wr.num_sge = 1; wr.send_flags = IBV_SEND_SIGNALED;
+  wr.wr.atomic.remote_addr = raddr; wr.wr.atomic.rkey = peer.rkey; wr.wr.atomic.compare_add = cmp; wr.wr.atomic.swap = swp;
+  return ibv_post_send(qp, &wr, &bad);
+}
+static int post_recv(struct ibv_qp *qp, void *addr, uint32_t len, uint64_t id) {
+  struct ibv_sge sge = {(uintptr_t)addr, len, mr->lkey};
+  struct ibv_recv_wr wr = {0}, *bad;
+  wr.wr_id = id; wr.sg_list = &sge; wr.num_sge = 1;
+  return qp ? ibv_post_recv(qp, &wr, &bad) : ibv_post_srq_recv(srq, &wr, &bad);
+}
+static enum ibv_qp_state qstate(struct ibv_qp *qp) {
+  struct ibv_qp_attr a; struct ibv_qp_init_attr i;
+  ibv_query_qp(qp, &a, IBV_QP_STATE, &i);
+  return a.qp_state;
+}
+static void fill(uint8_t *p, size_t n, uint8_t seed) { for (size_t i = 0; i < n; i++) p[i] = (uint8_t)(i * 31 + seed); }
+static int same(const uint8_t *p, size_t n, uint8_t seed) { for (size_t i = 0; i < n; i++) if (p[i] != (uint8_t)(i * 31 + seed)) return 0; return 1; }
+
+static void setup(void) {
+  int n;
+  struct ibv_device **l = ibv_get_device_list(&n);
+  if (!l || n != 1 || strcmp(ibv_get_device_name(l[0]), "softrc0")) DIE("device list");
+  ctx = ibv_open_device(l[0]);
+  ibv_free_device_list(l);
+  if (!ctx) DIE("open");
+  struct ibv_port_attr pa;
+  if (ibv_query_port(ctx, 1, &pa) || pa.state != IBV_PORT_ACTIVE || pa.link_layer != IBV_LINK_LAYER_ETHERNET) DIE("port");
+  pd = ibv_alloc_pd(ctx);
+  chan = ibv_create_comp_channel(ctx);
+  scq = ibv_create_cq(ctx, 256, NULL, NULL, 0);
+  rcq = ibv_create_cq(ctx, 256, (void *)0x5eed, chan, 0);
+  struct ibv_srq_init_attr sa = {0};
+  sa.attr.max_wr = 64; sa.attr.max_sge = 1;
+  srq = ibv_create_srq(pd, &sa);
+  buf = aligned_alloc(4096, BUF);
+  memset(buf, 0, BUF);
+  mr = ibv_reg_mr(pd, buf, BUF, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC);
+  if (!pd || !chan || !scq || !rcq || !srq || !mr) DIE("setup");
+}
+
+static void state_machine(void) {
+  struct ibv_qp *qp = mkqp(0);
+  CHECK("post_send in RESET fails", post_send(qp, IBV_WR_SEND, buf, 8, 0, 0, 0, 1) == EINVAL, "accepted");
+  CHECK("post_recv in RESET fails", post_recv(qp, buf, 8, 1) == EINVAL, "accepted");
+  CHECK("RESET->RTR is EINVAL", to_rtr(qp, qp->qp_num) == EINVAL, "accepted");
+  struct ibv_qp_attr a = {0};
+  a.qp_state = IBV_QPS_INIT;
+  CHECK("INIT without its mask is EINVAL", ibv_modify_qp(qp, &a, IBV_QP_STATE) == EINVAL, "accepted");
+  CHECK("RESET->INIT", to_init(qp) == 0 && qstate(qp) == IBV_QPS_INIT, "refused");
+  CHECK("post_send in INIT fails", post_send(qp, IBV_WR_SEND, buf, 8, 0, 0, 0, 1) == EINVAL, "accepted");
+  CHECK("INIT->RTS is EINVAL", to_rts(qp, 0, 0) == EINVAL, "accepted");
+  ibv_destroy_qp(qp);
+}
+
+static void server(void) {
+  struct ibv_wc wc;
+  struct ibv_qp *qp = pair(1, 7, 0);
+  /* SEND into the SRQ, then back into the client's own RQ */
+  post_recv(NULL, buf + 4096, 4096, 11);
+  post_recv(NULL, buf + 65536, 65536, 12);
+  barrier();
+  CHECK("srq recv small", wait_wc(rcq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 11 && wc.byte_len == 5 && !memcmp(buf + 4096, "hello", 5) && wc.opcode == IBV_WC_RECV, "status %d len %u", wc.status, wc.byte_len);
+  CHECK("srq recv 64 KiB", wait_wc(rcq, &wc) && wc.status == IBV_WC_SUCCESS && wc.byte_len == 65536 && same(buf + 65536, 65536, 3), "status %d len %u", wc.status, wc.byte_len);
+  memcpy(buf, "world", 5);
+  barrier();
+  post_send(qp, IBV_WR_SEND, buf, 5, 0, 0, IBV_SEND_INLINE, 21);
+  CHECK("send completes", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 21 && wc.opcode == IBV_WC_SEND, "status %d", wc.status);
+  barrier(); /* client wrote 8 KiB at +1 MiB */
+  barrier();
+  CHECK("write landed", same(buf + (1u << 20), 8192, 9), "bytes differ");
+  post_recv(NULL, buf, 0, 31);
+  barrier(); /* client: write-with-imm 1 MiB at +1 MiB */
+  CHECK("write_with_imm recv", wait_wc(rcq, &wc) && wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_RECV_RDMA_WITH_IMM && (wc.wc_flags & IBV_WC_WITH_IMM) && ntohl(wc.imm_data) == 0x12345678 && wc.byte_len == (1u << 20) && wc.wr_id == 31, "status %d op %d imm %x", wc.status, wc.opcode, ntohl(wc.imm_data));
+  CHECK("write_with_imm bytes", same(buf + (1u << 20), 1u << 20, 5), "bytes differ");
+  fill(buf + 8192, 4096, 7);
+  *(uint64_t *)(buf + 256) = 5;
+  barrier(); /* client: READ and CAS */
+  barrier();
+  CHECK("cas swapped once", *(uint64_t *)(buf + 256) == 9, "value %llu", (unsigned long long)*(uint64_t *)(buf + 256));
+  /* RNR: no receive posted; one arrives 30 ms later */
+  barrier();
+  usleep(30000);
+  post_recv(NULL, buf + 4096, 64, 41);
+  CHECK("recv after rnr", wait_wc(rcq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 41 && !memcmp(buf + 4096, "late", 4), "status %d", wc.status);
+  /* completion channel on the client: we send after it armed */
+  barrier();
+  post_send(qp, IBV_WR_SEND, buf, 4, 0, 0, IBV_SEND_INLINE, 51);
+  wait_wc(scq, &wc);
+  /* SRQ limit: 3 posted, limit 2, the client sends 2 */
+  for (int i = 0; i < 3; i++) post_recv(NULL, buf + 4096 * (i + 1), 64, 60 + (uint64_t)i);
+  struct ibv_srq_attr sat = {.srq_limit = 2};
+  ibv_modify_srq(srq, &sat, IBV_SRQ_LIMIT);
+  barrier();
+  wait_wc(rcq, &wc); wait_wc(rcq, &wc);
+  struct pollfd pf = {ctx->async_fd, POLLIN, 0};
+  struct ibv_async_event ev = {0};
+  int ready = poll(&pf, 1, 5000) == 1 && ibv_get_async_event(ctx, &ev) == 0;
+  CHECK("srq limit event", ready && ev.event_type == IBV_EVENT_SRQ_LIMIT_REACHED && ev.element.srq == srq, "ready %d type %d", ready, ev.event_type);
+  if (ready) ibv_ack_async_event(&ev);
+  wait_wc(rcq, &wc); /* the srq still holds one; drain it with the client's third send */
+  barrier();
+  /* RNR exhausted on a fresh pair (nothing posted, rnr_retry 2) */
+  struct ibv_qp *q2 = pair(0, 2, 0);
+  barrier();
+  /* bad rkey on a fresh pair */
+  struct ibv_qp *q3 = pair(0, 7, 0);
+  barrier();
+  barrier();
+  CHECK("responder QP in ERR after bad rkey", qstate(q3) == IBV_QPS_ERR, "state %d", qstate(q3));
+  /* peer death: this process stops answering, then is killed */
+  struct ibv_qp *q4 = pair(0, 7, 0);
+  softrc_fault("drop_peer=1");
+  barrier();
+  (void)q2; (void)q4;
+  printf("killme\n");
+  fflush(stdout);
+  pause();
+}
+
+static void client(void) {
+  struct ibv_wc wc;
+  struct ibv_qp *qp = pair(0, 7, 0);
+  post_recv(qp, buf + 8192, 4096, 101);
+  barrier();
+  memcpy(buf, "hello", 5);
+  fill(buf + 65536, 65536, 3);
+  int rc = post_send(qp, IBV_WR_SEND, buf, 5, 0, 0, IBV_SEND_INLINE, 1);
+  CHECK("send inline posts", rc == 0, "rc %d", rc);
+  CHECK("send inline completes", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 1 && wc.opcode == IBV_WC_SEND, "status %d", wc.status);
+  post_send(qp, IBV_WR_SEND, buf + 65536, 65536, 0, 0, 0, 2);
+  CHECK("send 64 KiB completes", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 2, "status %d", wc.status);
+  CHECK("inline over max_inline is EINVAL", post_send(qp, IBV_WR_SEND, buf, 300, 0, 0, IBV_SEND_INLINE, 3) == EINVAL, "accepted");
+  barrier();
+  CHECK("rq recv", wait_wc(rcq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 101 && wc.byte_len == 5 && !memcmp(buf + 8192, "world", 5) && wc.src_qp == peer.qpn, "status %d", wc.status);
+  fill(buf + 16384, 8192, 9);
+  barrier();
+  post_send(qp, IBV_WR_RDMA_WRITE, buf + 16384, 8192, peer.addr + (1u << 20), peer.rkey, 0, 4);
+  CHECK("write completes", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_RDMA_WRITE, "status %d", wc.status);
+  barrier();
+  barrier();
+  fill(buf + (1u << 20), 1u << 20, 5);
+  post_send(qp, IBV_WR_RDMA_WRITE_WITH_IMM, buf + (1u << 20), 1u << 20, peer.addr + (1u << 20), peer.rkey, 0, 5);
+  CHECK("write_with_imm completes", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS, "status %d", wc.status);
+  barrier();
+  post_send(qp, IBV_WR_RDMA_READ, buf + 32768, 4096, peer.addr + 8192, peer.rkey, 0, 6);
+  CHECK("read completes", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_RDMA_READ && wc.byte_len == 4096, "status %d", wc.status);
+  CHECK("read bytes", same(buf + 32768, 4096, 7), "bytes differ");
+  uint64_t *old = (uint64_t *)(buf + 40960);
+  post_cas(qp, old, peer.addr + 256, 5, 9);
+  CHECK("cas returns old", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && wc.opcode == IBV_WC_COMP_SWAP && *old == 5, "status %d old %llu", wc.status, (unsigned long long)*old);
+  post_cas(qp, old, peer.addr + 256, 5, 11);
+  CHECK("cas mismatch keeps value", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && *old == 9, "old %llu", (unsigned long long)*old);
+  barrier();
+  barrier();
+  memcpy(buf, "late", 4);
+  post_send(qp, IBV_WR_SEND, buf, 4, 0, 0, 0, 7);
+  CHECK("rnr retried until a recv was posted", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 7, "status %d", wc.status);
+  /* completion channel */
+  post_recv(qp, buf + 8192, 64, 102);
+  ibv_req_notify_cq(rcq, 0);
+  barrier();
+  struct pollfd pf = {chan->fd, POLLIN, 0};
+  struct ibv_cq *evcq = NULL; void *evctx = NULL;
+  int ready = poll(&pf, 1, 5000) == 1 && ibv_get_cq_event(chan, &evcq, &evctx) == 0;
+  CHECK("completion channel wakes", ready && evcq == rcq && evctx == (void *)0x5eed, "ready %d", ready);
+  if (ready) ibv_ack_cq_events(rcq, 1);
+  CHECK("completion after wake", wait_wc(rcq, &wc) && wc.wr_id == 102, "none");
+  barrier(); /* the server posted 3 receives and armed the SRQ limit at 2 */
+  for (int i = 0; i < 3; i++) { post_send(qp, IBV_WR_SEND, buf, 4, 0, 0, IBV_SEND_INLINE, 8); wait_wc(scq, &wc); }
+  barrier();
+  /* RNR exhausted */
+  struct ibv_qp *q2 = pair(0, 2, 0);
+  post_send(q2, IBV_WR_SEND, buf, 4, 0, 0, 0, 9);
+  post_send(q2, IBV_WR_SEND, buf, 4, 0, 0, 0, 10);
+  CHECK("rnr retry exceeded", wait_wc(scq, &wc) && wc.status == IBV_WC_RNR_RETRY_EXC_ERR && wc.wr_id == 9, "status %d", wc.status);
+  CHECK("rest flushed", wait_wc(scq, &wc) && wc.status == IBV_WC_WR_FLUSH_ERR && wc.wr_id == 10, "status %d", wc.status);
+  CHECK("QP in ERR after rnr", qstate(q2) == IBV_QPS_ERR, "state %d", qstate(q2));
+  post_send(q2, IBV_WR_SEND, buf, 4, 0, 0, 0, 11);
+  CHECK("post in ERR flushes", wait_wc(scq, &wc) && wc.status == IBV_WC_WR_FLUSH_ERR && wc.wr_id == 11, "status %d", wc.status);
+  barrier();
+  /* bad rkey */
+  struct ibv_qp *q3 = pair(0, 7, 0);
+  barrier();
+  post_send(q3, IBV_WR_RDMA_WRITE, buf, 64, peer.addr, peer.rkey + 1, 0, 12);
+  CHECK("bad rkey is REM_ACCESS_ERR", wait_wc(scq, &wc) && wc.status == IBV_WC_REM_ACCESS_ERR && wc.wr_id == 12, "status %d", wc.status);
+  CHECK("requester QP in ERR after bad rkey", qstate(q3) == IBV_QPS_ERR, "state %d", qstate(q3));
+  barrier();
+  /* peer death with outstanding WRs (the server stops answering, then is killed) */
+  struct ibv_qp *q4 = pair(0, 7, 0);
+  barrier();
+  for (int i = 0; i < 3; i++) post_send(q4, IBV_WR_SEND, buf, 4, 0, 0, 0, 20 + (uint64_t)i);
+  printf("posted\n");
+  fflush(stdout);
+  int errs = 0, flushed = 0;
+  for (int i = 0; i < 3; i++) if (wait_wc(scq, &wc) && wc.status != IBV_WC_SUCCESS) { errs++; flushed += wc.status == IBV_WC_WR_FLUSH_ERR; }
+  CHECK("peer death fails outstanding WRs", errs == 3 && flushed >= 2, "errors %d flushed %d", errs, flushed);
+  CHECK("QP in ERR after peer death", qstate(q4) == IBV_QPS_ERR, "state %d", qstate(q4));
+  struct ibv_qp *qs[] = {qp, q2, q3, q4};
+  for (int i = 0; i < 4; i++) ibv_destroy_qp(qs[i]);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 3) { fprintf(stderr, "usage: selftest server|client <port>\n"); return 2; }
+  setvbuf(stdout, NULL, _IOLBF, 0);
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2])), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  setup();
+  if (!strcmp(argv[1], "server")) {
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    socklen_t sl = sizeof sa;
+    if (bind(l, (struct sockaddr *)&sa, sizeof sa) || listen(l, 1) || getsockname(l, (struct sockaddr *)&sa, &sl)) DIE("listen");
+    printf("port %d\n", ntohs(sa.sin_port));
+    fflush(stdout);
+    sock = accept(l, NULL, NULL);
+    state_machine();
+    server();
+  } else {
+    sock = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(sock, (struct sockaddr *)&sa, sizeof sa)) DIE("connect");
+    client();
+  }
+  printf(failed ? "done FAIL\n" : "done ok\n");
+  return failed;
+}
