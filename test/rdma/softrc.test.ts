@@ -3,7 +3,9 @@
  * bindings: builds it and its C selftest, runs the selftest as two real processes (server and
  * client roles, connected over a TCP socket on 127.0.0.1) and asserts every check each side
  * reports, then kill -9s the server while the client has WRs outstanding and asserts the
- * client's report of them. Each test runs with its own SOFTRC_DIR, which must be empty after.
+ * client's report of them; the same for rdma_cm (cm-server / cm-client) and for injected
+ * faults (fault-server / fault-client). Each test runs with its own SOFTRC_DIR (the fixture's
+ * segment registry), which must be empty afterwards.
  */
 import { afterEach, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -103,5 +105,43 @@ test("two processes: verbs semantics, RNR, channels, SRQ limit, bad rkey, kill -
   ]) expect(oks).toContain(name);
   expect(client.proc.exitCode).toBe(0);
   // The survivor unlinked the dead peer's segments; its own went with its QPs and its exit.
+  expect(readdirSync(dir)).toEqual([]);
+}, 60_000);
+
+test("rdma_cm between two processes: resolve, connect/accept with private data, reject, address error, disconnect", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
+  dirs.push(dir);
+  const server = spawn(["cm-server", "0"], { SOFTRC_DIR: dir });
+  const port = (await server.wait((l) => l.startsWith("port "))).split(" ")[1]!;
+  const client = spawn(["cm-client", port], { SOFTRC_DIR: dir });
+  await Promise.all([client.proc.exited, server.proc.exited]);
+  await Promise.all([client.done, server.done]);
+  const all = [...server.seen, ...client.seen];
+  expect(all.filter((l) => l.startsWith("FAIL"))).toEqual([]);
+  for (const name of [
+    "cm connect request", "cm request private data", "cm accept", "cm server established", "cm client established", "cm accept private data",
+    "cm send over the connected QP", "cm recv over the connected QP", "cm rejected", "cm reject private data", "cm non-loopback address error",
+    "cm disconnect", "cm client disconnected", "cm server disconnected", "cm QP in ERR after disconnect", "cm empty channel is EAGAIN",
+  ]) expect(all).toContain(`ok ${name}`);
+  expect([server.proc.exitCode, client.proc.exitCode]).toEqual([0, 0]);
+  expect(readdirSync(dir)).toEqual([]);
+}, 60_000);
+
+test("injected faults: RNR storm (SOFTRC_FAULTS and softrc_fault), QP to ERR, CQ overrun", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
+  dirs.push(dir);
+  const server = spawn(["fault-server", "0"], { SOFTRC_DIR: dir, SOFTRC_FAULTS: "rnr_storm=3" });
+  const port = (await server.wait((l) => l.startsWith("port "))).split(" ")[1]!;
+  const client = spawn(["fault-client", port], { SOFTRC_DIR: dir });
+  await Promise.all([client.proc.exited, server.proc.exited]);
+  await Promise.all([client.done, server.done]);
+  const all = [...server.seen, ...client.seen];
+  expect(all.filter((l) => l.startsWith("FAIL"))).toEqual([]);
+  for (const name of [
+    "rnr storm absorbed", "send through an rnr storm completes", "rnr storm past rnr_retry is RNR_RETRY_EXC_ERR",
+    "qp_err_after moved the QP to ERR", "QP to ERR flushed its posted receive", "a peer QP in ERR is RETRY_EXC_ERR (timeout)",
+    "cq overrun raises IBV_EVENT_CQ_ERR", "the overrun completion is lost", "the sender of an overrun completion succeeds",
+  ]) expect(all).toContain(`ok fault: ${name}`);
+  expect([server.proc.exitCode, client.proc.exitCode]).toEqual([0, 0]);
   expect(readdirSync(dir)).toEqual([]);
 }, 60_000);

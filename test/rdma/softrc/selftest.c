@@ -1,7 +1,10 @@
 /*
  * softrc selftest (TEST FIXTURE, never shipped): a C program linked against the fixture's
  * libibverbs.so.1, run as two processes by test/rdma/softrc.test.ts:
- *   selftest server <port>   selftest client <port>
+ *   selftest server <port>   selftest client <port>      (verbs)
+ *   selftest cm-server        selftest cm-client <port>   (rdma_cm)
+ *   selftest fault-server     selftest fault-client <port> (injected faults; the server runs
+ *                                                          with SOFTRC_FAULTS=rnr_storm=3)
  * They exchange QP numbers, addresses and rkeys over a TCP socket on 127.0.0.1 (the way the
  * transport's ?mode=socket does) and run the checks below, printing "ok <name>" per check or
  * "FAIL <name>: why" (exit 1). The kill check: the server prints "killme" and waits for
@@ -9,8 +12,10 @@
  */
 #define _GNU_SOURCE
 #include <infiniband/verbs.h>
+#include <rdma/rdma_cma.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -301,12 +306,178 @@ static void client(void) {
   for (int i = 0; i < 4; i++) ibv_destroy_qp(qs[i]);
 }
 
+/* ---- rdma_cm ---- */
+
+static struct rdma_event_channel *cmch;
+
+static struct rdma_cm_event *cm_wait(enum rdma_cm_event_type want, const char *name) {
+  struct pollfd pf = {cmch->fd, POLLIN, 0};
+  struct rdma_cm_event *ev = NULL;
+  int ready = poll(&pf, 1, 10000) == 1 && rdma_get_cm_event(cmch, &ev) == 0;
+  CHECK(name, ready && ev->event == want && ev->status == (want == RDMA_CM_EVENT_REJECTED ? 28 : ev->status),
+    "got %s status %d", ready ? rdma_event_str(ev->event) : "nothing", ready ? ev->status : 0);
+  if (!ready || ev->event != want) exit(1);
+  return ev;
+}
+
+static struct ibv_qp_init_attr cm_attr(void) {
+  struct ibv_qp_init_attr a = {0};
+  a.qp_type = IBV_QPT_RC; a.cap.max_send_wr = 16; a.cap.max_recv_wr = 16; a.cap.max_send_sge = 1; a.cap.max_recv_sge = 1;
+  return a;
+}
+
+static void cm_server(void) {
+  struct rdma_cm_id *l;
+  cmch = rdma_create_event_channel();
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (!cmch || rdma_create_id(cmch, &l, NULL, RDMA_PS_TCP) || rdma_bind_addr(l, (struct sockaddr *)&sa) || rdma_listen(l, 4)) DIE("cm listen");
+  printf("port %d\n", ntohs(rdma_get_src_port(l)));
+  struct rdma_cm_event *ev = cm_wait(RDMA_CM_EVENT_CONNECT_REQUEST, "cm connect request");
+  struct rdma_cm_id *id = ev->id;
+  CHECK("cm request private data", ev->listen_id == l && ev->param.conn.private_data_len == 8 && !memcmp(ev->param.conn.private_data, "hello-cm", 8), "len %d", ev->param.conn.private_data_len);
+  rdma_ack_cm_event(ev);
+  struct ibv_qp_init_attr a = cm_attr();
+  if (rdma_create_qp(id, NULL, &a)) DIE("cm create_qp");
+  struct ibv_mr *m = ibv_reg_mr(id->pd, buf, 4096, IBV_ACCESS_LOCAL_WRITE);
+  struct ibv_sge sge = {(uintptr_t)buf, 64, m->lkey};
+  struct ibv_recv_wr rw = {.wr_id = 1, .sg_list = &sge, .num_sge = 1}, *bad;
+  ibv_post_recv(id->qp, &rw, &bad);
+  struct rdma_conn_param p = {.private_data = "welcome", .private_data_len = 7, .responder_resources = 1, .initiator_depth = 1, .rnr_retry_count = 7};
+  CHECK("cm accept", rdma_accept(id, &p) == 0, "errno %d", errno);
+  rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_ESTABLISHED, "cm server established"));
+  struct ibv_wc wc;
+  CHECK("cm recv over the connected QP", wait_wc(id->recv_cq, &wc) && wc.status == IBV_WC_SUCCESS && !memcmp(buf, "ping", 4), "status %d", wc.status);
+  ev = cm_wait(RDMA_CM_EVENT_CONNECT_REQUEST, "cm second request");
+  struct rdma_cm_id *id2 = ev->id;
+  rdma_ack_cm_event(ev);
+  CHECK("cm reject", rdma_reject(id2, "nope", 4) == 0, "errno %d", errno);
+  rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_DISCONNECTED, "cm server disconnected"));
+  CHECK("cm QP in ERR after disconnect", qstate(id->qp) == IBV_QPS_ERR, "state %d", qstate(id->qp));
+  ibv_dereg_mr(m);
+  rdma_destroy_qp(id);
+  rdma_destroy_id(id2);
+  rdma_destroy_id(id);
+  rdma_destroy_id(l);
+  rdma_destroy_event_channel(cmch);
+}
+
+static struct rdma_cm_id *cm_dial(int port) {
+  struct rdma_cm_id *id;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  if (rdma_create_id(cmch, &id, (void *)0xc0, RDMA_PS_TCP) || rdma_resolve_addr(id, NULL, (struct sockaddr *)&sa, 2000)) DIE("cm resolve");
+  rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_ADDR_RESOLVED, "cm addr resolved"));
+  if (rdma_resolve_route(id, 2000)) DIE("cm route");
+  rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_ROUTE_RESOLVED, "cm route resolved"));
+  struct ibv_qp_init_attr a = cm_attr();
+  if (rdma_create_qp(id, NULL, &a)) DIE("cm create_qp");
+  struct rdma_conn_param p = {.private_data = "hello-cm", .private_data_len = 8, .responder_resources = 1, .initiator_depth = 1, .retry_count = 7, .rnr_retry_count = 7};
+  if (rdma_connect(id, &p)) DIE("cm connect");
+  return id;
+}
+
+static void cm_client(int port) {
+  cmch = rdma_create_event_channel();
+  fcntl(cmch->fd, F_SETFL, O_NONBLOCK);
+  struct rdma_cm_event *ev;
+  CHECK("cm empty channel is EAGAIN", rdma_get_cm_event(cmch, &ev) == -1 && errno == EAGAIN, "errno %d", errno);
+  struct rdma_cm_id *id = cm_dial(port);
+  ev = cm_wait(RDMA_CM_EVENT_ESTABLISHED, "cm client established");
+  CHECK("cm accept private data", ev->id == id && ev->param.conn.private_data_len == 7 && !memcmp(ev->param.conn.private_data, "welcome", 7), "len %d", ev->param.conn.private_data_len);
+  rdma_ack_cm_event(ev);
+  struct ibv_mr *m = ibv_reg_mr(id->pd, buf, 4096, IBV_ACCESS_LOCAL_WRITE);
+  memcpy(buf, "ping", 4);
+  struct ibv_sge sge = {(uintptr_t)buf, 4, m->lkey};
+  struct ibv_send_wr sw = {.wr_id = 2, .sg_list = &sge, .num_sge = 1, .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED}, *bad;
+  struct ibv_wc wc;
+  CHECK("cm send over the connected QP", ibv_post_send(id->qp, &sw, &bad) == 0 && wait_wc(id->send_cq, &wc) && wc.status == IBV_WC_SUCCESS, "status %d", wc.status);
+  struct rdma_cm_id *id2 = cm_dial(port);
+  ev = cm_wait(RDMA_CM_EVENT_REJECTED, "cm rejected");
+  CHECK("cm reject private data", ev->id == id2 && ev->param.conn.private_data_len == 4 && !memcmp(ev->param.conn.private_data, "nope", 4), "len %d", ev->param.conn.private_data_len);
+  rdma_ack_cm_event(ev);
+  struct rdma_cm_id *id3;
+  struct sockaddr_in far = {.sin_family = AF_INET, .sin_port = htons(1), .sin_addr.s_addr = htonl(0x0a000001)};
+  rdma_create_id(cmch, &id3, NULL, RDMA_PS_TCP);
+  rdma_resolve_addr(id3, NULL, (struct sockaddr *)&far, 100);
+  rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_ADDR_ERROR, "cm non-loopback address error"));
+  CHECK("cm disconnect", rdma_disconnect(id) == 0, "errno %d", errno);
+  rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_DISCONNECTED, "cm client disconnected"));
+  ibv_dereg_mr(m);
+  rdma_destroy_qp(id2);
+  rdma_destroy_qp(id);
+  rdma_destroy_id(id3);
+  rdma_destroy_id(id2);
+  rdma_destroy_id(id);
+  rdma_destroy_event_channel(cmch);
+}
+
+/* ---- injected faults (the server side injects; SOFTRC_FAULTS=rnr_storm=3 at its load) ---- */
+
+static void fault_server(void) {
+  struct ibv_wc wc;
+  struct ibv_qp *qa = pair(0, 7, 0), *qb = pair(0, 2, 0), *qc = pair(0, 7, 0), *qd = pair(0, 7, 0);
+  post_recv(qa, buf, 64, 1);
+  barrier(); /* the client sends on qa through the 3 RNR NAKs of SOFTRC_FAULTS */
+  CHECK("fault: rnr storm absorbed", wait_wc(rcq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 1, "status %d", wc.status);
+  softrc_fault("rnr_storm=5");
+  post_recv(qb, buf, 64, 2);
+  barrier(); /* the client (rnr_retry 2) gives up */
+  barrier();
+  softrc_fault("rnr_storm=0");
+  post_recv(qc, buf, 64, 3);
+  softrc_fault("qp_err_after=1");
+  barrier(); /* the client's send moves qc to ERR here */
+  barrier();
+  CHECK("fault: qp_err_after moved the QP to ERR", qstate(qc) == IBV_QPS_ERR, "state %d", qstate(qc));
+  CHECK("fault: QP to ERR flushed its posted receive", wait_wc(rcq, &wc) && wc.wr_id == 3 && wc.status == IBV_WC_WR_FLUSH_ERR, "wr %llu status %d", (unsigned long long)wc.wr_id, wc.status);
+  softrc_fault("cq_overrun=1");
+  post_recv(qd, buf, 64, 4);
+  barrier(); /* the client's send overruns our recv CQ */
+  barrier();
+  struct pollfd pf = {ctx->async_fd, POLLIN, 0};
+  struct ibv_async_event ev = {0};
+  int ready = poll(&pf, 1, 5000) == 1 && ibv_get_async_event(ctx, &ev) == 0;
+  CHECK("fault: cq overrun raises IBV_EVENT_CQ_ERR", ready && ev.event_type == IBV_EVENT_CQ_ERR && ev.element.cq == rcq, "ready %d type %d", ready, ev.event_type);
+  if (ready) ibv_ack_async_event(&ev);
+  CHECK("fault: the overrun completion is lost", ibv_poll_cq(rcq, 1, &wc) == 0, "got wr %llu", (unsigned long long)wc.wr_id);
+  struct ibv_qp *qs[] = {qa, qb, qc, qd};
+  for (int i = 0; i < 4; i++) ibv_destroy_qp(qs[i]);
+}
+
+static void fault_client(void) {
+  struct ibv_wc wc;
+  struct ibv_qp *qa = pair(0, 7, 0), *qb = pair(0, 2, 0), *qc = pair(0, 7, 10), *qd = pair(0, 7, 0);
+  post_send(qa, IBV_WR_SEND, buf, 4, 0, 0, 0, 1);
+  CHECK("fault: send through an rnr storm completes", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS && wc.wr_id == 1, "status %d", wc.status);
+  barrier();
+  post_send(qb, IBV_WR_SEND, buf, 4, 0, 0, 0, 2);
+  CHECK("fault: rnr storm past rnr_retry is RNR_RETRY_EXC_ERR", wait_wc(scq, &wc) && wc.status == IBV_WC_RNR_RETRY_EXC_ERR, "status %d", wc.status);
+  barrier();
+  barrier();
+  post_send(qc, IBV_WR_SEND, buf, 4, 0, 0, 0, 3);
+  CHECK("fault: a peer QP in ERR is RETRY_EXC_ERR (timeout)", wait_wc(scq, &wc) && wc.status == IBV_WC_RETRY_EXC_ERR && wc.wr_id == 3, "status %d", wc.status);
+  barrier();
+  barrier();
+  post_send(qd, IBV_WR_SEND, buf, 4, 0, 0, 0, 4);
+  CHECK("fault: the sender of an overrun completion succeeds", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS, "status %d", wc.status);
+  barrier();
+  barrier();
+  struct ibv_qp *qs[] = {qa, qb, qc, qd};
+  for (int i = 0; i < 4; i++) ibv_destroy_qp(qs[i]);
+}
+
 int main(int argc, char **argv) {
-  if (argc < 3) { fprintf(stderr, "usage: selftest server|client <port>\n"); return 2; }
+  if (argc < 3) { fprintf(stderr, "usage: selftest [cm-|fault-]server|client <port>\n"); return 2; }
   setvbuf(stdout, NULL, _IOLBF, 0);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2])), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   setup();
-  if (!strcmp(argv[1], "server")) {
+  if (!strcmp(argv[1], "cm-server")) cm_server();
+  else if (!strcmp(argv[1], "fault-client") || !strcmp(argv[1], "client")) {
+    sock = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(sock, (struct sockaddr *)&sa, sizeof sa)) DIE("connect");
+    if (argv[1][0] == 'f') fault_client(); else client();
+  }
+  else if (!strcmp(argv[1], "cm-client")) cm_client(atoi(argv[2]));
+  else if (!strcmp(argv[1], "server") || !strcmp(argv[1], "fault-server")) {
     int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     socklen_t sl = sizeof sa;
@@ -314,13 +485,9 @@ int main(int argc, char **argv) {
     printf("port %d\n", ntohs(sa.sin_port));
     fflush(stdout);
     sock = accept(l, NULL, NULL);
-    state_machine();
-    server();
-  } else {
-    sock = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(sock, (struct sockaddr *)&sa, sizeof sa)) DIE("connect");
-    client();
-  }
+    if (argv[1][0] == 'f') fault_server();
+    else { state_machine(); server(); }
+  } else return 2;
   printf(failed ? "done FAIL\n" : "done ok\n");
   return failed;
 }
