@@ -79,7 +79,7 @@ test("the fixture builds as libibverbs.so.1 / librdmacm.so.1 and exports the ver
   expect(ld).toContain("libibverbs.so.1");
 });
 
-test("two processes: verbs semantics, RNR, channels, SRQ limit, bad rkey, kill -9 of the peer", async () => {
+test("two processes: verbs semantics, RNR, channels, SRQ limit, bad rkey, signal batching, kill -9 of the peer", async () => {
   const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
   dirs.push(dir);
   const env = { SOFTRC_DIR: dir };
@@ -102,6 +102,7 @@ test("two processes: verbs semantics, RNR, channels, SRQ limit, bad rkey, kill -
     "cas swapped once", "rnr retried until a recv was posted", "recv after rnr", "completion channel wakes", "completion after wake",
     "srq limit event", "rnr retry exceeded", "rest flushed", "QP in ERR after rnr", "post in ERR flushes", "bad rkey is REM_ACCESS_ERR",
     "requester QP in ERR after bad rkey", "responder QP in ERR after bad rkey", "peer death fails outstanding WRs", "QP in ERR after peer death",
+    "one signaled completion for 64 WRs", "a send queue full of unsignaled WRs refuses the next post (ENOMEM)",
   ]) expect(oks).toContain(name);
   expect(client.proc.exitCode).toBe(0);
   // The survivor unlinked the dead peer's segments; its own went with its QPs and its exit.
@@ -127,7 +128,7 @@ test("rdma_cm between two processes: resolve, connect/accept with private data, 
   expect(readdirSync(dir)).toEqual([]);
 }, 60_000);
 
-test("injected faults: RNR storm (SOFTRC_FAULTS and softrc_fault), QP to ERR, CQ overrun", async () => {
+test("injected faults: RNR storm (SOFTRC_FAULTS and softrc_fault), QP to ERR, CQ overrun, flush", async () => {
   const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
   dirs.push(dir);
   const server = spawn(["fault-server", "0"], { SOFTRC_DIR: dir, SOFTRC_FAULTS: "rnr_storm=3" });
@@ -141,6 +142,7 @@ test("injected faults: RNR storm (SOFTRC_FAULTS and softrc_fault), QP to ERR, CQ
     "rnr storm absorbed", "send through an rnr storm completes", "rnr storm past rnr_retry is RNR_RETRY_EXC_ERR",
     "qp_err_after moved the QP to ERR", "QP to ERR flushed its posted receive", "a peer QP in ERR is RETRY_EXC_ERR (timeout)",
     "cq overrun raises IBV_EVENT_CQ_ERR", "the overrun completion is lost", "the sender of an overrun completion succeeds",
+    "flush completes outstanding WRs with WR_FLUSH_ERR", "flush leaves the QP in ERR",
   ]) expect(all).toContain(`ok fault: ${name}`);
   expect([server.proc.exitCode, client.proc.exitCode]).toEqual([0, 0]);
   expect(readdirSync(dir)).toEqual([]);

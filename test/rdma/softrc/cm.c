@@ -64,8 +64,9 @@ static void emit(struct cm_id *c, struct rdma_cm_id *listen, enum rdma_cm_event_
     memcpy(e->pd, f->pd, f->pdlen);
     e->ev.param.conn.private_data = f->pdlen ? e->pd : NULL;
     e->ev.param.conn.private_data_len = f->pdlen;
-    e->ev.param.conn.responder_resources = f->resp_res;
-    e->ev.param.conn.initiator_depth = f->init_depth;
+    /* as the kernel CM reports them: the peer's initiator depth is our responder resources */
+    e->ev.param.conn.responder_resources = f->init_depth;
+    e->ev.param.conn.initiator_depth = f->resp_res;
     e->ev.param.conn.rnr_retry_count = f->rnr_retry;
     e->ev.param.conn.qp_num = f->qpn;
   }

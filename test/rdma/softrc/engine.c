@@ -14,6 +14,7 @@
  * Idle, it sleeps on its doorbell futex (softrc_bell) with a 2 ms timeout for the timers.
  */
 #include "softrc.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -77,6 +78,13 @@ static void recv_wc(struct softrc_qp *q, uint64_t wr_id, enum ibv_wc_status st, 
   softrc_cq_push((struct softrc_cq *)q->qp.recv_cq, &wc);
 }
 
+static void vm_refused(const char *what) {
+  static int said;
+  if ((errno == EPERM || errno == ENOSYS) && !__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+    fprintf(stderr, "softrc: %s refused (%s): the fixture moves bulk bytes between same-uid processes this way; "
+      "it needs Yama ptrace_scope <= 1 and no seccomp filter on it\n", what, strerror(errno));
+}
+
 /* Moves m's payload into local memory dst (iovecs). 0 or -1. */
 static int pull(const struct softrc_msg *m, struct iovec *dst, int ndst) {
   if (m->inl) {
@@ -91,6 +99,7 @@ static int pull(const struct softrc_msg *m, struct iovec *dst, int ndst) {
   struct iovec src[SOFTRC_MAX_SGE];
   for (uint32_t i = 0; i < m->nsge; i++) { src[i].iov_base = (void *)(uintptr_t)m->sge[i].addr; src[i].iov_len = m->sge[i].len; }
   ssize_t n = process_vm_readv(m->src_pid, dst, (unsigned long)ndst, src, m->nsge, 0);
+  if (n < 0) vm_refused("process_vm_readv");
   return n == (ssize_t)m->len ? 0 : -1;
 }
 
@@ -173,7 +182,9 @@ static void on_request(struct softrc_qp *q, const struct softrc_msg *m) {
     if (m->len) {
       struct iovec s = {src, m->len}, d[SOFTRC_MAX_SGE];
       for (uint32_t i = 0; i < m->nsge; i++) { d[i].iov_base = (void *)(uintptr_t)m->sge[i].addr; d[i].iov_len = m->sge[i].len; }
-      if (process_vm_writev(m->src_pid, &s, 1, d, m->nsge, 0) != (ssize_t)m->len) { access_fail(q, m, M_NAK_INVREQ); return; }
+      ssize_t n = process_vm_writev(m->src_pid, &s, 1, d, m->nsge, 0);
+      if (n < 0) vm_refused("process_vm_writev");
+      if (n != (ssize_t)m->len) { access_fail(q, m, M_NAK_INVREQ); return; }
     }
     respond(q, m, M_ACK, 0);
   } else if (m->type == M_CAS) {
@@ -186,8 +197,11 @@ static void on_request(struct softrc_qp *q, const struct softrc_msg *m) {
   }
 }
 
-static void complete(struct softrc_qp *q, struct softrc_swqe *w, enum ibv_wc_status st) {
+/* Completes the oldest outstanding WR; a completion frees its slot and all before it. */
+static void complete(struct softrc_qp *q, enum ibv_wc_status st) {
+  struct softrc_swqe *w = &q->sq[q->sq_acked++ % q->cap_send];
   if (st == IBV_WC_SUCCESS && !w->signaled) return;
+  q->sq_freed = q->sq_acked;
   struct ibv_wc wc;
   memset(&wc, 0, sizeof wc);
   wc.wr_id = w->wr_id; wc.status = st; wc.opcode = w->wc_op; wc.qp_num = q->qp.qp_num;
@@ -200,25 +214,22 @@ static void on_response(struct softrc_qp *q, const struct softrc_msg *m) {
   uint32_t i;
   for (i = q->sq_acked; i != q->sq_sent; i++) if (q->sq[i % q->cap_send].msg.psn == m->psn) break;
   if (i == q->sq_sent) return; /* stale (a response to a dropped copy) */
-  for (; q->sq_acked != i; q->sq_acked++) complete(q, &q->sq[q->sq_acked % q->cap_send], IBV_WC_SUCCESS);
+  while (q->sq_acked != i) complete(q, IBV_WC_SUCCESS);
   struct softrc_swqe *w = &q->sq[i % q->cap_send];
   if (m->type == M_ACK) {
     if (w->cas_dst) memcpy((void *)(uintptr_t)w->cas_dst, &m->old, 8);
-    q->sq_acked++;
     q->rnr_left = q->rnr_retry;
-    complete(q, w, IBV_WC_SUCCESS);
+    complete(q, IBV_WC_SUCCESS);
   } else if (m->type == M_NAK_RNR) {
     if (q->rnr_retry != 7 && q->rnr_left-- <= 0) {
-      q->sq_acked++;
-      complete(q, w, IBV_WC_RNR_RETRY_EXC_ERR);
+      complete(q, IBV_WC_RNR_RETRY_EXC_ERR);
       softrc_qp_to_err(q, 0);
       return;
     }
     q->sq_sent = i; /* rewind: everything from the NAKed request is resent */
     q->rnr_resend_at_ns = softrc_now_ns() + 1000ull * rnr_us[m->len & 31];
   } else {
-    q->sq_acked++;
-    complete(q, w, m->type == M_NAK_ACCESS ? IBV_WC_REM_ACCESS_ERR : IBV_WC_REM_INV_REQ_ERR);
+    complete(q, m->type == M_NAK_ACCESS ? IBV_WC_REM_ACCESS_ERR : IBV_WC_REM_INV_REQ_ERR);
     softrc_qp_to_err(q, 0);
   }
 }
@@ -246,8 +257,7 @@ static int service(struct softrc_qp *q, uint64_t now, int watchdog) {
     uint64_t limit = (4096ull << q->timeout) * (uint64_t)(q->retry_cnt + 1);
     struct softrc_swqe *w = &q->sq[q->sq_acked % q->cap_send];
     if (now - w->sent_ns > limit) {
-      q->sq_acked++;
-      complete(q, w, IBV_WC_RETRY_EXC_ERR);
+      complete(q, IBV_WC_RETRY_EXC_ERR);
       softrc_qp_to_err(q, 0);
     }
   }
@@ -264,6 +274,7 @@ static void *engine(void *arg) {
   (void)arg;
   uint64_t last_watch = 0;
   for (;;) {
+    int flush = __atomic_exchange_n(&softrc_faults.flush, 0, __ATOMIC_ACQ_REL), timers = 0;
     uint32_t seen = __atomic_load_n(&softrc_own_bell->seq, __ATOMIC_SEQ_CST); /* SYNC */
     uint64_t now = softrc_now_ns();
     int watchdog = now - last_watch > 20000000ull, work = 0; /* 20 ms: peer-death check period */
@@ -271,13 +282,16 @@ static void *engine(void *arg) {
     pthread_mutex_lock(&softrc_qlist_lock);
     for (struct softrc_qp *q = softrc_qps; q; q = q->next) {
       pthread_mutex_lock(&q->lock);
+      if (flush) softrc_qp_to_err(q, 0);
       work += service(q, now, watchdog);
+      timers |= q->sq_acked != q->sq_sent || q->rnr_resend_at_ns;
       pthread_mutex_unlock(&q->lock);
     }
     pthread_mutex_unlock(&softrc_qlist_lock);
     if (work) continue;
     __atomic_store_n(&softrc_own_bell->sleeping, 1, __ATOMIC_SEQ_CST); /* SYNC */
-    struct timespec ts = {0, 2000000}; /* 2 ms: RNR/timeout timers and the watchdog tick */
+    /* 2 ms while a WR is outstanding (RNR resends, transport timeout), else the watchdog's 20 ms */
+    struct timespec ts = {0, timers ? 2000000 : 20000000};
     if (__atomic_load_n(&softrc_own_bell->seq, __ATOMIC_SEQ_CST) == seen)
       syscall(SYS_futex, &softrc_own_bell->seq, FUTEX_WAIT, seen, &ts, NULL, 0);
     __atomic_store_n(&softrc_own_bell->sleeping, 0, __ATOMIC_SEQ_CST); /* SYNC */
@@ -298,8 +312,32 @@ __attribute__((destructor)) static void softrc_unload(void) {
   unlink(path);
 }
 
+/* Unlinks segments left by dead processes of this uid (killed with no live peer to clean). */
+static void sweep(void) {
+  char prefix[64], path[512];
+  snprintf(prefix, sizeof prefix, "softrc-%u-", (unsigned)getuid());
+  DIR *d = opendir(softrc_dir());
+  if (!d) return;
+  for (struct dirent *e; (e = readdir(d));) {
+    if (strncmp(e->d_name, prefix, strlen(prefix))) continue;
+    const char *rest = e->d_name + strlen(prefix);
+    snprintf(path, sizeof path, "%s/%s", softrc_dir(), e->d_name);
+    if (!strncmp(rest, "bell-", 5)) {
+      if (!softrc_pid_alive((pid_t)atoi(rest + 5))) unlink(path);
+    } else if (!strncmp(rest, "qp-", 3)) {
+      struct softrc_seg *s = softrc_seg_map((uint32_t)strtoul(rest + 3, NULL, 10), 0);
+      if (!s) continue;
+      /* SYNC: a segment still being created has no magic yet: left alone */
+      if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) == SOFTRC_MAGIC && !softrc_pid_alive(s->owner_pid)) unlink(path);
+      munmap(s, sizeof *s);
+    }
+  }
+  closedir(d);
+}
+
 static void start(void) {
   char path[256];
+  sweep();
   bell_pid = getpid();
   softrc_path(path, sizeof path, "bell", (unsigned)bell_pid);
   int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

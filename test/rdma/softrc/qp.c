@@ -26,7 +26,7 @@ void softrc_path(char *buf, size_t n, const char *kind, unsigned id) {
 int softrc_pid_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
 
 /* Maps the inbox of qpn; create: O_EXCL (EEXIST when taken). */
-struct softrc_seg *softrc_seg_map(uint32_t qpn, int create, int *fd_out) {
+struct softrc_seg *softrc_seg_map(uint32_t qpn, int create) {
   char path[256];
   softrc_path(path, sizeof path, "qp", qpn);
   int fd = open(path, create ? O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC : O_RDWR | O_CLOEXEC, 0600);
@@ -35,7 +35,6 @@ struct softrc_seg *softrc_seg_map(uint32_t qpn, int create, int *fd_out) {
   void *p = mmap(NULL, sizeof(struct softrc_seg), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);
   if (p == MAP_FAILED) { if (create) unlink(path); return NULL; }
-  if (fd_out) *fd_out = 0;
   return p;
 }
 
@@ -57,9 +56,9 @@ struct ibv_qp *ibv_create_qp(struct ibv_pd *pd, struct ibv_qp_init_attr *a) {
   pid_t pid = getpid();
   for (unsigned i = 1; i < 256 && !q->seg; i++) {
     uint32_t qpn = ((uint32_t)(pid & 0xffff) << 8) | i;
-    q->seg = softrc_seg_map(qpn, 1, NULL);
+    q->seg = softrc_seg_map(qpn, 1);
     if (!q->seg && errno == EEXIST) { /* stale from a dead process? take it over */
-      struct softrc_seg *old = softrc_seg_map(qpn, 0, NULL);
+      struct softrc_seg *old = softrc_seg_map(qpn, 0);
       if (old) {
         int dead = old->magic == SOFTRC_MAGIC && !softrc_pid_alive(old->owner_pid);
         munmap(old, sizeof *old);
@@ -137,7 +136,7 @@ void softrc_qp_to_err(struct softrc_qp *q, int peer_failed) {
     enum ibv_wc_status st = peer_failed && i == q->sq_acked ? IBV_WC_RETRY_EXC_ERR : IBV_WC_WR_FLUSH_ERR;
     flush_wc(q->qp.send_cq, w->wr_id, st, w->wc_op, q->qp.qp_num);
   }
-  q->sq_acked = q->sq_sent = q->sq_posted;
+  q->sq_freed = q->sq_acked = q->sq_sent = q->sq_posted;
   while (q->rq_head != q->rq_tail) {
     flush_wc(q->qp.recv_cq, q->rwr[q->rq_head].wr_id, IBV_WC_WR_FLUSH_ERR, IBV_WC_RECV, q->qp.qp_num);
     q->rq_head = (q->rq_head + 1) % (q->cap_recv + 1);
@@ -163,7 +162,7 @@ int ibv_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *a, int mask) {
   enum ibv_qp_state cur = qp->state, to = (mask & IBV_QP_STATE) ? a->qp_state : cur;
   if (to == IBV_QPS_ERR) { softrc_qp_to_err(q, 0); goto out; }
   if (to == IBV_QPS_RESET) {
-    q->sq_acked = q->sq_sent = q->sq_posted = 0;
+    q->sq_freed = q->sq_acked = q->sq_sent = q->sq_posted = 0;
     q->rq_head = q->rq_tail = 0;
     q->rnr_resend_at_ns = 0; q->drop_until_psn_valid = 0;
     unmap_peer(q);
@@ -176,7 +175,7 @@ int ibv_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *a, int mask) {
   } else if (cur == IBV_QPS_INIT && to == IBV_QPS_INIT) {
   } else if (cur == IBV_QPS_INIT && to == IBV_QPS_RTR) {
     NEED(IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
-    struct softrc_seg *p = softrc_seg_map(a->dest_qp_num, 0, NULL);
+    struct softrc_seg *p = softrc_seg_map(a->dest_qp_num, 0);
     if (!p || __atomic_load_n(&p->magic, __ATOMIC_ACQUIRE) != SOFTRC_MAGIC) {
       if (p) munmap(p, sizeof *p);
       rc = EINVAL; goto out;
@@ -297,7 +296,7 @@ int softrc_post_send(struct ibv_qp *qp, struct ibv_send_wr *wr, struct ibv_send_
   pthread_mutex_lock(&q->lock);
   if (qp->state != IBV_QPS_RTS && qp->state != IBV_QPS_ERR) rc = EINVAL;
   for (; wr && !rc; wr = wr->next) {
-    if (q->sq_posted - q->sq_acked >= q->cap_send) { rc = ENOMEM; break; }
+    if (q->sq_posted - q->sq_freed >= q->cap_send) { rc = ENOMEM; break; }
     struct softrc_swqe *w = &q->sq[q->sq_posted % q->cap_send];
     int r = build(q, wr, w);
     if (r > 0) { rc = r; break; }
@@ -310,7 +309,7 @@ int softrc_post_send(struct ibv_qp *qp, struct ibv_send_wr *wr, struct ibv_send_
     q->sq_posted++;
     if (qp->state == IBV_QPS_ERR) {
       flush_wc(qp->send_cq, w->wr_id, IBV_WC_WR_FLUSH_ERR, w->wc_op, qp->qp_num);
-      q->sq_acked = q->sq_sent = q->sq_posted;
+      q->sq_freed = q->sq_acked = q->sq_sent = q->sq_posted;
     }
   }
   if (!rc || rc == ENOMEM) softrc_kick_sq(q);

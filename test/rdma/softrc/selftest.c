@@ -95,10 +95,12 @@ static int wait_wc(struct ibv_cq *cq, struct ibv_wc *wc) {
   return 0;
 }
 
+#define UNSIGNALED 0x80000000u /* selftest flag: post without IBV_SEND_SIGNALED */
 static int post_send(struct ibv_qp *qp, enum ibv_wr_opcode op, void *addr, uint32_t len, uint64_t raddr, uint32_t rkey, uint32_t flags, uint64_t id) {
   struct ibv_sge sge = {(uintptr_t)addr, len, mr->lkey};
   struct ibv_send_wr wr = {0}, *bad;
-  wr.wr_id = id; wr.opcode = op; wr.sg_list = &sge; wr.num_sge = 1; wr.send_flags = IBV_SEND_SIGNALED | flags;
+  wr.wr_id = id; wr.opcode = op; wr.sg_list = &sge; wr.num_sge = 1;
+  wr.send_flags = (flags & UNSIGNALED) ? flags & ~UNSIGNALED : IBV_SEND_SIGNALED | flags;
   wr.wr.rdma.remote_addr = raddr; wr.wr.rdma.rkey = rkey; wr.imm_data = htonl(0x12345678);
   return ibv_post_send(qp, &wr, &bad);
 }
@@ -214,6 +216,9 @@ static void server(void) {
   barrier();
   barrier();
   CHECK("responder QP in ERR after bad rkey", qstate(q3) == IBV_QPS_ERR, "state %d", qstate(q3));
+  struct ibv_qp *q5 = pair(0, 7, 0); /* the client's signal-batching check */
+  barrier();
+  (void)q5;
   /* peer death: this process stops answering, then is killed */
   struct ibv_qp *q4 = pair(0, 7, 0);
   softrc_fault("drop_peer=1");
@@ -292,6 +297,16 @@ static void client(void) {
   CHECK("bad rkey is REM_ACCESS_ERR", wait_wc(scq, &wc) && wc.status == IBV_WC_REM_ACCESS_ERR && wc.wr_id == 12, "status %d", wc.status);
   CHECK("requester QP in ERR after bad rkey", qstate(q3) == IBV_QPS_ERR, "state %d", qstate(q3));
   barrier();
+  /* signal batching: unsignaled WRs hold their send-queue slots until a signaled one completes */
+  struct ibv_qp *q5 = pair(0, 7, 0);
+  int okpost = 1;
+  for (int i = 0; i < 63; i++) okpost &= post_send(q5, IBV_WR_RDMA_WRITE, buf, 8, peer.addr, peer.rkey, UNSIGNALED, 200) == 0;
+  okpost &= post_send(q5, IBV_WR_RDMA_WRITE, buf, 8, peer.addr, peer.rkey, 0, 201) == 0;
+  CHECK("one signaled completion for 64 WRs", okpost && wait_wc(scq, &wc) && wc.wr_id == 201 && wc.status == IBV_WC_SUCCESS && ibv_poll_cq(scq, 1, &wc) == 0, "posted %d wr %llu", okpost, (unsigned long long)wc.wr_id);
+  for (int i = 0; i < 64; i++) okpost &= post_send(q5, IBV_WR_RDMA_WRITE, buf, 8, peer.addr, peer.rkey, UNSIGNALED, 202) == 0;
+  usleep(20000); /* all acked by now, yet no slot is free */
+  CHECK("a send queue full of unsignaled WRs refuses the next post (ENOMEM)", okpost && post_send(q5, IBV_WR_RDMA_WRITE, buf, 8, peer.addr, peer.rkey, 0, 203) == ENOMEM, "posted %d", okpost);
+  barrier();
   /* peer death with outstanding WRs (the server stops answering, then is killed) */
   struct ibv_qp *q4 = pair(0, 7, 0);
   barrier();
@@ -302,8 +317,8 @@ static void client(void) {
   for (int i = 0; i < 3; i++) if (wait_wc(scq, &wc) && wc.status != IBV_WC_SUCCESS) { errs++; flushed += wc.status == IBV_WC_WR_FLUSH_ERR; }
   CHECK("peer death fails outstanding WRs", errs == 3 && flushed >= 2, "errors %d flushed %d", errs, flushed);
   CHECK("QP in ERR after peer death", qstate(q4) == IBV_QPS_ERR, "state %d", qstate(q4));
-  struct ibv_qp *qs[] = {qp, q2, q3, q4};
-  for (int i = 0; i < 4; i++) ibv_destroy_qp(qs[i]);
+  struct ibv_qp *qs[] = {qp, q2, q3, q4, q5};
+  for (int i = 0; i < 5; i++) ibv_destroy_qp(qs[i]);
 }
 
 /* ---- rdma_cm ---- */
@@ -439,6 +454,11 @@ static void fault_server(void) {
   CHECK("fault: cq overrun raises IBV_EVENT_CQ_ERR", ready && ev.event_type == IBV_EVENT_CQ_ERR && ev.element.cq == rcq, "ready %d type %d", ready, ev.event_type);
   if (ready) ibv_ack_async_event(&ev);
   CHECK("fault: the overrun completion is lost", ibv_poll_cq(rcq, 1, &wc) == 0, "got wr %llu", (unsigned long long)wc.wr_id);
+  struct ibv_qp *qe = pair(0, 7, 0);
+  softrc_fault("drop_peer=1");
+  barrier(); /* the client's two sends stay outstanding; it flushes them */
+  barrier();
+  ibv_destroy_qp(qe);
   struct ibv_qp *qs[] = {qa, qb, qc, qd};
   for (int i = 0; i < 4; i++) ibv_destroy_qp(qs[i]);
 }
@@ -461,6 +481,18 @@ static void fault_client(void) {
   CHECK("fault: the sender of an overrun completion succeeds", wait_wc(scq, &wc) && wc.status == IBV_WC_SUCCESS, "status %d", wc.status);
   barrier();
   barrier();
+  struct ibv_qp *qe = pair(0, 7, 0);
+  barrier();
+  post_send(qe, IBV_WR_SEND, buf, 4, 0, 0, 0, 5);
+  post_send(qe, IBV_WR_SEND, buf, 4, 0, 0, 0, 6);
+  usleep(10000);
+  softrc_fault("flush=1");
+  int f5 = wait_wc(scq, &wc) && wc.wr_id == 5 && wc.status == IBV_WC_WR_FLUSH_ERR;
+  int f6 = wait_wc(scq, &wc) && wc.wr_id == 6 && wc.status == IBV_WC_WR_FLUSH_ERR;
+  CHECK("fault: flush completes outstanding WRs with WR_FLUSH_ERR", f5 && f6, "wr5 %d wr6 %d", f5, f6);
+  CHECK("fault: flush leaves the QP in ERR", qstate(qe) == IBV_QPS_ERR, "state %d", qstate(qe));
+  barrier();
+  ibv_destroy_qp(qe);
   struct ibv_qp *qs[] = {qa, qb, qc, qd};
   for (int i = 0; i < 4; i++) ibv_destroy_qp(qs[i]);
 }

@@ -131,8 +131,10 @@ struct softrc_qp {
   struct softrc_bell *peer_bell;
   uint32_t dest_qpn, sq_psn, rq_psn, cap_send, cap_recv, max_sge, max_inline;
   int access, sq_sig_all, min_rnr_timer, rnr_retry, rnr_left, retry_cnt, timeout;
-  /* send queue: swqe ring; [acked, sent) outstanding, [sent, posted) not yet sent */
-  struct softrc_swqe *sq; uint32_t sq_acked, sq_sent, sq_posted;
+  /* send queue: swqe ring; [freed, acked) acked but unsignaled, held until a later signaled
+   * WR completes (as hardware frees send queue slots only at a completion); [acked, sent)
+   * outstanding; [sent, posted) not yet sent (RNR wait) */
+  struct softrc_swqe *sq; uint32_t sq_freed, sq_acked, sq_sent, sq_posted;
   uint64_t rnr_resend_at_ns;  /* 0: none pending */
   int drop_until_psn_valid; uint32_t drop_until_psn; /* responder: after an RNR NAK */
   /* receive queue (when no SRQ) */
@@ -159,7 +161,7 @@ void softrc_qp_to_err(struct softrc_qp *q, int peer_failed);
 int softrc_recv_take(struct softrc_qp *q, struct ibv_recv_wr *out, struct ibv_sge *sges); /* q->lock held */
 int softrc_srq_take(struct softrc_srq *s, struct ibv_recv_wr *out, struct ibv_sge *sges);
 extern pthread_mutex_t softrc_qlist_lock; /* lock order: qlist -> qp->lock -> glock/cq/srq */
-struct softrc_seg *softrc_seg_map(uint32_t qpn, int create, int *fd_out);
+struct softrc_seg *softrc_seg_map(uint32_t qpn, int create); /* create: O_EXCL */
 void softrc_path(char *buf, size_t n, const char *kind, unsigned id);
 int softrc_pid_alive(pid_t pid);
 uint64_t softrc_now_ns(void);
@@ -178,6 +180,7 @@ struct softrc_faults {
   int qp_err_after;  /* move the QP to ERR after N more requests received (0: off) */
   int cq_overrun;    /* next completion overruns its CQ: IBV_EVENT_CQ_ERR */
   int drop_peer;     /* stop answering the peer (it sees RETRY_EXC_ERR) */
+  int flush;         /* move every local QP to ERR now (outstanding WRs flushed) */
 };
 extern struct softrc_faults softrc_faults;
 

@@ -3,8 +3,8 @@
  * "softrc0": device list, context, PD, MR (lkey == rkey, checked per PD), CQ ring with its
  * completion channel (a pipe carrying the CQ pointer), SRQ with its limit event, async
  * events (a pipe carrying struct ibv_async_event), fork status, the string helpers, and the
- * fault switches (SOFTRC_FAULTS="rnr_storm=N,qp_err_after=N,cq_overrun=1,drop_peer=1" at load
- * or softrc_fault() at run time). QPs and the data path are in qp.c, the engine in engine.c.
+ * fault switches (SOFTRC_FAULTS="rnr_storm=N,qp_err_after=N,cq_overrun=1,drop_peer=1,flush=1"
+ * at load, or the exported softrc_fault("...") at run time, e.g. through bun:ffi). QPs and the data path are in qp.c, the engine in engine.c.
  *
  * Example: HOTPATH_IBVERBS=<dir>/libibverbs.so.1 makes the transport load this instead of
  * the system library; C tests link it with -L<dir> -libverbs and run with LD_LIBRARY_PATH.
@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,12 +54,16 @@ int softrc_fault(const char *spec) {
     else if (!strcmp(t, "qp_err_after")) __atomic_store_n(&softrc_faults.qp_err_after, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "cq_overrun")) __atomic_store_n(&softrc_faults.cq_overrun, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "drop_peer")) __atomic_store_n(&softrc_faults.drop_peer, v, __ATOMIC_RELEASE);
+    else if (!strcmp(t, "flush")) __atomic_store_n(&softrc_faults.flush, v, __ATOMIC_RELEASE);
     else return -1;
   }
   return 0;
 }
 
 __attribute__((constructor)) static void softrc_load(void) {
+  /* Peers' engines move bulk bytes with process_vm_readv/writev into this process: under
+   * Yama ptrace_scope 1 that needs this opt-in (no effect, EINVAL, without Yama). */
+  prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
   const char *f = getenv("SOFTRC_FAULTS");
   if (f && *f && softrc_fault(f) != 0) fprintf(stderr, "softrc: bad SOFTRC_FAULTS '%s'\n", f);
 }
