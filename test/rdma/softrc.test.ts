@@ -147,3 +147,23 @@ test("injected faults: RNR storm (SOFTRC_FAULTS and softrc_fault), QP to ERR, CQ
   expect([server.proc.exitCode, client.proc.exitCode]).toEqual([0, 0]);
   expect(readdirSync(dir)).toEqual([]);
 }, 60_000);
+
+test("segments: none left by a process that destroys its QPs and exits without destructors; a killed lone process's are swept by the next start", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
+  dirs.push(dir);
+  const quick = spawn(["lone", "exit"], { SOFTRC_DIR: dir });
+  await quick.proc.exited;
+  await quick.done;
+  expect(quick.seen).toEqual(["done ok"]);
+  expect(readdirSync(dir)).toEqual([]);
+  const held = spawn(["lone", "hold"], { SOFTRC_DIR: dir });
+  const qpn = (await held.wait((l) => l.startsWith("held "))).split(" ")[1];
+  const uid = process.getuid!();
+  expect(readdirSync(dir).sort()).toEqual([`softrc-${uid}-bell-${held.proc.pid}`, `softrc-${uid}-qp-${qpn}`]);
+  held.proc.kill(9);
+  await held.proc.exited;
+  expect(readdirSync(dir).length).toBe(2); // nobody was connected to clean up after it
+  const next = spawn(["lone", "exit"], { SOFTRC_DIR: dir });
+  await next.proc.exited;
+  expect(readdirSync(dir)).toEqual([]);
+}, 60_000);

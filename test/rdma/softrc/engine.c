@@ -11,7 +11,8 @@
  *     (retry_cnt + 1) completes with IBV_WC_RETRY_EXC_ERR;
  *   watchdog: a peer whose process died or whose QP is gone moves the QP to ERR (outstanding
  *     WRs flushed, IBV_EVENT_QP_FATAL) and a dead peer's segments are unlinked.
- * Idle, it sleeps on its doorbell futex (softrc_bell) with a 2 ms timeout for the timers.
+ * Idle, it sleeps on its doorbell futex (softrc_bell): 2 ms while a WR is outstanding (timers),
+ * else 20 ms (the watchdog).
  */
 #include "softrc.h"
 #include <dirent.h>
@@ -26,9 +27,30 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-struct softrc_bell *softrc_own_bell;
+struct softrc_bell *softrc_own_bell; /* SYNC: set by softrc_bell_ref, read by the engine */
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static pid_t bell_pid;
+static int bell_refs; /* live QPs; under softrc_qlist_lock */
+
+/* The doorbell file exists while this process has QPs (a process that exits without running
+ * destructors, as Bun does, then leaves nothing behind once its QPs are destroyed). Each
+ * 0 -> 1 creates a fresh file; the previous mapping stays mapped (one page per generation) so
+ * a stale peer or a sleeping engine never touches unmapped memory. softrc_qlist_lock held. */
+void softrc_bell_ref(int delta) {
+  char path[256];
+  bell_pid = getpid();
+  softrc_path(path, sizeof path, "bell", (unsigned)bell_pid);
+  if (delta > 0 && bell_refs++ == 0) {
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ftruncate(fd, sizeof(struct softrc_bell)) != 0) { perror("softrc: bell"); abort(); }
+    void *b = mmap(NULL, sizeof(struct softrc_bell), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (b == MAP_FAILED) { perror("softrc: bell mmap"); abort(); }
+    __atomic_store_n(&softrc_own_bell, (struct softrc_bell *)b, __ATOMIC_RELEASE);
+  } else if (delta < 0 && --bell_refs == 0) {
+    unlink(path);
+  }
+}
 
 void softrc_ring(struct softrc_bell *b) {
   __atomic_add_fetch(&b->seq, 1, __ATOMIC_SEQ_CST);          /* SYNC: futex word */
@@ -275,7 +297,8 @@ static void *engine(void *arg) {
   uint64_t last_watch = 0;
   for (;;) {
     int flush = __atomic_exchange_n(&softrc_faults.flush, 0, __ATOMIC_ACQ_REL), timers = 0;
-    uint32_t seen = __atomic_load_n(&softrc_own_bell->seq, __ATOMIC_SEQ_CST); /* SYNC */
+    struct softrc_bell *bell = __atomic_load_n(&softrc_own_bell, __ATOMIC_ACQUIRE);
+    uint32_t seen = bell ? __atomic_load_n(&bell->seq, __ATOMIC_SEQ_CST) : 0; /* SYNC */
     uint64_t now = softrc_now_ns();
     int watchdog = now - last_watch > 20000000ull, work = 0; /* 20 ms: peer-death check period */
     if (watchdog) last_watch = now;
@@ -289,19 +312,20 @@ static void *engine(void *arg) {
     }
     pthread_mutex_unlock(&softrc_qlist_lock);
     if (work) continue;
-    __atomic_store_n(&softrc_own_bell->sleeping, 1, __ATOMIC_SEQ_CST); /* SYNC */
     /* 2 ms while a WR is outstanding (RNR resends, transport timeout), else the watchdog's 20 ms */
     struct timespec ts = {0, timers ? 2000000 : 20000000};
-    if (__atomic_load_n(&softrc_own_bell->seq, __ATOMIC_SEQ_CST) == seen)
-      syscall(SYS_futex, &softrc_own_bell->seq, FUTEX_WAIT, seen, &ts, NULL, 0);
-    __atomic_store_n(&softrc_own_bell->sleeping, 0, __ATOMIC_SEQ_CST); /* SYNC */
+    if (!bell) { nanosleep(&ts, NULL); continue; } /* no QP yet */
+    __atomic_store_n(&bell->sleeping, 1, __ATOMIC_SEQ_CST); /* SYNC */
+    if (__atomic_load_n(&bell->seq, __ATOMIC_SEQ_CST) == seen)
+      syscall(SYS_futex, &bell->seq, FUTEX_WAIT, seen, &ts, NULL, 0);
+    __atomic_store_n(&bell->sleeping, 0, __ATOMIC_SEQ_CST); /* SYNC */
   }
   return NULL;
 }
 
 /* Unlinks this process's segments at a normal exit (a killed one is cleaned by its peer). */
 __attribute__((destructor)) static void softrc_unload(void) {
-  if (!softrc_own_bell || bell_pid != getpid()) return;
+  if (!bell_refs || bell_pid != getpid()) return;
   char path[256];
   for (struct softrc_qp *q = softrc_qps; q; q = q->next) {
     __atomic_store_n(&q->seg->state, SEG_GONE, __ATOMIC_RELEASE); /* SYNC */
@@ -336,15 +360,7 @@ static void sweep(void) {
 }
 
 static void start(void) {
-  char path[256];
   sweep();
-  bell_pid = getpid();
-  softrc_path(path, sizeof path, "bell", (unsigned)bell_pid);
-  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0 || ftruncate(fd, sizeof(struct softrc_bell)) != 0) { perror("softrc: bell"); abort(); }
-  softrc_own_bell = mmap(NULL, sizeof(struct softrc_bell), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  if (softrc_own_bell == MAP_FAILED) { perror("softrc: bell mmap"); abort(); }
   pthread_t th;
   pthread_attr_t at;
   pthread_attr_init(&at);

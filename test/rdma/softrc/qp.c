@@ -84,6 +84,7 @@ struct ibv_qp *ibv_create_qp(struct ibv_pd *pd, struct ibv_qp_init_attr *a) {
   q->sq_sig_all = a->sq_sig_all;
   a->cap.max_inline_data = SOFTRC_MAX_INLINE;
   pthread_mutex_lock(&softrc_qlist_lock);
+  softrc_bell_ref(1);
   q->next = softrc_qps; softrc_qps = q;
   pthread_mutex_unlock(&softrc_qlist_lock);
   return &q->qp;
@@ -104,6 +105,7 @@ int ibv_destroy_qp(struct ibv_qp *qp) {
   char path[256];
   pthread_mutex_lock(&softrc_qlist_lock);
   for (pp = &softrc_qps; *pp; pp = &(*pp)->next) if (*pp == q) { *pp = q->next; break; }
+  softrc_bell_ref(-1);
   pthread_mutex_unlock(&softrc_qlist_lock);
   __atomic_store_n(&q->seg->state, SEG_GONE, __ATOMIC_RELEASE); /* SYNC: the peer sees it gone */
   softrc_path(path, sizeof path, "qp", qp->qp_num);

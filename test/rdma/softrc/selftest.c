@@ -5,6 +5,7 @@
  *   selftest cm-server        selftest cm-client <port>   (rdma_cm)
  *   selftest fault-server     selftest fault-client <port> (injected faults; the server runs
  *                                                          with SOFTRC_FAULTS=rnr_storm=3)
+ *   selftest lone hold|exit   (one QP, then pause / destroy it and _exit: segment lifetime)
  * They exchange QP numbers, addresses and rkeys over a TCP socket on 127.0.0.1 (the way the
  * transport's ?mode=socket does) and run the checks below, printing "ok <name>" per check or
  * "FAIL <name>: why" (exit 1). The kill check: the server prints "killme" and waits for
@@ -501,7 +502,14 @@ int main(int argc, char **argv) {
   if (argc < 3) { fprintf(stderr, "usage: selftest [cm-|fault-]server|client <port>\n"); return 2; }
   setvbuf(stdout, NULL, _IOLBF, 0);
   struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[2])), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  setup();
+  setup(); /* opens the device: the engine starts and sweeps dead processes' segments */
+  if (!strcmp(argv[1], "lone")) { /* segment lifetime checks; exits without destructors */
+    struct ibv_qp *qp = mkqp(0);
+    if (!strcmp(argv[2], "hold")) { printf("held %u\n", qp->qp_num); pause(); }
+    ibv_destroy_qp(qp);
+    printf("done ok\n");
+    _exit(0);
+  }
   if (!strcmp(argv[1], "cm-server")) cm_server();
   else if (!strcmp(argv[1], "fault-client") || !strcmp(argv[1], "client")) {
     sock = socket(AF_INET, SOCK_STREAM, 0);

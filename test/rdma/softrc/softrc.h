@@ -27,7 +27,7 @@
  *   | slot[N-1]                    can never fill (see below)      |
  *   +--------------------------------------------------------------+
  *
- *   /dev/shm/softrc-<uid>-bell-<pid> (one per process: the engine's futex doorbell)
+ *   /dev/shm/softrc-<uid>-bell-<pid> (one per process while it has QPs: the engine's doorbell)
  *   +----------------------------------+
  *   | u32 seq (SYNC: futex word)       |
  *   | u32 sleeping (SYNC)              |
@@ -171,6 +171,7 @@ int softrc_fault(const char *spec);
 
 /* engine.c */
 void softrc_engine_start(void);
+void softrc_bell_ref(int delta); /* +1 per QP created, -1 per QP destroyed; qlist lock held */
 void softrc_send_msg(struct softrc_qp *q, const struct softrc_msg *m); /* q->lock held */
 void softrc_kick_sq(struct softrc_qp *q);                             /* q->lock held */
 
