@@ -1,0 +1,168 @@
+/**
+ * src/ffi's verbs and rdma_cm bindings against a device: the softrc TEST FIXTURE
+ * (test/rdma/softrc/, never shipped) loaded through HOTPATH_IBVERBS / HOTPATH_RDMACM, in real
+ * processes (test/ffi/verbs-softrc-child.ts) killed by pid. One process opens the fixture's
+ * device through the wrappers, creates PD, completion channel, CQs, SRQ, QPs and MRs, moves two
+ * RC QPs through RESET→INIT→RTR→RTS, and posts and polls through the ops CFunctions (SEND into
+ * an SRQ and into a QP's own queue, WRITE, WRITE_WITH_IMM, READ, CAS, chained posts, a full SRQ,
+ * the SRQ limit event, a bad rkey) and destroys everything; two processes connect through
+ * rdma_cm with private data both ways, send over the connection and disconnect. Each test has
+ * its own SOFTRC_DIR (the fixture's registry), which must hold no QP segment afterwards.
+ */
+import { afterEach, beforeAll, expect, test } from "bun:test";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { IBV } from "../../src/ffi/verbs-layout.ts";
+import { buildSoftRc, type SoftRc } from "./softrc/build.ts";
+
+const CHILD = new URL("../ffi/verbs-softrc-child.ts", import.meta.url).pathname;
+/** Watchdog for one child's whole run (a hang fails the test instead of blocking it). */
+const CHILD_WATCHDOG_MS = 30_000;
+
+let rc: SoftRc;
+const procs: Subprocess[] = [];
+const dirs: string[] = [];
+
+beforeAll(async () => {
+  rc = await buildSoftRc();
+}, 120_000);
+
+afterEach(() => {
+  for (const p of procs.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill(9);
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function registry(): string {
+  const d = mkdtempSync(join(tmpdir(), "hotpath-softrc-"));
+  dirs.push(d);
+  return d;
+}
+
+/** Starts a child role; `lines()` resolves with its JSON lines by step once it exits 0 (rejects otherwise). */
+function start(role: string, args: string[], dir: string) {
+  const p = Bun.spawn(["bun", CHILD, role, ...args], {
+    stdout: "pipe",
+    stderr: "inherit",
+    env: { ...process.env, HOTPATH_IBVERBS: rc.ibverbs, HOTPATH_RDMACM: rc.rdmacm, SOFTRC_DIR: dir },
+  });
+  procs.push(p);
+  const seen: Array<Record<string, any>> = [];
+  let wake: () => void = () => {};
+  const reading = (async () => {
+    let buf = "";
+    const dec = new TextDecoder();
+    for await (const chunk of p.stdout) {
+      buf += dec.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        seen.push(JSON.parse(buf.slice(0, nl)));
+        buf = buf.slice(nl + 1);
+        wake();
+      }
+    }
+  })();
+  const watchdog = setTimeout(() => p.kill(9), CHILD_WATCHDOG_MS);
+  return {
+    /** The first line of `step`, as soon as it is printed. */
+    async line(step: string): Promise<Record<string, any>> {
+      for (;;) {
+        const hit = seen.find((l) => l.step === step);
+        if (hit) return hit;
+        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`${role} exited (${p.exitCode ?? p.signalCode}) before "${step}"`);
+        await Promise.race([new Promise<void>((r) => (wake = r)), Bun.sleep(50)]);
+      }
+    },
+    async lines(): Promise<Record<string, Record<string, any>>> {
+      const code = await p.exited;
+      clearTimeout(watchdog);
+      await reading;
+      expect({ role, code }).toEqual({ role, code: 0 });
+      return Object.fromEntries(seen.map((l) => [l.step, l]));
+    },
+  };
+}
+
+/** No QP segment of the fixture is left (each process's doorbell file is the fixture's own, swept by its next engine start). */
+function qpSegments(dir: string): string[] {
+  return readdirSync(dir).filter((n) => n.includes("-qp-"));
+}
+
+test("the fixture's device through the wrappers: PD, CQs, SRQ, QPs, MRs; post and poll through the ops CFunctions; all destroyed", async () => {
+  const dir = registry();
+  const r = await start("local", [], dir).lines();
+  expect(r.device!.devices).toEqual(["softrc0"]);
+  expect(r.device!.fork).toEqual(["unneeded", "unneeded"]);
+  expect(r.device!.dev).toMatchObject({ maxQpWr: 1024, maxSge: 4, maxSrqWr: 4096, atomicCap: IBV.IBV_ATOMIC_HCA, physPortCnt: 1 });
+  expect(r.device!.port).toMatchObject({ state: IBV.IBV_PORT_ACTIVE, linkLayer: IBV.IBV_LINK_LAYER_ETHERNET });
+  expect(r.device!.gid).toEqual([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 127, 0, 0, 1]); // ::ffff:127.0.0.1
+
+  const qps = r.qps!;
+  expect(qps.resetPost).not.toBe(0); // posting to a QP in RESET fails
+  expect(qps.badModify.errno).toBe(22);
+  expect(qps.badModify.message).toContain("IBV_QPS_RESET → IBV_QPS_RTS");
+  expect(qps.states).toEqual([IBV.IBV_QPS_RTS, IBV.IBV_QPS_RTS]);
+  expect(qps.caps.maxInlineData).toBeGreaterThanOrEqual(128);
+  expect(qps.mr[2]).toBe(65536);
+
+  const ok = (wc: Record<string, number>, wrId: number, opcode: number) => expect({ wrId: wc.wrId, status: wc.status, opcode: wc.opcode }).toEqual({ wrId, status: IBV.IBV_WC_SUCCESS, opcode });
+  const s = r["send-srq"]!;
+  ok(s.sendWc[0], 10, IBV.IBV_WC_SEND);
+  ok(s.srqWc[0], 500, IBV.IBV_WC_RECV);
+  expect(s.srqWc[0].byteLen).toBe(11);
+  expect(s.got).toBe("hello srq!!");
+  expect([s.woke, s.evIsCqA, s.evCqAgain, s.unacked, s.unackedAfter]).toEqual([true, true, true, 1, 0]);
+
+  const rq = r["send-rq"]!;
+  ok(rq.bSend[0], 20, IBV.IBV_WC_SEND);
+  ok(rq.aRecv[0], 600, IBV.IBV_WC_RECV); // the first of the two chained receives
+  expect(rq.got).toBe("to a");
+
+  const w = r.write!;
+  ok(w.writeWc[0], 31, IBV.IBV_WC_RDMA_WRITE); // the chain's second, signaled entry (the first is unsignaled)
+  ok(w.immWc[0], 700, IBV.IBV_WC_RECV_RDMA_WITH_IMM);
+  expect([w.immWc[0].imm, w.immWc[0].flags & IBV.IBV_WC_WITH_IMM, w.immWc[0].byteLen]).toEqual([0xdeadbeef, IBV.IBV_WC_WITH_IMM, 4]);
+  expect(w.written).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  expect(w.immWritten).toEqual([1, 2, 3, 4]);
+
+  const rc2 = r["read-cas"]!;
+  ok(rc2.readWc[0], 40, IBV.IBV_WC_RDMA_READ);
+  expect(rc2.read).toEqual([9, 8, 7, 6]);
+  ok(rc2.cas1.wc[0], 50, IBV.IBV_WC_COMP_SWAP);
+  expect([rc2.cas1.old, rc2.cas1.now]).toEqual(["41", String(2n ** 60n)]);
+  expect([rc2.cas2.old, rc2.cas2.now]).toEqual([String(2n ** 60n), String(2n ** 60n)]); // compare missed: unchanged
+
+  const srq = r.srq!;
+  expect([srq.full, srq.badAt]).toEqual([12, 8]); // ENOMEM at the 9th of a chain into an SRQ of 8
+  expect(srq.armed).toBe(7);
+  expect(srq.event).toEqual({ name: "IBV_EVENT_SRQ_LIMIT_REACHED", isSrq: true });
+  expect([srq.limitAfter, srq.rearmed]).toEqual([0, 2]); // one-shot, then armed again
+
+  expect(r["bad-rkey"]!.badWc[0]).toMatchObject({ wrId: 70, status: IBV.IBV_WC_REM_ACCESS_ERR });
+  expect(r["bad-rkey"]!.state).toBe(IBV.IBV_QPS_ERR);
+
+  expect(r.closed!.handles).toEqual(Array(10).fill(0));
+  expect(qpSegments(dir)).toEqual([]);
+}, 60_000);
+
+test("rdma_cm across two processes: listen on port 0, connect and accept with private data both ways, send, disconnect", async () => {
+  const dir = registry();
+  const server = start("cm-server", [], dir);
+  const { port } = await server.line("listening");
+  expect(port).toBeGreaterThan(0);
+  const c = await start("cm-client", [String(port)], dir).lines();
+  const s = await server.lines();
+  expect(s.server!.privateData).toBe("hello from client");
+  expect(s.server!.listenIsOurs).toBe(true);
+  expect(s.server!.remoteHost).toBe("127.0.0.1");
+  expect(c.client!.accepted).toBe("welcome");
+  expect([c.client!.qpState, s.server!.qpState]).toEqual([IBV.IBV_QPS_RTS, IBV.IBV_QPS_RTS]);
+  expect(c.client!.wc).toMatchObject({ wrId: 9, status: IBV.IBV_WC_SUCCESS, opcode: IBV.IBV_WC_SEND });
+  expect(s.server!.wc).toMatchObject({ wrId: 1, status: IBV.IBV_WC_SUCCESS, opcode: IBV.IBV_WC_RECV, byteLen: 12 });
+  expect(s.server!.got).toBe("over rdma_cm");
+  expect([c["client-closed"]!.disconnected, s["server-closed"]!.disconnected]).toEqual(["RDMA_CM_EVENT_DISCONNECTED", "RDMA_CM_EVENT_DISCONNECTED"]);
+  expect(c["client-closed"]!.handles).toEqual([0, 0, 0, 0]);
+  expect(s["server-closed"]!.handles).toEqual([0, 0, 0, 0, 0, 0]);
+  expect(qpSegments(dir)).toEqual([]);
+}, 60_000);
