@@ -69,7 +69,7 @@ function spawn(args: string[], env: Record<string, string>) {
 
 test("the fixture builds as libibverbs.so.1 / librdmacm.so.1 and exports the verbs the bindings use", async () => {
   const nm = Bun.spawnSync(["nm", "-D", "--defined-only", rc.ibverbs]).stdout.toString();
-  for (const sym of ["ibv_get_device_list", "ibv_open_device", "ibv_query_port", "ibv_query_gid", "ibv_reg_mr", "ibv_reg_mr_iova2",
+  for (const sym of ["softrc_fault", "softrc_live", "ibv_get_device_list", "ibv_open_device", "ibv_query_port", "ibv_query_gid", "ibv_reg_mr", "ibv_reg_mr_iova2",
     "ibv_create_cq", "ibv_get_cq_event", "ibv_create_srq", "ibv_modify_srq", "ibv_create_qp", "ibv_modify_qp", "ibv_get_async_event",
     "ibv_is_fork_initialized"]) {
     expect({ sym, found: new RegExp(` T ${sym}$`, "m").test(nm) }).toEqual({ sym, found: true });
@@ -96,7 +96,8 @@ test("two processes: verbs semantics, RNR, channels, SRQ limit, bad rkey, signal
   expect(fails).toEqual([]);
   const oks = [...server.seen, ...client.seen].filter((l) => l.startsWith("ok ")).map((l) => l.slice(3));
   for (const name of [
-    "post_send in RESET fails", "RESET->RTR is EINVAL", "INIT without its mask is EINVAL", "post_send in INIT fails", "INIT->RTS is EINVAL",
+    "post_send in RESET fails", "RESET->RTR is EINVAL", "live counts", "busy PD, CQ, SRQ refuse destroy (EBUSY)", "then destroy in order",
+    "live counts after destroy", "INIT without its mask is EINVAL", "post_send in INIT fails", "INIT->RTS is EINVAL",
     "srq recv small", "srq recv 64 KiB", "rq recv", "send inline completes", "send 64 KiB completes", "inline over max_inline is EINVAL",
     "write completes", "write landed", "write_with_imm recv", "write_with_imm bytes", "read bytes", "cas returns old", "cas mismatch keeps value",
     "cas swapped once", "rnr retried until a recv was posted", "recv after rnr", "completion channel wakes", "completion after wake",

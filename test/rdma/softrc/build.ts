@@ -19,7 +19,7 @@ const HERE = new URL(".", import.meta.url).pathname;
 const VERBS_SOURCES = ["verbs.c", "qp.c", "engine.c"];
 const CM_SOURCES = ["cm.c"];
 const HEADERS = ["softrc.h"];
-const FLAGS = ["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-fPIC"];
+const FLAGS = ["-std=gnu11", "-O2", "-g", "-Wall", "-Wextra", "-fPIC"]; // no -Werror: another compiler's new warnings must not break the tests
 
 export interface SoftRc {
   /** The directory holding the three artifacts (LD_LIBRARY_PATH for C programs). */

@@ -55,17 +55,17 @@ void softrc_bell_ref(int delta) {
 void softrc_ring(struct softrc_bell *b) {
   __atomic_add_fetch(&b->seq, 1, __ATOMIC_SEQ_CST);          /* SYNC: futex word */
   if (__atomic_load_n(&b->sleeping, __ATOMIC_SEQ_CST))        /* SYNC */
-    syscall(SYS_futex, &b->seq, FUTEX_WAKE, 1, NULL, NULL, 0);
+    syscall(SYS_futex, &b->seq, FUTEX_WAKE, 1, NULL, NULL, 0); /* SYNC: wakes the peer's engine */
 }
 
 /* q->lock held. Single producer into the peer's inbox (softrc.h). */
 void softrc_send_msg(struct softrc_qp *q, const struct softrc_msg *m) {
   struct softrc_seg *p = q->peer;
   if (!p || __atomic_load_n(&p->state, __ATOMIC_ACQUIRE) == SEG_GONE) return; /* SYNC */
-  uint64_t h = p->head; /* only we write it */
+  uint64_t h = p->head; /* SYNC: only we write it (plain read of our own store) */
   if (h - __atomic_load_n(&p->tail, __ATOMIC_ACQUIRE) >= SOFTRC_RING) return; /* SYNC; cannot happen (softrc.h) */
   size_t n = offsetof(struct softrc_msg, data) + (m->inl ? m->len : 0);
-  memcpy(&p->slot[h % SOFTRC_RING], m, n);
+  memcpy(&p->slot[h % SOFTRC_RING], m, n); /* SYNC: a free slot (h - tail < RING); the consumer reads it after head */
   __atomic_store_n(&p->head, h + 1, __ATOMIC_RELEASE); /* SYNC: publishes the slot */
   softrc_ring(q->peer_bell);
 }
@@ -270,7 +270,7 @@ static int service(struct softrc_qp *q, uint64_t now, int watchdog) {
   uint64_t t = s->tail, h = __atomic_load_n(&s->head, __ATOMIC_ACQUIRE); /* SYNC */
   int n = 0;
   for (; t != h && n < 256; t++, n++) {
-    const struct softrc_msg *m = &s->slot[t % SOFTRC_RING];
+    const struct softrc_msg *m = &s->slot[t % SOFTRC_RING]; /* SYNC: published by the acquire of head */
     if (m->type <= M_CAS) on_request(q, m); else on_response(q, m);
   }
   __atomic_store_n(&s->tail, t, __ATOMIC_RELEASE); /* SYNC: frees the slots */
@@ -284,7 +284,7 @@ static int service(struct softrc_qp *q, uint64_t now, int watchdog) {
     }
   }
   if (watchdog && q->peer && !q->peer_dead) {
-    pid_t pid = q->peer->owner_pid;
+    pid_t pid = q->peer->owner_pid; /* SYNC: written before the peer's magic, never again */
     int gone = __atomic_load_n(&q->peer->state, __ATOMIC_ACQUIRE) == SEG_GONE; /* SYNC */
     if (!softrc_pid_alive(pid)) { unlink_dead(q->dest_qpn, pid); q->peer_dead = gone = 1; }
     if (gone && (q->qp.state == IBV_QPS_RTR || q->qp.state == IBV_QPS_RTS)) softrc_qp_to_err(q, 1);
@@ -317,7 +317,7 @@ static void *engine(void *arg) {
     if (!bell) { nanosleep(&ts, NULL); continue; } /* no QP yet */
     __atomic_store_n(&bell->sleeping, 1, __ATOMIC_SEQ_CST); /* SYNC */
     if (__atomic_load_n(&bell->seq, __ATOMIC_SEQ_CST) == seen)
-      syscall(SYS_futex, &bell->seq, FUTEX_WAIT, seen, &ts, NULL, 0);
+      syscall(SYS_futex, &bell->seq, FUTEX_WAIT, seen, &ts, NULL, 0); /* SYNC: peers' softrc_ring wakes it */
     __atomic_store_n(&bell->sleeping, 0, __ATOMIC_SEQ_CST); /* SYNC */
   }
   return NULL;
@@ -352,7 +352,7 @@ static void sweep(void) {
       struct softrc_seg *s = softrc_seg_map((uint32_t)strtoul(rest + 3, NULL, 10), 0);
       if (!s) continue;
       /* SYNC: a segment still being created has no magic yet: left alone */
-      if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) == SOFTRC_MAGIC && !softrc_pid_alive(s->owner_pid)) unlink(path);
+      if (__atomic_load_n(&s->magic, __ATOMIC_ACQUIRE) == SOFTRC_MAGIC && !softrc_pid_alive(s->owner_pid)) unlink(path); /* SYNC */
       munmap(s, sizeof *s);
     }
   }

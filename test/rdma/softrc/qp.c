@@ -60,14 +60,15 @@ struct ibv_qp *ibv_create_qp(struct ibv_pd *pd, struct ibv_qp_init_attr *a) {
     if (!q->seg && errno == EEXIST) { /* stale from a dead process? take it over */
       struct softrc_seg *old = softrc_seg_map(qpn, 0);
       if (old) {
-        int dead = old->magic == SOFTRC_MAGIC && !softrc_pid_alive(old->owner_pid);
+        /* SYNC: a dead owner wrote these long ago; a live one is left alone */
+        int dead = __atomic_load_n(&old->magic, __ATOMIC_ACQUIRE) == SOFTRC_MAGIC && !softrc_pid_alive(old->owner_pid);
         munmap(old, sizeof *old);
         if (dead) { char path[256]; softrc_path(path, sizeof path, "qp", qpn); unlink(path); i--; }
       }
       continue;
     }
     if (q->seg) {
-      q->seg->qpn = qpn; q->seg->owner_pid = pid;
+      q->seg->qpn = qpn; q->seg->owner_pid = pid; /* SYNC: published by the magic store below */
       /* SYNC: the peer checks magic/state; publish them last */
       __atomic_store_n(&q->seg->state, IBV_QPS_RESET, __ATOMIC_RELEASE);
       __atomic_store_n(&q->seg->magic, SOFTRC_MAGIC, __ATOMIC_RELEASE);
@@ -83,6 +84,11 @@ struct ibv_qp *ibv_create_qp(struct ibv_pd *pd, struct ibv_qp_init_attr *a) {
   pthread_cond_init(&q->qp.cond, NULL);
   q->sq_sig_all = a->sq_sig_all;
   a->cap.max_inline_data = SOFTRC_MAX_INLINE;
+  REF((struct softrc_pd *)pd, 1);
+  REF((struct softrc_cq *)a->send_cq, 1);
+  if (a->recv_cq) REF((struct softrc_cq *)a->recv_cq, 1);
+  if (a->srq) REF((struct softrc_srq *)a->srq, 1);
+  LIVE(L_QP, 1);
   pthread_mutex_lock(&softrc_qlist_lock);
   softrc_bell_ref(1);
   q->next = softrc_qps; softrc_qps = q;
@@ -112,7 +118,12 @@ int ibv_destroy_qp(struct ibv_qp *qp) {
   unlink(path);
   munmap(q->seg, sizeof *q->seg);
   unmap_peer(q);
+  REF((struct softrc_pd *)qp->pd, -1);
+  REF((struct softrc_cq *)qp->send_cq, -1);
+  if (qp->recv_cq) REF((struct softrc_cq *)qp->recv_cq, -1);
+  if (qp->srq) REF((struct softrc_srq *)qp->srq, -1);
   free(q->sq); free(q->rwr); free(q->rsge); free(q);
+  LIVE(L_QP, -1);
   return 0;
 }
 
@@ -178,12 +189,12 @@ int ibv_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *a, int mask) {
   } else if (cur == IBV_QPS_INIT && to == IBV_QPS_RTR) {
     NEED(IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN | IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
     struct softrc_seg *p = softrc_seg_map(a->dest_qp_num, 0);
-    if (!p || __atomic_load_n(&p->magic, __ATOMIC_ACQUIRE) != SOFTRC_MAGIC) {
+    if (!p || __atomic_load_n(&p->magic, __ATOMIC_ACQUIRE) != SOFTRC_MAGIC) { /* SYNC: pairs with create's release */
       if (p) munmap(p, sizeof *p);
       rc = EINVAL; goto out;
     }
     char path[256];
-    softrc_path(path, sizeof path, "bell", (unsigned)p->owner_pid);
+    softrc_path(path, sizeof path, "bell", (unsigned)p->owner_pid); /* SYNC: written before magic */
     int fd = open(path, O_RDWR | O_CLOEXEC);
     void *b = fd >= 0 ? mmap(NULL, sizeof(struct softrc_bell), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
     if (fd >= 0) close(fd);

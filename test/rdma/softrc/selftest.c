@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 int softrc_fault(const char *spec);
+int softrc_live(const char *kind);
 
 static int failed;
 #define CHECK(name, cond, ...) do { if (cond) printf("ok %s\n", name); else { printf("FAIL %s: ", name); printf(__VA_ARGS__); printf("\n"); failed = 1; } fflush(stdout); } while (0)
@@ -159,7 +160,20 @@ static void state_machine(void) {
   CHECK("RESET->INIT", to_init(qp) == 0 && qstate(qp) == IBV_QPS_INIT, "refused");
   CHECK("post_send in INIT fails", post_send(qp, IBV_WR_SEND, buf, 8, 0, 0, 0, 1) == EINVAL, "accepted");
   CHECK("INIT->RTS is EINVAL", to_rts(qp, 0, 0) == EINVAL, "accepted");
+  struct ibv_srq_init_attr sa = {0};
+  sa.attr.max_wr = 4;
+  struct ibv_pd *pd2 = ibv_alloc_pd(ctx);
+  struct ibv_cq *cq2 = ibv_create_cq(ctx, 4, NULL, NULL, 0);
+  struct ibv_srq *srq2 = ibv_create_srq(pd2, &sa);
+  struct ibv_qp_init_attr qa = {.send_cq = cq2, .recv_cq = cq2, .srq = srq2, .qp_type = IBV_QPT_RC, .cap = {.max_send_wr = 4}};
+  struct ibv_qp *qp2 = ibv_create_qp(pd2, &qa);
+  int qps = softrc_live("qp");
+  CHECK("live counts", qps == 2 && softrc_live("pd") == 2 && softrc_live("srq") == 2 && softrc_live("nonsense") == -1, "qp %d", qps);
+  CHECK("busy PD, CQ, SRQ refuse destroy (EBUSY)", ibv_dealloc_pd(pd2) == EBUSY && ibv_destroy_cq(cq2) == EBUSY && ibv_destroy_srq(srq2) == EBUSY, "destroyed");
+  ibv_destroy_qp(qp2);
+  CHECK("then destroy in order", ibv_destroy_srq(srq2) == 0 && ibv_destroy_cq(cq2) == 0 && ibv_dealloc_pd(pd2) == 0, "refused");
   ibv_destroy_qp(qp);
+  CHECK("live counts after destroy", softrc_live("qp") == 0 && softrc_live("pd") == 1 && softrc_live("cq") == 2, "qp %d", softrc_live("qp"));
 }
 
 static void server(void) {

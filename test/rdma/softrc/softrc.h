@@ -99,8 +99,18 @@ struct softrc_bell { uint32_t seq; uint32_t sleeping; };
 
 /* ---- process-local objects (the public struct first, so casts work) ---- */
 
+/* Live-object counts (softrc_live) and the references that make a destroy EBUSY, as the
+ * kernel does: a PD held by MRs/SRQs/QPs, a CQ or SRQ held by QPs. Atomic. */
+enum { L_CTX, L_PD, L_MR, L_CHAN, L_CQ, L_SRQ, L_QP, L_KINDS };
+extern int softrc_live_n[L_KINDS];
+#define LIVE(k, d) __atomic_add_fetch(&softrc_live_n[k], (d), __ATOMIC_RELAXED)
+#define REF(o, d) __atomic_add_fetch(&(o)->refs, (d), __ATOMIC_ACQ_REL)
+
+struct softrc_pd { struct ibv_pd pd; int refs; };
+
 struct softrc_cq {
   struct ibv_cq cq;
+  int refs;
   pthread_mutex_t lock;
   struct ibv_wc *wc;   /* ring of capacity cap */
   uint32_t cap, head, tail; /* head: next to poll */
@@ -109,6 +119,7 @@ struct softrc_cq {
 
 struct softrc_srq {
   struct ibv_srq srq;
+  int refs;
   pthread_mutex_t lock;
   struct ibv_recv_wr *wr; struct ibv_sge *sge; /* ring: wr[i] uses sge[i*max_sge..] */
   uint32_t cap, max_sge, head, tail, limit;
@@ -168,6 +179,7 @@ uint64_t softrc_now_ns(void);
 const char *softrc_dir(void);
 void softrc_ring(struct softrc_bell *b);
 int softrc_fault(const char *spec);
+int softrc_live(const char *kind); /* exported: live objects of a kind ("qp", "mr", ..., "all") */
 
 /* engine.c */
 void softrc_engine_start(void);

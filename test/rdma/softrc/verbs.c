@@ -25,6 +25,19 @@
 #undef ibv_query_port
 
 pthread_mutex_t softrc_glock = PTHREAD_MUTEX_INITIALIZER;
+int softrc_live_n[L_KINDS];
+
+/* For tests: how many objects of a kind are alive in this process (-1: unknown kind). */
+int softrc_live(const char *kind) {
+  static const char *names[L_KINDS] = {"context", "pd", "mr", "channel", "cq", "srq", "qp"};
+  int all = 0;
+  for (int i = 0; i < L_KINDS; i++) {
+    int n = __atomic_load_n(&softrc_live_n[i], __ATOMIC_RELAXED);
+    if (kind && !strcmp(kind, names[i])) return n;
+    all += n;
+  }
+  return kind && !strcmp(kind, "all") ? all : -1;
+}
 struct softrc_faults softrc_faults;
 static struct softrc_mr mrs[SOFTRC_MAX_MR];
 static uint32_t mr_gen = 1;
@@ -171,6 +184,7 @@ struct ibv_context *ibv_open_device(struct ibv_device *d) {
   x->vctx.sz = sizeof x->vctx;
   x->vctx.query_port = query_port;
   softrc_engine_start();
+  LIVE(L_CTX, 1);
   return c;
 }
 
@@ -178,6 +192,7 @@ int ibv_close_device(struct ibv_context *c) {
   struct softrc_ctx *x = ctx_of(c);
   close(c->cmd_fd); close(c->async_fd); close(x->async_w);
   free(x);
+  LIVE(L_CTX, -1);
   return 0;
 }
 
@@ -200,12 +215,18 @@ void ibv_ack_async_event(struct ibv_async_event *e) { (void)e; }
 /* ---- PD, MR ---- */
 
 struct ibv_pd *ibv_alloc_pd(struct ibv_context *c) {
-  struct ibv_pd *pd = calloc(1, sizeof *pd);
+  struct softrc_pd *pd = calloc(1, sizeof *pd);
   if (!pd) { errno = ENOMEM; return NULL; }
-  pd->context = c;
-  return pd;
+  pd->pd.context = c;
+  LIVE(L_PD, 1);
+  return &pd->pd;
 }
-int ibv_dealloc_pd(struct ibv_pd *pd) { free(pd); return 0; }
+int ibv_dealloc_pd(struct ibv_pd *pd) {
+  if (__atomic_load_n(&((struct softrc_pd *)pd)->refs, __ATOMIC_ACQUIRE)) return EBUSY;
+  free(pd);
+  LIVE(L_PD, -1);
+  return 0;
+}
 
 struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t len, uint64_t iova, unsigned int access) {
   if (iova != (uintptr_t)addr) { errno = EOPNOTSUPP; return NULL; } /* fixture: iova == addr */
@@ -222,6 +243,8 @@ struct ibv_mr *ibv_reg_mr_iova2(struct ibv_pd *pd, void *addr, size_t len, uint6
     m->mr.handle = (uint32_t)i;
     m->mr.lkey = m->mr.rkey = (uint32_t)i | ((mr_gen++ & 0xfffffu) << 12);
     pthread_mutex_unlock(&softrc_glock);
+    REF((struct softrc_pd *)pd, 1);
+    LIVE(L_MR, 1);
     return &m->mr;
   }
   pthread_mutex_unlock(&softrc_glock);
@@ -238,6 +261,8 @@ int ibv_dereg_mr(struct ibv_mr *mr) {
   pthread_mutex_lock(&softrc_glock);
   ((struct softrc_mr *)mr)->used = 0;
   pthread_mutex_unlock(&softrc_glock);
+  REF((struct softrc_pd *)mr->pd, -1);
+  LIVE(L_MR, -1);
   return 0;
 }
 
@@ -260,12 +285,14 @@ struct ibv_comp_channel *ibv_create_comp_channel(struct ibv_context *c) {
   fcntl(p[1], F_SETFL, O_NONBLOCK);
   ch->context = c; ch->fd = p[0];
   ((int *)(ch + 1))[0] = p[1];
+  LIVE(L_CHAN, 1);
   return ch;
 }
 int ibv_destroy_comp_channel(struct ibv_comp_channel *ch) {
   if (ch->refcnt) return EBUSY;
   close(ch->fd); close(((int *)(ch + 1))[0]);
   free(ch);
+  LIVE(L_CHAN, -1);
   return 0;
 }
 
@@ -279,13 +306,16 @@ struct ibv_cq *ibv_create_cq(struct ibv_context *c, int cqe, void *cq_context, s
   pthread_mutex_init(&q->cq.mutex, NULL);
   pthread_cond_init(&q->cq.cond, NULL);
   if (ch) ch->refcnt++;
+  LIVE(L_CQ, 1);
   return &q->cq;
 }
 int ibv_destroy_cq(struct ibv_cq *cq) {
   struct softrc_cq *q = (struct softrc_cq *)cq;
+  if (__atomic_load_n(&q->refs, __ATOMIC_ACQUIRE)) return EBUSY;
   if (cq->channel) cq->channel->refcnt--;
   free(q->wc);
   free(q);
+  LIVE(L_CQ, -1);
   return 0;
 }
 
@@ -357,6 +387,8 @@ struct ibv_srq *ibv_create_srq(struct ibv_pd *pd, struct ibv_srq_init_attr *a) {
   pthread_mutex_init(&s->srq.mutex, NULL);
   pthread_cond_init(&s->srq.cond, NULL);
   a->attr.max_wr = cap; a->attr.max_sge = sge;
+  REF((struct softrc_pd *)pd, 1);
+  LIVE(L_SRQ, 1);
   return &s->srq;
 }
 
@@ -378,7 +410,10 @@ int ibv_query_srq(struct ibv_srq *srq, struct ibv_srq_attr *a) {
 }
 int ibv_destroy_srq(struct ibv_srq *srq) {
   struct softrc_srq *s = (struct softrc_srq *)srq;
+  if (__atomic_load_n(&s->refs, __ATOMIC_ACQUIRE)) return EBUSY;
+  REF((struct softrc_pd *)srq->pd, -1);
   free(s->wr); free(s->sge); free(s);
+  LIVE(L_SRQ, -1);
   return 0;
 }
 
