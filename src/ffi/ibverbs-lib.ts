@@ -128,7 +128,10 @@ export function withDeviceList<T>(use: (lib: IbvLibrary, devices: number[]) => T
   const n = new Int32Array(new ArrayBuffer(4));
   clearErrno();
   const list = Number(lib.C.ibv_get_device_list(n));
-  if (list === 0) throw new RdmaUnavailableError(`ibv_get_device_list: no devices (${errnoName(errno() || 38)})`);
+  if (list === 0) {
+    const e = errno();
+    throw new RdmaUnavailableError(`ibv_get_device_list: no devices (${e === 0 ? "NULL, errno not set" : errnoName(e)})`);
+  }
   try {
     const devices: number[] = [];
     for (let i = 0; i < n[0]!; i++) devices.push(read.ptr(list as Pointer, i * 8) as number);

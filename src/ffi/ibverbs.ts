@@ -28,7 +28,7 @@ import { constName, IBV, off, size, type VerbsField } from "./verbs-layout.ts";
 import { clearErrno, EAGAIN, errno, getU64, NativeStruct, returnedErrno, setNonBlocking, verbsError } from "./verbs-lib.ts";
 import { VerbsOps, type RecvWorkRequests, type SendWorkRequests } from "./verbs-ops.ts";
 import { VerbsCompChannel, VerbsCq, VerbsMr, VerbsSrq, type VerbsParent } from "./verbs-queues.ts";
-import { applyQpAttr, QP_EVENTS, readCaps, SRQ_EVENTS, writeQpInit, type QpAttr, type QpCaps, type QpInit } from "./verbs-attrs.ts";
+import { applyQpAttr, PORT_EVENTS, QP_EVENTS, readCaps, SRQ_EVENTS, writeQpInit, type QpAttr, type QpCaps, type QpInit } from "./verbs-attrs.ts";
 
 export { ensureForkSafe, forkSafety, ibverbsPath, ibverbsUnavailableReason, rdmaUnavailableReason, verbsDevices, type ForkSafety, type VerbsDeviceInfo } from "./ibverbs-lib.ts";
 export { RecvWorkRequests, SendWorkRequests, VerbsOps, WorkCompletions } from "./verbs-ops.ts";
@@ -261,7 +261,7 @@ export class VerbsContext implements VerbsParent {
       out.srq = owner;
       if (type === IBV.IBV_EVENT_SRQ_LIMIT_REACHED) owner.limit = 0; // one-shot: disarmed until arm() again
     }
-    else if (!QP_EVENTS.has(type) && !SRQ_EVENTS.has(type) && type !== IBV.IBV_EVENT_CQ_ERR) out.portNum = portNum;
+    else if (PORT_EVENTS.has(type)) out.portNum = portNum;
     return out;
   }
 

@@ -171,7 +171,13 @@ export class RdmaEventChannel {
   ) {
     this.handle = handle;
     this.fd = read.i32(handle as P, off("rdma_event_channel.fd"));
-    setNonBlocking(this.fd, "rdma_create_event_channel");
+    try {
+      setNonBlocking(this.fd, "rdma_create_event_channel");
+    } catch (e) {
+      lib.C.rdma_destroy_event_channel(handle as P);
+      this.handle = 0;
+      throw e;
+    }
   }
 
   /**
@@ -311,7 +317,7 @@ export class RdmaCmId {
 
   /** The port rdma_cm bound the id to, e.g. a listener on port 0 (after bind). */
   get localPort(): number {
-    return readSockaddrIn(this.handle + off("rdma_cm_id.route.addr.src_sin"))?.port ?? 0;
+    return this.handle === 0 ? 0 : (readSockaddrIn(this.handle + off("rdma_cm_id.route.addr.src_sin"))?.port ?? 0);
   }
 
   /** The peer's address, once known (a connect request's id, or after resolveAddr). */

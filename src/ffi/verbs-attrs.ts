@@ -163,3 +163,8 @@ export const QP_EVENTS: ReadonlySet<number> = new Set([
 ]);
 /** Async events whose element is an SRQ. */
 export const SRQ_EVENTS: ReadonlySet<number> = new Set([IBV.IBV_EVENT_SRQ_ERR, IBV.IBV_EVENT_SRQ_LIMIT_REACHED]);
+/** Async events whose element is a port number. */
+export const PORT_EVENTS: ReadonlySet<number> = new Set([
+  IBV.IBV_EVENT_PORT_ACTIVE, IBV.IBV_EVENT_PORT_ERR, IBV.IBV_EVENT_LID_CHANGE, IBV.IBV_EVENT_PKEY_CHANGE,
+  IBV.IBV_EVENT_SM_CHANGE, IBV.IBV_EVENT_CLIENT_REREGISTER, IBV.IBV_EVENT_GID_CHANGE,
+]);
