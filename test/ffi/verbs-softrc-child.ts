@@ -181,11 +181,34 @@ async function local(): Promise<void> {
   srq.arm(2);
   out({ step: "srq", full, badAt, armed, event: event && { name: event.name, isSrq: event.srq === srq }, limitAfter, rearmed: srq.limit });
 
-  // A bad rkey: IBV_WC_REM_ACCESS_ERR at the requester, whose QP goes to ERR; a post after it fails or flushes.
+  // CQ overrun (a CQ smaller than what completes into it): only an async event, naming that CQ.
+  const cqTiny = ctx.createCq(2);
+  const c = pd.createQp({ sendCq: cqTiny, recvCq: cqTiny, maxSendWr: 8, maxRecvWr: 1 });
+  const d = pd.createQp({ sendCq: cqB, recvCq: cqB, maxSendWr: 1, maxRecvWr: 1 });
+  connect(ctx, c, d);
+  connect(ctx, d, c);
+  for (let i = 0; i < 4; i++) {
+    send.set(i, 90 + i, IBV.IBV_WR_RDMA_WRITE, IBV.IBV_SEND_SIGNALED, mrA.address, 8, mrA.lkey);
+    send.setRdma(i, mrB.address, mrB.rkey);
+    if (i > 0) send.chain(i - 1, i);
+  }
+  expectRc("post_send x4", c.tryPostSend(send, 0));
+  let overrun = null;
+  for (const deadline = Date.now() + WAIT_MS; overrun === null && Date.now() < deadline; ) {
+    const ev = ctx.tryGetAsyncEvent();
+    if (ev !== null && ev.type === IBV.IBV_EVENT_CQ_ERR) overrun = ev;
+    else if (ev === null) await Bun.sleep(1);
+  }
+  out({ step: "cq-overrun", event: overrun && { name: overrun.name, isTiny: overrun.cq === cqTiny, cqe: cqTiny.cqe } });
+  c.close();
+  d.close();
+  cqTiny.close();
+
+  // A bad rkey: IBV_WC_REM_ACCESS_ERR at the requester, whose QP goes to ERR: its outstanding receive flushes.
   send.set(0, 70, IBV.IBV_WR_RDMA_WRITE, IBV.IBV_SEND_SIGNALED, mrA.address, 8, mrA.lkey);
   send.setRdma(0, mrB.address, mrB.rkey ^ 0x5a5a);
   expectRc("post_send bad rkey", a.tryPostSend(send, 0));
-  const badWc = await take(ctx, cqA, 1);
+  const badWc = (await take(ctx, cqA, 2)).sort((x, y) => x.wrId - y.wrId); // and the receive still posted on a (601) flushes
   out({ step: "bad-rkey", badWc, state: a.state });
 
   // Close: children first, twice is safe; what was closed through the context stays closed.

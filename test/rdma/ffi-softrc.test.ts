@@ -5,7 +5,7 @@
  * device through the wrappers, creates PD, completion channel, CQs, SRQ, QPs and MRs, moves two
  * RC QPs through RESET→INIT→RTR→RTS, and posts and polls through the ops CFunctions (SEND into
  * an SRQ and into a QP's own queue, WRITE, WRITE_WITH_IMM, READ, CAS, chained posts, a full SRQ,
- * the SRQ limit event, a bad rkey) and destroys everything; two processes connect through
+ * the SRQ limit event, a CQ overrun's async event, a bad rkey that moves the QP to ERR and flushes its receive) and destroys everything; two processes connect through
  * rdma_cm with private data both ways, send over the connection and disconnect. Each test has
  * its own SOFTRC_DIR (the fixture's registry), which must be empty afterwards.
  */
@@ -139,7 +139,12 @@ test("the fixture's device through the wrappers: PD, CQs, SRQ, QPs, MRs; post an
   expect(srq.event).toEqual({ name: "IBV_EVENT_SRQ_LIMIT_REACHED", isSrq: true });
   expect([srq.limitAfter, srq.rearmed]).toEqual([0, 2]); // one-shot, then armed again
 
-  expect(r["bad-rkey"]!.badWc[0]).toMatchObject({ wrId: 70, status: IBV.IBV_WC_REM_ACCESS_ERR });
+  expect(r["cq-overrun"]!.event).toMatchObject({ name: "IBV_EVENT_CQ_ERR", isTiny: true });
+
+  expect(r["bad-rkey"]!.badWc.map((wc: Record<string, number>) => [wc.wrId, wc.status])).toEqual([
+    [70, IBV.IBV_WC_REM_ACCESS_ERR],
+    [601, IBV.IBV_WC_WR_FLUSH_ERR], // the second of the chained receives, never used
+  ]);
   expect(r["bad-rkey"]!.state).toBe(IBV.IBV_QPS_ERR);
 
   expect(r.closed!.handles).toEqual(Array(10).fill(0));
