@@ -181,6 +181,26 @@ async function local(): Promise<void> {
   srq.arm(2);
   out({ step: "srq", full, badAt, armed, event: event && { name: event.name, isSrq: event.srq === srq }, limitAfter, rearmed: srq.limit });
 
+  // Registration failures through the wrapper: access the device refuses (EINVAL), and ENOMEM
+  // (the fixture's MR table is full; on hardware the locked-memory limit) naming RLIMIT_MEMLOCK.
+  const regError = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      if (e instanceof NativeError) return { errno: e.errno, operation: e.operation, message: e.message };
+      throw e;
+    }
+    return null;
+  };
+  const einval = regError(() => pd.regMr(memA, IBV.IBV_ACCESS_REMOTE_WRITE));
+  const extra: Array<{ close(): void }> = [];
+  let enomem = null;
+  while (enomem === null && extra.length < 100_000) {
+    enomem = regError(() => extra.push(pd.regMr(memA.subarray(0, 64), IBV.IBV_ACCESS_LOCAL_WRITE)));
+  }
+  for (const mr of extra) mr.close();
+  out({ step: "reg-errors", einval, enomem, registered: extra.length });
+
   // CQ overrun (a CQ smaller than what completes into it): only an async event, naming that CQ.
   const cqTiny = ctx.createCq(2);
   const c = pd.createQp({ sendCq: cqTiny, recvCq: cqTiny, maxSendWr: 8, maxRecvWr: 1 });

@@ -5,9 +5,11 @@
  * device through the wrappers, creates PD, completion channel, CQs, SRQ, QPs and MRs, moves two
  * RC QPs through RESET→INIT→RTR→RTS, and posts and polls through the ops CFunctions (SEND into
  * an SRQ and into a QP's own queue, WRITE, WRITE_WITH_IMM, READ, CAS, chained posts, a full SRQ,
- * the SRQ limit event, a CQ overrun's async event, a bad rkey that moves the QP to ERR and flushes its receive) and destroys everything; two processes connect through
- * rdma_cm with private data both ways, send over the connection and disconnect. Each test has
- * its own SOFTRC_DIR (the fixture's registry), which must be empty afterwards.
+ * the SRQ limit event, registration errors (ENOMEM naming RLIMIT_MEMLOCK), a CQ overrun's async
+ * event, a bad rkey that moves the QP to ERR and flushes its receive) and destroys everything;
+ * two processes connect through rdma_cm with private data both ways, send over the connection
+ * and disconnect. Each test has its own SOFTRC_DIR (the fixture's registry), which must be empty
+ * afterwards.
  */
 import { afterEach, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
@@ -138,6 +140,12 @@ test("the fixture's device through the wrappers: PD, CQs, SRQ, QPs, MRs; post an
   expect(srq.armed).toBe(7);
   expect(srq.event).toEqual({ name: "IBV_EVENT_SRQ_LIMIT_REACHED", isSrq: true });
   expect([srq.limitAfter, srq.rearmed]).toEqual([0, 2]); // one-shot, then armed again
+
+  const reg = r["reg-errors"]!;
+  expect(reg.einval).toMatchObject({ errno: 22, operation: `ibv_reg_mr(65536 bytes, access 0x${IBV.IBV_ACCESS_REMOTE_WRITE.toString(16)})` });
+  expect(reg.enomem.errno).toBe(12);
+  expect(reg.enomem.message).toContain("RLIMIT_MEMLOCK");
+  expect(reg.registered).toBeGreaterThan(0);
 
   expect(r["cq-overrun"]!.event).toMatchObject({ name: "IBV_EVENT_CQ_ERR", isTiny: true });
 
