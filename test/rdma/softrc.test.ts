@@ -168,3 +168,14 @@ test("segments: none left by a process that destroys its QPs and exits without d
   await next.proc.exited;
   expect(readdirSync(dir)).toEqual([]);
 }, 60_000);
+
+test("poll_cq drives progress itself: a send completes with the engine thread idle (a busy-polling consumer cannot starve it)", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
+  dirs.push(dir);
+  const p = spawn(["lone", "progress"], { SOFTRC_DIR: dir });
+  await p.proc.exited;
+  await p.done;
+  expect(p.seen).toEqual(["ok poll_cq makes progress with the engine thread idle", "done ok"]);
+  expect(p.proc.exitCode).toBe(0);
+  expect(readdirSync(dir)).toEqual([]);
+}, 60_000);

@@ -292,11 +292,32 @@ static int service(struct softrc_qp *q, uint64_t now, int watchdog) {
   return n;
 }
 
+/* One engine pass from an application thread that found its CQ empty (poll_cq): a consumer
+ * busy-polling on a small machine would otherwise starve the engine thread of CPU (measured:
+ * milliseconds per round trip on two cores). Try-locks only, so it never waits on the engine. */
+int softrc_progress(void) {
+  if (pthread_mutex_trylock(&softrc_qlist_lock) != 0) return 0;
+  uint64_t now = softrc_now_ns();
+  int work = 0;
+  for (struct softrc_qp *q = softrc_qps; q; q = q->next) {
+    if (pthread_mutex_trylock(&q->lock) != 0) continue;
+    work += service(q, now, 0);
+    pthread_mutex_unlock(&q->lock);
+  }
+  pthread_mutex_unlock(&softrc_qlist_lock);
+  return work;
+}
+
 static void *engine(void *arg) {
   (void)arg;
   uint64_t last_watch = 0;
   for (;;) {
     int flush = __atomic_exchange_n(&softrc_faults.flush, 0, __ATOMIC_ACQ_REL), timers = 0;
+    if (__atomic_load_n(&softrc_faults.engine_off, __ATOMIC_ACQUIRE)) {
+      struct timespec off = {0, 2000000};
+      nanosleep(&off, NULL);
+      continue;
+    }
     struct softrc_bell *bell = __atomic_load_n(&softrc_own_bell, __ATOMIC_ACQUIRE);
     uint32_t seen = bell ? __atomic_load_n(&bell->seq, __ATOMIC_SEQ_CST) : 0; /* SYNC */
     uint64_t now = softrc_now_ns();

@@ -5,7 +5,8 @@
  *   selftest cm-server        selftest cm-client <port>   (rdma_cm)
  *   selftest fault-server     selftest fault-client <port> (injected faults; the server runs
  *                                                          with SOFTRC_FAULTS=rnr_storm=3)
- *   selftest lone hold|exit   (one QP, then pause / destroy it and _exit: segment lifetime)
+ *   selftest lone hold|exit|progress (one QP, then pause / destroy it and _exit: segment
+ *                             lifetime; progress: a loopback send with the engine thread idle)
  * They exchange QP numbers, addresses and rkeys over a TCP socket on 127.0.0.1 (the way the
  * transport's ?mode=socket does) and run the checks below, printing "ok <name>" per check or
  * "FAIL <name>: why" (exit 1). The kill check: the server prints "killme" and waits for
@@ -520,9 +521,20 @@ int main(int argc, char **argv) {
   if (!strcmp(argv[1], "lone")) { /* segment lifetime checks; exits without destructors */
     struct ibv_qp *qp = mkqp(0);
     if (!strcmp(argv[2], "hold")) { printf("held %u\n", qp->qp_num); pause(); }
+    if (!strcmp(argv[2], "progress")) { /* two QPs of this process, the engine thread idle */
+      struct ibv_qp *b = mkqp(0);
+      if (to_init(qp) || to_init(b) || to_rtr(qp, b->qp_num) || to_rtr(b, qp->qp_num) || to_rts(qp, 7, 0) || to_rts(b, 7, 0)) DIE("loopback");
+      softrc_fault("engine_off=1");
+      post_recv(b, buf + 4096, 64, 1);
+      post_send(qp, IBV_WR_SEND, buf, 8, 0, 0, 0, 2);
+      struct ibv_wc wc;
+      int r = wait_wc(rcq, &wc), s = wait_wc(scq, &wc);
+      CHECK("poll_cq makes progress with the engine thread idle", r && s, "recv %d send %d", r, s);
+      ibv_destroy_qp(b);
+    }
     ibv_destroy_qp(qp);
-    printf("done ok\n");
-    _exit(0);
+    printf(failed ? "done FAIL\n" : "done ok\n");
+    _exit(failed);
   }
   if (!strcmp(argv[1], "cm-server")) cm_server();
   else if (!strcmp(argv[1], "fault-client") || !strcmp(argv[1], "client")) {

@@ -183,6 +183,7 @@ int softrc_live(const char *kind); /* exported: live objects of a kind ("qp", "m
 
 /* engine.c */
 void softrc_engine_start(void);
+int softrc_progress(void); /* one try-locked engine pass from an app thread; messages handled */
 void softrc_bell_ref(int delta); /* +1 per QP created, -1 per QP destroyed; qlist lock held */
 void softrc_send_msg(struct softrc_qp *q, const struct softrc_msg *m); /* q->lock held */
 void softrc_kick_sq(struct softrc_qp *q);                             /* q->lock held */
@@ -194,6 +195,7 @@ struct softrc_faults {
   int cq_overrun;    /* next completion overruns its CQ: IBV_EVENT_CQ_ERR */
   int drop_peer;     /* stop answering the peer (it sees RETRY_EXC_ERR) */
   int flush;         /* move every local QP to ERR now (outstanding WRs flushed) */
+  int engine_off;    /* the engine thread idles: only poll_cq's passes make progress */
 };
 extern struct softrc_faults softrc_faults;
 

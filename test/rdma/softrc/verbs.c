@@ -3,7 +3,7 @@
  * "softrc0": device list, context, PD, MR (lkey == rkey, checked per PD), CQ ring with its
  * completion channel (a pipe carrying the CQ pointer), SRQ with its limit event, async
  * events (a pipe carrying struct ibv_async_event), fork status, the string helpers, and the
- * fault switches (SOFTRC_FAULTS="rnr_storm=N,qp_err_after=N,cq_overrun=1,drop_peer=1,flush=1"
+ * fault switches (SOFTRC_FAULTS="rnr_storm=N,qp_err_after=N,cq_overrun=1,drop_peer=1,flush=1,engine_off=1"
  * at load, or the exported softrc_fault("...") at run time, e.g. through bun:ffi). QPs and the data path are in qp.c, the engine in engine.c.
  *
  * Example: HOTPATH_IBVERBS=<dir>/libibverbs.so.1 makes the transport load this instead of
@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -68,6 +69,7 @@ int softrc_fault(const char *spec) {
     else if (!strcmp(t, "cq_overrun")) __atomic_store_n(&softrc_faults.cq_overrun, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "drop_peer")) __atomic_store_n(&softrc_faults.drop_peer, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "flush")) __atomic_store_n(&softrc_faults.flush, v, __ATOMIC_RELEASE);
+    else if (!strcmp(t, "engine_off")) __atomic_store_n(&softrc_faults.engine_off, v, __ATOMIC_RELEASE);
     else return -1;
   }
   return 0;
@@ -340,8 +342,7 @@ int softrc_cq_push(struct softrc_cq *q, const struct ibv_wc *wc) {
   return over ? -1 : 0;
 }
 
-static int poll_cq(struct ibv_cq *cq, int n, struct ibv_wc *wc) {
-  struct softrc_cq *q = (struct softrc_cq *)cq;
+static int poll_once(struct softrc_cq *q, int n, struct ibv_wc *wc) {
   int got = 0;
   pthread_mutex_lock(&q->lock);
   while (got < n && q->head != q->tail) {
@@ -350,6 +351,16 @@ static int poll_cq(struct ibv_cq *cq, int n, struct ibv_wc *wc) {
   }
   pthread_mutex_unlock(&q->lock);
   return got;
+}
+
+/* Empty: runs an engine pass here (softrc_progress), else yields the CPU to the engine. */
+static int poll_cq(struct ibv_cq *cq, int n, struct ibv_wc *wc) {
+  struct softrc_cq *q = (struct softrc_cq *)cq;
+  int got = poll_once(q, n, wc);
+  if (got || n <= 0) return got;
+  if (softrc_progress()) return poll_once(q, n, wc);
+  sched_yield();
+  return 0;
 }
 
 static int req_notify_cq(struct ibv_cq *cq, int solicited_only) {
