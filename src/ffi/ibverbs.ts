@@ -99,6 +99,11 @@ function closeAll(owners: Iterable<{ close(): void }>, errors: unknown[]): void 
   }
 }
 
+/**
+ * An opened device (or one rdma_cm lends: borrow()). Owns what it makes: PDs (and through them
+ * MRs, SRQs, QPs), CQs and completion channels, closed before it. Owner: whoever opened it; the
+ * JS thread that opened it.
+ */
 export class VerbsContext implements VerbsParent {
   handle: number;
   /** The data-path calls of this context (its provider's ops), built once. */
@@ -162,6 +167,7 @@ export class VerbsContext implements VerbsParent {
     return this.handle as P;
   }
 
+  /** ibv_query_device: the limits the transport sizes itself by. */
   queryDevice(): VerbsDeviceAttr {
     const a = new NativeStruct(size("ibv_device_attr"));
     const rc = this.lib.C.ibv_query_device(this.p, a.p);
@@ -179,6 +185,7 @@ export class VerbsContext implements VerbsParent {
     };
   }
 
+  /** ibv_query_port of port `portNum` (1-based). */
   queryPort(portNum: number): VerbsPortAttr {
     const a = new NativeStruct(size("ibv_port_attr"));
     const rc = this.lib.C.ibv_query_port(this.p, portNum, a.p);
@@ -200,6 +207,7 @@ export class VerbsContext implements VerbsParent {
     return gid.bytes.slice();
   }
 
+  /** A new protection domain, owned by this context. */
   allocPd(): VerbsPd {
     clearErrno();
     const h = Number(this.lib.C.ibv_alloc_pd(this.p));
@@ -209,6 +217,7 @@ export class VerbsContext implements VerbsParent {
     return pd;
   }
 
+  /** A new completion channel (its fd for the event loop), owned by this context. */
   createCompChannel(): VerbsCompChannel {
     clearErrno();
     const h = Number(this.lib.C.ibv_create_comp_channel(this.p));
@@ -287,6 +296,7 @@ export class VerbsContext implements VerbsParent {
   }
 }
 
+/** A protection domain: owns its MRs, SRQs and QPs (closed before it). Made by VerbsContext.allocPd(); its thread. */
 export class VerbsPd {
   handle: number;
   private readonly qps = new Set<VerbsQp>();
@@ -381,6 +391,10 @@ export class VerbsPd {
   }
 }
 
+/**
+ * An RC QP (created in RESET). Owned by its PD (or, made by rdma_create_qp, by its rdma_cm id as
+ * well: whichever closes first destroys it). `handle` is what the ops calls take. Its thread.
+ */
 export class VerbsQp {
   handle: number;
   readonly qpNum: number;

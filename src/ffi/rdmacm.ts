@@ -155,6 +155,10 @@ export interface RdmaCmEvent {
   qpNum: number;
 }
 
+/**
+ * An rdma_cm event channel: owns the ids made on it (and those connect requests bring) and the
+ * wrappers of the contexts rdma_cm lends them, closed before it. Owner: its creator; its thread.
+ */
 export class RdmaEventChannel {
   handle: number;
   /** Readable when an event is pending (tryGetEvent); non-blocking. */
@@ -282,6 +286,7 @@ export class RdmaEventChannel {
   }
 }
 
+/** An rdma_cm id, owned by its channel; owns the QP createQp made. Its channel's thread. */
 export class RdmaCmId {
   handle: number;
   private ownQp: VerbsQp | null = null;
@@ -330,12 +335,14 @@ export class RdmaCmId {
     return this.ownQp;
   }
 
+  /** Binds to a local IPv4 address and port (0: any free one, then localPort says which). */
   bind(host: string, port: number): void {
     const sa = sockaddrIn(host, port);
     const rc = need(this.lib, "rdma_bind_addr")(this.p, sa.p);
     if (rc !== 0) throw verbsError(`rdma_bind_addr(${host}:${port})`, returnedErrno(rc));
   }
 
+  /** Listens (after bind); each connection request is a CONNECT_REQUEST event with a new id. */
   listen(backlog = 128): void {
     const rc = this.lib.C.rdma_listen(this.p, backlog);
     if (rc !== 0) throw verbsError(`rdma_listen(port ${this.localPort})`, returnedErrno(rc));

@@ -121,6 +121,7 @@ export class VerbsCompChannel {
   }
 }
 
+/** A completion queue, owned by its context; polled through ctx.ops (tryPollCq with its handle). Its thread. */
 export class VerbsCq {
   handle: number;
   /** Entries the provider gave (at least what was asked). */
@@ -164,6 +165,7 @@ export class VerbsCq {
   }
 }
 
+/** A shared receive queue, owned by its PD; receives posted with tryPostRecv. Its thread. */
 export class VerbsSrq {
   handle: number;
   /** The limit armed now (0: none; an IBV_EVENT_SRQ_LIMIT_REACHED seen by tryGetAsyncEvent disarms it). */
