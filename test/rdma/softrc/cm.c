@@ -7,8 +7,8 @@
  * fail with EAGAIN like the real one). rdma_accept and the client's REP handling move the QP
  * INIT->RTR->RTS with the peer's QP number, as the kernel CM does; rdma_disconnect moves it to
  * ERR. Events: ADDR_RESOLVED / ADDR_ERROR, ROUTE_RESOLVED, CONNECT_REQUEST, ESTABLISHED,
- * REJECTED (status 28, consumer reject, with the rejecter's private data), UNREACHABLE (no
- * listener), DISCONNECTED (once per id: local disconnect, peer's DREQ, or the socket closing).
+ * REJECTED (status 28, consumer reject, with the rejecter's private data; status 8, invalid
+ * service ID, when nothing listens on the port, as the IB CM answers), DISCONNECTED (once per id: local disconnect, peer's DREQ, or the socket closing).
  * Private data limits are the InfiniBand CM's: REQ 56, REP 196, REJ 148 bytes.
  */
 #define _GNU_SOURCE
@@ -26,7 +26,7 @@
 #include <unistd.h>
 
 enum { F_REQ = 1, F_REP, F_REJ, F_RTU, F_DREQ };
-enum { PD_REQ = 56, PD_REP = 196, PD_REJ = 148, REJ_CONSUMER = 28 };
+enum { PD_REQ = 56, PD_REP = 196, PD_REJ = 148, REJ_CONSUMER = 28, REJ_NO_LISTENER = 8 };
 
 struct frame { uint8_t type, pdlen, resp_res, init_depth, rnr_retry, pad[3]; uint32_t qpn; uint8_t pd[256]; };
 
@@ -335,7 +335,7 @@ int rdma_connect(struct rdma_cm_id *id, struct rdma_conn_param *p) {
   setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (connect(s, (struct sockaddr *)&id->route.addr.dst_sin, sizeof id->route.addr.dst_sin)) {
     close(s);
-    emit(c, NULL, RDMA_CM_EVENT_UNREACHABLE, -ECONNREFUSED, NULL);
+    emit(c, NULL, RDMA_CM_EVENT_REJECTED, REJ_NO_LISTENER, NULL);
     return 0;
   }
   c->sock = s;

@@ -332,6 +332,12 @@ static void client(void) {
   int errs = 0, flushed = 0;
   for (int i = 0; i < 3; i++) if (wait_wc(scq, &wc) && wc.status != IBV_WC_SUCCESS) { errs++; flushed += wc.status == IBV_WC_WR_FLUSH_ERR; }
   CHECK("peer death fails outstanding WRs", errs == 3 && flushed >= 2, "errors %d flushed %d", errs, flushed);
+  struct pollfd apf = {ctx->async_fd, POLLIN, 0};
+  struct ibv_async_event aev = {0};
+  int fatal = 0; /* every QP still connected to the dead peer gets one; q4's among them */
+  for (int i = 0; i < 5 && !fatal && poll(&apf, 1, 5000) == 1 && ibv_get_async_event(ctx, &aev) == 0; i++)
+    fatal = aev.event_type == IBV_EVENT_QP_FATAL && aev.element.qp == q4;
+  CHECK("peer death raises IBV_EVENT_QP_FATAL", fatal, "last type %d", aev.event_type);
   CHECK("QP in ERR after peer death", qstate(q4) == IBV_QPS_ERR, "state %d", qstate(q4));
   struct ibv_qp *qs[] = {qp, q2, q3, q4, q5};
   for (int i = 0; i < 5; i++) ibv_destroy_qp(qs[i]);
@@ -345,7 +351,7 @@ static struct rdma_cm_event *cm_wait(enum rdma_cm_event_type want, const char *n
   struct pollfd pf = {cmch->fd, POLLIN, 0};
   struct rdma_cm_event *ev = NULL;
   int ready = poll(&pf, 1, 10000) == 1 && rdma_get_cm_event(cmch, &ev) == 0;
-  CHECK(name, ready && ev->event == want && ev->status == (want == RDMA_CM_EVENT_REJECTED ? 28 : ev->status),
+  CHECK(name, ready && ev->event == want && (want != RDMA_CM_EVENT_REJECTED || ev->status == 28 || ev->status == 8),
     "got %s status %d", ready ? rdma_event_str(ev->event) : "nothing", ready ? ev->status : 0);
   if (!ready || ev->event != want) exit(1);
   return ev;
@@ -430,6 +436,27 @@ static void cm_client(int port) {
   rdma_create_id(cmch, &id3, NULL, RDMA_PS_TCP);
   rdma_resolve_addr(id3, NULL, (struct sockaddr *)&far, 100);
   rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_ADDR_ERROR, "cm non-loopback address error"));
+  struct rdma_cm_id *id5;
+  struct sockaddr_in lo = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  rdma_create_id(cmch, &id5, NULL, RDMA_PS_TCP);
+  rdma_resolve_addr(id5, NULL, (struct sockaddr *)&lo, 100);
+  rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_ADDR_RESOLVED, "cm addr resolved"));
+  static const char big[57];
+  struct rdma_conn_param bp = {.private_data = big, .private_data_len = 57};
+  CHECK("cm REQ private data over 56 bytes is EINVAL", rdma_connect(id5, &bp) == -1 && errno == EINVAL, "errno %d", errno);
+  rdma_destroy_id(id5);
+  int probe = socket(AF_INET, SOCK_STREAM, 0); /* a port nothing listens on */
+  struct sockaddr_in fr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t fl = sizeof fr;
+  bind(probe, (struct sockaddr *)&fr, sizeof fr);
+  getsockname(probe, (struct sockaddr *)&fr, &fl);
+  close(probe);
+  struct rdma_cm_id *id4 = cm_dial(ntohs(fr.sin_port));
+  ev = cm_wait(RDMA_CM_EVENT_REJECTED, "cm no listener is rejected");
+  CHECK("cm no listener: status 8 (invalid service id)", ev->id == id4 && ev->status == 8, "status %d", ev->status);
+  rdma_ack_cm_event(ev);
+  rdma_destroy_qp(id4);
+  rdma_destroy_id(id4);
   CHECK("cm disconnect", rdma_disconnect(id) == 0, "errno %d", errno);
   rdma_ack_cm_event(cm_wait(RDMA_CM_EVENT_DISCONNECTED, "cm client disconnected"));
   ibv_dereg_mr(m);
