@@ -58,25 +58,32 @@ void softrc_ring(struct softrc_bell *b) {
     syscall(SYS_futex, &b->seq, FUTEX_WAKE, 1, NULL, NULL, 0); /* SYNC: wakes the peer's engine */
 }
 
-/* q->lock held. Single producer into the peer's inbox (softrc.h). */
-void softrc_send_msg(struct softrc_qp *q, const struct softrc_msg *m) {
+/* q->lock held. Single producer into the peer's inbox (softrc.h). Requests may fill the ring
+ * only up to SOFTRC_RING - SOFTRC_MAX_QP_WR slots (stale copies dropped after an RNR NAK may
+ * still sit there when the resends go out), so the responses, at most one per request of the
+ * peer's, always find room. Returns 0, or -1 when a request must wait for room. */
+int softrc_send_msg(struct softrc_qp *q, const struct softrc_msg *m) {
   struct softrc_seg *p = q->peer;
-  if (!p || __atomic_load_n(&p->state, __ATOMIC_ACQUIRE) == SEG_GONE) return; /* SYNC */
+  if (!p || __atomic_load_n(&p->state, __ATOMIC_ACQUIRE) == SEG_GONE) return 0; /* SYNC: lost, as on a wire */
   uint64_t h = p->head; /* SYNC: only we write it (plain read of our own store) */
-  if (h - __atomic_load_n(&p->tail, __ATOMIC_ACQUIRE) >= SOFTRC_RING) return; /* SYNC; cannot happen (softrc.h) */
+  uint64_t used = h - __atomic_load_n(&p->tail, __ATOMIC_ACQUIRE); /* SYNC */
+  if (used >= (m->type <= M_CAS ? SOFTRC_RING - SOFTRC_MAX_QP_WR : SOFTRC_RING)) return -1;
   size_t n = offsetof(struct softrc_msg, data) + (m->inl ? m->len : 0);
   memcpy(&p->slot[h % SOFTRC_RING], m, n); /* SYNC: a free slot (h - tail < RING); the consumer reads it after head */
   __atomic_store_n(&p->head, h + 1, __ATOMIC_RELEASE); /* SYNC: publishes the slot */
   softrc_ring(q->peer_bell);
+  return 0;
 }
 
+/* q->lock held. Sends what is posted and not yet sent, while the peer's ring has room (the
+ * engine calls it again each pass). */
 void softrc_kick_sq(struct softrc_qp *q) {
   if (q->qp.state != IBV_QPS_RTS || q->rnr_resend_at_ns) return;
   uint64_t now = softrc_now_ns();
   for (; q->sq_sent != q->sq_posted; q->sq_sent++) {
     struct softrc_swqe *w = &q->sq[q->sq_sent % q->cap_send];
     w->sent_ns = now;
-    softrc_send_msg(q, &w->msg);
+    if (softrc_send_msg(q, &w->msg) != 0) break;
   }
 }
 
@@ -274,7 +281,8 @@ static int service(struct softrc_qp *q, uint64_t now, int watchdog) {
     if (m->type <= M_CAS) on_request(q, m); else on_response(q, m);
   }
   __atomic_store_n(&s->tail, t, __ATOMIC_RELEASE); /* SYNC: frees the slots */
-  if (q->rnr_resend_at_ns && now >= q->rnr_resend_at_ns) { q->rnr_resend_at_ns = 0; softrc_kick_sq(q); }
+  if (q->rnr_resend_at_ns && now >= q->rnr_resend_at_ns) q->rnr_resend_at_ns = 0;
+  if (q->sq_sent != q->sq_posted) softrc_kick_sq(q);
   if (q->qp.state == IBV_QPS_RTS && q->timeout && q->sq_acked != q->sq_sent && !q->rnr_resend_at_ns) {
     uint64_t limit = (4096ull << q->timeout) * (uint64_t)(q->retry_cnt + 1);
     struct softrc_swqe *w = &q->sq[q->sq_acked % q->cap_send];
@@ -328,7 +336,7 @@ static void *engine(void *arg) {
       pthread_mutex_lock(&q->lock);
       if (flush) softrc_qp_to_err(q, 0);
       work += service(q, now, watchdog);
-      timers |= q->sq_acked != q->sq_sent || q->rnr_resend_at_ns;
+      timers |= q->sq_acked != q->sq_posted || q->rnr_resend_at_ns;
       pthread_mutex_unlock(&q->lock);
     }
     pthread_mutex_unlock(&softrc_qlist_lock);

@@ -23,8 +23,8 @@
  *   +--------------------------------------------------------------+
  *   | slot[0]  struct softrc_msg { type, psn, op fields, sges,     |
  *   | slot[1]                      data[SOFTRC_SLOT_DATA] }        |
- *   | ...      SOFTRC_RING slots: >= 2 * max_qp_wr, so the ring    |
- *   | slot[N-1]                    can never fill (see below)      |
+ *   | ...      SOFTRC_RING slots = 2 * max_qp_wr: responses      |
+ *   | slot[N-1]                    always find room (see below)    |
  *   +--------------------------------------------------------------+
  *
  *   /dev/shm/softrc-<uid>-bell-<pid> (one per process while it has QPs: the engine's doorbell)
@@ -33,8 +33,9 @@
  *   | u32 sleeping (SYNC)              |
  *   +----------------------------------+
  *
- * A QP's inbox holds at most (peer's outstanding requests <= max_qp_wr) + (responses to
- * our outstanding requests <= max_qp_wr) messages, hence SOFTRC_RING = 2 * max_qp_wr.
+ * A QP's inbox holds at most SOFTRC_RING - max_qp_wr requests (the sender waits for room:
+ * after an RNR NAK, stale copies may still be queued when the resends go out) plus the
+ * responses to our outstanding requests (<= max_qp_wr), hence SOFTRC_RING = 2 * max_qp_wr.
  * Single producer (the peer process, serialized by its local qp->lock), single consumer
  * (our engine): head/tail are published with release stores and read with acquire loads.
  *
@@ -185,7 +186,7 @@ int softrc_live(const char *kind); /* exported: live objects of a kind ("qp", "m
 void softrc_engine_start(void);
 int softrc_progress(void); /* one try-locked engine pass from an app thread; messages handled */
 void softrc_bell_ref(int delta); /* +1 per QP created, -1 per QP destroyed; qlist lock held */
-void softrc_send_msg(struct softrc_qp *q, const struct softrc_msg *m); /* q->lock held */
+int softrc_send_msg(struct softrc_qp *q, const struct softrc_msg *m); /* q->lock held; -1: no room yet */
 void softrc_kick_sq(struct softrc_qp *q);                             /* q->lock held */
 
 /* faults (verbs.c): counters set by SOFTRC_FAULTS or softrc_fault() */
