@@ -3,8 +3,8 @@
  * src/ffi's bindings only (HOTPATH_IBVERBS / HOTPATH_RDMACM name the fixture; SOFTRC_DIR its
  * registry) and prints one JSON line per result. Roles:
  *   local      two RC QPs of this process connected to each other: every verb, then close all
- *   cm-server  rdma_cm listener on 127.0.0.1:0 (prints its port), accepts one connection
- *   cm-client  <port>: connects, sends, disconnects
+ *   cm-server  rdma_cm listener on 127.0.0.1:0 (prints its port), rejects one request, accepts the next
+ *   cm-client  <port>: connects (rejected), connects again, sends, disconnects
  * Exits non-zero (stderr says why) on the first failed step; the test kills it by pid otherwise.
  */
 import { IBV, RDMA, RecvWorkRequests, SendWorkRequests, VerbsContext, WorkCompletions, verbsDevices, forkSafety, ensureForkSafe, type VerbsCq, type VerbsPd, type VerbsQp } from "../../src/ffi/ibverbs.ts";
@@ -268,6 +268,10 @@ async function cmServer(): Promise<void> {
   listener.bind("127.0.0.1", 0);
   listener.listen(4);
   out({ step: "listening", port: listener.localPort });
+  // The first request is turned away with a reason; the client comes back on a new id.
+  const first = await nextEvent(ch, RDMA.RDMA_CM_EVENT_CONNECT_REQUEST);
+  first.id.reject(new TextEncoder().encode("busy, retry"));
+  first.id.close();
   const req = await nextEvent(ch, RDMA.RDMA_CM_EVENT_CONNECT_REQUEST);
   const id = req.id;
   const ctx = id.verbsContext();
@@ -280,7 +284,13 @@ async function cmServer(): Promise<void> {
   id.accept({ privateData: new TextEncoder().encode("welcome") });
   await nextEvent(ch, RDMA.RDMA_CM_EVENT_ESTABLISHED);
   const wc = await take(ctx, cq, 1);
-  out({ step: "server", privateData: new TextDecoder().decode(req.privateData), listenIsOurs: req.listenId === listener, qpState: qp.state, wc: wc[0], got: new TextDecoder().decode(mem.subarray(0, wc[0]!.byteLen)), remoteHost: id.remote?.host });
+  const qpState = qp.state; // before the ack below lets the client disconnect (which moves this QP to ERR)
+  mem.set(new TextEncoder().encode("ack"), 512);
+  const send = new SendWorkRequests(1);
+  send.set(0, 3, IBV.IBV_WR_SEND, IBV.IBV_SEND_SIGNALED, mr.address + 512, 3, mr.lkey);
+  expectRc("post_send ack", qp.tryPostSend(send, 0));
+  const ackWc = await take(ctx, cq, 1);
+  out({ step: "server", privateData: new TextDecoder().decode(req.privateData), listenIsOurs: req.listenId === listener, qpState, wc: wc[0], ackWc: ackWc[0], got: new TextDecoder().decode(mem.subarray(0, wc[0]!.byteLen)), remoteHost: id.remote?.host });
   const disc = await nextEvent(ch, RDMA.RDMA_CM_EVENT_DISCONNECTED);
   ch.close();
   ch.close();
@@ -289,23 +299,37 @@ async function cmServer(): Promise<void> {
 
 async function cmClient(port: number): Promise<void> {
   const ch = RdmaEventChannel.create();
-  const id = ch.createId();
-  id.resolveAddr("127.0.0.1", port, 2000);
-  await nextEvent(ch, RDMA.RDMA_CM_EVENT_ADDR_RESOLVED);
-  id.resolveRoute(2000);
-  await nextEvent(ch, RDMA.RDMA_CM_EVENT_ROUTE_RESOLVED);
-  const ctx = id.verbsContext();
+  const resolved = async () => {
+    const id = ch.createId();
+    id.resolveAddr("127.0.0.1", port, 2000);
+    await nextEvent(ch, RDMA.RDMA_CM_EVENT_ADDR_RESOLVED);
+    id.resolveRoute(2000);
+    await nextEvent(ch, RDMA.RDMA_CM_EVENT_ROUTE_RESOLVED);
+    return id;
+  };
+  // Turned away first: REJECTED carries the server's private data; that id's QP goes with it.
+  const refused = await resolved();
+  const ctx = refused.verbsContext();
   const pd = ctx.allocPd();
   const { cq, mem, mr } = cmQueues(ctx, pd);
+  const refusedQp = refused.createQp(pd, { sendCq: cq, recvCq: cq, maxSendWr: 8, maxRecvWr: 8 });
+  refused.connect({ privateData: new TextEncoder().encode("first try") });
+  const rej = await nextEvent(ch, RDMA.RDMA_CM_EVENT_REJECTED);
+  refused.close();
+  out({ step: "rejected", privateData: new TextDecoder().decode(rej.privateData), sameId: rej.id === refused, qpClosed: refusedQp.handle === 0 });
+  const id = await resolved();
   const qp = id.createQp(pd, { sendCq: cq, recvCq: cq, maxSendWr: 8, maxRecvWr: 8 });
+  const recv = new RecvWorkRequests(1);
+  recv.set(0, 2, mr.address + 1024, 64, mr.lkey);
+  expectRc("post_recv", qp.tryPostRecv(recv, 0));
   id.connect({ privateData: new TextEncoder().encode("hello from client") });
   const est = await nextEvent(ch, RDMA.RDMA_CM_EVENT_ESTABLISHED);
   mem.set(new TextEncoder().encode("over rdma_cm"), 0);
   const send = new SendWorkRequests(1);
   send.set(0, 9, IBV.IBV_WR_SEND, IBV.IBV_SEND_SIGNALED, mr.address, 12, mr.lkey);
   expectRc("post_send", qp.tryPostSend(send, 0));
-  const wc = await take(ctx, cq, 1);
-  out({ step: "client", accepted: new TextDecoder().decode(est.privateData), qpState: qp.state, wc: wc[0] });
+  const wcs2 = (await take(ctx, cq, 2)).sort((x, y) => x.wrId - y.wrId); // the ack (2) and the send (9)
+  out({ step: "client", accepted: new TextDecoder().decode(est.privateData), qpState: qp.state, wc: wcs2[1], ackWc: wcs2[0], ack: new TextDecoder().decode(mem.subarray(1024, 1024 + wcs2[0]!.byteLen)) });
   id.disconnect();
   const disc = await nextEvent(ch, RDMA.RDMA_CM_EVENT_DISCONNECTED);
   ch.close();

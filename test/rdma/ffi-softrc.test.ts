@@ -7,7 +7,7 @@
  * an SRQ and into a QP's own queue, WRITE, WRITE_WITH_IMM, READ, CAS, chained posts, a full SRQ,
  * the SRQ limit event, registration errors (ENOMEM naming RLIMIT_MEMLOCK), a CQ overrun's async
  * event, a bad rkey that moves the QP to ERR and flushes its receive) and destroys everything;
- * two processes connect through rdma_cm with private data both ways, send over the connection
+ * two processes connect through rdma_cm (a rejection with private data first) with private data both ways, send over the connection
  * and disconnect. Each test has its own SOFTRC_DIR (the fixture's registry), which must be empty
  * afterwards.
  */
@@ -159,7 +159,7 @@ test("the fixture's device through the wrappers: PD, CQs, SRQ, QPs, MRs; post an
   expect(leftovers(dir)).toEqual([]);
 }, 60_000);
 
-test("rdma_cm across two processes: listen on port 0, connect and accept with private data both ways, send, disconnect", async () => {
+test("rdma_cm across two processes: listen on port 0, reject with private data, connect and accept with private data both ways, send, disconnect", async () => {
   const dir = registry();
   const server = start("cm-server", [], dir);
   const { port } = await server.line("listening");
@@ -169,11 +169,19 @@ test("rdma_cm across two processes: listen on port 0, connect and accept with pr
   expect(s.server!.privateData).toBe("hello from client");
   expect(s.server!.listenIsOurs).toBe(true);
   expect(s.server!.remoteHost).toBe("127.0.0.1");
+  expect(c.rejected).toEqual({ step: "rejected", privateData: "busy, retry", sameId: true, qpClosed: true });
   expect(c.client!.accepted).toBe("welcome");
   expect([c.client!.qpState, s.server!.qpState]).toEqual([IBV.IBV_QPS_RTS, IBV.IBV_QPS_RTS]);
   expect(c.client!.wc).toMatchObject({ wrId: 9, status: IBV.IBV_WC_SUCCESS, opcode: IBV.IBV_WC_SEND });
   expect(s.server!.wc).toMatchObject({ wrId: 1, status: IBV.IBV_WC_SUCCESS, opcode: IBV.IBV_WC_RECV, byteLen: 12 });
   expect(s.server!.got).toBe("over rdma_cm");
+  // The server's ack reached the client (below); its own completion may still be flushed: the
+  // client disconnects once it has the ack, and a DREQ that overtakes the RC ACK moves the
+  // server's QP to ERR with the send outstanding (RC semantics, on hardware too).
+  expect(s.server!.ackWc.wrId).toBe(3);
+  expect([IBV.IBV_WC_SUCCESS, IBV.IBV_WC_WR_FLUSH_ERR]).toContain(s.server!.ackWc.status);
+  expect(c.client!.ackWc).toMatchObject({ wrId: 2, status: IBV.IBV_WC_SUCCESS, opcode: IBV.IBV_WC_RECV, byteLen: 3 });
+  expect(c.client!.ack).toBe("ack");
   expect([c["client-closed"]!.disconnected, s["server-closed"]!.disconnected]).toEqual(["RDMA_CM_EVENT_DISCONNECTED", "RDMA_CM_EVENT_DISCONNECTED"]);
   expect(c["client-closed"]!.handles).toEqual([0, 0, 0, 0]);
   expect(s["server-closed"]!.handles).toEqual([0, 0, 0, 0, 0, 0]);
