@@ -199,8 +199,11 @@ int rdma_create_qp(struct rdma_cm_id *id, struct ibv_pd *pd, struct ibv_qp_init_
 
 void rdma_destroy_qp(struct rdma_cm_id *id) {
   struct cm_id *c = (struct cm_id *)id;
-  if (id->qp) ibv_destroy_qp(id->qp);
+  pthread_mutex_lock(&lock); /* against disconnected() in the reader */
+  struct ibv_qp *qp = id->qp;
   id->qp = NULL;
+  pthread_mutex_unlock(&lock);
+  if (qp) ibv_destroy_qp(qp);
   if (c->own_cq && id->send_cq) ibv_destroy_cq(id->send_cq);
   id->send_cq = id->recv_cq = NULL; c->own_cq = 0;
 }
@@ -238,14 +241,15 @@ static int read_frame(int s, struct frame *f) {
   return f->pdlen ? read_full(s, f->pd, f->pdlen) : 0;
 }
 
+/* Once per id, from the app (rdma_disconnect) or the reader (DREQ, socket closed). The QP is
+ * moved under the lock, so a concurrent rdma_destroy_qp never frees it under us. */
 static void disconnected(struct cm_id *c) {
   pthread_mutex_lock(&lock);
   int first = !c->disconnected;
   c->disconnected = 1;
+  if (first && c->id.qp) { struct ibv_qp_attr a = {.qp_state = IBV_QPS_ERR}; ibv_modify_qp(c->id.qp, &a, IBV_QP_STATE); }
   pthread_mutex_unlock(&lock);
-  if (!first) return;
-  if (c->id.qp) { struct ibv_qp_attr a = {.qp_state = IBV_QPS_ERR}; ibv_modify_qp(c->id.qp, &a, IBV_QP_STATE); }
-  emit(c, NULL, RDMA_CM_EVENT_DISCONNECTED, 0, NULL);
+  if (first) emit(c, NULL, RDMA_CM_EVENT_DISCONNECTED, 0, NULL);
 }
 
 /* One per connection, both sides: the frames after the REQ. */
