@@ -286,7 +286,8 @@ static int service(struct softrc_qp *q, uint64_t now, int watchdog) {
   if (q->qp.state == IBV_QPS_RTS && q->timeout && q->sq_acked != q->sq_sent && !q->rnr_resend_at_ns) {
     uint64_t limit = (4096ull << q->timeout) * (uint64_t)(q->retry_cnt + 1);
     struct softrc_swqe *w = &q->sq[q->sq_acked % q->cap_send];
-    if (now - w->sent_ns > limit) {
+    /* `now` was read before this pass; a kick since then stamps sent_ns later (no unsigned wrap). */
+    if (now > w->sent_ns && now - w->sent_ns > limit) {
       complete(q, IBV_WC_RETRY_EXC_ERR);
       softrc_qp_to_err(q, 0);
     }
