@@ -233,5 +233,14 @@ describe("CreditFlow model", () => {
     }
     expect(fc.tryTakeForData()).toBe(3);
     expect(fc.owed).toBe(2);
+    // A flush sends what is owed below the batch threshold, taking a credit for itself.
+    fc.onReceive(0);
+    fc.onRelease();
+    expect(fc.tryTakeForCreditMessage()).toBe(3); // 3 owed >= batch 2
+    fc.onReceive(0);
+    fc.onRelease();
+    expect(fc.tryTakeForCreditMessage()).toBe(0); // 1 owed < batch
+    expect(fc.tryTakeForFlush()).toBe(1);
+    expect([fc.owed, fc.credits]).toEqual([0, 1]);
   });
 });
