@@ -8,9 +8,11 @@
  * errno means for it (verbs-lib.ts's tables); no library or no device is RdmaUnavailableError
  * with the reason (`ibv_get_device_list: no devices (ENOSYS)` on a machine without RDMA).
  * Parents close their children first (a PD its QPs, then SRQs, then MRs; a context its PDs,
- * then CQs, then channels); close() twice is safe; close() forgets the native handle even when
- * the destroy fails (it throws why, and what is left goes with the device), so nothing is ever
- * destroyed twice. Every owner is Disposable (`using`).
+ * then CQs, then channels); close() twice is safe; a close whose destroy fails (EBUSY: a QP
+ * still on the CQ) throws why and keeps the object and its handle, so a later close() (or its
+ * parent's) destroys it; only a successful destroy forgets it, so nothing is destroyed twice.
+ * A post, poll or notify on a closed object (or after the context closed) answers EBADF
+ * (verbs-ops.ts); a control-path call on one throws UsageError. Every owner is Disposable (`using`).
  * Thread: the JS thread that opened the context; nothing here is shared between threads.
  *
  * Example:
@@ -229,6 +231,7 @@ export class VerbsContext implements VerbsParent {
 
   /** A CQ of at least `cqe` entries (size it ≥ send queue + receive queue or SRQ: an overrun is only an async event), notifying `channel` when armed. */
   createCq(cqe: number, channel: VerbsCompChannel | null = null, compVector = 0): VerbsCq {
+    if (channel !== null && channel.handle === 0) throw new UsageError("ibv_create_cq: completion channel is closed");
     clearErrno();
     const h = Number(this.lib.C.ibv_create_cq(this.p, cqe, null, channel === null ? null : (channel.handle as P), compVector));
     if (h === 0) throw verbsError(`ibv_create_cq(${this.deviceName}, cqe ${cqe})`, errno());
@@ -378,11 +381,12 @@ export class VerbsPd {
     closeAll(this.qps, errors);
     closeAll(this.srqs, errors);
     closeAll(this.mrs, errors);
-    const h = this.handle;
-    this.handle = 0;
-    this.forget();
-    const rc = this.ctx.lib.C.ibv_dealloc_pd(h as P);
+    const rc = this.ctx.lib.C.ibv_dealloc_pd(this.handle as P);
     if (rc !== 0) errors.push(verbsError("ibv_dealloc_pd", returnedErrno(rc)));
+    else {
+      this.handle = 0;
+      this.forget();
+    }
     if (errors.length > 0) throw errors[0];
   }
 
@@ -456,11 +460,10 @@ export class VerbsQp {
 
   close(): void {
     if (this.handle === 0) return;
-    const h = this.handle;
+    const rc = this.destroy(this.handle);
+    if (rc !== 0) throw verbsError(`ibv_destroy_qp(qp ${this.qpNum})`, returnedErrno(rc));
     this.handle = 0;
     this.forget();
-    const rc = this.destroy(h);
-    if (rc !== 0) throw verbsError(`ibv_destroy_qp(qp ${this.qpNum})`, returnedErrno(rc));
   }
 
   [Symbol.dispose](): void {

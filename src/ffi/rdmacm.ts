@@ -368,6 +368,7 @@ export class RdmaCmId {
    */
   createQp(pd: VerbsPd, init: QpInit<VerbsCq, VerbsSrq>): VerbsQp {
     if (this.ownQp !== null) throw new UsageError("rdma_cm id already has a QP");
+    if (pd.handle === 0) throw new UsageError("rdma_create_qp: PD is closed");
     const a = writeQpInit(init);
     const rc = this.lib.C.rdma_create_qp(this.p, pd.handle as P, a.p);
     if (rc !== 0) throw verbsError(`rdma_create_qp(send_wr ${init.maxSendWr}, inline ${init.maxInlineData ?? 0})`, returnedErrno(rc));

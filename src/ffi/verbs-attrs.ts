@@ -12,6 +12,7 @@
  */
 
 import { IBV, off, size, type VerbsField } from "./verbs-layout.ts";
+import { UsageError } from "../errors.ts";
 import { NativeStruct } from "./verbs-lib.ts";
 
 /** What a QP is created with (IBV_QPT_RC). CQs and the SRQ are owners with a native handle. */
@@ -131,6 +132,9 @@ export function applyQpAttr(s: NativeStruct, attr: QpAttr): number {
 
 /** An ibv_qp_init_attr for an RC QP from `init`. */
 export function writeQpInit(init: QpInit): NativeStruct {
+  if (init.sendCq.handle === 0) throw new UsageError("QP init: send CQ is closed");
+  if (init.recvCq.handle === 0) throw new UsageError("QP init: receive CQ is closed");
+  if (init.srq !== undefined && init.srq !== null && init.srq.handle === 0) throw new UsageError("QP init: SRQ is closed");
   return new NativeStruct(size("ibv_qp_init_attr"))
     .ptrAt(off("ibv_qp_init_attr.send_cq"), init.sendCq.handle)
     .ptrAt(off("ibv_qp_init_attr.recv_cq"), init.recvCq.handle)

@@ -32,6 +32,7 @@ const ERRNO_NAMES: Record<number, string> = {
   104: "ECONNRESET", 105: "ENOBUFS", 106: "EISCONN", 107: "ENOTCONN", 110: "ETIMEDOUT", 111: "ECONNREFUSED",
   113: "EHOSTUNREACH", 114: "EALREADY", 115: "EINPROGRESS",
 };
+export const EBADF = 9;
 export const ENOMEM = 12;
 export const EACCES = 13;
 export const EFAULT = 14;

@@ -7,6 +7,8 @@
  * WorkCompletions): no allocation and no throw per call. Every `try*` call returns what the
  * provider returned: 0 or an errno for posts and notify, the number of completions (or a
  * negative value on error) for poll; verbsError() makes a NativeError of it off the hot path.
+ * A closed object (handle 0) or closed ops answer EBADF (-EBADF for poll) without calling the
+ * provider, so a post or poll after close fails instead of crashing.
  *
  * Ownership: the caller owns the buffers and keeps them alive while a post runs (the provider
  * reads work requests and inline data during the call only; the memory an SGE points at must
@@ -22,7 +24,7 @@
  */
 
 import { CFunction, FFIType, read, type Pointer } from "bun:ffi";
-import { getU64, NativeStruct, OutPointer, setU64, ENOSYS } from "./verbs-lib.ts";
+import { getU64, NativeStruct, OutPointer, setU64, EBADF, ENOSYS } from "./verbs-lib.ts";
 import { off, size } from "./verbs-layout.ts";
 
 const P = FFIType.ptr;
@@ -68,26 +70,34 @@ export class VerbsOps {
 
   /** ibv_poll_cq: up to `max` completions of CQ `cq` into `wcs` (from entry 0); the count, or negative on a CQ error. */
   tryPollCq(cq: number, wcs: WorkCompletions, max = wcs.capacity): number {
+    if (cq === 0 || this.closed) return -EBADF;
     return this.pollCq(cq, max > wcs.capacity ? wcs.capacity : max, wcs.address);
   }
 
   /** ibv_req_notify_cq: arms CQ `cq`'s completion channel for the next completion (solicited only when asked); 0 or an errno. */
   tryReqNotifyCq(cq: number, solicitedOnly = false): number {
+    if (cq === 0 || this.closed) return EBADF;
     return this.reqNotifyCq(cq, solicitedOnly ? 1 : 0);
   }
 
   /** ibv_post_send of the work request list starting at `wrs` entry `first` on QP `qp`; 0 or an errno (wrs.badIndex() names the entry). */
   tryPostSend(qp: number, wrs: SendWorkRequests, first = 0): number {
+    if (qp === 0 || this.closed) return EBADF;
+    wrs.clearBad();
     return this.postSend(qp, wrs.addressOf(first), wrs.badAddress);
   }
 
   /** ibv_post_recv on QP `qp` (one without an SRQ); 0 or an errno. */
   tryPostRecv(qp: number, wrs: RecvWorkRequests, first = 0): number {
+    if (qp === 0 || this.closed) return EBADF;
+    wrs.clearBad();
     return this.postRecv(qp, wrs.addressOf(first), wrs.badAddress);
   }
 
   /** ibv_post_srq_recv on SRQ `srq`; 0 or an errno. */
   tryPostSrqRecv(srq: number, wrs: RecvWorkRequests, first = 0): number {
+    if (srq === 0 || this.closed) return EBADF;
+    wrs.clearBad();
     return this.postSrqRecv(srq, wrs.addressOf(first), wrs.badAddress);
   }
 
@@ -156,6 +166,11 @@ abstract class WorkRequests {
     setU64(dv, at + SGE_ADDR, addr);
     dv.setUint32(at + SGE_LENGTH, lengthBytes, true);
     dv.setUint32(at + SGE_LKEY, lkey, true);
+  }
+
+  /** Zeroes `bad_wr` (done before each post: a provider that fails without writing it reports no entry, not a stale one). */
+  clearBad(): void {
+    this.bad.clear();
   }
 
   /** The entry the provider's `bad_wr` names after a failed post, or -1 (none, or not one of these). */

@@ -2,7 +2,7 @@
  * The verbs owners that hang off a context or PD without depending on them: registered memory
  * (VerbsMr), completion channels (VerbsCompChannel), CQs (VerbsCq) and SRQs (VerbsSrq). Made by
  * VerbsContext / VerbsPd (ibverbs.ts, which re-exports them); see there for the contract
- * (errors, close order, close twice safe, Disposable).
+ * (errors, close order, close twice safe, a failed close keeps the object, Disposable).
  *
  * Example:
  *   const cq = ctx.createCq(256, ch);  cq.tryReqNotify();
@@ -54,10 +54,10 @@ export class VerbsMr {
   close(): void {
     if (this.handle === 0) return;
     const h = this.handle;
-    this.handle = 0;
-    this.forget();
     const rc = this.lib.C.ibv_dereg_mr(h as P);
     if (rc !== 0) throw verbsError("ibv_dereg_mr", returnedErrno(rc));
+    this.handle = 0;
+    this.forget();
   }
 
   [Symbol.dispose](): void {
@@ -110,10 +110,10 @@ export class VerbsCompChannel {
   close(): void {
     if (this.handle === 0) return;
     const h = this.handle;
-    this.handle = 0;
-    this.forget();
     const rc = this.ctx.lib.C.ibv_destroy_comp_channel(h as P);
     if (rc !== 0) throw verbsError("ibv_destroy_comp_channel", returnedErrno(rc));
+    this.handle = 0;
+    this.forget();
   }
 
   [Symbol.dispose](): void {
@@ -153,11 +153,10 @@ export class VerbsCq {
   close(): void {
     if (this.handle === 0) return;
     this.ackEvents();
-    const h = this.handle;
+    const rc = this.ctx.lib.C.ibv_destroy_cq(this.handle as P);
+    if (rc !== 0) throw verbsError("ibv_destroy_cq", returnedErrno(rc));
     this.handle = 0;
     this.forget();
-    const rc = this.ctx.lib.C.ibv_destroy_cq(h as P);
-    if (rc !== 0) throw verbsError("ibv_destroy_cq", returnedErrno(rc));
   }
 
   [Symbol.dispose](): void {
@@ -204,10 +203,10 @@ export class VerbsSrq {
   close(): void {
     if (this.handle === 0) return;
     const h = this.handle;
-    this.handle = 0;
-    this.forget();
     const rc = this.ctx.lib.C.ibv_destroy_srq(h as P);
     if (rc !== 0) throw verbsError("ibv_destroy_srq", returnedErrno(rc));
+    this.handle = 0;
+    this.forget();
   }
 
   [Symbol.dispose](): void {
