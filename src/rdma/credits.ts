@@ -18,7 +18,8 @@
  *   So one-way data has `window - 1` messages in flight at most.
  * - A credit message consumes a receive at the peer too; the peer re-posts it at once and owes
  *   that credit back, which travels only on traffic or the next batch, so credit messages never
- *   ping-pong: each one causes at most 1/returnBatch of another. Hence 2 <= returnBatch <=
+ *   ping-pong: each one carries at least returnBatch credits (maxPiggyback >= returnBatch,
+ *   asserted) and causes at most 1/returnBatch of another. Hence 2 <= returnBatch <=
  *   peerWindow - 1 (asserted): a peer down to its kept last credit waits for peerWindow - 1 owed
  *   credits, which must reach the threshold. So when both ends hold no messages and nothing is in
  *   flight, each end can send data again once due credit messages are delivered (tested).
@@ -48,7 +49,7 @@ export interface CreditFlowOptions {
   returnBatch: number;
   /** Buffers we posted for the peer (its window, >= 3); default `window`. */
   peerWindow?: number;
-  /** Largest credit count one header carries; default MAX_PIGGYBACK_CREDITS. */
+  /** Largest credit count one header carries (>= returnBatch); default MAX_PIGGYBACK_CREDITS. */
   maxPiggyback?: number;
 }
 
@@ -78,7 +79,11 @@ export class CreditFlow {
     if (!Number.isInteger(returnBatch) || returnBatch < 2 || returnBatch > peerWindow - 1) {
       throw new UsageError(`credit return batch must be an integer in 2..${peerWindow - 1} (peer window ${peerWindow}; got ${returnBatch})`);
     }
-    if (!Number.isInteger(maxPiggyback) || maxPiggyback < 1) throw new UsageError(`maxPiggyback must be >= 1 (got ${maxPiggyback})`);
+    // A credit message carries at most maxPiggyback credits and consumes one at the peer; one
+    // carrying fewer than returnBatch would be answered by another, forever.
+    if (!Number.isInteger(maxPiggyback) || maxPiggyback < returnBatch) {
+      throw new UsageError(`maxPiggyback must be an integer >= returnBatch ${returnBatch} (got ${maxPiggyback})`);
+    }
     this.window = window;
     this.peerWindow = peerWindow;
     this.returnBatch = returnBatch;

@@ -243,4 +243,35 @@ describe("CreditFlow model", () => {
     expect(fc.tryTakeForFlush()).toBe(1);
     expect([fc.owed, fc.credits]).toEqual([0, 1]);
   });
+
+  test("maxPiggyback below returnBatch is refused (credit messages would answer each other forever)", () => {
+    expect(() => new CreditFlow({ window: 8, returnBatch: 2, maxPiggyback: 1 })).toThrow(/maxPiggyback .*returnBatch 2 \(got 1\)/);
+    expect(() => new CreditFlow({ window: 8, returnBatch: 4, maxPiggyback: 3 })).toThrow(UsageError);
+    // At the bound, two idle ends settle: each credit message carries returnBatch credits and
+    // costs the peer one, which stays owed below the batch.
+    const opts = { window: 8, returnBatch: 2, maxPiggyback: 2 };
+    const a = new CreditFlow(opts);
+    const b = new CreditFlow(opts);
+    for (let i = 0; i < 4; i++) {
+      b.onReceive(a.tryTakeForData());
+      b.onRelease();
+    }
+    let messages = 0;
+    for (let round = 0; round < 100; round++) {
+      let any = false;
+      for (const [from, to] of [[b, a], [a, b]] as const) {
+        const c = from.tryTakeForCreditMessage();
+        if (c > 0) {
+          messages++;
+          any = true;
+          to.onReceive(c);
+          to.onRelease();
+        }
+      }
+      if (!any) break;
+    }
+    expect(messages).toBeLessThan(10);
+    expect(a.tryTakeForCreditMessage()).toBe(0);
+    expect(b.tryTakeForCreditMessage()).toBe(0);
+  });
 });
