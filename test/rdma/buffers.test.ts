@@ -7,40 +7,20 @@
  * fixture's live MR count and the registry directory). Sends are signaled one in four over a send
  * queue of 8 (SignalBatcher), so only the signaled ones complete.
  */
-import { afterEach, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { Subprocess } from "bun";
+import { expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import { IBV } from "../../src/ffi/verbs-layout.ts";
-import { buildSoftRc, type SoftRc } from "./softrc/build.ts";
+import { useSoftRc } from "./softrc/use-fixture.ts";
 
 const CHILD = new URL("./buffers-child.ts", import.meta.url).pathname;
 /** Watchdog for the child's whole run (a hang fails the test instead of blocking it). */
 const CHILD_WATCHDOG_MS = 30_000;
 
-let rc: SoftRc;
-const procs: Subprocess[] = [];
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  rc = await buildSoftRc();
-}, 120_000);
-
-afterEach(() => {
-  for (const p of procs.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill(9);
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const fx = useSoftRc();
 
 test("receive slab over the fixture: all slots posted to the SRQ, SENDs land in them, release re-posts, nothing leaked", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "hotpath-softrc-"));
-  dirs.push(dir);
-  const p = Bun.spawn(["bun", CHILD], {
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { ...process.env, HOTPATH_IBVERBS: rc.ibverbs, HOTPATH_RDMACM: rc.rdmacm, SOFTRC_DIR: dir },
-  });
-  procs.push(p);
+  const dir = fx.registry();
+  const p = fx.track(Bun.spawn(["bun", CHILD], { stdout: "pipe", stderr: "pipe", env: fx.env(dir) }));
   const watchdog = setTimeout(() => p.kill(9), CHILD_WATCHDOG_MS);
   const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
   clearTimeout(watchdog);

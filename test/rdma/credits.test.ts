@@ -8,18 +8,8 @@
 import { describe, expect, test } from "bun:test";
 import { ProtocolError, UsageError } from "../../src/errors.ts";
 import { CreditFlow } from "../../src/rdma/credits.ts";
+import { seededRandom } from "../../src/pool/backoff.ts";
 
-/** mulberry32: small seeded PRNG so a failing seed can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Msg {
   kind: "data" | "credit";
@@ -101,7 +91,7 @@ function checkInvariants(a: End, b: End): void {
 }
 
 function run(seed: number, wa: number, wb: number, batchA: number, batchB: number, steps: number): { a: End; b: End } {
-  const r = rng(seed);
+  const r = seededRandom(seed);
   // a sends to b with wa credits (b posted wa buffers for a) and returns in batches of batchA.
   const a = makeEnd(wa, wb, batchA);
   const b = makeEnd(wb, wa, batchB);
@@ -158,7 +148,7 @@ describe("CreditFlow model", () => {
     let refusals = 0;
     let sent = 0;
     for (let seed = 1; seed <= 300; seed++) {
-      const r = rng(seed * 7919);
+      const r = seededRandom(seed * 7919);
       const wa = 3 + Math.floor(r() * 14);
       const wb = 3 + Math.floor(r() * 14);
       const batchA = 2 + Math.floor(r() * (wb - 2)); // a owes b's messages: 2..wb-1

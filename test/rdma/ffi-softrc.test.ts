@@ -11,45 +11,20 @@
  * and disconnect. Each test has its own SOFTRC_DIR (the fixture's registry), which must be empty
  * afterwards.
  */
-import { afterEach, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { Subprocess } from "bun";
+import { expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import { IBV } from "../../src/ffi/verbs-layout.ts";
-import { buildSoftRc, type SoftRc } from "./softrc/build.ts";
+import { useSoftRc } from "./softrc/use-fixture.ts";
 
 const CHILD = new URL("../ffi/verbs-softrc-child.ts", import.meta.url).pathname;
 /** Watchdog for one child's whole run (a hang fails the test instead of blocking it). */
 const CHILD_WATCHDOG_MS = 30_000;
 
-let rc: SoftRc;
-const procs: Subprocess[] = [];
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  rc = await buildSoftRc();
-}, 120_000);
-
-afterEach(() => {
-  for (const p of procs.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill(9);
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-
-function registry(): string {
-  const d = mkdtempSync(join(tmpdir(), "hotpath-softrc-"));
-  dirs.push(d);
-  return d;
-}
+const fx = useSoftRc();
 
 /** Starts a child role; `lines()` resolves with its JSON lines by step once it exits 0 (rejects otherwise). */
 function start(role: string, args: string[], dir: string) {
-  const p = Bun.spawn(["bun", CHILD, role, ...args], {
-    stdout: "pipe",
-    stderr: "inherit",
-    env: { ...process.env, HOTPATH_IBVERBS: rc.ibverbs, HOTPATH_RDMACM: rc.rdmacm, SOFTRC_DIR: dir },
-  });
-  procs.push(p);
+  const p = fx.track(Bun.spawn(["bun", CHILD, role, ...args], { stdout: "pipe", stderr: "inherit", env: fx.env(dir) }));
   const seen: Array<Record<string, any>> = [];
   let wake: () => void = () => {};
   const reading = (async () => {
@@ -92,7 +67,7 @@ function leftovers(dir: string): string[] {
 }
 
 test("the fixture's device through the wrappers: PD, CQs, SRQ, QPs, MRs; post and poll through the ops CFunctions; all destroyed", async () => {
-  const dir = registry();
+  const dir = fx.registry();
   const r = await start("local", [], dir).lines();
   expect(r.device!.devices).toEqual(["softrc0"]);
   expect(r.device!.fork).toEqual(["unneeded", "unneeded"]);
@@ -160,7 +135,7 @@ test("the fixture's device through the wrappers: PD, CQs, SRQ, QPs, MRs; post an
 }, 60_000);
 
 test("rdma_cm across two processes: listen on port 0, reject with private data, connect and accept with private data both ways, send, disconnect", async () => {
-  const dir = registry();
+  const dir = fx.registry();
   const server = start("cm-server", [], dir);
   const { port } = await server.line("listening");
   expect(port).toBeGreaterThan(0);

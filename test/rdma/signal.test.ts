@@ -8,18 +8,9 @@ import { describe, expect, test } from "bun:test";
 import { UsageError } from "../../src/errors.ts";
 import { IBV } from "../../src/ffi/verbs-layout.ts";
 import { CreditFlow } from "../../src/rdma/credits.ts";
+import { seededRandom } from "../../src/pool/backoff.ts";
 import { assertCqDepth, MAX_UNSIGNALED_BATCH, SignalBatcher, signalBatchFor } from "../../src/rdma/signal.ts";
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A send queue as the device sees it: posted WRs in order; completing one yields a CQ entry only if signaled. */
 class ModelSq {
@@ -111,7 +102,7 @@ describe("signal batching", () => {
   test("seeded random: never past the send queue, a full queue always has a completion coming, the tail is under a batch", () => {
     let totalFulls = 0;
     for (let seed = 1; seed <= 200; seed++) {
-      const r = rng(seed);
+      const r = seededRandom(seed);
       const sqDepth = 2 + Math.floor(r() * 62);
       const batch = 1 + Math.floor(r() * signalBatchFor(sqDepth));
       const sig = new SignalBatcher(sqDepth, batch);

@@ -7,25 +7,12 @@
  * faults (fault-server / fault-client). Each test runs with its own SOFTRC_DIR (the fixture's
  * segment registry), which must be empty afterwards.
  */
-import { afterEach, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import type { Subprocess } from "bun";
-import { buildSoftRc, type SoftRc } from "./softrc/build.ts";
+import { useSoftRc } from "./softrc/use-fixture.ts";
 
-let rc: SoftRc;
-const procs: Subprocess[] = [];
-const dirs: string[] = [];
-
-beforeAll(async () => {
-  rc = await buildSoftRc();
-}, 120_000);
-
-afterEach(() => {
-  for (const p of procs.splice(0)) if (p.exitCode === null && p.signalCode === null) p.kill(9);
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const fx = useSoftRc();
 
 /** Collects a process's stdout lines; resolves `wait(line)` when that line has appeared. */
 function lines(p: Subprocess<"ignore", "pipe", "inherit">) {
@@ -62,26 +49,24 @@ function lines(p: Subprocess<"ignore", "pipe", "inherit">) {
 }
 
 function spawn(args: string[], env: Record<string, string>) {
-  const p = Bun.spawn([rc.selftest, ...args], { stdin: "ignore", stdout: "pipe", stderr: "inherit", env: { ...process.env, ...env, LD_LIBRARY_PATH: rc.dir } });
-  procs.push(p);
+  const p = fx.track(Bun.spawn([fx.rc.selftest, ...args], { stdin: "ignore", stdout: "pipe", stderr: "inherit", env: { ...process.env, ...env, LD_LIBRARY_PATH: fx.rc.dir } }));
   return { proc: p, ...lines(p) };
 }
 
 test("the fixture builds as libibverbs.so.1 / librdmacm.so.1 and exports the verbs the bindings use", async () => {
-  const nm = Bun.spawnSync(["nm", "-D", "--defined-only", rc.ibverbs]).stdout.toString();
+  const nm = Bun.spawnSync(["nm", "-D", "--defined-only", fx.rc.ibverbs]).stdout.toString();
   for (const sym of ["softrc_fault", "softrc_live", "ibv_get_device_list", "ibv_open_device", "ibv_query_port", "ibv_query_gid", "ibv_reg_mr", "ibv_reg_mr_iova2",
     "ibv_create_cq", "ibv_get_cq_event", "ibv_create_srq", "ibv_modify_srq", "ibv_create_qp", "ibv_modify_qp", "ibv_get_async_event",
     "ibv_is_fork_initialized"]) {
     expect({ sym, found: new RegExp(` T ${sym}$`, "m").test(nm) }).toEqual({ sym, found: true });
   }
-  const ld = Bun.spawnSync(["readelf", "-d", rc.rdmacm]).stdout.toString();
+  const ld = Bun.spawnSync(["readelf", "-d", fx.rc.rdmacm]).stdout.toString();
   expect(ld).toContain("[$ORIGIN]");
   expect(ld).toContain("libibverbs.so.1");
 });
 
 test("two processes: verbs semantics, RNR, channels, SRQ limit, bad rkey, signal batching, kill -9 of the peer", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
-  dirs.push(dir);
+  const dir = fx.registry();
   const env = { SOFTRC_DIR: dir };
   const server = spawn(["server", "0"], env);
   const port = (await server.wait((l) => l.startsWith("port "))).split(" ")[1]!;
@@ -112,8 +97,7 @@ test("two processes: verbs semantics, RNR, channels, SRQ limit, bad rkey, signal
 }, 60_000);
 
 test("rdma_cm between two processes: resolve, connect/accept with private data, reject, address error, disconnect", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
-  dirs.push(dir);
+  const dir = fx.registry();
   const server = spawn(["cm-server", "0"], { SOFTRC_DIR: dir });
   const port = (await server.wait((l) => l.startsWith("port "))).split(" ")[1]!;
   const client = spawn(["cm-client", port], { SOFTRC_DIR: dir });
@@ -131,8 +115,7 @@ test("rdma_cm between two processes: resolve, connect/accept with private data, 
 }, 60_000);
 
 test("injected faults: RNR storm (SOFTRC_FAULTS and softrc_fault), QP to ERR, CQ overrun, flush", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
-  dirs.push(dir);
+  const dir = fx.registry();
   const server = spawn(["fault-server", "0"], { SOFTRC_DIR: dir, SOFTRC_FAULTS: "rnr_storm=3" });
   const port = (await server.wait((l) => l.startsWith("port "))).split(" ")[1]!;
   const client = spawn(["fault-client", port], { SOFTRC_DIR: dir });
@@ -151,8 +134,7 @@ test("injected faults: RNR storm (SOFTRC_FAULTS and softrc_fault), QP to ERR, CQ
 }, 60_000);
 
 test("segments: none left by a process that destroys its QPs and exits without destructors; a killed lone process's are swept by the next start", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
-  dirs.push(dir);
+  const dir = fx.registry();
   const quick = spawn(["lone", "exit"], { SOFTRC_DIR: dir });
   await quick.proc.exited;
   await quick.done;
@@ -171,8 +153,7 @@ test("segments: none left by a process that destroys its QPs and exits without d
 }, 60_000);
 
 test("poll_cq drives progress itself: a send completes with the engine thread idle (a busy-polling consumer cannot starve it)", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "softrc-reg-"));
-  dirs.push(dir);
+  const dir = fx.registry();
   const p = spawn(["lone", "progress"], { SOFTRC_DIR: dir });
   await p.proc.exited;
   await p.done;
