@@ -307,7 +307,7 @@ export interface ConnectOptions {
   maxMessageBytes?: number;
   /** Transports to try after the URL's own, in order: scheme names or whole URLs. */
   fallback?: string[];
-  /** shm / inproc / ucx: the connection's initial wait policy. Others ignore it. */
+  /** shm / inproc / ucx / rdma: the connection's initial wait policy. Others ignore it. */
   wait?: Partial<WaitPolicy>;
   /**
    * ucx: `peerErrors` asks for UCP_ERR_HANDLING_MODE_PEER (gives up shared memory in UCX 1.13);
@@ -316,6 +316,13 @@ export interface ConnectOptions {
    * UCX's tcp and shared-memory transports (their software RMA checks no registration).
    */
   ucx?: { peerErrors?: boolean; rma?: boolean };
+  /**
+   * rdma: `window` receives reserved for the peer (its send credits; default 16), `sqDepth` send-queue
+   * slots (default 64), `zoneBytes` the first landing zone for large messages (default 1 MiB),
+   * `handshakeTimeoutMs` (listen: an endpoint whose handshake has not completed this long after its
+   * request is closed and counted "protocol"; default 10000). See the README's rdma:// section.
+   */
+  rdma?: RdmaOptions;
   /** tcp: the dialled connection's buffer and time limits (0 turns a timeout off). Others ignore it. */
   tcp?: {
     /** Output queued before trySend reports Full. Default 4 MiB. */
@@ -339,7 +346,7 @@ export interface ListenOptions {
   tls?: TlsListenOptions;
   /** shm / inproc: admit these uids / gids besides the listener's own uid (SO_PEERCRED). */
   allow?: AllowOptions;
-  /** shm / inproc: the initial wait policy of accepted connections. Others ignore it. */
+  /** shm / inproc / rdma: the initial wait policy of accepted connections. Others ignore it. */
   wait?: Partial<WaitPolicy>;
   /**
    * tcp: the listener's connection, memory and time limits (0 turns a timeout off). Others ignore
@@ -375,6 +382,21 @@ export interface ListenOptions {
    * over UCX's tcp and shared-memory transports (their software RMA checks no registration).
    */
   ucx?: { handshakeTimeoutMs?: number; rma?: boolean };
+  /**
+   * rdma: `window` receives reserved for the peer (its send credits; default 16), `sqDepth` send-queue
+   * slots (default 64), `zoneBytes` the first landing zone for large messages (default 1 MiB),
+   * `handshakeTimeoutMs` (listen: an endpoint whose handshake has not completed this long after its
+   * request is closed and counted "protocol"; default 10000). See the README's rdma:// section.
+   */
+  rdma?: RdmaOptions;
+}
+
+/** The `rdma` group of ConnectOptions / ListenOptions (each field checked: UsageError naming it). */
+export interface RdmaOptions {
+  window?: number;
+  sqDepth?: number;
+  zoneBytes?: number;
+  handshakeTimeoutMs?: number;
 }
 
 /** What a transport module registers with the URL registry. */
