@@ -165,6 +165,7 @@ static void on_request(struct softrc_qp *q, const struct softrc_msg *m) {
     int storm = __atomic_load_n(&softrc_faults.rnr_storm, __ATOMIC_ACQUIRE);
     if ((storm > 0 && __atomic_sub_fetch(&softrc_faults.rnr_storm, 1, __ATOMIC_ACQ_REL) >= 0) || !softrc_recv_take(q, &rwr, rsge)) {
       q->drop_until_psn = m->psn; q->drop_until_psn_valid = 1;
+      COUNT(C_RNR_NAK);
       respond(q, m, M_NAK_RNR, 0);
       return;
     }
@@ -191,6 +192,7 @@ static void on_request(struct softrc_qp *q, const struct softrc_msg *m) {
       left -= (uint32_t)dst[nd].iov_len;
     }
     if (pull(m, dst, nd) != 0) { recv_wc(q, rwr.wr_id, IBV_WC_REM_OP_ERR, IBV_WC_RECV, 0, m, 0); access_fail(q, m, M_NAK_INVREQ); return; }
+    COUNT(C_RX_SEND);
     recv_wc(q, rwr.wr_id, IBV_WC_SUCCESS, IBV_WC_RECV, m->len, m, m->type == M_SEND_IMM);
     respond(q, m, M_ACK, 0);
   } else if (m->type == M_WRITE || m->type == M_WRITE_IMM) {
@@ -203,7 +205,10 @@ static void on_request(struct softrc_qp *q, const struct softrc_msg *m) {
         return;
       }
     }
-    if (m->type == M_WRITE_IMM) recv_wc(q, rwr.wr_id, IBV_WC_SUCCESS, IBV_WC_RECV_RDMA_WITH_IMM, m->len, m, 1);
+    if (m->type == M_WRITE_IMM) {
+      COUNT(C_RX_WRITE_IMM);
+      recv_wc(q, rwr.wr_id, IBV_WC_SUCCESS, IBV_WC_RECV_RDMA_WITH_IMM, m->len, m, 1);
+    }
     respond(q, m, M_ACK, 0);
   } else if (m->type == M_READ) {
     void *src = m->len ? remote_ok(q, m->rkey, m->raddr, m->len, IBV_ACCESS_REMOTE_READ) : (void *)1;

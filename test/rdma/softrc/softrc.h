@@ -107,6 +107,13 @@ extern int softrc_live_n[L_KINDS];
 #define LIVE(k, d) __atomic_add_fetch(&softrc_live_n[k], (d), __ATOMIC_RELAXED)
 #define REF(o, d) __atomic_add_fetch(&(o)->refs, (d), __ATOMIC_ACQ_REL)
 
+/* Event counts (softrc_count), for tests that prove something never happened (no RNR NAK in
+ * normal operation) or that a path was taken (large messages by WRITE_WITH_IMM): what this
+ * process's engine did as a responder since load. Atomic. */
+enum { C_RNR_NAK, C_RX_SEND, C_RX_WRITE_IMM, C_KINDS };
+extern long softrc_count_n[C_KINDS];
+#define COUNT(k) __atomic_add_fetch(&softrc_count_n[k], 1, __ATOMIC_RELAXED)
+
 struct softrc_pd { struct ibv_pd pd; int refs; };
 
 struct softrc_cq {
@@ -181,6 +188,7 @@ const char *softrc_dir(void);
 void softrc_ring(struct softrc_bell *b);
 int softrc_fault(const char *spec);
 int softrc_live(const char *kind); /* exported: live objects of a kind ("qp", "mr", ..., "all") */
+long softrc_count(const char *kind); /* exported: events since load ("rnr_nak", "recv_send", "recv_write_imm") */
 
 /* engine.c */
 void softrc_engine_start(void);

@@ -39,6 +39,18 @@ int softrc_live(const char *kind) {
   }
   return kind && !strcmp(kind, "all") ? all : -1;
 }
+
+long softrc_count_n[C_KINDS];
+
+/* For tests: how many times this process's engine, as a responder, sent an RNR NAK (injected
+ * storms included), took a receive for a SEND / SEND_WITH_IMM, or for a WRITE_WITH_IMM
+ * (-1: unknown kind). */
+long softrc_count(const char *kind) {
+  static const char *names[C_KINDS] = {"rnr_nak", "recv_send", "recv_write_imm"};
+  for (int i = 0; i < C_KINDS; i++)
+    if (kind && !strcmp(kind, names[i])) return __atomic_load_n(&softrc_count_n[i], __ATOMIC_RELAXED);
+  return -1;
+}
 struct softrc_faults softrc_faults;
 static struct softrc_mr mrs[SOFTRC_MAX_MR];
 static uint32_t mr_gen = 1;
