@@ -4,6 +4,7 @@
  *   hotpath bench [--quick]   run the benchmarks (same as `bun run bench`)
  *   hotpath transports        list the transports and whether each can run here
  *   hotpath doctor [--json]   per transport: can it run here, why not, how to install what is missing
+ *   hotpath doctor --selftest rdma   rdma:// on this machine's device, checked and measured (src/cli/rdma-selftest.ts)
  *   hotpath kv-server ...     a key-value store server (src/cli/kv-server.ts)
  *   hotpath kv-client ...     its client: commands, scripts, an interactive prompt (src/cli/kv-client.ts)
  */
@@ -17,6 +18,10 @@ const USAGE = `usage: hotpath <command>
                     missing (Bun, libucp and UCX's transports, RDMA devices, /dev/shm, memlock, huge
                     pages, the socket directory, memfd sealing); exit 1 only when something installed
                     is broken
+  doctor --selftest rdma [--quick]
+                    with an RDMA device: lists devices and ports, runs a conformance subset and a
+                    latency / throughput probe between two processes over the first active port,
+                    beside perftest's ib_send_lat / ib_write_lat
   kv-server --listen URL [--listen URL ...] --memory MB [--hugepages] [--evict lru] [--snapshot PATH]
                     [--max-key-bytes N] [--no-one-sided]
                     a key-value store on the RPC layer, served on every listener
@@ -45,6 +50,10 @@ switch (cmd) {
     for (const t of await transports()) console.log(`${t.scheme.padEnd(8)} ${t.unavailableReason === null ? "available" : `unavailable: ${t.unavailableReason}`}`);
     break;
   case "doctor": {
+    if (rest[0] === "--selftest" || rest[0] === "--selftest-peer") {
+      const st = await import("./rdma-selftest.ts");
+      process.exit(rest[0] === "--selftest" ? await st.runRdmaSelftest(rest.slice(1)) : await st.runSelftestPeer(rest.slice(1)));
+    }
     const json = rest.includes("--json");
     const unknown = rest.filter((a) => a !== "--json");
     if (unknown.length > 0) {
