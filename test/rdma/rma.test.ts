@@ -6,12 +6,21 @@
  * MAX_OP_BYTES is refused with UsageError before anything reaches the connection (a recording
  * RmaConnection sees no post); a closed connection refuses with TransportClosedError.
  *
- * Over the software RC TEST FIXTURE (two processes, test/rdma/rma-owner.ts and rma-peer.ts):
- * see the second describe block.
+ * Over the software RC TEST FIXTURE, in both connection modes, two processes: the owner
+ * (test/rdma/rma-owner.ts) registers a region per connection and hands out its descriptor; the
+ * peer (test/rdma/rma-peer.ts) puts, gets, reads and compare-and-swaps, and the bytes are checked
+ * in the owner's memory; out-of-range access is UsageError and the connection goes on; a forged
+ * descriptor with a bad rkey fails with RdmaAccessError and closes the connection with it (an
+ * operation behind it fails with TransportClosedError); after the peer closed, the owner's
+ * regions are closed and its live MR count (softrc_live("mr")) is back where it was before the
+ * connection, and the peer's is 0.
  */
-import { describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
 import { ProtocolError, TransportClosedError, UsageError } from "../../src/errors.ts";
 import type { VerbsPd } from "../../src/ffi/ibverbs.ts";
+import { spawnPeer, type Peer } from "../helpers/peer.ts";
+import { useSoftRc } from "./softrc/use-fixture.ts";
 import { decodeRmaDescriptor, encodeRmaDescriptor, MAX_OP_BYTES, RdmaRma, RMA_DESC_BYTES, type RmaConnection } from "../../src/rdma/rma.ts";
 
 /** A connection that records posts (none may happen in these tests) and can be closed. */
@@ -91,3 +100,99 @@ describe("rdma rma, unit", () => {
     expect(posts).toEqual([]);
   });
 });
+
+const OWNER = new URL("./rma-owner.ts", import.meta.url).pathname;
+const PEER = new URL("./rma-peer.ts", import.meta.url).pathname;
+/** Watchdog for one peer run (a hang fails the test instead of blocking it). */
+const PEER_WATCHDOG_MS = 60_000;
+
+const fx = useSoftRc();
+let owner: Peer | null = null;
+afterEach(async () => {
+  await owner?.kill();
+  owner = null;
+});
+
+/** Runs the peer scenario against `url`; its JSON lines by step. */
+async function peerRun(url: string, scenario: string, dir: string): Promise<Record<string, Record<string, any>>> {
+  const p = fx.track(Bun.spawn(["bun", PEER, url, scenario], { stdout: "pipe", stderr: "pipe", env: fx.env(dir) }));
+  const watchdog = setTimeout(() => p.kill(9), PEER_WATCHDOG_MS);
+  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  clearTimeout(watchdog);
+  expect({ code, stderr }).toEqual({ code: 0, stderr: "" });
+  return Object.fromEntries(
+    stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l))
+      .map((l) => [l.step, l]),
+  );
+}
+
+/** The owner's stats line (it answers "stats" on stdin). */
+async function ownerStats(o: Peer): Promise<{ liveMr: number; regions: number; closedRegions: number }> {
+  o.proc.stdin.write("stats\n");
+  o.proc.stdin.flush();
+  return JSON.parse(await o.nextLine());
+}
+
+for (const mode of ["cm", "socket"]) {
+  const listenUrl = mode === "cm" ? "rdma://127.0.0.1:0" : "rdma://127.0.0.1:0?mode=socket";
+  describe(`rdma rma over the software provider (${mode} mode)`, () => {
+    test(
+      "put, get, readTo, readInto and CAS land in the owner's memory; out-of-range access is refused; regions deregistered at close",
+      async () => {
+        const dir = fx.registry();
+        owner = await spawnPeer(OWNER, [listenUrl], fx.env(dir) as Record<string, string>);
+        const before = owner.ready.liveMr as number;
+        const r = await peerRun(owner.ready.url, "rw", dir);
+        expect(r["put-get"]).toEqual({ step: "put-get", lenBytes: 65536, smallBack: true, bigBack: true, ownerSmall: true, ownerBig: true, ownerZeroElsewhere: true });
+        expect(r["read-to-into"]!.reads).toEqual([true, true, true, true]);
+        expect(r.cas).toEqual({ step: "cas", first: { swapped: true, value: "5n" }, second: { swapped: false, value: "42n" }, ownerWord: "42n" });
+        expect(r.many!.ok).toBe(200);
+        expect(r.refused).toEqual({ step: "refused", refused: ["UsageError", "UsageError", "UsageError", "UsageError", "UsageError"], usable: true, open: true, usageError: "UsageError" });
+        expect(r.done!.liveMr).toBe(0);
+        // The owner: its region closed with the connection, its MRs back to where they were.
+        let stats = await ownerStats(owner);
+        for (let i = 0; i < 100 && stats.closedRegions < stats.regions; i++) {
+          await Bun.sleep(20);
+          stats = await ownerStats(owner);
+        }
+        expect(stats).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
+      },
+      PEER_WATCHDOG_MS + 20_000,
+    );
+
+    test(
+      "a forged descriptor with a bad rkey: RdmaAccessError, the connection closed with it, what follows TransportClosedError",
+      async () => {
+        const dir = fx.registry();
+        owner = await spawnPeer(OWNER, [listenUrl], fx.env(dir) as Record<string, string>);
+        const before = owner.ready.liveMr as number;
+        const r = await peerRun(owner.ready.url, "badkey", dir);
+        expect(r.badkey).toEqual({
+          step: "badkey",
+          first: "RdmaAccessError",
+          isAccess: true,
+          status: "IBV_WC_REM_ACCESS_ERR",
+          second: "TransportClosedError",
+          secondClosed: true,
+          connClosed: true,
+          closeError: true,
+          later: "TransportClosedError",
+        });
+        expect(r.done!.liveMr).toBe(0);
+        let stats = await ownerStats(owner);
+        for (let i = 0; i < 100 && (stats.closedRegions < stats.regions || stats.liveMr !== before); i++) {
+          await Bun.sleep(20);
+          stats = await ownerStats(owner);
+        }
+        expect(stats).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
+        await owner.kill();
+        owner = null;
+        expect(readdirSync(dir)).toEqual([]);
+      },
+      PEER_WATCHDOG_MS + 20_000,
+    );
+  });
+}
