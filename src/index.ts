@@ -34,6 +34,10 @@ export type { BytesField, Codec, FieldType, StructCodec, StructValue } from "./r
 // made with `ucx: { rma: true }` is a UcxConnection: `(conn as UcxConnection).registerMemory(len)`.
 export type { UcxConnection } from "./ucx/connection.ts";
 export type { CasResult, LocalRegion, RemoteRegion } from "./ucx/rma.ts";
+// rdma connections and their one-sided regions (types only). Every connection over rdma:// is an
+// RdmaConnection: `(conn as RdmaConnection).registerMemory(len)`.
+export type { RdmaConnection } from "./rdma/connection.ts";
+export type { RdmaLocalRegion, RdmaRemoteRegion } from "./rdma/rma.ts";
 export * as wire from "./rpc/wire.ts";
 export { ConnectionPool } from "./pool/pool.ts";
 export type { PoolOptions, TargetOptions, PooledClient, TargetStats } from "./pool/pool.ts";

@@ -15,7 +15,7 @@
  * Example:
  *   const conn = await connect("ucx://10.0.0.2:7000", { fallback: ["tcp"] });
  *   conn.via.chosen   // "tcp://10.0.0.2:7000" on a machine without libucp
- *   registerTransportLoader("rdma", async () => (await import("./my-rdma.ts")).rdmaTransport);
+ *   registerTransportLoader("carrier", async () => (await import("./my-carrier.ts")).carrierTransport);
  */
 
 import { ConnectError, describeThrown, HotpathError, TransportUnavailableError, UsageError } from "../errors.ts";
@@ -59,6 +59,7 @@ registerTransportLoader("tls", async () => (await import("../tcp/setup.ts")).tls
 registerTransportLoader("shm", async () => (await import("../shm/setup.ts")).shmTransport);
 registerTransportLoader("inproc", async () => (await import("../inproc/setup.ts")).inprocTransport);
 registerTransportLoader("ucx", async () => (await import("../ucx/setup.ts")).ucxTransport);
+registerTransportLoader("rdma", async () => (await import("../rdma/setup.ts")).rdmaTransport);
 
 /** The entry's factory, loading it on first use; a string is why it cannot be loaded. */
 function loaded(entry: Entry): Promise<TransportFactory | string> | TransportFactory {

@@ -123,7 +123,7 @@ describe("the packed tarball", () => {
   test("holds the build, its declarations, README and LICENSE, and nothing else", () => {
     for (const must of ["package.json", "README.md", "LICENSE", "dist/index.js", "dist/cli/hotpath.js", "dist/types/index.d.ts"]) expect(entries).toContain(must);
     // Each transport's setup is a chunk of its own, loaded by the registry on first use.
-    for (const t of ["tcp", "shm", "inproc", "ucx"]) expect(entries.filter((p) => new RegExp(`^dist/${t}/setup-[a-z0-9]+\\.js$`).test(p))).toHaveLength(1);
+    for (const t of ["tcp", "shm", "inproc", "ucx", "rdma"]) expect(entries.filter((p) => new RegExp(`^dist/${t}/setup-[a-z0-9]+\\.js$`).test(p))).toHaveLength(1);
     const unexpected = entries.filter((p) => !["package.json", "README.md", "LICENSE"].includes(p) && !p.startsWith("dist/"));
     expect(unexpected).toEqual([]); // no src/, bench/ (results or sources), test/
     expect(entries.filter((p) => p.endsWith(".ts") && !p.endsWith(".d.ts"))).toEqual([]);
@@ -202,7 +202,7 @@ describe("the hotpath command from the installed package", () => {
     const r = await run(["bunx", "hotpath", "transports"], consumer);
     expectOk(r, "bunx hotpath transports");
     // The built-in transports (other test files of this run may register their own in this process).
-    const builtIn = new Set(["tcp", "tcps", "tls", "shm", "inproc", "ucx"]);
+    const builtIn = new Set(["tcp", "tcps", "tls", "shm", "inproc", "ucx", "rdma"]);
     const mine = (await transports()).filter((t) => builtIn.has(t.scheme));
     expect(mine.map((t) => t.scheme).sort()).toEqual([...builtIn].sort());
     for (const t of mine) {

@@ -102,10 +102,10 @@ function expectLazy(s: Seen, setupModule: (transport: string) => RegExp): void {
   expect(transportDirs(s.afterTcp)).toEqual(["tcp"]);
   // inproc used: inproc's module (and what it shares with shm) loaded; shm and ucx still not.
   expect(s.afterInproc.some((f) => setupModule("inproc").test(f))).toBe(true);
-  expect(transportDirs(s.afterInproc).filter((d) => d === "shm" || d === "ucx")).toEqual([]);
+  expect(transportDirs(s.afterInproc).filter((d) => d === "shm" || d === "ucx" || d === "rdma")).toEqual([]);
   // transports() loads every registered transport.
-  expect(s.schemes).toEqual(["tcp", "tcps", "tls", "shm", "inproc", "ucx"]);
-  for (const t of ["shm", "ucx"]) expect(s.afterTransports.some((f) => setupModule(t).test(f))).toBe(true);
+  expect(s.schemes).toEqual(["tcp", "tcps", "tls", "shm", "inproc", "ucx", "rdma"]);
+  for (const t of ["shm", "ucx", "rdma"]) expect(s.afterTransports.some((f) => setupModule(t).test(f))).toBe(true);
 }
 
 describe("import hotpath loads no transport until one is used", () => {
