@@ -15,7 +15,8 @@
  * The ucx helper Worker (src/ucx/efd-waiter.ts) is bundled into a module of its own and its
  * text defined as HOTPATH_EFD_WAITER_JS: the runtime starts the Worker from a Blob URL of it,
  * which works from dist/ in node_modules and from an application's own `bun build` of it,
- * where no file of ours lies beside the code.
+ * where no file of ours lies beside the code. The rdma fd waiter (src/rdma/fd-waiter.ts) is
+ * bundled and defined the same way, as HOTPATH_RDMA_FD_WAITER_JS.
  *
  * Run from anywhere: `bun scripts/build.ts [--outdir DIR] [--js-only]` (DIR instead of dist/;
  * --js-only skips the declarations). Exits non-zero on the first failure.
@@ -55,11 +56,26 @@ const efdEntry: BunPlugin = {
   },
 };
 
+/** The rdma fd waiter's helper Worker entry (src/rdma/fd-waiter.ts), bundled the same way: HOTPATH_RDMA_FD_WAITER_JS. */
+const fdEntry: BunPlugin = {
+  name: "hotpath-rdma-fd-waiter-entry",
+  setup(b) {
+    b.onResolve({ filter: /^hotpath-rdma-fd-waiter-entry$/ }, () => ({ path: "entry.ts", namespace: "hotpath-rdma-fd" }));
+    b.onLoad({ filter: /.*/, namespace: "hotpath-rdma-fd" }, () => ({
+      contents: `import { runFdWaiter } from ${JSON.stringify(join(SRC, "rdma", "fd-waiter.ts"))};\nrunFdWaiter();\n`,
+      loader: "ts",
+    }));
+  },
+};
+
 rmSync(DIST, { recursive: true, force: true });
 
 const waiter = await Bun.build({ entrypoints: ["hotpath-efd-waiter-entry"], plugins: [efdEntry], target: "bun", minify: { whitespace: true, syntax: true } }); // names kept: errors say their class
 if (!waiter.success || waiter.outputs.length !== 1) fail("the ucx helper Worker bundle", waiter.logs);
 const waiterJs = await waiter.outputs[0]!.text();
+const fdWaiter = await Bun.build({ entrypoints: ["hotpath-rdma-fd-waiter-entry"], plugins: [fdEntry], target: "bun", minify: { whitespace: true, syntax: true } });
+if (!fdWaiter.success || fdWaiter.outputs.length !== 1) fail("the rdma fd waiter Worker bundle", fdWaiter.logs);
+const fdWaiterJs = await fdWaiter.outputs[0]!.text();
 
 // The library and the command are built together with code splitting: the registry's dynamic
 // import() of each transport becomes a chunk of its own, and what the entries and chunks share
@@ -80,7 +96,7 @@ const js = await Bun.build({
   naming: { entry: "[dir]/[name].[ext]", chunk: "[dir]/[name]-[hash].[ext]" },
   // Dependencies (msgpackr) stay imports, resolved from the application's node_modules.
   packages: "external",
-  define: { HOTPATH_EFD_WAITER_JS: JSON.stringify(waiterJs), HOTPATH_WORKER_ENTRY: JSON.stringify("./worker-entry.js") },
+  define: { HOTPATH_EFD_WAITER_JS: JSON.stringify(waiterJs), HOTPATH_RDMA_FD_WAITER_JS: JSON.stringify(fdWaiterJs), HOTPATH_WORKER_ENTRY: JSON.stringify("./worker-entry.js") },
 });
 if (!js.success) fail("bun build src/index.ts src/cli/hotpath.ts", js.logs);
 const outputs = js.outputs;

@@ -137,6 +137,33 @@ export function pollReadable(fd: number, timeoutMs: number): boolean {
   return r > 0;
 }
 
+/** The largest fd set pollAny takes. */
+export const POLL_ANY_MAX = 64;
+const pollfds = new Int32Array(new ArrayBuffer(8 * POLL_ANY_MAX));
+
+/**
+ * poll(2) for POLLIN on the first `count` fds of `fds`: blocks the calling thread until one is
+ * readable (or has an error / hangup: the caller's read finds out) or `timeoutMs` passes.
+ * Sets `ready[i]` to 1 for each fd with events, 0 otherwise; returns how many are set (0 on
+ * timeout or EINTR). Thread: any (each thread has its own buffer: module state per thread).
+ */
+export function pollAny(fds: Int32Array, count: number, ready: Uint8Array, timeoutMs: number): number {
+  if (count > POLL_ANY_MAX) throw new RangeError(`pollAny: ${count} fds, at most ${POLL_ANY_MAX}`);
+  for (let i = 0; i < count; i++) {
+    pollfds[2 * i] = fds[i]!;
+    pollfds[2 * i + 1] = POLLIN;
+  }
+  const r = C.poll(ptr(pollfds), count, timeoutMs);
+  if (r < 0 && errno() !== EINTR) fail(`poll(${count} fds)`);
+  let n = 0;
+  for (let i = 0; i < count; i++) {
+    const hit = r > 0 && pollfds[2 * i + 1]! >>> 16 !== 0 ? 1 : 0;
+    ready[i] = hit;
+    n += hit;
+  }
+  return n;
+}
+
 // ------------------------------------------------------------------ sealed segments, peers
 
 

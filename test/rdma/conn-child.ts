@@ -1,0 +1,305 @@
+/**
+ * A process for test/rdma/connection.test.ts: rdma connections over the softrc TEST FIXTURE
+ * (HOTPATH_IBVERBS names it, SOFTRC_DIR its registry) brought up by hand: RdmaRuntime,
+ * RdmaEndpoint, hellos exchanged in-process or as JSON lines over stdin/stdout, connectQp, open.
+ * Prints one JSON line per result; exits non-zero (stderr says why) on the first failure.
+ *
+ * Roles (argv[2]):
+ *   pair <scenario>       both ends in this process (scenarios: messages, credits, sq, close)
+ *   end <side> <scenario> one end; prints {"step":"hello",...}, reads the peer's hello line from
+ *                         stdin, then runs its side ("send" / "recv") of `messages` or `close-a` / `close-b`
+ * Every role ends with a leak check: the fixture's live objects (softrc_live) after closing.
+ */
+import { dlopen, FFIType, ptr } from "bun:ffi";
+import { RdmaRuntime } from "../../src/rdma/runtime.ts";
+import { RdmaEndpoint, type LocalHello } from "../../src/rdma/endpoint.ts";
+import type { RdmaConnection } from "../../src/rdma/connection.ts";
+import { SEND_CLOSED, SEND_FULL, SEND_OK, type RxMessage } from "../../src/contract/transport.ts";
+import type { HotpathError } from "../../src/errors.ts";
+
+const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
+const fixture = dlopen(process.env.HOTPATH_IBVERBS!, { softrc_live: { args: [FFIType.ptr], returns: FFIType.i32 } });
+const live = (kind: string) => fixture.symbols.softrc_live(ptr(Buffer.from(`${kind}\0`)));
+const WATCHDOG_MS = 60_000;
+setTimeout(() => {
+  console.error("conn-child: watchdog");
+  process.exit(3);
+}, WATCHDOG_MS).unref();
+
+interface Tuning {
+  window?: number;
+  sqDepth?: number;
+  zoneBytes?: number;
+  maxMessageBytes?: number;
+}
+
+function makeEnd(t: Tuning = {}): { rt: RdmaRuntime; ep: RdmaEndpoint } {
+  const rt = RdmaRuntime.acquireDevice({ device: "softrc0", port: 1, gidIndex: 0 });
+  const ep = RdmaEndpoint.create(rt, { maxMessageBytes: t.maxMessageBytes ?? 64 << 20, window: t.window ?? 16, sqDepth: t.sqDepth ?? 64, zoneBytes: t.zoneBytes ?? 1 << 20 });
+  if (ep === null) throw new Error("runtime refused the reservation");
+  return { rt, ep };
+}
+
+const helloJson = (h: LocalHello) => JSON.stringify({ ...h, gid: [...h.gid], zoneAddr: String(h.zoneAddr) });
+const helloParse = (s: string): LocalHello => {
+  const o = JSON.parse(s);
+  return { ...o, gid: new Uint8Array(o.gid), zoneAddr: BigInt(o.zoneAddr) };
+};
+
+/** Opens `ep` towards `peer`; resolves `closed` when onClosed ran. */
+function open(rt: RdmaRuntime, ep: RdmaEndpoint, peer: LocalHello, name: string) {
+  ep.connectQp(peer);
+  let onClosed!: () => void;
+  const gone = new Promise<void>((r) => (onClosed = r));
+  const conn = ep.open(peer, name, undefined, () => {
+    rt.release();
+    onClosed();
+  });
+  return { conn, gone };
+}
+
+/** Deterministic body bytes of message `seq`. */
+function pattern(seq: number, len: number): Uint8Array {
+  const b = new Uint8Array(len);
+  for (let i = 0; i < len; i++) b[i] = (seq * 31 + i * 7) & 255;
+  return b;
+}
+function matches(seq: number, body: Uint8Array): boolean {
+  for (let i = 0; i < body.length; i++) if (body[i] !== ((seq * 31 + i * 7) & 255)) return false;
+  return true;
+}
+
+/** The messages scenario: each kind of send with its size. */
+const SIZES: Array<[string, number]> = [
+  ["inline", 100], ["copied", 2000], ["zero-copy", 3000], ["zero-copy-inline", 50], ["large-1MiB", 1 << 20], ["copied", 4000],
+  ["large-16MiB", 16 << 20], ["large-zero-copy", 2 << 20], ["inline", 0], ["copied", 4084 - 8],
+];
+
+async function until(what: string, cond: () => boolean, conns: RdmaConnection[]): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    for (const c of conns) c.poll();
+    if (!cond()) await (conns[0]?.closed === false ? conns[0].wait(20) : Bun.sleep(5));
+  }
+}
+
+/** Sends SIZES in order (retrying Full), each head naming its sequence. */
+async function sendAll(c: RdmaConnection, pump: RdmaConnection[]): Promise<Record<string, number>> {
+  const kinds: Record<string, number> = {};
+  for (let seq = 0; seq < SIZES.length; seq++) {
+    const [kind, len] = SIZES[seq]!;
+    const head = new TextEncoder().encode(`m${seq}`);
+    for (;;) {
+      let st: number;
+      if (kind.startsWith("zero-copy") || kind === "large-zero-copy") {
+        const buf = c.allocBuffer(len)!;
+        buf.set(pattern(seq, len));
+        st = c.trySendBuffer(head, buf);
+        if (st !== SEND_OK) c.releaseBuffer(buf);
+      } else st = c.trySend(head, pattern(seq, len));
+      if (st === SEND_OK) break;
+      if (st === SEND_CLOSED) throw new Error(`closed while sending ${seq}: ${c.closeError?.message}`);
+      for (const p of pump) p.poll();
+      await c.wait(20);
+    }
+    kinds[kind] = (kinds[kind] ?? 0) + 1;
+  }
+  return kinds;
+}
+
+function receiveAll(c: RdmaConnection) {
+  const got: Array<{ head: string; len: number; ok: boolean }> = [];
+  c.setReceiver({
+    onMessage(m: RxMessage) {
+      const head = new TextDecoder().decode(m.head);
+      got.push({ head, len: m.bodyLength, ok: matches(Number(head.slice(1)), m.body) && m.body.length === m.bodyLength });
+      m.release();
+    },
+    onClose() {},
+  });
+  return got;
+}
+
+function leaks(): Record<string, number> {
+  return Object.fromEntries(["context", "pd", "mr", "channel", "cq", "srq", "qp"].map((k) => [k, live(k)]));
+}
+
+async function pairMessages(): Promise<void> {
+  const a = makeEnd();
+  const b = makeEnd();
+  const A = open(a.rt, a.ep, b.ep.local, "b");
+  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const got = receiveAll(B.conn);
+  const kinds = await sendAll(A.conn, [B.conn]);
+  await until("every message", () => got.length === SIZES.length, [A.conn, B.conn]);
+  out({ step: "messages", got, kinds, zoneGrown: B.conn.zoneGrown, largeDelivered: B.conn.largeDelivered, inline: A.conn.caps.maxInlineBytes, sameRuntime: a.rt === b.rt });
+  A.conn.close();
+  await Promise.all([A.gone, B.gone]);
+}
+
+async function pairCredits(): Promise<void> {
+  const a = makeEnd();
+  const b = makeEnd();
+  const A = open(a.rt, a.ep, b.ep.local, "b");
+  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const held: RxMessage[] = [];
+  let closeErr: HotpathError | null = null;
+  B.conn.setReceiver({ onMessage: (m) => held.push(m), onClose: (e) => (closeErr = e) });
+  A.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => (closeErr = e) });
+  const body = pattern(1, 500);
+  let sent = 0;
+  let full = 0;
+  // Send until Full, then keep trying for a while: Full stays, nothing fails.
+  for (let i = 0; i < 200; i++) {
+    const st = A.conn.trySend(new Uint8Array([sent & 255]), body);
+    if (st === SEND_OK) sent++;
+    else if (st === SEND_FULL) full++;
+    else throw new Error(`send closed: ${A.conn.closeError?.message}`);
+    A.conn.poll();
+    B.conn.poll();
+    if (full > 0) await Bun.sleep(1);
+  }
+  const sentBeforeRelease = sent;
+  const heldBefore = held.length;
+  for (const m of held.splice(0)) m.release();
+  let after = 0;
+  for (let i = 0; i < 2000 && after < 100; i++) {
+    const st = A.conn.trySend(new Uint8Array([sent & 255]), body);
+    if (st === SEND_OK) {
+      sent++;
+      after++;
+    } else if (st !== SEND_FULL) throw new Error("closed");
+    A.conn.poll();
+    B.conn.poll();
+    for (const m of held.splice(0)) m.release();
+    if (st === SEND_FULL) await A.conn.wait(10);
+  }
+  await until("all delivered", () => B.conn.delivered === sent, [A.conn, B.conn]);
+  out({ step: "credits", sentBeforeRelease, heldBefore, full, after, delivered: B.conn.delivered, closed: [A.conn.closed, B.conn.closed], closeErr: closeErr === null ? null : String(closeErr) });
+  for (const m of held.splice(0)) m.release();
+  B.conn.close();
+  await Promise.all([A.gone, B.gone]);
+}
+
+async function pairSq(): Promise<void> {
+  const a = makeEnd({ sqDepth: 4, window: 16 });
+  const b = makeEnd({ sqDepth: 4, window: 16 });
+  const A = open(a.rt, a.ep, b.ep.local, "b");
+  const B = open(b.rt, b.ep, a.ep.local, "a");
+  for (const c of [A.conn, B.conn]) c.setWaitPolicy({ mode: "spin" });
+  let next = 0;
+  let bad = 0;
+  B.conn.setReceiver({
+    onMessage(m) {
+      const v = new DataView(m.body.buffer, m.body.byteOffset, 4).getUint32(0, true);
+      if (v !== next) bad++;
+      next++;
+      m.release();
+    },
+    onClose() {},
+  });
+  const N = 10_000;
+  const body = new Uint8Array(64);
+  const dv = new DataView(body.buffer);
+  let full = 0;
+  for (let i = 0; i < N; ) {
+    dv.setUint32(0, i, true);
+    const st = A.conn.trySend(new Uint8Array(4), body);
+    if (st === SEND_OK) i++;
+    else if (st === SEND_FULL) {
+      full++;
+      await A.conn.wait(5);
+    } else throw new Error(`closed at ${i}: ${A.conn.closeError?.message}`);
+  }
+  await until("10000 delivered", () => next === N, [A.conn, B.conn]);
+  out({ step: "sq", delivered: next, bad, full, closed: [A.conn.closed, B.conn.closed] });
+  A.conn.close();
+  await Promise.all([A.gone, B.gone]);
+}
+
+async function pairClose(): Promise<void> {
+  const a = makeEnd();
+  const b = makeEnd();
+  const A = open(a.rt, a.ep, b.ep.local, "b");
+  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const closes: string[] = [];
+  A.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => closes.push(`A:${e === null ? "null" : e.name}`) });
+  B.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => closes.push(`B:${e === null ? "null" : e.name}`) });
+  A.conn.close();
+  A.conn.close();
+  await Promise.all([A.gone, B.gone]);
+  const afterSend = B.conn.trySend(new Uint8Array(1));
+  out({ step: "close", closes, afterSend, closed: [A.conn.closed, B.conn.closed] });
+}
+
+async function readLine(): Promise<string> {
+  const reader = Bun.stdin.stream().getReader();
+  let buf = "";
+  const dec = new TextDecoder();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("stdin closed before the peer's hello");
+    buf += dec.decode(value, { stream: true });
+    const nl = buf.indexOf("\n");
+    if (nl >= 0) {
+      reader.releaseLock();
+      return buf.slice(0, nl);
+    }
+  }
+}
+
+async function end(side: string, scenario: string): Promise<void> {
+  const me = makeEnd();
+  out({ step: "hello", hello: helloJson(me.ep.local), pid: process.pid });
+  const peer = helloParse(await readLine());
+  const E = open(me.rt, me.ep, peer, `peer-${side}`);
+  const c = E.conn;
+  if (scenario === "messages") {
+    if (side === "send") {
+      c.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+      const kinds = await sendAll(c, []);
+      out({ step: "sent", kinds });
+      // The receiver closes once it has everything.
+      await until("the receiver's close", () => c.closed, [c]);
+      out({ step: "send-done", closeError: c.closeError?.name ?? null });
+    } else {
+      const got = receiveAll(c);
+      await until("every message", () => got.length === SIZES.length, [c]);
+      out({ step: "received", got, zoneGrown: c.zoneGrown, largeDelivered: c.largeDelivered });
+      c.close();
+    }
+  } else {
+    // close: side "a" closes at once; side "b" waits for it.
+    let n = 0;
+    c.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => out({ step: "onClose", n: ++n, error: e === null ? null : e.name, message: e?.message ?? null }) });
+    if (side === "a") {
+      await Bun.sleep(100);
+      c.close();
+    } else await until("the peer's close", () => c.closed, [c]);
+    const st = c.trySend(new Uint8Array(1));
+    out({ step: "closed", afterSend: st });
+  }
+  await E.gone;
+  await Bun.sleep(50);
+  out({ step: "after", onCloseCalls: undefined });
+}
+
+const role = process.argv[2];
+try {
+  if (role === "pair") {
+    const s = process.argv[3];
+    if (s === "messages") await pairMessages();
+    else if (s === "credits") await pairCredits();
+    else if (s === "sq") await pairSq();
+    else if (s === "close") await pairClose();
+    else throw new Error(`unknown scenario ${s}`);
+  } else if (role === "end") await end(process.argv[3]!, process.argv[4]!);
+  else throw new Error(`unknown role ${role}`);
+  out({ step: "leaks", live: leaks() });
+  out({ step: "done" });
+  process.exit(0);
+} catch (e) {
+  console.error(`conn-child ${process.argv.slice(2).join(" ")}:`, e);
+  process.exit(1);
+}
