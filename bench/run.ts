@@ -2,7 +2,7 @@
  * `bun run bench` / `hotpath bench`: every transport and peer, measured by the same client body
  * (bench/measure.ts: one spin body, one event-loop body; every reply checked byte for byte),
  * each row beside named references measured in the same run. Writes a JSON report and charts;
- * exits 1 when a row or a part (loopback, serve, worker-pool, idle-wake, kv) failed to start or while measured, or
+ * exits 1 when a row or a part (loopback, serve, worker-pool, idle-wake, kv, rdma) failed to start or while measured, or
  * a ucx_perftest reference did not finish (a wrong reply byte among the causes), all listed
  * under FAILED; a row or part that cannot run here (a missing tool) is listed as skipped with
  * its reason and does not fail the run.
@@ -11,6 +11,9 @@
  *   --transports a,b      only these rows (ids: raw-tcp raw-tcp-bytes raw-unix raw-shm inproc
  *                         shm-spin shm-async tcp ucx-tcp ucx-shm ucx-rc ucx-ud ucx-dc rdma ipc
  *                         worker http ws grpc loopback serve worker-pool idle-wake kv)
+ *   --rdma-fixture        the rdma part (bench/rdma.bench.ts) runs on the software RC test
+ *                         provider (test/rdma/softrc, built for it) when no RDMA device exists:
+ *                         a functional row, labelled so, never hardware performance
  *   --sizes 32,1024,...   payload sweep in bytes (32 is always measured)
  *   --duration S          seconds of samples per measurement (default 0.5; --quick 0.03)
  *   --json PATH           report path (default bench/results/latest.json; charts beside it)
@@ -40,10 +43,11 @@ interface Options {
   serve: string | null;
   connect: string | null;
   corruptReply: number;
+  rdmaFixture: boolean;
 }
 
 /** Ids of the sections that are not TARGETS rows. */
-const EXTRA_IDS = ["loopback", "serve", "worker-pool", "idle-wake", "kv"];
+const EXTRA_IDS = ["loopback", "serve", "worker-pool", "idle-wake", "kv", "rdma"];
 
 /** Issue 14's parts: id, title while it runs, the module (another engineer's until it lands) and its measure function. */
 const PARTS = [
@@ -58,7 +62,7 @@ const KV_DURATION_S = 0.3;
 const KV_SIZES = [64];
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { quick: false, ids: null, sizes: [], inflight: [1, 16, 64, 256], durationS: 0.5, json: join(import.meta.dir, "results", "latest.json"), serve: null, connect: null, corruptReply: 0 };
+  const o: Options = { quick: false, ids: null, sizes: [], inflight: [1, 16, 64, 256], durationS: 0.5, json: join(import.meta.dir, "results", "latest.json"), serve: null, connect: null, corruptReply: 0, rdmaFixture: false };
   let sizes: number[] | null = null;
   let duration: number | null = null;
   for (let i = 0; i < argv.length; i++) {
@@ -76,6 +80,7 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--serve") o.serve = next();
     else if (a === "--connect") o.connect = next();
     else if (a === "--corrupt-reply") o.corruptReply = Number(next());
+    else if (a === "--rdma-fixture") o.rdmaFixture = true;
     else throw new Error(`bench: unknown option ${a} (see the comment at the top of bench/run.ts)`);
   }
   o.sizes = sizes ?? (o.quick ? [32, 4096, 1 << 20] : [32, 1024, 16384, 262144, 1 << 20]);
@@ -242,6 +247,19 @@ export async function runBench(o: Options, print: (s: string) => void): Promise<
       (report as Report & { kv?: KvReport }).kv = kv;
       for (const s of kv.skipped) report.skipped.push({ id: `kv:${s.id}`, label: `kv: ${s.label}`, reason: s.reason });
       for (const f of kv.failed) report.failed.push({ id: `kv:${f.id}`, label: `kv: ${f.label}`, reason: f.reason });
+    });
+  }
+  if (!o.connect && (o.ids === null || o.ids.includes("rdma"))) {
+    print("hotpath rdma (bench/rdma.bench.ts)");
+    const { measureRdma, RdmaSkip } = await import("./rdma.bench.ts");
+    await runPart(report, "rdma", "rdma", print, async () => {
+      try {
+        (report.parts ??= {}).rdma = await measureRdma({ quick: o.quick, durationS: o.durationS, fixture: o.rdmaFixture, log: (s) => print(`rdma: ${s}`) });
+      } catch (e) {
+        if (!(e instanceof RdmaSkip)) throw e;
+        report.skipped.push({ id: "rdma", label: "rdma", reason: e.message });
+        print(`rdma: skipped: ${e.message}`);
+      }
     });
   }
   addRatios(report);

@@ -268,16 +268,6 @@ export const TARGETS: Target[] = [
     };
   }),
   {
-    id: "rdma",
-    label: "hotpath rdma",
-    kind: "hotpath",
-    references: ["raw-tcp"],
-    mode: "spin",
-    layout: "-",
-    unavailable: () => "no rdma transport in this build yet (and this machine has no RDMA device)",
-    start: () => Promise.reject(new Error("unavailable")),
-  },
-  {
     id: "ipc",
     label: "Bun.spawn IPC",
     kind: "peer",
