@@ -138,6 +138,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     if (kind === KIND_CREDIT && hl === 0 && bl === 0) return this.releaseNow(slot);
     if (kind === KIND_ZONE_GRANT && hl === 0 && bl === ZONE_GRANT_BODY_BYTES) {
       this.grantGen = (this.grantGen + 1) >>> 0;
+      this.grantComing = false;
       this.grant = { addr: dv.getBigUint64(body, true), rkey: dv.getUint32(body + 8, true), bytes: dv.getUint32(body + 12, true), gen: this.grantGen };
       return this.releaseNow(slot);
     }

@@ -70,6 +70,12 @@ export abstract class RdmaDataPath {
   protected readonly zone: LandingZone;
   protected grant: ZoneGrant | null;
   protected grantGen = 0;
+  /**
+   * A grant is on its way: a write used the last one (the peer grants again at its release) or
+   * a ZONE_REQUEST went out. No request until it lands: the peer would void the grant in flight
+   * and grant again, and a write with the voided grant's generation would be refused.
+   */
+  protected grantComing = false;
   protected readonly wrs = new SendWorkRequests(1, 2);
   protected readonly peerSlotBytes: number;
   protected readonly maxInline: number;
@@ -256,6 +262,7 @@ export abstract class RdmaDataPath {
     wrs.setRdma(0, g.addr, g.rkey);
     wrs.setImm(0, largeImm(g.gen));
     this.grant = null;
+    this.grantComing = true;
     s.state = 2;
     s.seq = seq;
     this.post();
@@ -284,9 +291,10 @@ export abstract class RdmaDataPath {
       const g = this.grant;
       if (g !== null && g.bytes >= s.total) {
         if (this.canPost()) this.postLarge(g);
-      } else if (!s.requested && this.canPost()) {
+      } else if (!s.requested && !this.grantComing && this.canPost()) {
         const want = s.total;
         this.grant = null;
+        this.grantComing = true;
         s.requested = true;
         this.sendSlot(KIND_ZONE_REQUEST, null, null, null, 0, -1, (dv, at) => dv.setUint32(at, want, true), ZONE_REQUEST_BODY_BYTES);
       }
