@@ -20,7 +20,7 @@
  *   close / fault {spec}
  */
 import { SEND_FULL, SEND_OK, connect, listen, type Connection, type Listener, type RxMessage } from "../../src/index.ts";
-import { errName, fault, out, probe, serveCommands, waitFor } from "./peer-common.ts";
+import { errName, errText, fault, out, probe, serveCommands, waitFor } from "./peer-common.ts";
 
 /** Body bytes of message `i`: a u32 sequence seeded by i, cut to `size`. */
 export function pattern(i: number, size: number): Uint8Array {
@@ -37,6 +37,7 @@ let listener: Listener | null = null;
 let accepted: Connection | null = null;
 let acceptedCount = 0;
 let acceptedClose: string | null = null;
+let acceptedCloseText: string | null = null;
 let received = 0;
 let wrong = 0;
 let holding = false;
@@ -46,6 +47,7 @@ let pumping = false;
 
 let dialled: Connection | null = null;
 let dialledClose: string | null = null;
+let dialledCloseText: string | null = null;
 let nextIndex = 0;
 let echoed = 0;
 let echoWrong = 0;
@@ -90,6 +92,7 @@ await serveCommands(
           },
           onClose(e) {
             acceptedClose = errName(e);
+            acceptedCloseText = e ? errText(e) : null;
           },
         });
       });
@@ -107,6 +110,7 @@ await serveCommands(
         },
         onClose(e) {
           dialledClose = errName(e);
+          dialledCloseText = e ? errText(e) : null;
         },
       });
       return { caps: conn.caps };
@@ -151,7 +155,7 @@ await serveCommands(
         } else break;
       }
       if (a.echo) await waitFor(() => echoed === nextIndex || conn.closed, a.timeoutMs ?? 60_000);
-      return { sent: nextIndex - first, full, echoed, wrong: echoWrong, closed: conn.closed, closeError: dialledClose };
+      return { sent: nextIndex - first, full, echoed, wrong: echoWrong, closed: conn.closed, closeError: dialledClose, closeText: dialledCloseText };
     },
     release() {
       holding = false;
@@ -166,8 +170,10 @@ await serveCommands(
         accepted: acceptedCount,
         acceptedClosed: accepted?.closed ?? null,
         acceptedCloseError: acceptedClose,
+        acceptedCloseText,
         closed: dialled?.closed ?? null,
         closeError: dialledClose,
+        closeText: dialledCloseText,
         ...probe(),
       };
     },
