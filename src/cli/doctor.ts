@@ -38,7 +38,7 @@ export interface DoctorCheck {
 }
 
 export interface DoctorSection {
-  /** "bun", a transport's scheme ("tcp", "shm", …), or "rdma" (devices ucx can use). */
+  /** "bun", a transport's scheme ("tcp", "shm", …); "rdma" covers rdma:// and the devices ucx can use. */
   name: string;
   /** The registered schemes this section speaks for. */
   schemes: string[];
@@ -234,7 +234,12 @@ const RDMA_TRANSPORTS = /^(rc|rc_verbs|rc_mlx5|ud|ud_verbs|ud_mlx5|dc|dc_mlx5)$/
 function rdmaSection(f: DoctorFacts): DoctorSection {
   const r = f.rdma;
   const checks: DoctorCheck[] = [];
-  if (r.devices.length === 0) {
+  const transport = f.registry.find((x) => x.scheme === "rdma");
+  const rdmaRuns = transport !== undefined && transport.unavailableReason === null;
+  if (r.devices.length === 0 && rdmaRuns) {
+    // A library named by HOTPATH_IBVERBS (hotpath's software test provider, for one) lists devices the kernel does not.
+    checks.push({ name: "RDMA devices", status: "info", detail: `none in /sys/class/infiniband, but ${process.env.HOTPATH_IBVERBS ? `HOTPATH_IBVERBS=${process.env.HOTPATH_IBVERBS}` : "libibverbs"} lists devices of its own` });
+  } else if (r.devices.length === 0) {
     checks.push({ name: "RDMA devices", status: "missing", detail: "none (/sys/class/infiniband is empty or absent): ucx runs over tcp and shared memory here", fix: APT_RDMA });
   } else {
     checks.push({ name: "RDMA devices", status: "ok", detail: r.devices.join(", ") });
@@ -258,7 +263,12 @@ function rdmaSection(f: DoctorFacts): DoctorSection {
       checks.push({ name: h.name, status: down.length === 0 ? "ok" : "warn", detail: h.ports.map((p) => `port ${p.port} ${p.state}`).join(", ") || "no ports" });
     }
   }
-  return section("rdma", [], checks);
+  if (transport !== undefined) {
+    // rdma:// itself: what libibverbs says (a device the kernel lists but no verbs provider claims is a missing package).
+    checks.push(rdmaRuns ? { name: "rdma://", status: "ok", detail: "the transport says it can run here" } : { name: "rdma://", status: "missing", detail: transport.unavailableReason!, fix: APT_RDMA });
+    if (rdmaRuns) checks.push({ name: "selftest", status: "info", detail: "hotpath doctor --selftest rdma: a conformance subset and a latency / throughput probe between two processes on the first active port, beside perftest" });
+  }
+  return section("rdma", transport === undefined ? [] : ["rdma"], checks);
 }
 
 /** Judges the facts: one section per transport (and for Bun and RDMA devices), with the exit status. */

@@ -124,7 +124,9 @@ describe("hotpath doctor --json on this machine", () => {
     if (devices.length === 0) {
       expect(rdma.status).toBe("unavailable");
       expect(checkOf(report, "rdma", "RDMA devices")!.fix).toContain("apt-get install rdma-core libibverbs1 ibverbs-providers");
+      expect(checkOf(report, "rdma", "rdma://")).toEqual({ name: "rdma://", status: "missing", detail: "ibv_get_device_list: no devices (ENOSYS)", fix: checkOf(report, "rdma", "RDMA devices")!.fix! });
     }
+    expect(report.sections.filter((s) => s.name === "rdma").length).toBe(1);
   });
 });
 
@@ -232,11 +234,17 @@ describe("judging real facts with one changed", () => {
       ...facts,
       memlock: { softBytes: 65536, hardBytes: 65536 },
       rdma: { devices: ["mlx5_0"], ibvDevinfo: { path: "/usr/bin/ibv_devinfo", hcas: [{ name: "mlx5_0", ports: [{ port: 1, state: "PORT_DOWN" }] }], error: null } },
+      // With the device, libibverbs lists it and rdma:// can run.
+      registry: facts.registry.map((t) => (t.scheme === "rdma" ? { ...t, unavailableReason: null } : t)),
     });
     expect(r.exitCode).toBe(0);
     expect(sectionOf(r, "rdma").status).toBe("ok");
     expect(checkOf(r, "rdma", "memlock")!.status).toBe("warn");
     expect(checkOf(r, "rdma", "mlx5_0")!).toEqual({ name: "mlx5_0", status: "warn", detail: "port 1 PORT_DOWN" });
+    expect(checkOf(r, "rdma", "rdma://")!.status).toBe("ok");
+    expect(checkOf(r, "rdma", "selftest")!.detail).toContain("hotpath doctor --selftest rdma");
+    // One rdma section, covering rdma:// (the registry's scheme gets no second one).
+    expect(r.sections.filter((s) => s.name === "rdma").map((s) => s.schemes)).toEqual([["rdma"]]);
   });
 });
 
