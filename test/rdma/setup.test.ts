@@ -13,10 +13,12 @@ import type { Socket } from "bun";
 import { ProtocolError, UsageError } from "../../src/errors.ts";
 import { decodeHello, decodeRefusal, encodeHello, encodeRefusal, HELLO_CM_BYTES, HELLO_SOCKET_BYTES, isRefusal, REFUSAL_TEXT_MAX, REFUSED_BUSY, REFUSED_PROTOCOL, type HelloFields } from "../../src/rdma/hello.ts";
 import { listenerUrl, parseRdmaUrl, rdmaTuning } from "../../src/rdma/options.ts";
+import { tcpBlackhole } from "../helpers/blackhole.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
 
 const PEER = new URL("./setup-peer.ts", import.meta.url).pathname;
 const PAIR = new URL("./setup-pair.ts", import.meta.url).pathname;
+const ALIVE = new URL("./setup-alive.ts", import.meta.url).pathname;
 /** Watchdog for one child's command (a hang fails the test instead of blocking it). */
 const ANSWER_WATCHDOG_MS = 20_000;
 const MODES = ["cm", "socket"] as const;
@@ -230,6 +232,16 @@ describe.each(MODES)("rdma:// over the fixture, %s mode", (mode) => {
     if (mode === "cm") expect(r.liveContexts).toBe(1);
   }, 30_000);
 
+  test("an open listener and connection keep the process alive; listener.close(false) leaves the connection working; after close the process exits", async () => {
+    const dir = fx.registry();
+    const p = fx.track(Bun.spawn(["bun", ALIVE, mode], { stdout: "pipe", stderr: "pipe", env: fx.env(dir) }));
+    const watchdog = setTimeout(() => p.kill(9), ANSWER_WATCHDOG_MS);
+    const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    clearTimeout(watchdog);
+    expect({ code, signal: p.signalCode, stderr }).toEqual({ code: 0, signal: null, stderr: "" });
+    expect(JSON.parse(stdout.trim())).toEqual({ alive: true, serverOpen: true, echoedAfterListenerClose: 100 });
+  }, 30_000);
+
   test("across processes: a client connects to listener.url and its bytes come back; caps.peerMaxMessageBytes is the listener's", async () => {
     const dir = fx.registry();
     const server = spawnPeer(dir);
@@ -268,6 +280,18 @@ describe.each(MODES)("rdma:// over the fixture, %s mode", (mode) => {
       const r = await client.ask("connect", { url: `rdma://127.0.0.1:${silent.port}${modeQuery(mode)}`, opts: { connectTimeoutMs: 400 } });
       expect(r).toMatchObject({ ok: false, name: "ConnectError" });
       expect(r.message).toContain("no answer within 400 ms");
+      if (mode === "socket") {
+        // A port whose TCP connect never completes (SYNs dropped): the same bound. (cm mode over the
+        // fixture dials its side socket with a blocking connect(), which only a real rdma_cm avoids.)
+        const hole = await tcpBlackhole();
+        try {
+          const r2 = await client.ask("connect", { url: `rdma://127.0.0.1:${hole.port}?mode=socket`, opts: { connectTimeoutMs: 400 } });
+          expect(r2).toMatchObject({ ok: false, name: "ConnectError" });
+          expect(r2.message).toContain("no connection within 400 ms");
+        } finally {
+          hole.close();
+        }
+      }
       // Port 1: nothing listens there (a privileged port this test never binds).
       const none = await client.ask("connect", { url: `rdma://127.0.0.1:1${modeQuery(mode)}`, opts: { connectTimeoutMs: 2000 } });
       expect(none).toMatchObject({ ok: false, name: "ConnectError" });
