@@ -62,6 +62,16 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     return this.zone.grown;
   }
 
+  /** Flow-control state (tests and debugging): credits, owed, held, send-queue slots free, the large stage, the grant, the zone. */
+  debugState(): Record<string, unknown> {
+    const z = this.zone;
+    return {
+      credits: this.fc.credits, owed: this.fc.owed, held: this.fc.held, sqFree: this.sig.free, stage: this.stage.state, requested: this.stage.requested,
+      grant: this.grant === null ? null : { bytes: this.grant.bytes, gen: this.grant.gen }, zone: { bytes: z.bytes, gen: z.gen, granted: z.granted, held: z.held, requested: z.requested },
+      queued: this.queue.length - this.queueHead, closed: this.closed,
+    };
+  }
+
   setReceiver(receiver: Receiver): void {
     this.receiver = receiver;
     if (this.closed) return receiver.onClose(this.closeError);

@@ -6,9 +6,10 @@
  * Receiver (LandingZone): one registered zone per connection (REMOTE_WRITE), granted to the
  * peer at most once at a time. A large message is delivered as a view of the zone; its
  * release() grants the zone again (ZONE_GRANT, generation + 1). A ZONE_REQUEST for more bytes
- * than the zone holds re-registers a zone of the next power of two (bounded by
- * maxMessageBytes + 12 + maxHeadBytes; above: ProtocolError) once the zone is free; `grown`
- * counts those (a test reads it).
+ * than the zone holds voids the grant out there and re-registers a zone of the next power of two
+ * (bounded by maxMessageBytes + 12 + maxHeadBytes; above: ProtocolError) once the zone is free;
+ * a request the zone already fits changes nothing (its grant is out there or follows the
+ * release). `grown` counts the re-registrations (a test reads it).
  *
  * Sender (LargeStage): at most one large message staged or in flight per connection. Header
  * and head go from a small registered buffer, the body from a registered staging buffer (grown
@@ -77,7 +78,10 @@ export class LandingZone {
     if (!(bytes > HEADER_BYTES) || bytes > this.maxBytes) {
       throw new ProtocolError(`zone request for ${bytes} bytes (at most ${this.maxBytes}: maxMessageBytes + 12 + maxHeadBytes)`);
     }
-    // The peer gave up its grant by asking: whatever it held is void now.
+    // A zone this big is granted or about to be (a grant may cross the request on the wire):
+    // the peer uses that one. Only a larger zone voids the grant out there: the peer finds it
+    // too small and waits for the grant of the new zone.
+    if (bytes <= this.bytes) return;
     this.granted = false;
     if (bytes > this.requested) this.requested = bytes;
   }

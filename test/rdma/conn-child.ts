@@ -78,7 +78,9 @@ const SIZES: Array<[string, number]> = [
 async function until(what: string, cond: () => boolean, conns: RdmaConnection[]): Promise<void> {
   const deadline = Date.now() + 20_000;
   while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(conns.map((c) => c.debugState()))}`);
+    const gone = conns.find((c) => c.closed && c.closeError !== null);
+    if (gone !== undefined && what !== "the receiver's close" && what !== "the peer's close") throw new Error(`waiting for ${what}: closed with ${gone.closeError}`);
     for (const c of conns) c.poll();
     if (!cond()) await (conns[0]?.closed === false ? conns[0].wait(20) : Bun.sleep(5));
   }
@@ -87,6 +89,7 @@ async function until(what: string, cond: () => boolean, conns: RdmaConnection[])
 /** Sends SIZES in order (retrying Full), each head naming its sequence. */
 async function sendAll(c: RdmaConnection, pump: RdmaConnection[]): Promise<Record<string, number>> {
   const kinds: Record<string, number> = {};
+  const deadline = Date.now() + 20_000;
   for (let seq = 0; seq < SIZES.length; seq++) {
     const [kind, len] = SIZES[seq]!;
     const head = new TextEncoder().encode(`m${seq}`);
@@ -100,6 +103,7 @@ async function sendAll(c: RdmaConnection, pump: RdmaConnection[]): Promise<Recor
       } else st = c.trySend(head, pattern(seq, len));
       if (st === SEND_OK) break;
       if (st === SEND_CLOSED) throw new Error(`closed while sending ${seq}: ${c.closeError?.message}`);
+      if (Date.now() > deadline) throw new Error(`timed out sending ${seq}: ${JSON.stringify(c.debugState())}`);
       for (const p of pump) p.poll();
       await c.wait(20);
     }
@@ -233,19 +237,21 @@ async function pairClose(): Promise<void> {
   out({ step: "close", closes, afterSend, closed: [A.conn.closed, B.conn.closed] });
 }
 
+let stdinReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+let stdinBuf = "";
 async function readLine(): Promise<string> {
-  const reader = Bun.stdin.stream().getReader();
-  let buf = "";
+  stdinReader ??= Bun.stdin.stream().getReader();
   const dec = new TextDecoder();
   for (;;) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("stdin closed before the peer's hello");
-    buf += dec.decode(value, { stream: true });
-    const nl = buf.indexOf("\n");
+    const nl = stdinBuf.indexOf("\n");
     if (nl >= 0) {
-      reader.releaseLock();
-      return buf.slice(0, nl);
+      const line = stdinBuf.slice(0, nl);
+      stdinBuf = stdinBuf.slice(nl + 1);
+      return line;
     }
+    const { value, done } = await stdinReader.read();
+    if (done) throw new Error("stdin closed before the line expected");
+    stdinBuf += dec.decode(value, { stream: true });
   }
 }
 
@@ -255,6 +261,9 @@ async function end(side: string, scenario: string): Promise<void> {
   const peer = helloParse(await readLine());
   const E = open(me.rt, me.ep, peer, `peer-${side}`);
   const c = E.conn;
+  // Both QPs are in RTS before anything is sent (setup's READY does this for real connections).
+  out({ step: "open" });
+  if ((await readLine()) !== "go") throw new Error("expected go");
   if (scenario === "messages") {
     if (side === "send") {
       c.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
@@ -265,7 +274,7 @@ async function end(side: string, scenario: string): Promise<void> {
       out({ step: "send-done", closeError: c.closeError?.name ?? null });
     } else {
       const got = receiveAll(c);
-      await until("every message", () => got.length === SIZES.length, [c]);
+      await until(`every message (got ${got.map((g) => g.head).join(",")})`, () => got.length === SIZES.length, [c]);
       out({ step: "received", got, zoneGrown: c.zoneGrown, largeDelivered: c.largeDelivered });
       c.close();
     }

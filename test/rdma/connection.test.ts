@@ -1,0 +1,158 @@
+/**
+ * The rdma data path (src/rdma/runtime.ts, endpoint.ts, connection.ts, zones.ts) over the
+ * softrc TEST FIXTURE, with connections brought up by hand (no setup.ts): two RdmaEndpoints,
+ * their hellos exchanged in one process or as JSON lines between two processes
+ * (test/rdma/conn-child.ts, spawned with the fixture's environment and killed by pid),
+ * connectQp, open. Every child ends with the fixture's live objects (softrc_live) at zero and
+ * every test with its SOFTRC_DIR registry empty.
+ */
+import { expect, test } from "bun:test";
+import { readdirSync } from "node:fs";
+import { useSoftRc } from "./softrc/use-fixture.ts";
+
+const CHILD = new URL("./conn-child.ts", import.meta.url).pathname;
+/** Watchdog for one child (a hang fails the test instead of blocking it). */
+const CHILD_WATCHDOG_MS = 90_000;
+const NOTHING_LIVE = { context: 0, pd: 0, mr: 0, channel: 0, cq: 0, srq: 0, qp: 0 };
+const SIZES = [100, 2000, 3000, 50, 1 << 20, 4000, 16 << 20, 2 << 20, 0, 4076];
+
+const fx = useSoftRc();
+
+function start(args: string[], dir: string, stdin: "pipe" | "ignore" = "ignore") {
+  const p = fx.track(Bun.spawn(["bun", CHILD, ...args], { stdin, stdout: "pipe", stderr: "inherit", env: fx.env(dir) }));
+  const seen: Array<Record<string, any>> = [];
+  let wake: () => void = () => {};
+  const reading = (async () => {
+    let buf = "";
+    const dec = new TextDecoder();
+    for await (const chunk of p.stdout) {
+      buf += dec.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf("\n")) >= 0) {
+        seen.push(JSON.parse(buf.slice(0, nl)));
+        buf = buf.slice(nl + 1);
+        wake();
+      }
+    }
+  })();
+  const watchdog = setTimeout(() => p.kill(9), CHILD_WATCHDOG_MS);
+  return {
+    proc: p,
+    async line(step: string): Promise<Record<string, any>> {
+      for (;;) {
+        const hit = seen.find((l) => l.step === step);
+        if (hit) return hit;
+        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`${args.join(" ")} exited (${p.exitCode ?? p.signalCode}) before "${step}"`);
+        await Promise.race([new Promise<void>((r) => (wake = r)), Bun.sleep(50)]);
+      }
+    },
+    /** Every line by step (a step printed twice keeps its lines in `all`), once it exited 0. */
+    async lines(): Promise<{ by: Record<string, Record<string, any>>; all: Array<Record<string, any>> }> {
+      const code = await p.exited;
+      clearTimeout(watchdog);
+      await reading;
+      expect({ args, code }).toEqual({ args, code: 0 });
+      return { by: Object.fromEntries(seen.map((l) => [l.step, l])), all: seen };
+    },
+  };
+}
+
+/** Two `end` children with their hellos crossed over stdin. */
+async function crossPair(dir: string, a: string[], b: string[]) {
+  const A = start(["end", ...a], dir, "pipe");
+  const B = start(["end", ...b], dir, "pipe");
+  const [ha, hb] = await Promise.all([A.line("hello"), B.line("hello")]);
+  expect(ha.pid).not.toBe(hb.pid);
+  (A.proc.stdin as any).write(hb.hello + "\n");
+  (B.proc.stdin as any).write(ha.hello + "\n");
+  (A.proc.stdin as any).flush();
+  (B.proc.stdin as any).flush();
+  await Promise.all([A.line("open"), B.line("open")]);
+  for (const p of [A, B]) {
+    (p.proc.stdin as any).write("go\n");
+    (p.proc.stdin as any).flush();
+  }
+  return [A, B] as const;
+}
+
+function expectMessages(got: Array<{ head: string; len: number; ok: boolean }>): void {
+  expect(got).toEqual(SIZES.map((len, i) => ({ head: `m${i}`, len, ok: true })));
+}
+
+test("one process: inline, copied, zero-copy and large (1 MiB, 16 MiB, zero-copy 2 MiB) messages arrive whole and in order; the landing zone grew; nothing left", async () => {
+  const dir = fx.registry();
+  const { by } = await start(["pair", "messages"], dir).lines();
+  expectMessages(by.messages!.got);
+  expect(by.messages!.kinds).toEqual({ inline: 2, copied: 3, "zero-copy": 1, "zero-copy-inline": 1, "large-1MiB": 1, "large-16MiB": 1, "large-zero-copy": 1 });
+  expect(by.messages!.largeDelivered).toBe(3);
+  expect(by.messages!.zoneGrown).toBe(2); // 1 MiB zone → 2 MiB (1 MiB + header + head) → 32 MiB (16 MiB + …)
+  expect(by.messages!.inline).toBe(256 - 12); // the fixture's inline limit minus the transport header
+  expect(by.messages!.sameRuntime).toBe(true);
+  expect(by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(readdirSync(dir)).toEqual([]);
+}, 120_000);
+
+test("two processes: the same messages with their bytes, in order; the receiver's close reaches the sender as TransportClosedError", async () => {
+  const dir = fx.registry();
+  const [S, R] = await crossPair(dir, ["send", "messages"], ["recv", "messages"]);
+  const [s, r] = await Promise.all([S.lines(), R.lines()]);
+  expectMessages(r.by.received!.got);
+  expect(r.by.received!.zoneGrown).toBe(2);
+  expect(r.by.received!.largeDelivered).toBe(3);
+  expect(s.by["send-done"]!.closeError).toBe("TransportClosedError");
+  expect(s.by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(r.by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(readdirSync(dir)).toEqual([]);
+}, 120_000);
+
+test("credits: a receiver that holds every message makes the sender see Full (window - 1 in flight), never an RNR or a closed connection; releasing resumes it", async () => {
+  const dir = fx.registry();
+  const { by } = await start(["pair", "credits"], dir).lines();
+  const c = by.credits!;
+  expect(c.sentBeforeRelease).toBe(15); // window 16: the last credit is kept for a credit-returning message
+  expect(c.heldBefore).toBe(15);
+  expect(c.full).toBe(200 - 15);
+  expect(c.after).toBe(100);
+  expect(c.delivered).toBe(115);
+  expect(c.closed).toEqual([false, false]);
+  expect(c.closeErr).toBeNull();
+  expect(by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(readdirSync(dir)).toEqual([]);
+}, 120_000);
+
+test("signal batching: a send queue of 4 under a window of 16 moves 10,000 messages in order (spin mode)", async () => {
+  const dir = fx.registry();
+  const { by } = await start(["pair", "sq"], dir).lines();
+  expect(by.sq).toMatchObject({ delivered: 10_000, bad: 0, closed: [false, false] });
+  expect(by.sq!.full).toBeGreaterThan(0); // the send queue, not the credits, held the sender back at times
+  expect(by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(readdirSync(dir)).toEqual([]);
+}, 120_000);
+
+test("close in one process: the closer's onClose gets null, the peer's TransportClosedError, once each; later sends are Closed", async () => {
+  const dir = fx.registry();
+  const { by } = await start(["pair", "close"], dir).lines();
+  expect(by.close!.closes.sort()).toEqual(["A:null", "B:TransportClosedError"]);
+  expect(by.close!.afterSend).toBe(2); // SEND_CLOSED
+  expect(by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(readdirSync(dir)).toEqual([]);
+}, 120_000);
+
+for (const closer of ["a", "b"] as const) {
+  test(`close across processes from side ${closer}: the other side's onClose runs once with TransportClosedError; nothing left on either side`, async () => {
+    const dir = fx.registry();
+    // Side "a" closes; which process plays it is the parameter.
+    const [X, Y] = closer === "a" ? await crossPair(dir, ["a", "close"], ["b", "close"]) : await crossPair(dir, ["b", "close"], ["a", "close"]);
+    const [x, y] = await Promise.all([X.lines(), Y.lines()]);
+    const closerOut = closer === "a" ? x : y;
+    const otherOut = closer === "a" ? y : x;
+    expect(closerOut.all.filter((l) => l.step === "onClose")).toEqual([{ step: "onClose", n: 1, error: null, message: null }]);
+    const other = otherOut.all.filter((l) => l.step === "onClose");
+    expect(other.map((l) => [l.n, l.error])).toEqual([[1, "TransportClosedError"]]);
+    expect(x.by.closed!.afterSend).toBe(2);
+    expect(y.by.closed!.afterSend).toBe(2);
+    expect(x.by.leaks!.live).toEqual(NOTHING_LIVE);
+    expect(y.by.leaks!.live).toEqual(NOTHING_LIVE);
+    expect(readdirSync(dir)).toEqual([]);
+  }, 120_000);
+}
