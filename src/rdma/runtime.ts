@@ -11,8 +11,10 @@
  * armed (req_notify) whenever a progress round found nothing, and the channel fd's handler
  * drains the events and progresses. After a send in those modes the runtime spins up to the
  * sender's spinNs for the answer (a microtask), then parks on the fd.
- * Async events: QP_FATAL / QP_REQ_ERR / QP_ACCESS_ERR close that QP's connection with
- * ProtocolError, CQ_ERR or SRQ_ERR every connection of the runtime; SRQ_LIMIT_REACHED re-arms the
+ * Async events: QP_FATAL closes that QP's connection with TransportClosedError (the QP is gone,
+ * which says nothing against the peer: the software provider raises it when the peer's process
+ * died), QP_REQ_ERR / QP_ACCESS_ERR (the peer's bad requests) with ProtocolError, CQ_ERR or
+ * SRQ_ERR every connection of the runtime with ProtocolError; SRQ_LIMIT_REACHED re-arms the
  * limit (and is counted: `srqLimitEvents`).
  *
  * Lifetime: acquire*() counts a user, release() drops one; the last destroys everything (its
@@ -28,7 +30,7 @@
  */
 
 import { ensureForkSafe, IBV, VerbsContext, WorkCompletions, type QpInit, type VerbsCompChannel, type VerbsCq, type VerbsPd, type VerbsSrq } from "../ffi/ibverbs.ts";
-import { describeThrown, ProtocolError, type HotpathError } from "../errors.ts";
+import { describeThrown, ProtocolError, TransportClosedError, type HotpathError } from "../errors.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { RecvSlab } from "./buffers.ts";
 import { assertCqDepth } from "./signal.ts";
@@ -461,7 +463,8 @@ export class RdmaRuntime {
         }
       } else if (t === IBV.IBV_EVENT_QP_FATAL || t === IBV.IBV_EVENT_QP_REQ_ERR || t === IBV.IBV_EVENT_QP_ACCESS_ERR) {
         const sink = ev.qp !== undefined ? this.sinks.get(ev.qp.qpNum) : undefined;
-        sink?.fail(new ProtocolError(`rdma ${this.ctx.deviceName}: ${ev.name} on QP ${ev.qp?.qpNum}`));
+        const what = `rdma ${this.ctx.deviceName}: ${ev.name} on QP ${ev.qp?.qpNum}`;
+        sink?.fail(t === IBV.IBV_EVENT_QP_FATAL ? new TransportClosedError(what) : new ProtocolError(what));
       } else if (t === IBV.IBV_EVENT_CQ_ERR || t === IBV.IBV_EVENT_SRQ_ERR || t === IBV.IBV_EVENT_DEVICE_FATAL) {
         this.failAll(new ProtocolError(`rdma ${this.ctx.deviceName}: ${ev.name}: every connection of this device closes`));
       }
