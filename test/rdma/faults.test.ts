@@ -91,7 +91,7 @@ for (const mode of ["cm", "socket"] as const) {
         await server.ask("fault", { spec: f.spec });
         // Calls go on until one fails: the fault takes effect at the server's next request, completion or engine pass.
         const failed = await client.ask("callUntilError", { max: 1000 });
-        expect(TYPED).toContain(failed.error);
+        expect(TYPED).toContain(failed.failure);
 
         const c = await client.ask("waitClosed");
         expect(c.closed).toBe(true);

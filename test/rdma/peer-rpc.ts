@@ -9,8 +9,8 @@
  *   connect {url, opts}       a new client (the last one is "the" client); -> {} or {error}
  *   calls {n, inFlight, size} n echo calls, inFlight at a time, each checked; -> {ok, wrong, maxInFlight, errors}
  *   pend {n, method}          starts n calls that the server never answers; -> {started}
- *   call {timeoutMs}          one echo call; -> {ok} or {error: class}
- *   callUntilError {max}      echo calls one after another until one rejects; -> {calls, error: class}
+ *   call {timeoutMs}          one echo call; -> {ok} or {failure: class, message}
+ *   callUntilError {max}      echo calls one after another until one rejects; -> {calls, failure: class, message}
  *   waitClosed {timeoutMs}    until the client closed and its pending calls settled; -> {closed, closeError, pending}
  *   waitSessions {n, timeoutMs} until the server has n open sessions; -> {sessions}
  *   close                     closes the client
@@ -110,7 +110,7 @@ await serveCommands(
         const r = await needClient().request(m.M_ECHO, m.u32(7), { timeoutMs: a.timeoutMs ?? 30_000 });
         return { ok: m.readU32(r) === 7 };
       } catch (e) {
-        return { error: errName(e), message: errText(e) };
+        return { failure: errName(e), message: errText(e) };
       }
     },
     async callUntilError(a) {
@@ -119,10 +119,10 @@ await serveCommands(
         try {
           await c.request(m.M_ECHO, m.u32(calls), { timeoutMs: a.timeoutMs ?? 30_000 });
         } catch (e) {
-          return { calls, error: errName(e), message: errText(e) };
+          return { calls, failure: errName(e), message: errText(e) };
         }
       }
-      return { calls: a.max ?? 1000, error: null };
+      return { calls: a.max ?? 1000, failure: null };
     },
     async waitClosed(a) {
       const c = needClient();

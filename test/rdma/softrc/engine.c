@@ -268,7 +268,7 @@ static void on_response(struct softrc_qp *q, const struct softrc_msg *m) {
   }
 }
 
-static void unlink_dead(uint32_t qpn, pid_t pid) {
+void softrc_unlink_dead(uint32_t qpn, pid_t pid) {
   char path[256];
   softrc_path(path, sizeof path, "qp", qpn);
   unlink(path);
@@ -300,7 +300,7 @@ static int service(struct softrc_qp *q, uint64_t now, int watchdog) {
   if (watchdog && q->peer && !q->peer_dead) {
     pid_t pid = q->peer->owner_pid; /* SYNC: written before the peer's magic, never again */
     int gone = __atomic_load_n(&q->peer->state, __ATOMIC_ACQUIRE) == SEG_GONE; /* SYNC */
-    if (!softrc_pid_alive(pid)) { unlink_dead(q->dest_qpn, pid); q->peer_dead = gone = 1; }
+    if (!softrc_pid_alive(pid)) { softrc_unlink_dead(q->dest_qpn, pid); q->peer_dead = gone = 1; }
     if (gone && (q->qp.state == IBV_QPS_RTR || q->qp.state == IBV_QPS_RTS)) softrc_qp_to_err(q, 1);
   }
   return n;

@@ -23,7 +23,26 @@ void softrc_path(char *buf, size_t n, const char *kind, unsigned id) {
   snprintf(buf, n, "%s/softrc-%u-%s-%u", softrc_dir(), (unsigned)getuid(), kind, id);
 }
 
-int softrc_pid_alive(pid_t pid) { return pid > 0 && (kill(pid, 0) == 0 || errno == EPERM); }
+/* A process that is exiting (PF_EXITING: its fds, sockets included, close during exit, so a
+ * survivor may hear of the death before the process is gone) or a zombie not yet reaped counts
+ * as dead: kill(pid, 0) alone says both are alive. */
+int softrc_pid_alive(pid_t pid) {
+  if (pid <= 0 || (kill(pid, 0) != 0 && errno != EPERM)) return 0;
+  char path[64], buf[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno != ENOENT;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 1;
+  buf[n] = 0;
+  const char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+  char state = 0;
+  unsigned long flags = 0;
+  /* fields after the name: state ppid pgrp session tty_nr tpgid flags */
+  if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %lu", &state, &flags) != 2) return 1;
+  return state != 'Z' && state != 'X' && !(flags & 0x4 /* PF_EXITING */);
+}
 
 /* Maps the inbox of qpn; create: O_EXCL (EEXIST when taken). */
 struct softrc_seg *softrc_seg_map(uint32_t qpn, int create) {
@@ -117,6 +136,12 @@ int ibv_destroy_qp(struct ibv_qp *qp) {
   softrc_path(path, sizeof path, "qp", qp->qp_num);
   unlink(path);
   munmap(q->seg, sizeof *q->seg);
+  /* A dead peer's files go here too: a survivor that destroys its QP at once (its transport heard
+   * of the death another way: rdma_cm, a socket) may beat the watchdog, which would remove them. */
+  if (q->peer && !q->peer_dead) {
+    pid_t pid = q->peer->owner_pid; /* SYNC: written before the peer's magic, never again */
+    if (!softrc_pid_alive(pid)) softrc_unlink_dead(q->dest_qpn, pid);
+  }
   unmap_peer(q);
   REF((struct softrc_pd *)qp->pd, -1);
   REF((struct softrc_cq *)qp->send_cq, -1);

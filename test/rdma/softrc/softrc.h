@@ -196,6 +196,7 @@ int softrc_progress(void); /* one try-locked engine pass from an app thread; mes
 void softrc_bell_ref(int delta); /* +1 per QP created, -1 per QP destroyed; qlist lock held */
 int softrc_send_msg(struct softrc_qp *q, const struct softrc_msg *m); /* q->lock held; -1: no room yet */
 void softrc_kick_sq(struct softrc_qp *q);                             /* q->lock held */
+void softrc_unlink_dead(uint32_t qpn, pid_t pid); /* a dead peer's QP segment and doorbell */
 
 /* faults (verbs.c): counters set by SOFTRC_FAULTS or softrc_fault() */
 struct softrc_faults {
