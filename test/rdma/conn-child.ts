@@ -237,10 +237,10 @@ async function pairClose(): Promise<void> {
   out({ step: "close", closes, afterSend, closed: [A.conn.closed, B.conn.closed] });
 }
 
-let stdinReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+let stdinReader: { read(): Promise<{ value?: Uint8Array; done?: boolean }> } | null = null;
 let stdinBuf = "";
 async function readLine(): Promise<string> {
-  stdinReader ??= Bun.stdin.stream().getReader();
+  const reader = (stdinReader ??= Bun.stdin.stream().getReader());
   const dec = new TextDecoder();
   for (;;) {
     const nl = stdinBuf.indexOf("\n");
@@ -249,7 +249,7 @@ async function readLine(): Promise<string> {
       stdinBuf = stdinBuf.slice(nl + 1);
       return line;
     }
-    const { value, done } = await stdinReader.read();
+    const { value, done } = await reader.read();
     if (done) throw new Error("stdin closed before the line expected");
     stdinBuf += dec.decode(value, { stream: true });
   }
