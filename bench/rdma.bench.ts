@@ -78,7 +78,7 @@ async function where(o: RdmaPartOptions): Promise<Where> {
     const dev = listDevices().find((d) => d.ports.some((p) => p.active));
     if (dev === undefined) throw new RdmaSkip("no ACTIVE port on any RDMA device");
     const port = dev.ports.find((p) => p.active)!;
-    const url = port.ipv4 !== null ? `rdma://${port.ipv4}:0` : `rdma://127.0.0.1:0?mode=socket&device=${dev.name}&port=${port.port}&gid=0`;
+    const url = port.ipv4 !== null ? `rdma://${port.ipv4}:0` : `rdma://127.0.0.1:0?mode=socket&device=${dev.name}&port=${port.port}&gid=${port.gidIndex}`;
     // HOTPATH_IBVERBS may name the fixture for this whole run: its device is no hardware either.
     if (dev.fixture) return { label: SOFTWARE_LABEL, url, mode: "async", env: {}, perftest: null, cleanup() {} };
     return {
@@ -86,7 +86,7 @@ async function where(o: RdmaPartOptions): Promise<Where> {
       url,
       mode: "spin",
       env: {},
-      perftest: { device: dev.name, port: port.port, gidIndex: 0, ethernet: port.linkLayer === "Ethernet" },
+      perftest: { device: dev.name, port: port.port, gidIndex: port.gidIndex, ethernet: port.linkLayer === "Ethernet" },
       cleanup() {},
     };
   }

@@ -3,7 +3,8 @@
  * the devices and their ports, picks the first ACTIVE port, starts a second process (`hotpath
  * doctor --selftest-peer URL`, this same command) that serves over rdma:// on that port, and runs
  * against it a subset of the conformance suite in each connection mode the port allows (rdma_cm
- * where the port has an IPv4 GID, socket mode always; both are loopback through the one HCA),
+ * where the port has an IPv4 address, from an IPv4-mapped GID or its netdev; socket mode
+ * always; both are loopback through the one HCA),
  * then a latency / throughput probe, and prints a pass/fail table and the figures beside
  * perftest's `ib_send_lat` / `ib_write_lat` on the same port (when installed; they need a real
  * device, and say why when they cannot run).
@@ -22,6 +23,8 @@
  * Thread: the main JS thread of the command; the peer process is killed by pid at the end.
  */
 
+import { readFileSync } from "node:fs";
+import { networkInterfaces } from "node:os";
 import { describeThrown, RdmaUnavailableError, TransportClosedError, UsageError } from "../errors.ts";
 import { IBV, rdmaUnavailableReason, VerbsContext, verbsDevices } from "../ffi/ibverbs.ts";
 import { rpcConnect, serve, type RpcClient as AnyRpcClient } from "../rpc/serve.ts";
@@ -55,8 +58,14 @@ export interface PortInfo {
   activeMtu: number;
   lid: number;
   gid0: string;
-  /** The IPv4 address GID[0] maps (RoCE v2 GIDs, the fixture's), where rdma_cm can reach the port. */
+  /**
+   * The first GID of the port that maps an IPv4 address (RoCE v2 GIDs, the fixture's GID[0]), or
+   * else the IPv4 address of the netdev behind GID[0] (sysfs gid_attrs/ndevs): where rdma_cm
+   * reaches the port; null when neither exists (rdma_cm mode is then not run).
+   */
   ipv4: string | null;
+  /** GID index the checks use: the IPv4-mapped one when there is one (routable RoCE v2), else 0. */
+  gidIndex: number;
 }
 
 export interface DeviceInfo {
@@ -71,6 +80,19 @@ export interface CheckRow {
   name: string;
   ok: boolean;
   detail: string;
+}
+
+/** GID entries scanned per port for an IPv4-mapped one (RoCE puts them after the link-local ones, in the first few). */
+const MAX_GIDS_SCANNED = 16;
+
+/** The IPv4 address of the netdev sysfs names for GID 0 of `device` port `port`, or null. */
+function netdevIpv4(device: string, port: number): string | null {
+  try {
+    const ndev = readFileSync(`/sys/class/infiniband/${device}/ports/${port}/gid_attrs/ndevs/0`, "utf8").trim();
+    return networkInterfaces()[ndev]?.find((a) => a.family === "IPv4")?.address ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /** 16 GID bytes as IPv6 text, and the IPv4 address of an IPv4-mapped GID. */
@@ -92,11 +114,22 @@ export function listDevices(): DeviceInfo[] {
       for (let p = 1; p <= attr.physPortCnt; p++) {
         const a = ctx.queryPort(p);
         let gid = { text: "-", ipv4: null as string | null };
-        try {
-          gid = gidText(ctx.queryGid(p, 0));
-        } catch {
-          // no GID table on this port
+        let ipv4: string | null = null;
+        let gidIndex = 0;
+        for (let i = 0; i < Math.min(a.gidTblLen, MAX_GIDS_SCANNED); i++) {
+          try {
+            const g = gidText(ctx.queryGid(p, i));
+            if (i === 0) gid = g;
+            if (g.ipv4 !== null && g.ipv4 !== "0.0.0.0") {
+              ipv4 = g.ipv4;
+              gidIndex = i;
+              break;
+            }
+          } catch {
+            break; // the end of this port's GID table
+          }
         }
+        ipv4 ??= netdevIpv4(d.name, p);
         ports.push({
           port: p,
           state: Object.keys(IBV).find((k) => k.startsWith("IBV_PORT_") && IBV[k as keyof typeof IBV] === a.state && !k.includes("NOP"))?.slice(4) ?? `state ${a.state}`,
@@ -105,7 +138,8 @@ export function listDevices(): DeviceInfo[] {
           activeMtu: 128 << a.activeMtu,
           lid: a.lid,
           gid0: gid.text,
-          ipv4: gid.ipv4,
+          ipv4,
+          gidIndex,
         });
       }
       return { name: d.name, guid: d.guid, fwVer: attr.fwVer, fixture: attr.fwVer.startsWith("softrc"), ports };
@@ -373,8 +407,8 @@ export async function runRdmaSelftest(argv: string[], print: (s: string) => void
   const port = dev.ports.find((p) => p.active)!;
   const urls: Array<[string, string]> = [];
   if (port.ipv4 !== null) urls.push(["cm", `rdma://${port.ipv4}:0`]);
-  urls.push(["socket", `rdma://127.0.0.1:0?mode=socket&device=${dev.name}&port=${port.port}&gid=0`]);
-  print(`using ${dev.name} port ${port.port}, GID index 0 (loopback through the device)${port.ipv4 === null ? "; rdma_cm mode not run: GID[0] maps no IPv4 address" : ""}`);
+  urls.push(["socket", `rdma://127.0.0.1:0?mode=socket&device=${dev.name}&port=${port.port}&gid=${port.gidIndex}`]);
+  print(`using ${dev.name} port ${port.port}, GID index ${port.gidIndex} (loopback through the device)${port.ipv4 === null ? "; rdma_cm mode not run: no GID or netdev of the port has an IPv4 address" : ""}`);
 
   const rows: CheckRow[] = [];
   const figures: Figure[] = [];
@@ -396,7 +430,7 @@ export async function runRdmaSelftest(argv: string[], print: (s: string) => void
       await peer?.stop();
     }
   }
-  const base = { device: dev.name, port: port.port, gidIndex: 0, ethernet: port.linkLayer === "Ethernet", iters: quick ? 1000 : 10000 };
+  const base = { device: dev.name, port: port.port, gidIndex: port.gidIndex, ethernet: port.linkLayer === "Ethernet", iters: quick ? 1000 : 10000 };
   figures.push({ label: "ib_send_lat (perftest) round trip, 32 B", value: perftestText(await ibPerftest("ib_send_lat", { ...base, bytes: 32 })) });
   figures.push({ label: "ib_write_lat (perftest) round trip, 32 B", value: perftestText(await ibPerftest("ib_write_lat", { ...base, bytes: 32 })) });
   figures.push({ label: "ib_write_lat (perftest) round trip, 1 MiB", value: perftestText(await ibPerftest("ib_write_lat", { ...base, bytes: 1 << 20, iters: quick ? 100 : 1000 })) });

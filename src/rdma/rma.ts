@@ -108,6 +108,9 @@ export class RdmaAccessError extends ProtocolError {
   }
 }
 
+// Errors are named after their class; a bundler may rename the binding (errors.ts's note): pinned.
+Object.defineProperty(RdmaAccessError, "name", { value: "RdmaAccessError" });
+
 /** What a region needs of its connection (RdmaConnection implements it; declared here so rma.ts imports nothing of connection.ts). */
 export interface RmaConnection {
   readonly closed: boolean;
