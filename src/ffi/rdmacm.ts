@@ -320,6 +320,11 @@ export class RdmaCmId {
     return this.channel.contextFor(v);
   }
 
+  /** The HCA port (1-based) rdma_cm bound the id to, with its device (0 before). */
+  get portNum(): number {
+    return this.handle === 0 ? 0 : read.u8(this.handle as P, off("rdma_cm_id.port_num"));
+  }
+
   /** The port rdma_cm bound the id to, e.g. a listener on port 0 (after bind). */
   get localPort(): number {
     return this.handle === 0 ? 0 : (readSockaddrIn(this.handle + off("rdma_cm_id.route.addr.src_sin"))?.port ?? 0);

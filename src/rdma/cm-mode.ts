@@ -19,8 +19,8 @@
  * RdmaConnection.peerGone(TransportClosedError); closing a connection disconnects its id and
  * destroys it once the connection's verbs objects are gone.
  *
- * Device: rdma_cm picks it from the address; `?device=` in cm mode must name that device
- * (UsageError otherwise); `?port=` and `?gid=` pick the port and GID index the runtime reports.
+ * Device: rdma_cm picks it and its port from the address; `?device=` and `?port=` in cm mode
+ * must name those (UsageError otherwise); `?gid=` picks the GID index the runtime reports.
  *
  * Threading: the JS thread that connects or listens; events arrive through cm.ts.
  */
@@ -45,11 +45,17 @@ function eventName(ev: RdmaCmEvent): string {
   return ev.status === 0 ? ev.name : `${ev.name} (status ${ev.status})`;
 }
 
-/** The runtime of the device rdma_cm bound `id` to; UsageError when the URL named another device. */
-function runtimeFor(cm: CmChannel, id: RdmaCmId, u: RdmaUrl, where: string): RdmaRuntime {
+/**
+ * The runtime of the device and port rdma_cm bound `id` to; UsageError when the URL named
+ * another device or port (`?port=` unset: the one rdma_cm chose).
+ */
+function runtimeFor(cm: CmChannel, id: RdmaCmId, u: RdmaUrl, url: URL, where: string): RdmaRuntime {
   const ctx = cm.channel.contextFor(id.verbs);
-  if (u.device !== undefined && ctx.deviceName !== u.device) throw new UsageError(`${where}: device=${u.device}, but rdma_cm reaches ${u.host} through ${ctx.deviceName} (cm mode takes the device from the address; use mode=socket to choose it)`);
-  return RdmaRuntime.acquireContext(ctx, u.portNum, u.gidIndex);
+  const how = "cm mode takes the device and port from the address; use mode=socket to choose them";
+  if (u.device !== undefined && ctx.deviceName !== u.device) throw new UsageError(`${where}: device=${u.device}, but rdma_cm reaches ${u.host} through ${ctx.deviceName} (${how})`);
+  const port = id.portNum || u.portNum;
+  if (url.searchParams.has("port") && port !== u.portNum) throw new UsageError(`${where}: port=${u.portNum}, but rdma_cm reaches ${u.host} through port ${port} of ${ctx.deviceName} (${how})`);
+  return RdmaRuntime.acquireContext(ctx, port, u.gidIndex);
 }
 
 /** The parameters both sides connect / accept with: RNR_RETRY so that a lasting RNR is an error (qp-setup.ts). */
@@ -58,7 +64,7 @@ function connParam(hello: Uint8Array) {
 }
 
 /** Connects over rdma_cm (see the module comment) within `timeoutMs`. The connection belongs to the calling thread. */
-export async function cmConnect(u: RdmaUrl, tuning: RdmaTuning, timeoutMs: number, wait: Partial<WaitPolicy> | undefined): Promise<RdmaConnection> {
+export async function cmConnect(url: URL, u: RdmaUrl, tuning: RdmaTuning, timeoutMs: number, wait: Partial<WaitPolicy> | undefined): Promise<RdmaConnection> {
   const peerUrl = `rdma://${u.host}:${u.port}`;
   const where = `rdma connect ${peerUrl}`;
   const cm = CmChannel.acquire();
@@ -91,7 +97,7 @@ export async function cmConnect(u: RdmaUrl, tuning: RdmaTuning, timeoutMs: numbe
     expect(await next(), RDMA.RDMA_CM_EVENT_ADDR_RESOLVED, "address resolution");
     id.resolveRoute(stepMs());
     expect(await next(), RDMA.RDMA_CM_EVENT_ROUTE_RESOLVED, "route resolution");
-    rt = runtimeFor(cm, id, u, where);
+    rt = runtimeFor(cm, id, u, url, where);
     const qp = id.createQp(rt.pd, rt.qpInit(tuning.sqDepth));
     ep = RdmaEndpoint.create(rt, { qp, maxMessageBytes: tuning.maxMessageBytes, window: tuning.window, sqDepth: tuning.sqDepth, zoneBytes: tuning.zoneBytes });
     if (ep === null) throw new ConnectError(`${where}: this thread's rdma runtime has no receives left to reserve ${tuning.window} for another connection (its SRQ is full)`);
@@ -153,6 +159,7 @@ export class CmListener extends ListenerBase<RdmaConnection> {
 
   constructor(
     private readonly cm: CmChannel,
+    private readonly rawUrl: URL,
     private readonly u: RdmaUrl,
     private readonly tuning: RdmaTuning,
     private readonly wait: Partial<WaitPolicy> | undefined,
@@ -184,7 +191,7 @@ export class CmListener extends ListenerBase<RdmaConnection> {
     }
     let rt: RdmaRuntime;
     try {
-      rt = runtimeFor(this.cm, ev.id, this.u, `rdma listener ${this.url}`);
+      rt = runtimeFor(this.cm, ev.id, this.u, this.rawUrl, `rdma listener ${this.url}`);
     } catch (e) {
       return this.reject(s, new ProtocolError(`rdma listener ${this.url}: no runtime for a client's device: ${describeThrown(e)}`), REFUSED_PROTOCOL);
     }

@@ -61,7 +61,7 @@ export async function rdmaConnect(url: URL, opts: ConnectOptions): Promise<Conne
   const why = unavailableReason();
   if (why !== null) throw new RdmaUnavailableError(why);
   try {
-    return u.mode === "socket" ? await socketConnect(u, tuning, timeoutMs, opts.wait) : await cmConnect(u, tuning, timeoutMs, opts.wait);
+    return u.mode === "socket" ? await socketConnect(u, tuning, timeoutMs, opts.wait) : await cmConnect(url, u, tuning, timeoutMs, opts.wait);
   } catch (e) {
     throw asConnectError(where, e);
   }
@@ -87,7 +87,7 @@ export async function rdmaListen(url: URL, opts: ListenOptions): Promise<Listene
     }
     const cm = CmChannel.acquire();
     try {
-      return new CmListener(cm, u, tuning, opts.wait);
+      return new CmListener(cm, url, u, tuning, opts.wait);
     } catch (e) {
       cm.release();
       throw e;

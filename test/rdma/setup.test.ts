@@ -297,7 +297,7 @@ describe.each(MODES)("rdma:// over the fixture, %s mode", (mode) => {
       expect(none).toMatchObject({ ok: false, name: "ConnectError" });
       expect(none.message).toContain(mode === "socket" ? "cannot reach the listener" : "nothing listening");
       // And the client's fixture objects are all gone again (cm mode: rdma_cm's own context stays).
-      expect((await client.ask("probe")).qp).toBe(0);
+      expect(await client.ask("probe")).toMatchObject({ qp: 0, mr: 0 });
     } finally {
       silent.stop(true);
     }
@@ -321,6 +321,8 @@ describe.each(MODES)("rdma:// over the fixture, %s mode", (mode) => {
       const server = spawnPeer(dir);
       const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0" });
       await bad(`${url}?device=mlx5_9`, {}, "device=mlx5_9, but rdma_cm reaches 127.0.0.1 through softrc0");
+      await bad(`${url}?port=2`, {}, "port=2, but rdma_cm reaches 127.0.0.1 through port 1 of softrc0");
+      expect(await client.ask("connect", { url: `${url}?device=softrc0&port=1` })).toMatchObject({ ok: true, echoed: true });
       expect(await server.end()).toBe(0);
     } else {
       const r = await client.ask("connect", { url: "rdma://127.0.0.1:9?mode=socket&device=mlx5_9" });
