@@ -7,6 +7,8 @@
  *       with copy: false), readTo / readInto of both sizes, the owner's own bytes, CAS twice,
  *       200 gets at once (more than the send queue: queued, posted as slots free), flush,
  *       out-of-range and misaligned access refused with UsageError (the connection still works).
+ *   close: 100 gets, 5 readTo and a flush in flight when this side closes: each settles (a
+ *       result, TransportClosedError, or IBV_WC_WR_FLUSH_ERR = 5 to readTo), later calls TransportClosedError.
  *   badkey: a descriptor forged with another rkey: the get fails with RdmaAccessError, a get
  *       issued after it with TransportClosedError, and the connection is closed with the RdmaAccessError.
  */
@@ -101,6 +103,17 @@ if (scenario === "rw") {
     closeError: conn.closeError === e1,
     later: await good.get(0, 8).then(() => "read", errName),
   });
+} else if (scenario === "close") {
+  // Operations still in flight when this side closes: each settles, as a result or TransportClosedError.
+  const remote = conn.attachRegion(desc);
+  const gets = Array.from({ length: 100 }, (_, i) => remote.get(i * 64, 64 + (i % 2) * 8192).then(() => "ok", errName));
+  const reads = Array.from({ length: 5 }, (_, i) => new Promise<string>((resolve) => remote.readTo(i * 8, 8, { buf: new Uint8Array(8), onRead: (s) => resolve(s === 0 ? "ok" : `status ${s}`) })));
+  const flushed = remote.flush().then(() => "flush ok", (e) => `flush ${errName(e)}`);
+  client.close();
+  const outcomes = await Promise.all([...gets, ...reads, flushed]);
+  const tally: Record<string, number> = {};
+  for (const o of outcomes) tally[o] = (tally[o] ?? 0) + 1;
+  out({ step: "close", tally, after: await remote.get(0, 8).then(() => "read", errName) });
 }
 client.close();
 // The connection's memory goes once its teardown ran (a microtask or a drain after close).

@@ -11,7 +11,8 @@
  * peer (test/rdma/rma-peer.ts) puts, gets, reads and compare-and-swaps, and the bytes are checked
  * in the owner's memory; out-of-range access is UsageError and the connection goes on; a forged
  * descriptor with a bad rkey fails with RdmaAccessError and closes the connection with it (an
- * operation behind it fails with TransportClosedError); after the peer closed, the owner's
+ * operation behind it fails with TransportClosedError); operations in flight when the peer
+ * closes its side settle with TransportClosedError; after the peer closed, the owner's
  * regions are closed and its live MR count (softrc_live("mr")) is back where it was before the
  * connection, and the peer's is 0.
  */
@@ -19,6 +20,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { ProtocolError, TransportClosedError, UsageError } from "../../src/errors.ts";
 import type { VerbsPd } from "../../src/ffi/ibverbs.ts";
+import { IBV } from "../../src/ffi/verbs-layout.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
 import { decodeRmaDescriptor, encodeRmaDescriptor, MAX_OP_BYTES, RdmaRma, RMA_DESC_BYTES, type RmaConnection } from "../../src/rdma/rma.ts";
@@ -155,6 +157,31 @@ for (const mode of ["cm", "socket"]) {
         // The owner: its region closed with the connection, its MRs back to where they were.
         let stats = await ownerStats(owner);
         for (let i = 0; i < 100 && stats.closedRegions < stats.regions; i++) {
+          await Bun.sleep(20);
+          stats = await ownerStats(owner);
+        }
+        expect(stats).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
+      },
+      PEER_WATCHDOG_MS + 20_000,
+    );
+
+    test(
+      "operations in flight when the connection closes settle with TransportClosedError (readTo: IBV_WC_WR_FLUSH_ERR); nothing leaked",
+      async () => {
+        const dir = fx.registry();
+        owner = await spawnPeer(OWNER, [listenUrl], fx.env(dir) as Record<string, string>);
+        const before = owner.ready.liveMr as number;
+        const r = await peerRun(owner.ready.url, "close", dir);
+        const tally = r.close!.tally as Record<string, number>;
+        // Every one of the 106 settled, as a result or as closed; most were still in flight.
+        const settled = new Set(["ok", "TransportClosedError", `status ${IBV.IBV_WC_WR_FLUSH_ERR}`, "flush ok", "flush TransportClosedError"]);
+        expect(Object.keys(tally).filter((k) => !settled.has(k))).toEqual([]);
+        expect(Object.values(tally).reduce((a, b) => a + b, 0)).toBe(106);
+        expect((tally.TransportClosedError ?? 0) + (tally[`status ${IBV.IBV_WC_WR_FLUSH_ERR}`] ?? 0)).toBeGreaterThan(0);
+        expect(r.close!.after).toBe("TransportClosedError");
+        expect(r.done!.liveMr).toBe(0);
+        let stats = await ownerStats(owner);
+        for (let i = 0; i < 100 && (stats.closedRegions < stats.regions || stats.liveMr !== before); i++) {
           await Bun.sleep(20);
           stats = await ownerStats(owner);
         }
