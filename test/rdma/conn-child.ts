@@ -16,6 +16,8 @@ import { RdmaEndpoint, type LocalHello } from "../../src/rdma/endpoint.ts";
 import type { RdmaConnection } from "../../src/rdma/connection.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, type RxMessage } from "../../src/contract/transport.ts";
 import type { HotpathError } from "../../src/errors.ts";
+import { IBV, SendWorkRequests } from "../../src/ffi/ibverbs.ts";
+import { readdirSync } from "node:fs";
 
 const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 const fixture = dlopen(process.env.HOTPATH_IBVERBS!, { softrc_live: { args: [FFIType.ptr], returns: FFIType.i32 } });
@@ -230,11 +232,134 @@ async function pairClose(): Promise<void> {
   const closes: string[] = [];
   A.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => closes.push(`A:${e === null ? "null" : e.name}`) });
   B.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => closes.push(`B:${e === null ? "null" : e.name}`) });
+  const policy: Array<[string, boolean]> = [];
+  for (const mode of ["spin", "blocking", "async", "adaptive"] as const) {
+    A.conn.setWaitPolicy({ mode });
+    policy.push([mode, A.conn.waitsOnEventLoop]);
+  }
+  const refused: string[] = [];
+  for (const bad of [{ mode: "nap" }, { spinNs: -1 }]) {
+    try {
+      A.conn.setWaitPolicy(bad as never);
+    } catch (e) {
+      refused.push((e as Error).name);
+    }
+  }
   A.conn.close();
   A.conn.close();
   await Promise.all([A.gone, B.gone]);
   const afterSend = B.conn.trySend(new Uint8Array(1));
-  out({ step: "close", closes, afterSend, closed: [A.conn.closed, B.conn.closed] });
+  const waitAfter = await B.conn.wait(1000);
+  out({ step: "close", closes, afterSend, waitAfter, closed: [A.conn.closed, B.conn.closed], policy, refused });
+}
+
+
+/** Open fds of this process (the runtime's channel, async fd and waiter eventfd must be gone after). */
+const openFds = () => readdirSync("/proc/self/fd").length;
+
+/**
+ * A hostile peer: end B stays an endpoint (never opened) and posts raw SENDs with headers of
+ * its own making at the real connection A: `frames` are [kind, headLen, bodyLen, claimed lengths].
+ */
+async function hostileRound(frames: Array<{ kind: number; hl: number; bl: number; claimHl?: number; claimBl?: number }>, hook: boolean) {
+  const a = makeEnd({ maxMessageBytes: 1000 });
+  const b = makeEnd();
+  const A = open(a.rt, a.ep, b.ep.local, "hostile");
+  b.ep.connectQp(a.ep.local);
+  const events: string[] = [];
+  A.conn.setReceiver({
+    onMessage(m) {
+      events.push(`message ${new TextDecoder().decode(m.head)} ${m.bodyLength}`);
+      m.release();
+    },
+    onClose: (e) => events.push(`close ${e === null ? null : e.name}: ${e?.message ?? ""}`),
+    ...(hook ? { onOversized: (head: Uint8Array, len: number) => events.push(`oversized ${new TextDecoder().decode(head)} ${len}`) } : {}),
+  });
+  const buf = new ArrayBuffer(4096);
+  const mem = new Uint8Array(buf);
+  const dv = new DataView(buf);
+  const mr = b.rt.pd.regMr(mem, IBV.IBV_ACCESS_LOCAL_WRITE);
+  const wrs = new SendWorkRequests(1);
+  let id = 1;
+  for (const f of frames) {
+    dv.setUint8(0, f.kind);
+    dv.setUint8(1, 0);
+    dv.setUint16(2, 0, true);
+    dv.setUint32(4, f.claimHl ?? f.hl, true);
+    dv.setUint32(8, f.claimBl ?? f.bl, true);
+    mem.set(new TextEncoder().encode("h".repeat(f.hl)), 12);
+    wrs.set(0, id++, IBV.IBV_WR_SEND, IBV.IBV_SEND_SIGNALED, mr.address, 12 + f.hl + f.bl, mr.lkey);
+    if (b.ep.qp.tryPostSend(wrs, 0) !== 0) throw new Error("raw post failed");
+    await Bun.sleep(5);
+    A.conn.poll();
+  }
+  await until("the hostile frames", () => A.conn.closed || events.length >= frames.length, [A.conn]);
+  await Bun.sleep(20);
+  A.conn.poll();
+  const closed = A.conn.closed;
+  if (!closed) A.conn.close();
+  await A.gone;
+  b.ep.close();
+  mr.close();
+  b.rt.release();
+  return { events, closed };
+}
+
+async function pairHostile(): Promise<void> {
+  const fdsBefore = openFds();
+  // With the hook: an oversized body is skipped and reported, the next message delivered, then a bad kind aborts.
+  const skip = await hostileRound([{ kind: 1, hl: 3, bl: 2000 }, { kind: 1, hl: 2, bl: 10 }, { kind: 99, hl: 0, bl: 0 }], true);
+  // Lengths in the header that disagree with the bytes received.
+  const lengths = await hostileRound([{ kind: 1, hl: 2, bl: 10, claimBl: 500 }], true);
+  // Without the hook an oversized body aborts.
+  const noHook = await hostileRound([{ kind: 1, hl: 2, bl: 2000 }], false);
+  await Bun.sleep(200); // the waiter's helper closes its eventfd as it exits
+  out({ step: "hostile", skip, lengths, noHook, fdsBefore, fdsAfter: openFds() });
+}
+
+/** Ping-pong across processes in wait mode `mode` (side "ping"), against an echo that delivers from the event loop. */
+async function ping(c: RdmaConnection, mode: string): Promise<Record<string, unknown>> {
+  c.setWaitPolicy({ mode: mode as "spin" });
+  let reply: Uint8Array | null = null;
+  c.setReceiver({
+    onMessage(m) {
+      reply = m.body.slice();
+      m.release();
+    },
+    onClose() {},
+  });
+  let bad = 0;
+  let falseWakes = 0;
+  const N = 200;
+  for (let i = 0; i < N; i++) {
+    const body = pattern(i, 64 + (i % 7) * 300);
+    while (c.trySend(new Uint8Array([1]), body) !== SEND_OK) await c.wait(10);
+    reply = null;
+    const deadline = Date.now() + 10_000;
+    while (reply === null) {
+      if (Date.now() > deadline) throw new Error(`no reply to ${i} in mode ${mode}: ${JSON.stringify(c.debugState())}`);
+      if (!(await c.wait(100))) falseWakes++;
+      if (mode === "spin" || mode === "blocking") c.poll();
+    }
+    if (!matches(i, reply!) || (reply as Uint8Array).length !== body.length) bad++;
+  }
+  return { mode, rounds: N, bad, waitsOnEventLoop: c.waitsOnEventLoop };
+}
+
+function echo(c: RdmaConnection): void {
+  const backlog: Uint8Array[] = [];
+  const flush = () => {
+    while (backlog.length > 0 && c.trySend(new Uint8Array([2]), backlog[0]!) === SEND_OK) backlog.shift();
+    if (backlog.length > 0) setTimeout(flush, 1);
+  };
+  c.setReceiver({
+    onMessage(m) {
+      backlog.push(m.body.slice());
+      m.release();
+      flush();
+    },
+    onClose() {},
+  });
 }
 
 let stdinReader: { read(): Promise<{ value?: Uint8Array; done?: boolean }> } | null = null;
@@ -264,7 +389,15 @@ async function end(side: string, scenario: string): Promise<void> {
   // Both QPs are in RTS before anything is sent (setup's READY does this for real connections).
   out({ step: "open" });
   if ((await readLine()) !== "go") throw new Error("expected go");
-  if (scenario === "messages") {
+  if (scenario.startsWith("ping-")) {
+    if (side === "ping") {
+      out({ step: "ping", ...(await ping(c, scenario.slice(5))) });
+      c.close();
+    } else {
+      echo(c);
+      await until("the pinger's close", () => c.closed, []);
+    }
+  } else if (scenario === "messages") {
     if (side === "send") {
       c.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
       const kinds = await sendAll(c, []);
@@ -302,6 +435,7 @@ try {
     else if (s === "credits") await pairCredits();
     else if (s === "sq") await pairSq();
     else if (s === "close") await pairClose();
+    else if (s === "hostile") await pairHostile();
     else throw new Error(`unknown scenario ${s}`);
   } else if (role === "end") await end(process.argv[3]!, process.argv[4]!);
   else throw new Error(`unknown role ${role}`);

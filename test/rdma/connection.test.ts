@@ -134,6 +134,9 @@ test("close in one process: the closer's onClose gets null, the peer's Transport
   const { by } = await start(["pair", "close"], dir).lines();
   expect(by.close!.closes.sort()).toEqual(["A:null", "B:TransportClosedError"]);
   expect(by.close!.afterSend).toBe(2); // SEND_CLOSED
+  expect(by.close!.waitAfter).toBe(false);
+  expect(by.close!.policy).toEqual([["spin", false], ["blocking", false], ["async", true], ["adaptive", true]]);
+  expect(by.close!.refused).toEqual(["UsageError", "UsageError"]);
   expect(by.leaks!.live).toEqual(NOTHING_LIVE);
   expect(readdirSync(dir)).toEqual([]);
 }, 120_000);
@@ -153,6 +156,33 @@ for (const closer of ["a", "b"] as const) {
     expect(y.by.closed!.afterSend).toBe(2);
     expect(x.by.leaks!.live).toEqual(NOTHING_LIVE);
     expect(y.by.leaks!.live).toEqual(NOTHING_LIVE);
+    expect(readdirSync(dir)).toEqual([]);
+  }, 120_000);
+}
+
+test("a hostile peer's frames: an oversized body skipped and reported to onOversized (the next message delivered), an unknown kind, lengths that disagree with the receive, an oversized body without the hook: ProtocolError; no fd or verbs object left", async () => {
+  const dir = fx.registry();
+  const { by } = await start(["pair", "hostile"], dir).lines();
+  const h = by.hostile!;
+  expect(h.skip.events.slice(0, 2)).toEqual(["oversized hhh 2000", "message hh 10"]);
+  expect(h.skip.events[2]).toStartWith("close ProtocolError: ");
+  expect(h.skip.events[2]).toContain("kind 99");
+  expect(h.lengths.events).toEqual([expect.stringMatching(/^close ProtocolError: .*DATA header says 2 \+ 500 bytes, the receive has 12/)]);
+  expect(h.noHook.events).toEqual([expect.stringMatching(/^close ProtocolError: .*body of 2000 bytes exceeds maxMessageBytes 1000/)]);
+  expect([h.skip.closed, h.lengths.closed, h.noHook.closed]).toEqual([true, true, true]);
+  expect(h.fdsAfter).toBe(h.fdsBefore); // completion channel, async fd, the waiter's eventfd: all closed
+  expect(by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(readdirSync(dir)).toEqual([]);
+}, 120_000);
+
+for (const mode of ["spin", "blocking", "async", "adaptive"] as const) {
+  test(`wait mode ${mode}: 200 round trips across processes against an echo delivering from the event loop, bytes checked`, async () => {
+    const dir = fx.registry();
+    const [P, E] = await crossPair(dir, ["ping", `ping-${mode}`], ["echo", `ping-${mode}`]);
+    const [p, e] = await Promise.all([P.lines(), E.lines()]);
+    expect(p.by.ping).toMatchObject({ mode, rounds: 200, bad: 0, waitsOnEventLoop: mode === "async" || mode === "adaptive" });
+    expect(p.by.leaks!.live).toEqual(NOTHING_LIVE);
+    expect(e.by.leaks!.live).toEqual(NOTHING_LIVE);
     expect(readdirSync(dir)).toEqual([]);
   }, 120_000);
 }
