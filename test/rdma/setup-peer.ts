@@ -4,7 +4,7 @@
  * answers each with one JSON line (peer-common.ts's loop). A listener echoes every message back.
  *
  *   { cmd: "listen", url, opts? }            → { url }
- *   { cmd: "stats" }                          → { stats, refusals: [{ reason, name, message }], open }
+ *   { cmd: "stats" }                          → { stats, refusals: [{ reason, name, message }], open, closed: ["Class: message"] }
  *   { cmd: "connect", url, opts?, bodyBytes? } → { ok, echoed, transport, peer, caps, via } | { error, name, message }
  *   { cmd: "hold", url, opts? }               → connects and keeps the connection: { ok } | { error }
  *   { cmd: "held" }                           → { closedWith } of the held connections (null: open)
@@ -21,6 +21,8 @@ import { errName, probe, serveCommands, waitFor } from "./peer-common.ts";
 let listener: Listener | null = null;
 const refusals: Array<{ reason: string; name: string; message: string }> = [];
 const serverConns: Connection[] = [];
+/** How the listener's connections closed ("local", or "Class: message"), in order. */
+const serverClosed: string[] = [];
 const held: Array<{ conn: Connection; closedWith: string | null }> = [];
 let bare: VerbsContext | null = null;
 
@@ -34,7 +36,9 @@ function echo(c: Connection): void {
       m.release();
       c.trySend(head, body);
     },
-    onClose() {},
+    onClose(e) {
+      serverClosed.push(e === null ? "local" : `${errName(e)}: ${e.message}`);
+    },
   });
 }
 
@@ -51,7 +55,7 @@ await serveCommands(
       return { url: listener.url };
     },
     stats() {
-      return { stats: listener?.stats ?? null, refusals, open: serverConns.filter((c) => !c.closed).length };
+      return { stats: listener?.stats ?? null, refusals, open: serverConns.filter((c) => !c.closed).length, closed: serverClosed };
     },
     async connect(a) {
       let c: Connection;

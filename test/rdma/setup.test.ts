@@ -429,4 +429,57 @@ describe("hostile and silent peers", () => {
     expect((await server.ask("stats")).stats.accepted).toBe(1);
     expect([await client.end(), await server.end()]).toEqual([0, 0]);
   }, 30_000);
+
+  const FIXTURE_GID = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 127, 0, 0, 1]);
+
+  test("socket mode: the socket is the liveness token: a client that completes the handshake and then closes its socket ends the server's connection (TransportClosedError)", async () => {
+    const dir = fx.registry();
+    const server = spawnPeer(dir);
+    const other = spawnPeer(dir);
+    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0?mode=socket" });
+    const { qpNum } = await other.ask("bareQp");
+    const raw = await rawClient(portOf(url));
+    const h = encodeHello({ ...hello, qpNum, gid: FIXTURE_GID }, "socket");
+    raw.s.write(new Uint8Array([h.length, 0, ...h]));
+    await until(() => raw.got.length >= 2 + HELLO_SOCKET_BYTES, "the listener's hello");
+    raw.s.write(new Uint8Array([0x52])); // READY
+    const opened = async () => (await server.ask("stats")).stats.accepted === 1;
+    for (let i = 0; i < 200 && !(await opened()); i++) await Bun.sleep(10);
+    raw.s.end();
+    let st = await server.ask("stats");
+    for (let i = 0; i < 500 && st.closed.length === 0; i++) {
+      await Bun.sleep(10);
+      st = await server.ask("stats");
+    }
+    expect(st.stats).toMatchObject({ accepted: 1, refusedProtocol: 0 });
+    expect(st.closed).toEqual([expect.stringMatching(/^TransportClosedError: .*the peer closed or died \(its socket closed\)$/)]);
+    expect([await server.end(), await other.end()]).toEqual([0, 0]);
+  }, 30_000);
+
+  test("cm mode: DISCONNECTED ends the server's connection (TransportClosedError): a raw rdma_cm client establishes, then sends a DREQ", async () => {
+    const dir = fx.registry();
+    const server = spawnPeer(dir);
+    const other = spawnPeer(dir);
+    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0" });
+    const { qpNum } = await other.ask("bareQp");
+    const raw = await rawClient(portOf(url));
+    raw.s.write(reqFrame(encodeHello(hello, "cm"), qpNum));
+    await until(() => raw.got.length >= 12 && raw.got.length >= 12 + raw.got[1]!, "a REP frame");
+    expect(raw.got[0]).toBe(2); // F_REP
+    raw.s.write(new Uint8Array([4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])); // F_RTU: the server's side is ESTABLISHED
+    let st = await server.ask("stats");
+    for (let i = 0; i < 500 && st.stats.accepted === 0; i++) {
+      await Bun.sleep(10);
+      st = await server.ask("stats");
+    }
+    expect(st.stats.accepted).toBe(1);
+    raw.s.write(new Uint8Array([5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])); // F_DREQ
+    for (let i = 0; i < 500 && st.closed.length === 0; i++) {
+      await Bun.sleep(10);
+      st = await server.ask("stats");
+    }
+    expect(st.closed).toEqual([expect.stringMatching(/^TransportClosedError: .*the peer closed or died \(RDMA_CM_EVENT_DISCONNECTED\)$/)]);
+    raw.s.end();
+    expect([await server.end(), await other.end()]).toEqual([0, 0]);
+  }, 30_000);
 });
