@@ -338,9 +338,9 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     this.queueHead = 0;
     let drain = false;
     if (polite && this.sig.free > 0) {
-      // GOODBYE takes a credit like data; without one the peer learns of the close from setup
-      // (its socket or rdma_cm's DISCONNECTED).
-      const back = this.fc.tryTakeForData();
+      // GOODBYE takes a credit (the last one too: nothing follows it); without any the peer
+      // learns of the close from setup (its socket or rdma_cm's DISCONNECTED).
+      const back = this.fc.tryTakeForLast();
       if (back >= 0) drain = this.sendSlot(KIND_GOODBYE, null, null, null, 0, back) === SEND_OK;
     }
     this.rt.waiters.wake(false);

@@ -144,6 +144,17 @@ export class CreditFlow {
   }
 
   /**
+   * Take one credit for the last message of the connection (a goodbye: nothing follows it, so
+   * the credit kept for returning credits is free to use). Returns -1 with no credit at all,
+   * else the owed credits to carry.
+   */
+  tryTakeForLast(): number {
+    if (this.sendCredits < 1) return -1;
+    this.sendCredits--;
+    return this.takeOwed();
+  }
+
+  /**
    * A message from the peer arrived into one of our buffers, carrying `returned` credits (its
    * header's count; 0 when none). Data messages are then held until onRelease(); the transport
    * calls onRelease() at once for a credit message. Throws ProtocolError when the peer sent past

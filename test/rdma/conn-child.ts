@@ -183,8 +183,19 @@ async function pairCredits(): Promise<void> {
   }
   await until("all delivered", () => B.conn.delivered === sent, [A.conn, B.conn]);
   out({ step: "credits", sentBeforeRelease, heldBefore, full, after, delivered: B.conn.delivered, closed: [A.conn.closed, B.conn.closed], closeErr: closeErr === null ? null : String(closeErr) });
+  // Down to its last credit again (B holds everything), A closes: its GOODBYE takes that credit.
+  let refill = 0;
+  for (let i = 0; i < 100; i++) {
+    if (A.conn.trySend(new Uint8Array([0]), body) === SEND_OK) refill++;
+    A.conn.poll();
+  }
+  const aState = A.conn.debugState();
+  let bClose: HotpathError | null = null;
+  B.conn.setReceiver({ onMessage: (m) => held.push(m), onClose: (e) => (bClose = e) });
+  A.conn.close();
+  await until("B's close", () => B.conn.closed, [B.conn]);
+  out({ step: "last-credit", refill, held: held.length, aCredits: aState.credits, aOwed: aState.owed, bClose: bClose === null ? null : (bClose as HotpathError).name, bCloseMessage: (bClose as HotpathError | null)?.message ?? null });
   for (const m of held.splice(0)) m.release();
-  B.conn.close();
   await Promise.all([A.gone, B.gone]);
 }
 

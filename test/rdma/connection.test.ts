@@ -116,6 +116,11 @@ test("credits: a receiver that holds every message makes the sender see Full (wi
   expect(c.delivered).toBe(115);
   expect(c.closed).toEqual([false, false]);
   expect(c.closeErr).toBeNull();
+  // The holder's peer closes while down to its last credit: the GOODBYE takes it and the holder hears.
+  const last = by["last-credit"]!;
+  expect(last).toMatchObject({ aCredits: 1, aOwed: 0, held: last.refill, bClose: "TransportClosedError" });
+  expect(last.refill).toBeGreaterThan(0);
+  expect(last.bCloseMessage).toContain("the peer closed"); // its GOODBYE, not the QP going away
   expect(by.leaks!.live).toEqual(NOTHING_LIVE);
   expect(readdirSync(dir)).toEqual([]);
 }, 120_000);
