@@ -139,7 +139,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
         return this.enqueue(new Oversized(head, bl));
       }
       const m = this.freeMsgs.pop() ?? new RdmaRxMessage(this);
-      m.fill(this.rt.slab.bytes, at + HEADER_BYTES, hl, bl, slot);
+      m.fill(this.rt.slab.bytes, at + HEADER_BYTES, hl, bl, slot, this.rt.slabWords);
       this.delivered++;
       this.rt.delivered++;
       return this.enqueue(m);
@@ -186,7 +186,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     if (bl > this.caps.maxMessageBytes) return this.enqueue(new Oversized(view.slice(HEADER_BYTES, HEADER_BYTES + hl), bl));
     z.held = true;
     const m = this.freeMsgs.pop() ?? new RdmaRxMessage(this);
-    m.fill(view, HEADER_BYTES, hl, bl, ZONE_SLOT);
+    m.fill(view, HEADER_BYTES, hl, bl, ZONE_SLOT, undefined);
     this.delivered++;
     this.largeDelivered++;
     this.rt.delivered++;

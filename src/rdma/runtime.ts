@@ -83,6 +83,8 @@ export class RdmaRuntime {
   readonly recvCq: VerbsCq;
   readonly srq: VerbsSrq;
   readonly slab: RecvSlab;
+  /** Words over the slab's bytes (RxMessage.headWords: every slot and its head start 4-aligned). */
+  readonly slabWords: Int32Array;
   readonly waiter = new FdWaiter();
   /** Connections (and endpoints not yet open) by their QP number. */
   readonly sinks = new Map<number, RdmaSink>();
@@ -177,6 +179,7 @@ export class RdmaRuntime {
       assertCqDepth(this.recvCq.cqe, 0, slots);
       this.srq = this.pd.createSrq({ maxWr: slots, maxSge: 1 });
       this.slab = new RecvSlab(this.pd, this.srq, { slotCount: slots, slotBytes: RECV_SLOT_BYTES });
+      this.slabWords = new Int32Array(this.slab.bytes.buffer, this.slab.bytes.byteOffset, this.slab.bytes.byteLength >> 2);
       const rc = this.slab.postAll();
       if (rc !== 0) throw new ProtocolError(`rdma runtime ${ctx.deviceName}: posting ${slots} receives to the SRQ failed (errno ${rc})`);
       // One-shot; re-armed after every event. Credits keep the SRQ above it unless a peer cheats.

@@ -27,13 +27,16 @@ export class RdmaRxMessage implements RxMessage {
   headOffset = 0;
   headLength = 0;
   bodyLength = 0;
+  /** Words over headBuf (slab messages: their head starts 4-aligned); undefined for zone messages. */
+  headWords: Int32Array | undefined = undefined;
   /** The slab slot held, ZONE_SLOT, or NO_SLOT once released. */
   slot = NO_SLOT;
   constructor(private readonly owner: RxOwner) {}
 
   /** Points the views at `buf[at + 12 ..]`: head of `hl` bytes, then body of `bl`. */
-  fill(buf: Uint8Array, at: number, hl: number, bl: number, slot: number): void {
+  fill(buf: Uint8Array, at: number, hl: number, bl: number, slot: number, words: Int32Array | undefined): void {
     this.headBuf = buf;
+    this.headWords = words;
     this.headOffset = at;
     this.headLength = hl;
     this.bodyLength = bl;

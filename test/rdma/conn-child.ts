@@ -119,7 +119,9 @@ function receiveAll(c: RdmaConnection) {
   c.setReceiver({
     onMessage(m: RxMessage) {
       const head = new TextDecoder().decode(m.head);
-      got.push({ head, len: m.bodyLength, ok: matches(Number(head.slice(1)), m.body) && m.body.length === m.bodyLength });
+      const w = m.headWords;
+      const words = w === undefined ? "none" : w.buffer === m.headBuf.buffer && w.byteOffset === m.headBuf.byteOffset && m.headOffset % 4 === 0 && m.headBuf.subarray(m.headOffset, m.headOffset + m.headLength).every((b, i) => b === m.head[i]) ? "yes" : "bad";
+      got.push({ head, len: m.bodyLength, ok: matches(Number(head.slice(1)), m.body) && m.body.length === m.bodyLength, words });
       m.release();
     },
     onClose() {},

@@ -75,8 +75,9 @@ async function crossPair(dir: string, a: string[], b: string[]) {
   return [A, B] as const;
 }
 
-function expectMessages(got: Array<{ head: string; len: number; ok: boolean }>): void {
-  expect(got).toEqual(SIZES.map((len, i) => ({ head: `m${i}`, len, ok: true })));
+/** Every message whole and in order; small ones (a receive slot) offer headWords over their slot, large ones (the zone) none. */
+function expectMessages(got: Array<{ head: string; len: number; ok: boolean; words: string }>): void {
+  expect(got).toEqual(SIZES.map((len, i) => ({ head: `m${i}`, len, ok: true, words: len + 14 > 4096 ? "none" : "yes" })));
 }
 
 test("one process: inline, copied, zero-copy and large (1 MiB, 16 MiB, zero-copy 2 MiB) messages arrive whole and in order; the landing zone grew; nothing left", async () => {
