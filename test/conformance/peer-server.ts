@@ -1,14 +1,16 @@
 /**
  * The conformance test service (methods.ts). `startTestService(url)` serves it in the calling
- * thread; run as a script it serves argv[2] in its own process, prints {"url": ...} when
- * listening, and exits when its stdin closes; peer-worker.ts does the same in a Worker.
+ * thread; run as a script it serves argv[2] in its own process (argv[3]: listen options as
+ * JSON, optional), prints {"url": ...} when listening, and exits when its stdin closes;
+ * peer-worker.ts does the same in a Worker.
  */
 
 import { serve, type Serving } from "../../src/index.ts";
+import type { ListenOptions } from "../../src/contract/transport.ts";
 import { exitWhenParentGoes } from "../helpers/peer.ts";
 import * as m from "./methods.ts";
 
-export async function startTestService(url: string): Promise<Serving> {
+export async function startTestService(url: string, opts: ListenOptions = {}): Promise<Serving> {
 
 const reversing: Array<() => void> = [];
 let cancels = 0;
@@ -98,11 +100,11 @@ return serve(url, {
     new DataView(b.buffer).setUint32(4, m.checksum(h.data), true);
     return b;
   },
-}, { onError: () => void errorReports++ });
+}, { ...opts, onError: () => void errorReports++ });
 }
 
 if (import.meta.main) {
-  const serving = await startTestService(process.argv[2]!);
+  const serving = await startTestService(process.argv[2]!, process.argv[3] ? (JSON.parse(process.argv[3]) as ListenOptions) : {});
   console.log(JSON.stringify({ url: serving.url, pid: process.pid }));
   exitWhenParentGoes(() => serving.close());
 }

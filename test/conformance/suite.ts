@@ -32,7 +32,7 @@ import {
   type Listener,
   type RxMessage,
 } from "../../src/index.ts";
-import type { ConnectOptions } from "../../src/contract/transport.ts";
+import type { ConnectOptions, ListenOptions } from "../../src/contract/transport.ts";
 import { spawnPeer, type Peer } from "../helpers/peer.ts";
 import * as m from "./methods.ts";
 import { runRobustness } from "./robust.ts";
@@ -54,15 +54,19 @@ export interface Fixture {
   spawnServer?(url: string): Promise<Peer>;
   /** shm / inproc: the wait policy of in-process pairs and clients (the suite runs once per mode). */
   wait?: ConnectOptions["wait"];
+  /** Transport options of the in-process pairs' listen and connect (rdma: a credit window as deep as the views the tests hold). */
+  pairOptions?: ConnectOptions & ListenOptions;
+  /** Transport options of the RPC clients of the test service (rdma: a send queue as deep as the sends made without polling). */
+  clientOptions?: ConnectOptions;
 }
 
 const PEER_SERVER = new URL("./peer-server.ts", import.meta.url).pathname;
 
 /** A connected pair inside this process: `a` dialled, `b` accepted. */
 async function pair(fx: Fixture, opts: { maxMessageBytes?: number; listenMax?: number } = {}) {
-  const listener = await listen(fx.listenUrl(), { maxMessageBytes: opts.listenMax, wait: fx.wait });
+  const listener = await listen(fx.listenUrl(), { ...fx.pairOptions, maxMessageBytes: opts.listenMax, wait: fx.wait });
   const accepted = new Promise<Connection>((resolve) => listener.onConnection(resolve));
-  const a = await connect(listener.url, { maxMessageBytes: opts.maxMessageBytes, wait: fx.wait });
+  const a = await connect(listener.url, { ...fx.pairOptions, maxMessageBytes: opts.maxMessageBytes, wait: fx.wait });
   const b = await accepted;
   return { listener, a, b };
 }
@@ -117,7 +121,7 @@ export function runConformance(fx: Fixture): void {
     });
 
     async function client(window = 64): Promise<Client<any>> {
-      const c = await rpcConnect(peer.ready.url, { window, wait: fx.wait });
+      const c = await rpcConnect(peer.ready.url, { ...fx.clientOptions, window, wait: fx.wait });
       open.push(c);
       return c;
     }
