@@ -15,7 +15,8 @@
  * without a refusal), an unreachable peer, a refusal with its text, no answer in time); the
  * server closes an endpoint not ESTABLISHED within handshakeTimeoutMs and counts it
  * "protocol", as it does a bad hello (rejected with a refusal); RdmaEndpoint.create returning
- * null (the SRQ has no room) is a "busy" refusal. DISCONNECTED on an open connection is
+ * null (the SRQ has no room), or MAX_RDMA_HANDSHAKING requests in their handshake already, is a
+ * "busy" refusal. DISCONNECTED on an open connection is
  * RdmaConnection.peerGone(TransportClosedError); closing a connection disconnects its id and
  * destroys it once the connection's verbs objects are gone.
  *
@@ -34,7 +35,7 @@ import { CmChannel, type CmSession } from "./cm.ts";
 import type { RdmaConnection } from "./connection.ts";
 import { RdmaEndpoint } from "./endpoint.ts";
 import { decodeHello, decodeRefusal, encodeHello, encodeRefusal, isRefusal, REFUSED_BUSY, REFUSED_PROTOCOL } from "./hello.ts";
-import { listenerUrl, type RdmaTuning, type RdmaUrl } from "./options.ts";
+import { listenerUrl, MAX_RDMA_HANDSHAKING, type RdmaTuning, type RdmaUrl } from "./options.ts";
 import { RNR_RETRY, RETRY_COUNT } from "./qp-setup.ts";
 import { RdmaRuntime } from "./runtime.ts";
 
@@ -188,6 +189,9 @@ export class CmListener extends ListenerBase<RdmaConnection> {
     } catch (e) {
       const err = new ProtocolError(`rdma listener ${this.url}: ${e instanceof HotpathError ? e.message : describeThrown(e)}`);
       return this.reject(s, err, REFUSED_PROTOCOL);
+    }
+    if (this.handshaking.size >= MAX_RDMA_HANDSHAKING) {
+      return this.reject(s, new ConnectError(`rdma listener ${this.url}: a client turned away: ${MAX_RDMA_HANDSHAKING} clients already in their handshake (MAX_RDMA_HANDSHAKING)`), REFUSED_BUSY);
     }
     let rt: RdmaRuntime;
     try {

@@ -28,6 +28,12 @@ export const DEFAULT_RDMA_SQ_DEPTH = 64;
 export const DEFAULT_RDMA_ZONE_BYTES = 1 << 20;
 /** A client gives up after its connect timeout (5 s by default); an endpoint silent for 10 s is no client of ours. */
 export const DEFAULT_RDMA_HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * Peers a listener holds in their handshake at once (each may hold an endpoint: a QP, a landing
+ * zone, a window of SRQ receives, until its handshake timeout); beyond it a new one is refused
+ * "busy". 256 is far above any honest burst of concurrent connects.
+ */
+export const MAX_RDMA_HANDSHAKING = 256;
 /** CreditFlow needs a window of at least 3 (the last credit is kept for a credit message, a return batch of 2 below it). */
 const MIN_WINDOW = 3;
 /** The hello's u16 field, and far above what one SRQ can reserve for a connection. */

@@ -19,7 +19,8 @@
  * (busy: no receives left in its SRQ; protocol: a bad hello); a bad answer, a socket that
  * closes or fails, or no answer within connectTimeoutMs, is ConnectError too. The listener
  * counts each peer it turns away (ListenerBase: "protocol" for a bad or late hello or a peer
- * that left mid-handshake, "busy" when RdmaEndpoint.create returns null) and never lets a
+ * that left mid-handshake, "busy" when RdmaEndpoint.create returns null or MAX_RDMA_HANDSHAKING
+ * clients are in their handshake already) and never lets a
  * claimed length allocate: a hello frame over MAX_HELLO_FRAME bytes is refused at once.
  *
  * Threading: the JS thread that connects or listens; socket events arrive on its event loop.
@@ -32,7 +33,7 @@ import type { RefusalReason, WaitPolicy } from "../contract/transport.ts";
 import type { RdmaConnection } from "./connection.ts";
 import { RdmaEndpoint } from "./endpoint.ts";
 import { decodeHello, decodeRefusal, encodeHello, encodeRefusal, isRefusal, REFUSED_BUSY, REFUSED_PROTOCOL } from "./hello.ts";
-import { listenerUrl, type RdmaTuning, type RdmaUrl } from "./options.ts";
+import { listenerUrl, MAX_RDMA_HANDSHAKING, type RdmaTuning, type RdmaUrl } from "./options.ts";
 import { RdmaRuntime } from "./runtime.ts";
 
 /** The byte a client sends once its QP is in RTS: the server's connection opens on it. */
@@ -291,6 +292,11 @@ export class SocketListener extends ListenerBase<RdmaConnection> {
   private onOpen(s: Socket<ServerSide>): void {
     const side: ServerSide = { inbound: new Inbound(), timer: null, ep: null, rt: null, peerHello: null, conn: null, done: false };
     s.data = side;
+    if (this.handshaking.size >= MAX_RDMA_HANDSHAKING) {
+      this.handshaking.add(s);
+      this.turnAway(s, new ConnectError(`rdma listener ${this.url}: a client turned away: ${MAX_RDMA_HANDSHAKING} clients already in their handshake (MAX_RDMA_HANDSHAKING)`), "busy", true);
+      return;
+    }
     this.handshaking.add(s);
     side.timer = setTimeout(() => {
       side.timer = null;

@@ -12,7 +12,7 @@ import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { ProtocolError, UsageError } from "../../src/errors.ts";
 import { decodeHello, decodeRefusal, encodeHello, encodeRefusal, HELLO_CM_BYTES, HELLO_SOCKET_BYTES, isRefusal, REFUSAL_TEXT_MAX, REFUSED_BUSY, REFUSED_PROTOCOL, type HelloFields } from "../../src/rdma/hello.ts";
-import { listenerUrl, parseRdmaUrl, rdmaTuning } from "../../src/rdma/options.ts";
+import { listenerUrl, MAX_RDMA_HANDSHAKING, parseRdmaUrl, rdmaTuning } from "../../src/rdma/options.ts";
 import { tcpBlackhole } from "../helpers/blackhole.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
 
@@ -388,6 +388,30 @@ describe("hostile and silent peers", () => {
     expect(half.got.length).toBe(2 + HELLO_SOCKET_BYTES); // it got the listener's hello first
     expect((await server.ask("probe")).qp).toBe(0);
     expect([await server.end(), await other.end()]).toEqual([0, 0]);
+  }, 30_000);
+
+  test("socket mode: past MAX_RDMA_HANDSHAKING clients in their handshake a new one is refused busy; once they leave, clients connect again", async () => {
+    const dir = fx.registry();
+    const server = spawnPeer(dir);
+    const client = spawnPeer(dir);
+    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0?mode=socket" });
+    const silent = [];
+    for (let i = 0; i < MAX_RDMA_HANDSHAKING; i++) silent.push(await rawClient(portOf(url)));
+    // Each has been accepted by the time the listener answers a stats command after it.
+    let st = await server.ask("stats");
+    const extra = await rawClient(portOf(url));
+    await until(() => extra.state.closed, "the listener turning the extra client away");
+    const len = extra.got[0]! | (extra.got[1]! << 8);
+    expect(decodeRefusal(new Uint8Array(extra.got.slice(2, 2 + len))).reason).toBe(REFUSED_BUSY);
+    for (const r of silent) r.s.end();
+    for (let i = 0; i < 500 && st.stats.refusedProtocol < MAX_RDMA_HANDSHAKING; i++) {
+      await Bun.sleep(10);
+      st = await server.ask("stats");
+    }
+    expect(st.stats).toEqual({ accepted: 0, refusedAuth: 0, refusedProtocol: MAX_RDMA_HANDSHAKING, refusedBusy: 1 });
+    expect(st.refusals.find((r: { reason: string }) => r.reason === "busy").message).toContain("clients already in their handshake");
+    expect(await client.ask("connect", { url })).toMatchObject({ ok: true, echoed: true });
+    expect([await client.end(), await server.end()]).toEqual([0, 0]);
   }, 30_000);
 
   /** A REQ frame of the fixture's rdma_cm side socket (test/rdma/softrc/cm.c: type, pdlen, resp_res, init_depth, rnr_retry, pad[3], qpn, private data). */
