@@ -278,7 +278,21 @@ export class RdmaRma {
       this.queued.shift();
       this.inFlight.add(op);
     }
-    if (this.closed && this.queued.length > 0) this.close();
+    // Closed: what never reached the send queue fails now; what is in flight waits for its
+    // flush (or close()), since the QP may still be reading or writing its memory.
+    if (this.closed && this.queued.length > 0) this.failAll(this.queued.splice(0));
+  }
+
+  /** Settles `ops` (none of them posted, or their QP gone) as flushed. */
+  private failAll(ops: RmaOp[]): void {
+    for (const op of ops) {
+      try {
+        this.finish(op, IBV.IBV_WC_WR_FLUSH_ERR);
+      } catch {
+        // a callback threw: the others must still be failed
+      }
+    }
+    this.settleFlushes();
   }
 
   private scheduleRetry(): void {
@@ -403,14 +417,7 @@ export class RdmaRma {
     this.isClosed = true;
     const pending = [...this.inFlight, ...this.queued.splice(0)];
     this.inFlight.clear();
-    for (const op of pending) {
-      try {
-        this.finish(op, IBV.IBV_WC_WR_FLUSH_ERR);
-      } catch {
-        // a callback threw: the others must still be failed
-      }
-    }
-    this.settleFlushes();
+    this.failAll(pending);
     for (const r of [...this.locals]) r.close();
     const s = this.scratch;
     this.scratch = null;

@@ -88,6 +88,53 @@ describe("rdma rma, unit", () => {
     expect(() => rma.attachRegion(new Uint8Array(5))).toThrow(ProtocolError);
   });
 
+  test("a completion after the connection closed fails only what was never posted: in-flight operations and regions wait for the QP's flush", async () => {
+    // A send queue with room for two: the third get waits in the FIFO.
+    const dones: Array<(status: number) => void> = [];
+    const conn: RmaConnection & { closed: boolean } = {
+      closed: false,
+      closeError: null,
+      peer: "rdma://198.51.100.7:4791",
+      postOneSided: (...args: unknown[]) => {
+        if (dones.length >= 2) return false;
+        dones.push(args[8] as (status: number) => void);
+        return true;
+      },
+      abort() {},
+    };
+    // Registration recorded in plain memory (what the unit needs of a PD: regMr and MR close).
+    const closedMrs: number[] = [];
+    let next = 1;
+    const pd = {
+      regMr(view: Uint8Array) {
+        const id = next++;
+        return { view, address: 0x1000 * id, lkey: id, rkey: id, lenBytes: view.length, close: () => void closedMrs.push(id) };
+      },
+    } as unknown as VerbsPd;
+    const rma = new RdmaRma(conn, pd);
+    const local = rma.registerMemory(64);
+    const remote = rma.attachRegion(encodeRmaDescriptor({ address: 0x10_0000n, lenBytes: 4096, rkey: 7 }));
+    const outcome = (p: Promise<unknown>) => p.then(() => "ok", (e) => (e instanceof TransportClosedError ? "closed" : String(e)));
+    const a = outcome(remote.get(0, 8));
+    const b = outcome(remote.get(8, 8));
+    const c = outcome(remote.get(16, 8));
+    expect(dones.length).toBe(2);
+    conn.closed = true; // closing: the QP may still execute a and b
+    dones[0]!(IBV.IBV_WC_SUCCESS);
+    expect(await a).toBe("ok");
+    expect(await c).toBe("closed"); // never posted: failed at once
+    expect(local.closed).toBe(false); // the region outlives the QP's work
+    let bSettled = false;
+    void b.then(() => (bSettled = true));
+    await Bun.sleep(1);
+    expect(bSettled).toBe(false);
+    dones[1]!(IBV.IBV_WC_WR_FLUSH_ERR); // the QP flushed it
+    expect(await b).toBe("closed");
+    rma.close(); // the connection's teardown
+    expect(local.closed).toBe(true);
+    expect(closedMrs.sort()).toEqual([1, 2]); // the region and the scratch memory
+  });
+
   test("a closed connection refuses every access with TransportClosedError", async () => {
     const { rma, conn, posts } = recorder();
     const remote = rma.attachRegion(encodeRmaDescriptor({ address: 0x10_0000n, lenBytes: 4096, rkey: 7 }));
