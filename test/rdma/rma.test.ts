@@ -4,7 +4,9 @@
  * Unit level (this process, no device): the 20-byte descriptor round-trips and malformed ones
  * are ProtocolError; every access outside the region, a misaligned CAS, an operation over
  * MAX_OP_BYTES is refused with UsageError before anything reaches the connection (a recording
- * RmaConnection sees no post); a closed connection refuses with TransportClosedError.
+ * RmaConnection sees no post); a closed connection refuses with TransportClosedError; once
+ * closing, only operations never posted fail at once (in-flight ones and the regions wait for the
+ * QP's flush and the connection's teardown).
  *
  * Over the software RC TEST FIXTURE, in both connection modes, two processes: the owner
  * (test/rdma/rma-owner.ts) registers a region per connection and hands out its descriptor; the
