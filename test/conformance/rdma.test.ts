@@ -79,7 +79,7 @@ if (foreign.length > 0 && !process.env[FRESH_ENV]) {
     libc.symbols.unsetenv(cstr("SOFTRC_DIR"));
     rmSync(registry, { recursive: true, force: true });
     expect(left).toEqual({ qp: 0, mr: 0 });
-  });
+  }, 30_000);
 
   async function freePort(): Promise<number> {
     const s = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });

@@ -103,6 +103,11 @@ for (const mode of ["cm", "socket"] as const) {
         expect(s.sessionErrors.length).toBe(2); // the warm-up's session and this one
         expect(TYPED).toContain(s.sessionErrors[1]);
 
+        if (f.spec.startsWith("rnr_storm")) {
+          // The storm's NAKs are counted by the server's fixture (the flow tests' "no RNR" reads the same counter):
+          // the first send and its rnr_retry (3) resends were NAKed.
+          expect((await server.ask("stats")).counts.rnrNak).toBeGreaterThanOrEqual(4);
+        }
         await server.ask("fault", { spec: f.reset });
         await client.ask("close");
         await expectBaseline(client, base.client, "client");
