@@ -26,7 +26,7 @@
  * Threading: the JS thread that connects or listens; events arrive through cm.ts.
  */
 
-import { ConnectError, describeThrown, HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
+import { ConnectError, describeThrown, HotpathError, ProtocolError, RdmaUnavailableError, TransportClosedError, UsageError } from "../errors.ts";
 import { ListenerBase } from "../contract/listener-base.ts";
 import type { WaitPolicy } from "../contract/transport.ts";
 import type { RdmaCmEvent, RdmaCmId } from "../ffi/rdmacm.ts";
@@ -122,7 +122,7 @@ export async function cmConnect(url: URL, u: RdmaUrl, tuning: RdmaTuning, timeou
     return conn;
   } catch (e) {
     cleanup();
-    if (e instanceof UsageError || e instanceof ConnectError || !(e instanceof HotpathError)) throw e;
+    if (e instanceof UsageError || e instanceof ConnectError || e instanceof RdmaUnavailableError || !(e instanceof HotpathError)) throw e;
     throw new ConnectError(`${where}: ${e.message}`, { cause: e });
   }
 }

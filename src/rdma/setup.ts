@@ -45,9 +45,15 @@ function checkWait(where: string, wait: Partial<WaitPolicy> | undefined): void {
   if (wait.spinNs !== undefined && !(typeof wait.spinNs === "number" && wait.spinNs >= 0 && wait.spinNs <= Number.MAX_SAFE_INTEGER)) throw new UsageError(`${where}: wait.spinNs ${String(wait.spinNs)} must be a number of nanoseconds >= 0`);
 }
 
-/** Failures of the native calls become ConnectError naming where; the typed errors callers act on pass through. */
+/**
+ * Failures of the native calls (NativeError, a ProtocolError from the peer) and of the system
+ * (a socket error with an errno code) become ConnectError naming where; the typed errors callers
+ * act on pass through, and so does anything else (a bug is not a failed connect).
+ */
 function asConnectError(where: string, e: unknown): unknown {
   if (e instanceof UsageError || e instanceof ConnectError || e instanceof RdmaUnavailableError) return e;
+  const system = e instanceof Error && typeof (e as { code?: unknown }).code === "string";
+  if (!(e instanceof HotpathError) && !system) return e;
   return new ConnectError(`${where}: ${e instanceof HotpathError ? e.message : describeThrown(e)}`, { cause: e });
 }
 

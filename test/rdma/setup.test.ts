@@ -251,6 +251,9 @@ describe.each(MODES)("rdma:// over the fixture, %s mode", (mode) => {
     expect(r).toMatchObject({ ok: true, sent: 0, echoed: true, transport: "rdma", peer: url });
     expect(r.caps.peerMaxMessageBytes).toBe(1 << 20);
     expect((await server.ask("stats")).stats).toEqual({ accepted: 1, refusedAuth: 0, refusedProtocol: 0, refusedBusy: 0 });
+    // A second listener on that port: ConnectError naming it (the first keeps listening).
+    expect((await client.ask("listen", { url })).error).toMatch(new RegExp(`^ConnectError: rdma listen ${url.replace(/[?.]/g, "\\$&")}: `));
+    expect(await client.ask("connect", { url })).toMatchObject({ ok: true, echoed: true });
     expect([await client.end(), await server.end()]).toEqual([0, 0]);
   }, 30_000);
 
