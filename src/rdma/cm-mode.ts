@@ -254,7 +254,11 @@ export class CmListener extends ListenerBase<RdmaConnection> {
     s.onEvent = (e) => {
       if (e.type === RDMA.RDMA_CM_EVENT_DISCONNECTED || e.type === RDMA.RDMA_CM_EVENT_DEVICE_REMOVAL) c.peerGone(new TransportClosedError(`rdma connection from a client of ${this.url}: the peer closed or died (${e.name})`));
     };
-    this.accepted(c);
+    try {
+      this.accepted(c);
+    } catch (e) {
+      c.abort(new ProtocolError(`rdma listener ${this.url}: the connection callback failed: ${describeThrown(e, true)}`));
+    }
   }
 
   /** Ends a handshake that did not finish: counted "protocol", everything of it closed. */

@@ -365,7 +365,11 @@ export class SocketListener extends ListenerBase<RdmaConnection> {
       if (conn !== null) this.forget(conn);
     });
     side.conn = conn;
-    this.accepted(conn);
+    try {
+      this.accepted(conn);
+    } catch (e) {
+      conn.abort(new ProtocolError(`rdma listener ${this.url}: the connection callback failed: ${describeThrown(e, true)}`));
+    }
   }
 
   private onClose(s: Socket<ServerSide>): void {

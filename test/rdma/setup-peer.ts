@@ -3,7 +3,7 @@
  * HOTPATH_IBVERBS / HOTPATH_RDMACM / SOFTRC_DIR): takes JSON commands on stdin, one a line, and
  * answers each with one JSON line (peer-common.ts's loop). A listener echoes every message back.
  *
- *   { cmd: "listen", url, opts? }            → { url }
+ *   { cmd: "listen", url, opts?, throwOnConnection? } → { url } (its onConnection throws for the first N)
  *   { cmd: "stats" }                          → { stats, refusals: [{ reason, name, message }], open, closed: ["Class: message"] }
  *   { cmd: "connect", url, opts?, bodyBytes? } → { ok, echoed, transport, peer, caps, via } | { error, name, message }
  *   { cmd: "hold", url, opts? }               → connects and keeps the connection: { ok } | { error }
@@ -50,7 +50,11 @@ await serveCommands(
   {
     async listen(a) {
       listener = await listen(a.url, (a.opts ?? {}) as ListenOptions);
-      listener.onConnection(echo);
+      let throwFor = Number(a.throwOnConnection ?? 0);
+      listener.onConnection((c) => {
+        if (throwFor-- > 0) throw new Error("the application's onConnection failed");
+        echo(c);
+      });
       listener.onRefused((e, reason) => refusals.push({ reason, name: errName(e)!, message: e.message }));
       return { url: listener.url };
     },

@@ -275,6 +275,18 @@ describe.each(MODES)("rdma:// over the fixture, %s mode", (mode) => {
     expect([await client.end(), await server.end()]).toEqual([0, 0]);
   }, 30_000);
 
+  test("an onConnection callback that throws aborts that connection (the client sees it closed); the listener keeps accepting", async () => {
+    const dir = fx.registry();
+    const server = spawnPeer(dir);
+    const client = spawnPeer(dir);
+    const { url } = await server.ask("listen", { url: `rdma://127.0.0.1:0${modeQuery(mode)}`, throwOnConnection: 1 });
+    expect(await client.ask("hold", { url })).toMatchObject({ ok: true });
+    expect((await client.ask("held", { waitMs: 10_000 })).closedWith).toEqual([expect.stringMatching(/^TransportClosedError: /)]);
+    expect(await client.ask("connect", { url })).toMatchObject({ ok: true, echoed: true });
+    expect((await server.ask("stats")).stats.accepted).toBe(2);
+    expect([await client.end(), await server.end()]).toEqual([0, 0]);
+  }, 30_000);
+
   test("connectTimeoutMs bounds the handshake: a TCP listener that never answers gives ConnectError in time; nothing listening is ConnectError", async () => {
     const dir = fx.registry();
     const client = spawnPeer(dir);
