@@ -272,6 +272,11 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     if (this.closed) return Promise.resolve(false);
     if (this.queueHead < this.queue.length && this.receiver !== null) return Promise.resolve(true);
     const rt = this.rt;
+    if (this.fullMark >= 0) {
+      const changed = rt.completions !== this.fullMark;
+      this.fullMark = -1;
+      if (changed) return Promise.resolve(true);
+    }
     const stop = () => this.closed;
     if (this.mode === "spin") return Promise.resolve(rt.spin(timeoutMs * 1e6, stop) > 0 && !this.closed);
     if (rt.spin(this.spinNs, stop) > 0 || this.closed) return Promise.resolve(!this.closed);

@@ -149,7 +149,7 @@ export abstract class RdmaDataPath {
     const bl = body ? body.length : 0;
     const hl = head.length;
     this.checkSize(hl, bl);
-    if (this.blockedByStage()) return SEND_FULL;
+    if (this.blockedByStage()) return this.full();
     if (HEADER_BYTES + hl + bl <= this.peerSlotBytes) return this.sendSlot(KIND_DATA, head, bl > 0 ? body! : null, null);
     if (this.stage.state !== 0) return this.full();
     this.stage.stageCopy(head, bl > 0 ? body! : null);
@@ -172,7 +172,7 @@ export abstract class RdmaDataPath {
     const hl = head.length;
     const bl = buffer.length;
     this.checkSize(hl, bl);
-    if (this.blockedByStage()) return SEND_FULL;
+    if (this.blockedByStage()) return this.full();
     const total = HEADER_BYTES + hl + bl;
     if (total <= this.peerSlotBytes) {
       if (total <= this.maxInline || bl === 0) {
@@ -194,7 +194,15 @@ export abstract class RdmaDataPath {
     if (b !== undefined && !this.sentBuffers.has(b)) this.pool.put(b);
   }
 
+  /**
+   * The runtime's completion count when a send last reported Full (-1: none since the last
+   * wait): a wait() after Full returns at once when completions came in between (they may have
+   * made room, and their wake-up went out before the wait began).
+   */
+  protected fullMark = -1;
+
   protected full(): SendStatus {
+    this.fullMark = this.rt.completions;
     if (this.wantsEvents) this.rt.schedule();
     return SEND_FULL;
   }
@@ -315,7 +323,7 @@ export abstract class RdmaDataPath {
   postOneSided(op: number, localAddr: number, lkey: number, lenBytes: number, remoteAddr: bigint, rkey: number, compare: bigint, swap: bigint, done: (status: number) => void): boolean {
     if (this.closed) throw new TransportClosedError(`rdma connection to ${this.peer} is closed`);
     if (this.sig.free < 1) {
-      if (this.wantsEvents) this.rt.schedule();
+      this.full();
       return false;
     }
     const flags = this.sig.tryPost(true);

@@ -115,7 +115,7 @@ async function sendAll(c: RdmaConnection, pump: RdmaConnection[]): Promise<Recor
 }
 
 function receiveAll(c: RdmaConnection) {
-  const got: Array<{ head: string; len: number; ok: boolean }> = [];
+  const got: Array<{ head: string; len: number; ok: boolean; words: string }> = [];
   c.setReceiver({
     onMessage(m: RxMessage) {
       const head = new TextDecoder().decode(m.head);
@@ -233,6 +233,26 @@ async function pairSq(): Promise<void> {
   }
   await until("10000 delivered", () => next === N, [A.conn, B.conn]);
   out({ step: "sq", delivered: next, bad, full, closed: [A.conn.closed, B.conn.closed] });
+  A.conn.close();
+  await Promise.all([A.gone, B.gone]);
+}
+
+/** A Full whose room comes back before wait() is called (the runtime's own pump took the completion): that wait resolves true. */
+async function pairWake(): Promise<void> {
+  const a = makeEnd();
+  const b = makeEnd();
+  const A = open(a.rt, a.ep, b.ep.local, "b");
+  const B = open(b.rt, b.ep, a.ep.local, "a");
+  B.conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+  const big = pattern(3, 64 << 10);
+  const first = A.conn.trySend(new Uint8Array(1), big);
+  const second = A.conn.trySend(new Uint8Array(1), big); // the first is in flight: Full
+  // Let the runtime's pump run: it takes the write's completion, B's delivery and its new grant.
+  for (let i = 0; i < 50 && A.conn.debugState().stage !== 0; i++) await Bun.sleep(1);
+  const stageAfter = A.conn.debugState().stage;
+  const woke = await A.conn.wait(10_000);
+  const third = A.conn.trySend(new Uint8Array(1), big);
+  out({ step: "wake", first, second, stageAfter, woke, third });
   A.conn.close();
   await Promise.all([A.gone, B.gone]);
 }
@@ -449,6 +469,7 @@ try {
     else if (s === "sq") await pairSq();
     else if (s === "close") await pairClose();
     else if (s === "hostile") await pairHostile();
+    else if (s === "wake") await pairWake();
     else throw new Error(`unknown scenario ${s}`);
   } else if (role === "end") await end(process.argv[3]!, process.argv[4]!);
   else throw new Error(`unknown role ${role}`);
