@@ -49,8 +49,10 @@ test("credit exhaustion: a receiver that stops releasing makes the sender see Fu
   expect(rest).toMatchObject({ sent: 500, closed: false, closeError: null });
   const after = await askUntil(rx, "stats", (r) => r.received === WINDOW - 1 + 500);
   expect(after).toMatchObject({ received: WINDOW - 1 + 500, wrong: 0, acceptedClosed: false, acceptedCloseError: null });
-  // The receiver's responder never had to NAK for want of a posted receive.
+  // The receiver's responder never had to NAK for want of a posted receive (it took one per SEND: small messages).
   expect(after.counts.rnrNak).toBe(0);
+  expect(after.counts.recvSend).toBeGreaterThanOrEqual(WINDOW - 1 + 500);
+  expect(after.counts.recvWriteImm).toBe(0);
   expect((await tx.ask("stats")).counts.rnrNak).toBe(0);
 
   await tx.ask("close");
