@@ -2,8 +2,8 @@
  * rdma:// under the softrc TEST FIXTURE's injected faults and under kill -9, in both connection
  * modes, between real processes (test/rdma/peer-rpc.ts: an RPC server and an RPC client, each in
  * its own process, killed by pid). Every fault (rnr_storm past rnr_retry, qp_err_after,
- * cq_overrun, drop_peer, flush), injected in the server's process while the client has calls
- * pending, must end in typed errors on both sides: the client's connection closes with
+ * cq_overrun, drop_peer, flush), injected in the server's process or in the client's while the
+ * client has calls pending, must end in typed errors on both sides: the client's connection closes with
  * TransportClosedError or ProtocolError, its pending calls reject with one of those, the
  * server's session closes with one of those; never a hang (watchdogs); nothing leaked: each
  * process's live fixture objects (softrc_live("all")) and open fds back to their baseline (taken
@@ -78,48 +78,52 @@ for (const mode of ["cm", "socket"] as const) {
 
   describe(`rdma faults (${mode} mode)`, () => {
     for (const f of FAULTS) {
-      test(`${f.spec} (${f.what}): typed errors on both sides, pending calls rejected, nothing leaked, the listener serves on`, async () => {
-        const dir = fx.registry();
-        const server = await startRdmaPeer(fx, PEER_RPC, dir);
-        const client = await startRdmaPeer(fx, PEER_RPC, dir);
-        const { url } = await server.ask("serve", { url: url0 });
-        const base = await warmUp(server, client, url);
+      for (const where of ["server", "client"] as const) {
+        test(`${f.spec} in the ${where} (${f.what}): typed errors on both sides, pending calls rejected, nothing leaked, the listener serves on`, async () => {
+          const dir = fx.registry();
+          const server = await startRdmaPeer(fx, PEER_RPC, dir);
+          const client = await startRdmaPeer(fx, PEER_RPC, dir);
+          const { url } = await server.ask("serve", { url: url0 });
+          const base = await warmUp(server, client, url);
+          const faulty = where === "server" ? server : client;
 
-        await client.ask("connect", { url });
-        expect(await client.ask("calls", { n: 10, inFlight: 2 })).toMatchObject({ ok: 10 });
-        await client.ask("pend", { n: PENDING });
-        await server.ask("fault", { spec: f.spec });
-        // Calls go on until one fails: the fault takes effect at the server's next request, completion or engine pass.
-        const failed = await client.ask("callUntilError", { max: 1000 });
-        expect(TYPED).toContain(failed.failure);
+          await client.ask("connect", { url });
+          expect(await client.ask("calls", { n: 10, inFlight: 2 })).toMatchObject({ ok: 10 });
+          await client.ask("pend", { n: PENDING });
+          await faulty.ask("fault", { spec: f.spec });
+          // Calls go on until one fails: the fault takes effect at the next request, completion or engine pass.
+          const failed = await client.ask("callUntilError", { max: 1000 });
+          expect(TYPED).toContain(failed.failure);
 
-        const c = await client.ask("waitClosed");
-        expect(c.closed).toBe(true);
-        expect(TYPED).toContain(c.closeError);
-        expect(c.pending.length).toBe(PENDING);
-        for (const p of c.pending) expect(TYPED).toContain(p);
-        const s = await server.ask("waitSessions", { n: 0 });
-        expect(s.ok).toBe(true);
-        expect(s.sessionErrors.length).toBe(2); // the warm-up's session and this one
-        expect(TYPED).toContain(s.sessionErrors[1]);
+          const c = await client.ask("waitClosed");
+          expect(c.closed).toBe(true);
+          expect(TYPED).toContain(c.closeError);
+          expect(c.pending.length).toBe(PENDING);
+          for (const p of c.pending) expect(TYPED).toContain(p);
+          const s = await server.ask("waitSessions", { n: 0 });
+          expect(s.ok).toBe(true);
+          expect(s.sessionErrors.length).toBe(2); // the warm-up's session and this one
+          expect(TYPED).toContain(s.sessionErrors[1]);
 
-        if (f.spec.startsWith("rnr_storm")) {
-          // The storm's NAKs are counted by the server's fixture (the flow tests' "no RNR" reads the same counter):
-          // the first send and its rnr_retry (3) resends were NAKed.
-          expect((await server.ask("stats")).counts.rnrNak).toBeGreaterThanOrEqual(4);
-        }
-        await server.ask("fault", { spec: f.reset });
-        await client.ask("close");
-        await expectBaseline(client, base.client, "client");
-        await expectBaseline(server, base.server, "server");
-        await expectRegistryEmpty(dir);
+          if (f.spec.startsWith("rnr_storm")) {
+            // The storm's NAKs are counted by the faulty side's fixture (the flow tests' "no RNR" reads the same
+            // counter): the first send and its rnr_retry (3) resends were NAKed.
+            expect((await faulty.ask("stats")).counts.rnrNak).toBeGreaterThanOrEqual(4);
+          }
+          await faulty.ask("fault", { spec: f.reset });
+          await client.ask("close");
+          await expectBaseline(client, base.client, "client");
+          await expectBaseline(server, base.server, "server");
+          await expectRegistryEmpty(dir);
 
-        await expectServes(server, client, url);
-        await expectBaseline(server, base.server, "server");
-        await expectRegistryEmpty(dir);
-        await client.kill();
-        await server.kill();
-      }, 90_000);
+          await expectServes(server, client, url);
+          await expectBaseline(server, base.server, "server");
+          await expectBaseline(client, base.client, "client");
+          await expectRegistryEmpty(dir);
+          await client.kill();
+          await server.kill();
+        }, 90_000);
+      }
     }
 
     test("kill -9 of the server: the client's connection and pending calls end with TransportClosedError, nothing leaked; it connects on elsewhere", async () => {
