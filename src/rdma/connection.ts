@@ -22,9 +22,9 @@
  * closes the connection with its error.
  *
  * Waiting (WaitPolicy.mode): "spin" wait() polls for its whole timeout; "blocking" spins spinNs
- * then parks the thread in poll() on the completion channel; "async" / "adaptive" (the default;
- * adaptive is async here) spin spinNs after a send for the answer, then deliver from the event
- * loop through the runtime's fd waiter.
+ * then parks the thread in poll() on the completion channel; "async" / "adaptive" (the default)
+ * deliver from the event loop through the runtime's fd waiter, and after a send spin for the
+ * answer: "async" spinNs every time, "adaptive" only while that recently paid (AdaptiveIdle).
  *
  * Close: close() / abort() send GOODBYE (when a credit is left) and destroy the QP once it
  * completed (or after CLOSE_DRAIN_MS); the peer closes with TransportClosedError. peerGone()
@@ -39,6 +39,7 @@ import { IBV } from "../ffi/ibverbs.ts";
 import { SEND_OK, type Connection, type Receiver, type WaitPolicy } from "../contract/transport.ts";
 import { pollReadable } from "../ffi/libc.ts";
 import { RdmaDataPath } from "./data-path.ts";
+import { idleStrategyFor } from "../segment/idle.ts";
 import type { RdmaSink } from "./runtime.ts";
 import { Oversized, RdmaRxMessage, ZONE_SLOT, type RxOwner } from "./rx.ts";
 import { HEADER_BYTES, HDR_BODY_LEN, HDR_CREDITS, HDR_HEAD_LEN, HDR_KIND, KIND_CREDIT, KIND_DATA, KIND_GOODBYE, KIND_LARGE, KIND_ZONE_GRANT, KIND_ZONE_REQUEST, kindName, largeImm, ZONE_GRANT_BODY_BYTES, ZONE_REQUEST_BODY_BYTES } from "./wire.ts";
@@ -85,6 +86,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     if (policy.spinNs !== undefined && !(policy.spinNs >= 0 && policy.spinNs <= Number.MAX_SAFE_INTEGER)) throw new UsageError(`rdma spinNs ${policy.spinNs} must be a number of nanoseconds ≥ 0`);
     if (policy.mode !== undefined) this.mode = policy.mode;
     if (policy.spinNs !== undefined) this.spinNs = policy.spinNs;
+    this.idle = idleStrategyFor(this.mode, this.spinNs);
     if (this.wantsEvents) this.rt.schedule();
   }
 

@@ -12,6 +12,7 @@
 import { HotpathError, ProtocolError, TransportClosedError, UsageError } from "../errors.ts";
 import { IBV, SendWorkRequests, wcStatusName, type VerbsQp } from "../ffi/ibverbs.ts";
 import { bufferPrefix, DEFAULT_MAX_HEAD_BYTES, oversizedSendMessage, sendLimit, SEND_CLOSED, SEND_FULL, SEND_OK, type Capabilities, type Receiver, type SendStatus, type WaitMode } from "../contract/transport.ts";
+import { idleStrategyFor, IDLE_AFTER_SEND, type IdleStrategy } from "../segment/idle.ts";
 import { CreditFlow } from "./credits.ts";
 import { SignalBatcher } from "./signal.ts";
 import { RdmaRma, type RdmaLocalRegion, type RdmaRemoteRegion } from "./rma.ts";
@@ -62,6 +63,8 @@ export abstract class RdmaDataPath {
   protected delivering = false;
   protected mode: WaitMode = "adaptive";
   protected spinNs = DEFAULT_RDMA_SPIN_NS;
+  /** How long a send spins for its answer (segment/idle.ts; set by the wait policy). */
+  protected idle: IdleStrategy = idleStrategyFor("adaptive", DEFAULT_RDMA_SPIN_NS);
   protected readonly fc: CreditFlow;
   protected readonly sig: SignalBatcher;
   protected readonly slab: SendSlab;
@@ -250,7 +253,7 @@ export abstract class RdmaDataPath {
       this.fail(new TransportClosedError(`rdma connection to ${this.peer}: ibv_post_send failed (errno ${rc})`));
       return SEND_CLOSED;
     }
-    if (this.wantsEvents) this.rt.sent(this.spinNs);
+    if (this.wantsEvents) this.rt.sent(this.idle.spinBudgetNs(IDLE_AFTER_SEND), this.idle);
     return SEND_OK;
   }
 

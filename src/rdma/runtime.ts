@@ -9,8 +9,10 @@
  * (by qp_num: `sinks`). A receive for a QP no connection owns any more is re-posted at once.
  * While some connection wants event-loop delivery (wait mode async / adaptive), the CQs are
  * armed (req_notify) whenever a progress round found nothing, and the channel fd's handler
- * drains the events and progresses. After a send in those modes the runtime spins up to the
- * sender's spinNs for the answer (a microtask), then parks on the fd.
+ * drains the events and progresses. After a send in those modes the runtime spins (a
+ * microtask) for the answer as long as the sender's idle strategy grants (segment/idle.ts:
+ * "async" always spinNs, "adaptive" only while spinning recently paid), then parks on the fd;
+ * input keeps it looking once per event-loop turn (setImmediate) until a look finds none.
  * Async events: QP_FATAL closes that QP's connection with TransportClosedError (the QP is gone,
  * which says nothing against the peer: the software provider raises it when the peer's process
  * died), QP_REQ_ERR / QP_ACCESS_ERR (the peer's bad requests) with ProtocolError, CQ_ERR or
@@ -35,6 +37,7 @@ import { WaitList } from "../contract/waitlist.ts";
 import { RecvSlab } from "./buffers.ts";
 import { assertCqDepth } from "./signal.ts";
 import { FdWaiter } from "./fd-waiter.ts";
+import { IDLE_AFTER_SEND, type IdleStrategy } from "../segment/idle.ts";
 
 /** Receive slot: every SEND into this runtime fits one (small messages; larger ones go by write-with-immediate). */
 export const RECV_SLOT_BYTES = 4096;
@@ -105,7 +108,14 @@ export class RdmaRuntime {
   private progressing = false;
   private armed = false;
   private microQueued = false;
+  private immediateQueued = false;
   private pendingSpinNs = 0;
+  private pendingIdle: IdleStrategy | null = null;
+  /** When the pump last parked, and whose idle strategy waited then (onParkedInput). */
+  private parkedAt = 0;
+  private parkedIdle: IdleStrategy | null = null;
+  /** Receive completions handled so far (the pump's spin stops at the first new one). */
+  recvCompletions = 0;
   private readonly unwatch: Array<() => void> = [];
   private destroyed = false;
 
@@ -348,6 +358,7 @@ export class RdmaRuntime {
       }
       sink.onRecvCompletion(slot, status, wcs.byteLen(i), wcs.opcode(i), wcs.imm(i), wcs.wcFlags(i));
     }
+    this.recvCompletions += k;
     return k;
   }
 
@@ -367,9 +378,16 @@ export class RdmaRuntime {
     return false;
   }
 
-  /** After a send by an event-loop connection: progress soon, spinning up to `spinNs` for the answer. */
-  sent(spinNs: number): void {
-    if (spinNs > this.pendingSpinNs) this.pendingSpinNs = spinNs;
+  /**
+   * After a send by an event-loop connection: progress soon, spinning up to `spinNs` for the
+   * answer (a receive completion); `idle` (the sender's idle strategy) hears how the spin went
+   * and, when it parked instead, how soon input woke it.
+   */
+  sent(spinNs: number, idle: IdleStrategy | null = null): void {
+    if (spinNs >= this.pendingSpinNs) {
+      this.pendingSpinNs = spinNs;
+      this.pendingIdle = idle;
+    }
     this.schedule();
   }
 
@@ -380,11 +398,36 @@ export class RdmaRuntime {
     queueMicrotask(this.pump);
   }
 
+  /** Progress again after this event-loop turn (setImmediate: timers and I/O run in between). */
+  private followUp(): void {
+    if (this.immediateQueued || this.destroyed) return;
+    this.immediateQueued = true;
+    setImmediate(this.immediatePump);
+  }
+
+  private readonly immediatePump = (): void => {
+    this.immediateQueued = false;
+    this.pump();
+  };
+
   private readonly pump = (): void => {
     this.microQueued = false;
-    const spinNs = this.pendingSpinNs;
+    if (this.destroyed) return;
+    const budget = this.pendingSpinNs;
+    const idle = this.pendingIdle;
     this.pendingSpinNs = 0;
-    if (this.spin(spinNs) > 0) return this.schedule();
+    this.pendingIdle = null;
+    const r0 = this.recvCompletions;
+    this.progress();
+    if (this.recvCompletions === r0 && budget > 0) {
+      const t0 = Bun.nanoseconds();
+      const end = t0 + budget;
+      while (this.recvCompletions === r0 && Bun.nanoseconds() < end && !this.destroyed) this.progress();
+      idle?.onSpinEnd(IDLE_AFTER_SEND, this.recvCompletions !== r0, Bun.nanoseconds() - t0);
+    }
+    if (this.recvCompletions !== r0) return this.followUp(); // more may follow: look again after this turn
+    this.parkedAt = Bun.nanoseconds();
+    this.parkedIdle = idle;
     this.arm();
   };
 
@@ -413,7 +456,7 @@ export class RdmaRuntime {
       this.armed = true;
     }
     const n = this.progress();
-    if (n > 0) this.schedule();
+    if (n > 0) this.followUp();
     return n;
   }
 
@@ -441,7 +484,14 @@ export class RdmaRuntime {
   private readonly onChannel = (): void => {
     if (this.destroyed) return;
     this.takeChannelEvents();
+    const r0 = this.recvCompletions;
     this.progress();
+    const idle = this.parkedIdle;
+    if (idle !== null && this.recvCompletions !== r0) {
+      // Input woke the sender that parked: a spin might have caught it (AdaptiveIdle re-probes).
+      idle.onParkedInput(IDLE_AFTER_SEND, Bun.nanoseconds() - this.parkedAt);
+      this.parkedIdle = null;
+    }
     this.arm();
   };
 
