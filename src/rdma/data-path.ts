@@ -160,6 +160,23 @@ export abstract class RdmaDataPath {
     return SEND_OK;
   }
 
+  /** trySendWords()'s 24-byte head, filled from the words (no head bytes built by the caller). */
+  private readonly wordsHead = new Uint8Array(24);
+  private readonly wordsHeadDv = new DataView(this.wordsHead.buffer);
+
+  /** trySend() of a 24-byte head given as six little-endian words (the RPC wire header); same statuses and limits. */
+  trySendWords(h0: number, h1: number, h2: number, h3: number, h4: number, h5: number, body: Uint8Array): SendStatus {
+    const dv = this.wordsHeadDv;
+    dv.setInt32(0, h0, true);
+    dv.setInt32(4, h1, true);
+    dv.setInt32(8, h2, true);
+    dv.setInt32(12, h3, true);
+    dv.setInt32(16, h4, true);
+    dv.setInt32(20, h5, true);
+    // trySend copies the head (into the send slab or the large stage) before it returns.
+    return this.trySend(this.wordsHead, body);
+  }
+
   allocBuffer(lenBytes: number): Uint8Array | null {
     if (this.closed) return null;
     if (!Number.isSafeInteger(lenBytes) || lenBytes < 0) throw new UsageError(`rdma allocBuffer: ${lenBytes} is not a number of bytes (an integer ≥ 0)`);

@@ -263,8 +263,19 @@ async function pairClose(): Promise<void> {
   const A = open(a.rt, a.ep, b.ep.local, "b");
   const B = open(b.rt, b.ep, a.ep.local, "a");
   const closes: string[] = [];
+  const words: Array<{ head: number[]; body: number[]; hw: number[] | null }> = [];
   A.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => closes.push(`A:${e === null ? "null" : e.name}`) });
-  B.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => closes.push(`B:${e === null ? "null" : e.name}`) });
+  B.conn.setReceiver({
+    onMessage: (m) => {
+      const hw = m.headWords === undefined ? null : [...m.headWords.subarray(m.headOffset / 4, m.headOffset / 4 + 6)];
+      words.push({ head: [...m.head], body: [...m.body], hw });
+      m.release();
+    },
+    onClose: (e) => closes.push(`B:${e === null ? "null" : e.name}`),
+  });
+  // trySendWords: the six words arrive as the 24-byte head, little-endian.
+  const wordsSent = A.conn.trySendWords(1, -2, 0x01020304, 0, 0x7fffffff, 6, new Uint8Array([9, 8, 7]));
+  await until("the words message", () => words.length === 1, [A.conn, B.conn]);
   const policy: Array<[string, boolean]> = [];
   for (const mode of ["spin", "blocking", "async", "adaptive"] as const) {
     A.conn.setWaitPolicy({ mode });
@@ -283,7 +294,7 @@ async function pairClose(): Promise<void> {
   await Promise.all([A.gone, B.gone]);
   const afterSend = B.conn.trySend(new Uint8Array(1));
   const waitAfter = await B.conn.wait(1000);
-  out({ step: "close", closes, afterSend, waitAfter, closed: [A.conn.closed, B.conn.closed], policy, refused });
+  out({ step: "close", wordsSent, words, closes, afterSend, waitAfter, closed: [A.conn.closed, B.conn.closed], policy, refused });
 }
 
 

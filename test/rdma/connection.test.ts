@@ -135,9 +135,12 @@ test("signal batching: a send queue of 4 under a window of 16 moves 10,000 messa
   expect(readdirSync(dir)).toEqual([]);
 }, 120_000);
 
-test("close in one process: the closer's onClose gets null, the peer's TransportClosedError, once each; later sends are Closed", async () => {
+test("trySendWords arrives as its 24-byte head (headWords too); close in one process: the closer's onClose gets null, the peer's TransportClosedError, once each; later sends are Closed", async () => {
   const dir = fx.registry();
   const { by } = await start(["pair", "close"], dir).lines();
+  expect(by.close!.wordsSent).toBe(0);
+  const le = (v: number) => [v & 255, (v >>> 8) & 255, (v >>> 16) & 255, (v >>> 24) & 255];
+  expect(by.close!.words).toEqual([{ head: [1, -2, 0x01020304, 0, 0x7fffffff, 6].flatMap(le), body: [9, 8, 7], hw: [1, -2, 0x01020304, 0, 0x7fffffff, 6] }]);
   expect(by.close!.closes.sort()).toEqual(["A:null", "B:TransportClosedError"]);
   expect(by.close!.afterSend).toBe(2); // SEND_CLOSED
   expect(by.close!.waitAfter).toBe(false);
