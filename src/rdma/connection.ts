@@ -385,6 +385,9 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
       }
     };
     attempt(() => this.qp.close());
+    // Completions of the destroyed QP still in the CQs go now (its sink is gone: they are
+    // dropped, receives re-posted), before a later QP can get the same number.
+    rt.progress();
     for (const o of this.oneSided.splice(0)) attempt(() => o.done(IBV.IBV_WC_WR_FLUSH_ERR));
     if (this.rma !== null) attempt(() => this.rma!.close());
     this.txInFlight.length = 0;

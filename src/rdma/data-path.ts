@@ -399,9 +399,8 @@ export abstract class RdmaDataPath {
       if (s.txBuffer !== null) {
         this.sentBuffers.delete(s.txBuffer);
         this.pool.put(s.txBuffer);
-        s.txBuffer = null;
       }
-      s.state = 0;
+      s.done();
     }
     if (this.closed) {
       if (this.goodbyeSeq !== 0 && wrId >= this.goodbyeSeq) this.teardown();

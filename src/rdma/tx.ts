@@ -23,8 +23,10 @@ import { IBV, type VerbsMr, type VerbsPd } from "../ffi/ibverbs.ts";
 
 /** Smallest allocBuffer size class: a page. */
 const MIN_CLASS_BYTES = 4096;
-/** Free buffers kept per size class; more are deregistered when given back. */
+/** Free buffers kept per size class up to KEEP_MANY_BYTES; more are deregistered when given back. */
 const KEEP_PER_CLASS = 8;
+/** Classes above this keep one free buffer: a few large registrations must not pin hundreds of MiB. */
+const KEEP_MANY_BYTES = 1 << 20;
 
 export class SendSlab {
   readonly mr: VerbsMr;
@@ -95,7 +97,7 @@ export class BufferPool {
     if (this.closed) return b.mr.close();
     let list = this.free.get(b.classBytes);
     if (list === undefined) this.free.set(b.classBytes, (list = []));
-    if (list.length < KEEP_PER_CLASS) list.push(b);
+    if (list.length < (b.classBytes <= KEEP_MANY_BYTES ? KEEP_PER_CLASS : 1)) list.push(b);
     else b.mr.close();
   }
 

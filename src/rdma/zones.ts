@@ -28,6 +28,9 @@ import { ProtocolError } from "../errors.ts";
 import { HEADER_BYTES } from "./wire.ts";
 import type { TxBuffer } from "./tx.ts";
 
+/** A staging buffer up to this size stays registered for the next large message (registering costs more than copying); larger ones go after their write. */
+export const STAGE_KEEP_BYTES = 16 << 20;
+
 /** The next power of two >= n (n >= 1). */
 export function nextPow2(n: number): number {
   let p = 1;
@@ -182,6 +185,16 @@ export class LargeStage {
     this.txBuffer = b;
     this.state = 1;
     this.requested = false;
+  }
+
+  /** The write completed: a staging buffer above STAGE_KEEP_BYTES is deregistered (smaller ones stay for the next message). */
+  done(): void {
+    this.state = 0;
+    this.txBuffer = null;
+    if (this.bodyMr !== null && this.bodyMr.lenBytes > STAGE_KEEP_BYTES) {
+      this.bodyMr.close();
+      this.bodyMr = null;
+    }
   }
 
   /** Deregisters both buffers (after the QP is gone). */
