@@ -305,7 +305,7 @@ const openFds = () => readdirSync("/proc/self/fd").length;
  * A hostile peer: end B stays an endpoint (never opened) and posts raw SENDs with headers of
  * its own making at the real connection A: `frames` are [kind, headLen, bodyLen, claimed lengths].
  */
-async function hostileRound(frames: Array<{ kind: number; hl: number; bl: number; claimHl?: number; claimBl?: number }>, hook: boolean) {
+async function hostileRound(frames: Array<{ kind: number; hl: number; bl: number; claimHl?: number; claimBl?: number; imm?: number }>, hook: boolean) {
   const a = makeEnd({ maxMessageBytes: 1000 });
   const b = makeEnd();
   const A = open(a.rt, a.ep, b.ep.local, "hostile");
@@ -332,7 +332,13 @@ async function hostileRound(frames: Array<{ kind: number; hl: number; bl: number
     dv.setUint32(4, f.claimHl ?? f.hl, true);
     dv.setUint32(8, f.claimBl ?? f.bl, true);
     mem.set(new TextEncoder().encode("h".repeat(f.hl)), 12);
-    wrs.set(0, id++, IBV.IBV_WR_SEND, IBV.IBV_SEND_SIGNALED, mr.address, 12 + f.hl + f.bl, mr.lkey);
+    if (f.imm === undefined) wrs.set(0, id++, IBV.IBV_WR_SEND, IBV.IBV_SEND_SIGNALED, mr.address, 12 + f.hl + f.bl, mr.lkey);
+    else {
+      // A large message written into A's landing zone (the grant its hello gave), with immediate `imm`.
+      wrs.set(0, id++, IBV.IBV_WR_RDMA_WRITE_WITH_IMM, IBV.IBV_SEND_SIGNALED, mr.address, 12 + f.hl + f.bl, mr.lkey);
+      wrs.setRdma(0, a.ep.local.zoneAddr, a.ep.local.zoneRkey);
+      wrs.setImm(0, f.imm);
+    }
     if (b.ep.qp.tryPostSend(wrs, 0) !== 0) throw new Error("raw post failed");
     await Bun.sleep(5);
     A.conn.poll();
@@ -357,8 +363,11 @@ async function pairHostile(): Promise<void> {
   const lengths = await hostileRound([{ kind: 1, hl: 2, bl: 10, claimBl: 500 }], true);
   // Without the hook an oversized body aborts.
   const noHook = await hostileRound([{ kind: 1, hl: 2, bl: 2000 }], false);
+  // A large message whose immediate names another zone generation, then one whose header is not LARGE.
+  const badImm = await hostileRound([{ kind: 6, hl: 2, bl: 100, imm: 0x4c415247 ^ 7 }], true);
+  const notLarge = await hostileRound([{ kind: 1, hl: 2, bl: 100, imm: 0x4c415247 }], true);
   await Bun.sleep(200); // the waiter's helper closes its eventfd as it exits
-  out({ step: "hostile", skip, lengths, noHook, fdsBefore, fdsAfter: openFds() });
+  out({ step: "hostile", skip, lengths, noHook, badImm, notLarge, fdsBefore, fdsAfter: openFds() });
 }
 
 /** Ping-pong across processes in wait mode `mode` (side "ping"), against an echo that delivers from the event loop. */

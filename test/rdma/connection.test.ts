@@ -169,7 +169,7 @@ for (const closer of ["a", "b"] as const) {
   }, 120_000);
 }
 
-test("a hostile peer's frames: an oversized body skipped and reported to onOversized (the next message delivered), an unknown kind, lengths that disagree with the receive, an oversized body without the hook: ProtocolError; no fd or verbs object left", async () => {
+test("a hostile peer's frames: an oversized body skipped and reported to onOversized (the next message delivered), an unknown kind, lengths that disagree with the receive, an oversized body without the hook, a large write with another zone generation or a header that is not LARGE: ProtocolError; no fd or verbs object left", async () => {
   const dir = fx.registry();
   const { by } = await start(["pair", "hostile"], dir).lines();
   const h = by.hostile!;
@@ -178,7 +178,9 @@ test("a hostile peer's frames: an oversized body skipped and reported to onOvers
   expect(h.skip.events[2]).toContain("kind 99");
   expect(h.lengths.events).toEqual([expect.stringMatching(/^close ProtocolError: .*DATA header says 2 \+ 500 bytes, the receive has 12/)]);
   expect(h.noHook.events).toEqual([expect.stringMatching(/^close ProtocolError: .*body of 2000 bytes exceeds maxMessageBytes 1000/)]);
-  expect([h.skip.closed, h.lengths.closed, h.noHook.closed]).toEqual([true, true, true]);
+  expect(h.badImm.events).toEqual([expect.stringMatching(/^close ProtocolError: .*immediate 0x4c415240, expected 0x4c415247 \(zone generation 0\)/)]);
+  expect(h.notLarge.events).toEqual([expect.stringMatching(/^close ProtocolError: .*large message header \(DATA, 2 \+ 100 bytes\)/)]);
+  expect([h.skip.closed, h.lengths.closed, h.noHook.closed, h.badImm.closed, h.notLarge.closed]).toEqual([true, true, true, true, true]);
   expect(h.fdsAfter).toBe(h.fdsBefore); // completion channel, async fd, the waiter's eventfd: all closed
   expect(by.leaks!.live).toEqual(NOTHING_LIVE);
   expect(readdirSync(dir)).toEqual([]);
