@@ -196,7 +196,10 @@ export class RdmaRuntime {
       this.srqLimit = Math.max(1, slots >> 4);
       this.srq.arm(this.srqLimit);
       this.maxInline = this.probeInline();
+      this.unwatch.push(this.waiter.watch(this.channel.fd, this.onChannel));
+      this.unwatch.push(this.waiter.watch(ctx.asyncFd, this.onAsync));
     } catch (e) {
+      this.waiter.stop();
       for (const o of made.reverse()) {
         try {
           o.close();
@@ -206,8 +209,6 @@ export class RdmaRuntime {
       }
       throw e;
     }
-    this.unwatch.push(this.waiter.watch(this.channel.fd, this.onChannel));
-    this.unwatch.push(this.waiter.watch(ctx.asyncFd, this.onAsync));
   }
 
   /** The largest inline size the device grants a QP (a throwaway QP per try). */
