@@ -204,3 +204,57 @@ test("a wait() after Full resolves true when the room came back before it was ca
   expect(by.wake).toMatchObject({ first: 0, second: 1, stageAfter: 0, woke: true, third: 0 });
   expect(by.leaks!.live).toEqual(NOTHING_LIVE);
 }, 120_000);
+
+test("the fd waiter: handlers run on this thread while their fd is readable (level-triggered), a fd watched while the helper polls is seen, an unwatched one is not; stop() ends the helper and its eventfd", async () => {
+  const { FdWaiter } = await import("../../src/rdma/fd-waiter.ts");
+  const { eventfdCreate, closeFd } = await import("../../src/ffi/libc.ts");
+  const { readSync, writeSync } = await import("node:fs");
+  const fdsBefore = readdirSync("/proc/self/fd").length;
+  const w = new FdWaiter();
+  const a = eventfdCreate();
+  const b = eventfdCreate();
+  const hits: string[] = [];
+  const drain = (fd: number) => {
+    try {
+      readSync(fd, new BigUint64Array(1));
+    } catch {
+      // EAGAIN: empty
+    }
+  };
+  const one = new BigUint64Array([1n]);
+  const until = async (cond: () => boolean) => {
+    for (let i = 0; i < 2000 && !cond(); i++) await Bun.sleep(1);
+  };
+  const unwatchA = w.watch(a, () => {
+    hits.push("a");
+    drain(a);
+  });
+  writeSync(a, one);
+  await until(() => hits.length >= 1);
+  expect(hits).toEqual(["a"]);
+  // Watched while the helper already polls `a`: the interrupt makes it poll `b` too.
+  let bReads = 0;
+  w.watch(b, () => {
+    hits.push("b");
+    // Level-triggered: the first call leaves the counter unread, so the handler runs again.
+    if (++bReads >= 2) drain(b);
+  });
+  writeSync(b, one);
+  await until(() => bReads >= 2);
+  expect(hits).toEqual(["a", "b", "b"]);
+  unwatchA();
+  unwatchA();
+  writeSync(a, one);
+  writeSync(b, one);
+  await until(() => hits.length >= 4);
+  await Bun.sleep(20);
+  expect(hits).toEqual(["a", "b", "b", "b"]); // `a` is readable but no longer watched
+  expect(() => w.watch(b, () => {})).toThrow("already watched");
+  w.stop();
+  w.stop();
+  expect(() => w.watch(a, () => {})).toThrow("stopped");
+  closeFd(a);
+  closeFd(b);
+  await until(() => readdirSync("/proc/self/fd").length <= fdsBefore);
+  expect(readdirSync("/proc/self/fd").length).toBeLessThanOrEqual(fdsBefore); // the helper closed its eventfd
+}, 30_000);
