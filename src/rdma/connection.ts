@@ -98,8 +98,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
       if (opcode === IBV.IBV_WC_RECV_RDMA_WITH_IMM) this.onLarge(slot, byteLen, imm);
       else this.onSend(slot, byteLen);
     } catch (e) {
-      if (!(e instanceof ProtocolError)) throw e;
-      this.abort(new ProtocolError(`rdma connection to ${this.peer}: ${e.message}`));
+      this.abort(e instanceof ProtocolError ? new ProtocolError(`rdma connection to ${this.peer}: ${e.message}`) : e instanceof HotpathError ? e : new ProtocolError(`rdma connection to ${this.peer}: ${describeThrown(e, true)}`));
     }
     if (!this.closed) this.flushPending();
   }

@@ -32,7 +32,7 @@
  */
 
 import { ensureForkSafe, IBV, VerbsContext, WorkCompletions, type QpInit, type VerbsCompChannel, type VerbsCq, type VerbsPd, type VerbsSrq } from "../ffi/ibverbs.ts";
-import { describeThrown, ProtocolError, TransportClosedError, type HotpathError } from "../errors.ts";
+import { describeThrown, HotpathError, ProtocolError, TransportClosedError } from "../errors.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { RecvSlab } from "./buffers.ts";
 import { assertCqDepth } from "./signal.ts";
@@ -333,7 +333,12 @@ export class RdmaRuntime {
     }
     for (let i = 0; i < k; i++) {
       const sink = this.sinks.get(wcs.qpNum(i));
-      if (sink !== undefined) sink.onSendCompletion(wcs.wrId(i), wcs.status(i), wcs.opcode(i));
+      if (sink === undefined) continue;
+      try {
+        sink.onSendCompletion(wcs.wrId(i), wcs.status(i), wcs.opcode(i));
+      } catch (e) {
+        this.sinkFailed(sink, e); // the rest of this batch is still handled
+      }
     }
     return k;
   }
@@ -357,7 +362,11 @@ export class RdmaRuntime {
         if (sink !== undefined && status !== IBV.IBV_WC_WR_FLUSH_ERR) sink.onRecvCompletion(-1, status, 0, 0, 0, 0);
         continue;
       }
-      sink.onRecvCompletion(slot, status, wcs.byteLen(i), wcs.opcode(i), wcs.imm(i), wcs.wcFlags(i));
+      try {
+        sink.onRecvCompletion(slot, status, wcs.byteLen(i), wcs.opcode(i), wcs.imm(i), wcs.wcFlags(i));
+      } catch (e) {
+        this.sinkFailed(sink, e);
+      }
     }
     this.recvCompletions += k;
     return k;
@@ -368,6 +377,11 @@ export class RdmaRuntime {
     if (this.destroyed) return;
     const rc = this.slab.release(slot);
     if (rc !== 0) this.failAll(new ProtocolError(`rdma ${this.ctx.deviceName}: re-posting a receive to the SRQ failed (errno ${rc})`));
+  }
+
+  /** A connection threw out of a completion handler (its own bug, or a callback's): it closes with that error, the runtime goes on. */
+  private sinkFailed(sink: RdmaSink, e: unknown): void {
+    sink.fail(e instanceof HotpathError ? e : new ProtocolError(`rdma ${this.ctx.deviceName}: a completion handler failed: ${describeThrown(e, true)}`));
   }
 
   private failAll(error: HotpathError): void {
