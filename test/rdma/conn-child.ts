@@ -257,6 +257,43 @@ async function pairWake(): Promise<void> {
   await Promise.all([A.gone, B.gone]);
 }
 
+/** A one-sided completion callback that throws: its connection closes with that error; the runtime and its other connections go on. */
+async function pairThrow(): Promise<void> {
+  const a = makeEnd();
+  const b = makeEnd();
+  const c = makeEnd();
+  const d = makeEnd();
+  const A = open(a.rt, a.ep, b.ep.local, "b");
+  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const C = open(c.rt, c.ep, d.ep.local, "d");
+  const D = open(d.rt, d.ep, c.ep.local, "c");
+  for (const x of [A, B, C, D]) x.conn.setWaitPolicy({ mode: "spin" });
+  let dGot = 0;
+  D.conn.setReceiver({ onMessage: (m) => (dGot++, m.release()), onClose() {} });
+  let aClose: HotpathError | null = null;
+  A.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => (aClose = e) });
+  B.conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+  const local = a.rt.pd.regMr(new Uint8Array(new ArrayBuffer(64)), IBV.IBV_ACCESS_LOCAL_WRITE);
+  class Boom extends Error {}
+  // A one-sided write into B's landing zone (registered for remote write), and a message on C in the same progress round.
+  A.conn.postOneSided(IBV.IBV_WR_RDMA_WRITE, local.address, local.lkey, 8, b.ep.local.zoneAddr, b.ep.local.zoneRkey, 0n, 0n, () => {
+    throw new Boom("callback failed");
+  });
+  C.conn.trySend(new Uint8Array(1), new Uint8Array(10));
+  let escaped: string | null = null;
+  try {
+    await until("A's close and D's message", () => A.conn.closed && dGot === 1, [C.conn]);
+  } catch (e) {
+    escaped = String(e);
+  }
+  const after = C.conn.trySend(new Uint8Array(1), new Uint8Array(10));
+  await until("D's second message", () => dGot === 2, [C.conn]);
+  out({ step: "throw", escaped, aClosed: A.conn.closed, aClose: aClose === null ? null : (aClose as Error).message, after, dGot });
+  local.close();
+  for (const x of [B, C]) x.conn.close();
+  await Promise.all([A.gone, B.gone, C.gone, D.gone]);
+}
+
 async function pairClose(): Promise<void> {
   const a = makeEnd();
   const b = makeEnd();
@@ -490,6 +527,7 @@ try {
     else if (s === "close") await pairClose();
     else if (s === "hostile") await pairHostile();
     else if (s === "wake") await pairWake();
+    else if (s === "throw") await pairThrow();
     else throw new Error(`unknown scenario ${s}`);
   } else if (role === "end") await end(process.argv[3]!, process.argv[4]!);
   else throw new Error(`unknown role ${role}`);

@@ -258,3 +258,12 @@ test("the fd waiter: handlers run on this thread while their fd is readable (lev
   await until(() => readdirSync("/proc/self/fd").length <= fdsBefore);
   expect(readdirSync("/proc/self/fd").length).toBeLessThanOrEqual(fdsBefore); // the helper closed its eventfd
 }, 30_000);
+
+test("a completion callback that throws (a one-sided op's done) closes its connection with that error; the rest of the poll batch and the runtime's other connections go on", async () => {
+  const dir = fx.registry();
+  const { by } = await start(["pair", "throw"], dir).lines();
+  expect(by.throw).toMatchObject({ escaped: null, aClosed: true, after: 0, dGot: 2 });
+  expect(by.throw!.aClose).toContain("callback failed");
+  expect(by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(readdirSync(dir)).toEqual([]);
+}, 120_000);
