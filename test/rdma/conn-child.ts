@@ -294,6 +294,42 @@ async function pairThrow(): Promise<void> {
   await Promise.all([A.gone, B.gone, C.gone, D.gone]);
 }
 
+/** A window as large as the SRQ allows: the runtime refuses the next reservation (busy); holding it all trips the SRQ limit, which is re-armed. */
+async function pairSrq(): Promise<void> {
+  const a = makeEnd();
+  const b = makeEnd({ window: 2000 });
+  const refused = RdmaEndpoint.create(b.rt, { maxMessageBytes: 1 << 20, window: 64, sqDepth: 64, zoneBytes: 1 << 16 });
+  const A = open(a.rt, a.ep, b.ep.local, "b");
+  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const held: RxMessage[] = [];
+  B.conn.setReceiver({ onMessage: (m) => held.push(m), onClose() {} });
+  A.conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+  let sent = 0;
+  while (sent < 1999) {
+    const st = A.conn.trySend(new Uint8Array(2), new Uint8Array(8));
+    if (st === SEND_OK) sent++;
+    else if (st === SEND_FULL) await A.conn.wait(10);
+    else throw new Error(`closed: ${A.conn.closeError}`);
+  }
+  await until("1999 held", () => held.length === 1999, [A.conn, B.conn]);
+  const full = A.conn.trySend(new Uint8Array(2), new Uint8Array(8));
+  await until("the SRQ limit event", () => a.rt.srqLimitEvents > 0, [A.conn, B.conn]);
+  const stats = a.rt.stats();
+  for (const m of held.splice(0)) m.release();
+  // The credits come back in CREDIT messages (the sender kept its last credit for one of its own).
+  let again = A.conn.trySend(new Uint8Array(2), new Uint8Array(8));
+  while (again === SEND_FULL) {
+    B.conn.poll();
+    await A.conn.wait(10);
+    again = A.conn.trySend(new Uint8Array(2), new Uint8Array(8));
+  }
+  await until("the last one", () => held.length === 1, [A.conn, B.conn]);
+  for (const m of held.splice(0)) m.release();
+  out({ step: "srq", refused: refused === null, full, srqLimitEvents: a.rt.srqLimitEvents, rearmed: a.rt.srq.limit, reservedRecv: stats.reservedRecv, again, closed: [A.conn.closed, B.conn.closed] });
+  A.conn.close();
+  await Promise.all([A.gone, B.gone]);
+}
+
 async function pairClose(): Promise<void> {
   const a = makeEnd();
   const b = makeEnd();
@@ -528,6 +564,7 @@ try {
     else if (s === "hostile") await pairHostile();
     else if (s === "wake") await pairWake();
     else if (s === "throw") await pairThrow();
+    else if (s === "srq") await pairSrq();
     else throw new Error(`unknown scenario ${s}`);
   } else if (role === "end") await end(process.argv[3]!, process.argv[4]!);
   else throw new Error(`unknown role ${role}`);

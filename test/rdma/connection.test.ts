@@ -267,3 +267,13 @@ test("a completion callback that throws (a one-sided op's done) closes its conne
   expect(by.leaks!.live).toEqual(NOTHING_LIVE);
   expect(readdirSync(dir)).toEqual([]);
 }, 120_000);
+
+test("the SRQ: a reservation past its 2048 receives is refused (busy); a peer that holds 1999 of them trips the SRQ limit event, which is re-armed; nothing fails", async () => {
+  const dir = fx.registry();
+  const { by } = await start(["pair", "srq"], dir).lines();
+  expect(by.srq).toMatchObject({ refused: true, full: 1, reservedRecv: 2016, again: 0, closed: [false, false] });
+  expect(by.srq!.srqLimitEvents).toBeGreaterThanOrEqual(1);
+  expect(by.srq!.rearmed).toBe(2048 >> 4);
+  expect(by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(readdirSync(dir)).toEqual([]);
+}, 120_000);
