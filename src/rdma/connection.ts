@@ -383,6 +383,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
         errors.push(e);
       }
     };
+    attempt(() => rt.drainAsyncEvents());
     attempt(() => this.qp.close());
     // Completions of the destroyed QP still in the CQs go now (its sink is gone: they are
     // dropped, receives re-posted), before a later QP can get the same number.

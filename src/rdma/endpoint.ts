@@ -148,6 +148,7 @@ export class RdmaEndpoint implements RdmaSink {
     for (const e of this.early) if (e[0] === 1 && e[1] >= 0) this.rt.releaseSlot(e[1]);
     this.early = [];
     try {
+      this.rt.drainAsyncEvents(); // before the QP's address can be reused (runtime.ts)
       if (!this.cmOwned) this.qp.close();
     } finally {
       this.zone.close();

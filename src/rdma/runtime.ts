@@ -510,6 +510,15 @@ export class RdmaRuntime {
     this.arm();
   };
 
+  /**
+   * Handles the async events pending now. A connection calls it before it destroys its QP: an
+   * event names its QP by address, and one read after the destroy could name a new QP made at
+   * the same address (the kernel drops a destroyed QP's events; the software provider does not).
+   */
+  drainAsyncEvents(): void {
+    this.onAsync();
+  }
+
   private readonly onAsync = (): void => {
     if (this.destroyed) return;
     for (;;) {
