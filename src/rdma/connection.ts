@@ -11,11 +11,13 @@
  * Flow control (credits.ts): a send needs a credit (a receive the peer reserved for us) and a
  * send-queue slot (signal.ts: one signaled send every batch; a slot's memory is reused only
  * after a later signaled completion); without either trySend reports Full, never an RNR.
- * Credits come back piggybacked in every header and in CREDIT messages.
+ * Credits come back piggybacked in every header and in CREDIT messages. trySendWords() takes
+ * the RPC wire header as six words (copied like any head). A wait() after a Full send returns at
+ * once when completions came in between (the room may be back).
  *
  * Receive: SRQ completions (runtime.ts) name the QP; a message is delivered as a view of its
  * slab slot (or the zone) until release(), which re-posts the slot and owes the peer its credit
- * (the zone: grants it again). A malformed header (bad kind, lengths that disagree with the
+ * (the zone: grants it again); slot messages carry headWords over the slab. A malformed header (bad kind, lengths that disagree with the
  * completion, credits the peer could not have, a large write without a grant) aborts with
  * ProtocolError. A body above maxMessageBytes with a whole head within maxHeadBytes is skipped
  * and reported to Receiver.onOversized (abort without that hook). A receiver that throws
@@ -30,6 +32,11 @@
  * completed (or after CLOSE_DRAIN_MS); the peer closes with TransportClosedError. peerGone()
  * (setup saw the socket or rdma_cm go) and QP errors close at once. Then MRs are deregistered,
  * the reservation returned and `onClosed` runs. Views the receiver still holds stay readable.
+ *
+ * Example (setup made `ep` and exchanged hellos):
+ *   const conn = ep.open(peerHello, "rdma://10.0.0.2:7471", { mode: "adaptive" }, onClosed);
+ *   conn.setReceiver({ onMessage(m) { use(m.head, m.body); m.release() }, onClose(e) {} });
+ *   while (conn.trySend(head, body) === SEND_FULL) await conn.wait(10);
  *
  * Threading: the runtime's thread only.
  */
