@@ -512,8 +512,9 @@ export class RdmaRuntime {
 
   /**
    * Handles the async events pending now. A connection calls it before it destroys its QP: an
-   * event names its QP by address, and one read after the destroy could name a new QP made at
-   * the same address (the kernel drops a destroyed QP's events; the software provider does not).
+   * event names its QP by address, so one handled while the QP exists can never be taken for a
+   * QP made later at the same address (the kernel drops a destroyed QP's pending events; the
+   * software provider keeps them in its pipe).
    */
   drainAsyncEvents(): void {
     this.onAsync();

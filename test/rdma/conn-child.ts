@@ -515,6 +515,38 @@ async function end(side: string, scenario: string): Promise<void> {
   // Both QPs are in RTS before anything is sent (setup's READY does this for real connections).
   out({ step: "open" });
   if ((await readLine()) !== "go") throw new Error("expected go");
+  if (scenario === "stale") {
+    if (side === "doomed") {
+      await Bun.sleep(60_000); // killed by the test
+      return;
+    }
+    // victim: the test kills the peer; this thread does not look at its async events until the
+    // provider has raised QP_FATAL for the QP, then drops the connection (as setup does when the
+    // socket goes) and makes a new pair on the same runtime (held by an extra user).
+    const keep = RdmaRuntime.acquireDevice({ device: "softrc0", port: 1, gidIndex: 0 });
+    c.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+    out({ step: "ready" });
+    if ((await readLine()) !== "killed") throw new Error("expected killed");
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+    c.peerGone(new (await import("../../src/errors.ts")).TransportClosedError("the test killed the peer"));
+    await E.gone;
+    const x = makeEnd();
+    const y = makeEnd();
+    const X = open(x.rt, x.ep, y.ep.local, "y");
+    const Y = open(y.rt, y.ep, x.ep.local, "x");
+    let got = 0;
+    Y.conn.setReceiver({ onMessage: (m) => (got++, m.release()), onClose() {} });
+    X.conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
+    for (let i = 0; i < 5; i++) X.conn.trySend(new Uint8Array(1), new Uint8Array(8));
+    await until("5 messages", () => got === 5, [X.conn, Y.conn]);
+    await Bun.sleep(100); // the async fd's handler runs meanwhile
+    out({ step: "stale", closed: [X.conn.closed, Y.conn.closed], error: X.conn.closeError?.message ?? Y.conn.closeError?.message ?? null, got });
+    X.conn.close();
+    await Promise.all([X.gone, Y.gone]);
+    keep.release();
+    out({ step: "after" });
+    return;
+  }
   if (scenario.startsWith("ping-")) {
     if (side === "ping") {
       out({ step: "ping", ...(await ping(c, scenario.slice(5))) });

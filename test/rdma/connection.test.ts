@@ -277,3 +277,16 @@ test("the SRQ: a reservation past its 2048 receives is refused (busy); a peer th
   expect(by.leaks!.live).toEqual(NOTHING_LIVE);
   expect(readdirSync(dir)).toEqual([]);
 }, 120_000);
+
+test("a dead peer's QP_FATAL still pending when setup drops the connection (peerGone) leaves a new pair on the same runtime undisturbed; nothing left", async () => {
+  const dir = fx.registry();
+  const [V, D] = await crossPair(dir, ["victim", "stale"], ["doomed", "stale"]);
+  await V.line("ready");
+  D.proc.kill(9);
+  await D.proc.exited;
+  (V.proc.stdin as any).write("killed\n");
+  (V.proc.stdin as any).flush();
+  const v = await V.lines();
+  expect(v.by.stale).toMatchObject({ closed: [false, false], error: null, got: 5 });
+  expect(v.by.leaks!.live).toEqual(NOTHING_LIVE);
+}, 120_000);
