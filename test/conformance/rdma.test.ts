@@ -18,6 +18,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildSoftRc } from "../rdma/softrc/build.ts";
+import { softRcProbes } from "../rdma/softrc/probes.ts";
 import { spawnPeer } from "../helpers/peer.ts";
 import { runConformance } from "./suite.ts";
 
@@ -51,9 +52,8 @@ if (foreign.length > 0 && !process.env[FRESH_ENV]) {
     setenv: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     unsetenv: { args: [FFIType.ptr], returns: FFIType.i32 },
   });
-  const fixture = dlopen(rc.ibverbs, { softrc_live: { args: [FFIType.ptr], returns: FFIType.i32 } });
   const cstr = (s: string) => ptr(Buffer.from(`${s}\0`));
-  const live = (kind: string) => fixture.symbols.softrc_live(cstr(kind));
+  const { live } = softRcProbes(rc.ibverbs);
   const registry = mkdtempSync(join(tmpdir(), "hotpath-softrc-conf-"));
   const vars: Record<string, string> = { HOTPATH_IBVERBS: rc.ibverbs, HOTPATH_RDMACM: rc.rdmacm, SOFTRC_DIR: registry };
   const saved: Record<string, string | undefined> = {};

@@ -5,7 +5,8 @@
  * through an SRQ holding the slab's slots. Prints one JSON line per step; exits non-zero on the
  * first failed step. The fixture's live counts (softrc_live) show what is left after each close.
  */
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { ptr } from "bun:ffi";
+import { softRcProbes } from "./softrc/probes.ts";
 import { UsageError } from "../../src/errors.ts";
 import { IBV, SendWorkRequests, VerbsContext, WorkCompletions, type VerbsCq, type VerbsQp } from "../../src/ffi/ibverbs.ts";
 import { RecvSlab } from "../../src/rdma/buffers.ts";
@@ -17,8 +18,7 @@ const SLOTS = 8;
 const SLOT_BYTES = 256;
 const SQ_DEPTH = 8;
 
-const fixture = dlopen(process.env.HOTPATH_IBVERBS!, { softrc_live: { args: [FFIType.ptr], returns: FFIType.i32 } });
-const live = (kind: string) => fixture.symbols.softrc_live(ptr(Buffer.from(`${kind}\0`)));
+const { live } = softRcProbes(process.env.HOTPATH_IBVERBS!);
 
 const wcs = new WorkCompletions(16);
 async function take(ctx: VerbsContext, cq: VerbsCq, n: number): Promise<Array<{ wrId: number; status: number; opcode: number; byteLen: number }>> {

@@ -10,7 +10,7 @@
  *                         stdin, then runs its side ("send" / "recv") of `messages` or `close-a` / `close-b`
  * Every role ends with a leak check: the fixture's live objects (softrc_live) after closing.
  */
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { softRcProbes } from "./softrc/probes.ts";
 import { RdmaRuntime } from "../../src/rdma/runtime.ts";
 import { RdmaEndpoint, type LocalHello } from "../../src/rdma/endpoint.ts";
 import type { RdmaConnection } from "../../src/rdma/connection.ts";
@@ -20,8 +20,7 @@ import { IBV, SendWorkRequests } from "../../src/ffi/ibverbs.ts";
 import { readdirSync } from "node:fs";
 
 const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
-const fixture = dlopen(process.env.HOTPATH_IBVERBS!, { softrc_live: { args: [FFIType.ptr], returns: FFIType.i32 } });
-const live = (kind: string) => fixture.symbols.softrc_live(ptr(Buffer.from(`${kind}\0`)));
+const { live } = softRcProbes(process.env.HOTPATH_IBVERBS!);
 const WATCHDOG_MS = 60_000;
 setTimeout(() => {
   console.error("conn-child: watchdog");

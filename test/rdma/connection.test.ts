@@ -8,6 +8,7 @@
  */
 import { expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
+import { startJsonChild } from "./softrc/json-child.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
 
 const CHILD = new URL("./conn-child.ts", import.meta.url).pathname;
@@ -19,42 +20,7 @@ const SIZES = [100, 2000, 3000, 50, 1 << 20, 4000, 16 << 20, 2 << 20, 0, 4076];
 const fx = useSoftRc();
 
 function start(args: string[], dir: string, stdin: "pipe" | "ignore" = "ignore") {
-  const p = fx.track(Bun.spawn(["bun", CHILD, ...args], { stdin, stdout: "pipe", stderr: "inherit", env: fx.env(dir) }));
-  const seen: Array<Record<string, any>> = [];
-  let wake: () => void = () => {};
-  const reading = (async () => {
-    let buf = "";
-    const dec = new TextDecoder();
-    for await (const chunk of p.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        seen.push(JSON.parse(buf.slice(0, nl)));
-        buf = buf.slice(nl + 1);
-        wake();
-      }
-    }
-  })();
-  const watchdog = setTimeout(() => p.kill(9), CHILD_WATCHDOG_MS);
-  return {
-    proc: p,
-    async line(step: string): Promise<Record<string, any>> {
-      for (;;) {
-        const hit = seen.find((l) => l.step === step);
-        if (hit) return hit;
-        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`${args.join(" ")} exited (${p.exitCode ?? p.signalCode}) before "${step}"`);
-        await Promise.race([new Promise<void>((r) => (wake = r)), Bun.sleep(50)]);
-      }
-    },
-    /** Every line by step (a step printed twice keeps its lines in `all`), once it exited 0. */
-    async lines(): Promise<{ by: Record<string, Record<string, any>>; all: Array<Record<string, any>> }> {
-      const code = await p.exited;
-      clearTimeout(watchdog);
-      await reading;
-      expect({ args, code }).toEqual({ args, code: 0 });
-      return { by: Object.fromEntries(seen.map((l) => [l.step, l])), all: seen };
-    },
-  };
+  return startJsonChild(fx, ["bun", CHILD, ...args], dir, { label: args.join(" "), watchdogMs: CHILD_WATCHDOG_MS, stdin });
 }
 
 /** Two `end` children with their hellos crossed over stdin. */

@@ -14,6 +14,7 @@
 import { expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import { IBV } from "../../src/ffi/verbs-layout.ts";
+import { startJsonChild } from "./softrc/json-child.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
 
 const CHILD = new URL("../ffi/verbs-softrc-child.ts", import.meta.url).pathname;
@@ -24,41 +25,8 @@ const fx = useSoftRc();
 
 /** Starts a child role; `lines()` resolves with its JSON lines by step once it exits 0 (rejects otherwise). */
 function start(role: string, args: string[], dir: string) {
-  const p = fx.track(Bun.spawn(["bun", CHILD, role, ...args], { stdout: "pipe", stderr: "inherit", env: fx.env(dir) }));
-  const seen: Array<Record<string, any>> = [];
-  let wake: () => void = () => {};
-  const reading = (async () => {
-    let buf = "";
-    const dec = new TextDecoder();
-    for await (const chunk of p.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        seen.push(JSON.parse(buf.slice(0, nl)));
-        buf = buf.slice(nl + 1);
-        wake();
-      }
-    }
-  })();
-  const watchdog = setTimeout(() => p.kill(9), CHILD_WATCHDOG_MS);
-  return {
-    /** The first line of `step`, as soon as it is printed. */
-    async line(step: string): Promise<Record<string, any>> {
-      for (;;) {
-        const hit = seen.find((l) => l.step === step);
-        if (hit) return hit;
-        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`${role} exited (${p.exitCode ?? p.signalCode}) before "${step}"`);
-        await Promise.race([new Promise<void>((r) => (wake = r)), Bun.sleep(50)]);
-      }
-    },
-    async lines(): Promise<Record<string, Record<string, any>>> {
-      const code = await p.exited;
-      clearTimeout(watchdog);
-      await reading;
-      expect({ role, code }).toEqual({ role, code: 0 });
-      return Object.fromEntries(seen.map((l) => [l.step, l]));
-    },
-  };
+  const c = startJsonChild(fx, ["bun", CHILD, role, ...args], dir, { label: role, watchdogMs: CHILD_WATCHDOG_MS });
+  return { line: c.line, lines: async () => (await c.lines()).by };
 }
 
 /** What the fixture left in its registry (QP segments, doorbells): nothing, once everything was destroyed. */

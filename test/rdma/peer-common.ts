@@ -10,34 +10,14 @@
  *
  * Thread: the main thread of a peer process.
  */
-import { dlopen, FFIType, ptr } from "bun:ffi";
 import { readdirSync } from "node:fs";
 import { stdinLines } from "../helpers/stdin-lines.ts";
+import { softRcProbes } from "./softrc/probes.ts";
 
 const fixturePath = process.env.HOTPATH_IBVERBS;
 if (!fixturePath) throw new Error("rdma test peer: HOTPATH_IBVERBS must name the softrc fixture");
-const lib = dlopen(fixturePath, {
-  softrc_live: { args: [FFIType.ptr], returns: FFIType.i32 },
-  softrc_count: { args: [FFIType.ptr], returns: FFIType.i64 },
-  softrc_fault: { args: [FFIType.ptr], returns: FFIType.i32 },
-});
-const cstr = (s: string) => ptr(Buffer.from(`${s}\0`));
-
-/** Live verbs objects of the fixture in this process ("all", "qp", "mr", ...). */
-export function live(kind = "all"): number {
-  return lib.symbols.softrc_live(cstr(kind));
-}
-
-/** The fixture's responder event counts in this process (see softrc/README.md). */
-export function counts(): { rnrNak: number; recvSend: number; recvWriteImm: number } {
-  const c = (k: string) => Number(lib.symbols.softrc_count(cstr(k)));
-  return { rnrNak: c("rnr_nak"), recvSend: c("recv_send"), recvWriteImm: c("recv_write_imm") };
-}
-
-/** Injects a fault (softrc_fault spec, e.g. "rnr_storm=100"); throws on a spec the fixture rejects. */
-export function fault(spec: string): void {
-  if (lib.symbols.softrc_fault(cstr(spec)) !== 0) throw new Error(`softrc_fault rejected "${spec}"`);
-}
+/** The fixture's probes in this process: live(kind = "all"), counts(), fault(spec) (softrc/probes.ts). */
+export const { live, counts, fault } = softRcProbes(fixturePath);
 
 /** Open file descriptors of this process (the readdir's own fd included, the same every time). */
 export function fdCount(): number {

@@ -7,15 +7,15 @@
  * {"liveMr", "regions", "closedRegions"} (softrc_live("mr") of this process: its registered MRs);
  * exits at EOF.
  */
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { softRcProbes } from "./softrc/probes.ts";
 import { serve } from "../../src/index.ts";
 import type { RdmaConnection } from "../../src/rdma/connection.ts";
 import type { RdmaLocalRegion } from "../../src/rdma/rma.ts";
 import { stdinLines } from "../helpers/stdin-lines.ts";
 
 export const OWNER_REGION_BYTES = 65536;
-const fixture = dlopen(process.env.HOTPATH_IBVERBS!, { softrc_live: { args: [FFIType.ptr], returns: FFIType.i32 } });
-const liveMr = () => fixture.symbols.softrc_live(ptr(Buffer.from("mr\0")));
+const probes = softRcProbes(process.env.HOTPATH_IBVERBS!);
+const liveMr = () => probes.live("mr");
 
 const regions = new Map<unknown, RdmaLocalRegion>();
 const region = (conn: unknown) => {

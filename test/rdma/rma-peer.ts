@@ -12,13 +12,13 @@
  *   badkey: a descriptor forged with another rkey: the get fails with RdmaAccessError, a get
  *       issued after it with TransportClosedError, and the connection is closed with the RdmaAccessError.
  */
-import { dlopen, FFIType, ptr } from "bun:ffi";
+import { softRcProbes } from "./softrc/probes.ts";
 import { rpcConnect, TransportClosedError, UsageError } from "../../src/index.ts";
 import type { RdmaConnection } from "../../src/rdma/connection.ts";
 import { decodeRmaDescriptor, encodeRmaDescriptor, RdmaAccessError } from "../../src/rdma/rma.ts";
 
-const fixture = dlopen(process.env.HOTPATH_IBVERBS!, { softrc_live: { args: [FFIType.ptr], returns: FFIType.i32 } });
-const liveMr = () => fixture.symbols.softrc_live(ptr(Buffer.from("mr\0")));
+const probes = softRcProbes(process.env.HOTPATH_IBVERBS!);
+const liveMr = () => probes.live("mr");
 const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o, (_, v) => (typeof v === "bigint" ? `${v}n` : v)));
 const pattern = (len: number, seed: number) => Uint8Array.from({ length: len }, (_, i) => (i * 13 + seed) & 0xff);
 const span = (offset: number, len: number) => {

@@ -14,6 +14,7 @@ import { ProtocolError, UsageError } from "../../src/errors.ts";
 import { decodeHello, decodeRefusal, encodeHello, encodeRefusal, HELLO_CM_BYTES, HELLO_SOCKET_BYTES, isRefusal, REFUSAL_TEXT_MAX, REFUSED_BUSY, REFUSED_PROTOCOL, type HelloFields } from "../../src/rdma/hello.ts";
 import { listenerUrl, MAX_RDMA_HANDSHAKING, parseRdmaUrl, rdmaTuning } from "../../src/rdma/options.ts";
 import { tcpBlackhole } from "../helpers/blackhole.ts";
+import { collectLines } from "../helpers/stream-lines.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
 
 const PEER = new URL("./setup-peer.ts", import.meta.url).pathname;
@@ -136,22 +137,8 @@ const fx = useSoftRc();
 /** A setup-peer.ts child over the fixture: `ask(cmd)` sends one command and resolves with its answer. */
 function spawnPeer(dir: string) {
   const p = fx.track(Bun.spawn(["bun", PEER], { stdin: "pipe", stdout: "pipe", stderr: "inherit", env: fx.env(dir) }));
-  const lines: Array<Record<string, any>> = [];
-  let wake: () => void = () => {};
-  (async () => {
-    let buf = "";
-    const dec = new TextDecoder();
-    for await (const chunk of p.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        lines.push(JSON.parse(buf.slice(0, nl)));
-        buf = buf.slice(nl + 1);
-        wake();
-      }
-    }
-    wake();
-  })();
+  const out = collectLines<Record<string, any>>(p.stdout, JSON.parse);
+  const lines = out.seen;
   return {
     proc: p,
     async ask(cmd: string, args: Record<string, unknown> = {}): Promise<Record<string, any>> {
@@ -163,7 +150,7 @@ function spawnPeer(dir: string) {
         if (i >= 0) return lines.splice(i, 1)[0]!;
         if (p.exitCode !== null || p.signalCode !== null) throw new Error(`peer exited (${p.exitCode ?? p.signalCode}) before answering ${cmd}`);
         if (Date.now() > end) throw new Error(`peer: no answer to ${cmd} within ${ANSWER_WATCHDOG_MS} ms`);
-        await Promise.race([new Promise<void>((r) => (wake = r)), Bun.sleep(50)]);
+        await Promise.race([out.next(), Bun.sleep(50)]);
       }
     },
     async end(): Promise<number | null> {

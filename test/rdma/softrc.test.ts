@@ -10,28 +10,14 @@
 import { expect, test } from "bun:test";
 import { readdirSync } from "node:fs";
 import type { Subprocess } from "bun";
+import { collectLines } from "../helpers/stream-lines.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
 
 const fx = useSoftRc();
 
 /** Collects a process's stdout lines; resolves `wait(line)` when that line has appeared. */
 function lines(p: Subprocess<"ignore", "pipe", "inherit">) {
-  const seen: string[] = [];
-  const waiters: Array<() => void> = [];
-  const done = (async () => {
-    let buf = "";
-    const dec = new TextDecoder();
-    for await (const chunk of p.stdout) {
-      buf += dec.decode(chunk, { stream: true });
-      let nl: number;
-      while ((nl = buf.indexOf("\n")) >= 0) {
-        seen.push(buf.slice(0, nl));
-        buf = buf.slice(nl + 1);
-        for (const w of waiters.splice(0)) w();
-      }
-    }
-    for (const w of waiters.splice(0)) w();
-  })();
+  const { seen, next, done } = collectLines(p.stdout, (l) => l);
   const wait = async (pred: (l: string) => boolean): Promise<string> => {
     for (;;) {
       const hit = seen.find(pred);
@@ -42,7 +28,7 @@ function lines(p: Subprocess<"ignore", "pipe", "inherit">) {
         if (late !== undefined) return late;
         throw new Error(`exited (${p.exitCode ?? p.signalCode}) before the line; saw:\n${seen.join("\n")}`);
       }
-      await Promise.race([new Promise<void>((r) => waiters.push(r)), Bun.sleep(50)]);
+      await Promise.race([next(), Bun.sleep(50)]);
     }
   };
   return { seen, wait, done };
