@@ -187,6 +187,16 @@ async function ownerStats(o: Peer): Promise<{ liveMr: number; regions: number; c
   return JSON.parse(await o.nextLine());
 }
 
+/** The owner's stats once its regions are closed and its MRs back to `before` (at most 100 looks 20 ms apart). */
+async function ownerSettled(o: Peer, before: number): Promise<{ liveMr: number; regions: number; closedRegions: number }> {
+  let stats = await ownerStats(o);
+  for (let i = 0; i < 100 && (stats.closedRegions < stats.regions || stats.liveMr !== before); i++) {
+    await Bun.sleep(20);
+    stats = await ownerStats(o);
+  }
+  return stats;
+}
+
 for (const mode of ["cm", "socket"]) {
   const listenUrl = mode === "cm" ? "rdma://127.0.0.1:0" : "rdma://127.0.0.1:0?mode=socket";
   describe(`rdma rma over the software provider (${mode} mode)`, () => {
@@ -204,12 +214,7 @@ for (const mode of ["cm", "socket"]) {
         expect(r.refused).toEqual({ step: "refused", refused: ["UsageError", "UsageError", "UsageError", "UsageError", "UsageError"], usable: true, open: true, usageError: "UsageError" });
         expect(r.done!.liveMr).toBe(0);
         // The owner: its region closed with the connection, its MRs back to where they were.
-        let stats = await ownerStats(owner);
-        for (let i = 0; i < 100 && stats.closedRegions < stats.regions; i++) {
-          await Bun.sleep(20);
-          stats = await ownerStats(owner);
-        }
-        expect(stats).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
+        expect(await ownerSettled(owner, before)).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
       },
       PEER_WATCHDOG_MS + 20_000,
     );
@@ -229,12 +234,7 @@ for (const mode of ["cm", "socket"]) {
         expect((tally.TransportClosedError ?? 0) + (tally[`status ${IBV.IBV_WC_WR_FLUSH_ERR}`] ?? 0)).toBeGreaterThan(0);
         expect(r.close!.after).toBe("TransportClosedError");
         expect(r.done!.liveMr).toBe(0);
-        let stats = await ownerStats(owner);
-        for (let i = 0; i < 100 && (stats.closedRegions < stats.regions || stats.liveMr !== before); i++) {
-          await Bun.sleep(20);
-          stats = await ownerStats(owner);
-        }
-        expect(stats).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
+        expect(await ownerSettled(owner, before)).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
       },
       PEER_WATCHDOG_MS + 20_000,
     );
@@ -258,12 +258,7 @@ for (const mode of ["cm", "socket"]) {
           later: "TransportClosedError",
         });
         expect(r.done!.liveMr).toBe(0);
-        let stats = await ownerStats(owner);
-        for (let i = 0; i < 100 && (stats.closedRegions < stats.regions || stats.liveMr !== before); i++) {
-          await Bun.sleep(20);
-          stats = await ownerStats(owner);
-        }
-        expect(stats).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
+        expect(await ownerSettled(owner, before)).toEqual({ liveMr: before, regions: 1, closedRegions: 1 });
         await owner.kill();
         owner = null;
         expect(readdirSync(dir)).toEqual([]);
