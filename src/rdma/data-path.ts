@@ -16,6 +16,7 @@ import { idleStrategyFor, IDLE_AFTER_SEND, type IdleStrategy } from "../segment/
 import { CreditFlow } from "./credits.ts";
 import { SignalBatcher } from "./signal.ts";
 import { RdmaRma, type RdmaLocalRegion, type RdmaRemoteRegion } from "./rma.ts";
+import type { HelloFields } from "./hello.ts";
 import type { RdmaRuntime } from "./runtime.ts";
 import type { Oversized, RdmaRxMessage } from "./rx.ts";
 import { BufferPool, SendSlab, type TxBuffer } from "./tx.ts";
@@ -37,14 +38,7 @@ export interface EndpointParts {
 }
 
 /** The peer's hello as the data path reads it. */
-export interface PeerParams {
-  window: number;
-  recvSlotBytes: number;
-  maxMessageBytes: number;
-  zoneAddr: bigint;
-  zoneRkey: number;
-  zoneBytes: number;
-}
+export type PeerParams = Pick<HelloFields, "window" | "recvSlotBytes" | "maxMessageBytes" | "zoneAddr" | "zoneRkey" | "zoneBytes">;
 
 type MutableCaps = { -readonly [K in keyof Capabilities]: Capabilities[K] };
 

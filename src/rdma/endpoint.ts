@@ -25,26 +25,13 @@ import { RdmaConnection } from "./connection.ts";
 import { qpToInit, qpToRtr, qpToRts } from "./qp-setup.ts";
 import type { RdmaRuntime, RdmaSink } from "./runtime.ts";
 import { LandingZone } from "./zones.ts";
+import type { HelloFields } from "./hello.ts";
 import { HEADER_BYTES } from "./wire.ts";
 
 /** What this end tells the peer (hello.ts encodes it). */
-export interface LocalHello {
-  /** Socket mode only (cm mode carries its own). */
-  qpNum: number;
-  psn: number;
-  lid: number;
-  /** 16 bytes. */
-  gid: Uint8Array;
-  /** Receives reserved for the peer (= the peer's send credits). */
-  window: number;
-  recvSlotBytes: number;
-  maxMessageBytes: number;
-  /** This end's first landing zone (registered). */
-  zoneAddr: bigint;
-  zoneRkey: number;
-  zoneBytes: number;
-}
-export type PeerHello = LocalHello;
+export type LocalHello = HelloFields;
+/** What the peer told this end (hello.ts decoded it). */
+export type PeerHello = HelloFields;
 
 export interface RdmaEndpointOptions {
   /** A QP rdma_cm made (cm mode, from rt.qpInit(sqDepth)); none in socket mode (made here, RESET → INIT). */

@@ -40,17 +40,22 @@ import { ProtocolError, UsageError } from "../errors.ts";
 export type RdmaMode = "cm" | "socket";
 
 /**
- * What a hello carries: endpoint.ts's LocalHello / PeerHello have this shape (declared here too,
- * so the handshake's bytes are checked without the data path).
+ * What a hello carries: endpoint.ts's LocalHello / PeerHello and, in part, data-path.ts's
+ * PeerParams are this type (declared here, so the handshake's bytes are checked without the data
+ * path).
  */
 export interface HelloFields {
+  /** Socket mode only (cm mode carries its own). */
   qpNum: number;
   psn: number;
   lid: number;
+  /** 16 bytes. */
   gid: Uint8Array;
+  /** Receives reserved for the peer (= the peer's send credits). */
   window: number;
   recvSlotBytes: number;
   maxMessageBytes: number;
+  /** This end's first landing zone (registered). */
   zoneAddr: bigint;
   zoneRkey: number;
   zoneBytes: number;
