@@ -349,6 +349,20 @@ export async function latencyWindows(b: LoopBody, o: { durationS: number; mode: 
   };
 }
 
+/**
+ * `n` calls of `size` bytes timed one by one after 5 untimed ones, every reply checked (the
+ * driver's onReply is this run's): p50 / p99 in µs. Spin mode awaits nothing around the calls.
+ */
+export async function timedCalls(d: Driver, size: number, n: number, mode: "spin" | "async"): Promise<{ p50Us: number; p99Us: number; samples: number }> {
+  const b = new Body(d, size);
+  const t = new Float64Array(n);
+  const lat = (k: number): Promise<void> | void => (mode === "spin" ? spinLatency(b, k, t, 0) : asyncLatency(b, k, t, 0));
+  await lat(5); // warm-up
+  await lat(n);
+  t.sort();
+  return { p50Us: percentile(t, 0.5) / 1e3, p99Us: percentile(t, 0.99) / 1e3, samples: n };
+}
+
 /** Runs one row: warm-up, per-call latency (32 B, with CPU and heap), the payload sweep, throughput. */
 export async function measureRow(d: Driver, o: MeasureOptions): Promise<RowFigures> {
   const b = new Body(d, 32);

@@ -2,8 +2,8 @@
  * The bench's "rdma" part: hotpath over rdma:// measured by the main table's own method
  * (bench/measure.ts's measureRow through drivers.ts's hotpathDriver: per-call round trips of
  * 32 B, each call timed alone, calls/s in complete bursts at 1 and 64 in flight, every reply
- * checked byte for byte, CPU of both sides; then 1 MiB calls timed one by one through
- * measure.ts's same latency loop and byte check, for their p50 and p99), beside perftest's ib_send_lat (32 B) and
+ * checked byte for byte, CPU of both sides; then 1 MiB calls timed one by one by
+ * measure.ts's timedCalls, same latency loop and byte check, for their p50 and p99), beside perftest's ib_send_lat (32 B) and
  * ib_write_bw (1 MiB) on the same port.
  *
  * Where it runs:
@@ -33,7 +33,7 @@ import { listDevices } from "../src/cli/rdma-selftest.ts";
 import { rdmaUnavailableReason } from "../src/ffi/ibverbs.ts";
 import { processProbe } from "./cpu.ts";
 import { hotpathDriver } from "./drivers.ts";
-import { asyncLatency, measureRow, percentile, RequestPool, spinLatency, type Driver, type LoopBody, type RowFigures } from "./measure.ts";
+import { measureRow, timedCalls, type RowFigures } from "./measure.ts";
 import type { PartReport } from "./report.ts";
 import { startPeer } from "./spawn.ts";
 
@@ -179,31 +179,6 @@ async function runClient(url: string, serverPid: number, w: Where, durationS: nu
   }
 }
 
-/** measure.ts's loop body over 1 MiB requests (its own RequestPool and byte check). */
-class BigBody implements LoopBody {
-  readonly pool = new RequestPool(1 << 20);
-  nextSeq = 0;
-  done = 0;
-  failure: Error | null = null;
-  constructor(readonly d: Driver) {
-    d.onReply = (seq, data) => {
-      this.done++;
-      if (this.failure !== null) return;
-      try {
-        this.pool.check(seq, data);
-      } catch (e) {
-        this.failure = e as Error;
-      }
-    };
-  }
-  send(seq: number): boolean {
-    return this.d.send(this.pool.stamp(seq), seq);
-  }
-  rethrow(): void {
-    if (this.failure !== null) throw this.failure;
-  }
-}
-
 /** The figures of one rdma run: the main table's, and 1 MiB p50 / p99 from calls timed one by one. */
 export type RdmaFigures = RowFigures & { big: { p50Us: number; p99Us: number; samples: number } };
 
@@ -214,15 +189,7 @@ async function clientMain(argv: string[]): Promise<void> {
   const d = await hotpathDriver(url!, spin ? { wait: { mode: "spin", spinNs: 0 } } : {});
   try {
     const fig = await measureRow(d, { durationS: Number(duration), sizes: SIZES, inflight: INFLIGHT, mode: spin ? "spin" : "async", cpu: processProbe(Number(pid)) });
-    const b = new BigBody(d);
-    const n = quick === "quick" ? BIG_CALLS_QUICK : BIG_CALLS;
-    const t = new Float64Array(n);
-    if (spin) spinLatency(b, 5, t, 0);
-    else await asyncLatency(b, 5, t, 0); // warm-up
-    if (spin) spinLatency(b, n, t, 0);
-    else await asyncLatency(b, n, t, 0);
-    t.sort();
-    const big = { p50Us: percentile(t, 0.5) / 1e3, p99Us: percentile(t, 0.99) / 1e3, samples: n };
+    const big = await timedCalls(d, 1 << 20, quick === "quick" ? BIG_CALLS_QUICK : BIG_CALLS, spin ? "spin" : "async");
     console.log(JSON.stringify({ ...fig, big } satisfies RdmaFigures));
   } finally {
     await d.close();
