@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KvFullError, KvSnapshotError } from "../../src/errors.ts";
 import { KvStore } from "../../src/kv/store.ts";
+import { thrown } from "../helpers/thrown.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "hotpath-kv-snap-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,15 +41,6 @@ function expectSame(s: KvStore, entries: Map<string, { value: Uint8Array; versio
     expect(got!.version).toBe(e.version);
     expect(Buffer.compare(got!.value, e.value)).toBe(0);
   }
-}
-
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a throw");
 }
 
 describe("kv snapshot", () => {

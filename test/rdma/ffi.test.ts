@@ -17,6 +17,7 @@ import { IBV, memlockLimit, rdmaUnavailableReason, RecvWorkRequests, SendWorkReq
 import { RdmaEventChannel, rdmacmUnavailableReason } from "../../src/ffi/rdmacm.ts";
 import { off, size } from "../../src/ffi/verbs-layout.ts";
 import { returnedErrno } from "../../src/ffi/verbs-lib.ts";
+import { thrown } from "../helpers/thrown.ts";
 
 const OVERRIDES = ["HOTPATH_IBVERBS", "HOTPATH_RDMACM"] as const;
 const saved: Record<string, string | undefined> = {};
@@ -44,15 +45,6 @@ function withOverrides<T>(vars: Partial<Record<(typeof OVERRIDES)[number], strin
       else process.env[k] = saved[k];
     }
   }
-}
-
-function thrown(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (e) {
-    return e;
-  }
-  throw new Error("expected a throw");
 }
 
 // A machine with an RDMA device (kernel sysfs lists it) is not the no-device case: those tests skip there.

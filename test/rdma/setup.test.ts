@@ -14,7 +14,9 @@ import { ProtocolError, UsageError } from "../../src/errors.ts";
 import { decodeHello, decodeRefusal, encodeHello, encodeRefusal, HELLO_CM_BYTES, HELLO_SOCKET_BYTES, isRefusal, REFUSAL_TEXT_MAX, REFUSED_BUSY, REFUSED_PROTOCOL, type HelloFields } from "../../src/rdma/hello.ts";
 import { listenerUrl, MAX_RDMA_HANDSHAKING, parseRdmaUrl, rdmaTuning } from "../../src/rdma/options.ts";
 import { tcpBlackhole } from "../helpers/blackhole.ts";
+import { until } from "../helpers/peer.ts";
 import { collectLines } from "../helpers/stream-lines.ts";
+import { thrown } from "../helpers/thrown.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
 
 const PEER = new URL("./setup-peer.ts", import.meta.url).pathname;
@@ -29,15 +31,6 @@ const hello: HelloFields = {
   window: 16, recvSlotBytes: 4096, maxMessageBytes: 64 << 20,
   zoneAddr: 0x7f0012345678n, zoneRkey: 0xdeadbeef, zoneBytes: 1 << 20,
 };
-
-function thrown(fn: () => unknown): Error {
-  try {
-    fn();
-  } catch (e) {
-    return e as Error;
-  }
-  throw new Error("expected a throw");
-}
 
 describe("hello and refusal bytes", () => {
   test("a hello decodes to what was encoded; cm mode is 36 bytes (fits a REQ's 56), socket mode 64 with the QP's address", () => {
@@ -183,13 +176,8 @@ async function rawClient(port: number) {
   return { s, got, state };
 }
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`no ${what} within ${ms} ms`);
-    await Bun.sleep(5);
-  }
-}
+/** How long until() waits for a raw socket's bytes or close. */
+const UNTIL_MS = 10_000;
 
 const portOf = (url: string) => Number(new URL(url).port);
 const modeQuery = (mode: string) => (mode === "socket" ? "?mode=socket" : "");
@@ -356,14 +344,14 @@ describe("hostile and silent peers", () => {
     const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0?mode=socket" });
     const raw = await rawClient(portOf(url));
     raw.s.write(new Uint8Array([10, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]));
-    await until(() => raw.state.closed, "the listener closing the hostile socket");
+    await until(() => raw.state.closed, "the listener closing the hostile socket", UNTIL_MS);
     const len = raw.got[0]! | (raw.got[1]! << 8);
     const refusal = decodeRefusal(new Uint8Array(raw.got.slice(2, 2 + len)));
     expect(refusal.reason).toBe(REFUSED_PROTOCOL);
     expect(refusal.text).toContain("no hotpath rdma magic");
     const big = await rawClient(portOf(url));
     big.s.write(new Uint8Array([0xff, 0xff, 1, 2]));
-    await until(() => big.state.closed, "the listener closing the oversized claim");
+    await until(() => big.state.closed, "the listener closing the oversized claim", UNTIL_MS);
     const st = await server.ask("stats");
     expect(st.stats).toMatchObject({ accepted: 0, refusedProtocol: 2 });
     expect(st.refusals.map((x: { name: string }) => x.name)).toEqual(["ProtocolError", "ProtocolError"]);
@@ -383,7 +371,7 @@ describe("hostile and silent peers", () => {
     const half = await rawClient(portOf(url));
     const h = encodeHello({ ...hello, qpNum, gid: new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 127, 0, 0, 1]) }, "socket");
     half.s.write(new Uint8Array([h.length, 0, ...h]));
-    await until(() => silent.state.closed && half.state.closed, "both sockets closed by the listener");
+    await until(() => silent.state.closed && half.state.closed, "both sockets closed by the listener", UNTIL_MS);
     const st = await server.ask("stats");
     expect(st.stats).toMatchObject({ accepted: 0, refusedProtocol: 2 });
     for (const r of st.refusals) expect(r.message).toContain("did not finish its handshake within 300 ms");
@@ -402,7 +390,7 @@ describe("hostile and silent peers", () => {
     // Each has been accepted by the time the listener answers a stats command after it.
     let st = await server.ask("stats");
     const extra = await rawClient(portOf(url));
-    await until(() => extra.state.closed, "the listener turning the extra client away");
+    await until(() => extra.state.closed, "the listener turning the extra client away", UNTIL_MS);
     const len = extra.got[0]! | (extra.got[1]! << 8);
     expect(decodeRefusal(new Uint8Array(extra.got.slice(2, 2 + len))).reason).toBe(REFUSED_BUSY);
     for (const r of silent) r.s.end();
@@ -435,7 +423,7 @@ describe("hostile and silent peers", () => {
     const hostile = await rawClient(portOf(url));
     hostile.s.write(reqFrame(new Uint8Array([1, 2, 3, 4, 5, 6, 7, 8, 9]), 4242));
     // The REJ frame carries the refusal as private data.
-    await until(() => hostile.got.length >= 12 && hostile.got.length >= 12 + hostile.got[1]!, "a REJ frame");
+    await until(() => hostile.got.length >= 12 && hostile.got.length >= 12 + hostile.got[1]!, "a REJ frame", UNTIL_MS);
     expect(hostile.got[0]).toBe(3); // F_REJ
     const refusal = decodeRefusal(new Uint8Array(hostile.got.slice(12, 12 + hostile.got[1]!)));
     expect(refusal.reason).toBe(REFUSED_PROTOCOL);
@@ -444,9 +432,9 @@ describe("hostile and silent peers", () => {
     const { qpNum } = await client.ask("bareQp");
     const stalled = await rawClient(portOf(url));
     stalled.s.write(reqFrame(encodeHello(hello, "cm"), qpNum));
-    await until(() => stalled.got.length >= 12, "a REP frame");
+    await until(() => stalled.got.length >= 12, "a REP frame", UNTIL_MS);
     expect(stalled.got[0]).toBe(2); // F_REP
-    await until(() => stalled.state.closed, "the listener dropping the stalled request");
+    await until(() => stalled.state.closed, "the listener dropping the stalled request", UNTIL_MS);
     const st = await server.ask("stats");
     expect(st.stats).toMatchObject({ accepted: 0, refusedProtocol: 2 });
     expect(st.refusals[0].message).toContain("no hotpath rdma magic");
@@ -467,7 +455,7 @@ describe("hostile and silent peers", () => {
     const raw = await rawClient(portOf(url));
     const h = encodeHello({ ...hello, qpNum, gid: FIXTURE_GID }, "socket");
     raw.s.write(new Uint8Array([h.length, 0, ...h]));
-    await until(() => raw.got.length >= 2 + HELLO_SOCKET_BYTES, "the listener's hello");
+    await until(() => raw.got.length >= 2 + HELLO_SOCKET_BYTES, "the listener's hello", UNTIL_MS);
     raw.s.write(new Uint8Array([0x52])); // READY
     const opened = async () => (await server.ask("stats")).stats.accepted === 1;
     for (let i = 0; i < 200 && !(await opened()); i++) await Bun.sleep(10);
@@ -490,7 +478,7 @@ describe("hostile and silent peers", () => {
     const { qpNum } = await other.ask("bareQp");
     const raw = await rawClient(portOf(url));
     raw.s.write(reqFrame(encodeHello(hello, "cm"), qpNum));
-    await until(() => raw.got.length >= 12 && raw.got.length >= 12 + raw.got[1]!, "a REP frame");
+    await until(() => raw.got.length >= 12 && raw.got.length >= 12 + raw.got[1]!, "a REP frame", UNTIL_MS);
     expect(raw.got[0]).toBe(2); // F_REP
     raw.s.write(new Uint8Array([4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0])); // F_RTU: the server's side is ESTABLISHED
     let st = await server.ask("stats");
