@@ -59,6 +59,15 @@ function open(rt: RdmaRuntime, ep: RdmaEndpoint, peer: LocalHello, name: string)
   return { conn, gone };
 }
 
+/** Two ends made with `t` (a first, then b), each QP connected to the other's and opened: A (peer "b") and B (peer "a"). */
+function openPair(t: Tuning = {}) {
+  const a = makeEnd(t);
+  const b = makeEnd(t);
+  const A = open(a.rt, a.ep, b.ep.local, "b");
+  const B = open(b.rt, b.ep, a.ep.local, "a");
+  return { a, b, A, B };
+}
+
 /** Deterministic body bytes of message `seq`. */
 function pattern(seq: number, len: number): Uint8Array {
   const b = new Uint8Array(len);
@@ -133,10 +142,7 @@ function leaks(): Record<string, number> {
 }
 
 async function pairMessages(): Promise<void> {
-  const a = makeEnd();
-  const b = makeEnd();
-  const A = open(a.rt, a.ep, b.ep.local, "b");
-  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const { a, b, A, B } = openPair();
   const got = receiveAll(B.conn);
   const kinds = await sendAll(A.conn, [B.conn]);
   await until("every message", () => got.length === SIZES.length, [A.conn, B.conn]);
@@ -146,10 +152,7 @@ async function pairMessages(): Promise<void> {
 }
 
 async function pairCredits(): Promise<void> {
-  const a = makeEnd();
-  const b = makeEnd();
-  const A = open(a.rt, a.ep, b.ep.local, "b");
-  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const { A, B } = openPair();
   const held: RxMessage[] = [];
   let closeErr: HotpathError | null = null;
   B.conn.setReceiver({ onMessage: (m) => held.push(m), onClose: (e) => (closeErr = e) });
@@ -201,10 +204,7 @@ async function pairCredits(): Promise<void> {
 }
 
 async function pairSq(): Promise<void> {
-  const a = makeEnd({ sqDepth: 4, window: 16 });
-  const b = makeEnd({ sqDepth: 4, window: 16 });
-  const A = open(a.rt, a.ep, b.ep.local, "b");
-  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const { A, B } = openPair({ sqDepth: 4, window: 16 });
   for (const c of [A.conn, B.conn]) c.setWaitPolicy({ mode: "spin" });
   let next = 0;
   let bad = 0;
@@ -238,10 +238,7 @@ async function pairSq(): Promise<void> {
 
 /** A Full whose room comes back before wait() is called (the runtime's own pump took the completion): that wait resolves true. */
 async function pairWake(): Promise<void> {
-  const a = makeEnd();
-  const b = makeEnd();
-  const A = open(a.rt, a.ep, b.ep.local, "b");
-  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const { A, B } = openPair();
   B.conn.setReceiver({ onMessage: (m) => m.release(), onClose() {} });
   const big = pattern(3, 64 << 10);
   const first = A.conn.trySend(new Uint8Array(1), big);
@@ -330,10 +327,7 @@ async function pairSrq(): Promise<void> {
 }
 
 async function pairClose(): Promise<void> {
-  const a = makeEnd();
-  const b = makeEnd();
-  const A = open(a.rt, a.ep, b.ep.local, "b");
-  const B = open(b.rt, b.ep, a.ep.local, "a");
+  const { A, B } = openPair();
   const closes: string[] = [];
   const words: Array<{ head: number[]; body: number[]; hw: number[] | null }> = [];
   A.conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => closes.push(`A:${e === null ? "null" : e.name}`) });
