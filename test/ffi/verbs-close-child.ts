@@ -6,11 +6,10 @@
  *   ebusy: closes refused with EBUSY keep the object; closing in order afterwards destroys everything.
  *   bad-wr: a successful post after a failed one reports no bad entry.
  */
-import { dlopen, FFIType } from "bun:ffi";
 import { IBV, RecvWorkRequests, SendWorkRequests, VerbsContext, WorkCompletions } from "../../src/ffi/ibverbs.ts";
+import { softRcProbes } from "../rdma/softrc/probes.ts";
 
-const live = dlopen(process.env.HOTPATH_IBVERBS!, { softrc_live: { args: [FFIType.cstring], returns: FFIType.i32 } }).symbols.softrc_live;
-const liveOf = (kind: string) => live(Buffer.from(kind + "\0") as never);
+const liveOf = softRcProbes(process.env.HOTPATH_IBVERBS!).live;
 const errName = (f: () => unknown) => {
   try {
     f();
