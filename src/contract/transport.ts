@@ -95,7 +95,7 @@ export interface RxMessage {
    * the host's byte order, little-endian on every supported host), set only where headOffset is
    * a multiple of 4, so a layer above reads its header a word at a time.
    */
-  readonly headWords?: Int32Array;
+  readonly headWords?: Int32Array | undefined;
   /** Hands the memory back to the transport. Idempotent until the object is reused (above). */
   release(): void;
 }
