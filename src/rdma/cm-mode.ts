@@ -29,6 +29,7 @@
 import { ConnectError, describeThrown, HotpathError, ProtocolError, RdmaUnavailableError, TransportClosedError, UsageError } from "../errors.ts";
 import { ListenerBase } from "../contract/listener-base.ts";
 import type { WaitPolicy } from "../contract/transport.ts";
+import { IBV, type VerbsQp } from "../ffi/ibverbs.ts";
 import type { RdmaCmEvent, RdmaCmId } from "../ffi/rdmacm.ts";
 import { RDMA } from "../ffi/verbs-layout.ts";
 import { CmChannel, type CmSession } from "./cm.ts";
@@ -36,7 +37,7 @@ import type { RdmaConnection } from "./connection.ts";
 import { RdmaEndpoint } from "./endpoint.ts";
 import { decodeHello, decodeRefusal, encodeHello, encodeRefusal, isRefusal, REFUSED_BUSY, REFUSED_PROTOCOL } from "./hello.ts";
 import { listenerUrl, MAX_RDMA_HANDSHAKING, type RdmaTuning, type RdmaUrl } from "./options.ts";
-import { RNR_RETRY, RETRY_COUNT } from "./qp-setup.ts";
+import { MIN_RNR_TIMER, RNR_RETRY, RETRY_COUNT } from "./qp-setup.ts";
 import { RdmaRuntime } from "./runtime.ts";
 
 /** rdma_cm's consumer-defined reject reason (IB_CM_REJ_CONSUMER_DEFINED): a REJECTED with it came from the listener's rdma_reject. */
@@ -59,9 +60,31 @@ function runtimeFor(cm: CmChannel, id: RdmaCmId, u: RdmaUrl, url: URL, where: st
   return RdmaRuntime.acquireContext(ctx, port, u.gidIndex);
 }
 
-/** The parameters both sides connect / accept with: RNR_RETRY so that a lasting RNR is an error (qp-setup.ts). */
-function connParam(hello: Uint8Array) {
-  return { privateData: hello, rnrRetryCount: RNR_RETRY, retryCount: RETRY_COUNT };
+/**
+ * The parameters both sides connect / accept with: RNR_RETRY so that a lasting RNR is an error
+ * (qp-setup.ts); READ / atomic depth from the device (rt.maxRdAtomic: its max_qp_rd_atom and
+ * max_qp_init_rd_atom, capped at 16 as socket mode's QPs are), on the server no more than the
+ * client's request offers (`req`: its initiator depth bounds our responder resources, and back).
+ */
+function connParam(hello: Uint8Array, rt: RdmaRuntime, req?: RdmaCmEvent) {
+  const depth = rt.maxRdAtomic;
+  return {
+    privateData: hello,
+    rnrRetryCount: RNR_RETRY,
+    retryCount: RETRY_COUNT,
+    responderResources: req === undefined ? depth : Math.max(1, Math.min(depth, req.initiatorDepth)),
+    initiatorDepth: req === undefined ? depth : Math.max(1, Math.min(depth, req.responderResources)),
+  };
+}
+
+/**
+ * After ESTABLISHED (both sides): RTS → RTS with qp-setup's MIN_RNR_TIMER. rdma_cm's kernel side
+ * moves a QP to RTR with min_rnr_timer 0 (655 ms), which would make the RNR that credits rule out
+ * cost seconds before IBV_WC_RNR_RETRY_EXC_ERR; socket mode's QPs get MIN_RNR_TIMER at RTR.
+ */
+function setRnrTimer(qp: VerbsQp): void {
+  // A QP already in ERR (a DISCONNECTED right behind ESTABLISHED) is left so: the connection's close follows.
+  if (qp.state === IBV.IBV_QPS_RTS) qp.modify({ qpState: IBV.IBV_QPS_RTS, minRnrTimer: MIN_RNR_TIMER });
 }
 
 /** Connects over rdma_cm (see the module comment) within `timeoutMs`. The connection belongs to the calling thread. */
@@ -102,7 +125,7 @@ export async function cmConnect(url: URL, u: RdmaUrl, tuning: RdmaTuning, timeou
     const qp = id.createQp(rt.pd, rt.qpInit(tuning.sqDepth));
     ep = RdmaEndpoint.create(rt, { qp, maxMessageBytes: tuning.maxMessageBytes, window: tuning.window, sqDepth: tuning.sqDepth, zoneBytes: tuning.zoneBytes });
     if (ep === null) throw new ConnectError(`${where}: this thread's rdma runtime has no receives left to reserve ${tuning.window} for another connection (its SRQ is full)`);
-    id.connect(connParam(encodeHello(ep.local, "cm")));
+    id.connect(connParam(encodeHello(ep.local, "cm"), rt));
     const ev = await next();
     if (ev.type === RDMA.RDMA_CM_EVENT_REJECTED) {
       if (isRefusal(ev.privateData)) {
@@ -113,6 +136,7 @@ export async function cmConnect(url: URL, u: RdmaUrl, tuning: RdmaTuning, timeou
     }
     expect(ev, RDMA.RDMA_CM_EVENT_ESTABLISHED, "connect");
     const peer = decodeHello(ev.privateData, "cm", ev.qpNum);
+    setRnrTimer(ep.qp);
     const s = session;
     const r = rt;
     const conn = ep.open(peer, peerUrl, wait, () => closeId(s, r, cm));
@@ -208,7 +232,7 @@ export class CmListener extends ListenerBase<RdmaConnection> {
         rt.release();
         return;
       }
-      ev.id.accept(connParam(encodeHello(ep.local, "cm")));
+      ev.id.accept(connParam(encodeHello(ep.local, "cm"), rt, ev));
     } catch (e) {
       ep?.close();
       this.reject(s, new ProtocolError(`rdma listener ${this.url}: accepting a client failed: ${describeThrown(e)}`), REFUSED_PROTOCOL);
@@ -246,10 +270,19 @@ export class CmListener extends ListenerBase<RdmaConnection> {
     clearTimeout(p.timer);
     const { session: s, rt } = p;
     let conn: RdmaConnection | null = null;
-    conn = p.ep.open(p.peer, peerUrl, this.wait, () => {
-      closeId(s, rt, this.cm);
-      if (conn !== null) this.forget(conn);
-    });
+    try {
+      setRnrTimer(p.ep.qp);
+      conn = p.ep.open(p.peer, peerUrl, this.wait, () => {
+        closeId(s, rt, this.cm);
+        if (conn !== null) this.forget(conn);
+      });
+    } catch (e) {
+      // The data path refused the peer or its memory could not be registered: everything of the
+      // handshake goes (the id disconnected: the client sees DISCONNECTED), counted "protocol".
+      this.discard(p);
+      this.refused(new ProtocolError(`rdma listener ${this.url}: opening a client's connection failed: ${e instanceof HotpathError ? e.message : describeThrown(e)}`), "protocol");
+      return;
+    }
     const c = conn;
     s.onEvent = (e) => {
       if (e.type === RDMA.RDMA_CM_EVENT_DISCONNECTED || e.type === RDMA.RDMA_CM_EVENT_DEVICE_REMOVAL) c.peerGone(new TransportClosedError(`rdma connection from a client of ${this.url}: the peer closed or died (${e.name})`));

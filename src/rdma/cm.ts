@@ -43,19 +43,31 @@ export class CmSession {
   private readonly inbox: RdmaCmEvent[] = [];
   private wake: (() => void) | null = null;
   private closed = false;
-  /** Once set, events go here (in order) instead of the inbox (an open connection's DISCONNECTED). */
-  onEvent: ((ev: RdmaCmEvent) => void) | null = null;
+  private handler: ((ev: RdmaCmEvent) => void) | null = null;
 
   constructor(
     private readonly cm: CmChannel,
     readonly id: RdmaCmId,
   ) {}
 
+  /**
+   * Once set, events go here (in order) instead of the inbox (an open connection's
+   * DISCONNECTED). Setting it first hands it what the inbox holds, in order: an event that came
+   * with or right after the one next() returned (a DISCONNECTED behind ESTABLISHED) is not lost.
+   */
+  get onEvent(): ((ev: RdmaCmEvent) => void) | null {
+    return this.handler;
+  }
+  set onEvent(h: ((ev: RdmaCmEvent) => void) | null) {
+    this.handler = h;
+    while (h !== null && this.handler === h && !this.closed && this.inbox.length > 0) h(this.inbox.shift()!);
+  }
+
   /** @internal from the channel's dispatch. */
   deliver(ev: RdmaCmEvent): void {
     if (this.closed) return;
-    if (this.onEvent !== null) {
-      this.onEvent(ev);
+    if (this.handler !== null) {
+      this.handler(ev);
       return;
     }
     this.inbox.push(ev);

@@ -17,7 +17,7 @@
  *   28  u32 zoneRkey
  *   32  u32 zoneBytes
  *   36  end in cm mode (HELLO_CM_BYTES); socket mode goes on:
- *   36  u32 qpNum   40 u32 psn   44 u16 lid   46 u16 reserved   48 gid[16]
+ *   36  u32 qpNum   40 u32 psn   44 u16 lid   46 u16 mtu (IBV_MTU_*)   48 gid[16]
  *   64  end in socket mode (HELLO_SOCKET_BYTES)
  *
  * A hello longer than its mode's size is accepted and the rest ignored: InfiniBand's CM pads
@@ -36,6 +36,7 @@
  */
 
 import { ProtocolError, UsageError } from "../errors.ts";
+import { PEER_RECV_SLOT_MAX, PEER_RECV_SLOT_MIN, PEER_WINDOW_MAX, PEER_WINDOW_MIN } from "./options.ts";
 
 export type RdmaMode = "cm" | "socket";
 
@@ -59,6 +60,11 @@ export interface HelloFields {
   zoneAddr: bigint;
   zoneRkey: number;
   zoneBytes: number;
+  /**
+   * Socket mode: this side's active path MTU (IBV_MTU_*); each side moves its QP to RTR with the
+   * smaller of its own and the peer's. 0 or absent: not told (cm mode: rdma_cm negotiates it).
+   */
+  mtu?: number;
 }
 
 const MAGIC = 0x44525048; // "HPRD" read as a little-endian u32
@@ -100,6 +106,9 @@ export function encodeHello(h: HelloFields, mode: RdmaMode): Uint8Array {
     u32(40, h.psn, "psn");
     if (!Number.isInteger(h.lid) || h.lid < 0 || h.lid > 0xffff) throw new UsageError(`rdma hello: lid ${h.lid} does not fit 16 bits`);
     dv.setUint16(44, h.lid, true);
+    const mtu = h.mtu ?? 0;
+    if (!Number.isInteger(mtu) || mtu < 0 || mtu > 0xffff) throw new UsageError(`rdma hello: mtu ${mtu} does not fit 16 bits`);
+    dv.setUint16(46, mtu, true);
     if (h.gid.length !== GID_BYTES) throw new UsageError(`rdma hello: gid of ${h.gid.length} bytes, expected ${GID_BYTES}`);
     out.set(h.gid, 48);
   }
@@ -125,7 +134,8 @@ export function isRefusal(b: Uint8Array): boolean {
 
 /**
  * The peer's hello: a new object (the gid copied). ProtocolError for bytes that are not a hello
- * of this version and mode: too short, wrong magic or version, a refusal, or a zero window.
+ * of this version and mode: too short, wrong magic or version, a refusal, or a window or
+ * receive slot the data path would refuse (options.ts PEER_WINDOW_* / PEER_RECV_SLOT_*).
  * `cmQpNum`: in cm mode, the QP number rdma_cm reported with the event.
  */
 export function decodeHello(b: Uint8Array, mode: RdmaMode, cmQpNum = 0): HelloFields {
@@ -135,8 +145,9 @@ export function decodeHello(b: Uint8Array, mode: RdmaMode, cmQpNum = 0): HelloFi
   if (b.length < need) throw new ProtocolError(`rdma hello: ${b.length} bytes, a ${mode}-mode hello has ${need}`);
   const window = dv.getUint16(16, true);
   if (window === 0) throw new ProtocolError("rdma hello: the peer reserved no receives (window 0)");
+  if (window < PEER_WINDOW_MIN || window > PEER_WINDOW_MAX) throw new ProtocolError(`rdma hello: the peer's window ${window} is out of range (${PEER_WINDOW_MIN}..${PEER_WINDOW_MAX})`);
   const slot = dv.getUint32(12, true);
-  if (slot < 64) throw new ProtocolError(`rdma hello: receive slots of ${slot} bytes (at least 64)`);
+  if (slot < PEER_RECV_SLOT_MIN || slot > PEER_RECV_SLOT_MAX) throw new ProtocolError(`rdma hello: receive slots of ${slot} bytes (${PEER_RECV_SLOT_MIN}..${PEER_RECV_SLOT_MAX})`);
   const socket = mode === "socket";
   return {
     maxMessageBytes: dv.getUint32(8, true),
@@ -149,6 +160,7 @@ export function decodeHello(b: Uint8Array, mode: RdmaMode, cmQpNum = 0): HelloFi
     psn: socket ? dv.getUint32(40, true) : 0,
     lid: socket ? dv.getUint16(44, true) : 0,
     gid: socket ? b.slice(48, 48 + GID_BYTES) : new Uint8Array(GID_BYTES),
+    mtu: socket ? dv.getUint16(46, true) : 0,
   };
 }
 

@@ -36,6 +36,19 @@ export const DEFAULT_RDMA_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const MAX_RDMA_HANDSHAKING = 256;
 /** CreditFlow needs a window of at least 3 (the last credit is kept for a credit message, a return batch of 2 below it). */
 const MIN_WINDOW = 3;
+/**
+ * What a peer's hello may announce, in one place: hello.ts's decodeHello refuses anything else
+ * (the listener counts it "protocol" before an endpoint exists), and the data path
+ * (data-path.ts's constructor) checks the same bounds. data-path.ts: import these four instead
+ * of its own MIN_PEER_SLOT / MAX_PEER_SLOT and literal window bounds.
+ */
+export const PEER_WINDOW_MIN = MIN_WINDOW;
+/** The hello's u16 field. */
+export const PEER_WINDOW_MAX = 0xffff;
+/** A receive slot smaller than this cannot take a header and a small message. */
+export const PEER_RECV_SLOT_MIN = 64;
+/** The spec's 4096 with room around it; larger announcements are no honest peer. */
+export const PEER_RECV_SLOT_MAX = 1 << 20;
 /** The hello's u16 field, and far above what one SRQ can reserve for a connection. */
 const MAX_WINDOW = 4096;
 /** What a QP of any device takes; the device's own max_qp_wr is checked when the QP is made. */

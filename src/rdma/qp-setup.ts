@@ -43,6 +43,13 @@ export interface QpPeer {
   psn: number;
   lid: number;
   gid: Uint8Array;
+  /** The peer's active MTU (IBV_MTU_*); 0 or absent: not told (this side's own is used). */
+  mtu?: number;
+}
+
+/** The path MTU both ends can carry: the smaller of this side's active MTU and the peer's (when it told it). */
+export function pathMtuFor(localActiveMtu: number, peerMtu: number | undefined): number {
+  return peerMtu !== undefined && peerMtu > 0 ? Math.min(localActiveMtu, peerMtu) : localActiveMtu;
 }
 
 /** RESET → INIT on `portNum` with QP_ACCESS. */
@@ -50,12 +57,12 @@ export function qpToInit(qp: VerbsQp, portNum: number): void {
   qp.modify({ qpState: IBV.IBV_QPS_INIT, pkeyIndex: 0, portNum, qpAccessFlags: QP_ACCESS });
 }
 
-/** INIT → RTR towards `peer`: by GID on Ethernet (RoCE) or when the peer has no LID, else by LID. */
+/** INIT → RTR towards `peer`: by GID on Ethernet (RoCE) or when the peer has no LID, else by LID; the smaller MTU of the two ends. */
 export function qpToRtr(qp: VerbsQp, path: QpPath, peer: QpPeer): void {
   const byGid = path.linkLayer === IBV.IBV_LINK_LAYER_ETHERNET || peer.lid === 0;
   qp.modify({
     qpState: IBV.IBV_QPS_RTR,
-    pathMtu: path.activeMtu,
+    pathMtu: pathMtuFor(path.activeMtu, peer.mtu),
     destQpNum: peer.qpNum,
     rqPsn: peer.psn,
     maxDestRdAtomic: path.maxRdAtomic,

@@ -211,7 +211,7 @@ export async function socketConnect(u: RdmaUrl, tuning: RdmaTuning, timeoutMs: n
   while (link.sock === null && !link.closed) if (!(await link.changed(deadline))) break;
   const s = link.sock;
   if (s === null || link.closed) return fail(link.failure !== null ? `cannot reach the listener (${link.failure})` : `no connection within ${timeoutMs} ms`);
-  s.write(frame(encodeHello(endpoint.local, "socket")));
+  s.write(frame(encodeHello({ ...endpoint.local, mtu: rt.activeMtu }, "socket")));
   // 2. the listener's answer
   let answer = link.inbound.takeFrame();
   while (answer === null && !link.inbound.oversized && !link.closed) {
@@ -345,25 +345,36 @@ export class SocketListener extends ListenerBase<RdmaConnection> {
     side.ep = ep;
     ep.connectQp(peer);
     side.peerHello = peer;
-    s.write(frame(encodeHello(ep.local, "socket")));
+    s.write(frame(encodeHello({ ...ep.local, mtu: rt.activeMtu }, "socket")));
   }
 
+  /**
+   * READY came: the connection opens. When ep.open() throws (the data path refuses the peer, or
+   * registering its memory fails) the handshake is turned away as any other: the endpoint, its
+   * runtime reference and the socket go, the peer is told and it counts "protocol".
+   */
   private open(s: Socket<ServerSide>, side: ServerSide): void {
     const ep = side.ep!;
     const rt = side.rt!;
+    const remote = `rdma://${s.remoteAddress}:${s.remotePort ?? 0}?mode=socket`;
+    let conn: RdmaConnection | null = null;
+    try {
+      conn = ep.open(side.peerHello!, remote, this.wait, () => {
+        s.end();
+        rt.release();
+        if (conn !== null) this.forget(conn);
+      });
+    } catch (e) {
+      const why = e instanceof HotpathError ? e.message : describeThrown(e);
+      this.turnAway(s, new ProtocolError(`rdma listener ${this.url}: opening a client's connection failed: ${why}`), "protocol", true);
+      return;
+    }
     side.ep = null;
     side.rt = null;
     side.done = true;
     if (side.timer !== null) clearTimeout(side.timer);
     side.timer = null;
     this.handshaking.delete(s);
-    const remote = `rdma://${s.remoteAddress}:${s.remotePort ?? 0}?mode=socket`;
-    let conn: RdmaConnection | null = null;
-    conn = ep.open(side.peerHello!, remote, this.wait, () => {
-      s.end();
-      rt.release();
-      if (conn !== null) this.forget(conn);
-    });
     side.conn = conn;
     try {
       this.accepted(conn);

@@ -12,11 +12,35 @@
  *   { cmd: "probe" }                          → the fixture's live objects and fds (peer-common.ts)
  *   { cmd: "bareQp" }                         → { qpNum } of a QP made with the verbs wrappers alone (kept
  *                                               until exit): a real QP number for a raw client's hello
+ *   { cmd: "fault", spec }                    → {} after softrc_fault(spec) in this process
+ *   { cmd: "qpAttrs" }                        → { server: [attrs], held: [attrs] }: ibv_query_qp of each open
+ *                                               connection's QP ({ minRnrTimer, maxRdAtomic, maxDestRdAtomic, pathMtu, rnrRetry })
  */
 import { connect, listen } from "../../src/connect/registry.ts";
 import type { Connection, ConnectOptions, Listener, ListenOptions } from "../../src/contract/transport.ts";
+import { dlopen, FFIType, type Pointer } from "bun:ffi";
 import { VerbsContext } from "../../src/ffi/ibverbs.ts";
-import { errName, probe, serveCommands, waitFor } from "./peer-common.ts";
+import { off, size } from "../../src/ffi/verbs-layout.ts";
+import { errName, fault, probe, serveCommands, waitFor } from "./peer-common.ts";
+
+const queryLib = dlopen(process.env.HOTPATH_IBVERBS!, { ibv_query_qp: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });
+
+/** ibv_query_qp of an rdma connection's QP: the attributes the control path set. */
+function qpAttrs(c: Connection) {
+  const qp = (c as unknown as { qp: { handle: number } }).qp;
+  const attr = new Uint8Array(size("ibv_qp_attr"));
+  const init = new Uint8Array(size("ibv_qp_init_attr"));
+  const rc = queryLib.symbols.ibv_query_qp(qp.handle as unknown as Pointer, attr, 0x1fffff, init);
+  if (rc !== 0) throw new Error(`ibv_query_qp: ${rc}`);
+  const dv = new DataView(attr.buffer);
+  return {
+    minRnrTimer: attr[off("ibv_qp_attr.min_rnr_timer")],
+    maxRdAtomic: attr[off("ibv_qp_attr.max_rd_atomic")],
+    maxDestRdAtomic: attr[off("ibv_qp_attr.max_dest_rd_atomic")],
+    pathMtu: dv.getUint32(off("ibv_qp_attr.path_mtu"), true),
+    rnrRetry: attr[off("ibv_qp_attr.rnr_retry")],
+  };
+}
 
 let listener: Listener | null = null;
 const refusals: Array<{ reason: string; name: string; message: string }> = [];
@@ -115,6 +139,13 @@ await serveCommands(
     },
     probe() {
       return probe();
+    },
+    fault(a) {
+      fault(String(a.spec));
+      return {};
+    },
+    qpAttrs() {
+      return { server: serverConns.filter((c) => !c.closed).map(qpAttrs), held: held.filter((h) => !h.conn.closed).map((h) => qpAttrs(h.conn)) };
     },
     bareQp() {
       bare ??= VerbsContext.open();

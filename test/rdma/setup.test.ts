@@ -9,27 +9,23 @@
  * test/rdma/softrc/cm.c defines).
  */
 import { describe, expect, test } from "bun:test";
-import type { Socket } from "bun";
 import { ProtocolError, UsageError } from "../../src/errors.ts";
 import { decodeHello, decodeRefusal, encodeHello, encodeRefusal, HELLO_CM_BYTES, HELLO_SOCKET_BYTES, isRefusal, REFUSAL_TEXT_MAX, REFUSED_BUSY, REFUSED_PROTOCOL, type HelloFields } from "../../src/rdma/hello.ts";
 import { listenerUrl, MAX_RDMA_HANDSHAKING, parseRdmaUrl, rdmaTuning } from "../../src/rdma/options.ts";
 import { tcpBlackhole } from "../helpers/blackhole.ts";
 import { until } from "../helpers/peer.ts";
-import { collectLines } from "../helpers/stream-lines.ts";
 import { thrown } from "../helpers/thrown.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
+import { ANSWER_WATCHDOG_MS, FIXTURE_GID, rawClient, reqFrame, spawnSetupPeer } from "./setup-harness.ts";
 
-const PEER = new URL("./setup-peer.ts", import.meta.url).pathname;
 const PAIR = new URL("./setup-pair.ts", import.meta.url).pathname;
 const ALIVE = new URL("./setup-alive.ts", import.meta.url).pathname;
-/** Watchdog for one child's command (a hang fails the test instead of blocking it). */
-const ANSWER_WATCHDOG_MS = 20_000;
 const MODES = ["cm", "socket"] as const;
 
 const hello: HelloFields = {
   qpNum: 0x123456, psn: 0xabcdef, lid: 7, gid: new Uint8Array(16).map((_, i) => i + 1),
   window: 16, recvSlotBytes: 4096, maxMessageBytes: 64 << 20,
-  zoneAddr: 0x7f0012345678n, zoneRkey: 0xdeadbeef, zoneBytes: 1 << 20,
+  zoneAddr: 0x7f0012345678n, zoneRkey: 0xdeadbeef, zoneBytes: 1 << 20, mtu: 3,
 };
 
 describe("hello and refusal bytes", () => {
@@ -40,7 +36,7 @@ describe("hello and refusal bytes", () => {
     expect(HELLO_CM_BYTES).toBeLessThanOrEqual(56);
     expect(decodeHello(sock, "socket")).toEqual(hello);
     // cm mode: the QP number comes with the event, the rest of the address is rdma_cm's.
-    expect(decodeHello(cm, "cm", 99)).toEqual({ ...hello, qpNum: 99, psn: 0, lid: 0, gid: new Uint8Array(16) });
+    expect(decodeHello(cm, "cm", 99)).toEqual({ ...hello, qpNum: 99, psn: 0, lid: 0, gid: new Uint8Array(16), mtu: 0 });
     // InfiniBand pads private data (a REQ's to 56 bytes): the padding is ignored.
     const padded = new Uint8Array(56);
     padded.set(cm);
@@ -126,55 +122,7 @@ describe("rdma:// URLs and options", () => {
 });
 
 const fx = useSoftRc();
-
-/** A setup-peer.ts child over the fixture: `ask(cmd)` sends one command and resolves with its answer. */
-function spawnPeer(dir: string) {
-  const p = fx.track(Bun.spawn(["bun", PEER], { stdin: "pipe", stdout: "pipe", stderr: "inherit", env: fx.env(dir) }));
-  const out = collectLines<Record<string, any>>(p.stdout, JSON.parse);
-  const lines = out.seen;
-  return {
-    proc: p,
-    async ask(cmd: string, args: Record<string, unknown> = {}): Promise<Record<string, any>> {
-      p.stdin.write(JSON.stringify({ cmd, ...args }) + "\n");
-      p.stdin.flush();
-      const end = Date.now() + ANSWER_WATCHDOG_MS;
-      for (;;) {
-        const i = lines.findIndex((l) => l.cmd === cmd);
-        if (i >= 0) return lines.splice(i, 1)[0]!;
-        if (p.exitCode !== null || p.signalCode !== null) throw new Error(`peer exited (${p.exitCode ?? p.signalCode}) before answering ${cmd}`);
-        if (Date.now() > end) throw new Error(`peer: no answer to ${cmd} within ${ANSWER_WATCHDOG_MS} ms`);
-        await Promise.race([out.next(), Bun.sleep(50)]);
-      }
-    },
-    async end(): Promise<number | null> {
-      p.stdin.end();
-      return p.exited;
-    },
-  };
-}
-
-/** A raw TCP client: what it received and whether the other side closed. */
-async function rawClient(port: number) {
-  const got: number[] = [];
-  const state = { closed: false };
-  const s: Socket<undefined> = await Bun.connect({
-    hostname: "127.0.0.1",
-    port,
-    socket: {
-      binaryType: "uint8array",
-      data(_s, chunk: Uint8Array) {
-        got.push(...chunk);
-      },
-      close() {
-        state.closed = true;
-      },
-      error() {
-        state.closed = true;
-      },
-    },
-  });
-  return { s, got, state };
-}
+const spawnPeer = (dir: string) => spawnSetupPeer(fx, dir);
 
 /** How long until() waits for a raw socket's bytes or close. */
 const UNTIL_MS = 10_000;
@@ -404,17 +352,6 @@ describe("hostile and silent peers", () => {
     expect([await client.end(), await server.end()]).toEqual([0, 0]);
   }, 30_000);
 
-  /** A REQ frame of the fixture's rdma_cm side socket (test/rdma/softrc/cm.c: type, pdlen, resp_res, init_depth, rnr_retry, pad[3], qpn, private data). */
-  const reqFrame = (privateData: Uint8Array, qpn: number) => {
-    const f = new Uint8Array(12 + privateData.length);
-    f[0] = 1;
-    f[1] = privateData.length;
-    f[4] = 3;
-    new DataView(f.buffer).setUint32(8, qpn, true);
-    f.set(privateData, 12);
-    return f;
-  };
-
   test("cm mode: a connect request with a malformed hello is rejected with a protocol refusal; one that never completes is dropped after handshakeTimeoutMs; the listener keeps working", async () => {
     const dir = fx.registry();
     const server = spawnPeer(dir);
@@ -443,8 +380,6 @@ describe("hostile and silent peers", () => {
     expect((await server.ask("stats")).stats.accepted).toBe(1);
     expect([await client.end(), await server.end()]).toEqual([0, 0]);
   }, 30_000);
-
-  const FIXTURE_GID = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 127, 0, 0, 1]);
 
   test("socket mode: the socket is the liveness token: a client that completes the handshake and then closes its socket ends the server's connection (TransportClosedError)", async () => {
     const dir = fx.registry();

@@ -37,7 +37,7 @@ struct cm_id {
   struct rdma_cm_id id;
   int sock, listening, established, disconnected, rejected, own_pd, own_cq;
   uint32_t remote_qpn;
-  uint8_t rnr_retry;
+  uint8_t rnr_retry, resp_res, init_depth; /* this side's conn param (connect's; accept's) */
   pthread_t th; int has_th;
 };
 
@@ -208,16 +208,19 @@ void rdma_destroy_qp(struct rdma_cm_id *id) {
   id->send_cq = id->recv_cq = NULL; c->own_cq = 0;
 }
 
-/* The kernel CM's part: INIT -> RTR -> RTS against the peer's QP. */
-static int qp_connect(struct ibv_qp *qp, uint32_t remote, uint8_t rnr_retry) {
+/* The kernel CM's part: INIT -> RTR -> RTS against the peer's QP, with what the kernel takes:
+ * max_dest_rd_atomic from this side's responder_resources, max_rd_atomic from its
+ * initiator_depth, rnr_retry from the conn param, and min_rnr_timer 0 (655 ms: the IB CM's
+ * cm_init_qp_rtr_attr leaves it at 0; an application that wants less modifies RTS -> RTS). */
+static int qp_connect(struct ibv_qp *qp, uint32_t remote, uint8_t rnr_retry, uint8_t resp_res, uint8_t init_depth) {
   struct ibv_qp_attr a = {0};
   a.qp_state = IBV_QPS_RTR; a.path_mtu = IBV_MTU_4096; a.dest_qp_num = remote; a.rq_psn = 0;
-  a.max_dest_rd_atomic = 16; a.min_rnr_timer = 12; a.ah_attr.port_num = 1; a.ah_attr.is_global = 1;
+  a.max_dest_rd_atomic = resp_res; a.min_rnr_timer = 0; a.ah_attr.port_num = 1; a.ah_attr.is_global = 1;
   int rc = ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
     IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
   if (rc) return rc;
   memset(&a, 0, sizeof a);
-  a.qp_state = IBV_QPS_RTS; a.timeout = 14; a.retry_cnt = 7; a.rnr_retry = rnr_retry; a.sq_psn = 0; a.max_rd_atomic = 16;
+  a.qp_state = IBV_QPS_RTS; a.timeout = 14; a.retry_cnt = 7; a.rnr_retry = rnr_retry; a.sq_psn = 0; a.max_rd_atomic = init_depth;
   return ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC);
 }
 
@@ -259,7 +262,7 @@ static void *reader(void *arg) {
   while (read_frame(c->sock, &f) == 0) {
     if (f.type == F_REP && c->id.qp) {
       c->remote_qpn = f.qpn;
-      int rc = qp_connect(c->id.qp, f.qpn, c->rnr_retry);
+      int rc = qp_connect(c->id.qp, f.qpn, c->rnr_retry, c->resp_res, c->init_depth);
       if (rc) { emit(c, NULL, RDMA_CM_EVENT_CONNECT_ERROR, -rc, NULL); break; }
       send_frame(c->sock, F_RTU, NULL, 0, NULL, 0);
       pthread_mutex_lock(&lock); c->established = 1; pthread_mutex_unlock(&lock);
@@ -344,6 +347,8 @@ int rdma_connect(struct rdma_cm_id *id, struct rdma_conn_param *p) {
   }
   c->sock = s;
   c->rnr_retry = p ? p->rnr_retry_count : 7;
+  c->resp_res = p ? p->responder_resources : 0;
+  c->init_depth = p ? p->initiator_depth : 0;
   uint32_t qpn = id->qp ? id->qp->qp_num : (p ? p->qp_num : 0);
   if (send_frame(s, F_REQ, p, qpn, p ? p->private_data : NULL, p ? p->private_data_len : 0)) return -1;
   if (pthread_create(&c->th, NULL, reader, c) != 0) return -1;
@@ -354,7 +359,9 @@ int rdma_connect(struct rdma_cm_id *id, struct rdma_conn_param *p) {
 int rdma_accept(struct rdma_cm_id *id, struct rdma_conn_param *p) {
   struct cm_id *c = (struct cm_id *)id;
   if (c->sock < 0 || !id->qp || (p && p->private_data_len > PD_REP)) { errno = EINVAL; return -1; }
-  int rc = qp_connect(id->qp, c->remote_qpn, p ? p->rnr_retry_count : 7);
+  c->resp_res = p ? p->responder_resources : 0;
+  c->init_depth = p ? p->initiator_depth : 0;
+  int rc = qp_connect(id->qp, c->remote_qpn, p ? p->rnr_retry_count : 7, c->resp_res, c->init_depth);
   if (rc) { errno = rc; return -1; }
   return send_frame(c->sock, F_REP, p, id->qp->qp_num, p ? p->private_data : NULL, p ? p->private_data_len : 0);
 }

@@ -237,6 +237,9 @@ int ibv_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *a, int mask) {
   if (mask & IBV_QP_RETRY_CNT) q->retry_cnt = a->retry_cnt;
   if (mask & IBV_QP_TIMEOUT) q->timeout = a->timeout;
   if (mask & IBV_QP_SQ_PSN) q->sq_psn = a->sq_psn;
+  if (mask & IBV_QP_PATH_MTU) q->path_mtu = (int)a->path_mtu;
+  if (mask & IBV_QP_MAX_QP_RD_ATOMIC) q->max_rd_atomic = a->max_rd_atomic;
+  if (mask & IBV_QP_MAX_DEST_RD_ATOMIC) q->max_dest_rd_atomic = a->max_dest_rd_atomic;
   set_state(q, to);
 out:
   pthread_mutex_unlock(&q->lock);
@@ -253,7 +256,9 @@ int ibv_query_qp(struct ibv_qp *qp, struct ibv_qp_attr *a, int mask, struct ibv_
   a->dest_qp_num = q->dest_qpn; a->sq_psn = q->sq_psn; a->rq_psn = q->rq_psn;
   a->min_rnr_timer = (uint8_t)q->min_rnr_timer; a->rnr_retry = (uint8_t)q->rnr_retry;
   a->retry_cnt = (uint8_t)q->retry_cnt; a->timeout = (uint8_t)q->timeout;
-  a->qp_access_flags = (unsigned)q->access; a->port_num = 1; a->path_mtu = IBV_MTU_4096;
+  a->max_rd_atomic = (uint8_t)q->max_rd_atomic; a->max_dest_rd_atomic = (uint8_t)q->max_dest_rd_atomic;
+  a->qp_access_flags = (unsigned)q->access; a->port_num = 1;
+  a->path_mtu = q->path_mtu ? (enum ibv_mtu)q->path_mtu : IBV_MTU_4096;
   a->cap.max_send_wr = q->cap_send; a->cap.max_recv_wr = q->cap_recv;
   a->cap.max_send_sge = a->cap.max_recv_sge = SOFTRC_MAX_SGE; a->cap.max_inline_data = SOFTRC_MAX_INLINE;
   pthread_mutex_unlock(&q->lock);

@@ -149,7 +149,7 @@ struct softrc_qp {
   struct softrc_seg *peer;    /* peer's inbox (after RTR) */
   struct softrc_bell *peer_bell;
   uint32_t dest_qpn, sq_psn, rq_psn, cap_send, cap_recv, max_sge, max_inline;
-  int access, sq_sig_all, min_rnr_timer, rnr_retry, rnr_left, retry_cnt, timeout;
+  int access, sq_sig_all, min_rnr_timer, rnr_retry, rnr_left, retry_cnt, timeout, max_rd_atomic, max_dest_rd_atomic, path_mtu;
   /* send queue: swqe ring; [freed, acked) acked but unsignaled, held until a later signaled
    * WR completes (as hardware frees send queue slots only at a completion); [acked, sent)
    * outstanding; [sent, posted) not yet sent (RNR wait) */
@@ -206,6 +206,7 @@ struct softrc_faults {
   int drop_peer;     /* stop answering the peer (it sees RETRY_EXC_ERR) */
   int flush;         /* move every local QP to ERR now (outstanding WRs flushed) */
   int engine_off;    /* the engine thread idles: only poll_cq's passes make progress */
+  int reg_mr_fail;   /* the next N ibv_reg_mr calls fail with ENOMEM */
 };
 extern struct softrc_faults softrc_faults;
 
