@@ -36,9 +36,9 @@
  */
 
 import { ProtocolError, UsageError } from "../errors.ts";
-import { PEER_RECV_SLOT_MAX, PEER_RECV_SLOT_MIN, PEER_WINDOW_MAX, PEER_WINDOW_MIN } from "./options.ts";
+import { PEER_RECV_SLOT_MAX, PEER_RECV_SLOT_MIN, PEER_WINDOW_MAX, PEER_WINDOW_MIN, type RdmaMode } from "./options.ts";
 
-export type RdmaMode = "cm" | "socket";
+export type { RdmaMode };
 
 /**
  * What a hello carries: endpoint.ts's LocalHello / PeerHello and, in part, data-path.ts's

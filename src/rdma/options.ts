@@ -18,7 +18,9 @@
 
 import { UsageError } from "../errors.ts";
 import { DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_MAX_MESSAGE_BYTES, type ConnectOptions, type ListenOptions } from "../contract/transport.ts";
-import type { RdmaMode } from "./hello.ts";
+
+/** The two connection modes (the URL's `mode=`). */
+export type RdmaMode = "cm" | "socket";
 
 /** Receives reserved per connection (the peer's send credits): 16 keeps a ping-pong window busy while 128 connections share one 2048-slot SRQ. */
 export const DEFAULT_RDMA_WINDOW = 16;
