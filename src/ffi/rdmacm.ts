@@ -55,6 +55,7 @@ const optional = {
   rdma_bind_addr: { args: [Ptr, Ptr], returns: I32 },
   rdma_reject: { args: [Ptr, Ptr, FFIType.u8], returns: I32 },
   rdma_destroy_qp: { args: [Ptr], returns: FFIType.void },
+  rdma_notify: { args: [Ptr, I32], returns: I32 },
 } as const;
 
 type CmLibrary = LoadedLibrary<typeof required, typeof optional>;
@@ -420,6 +421,15 @@ export class RdmaCmId {
   disconnect(): void {
     const rc = this.lib.C.rdma_disconnect(this.p);
     if (rc !== 0) throw verbsError("rdma_disconnect", returnedErrno(rc));
+  }
+
+  /**
+   * rdma_notify: tells rdma_cm of an affiliated event on the id's QP (IBV_EVENT_COMM_EST: the
+   * peer's packets arrive, so its RTU was lost: ESTABLISHED follows). NativeError when it fails.
+   */
+  notify(event: number): void {
+    const rc = need(this.lib, "rdma_notify")(this.p, event);
+    if (rc !== 0) throw verbsError("rdma_notify", returnedErrno(rc));
   }
 
   /** Destroys the QP (if any), then the id. */

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
+#include "softrc.h" /* struct softrc_qp (comm_est_armed) and softrc_faults (lose_rtu), from the fixture's libibverbs */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -264,7 +265,8 @@ static void *reader(void *arg) {
       c->remote_qpn = f.qpn;
       int rc = qp_connect(c->id.qp, f.qpn, c->rnr_retry, c->resp_res, c->init_depth);
       if (rc) { emit(c, NULL, RDMA_CM_EVENT_CONNECT_ERROR, -rc, NULL); break; }
-      send_frame(c->sock, F_RTU, NULL, 0, NULL, 0);
+      int lose = __atomic_load_n(&softrc_faults.lose_rtu, __ATOMIC_ACQUIRE) > 0 && __atomic_sub_fetch(&softrc_faults.lose_rtu, 1, __ATOMIC_ACQ_REL) >= 0;
+      if (!lose) send_frame(c->sock, F_RTU, NULL, 0, NULL, 0); /* lose_rtu=N: the fault */
       pthread_mutex_lock(&lock); c->established = 1; pthread_mutex_unlock(&lock);
       emit(c, NULL, RDMA_CM_EVENT_ESTABLISHED, 0, &f);
     } else if (f.type == F_REJ) {
@@ -272,8 +274,12 @@ static void *reader(void *arg) {
       emit(c, NULL, RDMA_CM_EVENT_REJECTED, REJ_CONSUMER, &f);
       return NULL;
     } else if (f.type == F_RTU) {
-      pthread_mutex_lock(&lock); c->established = 1; pthread_mutex_unlock(&lock);
-      emit(c, NULL, RDMA_CM_EVENT_ESTABLISHED, 0, NULL);
+      pthread_mutex_lock(&lock);
+      int first = !c->established;
+      c->established = 1;
+      if (c->id.qp) __atomic_store_n(&((struct softrc_qp *)c->id.qp)->comm_est_armed, 0, __ATOMIC_RELEASE);
+      pthread_mutex_unlock(&lock);
+      if (first) emit(c, NULL, RDMA_CM_EVENT_ESTABLISHED, 0, NULL);
     } else if (f.type == F_DREQ) {
       disconnected(c);
     }
@@ -363,7 +369,21 @@ int rdma_accept(struct rdma_cm_id *id, struct rdma_conn_param *p) {
   c->init_depth = p ? p->initiator_depth : 0;
   int rc = qp_connect(id->qp, c->remote_qpn, p ? p->rnr_retry_count : 7, c->resp_res, c->init_depth);
   if (rc) { errno = rc; return -1; }
+  __atomic_store_n(&((struct softrc_qp *)id->qp)->comm_est_armed, 1, __ATOMIC_RELEASE);
   return send_frame(c->sock, F_REP, p, id->qp->qp_num, p ? p->private_data : NULL, p ? p->private_data_len : 0);
+}
+
+/* The application saw IBV_EVENT_COMM_EST (the RTU was lost): the id is ESTABLISHED now, as the
+ * kernel CM makes it. */
+int rdma_notify(struct rdma_cm_id *id, enum ibv_event_type event) {
+  struct cm_id *c = (struct cm_id *)id;
+  if (event != IBV_EVENT_COMM_EST) return 0;
+  pthread_mutex_lock(&lock);
+  int first = !c->established && !c->disconnected && c->sock >= 0;
+  if (first) c->established = 1;
+  pthread_mutex_unlock(&lock);
+  if (first) emit(c, NULL, RDMA_CM_EVENT_ESTABLISHED, 0, NULL);
+  return 0;
 }
 
 int rdma_reject(struct rdma_cm_id *id, const void *pd, uint8_t len) {

@@ -148,6 +148,8 @@ static void access_fail(struct softrc_qp *q, const struct softrc_msg *m, uint32_
 
 static void on_request(struct softrc_qp *q, const struct softrc_msg *m) {
   if (q->qp.state != IBV_QPS_RTR && q->qp.state != IBV_QPS_RTS) return; /* silently dropped */
+  /* The first packet on a QP that rdma_cm accepted but saw no RTU for (the kernel raises it in RTR) */
+  if (__atomic_exchange_n(&q->comm_est_armed, 0, __ATOMIC_ACQ_REL)) softrc_async(q->qp.context, IBV_EVENT_COMM_EST, &q->qp);
   if (__atomic_load_n(&softrc_faults.drop_peer, __ATOMIC_ACQUIRE)) return;
   if (q->drop_until_psn_valid) {
     if (m->psn != q->drop_until_psn) return; /* after an RNR NAK: wait for the resend */

@@ -150,6 +150,7 @@ struct softrc_qp {
   struct softrc_bell *peer_bell;
   uint32_t dest_qpn, sq_psn, rq_psn, cap_send, cap_recv, max_sge, max_inline;
   int access, sq_sig_all, min_rnr_timer, rnr_retry, rnr_left, retry_cnt, timeout, max_rd_atomic, max_dest_rd_atomic, path_mtu;
+  int comm_est_armed; /* cm: accepted, no RTU yet: the first request raises IBV_EVENT_COMM_EST */
   /* send queue: swqe ring; [freed, acked) acked but unsignaled, held until a later signaled
    * WR completes (as hardware frees send queue slots only at a completion); [acked, sent)
    * outstanding; [sent, posted) not yet sent (RNR wait) */
@@ -207,6 +208,7 @@ struct softrc_faults {
   int flush;         /* move every local QP to ERR now (outstanding WRs flushed) */
   int engine_off;    /* the engine thread idles: only poll_cq's passes make progress */
   int reg_mr_fail;   /* the next N ibv_reg_mr calls fail with ENOMEM */
+  int lose_rtu;      /* cm: the next N RTUs this process would send are lost */
 };
 extern struct softrc_faults softrc_faults;
 

@@ -3,7 +3,7 @@
  * "softrc0": device list, context, PD, MR (lkey == rkey, checked per PD), CQ ring with its
  * completion channel (a pipe carrying the CQ pointer), SRQ with its limit event, async
  * events (a pipe carrying struct ibv_async_event), fork status, the string helpers, and the
- * fault switches (SOFTRC_FAULTS="rnr_storm=N,qp_err_after=N,cq_overrun=1,drop_peer=1,flush=1,engine_off=1,reg_mr_fail=N"
+ * fault switches (SOFTRC_FAULTS="rnr_storm=N,qp_err_after=N,cq_overrun=1,drop_peer=1,flush=1,engine_off=1,reg_mr_fail=N,lose_rtu=N"
  * at load, or the exported softrc_fault("...") at run time, e.g. through bun:ffi). QPs and the data path are in qp.c, the engine in engine.c.
  *
  * Example: HOTPATH_IBVERBS=<dir>/libibverbs.so.1 makes the transport load this instead of
@@ -80,6 +80,7 @@ int softrc_fault(const char *spec) {
     else if (!strcmp(t, "qp_err_after")) __atomic_store_n(&softrc_faults.qp_err_after, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "cq_overrun")) __atomic_store_n(&softrc_faults.cq_overrun, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "drop_peer")) __atomic_store_n(&softrc_faults.drop_peer, v, __ATOMIC_RELEASE);
+    else if (!strcmp(t, "lose_rtu")) __atomic_store_n(&softrc_faults.lose_rtu, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "reg_mr_fail")) __atomic_store_n(&softrc_faults.reg_mr_fail, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "flush")) __atomic_store_n(&softrc_faults.flush, v, __ATOMIC_RELEASE);
     else if (!strcmp(t, "engine_off")) __atomic_store_n(&softrc_faults.engine_off, v, __ATOMIC_RELEASE);
