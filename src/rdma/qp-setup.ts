@@ -1,6 +1,8 @@
 /**
  * Moving an RC QP through RESET → INIT → RTR → RTS by hand (socket mode: the peer's QP number,
- * LID/GID and PSN came over a TCP socket; cm mode lets rdma_cm do it with the same limits).
+ * LID/GID, PSN and MTU came over a TCP socket). cm mode lets rdma_cm do it with RNR_RETRY,
+ * RETRY_COUNT and the READ/atomic depth in its conn param, then sets MIN_RNR_TIMER RTS → RTS
+ * (cm-mode.ts: the kernel leaves it 0); its ACK timeout and path MTU are the kernel's.
  *
  * RNR: the transport's credits guarantee a posted receive for every message, so an RNR NAK
  * means a bug; RNR_RETRY 3 (not 7, which retries forever and would hide it) turns a lasting RNR
