@@ -32,8 +32,11 @@
  * - Ordering: RC executes a connection's WRITEs, atomics and SENDs in order, so a message sent
  *   after a put() reaches the peer after the put's bytes; a put resolves once the peer acknowledged
  *   it, and flush() resolves once every operation issued before it completed.
- * - An rkey is valid for every QP of the runtime's PD (one PD per device context): a descriptor
- *   is a bearer capability among the peers of that runtime for as long as its region is open.
+ * - An rkey is valid for every QP of the runtime's PD (one per device context, shared by every
+ *   connection and listener of the thread on that device): a descriptor is a bearer capability:
+ *   any peer of that runtime (another client of the same listener too) that learns or guesses
+ *   it can read, write and CAS the region while it is open; landing zones likewise (zones.ts).
+ *   Not fixed: a PD per connection or type-2 memory windows would bind it to its QP.
  * - CAS compares and swaps the remote word in host byte order and reads the old value back in
  *   host order (the software provider does; an HCA that answers atomics big-endian would show
  *   byte-swapped values: `hotpath doctor --selftest rdma` checks it on a real device).
@@ -53,6 +56,8 @@ import { IBV, wcStatusName, type VerbsMr, type VerbsPd } from "../ffi/ibverbs.ts
 export const RMA_DESC_BYTES = 20;
 /** Largest single operation: 1 GiB is mlx5's max_msg_sz, the smallest of the common HCAs. */
 export const MAX_OP_BYTES = 1 << 30;
+/** A full send queue with none of our operations in flight is tried again after this long at most (or at the connection's next send completion). */
+export const RETRY_MS = 1;
 /** Operations up to this size go through a scratch slot (a copy of up to 4 KiB costs less than registering memory). */
 export const SCRATCH_SLOT_BYTES = 4096;
 /** Scratch slots per connection (256 KiB registered); more small operations in flight register their own memory. */
@@ -120,6 +125,8 @@ export interface RmaConnection {
   postOneSided(op: number, localAddr: number, lkey: number, lenBytes: number, remoteAddr: bigint, rkey: number, compare: bigint, swap: bigint, done: (status: number) => void): boolean;
   /** Closes the connection at once with `error` (the contract's abort). */
   abort(error: HotpathError): void;
+  /** Runs `f` once at the connection's next send-queue completion, whoever posted it (or at its close); `f` registered twice runs once. */
+  onNextSendCompletion(f: () => void): void;
 }
 
 /** A destination of RdmaRemoteRegion.readTo: the bytes land at the start of `buf`, then `onRead(status)` runs. */
@@ -179,7 +186,8 @@ export class RdmaRma {
   private issued = 0;
   private completed = 0;
   private flushes: Array<{ at: number; resolve: () => void; reject: (e: unknown) => void }> = [];
-  private retryScheduled = false;
+  /** A retry is due (scheduleRetry): this timer, or the connection's next send completion, runs it. */
+  private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private isClosed = false;
 
   constructor(
@@ -296,15 +304,20 @@ export class RdmaRma {
   }
 
   private scheduleRetry(): void {
-    // A full send queue frees slots as its completions are polled; with none of ours in
-    // flight no completion of ours would retry, so an event-loop turn does.
-    if (this.retryScheduled || this.inFlight.size > 0) return;
-    this.retryScheduled = true;
-    setImmediate(() => {
-      this.retryScheduled = false;
-      this.pump();
-    });
+    // A full send queue frees slots as its completions are polled: with ours in flight, their
+    // completion pumps; else the connection's next send completion or a RETRY_MS timer. Never
+    // an event-loop turn: that spins a core (in spin / blocking modes nothing polls meanwhile).
+    if (this.retryTimer !== null || this.inFlight.size > 0) return;
+    this.conn.onNextSendCompletion(this.retry);
+    this.retryTimer = setTimeout(this.retry, RETRY_MS);
   }
+
+  private readonly retry = (): void => {
+    if (this.retryTimer === null) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.pump();
+  };
 
   /** @internal an operation's completion (its `done`). */
   complete(op: RmaOp, status: number): void {
@@ -415,6 +428,8 @@ export class RdmaRma {
    */
   close(): void {
     this.isClosed = true;
+    if (this.retryTimer !== null) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     const pending = [...this.inFlight, ...this.queued.splice(0)];
     this.inFlight.clear();
     this.failAll(pending);

@@ -11,6 +11,15 @@
  * a request the zone already fits changes nothing (its grant is out there or follows the
  * release). `grown` counts the re-registrations (a test reads it).
  *
+ * Limitation (not fixed): the zone is registered REMOTE_WRITE with one rkey for the
+ * connection's life, under the runtime's PD, which every connection and listener of the thread
+ * on that device shares. An rkey is valid for every QP of that PD, so any peer of the runtime
+ * (another client of the same listener) that learns or guesses the zone's address and rkey can
+ * RDMA WRITE into it, also over a large message the receiver still holds as a view. The grant
+ * protocol (generation in the immediate) only guards against the connection's own peer writing
+ * out of turn. Binding the zone to its QP needs a PD per connection, type-2 memory windows, or
+ * a new registration per grant. rma.ts's regions have the same bearer-capability property.
+ *
  * Sender (LargeStage): at most one large message staged or in flight per connection. Header
  * and head go from a small registered buffer, the body from a registered staging buffer (grown
  * to the next power of two as needed) or straight from the caller's allocBuffer memory: two

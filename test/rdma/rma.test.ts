@@ -41,6 +41,7 @@ function recorder() {
     abort() {
       conn.closed = true;
     },
+    onNextSendCompletion() {},
   };
   // No registration happens before a refused access: a PD that throws if touched proves it.
   const pd = new Proxy({}, { get: () => { throw new Error("the PD was used"); } }) as unknown as VerbsPd;
@@ -103,6 +104,7 @@ describe("rdma rma, unit", () => {
         return true;
       },
       abort() {},
+      onNextSendCompletion() {},
     };
     // Registration recorded in plain memory (what the unit needs of a PD: regMr and MR close).
     const closedMrs: number[] = [];
@@ -135,6 +137,45 @@ describe("rdma rma, unit", () => {
     rma.close(); // the connection's teardown
     expect(local.closed).toBe(true);
     expect(closedMrs.sort()).toEqual([1, 2]); // the region and the scratch memory
+  });
+
+  test("a full send queue with none of its operations in flight: the retry waits for the connection's next send completion (or a timer of at least 1 ms), never an event-loop spin", async () => {
+    let room = false;
+    let tries = 0;
+    const waiters = new Set<() => void>();
+    const conn: RmaConnection & { closed: boolean } = {
+      closed: false,
+      closeError: null,
+      peer: "rdma://198.51.100.7:4791",
+      postOneSided: (...args: unknown[]) => {
+        tries++;
+        if (!room) return false;
+        queueMicrotask(() => (args[8] as (status: number) => void)(IBV.IBV_WC_SUCCESS));
+        return true;
+      },
+      abort() {},
+      onNextSendCompletion: (f) => void waiters.add(f),
+    };
+    const pd = {
+      regMr: (view: Uint8Array) => ({ view, address: 0x1000, lkey: 1, rkey: 1, lenBytes: view.length, close() {} }),
+    } as unknown as VerbsPd;
+    const rma = new RdmaRma(conn, pd);
+    const remote = rma.attachRegion(encodeRmaDescriptor({ address: 0x10_0000n, lenBytes: 4096, rkey: 7 }));
+    const put = remote.put(0, new Uint8Array(8));
+    // 50 ms of a send queue that stays full: a retry per event-loop turn would make thousands.
+    await Bun.sleep(50);
+    expect(tries).toBeGreaterThanOrEqual(2);
+    expect(tries).toBeLessThanOrEqual(60);
+    expect(waiters.size).toBe(1); // one hook, however many timer retries registered it
+    // A send completion of the connection (a message's) brings the room: the put goes at once.
+    room = true;
+    const before = tries;
+    const [w] = waiters;
+    waiters.clear();
+    w!();
+    expect(tries).toBe(before + 1);
+    await put;
+    rma.close();
   });
 
   test("a closed connection refuses every access with TransportClosedError", async () => {
