@@ -29,9 +29,14 @@
  * answer: "async" spinNs every time, "adaptive" only while that recently paid (AdaptiveIdle).
  *
  * Close: close() / abort() send GOODBYE (when a credit is left) and destroy the QP once it
- * completed (or after CLOSE_DRAIN_MS); the peer closes with TransportClosedError. peerGone()
- * (setup saw the socket or rdma_cm go) and QP errors close at once. Then MRs are deregistered,
- * the reservation returned and `onClosed` runs. Views the receiver still holds stay readable.
+ * completed (or after CLOSE_DRAIN_MS); the peer closes with TransportClosedError. A large
+ * message trySend accepted but still staged (no grant yet) goes first: close() waits up to
+ * CLOSE_DRAIN_MS for it to be posted (sends report Closed meanwhile), else onClose reports it
+ * lost (TransportClosedError). peerGone() (setup saw the socket or rdma_cm go) and QP errors
+ * close at once. The QP is retired (runtime.ts retireQp: ERR, its last receives polled, then
+ * destroyed), MRs are deregistered and `onClosed` runs. Views the receiver still holds stay
+ * readable, and their slots stay reserved (the runtime admits no connection against them) until
+ * they are released.
  *
  * Example (setup made `ep` and exchanged hellos):
  *   const conn = ep.open(peerHello, "rdma://10.0.0.2:7471", { mode: "adaptive" }, onClosed);
@@ -61,6 +66,12 @@ const CLOSE_DRAIN_MS = 1000;
 const BLOCK_SLICE_MS = 20;
 
 export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink, RxOwner {
+  /** Slab slots held by delivered messages not yet released. */
+  private heldSlots = 0;
+  private givenBack = false;
+  /** teardown's retireQp destroyed the QP. */
+  private qpGone = false;
+
   get waitsOnEventLoop(): boolean {
     return this.mode === "async" || this.mode === "adaptive";
   }
@@ -76,7 +87,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     return {
       credits: this.fc.credits, owed: this.fc.owed, held: this.fc.held, sqFree: this.sig.free, stage: this.stage.state, requested: this.stage.requested,
       grant: this.grant === null ? null : { bytes: this.grant.bytes, gen: this.grant.gen }, zone: { bytes: z.bytes, gen: z.gen, granted: z.granted, held: z.held, requested: z.requested },
-      queued: this.queue.length - this.queueHead, closed: this.closed,
+      queued: this.queue.length - this.queueHead, closed: this.closed, closing: this.closing, sendSlabBytes: this.slab.mr.lenBytes, heldSlots: this.heldSlots,
     };
   }
 
@@ -99,7 +110,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
 
 
   onRecvCompletion(slot: number, status: number, byteLen: number, opcode: number, imm: number, _wcFlags: number): void {
-    if (slot < 0) return this.fail(this.errorFor(status));
+    if (slot < 0) return this.fail(this.recvErrorFor(status));
     if (this.closed) return this.rt.releaseSlot(slot);
     try {
       if (opcode === IBV.IBV_WC_RECV_RDMA_WITH_IMM) this.onLarge(slot, byteLen, imm);
@@ -148,6 +159,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
       }
       const m = this.freeMsgs.pop() ?? new RdmaRxMessage(this);
       m.fill(this.rt.slab.bytes, at + HEADER_BYTES, hl, bl, slot, this.rt.slabWords);
+      this.heldSlots++;
       this.delivered++;
       this.rt.delivered++;
       return this.enqueue(m);
@@ -208,7 +220,9 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
       this.zone.held = false;
     } else {
       this.rt.releaseSlot(slot);
+      this.heldSlots--;
       if (!this.closed) this.fc.onRelease();
+      else if (this.heldSlots === 0 && this.qpGone) this.giveBack();
     }
     if (!this.closed) this.flushPending();
   }
@@ -311,8 +325,25 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
   // ---------------------------------------------------------------- closing
 
   close(): void {
+    if (this.closed || this.closing) return;
+    if (this.stage.state !== 1) return this.finish(null, true);
+    // A large message trySend accepted is still staged (waiting for a grant or a credit): it
+    // goes before the GOODBYE (RC keeps their order), or the close reports it lost.
+    this.closing = true;
+    this.drainStage(performance.now() + CLOSE_DRAIN_MS);
+  }
+
+  private drainStage(deadline: number): void {
+    if (this.closed) return; // the peer, an error or abort() closed it meanwhile
+    this.rt.progress();
     if (this.closed) return;
-    this.finish(null, true);
+    this.flushPending();
+    if (this.closed) return;
+    if (this.stage.state !== 1) return this.finish(null, true);
+    if (performance.now() >= deadline) {
+      return this.finish(new TransportClosedError(`rdma connection to ${this.peer}: closed with a ${this.stage.total}-byte large message not sent (no grant or credit from the peer within ${CLOSE_DRAIN_MS} ms)`), true);
+    }
+    setTimeout(() => this.drainStage(deadline), 1);
   }
 
   abort(error: HotpathError): void {
@@ -376,13 +407,23 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     setTimeout(() => this.drainThenTeardown(deadline), 1);
   }
 
-  /** Destroys the QP, fails what is in flight, deregisters the MRs, returns the reservation, runs onClosed. Once. */
+  /**
+   * Retires the QP (runtime.ts retireQp: ERR, its last receives polled, then destroyed), fails
+   * what is in flight, deregisters the MRs, runs onClosed; the reservation goes once no
+   * received view holds a slot (giveBack). Once.
+   */
   protected teardown(): void {
     if (this.tornDown) return;
     this.tornDown = true;
     const rt = this.rt;
     if (rt.sinks.get(this.qp.qpNum) === this) rt.sinks.delete(this.qp.qpNum);
-    const errors: unknown[] = [];
+    rt.retireQp(this.qp, (e) => this.afterQp(e));
+  }
+
+  /** The QP is gone: what was in flight fails, the MRs go, onClosed runs. */
+  private afterQp(destroyError: unknown): void {
+    this.qpGone = true;
+    const errors: unknown[] = destroyError === null ? [] : [destroyError];
     const attempt = (f: () => void) => {
       try {
         f();
@@ -390,11 +431,6 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
         errors.push(e);
       }
     };
-    attempt(() => rt.drainAsyncEvents());
-    attempt(() => this.qp.close());
-    // Completions of the destroyed QP still in the CQs go now (its sink is gone: they are
-    // dropped, receives re-posted), before a later QP can get the same number.
-    rt.progress();
     for (const o of this.oneSided.splice(0)) attempt(() => o.done(IBV.IBV_WC_WR_FLUSH_ERR));
     if (this.rma !== null) attempt(() => this.rma!.close());
     this.txInFlight.length = 0;
@@ -403,8 +439,22 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
     attempt(() => this.slab.close());
     attempt(() => this.stage.close());
     attempt(() => this.zone.close());
-    rt.unreserve(this.ep.opts.window, this.ep.opts.sqDepth);
+    attempt(() => this.runSendWaiters());
+    if (this.heldSlots === 0) this.giveBack();
     attempt(() => this.onClosed());
     if (errors.length > 0) console.error(`hotpath rdma: closing the connection to ${this.peer}: ${describeThrown(errors[0])}`);
+  }
+
+  /**
+   * The window's reservation, once the QP is gone and no view holds a slot: a held slot is not
+   * posted, so a connection admitted against it could meet RNR within its credits. The runtime
+   * itself is not kept for the views: they are JS memory, readable without it, and once its
+   * last user (setup's reference) is gone no connection is admitted against it any more (a
+   * release after that is a no-op).
+   */
+  private giveBack(): void {
+    if (this.givenBack) return;
+    this.givenBack = true;
+    this.rt.unreserve(this.ep.opts.window, this.ep.opts.sqDepth);
   }
 }

@@ -27,6 +27,12 @@ export const DEFAULT_RDMA_SPIN_NS = 20_000;
 /** Receive slots a peer may announce: the spec's 4096 and room around it. */
 const MIN_PEER_SLOT = 64;
 const MAX_PEER_SLOT = 1 << 20;
+/**
+ * The send slab's slot (and so the largest SEND) whatever the peer announces: the slab is
+ * sqDepth slots of registered (pinned) memory per connection, and a peer's hello must not size
+ * it; a message above it goes by WRITE_WITH_IMM into the landing zone.
+ */
+export const SEND_SLOT_BYTES = 4096;
 
 /** What the connection takes over from its endpoint (endpoint.ts). */
 export interface EndpointParts {
@@ -74,7 +80,8 @@ export abstract class RdmaDataPath {
    */
   protected grantComing = false;
   protected readonly wrs = new SendWorkRequests(1, 2);
-  protected readonly peerSlotBytes: number;
+  /** The largest SEND (header + head + body): the peer's receive slot, at most SEND_SLOT_BYTES. */
+  protected readonly sendSlotBytes: number;
   protected readonly maxInline: number;
   protected readonly slabDv: DataView;
   /** Zero-copy sends in flight (FIFO by sequence): their buffers go back to the pool on completion. */
@@ -84,6 +91,10 @@ export abstract class RdmaDataPath {
   protected readonly freeMsgs: RdmaRxMessage[] = [];
   protected rma: RdmaRma | null = null;
   protected goodbyeSeq = 0;
+  /** close() waits for a staged large message to be posted before its GOODBYE (connection.ts); sends are refused meanwhile. */
+  protected closing = false;
+  /** One-shot callbacks for the next send-queue completion (rma.ts waits so for a full send queue). */
+  private sendWaiters = new Set<() => void>();
   protected tornDown = false;
   /** Messages delivered so far (tests read it), large ones apart. */
   delivered = 0;
@@ -104,11 +115,11 @@ export abstract class RdmaDataPath {
     const local = ep.local;
     this.fc = new CreditFlow({ window: peer.window, peerWindow: local.window, returnBatch: Math.max(2, Math.floor(local.window / 4)) });
     this.sig = new SignalBatcher(ep.opts.sqDepth);
-    this.peerSlotBytes = peer.recvSlotBytes;
+    this.sendSlotBytes = Math.min(peer.recvSlotBytes, SEND_SLOT_BYTES);
     this.maxInline = this.rt.maxInline;
     this.slabDv = new DataView(this.rt.slab.bytes.buffer, this.rt.slab.bytes.byteOffset, this.rt.slab.bytes.byteLength);
     this.grant = peer.zoneBytes > HEADER_BYTES ? { addr: peer.zoneAddr, rkey: peer.zoneRkey, bytes: peer.zoneBytes, gen: 0 } : null;
-    this.slab = new SendSlab(this.rt.pd, ep.opts.sqDepth, peer.recvSlotBytes);
+    this.slab = new SendSlab(this.rt.pd, ep.opts.sqDepth, this.sendSlotBytes);
     this.pool = new BufferPool(this.rt.pd);
     this.stage = new LargeStage(this.rt.pd, DEFAULT_MAX_HEAD_BYTES);
     this.caps = {
@@ -142,12 +153,12 @@ export abstract class RdmaDataPath {
   }
 
   trySend(head: Uint8Array, body?: Uint8Array | null): SendStatus {
-    if (this.closed) return SEND_CLOSED;
+    if (this.closed || this.closing) return SEND_CLOSED;
     const bl = body ? body.length : 0;
     const hl = head.length;
     this.checkSize(hl, bl);
     if (this.blockedByStage()) return this.full();
-    if (HEADER_BYTES + hl + bl <= this.peerSlotBytes) return this.sendSlot(KIND_DATA, head, bl > 0 ? body! : null, null);
+    if (HEADER_BYTES + hl + bl <= this.sendSlotBytes) return this.sendSlot(KIND_DATA, head, bl > 0 ? body! : null, null);
     if (this.stage.state !== 0) return this.full();
     this.stage.stageCopy(head, bl > 0 ? body! : null);
     this.flushPending();
@@ -172,14 +183,14 @@ export abstract class RdmaDataPath {
   }
 
   allocBuffer(lenBytes: number): Uint8Array | null {
-    if (this.closed) return null;
+    if (this.closed || this.closing) return null;
     if (!Number.isSafeInteger(lenBytes) || lenBytes < 0) throw new UsageError(`rdma allocBuffer: ${lenBytes} is not a number of bytes (an integer ≥ 0)`);
     if (lenBytes > sendLimit(this.caps)) throw new UsageError(oversizedSendMessage("rdma", lenBytes, this.caps));
     return this.pool.take(lenBytes);
   }
 
   trySendBuffer(head: Uint8Array, whole: Uint8Array, lenBytes: number = whole.length): SendStatus {
-    if (this.closed) return SEND_CLOSED;
+    if (this.closed || this.closing) return SEND_CLOSED;
     const b = this.pool.lookup(whole);
     if (b === undefined || this.sentBuffers.has(b)) throw new UsageError("rdma trySendBuffer: not a buffer allocBuffer() returned (that very view), or one already sent");
     const buffer = bufferPrefix("rdma", whole, lenBytes);
@@ -188,7 +199,7 @@ export abstract class RdmaDataPath {
     this.checkSize(hl, bl);
     if (this.blockedByStage()) return this.full();
     const total = HEADER_BYTES + hl + bl;
-    if (total <= this.peerSlotBytes) {
+    if (total <= this.sendSlotBytes) {
       if (total <= this.maxInline || bl === 0) {
         const st = this.sendSlot(KIND_DATA, head, buffer, null);
         if (st === SEND_OK) this.pool.put(b);
@@ -367,7 +378,28 @@ export abstract class RdmaDataPath {
 
   // ---------------------------------------------------------------- completions (runtime.ts)
 
-  onSendCompletion(wrId: number, status: number, _opcode: number): void {
+  /** Runs `f` once at this connection's next send-queue completion (or its close: the waiters run then too); `f` given twice runs once. */
+  onNextSendCompletion(f: () => void): void {
+    this.sendWaiters.add(f);
+  }
+
+  /** Runs (and forgets) the waiters onNextSendCompletion registered. */
+  protected runSendWaiters(): void {
+    if (this.sendWaiters.size === 0) return;
+    const w = this.sendWaiters;
+    this.sendWaiters = new Set();
+    for (const f of w) f();
+  }
+
+  onSendCompletion(wrId: number, status: number, opcode: number): void {
+    try {
+      this.onSendCompletionInner(wrId, status, opcode);
+    } finally {
+      this.runSendWaiters();
+    }
+  }
+
+  private onSendCompletionInner(wrId: number, status: number, _opcode: number): void {
     const ops = this.oneSided;
     if (status !== IBV.IBV_WC_SUCCESS) {
       // RC stops at the first failure: this WR (one-sided: its owner hears why), the rest flush.
@@ -375,7 +407,9 @@ export abstract class RdmaDataPath {
         const o = ops.shift()!;
         o.done(o.seq === wrId ? status : IBV.IBV_WC_WR_FLUSH_ERR);
       }
-      if (!this.closed) this.fail(this.errorFor(status));
+      const s = this.stage;
+      const ourWrite = s.state === 2 && s.seq === wrId;
+      if (!this.closed) this.fail(ourWrite ? this.writeErrorFor(status) : this.errorFor(status));
       else if (this.goodbyeSeq !== 0 && wrId >= this.goodbyeSeq) this.teardown();
       return;
     }
@@ -401,6 +435,26 @@ export abstract class RdmaDataPath {
       return;
     }
     this.flushPending();
+  }
+
+  /**
+   * Our WRITE_WITH_IMM into the peer's landing zone failed: a refused rkey or address
+   * (REM_ACCESS_ERR) or a request the peer could not take (REM_INV_REQ_ERR) means the grant it
+   * gave was bad: ProtocolError. Anything else as errorFor.
+   */
+  protected writeErrorFor(status: number): HotpathError {
+    if (status === IBV.IBV_WC_REM_ACCESS_ERR || status === IBV.IBV_WC_REM_INV_REQ_ERR) {
+      return new ProtocolError(`rdma connection to ${this.peer}: the write into the peer's landing zone failed (${wcStatusName(status)}): its grant was not valid`);
+    }
+    return this.errorFor(status);
+  }
+
+  /** A failed receive completion: LOC_LEN_ERR is the peer's SEND larger than the receive slot its hello was told (ProtocolError). */
+  protected recvErrorFor(status: number): HotpathError {
+    if (status === IBV.IBV_WC_LOC_LEN_ERR) {
+      return new ProtocolError(`rdma connection to ${this.peer}: the peer sent a message larger than the ${this.rt.recvSlotBytes}-byte receive slot (${wcStatusName(status)})`);
+    }
+    return this.errorFor(status);
   }
 
   protected errorFor(status: number): HotpathError {

@@ -4,7 +4,10 @@
  * it has no room: the listener refuses "busy"), makes the QP (socket mode; in cm mode rdma_cm
  * made it from rt.qpInit) and registers the first landing zone; `local` is what the hello tells
  * the peer. Completions for the QP that arrive before open() (the peer may send as soon as its
- * side is ready) are kept and handed to the connection in order when it opens.
+ * side is ready) are kept and handed to the connection in order when it opens: at most `window`
+ * receives (the peer's credits); one past them is re-posted at once and the connection opens
+ * only to close with ProtocolError. Every kept receive slot is re-posted whatever happens (the
+ * connection closing midway, close()).
  *
  * Example (socket mode):
  *   const ep = RdmaEndpoint.create(rt, { maxMessageBytes, window: 16, sqDepth: 64, zoneBytes: 1 << 20 });
@@ -17,7 +20,7 @@
  * Thread: the runtime's.
  */
 
-import { TransportClosedError, type HotpathError } from "../errors.ts";
+import { describeThrown, ProtocolError, TransportClosedError, type HotpathError } from "../errors.ts";
 import type { VerbsQp } from "../ffi/ibverbs.ts";
 import type { WaitPolicy } from "../contract/transport.ts";
 import { DEFAULT_MAX_HEAD_BYTES } from "../contract/transport.ts";
@@ -52,6 +55,8 @@ export class RdmaEndpoint implements RdmaSink {
   /** The QP is rdma_cm's (its id destroys it when setup closes the id). */
   readonly cmOwned: boolean;
   private early: Early[] = [];
+  /** Receives kept in `early` (each holds a slab slot). */
+  private earlyRecvs = 0;
   private earlyError: HotpathError | null = null;
   private state: "new" | "open" | "closed" = "new";
 
@@ -118,10 +123,20 @@ export class RdmaEndpoint implements RdmaSink {
     if (wait !== undefined) conn.setWaitPolicy(wait);
     const early = this.early;
     this.early = [];
-    for (const e of early) {
-      if (conn.closed) break;
-      if (e[0] === 0) conn.onSendCompletion(e[1], e[2], e[4]);
-      else conn.onRecvCompletion(e[1], e[2], e[3], e[4], e[5], e[6]);
+    this.earlyRecvs = 0;
+    let i = 0;
+    try {
+      for (; i < early.length && !conn.closed; i++) {
+        const e = early[i]!;
+        if (e[0] === 0) conn.onSendCompletion(e[1], e[2], e[4]);
+        else conn.onRecvCompletion(e[1], e[2], e[3], e[4], e[5], e[6]);
+      }
+    } finally {
+      // The connection closed midway (or a handler threw): the slots of the rest go back.
+      for (; i < early.length; i++) {
+        const e = early[i]!;
+        if (e[0] === 1 && e[1] >= 0) this.rt.releaseSlot(e[1]);
+      }
     }
     if (this.earlyError !== null) conn.fail(this.earlyError);
     return conn;
@@ -134,13 +149,24 @@ export class RdmaEndpoint implements RdmaSink {
     if (this.rt.sinks.get(this.qp.qpNum) === this) this.rt.sinks.delete(this.qp.qpNum);
     for (const e of this.early) if (e[0] === 1 && e[1] >= 0) this.rt.releaseSlot(e[1]);
     this.early = [];
-    try {
-      this.rt.drainAsyncEvents(); // before the QP's address can be reused (runtime.ts)
-      if (!this.cmOwned) this.qp.close();
-    } finally {
+    this.earlyRecvs = 0;
+    const done = () => {
       this.zone.close();
       this.rt.unreserve(this.opts.window, this.opts.sqDepth);
+    };
+    if (this.cmOwned) {
+      try {
+        this.rt.drainAsyncEvents(); // before the QP's address can be reused (runtime.ts)
+      } finally {
+        done();
+      }
+      return;
     }
+    // ERR, its last receives polled, destroyed (runtime.ts); the runtime stays alive until then.
+    this.rt.retireQp(this.qp, (e) => {
+      done();
+      if (e !== null) console.error(`hotpath rdma: destroying an endpoint's QP: ${describeThrown(e)}`);
+    });
   }
 
   // RdmaSink, until open(): completions are kept for the connection.
@@ -148,6 +174,13 @@ export class RdmaEndpoint implements RdmaSink {
     this.early.push([0, wrId, status, 0, opcode, 0, 0]);
   }
   onRecvCompletion(slot: number, status: number, byteLen: number, opcode: number, imm: number, wcFlags: number): void {
+    if (slot >= 0 && (this.earlyError !== null || this.earlyRecvs >= this.opts.window)) {
+      // Past the peer's credits (or after that): the slot goes back, the connection will fail.
+      this.rt.releaseSlot(slot);
+      this.earlyError ??= new ProtocolError(`rdma peer sent past its ${this.opts.window} credits before the connection opened`);
+      return;
+    }
+    if (slot >= 0) this.earlyRecvs++;
     this.early.push([1, slot, status, byteLen, opcode, imm, wcFlags]);
   }
   fail(error: HotpathError): void {

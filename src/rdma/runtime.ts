@@ -17,11 +17,17 @@
  * which says nothing against the peer: the software provider raises it when the peer's process
  * died), QP_REQ_ERR / QP_ACCESS_ERR (the peer's bad requests) with ProtocolError, CQ_ERR or
  * SRQ_ERR every connection of the runtime with ProtocolError; SRQ_LIMIT_REACHED re-arms the
- * limit (and is counted: `srqLimitEvents`).
+ * limit (and is counted: `srqLimitEvents`); QP_LAST_WQE_REACHED ends retireQp's wait.
+ *
+ * Retiring a QP (retireQp, before every destroy of a QP on the SRQ): ERR, then its
+ * LAST_WQE_REACHED (bounded: retire.ts LAST_WQE_WAIT_MS), its completions polled, then the destroy; a
+ * provider drops a destroyed QP's unpolled completions, and the receives in them would be lost
+ * to the SRQ while the slab counts them posted.
  *
  * Lifetime: acquire*() counts a user, release() drops one; the last destroys everything (its
- * QPs must be gone: each connection destroys its own first) and stops the waiter. While users
- * remain a timer holds the process open, as an open socket does.
+ * QPs must be gone: each connection destroys its own first) and stops the waiter, or the last
+ * pin() (a QP being retired) once it is dropped. While users remain a timer holds the process
+ * open, as an open socket does.
  *
  * Example:
  *   const rt = RdmaRuntime.acquireDevice({ device: "mlx5_0", port: 1, gidIndex: 0 });
@@ -31,12 +37,13 @@
  * Threading: a runtime belongs to the thread that acquired it.
  */
 
-import { ensureForkSafe, IBV, VerbsContext, WorkCompletions, type QpInit, type VerbsCompChannel, type VerbsCq, type VerbsPd, type VerbsSrq } from "../ffi/ibverbs.ts";
+import { ensureForkSafe, IBV, VerbsContext, WorkCompletions, type QpInit, type VerbsCompChannel, type VerbsCq, type VerbsPd, type VerbsQp, type VerbsSrq } from "../ffi/ibverbs.ts";
 import { describeThrown, HotpathError, ProtocolError, TransportClosedError } from "../errors.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { RecvSlab } from "./buffers.ts";
 import { assertCqDepth } from "./signal.ts";
 import { FdWaiter } from "./fd-waiter.ts";
+import { QpRetirement } from "./retire.ts";
 import { IDLE_AFTER_SEND, type IdleStrategy } from "../segment/idle.ts";
 
 /** Receive slot: every SEND into this runtime fits one (small messages; larger ones go by write-with-immediate). */
@@ -103,6 +110,9 @@ export class RdmaRuntime {
   private reservedRecv = 0;
   private reservedSend = 0;
   private users = 0;
+  /** References that keep the runtime alive without keeping the process open (QPs being retired). */
+  private pins = 0;
+  private readonly retiring = new QpRetirement(this);
   private keepAlive: ReturnType<typeof setInterval> | null = null;
   private readonly wcs = new WorkCompletions(POLL_BATCH);
   private progressing = false;
@@ -261,18 +271,47 @@ export class RdmaRuntime {
     if (this.users++ === 0 && this.keepAlive === null) this.keepAlive = setInterval(() => {}, KEEP_ALIVE_MS);
   }
 
-  /** Drops one user; the last destroys the SRQ, slab, CQs, channel and PD (and the context it opened) and stops the waiter. */
+  /**
+   * Drops one user; the last destroys the SRQ, slab, CQs, channel and PD (and the context it
+   * opened) and stops the waiter, or, while pins remain, lets the last unpin() do it.
+   */
   release(): void {
     if (--this.users > 0) return;
     this.users = 0;
     if (this.keepAlive !== null) clearInterval(this.keepAlive);
     this.keepAlive = null;
-    this.destroy();
+    if (this.pins === 0) this.destroy();
+  }
+
+  /** A reference that keeps the runtime (its SRQ and slab) alive but not the process (no keep-alive timer). */
+  pin(): void {
+    this.pins++;
+  }
+
+  /** Drops a pin; the last one with no user left destroys the runtime (as release() does). */
+  unpin(): void {
+    if (--this.pins > 0) return;
+    this.pins = 0;
+    if (this.users === 0) this.destroy();
+  }
+
+  /**
+   * Destroys `qp`, a QP on this SRQ, without losing receives (retire.ts: ERR, its
+   * IBV_EVENT_QP_LAST_WQE_REACHED, its completions polled, then the destroy); then runs
+   * `then(error)`. The runtime stays alive meanwhile (a pin).
+   */
+  retireQp(qp: VerbsQp, then: (error: unknown) => void): void {
+    this.retiring.retire(qp, then);
+  }
+
+  /** True while progress() runs (a nested call would poll nothing). */
+  get inProgress(): boolean {
+    return this.progressing;
   }
 
   /** Debug counters (tests): users, connections, receives held, reservations. */
-  stats(): { users: number; sinks: number; recvHeld: number; recvPosted: number; reservedRecv: number; reservedSend: number; srqLimitEvents: number } {
-    return { users: this.users, sinks: this.sinks.size, recvHeld: this.slab.held, recvPosted: this.slab.posted, reservedRecv: this.reservedRecv, reservedSend: this.reservedSend, srqLimitEvents: this.srqLimitEvents };
+  stats(): { users: number; pins: number; sinks: number; recvHeld: number; recvPosted: number; reservedRecv: number; reservedSend: number; srqLimitEvents: number } {
+    return { users: this.users, pins: this.pins, sinks: this.sinks.size, recvHeld: this.slab.held, recvPosted: this.slab.posted, reservedRecv: this.reservedRecv, reservedSend: this.reservedSend, srqLimitEvents: this.srqLimitEvents };
   }
 
   private destroy(): void {
@@ -539,6 +578,8 @@ export class RdmaRuntime {
         } catch {
           // the SRQ is gone with the runtime
         }
+      } else if (t === IBV.IBV_EVENT_QP_LAST_WQE_REACHED) {
+        if (ev.qp !== undefined) this.retiring.onLastWqe(ev.qp.qpNum);
       } else if (t === IBV.IBV_EVENT_QP_FATAL || t === IBV.IBV_EVENT_QP_REQ_ERR || t === IBV.IBV_EVENT_QP_ACCESS_ERR) {
         const sink = ev.qp !== undefined ? this.sinks.get(ev.qp.qpNum) : undefined;
         const what = `rdma ${this.ctx.deviceName}: ${ev.name} on QP ${ev.qp?.qpNum}`;

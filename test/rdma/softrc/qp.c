@@ -4,7 +4,12 @@
  * state machine with the attribute masks hardware requires (RESET->INIT->RTR->RTS, any->ERR,
  * any->RESET; anything else EINVAL); RTR maps the peer's inbox by dest_qp_num. post_send and
  * post_recv are the ops the header's static inline functions call. Moving to ERR flushes every
- * outstanding WR with IBV_WC_WR_FLUSH_ERR (a failed peer: the oldest gets RETRY_EXC_ERR).
+ * outstanding WR with IBV_WC_WR_FLUSH_ERR (a failed peer: the oldest gets RETRY_EXC_ERR) and,
+ * for a QP on an SRQ, raises IBV_EVENT_QP_LAST_WQE_REACHED (as the kernel does once such a QP in
+ * ERR will consume no more SRQ receives). Destroying a QP drops its completions still unpolled
+ * in its receive CQ, as rdma-core's mlx5 does (__mlx5_cq_clean): a receive an SRQ lost that way
+ * is never reported, so a consumer that destroys a QP before polling it loses those receives
+ * (softrc_srq_posted(srq) shows the SRQ's real count).
  */
 #include "softrc.h"
 #include <errno.h>
@@ -125,6 +130,29 @@ static void unmap_peer(struct softrc_qp *q) {
   q->peer = NULL; q->peer_bell = NULL; q->peer_dead = 0;
 }
 
+/* For tests: receives posted to `srq` now (what the device holds, whatever its user counts). */
+int softrc_srq_posted(struct ibv_srq *srq) {
+  struct softrc_srq *s = (struct softrc_srq *)srq;
+  pthread_mutex_lock(&s->lock);
+  int n = (int)((s->tail + s->cap - s->head) % s->cap);
+  pthread_mutex_unlock(&s->lock);
+  return n;
+}
+
+/* Drops qpn's completions from cq's ring (keeping the others in order), as mlx5's CQ clean on
+ * QP destroy does. */
+static void cq_clean(struct softrc_cq *c, uint32_t qpn) {
+  pthread_mutex_lock(&c->lock);
+  uint32_t w = c->head;
+  for (uint32_t r = c->head; r != c->tail; r = (r + 1) % c->cap) {
+    if (c->wc[r].qp_num == qpn) continue;
+    if (w != r) c->wc[w] = c->wc[r];
+    w = (w + 1) % c->cap;
+  }
+  c->tail = w;
+  pthread_mutex_unlock(&c->lock);
+}
+
 int ibv_destroy_qp(struct ibv_qp *qp) {
   struct softrc_qp *q = (struct softrc_qp *)qp, **pp;
   char path[256];
@@ -132,6 +160,8 @@ int ibv_destroy_qp(struct ibv_qp *qp) {
   for (pp = &softrc_qps; *pp; pp = &(*pp)->next) if (*pp == q) { *pp = q->next; break; }
   softrc_bell_ref(-1);
   pthread_mutex_unlock(&softrc_qlist_lock);
+  /* Off the list: the engine delivers nothing more to it. Its unpolled receive completions go. */
+  if (qp->srq && qp->recv_cq) cq_clean((struct softrc_cq *)qp->recv_cq, qp->qp_num);
   __atomic_store_n(&q->seg->state, SEG_GONE, __ATOMIC_RELEASE); /* SYNC: the peer sees it gone */
   softrc_path(path, sizeof path, "qp", qp->qp_num);
   unlink(path);
@@ -180,6 +210,8 @@ void softrc_qp_to_err(struct softrc_qp *q, int peer_failed) {
     q->rq_head = (q->rq_head + 1) % (q->cap_recv + 1);
   }
   if (peer_failed) softrc_async(q->qp.context, IBV_EVENT_QP_FATAL, &q->qp);
+  /* The engine takes SRQ receives for a QP only while it is not in ERR (q->lock held here). */
+  if (q->qp.srq) softrc_async(q->qp.context, IBV_EVENT_QP_LAST_WQE_REACHED, &q->qp);
 }
 
 int softrc_recv_take(struct softrc_qp *q, struct ibv_recv_wr *out, struct ibv_sge *sges) {
