@@ -240,6 +240,16 @@ export class CmListener extends ListenerBase<RdmaConnection> {
       return;
     }
     CmChannel.acquire(); // the connection's own reference (closeId / discard give it back)
+    // The client's packets before our ESTABLISHED (its RTU lost): IBV_EVENT_COMM_EST on the QP;
+    // rdma_notify makes rdma_cm establish the id, and ESTABLISHED follows as usual.
+    const id = ev.id;
+    rt.commEst.set(ep.qp.qpNum, () => {
+      try {
+        id.notify(IBV.IBV_EVENT_COMM_EST);
+      } catch {
+        // the handshake timeout decides instead
+      }
+    });
     const p: Pending = {
       session: s,
       rt,
@@ -268,6 +278,7 @@ export class CmListener extends ListenerBase<RdmaConnection> {
   private open(p: Pending, peerUrl: string): void {
     if (!this.handshaking.delete(p)) return;
     clearTimeout(p.timer);
+    p.rt.commEst.delete(p.ep.qp.qpNum);
     const { session: s, rt } = p;
     let conn: RdmaConnection | null = null;
     try {
@@ -303,6 +314,7 @@ export class CmListener extends ListenerBase<RdmaConnection> {
 
   private discard(p: Pending): void {
     clearTimeout(p.timer);
+    p.rt.commEst.delete(p.ep.qp.qpNum);
     p.session.onEvent = null;
     try {
       p.ep.close();

@@ -100,6 +100,11 @@ export class RdmaRuntime {
   readonly sinks = new Map<number, RdmaSink>();
   /** wait() of event-loop connections: woken after a progress round that found completions. */
   readonly waiters = new WaitList();
+  /**
+   * What to run at a QP's IBV_EVENT_COMM_EST, by QP number (the control path's: cm mode sets it
+   * for an accepted QP until its ESTABLISHED, to call rdma_notify). This thread's.
+   */
+  readonly commEst = new Map<number, () => void>();
   /** IBV_EVENT_SRQ_LIMIT_REACHED seen (each re-armed). */
   srqLimitEvents = 0;
   /** Completions handled so far (send and receive). */
@@ -584,6 +589,9 @@ export class RdmaRuntime {
         const sink = ev.qp !== undefined ? this.sinks.get(ev.qp.qpNum) : undefined;
         const what = `rdma ${this.ctx.deviceName}: ${ev.name} on QP ${ev.qp?.qpNum}`;
         sink?.fail(t === IBV.IBV_EVENT_QP_FATAL ? new TransportClosedError(what) : new ProtocolError(what));
+      } else if (t === IBV.IBV_EVENT_COMM_EST) {
+        const num = ev.qp?.qpNum;
+        if (num !== undefined) this.commEst.get(num)?.();
       } else if (t === IBV.IBV_EVENT_CQ_ERR || t === IBV.IBV_EVENT_SRQ_ERR || t === IBV.IBV_EVENT_DEVICE_FATAL) {
         this.failAll(new ProtocolError(`rdma ${this.ctx.deviceName}: ${ev.name}: every connection of this device closes`));
       }

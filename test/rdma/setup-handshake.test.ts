@@ -172,6 +172,18 @@ describe("cm mode", () => {
     expect([await server.end(), await client.end()]).toEqual([0, 0]);
   }, 30_000);
 
+  test("a lost RTU: the client's first message raises IBV_EVENT_COMM_EST on the server's QP, rdma_notify establishes it, and the message is answered", async () => {
+    const dir = fx.registry();
+    const server = spawnPeer(dir);
+    const client = spawnPeer(dir);
+    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0", opts: { rdma: { handshakeTimeoutMs: 5000 } } });
+    await client.ask("fault", { spec: "lose_rtu=1" }); // the fixture's CM drops the client's RTU
+    expect(await client.ask("connect", { url })).toMatchObject({ ok: true, echoed: true });
+    const st = await server.ask("stats");
+    expect(st.stats).toMatchObject({ accepted: 1, refusedProtocol: 0 });
+    expect([await server.end(), await client.end()]).toEqual([0, 0]);
+  }, 30_000);
+
   test("a DISCONNECTED that arrives right behind ESTABLISHED (before the connection's handler exists) still closes the client's connection", async () => {
     const dir = fx.registry();
     const client = spawnPeer(dir);
