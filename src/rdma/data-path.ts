@@ -22,11 +22,9 @@ import type { Oversized, RdmaRxMessage } from "./rx.ts";
 import { BufferPool, SendSlab, type TxBuffer } from "./tx.ts";
 import { HEADER_BYTES, KIND_CREDIT, KIND_DATA, KIND_GOODBYE, KIND_LARGE, KIND_ZONE_GRANT, KIND_ZONE_REQUEST, largeImm, writeHeader, ZONE_GRANT_BODY_BYTES, ZONE_REQUEST_BODY_BYTES } from "./wire.ts";
 import { LandingZone, LargeStage, type ZoneGrant } from "./zones.ts";
+import { PEER_RECV_SLOT_MAX, PEER_RECV_SLOT_MIN, PEER_WINDOW_MAX, PEER_WINDOW_MIN } from "./options.ts";
 
 export const DEFAULT_RDMA_SPIN_NS = 20_000;
-/** Receive slots a peer may announce: the spec's 4096 and room around it. */
-const MIN_PEER_SLOT = 64;
-const MAX_PEER_SLOT = 1 << 20;
 /**
  * The send slab's slot (and so the largest SEND) whatever the peer announces: the slab is
  * sqDepth slots of registered (pinned) memory per connection, and a peer's hello must not size
@@ -106,8 +104,9 @@ export abstract class RdmaDataPath {
     peerUrl: string,
     protected readonly onClosed: () => void,
   ) {
-    if (!(peer.window >= 3 && peer.window <= 0xffff)) throw new ProtocolError(`rdma peer ${peerUrl}: window ${peer.window} (at least 3)`);
-    if (!(peer.recvSlotBytes >= MIN_PEER_SLOT && peer.recvSlotBytes <= MAX_PEER_SLOT)) throw new ProtocolError(`rdma peer ${peerUrl}: receive slot of ${peer.recvSlotBytes} bytes (${MIN_PEER_SLOT}..${MAX_PEER_SLOT})`);
+    // The bounds decodeHello checks too (options.ts): a hello that passes them opens.
+    if (!(peer.window >= PEER_WINDOW_MIN && peer.window <= PEER_WINDOW_MAX)) throw new ProtocolError(`rdma peer ${peerUrl}: window ${peer.window} (${PEER_WINDOW_MIN}..${PEER_WINDOW_MAX})`);
+    if (!(peer.recvSlotBytes >= PEER_RECV_SLOT_MIN && peer.recvSlotBytes <= PEER_RECV_SLOT_MAX)) throw new ProtocolError(`rdma peer ${peerUrl}: receive slot of ${peer.recvSlotBytes} bytes (${PEER_RECV_SLOT_MIN}..${PEER_RECV_SLOT_MAX})`);
     this.rt = ep.rt;
     this.qp = ep.qp;
     this.zone = ep.zone;

@@ -41,8 +41,7 @@ const MIN_WINDOW = 3;
 /**
  * What a peer's hello may announce, in one place: hello.ts's decodeHello refuses anything else
  * (the listener counts it "protocol" before an endpoint exists), and the data path
- * (data-path.ts's constructor) checks the same bounds. data-path.ts: import these four instead
- * of its own MIN_PEER_SLOT / MAX_PEER_SLOT and literal window bounds.
+ * (data-path.ts's constructor) checks the same ones.
  */
 export const PEER_WINDOW_MIN = MIN_WINDOW;
 /** The hello's u16 field. */
