@@ -118,9 +118,21 @@ export abstract class RdmaDataPath {
     this.maxInline = this.rt.maxInline;
     this.slabDv = new DataView(this.rt.slab.bytes.buffer, this.rt.slab.bytes.byteOffset, this.rt.slab.bytes.byteLength);
     this.grant = peer.zoneBytes > HEADER_BYTES ? { addr: peer.zoneAddr, rkey: peer.zoneRkey, bytes: peer.zoneBytes, gen: 0 } : null;
-    this.slab = new SendSlab(this.rt.pd, ep.opts.sqDepth, this.sendSlotBytes);
-    this.pool = new BufferPool(this.rt.pd);
-    this.stage = new LargeStage(this.rt.pd, DEFAULT_MAX_HEAD_BYTES);
+    // Each registration may fail (ENOMEM: RLIMIT_MEMLOCK): what was registered before it goes
+    // again, and the throw leaves the QP, zone and reservation to the endpoint (its close()).
+    let slab: SendSlab | null = null;
+    let pool: BufferPool | null = null;
+    try {
+      slab = new SendSlab(this.rt.pd, ep.opts.sqDepth, this.sendSlotBytes);
+      pool = new BufferPool(this.rt.pd);
+      this.stage = new LargeStage(this.rt.pd, DEFAULT_MAX_HEAD_BYTES);
+    } catch (e) {
+      pool?.close();
+      slab?.close();
+      throw e;
+    }
+    this.slab = slab;
+    this.pool = pool;
     this.caps = {
       maxInlineBytes: Math.max(0, this.maxInline - HEADER_BYTES),
       maxMessageBytes: local.maxMessageBytes,

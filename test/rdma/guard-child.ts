@@ -5,7 +5,10 @@
  * driven by raw work requests. Prints one JSON line per result and ends with the fixture's live
  * objects; exits non-zero (stderr says why) on the first failure.
  *
- * Scenarios (argv[2]): preopen, held, slab, staged, lost, oversend, badgrant, retire.
+ * Scenarios (argv[2]): preopen, held, slab, staged, lost, oversend, badgrant, retire,
+ * regfail-socket, regfail-cm (a listener and connect() in that mode; the fixture's
+ * reg_mr_fail=1 armed just before the k-th ibv_reg_mr of one connection's setup, k = 1, 2, ...
+ * until a setup makes fewer than k: the count only picks the moment, the fixture fails the call).
  */
 import { dlopen, FFIType } from "bun:ffi";
 import { softRcProbes } from "./softrc/probes.ts";
@@ -14,10 +17,12 @@ import { RdmaEndpoint, type LocalHello } from "../../src/rdma/endpoint.ts";
 import type { RdmaConnection } from "../../src/rdma/connection.ts";
 import { SEND_OK, type RxMessage } from "../../src/contract/transport.ts";
 import { TransportClosedError, type HotpathError } from "../../src/errors.ts";
-import { IBV, SendWorkRequests } from "../../src/ffi/ibverbs.ts";
+import { IBV, SendWorkRequests, VerbsPd } from "../../src/ffi/ibverbs.ts";
+import { connect, listen } from "../../src/connect/registry.ts";
+import type { Connection } from "../../src/contract/transport.ts";
 
 const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
-const { live } = softRcProbes(process.env.HOTPATH_IBVERBS!);
+const { live, fault } = softRcProbes(process.env.HOTPATH_IBVERBS!);
 const WATCHDOG_MS = 60_000;
 setTimeout(() => {
   console.error("guard-child: watchdog");
@@ -228,6 +233,74 @@ if (scenario === "preopen") {
   keep.progress();
   out({ step: "retire", start, slab: keep.stats().recvPosted, held: keep.stats().recvHeld, srq: srqPosted() });
   keep.release();
+} else if (scenario === "regfail-socket" || scenario === "regfail-cm") {
+  // The k-th registration of a connection's setup fails (ENOMEM): typed errors, nothing left.
+  const mode = scenario === "regfail-socket" ? "socket" : "cm";
+  const runtimes = (RdmaRuntime as unknown as { runtimes: Map<string, RdmaRuntime> }).runtimes;
+  const reserved = () => [...runtimes.values()].reduce((a, r) => [a[0]! + r.stats().reservedRecv, a[1]! + r.stats().reservedSend], [0, 0]);
+  let calls = 0;
+  let armAt = 0;
+  const regMr = VerbsPd.prototype.regMr;
+  VerbsPd.prototype.regMr = function (this: VerbsPd, view: Uint8Array, access: number) {
+    if (++calls === armAt) fault("reg_mr_fail=1");
+    return regMr.call(this, view, access);
+  };
+  const named = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}${e.cause instanceof Error ? ` [cause ${e.cause.name}]` : ""}` : String(e));
+  const l = await listen(`rdma://127.0.0.1:0${mode === "socket" ? "?mode=socket" : ""}`);
+  const accepted: Connection[] = [];
+  const refused: string[] = [];
+  l.onConnection((c) => accepted.push(c));
+  l.onRefused((e, why) => refused.push(`${why} ${named(e)}`));
+  const settle = async (conns: Connection[], cond: () => boolean, ms = 5000) => {
+    for (const end = Date.now() + ms; !cond() && Date.now() < end; ) {
+      for (const c of conns) if (!c.closed) c.poll();
+      await Bun.sleep(2);
+    }
+  };
+  // One connection stays open throughout (the runtimes stay; the baseline includes it).
+  const keepC = await connect(l.url);
+  await settle([], () => accepted.length === 1);
+  const keepS = accepted[0]!;
+  const base = { mr: live("mr"), qp: live("qp"), reserved: reserved() };
+  const cases: Array<Record<string, unknown>> = [];
+  for (let k = 1; k <= 20; k++) {
+    calls = 0;
+    armAt = k;
+    const before = { accepted: accepted.length, refused: refused.length };
+    let clientError: string | null = null;
+    let c: Connection | null = null;
+    try {
+      c = await connect(l.url, { connectTimeoutMs: 5000 });
+    } catch (e) {
+      clientError = named(e);
+    }
+    // Both sides done: the server accepted or refused (none when the client's first registration failed: it never reached the server).
+    await settle(c ? [c] : [], () => accepted.length > before.accepted || refused.length > before.refused || (clientError !== null && calls <= 1));
+    const setupCalls = calls;
+    armAt = 0;
+    const s = accepted.length > before.accepted ? accepted[accepted.length - 1]! : null;
+    const opened = c !== null && s !== null;
+    if (c !== null && s === null) await settle([c], () => c!.closed); // the server side failed: the client's connection closes
+    const clientClosedAfter = c?.closed ?? null;
+    c?.close();
+    s?.close();
+    await settle([], () => live("mr") === base.mr && live("qp") === base.qp && reserved().join() === base.reserved.join());
+    cases.push({ k, setupCalls, opened, clientError, refused: refused.slice(before.refused), clientClosedAfter, mr: live("mr") - base.mr, qp: live("qp") - base.qp, reserved: reserved() });
+    if (setupCalls < k) break; // the fault was never armed: a whole setup made fewer registrations
+  }
+  VerbsPd.prototype.regMr = regMr;
+  // A later connection works.
+  const after = await connect(l.url);
+  await settle([], () => accepted.length > 0 && !accepted[accepted.length - 1]!.closed && accepted[accepted.length - 1] !== keepS);
+  const srv = accepted[accepted.length - 1]!;
+  const got: number[] = [];
+  srv.setReceiver({ onMessage: (m) => (got.push(m.bodyLength), m.release()), onClose: () => {} });
+  const st = after.trySend(new Uint8Array(4), new Uint8Array(100_000).fill(9));
+  await settle([after, srv], () => got.length === 1);
+  out({ step: scenario, base: { reserved: base.reserved }, cases, later: { st, got } });
+  for (const x of [after, srv, keepC, keepS]) x.close();
+  l.close(true);
+  await settle([], () => live("qp") === 0 && live("mr") === 0);
 } else {
   throw new Error(`unknown scenario ${scenario}`);
 }

@@ -16,10 +16,10 @@ const NOTHING_LIVE = { context: 0, pd: 0, mr: 0, channel: 0, cq: 0, srq: 0, qp: 
 
 const fx = useSoftRc();
 
-async function run(scenario: string) {
+async function run(scenario: string, after = NOTHING_LIVE) {
   const dir = fx.registry();
   const { by } = await startJsonChild(fx, ["bun", CHILD, scenario], dir, { label: scenario, watchdogMs: CHILD_WATCHDOG_MS }).lines();
-  expect(by.leaks!.live).toEqual(NOTHING_LIVE);
+  expect(by.leaks!.live).toEqual(after);
   expect(readdirSync(dir)).toEqual([]);
   return by[scenario]!;
 }
@@ -74,3 +74,26 @@ test("20 connections closed with receives nobody polled (the fixture drops a des
   expect(r.start).toEqual({ slab: 2048, srq: 2048 });
   expect(r).toMatchObject({ slab: 2048, held: 0, srq: 2048 });
 }, 120_000);
+
+for (const mode of ["socket", "cm"] as const) {
+  test(`${mode} mode: the 1st, 2nd, ... registration of a connection's setup fails (ENOMEM): a typed error naming ibv_reg_mr and RLIMIT_MEMLOCK, every MR, QP and reservation of that setup undone, a later connection works`, async () => {
+    // rdma_cm keeps the device's context open for the process (test/rdma/setup-pair.ts: live + 1 in cm mode).
+    const r = await run(`regfail-${mode}`, mode === "cm" ? { ...NOTHING_LIVE, context: 1 } : NOTHING_LIVE);
+    if (process.env.GUARD_VERBOSE) console.log(JSON.stringify(r, null, 1));
+    const cases = r.cases as Array<{ k: number; setupCalls: number; opened: boolean; clientError: string | null; refused: string[]; mr: number; qp: number; reserved: number[] }>;
+    // Every registration of both sides was made to fail once (the last round registers fewer than k and opens).
+    const last = cases[cases.length - 1]!;
+    expect(last.setupCalls).toBeLessThan(last.k);
+    expect(last.opened).toBe(true);
+    expect(cases.length).toBeGreaterThanOrEqual(6); // each side: landing zone, send slab, large stage
+    for (const c of cases.slice(0, -1)) {
+      expect(c.opened).toBe(false);
+      const errors = [c.clientError ?? "", ...c.refused].join("\n");
+      // The side whose registration failed: connect() rejects with ConnectError (cause: verbsError's NativeError), the listener's onRefused gets ProtocolError.
+      expect(errors).toMatch(/(ConnectError|ProtocolError): .*ibv_reg_mr\(\d+ bytes, access 0x\d\) failed: .*ENOMEM.*RLIMIT_MEMLOCK/);
+      if (c.refused.length === 0) expect(c.clientError).toEndWith("[cause NativeError]");
+    }
+    for (const c of cases) expect({ k: c.k, mr: c.mr, qp: c.qp, reserved: c.reserved }).toEqual({ k: c.k, mr: 0, qp: 0, reserved: r.base.reserved });
+    expect(r.later).toEqual({ st: 0, got: [100_000] });
+  }, 120_000);
+}
