@@ -29,8 +29,7 @@ import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMes
 import { KIND_CANCEL, KIND_ERROR, KIND_GOAWAY, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
 import { checkMessage, decodeErrorBody, wireCallGen, wireCallSlot, wireKind, wireWord0, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
 import { checkTimeout } from "./validate.ts";
-import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, keepCopies, PendingRequest, promiseFor } from "./pending.ts";
-
+import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, keepCopies, ownQueued, PendingRequest, promiseFor } from "./pending.ts";
 export type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
 import type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
 export const DEFAULT_WINDOW = 256;
@@ -582,6 +581,7 @@ export class Client<U = unknown> implements Disposable {
     if (this.closeErr !== null) return;
     const err = error ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} closed locally`);
     this.closeErr = err;
+    ownQueued(this.compMsg, this.compHead, this.compCount); // their views go back now; copies wait for poll()
     for (let slot = 0; slot < this.window; slot++) {
       const state = this.state[slot];
       if (state === SLOT_PROMISE) {

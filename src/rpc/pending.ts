@@ -9,7 +9,7 @@
  */
 
 import { UsageError, type HotpathError } from "../errors.ts";
-import { SEND_FULL, sendLimit, type Connection, type SendStatus } from "../contract/transport.ts";
+import { SEND_FULL, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { GOAWAY_HELLO_METHOD, KIND_CANCEL, WIRE_HEADER_BYTES, writeWireHeader } from "./wire.ts";
 import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
@@ -300,3 +300,31 @@ export interface RequestOptions {
 /** Hot-path completion: `data` is valid only during the call; `error` is set for failed calls. */
 export type OnResponse<U> = (userData: U, data: Uint8Array, error: HotpathError | null) => void;
 
+
+/**
+ * At close, the responses that arrived but wait in the client's completion queue (`msgs`, a ring
+ * of `msgs.length` from `head`, `count` long) give their views back to the transport (a ring slot,
+ * a read buffer, a receive slot: the connection may go away before the next poll(), or never see
+ * one) and wait as owned copies instead, which that poll() still delivers. Cold path: allocates.
+ */
+export function ownQueued(msgs: (RxMessage | null)[], head: number, count: number): void {
+  for (let k = 0, i = head; k < count; k++, i = i + 1 === msgs.length ? 0 : i + 1) {
+    const msg = msgs[i];
+    if (msg == null || msg instanceof OwnedMessage) continue;
+    msgs[i] = new OwnedMessage(copyBytes(msg.body));
+    msg.release();
+  }
+}
+
+/** A response body the client owns (ownQueued): release() does nothing. */
+class OwnedMessage implements RxMessage {
+  readonly head = EMPTY_BYTES;
+  readonly headBuf = EMPTY_BYTES;
+  readonly headOffset = 0;
+  readonly headLength = 0;
+  constructor(readonly body: Uint8Array) {}
+  get bodyLength(): number {
+    return this.body.length;
+  }
+  release(): void {}
+}
