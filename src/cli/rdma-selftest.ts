@@ -149,6 +149,21 @@ export function listDevices(): DeviceInfo[] {
   });
 }
 
+/**
+ * The first ACTIVE port of `devices` and the listen URLs the checks use on it: rdma_cm on the
+ * port's IPv4 address (when it has one) and socket mode with device, port and GID index; null
+ * when no port is active. Pure: the caller listed the devices (listDevices).
+ */
+export function activePortUrls(devices: DeviceInfo[]): { dev: DeviceInfo; port: PortInfo; urls: Array<[string, string]> } | null {
+  const dev = devices.find((d) => d.ports.some((p) => p.active));
+  if (dev === undefined) return null;
+  const port = dev.ports.find((p) => p.active)!;
+  const urls: Array<[string, string]> = [];
+  if (port.ipv4 !== null) urls.push(["cm", `rdma://${port.ipv4}:0`]);
+  urls.push(["socket", `rdma://127.0.0.1:0?mode=socket&device=${dev.name}&port=${port.port}&gid=${port.gidIndex}`]);
+  return { dev, port, urls };
+}
+
 function withTimeout<T>(what: string, p: Promise<T>): Promise<T> {
   let timer: Timer | undefined;
   return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what}: no answer in ${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS)))]).finally(() => clearTimeout(timer));
@@ -399,15 +414,12 @@ export async function runRdmaSelftest(argv: string[], print: (s: string) => void
     print(`  ${d.name} (firmware ${d.fwVer}, node GUID ${d.guid})${d.fixture ? `: ${FIXTURE_LABEL}` : ""}`);
     for (const p of d.ports) print(`    port ${p.port}: ${p.state}, ${p.linkLayer}, active MTU ${p.activeMtu}, LID ${p.lid}, GID[0] ${p.gid0}`);
   }
-  const dev = devices.find((d) => d.ports.some((p) => p.active));
-  if (dev === undefined) {
+  const chosen = activePortUrls(devices);
+  if (chosen === null) {
     print("no ACTIVE port on any device: connect the cable / start the subnet manager (IB), or bring the netdev up (RoCE)");
     return 1;
   }
-  const port = dev.ports.find((p) => p.active)!;
-  const urls: Array<[string, string]> = [];
-  if (port.ipv4 !== null) urls.push(["cm", `rdma://${port.ipv4}:0`]);
-  urls.push(["socket", `rdma://127.0.0.1:0?mode=socket&device=${dev.name}&port=${port.port}&gid=${port.gidIndex}`]);
+  const { dev, port, urls } = chosen;
   print(`using ${dev.name} port ${port.port}, GID index ${port.gidIndex} (loopback through the device)${port.ipv4 === null ? "; rdma_cm mode not run: no GID or netdev of the port has an IPv4 address" : ""}`);
 
   const rows: CheckRow[] = [];

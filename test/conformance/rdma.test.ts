@@ -19,20 +19,13 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildSoftRc } from "../rdma/softrc/build.ts";
 import { softRcProbes } from "../rdma/softrc/probes.ts";
-import { spawnPeer } from "../helpers/peer.ts";
+import { rdmaSuiteOptions } from "./rdma-options.ts";
 import { runConformance } from "./suite.ts";
 
 const rc = await buildSoftRc();
 const SELF = new URL(import.meta.url).pathname;
 /** Set in the fresh process this file starts when this one cannot host the fixture. */
 const FRESH_ENV = "HOTPATH_RDMA_CONFORMANCE_FRESH";
-const PEER_SERVER = new URL("./peer-server.ts", import.meta.url).pathname;
-/**
- * The test service's credit window: a client may send window - 1 messages before it must poll
- * (the one-way test sends 100 in a row); the listener's 2048 receives hold 18 such clients, the
- * most the suite keeps open at once.
- */
-const SERVER_WINDOW = 112;
 
 /** Verbs libraries mapped in this process that are not the fixture's. */
 function foreignVerbs(): string[] {
@@ -94,12 +87,7 @@ if (foreign.length > 0 && !process.env[FRESH_ENV]) {
       name: "rdma",
       label: `rdma (${mode} mode, softrc fixture)`,
       listenUrl: () => `rdma://127.0.0.1:0${query}`,
-      // A connection holds at most `window` - 1 received views before its peer sees Full (credit
-      // flow control); the held-view tests hold 200, past the default window of 16.
-      pairOptions: { rdma: { window: 256 } },
-      // A client sends as many messages as its send queue holds before it must poll (the one-way test: 100).
-      clientOptions: { rdma: { sqDepth: 128 } },
-      spawnServer: (url) => spawnPeer(PEER_SERVER, [url, JSON.stringify({ rdma: { window: SERVER_WINDOW } })]),
+      ...rdmaSuiteOptions,
       async refusedUrl() {
         return `rdma://127.0.0.1:${await freePort()}${query}`;
       },
