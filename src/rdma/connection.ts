@@ -110,6 +110,7 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
 
 
   onRecvCompletion(slot: number, status: number, byteLen: number, opcode: number, imm: number, _wcFlags: number): void {
+    this.activity++;
     if (slot < 0) return this.fail(this.recvErrorFor(status));
     if (this.closed) return this.rt.releaseSlot(slot);
     try {
@@ -293,30 +294,56 @@ export class RdmaConnection extends RdmaDataPath implements Connection, RdmaSink
   wait(timeoutMs: number): Promise<boolean> {
     if (this.closed) return Promise.resolve(false);
     if (this.queueHead < this.queue.length && this.receiver !== null) return Promise.resolve(true);
-    const rt = this.rt;
     if (this.fullMark >= 0) {
-      const changed = rt.completions !== this.fullMark;
+      const changed = this.activity !== this.fullMark;
       this.fullMark = -1;
       if (changed) return Promise.resolve(true);
     }
-    const stop = () => this.closed;
-    if (this.mode === "spin") return Promise.resolve(rt.spin(timeoutMs * 1e6, stop) > 0 && !this.closed);
-    if (rt.spin(this.spinNs, stop) > 0 || this.closed) return Promise.resolve(!this.closed);
-    if (this.mode === "blocking") return Promise.resolve(this.waitBlocking(timeoutMs));
-    const p = rt.waiters.wait(timeoutMs);
-    rt.arm();
-    return p;
+    // Only this connection's completions end the wait: the runtime's are shared by all of them.
+    const mark = this.activity;
+    if (this.mode === "spin") return Promise.resolve(this.spinFor(timeoutMs * 1e6, mark));
+    if (this.spinFor(this.spinNs, mark) || this.closed) return Promise.resolve(!this.closed);
+    if (this.mode === "blocking") return Promise.resolve(this.waitBlocking(timeoutMs, mark));
+    return this.park(mark, performance.now() + timeoutMs);
   }
 
-  /** Parks this thread in poll() on the completion channel until a completion or `timeoutMs`. */
-  private waitBlocking(timeoutMs: number): boolean {
+  /** Progresses the runtime for up to `budgetNs` until this connection had a completion (true) or closed. */
+  private spinFor(budgetNs: number, mark: number): boolean {
+    const rt = this.rt;
+    const end = Bun.nanoseconds() + budgetNs;
+    do {
+      rt.progress();
+      if (this.closed) return false;
+      if (this.activity !== mark) return true;
+    } while (Bun.nanoseconds() < end);
+    return false;
+  }
+
+  /** Event-loop wait: the runtime's wake-ups until one brought this connection a completion, or the deadline. */
+  private async park(mark: number, deadline: number): Promise<boolean> {
+    const rt = this.rt;
+    for (;;) {
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      const p = rt.waiters.wait(left);
+      rt.arm();
+      await p;
+      if (this.closed) return false;
+      if (this.activity !== mark) return true;
+    }
+  }
+
+  /** Parks this thread in poll() on the completion channel until this connection's completion or `timeoutMs`. */
+  private waitBlocking(timeoutMs: number, mark: number): boolean {
     const rt = this.rt;
     const end = performance.now() + timeoutMs;
     for (;;) {
       rt.armForBlocking();
-      if (rt.progress() > 0) return !this.closed;
+      rt.progress();
+      if (this.closed) return false;
+      if (this.activity !== mark) return true;
       const left = end - performance.now();
-      if (left <= 0 || this.closed) return false;
+      if (left <= 0) return false;
       pollReadable(rt.channel.fd, Math.min(Math.ceil(left), BLOCK_SLICE_MS));
       rt.takeChannelEvents();
     }

@@ -231,14 +231,21 @@ export abstract class RdmaDataPath {
   }
 
   /**
-   * The runtime's completion count when a send last reported Full (-1: none since the last
-   * wait): a wait() after Full returns at once when completions came in between (they may have
-   * made room, and their wake-up went out before the wait began).
+   * Completions of this connection handled so far (its receives and its send completions): what
+   * a wait() of this connection waits for. The runtime's CQs, channel and wake-ups are shared by
+   * all its connections, so another connection's completion must not end this one's wait.
+   */
+  activity = 0;
+
+  /**
+   * `activity` when a send last reported Full (-1: none since the last wait): a wait() after Full
+   * returns at once when this connection's completions came in between (they may have made room,
+   * and their wake-up went out before the wait began).
    */
   protected fullMark = -1;
 
   protected full(): SendStatus {
-    this.fullMark = this.rt.completions;
+    this.fullMark = this.activity;
     if (this.wantsEvents) this.rt.schedule();
     return SEND_FULL;
   }
@@ -403,6 +410,7 @@ export abstract class RdmaDataPath {
   }
 
   onSendCompletion(wrId: number, status: number, opcode: number): void {
+    this.activity++;
     try {
       this.onSendCompletionInner(wrId, status, opcode);
     } finally {
