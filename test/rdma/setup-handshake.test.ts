@@ -10,12 +10,11 @@ import { decodeRefusal, encodeHello, HELLO_SOCKET_BYTES, REFUSED_PROTOCOL, type 
 import { MIN_RNR_TIMER } from "../../src/rdma/qp-setup.ts";
 import { until } from "../helpers/peer.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
-import { F_DREQ, F_REJ, F_REP, F_RTU, FIXTURE_GID, rawClient, reqFrame, spawnSetupPeer } from "./setup-harness.ts";
+import { F_DREQ, F_REJ, F_REP, F_RTU, FIXTURE_GID, listenerWithBareQp, rawClient, rawSocketHello, rawSocketHelloAnswered, reqFrame, spawnSetupPeer, UNTIL_MS } from "./setup-harness.ts";
 
 const fx = useSoftRc();
 const spawnPeer = (dir: string) => spawnSetupPeer(fx, dir);
 const portOf = (url: string) => Number(new URL(url).port);
-const UNTIL_MS = 10_000;
 const READY = 0x52;
 /** IBV_MTU_1024 and IBV_MTU_4096 (the fixture port's active MTU). */
 const MTU_1024 = 3;
@@ -45,17 +44,10 @@ async function statsUntil(server: ReturnType<typeof spawnPeer>, cond: (st: Recor
 
 describe("socket mode: a peer the data path would refuse", () => {
   test("a hello with a window or receive slot out of the data path's bounds is refused protocol at once (told why), before any endpoint exists", async () => {
-    const dir = fx.registry();
-    const server = spawnPeer(dir);
-    const other = spawnPeer(dir);
-    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0?mode=socket" });
-    const idle = await server.ask("probe");
-    const { qpNum } = await other.ask("bareQp");
+    const { server, other, url, idle, qpNum } = await listenerWithBareQp(fx, { url: "rdma://127.0.0.1:0?mode=socket" });
     const bad = [{ window: 2 }, { recvSlotBytes: 2 << 20 }];
     for (const b of bad) {
-      const raw = await rawClient(portOf(url));
-      const h = encodeHello({ ...base, qpNum, ...b }, "socket");
-      raw.s.write(new Uint8Array([h.length, 0, ...h]));
+      const raw = await rawSocketHello(url, { ...base, qpNum, ...b });
       await until(() => raw.state.closed, "the listener refusing the hello", UNTIL_MS);
       const r = refusalAt(raw.got);
       expect(r.reason).toBe(REFUSED_PROTOCOL);
@@ -68,16 +60,8 @@ describe("socket mode: a peer the data path would refuse", () => {
   }, 30_000);
 
   test("ep.open() failing at READY (its memory cannot be registered) releases the endpoint, refuses the client (protocol) and counts it; the listener goes on", async () => {
-    const dir = fx.registry();
-    const server = spawnPeer(dir);
-    const other = spawnPeer(dir);
-    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0?mode=socket" });
-    const idle = await server.ask("probe");
-    const { qpNum } = await other.ask("bareQp");
-    const raw = await rawClient(portOf(url));
-    const h = encodeHello({ ...base, qpNum }, "socket");
-    raw.s.write(new Uint8Array([h.length, 0, ...h]));
-    await until(() => raw.got.length >= 2 + HELLO_SOCKET_BYTES, "the listener's hello", UNTIL_MS);
+    const { server, other, url, idle, qpNum } = await listenerWithBareQp(fx, { url: "rdma://127.0.0.1:0?mode=socket" });
+    const raw = await rawSocketHelloAnswered(url, { ...base, qpNum });
     await server.ask("fault", { spec: "reg_mr_fail=1" }); // the connection's first registration fails
     raw.s.write(new Uint8Array([READY]));
     await until(() => raw.state.closed, "the listener turning the client away", UNTIL_MS);
@@ -91,15 +75,8 @@ describe("socket mode: a peer the data path would refuse", () => {
   }, 30_000);
 
   test("path MTU: each side's hello carries its active MTU and both QPs use the smaller", async () => {
-    const dir = fx.registry();
-    const server = spawnPeer(dir);
-    const other = spawnPeer(dir);
-    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0?mode=socket" });
-    const { qpNum } = await other.ask("bareQp");
-    const raw = await rawClient(portOf(url));
-    const h = encodeHello({ ...base, qpNum, mtu: MTU_1024 }, "socket");
-    raw.s.write(new Uint8Array([h.length, 0, ...h]));
-    await until(() => raw.got.length >= 2 + HELLO_SOCKET_BYTES, "the listener's hello", UNTIL_MS);
+    const { server, other, url, qpNum } = await listenerWithBareQp(fx, { url: "rdma://127.0.0.1:0?mode=socket" }, false);
+    const raw = await rawSocketHelloAnswered(url, { ...base, qpNum, mtu: MTU_1024 });
     expect(raw.got[2 + 46]! | (raw.got[2 + 47]! << 8)).toBe(MTU_4096); // the listener's own
     raw.s.write(new Uint8Array([READY]));
     await statsUntil(server, (x) => x.stats.accepted === 1);
@@ -117,12 +94,7 @@ describe("socket mode: a peer the data path would refuse", () => {
 
 describe("cm mode", () => {
   test("a connect request whose hello the data path would refuse (window 2) is rejected with a protocol refusal, nothing kept", async () => {
-    const dir = fx.registry();
-    const server = spawnPeer(dir);
-    const other = spawnPeer(dir);
-    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0" });
-    const idle = await server.ask("probe");
-    const { qpNum } = await other.ask("bareQp");
+    const { server, other, url, idle, qpNum } = await listenerWithBareQp(fx, { url: "rdma://127.0.0.1:0" });
     const raw = await rawClient(portOf(url));
     raw.s.write(reqFrame(encodeHello({ ...base, window: 2 }, "cm"), qpNum));
     await until(() => raw.got.length >= 12 && raw.got.length >= 12 + raw.got[1]!, "an answer frame", UNTIL_MS);
@@ -137,12 +109,7 @@ describe("cm mode", () => {
   }, 30_000);
 
   test("ep.open() failing at ESTABLISHED releases the endpoint, disconnects the client and counts it protocol; the listener goes on", async () => {
-    const dir = fx.registry();
-    const server = spawnPeer(dir);
-    const other = spawnPeer(dir);
-    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0" });
-    const idle = await server.ask("probe");
-    const { qpNum } = await other.ask("bareQp");
+    const { server, other, url, idle, qpNum } = await listenerWithBareQp(fx, { url: "rdma://127.0.0.1:0" });
     const raw = await rawClient(portOf(url));
     raw.s.write(reqFrame(encodeHello(base, "cm"), qpNum));
     await until(() => raw.got.length >= 12, "a REP frame", UNTIL_MS);

@@ -7,12 +7,16 @@
  *   const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0?mode=socket" });
  */
 import type { Socket } from "bun";
+import { encodeHello, HELLO_SOCKET_BYTES, type HelloFields } from "../../src/rdma/hello.ts";
+import { until } from "../helpers/peer.ts";
 import { collectLines } from "../helpers/stream-lines.ts";
 import type { SoftRcFixture } from "./softrc/use-fixture.ts";
 
 const PEER = new URL("./setup-peer.ts", import.meta.url).pathname;
 /** Watchdog for one child's command (a hang fails the test instead of blocking it). */
 export const ANSWER_WATCHDOG_MS = 20_000;
+/** Watchdog for a raw client's wait on the listener's bytes or close (a hang fails the test). */
+export const UNTIL_MS = 10_000;
 /** The fixture's GID[0] (::ffff:127.0.0.1): what a raw client's socket-mode hello names. */
 export const FIXTURE_GID = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 127, 0, 0, 1]);
 
@@ -79,4 +83,34 @@ export async function rawClient(port: number) {
     },
   });
   return { s, got, state };
+}
+
+/**
+ * Two setup-peer.ts children on one registry: `server` listening with `listenArgs` (its `url`), and
+ * `other` holding a bare QP (`qpNum`) a raw client's hello can name, so the listener's QP has a
+ * real one to connect to. `idle` is the server's probe() before any client, when `probeIdle`.
+ */
+export async function listenerWithBareQp(fx: SoftRcFixture, listenArgs: Record<string, unknown>, probeIdle = true) {
+  const dir = fx.registry();
+  const server = spawnSetupPeer(fx, dir);
+  const other = spawnSetupPeer(fx, dir);
+  const { url } = (await server.ask("listen", listenArgs)) as { url: string };
+  const idle = probeIdle ? await server.ask("probe") : {};
+  const { qpNum } = (await other.ask("bareQp")) as { qpNum: number };
+  return { server, other, url, idle, qpNum };
+}
+
+/** A raw socket-mode client of the listener at `url` that has sent its hello (`fields`, length-prefixed as socket-mode.ts frames it). */
+export async function rawSocketHello(url: string, fields: HelloFields) {
+  const raw = await rawClient(Number(new URL(url).port));
+  const h = encodeHello(fields, "socket");
+  raw.s.write(new Uint8Array([h.length, 0, ...h]));
+  return raw;
+}
+
+/** rawSocketHello, then waits (bounded) until the listener's own framed hello has arrived: the next step is READY. */
+export async function rawSocketHelloAnswered(url: string, fields: HelloFields) {
+  const raw = await rawSocketHello(url, fields);
+  await until(() => raw.got.length >= 2 + HELLO_SOCKET_BYTES, "the listener's hello", UNTIL_MS);
+  return raw;
 }

@@ -16,7 +16,7 @@ import { tcpBlackhole } from "../helpers/blackhole.ts";
 import { until } from "../helpers/peer.ts";
 import { thrown } from "../helpers/thrown.ts";
 import { useSoftRc } from "./softrc/use-fixture.ts";
-import { ANSWER_WATCHDOG_MS, FIXTURE_GID, rawClient, reqFrame, spawnSetupPeer } from "./setup-harness.ts";
+import { ANSWER_WATCHDOG_MS, FIXTURE_GID, listenerWithBareQp, rawClient, rawSocketHello, rawSocketHelloAnswered, reqFrame, spawnSetupPeer, UNTIL_MS } from "./setup-harness.ts";
 
 const PAIR = new URL("./setup-pair.ts", import.meta.url).pathname;
 const ALIVE = new URL("./setup-alive.ts", import.meta.url).pathname;
@@ -123,9 +123,6 @@ describe("rdma:// URLs and options", () => {
 
 const fx = useSoftRc();
 const spawnPeer = (dir: string) => spawnSetupPeer(fx, dir);
-
-/** How long until() waits for a raw socket's bytes or close. */
-const UNTIL_MS = 10_000;
 
 const portOf = (url: string) => Number(new URL(url).port);
 const modeQuery = (mode: string) => (mode === "socket" ? "?mode=socket" : "");
@@ -316,9 +313,7 @@ describe("hostile and silent peers", () => {
     const silent = await rawClient(portOf(url));
     // A second one sends a hello (naming a real QP, so the listener's QP connects to it) but never the READY byte: its endpoint is closed too.
     const { qpNum } = await other.ask("bareQp");
-    const half = await rawClient(portOf(url));
-    const h = encodeHello({ ...hello, qpNum, gid: new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 127, 0, 0, 1]) }, "socket");
-    half.s.write(new Uint8Array([h.length, 0, ...h]));
+    const half = await rawSocketHello(url, { ...hello, qpNum, gid: FIXTURE_GID });
     await until(() => silent.state.closed && half.state.closed, "both sockets closed by the listener", UNTIL_MS);
     const st = await server.ask("stats");
     expect(st.stats).toMatchObject({ accepted: 0, refusedProtocol: 2 });
@@ -382,15 +377,8 @@ describe("hostile and silent peers", () => {
   }, 30_000);
 
   test("socket mode: the socket is the liveness token: a client that completes the handshake and then closes its socket ends the server's connection (TransportClosedError)", async () => {
-    const dir = fx.registry();
-    const server = spawnPeer(dir);
-    const other = spawnPeer(dir);
-    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0?mode=socket" });
-    const { qpNum } = await other.ask("bareQp");
-    const raw = await rawClient(portOf(url));
-    const h = encodeHello({ ...hello, qpNum, gid: FIXTURE_GID }, "socket");
-    raw.s.write(new Uint8Array([h.length, 0, ...h]));
-    await until(() => raw.got.length >= 2 + HELLO_SOCKET_BYTES, "the listener's hello", UNTIL_MS);
+    const { server, other, url, qpNum } = await listenerWithBareQp(fx, { url: "rdma://127.0.0.1:0?mode=socket" }, false);
+    const raw = await rawSocketHelloAnswered(url, { ...hello, qpNum, gid: FIXTURE_GID });
     raw.s.write(new Uint8Array([0x52])); // READY
     const opened = async () => (await server.ask("stats")).stats.accepted === 1;
     for (let i = 0; i < 200 && !(await opened()); i++) await Bun.sleep(10);
@@ -406,11 +394,7 @@ describe("hostile and silent peers", () => {
   }, 30_000);
 
   test("cm mode: DISCONNECTED ends the server's connection (TransportClosedError): a raw rdma_cm client establishes, then sends a DREQ", async () => {
-    const dir = fx.registry();
-    const server = spawnPeer(dir);
-    const other = spawnPeer(dir);
-    const { url } = await server.ask("listen", { url: "rdma://127.0.0.1:0" });
-    const { qpNum } = await other.ask("bareQp");
+    const { server, other, url, qpNum } = await listenerWithBareQp(fx, { url: "rdma://127.0.0.1:0" }, false);
     const raw = await rawClient(portOf(url));
     raw.s.write(reqFrame(encodeHello(hello, "cm"), qpNum));
     await until(() => raw.got.length >= 12 && raw.got.length >= 12 + raw.got[1]!, "a REP frame", UNTIL_MS);
