@@ -11,6 +11,7 @@
  * Every role ends with a leak check: the fixture's live objects (softrc_live) after closing.
  */
 import { softRcProbes } from "./softrc/probes.ts";
+import { makeEnd, out, startWatchdog, type Tuning } from "./pair-kit.ts";
 import { RdmaRuntime } from "../../src/rdma/runtime.ts";
 import { RdmaEndpoint, type LocalHello } from "../../src/rdma/endpoint.ts";
 import type { RdmaConnection } from "../../src/rdma/connection.ts";
@@ -19,27 +20,8 @@ import type { HotpathError } from "../../src/errors.ts";
 import { IBV, SendWorkRequests } from "../../src/ffi/ibverbs.ts";
 import { readdirSync } from "node:fs";
 
-const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 const { live } = softRcProbes(process.env.HOTPATH_IBVERBS!);
-const WATCHDOG_MS = 60_000;
-setTimeout(() => {
-  console.error("conn-child: watchdog");
-  process.exit(3);
-}, WATCHDOG_MS).unref();
-
-interface Tuning {
-  window?: number;
-  sqDepth?: number;
-  zoneBytes?: number;
-  maxMessageBytes?: number;
-}
-
-function makeEnd(t: Tuning = {}): { rt: RdmaRuntime; ep: RdmaEndpoint } {
-  const rt = RdmaRuntime.acquireDevice({ device: "softrc0", port: 1, gidIndex: 0 });
-  const ep = RdmaEndpoint.create(rt, { maxMessageBytes: t.maxMessageBytes ?? 64 << 20, window: t.window ?? 16, sqDepth: t.sqDepth ?? 64, zoneBytes: t.zoneBytes ?? 1 << 20 });
-  if (ep === null) throw new Error("runtime refused the reservation");
-  return { rt, ep };
-}
+startWatchdog("conn-child");
 
 const helloJson = (h: LocalHello) => JSON.stringify({ ...h, gid: [...h.gid], zoneAddr: String(h.zoneAddr) });
 const helloParse = (s: string): LocalHello => {

@@ -12,6 +12,7 @@
  */
 import { dlopen, FFIType } from "bun:ffi";
 import { softRcProbes } from "./softrc/probes.ts";
+import { makeEnd, out, startWatchdog, type Tuning } from "./pair-kit.ts";
 import { RdmaRuntime } from "../../src/rdma/runtime.ts";
 import { RdmaEndpoint, type LocalHello } from "../../src/rdma/endpoint.ts";
 import type { RdmaConnection } from "../../src/rdma/connection.ts";
@@ -21,26 +22,8 @@ import { IBV, SendWorkRequests, VerbsPd } from "../../src/ffi/ibverbs.ts";
 import { connect, listen } from "../../src/connect/registry.ts";
 import type { Connection } from "../../src/contract/transport.ts";
 
-const out = (o: Record<string, unknown>) => console.log(JSON.stringify(o));
 const { live, fault } = softRcProbes(process.env.HOTPATH_IBVERBS!);
-const WATCHDOG_MS = 60_000;
-setTimeout(() => {
-  console.error("guard-child: watchdog");
-  process.exit(3);
-}, WATCHDOG_MS).unref();
-
-interface Tuning {
-  window?: number;
-  sqDepth?: number;
-  zoneBytes?: number;
-}
-
-function makeEnd(t: Tuning = {}) {
-  const rt = RdmaRuntime.acquireDevice({ device: "softrc0", port: 1, gidIndex: 0 });
-  const ep = RdmaEndpoint.create(rt, { maxMessageBytes: 64 << 20, window: t.window ?? 16, sqDepth: t.sqDepth ?? 64, zoneBytes: t.zoneBytes ?? 1 << 20 });
-  if (ep === null) throw new Error("runtime refused the reservation");
-  return { rt, ep };
-}
+startWatchdog("guard-child");
 
 /** An open end: its received messages (held unless `release`), its close error, `gone` once onClosed ran. */
 function open(end: { rt: RdmaRuntime; ep: RdmaEndpoint }, peer: LocalHello, name: string, release = true) {
