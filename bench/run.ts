@@ -2,7 +2,7 @@
  * `bun run bench` / `hotpath bench`: every transport and peer, measured by the same client body
  * (bench/measure.ts: one spin body, one event-loop body; every reply checked byte for byte),
  * each row beside named references measured in the same run. Writes a JSON report and charts;
- * exits 1 when a row or a part (loopback, serve, worker-pool, idle-wake, kv, rdma) failed to start or while measured, or
+ * exits 1 when a row or a part (loopback, serve, worker-pool, idle-wake, stream, kv, rdma) failed to start or while measured, or
  * a ucx_perftest reference did not finish (a wrong reply byte among the causes), all listed
  * under FAILED; a row or part that cannot run here (a missing tool) is listed as skipped with
  * its reason and does not fail the run.
@@ -10,7 +10,7 @@
  *   --quick               short samples (the CI smoke run)
  *   --transports a,b      only these rows (ids: raw-tcp raw-tcp-bytes raw-unix raw-shm inproc
  *                         shm-spin shm-async tcp ucx-tcp ucx-shm ucx-rc ucx-ud ucx-dc rdma ipc
- *                         worker http ws grpc loopback serve worker-pool idle-wake kv)
+ *                         worker http ws grpc loopback serve worker-pool idle-wake stream kv)
  *   --rdma-fixture        the rdma part (bench/rdma.bench.ts) runs on the software RC test
  *                         provider (test/rdma/softrc, built for it) when no RDMA device exists:
  *                         a functional row, labelled so, never hardware performance
@@ -19,7 +19,8 @@
  *   --json PATH           report path (default bench/results/latest.json; charts beside it)
  *   --corrupt-reply N     the raw reference echo servers flip one byte of their N-th reply
  *                         (HOTPATH_BENCH_CORRUPT_REPLY): shows the byte check failing the row;
- *                         the kv part's stored value of key N gets one byte flipped (its GET rows fail)
+ *                         the kv part's stored value of key N gets one byte flipped (its GET rows fail);
+ *                         the stream part's peers flip one byte of the N-th message of every stream
  *   --serve HOST:PORT     across nodes: run the tcp, ucx and raw tcp servers here (ports PORT,
  *                         PORT+1, PORT+2) until interrupted
  *   --connect HOST:PORT   across nodes: measure those servers from this node
@@ -47,13 +48,14 @@ interface Options {
 }
 
 /** Ids of the sections that are not TARGETS rows. */
-const EXTRA_IDS = ["loopback", "serve", "worker-pool", "idle-wake", "kv", "rdma"];
+const EXTRA_IDS = ["loopback", "serve", "worker-pool", "idle-wake", "stream", "kv", "rdma"];
 
-/** Issue 14's parts: id, title while it runs, the module (another engineer's until it lands) and its measure function. */
+/** Issue 14's parts and issue 16's stream part: id, title while it runs, the module (another engineer's until it lands) and its measure function. */
 const PARTS = [
   { id: "serve", label: "Bun.serve front with backends (bench/serve.bench.ts)", file: "./serve.bench.ts", fn: "measureServe" },
   { id: "worker-pool", label: "worker pool against postMessage (bench/worker-pool.bench.ts)", file: "./worker-pool.bench.ts", fn: "measureWorkerPool" },
   { id: "idle-wake", label: "idle-to-woken calls (bench/idle-wake.bench.ts)", file: "./idle-wake.bench.ts", fn: "measureIdleWake" },
+  { id: "stream", label: "stream throughput beside gRPC and WebSocket (bench/stream.bench.ts)", file: "./stream.bench.ts", fn: "measureStream" },
 ] as const;
 
 type PartFn = (opts: { quick: boolean; log: (s: string) => void }) => Promise<PartReport & { skipped?: Array<{ id: string; reason: string }> }>;
