@@ -20,36 +20,40 @@
  * as usual, and once none is in flight the client closes the connection (later calls fail
  * with TransportClosedError): a pool moves new calls elsewhere from onGoaway.
  *
+ * Also: per-call metadata and deadlines passed on (RequestOptions: pending.ts), interceptors
+ * around request() (ClientOptions.interceptors: interceptors.ts; the hot path never sees them),
+ * metrics (ClientOptions.metrics, client.metrics(): meter.ts) and streams, each in a slot of
+ * the same window (stream/: a SlotOwner gets the slot's frames).
+ *
  * Threading: a Client belongs to the thread that created it.
  */
 
-import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
+import { EMPTY_BYTES } from "../bytes.ts";
 import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
-import { KIND_CANCEL, KIND_ERROR, KIND_GOAWAY, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
-import { checkMessage, decodeErrorBody, wireCallGen, wireCallSlot, wireKind, wireWord0, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
+import { KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_GOAWAY, KIND_MASK, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, KIND_STREAM_END, KIND_STREAM_MSG, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
+import { checkMessage, decodeErrorBody, wireCallGen, wireCallSlot, wireWord0, withMetadata, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
 import { checkTimeout } from "./validate.ts";
-import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, keepCopies, ownQueued, PendingRequest, promiseFor } from "./pending.ts";
-export type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
+import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, armRequest, keepCopies, splitMetadata, tellMetadata, oversizedSlot, ownedBody, PendingRequest, type SlotOwner } from "./pending.ts";
+import { RoomRetry } from "./room.ts";
+import { CompletionRing } from "./completions.ts";
+import { SlotTable, SLOT_CALLBACK, SLOT_CANCELLING, SLOT_DONE, SLOT_FREE, SLOT_PROMISE, SLOT_STREAM } from "./slots.ts";
+import { CallMeter, metricsOption } from "./meter.ts";
+import type { RpcMetricsSnapshot } from "./metrics.ts";
+import { Metadata } from "./metadata.ts";
+import { unaryChain, type UnaryChain } from "./interceptors.ts";
+export type { ClientOptions, OnResponse, RequestOptions, SlotOwner } from "./pending.ts";
 import type { ClientOptions, OnResponse, RequestOptions } from "./pending.ts";
-export const DEFAULT_WINDOW = 256;
-/** Slot indexes travel as u32, but the server indexes per-slot state by them: keep it modest. */
-export const MAX_WINDOW = 1 << 16;
+export { DEFAULT_WINDOW, MAX_WINDOW } from "./slots.ts";
+import { DEFAULT_WINDOW } from "./slots.ts";
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
 /** How long a request blocked by a full transport waits (event-loop modes) or sleeps (spin / blocking: a timer) before it looks again. */
 const FULL_RETRY_WAIT_MS = 10;
 
 const REQUEST_WORD0 = wireWord0(KIND_REQUEST, 0); // a request's first header word, no app header
 
-const SLOT_FREE = 0;
-const SLOT_CALLBACK = 1;
-const SLOT_PROMISE = 2;
-const SLOT_DONE = 3; // completed, waiting in the completion queue for poll()
-const SLOT_CANCELLING = 4; // abandoned (timeout, abort): not reissued until its cancel went out (CancelQueue)
-
-export class Client<U = unknown> implements Disposable {
+export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   readonly conn: Connection;
-  readonly window: number;
   /** Invoked inline by poll() for every hot-path call that completed. */
   onResponse: OnResponse<U> | null = null;
   /** Responses dropped because their call had already timed out, been cancelled or completed. */
@@ -60,18 +64,8 @@ export class Client<U = unknown> implements Disposable {
   private announced = false; // the GOAWAY announcement went out (announce())
 
   private readonly defaultTimeoutMs: number;
-  private readonly gen: Uint32Array;
-  private readonly state: Uint8Array;
-  private readonly userData: (U | undefined)[];
-  private readonly pending: (PendingRequest | undefined)[];
-  private readonly freeSlots: Int32Array;
-  private freeTop: number;
   // Completion ring for hot-path calls: at most one entry per slot, so `window` entries suffice.
-  private readonly compSlot: Int32Array;
-  private readonly compMsg: (RxMessage | null)[];
-  private readonly compErr: (HotpathError | null)[];
-  private compHead = 0;
-  private compCount = 0;
+  private readonly ready: CompletionRing;
   /** poll() is in conn.poll() with nothing queued; directDelivered counts completeNow() calls. */
   private direct = false;
   private directDelivered = 0;
@@ -85,7 +79,9 @@ export class Client<U = unknown> implements Disposable {
     (slot, method) => (this.closeErr !== null ? SEND_CLOSED : this.sendFrame(KIND_CANCEL, method, slot, this.gen[slot]!, EMPTY_BYTES)),
     (slot) => this.freeSlot(slot),
   );
-  private pumpScheduled = false;
+  private readonly room: RoomRetry;
+  private readonly meter: CallMeter | null;
+  private readonly chain: UnaryChain | null;
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);
   private readonly head24 = this.headBuf.subarray(0, WIRE_HEADER_BYTES);
   private closeErr: HotpathError | null = null;
@@ -93,23 +89,17 @@ export class Client<U = unknown> implements Disposable {
   private readonly sendsWords: boolean; // the transport takes the header as words (trySendWords)
 
   constructor(conn: Connection, opts: ClientOptions = {}) {
-    const window = opts.window ?? DEFAULT_WINDOW;
-    if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW) throw new UsageError(`client window ${window} must be an integer in 1..${MAX_WINDOW}`);
+    super(opts.window ?? DEFAULT_WINDOW);
+    const window = this.window;
     this.conn = conn;
-    this.window = window;
     this.defaultTimeoutMs = checkTimeout(opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, "client options");
     this.appHeaderLimit = Math.min(MAX_APP_HEADER_BYTES, conn.caps.maxHeadBytes - WIRE_HEADER_BYTES);
     this.sendsWords = typeof conn.trySendWords === "function";
-    this.gen = new Uint32Array(window);
-    this.state = new Uint8Array(window);
-    this.userData = new Array(window).fill(undefined);
-    this.pending = new Array(window).fill(undefined);
-    this.freeSlots = new Int32Array(window);
-    for (let i = 0; i < window; i++) this.freeSlots[i] = window - 1 - i;
-    this.freeTop = window;
-    this.compSlot = new Int32Array(window);
-    this.compMsg = new Array(window).fill(null);
-    this.compErr = new Array(window).fill(null);
+    this.ready = new CompletionRing(window);
+    this.room = new RoomRetry(conn, () => this.pump(), FULL_RETRY_WAIT_MS, FULL_RETRY_WAIT_MS);
+    const metrics = metricsOption(opts.metrics, "client options");
+    this.meter = metrics === null ? null : new CallMeter(metrics, conn.transport, window);
+    this.chain = opts.interceptors === undefined || opts.interceptors.length === 0 ? null : unaryChain(opts.interceptors, (m, d, o) => this.start(m, d, o));
     conn.setReceiver({
       onMessage: (m) => this.onMessage(m),
       onClose: (e) => this.onClose(e),
@@ -120,11 +110,6 @@ export class Client<U = unknown> implements Disposable {
   /** True once the server sent GOAWAY: it is draining and will close this connection. */
   get draining(): boolean {
     return this.goaway;
-  }
-
-  /** Calls in flight (sent, not yet delivered; abandoned ones until their cancel went out). */
-  get inFlight(): number {
-    return this.window - this.freeTop;
   }
 
   get closed(): boolean {
@@ -144,7 +129,7 @@ export class Client<U = unknown> implements Disposable {
     }
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
-    this.issue(slot, userData);
+    this.issue(slot, userData, method, data.length);
     if (appHeader === undefined && this.sendsWords) {
       // The header's six words go straight into the transport's descriptor (no head bytes built).
       return this.called(slot, this.conn.trySendWords!(REQUEST_WORD0, method, slot, this.gen[slot]!, data.length, 0, data));
@@ -171,7 +156,7 @@ export class Client<U = unknown> implements Disposable {
     const slot = this.callSlot();
     if (slot < 0) return slot === -1 ? SEND_FULL : SEND_CLOSED;
     writeWireHeader(this.headBuf, KIND_REQUEST, method >>> 0, slot, this.gen[slot]!, 0, lenBytes);
-    this.issue(slot, userData);
+    this.issue(slot, userData, method, lenBytes);
     let status: SendStatus;
     try {
       status = this.conn.trySendBuffer(this.head24, buffer, lenBytes);
@@ -193,9 +178,10 @@ export class Client<U = unknown> implements Disposable {
    * Marks a hot-path call outstanding before its request is sent: a transport may deliver the
    * response (or the connection's close) inside the send itself (UCX's self transport does).
    */
-  private issue(slot: number, userData: U): void {
+  private issue(slot: number, userData: U, method: number, lenBytes: number): void {
     this.state[slot] = SLOT_CALLBACK;
     this.userData[slot] = userData;
+    if (this.meter !== null) this.meter.start(slot, method, lenBytes);
   }
 
   /** After the send: gives the slot back when nothing was sent (Full, or Closed before it). */
@@ -222,7 +208,7 @@ export class Client<U = unknown> implements Disposable {
     // a throw is rethrown once the transport's delivery returns). Only over the segment transports
     // (trySendWords), whose delivery is a plain JS loop: ucx's is inside its worker's progress.
     const before = this.directDelivered;
-    if (this.compCount === 0 && this.sendsWords) this.direct = true;
+    if (this.ready.length === 0 && this.sendsWords) this.direct = true;
     try {
       this.conn.poll();
     } finally {
@@ -237,15 +223,10 @@ export class Client<U = unknown> implements Disposable {
     // Requests and cancels waiting for room go out from here too (spin / blocking modes have no other driver).
     if ((this.waiting.length > 0 || this.cancels.length > 0) && this.closeErr === null) this.pump();
     let n = this.directDelivered - before;
-    while (this.compCount > 0) {
-      const i = this.compHead;
-      const slot = this.compSlot[i]!;
-      const msg = this.compMsg[i]!;
-      const err = this.compErr[i]!;
-      this.compMsg[i] = null;
-      this.compErr[i] = null;
-      this.compHead = i + 1 === this.window ? 0 : i + 1;
-      this.compCount--;
+    while (this.ready.length > 0) {
+      const slot = this.ready.shift();
+      const msg = this.ready.msg;
+      const err = this.ready.err;
       const ud = this.userData[slot] as U;
       this.freeSlot(slot);
       try {
@@ -260,7 +241,7 @@ export class Client<U = unknown> implements Disposable {
 
   /** Resolves true when completions are ready or input may have arrived, false after timeoutMs. */
   wait(timeoutMs: number): Promise<boolean> {
-    if (this.compCount > 0 || this.closeErr !== null) return Promise.resolve(this.compCount > 0);
+    if (this.ready.length > 0 || this.closeErr !== null) return Promise.resolve(this.ready.length > 0);
     return this.conn.wait(timeoutMs);
   }
 
@@ -271,27 +252,31 @@ export class Client<U = unknown> implements Disposable {
    * the transport is full it waits for room, within the deadline.
    */
   request(method: number, data: Uint8Array = EMPTY_BYTES, opts?: RequestOptions): Promise<Uint8Array> {
+    return this.chain === null ? this.start(method, data, opts) : this.chain(method, data, opts);
+  }
+
+  /** Metrics of the calls made so far (ClientOptions.metrics); UsageError when metrics are off. */
+  metrics(): RpcMetricsSnapshot {
+    if (this.meter === null) throw new UsageError("client.metrics(): this client was made without metrics (ClientOptions.metrics)");
+    return this.meter.metrics.snapshot();
+  }
+
+  /** request() past the interceptors. */
+  private start(method: number, data: Uint8Array, opts: RequestOptions | undefined): Promise<Uint8Array> {
     const signal = opts?.signal;
     if (signal?.aborted) {
       return Promise.reject(new CancelledError(`request for method ${method} aborted before it was sent`, { cause: signal.reason }));
     }
-    const appHeader = opts?.appHeader;
-    let timeoutMs: number;
+    let p: PendingRequest;
     try {
-      timeoutMs = checkRequest(this.conn, this.appHeaderLimit, this.defaultTimeoutMs, method, data, opts);
+      // No closure per request: one executor binds the promise, `p` is the signal's listener, and
+      // the client's deadline queue times it out (pending.ts). Metadata is encoded and checked here.
+      p = checkRequest(this.conn, this.appHeaderLimit, this.defaultTimeoutMs, method, data, opts, this.aborted);
     } catch (e) {
       return Promise.reject(e);
     }
     if (this.closeErr !== null) return Promise.reject(this.closeErr);
-    // No closure per request: one executor binds the promise, `p` is the signal's listener, and
-    // the client's deadline queue times it out (pending.ts).
-    const p = new PendingRequest(method, data, appHeader, signal, timeoutMs, this.aborted);
-    const promise = promiseFor(p);
-    if (timeoutMs > 0) this.deadlines.add(p, performance.now() + timeoutMs);
-    if (signal) {
-      p.listening = true;
-      signal.addEventListener("abort", p);
-    }
+    const promise = armRequest(p, this.deadlines); // its promise, its deadline, its abort listener
     try {
       if (this.waiting.length > 0 || !this.tryStart(p)) {
         if (this.closeErr !== null) this.settle(p, null, this.closeErr);
@@ -314,7 +299,12 @@ export class Client<U = unknown> implements Disposable {
 
   // ---- engine ----
 
-  private sendFrame(kind: number, method: number, slot: number, gen: number, data: Uint8Array, appHeader?: Uint8Array): SendStatus {
+  /** `md`: encoded metadata for the body's start (wire.ts), null for none. */
+  private sendFrame(kind: number, method: number, slot: number, gen: number, data: Uint8Array, appHeader?: Uint8Array, md: Uint8Array | null = null): SendStatus {
+    if (md !== null) {
+      data = withMetadata(md, data);
+      kind |= KIND_FLAG_METADATA;
+    }
     const appLen = appHeader ? appHeader.length : 0;
     if (appLen > this.appHeaderLimit || data.length > sendLimit(this.conn.caps)) checkSizes(this.conn, this.appHeaderLimit, data, appHeader);
     writeWireHeader(this.headBuf, kind, method >>> 0, slot, gen, appLen, data.length);
@@ -326,12 +316,37 @@ export class Client<U = unknown> implements Disposable {
     return this.conn.trySend(head, data);
   }
 
-  private allocSlot(): number {
-    if (this.freeTop === 0) return -1;
-    const slot = this.freeSlots[--this.freeTop]!;
-    // Generations start at 1; 0 is never issued, so a response with generation 0 is bogus.
-    this.gen[slot] = (this.gen[slot]! + 1) >>> 0 || 1;
+  // ---- slots for streams (stream/) ----
+
+  /** @internal a slot for `owner` (a stream): its index, -1 when the window is full, -2 when closed. */
+  openSlot(owner: SlotOwner): number {
+    if (this.closeErr !== null) return -2;
+    const slot = this.allocSlot();
+    if (slot < 0) return -1;
+    this.state[slot] = SLOT_STREAM;
+    this.owners[slot] = owner;
     return slot;
+  }
+
+  /**
+   * @internal sends a frame of `kind` for `owner`'s stream in `slot` (its current generation);
+   * `md`: encoded metadata or null; `buffer`: `data` is a buffer of allocBuffer(), its first
+   * lenBytes sent without a copy (STREAM_MSG). SEND_CLOSED once the slot is no longer owner's.
+   */
+  sendOn(owner: SlotOwner, kind: number, slot: number, method: number, data: Uint8Array, md: Uint8Array | null, buffer = false, lenBytes = data.length): SendStatus {
+    if (this.closeErr !== null || this.state[slot] !== SLOT_STREAM || this.owners[slot] !== owner) return SEND_CLOSED;
+    if (!buffer) return this.sendFrame(kind, method, slot, this.gen[slot]!, data, undefined, md);
+    writeWireHeader(this.headBuf, KIND_STREAM_MSG, method >>> 0, slot, this.gen[slot]!, 0, lenBytes);
+    return this.conn.trySendBuffer(this.head24, data, lenBytes);
+  }
+
+  /** @internal `owner`'s stream in `slot` is over; `cancel`: tell the server first (the slot waits for the cancel to go out). No-op once the slot is not owner's. */
+  releaseSlot(owner: SlotOwner, slot: number, method: number, cancel: boolean): void {
+    if (this.state[slot] !== SLOT_STREAM || this.owners[slot] !== owner) return;
+    this.owners[slot] = undefined;
+    if (!cancel || this.closeErr !== null) return this.freeSlot(slot);
+    this.state[slot] = SLOT_CANCELLING;
+    if (!this.cancels.push(slot, method)) this.room.later();
   }
 
   private freeSlot(slot: number): void {
@@ -339,7 +354,7 @@ export class Client<U = unknown> implements Disposable {
     this.userData[slot] = undefined;
     this.pending[slot] = undefined;
     this.freeSlots[this.freeTop++] = slot;
-    if (this.waiting.length > 0) this.schedulePump();
+    if (this.waiting.length > 0) this.room.soon();
     else if (this.goaway && this.freeTop === this.window) queueMicrotask(this.closeIfIdle);
   }
 
@@ -356,7 +371,7 @@ export class Client<U = unknown> implements Disposable {
 
   /** After GOAWAY: closes the connection once no call is in flight, waiting or undelivered. */
   private readonly closeIfIdle = () => {
-    if (this.closeErr !== null || this.freeTop !== this.window || this.waiting.length > 0 || this.compCount > 0) return;
+    if (this.closeErr !== null || this.freeTop !== this.window || this.waiting.length > 0 || this.ready.length > 0) return;
     this.conn.close();
     if (this.closeErr === null) this.onClose(new TransportClosedError(`rpc: connection to ${this.conn.peer} closed after the server sent GOAWAY (it is draining)`));
   };
@@ -369,9 +384,10 @@ export class Client<U = unknown> implements Disposable {
     this.state[slot] = SLOT_PROMISE;
     this.pending[slot] = p;
     p.slot = slot;
+    if (this.meter !== null) this.meter.start(slot, p.method, p.data.length);
     const status = p.appHeader === undefined && this.sendsWords
-      ? this.conn.trySendWords!(REQUEST_WORD0, p.method, slot, this.gen[slot]!, p.data.length, 0, p.data)
-      : this.sendFrame(KIND_REQUEST, p.method, slot, this.gen[slot]!, p.data, p.appHeader);
+      ? this.conn.trySendWords!(p.kind === KIND_REQUEST ? REQUEST_WORD0 : wireWord0(p.kind, 0), p.method, slot, this.gen[slot]!, p.data.length, 0, p.data)
+      : this.sendFrame(p.kind, p.method, slot, this.gen[slot]!, p.data, p.appHeader);
     if (status === SEND_OK || p.done) return true;
     p.slot = -1;
     this.state[slot] = SLOT_FREE;
@@ -381,39 +397,14 @@ export class Client<U = unknown> implements Disposable {
       this.settle(p, null, this.closeErr ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} is closed`));
       return true;
     }
-    this.retryWhenRoom();
+    // Transport full: retry once it drains or input arrives, from a clean stack (some transports
+    // deliver or close inside wait()); spin / blocking modes retry by timer (room.ts).
+    this.room.later();
     return false;
   }
 
-  /**
-   * Transport full: retry once it drains or input arrives, from a clean stack (some transports
-   * deliver or close inside wait()). Where wait() would hold the thread (spin / blocking), a
-   * timer retries, and the application's own poll() loop sends too: the event loop never freezes.
-   */
-  private retryWhenRoom(): void {
-    if (this.pumpScheduled) return;
-    this.pumpScheduled = true;
-    if (this.conn.waitsOnEventLoop) queueMicrotask(this.waitThenPump);
-    else setTimeout(this.retryPump, FULL_RETRY_WAIT_MS);
-  }
-
-  private readonly retryPump = () => {
-    this.pumpScheduled = false;
-    this.pump();
-  };
-
-  private readonly waitThenPump = () => {
-    this.conn.wait(FULL_RETRY_WAIT_MS).then(this.retryPump);
-  };
-
-  private schedulePump(): void {
-    if (this.pumpScheduled) return;
-    this.pumpScheduled = true;
-    queueMicrotask(this.retryPump);
-  }
-
   private pump(): void {
-    if (this.cancels.length > 0 && !this.cancels.flush()) return this.retryWhenRoom();
+    if (this.cancels.length > 0 && !this.cancels.flush()) return this.room.later();
     while (this.waiting.length > 0) {
       const p = this.waiting[0]!;
       if (!p.done && !this.tryStart(p)) return;
@@ -431,8 +422,9 @@ export class Client<U = unknown> implements Disposable {
     if (slot >= 0 && this.pending[slot] === p) {
       this.state[slot] = SLOT_CANCELLING;
       this.pending[slot] = undefined;
+      if (this.meter !== null) this.meter.end(slot, 0, error);
       this.settle(p, null, error);
-      if (!this.cancels.push(slot, p.method)) this.retryWhenRoom();
+      if (!this.cancels.push(slot, p.method)) this.room.later();
       return;
     }
     this.settle(p, null, error);
@@ -449,13 +441,17 @@ export class Client<U = unknown> implements Disposable {
 
   private onMessage(msg: RxMessage): void {
     let kind: number;
+    let raw: number; // the kind byte, with KIND_FLAG_METADATA
     try {
-      kind = checkMessage(msg);
+      raw = checkMessage(msg);
+      kind = raw & KIND_MASK;
       if (kind === KIND_GOAWAY) {
         msg.release();
         return this.onGoawayMessage();
       }
-      if (kind !== KIND_RESPONSE && kind !== KIND_ERROR) throw new ProtocolError(`rpc client: received message kind ${kind}, expected a response`);
+      if (kind !== KIND_RESPONSE && kind !== KIND_ERROR && (kind < KIND_STREAM_MSG || kind > KIND_STREAM_END)) {
+        throw new ProtocolError(`rpc client: received message kind ${kind}, expected a response or a stream frame`);
+      }
     } catch (e) {
       return this.protocolAbort(e, msg);
     }
@@ -469,7 +465,7 @@ export class Client<U = unknown> implements Disposable {
     }
     const state = this.state[slot]!;
     const cur = this.gen[slot]!;
-    if (gen !== cur || (state !== SLOT_CALLBACK && state !== SLOT_PROMISE)) {
+    if (gen !== cur || (state !== SLOT_CALLBACK && state !== SLOT_PROMISE && state !== SLOT_STREAM)) {
       // Older generation or already finished: a late or duplicated response. A newer one was never issued.
       if (((cur - gen) >>> 0) >= 0x80000000 || cur === 0) {
         return this.protocolAbort(new ProtocolError(`rpc client: response for call ${slot}/${gen}, which was never issued`), msg);
@@ -478,6 +474,16 @@ export class Client<U = unknown> implements Disposable {
       msg.release();
       return;
     }
+    if (state === SLOT_STREAM) return this.owners[slot]!.onFrame(kind, msg); // the stream checks the kind
+    if (kind !== KIND_RESPONSE && kind !== KIND_ERROR) return this.protocolAbort(new ProtocolError(`rpc client: a stream frame (kind ${kind}) for call ${slot}/${gen}, which is not a stream`), msg);
+    const p = state === SLOT_PROMISE ? this.pending[slot]! : undefined;
+    if (raw !== kind) {
+      try {
+        msg = splitMetadata(msg, p?.onMetadata); // the call gets the data after the metadata (a copy)
+      } catch (e) {
+        return this.protocolAbort(e, msg);
+      }
+    } else if (p?.onMetadata !== undefined) tellMetadata(p.onMetadata, Metadata.EMPTY);
     let error: HotpathError | null = null;
     if (kind === KIND_ERROR) {
       try {
@@ -489,26 +495,23 @@ export class Client<U = unknown> implements Disposable {
     }
     if (state === SLOT_CALLBACK) {
       if (this.direct && error === null) return this.completeNow(slot, msg);
+      if (this.meter !== null) this.meter.end(slot, msg.bodyLength, error);
       this.state[slot] = SLOT_DONE;
       this.enqueueCompletion(slot, error === null ? msg : null, error);
       if (error !== null) msg.release();
       return;
     }
-    const p = this.pending[slot]!;
+    if (this.meter !== null) this.meter.end(slot, msg.bodyLength, error);
     this.freeSlot(slot);
     if (error !== null) {
       msg.release();
       // A registered application error class comes back as itself (registerError()).
-      this.settle(p, null, rebuildRemoteError(error as RemoteError));
+      this.settle(p!, null, rebuildRemoteError(error as RemoteError));
       return;
     }
-    const body = msg.body;
-    // Hand out memory the caller owns: copy out of transport memory, and copy small bodies
-    // rather than pin a whole read buffer; always a plain Uint8Array (tcp delivers Buffers).
-    const out =
-      this.conn.caps.zeroCopy || body.byteLength * 2 < body.buffer.byteLength ? copyBytes(body) : body.constructor === Uint8Array ? body : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+    const out = ownedBody(this.conn, msg.body); // memory the caller owns (pending.ts)
     msg.release();
-    this.settle(p, out, null);
+    this.settle(p!, out, null);
   }
 
   /**
@@ -516,25 +519,18 @@ export class Client<U = unknown> implements Disposable {
    * outstanding) with MessageTooLargeError and keep the connection; other calls are unaffected.
    */
   private onOversized(head: Uint8Array, bodyLength: number): void {
-    if (head.length < WIRE_HEADER_BYTES) {
-      this.conn.abort(new ProtocolError(`rpc client: an oversized message with a ${head.length}-byte head`));
-      return;
-    }
-    const kind = wireKind(head);
-    const slot = wireCallSlot(head);
-    const gen = wireCallGen(head);
-    if ((kind !== KIND_RESPONSE && kind !== KIND_ERROR) || slot >= this.window) {
-      this.conn.abort(new ProtocolError(`rpc client: an oversized message of kind ${kind} for call ${slot}/${gen}`));
-      return;
-    }
+    const slot = oversizedSlot(this.conn, this.window, head); // aborts the connection for a head that names no call
+    if (slot < 0) return;
     const state = this.state[slot]!;
-    if (gen !== this.gen[slot] || (state !== SLOT_CALLBACK && state !== SLOT_PROMISE)) {
+    if (wireCallGen(head) !== this.gen[slot] || (state !== SLOT_CALLBACK && state !== SLOT_PROMISE && state !== SLOT_STREAM)) {
       this.lateResponses++;
       return;
     }
     const error = new MessageTooLargeError(
-      `rpc client: the response for call ${slot}/${gen} has ${bodyLength} bytes, more than this side's maxMessageBytes ${this.conn.caps.maxMessageBytes}; it was skipped`,
+      `rpc client: a message for call ${slot}/${wireCallGen(head)} has ${bodyLength} bytes, more than this side's maxMessageBytes ${this.conn.caps.maxMessageBytes}; it was skipped`,
     );
+    if (state === SLOT_STREAM) return this.owners[slot]!.onClose(error); // the stream fails; it releases its slot
+    if (this.meter !== null) this.meter.end(slot, 0, error);
     if (state === SLOT_CALLBACK) {
       this.state[slot] = SLOT_DONE;
       this.enqueueCompletion(slot, null, error);
@@ -547,6 +543,7 @@ export class Client<U = unknown> implements Disposable {
 
   /** Inside poll(), nothing queued: onResponse now, as poll()'s loop would. */
   private completeNow(slot: number, msg: RxMessage): void {
+    if (this.meter !== null) this.meter.end(slot, msg.bodyLength, null);
     const ud = this.userData[slot] as U;
     this.freeSlot(slot);
     this.directDelivered++;
@@ -562,12 +559,7 @@ export class Client<U = unknown> implements Disposable {
   }
 
   private enqueueCompletion(slot: number, msg: RxMessage | null, error: HotpathError | null): void {
-    let i = this.compHead + this.compCount;
-    if (i >= this.window) i -= this.window;
-    this.compSlot[i] = slot;
-    this.compMsg[i] = msg;
-    this.compErr[i] = error;
-    this.compCount++;
+    this.ready.push(slot, msg, error);
     this.direct = false; // anything queued goes first: later responses queue behind it (arrival order)
   }
 
@@ -581,9 +573,10 @@ export class Client<U = unknown> implements Disposable {
     if (this.closeErr !== null) return;
     const err = error ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} closed locally`);
     this.closeErr = err;
-    ownQueued(this.compMsg, this.compHead, this.compCount); // their views go back now; copies wait for poll()
+    this.ready.ownQueued(); // their views go back now; copies wait for poll()
     for (let slot = 0; slot < this.window; slot++) {
       const state = this.state[slot];
+      if ((state === SLOT_PROMISE || state === SLOT_CALLBACK) && this.meter !== null) this.meter.end(slot, 0, err);
       if (state === SLOT_PROMISE) {
         const p = this.pending[slot]!;
         this.freeSlot(slot);
@@ -591,6 +584,11 @@ export class Client<U = unknown> implements Disposable {
       } else if (state === SLOT_CALLBACK) {
         this.state[slot] = SLOT_DONE;
         this.enqueueCompletion(slot, null, err);
+      } else if (state === SLOT_STREAM) {
+        const owner = this.owners[slot]!;
+        this.owners[slot] = undefined;
+        this.freeSlot(slot);
+        owner.onClose(err);
       }
     }
     for (const p of this.waiting.splice(0)) this.settle(p, null, err);

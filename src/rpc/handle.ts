@@ -73,6 +73,8 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
   charged = 0;
   /** How many times this handle object was issued (a pooled handle is reissued for later requests). */
   generation = 0;
+  /** @internal where the request's data starts in its body, after its metadata (wire.ts); 0: no metadata. */
+  mdEnd = 0;
 
   constructor(readonly session: S) {}
 
@@ -88,6 +90,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     this.cancelled = false;
     this.abortCtl = null;
     this.charged = 0;
+    this.mdEnd = 0;
     this.generation++;
     return this;
   }
@@ -110,7 +113,8 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
   /** Request data: a view into transport memory (or the detached copy), valid until the handle is consumed. */
   get data(): Uint8Array {
     if (this.done) throw new UsageError("request handle already consumed");
-    return this.msg === null ? this.ownData! : this.msg.body;
+    if (this.msg === null) return this.ownData!;
+    return this.mdEnd === 0 ? this.msg.body : this.msg.body.subarray(this.mdEnd);
   }
 
   /** The fixed application header (empty when the request had none); same lifetime as data. */
@@ -143,7 +147,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     if (msg === null) return;
     this.poolable = false; // kept past its delivery: never reissued, so a late use stays a UsageError
     const copy = this.session.conn.caps.zeroCopy;
-    const body = msg.body;
+    const body = this.mdEnd === 0 ? msg.body : msg.body.subarray(this.mdEnd);
     this.ownData = copy && body.length > 0 ? copyBytes(body) : body;
     const { headBuf, headOffset } = msg;
     const len = wireAppHeaderLen(headBuf, headOffset);

@@ -8,11 +8,14 @@
  * Threading: the client's thread.
  */
 
-import { UsageError, type HotpathError } from "../errors.ts";
+import { ProtocolError, TimeoutError, UsageError, type HotpathError } from "../errors.ts";
 import { SEND_FULL, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
-import { GOAWAY_HELLO_METHOD, KIND_CANCEL, WIRE_HEADER_BYTES, writeWireHeader } from "./wire.ts";
+import { GOAWAY_HELLO_METHOD, KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_REQUEST, KIND_RESPONSE, KIND_STREAM_END, KIND_STREAM_MSG, METADATA_LEN_BYTES, WIRE_HEADER_BYTES, metadataEnd, wireCallSlot, wireKind, withMetadata, writeWireHeader } from "./wire.ts";
+import { OwnedMessage } from "./completions.ts";
 import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
+import { Metadata, decodeMetadata, encodeMetadata, withRemainingDeadline, type MetadataInit } from "./metadata.ts";
+import type { RpcMetrics } from "./metrics.ts";
 
 /**
  * One request() in flight or waiting for room: its promise, its place in the client's deadline
@@ -26,6 +29,9 @@ export class PendingRequest {
   deadline = Infinity;
   heapIndex = -1;
   listening = false; // registered as the signal's abort listener
+  /** KIND_REQUEST, with KIND_FLAG_METADATA when `data` starts with metadata (wire.ts); who gets the response's. */
+  kind = KIND_REQUEST;
+  onMetadata: ((md: Metadata) => void) | undefined = undefined;
   resolve!: (v: Uint8Array) => void;
   reject!: (e: Error) => void;
   constructor(
@@ -53,6 +59,17 @@ export function promiseFor(p: PendingRequest): Promise<Uint8Array> {
   binding = p;
   const promise = new Promise<Uint8Array>(bindExecutor);
   binding = null;
+  return promise;
+}
+
+/** A request's promise (promiseFor), with its deadline queued and its signal's abort listener added. */
+export function armRequest(p: PendingRequest, deadlines: DeadlineQueue): Promise<Uint8Array> {
+  const promise = promiseFor(p);
+  if (p.timeoutMs > 0) deadlines.add(p, performance.now() + p.timeoutMs);
+  if (p.signal) {
+    p.listening = true;
+    p.signal.addEventListener("abort", p);
+  }
   return promise;
 }
 
@@ -239,16 +256,122 @@ export function announceGoaway(conn: Connection): boolean {
 }
 
 /**
- * request()'s argument checks (UsageError: method, data, appHeader, signal, timeoutMs, sizes);
- * returns the call's deadline in ms (0: none), `defaultTimeoutMs` when the options give none.
+ * request()'s argument checks (UsageError: method, data, appHeader, signal, timeoutMs, parent,
+ * metadata, sizes) and its PendingRequest: timeoutMs (0: none) is `defaultTimeoutMs` when the
+ * options give none, cut to the parent's remaining deadline; the metadata is encoded, with
+ * DEADLINE_KEY when the timeout was given or inherited. A parent whose deadline has passed is a
+ * TimeoutError before anything is sent.
  */
-export function checkRequest(conn: Connection, appHeaderLimit: number, defaultTimeoutMs: number, method: number, data: Uint8Array, opts: RequestOptions | undefined): number {
+export function checkRequest(conn: Connection, appHeaderLimit: number, defaultTimeoutMs: number, method: number, data: Uint8Array, opts: RequestOptions | undefined, onAbort: (p: PendingRequest) => void): PendingRequest {
   checkArgs(method, data, opts?.appHeader, "client.request");
   const signal = opts?.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError(`client.request: signal must be an AbortSignal, got ${describeValue(signal)}`);
-  const timeoutMs = opts?.timeoutMs === undefined ? defaultTimeoutMs : checkTimeout(opts.timeoutMs, "client.request");
-  checkSizes(conn, appHeaderLimit, data, opts?.appHeader);
-  return timeoutMs;
+  let timeoutMs = opts?.timeoutMs === undefined ? defaultTimeoutMs : checkTimeout(opts.timeoutMs, "client.request");
+  const carry = callMetadata(opts, timeoutMs, opts?.timeoutMs !== undefined, `client.request for method ${method}`);
+  timeoutMs = carry.timeoutMs;
+  const md = carry.md;
+  const body = md === null ? data : withMetadata(md, data);
+  checkSizes(conn, appHeaderLimit, body, opts?.appHeader);
+  const p = new PendingRequest(method, body, opts?.appHeader, signal, timeoutMs, onAbort);
+  if (md !== null) p.kind = KIND_REQUEST | KIND_FLAG_METADATA;
+  const onMd = opts?.onResponseMetadata;
+  if (onMd !== undefined && typeof onMd !== "function") throw new UsageError(`client.request: onResponseMetadata must be a function, got ${describeValue(onMd)}`);
+  p.onMetadata = onMd;
+  return p;
+}
+
+/**
+ * The metadata a call sends (encoded, or null for none) and its timeout: `timeoutMs` cut to
+ * `opts.parent`'s remaining deadline; DEADLINE_KEY carries the result on when the timeout was
+ * `explicit` or inherited. UsageError for bad metadata or a bad parent, TimeoutError when the
+ * parent's deadline has passed. Shared by request() and streams.
+ */
+export function callMetadata(opts: { metadata?: MetadataInit | Metadata; parent?: { readonly deadline: number | undefined } } | undefined, timeoutMs: number, explicit: boolean, what: string): { md: Uint8Array | null; timeoutMs: number } {
+  let md = opts?.metadata === undefined ? Metadata.EMPTY : Metadata.from(opts.metadata);
+  const parent = opts?.parent;
+  let inherited = false;
+  if (parent !== undefined) {
+    const deadline = parent === null || typeof parent !== "object" ? NaN : parent.deadline;
+    if (deadline !== undefined) {
+      if (typeof deadline !== "number" || Number.isNaN(deadline)) throw new UsageError(`${what}: parent must be a request handle or stream (with a numeric deadline), got ${describeValue(parent)}`);
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) throw new TimeoutError(`${what}: the parent call's deadline passed ${Math.round(-remaining)} ms ago; nothing was sent`);
+      if (timeoutMs === 0 || timeoutMs === Infinity || remaining < timeoutMs) {
+        timeoutMs = remaining;
+        inherited = true;
+      }
+    }
+  }
+  if ((explicit || inherited) && timeoutMs > 0 && timeoutMs !== Infinity) md = withRemainingDeadline(md, timeoutMs);
+  return { md: md.size === 0 ? null : encodeMetadata(md), timeoutMs };
+}
+
+/**
+ * A received message whose kind has KIND_FLAG_METADATA: hands its metadata to `onMetadata` (a
+ * throw of it is printed, never the client's) and returns the message's data as a message the
+ * client owns (a copy), releasing `msg`. ProtocolError (and `msg` kept) when the metadata is
+ * malformed. Cold path: allocates.
+ */
+export function splitMetadata(msg: RxMessage, onMetadata: ((md: Metadata) => void) | undefined): RxMessage {
+  const body = msg.body;
+  const end = metadataEnd(body);
+  const md = onMetadata === undefined ? null : decodeMetadata(body.subarray(METADATA_LEN_BYTES, end));
+  const own = new OwnedMessage(copyBytes(body.subarray(end)));
+  msg.release();
+  if (md !== null) tellMetadata(onMetadata!, md);
+  return own;
+}
+
+/** Calls a caller's onResponseMetadata; a throw is printed, never the client's. */
+export function tellMetadata(onMetadata: (md: Metadata) => void, md: Metadata): void {
+  try {
+    onMetadata(md);
+  } catch (e) {
+    console.error("hotpath client: onResponseMetadata threw", e);
+  }
+}
+
+/**
+ * A received body as memory the caller owns: a copy out of transport memory (zeroCopy), a copy
+ * of a small body rather than a pin of a whole read buffer, and always a plain Uint8Array (tcp
+ * delivers Buffers). The message may be released after.
+ */
+export function ownedBody(conn: Connection, body: Uint8Array): Uint8Array {
+  if (conn.caps.zeroCopy || body.byteLength * 2 < body.buffer.byteLength) return copyBytes(body);
+  return body.constructor === Uint8Array ? body : new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+}
+
+/**
+ * The client slot an oversized message (skipped by the transport) is for, or -1 after aborting
+ * the connection with ProtocolError when its head names no call a client has (too short, a kind
+ * no server sends with a body, a slot past the window).
+ */
+export function oversizedSlot(conn: Connection, window: number, head: Uint8Array): number {
+  const kind = head.length >= WIRE_HEADER_BYTES ? wireKind(head) & 0x7f : -1;
+  const slot = kind < 0 ? -1 : wireCallSlot(head);
+  if ((kind !== KIND_RESPONSE && kind !== KIND_ERROR && kind !== KIND_STREAM_MSG && kind !== KIND_STREAM_END) || slot >= window) {
+    conn.abort(new ProtocolError(`rpc client: an oversized message (kind ${kind}, ${head.length}-byte head) for call slot ${slot}`));
+    return -1;
+  }
+  return slot;
+}
+
+/**
+ * What occupies a client slot besides a request: a stream (stream/). The client hands it the
+ * slot's frames and its end; the owner gives the slot back with client.releaseSlot().
+ */
+export interface SlotOwner {
+  /**
+   * A frame for the slot's current generation: `kind` without the metadata flag (read it with
+   * wireKind(msg.headBuf, msg.headOffset) & KIND_FLAG_METADATA); STREAM_MSG / CREDIT / END /
+   * ERROR, or RESPONSE (a peer's mistake: the owner aborts). The owner releases `msg`.
+   */
+  onFrame(kind: number, msg: RxMessage): void;
+  /**
+   * The stream failed without a frame: the connection closed (the slot is already free), or a
+   * message for it was too large for this side (the connection stays: release the slot with a cancel).
+   */
+  onClose(error: HotpathError): void;
 }
 
 /** A request queued for room keeps copies of its bytes: the caller may reuse its buffers once request() returned. */
@@ -278,11 +401,34 @@ export function checkSizes(conn: Connection, appHeaderLimit: number, data: Uint8
   }
 }
 
+// Client interceptors (interceptors.ts runs them).
+/** One unary call as a client interceptor sees it. Replace fields by passing a new object to next(). */
+export interface UnaryCall {
+  readonly method: number;
+  readonly data: Uint8Array;
+  readonly metadata: Metadata;
+  readonly opts: RequestOptions | undefined;
+}
+
+/** A unary call's outcome: the response bytes (the caller's) and the response's metadata. */
+export interface UnaryResult {
+  readonly data: Uint8Array;
+  readonly metadata: Metadata;
+}
+
+export interface ClientInterceptor {
+  unary?(call: UnaryCall, next: (call: UnaryCall) => Promise<UnaryResult>): Promise<UnaryResult>;
+}
+
 export interface ClientOptions {
-  /** Calls in flight at most (slots). Default 256. */
+  /** Calls in flight at most (slots; each open stream takes one). Default 256. */
   window?: number;
   /** Deadline for request() when the call gives none, in ms ≥ 0. Default 30000; 0 or Infinity means none. */
   timeoutMs?: number;
+  /** Run around every request() and stream(), the first outermost (interceptors.ts). Never on the hot path (call()). */
+  interceptors?: readonly ClientInterceptor[];
+  /** Record calls, errors, bytes and latency per method (client.metrics()): true, or a registry to share. Default off. */
+  metrics?: boolean | RpcMetrics;
 }
 
 export interface RequestOptions {
@@ -295,36 +441,17 @@ export interface RequestOptions {
   signal?: AbortSignal;
   /** Fixed application header sent apart from the data. */
   appHeader?: Uint8Array;
+  /** Sent with the request (metadata.ts): UsageError (a rejected promise, nothing sent) when malformed or over the limits. */
+  metadata?: MetadataInit | Metadata;
+  /** Gets the metadata of the response or error response (Metadata.EMPTY when it had none), before the promise settles. */
+  onResponseMetadata?: (md: Metadata) => void;
+  /**
+   * The call being served (a RequestHandle or server stream): this request's timeout is cut to
+   * its remaining deadline, which travels on in `hp-deadline-ms`.
+   */
+  parent?: { readonly deadline: number | undefined };
 }
 
 /** Hot-path completion: `data` is valid only during the call; `error` is set for failed calls. */
 export type OnResponse<U> = (userData: U, data: Uint8Array, error: HotpathError | null) => void;
 
-
-/**
- * At close, the responses that arrived but wait in the client's completion queue (`msgs`, a ring
- * of `msgs.length` from `head`, `count` long) give their views back to the transport (a ring slot,
- * a read buffer, a receive slot: the connection may go away before the next poll(), or never see
- * one) and wait as owned copies instead, which that poll() still delivers. Cold path: allocates.
- */
-export function ownQueued(msgs: (RxMessage | null)[], head: number, count: number): void {
-  for (let k = 0, i = head; k < count; k++, i = i + 1 === msgs.length ? 0 : i + 1) {
-    const msg = msgs[i];
-    if (msg == null || msg instanceof OwnedMessage) continue;
-    msgs[i] = new OwnedMessage(copyBytes(msg.body));
-    msg.release();
-  }
-}
-
-/** A response body the client owns (ownQueued): release() does nothing. */
-class OwnedMessage implements RxMessage {
-  readonly head = EMPTY_BYTES;
-  readonly headBuf = EMPTY_BYTES;
-  readonly headOffset = 0;
-  readonly headLength = 0;
-  constructor(readonly body: Uint8Array) {}
-  get bodyLength(): number {
-    return this.body.length;
-  }
-  release(): void {}
-}

@@ -23,7 +23,8 @@ import { type ConnectOptions, type ListenOptions, type Listener } from "../contr
 import { Client, type ClientOptions } from "./client.ts";
 import { describeValue } from "./validate.ts";
 import { DecodeError } from "./codec.ts";
-import { RequestHandle, Server, wantsDetachFirst, type DrainResult, type ErrorReply, type ServerOptions } from "./server.ts";
+import { RequestHandle, Server, type DrainResult, type ErrorReply, type ServerOptions } from "./server.ts";
+import { wantsDetachFirst } from "./detach.ts";
 import { bindService, type Handlers, type RawHandler, type ServiceClient, type ServiceDef } from "./service.ts";
 
 export interface Serving extends Disposable {

@@ -31,6 +31,9 @@
  * drain(timeoutMs) is the graceful stop (drain.ts): no new connections, GOAWAY to clients
  * that understand it, calls in flight finish, everything closed by timeoutMs at the latest.
  *
+ * Streams go to the session's SessionStreams (ServerOptions.streams; none: a STREAM_START gets
+ * an UnknownMethodError). Metadata: the handle reads it (handle.ts). Metrics: ServerOptions.metrics.
+ *
  * Threading: a Server belongs to the thread that created it.
  */
 
@@ -52,6 +55,8 @@ import { RequestHandle as Handle, SKIPPED_REQUEST, type ErrorReply } from "./han
 import { RateLimitedLog, describeFailure, type ServerErrorContext } from "./report.ts";
 import { Drain, type DrainResult } from "./drain.ts";
 import { checkTimeout } from "./validate.ts";
+import { metricsOption } from "./meter.ts";
+import type { RpcMetrics, RpcMetricsSnapshot } from "./metrics.ts";
 import {
   KIND_CANCEL,
   KIND_ERROR,
@@ -59,9 +64,16 @@ import {
   KIND_ONEWAY,
   KIND_REQUEST,
   KIND_RESPONSE,
+  KIND_MASK,
+  KIND_STREAM_START,
+  KIND_STREAM_END,
   GOAWAY_HELLO_METHOD,
   WIRE_HEADER_BYTES,
   checkMessage,
+  encodeErrorBody,
+  withMetadata,
+  metadataEnd,
+  KIND_FLAG_METADATA,
   wireCallGen,
   wireCallSlot,
   wireKind,
@@ -73,13 +85,10 @@ import {
   WIRE_WORD_METHOD,
 } from "./wire.ts";
 
-/** How long a backlogged reply waits for room before it looks again. */
-const REPLY_RETRY_WAIT_MS = 50;
-/** Spin / blocking connections: the timer that retries a backlog (a wait there would hold the thread). */
-const BLOCKING_RETRY_MS = 5;
+/** How long a backlogged reply waits for room before it looks again; spin / blocking connections: a timer (a wait would hold the thread). */
+const REPLY_RETRY_WAIT_MS = 50, BLOCKING_RETRY_MS = 5;
 /** Consumed handles a session keeps for reuse: a client's window rarely exceeds it, and idle memory stays small. */
 const HANDLE_POOL_MAX = 1024;
-
 
 export type { ServerErrorContext, ServerErrorSource } from "./report.ts";
 export type { ErrorReply } from "./handle.ts";
@@ -89,24 +98,17 @@ export type { DrainResult } from "./drain.ts";
 export type RequestHandle = Handle<ServerSession>;
 export const RequestHandle = Handle;
 
-
-const DETACH_FIRST = Symbol("hotpath.detachFirst");
-
 /**
- * Marks a handler whose request must leave transport memory before it runs (it keeps views of
- * `h.data` across an await). serve() treats `async function` handlers this way by itself; a
- * wrapper around one (as implement() makes) marks itself with this.
+ * A session's streams (stream/), made by ServerOptions.streams at its first stream frame.
+ * onFrame gets every STREAM_START / MSG / CREDIT / END and every CANCEL matching no unary call
+ * (`kind` without the metadata flag); it releases `msg`. closed(): the session ended (null: cleanly).
  */
-export function detachFirst<F extends Function>(fn: F): F {
-  (fn as unknown as Record<symbol, boolean>)[DETACH_FIRST] = true;
-  return fn;
+export interface SessionStreams {
+  onFrame(kind: number, slot: number, gen: number, method: number, msg: RxMessage): void;
+  /** The transport skipped a stream frame larger than this side accepts: that stream fails (MessageTooLargeError). */
+  onOversized(slot: number, gen: number, bodyLength: number): void;
+  closed(error: HotpathError | null): void;
 }
-
-/** True for `async function`s and for handlers marked with detachFirst(). */
-export function wantsDetachFirst(fn: Function): boolean {
-  return fn.constructor?.name === "AsyncFunction" || (fn as unknown as Record<symbol, boolean>)[DETACH_FIRST] === true;
-}
-
 
 /** A convenient reply waiting in a session's backlog for room in the transport. */
 interface QueuedReply {
@@ -120,6 +122,8 @@ export class ServerSession {
   /** Handles the application still holds, by client slot, so a cancel finds its call. */
   private readonly held: (RequestHandle | undefined)[] = [];
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES);
+  /** The session's streams, made at the first stream frame (ServerOptions.streams). */
+  private streams: SessionStreams | null = null;
   /** Consumed handles to issue again (see RequestHandle), at most HANDLE_POOL_MAX. */
   private readonly pool: RequestHandle[] = [];
   /** Convenient replies that met a full transport, oldest first (see respond()). */
@@ -221,15 +225,41 @@ export class ServerSession {
     }
   }
 
-  /** Called when the connection ends: replies still waiting go with it. */
-  closed(): void {
+  /** Called when the connection ends: replies still waiting go with it, and its streams end. */
+  closed(error: HotpathError | null = null): void {
     while (this.backlog.length > 0) this.backlog.shift()!.h.drop();
+    this.streams?.closed(error);
+  }
+
+  /** A stream opened (stream/): a call in flight until streamEnded() (drain waits for it). */
+  streamStarted(): void {
+    this.inFlight++;
+  }
+  streamEnded(): void {
+    this.inFlight--;
+    if (this.server.draining !== null) this.server.draining.callDone(this);
+  }
+
+  /** A stream frame, or a CANCEL that matched no unary call: to the session's streams. */
+  private streamFrame(kind: number, slot: number, gen: number, method: number, msg: RxMessage): void {
+    if (this.streams === null) {
+      const make = this.server.streamsFactory;
+      if (make === undefined) {
+        msg.release();
+        // No streams here: a start is answered (the caller learns why), the rest are dropped as late.
+        if (kind === KIND_STREAM_START) this.send(KIND_ERROR, method, slot, gen, encodeErrorBody("UnknownMethodError", `this server serves no streams (method ${method})`));
+        return;
+      }
+      this.streams = make(this);
+    }
+    this.streams.onFrame(kind, slot, gen, method, msg);
   }
 
   /** The transport skipped a request larger than this side accepts: answer that call with an error. */
   onOversized(head: Uint8Array, bodyLength: number): void {
-    const kind = head.length >= WIRE_HEADER_BYTES ? wireKind(head) : -1;
+    const kind = head.length >= WIRE_HEADER_BYTES ? wireKind(head) & KIND_MASK : -1;
     if (kind === KIND_ONEWAY) return;
+    if (kind >= KIND_STREAM_START && kind <= KIND_STREAM_END && this.streams !== null) return this.streams.onOversized(wireCallSlot(head), wireCallGen(head), bodyLength);
     const slot = kind === KIND_REQUEST ? wireCallSlot(head) : MAX_WINDOW;
     if (slot >= MAX_WINDOW) {
       this.conn.abort(new ProtocolError(`rpc server: an oversized message (kind ${kind}, ${head.length}-byte head) that is not a request`));
@@ -245,15 +275,21 @@ export class ServerSession {
     h.respond(null, { name: "MessageTooLargeError", message });
   }
 
-  send(kind: number, method: number, slot: number, gen: number, data: Uint8Array): SendStatus {
+  /** Sends a frame; `md`: encoded metadata to carry at the body's start (wire.ts), null for none. */
+  send(kind: number, method: number, slot: number, gen: number, data: Uint8Array, md: Uint8Array | null = null): SendStatus {
+    if (md !== null) {
+      data = withMetadata(md, data);
+      kind |= KIND_FLAG_METADATA;
+    }
     // The header's six words go straight into the transport's descriptor where it takes them.
     if (this.sendsWords) return this.conn.trySendWords!(wireWord0(kind, 0), method, slot, gen, data.length, 0, data);
     writeWireHeader(this.headBuf, kind, method, slot, gen, 0, data.length);
     return this.conn.trySend(this.headBuf, data);
   }
 
-  sendBuffer(method: number, slot: number, gen: number, buffer: Uint8Array, lenBytes: number): SendStatus {
-    writeWireHeader(this.headBuf, KIND_RESPONSE, method, slot, gen, 0, lenBytes);
+  /** A frame (RESPONSE, or a stream's MSG) from a buffer of conn.allocBuffer(), its first lenBytes sent without a copy. */
+  sendBuffer(method: number, slot: number, gen: number, buffer: Uint8Array, lenBytes: number, kind = KIND_RESPONSE): SendStatus {
+    writeWireHeader(this.headBuf, kind, method, slot, gen, 0, lenBytes);
     return this.conn.trySendBuffer(this.headBuf, buffer, lenBytes);
   }
 
@@ -279,9 +315,12 @@ export class ServerSession {
 
   onMessage(msg: RxMessage): void {
     let kind: number;
+    let mdEnd = 0; // where a request's data starts after its metadata (wire.ts); 0: none
     try {
-      kind = checkMessage(msg);
+      const raw = checkMessage(msg);
+      kind = raw & KIND_MASK;
       if (kind === KIND_RESPONSE || kind === KIND_ERROR || kind === KIND_GOAWAY) throw new ProtocolError(`rpc server: received a server's message (kind ${kind})`);
+      if (raw !== kind && (kind === KIND_REQUEST || kind === KIND_ONEWAY)) mdEnd = metadataEnd(msg.body);
     } catch (e) {
       msg.release();
       if (!(e instanceof HotpathError)) throw e;
@@ -299,7 +338,11 @@ export class ServerSession {
       this.conn.abort(new ProtocolError(`rpc server: call slot ${slot} exceeds the largest window ${MAX_WINDOW}`));
       return;
     }
+    if (kind >= KIND_STREAM_START && kind <= KIND_STREAM_END) {
+      return this.streamFrame(kind, slot, gen, hw !== undefined ? hw[wi + WIRE_WORD_METHOD]! >>> 0 : wireMethod(hb, ho), msg);
+    }
     if (kind === KIND_CANCEL) {
+      if (gen !== 0 && this.held[slot]?.callGen !== gen && this.streams !== null) return this.streams.onFrame(KIND_CANCEL, slot, gen, wireMethod(hb, ho), msg);
       msg.release();
       if (gen === 0) {
         // Generation 0 is never issued: no cancel, but perhaps the client's GOAWAY announcement.
@@ -325,6 +368,7 @@ export class ServerSession {
       return;
     }
     const h = this.handleFor(method, slot, gen, kind === KIND_ONEWAY, msg);
+    h.mdEnd = mdEnd;
     h.charged = bytes;
     this.server.pendingBytes += bytes;
     if (kind === KIND_REQUEST) {
@@ -335,12 +379,8 @@ export class ServerSession {
   }
 }
 
-
 export interface ServerOptions {
-  /**
-   * Called for each request as it arrives (the convenient path installs one). Without it,
-   * requests queue for recv().
-   */
+  /** Called for each request as it arrives (the convenient path installs one). Without it, requests queue for recv(). */
   onRequest?: (h: RequestHandle) => void;
   /** Called when a session ends; `error` is its ProtocolError / TransportClosedError, null on a clean close. */
   onSessionClose?: (session: ServerSession, error: HotpathError | null) => void;
@@ -361,6 +401,10 @@ export interface ServerOptions {
    * bound. Default 256 MiB.
    */
   maxPendingBytes?: number;
+  /** Makes a session's streams at its first stream frame (serve() installs stream/'s); none: a STREAM_START gets UnknownMethodError. */
+  streams?: (session: ServerSession) => SessionStreams;
+  /** Record calls, errors, bytes and latency per method and transport (server.metrics()): true, or a registry to share. Default off. */
+  metrics?: boolean | RpcMetrics;
   /**
    * Reuse consumed request handles (the hot path allocates none; a handle kept past its reply
    * may then describe a later request: see RequestHandle). Default true; serve() sets false,
@@ -392,15 +436,27 @@ export class Server implements Disposable {
   readonly poolHandles: boolean;
   /** The drain in progress (drain()), or null. */
   draining: Drain | null = null;
+  /** ServerOptions.streams. */
+  readonly streamsFactory: ((session: ServerSession) => SessionStreams) | undefined;
+  /** The registry calls are recorded in (ServerOptions.metrics), or null when off. */
+  readonly metricsRegistry: RpcMetrics | null;
 
   constructor(opts: ServerOptions = {}) {
     this.poolHandles = opts.poolHandles ?? true;
     this.onRequest = opts.onRequest;
     this.onSessionClose = opts.onSessionClose;
     this.onError = opts.onError?.bind(opts);
+    this.streamsFactory = opts.streams;
+    this.metricsRegistry = metricsOption(opts.metrics, "server options");
     const max = opts.maxPendingBytes ?? DEFAULT_MAX_PENDING_BYTES;
     if (typeof max !== "number" || !(max > 0)) throw new UsageError(`server: maxPendingBytes ${String(max)} must be a number > 0`);
     this.maxPendingBytes = max;
+  }
+
+  /** Metrics of the calls served so far (ServerOptions.metrics); UsageError when metrics are off. */
+  metrics(): RpcMetricsSnapshot {
+    if (this.metricsRegistry === null) throw new UsageError("server.metrics(): this server was made without metrics (ServerOptions.metrics)");
+    return this.metricsRegistry.snapshot();
   }
 
   /** Reports one request's failure (see ServerOptions.onError). Never throws. */
@@ -437,7 +493,7 @@ export class Server implements Disposable {
       onClose: (e) => {
         this.sessions.delete(s);
         this.dropSession(s);
-        s.closed();
+        s.closed(e);
         // Requests of this session nobody received yet: nobody can answer them now, and each
         // holds transport memory (a segment, a UCX buffer) until dropped.
         if (this.inbox.length > 0) this.inbox.removeWhere((h) => h.session === s && (h.drop(), true));

@@ -13,7 +13,8 @@
 import { UsageError } from "../errors.ts";
 import type { Client, RequestOptions } from "./client.ts";
 import { raw, type Codec } from "./codec.ts";
-import { detachFirst, wantsDetachFirst, type RequestHandle } from "./server.ts";
+import type { RequestHandle } from "./server.ts";
+import { detachFirst, wantsDetachFirst } from "./detach.ts";
 
 export interface MethodDef<Req = Uint8Array, Res = Uint8Array> {
   readonly id: number;

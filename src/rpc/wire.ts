@@ -4,7 +4,7 @@
  * the bulk data is the message body.
  *
  *   offset  size  field
- *   0       u8    kind          REQUEST, RESPONSE, ERROR, CANCEL, ONEWAY, GOAWAY
+ *   0       u8    kind          REQUEST .. STREAM_END (bits 0..6) | KIND_FLAG_METADATA (bit 7)
  *   1       u8    version       WIRE_VERSION
  *   2       u16   appHeaderLen  bytes of application header after this header
  *   4       u32   methodId      (echoed in responses)
@@ -15,6 +15,23 @@
  *   24      -     WIRE_HEADER_BYTES
  *
  * ERROR bodies are UTF-8 JSON `{"name": string, "message": string}`.
+ *
+ * Metadata (metadata.ts) rides at the start of the body, only when the kind byte has
+ * KIND_FLAG_METADATA, so a call without it pays nothing. The body, not the head: a head must
+ * fit the transport's descriptor (48 bytes on shm and inproc), metadata may take 768.
+ *
+ *   body offset  size  field
+ *   0            u16   mdLen       bytes of encoded metadata that follow
+ *   2            -     metadata    mdLen bytes (encodeMetadata())
+ *   2 + mdLen    -     the message's data (dataLen counts the whole body)
+ *
+ * The flag is allowed on REQUEST, ONEWAY, RESPONSE, ERROR, STREAM_START and STREAM_END.
+ *
+ * Streams (stream/): a call id that stays open. STREAM_START (client -> server; body: u32
+ * credit messages, u32 credit bytes, the client's receive window), STREAM_MSG either way (body:
+ * one message), STREAM_CREDIT either way (body: u32 messages, u32 bytes granted on top),
+ * STREAM_END either way (client: half-close; server: the stream finished, final), ERROR
+ * (server: the stream failed, final) and CANCEL (client: abandoned).
  *
  * GOAWAY (server -> client, no call: method, slot and gen are 0, no body) says the server is
  * draining: calls in flight are still answered, new ones belong on another connection. A
@@ -34,6 +51,19 @@ export const KIND_ERROR = 3;
 export const KIND_CANCEL = 4;
 export const KIND_ONEWAY = 5;
 export const KIND_GOAWAY = 6;
+export const KIND_STREAM_START = 7;
+export const KIND_STREAM_MSG = 8;
+export const KIND_STREAM_CREDIT = 9;
+export const KIND_STREAM_END = 10;
+/** The largest kind this version knows. */
+export const KIND_MAX = KIND_STREAM_END;
+/** The kind byte's low bits are the kind; bit 7 says the app-header region starts with metadata. */
+export const KIND_MASK = 0x7f;
+export const KIND_FLAG_METADATA = 0x80;
+/** Kinds that may carry metadata (bit per kind). */
+const METADATA_KINDS = (1 << KIND_REQUEST) | (1 << KIND_ONEWAY) | (1 << KIND_RESPONSE) | (1 << KIND_ERROR) | (1 << KIND_STREAM_START) | (1 << KIND_STREAM_END);
+/** Bytes of the metadata length prefix. */
+export const METADATA_LEN_BYTES = 2;
 /** Method id of the CANCEL (generation 0) by which a client announces it understands GOAWAY ("GOAW"). */
 export const GOAWAY_HELLO_METHOD = 0x474f4157;
 
@@ -101,7 +131,7 @@ export function checkWireWords(words: Int32Array, at: number, bytes: Uint8Array,
     if (
       ((w0 >>> 8) & 0xff) === WIRE_VERSION &&
       kind >= KIND_REQUEST &&
-      kind <= KIND_GOAWAY &&
+      kind <= KIND_MAX &&
       headLen === WIRE_HEADER_BYTES + (w0 >>> 16) &&
       words[at + WIRE_WORD_DATA_LEN] === bodyLen &&
       words[at + WIRE_WORD_RESERVED] === 0
@@ -130,7 +160,9 @@ export function checkWireHeader(b: Uint8Array, at: number, headLen: number, body
     throw new ProtocolError(`rpc: head of ${headLen} bytes is shorter than the ${WIRE_HEADER_BYTES}-byte wire header`);
   }
   const kind = b[at + WIRE_KIND_OFFSET]!;
-  if (kind < KIND_REQUEST || kind > KIND_GOAWAY) throw new ProtocolError(`rpc: unknown message kind ${kind}`);
+  const base = kind & KIND_MASK;
+  if (base < KIND_REQUEST || base > KIND_MAX) throw new ProtocolError(`rpc: unknown message kind ${base}`);
+  if (kind !== base && ((METADATA_KINDS >>> base) & 1) === 0) throw new ProtocolError(`rpc: message kind ${base} may not carry metadata`);
   const version = b[at + WIRE_VERSION_OFFSET]!;
   if (version !== WIRE_VERSION) throw new ProtocolError(`rpc: wire version ${version}, expected ${WIRE_VERSION}`);
   const appLen = readU16(b, at + WIRE_APP_HEADER_LEN_OFFSET);
@@ -141,6 +173,26 @@ export function checkWireHeader(b: Uint8Array, at: number, headLen: number, body
   if (dataLen !== bodyLen) throw new ProtocolError(`rpc: header says ${dataLen} data bytes, message has ${bodyLen}`);
   if (readU32(b, at + WIRE_RESERVED_OFFSET) !== 0) throw new ProtocolError("rpc: reserved header field is not zero");
   return kind;
+}
+
+/**
+ * Where the data starts in the body of a message whose kind has KIND_FLAG_METADATA: 2 + the
+ * metadata's length (the metadata is body[2 .. dataAt)). ProtocolError when the prefix does not fit.
+ */
+export function metadataEnd(body: Uint8Array): number {
+  if (body.length < METADATA_LEN_BYTES) throw new ProtocolError(`rpc: a metadata flag on a ${body.length}-byte body (no room for its length)`);
+  const end = METADATA_LEN_BYTES + readU16(body, 0);
+  if (end > body.length) throw new ProtocolError(`rpc: metadata of ${end - METADATA_LEN_BYTES} bytes does not fit the ${body.length}-byte body`);
+  return end;
+}
+
+/** A body of encoded metadata `md` and then `data` (a new array: the sender's copy). */
+export function withMetadata(md: Uint8Array, data: Uint8Array): Uint8Array {
+  const out = new Uint8Array(METADATA_LEN_BYTES + md.length + data.length);
+  writeU16(out, 0, md.length);
+  out.set(md, METADATA_LEN_BYTES);
+  out.set(data, METADATA_LEN_BYTES + md.length);
+  return out;
 }
 
 /** checkWireHeader() for a received message (word-wise where the transport gives headWords). */

@@ -34,11 +34,28 @@ describe("wire header", () => {
     const withApp = new Uint8Array(wire.WIRE_HEADER_BYTES);
     wire.writeWireHeader(withApp, wire.KIND_RESPONSE, 1, 0, 1, 8, 0);
     expect(() => wire.checkWireHeader(withApp, 0, withApp.length, 0)).toThrow(/application header/);
-    for (const [at, v] of [[0, 0], [0, 9], [1, 2], [20, 1]] as const) {
+    for (const [at, v] of [[0, 0], [0, wire.KIND_MAX + 1], [0, wire.KIND_FLAG_METADATA | wire.KIND_CANCEL], [0, wire.KIND_FLAG_METADATA | wire.KIND_STREAM_MSG], [0, 0xff], [1, 2], [20, 1]] as const) {
       const bad = h.slice();
       bad[at] = v;
       expect(() => wire.checkWireHeader(bad, 0, bad.length, 5)).toThrow(ProtocolError);
     }
+    // The metadata flag is allowed on requests, responses, errors, one-way messages, stream starts and ends.
+    for (const k of [wire.KIND_REQUEST, wire.KIND_RESPONSE, wire.KIND_ERROR, wire.KIND_ONEWAY, wire.KIND_STREAM_START, wire.KIND_STREAM_END]) {
+      const ok = h.slice();
+      ok[0] = k | wire.KIND_FLAG_METADATA;
+      expect(wire.checkWireHeader(ok, 0, ok.length, 5)).toBe(k | wire.KIND_FLAG_METADATA);
+    }
+  });
+
+  test("metadata at the start of a body: withMetadata() and metadataEnd() agree; a prefix that does not fit is a ProtocolError", () => {
+    const md = new Uint8Array([1, 1, 3, 2, 0, 0x61, 0x62, 0x63, 0x78, 0x79]);
+    const body = wire.withMetadata(md, new Uint8Array([9, 8, 7]));
+    expect([...body]).toEqual([md.length, 0, ...md, 9, 8, 7]);
+    expect(wire.metadataEnd(body)).toBe(2 + md.length);
+    expect([...body.subarray(wire.metadataEnd(body))]).toEqual([9, 8, 7]);
+    expect(wire.metadataEnd(wire.withMetadata(md, new Uint8Array(0)))).toBe(2 + md.length);
+    expect(() => wire.metadataEnd(new Uint8Array([5]))).toThrow(ProtocolError);
+    expect(() => wire.metadataEnd(new Uint8Array([5, 0, 1, 2]))).toThrow(/does not fit/);
   });
 
   test("error bodies round-trip and malformed ones are ProtocolErrors", () => {

@@ -1,0 +1,62 @@
+/**
+ * SlotTable: the client's fixed table of call slots (its in-flight window). Every call and
+ * every stream takes a slot; a call id is (slot, generation), and a slot's generation grows
+ * each time it is issued, so a late or duplicated response can never complete a later call.
+ *
+ * Contract: allocSlot() returns a free slot with its next generation (never 0), or -1 when
+ * the window is full; the subclass (Client) sets its state and frees it. The client's thread.
+ *
+ * Example: class Client extends SlotTable<U> { ... const slot = this.allocSlot(); ... }
+ */
+
+import { UsageError } from "../errors.ts";
+import type { PendingRequest, SlotOwner } from "./pending.ts";
+
+export const DEFAULT_WINDOW = 256;
+/** Slot indexes travel as u32, but the server indexes per-slot state by them: keep it modest. */
+export const MAX_WINDOW = 1 << 16;
+
+export const SLOT_FREE = 0;
+export const SLOT_CALLBACK = 1;
+export const SLOT_PROMISE = 2;
+export const SLOT_DONE = 3; // completed, waiting in the completion queue for poll()
+export const SLOT_CANCELLING = 4; // abandoned (timeout, abort): not reissued until its cancel went out (CancelQueue)
+export const SLOT_STREAM = 5; // held by a SlotOwner (a stream): its frames go to owners[slot]
+
+export class SlotTable<U> {
+  readonly window: number;
+  protected readonly gen: Uint32Array;
+  protected readonly state: Uint8Array;
+  protected readonly userData: (U | undefined)[];
+  protected readonly pending: (PendingRequest | undefined)[];
+  protected readonly owners: (SlotOwner | undefined)[];
+  protected readonly freeSlots: Int32Array;
+  protected freeTop: number;
+
+  constructor(window: number) {
+    if (!Number.isInteger(window) || window < 1 || window > MAX_WINDOW) throw new UsageError(`client window ${window} must be an integer in 1..${MAX_WINDOW}`);
+    this.window = window;
+    this.gen = new Uint32Array(window);
+    this.state = new Uint8Array(window);
+    this.userData = new Array(window).fill(undefined);
+    this.pending = new Array(window).fill(undefined);
+    this.owners = new Array(window).fill(undefined);
+    this.freeSlots = new Int32Array(window);
+    for (let i = 0; i < window; i++) this.freeSlots[i] = window - 1 - i;
+    this.freeTop = window;
+  }
+
+  /** Calls in flight (sent, not yet delivered; abandoned ones until their cancel went out), open streams included. */
+  get inFlight(): number {
+    return this.window - this.freeTop;
+  }
+
+  /** A free slot with its next generation, or -1 when the window is full. */
+  protected allocSlot(): number {
+    if (this.freeTop === 0) return -1;
+    const slot = this.freeSlots[--this.freeTop]!;
+    // Generations start at 1; 0 is never issued, so a response with generation 0 is bogus.
+    this.gen[slot] = (this.gen[slot]! + 1) >>> 0 || 1;
+    return slot;
+  }
+}
