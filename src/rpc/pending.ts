@@ -16,6 +16,7 @@ import { OwnedMessage } from "./completions.ts";
 import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
 import { Metadata, decodeMetadata, encodeMetadata, withRemainingDeadline, type MetadataInit } from "./metadata.ts";
 import type { RpcMetrics } from "./metrics.ts";
+import type { ClientStream, StreamCall } from "./stream/types.ts";
 
 /**
  * One request() in flight or waiting for room: its promise, its place in the client's deadline
@@ -418,6 +419,8 @@ export interface UnaryResult {
 
 export interface ClientInterceptor {
   unary?(call: UnaryCall, next: (call: UnaryCall) => Promise<UnaryResult>): Promise<UnaryResult>;
+  /** Around client.stream(): may change the call, refuse it (throw), or wrap the stream next() returns. */
+  stream?(call: StreamCall, next: (call: StreamCall) => ClientStream): ClientStream;
 }
 
 export interface ClientOptions {
