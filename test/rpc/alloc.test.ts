@@ -6,7 +6,8 @@
  * counted with bench/loopback.ts's objectsPer() (heapStats().objectTypeCounts summed, which
  * sees garbage not yet collected; Bun.gc(true) before each reading; the readings' own objects
  * subtracted; no clean reading fails). Each reply is checked byte for byte (every byte, by a plain
- * loop that allocates nothing), against its own request (user data in call order).
+ * loop that allocates nothing), against its own request (user data in call order). The same
+ * holds with the client's metrics on (ClientOptions.metrics: every call recorded, checked after).
  */
 
 import { afterAll, describe, expect, test } from "bun:test";
@@ -43,14 +44,14 @@ afterAll(() => {
   for (const o of open.splice(0)) o.close();
 });
 
-async function pair(transport: "shm" | "inproc"): Promise<{ client: Client<number>; server: Server }> {
+async function pair(transport: "shm" | "inproc", opts: { clientMetrics?: boolean; serverMetrics?: boolean } = {}): Promise<{ client: Client<number>; server: Server }> {
   const url = `${transport}://alloc-${process.pid}-${transport}-${Math.random().toString(36).slice(2, 8)}`;
   const listener: Listener = await listen(url, { wait: { mode: "spin", spinNs: 0 } });
-  const server = new Server();
+  const server = new Server({ metrics: opts.serverMetrics ?? false });
   server.attach(listener);
   open.push(server);
   const conn: Connection = await connect(url, { wait: { mode: "spin", spinNs: 0 } });
-  const client = new Client<number>(conn);
+  const client = new Client<number>(conn, { metrics: opts.clientMetrics ?? false });
   open.push(client);
   // The accepted side arrives through the listener's event loop.
   for (let i = 0; i < 500 && server.sessions.size === 0; i++) await Bun.sleep(10);
@@ -58,35 +59,61 @@ async function pair(transport: "shm" | "inproc"): Promise<{ client: Client<numbe
   return { client, server };
 }
 
+/**
+ * `rounds` drives n hot-path round trips of `size`-byte bodies on a fresh pair, every reply
+ * checked against its request (`wrong` counts bad ones).
+ */
+async function roundTripper(transport: "shm" | "inproc", size: number, opts: { clientMetrics?: boolean; serverMetrics?: boolean } = {}) {
+  const { client, server } = await pair(transport, opts);
+  const data = new Uint8Array(size);
+  for (let i = 0; i < size; i++) data[i] = (i * 13 + 5) & 0xff;
+  const state = { wrong: 0 };
+  let seen = 0;
+  client.onResponse = (ud, body, err) => {
+    if (err !== null || ud !== seen || body.length !== size) state.wrong++;
+    else state.wrong += differingBytes(body, data);
+    seen = (seen + 1) & 0xffff;
+  };
+  let next = 0;
+  const rounds = (n: number) => {
+    for (let i = 0; i < n; i++) {
+      if (client.call(1, data, next) !== SEND_OK) throw new Error("call not sent");
+      next = (next + 1) & 0xffff;
+      server.poll();
+      const h = server.recv();
+      if (h === null) throw new Error("no request arrived");
+      if (h.reply(h.data) !== SEND_OK) throw new Error("reply not sent");
+      if (client.poll() !== 1) throw new Error("no response arrived");
+    }
+  };
+  return { client, server, state, rounds };
+}
+
 describe.each(["shm", "inproc"] as const)("hot path allocations over %s", (transport) => {
   test.each([32, 4096])("%i-byte bodies: 0 objects per round trip", async (size) => {
-    const { client, server } = await pair(transport);
-    const data = new Uint8Array(size);
-    for (let i = 0; i < size; i++) data[i] = (i * 13 + 5) & 0xff;
-    let wrong = 0;
-    let seen = 0;
-    client.onResponse = (ud, body, err) => {
-      if (err !== null || ud !== seen || body.length !== size) wrong++;
-      else wrong += differingBytes(body, data);
-      seen = (seen + 1) & 0xffff;
-    };
-    let next = 0;
-    const rounds = (n: number) => {
-      for (let i = 0; i < n; i++) {
-        if (client.call(1, data, next) !== SEND_OK) throw new Error("call not sent");
-        next = (next + 1) & 0xffff;
-        server.poll();
-        const h = server.recv();
-        if (h === null) throw new Error("no request arrived");
-        if (h.reply(h.data) !== SEND_OK) throw new Error("reply not sent");
-        if (client.poll() !== 1) throw new Error("no response arrived");
-      }
-    };
+    const { state, rounds } = await roundTripper(transport, size);
     rounds(ROUND_TRIPS); // warm-up: JIT, caches, pools
     const perRoundTrip = objectsPer(ROUND_TRIPS, rounds);
     console.log(`${transport} ${size} B: ${perRoundTrip.toFixed(4)} heap objects per round trip over ${ROUND_TRIPS} round trips`);
-    expect(wrong).toBe(0);
+    expect(state.wrong).toBe(0);
     expect(perRoundTrip).toBeLessThan(ALLOWED_PER_ROUND_TRIP);
+  }, 60_000);
+
+  // Metrics on (ClientOptions.metrics): each call is recorded (per-slot start in typed arrays,
+  // an HDR histogram of fixed counts), so a known method costs nothing more per round trip.
+  test.each([32, 4096])("client metrics on, %i-byte bodies: 0 objects per round trip, every call recorded", async (size) => {
+    const { client, state, rounds } = await roundTripper(transport, size, { clientMetrics: true });
+    rounds(ROUND_TRIPS); // warm-up, and the method's first record (its entry is made here)
+    const perRoundTrip = objectsPer(ROUND_TRIPS, rounds);
+    console.log(`${transport} ${size} B, client metrics: ${perRoundTrip.toFixed(4)} heap objects per round trip over ${ROUND_TRIPS} round trips`);
+    expect(state.wrong).toBe(0);
+    expect(perRoundTrip).toBeLessThan(ALLOWED_PER_ROUND_TRIP);
+    const m = client.metrics().methods;
+    expect(m.length).toBe(1);
+    const calls = m[0]!.calls; // warm-up + the counted runs (objectsPer runs `rounds` more than once)
+    expect(calls).toBeGreaterThanOrEqual(2 * ROUND_TRIPS);
+    expect({ transport: m[0]!.transport, method: m[0]!.method, errors: m[0]!.errors, bytesOut: m[0]!.bytesOut, bytesIn: m[0]!.bytesIn, latencyCount: m[0]!.latency.count })
+      .toEqual({ transport, method: "1", errors: [], bytesOut: calls * size, bytesIn: calls * size, latencyCount: calls });
   }, 60_000);
 });
 
