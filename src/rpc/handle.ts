@@ -3,15 +3,24 @@
  * (see server.ts for the hot path it serves). Handles are pooled per session; the session
  * side of a handle is what HandleSession names (server.ts's ServerSession implements it).
  *
- * Example: const h = server.recv(); if (h !== null) h.reply(h.data);
+ * Besides the request's bytes a handle carries its metadata (`metadata`, read once at
+ * delivery; a peer's malformed metadata aborts its connection with ProtocolError and never
+ * reaches a handler), its deadline (`deadline`, from `hp-deadline-ms`), the response metadata
+ * to send (setResponseMetadata()), and, when the server records metrics, one record per
+ * consumed handle (method, outcome, bytes, latency from delivery to reply). None of it costs
+ * the hot path anything: a request without metadata reads none, and metrics off records none.
+ *
+ * Example: const h = server.recv(); if (h !== null) { h.setResponseMetadata({ served: "yes" }); h.reply(h.data); }
  * Threading: the thread that owns the server.
  */
 
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
-import { UsageError } from "../errors.ts";
+import { HotpathError, TimeoutError, UsageError } from "../errors.ts";
 import { SEND_FULL, SEND_OK, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { describeValue } from "./validate.ts";
-import { KIND_ERROR, KIND_RESPONSE, WIRE_HEADER_BYTES, encodeErrorBody, wireAppHeaderLen } from "./wire.ts";
+import { KIND_ERROR, KIND_RESPONSE, METADATA_LEN_BYTES, WIRE_HEADER_BYTES, encodeErrorBody, wireAppHeaderLen } from "./wire.ts";
+import { Metadata, decodeMetadata, encodeMetadata, remainingDeadline, type MetadataInit } from "./metadata.ts";
+import type { RpcMetrics } from "./metrics.ts";
 
 /** An error response: the caller's request rejects with RemoteError(name, message). */
 export interface ErrorReply {
@@ -22,8 +31,11 @@ export interface ErrorReply {
 /** What a handle needs of its session (ServerSession). */
 export interface HandleSession {
   readonly conn: Connection;
+  /** Where consumed handles record their call (null: metrics off). */
+  readonly server: { readonly metricsRegistry: RpcMetrics | null };
   respond(h: RequestHandle<any>, data: Uint8Array | null, error: ErrorReply | null): void;
-  send(kind: number, method: number, slot: number, gen: number, data: Uint8Array): SendStatus;
+  /** `md`: encoded metadata carried at the body's start (wire.ts), null for none. */
+  send(kind: number, method: number, slot: number, gen: number, data: Uint8Array, md?: Uint8Array | null): SendStatus;
   sendBuffer(method: number, slot: number, gen: number, buffer: Uint8Array, lenBytes: number): SendStatus;
   /** The handle is consumed: its bookkeeping goes. */
   forget(h: RequestHandle<any>): void;
@@ -61,20 +73,31 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
   private ownAppHeader: Uint8Array | null = null;
   private done = true;
   private abortCtl: AbortController | null = null;
+  /** Aborts the signal when the deadline passes (only once someone took the signal). */
+  private deadlineTimer: ReturnType<typeof setTimeout> | undefined = undefined;
   /** Goes back to the session's pool when consumed (false once detached or its signal was taken). */
   private poolable = false;
   private methodId = 0;
   private slotOfCall = 0;
   private genOfCall = 0;
   private isOneWay = false;
+  /** Where the data starts in the body (after the metadata); 0: the request has none. */
+  private dataAt = 0;
+  /** The request's metadata (null: none), its deadline (performance.now() ms), and the response's (encoded). */
+  private md: Metadata | null = null;
+  private deadlineAt: number | undefined = undefined;
+  private replyMd: Uint8Array | null = null;
+  /** Metrics (the server's registry on): when it was delivered, what came in and went out, how it ended. */
+  private startMs = 0;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private outcome: string | null = null;
   /** True once the client cancelled this call (timeout or abort on its side). */
   cancelled = false;
   /** @internal bytes this handle counts against the server's maxPendingBytes. */
   charged = 0;
   /** How many times this handle object was issued (a pooled handle is reissued for later requests). */
   generation = 0;
-  /** @internal where the request's data starts in its body, after its metadata (wire.ts); 0: no metadata. */
-  mdEnd = 0;
 
   constructor(readonly session: S) {}
 
@@ -90,9 +113,57 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     this.cancelled = false;
     this.abortCtl = null;
     this.charged = 0;
-    this.mdEnd = 0;
+    this.dataAt = 0;
+    this.md = null;
+    this.deadlineAt = undefined;
+    this.replyMd = null;
     this.generation++;
+    if (this.session.server.metricsRegistry !== null) {
+      this.startMs = performance.now();
+      this.bytesIn = msg.bodyLength;
+      this.bytesOut = 0;
+      this.outcome = null;
+    }
     return this;
+  }
+
+  /**
+   * @internal where the request's data starts in its body, after its metadata (wire.ts); 0: no
+   * metadata. The session sets it at delivery (after checking the prefix fits); a non-zero end
+   * reads the metadata and its deadline at once (readMetadata()).
+   */
+  get mdEnd(): number {
+    return this.dataAt;
+  }
+  set mdEnd(end: number) {
+    this.dataAt = end;
+    if (end !== 0 && this.md === null) this.readMetadata(end);
+  }
+
+  /**
+   * @internal decodes the request's metadata (body[2 .. end)) and its deadline. A peer's
+   * malformed metadata is a ProtocolError: the connection is aborted, the handle marked
+   * cancelled (a reply is dropped), and false returned. Cold path: only requests with metadata.
+   */
+  readMetadata(end: number): boolean {
+    this.dataAt = end;
+    const msg = this.msg;
+    if (msg === null) return true;
+    let md: Metadata;
+    let remainingMs: number | undefined;
+    try {
+      md = decodeMetadata(msg.body.subarray(METADATA_LEN_BYTES, end));
+      remainingMs = remainingDeadline(md);
+    } catch (e) {
+      if (!(e instanceof HotpathError)) throw e;
+      this.cancelled = true;
+      this.md = Metadata.EMPTY;
+      this.session.conn.abort(e);
+      return false;
+    }
+    this.md = md;
+    this.deadlineAt = remainingMs === undefined ? undefined : performance.now() + remainingMs;
+    return true;
   }
 
   get method(): number {
@@ -114,7 +185,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
   get data(): Uint8Array {
     if (this.done) throw new UsageError("request handle already consumed");
     if (this.msg === null) return this.ownData!;
-    return this.mdEnd === 0 ? this.msg.body : this.msg.body.subarray(this.mdEnd);
+    return this.dataAt === 0 ? this.msg.body : this.msg.body.subarray(this.dataAt);
   }
 
   /** The fixed application header (empty when the request had none); same lifetime as data. */
@@ -125,6 +196,40 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     const len = wireAppHeaderLen(headBuf, headOffset);
     const at = headOffset + WIRE_HEADER_BYTES;
     return len === 0 ? EMPTY_BYTES : headBuf.subarray(at, at + len);
+  }
+
+  /** The request's metadata (Metadata.EMPTY when it had none); immutable, kept across detach(), the caller may keep it. */
+  get metadata(): Metadata {
+    if (this.done) throw new UsageError(`request handle for method ${this.method} already consumed`);
+    return this.md ?? Metadata.EMPTY;
+  }
+
+  /**
+   * When the caller's deadline passes (performance.now() ms: arrival + the `hp-deadline-ms` it
+   * sent), or undefined when it sent none. Pass the handle as `parent` to a request this
+   * handler makes and that request inherits what is left (RequestOptions.parent).
+   */
+  get deadline(): number | undefined {
+    return this.deadlineAt;
+  }
+
+  /**
+   * Metadata for the response (or error response) of this call, sent by reply(), replyError(),
+   * replyBuffer() or respond() (a later call replaces it). UsageError for bad metadata (see
+   * Metadata.from) or after the reply; nothing is sent then.
+   */
+  setResponseMetadata(md: MetadataInit | Metadata): void {
+    if (this.done) throw new UsageError(`request handle for method ${this.method} already replied to: its response metadata is too late`);
+    const m = Metadata.from(md);
+    this.replyMd = m.size === 0 ? null : encodeMetadata(m);
+  }
+
+  /** @internal an interceptor changed the request: the handler sees `data` and `md` (the handle is detached). */
+  replaceRequest(data: Uint8Array, md: Metadata): void {
+    if (this.done) throw new UsageError(`request handle for method ${this.method} already consumed`);
+    this.detach();
+    this.ownData = data;
+    this.md = md;
   }
 
   get consumed(): boolean {
@@ -147,7 +252,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     if (msg === null) return;
     this.poolable = false; // kept past its delivery: never reissued, so a late use stays a UsageError
     const copy = this.session.conn.caps.zeroCopy;
-    const body = this.mdEnd === 0 ? msg.body : msg.body.subarray(this.mdEnd);
+    const body = this.dataAt === 0 ? msg.body : msg.body.subarray(this.dataAt);
     this.ownData = copy && body.length > 0 ? copyBytes(body) : body;
     const { headBuf, headOffset } = msg;
     const len = wireAppHeaderLen(headBuf, headOffset);
@@ -157,13 +262,23 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     msg.release();
   }
 
-  /** Aborted when the client cancels. Created on first use. */
+  /**
+   * Aborted when the client cancels (reason: an AbortError), or when the call's deadline passes
+   * (reason: a TimeoutError; the timer exists only once the signal was taken). Created on first use.
+   */
   get signal(): AbortSignal {
     if (this.done) throw new UsageError(`request handle for method ${this.method} already consumed: its signal is gone with it`);
     this.poolable = false; // the signal outlives the call: the handle is not reissued
     if (this.abortCtl === null) {
-      this.abortCtl = new AbortController();
-      if (this.cancelled) this.abortCtl.abort();
+      const ctl = new AbortController();
+      this.abortCtl = ctl;
+      if (this.cancelled) ctl.abort();
+      else if (this.deadlineAt !== undefined) {
+        const late = () => ctl.abort(new TimeoutError(`the deadline of the call to method ${this.method} passed`));
+        const leftMs = this.deadlineAt - performance.now();
+        if (leftMs <= 0) late();
+        else this.deadlineTimer = setTimeout(late, leftMs);
+      }
     }
     return this.abortCtl.signal;
   }
@@ -171,7 +286,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
   /** Sends the response and consumes the handle (see the module comment for SEND_FULL). */
   reply(data: Uint8Array): SendStatus {
     if (!(data instanceof Uint8Array)) throw new UsageError(`reply to method ${this.method}: data must be a Uint8Array, got ${describeValue(data)}`);
-    return this.send(KIND_RESPONSE, data);
+    return this.send(KIND_RESPONSE, data, null);
   }
 
   /**
@@ -195,23 +310,36 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     this.session.conn.releaseBuffer(buffer);
   }
 
-  /** reply() with a buffer from allocReply() (the view it returned), its first `lenBytes` (default: all) sent without a copy. */
+  /**
+   * reply() with a buffer from allocReply() (the view it returned), its first `lenBytes`
+   * (default: all) sent without a copy. With response metadata set, the bytes are copied behind
+   * it instead (the metadata goes first in the body) and the buffer goes back once sent.
+   */
   replyBuffer(buffer: Uint8Array, lenBytes: number = buffer.length): SendStatus {
     if (this.done) throw new UsageError(`request handle for method ${this.method} already replied to`);
     if (this.oneWay) this.session.conn.releaseBuffer(buffer); // nobody to answer: give the memory back
+    if (!this.oneWay && this.replyMd !== null) {
+      const status = this.send(KIND_RESPONSE, buffer.subarray(0, lenBytes), null);
+      if (status !== SEND_FULL) this.session.conn.releaseBuffer(buffer);
+      return status;
+    }
     const status = this.oneWay ? SEND_OK : this.session.sendBuffer(this.method, this.callSlot, this.callGen, buffer, lenBytes);
-    if (status !== SEND_FULL) this.finish();
+    if (status !== SEND_FULL) {
+      this.bytesOut = lenBytes;
+      this.finish();
+    }
     return status;
   }
 
   /** Sends an error response; the client's call rejects with RemoteError(name, message). */
   replyError(name: string, message: string): SendStatus {
-    return this.send(KIND_ERROR, encodeErrorBody(name, message));
+    return this.send(KIND_ERROR, encodeErrorBody(name, message), name);
   }
 
   /** Consumes the handle without a response (e.g. after a cancel). */
   drop(): void {
     if (this.done) return;
+    if (!this.isOneWay) this.outcome = this.cancelled ? "CancelledError" : "Dropped";
     this.finish();
   }
 
@@ -221,14 +349,20 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     this.abortCtl?.abort();
   }
 
-  private send(kind: number, data: Uint8Array): SendStatus {
+  /** `errorName`: the error response's name (metrics), null for a response. */
+  private send(kind: number, data: Uint8Array, errorName: string | null): SendStatus {
     if (this.done) throw new UsageError(`request handle for method ${this.method} already replied to`);
     if (this.oneWay) {
       this.finish();
       return SEND_OK;
     }
-    const status = this.session.send(kind, this.method, this.callSlot, this.callGen, data);
-    if (status !== SEND_FULL) this.finish();
+    const md = this.replyMd;
+    const status = this.session.send(kind, this.method, this.callSlot, this.callGen, data, md);
+    if (status !== SEND_FULL) {
+      this.outcome = errorName;
+      this.bytesOut = md === null ? data.length : METADATA_LEN_BYTES + md.length + data.length;
+      this.finish();
+    }
     return status;
   }
 
@@ -238,7 +372,16 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     this.msg = null;
     this.ownData = null;
     this.ownAppHeader = null;
+    if (this.deadlineTimer !== undefined) {
+      clearTimeout(this.deadlineTimer);
+      this.deadlineTimer = undefined;
+    }
     if (msg !== null) msg.release();
+    const metrics = this.session.server.metricsRegistry;
+    if (metrics !== null) {
+      const ms = performance.now() - this.startMs;
+      metrics.record(this.session.conn.transport, this.methodId, this.outcome, this.bytesIn, this.bytesOut, ms > 0 ? ms * 1e6 : 0);
+    }
     this.session.forget(this);
     if (this.poolable) this.session.recycle(this);
   }

@@ -26,6 +26,7 @@ import { DecodeError } from "./codec.ts";
 import { RequestHandle, Server, type DrainResult, type ErrorReply, type ServerOptions } from "./server.ts";
 import { wantsDetachFirst } from "./detach.ts";
 import { bindService, type Handlers, type RawHandler, type ServiceClient, type ServiceDef } from "./service.ts";
+import { checkInterceptors, serverCall, serverUnaryChain, type ServerCall, type ServerInterceptor } from "./interceptors.ts";
 
 export interface Serving extends Disposable {
   readonly url: string;
@@ -36,8 +37,14 @@ export interface Serving extends Disposable {
   drain(timeoutMs: number): Promise<DrainResult>;
 }
 
-/** Dispatches each request to its handler by method id (the engine behind serve()). */
-export function dispatcher(handlers: Handlers): (h: RequestHandle) => void {
+/**
+ * Dispatches each request to its handler by method id (the engine behind serve()), through
+ * `interceptors` when any has `unary` (interceptors.ts; the first outermost): then every request
+ * is detached first (interceptors may await), the handler reads what the innermost interceptor
+ * passed on, and the chain's outcome is the response. A handler's throw and a bad return are
+ * reported (onError) as without interceptors; an interceptor's own throw is its answer, not reported.
+ */
+export function dispatcher(handlers: Handlers, interceptors?: readonly ServerInterceptor[]): (h: RequestHandle) => void {
   const table = new Map<number, RawHandler>();
   // `async function` handlers get their request out of transport memory before they run, so a
   // view of h.data they keep across an await stays valid; others are detached if they return
@@ -50,10 +57,22 @@ export function dispatcher(handlers: Handlers): (h: RequestHandle) => void {
     table.set(id, fn);
     if (wantsDetachFirst(fn)) early.add(id);
   }
+  const list = checkInterceptors(interceptors, "serve");
+  const chain = list === undefined || !list.some((ic) => ic.unary !== undefined) ? null : serverUnaryChain(list, (call) => runHandler(table, call));
   return (h) => {
+    // Its metadata was malformed: the connection is aborted already (handle.ts readMetadata()).
+    if (h.cancelled && h.session.conn.closed) return h.drop();
     const fn = table.get(h.method);
     if (fn === undefined) {
       h.respond(null, { name: "UnknownMethodError", message: `no handler for method ${h.method}` });
+      return;
+    }
+    if (chain !== null) {
+      h.detach();
+      chain(serverCall(h)).then(
+        (v) => finish(h, v),
+        (e) => h.respond(null, errorParts(e)),
+      );
       return;
     }
     if (early.has(h.method)) h.detach();
@@ -66,7 +85,7 @@ export function dispatcher(handlers: Handlers): (h: RequestHandle) => void {
     }
     let thenable: boolean;
     try {
-      thenable = out instanceof Promise || (out !== null && typeof out === "object" && typeof (out as PromiseLike<unknown>).then === "function");
+      thenable = isThenable(out);
     } catch {
       return badReturn(h, "a value that cannot be inspected"); // e.g. a Proxy whose traps throw
     }
@@ -83,6 +102,43 @@ export function dispatcher(handlers: Handlers): (h: RequestHandle) => void {
       (e) => fail(h, e),
     );
   };
+}
+
+const isThenable = (out: unknown): boolean => out instanceof Promise || (out !== null && typeof out === "object" && typeof (out as PromiseLike<unknown>).then === "function");
+
+/** A handler's bad return, inside an interceptor chain: reported, then the chain's error (name HandlerReturnError). */
+class HandlerReturnError extends Error {
+  override name = "HandlerReturnError";
+}
+
+/**
+ * The innermost step of an interceptor chain: the handler of `call.method`, reading the data
+ * and metadata the interceptors passed on. Resolves with its bytes (nothing: empty); a throw or
+ * a bad return is reported and rejects.
+ */
+async function runHandler(table: Map<number, RawHandler>, call: ServerCall): Promise<Uint8Array> {
+  const h = call.handle as RequestHandle;
+  if (call.data !== h.data || call.metadata !== h.metadata) h.replaceRequest(call.data, call.metadata);
+  const fn = table.get(h.method)!;
+  let v: unknown;
+  try {
+    v = fn(h);
+    if (isThenable(v)) v = await (v as PromiseLike<unknown>);
+  } catch (e) {
+    h.session.server.report(e, "handler", h);
+    throw e;
+  }
+  let bytes: boolean;
+  try {
+    bytes = v instanceof Uint8Array;
+  } catch {
+    bytes = false;
+  }
+  if (bytes) return v as Uint8Array;
+  if (v === undefined || v === null) return EMPTY_BYTES;
+  const message = `the handler for method ${h.method} returned ${describeValue(v)}; a handler returns a Uint8Array (or nothing)`;
+  h.session.server.report(new TypeError(message), "return", h);
+  throw new HandlerReturnError(message);
 }
 
 /** A handler's result: bytes (or nothing) become the response; anything else fails the call. Never throws. */
@@ -132,11 +188,11 @@ function errorParts(e: unknown): ErrorReply {
 export async function serve(
   url: string,
   handlers: Handlers,
-  opts: ListenOptions & Omit<ServerOptions, "onRequest"> = {},
+  opts: ListenOptions & Omit<ServerOptions, "onRequest"> & { interceptors?: readonly ServerInterceptor[] } = {},
 ): Promise<Serving> {
   // Handlers and options are checked before anything listens: a UsageError leaves nothing open.
   // Handlers are application code that may keep `h`: no pooled handles (a late use is a UsageError).
-  const server = new Server({ ...opts, poolHandles: false, onRequest: dispatcher(handlers) });
+  const server = new Server({ ...opts, poolHandles: false, onRequest: dispatcher(handlers, opts.interceptors) });
   const listener = await listen(url, opts);
   // The listener is serve()'s own: its refusals are the server's to report (onError "refused").
   listener.onRefused((error, reason) => server.reportFailure(error, { source: "refused", method: null, session: null, reason, listener }));
