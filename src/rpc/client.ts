@@ -32,12 +32,13 @@ import { EMPTY_BYTES } from "../bytes.ts";
 import { CancelledError, HotpathError, MessageTooLargeError, ProtocolError, RemoteError, TimeoutError, TransportClosedError, UsageError, rebuildRemoteError } from "../errors.ts";
 import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_GOAWAY, KIND_MASK, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, KIND_STREAM_END, KIND_STREAM_MSG, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
-import { checkMessage, decodeErrorBody, wireCallGen, wireCallSlot, wireWord0, withMetadata, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
+import { checkMessage, wireCallGen, wireCallSlot, wireWord0, withMetadata, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
 import { checkTimeout } from "./validate.ts";
 import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, armRequest, keepCopies, splitMetadata, tellMetadata, oversizedSlot, ownedBody, PendingRequest, type SlotOwner } from "./pending.ts";
 import { RoomRetry } from "./room.ts";
 import { CompletionRing } from "./completions.ts";
-import { SlotTable, SLOT_CALLBACK, SLOT_CANCELLING, SLOT_DONE, SLOT_FREE, SLOT_PROMISE, SLOT_STREAM } from "./slots.ts";
+import { remoteErrorOf, settleRequest, SlotTable, SLOT_CALLBACK, SLOT_CANCELLING, SLOT_DONE, SLOT_FREE, SLOT_PROMISE, SLOT_STREAM } from "./slots.ts";
+import { ClientStreamImpl, streamChain, type ClientStream, type StreamOpener, type StreamOptions } from "./stream/client-stream.ts";
 import { CallMeter, metricsOption } from "./meter.ts";
 import type { RpcMetricsSnapshot } from "./metrics.ts";
 import { Metadata } from "./metadata.ts";
@@ -82,6 +83,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   private readonly room: RoomRetry;
   private readonly meter: CallMeter | null;
   private readonly chain: UnaryChain | null;
+  private readonly opener: StreamOpener; // stream() through the interceptors' `stream` members
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);
   private readonly head24 = this.headBuf.subarray(0, WIRE_HEADER_BYTES);
   private closeErr: HotpathError | null = null;
@@ -100,6 +102,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
     const metrics = metricsOption(opts.metrics, "client options");
     this.meter = metrics === null ? null : new CallMeter(metrics, conn.transport, window);
     this.chain = opts.interceptors === undefined || opts.interceptors.length === 0 ? null : unaryChain(opts.interceptors, (m, d, o) => this.start(m, d, o));
+    this.opener = streamChain(opts.interceptors, (m, o) => new ClientStreamImpl(this, m, o));
     conn.setReceiver({
       onMessage: (m) => this.onMessage(m),
       onClose: (e) => this.onClose(e),
@@ -253,6 +256,11 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
    */
   request(method: number, data: Uint8Array = EMPTY_BYTES, opts?: RequestOptions): Promise<Uint8Array> {
     return this.chain === null ? this.start(method, data, opts) : this.chain(method, data, opts);
+  }
+
+  /** A stream on `method` (stream/client-stream.ts): messages both ways under per-stream credit, in one slot of the window. UsageError for bad options. */
+  stream(method: number, opts?: StreamOptions): ClientStream {
+    return this.opener(method, opts);
   }
 
   /** Metrics of the calls made so far (ClientOptions.metrics); UsageError when metrics are off. */
@@ -431,12 +439,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   }
 
   private settle(p: PendingRequest, value: Uint8Array | null, error: Error | null): void {
-    if (p.done) return;
-    p.done = true;
-    if (p.heapIndex >= 0) this.deadlines.remove(p);
-    if (p.listening) p.signal!.removeEventListener("abort", p);
-    if (error) p.reject(error);
-    else p.resolve(value!);
+    settleRequest(p, this.deadlines, value, error);
   }
 
   private onMessage(msg: RxMessage): void {
@@ -484,14 +487,11 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
         return this.protocolAbort(e, msg);
       }
     } else if (p?.onMetadata !== undefined) tellMetadata(p.onMetadata, Metadata.EMPTY);
-    let error: HotpathError | null = null;
-    if (kind === KIND_ERROR) {
-      try {
-        const { name, message } = decodeErrorBody(msg.body);
-        error = new RemoteError(name, message);
-      } catch (e) {
-        return this.protocolAbort(e, msg);
-      }
+    let error: HotpathError | null;
+    try {
+      error = kind === KIND_ERROR ? remoteErrorOf(msg.body) : null;
+    } catch (e) {
+      return this.protocolAbort(e, msg);
     }
     if (state === SLOT_CALLBACK) {
       if (this.direct && error === null) return this.completeNow(slot, msg);

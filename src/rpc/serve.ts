@@ -25,6 +25,9 @@ import { describeValue } from "./validate.ts";
 import { DecodeError } from "./codec.ts";
 import { RequestHandle, Server, type DrainResult, type ErrorReply, type ServerOptions } from "./server.ts";
 import { wantsDetachFirst } from "./detach.ts";
+import { serverStreamChain } from "./interceptors.ts";
+import { isStreamHandler, sessionStreams, type StreamHandlerFn } from "./stream/server-stream.ts";
+import type { StreamWindow } from "./stream/types.ts";
 import { bindService, type Handlers, type RawHandler, type ServiceClient, type ServiceDef } from "./service.ts";
 import { checkInterceptors, serverCall, serverUnaryChain, type ServerCall, type ServerInterceptor } from "./interceptors.ts";
 
@@ -188,11 +191,27 @@ function errorParts(e: unknown): ErrorReply {
 export async function serve(
   url: string,
   handlers: Handlers,
-  opts: ListenOptions & Omit<ServerOptions, "onRequest"> & { interceptors?: readonly ServerInterceptor[] } = {},
+  opts: ListenOptions & Omit<ServerOptions, "onRequest" | "streams"> & { interceptors?: readonly ServerInterceptor[]; streamWindow?: StreamWindow } = {},
 ): Promise<Serving> {
   // Handlers and options are checked before anything listens: a UsageError leaves nothing open.
   // Handlers are application code that may keep `h`: no pooled handles (a late use is a UsageError).
-  const server = new Server({ ...opts, poolHandles: false, onRequest: dispatcher(handlers, opts.interceptors) });
+  // Stream handlers (streamHandler()) serve STREAM_STARTs, through the interceptors' `stream`
+  // members; a unary request to one of their methods is answered with UnknownMethodError.
+  const unary: Handlers = {};
+  const streams = new Map<number, StreamHandlerFn>();
+  for (const [key, fn] of Object.entries(handlers)) {
+    if (!isStreamHandler(fn)) {
+      unary[Number(key)] = fn;
+      continue;
+    }
+    const ics = opts.interceptors?.filter((ic) => ic !== null && typeof ic === "object" && typeof ic.stream === "function") ?? [];
+    streams.set(Number(key), ics.length === 0 ? fn : serverStreamChain(ics, async (s) => fn(s)));
+    // Answered here (not thrown: no handler failed), so the dispatcher's own reply finds it consumed.
+    unary[Number(key)] = (h) => h.respond(null, { name: "UnknownMethodError", message: `method ${key} is a stream: open it with client.stream()` });
+  }
+  const lookup = (m: number) => streams.get(m) ?? (handlers[m] === undefined ? `no handler for method ${m}` : `method ${m} is not a stream: call it with request()`);
+  const streamOpts = { window: opts.streamWindow };
+  const server = new Server({ ...opts, poolHandles: false, onRequest: dispatcher(unary, opts.interceptors), streams: sessionStreams(lookup, streamOpts) });
   const listener = await listen(url, opts);
   // The listener is serve()'s own: its refusals are the server's to report (onError "refused").
   listener.onRefused((error, reason) => server.reportFailure(error, { source: "refused", method: null, session: null, reason, listener }));

@@ -9,8 +9,9 @@
  * Example: class Client extends SlotTable<U> { ... const slot = this.allocSlot(); ... }
  */
 
-import { UsageError } from "../errors.ts";
-import type { PendingRequest, SlotOwner } from "./pending.ts";
+import { RemoteError, UsageError } from "../errors.ts";
+import { decodeErrorBody } from "./wire.ts";
+import type { DeadlineQueue, PendingRequest, SlotOwner } from "./pending.ts";
 
 export const DEFAULT_WINDOW = 256;
 /** Slot indexes travel as u32, but the server indexes per-slot state by them: keep it modest. */
@@ -59,4 +60,20 @@ export class SlotTable<U> {
     this.gen[slot] = (this.gen[slot]! + 1) >>> 0 || 1;
     return slot;
   }
+}
+
+/** The RemoteError an ERROR body (wire.ts JSON) stands for; ProtocolError when it is malformed. */
+export function remoteErrorOf(body: Uint8Array): RemoteError {
+  const { name, message } = decodeErrorBody(body);
+  return new RemoteError(name, message);
+}
+
+/** Settles a request() once: its deadline and abort listener go, then its promise resolves or rejects. */
+export function settleRequest(p: PendingRequest, deadlines: DeadlineQueue, value: Uint8Array | null, error: Error | null): void {
+  if (p.done) return;
+  p.done = true;
+  if (p.heapIndex >= 0) deadlines.remove(p);
+  if (p.listening) p.signal!.removeEventListener("abort", p);
+  if (error) p.reject(error);
+  else p.resolve(value!);
 }

@@ -1,0 +1,275 @@
+/**
+ * The server's side of streams: a session's SessionStreams (ServerOptions.streams; serve()
+ * installs sessionStreams()) and one ServerStreamImpl (types.ts ServerStream) per stream the
+ * client started, by its call slot.
+ *
+ * Contract: a STREAM_START for a method with a stream handler starts it (its metadata, its
+ * deadline from `hp-deadline-ms`, the client's receive window as this side's send credit);
+ * for any other method it is answered with ERROR UnknownMethodError. The handler's successful
+ * return sends END (unless it ended already), a throw sends ERROR (the thrown error's name and
+ * message; reported as a "handler" failure). The client's CANCEL, the deadline and the
+ * session's close abort `s.signal` and reject s.read() / s.send(); the deadline also sends
+ * ERROR TimeoutError. Each open stream counts as a call in flight (session.streamStarted /
+ * streamEnded: drain waits for it). Frames of unknown or finished streams are dropped; a
+ * second START on a live slot and a peer past its credit abort the session (ProtocolError).
+ * The server's thread.
+ *
+ * Example:
+ *   serve(url, { 5: streamHandler(async (s) => { for await (const m of s) await s.send(m); }) });
+ */
+
+import { CancelledError, MessageTooLargeError, ProtocolError, TimeoutError, TransportClosedError, describeThrown, errorNameOf, type HotpathError } from "../../errors.ts";
+import { SEND_FULL, type Connection, type RxMessage, type SendStatus } from "../../contract/transport.ts";
+import { DecodeError } from "../codec.ts";
+import { Metadata, decodeMetadata, remainingDeadline } from "../metadata.ts";
+import { errorCodeName } from "../metrics.ts";
+import type { ServerSession, SessionStreams } from "../server.ts";
+import { KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_STREAM_CREDIT, KIND_STREAM_END, KIND_STREAM_MSG, KIND_STREAM_START, METADATA_LEN_BYTES, encodeErrorBody, metadataEnd, wireKind } from "../wire.ts";
+import { StreamBase } from "./base.ts";
+import { DEFAULT_STREAM_WINDOW, STREAM_INITIAL_CREDIT, checkWindow, readCredit } from "./credit.ts";
+import { RoomQueue } from "./room-queue.ts";
+import type { ServerStream, StreamWindow } from "./types.ts";
+
+/** A stream handler: runs once per stream; resolving ends the stream OK, throwing fails it. */
+export type StreamHandlerFn = (s: ServerStream) => Promise<void> | void;
+
+const STREAM_HANDLER = Symbol("hotpath.streamHandler");
+
+/**
+ * Marks `fn` as a stream handler for serve()'s handler table: a STREAM_START for its method
+ * runs it; a unary request to that method is answered with UnknownMethodError. Typed as a raw
+ * handler so it sits in the same table.
+ */
+export function streamHandler<F extends StreamHandlerFn>(fn: F): F {
+  if (typeof fn !== "function") throw new TypeError("streamHandler: a function (s: ServerStream) => Promise<void> | void");
+  (fn as unknown as Record<symbol, boolean>)[STREAM_HANDLER] = true;
+  return fn;
+}
+
+/** True for a function marked by streamHandler(). */
+export function isStreamHandler(fn: unknown): fn is StreamHandlerFn {
+  return typeof fn === "function" && (fn as unknown as Record<symbol, boolean>)[STREAM_HANDLER] === true;
+}
+
+export interface SessionStreamsOptions {
+  /** The receive window of each stream (default DEFAULT_STREAM_WINDOW; at least STREAM_INITIAL_CREDIT). */
+  window?: StreamWindow;
+}
+
+/** The error frame of a thrown value: its name (errorNameOf) and message. Never throws. */
+function errorParts(e: unknown): { name: string; message: string } {
+  let name: string;
+  try {
+    name = e instanceof DecodeError ? "DecodeError" : errorNameOf(e);
+  } catch {
+    name = "Error";
+  }
+  return { name, message: describeThrown(e) };
+}
+
+export class ServerStreamImpl extends StreamBase implements ServerStream {
+  readonly deadline: number | undefined;
+  /** The ERROR frame still to send (the stream failed on this side), or null. */
+  private finalError: Uint8Array | null = null;
+  private timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private readonly startMs = performance.now();
+
+  constructor(
+    private readonly owner: SessionStreamsImpl,
+    readonly session: ServerSession,
+    readonly method: number,
+    readonly slot: number,
+    readonly gen: number,
+    readonly metadata: Metadata,
+    sendCredit: StreamWindow,
+    window: StreamWindow,
+  ) {
+    super(sendCredit, STREAM_INITIAL_CREDIT, window);
+    const remaining = remainingDeadline(metadata); // ProtocolError for a malformed one: the caller aborts
+    this.deadline = remaining === undefined ? undefined : this.startMs + remaining;
+    if (remaining !== undefined) {
+      this.timer = setTimeout(() => this.fail(new TimeoutError(`stream for method ${method} passed its deadline of ${remaining} ms`), true), Math.min(remaining, 2 ** 31 - 1));
+    }
+    this.openWindow(); // the window past STREAM_INITIAL_CREDIT, granted at once
+    this.kick();
+  }
+
+  get peer(): string {
+    return this.session.conn.peer;
+  }
+  get transport(): string {
+    return this.session.conn.transport;
+  }
+  protected get conn(): Connection {
+    return this.session.conn;
+  }
+  protected rooms(): RoomQueue {
+    return this.owner.rooms;
+  }
+
+  protected sendFrame(kind: number, data: Uint8Array, md: Uint8Array | null): SendStatus {
+    return this.session.send(kind, this.method, this.slot, this.gen, data, md);
+  }
+
+  protected sendBufferFrame(buffer: Uint8Array, lenBytes: number): SendStatus {
+    return this.session.sendBuffer(this.method, this.slot, this.gen, buffer, lenBytes, KIND_STREAM_MSG);
+  }
+
+  protected override flushControl(): SendStatus {
+    if (this.finalError === null) return super.flushControl();
+    const s = this.session.send(KIND_ERROR, this.method, this.slot, this.gen, this.finalError);
+    if (s !== SEND_FULL) {
+      this.finalError = null;
+      this.blocked = false;
+    }
+    return s;
+  }
+
+  /** The server's END is final: the stream is over. */
+  protected endSent(): void {
+    this.finishOk();
+  }
+
+  protected closedError(): HotpathError {
+    return new TransportClosedError(`rpc: the session with ${this.session.conn.peer} is closed`);
+  }
+
+  protected onFinish(error: Error | null, tellPeer: boolean): void {
+    clearTimeout(this.timer);
+    this.owner.finished(this);
+    const metrics = this.session.server.metricsRegistry;
+    if (metrics !== null) {
+      const ns = (performance.now() - this.startMs) * 1e6;
+      metrics.record(this.transport, this.method, error === null ? null : errorCodeName(error), this.bytesIn, this.bytesOut, ns > 0 ? ns : 0);
+    }
+    if (!tellPeer || error === null || this.session.conn.closed) return;
+    const { name, message } = errorParts(error);
+    this.finalError = encodeErrorBody(name, message);
+    this.blocked = true;
+    this.kick();
+  }
+
+  /** The handler returned: END, unless the stream ended already. */
+  handlerDone(): void {
+    if (!this.finished && !this.sendEnded) this.end();
+  }
+
+  /** The handler threw: ERROR with its name and message (reported), unless the stream is over. */
+  handlerFailed(e: unknown): void {
+    if (this.finished) return;
+    this.session.server.reportFailure(e, { source: "handler", method: this.method, session: this.session });
+    const { name, message } = errorParts(e);
+    const err = new Error(message);
+    err.name = name;
+    this.fail(err, true);
+  }
+
+  /** A frame for this stream (its generation checked). ProtocolError when malformed. */
+  onFrame(kind: number, msg: RxMessage): void {
+    if (kind === KIND_STREAM_MSG) return this.onMessage(msg);
+    try {
+      if (kind === KIND_STREAM_CREDIT) this.onCredit(msg.body);
+      else if (kind === KIND_STREAM_END) this.peerEnded(); // the client half-closed (its metadata, if any, is ignored)
+      else if (kind === KIND_CANCEL) this.fail(new CancelledError(`the client cancelled the stream for method ${this.method}`), false);
+      else throw new ProtocolError(`rpc server: a second STREAM_START on live stream ${this.slot} (method ${this.method})`);
+    } finally {
+      msg.release();
+    }
+  }
+}
+
+/** A session's streams by call slot (SessionStreams). */
+export class SessionStreamsImpl implements SessionStreams {
+  private readonly live = new Map<number, ServerStreamImpl>();
+  readonly rooms: RoomQueue;
+
+  constructor(
+    private readonly session: ServerSession,
+    private readonly lookup: (method: number) => StreamHandlerFn | string,
+    private readonly window: StreamWindow,
+  ) {
+    this.rooms = new RoomQueue(session.conn);
+  }
+
+  /** Streams open now. */
+  get size(): number {
+    return this.live.size;
+  }
+
+  onFrame(kind: number, slot: number, gen: number, method: number, msg: RxMessage): void {
+    try {
+      if (kind === KIND_STREAM_START) return this.start(slot, gen, method, msg);
+      const s = this.live.get(slot);
+      if (s === undefined || s.gen !== gen) return msg.release(); // unknown or finished: dropped
+      s.onFrame(kind, msg);
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.session.conn.abort(e);
+    }
+  }
+
+  private start(slot: number, gen: number, method: number, msg: RxMessage): void {
+    let md = Metadata.EMPTY;
+    let credit: { messages: number; bytes: number };
+    try {
+      if (this.live.has(slot)) throw new ProtocolError(`rpc server: STREAM_START for call ${slot}/${gen} while stream ${slot} is live`);
+      const body = msg.body;
+      let at = 0;
+      if ((wireKind(msg.headBuf, msg.headOffset) & KIND_FLAG_METADATA) !== 0) {
+        at = metadataEnd(body);
+        md = decodeMetadata(body.subarray(METADATA_LEN_BYTES, at));
+      }
+      credit = readCredit(body, at, "STREAM_START");
+      if (credit.messages === 0 || credit.bytes === 0) throw new ProtocolError(`rpc server: STREAM_START with an empty window (${credit.messages} messages, ${credit.bytes} bytes)`);
+    } finally {
+      msg.release();
+    }
+    const fn = this.lookup(method);
+    if (typeof fn === "string") {
+      // A one-off answer: nothing was started, so a full transport drops it (the client's deadline ends its wait).
+      this.session.send(KIND_ERROR, method, slot, gen, encodeErrorBody("UnknownMethodError", fn));
+      return;
+    }
+    const s = new ServerStreamImpl(this, this.session, method, slot, gen, md, credit, this.window);
+    this.live.set(slot, s);
+    this.session.streamStarted();
+    let out: unknown;
+    try {
+      out = fn(s);
+    } catch (e) {
+      return s.handlerFailed(e);
+    }
+    Promise.resolve(out).then(
+      () => s.handlerDone(),
+      (e) => s.handlerFailed(e),
+    );
+  }
+
+  /** @internal a stream finished: it leaves the table (later frames for it are dropped). */
+  finished(s: ServerStreamImpl): void {
+    if (this.live.get(s.slot) !== s) return;
+    this.live.delete(s.slot);
+    this.session.streamEnded();
+  }
+
+  onOversized(slot: number, gen: number, bodyLength: number): void {
+    const s = this.live.get(slot);
+    if (s === undefined || s.gen !== gen) return;
+    s.fail(new MessageTooLargeError(`rpc server: a stream message of ${bodyLength} bytes for method ${s.method} exceeds this server's maxMessageBytes ${this.session.conn.caps.maxMessageBytes}`), true);
+  }
+
+  closed(error: HotpathError | null): void {
+    const err = error ?? new TransportClosedError(`rpc: the session with ${this.session.conn.peer} closed`);
+    for (const s of [...this.live.values()]) s.fail(err, false);
+  }
+}
+
+/**
+ * ServerOptions.streams for a table of stream handlers: `lookup(method)` gives the handler, or
+ * the message of the UnknownMethodError a STREAM_START for it gets.
+ */
+export function sessionStreams(lookup: (method: number) => StreamHandlerFn | string, opts: SessionStreamsOptions = {}): (session: ServerSession) => SessionStreams {
+  const w = checkWindow(opts.window ?? DEFAULT_STREAM_WINDOW, "server stream options");
+  const window = { messages: Math.max(w.messages, STREAM_INITIAL_CREDIT.messages), bytes: Math.max(w.bytes, STREAM_INITIAL_CREDIT.bytes) };
+  return (session) => new SessionStreamsImpl(session, lookup, window);
+}
