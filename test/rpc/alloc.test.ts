@@ -7,7 +7,8 @@
  * sees garbage not yet collected; Bun.gc(true) before each reading; the readings' own objects
  * subtracted; no clean reading fails). Each reply is checked byte for byte (every byte, by a plain
  * loop that allocates nothing), against its own request (user data in call order). The same
- * holds with the client's metrics on (ClientOptions.metrics: every call recorded, checked after).
+ * holds with the client's metrics on (ClientOptions.metrics), and with the server's too
+ * (ServerOptions.metrics): every call recorded on each side, checked after.
  */
 
 import { afterAll, describe, expect, test } from "bun:test";
@@ -114,6 +115,26 @@ describe.each(["shm", "inproc"] as const)("hot path allocations over %s", (trans
     expect(calls).toBeGreaterThanOrEqual(2 * ROUND_TRIPS);
     expect({ transport: m[0]!.transport, method: m[0]!.method, errors: m[0]!.errors, bytesOut: m[0]!.bytesOut, bytesIn: m[0]!.bytesIn, latencyCount: m[0]!.latency.count })
       .toEqual({ transport, method: "1", errors: [], bytesOut: calls * size, bytesIn: calls * size, latencyCount: calls });
+  }, 60_000);
+
+  // Both sides metered (ServerOptions.metrics too: one record per consumed request handle).
+  test.each([32, 4096])("client and server metrics on, %i-byte bodies: 0 objects per round trip, every call recorded on both sides", async (size) => {
+    const { client, server, state, rounds } = await roundTripper(transport, size, { clientMetrics: true, serverMetrics: true });
+    rounds(ROUND_TRIPS);
+    const perRoundTrip = objectsPer(ROUND_TRIPS, rounds);
+    console.log(`${transport} ${size} B, client + server metrics: ${perRoundTrip.toFixed(4)} heap objects per round trip over ${ROUND_TRIPS} round trips`);
+    expect(state.wrong).toBe(0);
+    expect(perRoundTrip).toBeLessThan(ALLOWED_PER_ROUND_TRIP);
+    const c = client.metrics().methods;
+    const sv = server.metrics().methods;
+    expect(c.length).toBe(1);
+    expect(sv.length).toBe(1);
+    const calls = c[0]!.calls;
+    expect(calls).toBeGreaterThanOrEqual(2 * ROUND_TRIPS);
+    const view = (m: (typeof c)[number]) => ({ transport: m.transport, method: m.method, calls: m.calls, errors: m.errors, bytesOut: m.bytesOut, bytesIn: m.bytesIn, latencyCount: m.latency.count });
+    const both = { transport, method: "1", calls, errors: [], bytesOut: calls * size, bytesIn: calls * size, latencyCount: calls };
+    expect(view(c[0]!)).toEqual(both);
+    expect(view(sv[0]!)).toEqual(both);
   }, 60_000);
 });
 
