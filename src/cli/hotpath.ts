@@ -7,6 +7,7 @@
  *   hotpath doctor --selftest rdma   rdma:// on this machine's device, checked and measured (src/cli/rdma-selftest.ts)
  *   hotpath kv-server ...     a key-value store server (src/cli/kv-server.ts)
  *   hotpath kv-client ...     its client: commands, scripts, an interactive prompt (src/cli/kv-client.ts)
+ *   hotpath metrics URL       a server's metrics in the Prometheus text format (src/cli/metrics-command.ts)
  */
 
 import { transports } from "../connect/registry.ts";
@@ -26,7 +27,10 @@ const USAGE = `usage: hotpath <command>
                     [--max-key-bytes N] [--no-one-sided]
                     a key-value store on the RPC layer, served on every listener
   kv-client --connect URL[,URL...] [-c "command; command"]
-                    its client: an interactive prompt on a terminal, else commands from -c or stdin`;
+                    its client: an interactive prompt on a terminal, else commands from -c or stdin
+  metrics URL [--timeout-ms N]
+                    prints the metrics of a server started with metrics on (serve(url, handlers,
+                    { metrics: true })) in the Prometheus text format`;
 
 const [cmd, ...rest] = process.argv.slice(2);
 
@@ -74,6 +78,10 @@ switch (cmd) {
   case "kv-client": {
     const { runKvClient } = await import("./kv-client.ts");
     process.exit(await runKvClient(rest));
+  }
+  case "metrics": {
+    const { runMetrics } = await import("./metrics-command.ts");
+    process.exit(await runMetrics(rest));
   }
   case undefined:
   case "-h":
