@@ -4,7 +4,8 @@
  * - a server with metrics on, over tcp and shm: exit 0, stdout the strict-parsing Prometheus
  *   text with the calls this test made to that server (counts, errors by code, bytes);
  * - a URL nobody listens on (a server that was killed; a shm name never used): exit 1, one line;
- * - a server without metrics: exit 1, one line saying so;
+ * - a server without metrics: exit 1, one line saying so; one that never answers: exit 1 after
+ *   --timeout-ms, one line;
  * - usage: no URL, two URLs, a bad --timeout-ms: exit 2 with the usage; --help: exit 0.
  */
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
@@ -25,7 +26,7 @@ afterAll(async () => {
   for (const p of peers.splice(0)) await p.kill();
 });
 
-async function startServer(url: string, metrics: "on" | "off"): Promise<Peer> {
+async function startServer(url: string, metrics: "on" | "off" | "hang"): Promise<Peer> {
   const p = await spawnPeer(SERVER, [url, metrics]);
   peers.push(p);
   return p;
@@ -88,6 +89,12 @@ describe.each(["tcp", "shm"] as const)("hotpath metrics over %s", (transport) =>
       `hotpath metrics: the server at ${server.ready.url} has no metrics: it does not answer the metrics method (${METRICS_METHOD}); start it with serve(url, handlers, { metrics: true })\n`,
     );
   });
+});
+
+test("a server that never answers the metrics method: exit 1 after --timeout-ms, one line", async () => {
+  const server = await startServer("tcp://127.0.0.1:0", "hang");
+  const r = await cli([server.ready.url, "--timeout-ms", "200"]);
+  expect({ code: r.code, out: r.out, err: r.err }).toEqual({ code: 1, out: "", err: `hotpath metrics: the server at ${server.ready.url} did not answer within 200 ms\n` });
 });
 
 test("a shm name nobody listens on: exit 1, one line", async () => {
