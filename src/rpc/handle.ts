@@ -274,10 +274,18 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
       this.abortCtl = ctl;
       if (this.cancelled) ctl.abort();
       else if (this.deadlineAt !== undefined) {
-        const late = () => ctl.abort(new TimeoutError(`the deadline of the call to method ${this.method} passed`));
-        const leftMs = this.deadlineAt - performance.now();
-        if (leftMs <= 0) late();
-        else this.deadlineTimer = setTimeout(late, leftMs);
+        const at = this.deadlineAt;
+        // Timers may fire a little early: look again until the deadline has really passed, so
+        // a handler that sees the abort finds no time left (a request with it as parent fails).
+        const late = () => {
+          const leftMs = at - performance.now();
+          if (leftMs > 0) this.deadlineTimer = setTimeout(late, Math.ceil(leftMs));
+          else {
+            this.deadlineTimer = undefined;
+            ctl.abort(new TimeoutError(`the deadline of the call to method ${this.method} passed`));
+          }
+        };
+        late();
       }
     }
     return this.abortCtl.signal;

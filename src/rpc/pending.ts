@@ -284,7 +284,7 @@ export function checkRequest(conn: Connection, appHeaderLimit: number, defaultTi
 /**
  * The metadata a call sends (encoded, or null for none) and its timeout: `timeoutMs` cut to
  * `opts.parent`'s remaining deadline; DEADLINE_KEY carries the result on when the timeout was
- * `explicit` or inherited. UsageError for bad metadata or a bad parent, TimeoutError when the
+ * `explicit` or the parent has a deadline. UsageError for bad metadata or a bad parent, TimeoutError when the
  * parent's deadline has passed. Shared by request() and streams.
  */
 export function callMetadata(opts: { metadata?: MetadataInit | Metadata; parent?: { readonly deadline: number | undefined } } | undefined, timeoutMs: number, explicit: boolean, what: string): { md: Uint8Array | null; timeoutMs: number } {
@@ -297,10 +297,9 @@ export function callMetadata(opts: { metadata?: MetadataInit | Metadata; parent?
       if (typeof deadline !== "number" || Number.isNaN(deadline)) throw new UsageError(`${what}: parent must be a request handle or stream (with a numeric deadline), got ${describeValue(parent)}`);
       const remaining = deadline - performance.now();
       if (remaining <= 0) throw new TimeoutError(`${what}: the parent call's deadline passed ${Math.round(-remaining)} ms ago; nothing was sent`);
-      if (timeoutMs === 0 || timeoutMs === Infinity || remaining < timeoutMs) {
-        timeoutMs = remaining;
-        inherited = true;
-      }
+      if (timeoutMs === 0 || timeoutMs === Infinity || remaining < timeoutMs) timeoutMs = remaining;
+      // A parent's deadline always travels on (cut to this call's own timeout when that is shorter).
+      inherited = true;
     }
   }
   if ((explicit || inherited) && timeoutMs > 0 && timeoutMs !== Infinity) md = withRemainingDeadline(md, timeoutMs);
