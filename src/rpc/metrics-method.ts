@@ -9,8 +9,9 @@
  *   "UsageError"; one that does not serve the method at all answers "UnknownMethodError".
  * - metricsMethodHandler(server?) is that method's RawHandler (for serve()'s or dispatcher()'s
  *   table); without `server` it reads the server of the session the request came on.
- * - withMetricsMethod(handlers) is the table with the method added (UsageError when the table
- *   already has it: the id is reserved while metrics are on).
+ * - withMetricsMethod(handlers) is the table with the method added; a table that already has a
+ *   metricsMethodHandler() there is kept as it is, one with another handler there is a
+ *   UsageError (the id is reserved while metrics are on).
  * - requestMetricsText(client) asks a server for its text: the text, or the request's error
  *   (TimeoutError, TransportClosedError, RemoteError as above).
  *
@@ -36,6 +37,8 @@ import type { Handlers, RawHandler } from "./service.ts";
 export const METRICS_METHOD = 0x4d455452;
 
 const utf8 = new TextEncoder();
+/** The handlers metricsMethodHandler() made: withMetricsMethod() accepts these at METRICS_METHOD. */
+const made = new WeakSet<RawHandler>();
 const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
@@ -44,21 +47,25 @@ const fromUtf8 = new TextDecoder("utf-8", { fatal: true });
  * (an error response) when that server records no metrics. Server thread.
  */
 export function metricsMethodHandler(server?: Server): RawHandler {
-  return (h) => {
+  const handler: RawHandler = (h) => {
     const s = server ?? h.session.server;
     if (s.metricsRegistry === null) {
       throw new UsageError("this server records no metrics (start it with ServerOptions.metrics: serve(url, handlers, { metrics: true }))");
     }
     return utf8.encode(toPrometheus(s.metricsRegistry.snapshot(), { role: "server" }));
   };
+  made.add(handler);
+  return handler;
 }
 
 /**
  * `handlers` with METRICS_METHOD answered by metricsMethodHandler() (a new table; `handlers` is
- * left as it is). UsageError when `handlers` already has a handler for METRICS_METHOD. Pure.
+ * left as it is). A metricsMethodHandler() already there stays; any other handler for
+ * METRICS_METHOD is a UsageError. Pure.
  */
 export function withMetricsMethod(handlers: Handlers): Handlers {
   if (handlers !== null && typeof handlers === "object" && Object.prototype.hasOwnProperty.call(handlers, METRICS_METHOD)) {
+    if (made.has(handlers[METRICS_METHOD]!)) return { ...handlers };
     throw new UsageError(`serve: method ${METRICS_METHOD} (METRICS_METHOD, "METR") is reserved for the metrics text while the server's metrics are on`);
   }
   return { ...handlers, [METRICS_METHOD]: metricsMethodHandler() };

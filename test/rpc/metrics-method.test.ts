@@ -108,7 +108,7 @@ test("a server that does not serve the method answers UnknownMethodError; a non-
   await expect(requestMetricsText(c2)).rejects.toBeInstanceOf(DecodeError);
 });
 
-test("metricsMethodHandler(server) reads that server's registry; withMetricsMethod() keeps the table and refuses a taken id", async () => {
+test("metricsMethodHandler(server) reads that server's registry; withMetricsMethod() copies the table, keeps its own handler, refuses another at the id", async () => {
   const registry = new RpcMetrics();
   registry.record("shm", 9, "TimeoutError", 0, 16, 2500);
   const source = new Server({ metrics: registry });
@@ -126,7 +126,11 @@ test("metricsMethodHandler(server) reads that server's registry; withMetricsMeth
   const withIt = withMetricsMethod(table);
   expect(Object.keys(withIt).map(Number).sort((a, b) => a - b)).toEqual([ECHO, METRICS_METHOD]);
   expect(Object.keys(table)).toEqual([String(ECHO)]);
-  expect(() => withMetricsMethod(withIt)).toThrow(UsageError);
+  // Its own handler there is kept (a table made for serve() passes through it again); another is refused.
+  expect(withMetricsMethod(withIt)[METRICS_METHOD]).toBe(withIt[METRICS_METHOD]!);
+  const mine = metricsMethodHandler(source);
+  expect(withMetricsMethod({ [METRICS_METHOD]: mine })[METRICS_METHOD]).toBe(mine);
+  expect(() => withMetricsMethod({ [METRICS_METHOD]: () => new Uint8Array(0) })).toThrow(UsageError);
 });
 
 test("metricsHandler() in a real Bun.serve: GET /metrics on 127.0.0.1 returns the client's and the server's metrics, Prometheus content type, strict parse", async () => {
