@@ -35,6 +35,7 @@ export type UnaryChain = (method: number, data: Uint8Array, opts: RequestOptions
  * outermost interceptor returned.
  */
 export function unaryChain(interceptors: readonly ClientInterceptor[], send: UnaryChain): UnaryChain {
+  checkInterceptors(interceptors, "client options");
   let next = (call: UnaryCall): Promise<UnaryResult> => {
     let metadata = Metadata.EMPTY;
     const opts: RequestOptions = { ...call.opts, metadata: call.metadata, onResponseMetadata: (md) => (metadata = md) };
@@ -159,7 +160,7 @@ export function serverStreamChain(interceptors: readonly ServerInterceptor[], ha
 }
 
 /** UsageError unless `interceptors` is undefined or an array of objects (what serve() and Client check). */
-export function checkInterceptors(interceptors: unknown, what: string): readonly ServerInterceptor[] | undefined {
+export function checkInterceptors<I extends ServerInterceptor | ClientInterceptor = ServerInterceptor>(interceptors: readonly I[] | undefined, what: string): readonly I[] | undefined {
   if (interceptors === undefined) return undefined;
   if (!Array.isArray(interceptors)) throw new UsageError(`${what}: interceptors must be an array, got ${describeValue(interceptors)}`);
   for (const [i, ic] of interceptors.entries()) {
@@ -169,5 +170,5 @@ export function checkInterceptors(interceptors: unknown, what: string): readonly
       if (f !== undefined && typeof f !== "function") throw new UsageError(`${what}: interceptor ${i}'s ${k} is ${describeValue(f)}, not a function`);
     }
   }
-  return interceptors as readonly ServerInterceptor[];
+  return interceptors;
 }

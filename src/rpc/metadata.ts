@@ -2,7 +2,8 @@
  * Per-call metadata: a small, bounded set of key/value pairs (string or binary values) that a
  * request, its response and a stream's start and end can carry: auth tokens per call, trace
  * context (`traceparent`), the remaining deadline passed on to the next hop (`hp-deadline-ms`).
- * This module is the codec only: Client and Server do not carry metadata yet.
+ * This module is the codec; request() sends it (RequestOptions.metadata, pending.ts), handles
+ * read it (RequestHandle.metadata, handle.ts), streams carry it with their START and END.
  *
  * Contract:
  * - Keys: lowercase ASCII letters, digits, '.', '_' and '-', 1..MAX_METADATA_KEY_BYTES bytes, no

@@ -9,7 +9,7 @@
  * in order around a stream handler. Over inproc, tcp and shm.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { RemoteError, UsageError, registerError, rpcConnect, serve, type RequestHandle } from "../../src/index.ts";
+import { Client, RemoteError, UsageError, connect, registerError, rpcConnect, serve, type RequestHandle } from "../../src/index.ts";
 import { Metadata } from "../../src/rpc/metadata.ts";
 import { serverStreamChain, type ClientInterceptor, type ServerInterceptor } from "../../src/rpc/interceptors.ts";
 import type { ServerStream } from "../../src/rpc/stream/types.ts";
@@ -160,6 +160,16 @@ describe("interceptor lists", () => {
   test("a bad list is a UsageError before anything listens", async () => {
     for (const bad of [{}, [null], [{ unary: 1 }], [{ stream: "x" }]]) {
       await expect(serve(urlFor("inproc"), { 1: () => undefined }, { interceptors: bad as never })).rejects.toBeInstanceOf(UsageError);
+    }
+  });
+
+  test("a bad client list is a UsageError when the client is made", async () => {
+    const s = await serve(urlFor("inproc"), { 1: () => undefined });
+    closers.push(() => s.close());
+    for (const bad of [{ length: 1 }, [7], [{ unary: "x" }]]) {
+      const conn = await connect(s.url);
+      closers.push(() => conn.close());
+      expect(() => new Client(conn, { interceptors: bad as never })).toThrow(UsageError);
     }
   });
 
