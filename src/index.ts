@@ -29,6 +29,17 @@ export type { Serving, RpcClient } from "./rpc/serve.ts";
 export { defineService, bindService, implement } from "./rpc/service.ts";
 export type { MethodDef, ServiceDef, ServiceClient, ServiceImpl, Handlers, RawHandler } from "./rpc/service.ts";
 export { raw, struct, bytes, msgpack, DecodeError } from "./rpc/codec.ts";
+// streams, per-call metadata, interceptors and metrics (issue 16)
+export { streamHandler, STREAM_INITIAL_CREDIT, DEFAULT_STREAM_WINDOW } from "./rpc/stream/index.ts";
+export type { RpcStream, ClientStream, ServerStream, StreamOptions, StreamCall, StreamWindow, StreamHandlerFn } from "./rpc/stream/index.ts";
+export { Metadata, encodeMetadata, decodeMetadata, withRemainingDeadline, remainingDeadline, traceparent, isValidTraceparent, DEADLINE_KEY, TRACEPARENT_KEY, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_BYTES } from "./rpc/metadata.ts";
+export type { MetadataInit, MetadataValue } from "./rpc/metadata.ts";
+export type { ClientInterceptor, UnaryCall, UnaryResult, ServerInterceptor, ServerCall } from "./rpc/interceptors.ts";
+export { RpcMetrics, MethodMetrics, toPrometheus, toPrometheusAll, metricsHandler, errorCodeName, PROMETHEUS_CONTENT_TYPE } from "./rpc/metrics.ts";
+export type { RpcMetricsSnapshot, MethodSnapshot, MetricsRole, PrometheusOptions, RpcMetricsOptions } from "./rpc/metrics.ts";
+export { LatencyHistogram } from "./rpc/histogram.ts";
+export type { HistogramSnapshot } from "./rpc/histogram.ts";
+export { METRICS_METHOD, metricsMethodHandler, withMetricsMethod, requestMetricsText } from "./rpc/metrics-method.ts";
 export type { BytesField, Codec, FieldType, StructCodec, StructValue } from "./rpc/codec.ts";
 // ucx connections and their RMA regions (types only). A connection
 // made with `ucx: { rma: true }` is a UcxConnection: `(conn as UcxConnection).registerMemory(len)`.
