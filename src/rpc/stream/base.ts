@@ -333,13 +333,18 @@ export abstract class StreamBase implements RpcStream, RoomMember {
     this.closedResolve();
   }
 
-  /** Finished with `error`: every reader and waiting send rejects, queued messages go, `signal` aborts. */
-  fail(error: Error, tellPeer: boolean): void {
+  /**
+   * Finished with `error`: every reader and waiting send rejects, `signal` aborts. Queued
+   * messages go, unless `keepQueued` (the peer's ERROR: what it sent before still reads first).
+   */
+  fail(error: Error, tellPeer: boolean, keepQueued = false): void {
     if (this.finished) return;
     this.finished = true;
     this.error = error;
-    while (this.inbox.length > 0) this.inbox.shift();
-    this.inboxBytes = 0;
+    if (!keepQueued) {
+      while (this.inbox.length > 0) this.inbox.shift();
+      this.inboxBytes = 0;
+    }
     while (this.sends.length > 0) this.sends.shift()!.reject(error);
     while (this.readers.length > 0) this.readers.shift()!.reject(error);
     this.endQueued = false;

@@ -180,7 +180,7 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotOw
         this.finishOk();
       } else if (kind === KIND_ERROR) {
         const { name, message } = decodeErrorBody(flagged ? body.subarray(metadataEnd(body)) : body);
-        this.fail(streamError(name, message), false);
+        this.fail(streamError(name, message), false, true); // what the server sent before reads first
       } else {
         throw new ProtocolError(`rpc client: a message of kind ${kind} for stream ${this.slot} (method ${this.method})`);
       }
