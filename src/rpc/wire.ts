@@ -38,8 +38,12 @@
  * client from before GOAWAY treats an unknown kind as a ProtocolError and would close, so the
  * server sends GOAWAY only to a session whose client announced it understands it: a CANCEL
  * with call generation 0 (never issued, so every server, old ones included, ignores it as a
- * cancel) and method GOAWAY_HELLO_METHOD, sent once its first response arrived. WIRE_VERSION
- * stays 1: every message an old peer can receive is one it already knows.
+ * cancel) and method GOAWAY_HELLO_METHOD, sent once its first response arrived.
+ *
+ * WIRE_VERSION stays 1. Stream frames go only to a peer that started a stream, and a server's
+ * response carries metadata only when its handler set some (setResponseMetadata): a client of
+ * the first round would take such a response as a ProtocolError (unknown kind) and close, so a
+ * service that answers older clients must not set response metadata.
  */
 
 import { readU16, readU32, writeU16, writeU32 } from "../bytes.ts";
