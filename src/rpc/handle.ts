@@ -92,8 +92,9 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
   private bytesIn = 0;
   private bytesOut = 0;
   private outcome: string | null = null;
-  /** True once the client cancelled this call (timeout or abort on its side). */
+  /** True once the client cancelled this call (timeout or abort on its side), or its deadline passed with the signal taken. */
   cancelled = false;
+  private expired = false;
   /** @internal bytes this handle counts against the server's maxPendingBytes. */
   charged = 0;
   /** How many times this handle object was issued (a pooled handle is reissued for later requests). */
@@ -111,6 +112,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     this.done = false;
     this.poolable = pooled;
     this.cancelled = false;
+    this.expired = false;
     this.abortCtl = null;
     this.charged = 0;
     this.dataAt = 0;
@@ -264,7 +266,9 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
 
   /**
    * Aborted when the client cancels (reason: an AbortError), or when the call's deadline passes
-   * (reason: a TimeoutError; the timer exists only once the signal was taken). Created on first use.
+   * (reason: a TimeoutError; the timer exists only once the signal was taken): the call then
+   * counts as cancelled, so respond() drops its reply, as after the client's cancel (the client
+   * times out by itself). Created on first use.
    */
   get signal(): AbortSignal {
     if (this.done) throw new UsageError(`request handle for method ${this.method} already consumed: its signal is gone with it`);
@@ -281,7 +285,11 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
           const leftMs = at - performance.now();
           if (leftMs > 0) this.deadlineTimer = setTimeout(late, Math.ceil(leftMs));
           else {
+            // As the client's own cancel at its timeout would: respond() drops the reply (the
+            // client has given up: it times out by itself), the signal says why.
             this.deadlineTimer = undefined;
+            this.expired = true;
+            this.cancelled = true;
             ctl.abort(new TimeoutError(`the deadline of the call to method ${this.method} passed`));
           }
         };
@@ -347,7 +355,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
   /** Consumes the handle without a response (e.g. after a cancel). */
   drop(): void {
     if (this.done) return;
-    if (!this.isOneWay) this.outcome = this.cancelled ? "CancelledError" : "Dropped";
+    if (!this.isOneWay) this.outcome = this.expired ? "TimeoutError" : this.cancelled ? "CancelledError" : "Dropped";
     this.finish();
   }
 

@@ -5,7 +5,8 @@
  * TimeoutError, B's handle signal aborted) and the client's call fails with TimeoutError. A
  * call without a deadline passes none on. On the server, h.deadline comes from the caller's
  * `hp-deadline-ms` and h.signal aborts with a TimeoutError when it passes (its timer exists
- * only once the signal was taken); a parent whose deadline has passed fails the next hop's
+ * only once the signal was taken), after which the reply is dropped as a cancelled call's and
+ * the call counts as a TimeoutError in the server's metrics; a parent whose deadline has passed fails the next hop's
  * request before anything is sent. Two servers in one process, over tcp and shm; no timed
  * asserts (the deadlines are what the test is about; the test's timeout is its watchdog).
  */
@@ -96,7 +97,7 @@ describe.each(["tcp", "shm"] as const)("deadline propagation across two hops ove
 });
 
 describe("the server side of a deadline", () => {
-  test("h.deadline and h.signal: the signal aborts with a TimeoutError when the caller's hp-deadline-ms passes", async () => {
+  test("h.deadline and h.signal: the signal aborts with a TimeoutError when the caller's hp-deadline-ms passes, and the late reply is dropped", async () => {
     const reasons: unknown[] = [];
     const s = await serve(urlFor("tcp"), {
       1: async (h: RequestHandle) => {
@@ -104,17 +105,23 @@ describe("the server side of a deadline", () => {
         const signal = h.signal;
         await new Promise((resolve) => signal.addEventListener("abort", resolve, { once: true }));
         reasons.push([typeof d, signal.reason]);
-        throw signal.reason;
+        return te.encode("after the deadline");
       },
-    }, { onError: () => {} });
+    }, { onError: () => {}, metrics: true });
     const c = await rpcConnect(s.url);
     closers.push(() => s.close(), () => c.close());
-    // No client-side deadline (timeoutMs 0): only the server's timer can end this call.
-    const e = await c.request(1, new Uint8Array(0), { timeoutMs: 0, metadata: { [DEADLINE_KEY]: "50" } }).catch((x) => x);
-    expect(timeoutLike(e)).toBe(true);
+    // No client-side deadline (timeoutMs 0): only the server's timer can end this call; its
+    // reply is dropped as a cancelled call's, so the client ends the call itself once it saw that.
+    const stop = new AbortController();
+    const call = c.request(1, new Uint8Array(0), { timeoutMs: 0, signal: stop.signal, metadata: { [DEADLINE_KEY]: "50" } }).catch((x) => x);
+    for (let i = 0; i < 2000 && s.server.metrics().methods.length === 0; i++) await Bun.sleep(5);
+    stop.abort();
+    expect((await call).name).toBe("CancelledError");
+    expect(c.lateResponses).toBe(0); // nothing came back for it
     expect(reasons.length).toBe(1);
     expect((reasons[0] as unknown[])[0]).toBe("number");
     expect((reasons[0] as unknown[])[1]).toBeInstanceOf(TimeoutError);
+    expect(s.server.metrics().methods.map((m) => [m.calls, m.errors])).toEqual([[1, [{ code: "TimeoutError", count: 1 }]]]);
   });
 
   test("a deadline of 0 aborts the signal at once; a handle whose signal is not taken arms no timer", async () => {
@@ -128,7 +135,12 @@ describe("the server side of a deadline", () => {
     });
     const c = await rpcConnect(s.url);
     closers.push(() => s.close(), () => c.close());
-    await c.request(1, new Uint8Array(0), { timeoutMs: 0, metadata: { [DEADLINE_KEY]: "0" } });
+    // Its reply is dropped (the deadline passed): the client ends the call once the handler ran.
+    const stop = new AbortController();
+    const call = c.request(1, new Uint8Array(0), { timeoutMs: 0, signal: stop.signal, metadata: { [DEADLINE_KEY]: "0" } }).catch((e) => e.name);
+    for (let i = 0; i < 2000 && seen.length === 0; i++) await Bun.sleep(5);
+    stop.abort();
+    expect(await call).toBe("CancelledError");
     expect(seen).toEqual([true, true]);
     let answers: string[] = [];
     // The client's own deadline queue arms one timer; the server's handles arm none.
@@ -154,7 +166,11 @@ describe("the server side of a deadline", () => {
     });
     const c = await rpcConnect(a.url);
     closers.push(() => b.close(), () => toB.close(), () => a.close(), () => c.close());
-    await c.request(1, new Uint8Array(0), { timeoutMs: 0, metadata: { [DEADLINE_KEY]: "20" } });
+    const stop = new AbortController();
+    const call = c.request(1, new Uint8Array(0), { timeoutMs: 0, signal: stop.signal, metadata: { [DEADLINE_KEY]: "20" } }).catch((e) => e.name);
+    for (let i = 0; i < 2000 && inner.length === 0; i++) await Bun.sleep(5);
+    stop.abort(); // A's reply is dropped (its deadline passed): the client ends the call
+    expect(await call).toBe("CancelledError");
     expect(inner.length).toBe(1);
     expect(inner[0]).toBeInstanceOf(TimeoutError);
     expect(bCalls).toBe(0);
