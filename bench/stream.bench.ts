@@ -274,10 +274,21 @@ export interface StreamOptions {
   corrupt?: { rows: string[]; message: number };
 }
 
-/** Seconds of one stream, checked throughout. */
+/** A stream that has not finished by then fails its row (a hang, not a figure): far above the longest timed stream, about 1 s. */
+const STREAM_LIMIT_MS = 60_000;
+
+/** Seconds of one stream, checked throughout; rejects when it has not finished within STREAM_LIMIT_MS (the caller closes the feed). */
 async function timed(feed: Feed, count: number, lenBytes: number): Promise<number> {
   const t0 = performance.now();
-  await feed.run(count, lenBytes);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hang = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`a stream of ${count} messages of ${lenBytes} bytes did not finish within ${STREAM_LIMIT_MS / 1000} s`)), STREAM_LIMIT_MS);
+  });
+  try {
+    await Promise.race([feed.run(count, lenBytes), hang]);
+  } finally {
+    clearTimeout(timer);
+  }
   return (performance.now() - t0) / 1000;
 }
 
