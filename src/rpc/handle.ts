@@ -15,7 +15,7 @@
  */
 
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
-import { HotpathError, TimeoutError, UsageError } from "../errors.ts";
+import { HotpathError, ProtocolError, TimeoutError, UsageError } from "../errors.ts";
 import { SEND_FULL, SEND_OK, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { describeValue } from "./validate.ts";
 import { KIND_ERROR, KIND_RESPONSE, METADATA_LEN_BYTES, WIRE_HEADER_BYTES, encodeErrorBody, wireAppHeaderLen } from "./wire.ts";
@@ -160,7 +160,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
       if (!(e instanceof HotpathError)) throw e;
       this.cancelled = true;
       this.md = Metadata.EMPTY;
-      this.session.conn.abort(e);
+      this.session.conn.abort(new ProtocolError(`rpc server: the request for method ${this.methodId} from ${this.session.conn.peer} has malformed metadata: ${e.message}`));
       return false;
     }
     this.md = md;

@@ -204,6 +204,7 @@ describe("a peer that sends malformed metadata", () => {
       for (let i = 0; i < 1000 && (closes.length === 0 || rawCloses.length === 0); i++) await Bun.sleep(5);
       expect(closes.length).toBe(1);
       expect(closes[0]).toBeInstanceOf(ProtocolError);
+      expect((closes[0] as Error).message).toStartWith("rpc server: the request for method 1 from ");
       expect(rawCloses.length).toBe(1);
       expect(kinds).toEqual([KIND_RESPONSE]); // nothing answered the malformed one
       expect(ran).toBe(2); // the malformed request reached no handler
