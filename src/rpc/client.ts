@@ -81,7 +81,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
     (slot) => this.freeSlot(slot),
   );
   private readonly room: RoomRetry;
-  private readonly meter: CallMeter | null;
+  readonly meter: CallMeter | null; // @internal: ClientOptions.metrics (streams record through it too)
   private readonly chain: UnaryChain | null;
   private readonly opener: StreamOpener; // stream() through the interceptors' `stream` members
   private readonly headBuf = new Uint8Array(WIRE_HEADER_BYTES + MAX_APP_HEADER_BYTES);

@@ -25,6 +25,7 @@ import { Metadata, decodeMetadata } from "../metadata.ts";
 import { callMetadata, type ClientInterceptor, type SlotOwner } from "../pending.ts";
 import { checkMethod, checkTimeout, describeValue } from "../validate.ts";
 import { KIND_ERROR, KIND_FLAG_METADATA, KIND_STREAM_CREDIT, KIND_STREAM_END, KIND_STREAM_MSG, KIND_STREAM_START, METADATA_LEN_BYTES, decodeErrorBody, metadataEnd, wireKind } from "../wire.ts";
+import type { CallMeter } from "../meter.ts";
 import { StreamBase } from "./base.ts";
 import { STREAM_INITIAL_CREDIT, checkWindow, creditBody } from "./credit.ts";
 import { RoomQueue } from "./room-queue.ts";
@@ -35,6 +36,8 @@ export type { ClientStream, StreamOptions } from "./types.ts";
 export interface StreamHost {
   readonly conn: Connection;
   readonly closed: boolean;
+  /** Where a finished stream is recorded as one call (ClientOptions.metrics), or null. */
+  readonly meter: CallMeter | null;
   openSlot(owner: SlotOwner): number;
   sendOn(owner: SlotOwner, kind: number, slot: number, method: number, data: Uint8Array, md: Uint8Array | null, buffer?: boolean, lenBytes?: number): SendStatus;
   releaseSlot(owner: SlotOwner, slot: number, method: number, cancel: boolean): void;
@@ -66,6 +69,7 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotOw
   private timer: ReturnType<typeof setTimeout> | undefined = undefined;
   private readonly userSignal: AbortSignal | undefined;
   private startSent = false;
+  private readonly startMs = performance.now();
   private readonly onAbort = () => this.fail(new CancelledError(`stream for method ${this.method} aborted`, { cause: this.userSignal!.reason }), true);
 
   constructor(
@@ -157,8 +161,9 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotOw
     return new TransportClosedError(`rpc: connection to ${this.host.conn.peer} is closed`);
   }
 
-  protected onFinish(_error: Error | null, tellPeer: boolean): void {
+  protected onFinish(error: Error | null, tellPeer: boolean): void {
     clearTimeout(this.timer);
+    this.host.meter?.record(this.method, error, this.bytesIn, this.bytesOut, this.startMs);
     this.userSignal?.removeEventListener("abort", this.onAbort);
     if (this.slot < 0) return;
     // A stream the server knows of (START sent) and this side ended is cancelled there.

@@ -1,0 +1,315 @@
+/**
+ * Stream mechanics in one process (issue 16): the credit rules (stream/credit.ts) on their own;
+ * a hostile client (raw frames) that sends past its credit or a second START on a live stream
+ * has its session aborted with ProtocolError while the server serves others; the hot path
+ * (trySend until the credit is used, allocBuffer + trySendBuffer without a copy); client
+ * interceptors' `stream` members in order (the first outermost, metadata changed, the stream
+ * wrapped, a refusal thrown) and server interceptors around stream handlers; a message larger
+ * than the peer accepts is refused at its sender; streams count in client and server metrics.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { Metadata, ProtocolError, SEND_FULL, SEND_OK, UsageError, connect, rpcConnect, serve, type Connection, type HotpathError } from "../../src/index.ts";
+import { sendLimit } from "../../src/contract/transport.ts";
+import { Credit, STREAM_INITIAL_CREDIT, creditBody } from "../../src/rpc/stream/credit.ts";
+import { streamHandler } from "../../src/rpc/stream/server-stream.ts";
+import type { ServerStream } from "../../src/rpc/stream/types.ts";
+import { KIND_STREAM_MSG, KIND_STREAM_START, WIRE_HEADER_BYTES, writeWireHeader } from "../../src/rpc/wire.ts";
+import { until } from "../helpers/peer.ts";
+
+let n = 0;
+const closers: Array<() => void> = [];
+afterEach(() => {
+  for (const c of closers.splice(0).reverse()) c();
+});
+
+describe("credit accounting", () => {
+  test("a sender sends while messages and bytes credit are > 0; bytes may go negative by one message", () => {
+    const c = new Credit({ messages: 3, bytes: 100 }, STREAM_INITIAL_CREDIT, { messages: 16, bytes: 1000 });
+    expect(c.canSend()).toBe(true);
+    c.spent(60);
+    expect(c.canSend()).toBe(true);
+    c.spent(60); // 100 - 120 = -20: this message went, the next waits
+    expect(c.sendBytes).toBe(-20);
+    expect(c.canSend()).toBe(false);
+    c.granted(0, 20);
+    expect(c.canSend()).toBe(false); // bytes at 0 is no credit
+    c.granted(0, 1);
+    expect(c.canSend()).toBe(true);
+    c.spent(1);
+    expect(c.sendMessages).toBe(0);
+    expect(c.canSend()).toBe(false);
+  });
+
+  test("the receiver counts the peer's credit: past it is a ProtocolError; grants go back at half a window consumed", () => {
+    const window = { messages: 8, bytes: 1000 };
+    const c = new Credit(STREAM_INITIAL_CREDIT, window, window);
+    for (let i = 0; i < 8; i++) c.received(10);
+    expect(() => c.received(10)).toThrow(ProtocolError);
+    expect(c.consumed(10)).toBe(false);
+    expect(c.consumed(10)).toBe(false);
+    expect(c.consumed(10)).toBe(false);
+    expect(c.consumed(10)).toBe(true); // 4 of 8 messages: half a window
+    expect([c.grantMessages, c.grantBytes]).toEqual([4, 40]);
+    for (let i = 0; i < 4; i++) c.received(10);
+    expect(() => c.received(10)).toThrow(ProtocolError);
+    // Bytes: one message past the bytes left still arrives legally, then nothing until a grant.
+    const b = new Credit(STREAM_INITIAL_CREDIT, window, window);
+    b.received(999);
+    b.received(5000);
+    expect(() => b.received(1)).toThrow(ProtocolError);
+    expect(b.consumed(999)).toBe(true);
+    expect([b.grantMessages, b.grantBytes]).toEqual([1, 999]);
+    expect(() => b.received(1)).toThrow(ProtocolError); // still -4000 + 999 < 0
+    expect(b.consumed(5000)).toBe(true);
+    b.received(1);
+  });
+
+  test("a receive window past the initial credit is granted at once", () => {
+    const c = new Credit(STREAM_INITIAL_CREDIT, STREAM_INITIAL_CREDIT, { messages: 64, bytes: 1 << 20 });
+    expect(c.openWindow()).toBe(true);
+    expect([c.grantMessages, c.grantBytes]).toEqual([48, (1 << 20) - (256 << 10)]);
+  });
+});
+
+/** A raw connection to `url` that records its close error. */
+async function raw(url: string): Promise<{ conn: Connection; closed: () => HotpathError | null | undefined }> {
+  const conn = await connect(url);
+  let closed: HotpathError | null | undefined;
+  conn.setReceiver({ onMessage: (m) => m.release(), onClose: (e) => (closed = e) });
+  return { conn, closed: () => closed };
+}
+
+function frame(conn: Connection, kind: number, method: number, slot: number, gen: number, body: Uint8Array): number {
+  const head = new Uint8Array(WIRE_HEADER_BYTES);
+  writeWireHeader(head, kind, method, slot, gen, 0, body.length);
+  return conn.trySend(head, body);
+}
+
+describe("hostile stream peers", () => {
+  test("messages past the credit abort that session with ProtocolError; other clients go on", async () => {
+    const errors: unknown[] = [];
+    const s = await serve("tcp://127.0.0.1:0", { 1: streamHandler(async (st) => void (await new Promise((r) => st.signal.addEventListener("abort", r)))), 2: (h) => h.data }, {
+      streamWindow: STREAM_INITIAL_CREDIT, // no CREDIT beyond the protocol's initial credit
+      onError: (e) => errors.push(e),
+    });
+    closers.push(() => s.close());
+    const bad = await raw(s.url);
+    closers.push(() => bad.conn.close());
+    expect(frame(bad.conn, KIND_STREAM_START, 1, 0, 1, creditBody(16, 1 << 20))).toBe(SEND_OK);
+    for (let i = 0; i < STREAM_INITIAL_CREDIT.messages; i++) expect(frame(bad.conn, KIND_STREAM_MSG, 1, 0, 1, new Uint8Array(10))).toBe(SEND_OK);
+    await Bun.sleep(20);
+    expect(bad.closed()).toBeUndefined(); // within its credit
+    frame(bad.conn, KIND_STREAM_MSG, 1, 0, 1, new Uint8Array(10));
+    await until(() => bad.closed() !== undefined, "the session's abort");
+    await until(() => errors.length > 0, "the report");
+    expect(errors[0]).toBeInstanceOf(ProtocolError);
+    expect(String((errors[0] as Error).message)).toContain("past its credit");
+    const good = await rpcConnect(s.url);
+    closers.push(() => good.close());
+    expect(Array.from(await good.request(2, new Uint8Array([4])))).toEqual([4]);
+    await until(() => [...s.server.sessions].every((x) => x.inFlight === 0), "the aborted session's stream gone");
+  });
+
+  test("a second START on a live stream aborts the session", async () => {
+    const errors: unknown[] = [];
+    const s = await serve("tcp://127.0.0.1:0", { 1: streamHandler(async (st) => void (await new Promise((r) => st.signal.addEventListener("abort", r)))) }, { onError: (e) => errors.push(e) });
+    closers.push(() => s.close());
+    const bad = await raw(s.url);
+    closers.push(() => bad.conn.close());
+    frame(bad.conn, KIND_STREAM_START, 1, 3, 1, creditBody(16, 1 << 20));
+    frame(bad.conn, KIND_STREAM_START, 1, 3, 2, creditBody(16, 1 << 20));
+    await until(() => bad.closed() !== undefined, "the session's abort");
+    await until(() => errors.length > 0, "the report");
+    expect(errors[0]).toBeInstanceOf(ProtocolError);
+  });
+});
+
+describe("hot path and limits", () => {
+  test("trySend() sends until the server's window is used, then SEND_FULL; trySendBuffer() sends a transport buffer", async () => {
+    const got: Uint8Array[] = [];
+    let server: ServerStream | null = null;
+    const s = await serve(`shm://stream-mech-${process.pid}-${n++}`, {
+      1: streamHandler(async (st) => {
+        server = st;
+        await new Promise((r) => st.signal.addEventListener("abort", r));
+      }),
+      2: streamHandler(async (st) => {
+        for await (const m of st) got.push(m);
+      }),
+    }, { streamWindow: STREAM_INITIAL_CREDIT });
+    const c = await rpcConnect(s.url);
+    closers.push(() => s.close(), () => c.close());
+    const hold = c.stream(1);
+    await until(() => server !== null || hold.trySend(new Uint8Array(1)) !== SEND_FULL, "the stream open");
+    // Whatever went before the START was answered counts against the 16 messages of initial credit.
+    let ok = 16 - hold.sendCredit.messages;
+    while (hold.trySend(new Uint8Array(8)) === SEND_OK) ok++;
+    expect(ok).toBe(16);
+    expect(hold.trySend(new Uint8Array(8))).toBe(SEND_FULL);
+    expect(hold.sendCredit.messages).toBe(0);
+    hold.cancel();
+
+    const up = c.stream(2);
+    await up.send(new Uint8Array([1])); // the START is out
+    const buf = up.allocBuffer(4096);
+    expect(buf).not.toBeNull();
+    for (let i = 0; i < 4096; i++) buf![i] = i & 255;
+    expect(up.trySendBuffer(buf!, 3000)).toBe(SEND_OK);
+    up.end();
+    await until(() => got.length === 2, "both messages");
+    expect(got[1]!.length).toBe(3000);
+    for (let i = 0; i < 3000; i++) if (got[1]![i] !== (i & 255)) throw new Error(`byte ${i}`);
+    expect(up.trySend(new Uint8Array(1))).toBe(2); // SEND_CLOSED after end()
+    expect(() => up.end()).not.toThrow();
+  });
+
+  test("a message larger than the peer accepts is refused at the sender (UsageError); the stream fails, the connection goes on", async () => {
+    let sendError: unknown = null;
+    const s = await serve("tcp://127.0.0.1:0", {
+      1: streamHandler(async (st) => {
+        await st.send(new Uint8Array(100));
+        sendError = await st.send(new Uint8Array(64 << 10)).catch((e) => e);
+        throw sendError;
+      }),
+      2: (h) => h.data,
+    }, { onError: () => {} });
+    const c = await rpcConnect(s.url, { maxMessageBytes: 16 << 10 });
+    closers.push(() => s.close(), () => c.close());
+    const st = c.stream(1);
+    expect((await st.read())!.length).toBe(100);
+    const e = await st.read().catch((x) => x);
+    expect(sendError).toBeInstanceOf(UsageError);
+    expect(e.remoteName).toBe("UsageError");
+    expect(Array.from(await c.request(2, new Uint8Array([5])))).toEqual([5]);
+    await until(() => c.inFlight === 0, "the slot back");
+    // The client's own send past the server's limit: UsageError, nothing sent.
+    const up = c.stream(1);
+    expect(await up.send(new Uint8Array(sendLimit(c.conn.caps) + 1)).catch((x) => x)).toBeInstanceOf(UsageError);
+    up.cancel();
+  });
+
+  test("bad options are UsageErrors from client.stream(); bad end() metadata throws before anything is sent", async () => {
+    const s = await serve("tcp://127.0.0.1:0", { 1: streamHandler(async (st) => { for await (const m of st) await st.send(m); }) });
+    const c = await rpcConnect(s.url);
+    closers.push(() => s.close(), () => c.close());
+    expect(() => c.stream(-1)).toThrow(UsageError);
+    expect(() => c.stream(1, { window: { messages: 0, bytes: 10 } })).toThrow(UsageError);
+    expect(() => c.stream(1, { timeoutMs: -5 })).toThrow(UsageError);
+    expect(() => c.stream(1, { metadata: { "Bad Key": "x" } })).toThrow(UsageError);
+    const st = c.stream(1);
+    expect(() => st.end({ "BAD KEY": "x" })).toThrow(UsageError);
+    await st.send(new Uint8Array([3]));
+    expect(Array.from((await st.read())!)).toEqual([3]);
+    st.end();
+    expect(await st.read()).toBeNull();
+    expect(await st.send(new Uint8Array(1)).catch((e) => e)).toBeInstanceOf(UsageError);
+  });
+});
+
+describe("interceptors", () => {
+  test("client `stream` interceptors run in order, the first outermost, may change metadata, wrap the stream, or refuse", async () => {
+    let seenMd: Metadata | null = null;
+    const s = await serve("tcp://127.0.0.1:0", {
+      1: streamHandler(async (st) => {
+        seenMd = st.metadata;
+        for await (const m of st) await st.send(m);
+      }),
+    });
+    const order: string[] = [];
+    let reads = 0;
+    const c = await rpcConnect(s.url, {
+      interceptors: [
+        {
+          stream(call, next) {
+            order.push("outer");
+            if (call.method === 99) throw new UsageError("refused by the outer interceptor");
+            const inner = next(call);
+            order.push("outer-after");
+            const read = inner.read.bind(inner);
+            inner.read = () => (reads++, read()); // wrapped: every read is counted
+            return inner;
+          },
+        },
+        { unary: (call, next) => next(call) }, // no stream member: skipped
+        {
+          stream(call, next) {
+            order.push("inner");
+            return next({ ...call, metadata: Metadata.from({ ...Object.fromEntries(call.metadata), auth: "token-1" }) });
+          },
+        },
+      ],
+    });
+    closers.push(() => s.close(), () => c.close());
+    const st = c.stream(1, { metadata: { trace: "t" } });
+    await st.send(new Uint8Array([7]));
+    expect(Array.from((await st.read())!)).toEqual([7]);
+    st.end();
+    expect(await st.read()).toBeNull();
+    expect(order).toEqual(["outer", "inner", "outer-after"]);
+    expect(reads).toBe(2);
+    expect(seenMd!.get("auth")).toBe("token-1");
+    expect(seenMd!.get("trace")).toBe("t");
+    expect(() => c.stream(99)).toThrow(UsageError);
+  });
+
+  test("server `stream` interceptors wrap stream handlers in order and may map their errors", async () => {
+    const order: string[] = [];
+    const s = await serve("tcp://127.0.0.1:0", {
+      1: streamHandler(async (st) => {
+        order.push("handler");
+        await st.send(new Uint8Array([1]));
+        throw new Error("inner failure");
+      }),
+    }, {
+      onError: () => {},
+      interceptors: [
+        {
+          async stream(st, next) {
+            order.push("a");
+            try {
+              await next(st);
+            } catch (e) {
+              throw new RangeError(`mapped: ${(e as Error).message}`);
+            }
+          },
+        },
+        {
+          stream(st, next) {
+            order.push(`b:${st.method}`);
+            return next(st);
+          },
+        },
+      ],
+    });
+    const c = await rpcConnect(s.url);
+    closers.push(() => s.close(), () => c.close());
+    const st = c.stream(1);
+    expect(Array.from((await st.read())!)).toEqual([1]);
+    const e = await st.read().catch((x) => x);
+    expect(e.remoteName).toBe("RangeError");
+    expect(e.remoteMessage).toBe("mapped: inner failure");
+    expect(order).toEqual(["a", "b:1", "handler"]);
+  });
+});
+
+describe("metrics", () => {
+  test("a stream counts as one call on both sides with all its messages' bytes", async () => {
+    const s = await serve("tcp://127.0.0.1:0", { 1: streamHandler(async (st) => { for await (const m of st) await st.send(m); }) }, { metrics: true });
+    const c = await rpcConnect(s.url, { metrics: true });
+    closers.push(() => s.close(), () => c.close());
+    const st = c.stream(1);
+    for (let i = 0; i < 10; i++) await st.send(new Uint8Array(100));
+    st.end();
+    for await (const _ of st) {
+      // drain
+    }
+    await until(() => s.server.metrics().methods.length > 0, "the server's record");
+    const sm = s.server.metrics().methods.find((m) => m.methodId === 1)!;
+    expect([sm.calls, sm.bytesIn, sm.bytesOut, sm.errors.length]).toEqual([1, 1000, 1000, 0]);
+    const cm = c.metrics().methods.find((m) => m.methodId === 1)!;
+    expect([cm.calls, cm.bytesIn, cm.bytesOut, cm.errors.length]).toEqual([1, 1000, 1000, 0]);
+    const bad = c.stream(1);
+    bad.cancel();
+    expect(c.metrics().methods.find((m) => m.methodId === 1)!.errors).toEqual([{ code: "CancelledError", count: 1 }]);
+  });
+});
