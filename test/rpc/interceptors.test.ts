@@ -145,6 +145,21 @@ describe.each(["inproc", "tcp", "shm"] as const)("interceptors over %s", (kind) 
   });
 });
 
+describe("response metadata through client interceptors", () => {
+  test("an error response's metadata reaches the caller's onResponseMetadata once; a success's the result's", async () => {
+    const pass: ClientInterceptor = { unary: (call, next) => next(call) };
+    const { c } = await pair("inproc", {
+      1: (h) => { h.setResponseMetadata({ why: "denied" }); throw new RangeError("no"); },
+      2: (h) => (h.setResponseMetadata({ ok: "yes" }), undefined),
+    }, [], [pass, pass]);
+    const seen: string[] = [];
+    const e = await c.request(1, new Uint8Array(0), { onResponseMetadata: (md) => seen.push(md.get("why") ?? "-") }).catch((x) => x);
+    expect(e.remoteName).toBe("RangeError");
+    await c.request(2, new Uint8Array(0), { onResponseMetadata: (md) => seen.push(md.get("ok") ?? "-") });
+    expect(seen).toEqual(["denied", "yes"]);
+  });
+});
+
 describe("interceptor lists", () => {
   test("interceptors without unary change nothing; a handler's bad return is a HandlerReturnError through the chain", async () => {
     const reports: unknown[] = [];
