@@ -7,6 +7,9 @@
  * the window is full; the subclass (Client) sets its state and frees it. The client's thread.
  *
  * Example: class Client extends SlotTable<U> { ... const slot = this.allocSlot(); ... }
+ *
+ * Also two small pieces of the client's completion path: remoteErrorOf() (an ERROR body as a
+ * RemoteError) and settleRequest() (a request() settles once).
  */
 
 import { RemoteError, UsageError } from "../errors.ts";
