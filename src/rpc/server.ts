@@ -368,13 +368,14 @@ export class ServerSession {
       return;
     }
     const h = this.handleFor(method, slot, gen, kind === KIND_ONEWAY, msg);
-    h.mdEnd = mdEnd;
     h.charged = bytes;
     this.server.pendingBytes += bytes;
     if (kind === KIND_REQUEST) {
       this.held[slot] = h;
       this.inFlight++;
     }
+    // A peer's malformed metadata aborts the connection (handle.ts readMetadata()): nobody gets the request.
+    if (mdEnd !== 0 && !h.readMetadata(mdEnd)) return h.drop();
     this.server.deliver(h);
   }
 }
