@@ -35,6 +35,7 @@ export type { RpcStream, ClientStream, ServerStream, StreamOptions, StreamCall, 
 export { Metadata, encodeMetadata, decodeMetadata, withRemainingDeadline, remainingDeadline, traceparent, isValidTraceparent, DEADLINE_KEY, TRACEPARENT_KEY, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_BYTES } from "./rpc/metadata.ts";
 export type { MetadataInit, MetadataValue } from "./rpc/metadata.ts";
 export type { ClientInterceptor, UnaryCall, UnaryResult, ServerInterceptor, ServerCall } from "./rpc/interceptors.ts";
+export { serverUnaryChain, serverStreamChain } from "./rpc/interceptors.ts";
 export { RpcMetrics, MethodMetrics, toPrometheus, toPrometheusAll, metricsHandler, errorCodeName, PROMETHEUS_CONTENT_TYPE } from "./rpc/metrics.ts";
 export type { RpcMetricsSnapshot, MethodSnapshot, MetricsRole, PrometheusOptions, RpcMetricsOptions } from "./rpc/metrics.ts";
 export { LatencyHistogram } from "./rpc/histogram.ts";
