@@ -5,10 +5,11 @@
  * (trySend until the credit is used, allocBuffer + trySendBuffer without a copy); client
  * interceptors' `stream` members in order (the first outermost, metadata changed, the stream
  * wrapped, a refusal thrown) and server interceptors around stream handlers; a message larger
- * than the peer accepts is refused at its sender; streams count in client and server metrics.
+ * than the peer accepts is refused at its sender, and one a transport skipped as oversized
+ * fails its stream (MessageTooLargeError) on either side; streams count in client and server metrics.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { Metadata, ProtocolError, SEND_FULL, SEND_OK, UsageError, connect, rpcConnect, serve, type Connection, type HotpathError } from "../../src/index.ts";
+import { MessageTooLargeError, Metadata, ProtocolError, SEND_FULL, SEND_OK, UsageError, connect, rpcConnect, serve, type Connection, type HotpathError } from "../../src/index.ts";
 import { sendLimit } from "../../src/contract/transport.ts";
 import { Credit, STREAM_INITIAL_CREDIT, creditBody } from "../../src/rpc/stream/credit.ts";
 import { streamHandler } from "../../src/rpc/stream/server-stream.ts";
@@ -186,6 +187,47 @@ describe("hot path and limits", () => {
     const up = c.stream(1);
     expect(await up.send(new Uint8Array(sendLimit(c.conn.caps) + 1)).catch((x) => x)).toBeInstanceOf(UsageError);
     up.cancel();
+  });
+
+  test("a stream message the transport skipped as oversized fails that stream on either side, the connection goes on", async () => {
+    // Conforming transports refuse such a send at the sender; a peer that does not conform is
+    // what the transports' onOversized reports: here its report is made by hand.
+    let reason: unknown = null;
+    let server: ServerStream | null = null;
+    const s = await serve("tcp://127.0.0.1:0", {
+      1: streamHandler(async (st) => {
+        server = st;
+        await st.send(new Uint8Array(1));
+        await new Promise((r) => st.signal.addEventListener("abort", r));
+        reason = st.signal.reason;
+      }),
+      2: (h) => h.data,
+    });
+    const c = await rpcConnect(s.url);
+    closers.push(() => s.close(), () => c.close());
+    const head = new Uint8Array(WIRE_HEADER_BYTES);
+    // Client side: a message for the stream's call id, too large.
+    const a = c.stream(1);
+    await a.read();
+    const slot = (a as unknown as { slot: number }).slot;
+    writeWireHeader(head, KIND_STREAM_MSG, 1, slot, (c as unknown as { gen: Uint32Array }).gen[slot]!, 0, 1 << 30);
+    (c as unknown as { onOversized(h: Uint8Array, n: number): void }).onOversized(head, 1 << 30);
+    expect(await a.read().catch((e) => e)).toBeInstanceOf(MessageTooLargeError);
+    await until(() => reason !== null, "the server's abort");
+    expect((reason as Error).name).toBe("CancelledError");
+    // Server side: the same for a client message.
+    reason = null;
+    server = null;
+    const b = c.stream(1);
+    await b.read();
+    const sb = server! as unknown as { slot: number; gen: number };
+    writeWireHeader(head, KIND_STREAM_MSG, 1, sb.slot, sb.gen, 0, 1 << 30);
+    [...s.server.sessions][0]!.onOversized(head, 1 << 30);
+    const e = await b.read().catch((x) => x);
+    expect(e.remoteName).toBe("MessageTooLargeError");
+    expect((reason as unknown as Error).name).toBe("MessageTooLargeError");
+    expect(Array.from(await c.request(2, new Uint8Array([5])))).toEqual([5]);
+    await until(() => c.inFlight === 0, "the slots back");
   });
 
   test("bad options are UsageErrors from client.stream(); bad end() metadata throws before anything is sent", async () => {
