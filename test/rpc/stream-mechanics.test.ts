@@ -6,7 +6,8 @@
  * interceptors' `stream` members in order (the first outermost, metadata changed, the stream
  * wrapped, a refusal thrown) and server interceptors around stream handlers; a message larger
  * than the peer accepts is refused at its sender, and one a transport skipped as oversized
- * fails its stream (MessageTooLargeError) on either side; streams count in client and server metrics.
+ * fails its stream (MessageTooLargeError) on either side; a drain waits for open streams;
+ * streams count in client and server metrics.
  */
 import { afterEach, describe, expect, test } from "bun:test";
 import { MessageTooLargeError, Metadata, ProtocolError, SEND_FULL, SEND_OK, UsageError, connect, rpcConnect, serve, type Connection, type HotpathError } from "../../src/index.ts";
@@ -245,6 +246,31 @@ describe("hot path and limits", () => {
     st.end();
     expect(await st.read()).toBeNull();
     expect(await st.send(new Uint8Array(1)).catch((e) => e)).toBeInstanceOf(UsageError);
+  });
+});
+
+describe("drain", () => {
+  test("a drain waits for an open stream, which goes on until it ends; then the client leaves and the drain resolves", async () => {
+    const s = await serve("tcp://127.0.0.1:0", { 1: streamHandler(async (st) => { for await (const m of st) await st.send(m); }), 2: (h) => h.data });
+    const c = await rpcConnect(s.url);
+    closers.push(() => s.close(), () => c.close());
+    expect(Array.from(await c.request(2, new Uint8Array([1])))).toEqual([1]); // the client announces it understands GOAWAY
+    const st = c.stream(1);
+    await st.send(new Uint8Array([1]));
+    await st.read();
+    let drained: unknown = null;
+    s.drain(30_000).then((r) => (drained = r));
+    await until(() => c.draining, "GOAWAY");
+    for (let i = 0; i < 100; i++) {
+      await st.send(new Uint8Array([i]));
+      expect(Array.from((await st.read())!)).toEqual([i]);
+    }
+    expect(drained).toBeNull();
+    st.end();
+    expect(await st.read()).toBeNull();
+    await until(() => drained !== null, "the drain's end");
+    expect(drained).toEqual({ sessions: 1, callsFinished: 1, callsCut: 0 });
+    expect(c.closed).toBe(true);
   });
 });
 
