@@ -18,12 +18,12 @@
  *   serve(url, { 5: streamHandler(async (s) => { for await (const m of s) await s.send(m); }) });
  */
 
-import { CancelledError, MessageTooLargeError, ProtocolError, TimeoutError, TransportClosedError, describeThrown, errorNameOf, type HotpathError } from "../../errors.ts";
+import { CancelledError, MessageTooLargeError, ProtocolError, TimeoutError, TransportClosedError, UsageError, describeThrown, errorNameOf, type HotpathError } from "../../errors.ts";
 import { SEND_FULL, type Connection, type RxMessage, type SendStatus } from "../../contract/transport.ts";
 import { DecodeError } from "../codec.ts";
 import { Metadata, decodeMetadata, remainingDeadline } from "../metadata.ts";
 import { errorCodeName } from "../metrics.ts";
-import type { ServerSession, SessionStreams } from "../server.ts";
+import type { RequestHandle, ServerSession, SessionStreams } from "../server.ts";
 import { KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_STREAM_CREDIT, KIND_STREAM_END, KIND_STREAM_MSG, KIND_STREAM_START, METADATA_LEN_BYTES, encodeErrorBody, metadataEnd, wireKind } from "../wire.ts";
 import { StreamBase } from "./base.ts";
 import { DEFAULT_STREAM_WINDOW, STREAM_INITIAL_CREDIT, checkWindow, readCredit } from "./credit.ts";
@@ -40,10 +40,10 @@ const STREAM_HANDLER = Symbol("hotpath.streamHandler");
  * runs it; a unary request to that method is answered with UnknownMethodError. Typed as a raw
  * handler so it sits in the same table.
  */
-export function streamHandler<F extends StreamHandlerFn>(fn: F): F {
-  if (typeof fn !== "function") throw new TypeError("streamHandler: a function (s: ServerStream) => Promise<void> | void");
+export function streamHandler(fn: StreamHandlerFn): (h: RequestHandle) => void {
+  if (typeof fn !== "function") throw new UsageError(`streamHandler: takes a function (s: ServerStream) => Promise<void> | void, got ${typeof fn}`);
   (fn as unknown as Record<symbol, boolean>)[STREAM_HANDLER] = true;
-  return fn;
+  return fn as unknown as (h: RequestHandle) => void;
 }
 
 /** True for a function marked by streamHandler(). */
