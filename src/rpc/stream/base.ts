@@ -38,6 +38,7 @@ interface WaitingSend {
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
+const toResult = (m: Uint8Array | null): IteratorResult<Uint8Array> => (m === null ? { done: true, value: undefined } : { done: false, value: m });
 const ignore = () => {};
 
 export abstract class StreamBase implements RpcStream, RoomMember {
@@ -254,7 +255,8 @@ export abstract class StreamBase implements RpcStream, RoomMember {
 
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     return {
-      next: () => this.read().then((m) => (m === null ? { done: true, value: undefined } : { done: false, value: m })),
+      // A queued message resolves at once (one promise, not read()'s and a then()'s).
+      next: () => (this.inbox.length > 0 ? Promise.resolve({ done: false, value: this.take() }) : this.read().then(toResult)),
       return: (value?: unknown) => {
         // Leaving before the end (break, a throw in the loop body) abandons the stream.
         if (!this.finished && !(this.recvEnded && this.inbox.length === 0)) this.cancel("the stream's iterator was returned early");
