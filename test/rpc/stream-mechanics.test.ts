@@ -6,11 +6,12 @@
  * interceptors' `stream` members in order (the first outermost, metadata changed, the stream
  * wrapped, a refusal thrown) and server interceptors around stream handlers; a message larger
  * than the peer accepts is refused at its sender, and one a transport skipped as oversized
- * fails its stream (MessageTooLargeError) on either side; a drain waits for open streams;
+ * fails its stream (MessageTooLargeError) on either side; a registered error class thrown by a
+ * handler comes back as itself; a drain waits for open streams;
  * streams count in client and server metrics.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { MessageTooLargeError, Metadata, ProtocolError, SEND_FULL, SEND_OK, UsageError, connect, rpcConnect, serve, type Connection, type HotpathError } from "../../src/index.ts";
+import { MessageTooLargeError, Metadata, ProtocolError, RemoteError, registerError, unregisterError, SEND_FULL, SEND_OK, UsageError, connect, rpcConnect, serve, type Connection, type HotpathError } from "../../src/index.ts";
 import { sendLimit } from "../../src/contract/transport.ts";
 import { Credit, STREAM_INITIAL_CREDIT, creditBody } from "../../src/rpc/stream/credit.ts";
 import { streamHandler } from "../../src/rpc/stream/server-stream.ts";
@@ -246,6 +247,37 @@ describe("hot path and limits", () => {
     st.end();
     expect(await st.read()).toBeNull();
     expect(await st.send(new Uint8Array(1)).catch((e) => e)).toBeInstanceOf(UsageError);
+  });
+});
+
+describe("errors", () => {
+  test("a registered error class thrown by a stream handler comes back as itself", async () => {
+    class QuotaError extends Error {
+      constructor(message: string) {
+        super(message);
+        this.name = "QuotaError";
+      }
+    }
+    registerError(QuotaError);
+    try {
+      const s = await serve("tcp://127.0.0.1:0", {
+        1: streamHandler(async (st) => {
+          await st.send(new Uint8Array([1]));
+          throw new QuotaError("over quota: 3 streams");
+        }),
+      }, { onError: () => {} });
+      const c = await rpcConnect(s.url);
+      closers.push(() => s.close(), () => c.close());
+      const st = c.stream(1);
+      expect(Array.from((await st.read())!)).toEqual([1]); // what came before the error reads first
+      const e = await st.read().catch((x) => x);
+      expect(e).toBeInstanceOf(QuotaError);
+      expect(e).toBeInstanceOf(RemoteError);
+      expect(e.message).toBe("over quota: 3 streams");
+      expect(await st.closed.catch((x) => x)).toBe(e);
+    } finally {
+      unregisterError(QuotaError);
+    }
   });
 });
 

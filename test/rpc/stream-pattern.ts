@@ -12,7 +12,7 @@ export const M_HOLD = 5; // never reads; waits for its signal
 export const M_THROW = 6; // reads one message, then throws TypeError("refused: <n>")
 export const M_SERVER_CANCEL = 7; // sends 3 messages, then cancels
 export const M_WAIT = 8; // sends one message, then waits for its signal; a send after it must reject
-export const M_STATS = 20; // unary: JSON { floodSent (by flood id), events, inFlight (server calls and streams, this one not counted) }
+export const M_STATS = 20; // unary: JSON { floodSent (by flood id), events, inFlight (server calls and streams, this one not counted), holdBuffered (bytes M_HOLD streams hold) }
 export const M_UNARY_ECHO = 21; // unary echo
 
 const SIZES = [1, 3, 17, 64, 200, 1000, 1500, 4096, 8192, 20000, 65536];

@@ -6,12 +6,14 @@
 
 import { serve, type Serving } from "../../src/index.ts";
 import { streamHandler } from "../../src/rpc/stream/server-stream.ts";
+import type { ServerStream } from "../../src/rpc/stream/types.ts";
 import { exitWhenParentGoes } from "../helpers/peer.ts";
 import * as p from "./stream-pattern.ts";
 
 export async function startStreamService(url: string): Promise<Serving> {
   const floodSent: number[] = [];
   const events: string[] = [];
+  const holding = new Set<ServerStream>(); // M_HOLD streams open now
   const name = (e: unknown) => (e instanceof Error ? e.name : String(e));
   const serving = await serve(
     url,
@@ -47,7 +49,9 @@ export async function startStreamService(url: string): Promise<Serving> {
         }
       }),
       [p.M_HOLD]: streamHandler(async (s) => {
+        holding.add(s);
         await new Promise<void>((resolve) => s.signal.addEventListener("abort", () => resolve()));
+        holding.delete(s);
         events.push(`hold:${name(s.signal.reason)}`);
       }),
       [p.M_THROW]: streamHandler(async (s) => {
@@ -68,7 +72,9 @@ export async function startStreamService(url: string): Promise<Serving> {
       [p.M_STATS]: () => {
         let inFlight = 0;
         for (const sess of serving.server.sessions) inFlight += sess.inFlight;
-        return new TextEncoder().encode(JSON.stringify({ floodSent, events, inFlight: inFlight - 1 }));
+        let holdBuffered = 0;
+        for (const h of holding) holdBuffered += (h as ServerStream & { bufferedBytes: number }).bufferedBytes;
+        return new TextEncoder().encode(JSON.stringify({ floodSent, events, inFlight: inFlight - 1, holdBuffered }));
       },
       [p.M_UNARY_ECHO]: (h) => h.data,
     },

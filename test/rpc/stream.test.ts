@@ -41,6 +41,7 @@ interface Stats {
   floodSent: number[];
   events: string[];
   inFlight: number;
+  holdBuffered: number;
 }
 
 describe.each(TRANSPORTS)("streams over %s", (kind) => {
@@ -143,6 +144,10 @@ describe.each(TRANSPORTS)("streams over %s", (kind) => {
     await until(() => resolved >= 64, "a window of sends");
     for (let k = 0; k < 5; k++) await stats(); // round trips: the server had every frame, granted nothing more
     expect(resolved).toBe(64); // the server's default window (DEFAULT_STREAM_WINDOW)
+    // The server holds those 64 messages in its own memory: at most one window (+1 message) of bytes.
+    const held = (await stats()).holdBuffered;
+    expect(held).toBe(64 * 1024);
+    expect(held).toBeLessThanOrEqual((1 << 20) + 1024);
     s.cancel();
     const outcomes = await Promise.allSettled(sends);
     expect(outcomes.filter((o) => o.status === "rejected").every((o) => (o as PromiseRejectedResult).reason instanceof CancelledError)).toBe(true);
