@@ -226,8 +226,10 @@ export class SessionStreamsImpl implements SessionStreams {
     }
     const fn = this.lookup(method);
     if (typeof fn === "string") {
-      // A one-off answer: nothing was started, so a full transport drops it (the client's deadline ends its wait).
-      this.session.send(KIND_ERROR, method, slot, gen, encodeErrorBody("UnknownMethodError", fn));
+      // Nothing starts; the answer waits for room like any frame (the client would wait for it).
+      const body = encodeErrorBody("UnknownMethodError", fn);
+      const answer = { queued: false, pump: () => this.session.send(KIND_ERROR, method, slot, gen, body) !== SEND_FULL };
+      if (this.rooms.busy || !answer.pump()) this.rooms.wait(answer);
       return;
     }
     const s = new ServerStreamImpl(this, this.session, method, slot, gen, md, credit, this.window);
