@@ -9,7 +9,8 @@
  * message is released at once), so a slow reader holds at most one window (+1 message) of its
  * own memory and no transport slot; credit goes back to the peer as the reader takes messages.
  * send() resolves once its message went to the transport (in order, after every earlier
- * send); trySend() is the hot path (SEND_FULL without credit or room). A stream finishes once:
+ * send, and behind the connection's streams already waiting for room: FIFO per connection);
+ * trySend() is the hot path (SEND_FULL without credit or room). A stream finishes once:
  * cleanly (finishOk) or with an error (fail): readers and waiting sends reject with it,
  * `signal` aborts and `closed` rejects. The owner's thread.
  *
@@ -121,7 +122,7 @@ export abstract class StreamBase implements RpcStream, RoomMember {
     } catch (e) {
       return Promise.reject(e);
     }
-    if (this.sends.length === 0 && !this.queued && !this.blocked && this.credit.canSend()) {
+    if (this.sends.length === 0 && !this.queued && !this.blocked && this.credit.canSend() && !this.rooms().busy) {
       const status = this.sendFrame(KIND_STREAM_MSG, data, null);
       if (status === SEND_OK) {
         this.spent(data.length);
@@ -137,7 +138,7 @@ export abstract class StreamBase implements RpcStream, RoomMember {
 
   trySend(data: Uint8Array): SendStatus {
     if (this.finished || this.sendEnded) return SEND_CLOSED;
-    if (this.sends.length > 0 || this.queued || this.blocked || !this.credit.canSend()) return SEND_FULL;
+    if (this.sends.length > 0 || this.queued || this.blocked || !this.credit.canSend() || this.rooms().busy) return SEND_FULL;
     this.checkSend(data, "trySend");
     const status = this.sendFrame(KIND_STREAM_MSG, data, null);
     if (status === SEND_OK) this.spent(data.length);
@@ -153,7 +154,7 @@ export abstract class StreamBase implements RpcStream, RoomMember {
       this.conn.releaseBuffer(buffer); // Closed: the buffer is taken back, as the transport would
       return SEND_CLOSED;
     }
-    if (this.sends.length > 0 || this.queued || this.blocked || !this.credit.canSend()) return SEND_FULL;
+    if (this.sends.length > 0 || this.queued || this.blocked || !this.credit.canSend() || this.rooms().busy) return SEND_FULL;
     const status = this.sendBufferFrame(buffer, lenBytes);
     if (status === SEND_OK) this.spent(lenBytes);
     return status;

@@ -69,6 +69,7 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotOw
   private timer: ReturnType<typeof setTimeout> | undefined = undefined;
   private readonly userSignal: AbortSignal | undefined;
   private startSent = false;
+  private roomQueue: RoomQueue | null = null; // the client's (roomQueues), once looked up
   private readonly startMs = performance.now();
   private readonly onAbort = () => this.fail(new CancelledError(`stream for method ${this.method} aborted`, { cause: this.userSignal!.reason }), true);
 
@@ -132,9 +133,10 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotOw
   }
 
   protected rooms(): RoomQueue {
+    if (this.roomQueue !== null) return this.roomQueue;
     let q = roomQueues.get(this.host);
     if (q === undefined) roomQueues.set(this.host, (q = new RoomQueue(this.host.conn)));
-    return q;
+    return (this.roomQueue = q);
   }
 
   protected override flushControl(): SendStatus {
