@@ -2,7 +2,8 @@
  * Stream mechanics in one process (issue 16): the credit rules (stream/credit.ts) on their own;
  * a hostile client (raw frames) that sends past its credit or a second START on a live stream
  * has its session aborted with ProtocolError while the server serves others; the hot path
- * (trySend until the credit is used, allocBuffer + trySendBuffer without a copy); client
+ * (trySend until the credit is used, allocBuffer + trySendBuffer without a copy); a transport
+ * that is often full (every stream's messages still go, in order, calls between them too); client
  * interceptors' `stream` members in order (the first outermost, metadata changed, the stream
  * wrapped, a refusal thrown) and server interceptors around stream handlers; a message larger
  * than the peer accepts is refused at its sender, and one a transport skipped as oversized
@@ -11,7 +12,7 @@
  * streams count in client and server metrics.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { MessageTooLargeError, Metadata, ProtocolError, RemoteError, registerError, unregisterError, SEND_FULL, SEND_OK, UsageError, connect, rpcConnect, serve, type Connection, type HotpathError } from "../../src/index.ts";
+import { Client, MessageTooLargeError, Metadata, ProtocolError, RemoteError, registerError, unregisterError, SEND_FULL, SEND_OK, UsageError, connect, rpcConnect, serve, type Connection, type HotpathError } from "../../src/index.ts";
 import { sendLimit } from "../../src/contract/transport.ts";
 import { Credit, STREAM_INITIAL_CREDIT, creditBody } from "../../src/rpc/stream/credit.ts";
 import { streamHandler } from "../../src/rpc/stream/server-stream.ts";
@@ -164,6 +165,48 @@ describe("hot path and limits", () => {
     for (let i = 0; i < 3000; i++) if (got[1]![i] !== (i & 255)) throw new Error(`byte ${i}`);
     expect(up.trySend(new Uint8Array(1))).toBe(2); // SEND_CLOSED after end()
     expect(() => up.end()).not.toThrow();
+  });
+
+  test("a transport that is often full: every stream's messages still go, in order, and calls between them too", async () => {
+    const s = await serve("tcp://127.0.0.1:0", { 1: streamHandler(async (st) => { for await (const m of st) await st.send(m); }), 2: (h) => h.data });
+    const real = await connect(s.url);
+    let sends = 0;
+    let fulls = 0;
+    // Every third send on this client's connection finds the transport full.
+    const flaky = new Proxy(real, {
+      get(t, k) {
+        if (k === "trySend") return (h: Uint8Array, b: Uint8Array) => (++sends % 3 === 0 ? (fulls++, SEND_FULL) : t.trySend(h, b));
+        if (k === "trySendWords") return undefined;
+        const v = (t as unknown as Record<string | symbol, unknown>)[k];
+        return typeof v === "function" ? v.bind(t) : v;
+      },
+    });
+    const c = new Client<unknown>(flaky as Connection);
+    closers.push(() => s.close(), () => c.close());
+    const COUNT = 1500;
+    const run = async (k: number) => {
+      const st = c.stream(1);
+      const reader = (async () => {
+        let i = 0;
+        for await (const m of st) {
+          if (m.length !== 1 + (i % 300) || m[0] !== ((i + k) & 255)) throw new Error(`stream ${k}: message ${i} out of order or wrong`);
+          i++;
+        }
+        return i;
+      })();
+      for (let i = 0; i < COUNT; i++) {
+        const m = new Uint8Array(1 + (i % 300)).fill((i + k) & 255);
+        if (i % 7 === 0) await st.send(m);
+        else void st.send(m).catch(() => {});
+      }
+      st.end();
+      return reader;
+    };
+    const calls = Array.from({ length: 50 }, (_, i) => c.request(2, new Uint8Array([i])));
+    expect(await Promise.all([run(0), run(1), run(2)])).toEqual([COUNT, COUNT, COUNT]);
+    expect((await Promise.all(calls)).map((r) => r[0])).toEqual(Array.from({ length: 50 }, (_, i) => i));
+    expect(fulls).toBeGreaterThan(100);
+    await until(() => c.inFlight === 0, "every slot back");
   });
 
   test("a message larger than the peer accepts is refused at the sender (UsageError); the stream fails, the connection goes on", async () => {
