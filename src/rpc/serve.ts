@@ -198,17 +198,18 @@ export async function serve(
   // Handlers are application code that may keep `h`: no pooled handles (a late use is a UsageError).
   // Stream handlers (streamHandler()) serve STREAM_STARTs, through the interceptors' `stream`
   // members; a unary request to one of their methods is answered with UnknownMethodError.
-  const unary: Handlers = {};
+  const unary: Record<string, RawHandler> = {}; // by the table's own keys: the dispatcher checks them
   const streams = new Map<number, StreamHandlerFn>();
   for (const [key, fn] of Object.entries(handlers)) {
     if (!isStreamHandler(fn)) {
-      unary[Number(key)] = fn;
+      unary[key] = fn;
       continue;
     }
-    const ics = opts.interceptors?.filter((ic) => ic !== null && typeof ic === "object" && typeof ic.stream === "function") ?? [];
+    const all = Array.isArray(opts.interceptors) ? opts.interceptors : []; // a bad list: the dispatcher's UsageError
+    const ics = all.filter((ic) => ic !== null && typeof ic === "object" && typeof ic.stream === "function");
     streams.set(Number(key), ics.length === 0 ? fn : serverStreamChain(ics, async (s) => fn(s)));
     // Answered here (not thrown: no handler failed), so the dispatcher's own reply finds it consumed.
-    unary[Number(key)] = (h) => h.respond(null, { name: "UnknownMethodError", message: `method ${key} is a stream: open it with client.stream()` });
+    unary[key] = (h) => h.respond(null, { name: "UnknownMethodError", message: `method ${key} is a stream: open it with client.stream()` });
   }
   const lookup = (m: number) => streams.get(m) ?? (handlers[m] === undefined ? `no handler for method ${m}` : `method ${m} is not a stream: call it with request()`);
   const streamOpts = { window: opts.streamWindow };
