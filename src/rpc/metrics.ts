@@ -15,7 +15,8 @@
  *   histogram hotpath_rpc_latency_seconds with `le` at PROMETHEUS_BOUNDS_NS (powers of two,
  *   each an exact bucket bound of the HDR histogram, so every `_bucket` count is exact).
  *
- * Not wired into Client / Server yet: a caller records its own calls.
+ * Client and Server record into one when their `metrics` option is on (meter.ts, handle.ts);
+ * any code may record its own calls too.
  *
  * Example:
  *   const m = new RpcMetrics();
