@@ -34,10 +34,10 @@ import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMes
 import { KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_GOAWAY, KIND_MASK, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, KIND_STREAM_END, KIND_STREAM_MSG, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
 import { checkMessage, wireCallGen, wireCallSlot, wireWord0, withMetadata, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
 import { checkTimeout } from "./validate.ts";
-import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, armRequest, keepCopies, splitMetadata, tellMetadata, oversizedSlot, ownedBody, PendingRequest, type SlotOwner } from "./pending.ts";
+import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, armRequest, keepCopies, tellMetadata, oversizedSlot, ownedBody, PendingRequest, type SlotOwner } from "./pending.ts";
 import { RoomRetry } from "./room.ts";
 import { CompletionRing } from "./completions.ts";
-import { remoteErrorOf, settleRequest, SlotTable, SLOT_CALLBACK, SLOT_CANCELLING, SLOT_DONE, SLOT_FREE, SLOT_PROMISE, SLOT_STREAM } from "./slots.ts";
+import { remoteErrorOf, settleRequest, splitResponse, SlotTable, SLOT_CALLBACK, SLOT_CANCELLING, SLOT_DONE, SLOT_FREE, SLOT_PROMISE, SLOT_STREAM } from "./slots.ts";
 import { ClientStreamImpl, streamChain, type ClientStream, type StreamOpener, type StreamOptions } from "./stream/client-stream.ts";
 import { CallMeter, metricsOption } from "./meter.ts";
 import type { RpcMetricsSnapshot } from "./metrics.ts";
@@ -480,13 +480,15 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
     if (state === SLOT_STREAM) return this.owners[slot]!.onFrame(kind, msg); // the stream checks the kind
     if (kind !== KIND_RESPONSE && kind !== KIND_ERROR) return this.protocolAbort(new ProtocolError(`rpc client: a stream frame (kind ${kind}) for call ${slot}/${gen}, which is not a stream`), msg);
     const p = state === SLOT_PROMISE ? this.pending[slot]! : undefined;
+    const bytesIn = msg.bodyLength; // the wire body, metadata included (as the server counts it)
+    let md: Metadata | null = null; // for p.onMetadata, told once the call has settled
     if (raw !== kind) {
       try {
-        msg = splitMetadata(msg, p?.onMetadata); // the call gets the data after the metadata (a copy)
+        ({ msg, md } = splitResponse(msg, p?.onMetadata !== undefined)); // the call gets the data after the metadata (a copy)
       } catch (e) {
         return this.protocolAbort(e, msg);
       }
-    } else if (p?.onMetadata !== undefined) tellMetadata(p.onMetadata, Metadata.EMPTY);
+    }
     let error: HotpathError | null;
     try {
       error = kind === KIND_ERROR ? remoteErrorOf(msg.body) : null;
@@ -494,24 +496,21 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
       return this.protocolAbort(e, msg);
     }
     if (state === SLOT_CALLBACK) {
-      if (this.direct && error === null) return this.completeNow(slot, msg);
-      if (this.meter !== null) this.meter.end(slot, msg.bodyLength, error);
+      if (this.direct && error === null) return this.completeNow(slot, msg, bytesIn);
+      if (this.meter !== null) this.meter.end(slot, bytesIn, error);
       this.state[slot] = SLOT_DONE;
       this.enqueueCompletion(slot, error === null ? msg : null, error);
       if (error !== null) msg.release();
       return;
     }
-    if (this.meter !== null) this.meter.end(slot, msg.bodyLength, error);
+    if (this.meter !== null) this.meter.end(slot, bytesIn, error);
     this.freeSlot(slot);
-    if (error !== null) {
-      msg.release();
-      // A registered application error class comes back as itself (registerError()).
-      this.settle(p!, null, rebuildRemoteError(error as RemoteError));
-      return;
-    }
-    const out = ownedBody(this.conn, msg.body); // memory the caller owns (pending.ts)
+    // A registered application error class comes back as itself (registerError()).
+    const out = error !== null ? null : ownedBody(this.conn, msg.body); // memory the caller owns (pending.ts)
     msg.release();
-    this.settle(p!, out, null);
+    this.settle(p!, out, error === null ? null : rebuildRemoteError(error as RemoteError));
+    // After the settle: a callback that aborts the call's signal or closes the client finds it done.
+    if (p!.onMetadata !== undefined) tellMetadata(p!.onMetadata, md ?? Metadata.EMPTY);
   }
 
   /**
@@ -542,8 +541,8 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   }
 
   /** Inside poll(), nothing queued: onResponse now, as poll()'s loop would. */
-  private completeNow(slot: number, msg: RxMessage): void {
-    if (this.meter !== null) this.meter.end(slot, msg.bodyLength, null);
+  private completeNow(slot: number, msg: RxMessage, bytesIn: number): void {
+    if (this.meter !== null) this.meter.end(slot, bytesIn, null);
     const ud = this.userData[slot] as U;
     this.freeSlot(slot);
     this.directDelivered++;

@@ -26,6 +26,7 @@ import { describeValue } from "./validate.ts";
 import { DecodeError } from "./codec.ts";
 import { RequestHandle, Server, type DrainResult, type ErrorReply, type ServerOptions } from "./server.ts";
 import { wantsDetachFirst } from "./detach.ts";
+import { withMetricsMethod } from "./metrics-method.ts";
 import { serverStreamChain } from "./interceptors.ts";
 import { isStreamHandler, sessionStreams, type StreamHandlerFn } from "./stream/server-stream.ts";
 import type { StreamWindow } from "./stream/types.ts";
@@ -213,7 +214,9 @@ export async function serve(
   }
   const lookup = (m: number) => streams.get(m) ?? (handlers[m] === undefined ? `no handler for method ${m}` : `method ${m} is not a stream: call it with request()`);
   const streamOpts = { window: opts.streamWindow };
-  const server = new Server({ ...opts, poolHandles: false, onRequest: dispatcher(unary, opts.interceptors), streams: sessionStreams(lookup, streamOpts) });
+  // With metrics on, METRICS_METHOD answers the Prometheus text (`hotpath metrics URL`; metrics-method.ts).
+  const table = opts.metrics ? withMetricsMethod(unary) : unary;
+  const server = new Server({ ...opts, poolHandles: false, onRequest: dispatcher(table, opts.interceptors), streams: sessionStreams(lookup, streamOpts) });
   const listener = await listen(url, opts);
   // The listener is serve()'s own: its refusals are the server's to report (onError "refused").
   listener.onRefused((error, reason) => server.reportFailure(error, { source: "refused", method: null, session: null, reason, listener }));

@@ -8,12 +8,17 @@
  *
  * Example: class Client extends SlotTable<U> { ... const slot = this.allocSlot(); ... }
  *
- * Also two small pieces of the client's completion path: remoteErrorOf() (an ERROR body as a
- * RemoteError) and settleRequest() (a request() settles once).
+ * Also small pieces of the client's completion path: remoteErrorOf() (an ERROR body as a
+ * RemoteError), settleRequest() (a request() settles once) and splitResponse() (a response
+ * that carries metadata).
  */
 
 import { RemoteError, UsageError } from "../errors.ts";
-import { decodeErrorBody } from "./wire.ts";
+import { copyBytes } from "../bytes.ts";
+import type { RxMessage } from "../contract/transport.ts";
+import { METADATA_LEN_BYTES, decodeErrorBody, metadataEnd } from "./wire.ts";
+import { decodeMetadata, type Metadata } from "./metadata.ts";
+import { OwnedMessage } from "./completions.ts";
 import type { DeadlineQueue, PendingRequest, SlotOwner } from "./pending.ts";
 
 export const DEFAULT_WINDOW = 256;
@@ -79,4 +84,18 @@ export function settleRequest(p: PendingRequest, deadlines: DeadlineQueue, value
   if (p.listening) p.signal!.removeEventListener("abort", p);
   if (error) p.reject(error);
   else p.resolve(value!);
+}
+
+/**
+ * A response whose kind has KIND_FLAG_METADATA: its data as a message the client owns (a copy;
+ * `msg` is released) and its metadata when `wanted` (else null, not decoded). ProtocolError,
+ * with `msg` kept, when the metadata is malformed. Cold path: allocates.
+ */
+export function splitResponse(msg: RxMessage, wanted: boolean): { msg: RxMessage; md: Metadata | null } {
+  const body = msg.body;
+  const end = metadataEnd(body);
+  const md = wanted ? decodeMetadata(body.subarray(METADATA_LEN_BYTES, end)) : null;
+  const own = new OwnedMessage(copyBytes(body.subarray(end)));
+  msg.release();
+  return { msg: own, md };
 }
