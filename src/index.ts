@@ -27,11 +27,12 @@ export type { ServerErrorContext, ServerErrorSource, RequestErrorContext, Sessio
 export { serve, rpcConnect, dispatcher } from "./rpc/serve.ts";
 export type { Serving, RpcClient } from "./rpc/serve.ts";
 export { defineService, bindService, implement } from "./rpc/service.ts";
-export type { MethodDef, ServiceDef, ServiceClient, ServiceImpl, Handlers, RawHandler } from "./rpc/service.ts";
+export type { MethodDef, ServiceDef, ServiceClient, ServiceImpl, Handlers, RawHandler, StreamKind, ClientMethod, ImplMethod } from "./rpc/service.ts";
 export { raw, struct, bytes, msgpack, DecodeError } from "./rpc/codec.ts";
 // streams, per-call metadata, interceptors and metrics (issue 16)
 export { streamHandler, STREAM_INITIAL_CREDIT, DEFAULT_STREAM_WINDOW } from "./rpc/stream/index.ts";
-export type { RpcStream, ClientStream, ServerStream, StreamOptions, StreamCall, StreamWindow, StreamHandlerFn } from "./rpc/stream/index.ts";
+export { TypedStream } from "./rpc/stream/index.ts";
+export type { RpcStream, ClientStream, ServerStream, StreamOptions, StreamCall, StreamWindow, StreamHandlerFn, ServerStreamCall, ClientStreamCall } from "./rpc/stream/index.ts";
 export { Metadata, encodeMetadata, decodeMetadata, withRemainingDeadline, remainingDeadline, traceparent, isValidTraceparent, DEADLINE_KEY, TRACEPARENT_KEY, MAX_METADATA_BYTES, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_BYTES } from "./rpc/metadata.ts";
 export type { MetadataInit, MetadataValue } from "./rpc/metadata.ts";
 export type { ClientInterceptor, UnaryCall, UnaryResult, ServerInterceptor, ServerCall } from "./rpc/interceptors.ts";

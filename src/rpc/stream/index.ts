@@ -10,3 +10,5 @@ export { streamHandler } from "./server-stream.ts";
 export type { StreamHandlerFn } from "./server-stream.ts";
 export { STREAM_INITIAL_CREDIT, DEFAULT_STREAM_WINDOW } from "./credit.ts";
 export type { RpcStream, ClientStream, ServerStream, StreamOptions, StreamCall, StreamWindow } from "./types.ts";
+export { TypedStream } from "./typed.ts";
+export type { ServerStreamCall, ClientStreamCall } from "./typed.ts";
