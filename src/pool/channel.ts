@@ -35,7 +35,7 @@ import { CancelledError, HotpathError, RemoteError, TimeoutError, TransportClose
 import type { ConnectOptions, Connection, Receiver } from "../contract/transport.ts";
 import { connect } from "../connect/registry.ts";
 import { Client, DEFAULT_REQUEST_TIMEOUT_MS, type ClientOptions, type RequestOptions } from "../rpc/client.ts";
-import { checkTimeout } from "../rpc/validate.ts";
+import { checkTimeout, describeValue } from "../rpc/validate.ts";
 import { Backoff, type BackoffPolicy, type Random } from "./backoff.ts";
 import { realClock, type Clock, type TimerHandle } from "./clock.ts";
 
@@ -94,6 +94,11 @@ export interface ChannelOptions {
   onStateChange?: (state: ConnectivityState, previous: ConnectivityState) => void;
 }
 
+/**
+ * A channel call's options: every RequestOptions field reaches the connection's request()
+ * (metadata, onResponseMetadata, parent, ...); the call's deadline, the wait for a connection
+ * included, is cut to what is left of `parent`'s.
+ */
 export interface CallOptions extends RequestOptions {
   failFast?: boolean;
   idempotent?: boolean;
@@ -129,6 +134,21 @@ const positive = (v: number | undefined, name: string): number => {
   if (typeof v !== "number" || !(v > 0) || !Number.isFinite(v)) throw new UsageError(`channel ${name} ${String(v)} must be a number > 0 (0 or Infinity: off)`);
   return v;
 };
+
+/**
+ * What is left of `parent`'s deadline (performance.now() ms, as RequestHandle.deadline), or
+ * undefined when there is no parent or it has no deadline. TimeoutError when it has passed
+ * (nothing is sent), UsageError for a parent without a numeric deadline (as Client.request).
+ */
+function parentRemainingMs(parent: CallOptions["parent"], url: string): number | undefined {
+  if (parent === undefined) return undefined;
+  const deadline = parent === null || typeof parent !== "object" ? NaN : parent.deadline;
+  if (deadline === undefined) return undefined;
+  if (typeof deadline !== "number" || Number.isNaN(deadline)) throw new UsageError(`pool: request to ${url}: parent must be a request handle or stream (with a numeric deadline), got ${describeValue(parent)}`);
+  const remaining = deadline - performance.now();
+  if (remaining <= 0) throw new TimeoutError(`pool: request to ${url}: the parent call's deadline passed ${Math.round(-remaining)} ms ago; nothing was sent`);
+  return remaining;
+}
 
 export class Channel {
   readonly url: string;
@@ -226,6 +246,8 @@ export class Channel {
     let timeoutMs: number;
     try {
       timeoutMs = checkTimeout(opts.timeoutMs ?? this.timeoutMs, "request");
+      const parentMs = parentRemainingMs(opts.parent, this.url);
+      if (parentMs !== undefined && (timeoutMs === 0 || parentMs < timeoutMs)) timeoutMs = parentMs;
     } catch (e) {
       return Promise.reject(e);
     }
@@ -281,7 +303,14 @@ export class Channel {
     if (left <= 0) return Promise.reject(new TimeoutError(`pool: request to ${this.url} reached its deadline`));
     // The idle timer stays armed: when it fires it looks at the last activity (armIdle).
     live.inFlight++;
-    const reqOpts: RequestOptions = { timeoutMs: left === Infinity ? 0 : Math.max(1, Math.ceil(left)), signal: opts.signal, appHeader: opts.appHeader };
+    const reqOpts: RequestOptions = {
+      timeoutMs: left === Infinity ? 0 : Math.max(1, Math.ceil(left)),
+      signal: opts.signal,
+      appHeader: opts.appHeader,
+      metadata: opts.metadata,
+      onResponseMetadata: opts.onResponseMetadata,
+      parent: opts.parent,
+    };
     const call = live.client.request(method, data, reqOpts);
     if (retried || !(opts.idempotent ?? this.idempotent.has(method))) return call.then(live.done, live.fail);
     // Idempotent: a call whose connection died is sent once more, on a fresh one.

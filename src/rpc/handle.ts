@@ -7,8 +7,9 @@
  * delivery; a peer's malformed metadata aborts its connection with ProtocolError and never
  * reaches a handler), its deadline (`deadline`, from `hp-deadline-ms`), the response metadata
  * to send (setResponseMetadata()), and, when the server records metrics, one record per
- * consumed handle (method, outcome, bytes, latency from delivery to reply). None of it costs
- * the hot path anything: a request without metadata reads none, and metrics off records none.
+ * consumed handle (method, outcome, bytes, latency from delivery to reply; a one-way message is
+ * no call and records nothing, as on the client). None of it costs the hot path anything: a
+ * request without metadata reads none, and metrics off records none.
  *
  * Example: const h = server.recv(); if (h !== null) { h.setResponseMetadata({ served: "yes" }); h.reply(h.data); }
  * Threading: the thread that owns the server.
@@ -20,6 +21,7 @@ import { SEND_FULL, SEND_OK, type Connection, type RxMessage, type SendStatus } 
 import { describeValue } from "./validate.ts";
 import { KIND_ERROR, KIND_RESPONSE, METADATA_LEN_BYTES, WIRE_HEADER_BYTES, encodeErrorBody, wireAppHeaderLen } from "./wire.ts";
 import { Metadata, decodeMetadata, encodeMetadata, remainingDeadline, type MetadataInit } from "./metadata.ts";
+import { MAX_TIMER_MS } from "./pending.ts";
 import type { RpcMetrics } from "./metrics.ts";
 
 /** An error response: the caller's request rejects with RemoteError(name, message). */
@@ -283,7 +285,8 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
         // a handler that sees the abort finds no time left (a request with it as parent fails).
         const late = () => {
           const leftMs = at - performance.now();
-          if (leftMs > 0) this.deadlineTimer = setTimeout(late, Math.ceil(leftMs));
+          // A delay past setTimeout's limit would fire at once: wait the most it allows, then look again.
+          if (leftMs > 0) this.deadlineTimer = setTimeout(late, Math.min(Math.ceil(leftMs), MAX_TIMER_MS));
           else {
             // As the client's own cancel at its timeout would: respond() drops the reply (the
             // client has given up: it times out by itself), the signal says why.
@@ -341,7 +344,7 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     }
     const status = this.oneWay ? SEND_OK : this.session.sendBuffer(this.method, this.callSlot, this.callGen, buffer, lenBytes);
     if (status !== SEND_FULL) {
-      this.bytesOut = lenBytes;
+      if (!this.oneWay) this.bytesOut = lenBytes; // a one-way sends nothing
       this.finish();
     }
     return status;
@@ -393,7 +396,8 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
       this.deadlineTimer = undefined;
     }
     if (msg !== null) msg.release();
-    const metrics = this.session.server.metricsRegistry;
+    // A one-way message is no call (the client records none: it gets no answer), so none is recorded.
+    const metrics = this.isOneWay ? null : this.session.server.metricsRegistry;
     if (metrics !== null) {
       const ms = performance.now() - this.startMs;
       metrics.record(this.session.conn.transport, this.methodId, this.outcome, this.bytesIn, this.bytesOut, ms > 0 ? ms * 1e6 : 0);

@@ -355,9 +355,11 @@ export function decodeMetadata(bytes: Uint8Array): Metadata {
  * appended), for a server that calls another server and passes on what is left of its own
  * deadline. `md` is the metadata to send, not necessarily the incoming one (an auth token is per
  * hop). The value is whole milliseconds, rounded down (the next hop never waits longer than the
- * caller); a deadline already past travels as 0. UsageError for a remainingMs that is not a
- * number, is NaN or over MAX_DEADLINE_MS (omit the key for no deadline), or when the new entry
- * breaks a limit. Returns a new Metadata; `md` is unchanged. Any thread.
+ * caller); a deadline already past travels as 0. The other entries are copied as they are, not
+ * judged again: a peer's metadata (decodeMetadata() accepts an invalid traceparent, as W3C asks)
+ * may be forwarded with a deadline. UsageError for a remainingMs that is not a number, is NaN or
+ * over MAX_DEADLINE_MS (omit the key for no deadline), or when the deadline entry breaks a limit
+ * (the message names it and the size of the rest). Returns a new Metadata; `md` is unchanged. Any thread.
  */
 export function withRemainingDeadline(md: Metadata, remainingMs: number): Metadata {
   if (!(md instanceof Metadata)) throw new UsageError("withRemainingDeadline: expected a Metadata (Metadata.EMPTY for none)");
@@ -365,9 +367,26 @@ export function withRemainingDeadline(md: Metadata, remainingMs: number): Metada
     throw new UsageError(`withRemainingDeadline: remainingMs ${String(remainingMs)} is not a number up to MAX_DEADLINE_MS (${MAX_DEADLINE_MS}); omit the deadline for none`);
   }
   const value = String(Math.floor(Math.max(0, remainingMs)));
-  const pairs = entriesOf(md).map((e): [string, MetadataValue] => [e.key, e.key === DEADLINE_KEY ? value : (e.text ?? e.bytes)]);
-  if (!md.has(DEADLINE_KEY)) pairs.push([DEADLINE_KEY, value]);
-  return Metadata.from(pairs);
+  const entry: Entry = { key: DEADLINE_KEY, text: value, bytes: encoder.encode(value) };
+  const old = entriesOf(md);
+  const at = old.findIndex((e) => e.key === DEADLINE_KEY);
+  if (at < 0 && old.length === MAX_METADATA_ENTRIES) {
+    throw new UsageError(`withRemainingDeadline: the metadata already has MAX_METADATA_ENTRIES (${MAX_METADATA_ENTRIES}) entries: no room for "${DEADLINE_KEY}" (the call's deadline)`);
+  }
+  const list = old.slice();
+  let total = md.encodedLength + entrySize(DEADLINE_KEY.length, entry.bytes.length);
+  if (at < 0) list.push(entry);
+  else {
+    total -= entrySize(DEADLINE_KEY.length, old[at]!.bytes.length);
+    list[at] = entry;
+  }
+  if (total > MAX_METADATA_BYTES) {
+    const rest = at < 0 ? md.encodedLength : md.encodedLength - entrySize(DEADLINE_KEY.length, old[at]!.bytes.length);
+    throw new UsageError(
+      `withRemainingDeadline: "${DEADLINE_KEY}" (the call's deadline, ${entrySize(DEADLINE_KEY.length, entry.bytes.length)} bytes) brings the metadata to ${total} bytes, over MAX_METADATA_BYTES (${MAX_METADATA_BYTES}): the other entries take ${rest}`,
+    );
+  }
+  return makeMetadata(list, total);
 }
 
 /**

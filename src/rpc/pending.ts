@@ -14,7 +14,7 @@ import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { GOAWAY_HELLO_METHOD, KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_REQUEST, KIND_RESPONSE, KIND_STREAM_END, KIND_STREAM_MSG, METADATA_LEN_BYTES, WIRE_HEADER_BYTES, metadataEnd, wireCallSlot, wireKind, withMetadata, writeWireHeader } from "./wire.ts";
 import { OwnedMessage } from "./completions.ts";
 import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
-import { Metadata, decodeMetadata, encodeMetadata, withRemainingDeadline, type MetadataInit } from "./metadata.ts";
+import { MAX_DEADLINE_MS, Metadata, decodeMetadata, encodeMetadata, withRemainingDeadline, type MetadataInit } from "./metadata.ts";
 import type { RpcMetrics } from "./metrics.ts";
 import type { ClientStream, StreamCall } from "./stream/types.ts";
 
@@ -123,8 +123,8 @@ export class CancelQueue {
   }
 }
 
-/** setTimeout's largest delay (a signed 32-bit ms count); longer deadlines re-arm. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/** setTimeout's largest delay (a signed 32-bit ms count; a longer one fires at once); longer deadlines re-arm. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 /** A deadline this close (ms) counts as reached when the timer fires: timers may fire a little early. */
 const DEADLINE_SLACK_MS = 1;
 
@@ -302,7 +302,16 @@ export function callMetadata(opts: { metadata?: MetadataInit | Metadata; parent?
       inherited = true;
     }
   }
-  if ((explicit || inherited) && timeoutMs > 0 && timeoutMs !== Infinity) md = withRemainingDeadline(md, timeoutMs);
+  if ((explicit || inherited) && timeoutMs > 0 && timeoutMs !== Infinity) {
+    try {
+      // Any length is a valid timeout: past what the key can say (~31,700 years) it travels as the most it can.
+      md = withRemainingDeadline(md, Math.min(timeoutMs, MAX_DEADLINE_MS));
+    } catch (e) {
+      if (!(e instanceof UsageError)) throw e;
+      const why = inherited ? "the parent's deadline travels on" : "an explicit timeoutMs travels";
+      throw new UsageError(`${what}: ${why} in the metadata, which has no room for it: ${e.message.replace(/^withRemainingDeadline: /, "")}`);
+    }
+  }
   return { md: md.size === 0 ? null : encodeMetadata(md), timeoutMs };
 }
 
