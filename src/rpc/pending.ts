@@ -445,7 +445,8 @@ export interface ClientOptions {
 export interface RequestOptions {
   /**
    * Rejects with TimeoutError after this long (and tells the server to cancel): ms ≥ 0, any
-   * length (long deadlines re-arm their timer). 0 or Infinity: no deadline.
+   * length (long deadlines re-arm their timer; `hp-deadline-ms` carries at most MAX_DEADLINE_MS).
+   * 0 or Infinity: no deadline.
    */
   timeoutMs?: number;
   /** Aborting rejects with CancelledError and sends a cancel to the server. */
@@ -454,7 +455,11 @@ export interface RequestOptions {
   appHeader?: Uint8Array;
   /** Sent with the request (metadata.ts): UsageError (a rejected promise, nothing sent) when malformed or over the limits. */
   metadata?: MetadataInit | Metadata;
-  /** Gets the metadata of the response or error response (Metadata.EMPTY when it had none), before the promise settles. */
+  /**
+   * Gets the metadata of the response or error response (Metadata.EMPTY when it had none), once,
+   * before the promise settles; not called when no response came (a timeout). Through client
+   * interceptors: for what the chain settled with (unaryChain()). A throw of it is printed.
+   */
   onResponseMetadata?: (md: Metadata) => void;
   /**
    * The call being served (a RequestHandle or server stream): this request's timeout is cut to
