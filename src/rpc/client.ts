@@ -284,6 +284,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
       return Promise.reject(e);
     }
     if (this.closeErr !== null) return Promise.reject(this.closeErr);
+    if (this.meter !== null) p.startMs = performance.now();
     const promise = armRequest(p, this.deadlines); // its promise, its deadline, its abort listener
     try {
       if (this.waiting.length > 0 || !this.tryStart(p)) {
@@ -405,9 +406,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
       this.settle(p, null, this.closeErr ?? new TransportClosedError(`rpc: connection to ${this.conn.peer} is closed`));
       return true;
     }
-    // Transport full: retry once it drains or input arrives, from a clean stack (some transports
-    // deliver or close inside wait()); spin / blocking modes retry by timer (room.ts).
-    this.room.later();
+    this.room.later(); // transport full: retry from a clean stack once it may have room (room.ts)
     return false;
   }
 
@@ -439,6 +438,8 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   }
 
   private settle(p: PendingRequest, value: Uint8Array | null, error: Error | null): void {
+    // A request that failed before it was sent (waiting for a slot or room, or refused) counts too.
+    if (error !== null && p.slot < 0 && this.meter !== null && !p.done) this.meter.record(p.method, error, 0, 0, p.startMs);
     settleRequest(p, this.deadlines, value, error);
   }
 

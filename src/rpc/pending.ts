@@ -32,6 +32,8 @@ export class PendingRequest {
   listening = false; // registered as the signal's abort listener
   /** KIND_REQUEST, with KIND_FLAG_METADATA when `data` starts with metadata (wire.ts); who gets the response's. */
   kind = KIND_REQUEST;
+  /** When request() took it (performance.now() ms), for the metrics of a call that fails before it is sent. */
+  startMs = 0;
   onMetadata: ((md: Metadata) => void) | undefined = undefined;
   resolve!: (v: Uint8Array) => void;
   reject!: (e: Error) => void;

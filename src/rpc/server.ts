@@ -404,7 +404,7 @@ export interface ServerOptions {
   maxPendingBytes?: number;
   /** Makes a session's streams at its first stream frame (serve() installs stream/'s); none: a STREAM_START gets UnknownMethodError. */
   streams?: (session: ServerSession) => SessionStreams;
-  /** Record calls, errors, bytes and latency per method and transport (server.metrics()): true, or a registry to share. Default off. */
+  /** Record calls, errors, bytes and latency per method and transport (server.metrics()): true, or a registry to share. Default off. A one-way message records nothing, as on the client. */
   metrics?: boolean | RpcMetrics;
   /**
    * Reuse consumed request handles (the hot path allocates none; a handle kept past its reply

@@ -93,3 +93,30 @@ test("client bytes in of a response with metadata count the whole body, as the s
   expect(client.bytesIn).toBeGreaterThan(10);
   expect(client.bytesOut).toBe(server.bytesIn);
 });
+
+test("client metrics count requests that fail before they are sent: timed out waiting for a slot, failed at close", async () => {
+  const s = await serve("tcp://127.0.0.1:0", {
+    1: async (h) => {
+      await Bun.sleep(300);
+      return h.data;
+    },
+  });
+  const c = await rpcConnect(s.url, { window: 1, metrics: true });
+  closers.push(() => s.close());
+  const a = c.request(1, te.encode("a"), { timeoutMs: 5_000 });
+  const b = c.request(1, te.encode("b"), { timeoutMs: 50 }).catch((e) => e.name); // waits for the one slot, times out there
+  expect(await b).toBe("TimeoutError");
+  await a;
+  const waiting = c.request(1, te.encode("c"), { timeoutMs: 5_000 }); // takes the slot
+  const queued = c.request(1, te.encode("d"), { timeoutMs: 5_000 }).catch((e) => e.name); // waits for it
+  c.close();
+  expect(await waiting.catch((e) => e.name)).toBe("TransportClosedError");
+  expect(await queued).toBe("TransportClosedError");
+  const m = c.metrics().methods.find((x) => x.methodId === 1)!;
+  expect(m.calls).toBe(4);
+  expect(m.errors).toEqual([
+    { code: "TimeoutError", count: 1 },
+    { code: "TransportClosedError", count: 2 },
+  ]);
+  expect(m.latency.count).toBe(4);
+});
