@@ -6,7 +6,7 @@
  * the server in its own process for every row (peers/stream-server.ts), all in the same run:
  *   hotpath over shm, tcp, ucx (UCX_TLS=tcp,self and shm,self, as bench's ucx rows): serve() with
  *     a streamHandler (trySend, `await send()` on SEND_FULL); client.stream(), `for await`;
- *     the default stream window (64 messages / 1 MiB);
+ *     the default stream window (1024 messages / 1 MiB);
  *   gRPC: @grpc/grpc-js server stream (raw bytes, identity serializers), client 'data' events;
  *   WebSocket: Bun.serve pushing binary messages, honouring backpressure (send's -1 / 0, drain());
  *     the client is Bun's WebSocket.

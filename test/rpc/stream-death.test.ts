@@ -6,7 +6,7 @@
  * the session's stream count goes back to 0.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { TransportClosedError, rpcConnect, serve } from "../../src/index.ts";
+import { DEFAULT_STREAM_WINDOW, TransportClosedError, rpcConnect, serve } from "../../src/index.ts";
 import { streamHandler } from "../../src/rpc/stream/server-stream.ts";
 import type { ServerStream } from "../../src/rpc/stream/types.ts";
 import { spawnPeer, spawnWorkerPeer, until, type Peer } from "../helpers/peer.ts";
@@ -39,7 +39,7 @@ describe.each(TRANSPORTS)("stream peer death over %s", (kind) => {
       for (let i = 0; i < 100; i++) expect(p.isPattern((await s.read())!, 0, i, 512)).toBe(true);
       const up = client.stream(p.M_HOLD);
       // Past the window: some wait (their outcomes taken at once, so none is an unhandled rejection).
-      const sends = Array.from({ length: 80 }, () => up.send(new Uint8Array(100)).then(() => "sent", (x: unknown) => x));
+      const sends = Array.from({ length: DEFAULT_STREAM_WINDOW.messages + 80 }, () => up.send(new Uint8Array(100)).then(() => "sent", (x: unknown) => x));
       await peer.kill(9);
       let e: unknown;
       for (;;) {

@@ -9,7 +9,7 @@
  * afterwards no slot, credit or server stream is left.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { CancelledError, RemoteError, TimeoutError, UsageError, rpcConnect, type Client } from "../../src/index.ts";
+import { CancelledError, DEFAULT_STREAM_WINDOW, RemoteError, TimeoutError, UsageError, rpcConnect, type Client } from "../../src/index.ts";
 import type { ClientStream } from "../../src/rpc/stream/types.ts";
 import { spawnPeer, spawnWorkerPeer, type Peer } from "../helpers/peer.ts";
 import * as p from "./stream-pattern.ts";
@@ -138,16 +138,19 @@ describe.each(TRANSPORTS)("streams over %s", (kind) => {
 
   test("a server that stops reading: the client's sends stop at exactly the server's window; cancel releases them", async () => {
     const s = client.stream(p.M_HOLD);
+    // The server's default window (DEFAULT_STREAM_WINDOW), sent as messages that fill its bytes exactly too.
+    const W = DEFAULT_STREAM_WINDOW.messages;
+    const size = Math.floor(DEFAULT_STREAM_WINDOW.bytes / W);
     let resolved = 0;
     const sends: Promise<unknown>[] = [];
-    for (let i = 0; i < 100; i++) sends.push(s.send(p.patternMessage(1, i, 1024)).then(() => resolved++));
-    await until(() => resolved >= 64, "a window of sends");
+    for (let i = 0; i < W + 36; i++) sends.push(s.send(p.patternMessage(1, i, size)).then(() => resolved++));
+    await until(() => resolved >= W, "a window of sends");
     for (let k = 0; k < 5; k++) await stats(); // round trips: the server had every frame, granted nothing more
-    expect(resolved).toBe(64); // the server's default window (DEFAULT_STREAM_WINDOW)
-    // The server holds those 64 messages in its own memory: at most one window (+1 message) of bytes.
+    expect(resolved).toBe(W);
+    // The server holds that window in its own memory: at most one window (+1 message) of bytes.
     const held = (await stats()).holdBuffered;
-    expect(held).toBe(64 * 1024);
-    expect(held).toBeLessThanOrEqual((1 << 20) + 1024);
+    expect(held).toBe(W * size);
+    expect(held).toBeLessThanOrEqual(DEFAULT_STREAM_WINDOW.bytes + size);
     s.cancel();
     const outcomes = await Promise.allSettled(sends);
     expect(outcomes.filter((o) => o.status === "rejected").every((o) => (o as PromiseRejectedResult).reason instanceof CancelledError)).toBe(true);
