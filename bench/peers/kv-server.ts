@@ -6,6 +6,7 @@
  */
 
 import type { WaitPolicy } from "../../src/index.ts";
+import { servePeerUntilEof } from "./until-eof.ts";
 
 /** The slice of src/kv's server API this peer uses (spec: kvServe). */
 interface KvServerApi {
@@ -19,10 +20,5 @@ if (import.meta.main) {
   const [url, mode] = process.argv.slice(2) as [string, "spin" | "async"];
   const kv = (await import(new URL("../../src/kv/index.ts", import.meta.url).pathname)) as KvServerApi;
   const server = await kv.kvServe({ listen: [url], memoryBytes: MEMORY_BYTES, ...(mode === "spin" ? { wait: { mode: "spin", spinNs: 0 } } : {}) });
-  console.log(JSON.stringify({ url: server.urls[0] }));
-  for await (const _ of Bun.stdin.stream()) {
-    // EOF ends the benchmark
-  }
-  await server.close();
-  process.exit(0);
+  servePeerUntilEof({ url: server.urls[0]!, close: () => server.close() });
 }

@@ -7,6 +7,8 @@
  * need no server process of their own: see ipc-child.ts and echo-worker.ts.)
  */
 
+import { servePeerUntilEof } from "./until-eof.ts";
+
 export const GRPC_ECHO_PATH = "/hotpath.bench.Echo/Echo";
 
 async function main(): Promise<{ url: string; close(): void }> {
@@ -40,14 +42,4 @@ async function main(): Promise<{ url: string; close(): void }> {
   throw new Error(`other-servers: unknown mode "${mode}"`);
 }
 
-if (import.meta.main) {
-  const s = await main();
-  console.log(JSON.stringify({ url: s.url }));
-  (async () => {
-    for await (const _ of Bun.stdin.stream()) {
-      // EOF ends the benchmark
-    }
-    s.close();
-    process.exit(0);
-  })();
-}
+if (import.meta.main) servePeerUntilEof(await main());

@@ -10,6 +10,7 @@
 
 import { listen, serve, Server, SEND_FULL, type Connection, type RequestHandle } from "../../src/index.ts";
 import { ECHO_METHOD } from "./methods.ts";
+import { servePeerUntilEof } from "./until-eof.ts";
 
 /** Method 2 (ucx only): the descriptor of a 4 KiB region registered for one-sided reads. */
 export const REGION_METHOD = 2;
@@ -71,15 +72,7 @@ export async function startSegmentServer(url: string, mode: "spin" | "async"): P
 declare const self: Worker;
 if (import.meta.main) {
   const [url, mode] = process.argv.slice(2) as [string, "spin" | "async"];
-  const s = await startSegmentServer(url, mode);
-  console.log(JSON.stringify({ url: s.url }));
-  (async () => {
-    for await (const _ of Bun.stdin.stream()) {
-      // EOF ends the benchmark
-    }
-    s.close();
-    process.exit(0);
-  })();
+  servePeerUntilEof(await startSegmentServer(url, mode));
 } else if (typeof self !== "undefined" && typeof (self as { postMessage?: unknown }).postMessage === "function") {
   self.onmessage = async (e: MessageEvent) => {
     const s = await startSegmentServer(e.data.url, e.data.mode);

@@ -13,6 +13,7 @@
  */
 
 import { corruptAt, decodeAsk, GRPC_STREAM_PATH, STREAM_METHOD, stampMessage, streamMessage } from "./stream-pattern.ts";
+import { servePeerUntilEof } from "./until-eof.ts";
 
 const corrupt = corruptAt();
 
@@ -125,14 +126,4 @@ async function main(): Promise<{ url: string; close(): void }> {
   throw new Error(`stream-server: unknown mode "${mode}" (hotpath URL | grpc HOST | ws HOST)`);
 }
 
-if (import.meta.main) {
-  const s = await main();
-  console.log(JSON.stringify({ url: s.url }));
-  (async () => {
-    for await (const _ of Bun.stdin.stream()) {
-      // EOF ends the benchmark
-    }
-    s.close();
-    process.exit(0);
-  })();
-}
+if (import.meta.main) servePeerUntilEof(await main());
