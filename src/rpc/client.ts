@@ -38,7 +38,7 @@ import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, Deadl
 import { RoomRetry } from "./room.ts";
 import { CompletionRing } from "./completions.ts";
 import { remoteErrorOf, settleRequest, splitResponse, SlotTable, SLOT_CALLBACK, SLOT_CANCELLING, SLOT_DONE, SLOT_FREE, SLOT_PROMISE, SLOT_STREAM } from "./slots.ts";
-import { ClientStreamImpl, streamChain, type ClientStream, type StreamOpener, type StreamOptions } from "./stream/client-stream.ts";
+import { ClientStreamImpl, streamChain, type ClientStream, type SlotWaiter, type StreamOpener, type StreamOptions } from "./stream/client-stream.ts";
 import { CallMeter, metricsOption } from "./meter.ts";
 import type { RpcMetricsSnapshot } from "./metrics.ts";
 import { Metadata } from "./metadata.ts";
@@ -72,7 +72,8 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   private directDelivered = 0;
   private directThrew = false; // and directError: what onResponse threw inside conn.poll()
   private directError: unknown;
-  private readonly waiting: PendingRequest[] = [];
+  /** Requests and streams waiting for a slot or room, in the order they came (one line for both). */
+  private readonly waiting: (PendingRequest | SlotWaiter)[] = [];
   /** request() deadlines: one timer for the client, not one per request (pending.ts). */
   private readonly deadlines = new DeadlineQueue((p) => this.abandon(p, new TimeoutError(`request for method ${p.method} to ${this.conn.peer} timed out after ${p.timeoutMs} ms`)));
   private readonly aborted = (p: PendingRequest) => this.abandon(p, new CancelledError(`request for method ${p.method} aborted`, { cause: p.signal!.reason }));
@@ -327,13 +328,11 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
 
   // ---- slots for streams (stream/) ----
 
-  /** @internal a slot for `owner` (a stream): its index, -1 when the window is full, -2 when closed. */
-  openSlot(owner: SlotOwner): number {
+  /** @internal a slot for `owner` (a stream), or -1: it waits in line behind those waiting already (slotReady() later), -2: closed. */
+  openSlot(owner: SlotWaiter): number {
     if (this.closeErr !== null) return -2;
-    const slot = this.allocSlot();
-    if (slot < 0) return -1;
-    this.state[slot] = SLOT_STREAM;
-    this.owners[slot] = owner;
+    const slot = this.waiting.length > 0 ? -1 : this.streamSlot(owner);
+    if (slot < 0) this.waiting.push(owner);
     return slot;
   }
 
@@ -414,8 +413,9 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
     if (this.cancels.length > 0 && !this.cancels.flush()) return this.room.later();
     while (this.waiting.length > 0) {
       const p = this.waiting[0]!;
-      if (!p.done && !this.tryStart(p)) return;
+      if (p instanceof PendingRequest ? !p.done && !this.tryStart(p) : p.wantsSlot && this.freeTop === 0) return;
       this.waiting.shift();
+      if (!(p instanceof PendingRequest) && p.wantsSlot) p.slotReady(this.streamSlot(p)); // a stream's turn: a slot is free
     }
   }
 
@@ -591,7 +591,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
         owner.onClose(err);
       }
     }
-    for (const p of this.waiting.splice(0)) this.settle(p, null, err);
+    for (const p of this.waiting.splice(0)) p instanceof PendingRequest ? this.settle(p, null, err) : p.onClose(err);
     this.cancels.flush(); // closed: frees the slots of cancels that waited for room
     this.deadlines.clear(); // every request settled: no timer left holding this client
   }

@@ -39,15 +39,7 @@
 
 import { copyBytes, EMPTY_BYTES as EMPTY } from "../bytes.ts";
 import { HotpathError, ProtocolError, TransportClosedError, UsageError, describeThrown } from "../errors.ts";
-import {
-  SEND_CLOSED,
-  SEND_FULL,
-  SEND_OK,
-  type Connection,
-  type Listener,
-  type RxMessage,
-  type SendStatus,
-} from "../contract/transport.ts";
+import { SEND_CLOSED, SEND_FULL, SEND_OK, type Connection, type Listener, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { MAX_WINDOW } from "./client.ts";
 import { WaitList } from "../contract/waitlist.ts";
 import { Fifo } from "./fifo.ts";
@@ -58,30 +50,9 @@ import { checkTimeout } from "./validate.ts";
 import { metricsOption } from "./meter.ts";
 import type { RpcMetrics, RpcMetricsSnapshot } from "./metrics.ts";
 import {
-  KIND_CANCEL,
-  KIND_ERROR,
-  KIND_GOAWAY,
-  KIND_ONEWAY,
-  KIND_REQUEST,
-  KIND_RESPONSE,
-  KIND_MASK,
-  KIND_STREAM_START,
-  KIND_STREAM_END,
-  GOAWAY_HELLO_METHOD,
-  WIRE_HEADER_BYTES,
-  checkMessage,
-  encodeErrorBody,
-  withMetadata,
-  metadataEnd,
-  KIND_FLAG_METADATA,
-  wireCallGen,
-  wireCallSlot,
-  wireKind,
-  wireMethod,
-  wireWord0,
-  writeWireHeader,
-  WIRE_WORD_CALL_GEN,
-  WIRE_WORD_CALL_SLOT,
+  KIND_CANCEL, KIND_ERROR, KIND_GOAWAY, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, KIND_MASK, KIND_STREAM_START,
+  KIND_STREAM_END, GOAWAY_HELLO_METHOD, WIRE_HEADER_BYTES, checkMessage, withMetadata, metadataEnd, KIND_FLAG_METADATA,
+  wireCallGen, wireCallSlot, wireKind, wireMethod, wireWord0, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT,
   WIRE_WORD_METHOD,
 } from "./wire.ts";
 
@@ -246,8 +217,9 @@ export class ServerSession {
       const make = this.server.streamsFactory;
       if (make === undefined) {
         msg.release();
-        // No streams here: a start is answered (the caller learns why), the rest are dropped as late.
-        if (kind === KIND_STREAM_START) this.send(KIND_ERROR, method, slot, gen, encodeErrorBody("UnknownMethodError", `this server serves no streams (method ${method})`));
+        // No streams here: a start is answered like a refused request (a full transport queues the
+        // answer in the backlog), the rest are dropped as late.
+        if (kind === KIND_STREAM_START) this.answer(method, slot, gen, "UnknownMethodError", `this server serves no streams (method ${method})`);
         return;
       }
       this.streams = make(this);
@@ -267,12 +239,18 @@ export class ServerSession {
     }
     const method = wireMethod(head);
     const message = `request for method ${method} has ${bodyLength} bytes, more than this server's maxMessageBytes ${this.conn.caps.maxMessageBytes}`;
-    // A handle with no request bytes, so the error goes through respond(): a full transport
-    // queues it in the backlog like any reply instead of dropping it.
-    const h = new RequestHandle(this).issue(method, slot, wireCallGen(head), false, SKIPPED_REQUEST, false);
+    this.answer(method, slot, wireCallGen(head), "MessageTooLargeError", message);
+  }
+
+  /**
+   * Answers a call with an error at once, through a handle with no request bytes, so it goes
+   * through respond(): a full transport queues it in the backlog like any reply instead of dropping it.
+   */
+  private answer(method: number, slot: number, gen: number, name: string, message: string): void {
+    const h = new RequestHandle(this).issue(method, slot, gen, false, SKIPPED_REQUEST, false);
     this.held[slot] = h;
     this.inFlight++;
-    h.respond(null, { name: "MessageTooLargeError", message });
+    h.respond(null, { name, message });
   }
 
   /** Sends a frame; `md`: encoded metadata to carry at the body's start (wire.ts), null for none. */
@@ -361,11 +339,7 @@ export class ServerSession {
       msg.release();
       this.server.busyRefusals++;
       if (kind === KIND_ONEWAY) return;
-      const busy = new RequestHandle(this).issue(method, slot, gen, false, SKIPPED_REQUEST, false);
-      this.held[slot] = busy;
-      this.inFlight++;
-      busy.respond(null, { name: "ServerBusyError", message: `the server holds ${this.server.pendingBytes} bytes of requests not yet answered (maxPendingBytes ${this.server.maxPendingBytes}); try again later` });
-      return;
+      return this.answer(method, slot, gen, "ServerBusyError", `the server holds ${this.server.pendingBytes} bytes of requests not yet answered (maxPendingBytes ${this.server.maxPendingBytes}); try again later`);
     }
     const h = this.handleFor(method, slot, gen, kind === KIND_ONEWAY, msg);
     h.charged = bytes;
@@ -399,7 +373,9 @@ export interface ServerOptions {
    * Bytes of requests delivered but not yet answered (and of replies waiting for room), over
    * every session, beyond which a new request is answered at once with a ServerBusyError
    * (one-way messages are dropped): handlers that hold requests cannot grow the server without
-   * bound. Default 256 MiB.
+   * bound. Each open stream reserves its whole receive window's bytes here from its START to its
+   * end (a START past the limit gets ServerBusyError), so buffered stream messages stay within
+   * maxPendingBytes plus one message per stream. Default 256 MiB.
    */
   maxPendingBytes?: number;
   /** Makes a session's streams at its first stream frame (serve() installs stream/'s); none: a STREAM_START gets UnknownMethodError. */

@@ -68,6 +68,16 @@ export class SlotTable<U> {
     this.gen[slot] = (this.gen[slot]! + 1) >>> 0 || 1;
     return slot;
   }
+
+  /** A free slot held by `owner` (a stream: SLOT_STREAM), or -1 when the window is full. */
+  protected streamSlot(owner: SlotOwner): number {
+    const slot = this.allocSlot();
+    if (slot >= 0) {
+      this.state[slot] = SLOT_STREAM;
+      this.owners[slot] = owner;
+    }
+    return slot;
+  }
 }
 
 /** The RemoteError an ERROR body (wire.ts JSON) stands for; ProtocolError when it is malformed. */

@@ -55,6 +55,8 @@ export abstract class StreamBase implements RpcStream, RoomMember {
   protected sendEnded = false;
   /** The peer's END arrived: read() gives null once the queue is empty. */
   protected recvEnded = false;
+  /** This side stopped reading (discardInput()): messages are dropped as they come, their credit granted back. */
+  private discarding = false;
   /** Control frames (the client's START, the server's final ERROR) must go before anything else. */
   protected blocked = false;
   private readonly abortCtl = new AbortController();
@@ -250,7 +252,7 @@ export abstract class StreamBase implements RpcStream, RoomMember {
   read(): Promise<Uint8Array | null> {
     if (this.inbox.length > 0) return Promise.resolve(this.take());
     if (this.error !== null) return Promise.reject(this.error);
-    if (this.recvEnded || this.finished) return Promise.resolve(null);
+    if (this.recvEnded || this.finished || this.discarding) return Promise.resolve(null);
     return new Promise<Uint8Array | null>((resolve, reject) => this.readers.push({ resolve, reject }));
   }
 
@@ -259,11 +261,26 @@ export abstract class StreamBase implements RpcStream, RoomMember {
       // A queued message resolves at once (one promise, not read()'s and a then()'s).
       next: () => (this.inbox.length > 0 ? Promise.resolve({ done: false, value: this.take() }) : this.read().then(toResult)),
       return: (value?: unknown) => {
-        // Leaving before the end (break, a throw in the loop body) abandons the stream.
-        if (!this.finished && !(this.recvEnded && this.inbox.length === 0)) this.cancel("the stream's iterator was returned early");
+        // Leaving before the end (break, a throw in the loop body): returnedEarly() says what that means.
+        if (!this.finished && !(this.recvEnded && this.inbox.length === 0)) this.returnedEarly();
         return Promise.resolve({ done: true, value: value as undefined });
       },
     } as AsyncIterator<Uint8Array>;
+  }
+
+  /** The iterator was returned before the peer's END (break in for await): by default the stream is abandoned (cancel). */
+  protected returnedEarly(): void {
+    this.cancel("the stream's iterator was returned early");
+  }
+
+  /**
+   * Stops reading: what is queued and what arrives later is dropped, its credit granted back
+   * as if read (so the peer's sends complete); read() gives null. Sending and end() go on.
+   */
+  protected discardInput(): void {
+    this.discarding = true;
+    while (this.inbox.length > 0) this.take();
+    while (this.readers.length > 0) this.readers.shift()!.resolve(null);
   }
 
   private take(): Uint8Array {
@@ -299,6 +316,10 @@ export abstract class StreamBase implements RpcStream, RoomMember {
       throw e;
     }
     this.bytesIn += len;
+    if (this.discarding) {
+      msg.release();
+      return this.consumed(len);
+    }
     const own = ownedBody(this.conn, msg.body);
     msg.release();
     if (this.readers.length > 0) {
@@ -332,8 +353,11 @@ export abstract class StreamBase implements RpcStream, RoomMember {
     const over = new UsageError(`stream for method ${this.method}: the stream finished before this message was sent`);
     while (this.sends.length > 0) this.sends.shift()!.reject(over);
     while (this.readers.length > 0) this.readers.shift()!.resolve(null);
-    this.onFinish(null, false);
-    this.closedResolve();
+    try {
+      this.onFinish(null, false);
+    } finally {
+      this.closedResolve();
+    }
   }
 
   /**
@@ -351,8 +375,12 @@ export abstract class StreamBase implements RpcStream, RoomMember {
     while (this.sends.length > 0) this.sends.shift()!.reject(error);
     while (this.readers.length > 0) this.readers.shift()!.reject(error);
     this.endQueued = false;
-    this.onFinish(error, tellPeer);
-    this.closedReject(error);
-    this.abortCtl.abort(error);
+    try {
+      this.onFinish(error, tellPeer);
+    } finally {
+      // Settled whatever onFinish met (a frame the transport refused): nobody waits forever.
+      this.closedReject(error);
+      this.abortCtl.abort(error);
+    }
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The client's side of a stream (client.stream(): types.ts ClientStream). A stream holds one
  * slot of the client's window (a SlotOwner: client.openSlot / sendOn / releaseSlot) for its
- * whole life; its frames carry that call id.
+ * whole life; its frames carry that call id. While the window is full it waits for a slot in
+ * one line with the client's requests (first come, first served: SlotWaiter).
  *
  * Contract: STREAM_START goes first, with this side's receive window in its body and the
  * stream's metadata (callMetadata(): `hp-deadline-ms` when it has a deadline); the client may
@@ -29,6 +30,7 @@ import type { CallMeter } from "../meter.ts";
 import { StreamBase } from "./base.ts";
 import { STREAM_INITIAL_CREDIT, checkWindow, creditBody } from "./credit.ts";
 import { RoomQueue } from "./room-queue.ts";
+import { StreamTimer } from "./timer.ts";
 import type { ClientStream, StreamCall, StreamOptions } from "./types.ts";
 export type { ClientStream, StreamOptions } from "./types.ts";
 
@@ -38,13 +40,19 @@ export interface StreamHost {
   readonly closed: boolean;
   /** Where a finished stream is recorded as one call (ClientOptions.metrics), or null. */
   readonly meter: CallMeter | null;
-  openSlot(owner: SlotOwner): number;
+  /** A slot now; -1: `owner` waits in line and slotReady() gets it; -2: closed. */
+  openSlot(owner: SlotWaiter): number;
   sendOn(owner: SlotOwner, kind: number, slot: number, method: number, data: Uint8Array, md: Uint8Array | null, buffer?: boolean, lenBytes?: number): SendStatus;
   releaseSlot(owner: SlotOwner, slot: number, method: number, cancel: boolean): void;
 }
 
-/** How long a stream waits before it asks again for a slot while the client's window is full. */
-const SLOT_RETRY_MS = 1;
+/** A stream waiting in the client's line for a slot (behind the requests and streams before it). */
+export interface SlotWaiter extends SlotOwner {
+  /** False once it finished while waiting: it leaves the line without a slot. */
+  readonly wantsSlot: boolean;
+  /** Its turn came: `slot` is its own now. */
+  slotReady(slot: number): void;
+}
 
 /** One RoomQueue per client: its streams' blocked frames retry in the order they blocked. */
 const roomQueues = new WeakMap<StreamHost, RoomQueue>();
@@ -59,14 +67,14 @@ export function streamError(name: string, message: string): Error {
   return rebuildRemoteError(new RemoteError(name, message));
 }
 
-export class ClientStreamImpl extends StreamBase implements ClientStream, SlotOwner {
+export class ClientStreamImpl extends StreamBase implements ClientStream, SlotWaiter {
   readonly method: number;
   trailers: Metadata | null = null;
   private slot = -1;
   private readonly startBody: Uint8Array;
   private readonly startMd: Uint8Array | null;
   private readonly timeoutMs: number;
-  private timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private timer: StreamTimer | null = null;
   private readonly userSignal: AbortSignal | undefined;
   private startSent = false;
   private roomQueue: RoomQueue | null = null; // the client's (roomQueues), once looked up
@@ -110,23 +118,26 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotOw
     }
     signal?.addEventListener("abort", this.onAbort);
     if (this.timeoutMs > 0 && this.timeoutMs !== Infinity) {
-      this.timer = setTimeout(() => this.fail(new TimeoutError(`stream for method ${method} to ${host.conn.peer} timed out after ${Math.round(this.timeoutMs)} ms`), true), Math.min(this.timeoutMs, 2 ** 31 - 1));
+      this.timer = new StreamTimer(this.startMs + this.timeoutMs, () => this.fail(new TimeoutError(`stream for method ${method} to ${host.conn.peer} timed out after ${Math.round(this.timeoutMs)} ms`), true));
     }
     this.open();
   }
 
-  /** Takes a slot (waits while the window is full) and sends START. */
-  private readonly open = (): void => {
-    if (this.finished) return;
+  /** Takes a slot (or waits in the client's line for one) and sends START. */
+  private open(): void {
     const slot = this.host.openSlot(this);
     if (slot === -2) return this.fail(new TransportClosedError(`rpc: connection to ${this.host.conn.peer} is closed`), false);
-    if (slot === -1) {
-      setTimeout(this.open, SLOT_RETRY_MS);
-      return;
-    }
+    if (slot >= 0) this.slotReady(slot);
+  }
+
+  get wantsSlot(): boolean {
+    return !this.finished;
+  }
+
+  slotReady(slot: number): void {
     this.slot = slot;
     this.kick();
-  };
+  }
 
   protected get conn(): Connection {
     return this.host.conn;
@@ -164,7 +175,7 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotOw
   }
 
   protected onFinish(error: Error | null, tellPeer: boolean): void {
-    clearTimeout(this.timer);
+    this.timer?.clear();
     this.host.meter?.record(this.method, error, this.bytesIn, this.bytesOut, this.startMs);
     this.userSignal?.removeEventListener("abort", this.onAbort);
     if (this.slot < 0) return;

@@ -19,7 +19,7 @@
  */
 
 import { CancelledError, MessageTooLargeError, ProtocolError, TimeoutError, TransportClosedError, UsageError, describeThrown, errorNameOf, type HotpathError } from "../../errors.ts";
-import { SEND_FULL, type Connection, type RxMessage, type SendStatus } from "../../contract/transport.ts";
+import { SEND_CLOSED, SEND_FULL, sendLimit, type Connection, type RxMessage, type SendStatus } from "../../contract/transport.ts";
 import { DecodeError } from "../codec.ts";
 import { Metadata, decodeMetadata, remainingDeadline } from "../metadata.ts";
 import { errorCodeName } from "../metrics.ts";
@@ -28,6 +28,8 @@ import { KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_STREAM_CREDIT, KIND_S
 import { StreamBase } from "./base.ts";
 import { DEFAULT_STREAM_WINDOW, STREAM_INITIAL_CREDIT, checkWindow, readCredit } from "./credit.ts";
 import { RoomQueue } from "./room-queue.ts";
+import { StreamTimer } from "./timer.ts";
+import { MAX_WINDOW } from "../slots.ts";
 import type { ServerStream, StreamWindow } from "./types.ts";
 
 /** A stream handler: runs once per stream; resolving ends the stream OK, throwing fails it. */
@@ -71,7 +73,7 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
   readonly deadline: number | undefined;
   /** The ERROR frame still to send (the stream failed on this side), or null. */
   private finalError: Uint8Array | null = null;
-  private timer: ReturnType<typeof setTimeout> | undefined = undefined;
+  private timer: StreamTimer | null = null;
   private readonly startMs = performance.now();
 
   constructor(
@@ -87,8 +89,8 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
     super(sendCredit, STREAM_INITIAL_CREDIT, window);
     const remaining = remainingDeadline(metadata); // ProtocolError for a malformed one: the caller aborts
     this.deadline = remaining === undefined ? undefined : this.startMs + remaining;
-    if (remaining !== undefined) {
-      this.timer = setTimeout(() => this.fail(new TimeoutError(`stream for method ${method} passed its deadline of ${remaining} ms`), true), Math.min(remaining, 2 ** 31 - 1));
+    if (this.deadline !== undefined) {
+      this.timer = new StreamTimer(this.deadline, () => this.fail(new TimeoutError(`stream for method ${method} passed its deadline of ${remaining} ms`), true));
     }
     this.openWindow(); // the window past STREAM_INITIAL_CREDIT, granted at once
     this.kick();
@@ -117,7 +119,12 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
 
   protected override flushControl(): SendStatus {
     if (this.finalError === null) return super.flushControl();
-    const s = this.session.send(KIND_ERROR, this.method, this.slot, this.gen, this.finalError);
+    let s: SendStatus;
+    try {
+      s = this.session.send(KIND_ERROR, this.method, this.slot, this.gen, this.finalError);
+    } catch {
+      s = SEND_CLOSED; // refused by the transport (errorBody() keeps it within the limit): nothing more to send
+    }
     if (s !== SEND_FULL) {
       this.finalError = null;
       this.blocked = false;
@@ -134,8 +141,13 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
     return new TransportClosedError(`rpc: the session with ${this.session.conn.peer} is closed`);
   }
 
+  /** Server side: leaving the loop early only stops reading (the handler may still send and end). */
+  protected override returnedEarly(): void {
+    this.discardInput();
+  }
+
   protected onFinish(error: Error | null, tellPeer: boolean): void {
-    clearTimeout(this.timer);
+    this.timer?.clear();
     this.owner.finished(this);
     const metrics = this.session.server.metricsRegistry;
     if (metrics !== null) {
@@ -144,7 +156,7 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
     }
     if (!tellPeer || error === null || this.session.conn.closed) return;
     const { name, message } = errorParts(error);
-    this.finalError = encodeErrorBody(name, message);
+    this.finalError = errorBody(name, message, sendLimit(this.session.conn.caps));
     this.blocked = true;
     this.kick();
   }
@@ -154,10 +166,13 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
     if (!this.finished && !this.sendEnded) this.end();
   }
 
-  /** The handler threw: ERROR with its name and message (reported), unless the stream is over. */
+  /**
+   * The handler threw: reported (unless it rethrew the stream's own error: cancel, deadline,
+   * session gone), then ERROR with its name and message unless the stream is over already.
+   */
   handlerFailed(e: unknown): void {
+    if (e !== this.error) this.session.server.reportFailure(e, { source: "handler", method: this.method, session: this.session });
     if (this.finished) return;
-    this.session.server.reportFailure(e, { source: "handler", method: this.method, session: this.session });
     const { name, message } = errorParts(e);
     const err = new Error(message);
     err.name = name;
@@ -181,6 +196,10 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
 /** A session's streams by call slot (SessionStreams). */
 export class SessionStreamsImpl implements SessionStreams {
   private readonly live = new Map<number, ServerStreamImpl>();
+  /** STREAM_STARTs refused (unknown method, busy) whose ERROR waits for room, by slot: at most one each. */
+  private readonly answers = new Map<number, RefusalAnswer>();
+  /** Refusals in the room queue (cancelled ones too, until their turn): past MAX_WINDOW the peer does not read. */
+  private answersQueued = 0;
   readonly rooms: RoomQueue;
 
   constructor(
@@ -200,7 +219,10 @@ export class SessionStreamsImpl implements SessionStreams {
     try {
       if (kind === KIND_STREAM_START) return this.start(slot, gen, method, msg);
       const s = this.live.get(slot);
-      if (s === undefined || s.gen !== gen) return msg.release(); // unknown or finished: dropped
+      if (s === undefined || s.gen !== gen) {
+        if (kind === KIND_CANCEL && this.answers.get(slot)?.gen === gen) this.answers.get(slot)!.cancelled = true; // the client gave up on its answer
+        return msg.release(); // unknown or finished: dropped
+      }
       s.onFrame(kind, msg);
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
@@ -213,6 +235,8 @@ export class SessionStreamsImpl implements SessionStreams {
     let credit: { messages: number; bytes: number };
     try {
       if (this.live.has(slot)) throw new ProtocolError(`rpc server: STREAM_START for call ${slot}/${gen} while stream ${slot} is live`);
+      const waiting = this.answers.get(slot);
+      if (waiting !== undefined && !waiting.cancelled) throw new ProtocolError(`rpc server: STREAM_START for call ${slot}/${gen} while the answer to call ${slot}/${waiting.gen} waits to be read`);
       const body = msg.body;
       let at = 0;
       if ((wireKind(msg.headBuf, msg.headOffset) & KIND_FLAG_METADATA) !== 0) {
@@ -225,13 +249,14 @@ export class SessionStreamsImpl implements SessionStreams {
       msg.release();
     }
     const fn = this.lookup(method);
-    if (typeof fn === "string") {
-      // Nothing starts; the answer waits for room like any frame (the client would wait for it).
-      const body = encodeErrorBody("UnknownMethodError", fn);
-      const answer = { queued: false, pump: () => this.session.send(KIND_ERROR, method, slot, gen, body) !== SEND_FULL };
-      if (this.rooms.busy || !answer.pump()) this.rooms.wait(answer);
-      return;
+    if (typeof fn === "string") return this.refuse(method, slot, gen, "UnknownMethodError", fn);
+    // A stream may make this side hold its whole receive window: reserved against maxPendingBytes.
+    const server = this.session.server;
+    if (server.pendingBytes + this.window.bytes > server.maxPendingBytes) {
+      server.busyRefusals++;
+      return this.refuse(method, slot, gen, "ServerBusyError", `the server holds ${server.pendingBytes} bytes of requests and stream windows (maxPendingBytes ${server.maxPendingBytes}); a stream would reserve ${this.window.bytes} more; try again later`);
     }
+    server.pendingBytes += this.window.bytes;
     const s = new ServerStreamImpl(this, this.session, method, slot, gen, md, credit, this.window);
     this.live.set(slot, s);
     this.session.streamStarted();
@@ -247,10 +272,35 @@ export class SessionStreamsImpl implements SessionStreams {
     );
   }
 
-  /** @internal a stream finished: it leaves the table (later frames for it are dropped). */
+  /** Nothing starts: the ERROR waits for room like any frame (the client waits for it), at most one per slot. */
+  private refuse(method: number, slot: number, gen: number, name: string, message: string): void {
+    const body = encodeErrorBody(name, message);
+    const answer: RefusalAnswer = {
+      queued: false,
+      gen,
+      cancelled: false,
+      pump: () => {
+        if (!answer.cancelled && !this.session.conn.closed && this.session.send(KIND_ERROR, method, slot, gen, body) === SEND_FULL) return false;
+        if (this.answers.get(slot) === answer) this.answers.delete(slot);
+        if (answer.queued) this.answersQueued--;
+        return true;
+      },
+    };
+    if (!this.rooms.busy && answer.pump()) return;
+    if (this.answersQueued >= MAX_WINDOW) {
+      this.session.conn.abort(new ProtocolError(`rpc server: more than ${MAX_WINDOW} stream refusals wait for ${this.session.conn.peer} to read them`));
+      return;
+    }
+    this.answers.set(slot, answer);
+    this.answersQueued++;
+    this.rooms.wait(answer);
+  }
+
+  /** @internal a stream finished: it leaves the table (later frames for it are dropped) and gives its reservation back. */
   finished(s: ServerStreamImpl): void {
     if (this.live.get(s.slot) !== s) return;
     this.live.delete(s.slot);
+    this.session.server.pendingBytes -= this.window.bytes;
     this.session.streamEnded();
   }
 
@@ -264,6 +314,27 @@ export class SessionStreamsImpl implements SessionStreams {
     const err = error ?? new TransportClosedError(`rpc: the session with ${this.session.conn.peer} closed`);
     for (const s of [...this.live.values()]) s.fail(err, false);
   }
+}
+
+/** A refused STREAM_START's answer waiting in the room queue. */
+interface RefusalAnswer {
+  queued: boolean;
+  readonly gen: number;
+  /** The client cancelled that call: the answer goes unsent. */
+  cancelled: boolean;
+  pump(): boolean;
+}
+
+/** An ERROR body within `limitBytes`: a message too long for the transport is cut (and says so). */
+export function errorBody(name: string, message: string, limitBytes: number): Uint8Array {
+  let body = encodeErrorBody(name, message);
+  let keep = message.length;
+  // Cut in proportion to what the encoding costs per character (escapes, UTF-8), until it fits.
+  while (body.length > limitBytes && keep > 0) {
+    keep = Math.max(0, Math.floor((keep * (limitBytes - 256)) / body.length));
+    body = encodeErrorBody(name, `${message.slice(0, keep)}... (${message.length} characters, cut to fit the transport)`);
+  }
+  return body;
 }
 
 /**

@@ -76,7 +76,7 @@ export class TypedStream<Out, In> implements AsyncIterable<In> {
     return {
       next: () => this.next(),
       return: async () => {
-        await rawIt.return?.(); // before the end: cancels (RpcStream's iterator)
+        await rawIt.return?.(); // before the end: the client cancels, the server stops reading (RpcStream's iterator)
         return { done: true, value: undefined };
       },
     };

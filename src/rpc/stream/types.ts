@@ -23,7 +23,15 @@ export interface StreamWindow {
   readonly bytes: number;
 }
 
-/** What ClientStream and ServerStream share. The owning thread only. */
+/**
+ * What ClientStream and ServerStream share. The owning thread only.
+ *
+ * Iterating (`for await (const m of s)`) reads until the peer's END. Leaving the loop early
+ * (break, return, a throw) differs by side: a ClientStream is cancelled (CancelledError both
+ * ways); a ServerStream only stops reading: later messages are dropped (their credit still
+ * granted, so the client's sends complete), read() gives null, and the handler may still
+ * send and end().
+ */
 export interface RpcStream extends AsyncIterable<Uint8Array> {
   readonly method: number;
   /** Sends one message: waits for credit and transport room; rejects with the stream's error (UsageError after end()). `data` is copied before it resolves. */
