@@ -65,6 +65,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   private announced = false; // the GOAWAY announcement went out (announce())
 
   private readonly defaultTimeoutMs: number;
+  private readonly sendDeadline: boolean; // ClientOptions.sendDeadline
   // Completion ring for hot-path calls: at most one entry per slot, so `window` entries suffice.
   private readonly ready: CompletionRing;
   /** poll() is in conn.poll() with nothing queued; directDelivered counts completeNow() calls. */
@@ -96,6 +97,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
     const window = this.window;
     this.conn = conn;
     this.defaultTimeoutMs = checkTimeout(opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, "client options");
+    this.sendDeadline = opts.sendDeadline === true;
     this.appHeaderLimit = Math.min(MAX_APP_HEADER_BYTES, conn.caps.maxHeadBytes - WIRE_HEADER_BYTES);
     this.sendsWords = typeof conn.trySendWords === "function";
     this.ready = new CompletionRing(window);
@@ -280,7 +282,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
     try {
       // No closure per request: one executor binds the promise, `p` is the signal's listener, and
       // the client's deadline queue times it out (pending.ts). Metadata is encoded and checked here.
-      p = checkRequest(this.conn, this.appHeaderLimit, this.defaultTimeoutMs, method, data, opts, this.aborted);
+      p = checkRequest(this.conn, this.appHeaderLimit, this.defaultTimeoutMs, method, data, opts, this.aborted, this.sendDeadline);
     } catch (e) {
       return Promise.reject(e);
     }

@@ -265,12 +265,13 @@ export function announceGoaway(conn: Connection): boolean {
  * DEADLINE_KEY when the timeout was given or inherited. A parent whose deadline has passed is a
  * TimeoutError before anything is sent.
  */
-export function checkRequest(conn: Connection, appHeaderLimit: number, defaultTimeoutMs: number, method: number, data: Uint8Array, opts: RequestOptions | undefined, onAbort: (p: PendingRequest) => void): PendingRequest {
+export function checkRequest(conn: Connection, appHeaderLimit: number, defaultTimeoutMs: number, method: number, data: Uint8Array, opts: RequestOptions | undefined, onAbort: (p: PendingRequest) => void, sendDeadline = false): PendingRequest {
   checkArgs(method, data, opts?.appHeader, "client.request");
   const signal = opts?.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError(`client.request: signal must be an AbortSignal, got ${describeValue(signal)}`);
   let timeoutMs = opts?.timeoutMs === undefined ? defaultTimeoutMs : checkTimeout(opts.timeoutMs, "client.request");
-  const carry = callMetadata(opts, timeoutMs, opts?.timeoutMs !== undefined, `client.request for method ${method}`);
+  // The deadline travels when the client sends deadlines (ClientOptions.sendDeadline) or a parent's is passed on.
+  const carry = callMetadata(opts, timeoutMs, sendDeadline, `client.request for method ${method}`);
   timeoutMs = carry.timeoutMs;
   const md = carry.md;
   const body = md === null ? data : withMetadata(md, data);
@@ -310,7 +311,7 @@ export function callMetadata(opts: { metadata?: MetadataInit | Metadata; parent?
       md = withRemainingDeadline(md, Math.min(timeoutMs, MAX_DEADLINE_MS));
     } catch (e) {
       if (!(e instanceof UsageError)) throw e;
-      const why = inherited ? "the parent's deadline travels on" : "an explicit timeoutMs travels";
+      const why = inherited ? "the parent's deadline travels on" : "the call's timeoutMs travels (ClientOptions.sendDeadline)";
       throw new UsageError(`${what}: ${why} in the metadata, which has no room for it: ${e.message.replace(/^withRemainingDeadline: /, "")}`);
     }
   }
@@ -442,6 +443,12 @@ export interface ClientOptions {
   interceptors?: readonly ClientInterceptor[];
   /** Record calls, errors, bytes and latency per method (client.metrics()): true, or a registry to share. Default off. */
   metrics?: boolean | RpcMetrics;
+  /**
+   * Send each request's deadline to the server (`hp-deadline-ms`, about 20 bytes of metadata), so
+   * its handler sees `h.deadline` and can pass what is left on (`parent: h`). Default false: a
+   * request carries a deadline only when it has a parent with one.
+   */
+  sendDeadline?: boolean;
 }
 
 export interface RequestOptions {

@@ -61,7 +61,7 @@ async function twoHops(kind: "tcp" | "shm") {
   }, { onError: () => {} });
   closers.push(() => a.close());
   toB = await rpcConnect(b.url);
-  const client = await rpcConnect(a.url);
+  const client = await rpcConnect(a.url, { sendDeadline: true }); // its timeoutMs travels to A
   closers.push(() => toB!.close(), () => client.close());
   return { client, bSignals, aInner };
 }
@@ -80,7 +80,7 @@ describe.each(["tcp", "shm"] as const)("deadline propagation across two hops ove
 
   test("without a deadline none is passed on", async () => {
     const { client } = await twoHops(kind);
-    const r = JSON.parse(td.decode(await client.request(M_RELAY, new Uint8Array(0))));
+    const r = JSON.parse(td.decode(await client.request(M_RELAY, new Uint8Array(0), { timeoutMs: 0 })));
     expect(r).toEqual({ a: "none", b: "none", bHasDeadline: false });
   });
 

@@ -37,7 +37,7 @@ interface Expected {
   calls: number;
   errors: Map<string, number>;
   bytesOut: number;
-  /** Calls whose request carried metadata (a timeoutMs). */
+  /** Calls whose request carried metadata (a deadline: sendDeadline sends every one, the default 30 s too). */
   withMetadata: number;
   /** Each call's interval as this test measured it around the call, ns. */
   outerNs: number[];
@@ -191,7 +191,7 @@ describe.each(["tcp", "shm"] as const)("client metrics over %s", (transport) => 
     }, { onError: () => {} });
     open.push(s);
     const { conn, bytesIn, bytesOut } = countingBytes(await connect(s.url, { fallback: [] }));
-    const client = new Client<number>(conn, { metrics: true });
+    const client = new Client<number>(conn, { metrics: true, sendDeadline: true }); // a timeoutMs travels as metadata, counted in the bodies
     open.push(client);
     expect(conn.transport).toBe(transport);
     const model = new Model();
@@ -237,7 +237,7 @@ describe.each(["tcp", "shm"] as const)("client metrics over %s", (transport) => 
         err = e;
       }
       const t1 = performance.now();
-      model.add(method, err === null ? null : err instanceof RemoteError ? err.remoteName : (err as Error).name, data.length, t0, t1, timeoutMs !== undefined);
+      model.add(method, err === null ? null : err instanceof RemoteError ? err.remoteName : (err as Error).name, data.length, t0, t1, timeoutMs !== 0); // every deadline travels (the default one too)
       return err;
     };
     for (const n of [0, 5, 1000]) expect(await req(ECHO, bytes(n, n))).toBeNull();

@@ -83,7 +83,7 @@ describe("deadlines at their limits", () => {
 
   test("a timeoutMs of any length travels (clamped to MAX_DEADLINE_MS); the handler sees it", async () => {
     const s = await serve(urlFor("inproc"), { 1: (h: RequestHandle) => te.encode(h.metadata.get(DEADLINE_KEY) ?? "none") }, { onError: () => {} });
-    const c = await rpcConnect(s.url);
+    const c = await rpcConnect(s.url, { sendDeadline: true });
     closers.push(() => s.close(), () => c.close());
     expect(td.decode(await c.request(1, new Uint8Array(0), { timeoutMs: 1e16 }))).toBe(String(MAX_DEADLINE_MS));
     expect(td.decode(await c.request(1, new Uint8Array(0), { timeoutMs: Number.MAX_VALUE }))).toBe(String(MAX_DEADLINE_MS));
@@ -91,7 +91,7 @@ describe("deadlines at their limits", () => {
 
   test("metadata with no room for the deadline entry: a UsageError naming hp-deadline-ms and why it travels; without a deadline it goes", async () => {
     const s = await serve(urlFor("inproc"), { 1: (h: RequestHandle) => te.encode(String(h.metadata.encodedLength)) }, { onError: () => {} });
-    const c = await rpcConnect(s.url);
+    const c = await rpcConnect(s.url, { sendDeadline: true });
     closers.push(() => s.close(), () => c.close());
     const md = Metadata.from({ pad: "x".repeat(752) }); // 760 bytes encoded: under the 768 limit
     expect(md.encodedLength).toBe(760);
