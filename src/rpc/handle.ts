@@ -16,7 +16,8 @@
  */
 
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
-import { HotpathError, ProtocolError, TimeoutError, UsageError } from "../errors.ts";
+import { HotpathError, ProtocolError, TimeoutError, UsageError, describeThrown, errorNameOf } from "../errors.ts";
+import { DecodeError } from "./codec.ts";
 import { SEND_FULL, SEND_OK, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { describeValue } from "./validate.ts";
 import { KIND_ERROR, KIND_RESPONSE, METADATA_LEN_BYTES, WIRE_HEADER_BYTES, encodeErrorBody, wireAppHeaderLen } from "./wire.ts";
@@ -28,6 +29,20 @@ import type { RpcMetrics } from "./metrics.ts";
 export interface ErrorReply {
   name: string;
   message: string;
+}
+
+/**
+ * What an error response (or a stream's ERROR) carries for a thrown value: its name (see
+ * errorNameOf(); "DecodeError" for a request that did not decode) and message. Never throws.
+ */
+export function errorReplyOf(e: unknown): ErrorReply {
+  let name: string;
+  try {
+    name = e instanceof DecodeError ? "DecodeError" : errorNameOf(e);
+  } catch {
+    name = "Error";
+  }
+  return { name, message: describeThrown(e) };
 }
 
 /** What a handle needs of its session (ServerSession). */

@@ -19,12 +19,12 @@
 
 import { connect, listen, type ConnectionVia } from "../connect/registry.ts";
 import { EMPTY_BYTES } from "../bytes.ts";
-import { UsageError, describeThrown, errorNameOf } from "../errors.ts";
+import { UsageError } from "../errors.ts";
 import { type ConnectOptions, type ListenOptions, type Listener } from "../contract/transport.ts";
 import { Client, type ClientOptions } from "./client.ts";
 import { describeValue } from "./validate.ts";
-import { DecodeError } from "./codec.ts";
-import { RequestHandle, Server, type DrainResult, type ErrorReply, type ServerOptions } from "./server.ts";
+import { RequestHandle, Server, type DrainResult, type ServerOptions } from "./server.ts";
+import { errorReplyOf } from "./handle.ts";
 import { wantsDetachFirst } from "./detach.ts";
 import { withMetricsMethod } from "./metrics-method.ts";
 import { serverStreamChain } from "./interceptors.ts";
@@ -76,7 +76,7 @@ export function dispatcher(handlers: Handlers, interceptors?: readonly ServerInt
       h.detach();
       chain(serverCall(h)).then(
         (v) => finish(h, v),
-        (e) => h.respond(null, errorParts(e)),
+        (e) => h.respond(null, errorReplyOf(e)),
       );
       return;
     }
@@ -168,19 +168,9 @@ function badReturn(h: RequestHandle, what: string): void {
 /** A handler threw or rejected: an error response with its name and message, whatever was thrown. */
 function fail(h: RequestHandle, e: unknown): void {
   h.session.server.report(e, "handler", h);
-  h.respond(null, errorParts(e));
+  h.respond(null, errorReplyOf(e));
 }
 
-/** What an error response carries for a thrown value: its name (see errorNameOf()) and message. Never throws. */
-function errorParts(e: unknown): ErrorReply {
-  let name: string;
-  try {
-    name = e instanceof DecodeError ? "DecodeError" : errorNameOf(e);
-  } catch {
-    name = "Error";
-  }
-  return { name, message: describeThrown(e) };
-}
 
 /**
  * Listens on `url` and serves `handlers` (method id → handler) until close(). `opts` holds the

@@ -18,9 +18,9 @@
  *   serve(url, { 5: streamHandler(async (s) => { for await (const m of s) await s.send(m); }) });
  */
 
-import { CancelledError, MessageTooLargeError, ProtocolError, TimeoutError, TransportClosedError, UsageError, describeThrown, errorNameOf, type HotpathError } from "../../errors.ts";
+import { CancelledError, MessageTooLargeError, ProtocolError, TimeoutError, TransportClosedError, UsageError, type HotpathError } from "../../errors.ts";
 import { SEND_CLOSED, SEND_FULL, sendLimit, type Connection, type RxMessage, type SendStatus } from "../../contract/transport.ts";
-import { DecodeError } from "../codec.ts";
+import { errorReplyOf } from "../handle.ts";
 import { Metadata, decodeMetadata, remainingDeadline } from "../metadata.ts";
 import { errorCodeName } from "../metrics.ts";
 import type { RequestHandle, ServerSession, SessionStreams } from "../server.ts";
@@ -58,16 +58,6 @@ export interface SessionStreamsOptions {
   window?: StreamWindow;
 }
 
-/** The error frame of a thrown value: its name (errorNameOf) and message. Never throws. */
-function errorParts(e: unknown): { name: string; message: string } {
-  let name: string;
-  try {
-    name = e instanceof DecodeError ? "DecodeError" : errorNameOf(e);
-  } catch {
-    name = "Error";
-  }
-  return { name, message: describeThrown(e) };
-}
 
 export class ServerStreamImpl extends StreamBase implements ServerStream {
   readonly deadline: number | undefined;
@@ -155,7 +145,7 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
       metrics.record(this.transport, this.method, error === null ? null : errorCodeName(error), this.bytesIn, this.bytesOut, ns > 0 ? ns : 0);
     }
     if (!tellPeer || error === null || this.session.conn.closed) return;
-    const { name, message } = errorParts(error);
+    const { name, message } = errorReplyOf(error);
     this.finalError = errorBody(name, message, sendLimit(this.session.conn.caps));
     this.blocked = true;
     this.kick();
@@ -173,7 +163,7 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
   handlerFailed(e: unknown): void {
     if (e !== this.error) this.session.server.reportFailure(e, { source: "handler", method: this.method, session: this.session });
     if (this.finished) return;
-    const { name, message } = errorParts(e);
+    const { name, message } = errorReplyOf(e);
     const err = new Error(message);
     err.name = name;
     this.fail(err, true);
