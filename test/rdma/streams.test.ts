@@ -72,7 +72,7 @@ describe.each(["cm", "socket"] as const)("streams over rdma:// (%s mode, softrc 
       bad: -1,
       resumed: true,
     });
-    expect(by.cancel).toMatchObject({ first: [1], read: "CancelledError", closed: "CancelledError", aborted: true, server: ["wait:started", "wait:CancelledError:CancelledError"] });
+    expect(by.cancel).toMatchObject({ first: [1], read: "CancelledError", closed: "CancelledError", aborted: true, server: ["wait:started:none:", "wait:CancelledError:CancelledError"] });
     expect(by.afterwards).toEqual({ step: "afterwards", clientInFlight: 0, serverInFlight: 0, calls: 64 });
     expect(by.leaks).toMatchObject(NOTHING_LIVE);
     (server.proc.stdin as any).end();

@@ -4,13 +4,14 @@
  * {"url"} when listening and exits when its stdin closes; stream-worker.ts hosts it in a Worker.
  */
 
-import { serve, type Serving } from "../../src/index.ts";
+import { serve, type ListenOptions, type Serving } from "../../src/index.ts";
 import { streamHandler } from "../../src/rpc/stream/server-stream.ts";
 import type { ServerStream } from "../../src/rpc/stream/types.ts";
 import { exitWhenParentGoes } from "../helpers/peer.ts";
 import * as p from "./stream-pattern.ts";
 
-export async function startStreamService(url: string): Promise<Serving> {
+/** Serves the stream test service on `url`; `opts`: the listen options (e.g. rdma's, from test/rdma/stream-server.ts). */
+export async function startStreamService(url: string, opts: ListenOptions = {}): Promise<Serving> {
   const floodSent: number[] = [];
   const events: string[] = [];
   const holding = new Set<ServerStream>(); // M_HOLD streams open now
@@ -78,7 +79,7 @@ export async function startStreamService(url: string): Promise<Serving> {
       },
       [p.M_UNARY_ECHO]: (h) => h.data,
     },
-    { onError: () => {} },
+    { ...opts, onError: () => {} },
   );
   return serving;
 }
