@@ -227,8 +227,15 @@ export async function rpcConnect<S extends ServiceDef = {}>(
   opts: ConnectOptions & ClientOptions & { service?: S } = {},
 ): Promise<RpcClient<S>> {
   const conn = await connect(url, opts);
-  const client = new Client<any>(conn, opts);
-  const svc = opts.service ? bindService(client, opts.service) : ({} as ServiceClient<S>);
+  let client: Client<any>;
+  let svc: ServiceClient<S>;
+  try {
+    client = new Client<any>(conn, opts);
+    svc = opts.service ? bindService(client, opts.service) : ({} as ServiceClient<S>);
+  } catch (e) {
+    conn.close(); // a bad client option (window, interceptors, metrics): nothing stays open
+    throw e;
+  }
   return Object.assign(client, { svc, via: conn.via });
 }
 

@@ -9,7 +9,7 @@
  *   counts its bytes out.
  */
 import { afterAll, expect, test } from "bun:test";
-import { METRICS_METHOD, RemoteError, requestMetricsText, rpcConnect, serve } from "../../src/index.ts";
+import { METRICS_METHOD, RemoteError, UsageError, requestMetricsText, rpcConnect, serve } from "../../src/index.ts";
 
 const te = new TextEncoder();
 const closers: Array<() => void> = [];
@@ -119,4 +119,16 @@ test("client metrics count requests that fail before they are sent: timed out wa
     { code: "TransportClosedError", count: 2 },
   ]);
   expect(m.latency.count).toBe(4);
+});
+
+test("rpcConnect() with a bad client option rejects with UsageError and leaves no connection open", async () => {
+  const s = await serve("tcp://127.0.0.1:0", { 1: (h) => h.data });
+  closers.push(() => s.close());
+  for (const bad of [{ window: 0 }, { interceptors: [{ unary: 1 }] as never }, { metrics: "yes" as never }]) {
+    const e = await rpcConnect(s.url, bad).catch((x) => x);
+    expect(e).toBeInstanceOf(UsageError);
+  }
+  // Every connection the server accepted for those attempts has closed (tcp: accepted before connect() resolved).
+  for (let i = 0; i < 500 && s.server.sessions.size > 0; i++) await Bun.sleep(5);
+  expect(s.server.sessions.size).toBe(0);
 });
