@@ -34,10 +34,10 @@ import { SEND_CLOSED, SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMes
 import { KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_GOAWAY, KIND_MASK, KIND_ONEWAY, KIND_REQUEST, KIND_RESPONSE, KIND_STREAM_END, KIND_STREAM_MSG, MAX_APP_HEADER_BYTES, WIRE_HEADER_BYTES } from "./wire.ts";
 import { checkMessage, wireCallGen, wireCallSlot, wireWord0, withMetadata, writeWireHeader, WIRE_WORD_CALL_GEN, WIRE_WORD_CALL_SLOT } from "./wire.ts";
 import { checkTimeout } from "./validate.ts";
-import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, armRequest, keepCopies, tellMetadata, oversizedSlot, ownedBody, PendingRequest, type SlotOwner } from "./pending.ts";
+import { announceGoaway, CancelQueue, checkArgs, checkRequest, checkSizes, DeadlineQueue, armRequest, dropCopies, keepCopies, tellMetadata, oversizedSlot, ownedBody, PendingRequest, type SlotOwner } from "./pending.ts";
 import { RoomRetry } from "./room.ts";
 import { CompletionRing } from "./completions.ts";
-import { remoteErrorOf, settleRequest, splitResponse, SlotTable, SLOT_CALLBACK, SLOT_CANCELLING, SLOT_DONE, SLOT_FREE, SLOT_PROMISE, SLOT_STREAM } from "./slots.ts";
+import { remoteErrorOf, settleRequest, splitResponse, SlotTable, WaitLine, SLOT_CALLBACK, SLOT_CANCELLING, SLOT_DONE, SLOT_FREE, SLOT_PROMISE, SLOT_STREAM } from "./slots.ts";
 import { ClientStreamImpl, streamChain, type ClientStream, type SlotWaiter, type StreamOpener, type StreamOptions } from "./stream/client-stream.ts";
 import { CallMeter, metricsOption } from "./meter.ts";
 import type { RpcMetricsSnapshot } from "./metrics.ts";
@@ -73,8 +73,8 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   private directDelivered = 0;
   private directThrew = false; // and directError: what onResponse threw inside conn.poll()
   private directError: unknown;
-  /** Requests and streams waiting for a slot or room, in the order they came (one line for both). */
-  private readonly waiting: (PendingRequest | SlotWaiter)[] = [];
+  /** @internal requests and streams waiting for a slot or room, in the order they came (one line for both; a stream that finishes in it calls left()). */
+  readonly waiting = new WaitLine<PendingRequest | SlotWaiter>((p) => (p instanceof PendingRequest ? !p.done : p.wantsSlot));
   /** request() deadlines: one timer for the client, not one per request (pending.ts). */
   private readonly deadlines = new DeadlineQueue((p) => this.abandon(p, new TimeoutError(`request for method ${p.method} to ${this.conn.peer} timed out after ${p.timeoutMs} ms`)));
   private readonly aborted = (p: PendingRequest) => this.abandon(p, new CancelledError(`request for method ${p.method} aborted`, { cause: p.signal!.reason }));
@@ -180,10 +180,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
     return this.allocSlot();
   }
 
-  /**
-   * Marks a hot-path call outstanding before its request is sent: a transport may deliver the
-   * response (or the connection's close) inside the send itself (UCX's self transport does).
-   */
+  /** Marks a hot-path call outstanding before its request is sent: a transport may deliver the response (or the close) inside the send (UCX's self transport does). */
   private issue(slot: number, userData: U, method: number, lenBytes: number): void {
     this.state[slot] = SLOT_CALLBACK;
     this.userData[slot] = userData;
@@ -274,10 +271,6 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
 
   /** request() past the interceptors. */
   private start(method: number, data: Uint8Array, opts: RequestOptions | undefined): Promise<Uint8Array> {
-    const signal = opts?.signal;
-    if (signal?.aborted) {
-      return Promise.reject(new CancelledError(`request for method ${method} aborted before it was sent`, { cause: signal.reason }));
-    }
     let p: PendingRequest;
     try {
       // No closure per request: one executor binds the promise, `p` is the signal's listener, and
@@ -286,7 +279,13 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
     } catch (e) {
       return Promise.reject(e);
     }
-    if (this.closeErr !== null) return Promise.reject(this.closeErr);
+    const signal = opts?.signal;
+    if (this.closeErr !== null) return Promise.reject(this.closeErr); // after the close: no call, counted nowhere (as call()'s SEND_CLOSED)
+    if (signal?.aborted) {
+      const e = new CancelledError(`request for method ${method} aborted before it was sent`, { cause: signal.reason });
+      this.meter?.record(method, e, 0, 0, performance.now()); // counted like the other calls that fail unsent
+      return Promise.reject(e);
+    }
     if (this.meter !== null) p.startMs = performance.now();
     const promise = armRequest(p, this.deadlines); // its promise, its deadline, its abort listener
     try {
@@ -414,17 +413,14 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
   private pump(): void {
     if (this.cancels.length > 0 && !this.cancels.flush()) return this.room.later();
     while (this.waiting.length > 0) {
-      const p = this.waiting[0]!;
+      const p = this.waiting.peek()!;
       if (p instanceof PendingRequest ? !p.done && !this.tryStart(p) : p.wantsSlot && this.freeTop === 0) return;
-      this.waiting.shift();
+      this.waiting.shiftIf(p);
       if (!(p instanceof PendingRequest) && p.wantsSlot) p.slotReady(this.streamSlot(p)); // a stream's turn: a slot is free
     }
   }
 
-  /**
-   * Timeout or abort: reject, tell the server (a cancel that meets a full transport waits for
-   * room), then free the slot; a late response, even inside the cancel's send, is dropped and counted.
-   */
+  /** Timeout or abort: reject, tell the server (a cancel meeting a full transport waits for room), then free the slot; a late response, even inside the cancel's send, is dropped and counted. One waiting in line leaves it. */
   private abandon(p: PendingRequest, error: HotpathError): void {
     if (p.done) return;
     const slot = p.slot;
@@ -437,6 +433,8 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
       return;
     }
     this.settle(p, null, error);
+    dropCopies(p); // it waited in line: its copies go now, the entry at the line's next compaction
+    this.waiting.left();
   }
 
   private settle(p: PendingRequest, value: Uint8Array | null, error: Error | null): void {
@@ -593,7 +591,7 @@ export class Client<U = unknown> extends SlotTable<U> implements Disposable {
         owner.onClose(err);
       }
     }
-    for (const p of this.waiting.splice(0)) p instanceof PendingRequest ? this.settle(p, null, err) : p.onClose(err);
+    for (const p of this.waiting.takeAll()) p instanceof PendingRequest ? this.settle(p, null, err) : p.onClose(err);
     this.cancels.flush(); // closed: frees the slots of cancels that waited for room
     this.deadlines.clear(); // every request settled: no timer left holding this client
   }

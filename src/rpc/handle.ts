@@ -18,7 +18,7 @@
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
 import { HotpathError, ProtocolError, TimeoutError, UsageError, describeThrown, errorNameOf } from "../errors.ts";
 import { DecodeError } from "./codec.ts";
-import { SEND_FULL, SEND_OK, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
+import { SEND_FULL, SEND_OK, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { describeValue } from "./validate.ts";
 import { KIND_ERROR, KIND_RESPONSE, METADATA_LEN_BYTES, WIRE_HEADER_BYTES, encodeErrorBody, wireAppHeaderLen } from "./wire.ts";
 import { Metadata, decodeMetadata, encodeMetadata, remainingDeadline, type MetadataInit } from "./metadata.ts";
@@ -43,6 +43,25 @@ export function errorReplyOf(e: unknown): ErrorReply {
     name = "Error";
   }
   return { name, message: describeThrown(e) };
+}
+
+/** The most characters of an error's name an ERROR body carries (the rest is cut): a name is a class name, not a payload. */
+export const MAX_ERROR_NAME_CHARS = 256;
+
+/**
+ * An ERROR body (wire.ts) within `limitBytes`: the name cut to MAX_ERROR_NAME_CHARS, a message
+ * too long for the transport cut (and saying so). Used by error responses and streams' ERROR.
+ */
+export function errorBody(name: string, message: string, limitBytes: number): Uint8Array {
+  if (name.length > MAX_ERROR_NAME_CHARS) name = name.slice(0, MAX_ERROR_NAME_CHARS);
+  let body = encodeErrorBody(name, message);
+  let keep = message.length;
+  // Cut in proportion to what the encoding costs per character (escapes, UTF-8), until it fits.
+  while (body.length > limitBytes && keep > 0) {
+    keep = Math.max(0, Math.floor((keep * (limitBytes - 256)) / body.length));
+    body = encodeErrorBody(name, `${message.slice(0, keep)}... (${message.length} characters, cut to fit the transport)`);
+  }
+  return body;
 }
 
 /** What a handle needs of its session (ServerSession). */
@@ -365,9 +384,14 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
     return status;
   }
 
-  /** Sends an error response; the client's call rejects with RemoteError(name, message). */
+  /**
+   * Sends an error response; the client's call rejects with RemoteError(name, message). A name
+   * past MAX_ERROR_NAME_CHARS and a message past the transport's limit are cut (errorBody()).
+   */
   replyError(name: string, message: string): SendStatus {
-    return this.send(KIND_ERROR, encodeErrorBody(name, message), name);
+    const md = this.replyMd;
+    const limit = sendLimit(this.session.conn.caps) - (md === null ? 0 : METADATA_LEN_BYTES + md.length);
+    return this.send(KIND_ERROR, errorBody(name, message, limit), name.slice(0, MAX_ERROR_NAME_CHARS));
   }
 
   /** Consumes the handle without a response (e.g. after a cancel). */

@@ -393,6 +393,12 @@ export function keepCopies(p: PendingRequest): PendingRequest {
   return p;
 }
 
+/** The request settled before it was sent: its copies (keepCopies()) go at once, though its entry may wait in the line a while. */
+export function dropCopies(p: PendingRequest): void {
+  p.data = EMPTY_BYTES;
+  p.appHeader = undefined;
+}
+
 /** UsageError unless method is a u32, data a Uint8Array and appHeader (if given) one too. */
 export function checkArgs(method: number, data: unknown, appHeader: unknown, what: string): void {
   checkMethod(method, what);

@@ -374,8 +374,10 @@ export interface ServerOptions {
    * every session, beyond which a new request is answered at once with a ServerBusyError
    * (one-way messages are dropped): handlers that hold requests cannot grow the server without
    * bound. Each open stream reserves its whole receive window's bytes here from its START to its
-   * end (a START past the limit gets ServerBusyError), so buffered stream messages stay within
-   * maxPendingBytes plus one message per stream. Default 256 MiB.
+   * end, so buffered stream messages stay within maxPendingBytes plus one message per stream.
+   * Streams may reserve at most half of maxPendingBytes in all (requests keep the other half)
+   * and one session's streams at most a quarter: a START past either, or past the limit itself,
+   * gets ServerBusyError. Default 256 MiB.
    */
   maxPendingBytes?: number;
   /** Makes a session's streams at its first stream frame (serve() installs stream/'s); none: a STREAM_START gets UnknownMethodError. */
@@ -406,6 +408,8 @@ export class Server implements Disposable {
   private readonly log = new RateLimitedLog();
   /** Bytes counted against maxPendingBytes now. */
   pendingBytes = 0;
+  /** Of pendingBytes, what open streams reserve (at most half of maxPendingBytes: stream/server-stream.ts). */
+  streamBytes = 0;
   readonly maxPendingBytes: number;
   /** Requests refused (ServerBusyError) or one-way messages dropped because of maxPendingBytes. */
   busyRefusals = 0;

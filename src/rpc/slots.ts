@@ -109,3 +109,45 @@ export function splitResponse(msg: RxMessage, wanted: boolean): { msg: RxMessage
   msg.release();
   return { msg: own, md };
 }
+
+/**
+ * The client's line of requests and streams waiting for a slot or room, first come first
+ * served. An entry that settles while in line says so (left()); once more than half of the line
+ * has left, the line drops them, so abandoned entries (and the copies they hold) cannot pile up
+ * behind a full window. `alive(entry)` tells the ones still waiting. The client's thread.
+ */
+export class WaitLine<T> {
+  private items: T[] = [];
+  private gone = 0;
+
+  constructor(private readonly alive: (entry: T) => boolean) {}
+
+  get length(): number {
+    return this.items.length;
+  }
+  peek(): T | undefined {
+    return this.items[0];
+  }
+  push(entry: T): void {
+    this.items.push(entry);
+  }
+  /** Removes `entry` if it is first (a left() while it was served may have removed it already). */
+  shiftIf(entry: T): void {
+    if (this.items[0] !== entry) return;
+    this.items.shift();
+    if (!this.alive(entry) && this.gone > 0) this.gone--;
+  }
+  /** An entry in line settled (it stays until its turn or a compaction). */
+  left(): void {
+    if (++this.gone * 2 <= this.items.length) return;
+    this.items = this.items.filter(this.alive);
+    this.gone = 0;
+  }
+  /** Empties the line (the client closed): the entries, in order. */
+  takeAll(): T[] {
+    const all = this.items;
+    this.items = [];
+    this.gone = 0;
+    return all;
+  }
+}

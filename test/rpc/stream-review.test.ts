@@ -103,7 +103,7 @@ test("F5: refusals left unread past MAX_WINDOW (a START and a CANCEL on one slot
 
 test("F1: each stream reserves its receive window against maxPendingBytes; a START past it gets ServerBusyError", async () => {
   const window = { messages: 16, bytes: 1 << 20 };
-  const s = await serve("tcp://127.0.0.1:0", { 1: streamHandler(async (st) => { for await (const m of st) await st.send(m); }) }, { maxPendingBytes: (3 << 20) / 2, streamWindow: window });
+  const s = await serve("tcp://127.0.0.1:0", { 1: streamHandler(async (st) => { for await (const m of st) await st.send(m); }) }, { maxPendingBytes: 6 << 20, streamWindow: window }); // one session's streams: a quarter, 1.5 windows
   closers.push(() => s.close());
   const c = await rpcConnect(s.url);
   closers.push(() => c.close());

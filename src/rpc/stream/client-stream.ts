@@ -44,6 +44,8 @@ export interface StreamHost {
   openSlot(owner: SlotWaiter): number;
   sendOn(owner: SlotOwner, kind: number, slot: number, method: number, data: Uint8Array, md: Uint8Array | null, buffer?: boolean, lenBytes?: number): SendStatus;
   releaseSlot(owner: SlotOwner, slot: number, method: number, cancel: boolean): void;
+  /** The line openSlot() put a waiting owner in: left() when it finishes there. */
+  readonly waiting: { left(): void };
 }
 
 /** A stream waiting in the client's line for a slot (behind the requests and streams before it). */
@@ -77,6 +79,7 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotWa
   private timer: StreamTimer | null = null;
   private readonly userSignal: AbortSignal | undefined;
   private startSent = false;
+  private inLine = false; // waiting in the client's line for a slot
   private roomQueue: RoomQueue | null = null; // the client's (roomQueues), once looked up
   private readonly startMs = performance.now();
   private readonly onAbort = () => this.fail(new CancelledError(`stream for method ${this.method} aborted`, { cause: this.userSignal!.reason }), true);
@@ -128,6 +131,7 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotWa
     const slot = this.host.openSlot(this);
     if (slot === -2) return this.fail(new TransportClosedError(`rpc: connection to ${this.host.conn.peer} is closed`), false);
     if (slot >= 0) this.slotReady(slot);
+    else if (slot === -1) this.inLine = true;
   }
 
   get wantsSlot(): boolean {
@@ -135,6 +139,7 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotWa
   }
 
   slotReady(slot: number): void {
+    this.inLine = false;
     this.slot = slot;
     this.kick();
   }
@@ -178,6 +183,7 @@ export class ClientStreamImpl extends StreamBase implements ClientStream, SlotWa
     this.timer?.clear();
     this.host.meter?.record(this.method, error, this.bytesIn, this.bytesOut, this.startMs);
     this.userSignal?.removeEventListener("abort", this.onAbort);
+    if (this.inLine) this.host.waiting.left(); // its entry (and nothing else of it) stays until the line compacts
     if (this.slot < 0) return;
     // A stream the server knows of (START sent) and this side ended is cancelled there.
     this.host.releaseSlot(this, this.slot, this.method, tellPeer && this.startSent && !this.host.closed);

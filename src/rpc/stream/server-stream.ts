@@ -20,7 +20,7 @@
 
 import { CancelledError, MessageTooLargeError, ProtocolError, TimeoutError, TransportClosedError, UsageError, type HotpathError } from "../../errors.ts";
 import { SEND_CLOSED, SEND_FULL, sendLimit, type Connection, type RxMessage, type SendStatus } from "../../contract/transport.ts";
-import { errorReplyOf } from "../handle.ts";
+import { errorBody, errorReplyOf } from "../handle.ts";
 import { Metadata, decodeMetadata, remainingDeadline } from "../metadata.ts";
 import { errorCodeName } from "../metrics.ts";
 import type { RequestHandle, ServerSession, SessionStreams } from "../server.ts";
@@ -75,9 +75,9 @@ export class ServerStreamImpl extends StreamBase implements ServerStream {
     readonly metadata: Metadata,
     sendCredit: StreamWindow,
     window: StreamWindow,
+    remaining: number | undefined, // ms to the deadline (`hp-deadline-ms`, checked by the caller), undefined for none
   ) {
     super(sendCredit, STREAM_INITIAL_CREDIT, window);
-    const remaining = remainingDeadline(metadata); // ProtocolError for a malformed one: the caller aborts
     this.deadline = remaining === undefined ? undefined : this.startMs + remaining;
     if (this.deadline !== undefined) {
       this.timer = new StreamTimer(this.deadline, () => this.fail(new TimeoutError(`stream for method ${method} passed its deadline of ${remaining} ms`), true));
@@ -223,6 +223,7 @@ export class SessionStreamsImpl implements SessionStreams {
   private start(slot: number, gen: number, method: number, msg: RxMessage): void {
     let md = Metadata.EMPTY;
     let credit: { messages: number; bytes: number };
+    let remaining: number | undefined;
     try {
       if (this.live.has(slot)) throw new ProtocolError(`rpc server: STREAM_START for call ${slot}/${gen} while stream ${slot} is live`);
       const waiting = this.answers.get(slot);
@@ -232,6 +233,7 @@ export class SessionStreamsImpl implements SessionStreams {
       if ((wireKind(msg.headBuf, msg.headOffset) & KIND_FLAG_METADATA) !== 0) {
         at = metadataEnd(body);
         md = decodeMetadata(body.subarray(METADATA_LEN_BYTES, at));
+        remaining = remainingDeadline(md); // a malformed one: ProtocolError, before anything is reserved
       }
       credit = readCredit(body, at, "STREAM_START");
       if (credit.messages === 0 || credit.bytes === 0) throw new ProtocolError(`rpc server: STREAM_START with an empty window (${credit.messages} messages, ${credit.bytes} bytes)`);
@@ -240,14 +242,23 @@ export class SessionStreamsImpl implements SessionStreams {
     }
     const fn = this.lookup(method);
     if (typeof fn === "string") return this.refuse(method, slot, gen, "UnknownMethodError", fn);
-    // A stream may make this side hold its whole receive window: reserved against maxPendingBytes.
+    // A stream may make this side hold its whole receive window: reserved against maxPendingBytes,
+    // streams at most half of it (requests keep the rest) and one session's at most a quarter.
     const server = this.session.server;
-    if (server.pendingBytes + this.window.bytes > server.maxPendingBytes) {
+    const w = this.window.bytes;
+    const max = server.maxPendingBytes;
+    const full =
+      server.pendingBytes + w > max ? `the server holds ${server.pendingBytes} bytes of requests and stream windows (maxPendingBytes ${max})`
+      : server.streamBytes + w > max / 2 ? `open streams reserve ${server.streamBytes} bytes, and streams may reserve at most half of maxPendingBytes ${max}`
+      : (this.live.size + 1) * w > max / 4 ? `this session's ${this.live.size} streams reserve ${this.live.size * w} bytes, and one session's streams may reserve at most a quarter of maxPendingBytes ${max}`
+      : null;
+    if (full !== null) {
       server.busyRefusals++;
-      return this.refuse(method, slot, gen, "ServerBusyError", `the server holds ${server.pendingBytes} bytes of requests and stream windows (maxPendingBytes ${server.maxPendingBytes}); a stream would reserve ${this.window.bytes} more; try again later`);
+      return this.refuse(method, slot, gen, "ServerBusyError", `${full}; a stream would reserve ${w} more; try again later`);
     }
-    server.pendingBytes += this.window.bytes;
-    const s = new ServerStreamImpl(this, this.session, method, slot, gen, md, credit, this.window);
+    server.pendingBytes += w;
+    server.streamBytes += w;
+    const s = new ServerStreamImpl(this, this.session, method, slot, gen, md, credit, this.window, remaining);
     this.live.set(slot, s);
     this.session.streamStarted();
     let out: unknown;
@@ -291,6 +302,7 @@ export class SessionStreamsImpl implements SessionStreams {
     if (this.live.get(s.slot) !== s) return;
     this.live.delete(s.slot);
     this.session.server.pendingBytes -= this.window.bytes;
+    this.session.server.streamBytes -= this.window.bytes;
     this.session.streamEnded();
   }
 
@@ -313,18 +325,6 @@ interface RefusalAnswer {
   /** The client cancelled that call: the answer goes unsent. */
   cancelled: boolean;
   pump(): boolean;
-}
-
-/** An ERROR body within `limitBytes`: a message too long for the transport is cut (and says so). */
-export function errorBody(name: string, message: string, limitBytes: number): Uint8Array {
-  let body = encodeErrorBody(name, message);
-  let keep = message.length;
-  // Cut in proportion to what the encoding costs per character (escapes, UTF-8), until it fits.
-  while (body.length > limitBytes && keep > 0) {
-    keep = Math.max(0, Math.floor((keep * (limitBytes - 256)) / body.length));
-    body = encodeErrorBody(name, `${message.slice(0, keep)}... (${message.length} characters, cut to fit the transport)`);
-  }
-  return body;
 }
 
 /**
