@@ -8,6 +8,8 @@
  *
  * Example: class Client extends SlotTable<U> { ... const slot = this.allocSlot(); ... }
  *
+ * WaitLine: the client's line of requests and streams waiting for a slot (settled ones leave it).
+ *
  * Also small pieces of the client's completion path: remoteErrorOf() (an ERROR body as a
  * RemoteError), settleRequest() (a request() settles once) and splitResponse() (a response
  * that carries metadata).
