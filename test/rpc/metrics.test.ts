@@ -32,6 +32,7 @@ import {
   toPrometheus,
   toPrometheusAll,
 } from "../../src/rpc/metrics.ts";
+import { parseExposition, sampleValue } from "./metrics-exposition.ts";
 
 /** The exact nearest-rank q-quantile: the ceil(q * n)-th smallest (the smallest for q = 0). */
 function exactQuantile(sorted: number[], q: number): number {
@@ -263,119 +264,7 @@ describe("RpcMetrics", () => {
   });
 });
 
-// --- A strict parser of the text format 0.0.4 (what this module writes of it).
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-const NAME = "[a-zA-Z_:][a-zA-Z0-9_:]*";
-const SAMPLE_LINE = new RegExp(`^(${NAME})(?:\\{(.*)\\})? (\\S+)$`);
-const LABEL = new RegExp(`^([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\\\\n]|\\\\[\\\\"n])*)"(,|$)`);
-
-function parseValue(t: string): number {
-  if (t === "+Inf") return Infinity;
-  if (t === "-Inf") return -Infinity;
-  if (t === "NaN") return NaN;
-  if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(t)) throw new Error(`bad value ${JSON.stringify(t)}`);
-  return Number(t);
-}
-
-function parseLabels(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  let rest = text;
-  while (rest !== "") {
-    const m = LABEL.exec(rest);
-    if (m === null) throw new Error(`bad labels ${JSON.stringify(text)}`);
-    if (m[1]! in out) throw new Error(`label ${m[1]} twice`);
-    out[m[1]!] = m[2]!.replace(/\\(.)/g, (_, c: string) => (c === "n" ? "\n" : c));
-    rest = rest.slice(m[0].length);
-    if (m[3] === "," && rest === "") throw new Error("trailing comma");
-  }
-  return out;
-}
-
-function parseExposition(text: string): { types: Map<string, string>; samples: Sample[] } {
-  if (!text.endsWith("\n")) throw new Error("text must end with a newline");
-  const types = new Map<string, string>();
-  const helps = new Set<string>();
-  const sampled = new Set<string>();
-  const samples: Sample[] = [];
-  const series = new Set<string>();
-  const familyOf = (name: string) => {
-    for (const suffix of ["_bucket", "_sum", "_count"]) {
-      const base = name.slice(0, -suffix.length);
-      if (name.endsWith(suffix) && types.get(base) === "histogram") return base;
-    }
-    return name;
-  };
-  for (const line of text.slice(0, -1).split("\n")) {
-    if (line === "") continue;
-    if (line.startsWith("#")) {
-      const m = new RegExp(`^# (HELP|TYPE) (${NAME}) (.*)$`).exec(line);
-      if (m === null) continue; // another comment
-      if (m[1] === "TYPE") {
-        if (!["counter", "gauge", "histogram", "summary", "untyped"].includes(m[3]!)) throw new Error(`bad type ${m[3]}`);
-        if (types.has(m[2]!)) throw new Error(`second TYPE for ${m[2]}`);
-        if (sampled.has(m[2]!)) throw new Error(`TYPE for ${m[2]} after its samples`);
-        types.set(m[2]!, m[3]!);
-      } else {
-        if (helps.has(m[2]!)) throw new Error(`second HELP for ${m[2]}`);
-        if (/\\[^\\n]/.test(m[3]!.replace(/\\\\/g, ""))) throw new Error(`bad HELP escape: ${line}`);
-        helps.add(m[2]!);
-      }
-      continue;
-    }
-    const m = SAMPLE_LINE.exec(line);
-    if (m === null) throw new Error(`not a sample line: ${JSON.stringify(line)}`);
-    const family = familyOf(m[1]!);
-    if (!types.has(family)) throw new Error(`sample ${m[1]} before a TYPE line for ${family}`);
-    sampled.add(family);
-    const s = { name: m[1]!, labels: parseLabels(m[2] ?? ""), value: parseValue(m[3]!) };
-    const key = `${s.name}{${JSON.stringify(Object.entries(s.labels).sort())}}`;
-    if (series.has(key)) throw new Error(`duplicate series ${key}`);
-    series.add(key);
-    samples.push(s);
-  }
-  // Histograms: per label set, buckets in increasing le, cumulative (non-decreasing), ending at
-  // +Inf, which equals _count; _sum present.
-  for (const [family, type] of types) {
-    if (type !== "histogram") continue;
-    const groups = new Map<string, { les: number[]; counts: number[]; count?: number; sum?: number }>();
-    const group = (labels: Record<string, string>) => {
-      const { le: _le, ...rest } = labels;
-      const k = JSON.stringify(Object.entries(rest).sort());
-      let g = groups.get(k);
-      if (g === undefined) groups.set(k, (g = { les: [], counts: [] }));
-      return g;
-    };
-    for (const s of samples) {
-      if (s.name === `${family}_bucket`) {
-        if (s.labels.le === undefined) throw new Error("bucket without le");
-        const g = group(s.labels);
-        g.les.push(parseValue(s.labels.le));
-        g.counts.push(s.value);
-      } else if (s.name === `${family}_count`) group(s.labels).count = s.value;
-      else if (s.name === `${family}_sum`) group(s.labels).sum = s.value;
-    }
-    for (const [k, g] of groups) {
-      for (let i = 1; i < g.les.length; i++) {
-        if (!(g.les[i]! > g.les[i - 1]!)) throw new Error(`${family} ${k}: le not increasing`);
-        if (g.counts[i]! < g.counts[i - 1]!) throw new Error(`${family} ${k}: buckets not cumulative`);
-      }
-      if (g.les.at(-1) !== Infinity) throw new Error(`${family} ${k}: no +Inf bucket`);
-      if (g.count !== g.counts.at(-1)) throw new Error(`${family} ${k}: _count ${g.count} != +Inf bucket ${g.counts.at(-1)}`);
-      if (g.sum === undefined) throw new Error(`${family} ${k}: no _sum`);
-    }
-  }
-  return { types, samples };
-}
-
-function sampleValue(samples: Sample[], name: string, labels: Record<string, string>): number | undefined {
-  return samples.find((s) => s.name === name && Object.keys(labels).length === Object.keys(s.labels).length && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
-}
+// The strict parser of the text format 0.0.4 is metrics-exposition.ts's (shared with the client and server tests).
 
 describe("Prometheus text", () => {
   test("escaping of label values: backslash, double quote, newline", () => {
