@@ -78,7 +78,10 @@ describe("deadlines at their limits", () => {
     // ~35 days, sent as given (timeoutMs 0: the client adds no deadline of its own).
     await c.request(1, te.encode("a"), { timeoutMs: 0, metadata: { [DEADLINE_KEY]: "3000000000" } });
     expect(aborted).toBe(false);
-    expect(timers).toBe(1); // before: one per ms while the handler ran (Bun fires an over-long delay at once)
+    // Before: one timer per ms while the handler ran (~60: Bun fires an over-long delay at once).
+    // The count is process-wide, so another part of the process (a transport's timer) may add one.
+    expect(timers).toBeGreaterThanOrEqual(1);
+    expect(timers).toBeLessThanOrEqual(3);
   });
 
   test("a timeoutMs of any length travels (clamped to MAX_DEADLINE_MS); the handler sees it", async () => {
