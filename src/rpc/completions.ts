@@ -76,7 +76,7 @@ export function ownQueued(msgs: (RxMessage | null)[], head: number, count: numbe
   }
 }
 
-/** A response body the client owns (ownQueued, splitMetadata): release() does nothing. */
+/** A response body the client owns (ownQueued, slots.ts splitResponse): release() does nothing. */
 export class OwnedMessage implements RxMessage {
   readonly head = EMPTY_BYTES;
   readonly headBuf = EMPTY_BYTES;

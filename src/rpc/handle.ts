@@ -166,19 +166,6 @@ export class RequestHandle<S extends HandleSession = HandleSession> {
   }
 
   /**
-   * @internal where the request's data starts in its body, after its metadata (wire.ts); 0: no
-   * metadata. The session sets it at delivery (after checking the prefix fits); a non-zero end
-   * reads the metadata and its deadline at once (readMetadata()).
-   */
-  get mdEnd(): number {
-    return this.dataAt;
-  }
-  set mdEnd(end: number) {
-    this.dataAt = end;
-    if (end !== 0 && this.md === null) this.readMetadata(end);
-  }
-
-  /**
    * @internal decodes the request's metadata (body[2 .. end)) and its deadline. A peer's
    * malformed metadata is a ProtocolError: the connection is aborted, the handle marked
    * cancelled (a reply is dropped), and false returned. Cold path: only requests with metadata.

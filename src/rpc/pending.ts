@@ -11,10 +11,9 @@
 import { ProtocolError, TimeoutError, UsageError, type HotpathError } from "../errors.ts";
 import { SEND_FULL, sendLimit, type Connection, type RxMessage, type SendStatus } from "../contract/transport.ts";
 import { copyBytes, EMPTY_BYTES } from "../bytes.ts";
-import { GOAWAY_HELLO_METHOD, KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_REQUEST, KIND_RESPONSE, KIND_STREAM_END, KIND_STREAM_MSG, METADATA_LEN_BYTES, WIRE_HEADER_BYTES, metadataEnd, wireCallSlot, wireKind, withMetadata, writeWireHeader } from "./wire.ts";
-import { OwnedMessage } from "./completions.ts";
+import { GOAWAY_HELLO_METHOD, KIND_CANCEL, KIND_ERROR, KIND_FLAG_METADATA, KIND_REQUEST, KIND_RESPONSE, KIND_STREAM_END, KIND_STREAM_MSG, WIRE_HEADER_BYTES, wireCallSlot, wireKind, withMetadata, writeWireHeader } from "./wire.ts";
 import { checkBytes, checkMethod, checkTimeout, describeValue } from "./validate.ts";
-import { MAX_DEADLINE_MS, Metadata, decodeMetadata, encodeMetadata, withRemainingDeadline, type MetadataInit } from "./metadata.ts";
+import { MAX_DEADLINE_MS, Metadata, encodeMetadata, withRemainingDeadline, type MetadataInit } from "./metadata.ts";
 import type { RpcMetrics } from "./metrics.ts";
 import type { ClientStream, StreamCall } from "./stream/types.ts";
 
@@ -316,22 +315,6 @@ export function callMetadata(opts: { metadata?: MetadataInit | Metadata; parent?
     }
   }
   return { md: md.size === 0 ? null : encodeMetadata(md), timeoutMs };
-}
-
-/**
- * A received message whose kind has KIND_FLAG_METADATA: hands its metadata to `onMetadata` (a
- * throw of it is printed, never the client's) and returns the message's data as a message the
- * client owns (a copy), releasing `msg`. ProtocolError (and `msg` kept) when the metadata is
- * malformed. Cold path: allocates.
- */
-export function splitMetadata(msg: RxMessage, onMetadata: ((md: Metadata) => void) | undefined): RxMessage {
-  const body = msg.body;
-  const end = metadataEnd(body);
-  const md = onMetadata === undefined ? null : decodeMetadata(body.subarray(METADATA_LEN_BYTES, end));
-  const own = new OwnedMessage(copyBytes(body.subarray(end)));
-  msg.release();
-  if (md !== null) tellMetadata(onMetadata!, md);
-  return own;
 }
 
 /** Calls a caller's onResponseMetadata; a throw is printed, never the client's. */
